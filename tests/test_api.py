@@ -1,0 +1,134 @@
+import io
+
+import pytest
+
+from tests.conftest import fixture_image, issue_token
+from tests.factories import add_prediction
+from webapp.extensions import db
+from webapp.models import Prediction
+
+
+def post(client, token, *files):
+    return client.post("/api/v1/predictions", headers={"Authorization": f"Bearer {token}"},
+                       data={"file": [(io.BytesIO(body), name) for name, body in files]},
+                       content_type="multipart/form-data")
+
+
+def count(app):
+    with app.app_context():
+        return db.session.query(Prediction).count()
+
+
+@pytest.mark.parametrize("header", [None, "Bearer ", "Bearer wrong-token", "Basic abc", "bearer"])
+def test_requests_without_a_valid_token_get_401(client, api_token, header):
+    headers = {"Authorization": header} if header is not None else {}
+    for method, path in (("post", "/api/v1/predictions"), ("get", "/api/v1/predictions"),
+                         ("get", "/api/v1/predictions/1")):
+        response = getattr(client, method)(path, headers=headers)
+        assert response.status_code == 401
+        assert response.json["error"]["code"] == "unauthorized"
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_one_upload(app, client, api_token):
+    response = post(client, api_token, ("normal.jpeg", fixture_image("normal.jpeg")))
+    assert response.status_code == 201
+    (item,) = response.json["predictions"]
+    assert set(item) >= {"id", "filename", "label", "probabilities", "unknown_reason", "model_version", "created_at"}
+    assert item["filename"] == "normal.jpeg" and item["label"] in ("NORMAL", "PNEUMONIA", "UNKNOWN")
+    assert abs(sum(item["probabilities"].values()) - 1) < 1e-4
+    assert item["created_at"].endswith("Z")
+    assert count(app) == 1
+
+
+def test_batch_with_a_rejected_item(app, client, api_token):
+    response = post(client, api_token, ("normal.jpeg", fixture_image("normal.jpeg")), ("notes.pdf", b"%PDF-1.4\n%"),
+                    ("pneumonia.jpeg", fixture_image("pneumonia.jpeg")))
+    assert response.status_code == 207
+    ok1, bad, ok2 = response.json["predictions"]
+    assert "id" in ok1 and "id" in ok2
+    assert bad["filename"] == "notes.pdf" and bad["error"]["code"] and bad["error"]["message"]
+    assert 400 <= bad["status"] < 500
+    assert count(app) == 2
+
+
+def test_rejected_single_file(app, client, api_token):
+    response = post(client, api_token, ("empty.jpeg", b""))
+    assert 400 <= response.status_code < 500
+    assert set(response.json["error"]) == {"code", "message"}
+    assert count(app) == 0
+
+
+def test_all_rejected_batch(app, client, api_token):
+    response = post(client, api_token, ("a.jpeg", b""), ("b.txt", b"text"))
+    assert 400 <= response.status_code < 500
+    assert response.json["error"]["code"] == "all_files_rejected"
+    assert len(response.json["predictions"]) == 2 and count(app) == 0
+
+
+def test_missing_file_field(client, api_token):
+    response = client.post("/api/v1/predictions", headers={"Authorization": f"Bearer {api_token}"}, data={})
+    assert response.status_code == 400 and response.json["error"]["code"] == "no_file"
+
+
+def test_file_name_is_sanitized(client, api_token):
+    response = post(client, api_token, ("../../etc/pa\x00ss<b>.jpeg", fixture_image("normal.jpeg")))
+    name = response.json["predictions"][0]["filename"]
+    assert "/" not in name and "\x00" not in name and name.endswith(".jpeg")
+
+
+def test_too_large_is_413_json(app, client, api_token):
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    response = post(client, api_token, ("n.jpeg", fixture_image("normal.jpeg")))
+    assert response.status_code == 413 and response.json["error"]["code"] == "too_large"
+
+
+def test_get_own_other_and_missing(app, client, api_token, clinician_user, other_clinician):
+    with app.app_context():
+        mine = add_prediction(clinician_user)
+        theirs = add_prediction(other_clinician)
+    headers = {"Authorization": f"Bearer {api_token}"}
+    assert client.get(f"/api/v1/predictions/{mine}", headers=headers).json["id"] == mine
+    assert client.get(f"/api/v1/predictions/{theirs}", headers=headers).status_code == 403
+    assert client.get("/api/v1/predictions/999", headers=headers).json["error"]["code"] == "not_found"
+
+
+def test_list_is_for_admins(client, api_token):
+    response = client.get("/api/v1/predictions", headers={"Authorization": f"Bearer {api_token}"})
+    assert response.status_code == 403
+
+
+def test_admin_list_with_filters_and_pages(app, client, admin_token, clinician_user):
+    with app.app_context():
+        for _ in range(3):
+            add_prediction(clinician_user, "PNEUMONIA")
+        add_prediction(clinician_user, "NORMAL", feedback="NORMAL")
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    body = client.get("/api/v1/predictions?verdict=PNEUMONIA&per_page=2", headers=headers).json
+    assert body["total"] == 3 and body["pages"] == 2 and len(body["predictions"]) == 2
+    assert {p["label"] for p in body["predictions"]} == {"PNEUMONIA"}
+    reviewed = client.get("/api/v1/predictions?reviewed=yes", headers=headers).json
+    assert reviewed["total"] == 1 and reviewed["predictions"][0]["feedback"]["label"] == "NORMAL"
+    bad = client.get("/api/v1/predictions?date_from=soon", headers=headers)
+    assert bad.status_code == 400 and bad.json["error"]["code"] == "invalid_filter"
+
+
+def test_deactivated_users_token_stops_working(app, client, api_token, runner):
+    runner.invoke(args=["users", "deactivate", "clin"])
+    assert post(client, api_token, ("n.jpeg", fixture_image("normal.jpeg"))).status_code == 401
+
+
+def test_openapi_document(client):
+    doc = client.get("/api/v1/openapi.json").json
+    assert doc["openapi"].startswith("3.")
+    assert {"post", "get"} <= set(doc["paths"]["/predictions"])
+    assert "/predictions/{id}" in doc["paths"]
+
+
+def test_unknown_api_path_is_json_404(client):
+    response = client.get("/api/v1/nothing")
+    assert response.status_code == 404 and response.json["error"]["code"]
+
+
+def test_second_token_for_admin(app, admin_user):
+    assert issue_token(app, "admin") != issue_token(app, "admin")

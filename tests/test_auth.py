@@ -1,0 +1,110 @@
+import pytest
+
+from tests.conftest import csrf_token
+from webapp.extensions import db
+from webapp.models import User
+
+PROTECTED_PAGES = ["/", "/screen", "/screen/results?id=1", "/history/", "/predictions/1",
+                   "/predictions/1/image.png", "/predictions/1/heatmap.png", "/admin/history",
+                   "/admin/history.csv", "/admin/summary", "/admin/users", "/admin/audit"]
+ADMIN_PAGES = ["/admin/history", "/admin/history.csv", "/admin/summary", "/admin/users", "/admin/audit"]
+
+
+@pytest.mark.parametrize("path", PROTECTED_PAGES)
+def test_anonymous_users_are_sent_to_sign_in(client, path):
+    response = client.get(path)
+    assert response.status_code == 302
+    assert "/auth/login" in response.headers["Location"]
+
+
+@pytest.mark.parametrize("path", ["/auth/login", "/static/app.css", "/healthz"])
+def test_public_paths(client, path):
+    assert client.get(path).status_code == 200
+
+
+@pytest.mark.parametrize("path", ADMIN_PAGES)
+def test_clinician_gets_403_on_admin_pages(client, auth, clinician_user, path):
+    auth.login()
+    response = client.get(path)
+    assert response.status_code == 403
+    assert "You do not have access" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path", ADMIN_PAGES)
+def test_admin_reaches_admin_pages(client, auth, admin_user, path):
+    auth.login("admin")
+    assert client.get(path).status_code == 200
+
+
+def test_login_and_logout(client, auth, clinician_user):
+    response = auth.login()
+    assert response.status_code == 302 and response.headers["Location"].endswith("/screen")
+    assert client.get("/screen").status_code == 200
+    auth.logout()
+    assert client.get("/screen").status_code == 302
+
+
+def test_wrong_password(client, auth, clinician_user):
+    response = auth.login("clin", "wrong-password")
+    assert response.status_code == 401
+    assert "wrong password" in response.get_data(as_text=True)
+
+
+def test_login_without_csrf_token_is_refused(client, clinician_user):
+    response = client.post("/auth/login", data={"username": "clin", "password": "clinician-pass-1"})
+    assert response.status_code == 400
+    assert client.get("/screen").status_code == 302
+
+
+def test_logout_requires_csrf(client, auth, clinician_user):
+    auth.login()
+    assert client.post("/auth/logout").status_code == 400
+    assert client.get("/screen").status_code == 200
+
+
+def test_throttled_per_account(client, auth, clinician_user):
+    for _ in range(5):
+        assert auth.login("clin", "wrong-password").status_code == 401
+    response = auth.login("clin")  # right password, but the account is paused
+    assert response.status_code == 429
+    assert "Too many failed sign-in attempts" in response.get_data(as_text=True)
+
+
+def test_throttled_per_address(app, client, auth, clinician_user):
+    app.config["LOGIN_MAX_FAILURES_PER_ADDRESS"] = 3
+    for name in ("a1", "a2", "a3"):  # three different accounts from one address
+        response = client.post("/auth/login", data={
+            "username": name, "password": "nope-nope-nope", "csrf_token": csrf_token(client, "/auth/login")})
+        assert response.status_code == 401
+    assert auth.login("clin").status_code == 429
+
+
+def test_deactivated_user_cannot_sign_in(app, client, auth, clinician_user):
+    with app.app_context():
+        db.session.get(User, clinician_user).active = False
+        db.session.commit()
+    assert auth.login().status_code == 401
+
+
+def test_session_of_deactivated_user_ends(app, client, auth, clinician_user):
+    auth.login()
+    with app.app_context():
+        db.session.get(User, clinician_user).active = False
+        db.session.commit()
+    assert client.get("/screen").status_code == 302
+
+
+@pytest.mark.parametrize("target,expected", [("/history/", "/history/"), ("https://evil.example/", "/screen"),
+                                             ("//evil.example/x", "/screen")])
+def test_next_redirect_stays_on_site(client, clinician_user, target, expected):
+    token = csrf_token(client, "/auth/login")
+    response = client.post(f"/auth/login?next={target}", data={
+        "username": "clin", "password": "clinician-pass-1", "csrf_token": token})
+    assert response.headers["Location"] == expected
+
+
+def test_passwords_are_hashed_with_argon2(app, clinician_user):
+    with app.app_context():
+        user = db.session.get(User, clinician_user)
+        assert user.password_hash.startswith("$argon2id$")
+        assert user.check_password("clinician-pass-1") and not user.check_password("x")

@@ -1,0 +1,38 @@
+import pytest
+
+from webapp import create_app
+from webapp.config import TestingConfig
+from webapp.inference import runtime
+
+
+def test_healthz(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+
+
+def test_readyz_with_model_and_database(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json["status"] == "ready" and response.json["model_version"]
+
+
+@pytest.fixture
+def fresh_runtime():
+    runtime.reset_for_tests()
+    yield
+    runtime.reset_for_tests()
+
+
+@pytest.mark.parametrize("content", [None, b"this is not a keras file"])
+def test_readyz_503_when_model_missing_or_corrupt(tmp_path, fresh_runtime, content, caplog):
+    model = tmp_path / "cxr_pneumonia.keras"
+    if content is not None:
+        model.write_bytes(content)
+    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "MODEL_PATH": model})
+    client = app.test_client()
+    for _ in range(3):
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert "model could not be loaded" in response.json["reasons"][0]
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "model could not be loaded" in r.getMessage()]
+    assert len(errors) == 1  # one clear error, not one per probe
+    assert client.get("/healthz").status_code == 200

@@ -1,0 +1,100 @@
+import csv
+import io
+from datetime import datetime, time, timedelta, timezone
+
+import pytest
+
+from tests.factories import add_prediction
+from webapp.extensions import db
+from webapp.models import AuditEvent
+
+# Recent days, so the 30-day summary includes them whenever the suite runs.
+_TODAY = datetime.now(timezone.utc).date()
+DAY1 = datetime.combine(_TODAY - timedelta(days=3), time(9), tzinfo=timezone.utc)
+DAY2 = datetime.combine(_TODAY - timedelta(days=2), time(9), tzinfo=timezone.utc)
+D1, D2 = DAY1.date().isoformat(), DAY2.date().isoformat()
+
+
+@pytest.fixture
+def rows(app, admin_user, clinician_user, other_clinician):
+    with app.app_context():
+        return {
+            "n1": add_prediction(clinician_user, "NORMAL", DAY1, "v1", "n1.jpeg", feedback="NORMAL"),
+            "p1": add_prediction(clinician_user, "PNEUMONIA", DAY2, "v2", "p1.jpeg", feedback="NORMAL"),
+            "u1": add_prediction(other_clinician, "UNKNOWN", DAY2, "v2", "=cmd().jpeg"),
+        }
+
+
+def listed(client, path):
+    html = client.get(path).get_data(as_text=True)
+    return {name for name in ("n1.jpeg", "p1.jpeg", "=cmd().jpeg") if name in html}
+
+
+@pytest.mark.parametrize("query,expected", [
+    ("", {"n1.jpeg", "p1.jpeg", "=cmd().jpeg"}),
+    ("?verdict=PNEUMONIA", {"p1.jpeg"}),
+    (f"?date_from={D2}", {"p1.jpeg", "=cmd().jpeg"}),
+    (f"?date_to={D1}", {"n1.jpeg"}),
+    ("?user=other", {"=cmd().jpeg"}),
+    ("?model_version=v1", {"n1.jpeg"}),
+    ("?reviewed=yes", {"n1.jpeg", "p1.jpeg"}),
+    ("?reviewed=no", {"=cmd().jpeg"}),
+    (f"?verdict=NORMAL&date_from={D2}", set()),
+])
+def test_admin_history_filters(client, auth, rows, query, expected):
+    auth.login("admin")
+    assert listed(client, "/admin/history" + query) == expected
+
+
+def test_invalid_filter_shows_error(client, auth, rows):
+    auth.login("admin")
+    response = client.get("/admin/history?date_from=yesterday")
+    assert response.status_code == 200 and "Not a valid date" in response.get_data(as_text=True)
+
+
+def test_clinician_sees_only_own(client, auth, rows):
+    auth.login("clin")
+    assert listed(client, "/history/") == {"n1.jpeg", "p1.jpeg"}
+
+
+def test_pagination(app, client, auth, admin_user):
+    with app.app_context():
+        for i in range(30):
+            add_prediction(admin_user, filename=f"f{i}.jpeg")
+    auth.login("admin")
+    first = client.get("/admin/history?verdict=NORMAL").get_data(as_text=True)
+    assert "Page 1 of 2" in first and "page=2" in first and "verdict=NORMAL" in first
+    second = client.get("/admin/history?verdict=NORMAL&page=2").get_data(as_text=True)
+    assert "f0.jpeg" in second and "f29.jpeg" not in second
+
+
+def test_detail_view_for_admin(client, auth, rows):
+    auth.login("admin")
+    html = client.get(f"/predictions/{rows['u1']}").get_data(as_text=True)
+    assert "by other" in html and "not a chest radiograph" in html and "heatmap.png" in html
+
+
+def test_csv_export_with_filters_is_audited(app, client, auth, rows):
+    auth.login("admin")
+    response = client.get("/admin/history.csv?model_version=v2")
+    assert response.mimetype == "text/csv" and "attachment" in response.headers["Content-Disposition"]
+    table = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert sorted(r["label"] for r in table) == ["PNEUMONIA", "UNKNOWN"]
+    unknown = next(r for r in table if r["label"] == "UNKNOWN")
+    assert unknown["filename"] == "'=cmd().jpeg"  # formula injection defused
+    assert next(r for r in table if r["label"] == "PNEUMONIA")["feedback_label"] == "NORMAL"
+    with app.app_context():
+        event = db.session.query(AuditEvent).filter_by(action="history.export_csv").one()
+        assert event.actor == "admin" and "model_version=v2" in event.details
+    assert "history.export_csv" in client.get("/admin/audit").get_data(as_text=True)
+
+
+def test_summary_charts(app, client, auth, rows):
+    auth.login("admin")
+    html = client.get("/admin/summary").get_data(as_text=True)
+    assert 'id="chart-per-day"' in html and 'id="chart-agreement"' in html
+    assert f"<td>{D1}</td><td>1</td><td>0</td><td>0</td>" in html
+    assert f"<td>{D2}</td><td>0</td><td>1</td><td>1</td>" in html
+    # v1: one review, agreed; v2: one review (NORMAL vs PNEUMONIA), disagreed.
+    assert "<td>v1</td><td>1</td><td>1</td><td>100.0%</td>" in html
+    assert "<td>v2</td><td>1</td><td>0</td><td>0.0%</td>" in html

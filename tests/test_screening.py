@@ -1,0 +1,170 @@
+import hashlib
+import io
+
+import pytest
+from PIL import Image
+
+from tests.conftest import csrf_token, fixture_image
+from webapp.extensions import db
+from webapp.models import LABELS, Feedback, Prediction
+
+
+def upload(client, *files, accept=None):
+    token = csrf_token(client, "/screen")
+    data = {"csrf_token": token, "files": [(io.BytesIO(body), name) for name, body in files]}
+    headers = {"Accept": accept} if accept else {}
+    return client.post("/screen", data=data, content_type="multipart/form-data", headers=headers)
+
+
+def count(app) -> int:
+    with app.app_context():
+        return db.session.query(Prediction).count()
+
+
+@pytest.fixture
+def signed_in(client, auth, clinician_user):
+    auth.login()
+    return client
+
+
+def test_upload_page_shows_limits(signed_in):
+    html = signed_in.get("/screen").get_data(as_text=True)
+    assert "50 MB" in html and ".dcm" in html and 'type="file"' in html and "multiple" in html
+    assert 'for="files"' in html  # the file control has a label
+
+
+def test_upload_two_real_radiographs(app, signed_in, clinician_user):
+    response = upload(signed_in, ("normal.jpeg", fixture_image("normal.jpeg")),
+                      ("pneumonia.jpeg", fixture_image("pneumonia.jpeg")))
+    assert response.status_code == 303
+    page = signed_in.get(response.headers["Location"])
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert html.count('class="card result"') == 2
+    assert "Calibrated probabilities" in html and "Show heat map" in html
+    assert "not a diagnosis" in html
+    with app.app_context():
+        rows = db.session.query(Prediction).order_by(Prediction.id).all()
+        assert [r.filename for r in rows] == ["normal.jpeg", "pneumonia.jpeg"]
+        row = rows[0]
+        assert row.user_id == clinician_user
+        assert row.sha256 == hashlib.sha256(fixture_image("normal.jpeg")).hexdigest()
+        assert row.image_format == "JPEG" and row.file_size == len(fixture_image("normal.jpeg"))
+        assert (row.width, row.height) == (224, 224)
+        assert row.label in LABELS
+        assert abs(row.p_normal + row.p_pneumonia - 1) < 1e-5
+        assert 0 < row.threshold < 1 and row.model_version and row.latency_ms > 0
+        review = Image.open(io.BytesIO(row.review_png))
+        assert review.format == "PNG" and review.mode == "L" and max(review.size) <= 320
+        assert Image.open(io.BytesIO(row.heatmap_png)).format == "PNG"
+
+
+def test_result_notes_match_verdict(app, signed_in):
+    response = upload(signed_in, ("pneumonia.jpeg", fixture_image("pneumonia.jpeg")))
+    html = signed_in.get(response.headers["Location"]).get_data(as_text=True)
+    with app.app_context():
+        label = db.session.query(Prediction).one().label
+    expected = {"NORMAL": "No radiographic sign of pneumonia", "PNEUMONIA": "suggestive of pneumonia",
+                "UNKNOWN": "No verdict"}[label]
+    assert expected in html
+    assert f'data-notes-for="{label}"' in html
+
+
+def test_photo_is_unknown_with_reason(app, signed_in):
+    response = upload(signed_in, ("photo.jpg", fixture_image("photo.jpg")))
+    html = signed_in.get(response.headers["Location"]).get_data(as_text=True)
+    with app.app_context():
+        row = db.session.query(Prediction).one()
+        assert row.label == "UNKNOWN" and row.unknown_reason
+    assert "Why UNKNOWN" in html
+
+
+def test_corrupt_file_gives_clear_message_and_no_row(app, signed_in):
+    response = upload(signed_in, ("broken.jpeg", fixture_image("normal.jpeg")[:300]))
+    assert 400 <= response.status_code < 500
+    html = response.get_data(as_text=True)
+    assert "broken.jpeg" in html and 'class="error"' in html
+    assert count(app) == 0
+
+
+def test_corrupt_file_json_for_script(app, signed_in):
+    response = upload(signed_in, ("a.txt", b"hello"), accept="application/json")
+    assert 400 <= response.status_code < 500
+    assert response.json["errors"][0]["message"]
+    assert count(app) == 0
+
+
+def test_mixed_batch_keeps_good_files_and_reports_bad(app, signed_in):
+    response = upload(signed_in, ("good.jpeg", fixture_image("normal.jpeg")), ("bad.png", b"\x89PNG\r\n\x1a\nxx"))
+    assert response.status_code == 303
+    html = signed_in.get(response.headers["Location"]).get_data(as_text=True)
+    assert "bad.png" in html and "good.jpeg" in html
+    assert count(app) == 1
+
+
+def test_upload_without_files(signed_in):
+    response = upload(signed_in)
+    assert response.status_code == 400
+    assert "Choose at least one file" in response.get_data(as_text=True)
+
+
+def test_upload_requires_csrf(app, signed_in):
+    response = signed_in.post("/screen", data={"files": [(io.BytesIO(fixture_image("normal.jpeg")), "n.jpeg")]},
+                              content_type="multipart/form-data")
+    assert response.status_code == 400 and count(app) == 0
+
+
+def test_upload_over_size_limit_is_413(app, signed_in):
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    response = upload(signed_in, ("n.jpeg", fixture_image("normal.jpeg")))
+    assert response.status_code == 413
+    assert "larger than this server accepts" in response.get_data(as_text=True)
+
+
+def test_markup_in_file_name_is_escaped(app, signed_in):
+    response = upload(signed_in, ('<script>alert(1)</script>.jpeg', fixture_image("normal.jpeg")))
+    html = signed_in.get(response.headers["Location"]).get_data(as_text=True)
+    assert "<script>alert(1)" not in html and "&lt;script&gt;" in html
+
+
+def _one_prediction(app, signed_in) -> int:
+    upload(signed_in, ("n.jpeg", fixture_image("normal.jpeg")))
+    with app.app_context():
+        return db.session.query(Prediction).one().id
+
+
+def test_feedback_is_saved_and_updated(app, signed_in):
+    pid = _one_prediction(app, signed_in)
+    token = csrf_token(signed_in, f"/predictions/{pid}")
+    response = signed_in.post(f"/predictions/{pid}/feedback",
+                              data={"csrf_token": token, "label": "PNEUMONIA", "comment": "RLL consolidation"})
+    assert response.status_code == 303
+    signed_in.post(f"/predictions/{pid}/feedback", data={"csrf_token": token, "label": "NOT_CXR", "comment": ""})
+    with app.app_context():
+        feedback = db.session.query(Feedback).one()
+        assert feedback.label == "NOT_CXR" and feedback.prediction_id == pid
+    assert "Reviewed by clin" in signed_in.get(f"/predictions/{pid}").get_data(as_text=True)
+
+
+def test_feedback_rejects_unknown_label(app, signed_in):
+    pid = _one_prediction(app, signed_in)
+    token = csrf_token(signed_in, f"/predictions/{pid}")
+    signed_in.post(f"/predictions/{pid}/feedback", data={"csrf_token": token, "label": "MAYBE"})
+    with app.app_context():
+        assert db.session.query(Feedback).count() == 0
+
+
+def test_other_clinicians_cannot_see_a_prediction(app, client, auth, signed_in, other_clinician):
+    pid = _one_prediction(app, signed_in)
+    auth.logout()
+    auth.login("other")
+    for path in (f"/predictions/{pid}", f"/predictions/{pid}/image.png", f"/screen/results?id={pid}"):
+        assert client.get(path).status_code == 403
+    assert client.get("/predictions/99999").status_code == 404
+
+
+def test_images_are_served_privately(app, signed_in):
+    pid = _one_prediction(app, signed_in)
+    for kind in ("image", "heatmap"):
+        response = signed_in.get(f"/predictions/{pid}/{kind}.png")
+        assert response.mimetype == "image/png" and "no-store" in response.headers["Cache-Control"]

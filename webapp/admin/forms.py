@@ -1,0 +1,26 @@
+from flask_wtf import FlaskForm
+from wtforms import PasswordField, SelectField, StringField, SubmitField
+from wtforms.validators import DataRequired, Length, Regexp
+
+from ..models import ROLES
+
+USERNAME = [DataRequired(), Length(min=2, max=64),
+            Regexp(r"^[A-Za-z0-9._-]+$", message="Letters, digits, dots, dashes and underscores only.")]
+PASSWORD = [DataRequired(), Length(min=10, max=256, message="At least 10 characters.")]
+
+
+class CreateUserForm(FlaskForm):
+    username = StringField("Username", validators=USERNAME)
+    role = SelectField("Role", choices=[(r, r.title()) for r in ROLES])
+    password = PasswordField("Initial password", validators=PASSWORD,
+                             render_kw={"autocomplete": "new-password"})
+    submit = SubmitField("Create user")
+
+
+class ResetPasswordForm(FlaskForm):
+    password = PasswordField("New password", validators=PASSWORD, render_kw={"autocomplete": "new-password"})
+    submit = SubmitField("Reset password")
+
+
+class ToggleActiveForm(FlaskForm):
+    submit = SubmitField("Change")

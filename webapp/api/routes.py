@@ -1,0 +1,71 @@
+from flask import current_app, g, jsonify, request, url_for
+
+from ..extensions import db
+from ..filenames import sanitize_filename
+from ..history.filters import HistoryFilterForm, filtered_predictions
+from ..models import Prediction
+from ..predictions import UploadRejected, screen_upload
+from . import bp
+from .auth import token_required
+from .errors import api_error
+from .openapi import openapi_document
+from .serializers import prediction_json
+
+
+@bp.route("/predictions", methods=["POST"])
+@token_required
+def create_predictions():
+    files = request.files.getlist("file")
+    if not files:
+        return api_error("no_file", "Send one or more files in multipart form fields named 'file'.", 400)
+    if len(files) > current_app.config["MAX_FILES_PER_UPLOAD"]:
+        return api_error("too_many_files",
+                         f"At most {current_app.config['MAX_FILES_PER_UPLOAD']} files per request.", 400)
+    items, statuses = [], []
+    for storage in files:
+        try:
+            items.append(prediction_json(screen_upload(g.api_user, storage.filename, storage.read())))
+            statuses.append(201)
+        except UploadRejected as exc:
+            db.session.rollback()
+            items.append({"filename": sanitize_filename(storage.filename),
+                          "error": {"code": exc.code, "message": exc.message}, "status": exc.status})
+            statuses.append(exc.status)
+    if len(items) == 1 and statuses[0] != 201:
+        return api_error(items[0]["error"]["code"], items[0]["error"]["message"], statuses[0])
+    if 201 not in statuses:
+        # Every file in the batch was refused: the request as a whole failed, each item says why.
+        return api_error("all_files_rejected", "None of the files could be screened; see each item.",
+                         max(statuses, key=statuses.count), predictions=items)
+    return jsonify(predictions=items), 201 if all(s == 201 for s in statuses) else 207
+
+
+@bp.route("/predictions/<int:prediction_id>", methods=["GET"])
+@token_required
+def get_prediction(prediction_id: int):
+    prediction = db.session.get(Prediction, prediction_id)
+    if prediction is None:
+        return api_error("not_found", f"No prediction {prediction_id}.", 404)
+    if not prediction.visible_to(g.api_user):
+        return api_error("forbidden", "You can only read your own predictions.", 403)
+    return jsonify(prediction_json(prediction))
+
+
+@bp.route("/predictions", methods=["GET"])
+@token_required
+def list_predictions():
+    if not g.api_user.is_admin:
+        return api_error("forbidden", "Listing all predictions is for administrators.", 403)
+    form = HistoryFilterForm(request.args)
+    if not form.validate():
+        return api_error("invalid_filter", "; ".join(f"{k}: {', '.join(v)}" for k, v in form.errors.items()), 400)
+    per_page = min(max(request.args.get("per_page", 50, type=int), 1), 200)
+    page = db.paginate(filtered_predictions(form), page=request.args.get("page", 1, type=int),
+                       per_page=per_page, error_out=False)
+    return jsonify(predictions=[prediction_json(p) for p in page.items], page=page.page,
+                   per_page=per_page, total=page.total, pages=page.pages)
+
+
+@bp.route("/openapi.json")
+def openapi():
+    return jsonify(openapi_document(url_for("api.create_predictions", _external=False).rsplit("/", 1)[0]))

@@ -1,0 +1,52 @@
+from urllib.parse import urlsplit
+
+from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+
+from ..models import User
+from . import bp, throttle
+from .forms import LoginForm
+
+
+def _safe_next(target: str | None) -> str:
+    # Only same-site paths: an open redirect after sign-in is a phishing tool.
+    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+        return target
+    return url_for("screening.upload")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("screening.upload"))
+    form = LoginForm()
+    status = 200
+    if form.validate_on_submit():
+        username = form.username.data.strip()
+        address = request.remote_addr or "unknown"
+        minutes = current_app.config["LOGIN_WINDOW_MINUTES"]
+        if throttle.locked_out(username, address):
+            flash(f"Too many failed sign-in attempts. Sign-in is paused for up to {minutes} minutes; "
+                  "ask an administrator if you are locked out.", "error")
+            status = 429
+        else:
+            user = User.by_username(username)
+            if user and user.active and user.check_password(form.password.data):
+                throttle.clear_failures(username)
+                login_user(user)
+                return redirect(_safe_next(request.args.get("next")))
+            throttle.record_failure(username, address)
+            flash("Unknown username or wrong password.", "error")
+            status = 401
+    elif form.is_submitted():
+        status = 400
+    return render_template("auth/login.html", form=form), status
+
+
+@bp.route("/logout", methods=["POST"])
+@login_required
+def logout():
+    logout_user()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("auth.login"))

@@ -1,0 +1,94 @@
+"""`flask --app wsgi users ...`: account administration from the server's shell."""
+import click
+from flask.cli import AppGroup
+
+from .extensions import db
+from .models import ROLES, ApiToken, User, record_audit
+
+users_cli = AppGroup("users", help="Create and manage user accounts and API tokens.")
+
+PASSWORD_OPTION = click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
+                               help="Prompted for when not given.")
+
+
+def _user_or_fail(name: str) -> User:
+    user = User.by_username(name)
+    if user is None:
+        raise click.ClickException(f"No user named {name!r}.")
+    return user
+
+
+def _check_password(password: str) -> None:
+    if len(password) < 10:
+        raise click.ClickException("Passwords need at least 10 characters.")
+
+
+@users_cli.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLES), default="clinician", show_default=True)
+@PASSWORD_OPTION
+def create(name: str, role: str, password: str) -> None:
+    """Create a user NAME with a role."""
+    if User.by_username(name):
+        raise click.ClickException(f"User {name!r} already exists.")
+    _check_password(password)
+    user = User(username=name, role=role)
+    user.set_password(password)
+    db.session.add(user)
+    record_audit("cli", "user.create", name, f"role={role}")
+    db.session.commit()
+    click.echo(f"Created {role} {name}.")
+
+
+@users_cli.command("token")
+@click.argument("name")
+def token(name: str) -> None:
+    """Issue a new API token for NAME (printed once, on the last line)."""
+    user = _user_or_fail(name)
+    value = ApiToken.issue(user)
+    record_audit("cli", "user.token", name)
+    db.session.commit()
+    click.echo(f"New API token for {name} (store it now; it is not shown again):")
+    click.echo(value)
+
+
+@users_cli.command("deactivate")
+@click.argument("name")
+def deactivate(name: str) -> None:
+    """Block sign-in and API access for NAME (history is kept)."""
+    user = _user_or_fail(name)
+    user.active = False
+    record_audit("cli", "user.deactivate", name)
+    db.session.commit()
+    click.echo(f"Deactivated {name}.")
+
+
+@users_cli.command("activate")
+@click.argument("name")
+def activate(name: str) -> None:
+    """Allow NAME to sign in again."""
+    user = _user_or_fail(name)
+    user.active = True
+    record_audit("cli", "user.activate", name)
+    db.session.commit()
+    click.echo(f"Activated {name}.")
+
+
+@users_cli.command("reset-password")
+@click.argument("name")
+@PASSWORD_OPTION
+def reset_password(name: str, password: str) -> None:
+    """Set a new password for NAME."""
+    user = _user_or_fail(name)
+    _check_password(password)
+    user.set_password(password)
+    record_audit("cli", "user.reset_password", name)
+    db.session.commit()
+    click.echo(f"Password of {name} reset.")
+
+
+@users_cli.command("list")
+def list_users() -> None:
+    """List accounts with their role and state."""
+    for user in db.session.scalars(db.select(User).order_by(User.username)):
+        click.echo(f"{user.username}\t{user.role}\t{'active' if user.active else 'deactivated'}")

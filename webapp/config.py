@@ -1,0 +1,88 @@
+"""Settings, read from the environment once at start-up.
+
+Production is the default: a deployment must opt *out* of safety, never in.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+DEFAULT_INSTANCE_DIR = PROJECT_DIR / "instance"
+DEFAULT_MODEL_PATH = PACKAGE_DIR / "model" / "cxr_pneumonia.keras"
+SECRET_KEY_FILE = "secret_key"
+
+# Keys people copy from tutorials; starting with one of them is as bad as no key.
+INSECURE_SECRET_KEYS = frozenset({"", "dev", "changeme", "change-me", "secret", "default"})
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _database_url(instance_dir: Path) -> str:
+    url = os.environ.get("DATABASE_URL", f"sqlite:///{instance_dir / 'cxr.sqlite'}")
+    # psycopg 3 is the driver we ship; accept the common bare postgres:// spellings.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+class Config:
+    ENV_NAME = "production"
+    INSTANCE_DIR = Path(os.environ.get("INSTANCE_DIR", DEFAULT_INSTANCE_DIR))
+    SECRET_KEY = os.environ.get("SECRET_KEY")
+    SQLALCHEMY_DATABASE_URI = _database_url(INSTANCE_DIR)
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    MODEL_PATH = Path(os.environ.get("MODEL_PATH", DEFAULT_MODEL_PATH))
+    MAX_UPLOAD_MB = int(os.environ.get("MAX_UPLOAD_MB", "50"))
+    MAX_CONTENT_LENGTH = MAX_UPLOAD_MB * 1024 * 1024
+    MAX_FILES_PER_UPLOAD = int(os.environ.get("MAX_FILES_PER_UPLOAD", "20"))
+    HISTORY_PAGE_SIZE = 25
+    REVIEW_IMAGE_SIZE = 320  # long side of the de-identified copy kept for review
+
+    # Sign-in throttling: failures counted over a sliding window.
+    LOGIN_WINDOW_MINUTES = int(os.environ.get("LOGIN_WINDOW_MINUTES", "15"))
+    LOGIN_MAX_FAILURES_PER_ACCOUNT = int(os.environ.get("LOGIN_MAX_FAILURES_PER_ACCOUNT", "5"))
+    LOGIN_MAX_FAILURES_PER_ADDRESS = int(os.environ.get("LOGIN_MAX_FAILURES_PER_ADDRESS", "20"))
+
+    SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", True)
+    REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    SESSION_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    WTF_CSRF_TIME_LIMIT = None  # a sign-in page left open over a shift must still work
+    TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", "0"))
+
+
+class DevelopmentConfig(Config):
+    ENV_NAME = "development"
+    # Plain http on a developer's machine or the quick start: secure cookies would never be sent back.
+    SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", False)
+    REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+
+class TestingConfig(Config):
+    ENV_NAME = "testing"
+    TESTING = True
+    SECRET_KEY = "test-secret-key-not-for-production"
+    SQLALCHEMY_DATABASE_URI = os.environ.get("TEST_DATABASE_URL", "sqlite://")
+    SESSION_COOKIE_SECURE = False
+    REMEMBER_COOKIE_SECURE = False
+    ARGON2_FAST = True  # tests create many users; full-strength hashing would only slow them
+
+
+CONFIGS = {"production": Config, "development": DevelopmentConfig, "testing": TestingConfig}
+
+
+def config_from_env() -> type[Config]:
+    name = os.environ.get("APP_ENV", "production")
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise RuntimeError(f"APP_ENV must be one of {sorted(CONFIGS)}, not {name!r}") from None

@@ -1,0 +1,61 @@
+"""Every failure a user can meet becomes a clear page (or JSON for the API), never a stack trace."""
+import logging
+
+from flask import Flask, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+from ..api.errors import api_error
+from ..extensions import db
+
+log = logging.getLogger(__name__)
+
+MESSAGES = {
+    400: "The request could not be understood.",
+    401: "Please sign in.",
+    403: "You do not have access to this page.",
+    404: "There is nothing at this address.",
+    405: "That action is not allowed here.",
+    413: "The upload is larger than this server accepts ({max_mb} MB).",
+    429: "Too many requests. Please wait a moment and try again.",
+    500: "Something went wrong on our side. The error was logged; please try again.",
+}
+
+
+def _wants_json() -> bool:
+    return (request.path.startswith("/api/") or request.path in ("/healthz", "/readyz")
+            or request.accept_mimetypes.best == "application/json")
+
+
+def _respond(status: int, code: str, message: str):
+    if _wants_json():
+        return api_error(code, message, status)
+    return render_template("errors/error.html", status=status, message=message), status
+
+
+def handle_http(exc: HTTPException):
+    from flask import current_app
+
+    status = exc.code or 500
+    message = MESSAGES.get(status, exc.description or "")
+    message = message.format(max_mb=current_app.config["MAX_UPLOAD_MB"])
+    code = {413: "too_large"}.get(status, (exc.name or "error").lower().replace(" ", "_"))
+    return _respond(status, code, message)
+
+
+def handle_csrf(exc: CSRFError):
+    return _respond(400, "csrf_failed", "This form has expired or was not sent from this site. "
+                                        "Reload the page and try again.")
+
+
+def handle_unexpected(exc: Exception):
+    db.session.rollback()  # leave nothing half-written behind the error
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return _respond(500, "internal_error", MESSAGES[500])
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(CSRFError, handle_csrf)
+    app.register_error_handler(HTTPException, handle_http)
+    app.register_error_handler(InternalServerError, handle_unexpected)
+    app.register_error_handler(Exception, handle_unexpected)

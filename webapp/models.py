@@ -1,0 +1,160 @@
+"""Database tables. Typed SQLAlchemy 2.0 models."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timezone
+
+from flask_login import UserMixin
+from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
+                        String, Text, select)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+from .passwords import hash_password, verify_password
+
+ROLES = ("clinician", "admin")
+LABELS = ("NORMAL", "PNEUMONIA", "UNKNOWN")
+FEEDBACK_LABELS = {"NORMAL": "Normal", "PNEUMONIA": "Pneumonia", "NOT_CXR": "Not a chest radiograph"}
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default="clinician")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login refuses sessions of deactivated users
+        return self.active
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = hash_password(password)
+
+    def check_password(self, password: str) -> bool:
+        return verify_password(self.password_hash, password)
+
+    @classmethod
+    def by_username(cls, username: str) -> User | None:
+        return db.session.scalar(select(cls).where(cls.username == username))
+
+
+def _token_digest(token: str) -> str:
+    # API tokens are long random strings, so a fast hash is enough; only the digest is stored.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ApiToken(db.Model):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="tokens")
+
+    @classmethod
+    def issue(cls, user: User) -> str:
+        token = secrets.token_urlsafe(32)
+        db.session.add(cls(user=user, token_digest=_token_digest(token)))
+        return token
+
+    @classmethod
+    def user_for(cls, token: str) -> User | None:
+        row = db.session.scalar(select(cls).where(cls.token_digest == _token_digest(token)))
+        return row.user if row and row.user.active else None
+
+
+class Prediction(db.Model):
+    __tablename__ = "predictions"
+    __table_args__ = (Index("ix_predictions_created_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    image_format: Mapped[str] = mapped_column(String(16))
+    file_size: Mapped[int] = mapped_column(Integer)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(16), index=True)
+    p_normal: Mapped[float] = mapped_column(Float)
+    p_pneumonia: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    model_version: Mapped[str] = mapped_column(String(64), index=True)
+    unknown_reason: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    facts: Mapped[dict] = mapped_column(JSON, default=dict)  # non-identifying acquisition facts only
+    review_png: Mapped[bytes] = mapped_column(LargeBinary)  # de-identified, downscaled copy
+    heatmap_png: Mapped[bytes] = mapped_column(LargeBinary)
+
+    user: Mapped[User] = relationship()
+    feedback: Mapped[Feedback | None] = relationship(back_populates="prediction", uselist=False)
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        return {"NORMAL": self.p_normal, "PNEUMONIA": self.p_pneumonia}
+
+    def visible_to(self, user: User) -> bool:
+        return user.is_admin or self.user_id == user.id
+
+
+class Feedback(db.Model):
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id"), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    label: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    prediction: Mapped[Prediction] = relationship(back_populates="feedback")
+    user: Mapped[User] = relationship()
+
+    @property
+    def agrees(self) -> bool:
+        verdict = {"NORMAL": "NORMAL", "PNEUMONIA": "PNEUMONIA", "NOT_CXR": "UNKNOWN"}[self.label]
+        return verdict == self.prediction.label
+
+
+class LoginAttempt(db.Model):
+    """Failed sign-ins, kept in the database so throttling holds across workers and replicas."""
+
+    __tablename__ = "login_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    address: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class AuditEvent(db.Model):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(64))  # a username, or "cli" for the command line
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255), default="")
+    details: Mapped[str] = mapped_column(Text, default="")
+
+
+def record_audit(actor: str, action: str, target: str = "", details: str = "") -> None:
+    db.session.add(AuditEvent(actor=actor, action=action, target=target, details=details))

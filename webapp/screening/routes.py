@@ -1,0 +1,123 @@
+from flask import (abort, current_app, flash, jsonify, redirect, render_template, request, url_for,
+                   Response)
+from flask_login import current_user
+
+from ..extensions import db
+from ..models import Feedback, Prediction, record_audit
+from ..notes import INTENDED_USE, NOTES
+from ..predictions import UploadRejected, screen_upload
+from . import bp
+from .forms import ACCEPTED_EXTENSIONS, UploadForm, FeedbackForm
+
+
+def _wants_json() -> bool:
+    # The upload page's script asks for JSON so it can show progress and keep the page;
+    # without JavaScript the same form posts and gets HTML back.
+    return request.accept_mimetypes.best == "application/json"
+
+
+def visible_prediction(prediction_id: int) -> Prediction:
+    prediction = db.session.get(Prediction, prediction_id)
+    if prediction is None:
+        abort(404)
+    if not prediction.visible_to(current_user):
+        abort(403)
+    return prediction
+
+
+def _upload_page(form, errors, status):
+    return render_template("screening/upload.html", form=form, errors=errors,
+                           accepted=ACCEPTED_EXTENSIONS.replace(",", ", "),
+                           max_mb=current_app.config["MAX_UPLOAD_MB"],
+                           max_files=current_app.config["MAX_FILES_PER_UPLOAD"],
+                           intended_use=INTENDED_USE), status
+
+
+@bp.route("/")
+def index():
+    return redirect(url_for("screening.upload"))
+
+
+@bp.route("/screen", methods=["GET", "POST"])
+def upload():
+    form = UploadForm()
+    if request.method == "GET":
+        return _upload_page(form, [], 200)
+    if not form.validate_on_submit():
+        errors = [{"filename": "", "message": message} for messages in form.errors.values()
+                  for message in messages]
+        status = 400
+    else:
+        files = [f for f in form.files.data if f and f.filename]
+        if len(files) > current_app.config["MAX_FILES_PER_UPLOAD"]:
+            errors = [{"filename": "", "message": f"At most {current_app.config['MAX_FILES_PER_UPLOAD']} "
+                                                   "files per upload."}]
+            status = 400
+        else:
+            ids, errors, status = [], [], 400
+            for storage in files:
+                try:
+                    ids.append(screen_upload(current_user, storage.filename, storage.read()).id)
+                except UploadRejected as exc:
+                    db.session.rollback()
+                    errors.append({"filename": storage.filename, "message": exc.message, "code": exc.code})
+                    status = exc.status
+            if ids:
+                for error in errors:
+                    flash(f"{error['filename']}: {error['message']}", "error")
+                target = url_for("screening.results", id=ids)
+                return jsonify(redirect=target) if _wants_json() else redirect(target, code=303)
+    if _wants_json():
+        return jsonify(errors=errors), status
+    return _upload_page(form, errors, status)
+
+
+@bp.route("/screen/results")
+def results():
+    ids = request.args.getlist("id", type=int)[: current_app.config["MAX_FILES_PER_UPLOAD"]]
+    if not ids:
+        return redirect(url_for("screening.upload"))
+    predictions = [visible_prediction(i) for i in ids]
+    return render_template("screening/results.html", predictions=predictions, notes=NOTES,
+                           intended_use=INTENDED_USE, feedback_form=FeedbackForm)
+
+
+@bp.route("/predictions/<int:prediction_id>")
+def detail(prediction_id: int):
+    prediction = visible_prediction(prediction_id)
+    return render_template("screening/detail.html", prediction=prediction, notes=NOTES,
+                           intended_use=INTENDED_USE, feedback_form=FeedbackForm)
+
+
+def _png(data: bytes) -> Response:
+    return Response(data, mimetype="image/png", headers={"Cache-Control": "private, no-store"})
+
+
+@bp.route("/predictions/<int:prediction_id>/image.png")
+def image(prediction_id: int):
+    return _png(visible_prediction(prediction_id).review_png)
+
+
+@bp.route("/predictions/<int:prediction_id>/heatmap.png")
+def heatmap(prediction_id: int):
+    return _png(visible_prediction(prediction_id).heatmap_png)
+
+
+@bp.route("/predictions/<int:prediction_id>/feedback", methods=["POST"])
+def feedback(prediction_id: int):
+    prediction = visible_prediction(prediction_id)
+    form = FeedbackForm()
+    if not form.validate_on_submit():
+        flash("The review was not saved: " + "; ".join(m for ms in form.errors.values() for m in ms), "error")
+        return redirect(url_for("screening.detail", prediction_id=prediction.id)), 303
+    review = prediction.feedback or Feedback(prediction=prediction)
+    review.user_id = current_user.id
+    review.label = form.label.data
+    review.comment = (form.comment.data or "").strip()
+    db.session.add(review)
+    if current_user.is_admin and prediction.user_id != current_user.id:
+        record_audit(current_user.username, "feedback.save", f"prediction {prediction.id}", review.label)
+    db.session.commit()
+    flash("Review saved. Thank you: reviews are how we measure the model.", "info")
+    return redirect(request.form.get("back") if request.form.get("back", "").startswith("/screen/results")
+                    else url_for("screening.detail", prediction_id=prediction.id), code=303)

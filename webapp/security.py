@@ -1,0 +1,51 @@
+"""Request-wide safety: the sign-in wall, security headers and proxy awareness."""
+from __future__ import annotations
+
+from flask import Flask, redirect, request, url_for
+from flask_login import current_user
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+# Endpoints reachable without a session. The API authenticates by bearer token instead.
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "static"})
+PUBLIC_BLUEPRINTS = frozenset({"health", "api"})
+
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'",
+    "img-src 'self' data: blob:",  # previews of chosen files are blob: URLs
+    "script-src 'self'",
+    "style-src 'self'",
+    "object-src 'none'",
+    "base-uri 'self'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+
+
+def register(app: Flask) -> None:
+    if app.config["TRUSTED_PROXIES"]:
+        # Behind a reverse proxy, the client address used for sign-in throttling comes from X-Forwarded-For.
+        n = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+    app.before_request(require_sign_in)
+    app.after_request(add_security_headers)
+
+
+def require_sign_in():
+    if request.endpoint is None:  # unknown URL: let the 404 handler answer
+        return None
+    if request.endpoint in PUBLIC_ENDPOINTS or request.blueprint in PUBLIC_BLUEPRINTS:
+        return None
+    if not current_user.is_authenticated:
+        return redirect(url_for("auth.login", next=request.full_path if request.query_string else request.path))
+    return None
+
+
+def add_security_headers(response):
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if request.blueprint != "static" and request.endpoint != "static":
+        # Pages and images show patient films: never keep them in shared or back-button caches.
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
