@@ -1,0 +1,67 @@
+"""Export: the .keras file without optimizer state, and the model card beside it."""
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+
+from training.model import OUTPUT_COLUMNS, build_model
+from webapp.inference.analyzer import CARD_NAME, sha256_of
+
+MODEL_NAME = "cxr_pneumonia.keras"
+INTENDED_USE = (
+    "Decision support for clinical staff reading pediatric (age 1-5) frontal chest radiographs: "
+    "flags likely pneumonia for priority review. Not a diagnosis, not for adults, lateral films "
+    "or other body parts; a clinician reads every film."
+)
+
+
+def export(model, args, calibration, data_summary, history, settings, command, seconds, gradcam_layer) -> pathlib.Path:
+    out: pathlib.Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    # A fresh, uncompiled copy carries the weights only: no optimizer slots in the file.
+    clean = build_model(args.size, tuple(int(w) for w in args.widths.split(",")), args.dropout)
+    clean.set_weights(model.get_weights())
+    path = out / MODEL_NAME
+    clean.save(path)
+    version = args.version or datetime.date.today().strftime("%Y.%m.%d") + f"-s{args.seed}" + ("-quick" if args.quick else "")
+    card = {
+        "name": "cxr-pneumonia",
+        "version": version,
+        "file": MODEL_NAME,
+        "sha256": sha256_of(path),
+        "size_bytes": path.stat().st_size,
+        "parameters": int(clean.count_params()),
+        "input": {
+            "size": args.size,
+            "channels": 1,
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "preprocessing": "webapp.inference.decode.decode(bytes, target_size=size) -> "
+            "webapp.inference.preprocess.preprocess(pixels, size): grayscale, plain bilinear resize "
+            "to size x size, global histogram equalisation",
+            "gradcam_layer": gradcam_layer,
+        },
+        "outputs": {
+            "columns": list(OUTPUT_COLUMNS),
+            "meaning": "logits: column 0 pneumonia (divide by temperature, then sigmoid); "
+            "column 1 frontal chest radiograph (sigmoid)",
+        },
+        "threshold": calibration["threshold"],
+        "temperature": calibration["temperature"],
+        "unknown": calibration["unknown"],
+        "data": data_summary,
+        "metrics": {"validation": calibration["validation"]},
+        "training": {
+            "command": command,
+            "seed": args.seed,
+            "settings": settings,
+            "seconds": round(seconds, 1),
+            "history": history,
+            "quick_mode": bool(args.quick),
+        },
+        "intended_use": INTENDED_USE,
+    }
+    (out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    print(f"wrote {path} ({card['size_bytes'] / 1e6:.1f} MB) and {out / CARD_NAME}", flush=True)
+    return path

@@ -1,0 +1,71 @@
+"""Stage 5: the verdict. NORMAL, PNEUMONIA, or UNKNOWN with a reason a clinician understands.
+
+UNKNOWN has three layers, cheapest first, all parameterised from the model card:
+1. input checks: a reason found while decoding (e.g. a CT DICOM), colour content, and image
+   proportions that no frontal chest film has;
+2. the model's own "is this a frontal chest radiograph" head, trained on chest films versus
+   other radiographs, other modalities, photographs and synthetic negatives;
+3. an uncertainty band: a pneumonia probability too close to the threshold to call.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .decode import DecodedImage
+
+NORMAL, PNEUMONIA, UNKNOWN = "NORMAL", "PNEUMONIA", "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class UnknownPolicy:
+    max_colourfulness: float
+    min_aspect_ratio: float  # width / height
+    max_aspect_ratio: float
+    min_chest_probability: float
+    uncertainty_band: float  # half-width, in probability, around the threshold
+
+    @classmethod
+    def from_card(cls, card: dict) -> "UnknownPolicy":
+        params = card["unknown"]
+        return cls(
+            max_colourfulness=float(params["max_colourfulness"]),
+            min_aspect_ratio=float(params["min_aspect_ratio"]),
+            max_aspect_ratio=float(params["max_aspect_ratio"]),
+            min_chest_probability=float(params["min_chest_probability"]),
+            uncertainty_band=float(params["uncertainty_band"]),
+        )
+
+
+def input_reason(image: DecodedImage, policy: UnknownPolicy) -> str | None:
+    """Why the input itself rules out a frontal chest radiograph, or None."""
+    if image.unknown_reason:
+        return image.unknown_reason
+    if image.colourfulness > policy.max_colourfulness:
+        return "Not a chest radiograph: the image is in colour (a photograph or a colour-coded scan)."
+    ratio = image.width / max(image.height, 1)
+    if not policy.min_aspect_ratio <= ratio <= policy.max_aspect_ratio:
+        return (
+            f"Not a frontal chest radiograph: the image proportions ({image.width} x {image.height} "
+            "pixels) are far from those of a chest film."
+        )
+    return None
+
+
+def decide(
+    image: DecodedImage, p_pneumonia: float, p_chest: float, threshold: float, policy: UnknownPolicy
+) -> tuple[str, str | None]:
+    """Return (label, unknown_reason); the reason is None unless the label is UNKNOWN."""
+    reason = input_reason(image, policy)
+    if reason:
+        return UNKNOWN, reason
+    if p_chest < policy.min_chest_probability:
+        return UNKNOWN, (
+            "Not a frontal chest radiograph: the model does not recognise this image as a frontal "
+            "chest X-ray (it may be another body part, another modality, or a photograph)."
+        )
+    if abs(p_pneumonia - threshold) < policy.uncertainty_band:
+        return UNKNOWN, (
+            f"Uncertain: the pneumonia probability ({p_pneumonia:.2f}) is too close to the decision "
+            f"threshold ({threshold:.2f}) to call; please read the film yourself."
+        )
+    return (PNEUMONIA if p_pneumonia >= threshold else NORMAL), None
