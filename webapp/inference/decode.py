@@ -3,14 +3,84 @@
 Every format ends as the same thing: a 2-D float32 array in [0, 1] where bright means
 dense tissue (the MONOCHROME2 convention), so the later stages never care where a
 file came from.
+
+The type is sniffed from the bytes, never from the file name, and each format is
+opened only by its own decoder: Pillow never gets to guess (its guessing is how
+EPS/ghostscript and other surprises get reached). Whatever goes wrong inside a
+decoder ends as a `DecodeError` with a stable code; nothing else leaves `decode()`.
 """
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps
+
+# Largest accepted image: 36 megapixels (6000x6000). The biggest flat-panel chest
+# detectors are about 4300x4300 (18.5 MP), so this leaves room while keeping the
+# worst-case decode of one upload to a few hundred MB of memory.
+MAX_PIXELS = 36_000_000
+# No real radiograph is longer than this on one side; a 60000x100 "image" is an attack.
+MAX_SIDE = 16_384
+# Smaller than this on the short side there is nothing left to read.
+MIN_SIDE = 32
+# Short sides below this are decoded but answered UNKNOWN: too coarse to assess.
+LOW_RES_SIDE = 128
+# Chest films are 14x17 in, 14x14 in or 17x14 in; a long/short ratio beyond 2.5 is
+# a panorama, a strip or a crop, not a frontal chest radiograph.
+MAX_ASPECT = 2.5
+
+# Pillow's own bomb guard stays on, at our limit. It only warns between 1x and 2x the
+# limit; that warning is made an error process-wide (a filter, not catch_warnings,
+# which is not thread-safe), so anything in this process that opens an oversized image
+# refuses it. `check_dimensions` repeats the test explicitly, so the refusal holds even
+# where a test runner has reset the warning filters.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+# A truncated file must be refused, never half-decoded with grey padding.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# Pillow format names we accept for each sniffed type ("MPO" is how Pillow names the
+# multi-picture JPEGs that phones write).
+_PILLOW_FORMATS = {
+    "JPEG": ("JPEG", "MPO"),
+    "PNG": ("PNG",),
+    "BMP": ("BMP",),
+    "TIFF": ("TIFF",),
+    "WEBP": ("WEBP",),
+}
+
+# Refused types we can name, so the message tells the user what they actually sent.
+_KNOWN_OTHER_TYPES = (
+    (b"%PDF-", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive (or an Office document)"),
+    (b"PK\x05\x06", "an empty ZIP archive"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "a JPEG 2000 image"),
+    (b"\xff\x4f\xff\x51", "a JPEG 2000 codestream"),
+    (b"\x7fELF", "a program (ELF executable)"),
+    (b"MZ", "a program (Windows executable)"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"Rar!", "a RAR archive"),
+    (b"\xd0\xcf\x11\xe0", "an old-style Office document"),
+    (b"8BPS", "a Photoshop document"),
+    (b"\x00\x00\x01\x00", "an icon file"),
+)
+_MARKUP_START = re.compile(rb"^(?:\xef\xbb\xbf)?\s*<", re.S)
+# Active content that has no business inside a radiograph, wherever it hides: script
+# and frames for browsers, PHP for misconfigured servers. The patterns are long enough
+# that compressed pixel data matches them by chance less than once in a million 50 MB
+# files, and the leading literal "<" keeps the scan near memchr speed (~1 ms per MB).
+_ACTIVE_CONTENT = re.compile(rb"<(?i:script|iframe|html[\s>]|\?php\s)")
+# Executable or archive signatures that must not sit in a DICOM file's free preamble
+# (the DICOM/PE polyglot trick, CVE-2019-11687).
+_BAD_PREAMBLES = (b"MZ", b"\x7fELF", b"PK", b"%PDF", b"#!", b"\xca\xfe\xba\xbe", b"\xcf\xfa\xed\xfe")
 
 
 class DecodeError(ValueError):
@@ -26,30 +96,266 @@ class DecodeError(ValueError):
 class DecodedImage:
     pixels: np.ndarray  # float32, shape (H, W), values in [0, 1]
     format: str  # "JPEG", "PNG", "DICOM", ...
-    width: int  # of the original image, before any draft-mode reduction
+    width: int  # of the original image (as displayed), before any size reduction
     height: int
     colourfulness: float = 0.0  # mean per-pixel channel spread in [0, 1]; 0 for grayscale
     facts: dict[str, str] = field(default_factory=dict)  # non-identifying acquisition facts
     unknown_reason: str | None = None  # an input-level reason to answer UNKNOWN
 
 
-def _colourfulness(rgb: Image.Image) -> float:
-    small = np.asarray(rgb.resize((64, 64)), dtype=np.float32) / 255.0
-    return float((small.max(axis=2) - small.min(axis=2)).mean())
-
-
 def decode(data: bytes, *, target_size: int | None = None) -> DecodedImage:
+    """Decode `data` or raise DecodeError. `target_size` is the model's input side:
+    big images may be reduced on the way, but never below that many pixels."""
+    kind = sniff(data)
+    _refuse_polyglots(data, kind)
+    try:
+        if kind == "DICOM":
+            from webapp.inference import dicom  # pydicom is only imported when needed
+
+            image = dicom.decode_dicom(data, target_size=target_size)
+        else:
+            image = _decode_raster(data, kind, target_size)
+        return _with_shape_checks(image)
+    except DecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError) as exc:
+        raise _too_large() from exc
+    except Exception as exc:  # noqa: BLE001  every decoder failure is a refusal, not a 500
+        raise _decoder_failure(kind, exc) from exc
+
+
+def sniff(data: bytes) -> str:
+    """The real type from the leading bytes: an accepted kind, or a DecodeError."""
     if not data:
         raise DecodeError("empty_file", "The file is empty.")
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return "DICOM"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+        return "TIFF"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data.startswith(b"BM") and len(data) >= 26:
+        return "BMP"
+    for signature, name in _KNOWN_OTHER_TYPES:
+        if data.startswith(signature):
+            raise _unsupported(name)
+    if data[4:8] == b"ftyp":
+        raise _unsupported("an HEIC/AVIF photo or a video")
+    if _MARKUP_START.match(data[:4096]):
+        raise _unsupported("a web page or SVG/XML document")
+    if _looks_like_text(data[:4096]):
+        raise _unsupported("a text file")
+    raise DecodeError(
+        "not_an_image",
+        "The file is not an image we recognise. Upload a chest radiograph as DICOM, "
+        "JPEG, PNG, TIFF, BMP or WebP.",
+    )
+
+
+def _unsupported(name: str) -> DecodeError:
+    return DecodeError(
+        "unsupported_type",
+        f"The file is {name}, not a supported image. Upload a chest radiograph as "
+        "DICOM, JPEG, PNG, TIFF, BMP or WebP.",
+    )
+
+
+def _looks_like_text(head: bytes) -> bool:
     try:
-        image = Image.open(io.BytesIO(data))
-        fmt = image.format or "UNKNOWN"
-        width, height = image.size
-        if target_size and fmt == "JPEG":
-            image.draft("RGB", (target_size, target_size))
-        image = ImageOps.exif_transpose(image)
-        rgb = image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DecodeError("unreadable_image", "The file is not an image we can read.") from exc
-    pixels = np.asarray(rgb.convert("L"), dtype=np.float32) / 255.0
-    return DecodedImage(pixels, fmt, width, height, _colourfulness(rgb))
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(ch.isprintable() or ch in "\r\n\t\f" for ch in text)
+
+
+def _refuse_polyglots(data: bytes, kind: str) -> None:
+    """A valid image that is also something else (a ZIP, a PDF, a script) is refused:
+    we cannot know which reading its sender meant."""
+    tail = data[-65_557:]  # a ZIP's end record sits within the last 64 KiB + 22 bytes
+    is_zip = b"PK\x05\x06" in tail and b"PK\x01\x02" in data
+    if is_zip or b"%PDF-" in data[:1024] or _ACTIVE_CONTENT.search(data):
+        raise DecodeError(
+            "polyglot",
+            "The file is an image with another file or script hidden inside it, "
+            "and is refused for safety.",
+        )
+    if kind == "DICOM" and data.startswith(_BAD_PREAMBLES):
+        raise DecodeError(
+            "polyglot",
+            "The DICOM file carries a program or archive in its preamble, and is "
+            "refused for safety.",
+        )
+
+
+def _decode_raster(data: bytes, kind: str, target_size: int | None) -> DecodedImage:
+    image = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS[kind])
+    width, height = image.size
+    check_dimensions(width, height)
+    if target_size and image.format in ("JPEG", "MPO"):
+        # DCT-domain scaling (1/2, 1/4, 1/8) keeps both sides >= target_size.
+        image.draft(image.mode if image.mode in ("L", "RGB") else None, (target_size, target_size))
+    image.load()  # the full decode happens here, inside the caller's error handling
+    image, (width, height) = _orient(image, (width, height))
+    pixels, colourfulness = _to_gray(image, target_size)
+    return DecodedImage(pixels, kind, width, height, colourfulness)
+
+
+def _orient(image: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, tuple[int, int]]:
+    """Apply the EXIF orientation; a broken EXIF block leaves the pixels as stored."""
+    try:
+        orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001  unreadable metadata must not cost a readable image
+        return image, size
+    if orientation not in range(2, 9):
+        return image, size
+    oriented = ImageOps.exif_transpose(image)
+    swapped = orientation in (5, 6, 7, 8)
+    return oriented, (size[1], size[0]) if swapped else size
+
+
+def _to_gray(image: Image.Image, target_size: int | None) -> tuple[np.ndarray, float]:
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(image)
+        return shrink(scale_to_unit(values), target_size), 0.0
+    if mode == "1":
+        image = image.convert("L")
+    elif mode in ("LA", "La", "PA", "RGBA", "RGBa") or (
+        mode == "P" and "transparency" in image.info
+    ):
+        image = _flatten_alpha(image)
+    elif mode not in ("L", "RGB"):
+        image = image.convert("RGB")  # palette, CMYK, YCbCr, LAB...
+    if target_size:
+        factor = min(image.size) // target_size
+        if factor >= 2:
+            image = image.reduce(factor)
+    colourfulness = 0.0
+    if image.mode == "RGB":
+        colourfulness = colourfulness_of(image)
+        image = image.convert("L")
+    pixels = np.asarray(image, dtype=np.float32)
+    pixels *= np.float32(1 / 255)
+    return pixels, colourfulness
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    """Transparent areas become white: that is how the browser and every image viewer
+    showed the file to the person who uploaded it (and how the not-CXR training data
+    were flattened)."""
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def colourfulness_of(rgb: Image.Image) -> float:
+    """Mean per-pixel channel spread (max - min over R, G, B), on a box-reduced copy of
+    about 64 pixels a side, so the cost does not grow with the image."""
+    factor = max(1, min(rgb.size) // 64)
+    small = np.asarray(rgb.reduce(factor) if factor > 1 else rgb)
+    r, g, b = small[..., 0], small[..., 1], small[..., 2]
+    spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
+    return float(spread.mean()) / 255.0
+
+
+def scale_to_unit(values: np.ndarray) -> np.ndarray:
+    """High-bit-depth gray to [0, 1] by the range the data actually use.
+
+    Unsigned integers are divided by the smallest bit depth (8 to 16 bits) that holds
+    the brightest pixel: a 16-bit PNG of an 8-bit film (values x257) maps exactly onto
+    the 8-bit reading, and a 12-bit detector export stored in 16-bit words (0..4095)
+    is not rendered 16 times too dark. Contrast is never stretched per image, so the
+    same film gives the same pixels whatever container it came in. Signed or float
+    data have no such convention and are scaled by their own min/max.
+    """
+    is_float = values.dtype.kind == "f"
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min()), float(values.max())
+    if is_float and low >= 0 and high <= 1:
+        return values.astype(np.float32)
+    if not is_float and low >= 0:
+        bits = max(8, int(high).bit_length())
+        return (values / (2**bits - 1)).astype(np.float32)
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32)
+    return ((values - low) / (high - low)).astype(np.float32)
+
+
+def shrink(pixels: np.ndarray, target_size: int | None) -> np.ndarray:
+    """Box-average by an integer factor that keeps both sides >= target_size
+    (the array counterpart of JPEG draft mode)."""
+    if not target_size:
+        return pixels
+    factor = min(pixels.shape) // target_size
+    if factor < 2:
+        return pixels
+    h, w = (pixels.shape[0] // factor) * factor, (pixels.shape[1] // factor) * factor
+    blocks = pixels[:h, :w].reshape(h // factor, factor, w // factor, factor)
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def check_dimensions(width: int, height: int) -> None:
+    """Refuse from the header alone, before a single pixel is decoded."""
+    if width <= 0 or height <= 0:
+        raise DecodeError("corrupt_image", "The image header declares no pixels.")
+    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+        raise _too_large(width, height)
+    if min(width, height) < MIN_SIDE:
+        raise DecodeError(
+            "too_small",
+            f"The image is {width}x{height} pixels; at least {MIN_SIDE} pixels on each "
+            "side are needed.",
+        )
+
+
+def _with_shape_checks(image: DecodedImage) -> DecodedImage:
+    if image.unknown_reason:
+        return image
+    reason = None
+    short, long = sorted((image.width, image.height))
+    if long / short > MAX_ASPECT:
+        reason = (
+            f"The image is {image.width}x{image.height} pixels, a {long / short:.1f}:1 "
+            "shape no chest radiograph has: it looks like a crop, a strip or a panorama."
+        )
+    elif short < LOW_RES_SIDE:
+        reason = (
+            f"The image is only {image.width}x{image.height} pixels, too small to "
+            "assess a chest radiograph."
+        )
+    elif float(image.pixels.max()) - float(image.pixels.min()) < 1 / 255:
+        reason = "The image is blank: every pixel has the same value."
+    if reason is None:
+        return image
+    return DecodedImage(
+        image.pixels, image.format, image.width, image.height,
+        image.colourfulness, image.facts, reason,
+    )
+
+
+def _too_large(width: int | None = None, height: int | None = None) -> DecodeError:
+    size = f" ({width}x{height} pixels)" if width and height else ""
+    return DecodeError(
+        "too_large_dimensions",
+        f"The image dimensions{size} are larger than any radiograph "
+        f"(limit {MAX_PIXELS // 1_000_000} megapixels, {MAX_SIDE} pixels a side).",
+    )
+
+
+def _decoder_failure(kind: str, exc: Exception) -> DecodeError:
+    if kind == "DICOM":
+        return DecodeError(
+            "corrupt_dicom", "The DICOM file is damaged or incomplete and cannot be read."
+        )
+    text = str(exc).lower()
+    if isinstance(exc, EOFError) or "truncated" in text or "premature end" in text:
+        return DecodeError(
+            "truncated", "The image file is incomplete (truncated); upload it again."
+        )
+    return DecodeError(
+        "corrupt_image", "The image file is damaged and cannot be decoded."
+    )

@@ -1,0 +1,245 @@
+"""DICOM files to `DecodedImage`: the grey values a radiologist's viewer would show.
+
+Only the elements listed in `_NEEDED_TAGS` are ever parsed (pydicom's
+`specific_tags`), so patient name, ID, birth date and every other identifying
+element are never read into memory, let alone logged or returned. The pixel
+pipeline is the standard one, in the standard order: Modality LUT (or rescale
+slope/intercept), then VOI LUT (or window), then MONOCHROME1 inversion.
+"""
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+from pydicom import dcmread
+from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, pixel_array
+from pydicom.encaps import generate_frames
+from pydicom.tag import Tag
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    JPEG2000TransferSyntaxes,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
+)
+
+from webapp.inference.decode import (
+    DecodedImage,
+    DecodeError,
+    check_dimensions,
+    colourfulness_of,
+    scale_to_unit,
+    shrink,
+)
+
+# Non-identifying acquisition facts that may be shown next to a verdict.
+_FACT_KEYWORDS = (
+    "Modality",
+    "ViewPosition",
+    "BodyPartExamined",
+    "PhotometricInterpretation",
+    "BitsStored",
+)
+_PIXEL_KEYWORDS = (
+    "SamplesPerPixel",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "HighBit",
+    "PixelRepresentation",
+    "NumberOfFrames",
+    "PlanarConfiguration",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "ModalityLUTSequence",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "VOILUTSequence",
+)
+_NEEDED_TAGS = [Tag(k) for k in _FACT_KEYWORDS + _PIXEL_KEYWORDS] + [
+    Tag(0x7FE0, 0x0010),  # Pixel Data
+    Tag(0x7FE0, 0x0008),  # Float Pixel Data
+    Tag(0x7FE0, 0x0009),  # Double Float Pixel Data
+]
+# Projection radiography: computed, digital and generic radiographs. Other modalities
+# (CT, MR, US, NM, mammography...) decode fine but are never chest radiographs.
+_RADIOGRAPHIC = {"CR", "DX", "RG", "DR", "OT", ""}
+_MODALITY_NAMES = {
+    "CT": "a CT slice",
+    "MR": "an MR image",
+    "US": "an ultrasound image",
+    "NM": "a nuclear medicine image",
+    "PT": "a PET image",
+    "MG": "a mammogram",
+    "XA": "an angiogram",
+    "RF": "a fluoroscopy image",
+    "IO": "an intra-oral dental radiograph",
+    "PX": "a panoramic dental radiograph",
+    "OP": "an ophthalmic photograph",
+    "XC": "a photograph",
+    "SM": "a microscopy slide",
+}
+
+
+def decode_dicom(data: bytes, *, target_size: int | None = None) -> DecodedImage:
+    try:
+        ds = dcmread(io.BytesIO(data), specific_tags=_NEEDED_TAGS)
+    except Exception as exc:  # noqa: BLE001  any parse failure is a damaged file
+        raise _corrupt() from exc
+    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if tsyntax is None:
+        raise _corrupt()
+    if tsyntax == DeflatedExplicitVRLittleEndian:
+        # A deflated dataset inflates without bound before we can look at it.
+        raise DecodeError(
+            "unsupported_dicom",
+            "Deflated DICOM is not accepted; export the image uncompressed or "
+            "JPEG-compressed.",
+        )
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise DecodeError(
+            "dicom_no_pixel_data",
+            "The DICOM file has no image in it (it may be a report or a structured "
+            "document).",
+        )
+    rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    check_dimensions(columns, rows)
+    if tsyntax.is_encapsulated:
+        _check_frame_header(ds, tsyntax, rows, columns)
+
+    frame = pixel_array(io.BytesIO(data), index=0)
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    facts = _facts(ds, tsyntax)
+    colourfulness = 0.0
+    if frame.ndim == 3:
+        # Colour DICOM (RGB, or YBR that pydicom has already converted to RGB).
+        rgb = scale_to_unit(frame)
+        colourfulness = float((rgb.max(axis=2) - rgb.min(axis=2)).mean())
+        pixels = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    elif frame.ndim == 2 and photometric in ("MONOCHROME1", "MONOCHROME2", ""):
+        pixels = _grey_levels(frame, ds)
+        if photometric == "MONOCHROME1":
+            pixels = 1.0 - pixels  # MONOCHROME1 shows high values dark
+    else:
+        raise DecodeError(
+            "unsupported_dicom",
+            f"DICOM images with photometric interpretation {photometric or 'unknown'} "
+            "are not supported.",
+        )
+    pixels = shrink(np.clip(pixels, 0.0, 1.0).astype(np.float32), target_size)
+    return DecodedImage(
+        pixels, "DICOM", columns, rows, colourfulness, facts, _modality_reason(facts)
+    )
+
+
+def _check_frame_header(ds, tsyntax, rows: int, columns: int) -> None:
+    """The codecs allocate what the compressed frame's own header claims, not what
+    Rows/Columns say: read that header first, so a 64x64 DICOM cannot smuggle in a
+    30000x30000 JPEG."""
+    if tsyntax in JPEGTransferSyntaxes or tsyntax in JPEGLSTransferSyntaxes:
+        read_size = _jpeg_frame_size
+    elif tsyntax in JPEG2000TransferSyntaxes:
+        read_size = _j2k_frame_size
+    else:
+        return  # RLE decodes into the size the dataset declares
+    frames = int(ds.get("NumberOfFrames") or 1)
+    first = next(generate_frames(ds.PixelData, number_of_frames=frames))
+    frame_rows, frame_columns = read_size(first)
+    if (frame_rows, frame_columns) != (rows, columns):
+        raise DecodeError(
+            "corrupt_dicom",
+            f"The DICOM file says {columns}x{rows} pixels but its compressed image is "
+            f"{frame_columns}x{frame_rows}; the file is damaged or forged.",
+        )
+
+
+# Start-of-frame markers of the JPEG family (all SOFn but DHT/JPG/DAC, plus JPEG-LS).
+_JPEG_SOF = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7}
+
+
+def _jpeg_frame_size(frame: bytes) -> tuple[int, int]:
+    """(rows, columns) from a JPEG / JPEG-LS frame header, walking the marker segments
+    (libjpeg's own parameter reader decodes far more than the header)."""
+    at = 2 if frame[:2] == b"\xff\xd8" else len(frame)
+    while at + 9 <= len(frame):
+        if frame[at] != 0xFF:
+            break
+        marker = frame[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in _JPEG_SOF:
+            rows, columns = struct.unpack_from(">HH", frame, at + 5)
+            return rows, columns
+        at += 2 + struct.unpack_from(">H", frame, at + 2)[0]
+    raise DecodeError("corrupt_dicom", "The DICOM file's compressed image has no frame header.")
+
+
+def _j2k_frame_size(frame: bytes) -> tuple[int, int]:
+    from openjpeg import get_parameters  # reads the SIZ header only
+
+    header = get_parameters(frame)
+    return header["rows"], header["columns"]
+
+
+def _grey_levels(stored: np.ndarray, ds) -> np.ndarray:
+    """Stored values -> Modality LUT -> VOI -> [0, 1], scaled by the output range the
+    VOI step defines (so a window means what it says), or, with no VOI in the file, by
+    the declared range of the stored values."""
+    values = apply_modality_lut(stored, ds)
+    if ds.get("VOILUTSequence"):
+        bounds = apply_voi(apply_modality_lut(_stored_extremes(stored, ds), ds), ds)
+        values = apply_voi(values, ds)
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        values = apply_windowing(values, ds)
+        bounds = apply_windowing(np.array([-np.inf, np.inf]), ds)
+    else:
+        bounds = apply_modality_lut(_stored_extremes(stored, ds), ds)
+    low, high = float(np.min(bounds)), float(np.max(bounds))
+    if not np.isfinite([low, high]).all() or high <= low:
+        return scale_to_unit(values)
+    return ((np.asarray(values, dtype=np.float64) - low) / (high - low)).astype(np.float32)
+
+
+def _stored_extremes(stored: np.ndarray, ds) -> np.ndarray:
+    """Lowest and highest value the stored pixels can take. For unsigned data the
+    depth is the smallest one (8 bits up to Bits Stored) that holds the brightest
+    pixel, the same rule as for 16-bit PNG: "Bits Stored 16" on 12-bit data is common."""
+    if stored.dtype.kind == "f":
+        return np.array([np.nanmin(stored), np.nanmax(stored)])
+    declared = int(ds.get("BitsStored") or stored.dtype.itemsize * 8)
+    if int(ds.get("PixelRepresentation") or 0) == 1:
+        return np.array([-(2 ** (declared - 1)), 2 ** (declared - 1) - 1], dtype=np.int64)
+    bits = min(declared, max(8, int(stored.max()).bit_length()))
+    return np.array([0, 2**bits - 1], dtype=np.int64)
+
+
+def _facts(ds, tsyntax) -> dict[str, str]:
+    facts = {}
+    for keyword in _FACT_KEYWORDS:
+        value = ds.get(keyword)
+        if value not in (None, ""):
+            facts[keyword] = str(value)[:64]
+    frames = ds.get("NumberOfFrames")
+    if frames not in (None, "") and int(frames) > 1:
+        facts["NumberOfFrames"] = f"{int(frames)} (first frame shown)"
+    facts["TransferSyntax"] = str(getattr(tsyntax, "name", tsyntax))[:64]
+    return facts
+
+
+def _modality_reason(facts: dict[str, str]) -> str | None:
+    modality = facts.get("Modality", "").upper()
+    if modality in _RADIOGRAPHIC:
+        return None
+    what = _MODALITY_NAMES.get(modality, f"a {modality} image")
+    return (
+        f"The DICOM file is {what} (modality {modality}), not a projection chest "
+        "radiograph."
+    )
+
+
+def _corrupt() -> DecodeError:
+    return DecodeError(
+        "corrupt_dicom", "The DICOM file is damaged or incomplete and cannot be read."
+    )
