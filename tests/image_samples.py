@@ -116,8 +116,8 @@ def dicom(
             ds.WindowCenter, ds.WindowWidth = window
         if voi_lut is not None:
             item = Dataset()
-            item.LUTDescriptor = [len(voi_lut), 0, 16]
-            item.LUTData = [int(v) for v in voi_lut]
+            item.add_new("LUTDescriptor", "US", [len(voi_lut), 0, 16])
+            item.add_new("LUTData", "US", [int(v) for v in voi_lut])
             ds.VOILUTSequence = [item]
     if UID(transfer_syntax).is_compressed:
         ds.compress(transfer_syntax)  # also sets the file meta's transfer syntax
