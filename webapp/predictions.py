@@ -17,7 +17,6 @@ from PIL import Image
 from .extensions import db
 from .filenames import sanitize_filename
 from .inference.decode import DecodeError, decode
-from .inference.explain import overlay_png
 from .inference.runtime import ModelUnavailable, get_analyzer
 from .models import Prediction, User
 
@@ -60,6 +59,7 @@ def screen_upload(user: User, raw_filename: str | None, data: bytes) -> Predicti
         status = 415 if exc.code in UNSUPPORTED_CODES else 422
         raise UploadRejected(exc.code, exc.message, status) from exc
     analysis = model.analyze(image)
+    from .inference.explain import overlay_png  # TensorFlow-backed module: never imported before the fork
     size = current_app.config["REVIEW_IMAGE_SIZE"]
     prediction = Prediction(
         user_id=user.id,
