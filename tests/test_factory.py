@@ -57,3 +57,13 @@ def test_templates_have_no_inline_scripts_or_styles(app):
     for template in Path(app.root_path, "templates").rglob("*.html"):
         html = template.read_text()
         assert "<script>" not in html and " style=" not in html and "onclick" not in html, template
+
+
+def test_app_import_does_not_load_tensorflow(tmp_path):
+    # gunicorn's master imports the app before forking workers; TensorFlow must not be in it.
+    import subprocess
+    import sys
+    code = ("import sys; from webapp import create_app; from webapp.config import TestingConfig; "
+            "create_app(TestingConfig); print('tensorflow' in sys.modules or 'keras' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
