@@ -11,13 +11,17 @@ from ..models import LABELS, Feedback, Prediction
 
 
 def verdicts_per_day(days: int = 30) -> list[dict]:
-    since = datetime.now(timezone.utc) - timedelta(days=days)
+    """One entry per calendar day (UTC), quiet days included, so the chart's x axis is real time."""
+    today = datetime.now(timezone.utc).date()
+    first = today - timedelta(days=days - 1)
+    since = datetime.combine(first, datetime.min.time(), tzinfo=timezone.utc)
     rows = db.session.execute(select(Prediction.created_at, Prediction.label)
                               .where(Prediction.created_at >= since)).all()
     counts: dict[date, dict[str, int]] = defaultdict(lambda: dict.fromkeys(LABELS, 0))
     for created_at, label in rows:
         counts[created_at.date()][label] += 1
-    return [{"day": day.isoformat(), **counts[day]} for day in sorted(counts)]
+    return [{"day": (first + timedelta(days=i)).isoformat(), **counts[first + timedelta(days=i)]}
+            for i in range(days)]
 
 
 def agreement_per_version() -> list[dict]:
