@@ -36,8 +36,15 @@
         const img = document.createElement("img");
         const url = URL.createObjectURL(file);
         objectUrls.push(url);
-        img.src = url;
         img.alt = "Preview of " + file.name;
+        img.addEventListener("error", function () {
+          // A damaged file: say so instead of showing a broken image.
+          const box = document.createElement("div");
+          box.className = "no-preview";
+          box.textContent = "Cannot preview";
+          img.replaceWith(box);
+        });
+        img.src = url;
         li.appendChild(img);
       } else {
         const box = document.createElement("div");
@@ -48,21 +55,48 @@
       const caption = document.createElement("span");
       caption.textContent = file.name + " (" + Math.ceil(file.size / 1024) + " KB)";
       li.appendChild(caption);
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.textContent = "Remove";
+      remove.setAttribute("aria-label", "Remove " + file.name);
+      remove.addEventListener("click", function () {
+        chosen.splice(chosen.indexOf(file), 1);
+        checkLimits();
+        renderPreviews();
+      });
+      li.appendChild(remove);
       return li;
     }));
   }
 
+  function sameFile(a, b) {
+    return a.name === b.name && a.size === b.size && a.lastModified === b.lastModified;
+  }
+
+  // Files picked and files dropped add up, so one can pick two films and then drop a third.
   function choose(files) {
-    chosen = Array.from(files);
+    Array.from(files).forEach(function (file) {
+      if (!chosen.some(function (c) { return sameFile(c, file); })) chosen.push(file);
+    });
+    checkLimits();
+    renderPreviews();
+  }
+
+  function checkLimits() {
     const problems = [];
     if (chosen.length > maxFiles) problems.push("At most " + maxFiles + " files per upload.");
     const total = chosen.reduce(function (sum, f) { return sum + f.size; }, 0);
     if (total > maxBytes) problems.push("These files are larger together than the upload limit.");
     showErrors(problems);
-    renderPreviews();
   }
 
-  input.addEventListener("change", function () { choose(input.files); });
+  // The script checks the chosen list itself (the input is emptied after each pick), so the
+  // browser's own "required" check on the input must not block the submit.
+  form.noValidate = true;
+  input.addEventListener("change", function () {
+    choose(input.files);
+    input.value = "";  // the list above is what gets sent; this lets the same file be picked again
+  });
   ["dragenter", "dragover"].forEach(function (type) {
     zone.addEventListener(type, function (event) { event.preventDefault(); zone.classList.add("dragover"); });
   });
@@ -70,10 +104,7 @@
     zone.addEventListener(type, function (event) { event.preventDefault(); zone.classList.remove("dragover"); });
   });
   zone.addEventListener("drop", function (event) {
-    if (event.dataTransfer && event.dataTransfer.files.length) {
-      input.files = event.dataTransfer.files;
-      choose(event.dataTransfer.files);
-    }
+    if (event.dataTransfer && event.dataTransfer.files.length) choose(event.dataTransfer.files);
   });
 
   form.addEventListener("submit", function (event) {
