@@ -1,0 +1,94 @@
+"""What every result card must show, wherever it appears (results page or detail view)."""
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Locator, expect
+
+from webapp.notes import NOTES
+
+
+# Share of an image's pixels that are clearly coloured (the radiograph itself is grey).
+_COLOURED_FRACTION_JS = """
+img => {
+  const canvas = document.createElement('canvas');
+  canvas.width = img.naturalWidth;
+  canvas.height = img.naturalHeight;
+  const context = canvas.getContext('2d');
+  context.drawImage(img, 0, 0);
+  const data = context.getImageData(0, 0, canvas.width, canvas.height).data;
+  let coloured = 0;
+  for (let i = 0; i < data.length; i += 4) {
+    const r = data[i], g = data[i + 1], b = data[i + 2];
+    if (Math.max(r, g, b) - Math.min(r, g, b) > 40) coloured += 1;
+  }
+  return coloured / (data.length / 4);
+}
+"""
+
+
+def image_loaded(image: Locator) -> bool:
+    return image.evaluate("img => img.complete && img.naturalWidth > 0")
+
+
+def coloured_fraction(image: Locator) -> float:
+    return image.evaluate(_COLOURED_FRACTION_JS)
+
+
+def check_bars(card: Locator) -> dict[str, float]:
+    """Each bar's drawn width, relative to its track, is the probability printed beside it."""
+    shown = {}
+    rows = card.locator(".bar-row")
+    expect(rows).to_have_count(2)
+    for i in range(2):
+        row = rows.nth(i)
+        name = row.locator(".bar-name").inner_text().strip().upper()
+        percent = float(row.locator(".bar-value").inner_text().strip().rstrip("%"))
+        fill = row.locator("rect.bar-fill").evaluate("r => r.getBoundingClientRect().width")
+        track = row.locator("rect.bar-bg").evaluate("r => r.getBoundingClientRect().width")
+        assert track > 50, f"the {name} bar's track is not drawn ({track}px)"
+        assert fill / track == pytest.approx(percent / 100, abs=0.005), f"{name} bar width != {percent}%"
+        shown[name] = percent / 100
+    assert sum(shown.values()) == pytest.approx(1, abs=0.002)
+    return shown
+
+
+def check_heatmap_toggle(card: Locator) -> None:
+    toggle = card.get_by_label("Show heat map")
+    heatmap = card.locator("img.heatmap")
+    expect(toggle).to_be_checked()
+    expect(heatmap).to_be_visible()
+    assert image_loaded(heatmap) and image_loaded(card.locator("img.radiograph"))
+    if card.get_attribute("data-label") == "PNEUMONIA":
+        # A pneumonia verdict must point somewhere: its heat map has to highlight a region.
+        assert coloured_fraction(heatmap) > 0.01, "the heat map of a PNEUMONIA verdict highlights nothing"
+    toggle.uncheck()
+    expect(heatmap).to_be_hidden()
+    expect(card.locator("img.radiograph")).to_be_visible()
+    toggle.check()
+    expect(heatmap).to_be_visible()
+
+
+def check_verdict(card: Locator, expected: str) -> None:
+    label = card.locator(".verdict-label").inner_text().strip()
+    assert label == expected, f"{card.locator('.filename').inner_text()}: {label}, expected {expected}"
+    expect(card.locator(f".badge-{label.lower()}")).to_have_text(label)
+    probabilities = check_bars(card)
+    threshold_text = card.locator(".threshold").filter(has_text="Decision threshold").inner_text()
+    threshold = float(re.search(r"[\d.]+$", threshold_text.strip()).group())
+    if label == "PNEUMONIA":
+        assert probabilities["PNEUMONIA"] >= threshold - 0.001
+    elif label == "NORMAL":
+        assert probabilities["PNEUMONIA"] < threshold + 0.001
+    notes = card.locator("section.notes")
+    expect(notes).to_have_attribute("data-notes-for", label)
+    expect(notes.locator("h3")).to_have_text(NOTES[label]["title"])
+    expect(notes.locator("li")).to_have_count(len(NOTES[label]["points"]))
+    reason = card.locator(".unknown-reason")
+    if label == "UNKNOWN":
+        expect(reason).to_contain_text("Why UNKNOWN:")
+        assert len(reason.inner_text()) > len("Why UNKNOWN:") + 10, "the UNKNOWN reason is empty"
+    else:
+        expect(reason).to_have_count(0)
+    expect(card.locator(".notice")).to_contain_text("not a diagnosis")
