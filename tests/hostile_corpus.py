@@ -207,7 +207,7 @@ def hostile_corpus() -> list[Hostile]:
         Hostile("..\\..\\windows\\system32\\evil.dcm", pdf, ("unsupported_type",)),
         Hostile("xray\x00.jpg.exe", b"MZ" + bytes(100), ("unsupported_type",)),
         Hostile("<img src=x onerror=alert(1)>.png", html, ("unsupported_type",)),
-        Hostile('"><script>alert(1)</script>.jpg', good_jpeg[:300], TRUNCATED_OR_CORRUPT),
+        Hostile("<script>alert(1)</script>.jpg", good_jpeg[:300], TRUNCATED_OR_CORRUPT),
         Hostile("\u202egpj.exe", b"", ("empty_file",)),
         Hostile("a" * 5000 + ".jpg", b"%PDF-1.7\n", ("unsupported_type",)),
     ]

@@ -3,6 +3,7 @@ from flask import (abort, current_app, flash, jsonify, redirect, render_template
 from flask_login import current_user
 
 from ..extensions import db
+from ..filenames import sanitize_filename
 from ..models import Feedback, Prediction, record_audit
 from ..notes import INTENDED_USE, NOTES
 from ..predictions import UploadRejected, screen_upload
@@ -60,7 +61,8 @@ def upload():
                     ids.append(screen_upload(current_user, storage.filename, storage.read()).id)
                 except UploadRejected as exc:
                     db.session.rollback()
-                    errors.append({"filename": storage.filename, "message": exc.message, "code": exc.code})
+                    errors.append({"filename": sanitize_filename(storage.filename), "message": exc.message,
+                                   "code": exc.code})
                     status = exc.status
             if ids:
                 for error in errors:
