@@ -292,6 +292,17 @@ def test_radiograph_modalities_are_not_flagged(modality):
     assert decode(dicom(gradient(), modality=modality)).unknown_reason is None
 
 
+@pytest.mark.parametrize("extra, words", [({"ViewPosition": "LL"}, "lateral"),
+                                          ({"BodyPartExamined": "KNEE"}, "of the knee")])
+def test_lateral_views_and_other_body_parts_are_flagged(extra, words):
+    assert words in decode(dicom(gradient(), extra=extra)).unknown_reason
+
+
+@pytest.mark.parametrize("body_part", ["CHEST", "PORT CHEST", "THORAX"])
+def test_chest_body_parts_are_not_flagged(body_part):
+    assert decode(dicom(gradient(), extra={"BodyPartExamined": body_part})).unknown_reason is None
+
+
 def test_compressed_transfer_syntaxes():
     jpeg_baseline = decode(dicom_jpeg(gradient()))
     assert np.abs(jpeg_baseline.pixels - REFERENCE).mean() < 0.01

@@ -82,6 +82,17 @@ _MODALITY_NAMES = {
 }
 
 
+# Lateral and oblique projections (DICOM View Position); AP, PA and decubitus are frontal.
+_NOT_FRONTAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "RLO", "LLO", "RAO", "LAO", "RPO", "LPO"}
+# Body Part Examined values that are certainly not the chest. Unusual chest labels
+# ("PORT CHEST", "TORAX") must not be flagged, so only known other parts are listed.
+_NOT_CHEST_PARTS = (
+    "SKULL", "HEAD", "BRAIN", "SPINE", "NECK", "ABDOMEN", "PELVIS", "HIP", "KNEE", "LEG",
+    "FOOT", "ANKLE", "HAND", "WRIST", "ELBOW", "ARM", "FEMUR", "HUMERUS", "BREAST", "JAW",
+    "TEETH", "EXTREMITY",
+)
+
+
 def decode_dicom(data: bytes, *, target_size: int | None = None) -> DecodedImage:
     try:
         ds = dcmread(io.BytesIO(data), specific_tags=_NEEDED_TAGS)
@@ -219,8 +230,9 @@ def _facts(ds, tsyntax) -> dict[str, str]:
     facts = {}
     for keyword in _FACT_KEYWORDS:
         value = ds.get(keyword)
-        if value not in (None, ""):
-            facts[keyword] = str(value)[:64]
+        text = "".join(ch for ch in str(value if value is not None else "") if ch.isprintable())
+        if text.strip():
+            facts[keyword] = text.strip()[:64]
     frames = ds.get("NumberOfFrames")
     if frames not in (None, "") and int(frames) > 1:
         facts["NumberOfFrames"] = f"{int(frames)} (first frame shown)"
@@ -229,14 +241,24 @@ def _facts(ds, tsyntax) -> dict[str, str]:
 
 
 def _modality_reason(facts: dict[str, str]) -> str | None:
+    """What the file itself says that rules out a frontal chest radiograph."""
     modality = facts.get("Modality", "").upper()
-    if modality in _RADIOGRAPHIC:
-        return None
-    what = _MODALITY_NAMES.get(modality, f"a {modality} image")
-    return (
-        f"The DICOM file is {what} (modality {modality}), not a projection chest "
-        "radiograph."
-    )
+    if modality not in _RADIOGRAPHIC:
+        what = _MODALITY_NAMES.get(modality, f"a {modality} image")
+        return (
+            f"The DICOM file is {what} (modality {modality}), not a projection chest "
+            "radiograph."
+        )
+    view = facts.get("ViewPosition", "").upper()
+    if view in _NOT_FRONTAL_VIEWS:
+        return (
+            f"The DICOM file is a {view} (lateral or oblique) view; the model reads "
+            "frontal (PA/AP) chest films only."
+        )
+    body_part = facts.get("BodyPartExamined", "").upper()
+    if any(part in body_part for part in _NOT_CHEST_PARTS):
+        return f"The DICOM file is a radiograph of the {body_part.lower()}, not of the chest."
+    return None
 
 
 def _corrupt() -> DecodeError:
