@@ -57,10 +57,13 @@ def _cam(maps, weights, size):
     return tf.math.divide_no_nan(cam, peak)
 
 
+_LUT = np.stack([np.interp(np.linspace(0, 1, 256), _ANCHORS[:, 0], _ANCHORS[:, c]) for c in (1, 2, 3)], axis=-1)
+
+
 def colourise(heatmap: np.ndarray) -> np.ndarray:
-    """(H, W) in [0, 1] -> (H, W, 3) float RGB in [0, 1]."""
-    values = np.clip(heatmap, 0.0, 1.0)
-    return np.stack([np.interp(values, _ANCHORS[:, 0], _ANCHORS[:, c]) for c in (1, 2, 3)], axis=-1)
+    """(H, W) in [0, 1] -> (H, W, 3) float32 RGB in [0, 1]."""
+    index = np.rint(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8)
+    return _LUT.astype(np.float32)[index]
 
 
 def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, size: int, alpha: float = 0.45) -> bytes:
@@ -72,5 +75,6 @@ def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, size: int, alpha: float
     rgb = (1.0 - weight) * grey[..., None] + weight * colourise(heat)
     image = Image.fromarray(np.rint(rgb * 255).astype(np.uint8), mode="RGB")
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
+    # Fast compression: the PNG is made per request and is small either way.
+    image.save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()

@@ -1,0 +1,99 @@
+"""Unit tests of the training package: the patient split, metrics, calibration helpers,
+augmentation determinism and the synthetic negatives."""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+
+from training import data, metrics, negatives
+
+
+def _films(n_patients: int, images_each: int, label: int, prefix: str):
+    return [
+        data.Film(pathlib.Path(f"{prefix}{p}-{i}.jpeg"), label, f"{prefix}{p}", "")
+        for p in range(n_patients)
+        for i in range(images_each)
+    ]
+
+
+def test_split_keeps_each_patient_on_one_side_and_is_stratified():
+    films = _films(100, 3, 0, "IM-") + _films(300, 2, 1, "person")
+    train, val = data.split_by_patient(films, 0.2, seed=7)
+    assert not {f.patient for f in train} & {f.patient for f in val}
+    assert len(train) + len(val) == len(films)
+    val_patients = {(f.patient, f.label) for f in val}
+    assert sum(1 for _, lab in val_patients if lab == 0) == 20
+    assert sum(1 for _, lab in val_patients if lab == 1) == 60
+    assert data.split_by_patient(films, 0.2, seed=7) == (train, val)
+
+
+def test_held_out_not_chest_sources_never_reach_training():
+    items = [data.NotChest(pathlib.Path(f"{s}.jpg"), "k", s) for s in ("knee_kl", "hand_rsna_boneage", "bsd68", "busi")]
+    train, val = data.split_not_chest(items)
+    assert {i.source_id for i in val} == {"hand_rsna_boneage", "bsd68"}
+    assert {i.source_id for i in train} == {"knee_kl", "busi"}
+
+
+def test_auc_matches_pairwise_definition():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    scores = np.round(rng.random(200) + labels * 0.3, 1)  # many ties on purpose
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    pairwise = ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (pos.size * neg.size)
+    assert metrics.roc_auc(labels, scores) == pytest.approx(pairwise)
+
+
+def test_operating_point_counts():
+    out = metrics.at_threshold([0, 0, 1, 1, 1], [0.1, 0.6, 0.4, 0.7, 0.9], 0.5)
+    assert out["confusion"] == {"tn": 1, "fp": 1, "fn": 1, "tp": 2}
+    assert out["sensitivity"] == pytest.approx(2 / 3)
+    assert out["specificity"] == pytest.approx(0.5)
+
+
+def test_calibration_error_is_zero_for_calibrated_scores_and_large_for_overconfident():
+    rng = np.random.default_rng(1)
+    probs = rng.random(20000)
+    labels = rng.random(20000) < probs
+    assert metrics.expected_calibration_error(labels, probs) < 0.02
+    assert metrics.expected_calibration_error(labels, (probs > 0.5).astype(float)) > 0.2
+
+
+def test_temperature_fit_recovers_the_true_temperature():
+    rng = np.random.default_rng(2)
+    true_logits = rng.normal(0, 2, 20000)
+    labels = rng.random(20000) < metrics.sigmoid(true_logits)
+    assert metrics.fit_temperature(labels, true_logits * 3.0) == pytest.approx(3.0, rel=0.05)
+
+
+def test_screening_threshold_reaches_the_target_sensitivity():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 1000)
+    probs = np.clip(rng.normal(0.3 + 0.4 * labels, 0.15), 0, 1)
+    threshold = metrics.screening_threshold(labels, probs, 0.95)
+    assert metrics.at_threshold(labels, probs, threshold)["sensitivity"] >= 0.95
+    assert metrics.at_threshold(labels, probs, threshold + 1e-3)["sensitivity"] < 0.95
+
+
+def test_augmentation_is_reproducible_and_stays_in_range():
+    tf = pytest.importorskip("tensorflow")
+    from training.augment import augment
+
+    image = tf.constant(np.random.default_rng(4).random((64, 64, 1)), tf.float32)
+    seed = tf.constant([11, 12], tf.int64)
+    first, again = augment(image, seed, 1.0).numpy(), augment(image, seed, 1.0).numpy()
+    other = augment(image, tf.constant([11, 13], tf.int64), 1.0).numpy()
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert first.shape == (64, 64, 1) and 0.0 <= first.min() and first.max() <= 1.0
+
+
+def test_synthetic_negatives_are_reproducible_model_inputs():
+    rng = np.random.default_rng(5)
+    others = [rng.random((50, 70)).astype(np.float32) for _ in range(3)]
+    films = [rng.random((64, 64)).astype(np.float32) for _ in range(8)]
+    a = negatives.build_negatives(others, films, 32, seed=9, per_image=2, chest_variants=4, render_count=4)
+    b = negatives.build_negatives(others, films, 32, seed=9, per_image=2, chest_variants=4, render_count=4)
+    assert a.shape == (3 + 6 + 4 + 4, 32, 32, 1) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)

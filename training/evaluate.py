@@ -1,0 +1,149 @@
+"""Evaluate the shipped model on the official test set and the held-out not-chest sources,
+exactly as the web app serves it: decode -> shared preprocessing -> Analyzer (threshold,
+temperature and UNKNOWN policy from the model card).
+
+    python -m training.evaluate                 # writes reports/metrics.json and the PNG plots
+    python -m training.evaluate --check-bars    # also exits 1 if any issue-3 bar is missed
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+from training import data, metrics, plots
+from webapp.inference.analyzer import CARD_NAME, Analyzer
+from webapp.inference.decide import UNKNOWN
+
+DEFAULT_MODEL = pathlib.Path("webapp/model/cxr_pneumonia.keras")
+BARS = {  # issue 3: (metric, comparison, bound)
+    "accuracy": (">=", 0.90),
+    "auc": (">=", 0.97),
+    "sensitivity": (">=", 0.95),
+    "specificity": (">=", 0.80),
+    "ece": ("<=", 0.08),
+    "test_unknown_rate": ("<=", 0.02),
+    "held_out_not_chest_unknown_rate": (">=", 0.97),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=pathlib.Path, default=DEFAULT_MODEL)
+    p.add_argument("--data-dir", type=pathlib.Path, default=data.DEFAULT_DATA_DIR)
+    p.add_argument("--not-cxr-dir", type=pathlib.Path, default=None, help="default: DATA_DIR/../not_cxr")
+    p.add_argument("--reports", type=pathlib.Path, default=pathlib.Path("reports"))
+    p.add_argument("--check-bars", action="store_true", help="exit 1 if any bar of issue 3 is missed")
+    p.add_argument("--update-card", action="store_true", help="store the test metrics in the model card")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N files of each set (smoke runs)")
+    return p.parse_args(argv)
+
+
+def analyse_files(analyzer: Analyzer, paths: list[pathlib.Path]):
+    results, seconds = [], []
+    for path in paths:
+        image = data.decode_file(path, analyzer.input_size)
+        started = time.perf_counter()
+        results.append(analyzer.analyze(image))
+        seconds.append(time.perf_counter() - started)
+    return results, seconds
+
+
+def evaluate(args) -> dict:
+    analyzer = Analyzer(args.model)
+    films = data.read_films(args.data_dir, "test")[: args.limit]
+    others = data.read_not_chest(args.not_cxr_dir or args.data_dir.parent / "not_cxr")
+    held_out = set(analyzer.card.get("data", {}).get("not_chest_validation_sources", data.HELD_OUT_SOURCES))
+    by_source = collections.defaultdict(list)
+    for item in others:
+        by_source[item.source_id].append(item)
+
+    film_results, seconds = analyse_files(analyzer, [f.path for f in films])
+    labels = np.array([f.label for f in films])
+    probs = np.array([r.probabilities["PNEUMONIA"] for r in film_results])
+    test = metrics.summary(labels, probs, analyzer.threshold)
+    unknown = np.array([r.label == UNKNOWN for r in film_results])
+    test["unknown_rate"] = float(unknown.mean())
+    answered = ~unknown
+    test["answered"] = metrics.at_threshold(labels[answered], probs[answered], analyzer.threshold)
+    test["answered"]["n"] = int(answered.sum())
+    test["top_label_ece"] = metrics.expected_calibration_error(
+        (probs >= 0.5) == labels, np.maximum(probs, 1 - probs))
+    test["unknown_reasons"] = dict(collections.Counter(r.unknown_reason.split(":")[0] for r in film_results if r.unknown_reason))
+
+    sources = {}
+    for source_id, items in sorted(by_source.items()):
+        results, _ = analyse_files(analyzer, [i.path for i in items[: args.limit]])
+        sources[source_id] = {
+            "n": len(results),
+            "unknown_rate": float(np.mean([r.label == UNKNOWN for r in results])),
+            "held_out": source_id in held_out,
+            "kind": items[0].kind,
+        }
+    held = [s for s in sources.values() if s["held_out"]]
+    held_rate = sum(s["unknown_rate"] * s["n"] for s in held) / max(sum(s["n"] for s in held), 1)
+
+    ms = np.array(seconds) * 1000
+    report = {
+        "model_version": analyzer.model_version,
+        "model_sha256": analyzer.card.get("sha256"),
+        "threshold": analyzer.threshold,
+        "temperature": analyzer.temperature,
+        "test": test,
+        "not_chest_sources": sources,
+        "held_out_not_chest_unknown_rate": held_rate,
+        "analyze_ms": {"median": float(np.median(ms)), "p95": float(np.percentile(ms, 95))},
+        "ece_definition": "15 equal-width bins of P(pneumonia), weighted by bin size",
+        "notes": "All figures through webapp.inference.Analyzer with the card's threshold, temperature "
+        "and UNKNOWN policy; accuracy/sensitivity/specificity count every test film at the threshold, "
+        "'answered' excludes films answered UNKNOWN.",
+    }
+    report["bars"] = check_bars(report)
+    return report, labels, probs, analyzer
+
+
+def check_bars(report: dict) -> dict:
+    values = {k: report["test"][k] for k in ("accuracy", "auc", "sensitivity", "specificity", "ece")}
+    values["test_unknown_rate"] = report["test"]["unknown_rate"]
+    values["held_out_not_chest_unknown_rate"] = report["held_out_not_chest_unknown_rate"]
+    out = {}
+    for name, (op, bound) in BARS.items():
+        value = values[name]
+        out[name] = {"value": value, "bar": f"{op} {bound}", "pass": value >= bound if op == ">=" else value <= bound}
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    report, labels, probs, analyzer = evaluate(args)
+    args.reports.mkdir(parents=True, exist_ok=True)
+    (args.reports / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    plots.roc(labels, probs, analyzer.threshold, args.reports / "roc.png")
+    plots.confusion(report["test"]["confusion"], args.reports / "confusion_matrix.png")
+    plots.reliability_diagram(labels, probs, args.reports / "reliability.png")
+    history = analyzer.card.get("training", {}).get("history")
+    if history:
+        plots.training_curves(history, args.reports / "training_curves.png")
+    if args.update_card:
+        card_path = args.model.parent / CARD_NAME
+        card = json.loads(card_path.read_text())
+        card["metrics"]["test"] = {k: report["test"][k] for k in
+                                   ("n", "auc", "accuracy", "sensitivity", "specificity", "ece", "unknown_rate", "confusion")}
+        card["metrics"]["not_chest_unknown_rate_by_source"] = {k: v["unknown_rate"] for k, v in report["not_chest_sources"].items()}
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
+    for name, bar in report["bars"].items():
+        print(f"{'PASS' if bar['pass'] else 'FAIL'}  {name:34s} {bar['value']:.4f}  (bar {bar['bar']})")
+    print(f"analyze(): median {report['analyze_ms']['median']:.1f} ms per image")
+    if args.check_bars and not all(b["pass"] for b in report["bars"].values()):
+        print("evaluation: at least one bar of issue 3 is missed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
