@@ -1,12 +1,60 @@
-"""gunicorn settings, each overridable from the environment."""
+"""gunicorn settings, each overridable from the environment (see the README's configuration table).
+
+Inference is CPU-bound, so the defaults split the machine's cores between worker processes and
+TensorFlow's per-worker thread pool: WEB_WORKERS x INFERENCE_THREADS is about the core count.
+"""
 import os
+import time
+
+from webapp.gunicorn_hooks import cpu_count, env_int, load_model_in_worker
+
+cores = cpu_count()
+# Past about eight workers, memory (one model per worker) grows faster than throughput; the
+# spare cores then go to each worker's TensorFlow thread pool instead.
+workers = env_int("WEB_WORKERS", min(cores, 8))
+inference_threads = env_int("INFERENCE_THREADS", max(1, cores // workers))
 
 bind = os.environ.get("BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("WEB_WORKERS", "2"))
-threads = int(os.environ.get("WEB_THREADS", "2"))
 worker_class = "gthread"
+# Two request threads per worker let a probe or an upload's network I/O proceed while the
+# other thread runs the model; more would only queue on the same cores.
+threads = env_int("WEB_THREADS", 2)
 # No preload: TensorFlow is not fork-safe, so each worker loads the model after the fork.
 preload_app = False
-timeout = int(os.environ.get("WEB_TIMEOUT", "120"))
-accesslog = "-"
+# Covers a cold model load in post_worker_init (TensorFlow import + load + warm-up can take
+# 20 s on a busy two-core machine) and the slowest legitimate upload.
+timeout = env_int("WEB_TIMEOUT", 120)
+graceful_timeout = env_int("WEB_GRACEFUL_TIMEOUT", 30)
+keepalive = 5
+# Recycle workers now and then so slow memory growth in native libraries cannot accumulate;
+# the jitter keeps workers from all reloading the model at the same moment.
+max_requests = env_int("WEB_MAX_REQUESTS", 2000)
+max_requests_jitter = env_int("WEB_MAX_REQUESTS_JITTER", max(1, max_requests // 10)) if max_requests else 0
+# The heartbeat file lives in memory: a slow or full disk must not get healthy workers killed.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+# The app writes one JSON line per request to stdout (webapp/request_log.py) with the request
+# id, user, status and latency; gunicorn's own access line would only repeat it without those.
+# Set GUNICORN_ACCESS_LOG=- to have it as well.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+# gunicorn's runtime control socket (resize, reload) is one more door to guard and would clash
+# between two servers run by the same user; containers are managed from outside instead.
+control_socket_disable = True
+
+# TensorFlow's C++ start-up chatter is not useful in a service log; real errors still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def post_fork(server, worker):
+    worker.forked_at = time.monotonic()
+
+
+def post_worker_init(worker):
+    """Load and warm the model right after the fork, before this worker accepts a request.
+
+    A missing or broken model must not crash the worker (the arbiter would respawn it in a
+    loop): the failure is logged once and /readyz answers 503 with the reason.
+    """
+    load_model_in_worker(worker.wsgi, inference_threads, worker.log, since=worker.forked_at)

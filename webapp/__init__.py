@@ -70,8 +70,10 @@ def register_errorhandlers(app: Flask) -> None:
 
 
 def register_request_hooks(app: Flask) -> None:
+    from . import request_log
     from .security import register
 
+    request_log.register(app)  # JSON request lines on stdout (deployment)
     register(app)
 
 

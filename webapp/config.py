@@ -58,6 +58,9 @@ class Config:
     SESSION_COOKIE_SAMESITE = "Lax"
     WTF_CSRF_TIME_LIMIT = None  # a sign-in page left open over a shift must still work
     TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", "0"))
+    # Strict-Transport-Security is opt-in: on a plain-http intranet it would lock browsers out.
+    # Set it (e.g. 31536000) only once the site is served over HTTPS for good.
+    HSTS_SECONDS = int(os.environ.get("HSTS_SECONDS", "0"))
 
 
 class DevelopmentConfig(Config):

@@ -1,7 +1,7 @@
 """Request-wide safety: the sign-in wall, security headers and proxy awareness."""
 from __future__ import annotations
 
-from flask import Flask, redirect, request, url_for
+from flask import Flask, current_app, redirect, request, url_for
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -45,6 +45,8 @@ def add_security_headers(response):
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Referrer-Policy", "same-origin")
+    if current_app.config["HSTS_SECONDS"] and request.is_secure:
+        response.headers.setdefault("Strict-Transport-Security", f"max-age={current_app.config['HSTS_SECONDS']}")
     if request.blueprint != "static" and request.endpoint != "static":
         # Pages and images show patient films: never keep them in shared or back-button caches.
         response.headers.setdefault("Cache-Control", "no-store")

@@ -1,0 +1,39 @@
+#!/bin/sh
+# Container start: wait until the database accepts connections, apply the migrations, then
+# replace this shell with the command (gunicorn by default) so it gets signals directly.
+#   DB_WAIT_SECONDS  how long to wait for the database before giving up (default 60)
+set -eu
+cd "$(dirname "$0")/.."
+
+wait_seconds="${DB_WAIT_SECONDS:-60}"
+deadline=$(( $(date +%s) + wait_seconds ))
+attempt=1
+# Reads the same DATABASE_URL the app will use (webapp.config), never prints it: it may hold a password.
+until problem=$(python - <<'PY' 2>&1
+import sys
+from sqlalchemy import create_engine
+from webapp.config import config_from_env
+
+try:
+    create_engine(config_from_env().SQLALCHEMY_DATABASE_URI).connect().close()
+except Exception as exc:
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    sys.exit(f"{type(exc).__name__}: {reason[0] if reason else ''}")
+PY
+); do
+  if [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "entrypoint: the database is still unreachable after ${wait_seconds} s; giving up. Last error: ${problem}" >&2
+    exit 1
+  fi
+  echo "entrypoint: waiting for the database (attempt ${attempt}): ${problem}" >&2
+  attempt=$((attempt + 1))
+  sleep 2
+done
+
+echo "entrypoint: database reachable; applying migrations" >&2
+flask --app wsgi db upgrade
+
+if [ "$#" -eq 0 ]; then
+  set -- gunicorn --config gunicorn.conf.py wsgi:app
+fi
+exec "$@"

@@ -1,0 +1,19 @@
+"""Container health check: exit 0 when /readyz answers 200 (model loaded, database reachable).
+
+The slim base image has no curl; this uses only the standard library.
+"""
+import os
+import sys
+import urllib.error
+import urllib.request
+
+port = os.environ.get("BIND", "0.0.0.0:8000").rsplit(":", 1)[-1]
+try:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=4) as response:
+        sys.exit(0 if response.status == 200 else 1)
+except urllib.error.HTTPError as exc:  # 503 carries the reason in its JSON body
+    print(exc.read().decode("utf-8", "replace")[:500])
+    sys.exit(1)
+except OSError as exc:
+    print(f"readyz unreachable: {exc}")
+    sys.exit(1)

@@ -1,0 +1,252 @@
+"""Deployment configuration: gunicorn settings from the environment, the worker start hook, the
+image recipe (Dockerfile, lock file, .dockerignore), compose files and the container health check."""
+from __future__ import annotations
+
+import http.server
+import logging
+import os
+import re
+import runpy
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+from gunicorn.config import Config as GunicornConfig
+
+from webapp import create_app, gunicorn_hooks
+from webapp.config import TestingConfig
+from webapp.inference import runtime
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN_ENV = ("WEB_WORKERS", "INFERENCE_THREADS", "WEB_THREADS", "WEB_TIMEOUT", "WEB_GRACEFUL_TIMEOUT",
+                "WEB_MAX_REQUESTS", "WEB_MAX_REQUESTS_JITTER", "BIND", "GUNICORN_ACCESS_LOG", "LOG_LEVEL")
+
+
+def load_gunicorn_conf(monkeypatch, cores: int = 2, **env: str) -> dict:
+    for name in GUNICORN_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(gunicorn_hooks, "cpu_count", lambda: cores)
+    settings = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    # gunicorn validates every setting it knows when it reads the file; do the same here.
+    cfg = GunicornConfig()
+    for name, value in settings.items():
+        if name in cfg.settings:
+            cfg.set(name, value)
+    return settings
+
+
+@pytest.mark.parametrize("cores, workers, threads", [(1, 1, 1), (2, 2, 1), (4, 4, 1), (16, 8, 2), (64, 8, 8)])
+def test_default_sizing_splits_cores_between_workers_and_tensorflow(monkeypatch, cores, workers, threads):
+    conf = load_gunicorn_conf(monkeypatch, cores=cores)
+    assert (conf["workers"], conf["inference_threads"]) == (workers, threads)
+    assert workers * threads <= cores
+
+
+def test_production_defaults(monkeypatch):
+    conf = load_gunicorn_conf(monkeypatch)
+    assert conf["preload_app"] is False  # TensorFlow is not fork-safe
+    assert conf["worker_class"] == "gthread" and conf["threads"] == 2
+    assert conf["timeout"] >= 60  # a cold model load happens before the first heartbeat
+    assert conf["max_requests"] > 0 and 0 < conf["max_requests_jitter"] < conf["max_requests"]
+    assert conf["bind"] == "0.0.0.0:8000"
+    assert conf["errorlog"] == "-" and conf["accesslog"] is None  # the app logs each request as JSON
+    assert callable(conf["post_worker_init"]) and callable(conf["post_fork"])
+
+
+def test_everything_is_overridable_from_the_environment(monkeypatch):
+    conf = load_gunicorn_conf(monkeypatch, WEB_WORKERS="3", INFERENCE_THREADS="4", WEB_THREADS="1",
+                              WEB_TIMEOUT="300", WEB_MAX_REQUESTS="0", BIND="127.0.0.1:9000",
+                              GUNICORN_ACCESS_LOG="-", LOG_LEVEL="WARNING")
+    assert (conf["workers"], conf["inference_threads"], conf["threads"]) == (3, 4, 1)
+    assert conf["timeout"] == 300 and conf["bind"] == "127.0.0.1:9000"
+    assert conf["max_requests"] == 0 and conf["max_requests_jitter"] == 0
+    assert conf["accesslog"] == "-" and conf["loglevel"] == "warning"
+
+
+def test_inference_threads_follow_a_worker_override(monkeypatch):
+    assert load_gunicorn_conf(monkeypatch, cores=8, WEB_WORKERS="2")["inference_threads"] == 4
+
+
+@pytest.mark.parametrize("value", ["two", "-1", "1.5"])
+def test_bad_numbers_are_refused_with_the_variable_named(monkeypatch, value):
+    with pytest.raises(ValueError, match="WEB_WORKERS"):
+        load_gunicorn_conf(monkeypatch, WEB_WORKERS=value)
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"cpu.max": "150000 100000\n"}, 2),  # docker --cpus=1.5 rounds up
+    ({"cpu.max": "max 100000\n"}, None),  # no quota: all cores the process may use
+    ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # cgroup v1
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({}, None),
+])
+def test_cpu_count_honours_container_quotas(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    cores = len(os.sched_getaffinity(0))
+    assert gunicorn_hooks.cpu_count(tmp_path) == (min(cores, expected) if expected else cores)
+
+
+@pytest.fixture
+def fresh_runtime():
+    runtime.reset_for_tests()
+    yield
+    runtime.reset_for_tests()
+
+
+@pytest.mark.parametrize("content", [None, b"PK\x03\x04 truncated"])
+def test_worker_hook_survives_a_missing_or_corrupt_model(tmp_path, fresh_runtime, caplog, content):
+    model = tmp_path / "cxr_pneumonia.keras"
+    if content is not None:
+        model.write_bytes(content)
+    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "MODEL_PATH": model})
+    worker_log = logging.getLogger("test.gunicorn.error")
+    gunicorn_hooks.load_model_in_worker(app, 1, worker_log)  # must not raise: the worker lives on
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "model could not be loaded" in errors[0].getMessage()
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503 and str(model) in response.json["reasons"][0]
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1  # still one error
+
+
+def test_worker_hook_loads_the_shipped_model(tmp_path, fresh_runtime, caplog):
+    caplog.set_level(logging.INFO)
+    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path})
+    gunicorn_hooks.load_model_in_worker(app, 1, logging.getLogger("test.gunicorn.error"))
+    assert any("worker ready" in r.getMessage() for r in caplog.records)
+    assert app.test_client().get("/readyz").status_code == 200
+
+
+# --- the image recipe ---------------------------------------------------------------------
+
+def dockerfile() -> str:
+    return (ROOT / "Dockerfile").read_text()
+
+
+@pytest.mark.skipif(shutil.which("hadolint") is None and not (Path(sys.executable).parent / "hadolint").exists(),
+                    reason="hadolint not installed (requirements-dev.txt)")
+def test_hadolint_is_clean():
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    done = subprocess.run([hadolint, "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_dockerfile_installs_the_lock_runs_unprivileged_and_keeps_data_in_a_volume():
+    text = dockerfile()
+    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    assert "--no-deps -r /tmp/requirements.lock" in text
+    user = re.findall(r"^USER (\S+)", text, re.M)
+    assert user and not user[-1].startswith(("0", "root"))
+    assert 'VOLUME ["/app/instance"]' in text and "INSTANCE_DIR=/app/instance" in text
+    assert "HEALTHCHECK" in text and "docker/healthcheck.py" in text
+    assert 'ENTRYPOINT ["docker/entrypoint.sh"]' in text
+    assert "COPY webapp/ webapp/" in text  # code and the shipped model
+
+
+def requirement_pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", name.split("[")[0]).lower()] = version
+    return pins
+
+
+def test_lock_file_is_the_current_closure_of_requirements_txt():
+    lock = requirement_pins(ROOT / "requirements.lock")
+    for name, version in requirement_pins(ROOT / "requirements.txt").items():
+        assert lock.get(name) == version, f"{name}: requirements.txt says {version}, lock {lock.get(name)}"
+    closure = runpy.run_path(str(ROOT / "scripts" / "lock_requirements.py"))
+    current = closure["closure"](closure["top_level"](ROOT / "requirements.txt"))
+    assert lock == {re.sub(r"[-_.]+", "-", n).lower(): v for n, v in current.items()}, \
+        "requirements.lock is stale: run .venv/bin/python scripts/lock_requirements.py"
+    for name, version in lock.items():
+        assert metadata.version(name) == version  # the image gets what the tests ran with
+
+
+def test_dockerignore_keeps_secrets_and_bulk_out_but_the_model_in():
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".git", ".venv", "instance/*", ".env", "tests"} <= ignored
+    assert not any(pattern.startswith(("webapp", "migrations", "docker/")) for pattern in ignored)
+
+
+def test_compose_files_fit_the_image():
+    app = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["app"]
+    assert app["environment"]["SECRET_KEY"].startswith("${SECRET_KEY:?")  # refuses to start without one
+    assert "instance:/app/instance" in app["volumes"]
+    postgres = yaml.safe_load((ROOT / "docker-compose.postgres.yml").read_text())["services"]
+    assert postgres["app"]["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://")
+    assert postgres["app"]["depends_on"]["db"]["condition"] == "service_healthy"
+    assert postgres["db"]["image"].startswith("postgres:15")
+
+
+class _Probe(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.send_response(self.status if self.path == "/readyz" else 404)
+        self.end_headers()
+        self.wfile.write(b'{"status": "unavailable", "reasons": ["model could not be loaded"]}')
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("status, exit_code", [(200, 0), (503, 1)])
+def test_container_health_check_follows_readyz(monkeypatch, status, exit_code):
+    handler = type("Probe", (_Probe,), {"status": status})
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py")], capture_output=True,
+                              text=True, env={"BIND": f"0.0.0.0:{server.server_address[1]}"}, timeout=30)
+    finally:
+        server.shutdown()
+    assert done.returncode == exit_code
+    if exit_code:
+        assert "model could not be loaded" in done.stdout
+
+
+def test_container_health_check_fails_when_nothing_listens():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    done = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py")], capture_output=True,
+                          text=True, env={"BIND": f"0.0.0.0:{port}"}, timeout=30)
+    assert done.returncode == 1 and "readyz unreachable" in done.stdout
+
+
+def test_sqlite_backup_and_restore_round_trip(tmp_path):
+    import sqlite3
+
+    live = tmp_path / "cxr.sqlite"
+    with sqlite3.connect(live) as conn:
+        conn.execute("CREATE TABLE predictions (id INTEGER PRIMARY KEY, label TEXT)")
+        conn.execute("INSERT INTO predictions (label) VALUES ('NORMAL'), ('PNEUMONIA')")
+    env = {"PATH": os.environ["PATH"], "APP_ENV": "production", "INSTANCE_DIR": str(tmp_path)}
+    script = [sys.executable, str(ROOT / "docker" / "backup_sqlite.py")]
+
+    def run(*args):
+        return subprocess.run([*script, *args], env=env, capture_output=True, text=True, timeout=60)
+
+    assert run("backup", str(tmp_path / "b.sqlite")).returncode == 0
+    assert run("backup", str(tmp_path / "b.sqlite")).returncode == 1  # never overwrites a backup
+    with sqlite3.connect(live) as conn:
+        conn.execute("DELETE FROM predictions")
+    assert run("restore", str(tmp_path / "b.sqlite")).returncode == 0
+    with sqlite3.connect(live) as conn:
+        assert conn.execute("SELECT label FROM predictions ORDER BY id").fetchall() == [("NORMAL",), ("PNEUMONIA",)]
+    refused = subprocess.run([*script, "backup", str(tmp_path / "c.sqlite")], capture_output=True, text=True,
+                             env={**env, "DATABASE_URL": "postgresql://cxr@db/cxr"}, timeout=60)
+    assert refused.returncode == 1 and "pg_dump" in refused.stderr

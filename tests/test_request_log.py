@@ -1,0 +1,96 @@
+"""One JSON line per request on stdout: request id, user, method, path, status, latency; nothing else."""
+import io
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import fixture_image
+from tests.image_samples import PATIENT, dicom
+
+
+def request_lines(capsys) -> list[dict]:
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("event") == "request"]
+
+
+def test_one_line_per_request_with_id_status_and_latency(client, capsys):
+    capsys.readouterr()
+    response = client.get("/healthz")
+    (line,) = request_lines(capsys)
+    assert line["method"] == "GET" and line["path"] == "/healthz" and line["status"] == 200
+    assert line["user_id"] is None
+    assert line["latency_ms"] >= 0
+    assert line["request_id"] == response.headers["X-Request-ID"] and len(line["request_id"]) == 32
+    assert line["level"] == "info" and line["time"].endswith("+00:00")
+
+
+def test_incoming_request_id_is_kept(client, capsys):
+    capsys.readouterr()
+    response = client.get("/healthz", headers={"X-Request-ID": "proxy-4f2a.17"})
+    assert response.headers["X-Request-ID"] == "proxy-4f2a.17"
+    assert request_lines(capsys)[0]["request_id"] == "proxy-4f2a.17"
+
+
+@pytest.mark.parametrize("hostile", ['x" , "status": 200', "a" * 200, "two words", "line\tbreak"])
+def test_hostile_request_id_is_replaced(client, capsys, hostile):
+    capsys.readouterr()
+    response = client.get("/healthz", headers={"X-Request-ID": hostile})
+    (line,) = request_lines(capsys)
+    assert line["request_id"] == response.headers["X-Request-ID"] != hostile
+
+
+def test_requests_turned_away_by_the_sign_in_wall_are_logged(client, capsys):
+    capsys.readouterr()
+    assert client.get("/history/").status_code in (302, 308)
+    (line,) = request_lines(capsys)
+    assert line["status"] in (302, 308) and line["user_id"] is None
+
+
+def test_signed_in_user_is_named_by_id(client, auth, clinician_user, capsys):
+    auth.login()
+    capsys.readouterr()
+    client.get("/screen")
+    (line,) = request_lines(capsys)
+    assert line["user_id"] == clinician_user and line["status"] == 200
+
+
+def test_api_upload_logs_user_but_no_image_file_name_or_patient_fields(client, api_token, clinician_user, capsys):
+    pixels = np.tile(np.linspace(0, 4000, 256, dtype=np.uint16), (256, 1))
+    uploads = [("Doe_Jane_MRN-0042-SECRET.dcm", dicom(pixels, bits_stored=12)),
+               ("patient-photo.jpeg", fixture_image("normal.jpeg"))]
+    capsys.readouterr()
+    for name, data in uploads:
+        client.post("/api/v1/predictions", headers={"Authorization": f"Bearer {api_token}"},
+                    data={"file": (io.BytesIO(data), name)}, content_type="multipart/form-data")
+    out = capsys.readouterr().out
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line.get("event") == "request"]
+    assert [r["path"] for r in requests] == ["/api/v1/predictions"] * 2
+    assert all(r["user_id"] == clinician_user and r["bytes_in"] > 0 for r in requests)
+    for secret in [*PATIENT.values(), "Doe_Jane", "patient-photo", "Doe^Jane"]:
+        assert secret not in out
+    assert "JFIF" not in out  # no image bytes either
+
+
+def test_server_errors_are_logged_at_error_level(client, capsys, monkeypatch):
+    def broken(_path):
+        raise RuntimeError("an unexpected failure")
+
+    monkeypatch.setattr("webapp.health.routes.get_analyzer", broken)
+    capsys.readouterr()
+    assert client.get("/readyz").status_code == 500
+    request_line = request_lines(capsys)[0]
+    assert request_line["status"] == 500 and request_line["level"] == "error"
+
+
+def test_unavailable_answers_are_warnings_not_errors(client, capsys, monkeypatch):
+    from webapp.inference.runtime import ModelUnavailable
+
+    def unavailable(_path):
+        raise ModelUnavailable("model could not be loaded from x")
+
+    monkeypatch.setattr("webapp.health.routes.get_analyzer", unavailable)
+    capsys.readouterr()
+    assert client.get("/readyz").status_code == 503
+    assert request_lines(capsys)[0]["level"] == "warning"

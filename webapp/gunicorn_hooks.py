@@ -1,0 +1,81 @@
+"""What gunicorn.conf.py needs from the app: sizing from the environment and the worker start hook.
+
+Nothing here imports TensorFlow at module level: gunicorn's master reads this before forking.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
+    if number < 0:
+        raise ValueError(f"{name} must not be negative, not {number}")
+    return number
+
+
+def cpu_count(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """Cores this process may really use: its CPU affinity, capped by a container CPU quota.
+
+    `docker run --cpus=2` on a 32-core host sets a cgroup quota, not the affinity, so
+    os.cpu_count() alone would start 16 times too many threads.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = (cgroup_root / "cpu.max").read_text().split()[:2]  # cgroup v2
+    except (OSError, ValueError):
+        try:  # cgroup v1
+            quota = (cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (cgroup_root / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return max(1, cores)
+    if quota in ("max", "-1"):
+        return max(1, cores)
+    try:
+        limit = math.ceil(int(quota) / int(period))
+    except (ValueError, ZeroDivisionError):
+        return max(1, cores)
+    return max(1, min(cores, limit))
+
+
+def set_inference_threads(threads: int, log: logging.Logger) -> None:
+    """Size TensorFlow's thread pools; only possible before TensorFlow runs its first operation."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as exc:  # TensorFlow already initialised in this process
+        log.warning("could not set INFERENCE_THREADS=%d: %s", threads, exc)
+
+
+def load_model_in_worker(app, threads: int, log: logging.Logger, since: float | None = None) -> None:
+    """Configure TensorFlow and load + warm the model in a freshly forked worker. Never raises.
+
+    A worker that raised here would die and be respawned, in a loop, for as long as the model is
+    broken. Instead the failure is remembered by webapp.inference.runtime (which logs it once)
+    and /readyz answers 503 with the reason.
+    """
+    from .inference.runtime import ModelUnavailable, get_analyzer
+
+    started = time.monotonic() if since is None else since
+    try:
+        set_inference_threads(threads, log)
+        analyzer = get_analyzer(app.config["MODEL_PATH"])
+    except ModelUnavailable:
+        return  # already logged, once, with the reason
+    except Exception:  # noqa: BLE001  (an unexpected failure must still not kill the worker)
+        log.exception("worker start-up failed while preparing the model; /readyz will report it")
+        return
+    log.info("worker ready %.1f s after start: model %s loaded and warmed, %d inference threads",
+             time.monotonic() - started, analyzer.model_version, threads)

@@ -1,0 +1,52 @@
+"""The app's log format: one JSON object per line on stdout, which container runtimes collect."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from datetime import datetime, timezone
+
+
+class JsonFormatter(logging.Formatter):
+    """time, level, logger, then either the structured `fields` of the record or its message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            entry.update(fields)
+        else:
+            entry["message"] = record.getMessage()
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is at the time (test runners swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+def install_json_logging(logger_name: str = "webapp") -> None:
+    """Send the app's logs (request lines, errors) to stdout as JSON, at LOG_LEVEL; idempotent."""
+    level = logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").strip().upper())
+    if not isinstance(level, int):
+        raise ValueError(f"LOG_LEVEL must be debug, info, warning or error, not {os.environ['LOG_LEVEL']!r}")
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+    logger.setLevel(level)
