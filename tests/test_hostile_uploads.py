@@ -14,8 +14,10 @@ from functools import cache
 
 import pytest
 
-from tests.conftest import csrf_token, fixture_image
+from tests.conftest import csrf_token, fixture_image, issue_token, make_user, reset_database
 from tests.hostile_corpus import hostile_corpus
+from webapp import create_app
+from webapp.config import TestingConfig
 from webapp.extensions import db
 from webapp.models import Prediction
 
@@ -71,12 +73,13 @@ def api_refusal_problems(app, client, token, tmp_path, hostile) -> list[str]:
     response = api_post(client, token, (hostile.filename, hostile.data))
     body = response.get_json(silent=True) or {}
     error = body.get("error") or {}
+    message = error.get("message") or ""
     checks = {
         f"status {response.status_code}": 400 <= response.status_code < 500,
         f"not JSON: {response.get_data()[:100]!r}": response.mimetype == "application/json",
         f"body {body}": set(body) == {"error"} and set(error) == {"code", "message"},
         f"code {error.get('code')} not in {hostile.codes}": error.get("code") in hostile.codes,
-        "empty or technical message": bool(error.get("message")) and "Traceback" not in error.get("message", ""),
+        "empty or technical message": bool(message) and "Traceback" not in message,
         "a Prediction row was written": rows(app) == before_rows,
         "a file was left behind": files_under(tmp_path) == before_files,
     }
@@ -167,11 +170,7 @@ def test_markup_in_a_name_is_escaped_on_every_page(app, client, auth, clinician_
     assert all("&lt;img src=x onerror=alert(1)&gt;.jpg" in html for html in pages_html)
 
 
-def test_an_upload_over_the_size_limit_gets_413_json_and_no_row(tmp_path, api_token):
-    from webapp import create_app
-    from webapp.config import TestingConfig
-    from tests.conftest import issue_token, make_user, reset_database
-
+def test_an_upload_over_the_size_limit_gets_413_json_and_no_row(tmp_path):
     app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "MAX_UPLOAD_MB": 1,
                                      "MAX_CONTENT_LENGTH": 1024 * 1024})
     with app.app_context():

@@ -27,7 +27,6 @@ from webapp.inference.decode import (
     DecodedImage,
     DecodeError,
     check_dimensions,
-    colourfulness_of,
     scale_to_unit,
     shrink,
 )
