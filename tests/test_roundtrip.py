@@ -23,9 +23,10 @@ FILMS = ["normal.jpeg", "pneumonia.jpeg"]
 
 @pytest.fixture(scope="module")
 def analyzer():
-    from webapp.inference.analyzer import Analyzer
+    # The process-wide instance the app tests also use: the model is loaded once per run.
+    from webapp.inference.runtime import get_analyzer
 
-    return Analyzer(MODEL)
+    return get_analyzer(MODEL)
 
 
 def containers(jpeg_bytes: bytes) -> dict[str, bytes]:
