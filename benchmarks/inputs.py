@@ -81,8 +81,9 @@ def latency_inputs() -> list[Upload]:
     """One upload per input kind the latency table reports, all of the same film."""
     small = _save(_grey(SOURCE), "JPEG", quality=95)
     large = _save(_upscaled(LARGE_SIDE), "JPEG", quality=90)
-    png16 = _save(Image.fromarray(_twelve_bit(HIGH_BIT_SIDE)), "PNG")
-    dicom = _dicom(_twelve_bit(HIGH_BIT_SIDE))
+    twelve_bit = _twelve_bit(HIGH_BIT_SIDE)
+    png16 = _save(Image.fromarray(twelve_bit), "PNG")
+    dicom = _dicom(twelve_bit)
     return [
         Upload("jpeg_224", "cxr_224.jpg", small, "JPEG 224x224, 8-bit", "ok"),
         Upload("jpeg_3000", "cxr_3000.jpg", large, f"JPEG {LARGE_SIDE}x{LARGE_SIDE}, 8-bit", "ok"),
