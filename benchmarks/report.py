@@ -27,8 +27,10 @@ def _bad_answers(runs: list[Run], good: int) -> Counter:
 
 
 def memory_verdict(samples: list[dict]) -> dict:
-    """Per worker pid: RSS after warm-up against the last sample; recycled workers are listed."""
-    first, last = samples[0]["memory_mb"], samples[-1]["memory_mb"]
+    """Per worker pid: RSS after warm-up against the last sample of the verdict (the one after
+    1,000 requests); workers gone by then (recycled) are listed."""
+    judged = [s for s in samples if s.get("in_verdict", True)]
+    first, last = judged[0]["memory_mb"], judged[-1]["memory_mb"]
     peak = max((m["rss"] for s in samples for m in s["memory_mb"].values()), default=float("nan"))
     peak_uss = max((m["uss"] for s in samples for m in s["memory_mb"].values()), default=float("nan"))
     growth = {pid: (last[pid]["rss"] - first[pid]["rss"]) / first[pid]["rss"] for pid in first if pid in last}
@@ -179,8 +181,8 @@ def markdown(f: dict, failures: list[str]) -> str:
         out += ["> **A model training job shared the CPU during this run** "
                 f"(`{(host['competing_jobs'] or host['competing_jobs_at_end'])[0][:80]}`): every timing "
                 "below is slower than on an idle machine, for both servers alike.", ""]
-    out += ["Reproduce: `python -m benchmarks.run` (about 8 minutes; `--quick` checks the harness in "
-            "about a minute). Every figure below comes from that one run; the naive reference server is "
+    out += [f"Reproduce: `python -m benchmarks.run{' --quick' if f['quick'] else ''}` (this run took "
+            f"{host['duration_s'] / 60:.0f} minutes). Every figure below comes from that one run; the naive reference server is "
             "`benchmarks/naive_server.py` (same model file, `model.predict` per request, full decode, "
             "no warm-up), served by gunicorn with the same workers and threads.", ""]
 
@@ -262,9 +264,10 @@ def markdown(f: dict, failures: list[str]) -> str:
         cells = " | ".join(f"{m['rss']:.0f} / {m['pss']:.0f} / {m['uss']:.0f} (pid {pid})"
                            for pid, m in sample["memory_mb"].items())
         out.append(f"| {sample['label']} | {sample['requests']:,} | {cells} |")
-    mv = ours["memory_verdict"]
-    if mv["recycled"]:
-        out += ["", f"Workers recycled by gunicorn `max_requests` during the run: pids {mv['recycled']}."]
+    pids = [set(s["memory_mb"]) for s in ours["memory"]]
+    if pids[-1] != pids[0]:
+        out += ["", "New worker pids in a later sample are workers that gunicorn recycled (`max_requests`) "
+                "and that loaded the model again while the others kept serving."]
 
     load = ours["load"]
     out += ["", f"## Load test: {load['seconds']:.0f} s at concurrency {load['concurrency']}", "",

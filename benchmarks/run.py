@@ -102,8 +102,9 @@ def warm_up(target: Target, uploads: list[Upload], server: Server, ledger: Ledge
     ledger.add(run_count(target, uploads, 2 * slots * len(uploads), slots))
 
 
-def memory_sample(server: Server, ledger: Ledger, label: str, samples: list) -> None:
-    samples.append({"label": label, "requests": ledger.requests, "memory_mb": server.worker_memory_mb()})
+def memory_sample(server: Server, ledger: Ledger, label: str, samples: list, in_verdict: bool = True) -> None:
+    samples.append({"label": label, "requests": ledger.requests, "memory_mb": server.worker_memory_mb(),
+                    "in_verdict": in_verdict})
 
 
 def latency_and_sweep(target: Target, uploads: list[Upload], per_input: dict[str, int],
@@ -147,7 +148,8 @@ def bench_ours(model_path: Path, plan: Plan, uploads: list[Upload]) -> dict:
         mix = load_mix(uploads)
         log(f"load test: {plan.load_seconds:.0f} s at concurrency {plan.load_concurrency}")
         load = ledger.add(run_for(target, mix, plan.load_seconds, plan.load_concurrency))
-        memory_sample(server, ledger, "after the load test", memory)
+        # Shown, but not part of the flatness verdict: gunicorn's max_requests may recycle a worker here.
+        memory_sample(server, ledger, "after the load test", memory, in_verdict=False)
         rows, row_ids = count_rows(server.database)
         created = ledger.created_ids()
         return {
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     raw.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
+    started = time.perf_counter()
     host = machine.describe()
     log(f"{host['nproc']} cores, {host['cpu_model']}; competing jobs: {len(host['competing_jobs'])}")
     uploads = latency_inputs()
@@ -213,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     log("naive reference server")
     naive = bench_naive(args.model, plan, uploads, ours["gunicorn"])
     host["competing_jobs_at_end"] = machine.competing_jobs()
+    host["duration_s"] = time.perf_counter() - started
 
     results = report.build(host, plan, uploads, model, ours, naive, quick=args.quick)
     stamp = time.strftime("%Y%m%dT%H%M%S")
