@@ -272,6 +272,18 @@ def test_no_window_scales_by_the_bits_the_data_use():
     np.testing.assert_allclose(image.pixels, stored / 4095, atol=1e-4)
 
 
+def test_float_pixel_data_is_scaled_by_its_own_range():
+    ds = pydicom.dcmread(io.BytesIO(dicom(gradient())))
+    del ds.PixelData, ds.BitsStored, ds.HighBit, ds.PixelRepresentation
+    values = gradient().astype(np.float32) / 255 * 100 - 20
+    ds.BitsAllocated = 32
+    ds.FloatPixelData = values.tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    expected = (values - values.min()) / (values.max() - values.min())
+    np.testing.assert_allclose(decode(buffer.getvalue()).pixels, expected, atol=1e-5)
+
+
 def test_multi_frame_gives_the_first_frame():
     frames = np.stack([gradient(), 255 - gradient(), np.zeros((256, 256), np.uint8)])
     image = decode(dicom(frames))
