@@ -5,7 +5,7 @@ import datetime
 import json
 import pathlib
 
-from training.model import OUTPUT_COLUMNS, build_model
+from training.model import OUTPUT_COLUMNS
 from webapp.inference.analyzer import CARD_NAME, sha256_of
 
 MODEL_NAME = "cxr_pneumonia.keras"
@@ -19,11 +19,9 @@ INTENDED_USE = (
 def export(model, args, calibration, data_summary, history, settings, command, seconds, gradcam_layer) -> pathlib.Path:
     out: pathlib.Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    # A fresh, uncompiled copy carries the weights only: no optimizer slots in the file.
-    clean = build_model(args.size, tuple(int(w) for w in args.widths.split(",")), args.dropout)
-    clean.set_weights(model.get_weights())
+    # `model` is an uncompiled copy: the file carries weights only, no optimizer slots.
     path = out / MODEL_NAME
-    clean.save(path)
+    model.save(path)
     version = args.version or datetime.date.today().strftime("%Y.%m.%d") + f"-s{args.seed}" + ("-quick" if args.quick else "")
     card = {
         "name": "cxr-pneumonia",
@@ -31,7 +29,7 @@ def export(model, args, calibration, data_summary, history, settings, command, s
         "file": MODEL_NAME,
         "sha256": sha256_of(path),
         "size_bytes": path.stat().st_size,
-        "parameters": int(clean.count_params()),
+        "parameters": int(model.count_params()),
         "input": {
             "size": args.size,
             "channels": 1,
@@ -44,8 +42,9 @@ def export(model, args, calibration, data_summary, history, settings, command, s
         },
         "outputs": {
             "columns": list(OUTPUT_COLUMNS),
-            "meaning": "logits: column 0 pneumonia (divide by temperature, then sigmoid); "
-            "column 1 frontal chest radiograph (sigmoid)",
+            "meaning": "output 0, logits: column 0 pneumonia (divide by temperature, then sigmoid), "
+            "column 1 frontal chest radiograph (sigmoid); output 1: whitened pooled features, whose "
+            "mean square is the feature distance from the training films",
         },
         "threshold": calibration["threshold"],
         "temperature": calibration["temperature"],

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from training import augment as aug
-from training import data, metrics, negatives
+from training import data, metrics, negatives, ood
 from training.export import export
 from training.model import GRADCAM_LAYER, OUTPUT_COLUMNS, build_model
 
@@ -48,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--version", default=None, help="model version (default: date and seed)")
     p.add_argument("--quick", action="store_true", help="a few dozen images and one short epoch (CI)")
+    p.add_argument("--weights-from", type=pathlib.Path, default=None,
+                   help="skip training: take the weights (and history) of an earlier run's .keras, then "
+                   "fit the feature distance, calibrate and export as usual")
     return p.parse_args(argv)
 
 
@@ -125,8 +128,12 @@ def multitask_loss(label_smoothing: float, chest_weight: float):
     return loss
 
 
+def widths(args) -> tuple[int, ...]:
+    return tuple(int(w) for w in args.widths.split(","))
+
+
 def compile_model(args, total_steps: int) -> keras.Model:
-    model = build_model(args.size, tuple(int(w) for w in args.widths.split(",")), args.dropout)
+    model = build_model(args.size, widths(args), args.dropout)
     warmup = max(1, total_steps // 20)
     schedule = keras.optimizers.schedules.CosineDecay(
         args.lr * 0.1, total_steps - warmup, alpha=0.01, warmup_target=args.lr, warmup_steps=warmup
@@ -139,11 +146,18 @@ def compile_model(args, total_steps: int) -> keras.Model:
 
 
 # ---------------------------------------------------------------- train
-def logits_of(model, images, batch: int = 128) -> np.ndarray:
+def outputs_of(model, images, batch: int = 128) -> list[np.ndarray]:
+    """Every output of the model for many images, batched, inference mode."""
     infer = tf.function(lambda x: model(x, training=False))
-    if len(images) == 0:
-        return np.zeros((0, len(OUTPUT_COLUMNS)), np.float32)
-    return np.concatenate([infer(images[i : i + batch]).numpy() for i in range(0, len(images), batch)])
+    chunks = [infer(images[i : i + batch]) for i in range(0, len(images), batch)]
+    chunks = [c if isinstance(c, (list, tuple)) else [c] for c in chunks]
+    if not chunks:
+        return [np.zeros((0, len(OUTPUT_COLUMNS)), np.float32)]
+    return [np.concatenate([c[k].numpy() for c in chunks]) for k in range(len(chunks[0]))]
+
+
+def logits_of(model, images) -> np.ndarray:
+    return outputs_of(model, images)[0]
 
 
 class ValidationMonitor(keras.callbacks.Callback):
@@ -178,10 +192,23 @@ class ValidationMonitor(keras.callbacks.Callback):
 
 
 # ---------------------------------------------------------------- calibrate
+# ---------------------------------------------------------------- finish: feature distance, calibration
+def with_distance(model: keras.Model, d, args) -> keras.Model:
+    """An uncompiled copy of the trained network (no optimizer state) plus the feature-distance
+    output, fitted on the training films without augmentation."""
+    clean = build_model(args.size, widths(args), args.dropout)
+    for layer in clean.layers:
+        layer.set_weights(model.get_layer(layer.name).get_weights())
+    features = outputs_of(ood.feature_model(clean), d["x_train"])[0]
+    return ood.with_feature_distance(clean, *ood.fit_whitening(features))
+
+
 def calibrate(model, d, x_val_shifted, args) -> dict:
     """Temperature, threshold and UNKNOWN parameters, from validation data only."""
     y = d["y_val"]
-    val, shifted, other = (logits_of(model, x) for x in (d["x_val"], x_val_shifted, d["x_other_val"]))
+    (val, val_w), (shifted, shifted_w), (other, other_w) = (
+        outputs_of(model, x) for x in (d["x_val"], x_val_shifted, d["x_other_val"]))
+    val_d, shifted_d, other_d = ood.distances(val_w), ood.distances(shifted_w), ood.distances(other_w)
     # The patient split is nearly separable, so fitting on it alone would sharpen the scores;
     # fitting on the clean and shifted copies together stands in for an unseen hospital.
     both_y = np.r_[y, y]
@@ -196,6 +223,9 @@ def calibrate(model, d, x_val_shifted, args) -> dict:
     chest = metrics.sigmoid(np.r_[val[:, 1], shifted[:, 1]])
     min_chest = float(min(0.5, np.quantile(chest, 0.005)))
     other_chest = metrics.sigmoid(other[:, 1])
+    # Feature-distance cut-off: again at most 0.5% of validation films (clean and shifted) beyond it.
+    max_distance = float(np.quantile(np.r_[val_d, shifted_d], 0.995))
+    rejected = (other_chest < min_chest) | (other_d > max_distance)
     val_probs = metrics.sigmoid(val[:, 0] / temperature)
     shifted_probs = metrics.sigmoid(shifted[:, 0] / temperature)
     return {
@@ -207,13 +237,17 @@ def calibrate(model, d, x_val_shifted, args) -> dict:
             "max_aspect_ratio": 2.0,
             "min_chest_probability": min_chest,
             "uncertainty_band": band,
+            "max_feature_distance": max_distance,
         },
         "validation": {
             "films": metrics.summary(y, val_probs, threshold),
             "films_shifted": metrics.summary(y, shifted_probs, threshold),
             "films_in_uncertainty_band": float((np.abs(val_probs - threshold) < band).mean()),
             "films_below_chest_cutoff": float((metrics.sigmoid(val[:, 1]) < min_chest).mean()),
-            "held_out_not_chest_rejected_by_model": float((other_chest < min_chest).mean()) if len(other) else None,
+            "films_beyond_feature_distance": float((val_d > max_distance).mean()),
+            "held_out_not_chest_rejected_by_chest_head": float((other_chest < min_chest).mean()) if len(other) else None,
+            "held_out_not_chest_rejected_by_feature_distance": float((other_d > max_distance).mean()) if len(other) else None,
+            "held_out_not_chest_rejected_by_model": float(rejected.mean()) if len(other) else None,
             "temperature_fitted_on": "validation films plus their shifted copy",
         },
     }
@@ -232,17 +266,23 @@ def main(argv=None) -> int:
     print(json.dumps(d["summary"]), flush=True)
     x_val_shifted = aug.shifted_copy(d["x_val"], args.seed + 5, args.shift_strength)
 
-    total_steps = args.epochs * args.steps_per_epoch
-    model = compile_model(args, total_steps)
-    monitor = ValidationMonitor(d, x_val_shifted)
-    model.fit(training_dataset(d, args), epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-              callbacks=[monitor], verbose=2)
-    model.set_weights(monitor.best_weights)
+    if args.weights_from:
+        model = keras.saving.load_model(args.weights_from, compile=False)
+        history = json.loads((args.weights_from.parent / "model_card.json").read_text())["training"]["history"]
+    else:
+        total_steps = args.epochs * args.steps_per_epoch
+        model = compile_model(args, total_steps)
+        monitor = ValidationMonitor(d, x_val_shifted)
+        model.fit(training_dataset(d, args), epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                  callbacks=[monitor], verbose=2)
+        model.set_weights(monitor.best_weights)
+        history = monitor.history
 
+    model = with_distance(model, d, args)
     calibration = calibrate(model, d, x_val_shifted, args)
     print(json.dumps(calibration["validation"]), flush=True)
     settings = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()}
-    export(model, args, calibration, d["summary"], monitor.history, settings, command, time.time() - started,
+    export(model, args, calibration, d["summary"], history, settings, command, time.time() - started,
            gradcam_layer=GRADCAM_LAYER)
     return 0
 

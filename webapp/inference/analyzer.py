@@ -34,6 +34,7 @@ class Analysis:
     model_version: str
     heatmap: np.ndarray  # float32 (input_size, input_size) in [0, 1]
     chest_probability: float  # the model's "frontal chest radiograph" score
+    feature_distance: float  # how far the image's features lie from the training films'
 
 
 def sha256_of(path: pathlib.Path) -> str:
@@ -80,10 +81,10 @@ class Analyzer:
 
     def analyze(self, image: DecodedImage) -> Analysis:
         batch = preprocess(image.pixels, self.input_size)[None]
-        logits, cam_for, cam_against = (t.numpy() for t in self._forward(batch))
+        logits, distance, cam_for, cam_against = (t.numpy() for t in self._forward(batch))
         p_pneumonia = pneumonia_probability(float(logits[0, 0]), self.temperature)
         p_chest = sigmoid(float(logits[0, 1]))
-        label, reason = decide(image, p_pneumonia, p_chest, self.threshold, self.policy)
+        label, reason = decide(image, p_pneumonia, p_chest, float(distance[0]), self.threshold, self.policy)
         # The map explains the leaning of the score, also when the final answer is UNKNOWN.
         leaning = label == PNEUMONIA or (label == UNKNOWN and p_pneumonia >= self.threshold)
         heatmap = (cam_for if leaning else cam_against)[0].astype(np.float32)
@@ -95,4 +96,5 @@ class Analyzer:
             model_version=self.model_version,
             heatmap=heatmap,
             chest_probability=p_chest,
+            feature_distance=float(distance[0]),
         )

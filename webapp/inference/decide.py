@@ -4,7 +4,8 @@ UNKNOWN has three layers, cheapest first, all parameterised from the model card:
 1. input checks: a reason found while decoding (e.g. a CT DICOM), colour content, and image
    proportions that no frontal chest film has;
 2. the model's own "is this a frontal chest radiograph" head, trained on chest films versus
-   other radiographs, other modalities, photographs and synthetic negatives;
+   other radiographs, other modalities, photographs and synthetic negatives, and a distance of
+   the image's features from those of the training films (no negatives needed to learn it);
 3. an uncertainty band: a pneumonia probability too close to the threshold to call.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ class UnknownPolicy:
     max_aspect_ratio: float
     min_chest_probability: float
     uncertainty_band: float  # half-width, in probability, around the threshold
+    max_feature_distance: float | None = None  # None: the model has no feature-distance output
 
     @classmethod
     def from_card(cls, card: dict) -> "UnknownPolicy":
@@ -33,6 +35,9 @@ class UnknownPolicy:
             max_aspect_ratio=float(params["max_aspect_ratio"]),
             min_chest_probability=float(params["min_chest_probability"]),
             uncertainty_band=float(params["uncertainty_band"]),
+            max_feature_distance=(
+                float(params["max_feature_distance"]) if params.get("max_feature_distance") is not None else None
+            ),
         )
 
 
@@ -52,13 +57,15 @@ def input_reason(image: DecodedImage, policy: UnknownPolicy) -> str | None:
 
 
 def decide(
-    image: DecodedImage, p_pneumonia: float, p_chest: float, threshold: float, policy: UnknownPolicy
+    image: DecodedImage, p_pneumonia: float, p_chest: float, feature_distance: float, threshold: float,
+    policy: UnknownPolicy,
 ) -> tuple[str, str | None]:
     """Return (label, unknown_reason); the reason is None unless the label is UNKNOWN."""
     reason = input_reason(image, policy)
     if reason:
         return UNKNOWN, reason
-    if p_chest < policy.min_chest_probability:
+    unlike_training = policy.max_feature_distance is not None and feature_distance > policy.max_feature_distance
+    if p_chest < policy.min_chest_probability or unlike_training:
         return UNKNOWN, (
             "Not a frontal chest radiograph: the model does not recognise this image as a frontal "
             "chest X-ray (it may be another body part, another modality, or a photograph)."
