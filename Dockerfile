@@ -41,6 +41,6 @@ VOLUME ["/app/instance"]
 EXPOSE 8000
 # start-period covers the cold model load in every worker; /readyz also checks the database.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "docker/healthcheck.py"]
-ENTRYPOINT ["docker/entrypoint.sh"]
+    CMD ["python", "/app/docker/healthcheck.py"]
+ENTRYPOINT ["/app/docker/entrypoint.sh"]
 CMD ["gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"]

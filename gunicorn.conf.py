@@ -6,7 +6,7 @@ TensorFlow's per-worker thread pool: WEB_WORKERS x INFERENCE_THREADS is about th
 import os
 import time
 
-from webapp.gunicorn_hooks import cpu_count, env_int, load_model_in_worker
+from webapp.gunicorn_hooks import cpu_count, env_int, heartbeat_while_loading, load_model_in_worker
 
 cores = cpu_count()
 # Past about eight workers, memory (one model per worker) grows faster than throughput; the
@@ -21,9 +21,11 @@ worker_class = "gthread"
 threads = env_int("WEB_THREADS", 2)
 # No preload: TensorFlow is not fork-safe, so each worker loads the model after the fork.
 preload_app = False
-# Covers a cold model load in post_worker_init (TensorFlow import + load + warm-up can take
-# 20 s on a busy two-core machine) and the slowest legitimate upload.
+# A worker silent this long is killed: far above the slowest legitimate upload.
 timeout = env_int("WEB_TIMEOUT", 120)
+# The model load in post_worker_init (TensorFlow import + load + warm-up: seconds on an idle
+# server, over a minute on a starved one) keeps the worker's heartbeat going up to this bound.
+model_load_timeout = env_int("MODEL_LOAD_TIMEOUT", 600)
 graceful_timeout = env_int("WEB_GRACEFUL_TIMEOUT", 30)
 keepalive = 5
 # Recycle workers now and then so slow memory growth in native libraries cannot accumulate;
@@ -57,4 +59,5 @@ def post_worker_init(worker):
     A missing or broken model must not crash the worker (the arbiter would respawn it in a
     loop): the failure is logged once and /readyz answers 503 with the reason.
     """
-    load_model_in_worker(worker.wsgi, inference_threads, worker.log, since=worker.forked_at)
+    with heartbeat_while_loading(worker.notify, interval=max(1, timeout // 4), limit=model_load_timeout):
+        load_model_in_worker(worker.wsgi, inference_threads, worker.log, since=worker.forked_at)

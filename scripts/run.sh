@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -r requirements.txt
+.venv/bin/pip install -q -r requirements.txt -c requirements.lock
 export PATH="$PWD/.venv/bin:$PATH"
 
 # Plain http on localhost: the development profile keeps cookies usable without TLS.

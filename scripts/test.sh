@@ -6,5 +6,6 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -r requirements.txt -r requirements-dev.txt
+# requirements.lock pins the run-time closure: the tests run on exactly what the Docker image ships.
+.venv/bin/pip install -q -r requirements.txt -r requirements-dev.txt -c requirements.lock
 exec .venv/bin/python -m pytest "$@"

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from webapp.inference import runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_ENV = ("WEB_WORKERS", "INFERENCE_THREADS", "WEB_THREADS", "WEB_TIMEOUT", "WEB_GRACEFUL_TIMEOUT",
-                "WEB_MAX_REQUESTS", "WEB_MAX_REQUESTS_JITTER", "BIND", "GUNICORN_ACCESS_LOG", "LOG_LEVEL")
+                "WEB_MAX_REQUESTS", "WEB_MAX_REQUESTS_JITTER", "BIND", "GUNICORN_ACCESS_LOG", "LOG_LEVEL",
+                "MODEL_LOAD_TIMEOUT")
 
 
 def load_gunicorn_conf(monkeypatch, cores: int = 2, **env: str) -> dict:
@@ -96,6 +98,17 @@ def test_cpu_count_honours_container_quotas(tmp_path, files, expected):
     assert gunicorn_hooks.cpu_count(tmp_path) == (min(cores, expected) if expected else cores)
 
 
+def test_heartbeat_keeps_a_loading_worker_alive_but_only_up_to_the_limit():
+    beats = []
+    with gunicorn_hooks.heartbeat_while_loading(lambda: beats.append(time.monotonic()), interval=0.05, limit=0.5):
+        time.sleep(1.0)  # a load that outlasts the limit
+    assert len(beats) >= 2
+    assert beats[-1] - beats[0] <= 0.5  # the beats stopped at the limit although the load went on
+    count = len(beats)
+    time.sleep(0.2)
+    assert len(beats) == count  # no beats once the load is over
+
+
 @pytest.fixture
 def fresh_runtime():
     runtime.reset_for_tests()
@@ -126,6 +139,17 @@ def test_worker_hook_loads_the_shipped_model(tmp_path, fresh_runtime, caplog):
     assert app.test_client().get("/readyz").status_code == 200
 
 
+@pytest.mark.parametrize("seconds, scheme, expected", [
+    (0, "https", None),  # off by default: a plain-http intranet must not be locked out
+    (31536000, "http", None),  # browsers ignore it over http; it is only sent over https
+    (31536000, "https", "max-age=31536000"),
+])
+def test_hsts_is_opt_in_and_https_only(tmp_path, seconds, scheme, expected):
+    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "HSTS_SECONDS": seconds})
+    response = app.test_client().get("/healthz", base_url=f"{scheme}://localhost")
+    assert response.headers.get("Strict-Transport-Security") == expected
+
+
 # --- the image recipe ---------------------------------------------------------------------
 
 def dockerfile() -> str:
@@ -148,7 +172,7 @@ def test_dockerfile_installs_the_lock_runs_unprivileged_and_keeps_data_in_a_volu
     assert user and not user[-1].startswith(("0", "root"))
     assert 'VOLUME ["/app/instance"]' in text and "INSTANCE_DIR=/app/instance" in text
     assert "HEALTHCHECK" in text and "docker/healthcheck.py" in text
-    assert 'ENTRYPOINT ["docker/entrypoint.sh"]' in text
+    assert 'ENTRYPOINT ["/app/docker/entrypoint.sh"]' in text
     assert "COPY webapp/ webapp/" in text  # code and the shipped model
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -46,6 +48,31 @@ def cpu_count(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     except (ValueError, ZeroDivisionError):
         return max(1, cores)
     return max(1, min(cores, limit))
+
+
+@contextmanager
+def heartbeat_while_loading(notify, interval: float, limit: float):
+    """Tell gunicorn's arbiter the worker is alive while it loads the model, for up to `limit` s.
+
+    The arbiter kills a worker that stays silent for `timeout` seconds, and a worker loading
+    TensorFlow says nothing. On a busy machine the load can outlast the timeout and the worker
+    would be killed and respawned in a loop; past `limit` the beats stop, so a load that truly
+    hangs is still killed.
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        deadline = time.monotonic() + limit
+        while not stop.wait(interval) and time.monotonic() < deadline:
+            notify()
+
+    thread = threading.Thread(target=beat, name="model-load-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def set_inference_threads(threads: int, log: logging.Logger) -> None:
