@@ -11,18 +11,18 @@ from webapp.gunicorn_hooks import cpu_count, env_int, heartbeat_while_loading, l
 cores = cpu_count()
 # Past about eight workers, memory (one model per worker) grows faster than throughput; the
 # spare cores then go to each worker's TensorFlow thread pool instead.
-workers = env_int("WEB_WORKERS", min(cores, 8))
-inference_threads = env_int("INFERENCE_THREADS", max(1, cores // workers))
+workers = env_int("WEB_WORKERS", min(cores, 8), minimum=1)
+inference_threads = env_int("INFERENCE_THREADS", max(1, cores // workers), minimum=1)
 
 bind = os.environ.get("BIND", "0.0.0.0:8000")
 worker_class = "gthread"
 # Two request threads per worker let a probe or an upload's network I/O proceed while the
 # other thread runs the model; more would only queue on the same cores.
-threads = env_int("WEB_THREADS", 2)
+threads = env_int("WEB_THREADS", 2, minimum=1)
 # No preload: TensorFlow is not fork-safe, so each worker loads the model after the fork.
 preload_app = False
 # A worker silent this long is killed: far above the slowest legitimate upload.
-timeout = env_int("WEB_TIMEOUT", 120)
+timeout = env_int("WEB_TIMEOUT", 120, minimum=1)
 # The model load in post_worker_init (TensorFlow import + load + warm-up: seconds on an idle
 # server, over a minute on a starved one) keeps the worker's heartbeat going up to this bound.
 model_load_timeout = env_int("MODEL_LOAD_TIMEOUT", 600)

@@ -77,7 +77,7 @@ def test_inference_threads_follow_a_worker_override(monkeypatch):
     assert load_gunicorn_conf(monkeypatch, cores=8, WEB_WORKERS="2")["inference_threads"] == 4
 
 
-@pytest.mark.parametrize("value", ["two", "-1", "1.5"])
+@pytest.mark.parametrize("value", ["two", "-1", "0", "1.5"])
 def test_bad_numbers_are_refused_with_the_variable_named(monkeypatch, value):
     with pytest.raises(ValueError, match="WEB_WORKERS"):
         load_gunicorn_conf(monkeypatch, WEB_WORKERS=value)

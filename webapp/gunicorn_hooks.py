@@ -13,7 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, minimum: int = 0) -> int:
+    """An integer setting from the environment; unset or empty means the default."""
     value = os.environ.get(name, "").strip()
     if not value:
         return default
@@ -21,8 +22,8 @@ def env_int(name: str, default: int) -> int:
         number = int(value)
     except ValueError:
         raise ValueError(f"{name} must be a whole number, not {value!r}") from None
-    if number < 0:
-        raise ValueError(f"{name} must not be negative, not {number}")
+    if number < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {number}")
     return number
 
 
