@@ -20,7 +20,8 @@ from tests.e2e.paths import IMAGES, SCREENSHOTS
 CHROMIUM = Path("/usr/bin/chromium")
 # Playwright's own browser download cannot work offline, so it drives the distribution's Chromium.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+                 "--disable-component-update", "--no-first-run",
+                 "--disable-dev-shm-usage"]  # containers often give /dev/shm only 64 MB
 E2E_DIR = Path(__file__).parent
 
 
