@@ -32,7 +32,9 @@ COPY wsgi.py gunicorn.conf.py ./
 COPY migrations/ migrations/
 COPY webapp/ webapp/
 COPY docker/ docker/
+# Bytecode compiled now, as the app user cannot write it later; the model must be in the image.
 RUN mkdir -p instance && chown cxr:cxr instance \
+    && python -m compileall -q wsgi.py gunicorn.conf.py migrations webapp docker \
     && test -s webapp/model/cxr_pneumonia.keras && test -s webapp/model/model_card.json
 
 USER 10001:10001

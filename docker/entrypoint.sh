@@ -4,6 +4,8 @@
 #   DB_WAIT_SECONDS  how long to wait for the database before giving up (default 60)
 set -eu
 cd "$(dirname "$0")/.."
+# As PID 1 the shell ignores SIGTERM unless it says otherwise: `docker stop` while waiting must work.
+trap 'exit 143' TERM INT
 
 wait_seconds="${DB_WAIT_SECONDS:-60}"
 deadline=$(( $(date +%s) + wait_seconds ))

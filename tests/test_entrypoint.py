@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,13 @@ def test_script_is_posix_sh():
     assert ENTRYPOINT.read_text().startswith("#!/bin/sh\n")
     assert subprocess.run(["dash", "-n", str(ENTRYPOINT)]).returncode == 0
     assert os.access(ENTRYPOINT, os.X_OK)
+
+
+def test_sigterm_while_waiting_stops_it(stub_bin, tmp_path):
+    # In a container the script is PID 1, which ignores signals it has no trap for.
+    process = subprocess.Popen([str(ENTRYPOINT), "true"], stderr=subprocess.PIPE, text=True,
+                               env=entrypoint_env(stub_bin, tmp_path, f"sqlite:///{tmp_path}/never/x.sqlite"))
+    assert "(attempt 1)" in process.stderr.readline()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143  # its own trap's status, not killed by the default action
+    assert calls(tmp_path) == []
