@@ -45,7 +45,9 @@ def test_shipped_model_scores_the_training_tensor_like_the_analyzer():
     model = keras.saving.load_model(model_path, compile=False)
     for path in FILES:
         x = data.load_input(path, analyzer.input_size)[None]
-        logit = float(np.asarray(model(x, training=False))[0, 0])
+        outputs = model(x, training=False)
+        logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+        logit = float(np.asarray(logits)[0, 0])
         served = analyzer.analyze(decode(path.read_bytes(), target_size=analyzer.input_size))
         assert served.probabilities["PNEUMONIA"] == pytest.approx(pneumonia_probability(logit, analyzer.temperature), abs=1e-5)
 

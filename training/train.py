@@ -268,7 +268,10 @@ def main(argv=None) -> int:
 
     if args.weights_from:
         model = keras.saving.load_model(args.weights_from, compile=False)
-        history = json.loads((args.weights_from.parent / "model_card.json").read_text())["training"]["history"]
+        source = json.loads((args.weights_from.parent / "model_card.json").read_text())["training"]
+        history = source["history"]
+        # Training is deterministic, so the run that made these weights is the reproducing command.
+        command = f"{source['command']}  # then re-exported with: {command}"
     else:
         total_steps = args.epochs * args.steps_per_epoch
         model = compile_model(args, total_steps)
