@@ -83,9 +83,12 @@ def test_clinician_screens_and_corrects(visit):
     visit.step("clinician-04-review-saved")
 
     page.get_by_role("link", name="My predictions").click()
-    rows = page.locator("table.history tbody tr")
-    expect(rows).to_have_count(3)
-    expect(rows.first).to_contain_text("photo.jpg")  # newest first
+    # Newest first: this upload's three films head the list, the corrected one with its review.
+    newest = page.locator("table.history tbody tr").filter(has=page.locator("td.filename"))
+    expect(newest.locator("td.filename").nth(0)).to_have_text("photo.jpg")
+    expect(newest.locator("td.filename").nth(1)).to_have_text("pneumonia.jpeg")
+    expect(newest.locator("td.filename").nth(2)).to_have_text("normal.jpeg")
+    expect(newest.nth(2).locator("td").last).to_have_text("PNEUMONIA")
     visit.step("clinician-05-my-predictions")
 
 
