@@ -101,6 +101,7 @@ def test_corrupt_file_is_refused_and_page_stays_usable(visit, tmp_path):
     visit.sign_in("e2e-clin")
     page.get_by_label("Choose files").set_input_files(broken)
     expect(page.locator("#previews li")).to_have_count(1)
+    expect(page.locator("#previews li")).to_contain_text("Cannot preview")  # not a broken-image icon
     page.get_by_role("button", name="Screen").click()
     error = page.locator("#upload-errors .error")
     expect(error).to_have_count(1)
