@@ -31,10 +31,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--not-cxr-dir", type=pathlib.Path, default=None, help="default: DATA_DIR/../not_cxr")
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("webapp/model"))
     p.add_argument("--size", type=int, default=128, help="model input side in pixels")
-    p.add_argument("--widths", default="32,64,128,256", help="filters per stage")
+    p.add_argument("--widths", default="24,48,96,192", help="filters per stage")
     p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--epochs", type=int, default=18)
-    p.add_argument("--steps-per-epoch", type=int, default=140)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--steps-per-epoch", type=int, default=100)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=2e-2)
@@ -45,7 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--chest-weight", type=float, default=0.5, help="weight of the chest_xray head loss")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--min-sensitivity", type=float, default=0.97, help="screening target on validation")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="seed of initialisation, sampling and augmentation")
+    p.add_argument("--split-seed", type=int, default=42, help="seed of the patient split (fixed across ensemble members)")
     p.add_argument("--version", default=None, help="model version (default: date and seed)")
     p.add_argument("--quick", action="store_true", help="a few dozen images and one short epoch (CI)")
     p.add_argument("--weights-from", type=pathlib.Path, default=None,
@@ -57,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 # ---------------------------------------------------------------- data
 def load_data(args):
     films = data.read_films(args.data_dir, "train")
-    train_films, val_films = data.split_by_patient(films, args.val_fraction, args.seed)
+    train_films, val_films = data.split_by_patient(films, args.val_fraction, args.split_seed)
     other = data.read_not_chest(args.not_cxr_dir or args.data_dir.parent / "not_cxr")
     other_train, other_val = data.split_not_chest(other)
     cache = not args.quick
@@ -87,7 +88,7 @@ def load_data(args):
         "not_chest_train_sources": sorted({i.source_id for i in other_train}),
         "not_chest_validation_sources": sorted({i.source_id for i in other_val}),
         "not_chest_train_examples_with_synthetic": int(len(x_neg)),
-        "validation_split": f"{args.val_fraction:.0%} of train/ patients, stratified by label, seed {args.seed}",
+        "validation_split": f"{args.val_fraction:.0%} of train/ patients, stratified by label, seed {args.split_seed}",
     }
     return dict(x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_neg=x_neg,
                 x_other_val=x_other_val, other_val=other_val, summary=summary)
