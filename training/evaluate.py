@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import csv
 import json
 import pathlib
 import sys
@@ -104,7 +105,13 @@ def evaluate(args) -> dict:
         "'answered' excludes films answered UNKNOWN.",
     }
     report["bars"] = check_bars(report)
-    return report, labels, probs, analyzer
+    predictions = [
+        {"file": f.path.relative_to(args.data_dir).as_posix(), "truth": ("NORMAL", "PNEUMONIA")[f.label],
+         "p_pneumonia": round(r.probabilities["PNEUMONIA"], 6), "answer": r.label,
+         "chest_probability": round(r.chest_probability, 6), "feature_distance": round(r.feature_distance, 4)}
+        for f, r in zip(films, film_results)
+    ]
+    return report, labels, probs, analyzer, predictions
 
 
 def check_bars(report: dict) -> dict:
@@ -120,9 +127,13 @@ def check_bars(report: dict) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    report, labels, probs, analyzer = evaluate(args)
+    report, labels, probs, analyzer, predictions = evaluate(args)
     args.reports.mkdir(parents=True, exist_ok=True)
     (args.reports / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    with open(args.reports / "test_predictions.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(predictions[0]))
+        writer.writeheader()
+        writer.writerows(predictions)
     plots.roc(labels, probs, analyzer.threshold, args.reports / "roc.png")
     plots.confusion(report["test"]["confusion"], args.reports / "confusion_matrix.png")
     plots.reliability_diagram(labels, probs, args.reports / "reliability.png")
