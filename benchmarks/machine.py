@@ -38,7 +38,7 @@ def competing_jobs() -> list[str]:
         except OSError:
             continue
         command = " ".join(a.decode(errors="replace") for a in argv if a)
-        if "training.train" in command or "training/train.py" in command:
+        if " -m training." in command:  # training.train, training.evaluate, training.ensemble...
             found.append(command[:160])
     return found
 

@@ -85,10 +85,13 @@ def model_figures(model_path: Path, quick: bool) -> dict:
     many = rng.random((BATCH, size, size, 1), dtype=np.float32)
 
     plain = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
-    serving = summary_ms(timed(lambda: [t.numpy() for t in analyzer._forward(one)], repeats))
-    forward = summary_ms(timed(lambda: plain(one).numpy(), repeats))
+    serving = summary_ms(timed(lambda: [t.numpy() for t in tf.nest.flatten(analyzer._forward(one))], repeats))
+    def run_plain(batch):
+        return [t.numpy() for t in tf.nest.flatten(plain(batch))]  # the model may have several outputs
+
+    forward = summary_ms(timed(lambda: run_plain(one), repeats))
     predict = summary_ms(timed(lambda: model.predict(one, verbose=0), max(5, repeats // 4)))
-    batch = summary_ms(timed(lambda: plain(many).numpy(), max(3, repeats // 10)))
+    batch = summary_ms(timed(lambda: run_plain(many), max(3, repeats // 10)))
     batch["per_image_ms"] = batch["median_ms"] / BATCH
     flops = forward_flops(model, size)
     peak = matmul_peak_gflops(5 if quick else 20)

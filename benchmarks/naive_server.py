@@ -41,7 +41,8 @@ def load_grey(data: bytes) -> Image.Image:
 def predict():
     image = ImageOps.equalize(load_grey(request.files["file"].read()).resize((SIZE, SIZE)))
     batch = np.asarray(image, dtype=np.float32)[None, ..., None] / 255.0
-    logits = model.predict(batch)
+    outputs = model.predict(batch)
+    logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs  # column 0: pneumonia
     p = float(1.0 / (1.0 + np.exp(-logits[0, 0])))
     return jsonify(label="PNEUMONIA" if p >= 0.5 else "NORMAL", probability=p)
 

@@ -178,7 +178,7 @@ def markdown(f: dict, failures: list[str]) -> str:
     ]
     busy = host["competing_jobs"] or host.get("competing_jobs_at_end")
     if busy:
-        out += ["> **A model training job shared the CPU during this run** "
+        out += ["> **A model training or evaluation job shared the CPU during this run** "
                 f"(`{(host['competing_jobs'] or host['competing_jobs_at_end'])[0][:80]}`): every timing "
                 "below is slower than on an idle machine, for both servers alike.", ""]
     out += [f"Reproduce: `python -m benchmarks.run{' --quick' if f['quick'] else ''}` (this run took "
