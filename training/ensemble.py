@@ -29,7 +29,7 @@ from training.model import GRADCAM_LAYER
 def build_ensemble(members: list[keras.Model], size: int) -> keras.Model:
     inputs = keras.Input((size, size, 1), name="image")
     maps = [
-        keras.Model(m.inputs, m.get_layer(GRADCAM_LAYER).output, name=f"member{i}")(inputs)
+        keras.Model(m.input, m.get_layer(GRADCAM_LAYER).output, name=f"member{i}")(inputs)
         for i, m in enumerate(members)
     ]
     joined = keras.layers.Concatenate(name=GRADCAM_LAYER)(maps)

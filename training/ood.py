@@ -15,7 +15,7 @@ WHITENING_LAYER = "feature_whitening"
 
 
 def feature_model(model: keras.Model) -> keras.Model:
-    return keras.Model(model.inputs, model.get_layer(FEATURE_LAYER).output)
+    return keras.Model(model.input, model.get_layer(FEATURE_LAYER).output)
 
 
 def fit_whitening(features: np.ndarray, shrinkage: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -35,7 +35,7 @@ def with_feature_distance(model: keras.Model, kernel: np.ndarray, bias: np.ndarr
     whitening = keras.layers.Dense(kernel.shape[1], name=WHITENING_LAYER)
     whitened = whitening(pooled)
     whitening.set_weights([kernel, bias])
-    return keras.Model(model.inputs, [model.outputs[0], whitened], name=model.name)
+    return keras.Model(model.input, [model.outputs[0], whitened], name=model.name)
 
 
 def distances(whitened: np.ndarray) -> np.ndarray:

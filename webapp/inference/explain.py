@@ -38,7 +38,7 @@ def build_explained_forward(model: keras.Model, layer_name: str):
     models without one report 0.
     """
     features = model.get_layer(layer_name).output
-    probe = keras.Model(model.inputs, [features, *model.outputs])
+    probe = keras.Model(model.input, [features, *model.outputs])
 
     @tf.function(reduce_retracing=True)
     def forward(batch):
