@@ -41,6 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reports", type=pathlib.Path, default=pathlib.Path("reports"))
     p.add_argument("--check-bars", action="store_true", help="exit 1 if any bar of issue 3 is missed")
     p.add_argument("--update-card", action="store_true", help="store the test metrics in the model card")
+    p.add_argument("--check-card", action="store_true",
+                   help="exit 1 unless the test metrics reproduce those stored in the model card "
+                        "(catches training-serving skew and a model swapped without re-evaluation)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N files of each set (smoke runs)")
     return p.parse_args(argv)
 
@@ -114,6 +117,10 @@ def evaluate(args) -> dict:
     return report, labels, probs, analyzer, predictions
 
 
+CARD_CHECKED_METRICS = ("auc", "accuracy", "sensitivity", "specificity", "ece", "unknown_rate")
+CARD_TOLERANCE = 1e-3  # float32 kernels may differ in the last digits between CPUs
+
+
 def check_bars(report: dict) -> dict:
     values = {k: report["test"][k] for k in ("accuracy", "auc", "sensitivity", "specificity", "ece")}
     values["test_unknown_rate"] = report["test"]["unknown_rate"]
@@ -150,6 +157,14 @@ def main(argv=None) -> int:
     for name, bar in report["bars"].items():
         print(f"{'PASS' if bar['pass'] else 'FAIL'}  {name:34s} {bar['value']:.4f}  (bar {bar['bar']})")
     print(f"analyze(): median {report['analyze_ms']['median']:.1f} ms per image")
+    if args.check_card:
+        stored = analyzer.card.get("metrics", {}).get("test", {})
+        drift = {k: (stored.get(k), report["test"][k]) for k in CARD_CHECKED_METRICS
+                 if stored.get(k) is None or abs(stored[k] - report["test"][k]) > CARD_TOLERANCE}
+        if drift:
+            print(f"evaluation: test metrics differ from the model card: {drift}", file=sys.stderr)
+            return 1
+        print("the model card's test metrics are reproduced")
     if args.check_bars and not all(b["pass"] for b in report["bars"].values()):
         print("evaluation: at least one bar of issue 3 is missed", file=sys.stderr)
         return 1
