@@ -43,6 +43,20 @@ def competing_jobs() -> list[str]:
     return found
 
 
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine has spent busy since boot (all processes, all cores)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process and of every child it has waited for (the servers and their
+    workers, the model benchmark): what the benchmark itself used."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def describe() -> dict:
     import numpy
 

@@ -176,6 +176,10 @@ def markdown(f: dict, failures: list[str]) -> str:
         + ", ".join(f"{x:.2f}" for x in host["load_average"]) + ".",
         "",
     ]
+    capacity = host["duration_s"] * host["nproc"]
+    out += [f"Other processes on the machine used {host['other_cpu_s']:.0f} CPU-seconds of the "
+            f"{capacity:.0f} available during the run ({host['other_cpu_s'] / capacity * 100:.0f}%; "
+            "the benchmark's own client, servers and model process are not counted).", ""]
     busy = host["competing_jobs"] or host.get("competing_jobs_at_end")
     if busy:
         out += ["> **A model training or evaluation job shared the CPU during this run** "

@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
+    busy_before, own_before = machine.busy_cpu_seconds(), machine.own_cpu_seconds()
     host = machine.describe()
     log(f"{host['nproc']} cores, {host['cpu_model']}; competing jobs: {len(host['competing_jobs'])}")
     uploads = latency_inputs()
@@ -217,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     naive = bench_naive(args.model, plan, uploads, ours["gunicorn"])
     host["competing_jobs_at_end"] = machine.competing_jobs()
     host["duration_s"] = time.perf_counter() - started
+    # Whatever else ran on the machine meanwhile (other jobs' tests, builds) slowed both servers.
+    host["other_cpu_s"] = max(0.0, (machine.busy_cpu_seconds() - busy_before)
+                              - (machine.own_cpu_seconds() - own_before))
 
     results = report.build(host, plan, uploads, model, ours, naive, quick=args.quick)
     stamp = time.strftime("%Y%m%dT%H%M%S")
