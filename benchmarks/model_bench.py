@@ -120,7 +120,7 @@ def model_figures(model_path: Path, quick: bool) -> dict:
 def stage_figures(analyzer, quick: bool) -> dict:
     """Each step of webapp.predictions.screen_upload, on the benchmark inputs."""
     from webapp.inference.decode import decode
-    from webapp.inference.explain import overlay_png
+    from webapp.inference.overlay import heatmap_png
     from webapp.predictions import _review_png
 
     from webapp.config import Config
@@ -131,13 +131,11 @@ def stage_figures(analyzer, quick: bool) -> dict:
     for upload in latency_inputs():
         image = decode(upload.data, target_size=analyzer.input_size)
         analysis = analyzer.analyze(image)
-        overlay_size = min(review_size, max(image.pixels.shape))  # as screen_upload sizes it
         stages[upload.name] = {
             "decode": summary_ms(timed(lambda: decode(upload.data, target_size=analyzer.input_size), repeats)),
             "analyze": summary_ms(timed(lambda: analyzer.analyze(image), repeats)),
             "review_png": summary_ms(timed(lambda: _review_png(image.pixels, review_size), repeats)),
-            "heatmap_png": summary_ms(timed(lambda: overlay_png(image.pixels, analysis.heatmap, overlay_size),
-                                            repeats)),
+            "heatmap_png": summary_ms(timed(lambda: heatmap_png(analysis.heatmap), repeats)),
         }
     return stages
 

@@ -220,7 +220,7 @@ def markdown(f: dict, failures: list[str]) -> str:
     out += ["## Where the time of one upload goes", "",
             "Each stage of `webapp.predictions.screen_upload`, timed in-process (median ms); the rest of "
             "the end-to-end p50 is HTTP, the multipart parse, token check, sha256 and the database commit.", "",
-            "| input | decode | analyze (model + Grad-CAM) | review PNG | heat-map PNG | sum | end-to-end p50 |",
+            "| input | decode | analyze (model + Grad-CAM) | review PNG | heat-map PNG (stored map) | sum | end-to-end p50 |",
             "|---|---:|---:|---:|---:|---:|---:|"]
     for name, stages in model["stages"].items():
         parts = [stages[k]["median_ms"] for k in ("decode", "analyze", "review_png", "heatmap_png")]
@@ -235,7 +235,7 @@ def markdown(f: dict, failures: list[str]) -> str:
             "| figure | value |", "|---|---:|",
             f"| FLOPs per image (forward pass, TensorFlow profiler; multiply-add = 2) | "
             f"{model['flops_per_image'] / 1e6:,.0f} M |",
-            f"| serving call, batch 1 (compiled forward + Grad-CAM gradient) | "
+            f"| serving call, batch 1 (compiled forward + Grad-CAM maps) | "
             f"{model['serving_batch1']['median_ms']:.2f} ms |",
             f"| compiled forward pass, batch 1 | {model['forward_batch1']['median_ms']:.2f} ms |",
             f"| `model.predict`, batch 1 (the naive way) | {model['predict_batch1']['median_ms']:.2f} ms |",

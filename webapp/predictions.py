@@ -17,6 +17,7 @@ from PIL import Image
 from .extensions import db
 from .filenames import sanitize_filename
 from .inference.decode import DecodeError, decode
+from .inference.overlay import heatmap_png
 from .inference.runtime import ModelUnavailable, get_analyzer
 from .models import Prediction, User
 
@@ -60,7 +61,6 @@ def screen_upload(user: User, raw_filename: str | None, data: bytes) -> Predicti
         status = 415 if exc.code in UNSUPPORTED_CODES else 422
         raise UploadRejected(exc.code, exc.message, status) from exc
     analysis = model.analyze(image)
-    from .inference.explain import overlay_png  # TensorFlow-backed module: never imported before the fork
     size = current_app.config["REVIEW_IMAGE_SIZE"]
     prediction = Prediction(
         user_id=user.id,
@@ -78,8 +78,8 @@ def screen_upload(user: User, raw_filename: str | None, data: bytes) -> Predicti
         unknown_reason=analysis.unknown_reason,
         facts=dict(image.facts),
         review_png=_review_png(image.pixels, size),
-        # No larger than the review copy beside it: upscaling a small film would only cost time.
-        heatmap_png=overlay_png(image.pixels, analysis.heatmap, min(size, max(image.pixels.shape))),
+        # The map alone; the coloured overlay is drawn only when a page shows it.
+        heatmap_png=heatmap_png(analysis.heatmap),
         latency_ms=0.0,
     )
     prediction.latency_ms = round((time.perf_counter() - started) * 1000.0, 2)

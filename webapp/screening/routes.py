@@ -4,6 +4,7 @@ from flask_login import current_user
 
 from ..extensions import db
 from ..filenames import sanitize_filename
+from ..inference.overlay import stored_overlay_png
 from ..models import Feedback, Prediction, record_audit
 from ..notes import INTENDED_USE, NOTES
 from ..predictions import UploadRejected, screen_upload
@@ -102,7 +103,8 @@ def image(prediction_id: int):
 
 @bp.route("/predictions/<int:prediction_id>/heatmap.png")
 def heatmap(prediction_id: int):
-    return _png(visible_prediction(prediction_id).heatmap_png)
+    prediction = visible_prediction(prediction_id)
+    return _png(stored_overlay_png(prediction.review_png, prediction.heatmap_png))
 
 
 @bp.route("/predictions/<int:prediction_id>/feedback", methods=["POST"])

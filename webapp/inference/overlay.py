@@ -1,0 +1,69 @@
+"""The heat map as stored and as shown: a small grey PNG of the map is kept with each
+prediction (cheap, made on every upload), and the coloured overlay on the radiograph is drawn
+only when a page asks for it (API clients never do). No TensorFlow here.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from .preprocess import resize
+
+# Anchors of a perceptually ordered blue -> yellow -> red map (value, R, G, B).
+_ANCHORS = np.array(
+    [
+        [0.00, 0.05, 0.05, 0.35],
+        [0.25, 0.10, 0.45, 0.85],
+        [0.50, 0.20, 0.80, 0.55],
+        [0.75, 0.98, 0.85, 0.15],
+        [1.00, 0.85, 0.10, 0.05],
+    ],
+    dtype=np.float32,
+)
+_LUT = np.stack([np.interp(np.linspace(0, 1, 256), _ANCHORS[:, 0], _ANCHORS[:, c]) for c in (1, 2, 3)],
+                axis=-1).astype(np.float32)
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    # Fastest zlib level: these PNGs are made per request, where level 1 is ~30% faster than 3
+    # for ~4% more bytes (benchmarks/results/RESULTS.md).
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _grey(png: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(png)) as image:
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+
+
+def heatmap_png(heatmap: np.ndarray) -> bytes:
+    """(H, W) map in [0, 1] -> an 8-bit grey PNG of the same size (what is stored)."""
+    return _png(Image.fromarray(np.rint(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8), mode="L"))
+
+
+def colourise(heatmap: np.ndarray) -> np.ndarray:
+    """(H, W) in [0, 1] -> (H, W, 3) float32 RGB in [0, 1]."""
+    return _LUT[np.rint(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8)]
+
+
+def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, size: int, alpha: float = 0.45) -> bytes:
+    """The radiograph (grey) with the heat map blended where it is strong, as a size x size PNG."""
+    grey = np.clip(resize(pixels, size), 0.0, 1.0)
+    heat = np.clip(resize(heatmap, size), 0.0, 1.0)
+    # Weak activations stay transparent so the film itself remains readable.
+    weight = (alpha * np.clip(heat * 1.5 - 0.2, 0.0, 1.0))[..., None]
+    rgb = (1.0 - weight) * grey[..., None] + weight * colourise(heat)
+    return _png(Image.fromarray(np.rint(rgb * 255).astype(np.uint8), mode="RGB"))
+
+
+def stored_overlay_png(review_png: bytes, stored_heatmap_png: bytes) -> bytes:
+    """The overlay for a logged prediction, from its review copy and its stored heat map. Rows
+    written before maps were stored grey already hold the finished (RGB) overlay."""
+    with Image.open(io.BytesIO(stored_heatmap_png)) as stored:
+        if stored.mode != "L":
+            return stored_heatmap_png
+    grey = _grey(review_png)
+    return overlay_png(grey, _grey(stored_heatmap_png), max(grey.shape))
