@@ -6,7 +6,8 @@ TensorFlow's per-worker thread pool: WEB_WORKERS x INFERENCE_THREADS is about th
 import os
 import time
 
-from webapp.gunicorn_hooks import cpu_count, env_int, heartbeat_while_loading, load_model_in_worker
+from webapp.gunicorn_hooks import (cpu_count, env_int, heartbeat_while_loading, limit_heap_growth,
+                                   load_model_in_worker)
 
 cores = cpu_count()
 # Past about eight workers, memory (one model per worker) grows faster than throughput; the
@@ -51,6 +52,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def post_fork(server, worker):
     worker.forked_at = time.monotonic()
+    limit_heap_growth()
 
 
 def post_worker_init(worker):

@@ -109,6 +109,23 @@ def test_heartbeat_keeps_a_loading_worker_alive_but_only_up_to_the_limit():
     assert len(beats) == count  # no beats once the load is over
 
 
+def test_workers_cap_heap_growth_right_after_the_fork(monkeypatch):
+    calls = []
+    monkeypatch.setattr(gunicorn_hooks, "limit_heap_growth", lambda: calls.append("mallopt") or True)
+    conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    worker = type("Worker", (), {})()
+    conf["post_fork"](None, worker)
+    assert calls == ["mallopt"] and worker.forked_at > 0
+
+
+def test_heap_limits_apply_on_glibc_in_a_fresh_process():
+    import platform
+
+    script = "from webapp.gunicorn_hooks import limit_heap_growth; print(limit_heap_growth())"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(platform.libc_ver()[0] == "glibc")
+
+
 @pytest.fixture
 def fresh_runtime():
     runtime.reset_for_tests()
