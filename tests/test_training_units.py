@@ -89,6 +89,24 @@ def test_augmentation_is_reproducible_and_stays_in_range():
     assert first.shape == (64, 64, 1) and 0.0 <= first.min() and first.max() <= 1.0
 
 
+def test_geometric_augmentation_stretches_one_axis_against_the_other():
+    """Width over height of a centred square must vary across seeds (the films were squashed
+    to a square from many aspect ratios), within the configured range."""
+    tf = pytest.importorskip("tensorflow")
+    from training.augment import ASPECT_RANGE, _affine
+
+    image = np.zeros((96, 96, 1), np.float32)
+    image[32:64, 32:64] = 1.0
+    ratios = []
+    for k in range(40):
+        out = _affine(tf.constant(image), tf.constant([5, k], tf.int64), 1.0, ASPECT_RANGE).numpy()[..., 0] > 0.5
+        rows, cols = np.flatnonzero(out.any(axis=1)), np.flatnonzero(out.any(axis=0))
+        ratios.append((np.ptp(cols) + 1) / (np.ptp(rows) + 1))
+    # Rotations of up to 10 degrees widen both sides a little; the stretch dominates.
+    assert min(ratios) < 0.9 and max(ratios) > 1.1
+    assert np.exp(-ASPECT_RANGE) * 0.8 < min(ratios) and max(ratios) < np.exp(ASPECT_RANGE) * 1.25
+
+
 def test_synthetic_negatives_are_reproducible_model_inputs():
     rng = np.random.default_rng(5)
     others = [rng.random((50, 70)).astype(np.float32) for _ in range(3)]

@@ -40,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=2e-2)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--augment", type=float, default=1.0, help="augmentation strength (0 = off)")
+    p.add_argument("--aspect-range", type=float, default=aug.ASPECT_RANGE,
+                   help="half-width of the log aspect-ratio stretch in training augmentation")
     p.add_argument("--shift-strength", type=float, default=1.6, help="strength of the shifted validation copy")
     p.add_argument("--negative-share", type=float, default=0.25, help="share of not-chest images per batch")
     p.add_argument("--chest-weight", type=float, default=0.5, help="weight of the chest_xray head loss")
@@ -113,7 +115,7 @@ def training_dataset(d, args) -> tf.data.Dataset:
     ds = tf.data.Dataset.sample_from_datasets(sources, [film_share, film_share, args.negative_share], seed=args.seed)
     if args.augment > 0:
         ds = tf.data.Dataset.zip((ds, aug.seeds_dataset(args.seed + 4)))
-        ds = ds.map(lambda xy, s: (aug.augment(xy[0], s, args.augment), xy[1]),
+        ds = ds.map(lambda xy, s: (aug.augment(xy[0], s, args.augment, args.aspect_range), xy[1]),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(args.batch).prefetch(tf.data.AUTOTUNE)
 
