@@ -97,8 +97,8 @@ def test_same_image_same_answer(analyzer):
 def test_overlay_png(analyzer):
     image = decode((IMAGES / "pneumonia.jpeg").read_bytes())
     result = analyzer.analyze(image)
-    png = Image.open(io.BytesIO(overlay_png(image.pixels, result.heatmap, 256)))
-    assert png.format == "PNG" and png.size == (256, 256) and png.mode == "RGB"
+    png = Image.open(io.BytesIO(overlay_png(image.pixels, result.heatmap)))
+    assert png.format == "PNG" and png.size == (image.width, image.height) and png.mode == "RGB"
 
 
 def test_stored_map_gives_the_overlay_drawn_from_the_film():
@@ -110,11 +110,11 @@ def test_stored_map_gives_the_overlay_drawn_from_the_film():
     review = io.BytesIO()
     Image.fromarray(np.rint(film * 255).astype(np.uint8), mode="L").save(review, format="PNG")
     drawn = np.asarray(Image.open(io.BytesIO(stored_overlay_png(review.getvalue(), stored))), np.int16)
-    direct = np.asarray(Image.open(io.BytesIO(overlay_png(np.rint(film * 255) / 255, heat, 200))), np.int16)
-    assert drawn.shape == (200, 200, 3)
+    direct = np.asarray(Image.open(io.BytesIO(overlay_png(np.rint(film * 255) / 255, heat))), np.int16)
+    assert drawn.shape == (200, 160, 3)  # the film's own proportions, not the model's square
     assert np.abs(drawn - direct).max() <= 2
-    # Where the map is hot the film is tinted; elsewhere it stays grey.
-    assert np.ptp(drawn[70, 120]) > 30 and np.ptp(drawn[180, 20]) == 0
+    # The hot block (rows 30-60, columns 70-110 of 128) lands at the same place on the film.
+    assert np.ptp(drawn[70, 110]) > 30 and np.ptp(drawn[180, 20]) == 0 and np.ptp(drawn[70, 20]) == 0
 
 
 def test_an_overlay_stored_by_an_earlier_version_is_served_as_it_is():

@@ -168,3 +168,7 @@ def test_images_are_served_privately(app, signed_in):
     for kind in ("image", "heatmap"):
         response = signed_in.get(f"/predictions/{pid}/{kind}.png")
         assert response.mimetype == "image/png" and "no-store" in response.headers["Cache-Control"]
+    # The stored map is grey and small; the page gets the coloured overlay in the review copy's shape.
+    review = Image.open(io.BytesIO(signed_in.get(f"/predictions/{pid}/image.png").data))
+    overlay = Image.open(io.BytesIO(signed_in.get(f"/predictions/{pid}/heatmap.png").data))
+    assert overlay.mode == "RGB" and overlay.size == review.size

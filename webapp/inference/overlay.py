@@ -9,8 +9,6 @@ import io
 import numpy as np
 from PIL import Image
 
-from .preprocess import resize
-
 # Anchors of a perceptually ordered blue -> yellow -> red map (value, R, G, B).
 _ANCHORS = np.array(
     [
@@ -49,10 +47,15 @@ def colourise(heatmap: np.ndarray) -> np.ndarray:
     return _LUT[np.rint(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8)]
 
 
-def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, size: int, alpha: float = 0.45) -> bytes:
-    """The radiograph (grey) with the heat map blended where it is strong, as a size x size PNG."""
-    grey = np.clip(resize(pixels, size), 0.0, 1.0)
-    heat = np.clip(resize(heatmap, size), 0.0, 1.0)
+def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> bytes:
+    """The radiograph (grey, its own shape) with the heat map blended where it is strong.
+
+    The map covers the model's square input, i.e. the whole film squashed to a square, so it is
+    stretched back to the film's proportions: the overlay lines up with the film shown beside it.
+    """
+    grey = np.clip(pixels, 0.0, 1.0)
+    heat = np.asarray(Image.fromarray(np.asarray(heatmap, np.float32)).resize(
+        (grey.shape[1], grey.shape[0]), Image.Resampling.BILINEAR)).clip(0.0, 1.0)
     # Weak activations stay transparent so the film itself remains readable.
     weight = (alpha * np.clip(heat * 1.5 - 0.2, 0.0, 1.0))[..., None]
     rgb = (1.0 - weight) * grey[..., None] + weight * colourise(heat)
@@ -65,5 +68,4 @@ def stored_overlay_png(review_png: bytes, stored_heatmap_png: bytes) -> bytes:
     with Image.open(io.BytesIO(stored_heatmap_png)) as stored:
         if stored.mode != "L":
             return stored_heatmap_png
-    grey = _grey(review_png)
-    return overlay_png(grey, _grey(stored_heatmap_png), max(grey.shape))
+    return overlay_png(_grey(review_png), _grey(stored_heatmap_png))
