@@ -67,6 +67,7 @@ def stress(model_path: pathlib.Path, data_dir: pathlib.Path) -> dict:
     card = json.loads((model_path.parent / CARD_NAME).read_text())
     settings = card["training"]["settings"]
     size, threshold, temperature = card["input"]["size"], card["threshold"], card["temperature"]
+    unknown = card["unknown"]
     films = data.read_films(data_dir, "train")
     _, val = data.split_by_patient(films, settings["val_fraction"], settings["split_seed"])
     labels = np.array([f.label for f in val])
@@ -76,13 +77,16 @@ def stress(model_path: pathlib.Path, data_dir: pathlib.Path) -> dict:
     rows = {}
     for name, distort in DISTORTIONS.items():
         x = np.stack([preprocess(np.asarray(distort(im), np.float32) / 255.0, size) for im in originals])
-        out = model.predict(x, batch_size=128, verbose=0)
-        logits = (out[0] if isinstance(out, (list, tuple)) else out)[:, 0]
-        probs = metrics.sigmoid(logits / temperature)
+        logits, whitened = model.predict(x, batch_size=128, verbose=0)
+        probs = metrics.sigmoid(logits[:, 0] / temperature)
         s = metrics.summary(labels, probs, threshold)
         rows[name] = {k: s[k] for k in ("auc", "sensitivity", "specificity", "ece")}
+        # Films the model itself would call "not a chest radiograph" (chest head or feature distance).
+        not_chest = (metrics.sigmoid(logits[:, 1]) < unknown["min_chest_probability"]) | (
+            np.mean(np.square(whitened), axis=-1) > unknown["max_feature_distance"])
+        rows[name]["not_chest_rate"] = float(not_chest.mean())
         print(f"{name:22s} AUC {s['auc']:.4f}  sens {s['sensitivity']:.3f}  spec {s['specificity']:.3f}  "
-              f"ECE {s['ece']:.3f}", flush=True)
+              f"ECE {s['ece']:.3f}  called not-chest {not_chest.mean():.1%}", flush=True)
     return {"model_version": card["version"], "validation_films": int(labels.size), "rows": rows}
 
 
