@@ -1,7 +1,7 @@
 """Average several trained members into one shipped model, then calibrate and export it.
 
-    python -m training.ensemble --members training/runs/e2/cxr_pneumonia.keras \
-        training/runs/e5/cxr_pneumonia.keras [train options, e.g. --widths 24,48,96,192]
+    python -m training.ensemble --members training/runs/a1/cxr_pneumonia.keras \
+        training/runs/a2/cxr_pneumonia.keras [train options, e.g. --widths 24,48,96,192]
 
 Each member is conv trunk -> global average pooling -> Dense. Averaging the members' logits
 is exactly one Dense layer over the concatenated pooled features (the members' kernels
