@@ -115,3 +115,27 @@ def test_synthetic_negatives_are_reproducible_model_inputs():
     b = negatives.build_negatives(others, films, 32, seed=9, per_image=2, chest_variants=4, render_count=4)
     assert a.shape == (3 + 6 + 4 + 4, 32, 32, 1) and a.dtype == np.float32
     np.testing.assert_array_equal(a, b)
+
+
+def test_stress_distortions_keep_the_film_size_and_do_what_they_say():
+    from PIL import Image
+
+    from training.stress import DISTORTIONS, SIDE
+
+    square = np.zeros((SIDE, SIDE), np.uint8)
+    square[72:152, 72:152] = 255
+    image = Image.fromarray(square)
+
+    def extent(distorted, axis):
+        mask = np.asarray(distorted) > 127
+        return np.flatnonzero(mask.any(axis=axis)).size
+
+    for name, distort in DISTORTIONS.items():
+        assert distort(image).size == (SIDE, SIDE), name
+    wider, taller = DISTORTIONS["wider by 20%"](image), DISTORTIONS["taller by 20%"](image)
+    assert extent(wider, 0) == pytest.approx(96, abs=2) and extent(wider, 1) == pytest.approx(80, abs=2)
+    assert extent(taller, 1) == pytest.approx(96, abs=2) and extent(taller, 0) == pytest.approx(80, abs=2)
+    for name in ("gaussian blur 1.5 px", "resolution x0.35"):  # soft edges: grey levels between
+        values = np.asarray(DISTORTIONS[name](image))
+        assert ((values > 10) & (values < 245)).sum() > 100, name
+    assert set(np.unique(np.asarray(DISTORTIONS["none"](image)))) == {0, 255}
