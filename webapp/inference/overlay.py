@@ -24,10 +24,10 @@ _LUT = np.stack([np.interp(np.linspace(0, 1, 256), _ANCHORS[:, 0], _ANCHORS[:, c
                 axis=-1).astype(np.float32)
 
 
-def _png(image: Image.Image) -> bytes:
+def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    # Fastest zlib level: these PNGs are made per request, where level 1 is ~30% faster than 3
-    # for ~4% more bytes (benchmarks/results/RESULTS.md).
+    # Fastest zlib level: these PNGs are made per request, where level 1 is several times faster
+    # than optimize=True and ~30% faster than level 3 for a few % more bytes (benchmarks/results).
     image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
@@ -39,7 +39,7 @@ def _grey(png: bytes) -> np.ndarray:
 
 def heatmap_png(heatmap: np.ndarray) -> bytes:
     """(H, W) map in [0, 1] -> an 8-bit grey PNG of the same size (what is stored)."""
-    return _png(Image.fromarray(np.rint(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8), mode="L"))
+    return png_bytes(Image.fromarray(np.rint(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8), mode="L"))
 
 
 def colourise(heatmap: np.ndarray) -> np.ndarray:
@@ -59,7 +59,7 @@ def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) ->
     # Weak activations stay transparent so the film itself remains readable.
     weight = (alpha * np.clip(heat * 1.5 - 0.2, 0.0, 1.0))[..., None]
     rgb = (1.0 - weight) * grey[..., None] + weight * colourise(heat)
-    return _png(Image.fromarray(np.rint(rgb * 255).astype(np.uint8), mode="RGB"))
+    return png_bytes(Image.fromarray(np.rint(rgb * 255).astype(np.uint8), mode="RGB"))
 
 
 def stored_overlay_png(review_png: bytes, stored_heatmap_png: bytes) -> bytes:
@@ -68,4 +68,5 @@ def stored_overlay_png(review_png: bytes, stored_heatmap_png: bytes) -> bytes:
     with Image.open(io.BytesIO(stored_heatmap_png)) as stored:
         if stored.mode != "L":
             return stored_heatmap_png
-    return overlay_png(_grey(review_png), _grey(stored_heatmap_png))
+        heat = np.asarray(stored, dtype=np.float32) / 255.0
+    return overlay_png(_grey(review_png), heat)
