@@ -22,6 +22,38 @@ def test_public_paths(client, path):
     assert client.get(path).status_code == 200
 
 
+# The only endpoints an anonymous caller may reach: sign-in, static files and the two probes that
+# load balancers and orchestrators call without credentials.
+PUBLIC_ENDPOINTS = {"auth.login", "static", "health.healthz", "health.readyz"}
+
+
+def anonymous_requests(app):
+    """One anonymous request per route and method the app registers, with made-up URL arguments."""
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint in PUBLIC_ENDPOINTS:
+            continue
+        url = rule.build({arg: 1 for arg in rule.arguments}, append_unknown=False)[1]
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            yield rule.endpoint, method, url
+
+
+def test_every_other_route_refuses_anonymous_callers(app, client):
+    # Walks the URL map, so a route added later without a guard fails here.
+    checked = 0
+    for endpoint, method, url in anonymous_requests(app):
+        response = client.open(url, method=method)
+        checked += 1
+        if url.startswith("/api/"):
+            assert response.status_code == 401, (endpoint, method, url, response.status_code)
+        else:
+            # Forms refuse a POST without a CSRF token before the sign-in wall does.
+            allowed = {302, 400} if method == "POST" else {302}
+            assert response.status_code in allowed, (endpoint, method, url, response.status_code)
+            if response.status_code == 302:
+                assert "/auth/login" in response.headers["Location"], (endpoint, url)
+    assert checked >= len(PROTECTED_PAGES)
+
+
 @pytest.mark.parametrize("path", ADMIN_PAGES)
 def test_clinician_gets_403_on_admin_pages(client, auth, clinician_user, path):
     auth.login()

@@ -67,5 +67,6 @@ def list_predictions():
 
 
 @bp.route("/openapi.json")
+@token_required
 def openapi():
     return jsonify(openapi_document(url_for("api.create_predictions", _external=False).rsplit("/", 1)[0]))
