@@ -76,8 +76,9 @@ class ApiToken(db.Model):
 
     @classmethod
     def user_for(cls, token: str) -> User | None:
-        row = db.session.scalar(select(cls).where(cls.token_digest == _token_digest(token)))
-        return row.user if row and row.user.active else None
+        # One query on every API call: the active user behind the token, or None.
+        return db.session.scalar(select(User).join(cls).where(cls.token_digest == _token_digest(token),
+                                                              User.active.is_(True)))
 
 
 class Prediction(db.Model):
