@@ -135,8 +135,11 @@ def run(clients: int, warmup: float, after: float) -> dict:
 
     successes = [o for o in outcomes if o.ok]
     lost = [o for o in outcomes if not o.ok]
-    in_flight = [o for o in outcomes if o.started <= dead_at and o.ended >= killed_at]
-    lost_not_in_flight = [o for o in lost if o not in in_flight]
+    def was_in_flight(o: Outcome) -> bool:
+        return o.started <= dead_at and o.ended >= killed_at
+
+    in_flight = [o for o in outcomes if was_in_flight(o)]
+    lost_not_in_flight = [o for o in lost if not was_in_flight(o)]
     first_answer_after_kill = min((o.ended for o in successes if o.started >= dead_at), default=None)
     recovery_s = None if first_answer_after_kill is None else first_answer_after_kill - killed_at
     after_kill = sorted(o.ended for o in successes if o.ended >= killed_at)
@@ -148,7 +151,7 @@ def run(clients: int, warmup: float, after: float) -> dict:
     answered_rows_ok = all(rows_by_name.get(o.filename) == [o.prediction_id] for o in successes)
     one_row_each = all(len(ids) == 1 for ids in rows_by_name.values())
     logged_not_delivered = [o for o in lost if o.filename in rows_by_name]
-    explained = {o.filename for o in successes} | {o.filename for o in lost if o in in_flight}
+    explained = {o.filename for o in successes} | {o.filename for o in lost if was_in_flight(o)}
     stray_rows = [name for name in rows_by_name if name not in explained]
 
     report = {
