@@ -5,6 +5,7 @@ on a fresh temporary instance folder: its own SQLite database, migrated, with on
 API token made through the app's own CLI. The naive reference server runs under gunicorn with the
 same worker and thread counts, so the comparison measures the request path and not the server.
 """
+
 from __future__ import annotations
 
 import os
@@ -103,22 +104,36 @@ def memory_mb(pid: int) -> dict[str, float] | None:
         return None
     if "Rss" not in fields:
         return None
-    return {"rss": fields["Rss"], "pss": fields.get("Pss", 0.0),
-            "uss": fields.get("Private_Clean", 0.0) + fields.get("Private_Dirty", 0.0)}
+    return {
+        "rss": fields["Rss"],
+        "pss": fields.get("Pss", 0.0),
+        "uss": fields.get("Private_Clean", 0.0) + fields.get("Private_Dirty", 0.0),
+    }
 
 
 def _base_env(workdir: Path, port: int) -> dict[str, str]:
     env = dict(os.environ)
     # Never touch a database the caller may have configured: the benchmark owns its own.
     env.pop("DATABASE_URL", None)
-    env.update(APP_ENV="production", SECRET_KEY=secrets.token_hex(32), INSTANCE_DIR=str(workdir),
-               BIND=f"127.0.0.1:{port}", PYTHONUNBUFFERED="1")
+    env.update(
+        APP_ENV="production",
+        SECRET_KEY=secrets.token_hex(32),
+        INSTANCE_DIR=str(workdir),
+        BIND=f"127.0.0.1:{port}",
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
 def _flask(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"flask {' '.join(args[:2])} failed:\n{done.stdout}\n{done.stderr}")
     return done.stdout
@@ -156,8 +171,7 @@ def start_app(model_path: Path | None = None) -> Server:
     _flask(env, "db", "upgrade")
     _flask(env, "users", "create", BENCH_USER, "--role", "clinician", "--password", secrets.token_urlsafe(16))
     token = _flask(env, "users", "token", BENCH_USER).strip().splitlines()[-1]
-    server = _spawn("app", [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                    env, workdir, port)
+    server = _spawn("app", [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], env, workdir, port)
     server.token = token
     server.extra["gunicorn"] = gunicorn_settings(env)
     return server
@@ -169,10 +183,24 @@ def start_naive(settings: dict, model_path: Path) -> Server:
     port = free_port()
     env = _base_env(workdir, port)
     env["MODEL_PATH"] = str(model_path)
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-            "--workers", str(settings["workers"]), "--threads", str(settings["threads"]),
-            "--worker-class", "gthread", "--timeout", "120", "--access-logfile", "-",
-            "benchmarks.naive_server:app"]
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(settings["workers"]),
+        "--threads",
+        str(settings["threads"]),
+        "--worker-class",
+        "gthread",
+        "--timeout",
+        "120",
+        "--access-logfile",
+        "-",
+        "benchmarks.naive_server:app",
+    ]
     server = _spawn("naive", argv, env, workdir, port)
     server.extra["gunicorn"] = dict(settings)
     return server

@@ -3,6 +3,7 @@
 Used by the named checks in scripts/ (check_worker_kill.py, check_broken_model.py). The server
 runs in production mode exactly as deployed, with its own SQLite database.
 """
+
 from __future__ import annotations
 
 import os
@@ -64,17 +65,27 @@ class GunicornServer:
 
     def prepare_database(self, username: str) -> str:
         """Migrate this server's empty database and create a clinician; returns an API token."""
-        done = subprocess.run([sys.executable, "-c", SETUP_SCRIPT, username, secrets.token_hex(16)], cwd=ROOT,
-                              env=self.env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", SETUP_SCRIPT, username, secrets.token_hex(16)],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if done.returncode:
             raise RuntimeError(f"database set-up failed:\n{done.stderr[-2000:]}")
         return done.stdout.strip().splitlines()[-1]
 
     def start(self) -> None:
-        self.log_file = open(self.log_path, "w")
+        self.log_file = open(self.log_path, "w")  # noqa: SIM115  (closed in stop(), after the server)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "wsgi:app"],
-            cwd=ROOT, env=self.env, stdout=self.log_file, stderr=subprocess.STDOUT)
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+        )
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -88,8 +99,9 @@ class GunicornServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.log_text()[-3000:]}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{count} x {needle!r} not logged within {timeout:.0f} s:\n"
-                                   f"{self.log_text()[-3000:]}")
+                raise TimeoutError(
+                    f"{count} x {needle!r} not logged within {timeout:.0f} s:\n{self.log_text()[-3000:]}"
+                )
             time.sleep(0.2)
 
     def worker_pids(self) -> list[int]:

@@ -3,6 +3,7 @@
 The app runs on in-memory SQLite by default; set TEST_DATABASE_URL to run the same tests on
 PostgreSQL (CI does both).
 """
+
 from __future__ import annotations
 
 import re
@@ -109,8 +110,9 @@ class AuthActions:
 
     def login(self, username: str = "clin", password: str | None = None):
         token = csrf_token(self._client, "/auth/login")
-        return self._client.post("/auth/login", data={
-            "username": username, "password": password or PASSWORDS[username], "csrf_token": token})
+        return self._client.post(
+            "/auth/login", data={"username": username, "password": password or PASSWORDS[username], "csrf_token": token}
+        )
 
     def logout(self):
         token = csrf_token(self._client, "/screen")

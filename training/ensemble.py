@@ -8,6 +8,7 @@ is exactly one Dense layer over the concatenated pooled features (the members' k
 stacked and halved), so the ensemble stays a plain model: its concatenated last feature maps
 form the Grad-CAM layer, and the feature distance is fitted on the concatenated features.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,6 +25,7 @@ from training import augment as aug
 from training import ood, train
 from training.export import export
 from training.model import GRADCAM_LAYER
+from webapp.inference.model_card import read_card
 
 
 def build_ensemble(members: list[keras.Model], size: int) -> keras.Model:
@@ -51,7 +53,7 @@ def main(argv=None) -> int:
     started = time.time()
 
     members = [keras.saving.load_model(p, compile=False) for p in ours.members]
-    cards = [json.loads((p.parent / "model_card.json").read_text())["training"] for p in ours.members]
+    cards = [read_card(p, verify=False)["training"] for p in ours.members]
     d = train.load_data(args)
     x_val_shifted = aug.shifted_copy(d["x_val"], args.seed + 5, args.shift_strength)
 
@@ -65,8 +67,17 @@ def main(argv=None) -> int:
     history = cards[0]["history"]
     settings = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()}
     settings["members"] = [str(p) for p in ours.members]
-    export(model, args, calibration, d["summary"], history, settings, command, time.time() - started,
-           gradcam_layer=GRADCAM_LAYER)
+    export(
+        model,
+        args,
+        calibration,
+        d["summary"],
+        history,
+        settings,
+        command,
+        time.time() - started,
+        gradcam_layer=GRADCAM_LAYER,
+    )
     return 0
 
 

@@ -1,11 +1,12 @@
 """Train the chest X-ray model end to end: data, model, train, calibrate, export.
 
-    python -m training.train                      # full run, writes webapp/model/
+    python -m training.train                      # full run, writes webapp/weights/
     python -m training.train --quick --out /tmp/m # CI smoke run: a few dozen images, one epoch
 
 Reads top to bottom: arguments, data, model, training loop, calibration on validation only,
 export of the .keras file (no optimizer state) and its model card.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,14 @@ from training import augment as aug
 from training import data, metrics, negatives, ood
 from training.export import export
 from training.model import GRADCAM_LAYER, OUTPUT_COLUMNS, build_model
+from webapp.inference.model_card import ASPECT_RATIO_LIMITS, read_card
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=pathlib.Path, default=data.DEFAULT_DATA_DIR)
     p.add_argument("--not-cxr-dir", type=pathlib.Path, default=None, help="default: DATA_DIR/../not_cxr")
-    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("webapp/model"))
+    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("webapp/weights"))
     p.add_argument("--size", type=int, default=128, help="model input side in pixels")
     p.add_argument("--widths", default="24,48,96,192", help="filters per stage")
     p.add_argument("--dropout", type=float, default=0.3)
@@ -40,20 +42,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=2e-2)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--augment", type=float, default=1.0, help="augmentation strength (0 = off)")
-    p.add_argument("--aspect-range", type=float, default=aug.ASPECT_RANGE,
-                   help="half-width of the log aspect-ratio stretch in training augmentation")
+    p.add_argument(
+        "--aspect-range",
+        type=float,
+        default=aug.ASPECT_RANGE,
+        help="half-width of the log aspect-ratio stretch in training augmentation",
+    )
     p.add_argument("--shift-strength", type=float, default=1.6, help="strength of the shifted validation copy")
     p.add_argument("--negative-share", type=float, default=0.25, help="share of not-chest images per batch")
     p.add_argument("--chest-weight", type=float, default=0.5, help="weight of the chest_xray head loss")
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--min-sensitivity", type=float, default=0.97, help="screening target on validation")
     p.add_argument("--seed", type=int, default=42, help="seed of initialisation, sampling and augmentation")
-    p.add_argument("--split-seed", type=int, default=42, help="seed of the patient split (fixed across ensemble members)")
+    p.add_argument(
+        "--split-seed", type=int, default=42, help="seed of the patient split (fixed across ensemble members)"
+    )
     p.add_argument("--version", default=None, help="model version (default: date and seed)")
     p.add_argument("--quick", action="store_true", help="a few dozen images and one short epoch (CI)")
-    p.add_argument("--weights-from", type=pathlib.Path, default=None,
-                   help="skip training: take the weights (and history) of an earlier run's .keras, then "
-                   "fit the feature distance, calibrate and export as usual")
+    p.add_argument(
+        "--weights-from",
+        type=pathlib.Path,
+        default=None,
+        help="skip training: take the weights (and history) of an earlier run's .keras, then "
+        "fit the feature distance, calibrate and export as usual",
+    )
     return p.parse_args(argv)
 
 
@@ -66,8 +78,13 @@ def load_data(args):
     cache = not args.quick
     if args.quick:
         rng = np.random.default_rng(args.seed)
-        pick = lambda items, n: [items[i] for i in sorted(rng.choice(len(items), min(n, len(items)), replace=False))]
-        train_films = pick([f for f in train_films if f.label == 0], 16) + pick([f for f in train_films if f.label == 1], 16)
+
+        def pick(items, n):
+            return [items[i] for i in sorted(rng.choice(len(items), min(n, len(items)), replace=False))]
+
+        train_films = pick([f for f in train_films if f.label == 0], 16) + pick(
+            [f for f in train_films if f.label == 1], 16
+        )
         val_films = pick([f for f in val_films if f.label == 0], 8) + pick([f for f in val_films if f.label == 1], 8)
         other_train, other_val = pick(other_train, 12), pick(other_val, 8)
     size = args.size
@@ -79,21 +96,37 @@ def load_data(args):
     x_neg = negatives.build_negatives(
         data.load_pixels([i.path for i in other_train], size),
         data.load_pixels([f.path for f in train_films], size),
-        size, args.seed,
-        chest_variants=8 if args.quick else 600, render_count=8 if args.quick else 300,
+        size,
+        args.seed,
+        chest_variants=8 if args.quick else 600,
+        render_count=8 if args.quick else 300,
     )
     summary = {
-        "train_films": {"NORMAL": int((y_train == 0).sum()), "PNEUMONIA": int((y_train == 1).sum()),
-                        "patients": len({f.patient for f in train_films})},
-        "validation_films": {"NORMAL": int((y_val == 0).sum()), "PNEUMONIA": int((y_val == 1).sum()),
-                             "patients": len({f.patient for f in val_films})},
+        "train_films": {
+            "NORMAL": int((y_train == 0).sum()),
+            "PNEUMONIA": int((y_train == 1).sum()),
+            "patients": len({f.patient for f in train_films}),
+        },
+        "validation_films": {
+            "NORMAL": int((y_val == 0).sum()),
+            "PNEUMONIA": int((y_val == 1).sum()),
+            "patients": len({f.patient for f in val_films}),
+        },
         "not_chest_train_sources": sorted({i.source_id for i in other_train}),
         "not_chest_validation_sources": sorted({i.source_id for i in other_val}),
         "not_chest_train_examples_with_synthetic": int(len(x_neg)),
         "validation_split": f"{args.val_fraction:.0%} of train/ patients, stratified by label, seed {args.split_seed}",
     }
-    return dict(x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_neg=x_neg,
-                x_other_val=x_other_val, other_val=other_val, summary=summary)
+    return dict(
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x_val,
+        y_val=y_val,
+        x_neg=x_neg,
+        x_other_val=x_other_val,
+        other_val=other_val,
+        summary=summary,
+    )
 
 
 def training_dataset(d, args) -> tf.data.Dataset:
@@ -115,8 +148,11 @@ def training_dataset(d, args) -> tf.data.Dataset:
     ds = tf.data.Dataset.sample_from_datasets(sources, [film_share, film_share, args.negative_share], seed=args.seed)
     if args.augment > 0:
         ds = tf.data.Dataset.zip((ds, aug.seeds_dataset(args.seed + 4)))
-        ds = ds.map(lambda xy, s: (aug.augment(xy[0], s, args.augment, args.aspect_range), xy[1]),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.map(
+            lambda xy, s: (aug.augment(xy[0], s, args.augment, args.aspect_range), xy[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
     return ds.batch(args.batch).prefetch(tf.data.AUTOTUNE)
 
 
@@ -210,7 +246,8 @@ def calibrate(model, d, x_val_shifted, args) -> dict:
     """Temperature, threshold and UNKNOWN parameters, from validation data only."""
     y = d["y_val"]
     (val, val_w), (shifted, shifted_w), (other, other_w) = (
-        outputs_of(model, x) for x in (d["x_val"], x_val_shifted, d["x_other_val"]))
+        outputs_of(model, x) for x in (d["x_val"], x_val_shifted, d["x_other_val"])
+    )
     val_d, shifted_d, other_d = ood.distances(val_w), ood.distances(shifted_w), ood.distances(other_w)
     # The patient split is nearly separable, so fitting on it alone would sharpen the scores;
     # fitting on the clean and shifted copies together stands in for an unseen hospital.
@@ -236,8 +273,8 @@ def calibrate(model, d, x_val_shifted, args) -> dict:
         "threshold": threshold,
         "unknown": {
             "max_colourfulness": 0.03,
-            "min_aspect_ratio": 0.5,
-            "max_aspect_ratio": 2.0,
+            "min_aspect_ratio": ASPECT_RATIO_LIMITS[0],
+            "max_aspect_ratio": ASPECT_RATIO_LIMITS[1],
             "min_chest_probability": min_chest,
             "uncertainty_band": band,
             "max_feature_distance": max_distance,
@@ -248,8 +285,12 @@ def calibrate(model, d, x_val_shifted, args) -> dict:
             "films_in_uncertainty_band": float((np.abs(val_probs - threshold) < band).mean()),
             "films_below_chest_cutoff": float((metrics.sigmoid(val[:, 1]) < min_chest).mean()),
             "films_beyond_feature_distance": float((val_d > max_distance).mean()),
-            "held_out_not_chest_rejected_by_chest_head": float((other_chest < min_chest).mean()) if len(other) else None,
-            "held_out_not_chest_rejected_by_feature_distance": float((other_d > max_distance).mean()) if len(other) else None,
+            "held_out_not_chest_rejected_by_chest_head": float((other_chest < min_chest).mean())
+            if len(other)
+            else None,
+            "held_out_not_chest_rejected_by_feature_distance": float((other_d > max_distance).mean())
+            if len(other)
+            else None,
             "held_out_not_chest_rejected_by_model": float(rejected.mean()) if len(other) else None,
             "temperature_fitted_on": "validation films plus their shifted copy",
         },
@@ -260,7 +301,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.quick:
         args.epochs, args.steps_per_epoch, args.batch = 1, 3, 16
-    command = "python -m training.train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = "python -m training.train " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
     keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()
     started = time.time()
@@ -271,7 +314,7 @@ def main(argv=None) -> int:
 
     if args.weights_from:
         model = keras.saving.load_model(args.weights_from, compile=False)
-        source = json.loads((args.weights_from.parent / "model_card.json").read_text())["training"]
+        source = read_card(args.weights_from, verify=False)["training"]
         history = source["history"]
         # Training is deterministic, so the run that made these weights is the reproducing command.
         command = f"{source['command']}  # then re-exported with: {command}"
@@ -279,8 +322,13 @@ def main(argv=None) -> int:
         total_steps = args.epochs * args.steps_per_epoch
         model = compile_model(args, total_steps)
         monitor = ValidationMonitor(d, x_val_shifted)
-        model.fit(training_dataset(d, args), epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                  callbacks=[monitor], verbose=2)
+        model.fit(
+            training_dataset(d, args),
+            epochs=args.epochs,
+            steps_per_epoch=args.steps_per_epoch,
+            callbacks=[monitor],
+            verbose=2,
+        )
         model.set_weights(monitor.best_weights)
         history = monitor.history
 
@@ -288,8 +336,17 @@ def main(argv=None) -> int:
     calibration = calibrate(model, d, x_val_shifted, args)
     print(json.dumps(calibration["validation"]), flush=True)
     settings = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()}
-    export(model, args, calibration, d["summary"], history, settings, command, time.time() - started,
-           gradcam_layer=GRADCAM_LAYER)
+    export(
+        model,
+        args,
+        calibration,
+        d["summary"],
+        history,
+        settings,
+        command,
+        time.time() - started,
+        gradcam_layer=GRADCAM_LAYER,
+    )
     return 0
 
 

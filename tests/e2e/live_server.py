@@ -4,6 +4,7 @@ Set up the way an operator would: `flask db upgrade` and `flask users create` fr
 gunicorn with the project's gunicorn.conf.py and the shipped model. Only the production cookie
 setting is relaxed, because the browser talks plain http to 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,14 @@ class LiveServer:
 
     def flask(self, *args: str) -> str:
         """Run `flask --app wsgi ...` against this server's database; returns stdout."""
-        result = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=REPO,
-                                env=self.env, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "wsgi", *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if result.returncode != 0:
             raise RuntimeError(f"flask {' '.join(args[:2])} failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout
@@ -66,8 +73,12 @@ class LiveServer:
     def start(self) -> None:
         """Start gunicorn and return at once; `wait_until_ready` blocks until the model is loaded."""
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=REPO,
-            env=self.env, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            cwd=REPO,
+            env=self.env,
+            stdout=self.log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_until_ready(self) -> None:
         self._wait_for("/readyz", READY_TIMEOUT_S)
@@ -107,27 +118,32 @@ def free_loopback_port() -> int:
 
 def server_environment(instance_dir: Path, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "MODEL_PATH", "APP_ENV"}}
-    env.update({
-        "APP_ENV": "production",
-        "SECRET_KEY": secrets.token_hex(32),
-        "SESSION_COOKIE_SECURE": "false",  # plain http on loopback; everything else as deployed
-        "INSTANCE_DIR": str(instance_dir),
-        "DATABASE_URL": f"sqlite:///{instance_dir / 'e2e.sqlite'}",
-        "BIND": f"127.0.0.1:{port}",
-        # One worker: the model is loaded once, and the two CPU cores of a CI runner stay for Chromium.
-        "WEB_WORKERS": "1",
-        "WEB_THREADS": "4",
-        "WEB_GRACEFUL_TIMEOUT": "5",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "APP_ENV": "production",
+            "SECRET_KEY": secrets.token_hex(32),
+            "SESSION_COOKIE_SECURE": "false",  # plain http on loopback; everything else as deployed
+            "INSTANCE_DIR": str(instance_dir),
+            "DATABASE_URL": f"sqlite:///{instance_dir / 'e2e.sqlite'}",
+            "BIND": f"127.0.0.1:{port}",
+            # One worker: the model is loaded once, and the two CPU cores of a CI runner stay for Chromium.
+            "WEB_WORKERS": "1",
+            "WEB_THREADS": "4",
+            "WEB_GRACEFUL_TIMEOUT": "5",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
 def launch(instance_dir: Path) -> LiveServer:
     instance_dir.mkdir(parents=True, exist_ok=True)
     port = free_loopback_port()
-    server = LiveServer(url=f"http://127.0.0.1:{port}", env=server_environment(instance_dir, port),
-                        log_path=instance_dir / "gunicorn.log")
+    server = LiveServer(
+        url=f"http://127.0.0.1:{port}",
+        env=server_environment(instance_dir, port),
+        log_path=instance_dir / "gunicorn.log",
+    )
     server.flask("db", "upgrade")
     # The worker loads the model while the accounts are created: both take seconds.
     server.start()
