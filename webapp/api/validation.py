@@ -9,9 +9,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..extensions import db
 from ..models import ValidationRun
+from ..site_threshold import active_calibration
 from ..validation.archive import ArchiveRejected
 from ..validation.runs import create_run, progress, upload_limit
-from ..validation.site import AdoptionRefused, active_calibration, adopt, current_model_version, withdraw
+from ..validation.site import AdoptionRefused, adopt, current_model_version, withdraw
 from . import bp
 from .auth import token_required
 from .errors import api_error

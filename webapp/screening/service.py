@@ -23,7 +23,7 @@ from ..inference.labels import NORMAL, PNEUMONIA
 from ..inference.overlay import heatmap_png, png_bytes
 from ..inference.runtime import ModelUnavailable, get_analyzer
 from ..models import Prediction, User
-from ..validation.site import active_calibration
+from ..site_threshold import active_calibration
 
 # Refusal codes that mean "not a kind of file we take" rather than "a broken file".
 UNSUPPORTED_CODES = frozenset({"unsupported_type", "not_an_image"})
@@ -93,7 +93,7 @@ def screen_upload(user: User, filename: str, data: bytes) -> Prediction:
     except DecodeError as exc:
         status = 415 if exc.code in UNSUPPORTED_CODES else 422
         raise UploadRejected(exc.code, exc.message, status) from exc
-    # The site operating point in force for this model version, if any (validation/site.py).
+    # The site operating point in force for this model version, if any (site_threshold.py).
     calibration = active_calibration(model.model_version)
     analysis = model.analyze(image, threshold=calibration.threshold if calibration else None)
     prediction = Prediction(

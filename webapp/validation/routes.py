@@ -12,12 +12,13 @@ from ..inference.model_card import ModelCardError, read_card
 from ..inference.overlay import stored_overlay_png
 from ..models import RUN_DONE, SiteCalibration, ValidationItem, ValidationRun
 from ..responses import form_errors
+from ..site_threshold import active_calibration
 from . import bp
 from .archive import ArchiveRejected
 from .charts import reliability_svg, roc_svg
 from .forms import AdoptThresholdForm, UploadArchiveForm, WithdrawForm
 from .runs import create_run, progress, upload_limit
-from .site import AdoptionRefused, active_calibration, adopt, current_model_version, withdraw
+from .site import AdoptionRefused, adopt, current_model_version, withdraw
 
 CSV_COLUMNS = [
     "entry",

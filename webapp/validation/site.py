@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from ..extensions import db
 from ..inference.model_card import ModelCardError, read_card
 from ..models import ITEM_DONE, RUN_DONE, SiteCalibration, User, ValidationItem, ValidationRun, record_audit, utcnow
+from ..site_threshold import active_calibration
 from .archive import TRUTHS
 
 MIN_FILMS_PER_CLASS = 50
@@ -33,15 +34,6 @@ def current_model_version() -> str:
         return str(read_card(current_app.config["MODEL_PATH"], verify=False)["version"])
     except (ModelCardError, KeyError) as exc:
         raise AdoptionRefused("model_unavailable", "The model card of this server cannot be read.", 503) from exc
-
-
-def active_calibration(model_version: str) -> SiteCalibration | None:
-    return db.session.scalar(
-        select(SiteCalibration)
-        .where(SiteCalibration.model_version == model_version, SiteCalibration.withdrawn_at.is_(None))
-        .order_by(SiteCalibration.id.desc())
-        .limit(1)
-    )
 
 
 def films_per_class(run_id: int) -> dict[str, int]:

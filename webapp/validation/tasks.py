@@ -41,6 +41,7 @@ from ..models import (
     utcnow,
 )
 from ..screening.service import review_png
+from ..site_threshold import active_calibration
 from .report import run_metrics
 from .storage import archive_path
 
@@ -123,8 +124,6 @@ def process(run_id: int, owner: str) -> None:
     run = db.session.get(ValidationRun, run_id)
     analyzer = get_analyzer(current_app.config["MODEL_PATH"])
     if run.model_version is None:
-        from .site import active_calibration
-
         calibration = active_calibration(analyzer.model_version)
         run.model_version = analyzer.model_version
         run.threshold = calibration.threshold if calibration else analyzer.threshold
