@@ -39,11 +39,13 @@ def load_secret_key(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     from . import models  # noqa: F401  (registers the tables with SQLAlchemy)
+    from .jobs import queue
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_DIR / "migrations"))
     csrf.init_app(app)
     login_manager.init_app(app)
+    queue.init_app(app)
 
     @login_manager.user_loader
     def load_user(user_id: str):
@@ -57,8 +59,9 @@ def register_blueprints(app: Flask) -> None:
     from .health import bp as health_bp
     from .history import bp as history_bp
     from .screening import bp as screening_bp
+    from .validation import bp as validation_bp
 
-    for blueprint in (auth_bp, screening_bp, history_bp, admin_bp, api_bp, health_bp):
+    for blueprint in (auth_bp, screening_bp, history_bp, admin_bp, validation_bp, api_bp, health_bp):
         app.register_blueprint(blueprint)
     csrf.exempt(api_bp)  # bearer tokens, no cookies: nothing for a forged request to ride on
 
@@ -79,5 +82,7 @@ def register_request_hooks(app: Flask) -> None:
 
 def register_cli(app: Flask) -> None:
     from .cli import users_cli
+    from .jobs.cli import jobs_cli
 
     app.cli.add_command(users_cli)
+    app.cli.add_command(jobs_cli)

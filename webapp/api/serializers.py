@@ -1,6 +1,6 @@
 from datetime import UTC
 
-from ..models import Prediction
+from ..models import Prediction, SiteCalibration, ValidationRun
 
 
 def iso_utc(moment) -> str:
@@ -20,6 +20,7 @@ def prediction_json(p: Prediction) -> dict:
         "model_version": p.model_version,
         "created_at": iso_utc(p.created_at),
         "threshold": p.threshold,
+        "site_calibration_id": p.site_calibration_id,
         "image": {
             "format": p.image_format,
             "width": p.width,
@@ -39,3 +40,51 @@ def prediction_json(p: Prediction) -> dict:
             "created_at": iso_utc(p.feedback.created_at),
         }
     return data
+
+
+# The figures of a finished run that the API publishes (the report page shows them all).
+RUN_METRIC_FIELDS = (
+    "n",
+    "unknown_rate",
+    "auc",
+    "auc_ci",
+    "sensitivity",
+    "sensitivity_ci",
+    "specificity",
+    "specificity_ci",
+    "ece",
+    "threshold",
+)
+
+
+def validation_run_json(run: ValidationRun, progress: dict) -> dict:
+    data = {
+        "id": run.id,
+        "status": run.status,
+        "progress": progress,
+        "archive": run.archive_name,
+        "created_at": iso_utc(run.created_at),
+        "model_version": run.model_version,
+        "metrics": None,
+        "operating_points": [],
+    }
+    if run.error:
+        data["error"] = run.error
+    if run.metrics:
+        data["metrics"] = {key: run.metrics.get(key) for key in RUN_METRIC_FIELDS}
+        data["metrics"]["refused"] = run.metrics.get("refused")
+        data["operating_points"] = run.metrics.get("operating_points", [])
+    return data
+
+
+def calibration_json(c: SiteCalibration) -> dict:
+    return {
+        "id": c.id,
+        "threshold": c.threshold,
+        "validation_run_id": c.validation_run_id,
+        "model_version": c.model_version,
+        "reason": c.reason,
+        "adopted_by": c.adopted_by.username,
+        "adopted_at": iso_utc(c.created_at),
+        "withdrawn_at": iso_utc(c.withdrawn_at) if c.withdrawn_at else None,
+    }

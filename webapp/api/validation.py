@@ -1,0 +1,102 @@
+"""Validation runs and the site operating point over the API (admin tokens only)."""
+
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import g, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from ..extensions import db
+from ..models import ValidationRun
+from ..site_threshold import active_calibration
+from ..validation.archive import ArchiveRejected
+from ..validation.runs import create_run, progress, upload_limit
+from ..validation.site import AdoptionRefused, adopt, current_model_version, withdraw
+from . import bp
+from .auth import token_required
+from .errors import api_error
+from .serializers import calibration_json, validation_run_json
+
+
+def admin_token_required(view):
+    @token_required
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        if not g.api_user.is_admin:
+            return api_error("forbidden", "Validation runs and the site threshold are for administrators.", 403)
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+@bp.route("/validation-runs", methods=["POST"])
+@admin_token_required
+def create_validation_run():
+    request.max_content_length = upload_limit()
+    try:
+        upload = request.files.get("archive")
+    except RequestEntityTooLarge:
+        return api_error("archive_too_large", f"The archive is larger than {upload_limit() / 1e6:.0f} MB.", 413)
+    try:
+        run = create_run(g.api_user, upload)
+    except ArchiveRejected as exc:
+        return api_error(exc.code, exc.message, exc.status)
+    return jsonify(id=run.id, status=run.status), 202
+
+
+@bp.route("/validation-runs/<int:run_id>", methods=["GET"])
+@admin_token_required
+def get_validation_run(run_id: int):
+    run = db.session.get(ValidationRun, run_id)
+    if run is None:
+        return api_error("not_found", f"No validation run {run_id}.", 404)
+    return jsonify(validation_run_json(run, progress(run)))
+
+
+@bp.route("/site-calibration", methods=["POST"])
+@admin_token_required
+def adopt_site_calibration():
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return api_error(
+            "bad_json", 'Send JSON: {"validation_run_id": <id>, "threshold": <0..1>, "reason": "..."}.', 400
+        )
+    run_id, threshold, reason = body.get("validation_run_id"), body.get("threshold"), body.get("reason", "")
+    if not isinstance(run_id, int) or isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        return api_error("bad_json", "validation_run_id must be an integer and threshold a number.", 400)
+    if not isinstance(reason, str):
+        return api_error("bad_json", "reason must be a string.", 400)
+    run = db.session.get(ValidationRun, run_id)
+    if run is None:
+        return api_error("not_found", f"No validation run {run_id}.", 404)
+    try:
+        calibration = adopt(run, float(threshold), reason.strip() or "adopted through the API", g.api_user)
+    except AdoptionRefused as exc:
+        return api_error(exc.code, exc.message, exc.status)
+    return jsonify(calibration_json(calibration)), 201
+
+
+@bp.route("/site-calibration", methods=["GET"])
+@admin_token_required
+def get_site_calibration():
+    try:
+        version = current_model_version()
+    except AdoptionRefused as exc:
+        return api_error(exc.code, exc.message, exc.status)
+    calibration = active_calibration(version)
+    if calibration is None:
+        return api_error("not_found", "No site threshold is in force: predictions use the model card's.", 404)
+    return jsonify(calibration_json(calibration))
+
+
+@bp.route("/site-calibration", methods=["DELETE"])
+@admin_token_required
+def withdraw_site_calibration():
+    try:
+        calibration = withdraw(g.api_user)
+    except AdoptionRefused as exc:
+        return api_error(exc.code, exc.message, exc.status)
+    if calibration is None:
+        return api_error("not_found", "No site threshold is in force.", 404)
+    return "", 204
