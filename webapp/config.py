@@ -73,6 +73,25 @@ class Config:
     VALIDATION_MAX_FILES = int(os.environ.get("VALIDATION_MAX_FILES", "5000"))
     VALIDATION_MAX_BYTES = int(os.environ.get("VALIDATION_MAX_BYTES", str(2 * 1024**3)))
 
+    # The DICOM node (docs/dicom.md): where it listens, whom it accepts, where its results go.
+    DICOM_AE_TITLE = os.environ.get("DICOM_AE_TITLE", "CXRSCREEN")
+    DICOM_PORT = int(os.environ.get("DICOM_PORT", "11112"))
+    DICOM_BIND = os.environ.get("DICOM_BIND", "127.0.0.1")
+    DICOM_ALLOWED_CALLING_AETS = tuple(
+        aet.strip() for aet in os.environ.get("DICOM_ALLOWED_CALLING_AETS", "").split(",") if aet.strip()
+    )
+    DICOM_RESULTS_DESTINATION = os.environ.get("DICOM_RESULTS_DESTINATION") or None  # AE@host:port
+    # Undelivered results are retried with a doubling wait, up to this long between tries and this many tries.
+    DICOM_SEND_MAX_BACKOFF_SECONDS = int(os.environ.get("DICOM_SEND_MAX_BACKOFF_SECONDS", "300"))
+    DICOM_SEND_MAX_ATTEMPTS = int(os.environ.get("DICOM_SEND_MAX_ATTEMPTS", "60"))
+    # Long side of the secondary-capture image sent back (the film with its heat map).
+    DICOM_CAPTURE_SIZE = int(os.environ.get("DICOM_CAPTURE_SIZE", "1024"))
+    # The queue worker yields the CPU to the web workers: OS priority and TensorFlow threads.
+    JOBS_WORKER_NICE = int(os.environ.get("JOBS_WORKER_NICE", "10"))
+    JOBS_WORKER_TF_THREADS = int(os.environ.get("JOBS_WORKER_TF_THREADS", "1"))
+    # The clinicians' worklist shows the films received from the PACS in the last hours.
+    WORKLIST_HOURS = int(os.environ.get("WORKLIST_HOURS", "24"))
+
 
 class DevelopmentConfig(Config):
     ENV_NAME = "development"

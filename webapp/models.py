@@ -7,7 +7,20 @@ import secrets
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, select
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    select,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
@@ -85,13 +98,22 @@ class ApiToken(db.Model):
         )
 
 
+# Where a film came from: the upload page, the API, or the PACS through the DICOM node.
+SOURCE_UPLOAD, SOURCE_API, SOURCE_DICOM = "upload", "api", "dicom"
+SOURCES = (SOURCE_UPLOAD, SOURCE_API, SOURCE_DICOM)
+# Who a film from the PACS is shown as having come from (it has no user).
+PACS_SUBMITTER = "PACS"
+
+
 class Prediction(db.Model):
     __tablename__ = "predictions"
     __table_args__ = (Index("ix_predictions_created_at", "created_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    # None for films received from the PACS: no person submitted them.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    source: Mapped[str] = mapped_column(String(16), default=SOURCE_UPLOAD, server_default=SOURCE_UPLOAD, index=True)
     filename: Mapped[str] = mapped_column(String(255))
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     image_format: Mapped[str] = mapped_column(String(16))
@@ -114,7 +136,7 @@ class Prediction(db.Model):
     review_png: Mapped[bytes] = mapped_column(LargeBinary)  # de-identified, downscaled copy
     heatmap_png: Mapped[bytes] = mapped_column(LargeBinary)
 
-    user: Mapped[User] = relationship()
+    user: Mapped[User | None] = relationship()
     feedback: Mapped[Feedback | None] = relationship(back_populates="prediction", uselist=False)
     site_calibration: Mapped[SiteCalibration | None] = relationship()
 
@@ -122,8 +144,13 @@ class Prediction(db.Model):
     def probabilities(self) -> dict[str, float]:
         return {NORMAL: self.p_normal, PNEUMONIA: self.p_pneumonia}
 
+    @property
+    def submitter(self) -> str:
+        return self.user.username if self.user else PACS_SUBMITTER
+
     def visible_to(self, user: User) -> bool:
-        return user.is_admin or self.user_id == user.id
+        # Films from the PACS are on every clinician's worklist.
+        return user.is_admin or self.user_id == user.id or self.source == SOURCE_DICOM
 
 
 class Feedback(db.Model):
@@ -240,3 +267,78 @@ class SiteCalibration(db.Model):
     adopted_by: Mapped[User] = relationship(foreign_keys=[adopted_by_id])
     withdrawn_by: Mapped[User | None] = relationship(foreign_keys=[withdrawn_by_id])
     validation_run: Mapped[ValidationRun] = relationship()
+
+
+# States of a film received by the DICOM node.
+RECEIPT_QUEUED, RECEIPT_SCREENING, RECEIPT_SCREENED = "queued", "screening", "screened"
+RECEIPT_SKIPPED, RECEIPT_REFUSED = "skipped", "refused"
+RECEIPT_STATES = (RECEIPT_QUEUED, RECEIPT_SCREENING, RECEIPT_SCREENED, RECEIPT_SKIPPED, RECEIPT_REFUSED)
+
+
+class DicomReceipt(db.Model):
+    """One SOP instance the PACS sent. Identified only by keyed hashes of its UIDs (pacs/pseudonyms.py):
+    the unique `sop_key` makes a second copy of the same instance a no-op."""
+
+    __tablename__ = "dicom_receipts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    __table_args__ = (
+        UniqueConstraint("sop_key", name="uq_dicom_receipts_sop_key"),
+        UniqueConstraint("prediction_id", name="uq_dicom_receipts_prediction_id"),
+    )
+
+    sop_key: Mapped[str] = mapped_column(String(64))
+    study_key: Mapped[str] = mapped_column(String(64), index=True)
+    calling_aet: Mapped[str] = mapped_column(String(16))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))  # the kind of object, not an identifier
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    state: Mapped[str] = mapped_column(String(16), default=RECEIPT_QUEUED, index=True)
+    copies: Mapped[int] = mapped_column(Integer, default=1)  # how many times the PACS sent it
+    # The spooled file (a random name under instance/dicom/spool), deleted once its results are built.
+    spool_name: Mapped[str | None] = mapped_column(String(64))
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)  # why a film was refused
+    prediction_id: Mapped[int | None] = mapped_column(ForeignKey("predictions.id"))
+
+    prediction: Mapped[Prediction | None] = relationship()
+    results: Mapped[list[DicomResult]] = relationship(back_populates="receipt", order_by="DicomResult.id")
+
+
+# States of a result in the outbox.
+RESULT_PENDING, RESULT_SENT, RESULT_FAILED = "pending", "sent", "failed"
+RESULT_STATES = (RESULT_PENDING, RESULT_SENT, RESULT_FAILED)
+
+
+class DicomResult(db.Model):
+    """The outbox: an SR or a secondary capture on its way back to the PACS. Its DICOM bytes (which
+    carry the patient's name) live in a file under instance/dicom/outbox only until delivered."""
+
+    __tablename__ = "dicom_results"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    receipt_id: Mapped[int] = mapped_column(ForeignKey("dicom_receipts.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # "SR" or "SC"
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    state: Mapped[str] = mapped_column(String(16), default=RESULT_PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    file_name: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    receipt: Mapped[DicomReceipt] = relationship(back_populates="results")
+
+
+class WorklistRead(db.Model):
+    """A clinician has opened a film of the worklist."""
+
+    __tablename__ = "worklist_reads"
+    __table_args__ = (UniqueConstraint("user_id", "prediction_id", name="uq_worklist_reads_user_prediction"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id"), index=True)
+    read_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

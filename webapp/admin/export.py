@@ -49,7 +49,7 @@ def predictions_csv(predictions: Iterable[Prediction]) -> str:
                 for v in (
                     p.id,
                     p.created_at.isoformat(),
-                    p.user.username,
+                    p.submitter,
                     p.filename,
                     p.sha256,
                     p.image_format,

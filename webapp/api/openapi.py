@@ -1,5 +1,7 @@
 """OpenAPI 3.1 description of the JSON API, for integration scripts and their generators."""
 
+from ..models import SOURCES
+
 LABEL = {"type": "string", "enum": ["NORMAL", "PNEUMONIA", "UNKNOWN"]}
 ERROR = {
     "type": "object",
@@ -32,6 +34,7 @@ PREDICTION = {
         "image": {"type": "object"},
         "facts": {"type": "object", "description": "non-identifying acquisition facts (DICOM modality, view)"},
         "feedback": {"type": "object"},
+        "source": {"type": "string", "enum": list(SOURCES), "description": "upload page, API, or the PACS"},
     },
 }
 REJECTED_ITEM = {
@@ -44,6 +47,7 @@ FILTERS = [
     {"name": "date_to", "in": "query", "schema": {"type": "string", "format": "date"}},
     {"name": "user", "in": "query", "schema": {"type": "string"}},
     {"name": "model_version", "in": "query", "schema": {"type": "string"}},
+    {"name": "source", "in": "query", "schema": {"type": "string", "enum": list(SOURCES)}},
     {"name": "reviewed", "in": "query", "schema": {"type": "string", "enum": ["yes", "no"]}},
     {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
     {"name": "per_page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},

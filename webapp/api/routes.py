@@ -2,7 +2,7 @@ from flask import g, jsonify, request, url_for
 
 from ..extensions import db
 from ..history.filters import HistoryFilterForm, filtered_predictions
-from ..models import Prediction
+from ..models import SOURCE_API, Prediction
 from ..responses import form_errors
 from ..screening.service import UploadRejected, screen_batch
 from . import bp
@@ -19,7 +19,7 @@ def create_predictions():
     if not files:
         return api_error("no_file", "Send one or more files in multipart form fields named 'file'.", 400)
     try:
-        outcomes = screen_batch(g.api_user, ((f.filename, f.read()) for f in files))
+        outcomes = screen_batch(g.api_user, ((f.filename, f.read()) for f in files), source=SOURCE_API)
     except UploadRejected as exc:
         return api_error(exc.code, exc.message, exc.status)
     items, statuses = [], []

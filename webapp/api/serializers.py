@@ -30,7 +30,8 @@ def prediction_json(p: Prediction) -> dict:
         },
         "facts": p.facts or {},
         "latency_ms": p.latency_ms,
-        "user": p.user.username,
+        "user": p.submitter,
+        "source": p.source,
     }
     if p.feedback:
         data["feedback"] = {

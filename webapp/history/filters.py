@@ -10,7 +10,7 @@ from wtforms import DateField, SelectField, StringField
 from wtforms.validators import Optional
 
 from ..extensions import db
-from ..models import LABELS, Feedback, Prediction, User
+from ..models import LABELS, SOURCES, Feedback, Prediction, User
 
 
 class HistoryFilterForm(FlaskForm):
@@ -22,6 +22,7 @@ class HistoryFilterForm(FlaskForm):
     date_to = DateField("To", validators=[Optional()])
     user = StringField("User", validators=[Optional()])
     model_version = SelectField("Model version", choices=[("", "Any")], validate_choice=False, validators=[Optional()])
+    source = SelectField("Source", choices=[("", "Any")] + [(s, s) for s in SOURCES], validators=[Optional()])
     reviewed = SelectField(
         "Reviewed", choices=[("", "Any"), ("yes", "Reviewed"), ("no", "Not reviewed")], validators=[Optional()]
     )
@@ -53,6 +54,8 @@ def filtered_predictions(form: HistoryFilterForm, owner: User | None = None) -> 
         query = query.where(Prediction.created_at < _day_start(form.date_to.data + timedelta(days=1)))
     if form.model_version.data:
         query = query.where(Prediction.model_version == form.model_version.data)
+    if form.source.data:
+        query = query.where(Prediction.source == form.source.data)
     reviewed = select(Feedback.id).where(Feedback.prediction_id == Prediction.id).exists()
     if form.reviewed.data == "yes":
         query = query.where(reviewed)

@@ -50,7 +50,12 @@ def colourise(heatmap: np.ndarray) -> np.ndarray:
 
 
 def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> bytes:
-    """The radiograph (grey, its own shape) with the heat map blended where it is strong.
+    """The radiograph (grey, its own shape) with the heat map blended where it is strong, as a PNG."""
+    return png_bytes(Image.fromarray(overlay_rgb(pixels, heatmap, alpha), mode="RGB"))
+
+
+def overlay_rgb(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """The overlay as (H, W, 3) uint8 RGB.
 
     The map covers the model's square input, i.e. the whole film squashed to a square, so it is
     stretched back to the film's proportions: the overlay lines up with the film shown beside it.
@@ -64,7 +69,7 @@ def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) ->
     # Weak activations stay transparent so the film itself remains readable.
     weight = (alpha * np.clip(heat * 1.5 - 0.2, 0.0, 1.0))[..., None]
     rgb = (1.0 - weight) * grey[..., None] + weight * colourise(heat)
-    return png_bytes(Image.fromarray(np.rint(rgb * 255).astype(np.uint8), mode="RGB"))
+    return np.rint(rgb * 255).astype(np.uint8)
 
 
 def stored_overlay_png(review_png: bytes, stored_heatmap_png: bytes) -> bytes:

@@ -18,11 +18,13 @@ from PIL import Image
 
 from ..extensions import db
 from ..filenames import sanitize_filename
+from ..inference.analyzer import Analysis
 from ..inference.decode import DecodeError, decode
+from ..inference.image import DecodedImage
 from ..inference.labels import NORMAL, PNEUMONIA
 from ..inference.overlay import heatmap_png, png_bytes
 from ..inference.runtime import ModelUnavailable, get_analyzer
-from ..models import Prediction, User
+from ..models import SOURCE_UPLOAD, Prediction, User
 from ..site_threshold import active_calibration
 
 # Refusal codes that mean "not a kind of file we take" rather than "a broken file".
@@ -64,15 +66,18 @@ def check_batch_size(count: int) -> None:
         raise UploadRejected("too_many_files", f"At most {limit} files per upload.", 400)
 
 
-def screen_batch(user: User, uploads: Iterable[tuple[str | None, bytes]]) -> list[Screened]:
-    """Screen each (file name, bytes) upload of one request, in order; see `Screened`."""
+def screen_batch(
+    user: User, uploads: Iterable[tuple[str | None, bytes]], source: str = SOURCE_UPLOAD
+) -> list[Screened]:
+    """Screen each (file name, bytes) upload of one request, in order; see `Screened`. `source`: where
+    the request came from (models.SOURCES)."""
     uploads = list(uploads)
     check_batch_size(len(uploads))
     outcomes = []
     for raw_name, data in uploads:
         filename = sanitize_filename(raw_name)
         try:
-            outcomes.append(Screened(filename, prediction=screen_upload(user, filename, data)))
+            outcomes.append(Screened(filename, prediction=screen_upload(user, filename, data, source)))
         except UploadRejected as exc:
             outcomes.append(Screened(filename, rejection=exc))
     return outcomes
@@ -85,7 +90,7 @@ def review_png(pixels: np.ndarray, size: int) -> bytes:
     return png_bytes(image)
 
 
-def screen_upload(user: User, filename: str, data: bytes) -> Prediction:
+def screen_upload(user: User, filename: str, data: bytes, source: str = SOURCE_UPLOAD) -> Prediction:
     started = time.perf_counter()
     model = analyzer()
     try:
@@ -93,12 +98,21 @@ def screen_upload(user: User, filename: str, data: bytes) -> Prediction:
     except DecodeError as exc:
         status = 415 if exc.code in UNSUPPORTED_CODES else 422
         raise UploadRejected(exc.code, exc.message, status) from exc
+    prediction, _ = analyse(model, image, data)
+    prediction.user_id, prediction.filename, prediction.source = user.id, filename, source
+    prediction.latency_ms = round((time.perf_counter() - started) * 1000.0, 2)
+    db.session.add(prediction)
+    db.session.commit()
+    return prediction
+
+
+def analyse(model, image: DecodedImage, data: bytes) -> tuple[Prediction, Analysis]:
+    """The model's answer for one decoded film, at the site operating point in force, as an unsaved
+    Prediction (the caller sets who and where it came from) and the Analysis it was made from."""
     # The site operating point in force for this model version, if any (site_threshold.py).
     calibration = active_calibration(model.model_version)
     analysis = model.analyze(image, threshold=calibration.threshold if calibration else None)
     prediction = Prediction(
-        user_id=user.id,
-        filename=filename,
         sha256=hashlib.sha256(data).hexdigest(),
         image_format=image.format,
         file_size=len(data),
@@ -119,7 +133,4 @@ def screen_upload(user: User, filename: str, data: bytes) -> Prediction:
         heatmap_png=heatmap_png(analysis.heatmap),
         latency_ms=0.0,
     )
-    prediction.latency_ms = round((time.perf_counter() - started) * 1000.0, 2)
-    db.session.add(prediction)
-    db.session.commit()
-    return prediction
+    return prediction, analysis

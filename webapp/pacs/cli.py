@@ -1,0 +1,42 @@
+"""`flask --app wsgi dicom listen`: run the DICOM node."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from . import listener
+from .sender import DestinationError, parse_destination
+
+dicom_cli = AppGroup("dicom", help="The DICOM node: receive films from the PACS, send results back.")
+LISTENER_READY = "dicom node listening"
+
+
+@dicom_cli.command("listen")
+def listen() -> None:
+    """Serve C-ECHO and C-STORE until stopped; screening runs on the job queue (`flask jobs worker`)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    config = current_app.config
+    destination = config.get("DICOM_RESULTS_DESTINATION")
+    if destination:
+        try:
+            parse_destination(destination)
+        except DestinationError as exc:
+            raise click.ClickException(str(exc)) from exc
+    allowed = ", ".join(config["DICOM_ALLOWED_CALLING_AETS"]) or "any calling AE title"
+    logging.getLogger(__name__).info(
+        "%s as %s on %s:%d (accepting %s; results to %s)",
+        LISTENER_READY,
+        config["DICOM_AE_TITLE"],
+        config["DICOM_BIND"],
+        config["DICOM_PORT"],
+        allowed,
+        destination or "nowhere: DICOM_RESULTS_DESTINATION is not set",
+    )
+    try:
+        listener.start(current_app._get_current_object(), block=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {config['DICOM_BIND']}:{config['DICOM_PORT']}: {exc}") from exc

@@ -1,0 +1,66 @@
+"""The node on the network (pynetdicom): Verification (C-ECHO) and Storage (C-STORE) of every storage
+SOP class in every transfer syntax, so that whatever a routing rule sends is acknowledged; intake.py
+decides what is screened. Calling AE titles outside DICOM_ALLOWED_CALLING_AETS (when set) are
+rejected at association, before any data is sent."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification
+
+from ..extensions import db
+from .intake import OUT_OF_RESOURCES, SUCCESS, Arrival, receive
+
+log = logging.getLogger(__name__)
+
+
+def build_ae(config) -> AE:
+    ae = AE(ae_title=config["DICOM_AE_TITLE"])
+    ae.add_supported_context(Verification)
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    ae.require_calling_aet = list(config["DICOM_ALLOWED_CALLING_AETS"])
+    # A PACS that stalls mid-association must not hold a thread for ever.
+    ae.network_timeout = 60
+    ae.acse_timeout = 30
+    ae.dimse_timeout = 60
+    return ae
+
+
+def handlers(app: Flask) -> list:
+    def on_echo(event) -> int:
+        return SUCCESS
+
+    def on_store(event) -> int:
+        with app.app_context():
+            try:
+                dataset = event.dataset
+                return receive(
+                    Arrival(
+                        sop_class_uid=str(event.request.AffectedSOPClassUID),
+                        sop_instance_uid=str(event.request.AffectedSOPInstanceUID),
+                        study_instance_uid=str(dataset.get("StudyInstanceUID", "")),
+                        modality=str(dataset.get("Modality", "")),
+                        calling_aet=str(event.assoc.requestor.ae_title),
+                        file_bytes=event.encoded_dataset(),
+                    )
+                )
+            except Exception as exc:  # never a crashed association: the PACS keeps the film and retries
+                # The exception's text may quote the dataset: only its type is logged.
+                log.error("dicom: C-STORE could not be taken (%s); answered Out of Resources", type(exc).__name__)
+                return OUT_OF_RESOURCES
+            finally:
+                db.session.remove()
+
+    return [(evt.EVT_C_ECHO, on_echo), (evt.EVT_C_STORE, on_store)]
+
+
+def start(app: Flask, *, block: bool):
+    """Listen on DICOM_BIND:DICOM_PORT; with block=False returns the server (tests stop it with shutdown())."""
+    config = app.config
+    ae = build_ae(config)
+    address = (config["DICOM_BIND"], int(config["DICOM_PORT"]))
+    return ae.start_server(address, block=block, evt_handlers=handlers(app))

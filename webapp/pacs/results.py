@@ -1,0 +1,209 @@
+"""What goes back to the PACS for one screened film, both in new series of the film's own study and both
+carrying its Patient and Study modules (copied from the received dataset, in memory only):
+
+- a Comprehensive SR, TID 1500 measurement report (highdicom): a measurement group referencing the
+  film's SOP instance, with the verdict as a qualitative evaluation (a code) and as a TEXT item whose
+  value is exactly the API's verdict word, the calibrated probability and the threshold as numbers, the
+  UNKNOWN reason, the model version and the intended-use statement as TEXT;
+- a Secondary Capture of the film with the heat map over it and "AI RESULT - NOT FOR DIAGNOSTIC USE"
+  burned into the pixels, so no viewer can show it without the warning.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import highdicom as hd
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from pydicom import Dataset, dcmwrite
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+from pydicom.uid import generate_uid
+
+from ..inference.labels import NORMAL, PNEUMONIA, UNKNOWN
+from ..inference.overlay import overlay_rgb
+from ..notes import INTENDED_USE
+
+MANUFACTURER = "CXR Screen"
+BANNER = "AI RESULT - NOT FOR DIAGNOSTIC USE"
+SR_SERIES_NUMBER, SC_SERIES_NUMBER = 9901, 9902
+# Our own coding scheme for the concepts no standard code names (PS3.16 8.2: private schemes start 99).
+SCHEME = "99CXRSCREEN"
+VERDICT_CONCEPT = Code("VERDICT", SCHEME, "AI screening verdict")
+PROBABILITY_CONCEPT = Code("P-PNEUMONIA", SCHEME, "Calibrated probability of pneumonia")
+THRESHOLD_CONCEPT = Code("THRESHOLD", SCHEME, "Decision threshold")
+REASON_CONCEPT = Code("UNKNOWN-REASON", SCHEME, "Reason for UNKNOWN")
+VERSION_CONCEPT = Code("MODEL-VERSION", SCHEME, "Model version")
+INTENDED_USE_CONCEPT = Code("INTENDED-USE", SCHEME, "Intended use")
+DISCLAIMER_CONCEPT = Code("DISCLAIMER", SCHEME, "Disclaimer")
+VERDICT_CODES = {
+    PNEUMONIA: Code("233604007", "SCT", "Pneumonia"),
+    NORMAL: Code("17621005", "SCT", "Normal"),
+    UNKNOWN: Code("82334004", "SCT", "Indeterminate"),
+}
+CHEST_RADIOGRAPH = Code("399208008", "SCT", "Plain chest X-ray")
+UNITLESS = Code("1", "UCUM", "no units")
+
+# The Patient, Patient Study and General Study modules' attributes a result copies from its film.
+PATIENT_AND_STUDY = (
+    "SpecificCharacterSet",
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "IssuerOfPatientIDQualifiersSequence",
+    "PatientBirthDate",
+    "PatientBirthTime",
+    "PatientSex",
+    "OtherPatientIDsSequence",
+    "PatientComments",
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "IssuerOfAccessionNumberSequence",
+    "StudyDescription",
+)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    label: str
+    p_pneumonia: float
+    threshold: float
+    unknown_reason: str | None
+    model_version: str
+
+
+def build_sr(source: Dataset, verdict: Verdict) -> Dataset:
+    reference = _reference(source)
+    device = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(), name=MANUFACTURER, model_name=verdict.model_version[:64]
+        ),
+    )
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="AI screening result"),
+        algorithm_id=hd.sr.AlgorithmIdentification(name=MANUFACTURER, version=verdict.model_version[:64]),
+        measurements=[
+            hd.sr.Measurement(name=PROBABILITY_CONCEPT, value=round(verdict.p_pneumonia, 6), unit=UNITLESS),
+            hd.sr.Measurement(name=THRESHOLD_CONCEPT, value=round(verdict.threshold, 6), unit=UNITLESS),
+        ],
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(VERDICT_CONCEPT, VERDICT_CODES[verdict.label])],
+        source_images=[
+            hd.sr.SourceImageForMeasurementGroup(
+                referenced_sop_class_uid=reference.SOPClassUID, referenced_sop_instance_uid=reference.SOPInstanceUID
+            )
+        ],
+    )
+    texts = [
+        (VERDICT_CONCEPT, verdict.label),
+        (REASON_CONCEPT, verdict.unknown_reason or "none"),
+        (VERSION_CONCEPT, verdict.model_version),
+        (INTENDED_USE_CONCEPT, INTENDED_USE),
+        (DISCLAIMER_CONCEPT, BANNER),
+    ]
+    # TID 1501 has no TEXT rows; Comprehensive SR allows them, and a reader wants the plain word.
+    container = group[0]
+    for concept, value in texts:
+        container.ContentSequence.append(hd.sr.TextContentItem(concept, value, relationship_type="CONTAINS"))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=device),
+        procedure_reported=CHEST_RADIOGRAPH,
+        imaging_measurements=[group],
+    )
+    sr = hd.sr.ComprehensiveSR(
+        evidence=[reference],
+        content=report[0],
+        series_instance_uid=generate_uid(),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        series_description=f"{MANUFACTURER} AI result (SR) - not for diagnostic use",
+    )
+    return _with_patient_and_study(sr, source)
+
+
+def build_capture(source: Dataset, verdict: Verdict, pixels: np.ndarray, heatmap: np.ndarray) -> Dataset:
+    """`pixels`: the film as decoded, grey in [0, 1] at the size to show; `heatmap`: the model's map."""
+    reference = _reference(source)
+    rgb = _with_banner(overlay_rgb(pixels, heatmap), verdict)
+    capture = hd.sc.SCImage(
+        pixel_array=rgb,
+        photometric_interpretation="RGB",
+        bits_allocated=8,
+        coordinate_system="PATIENT",
+        study_instance_uid=reference.StudyInstanceUID,
+        series_instance_uid=generate_uid(),
+        series_number=SC_SERIES_NUMBER,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        patient_orientation=("L", "F"),  # replaced below by the film's own (or left empty, Type 2)
+        series_description=f"{MANUFACTURER} AI heat map - not for diagnostic use",
+    )
+    capture.PatientOrientation = source.get("PatientOrientation", "")
+    capture.BurnedInAnnotation = "YES"
+    capture.ImageType = ["DERIVED", "SECONDARY"]
+    capture.DerivationDescription = f"{BANNER}: AI heat map over the film ({verdict.label})"
+    source_image = Dataset()
+    source_image.ReferencedSOPClassUID = reference.SOPClassUID
+    source_image.ReferencedSOPInstanceUID = reference.SOPInstanceUID
+    capture.SourceImageSequence = [source_image]
+    return _with_patient_and_study(capture, source)
+
+
+def encode(dataset: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dcmwrite(buffer, dataset, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _reference(source: Dataset) -> Dataset:
+    """The attributes of the film the builders read, with empty values where an optional one is missing."""
+    reference = Dataset()
+    for keyword in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID"):
+        setattr(reference, keyword, source.get(keyword, None) or None)
+    for keyword in ("StudyDate", "StudyTime", "ReferringPhysicianName"):
+        setattr(reference, keyword, source.get(keyword, None) or None)
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID"):
+        setattr(reference, keyword, source[keyword].value)
+    if "SpecificCharacterSet" in source:
+        reference.SpecificCharacterSet = source.SpecificCharacterSet
+    return reference
+
+
+def _with_patient_and_study(result: Dataset, source: Dataset) -> Dataset:
+    for keyword in PATIENT_AND_STUDY:
+        if keyword in source:
+            result[keyword] = source[keyword]
+    return result
+
+
+def _with_banner(rgb: np.ndarray, verdict: Verdict) -> np.ndarray:
+    """The warning across the top and the verdict across the bottom, in bands that cover the film."""
+    image = Image.fromarray(rgb, mode="RGB")
+    height = image.height
+    draw = ImageDraw.Draw(image)
+    summary = f"{verdict.label}  p(pneumonia) {verdict.p_pneumonia:.2f}  threshold {verdict.threshold:.2f}"
+    size = max(8, height // 28)
+    font = ImageFont.load_default(size=size)
+    # The whole warning must fit across the image, however narrow.
+    while size > 8 and max(draw.textlength(t, font=font) for t in (BANNER, summary)) > image.width - size:
+        size -= 1
+        font = ImageFont.load_default(size=size)
+    band = int(size * 1.8)
+    draw.rectangle([0, 0, image.width, band], fill=(0, 0, 0))
+    draw.text((size // 2, (band - size) // 2), BANNER, fill=(255, 220, 0), font=font)
+    draw.rectangle([0, height - band, image.width, height], fill=(0, 0, 0))
+    draw.text((size // 2, height - band + (band - size) // 2), summary, fill=(255, 255, 255), font=font)
+    return np.asarray(image)

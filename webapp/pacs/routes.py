@@ -1,0 +1,3 @@
+"""The worklist and the outbox pages."""
+
+from . import bp  # noqa: F401

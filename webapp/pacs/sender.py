@@ -1,0 +1,63 @@
+"""C-STORE of one result to DICOM_RESULTS_DESTINATION (AE@host:port). Any failure (PACS down, association
+refused, a non-success status) is a SendError with a message an administrator can act on; the outbox
+(tasks.py) retries it later."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from pydicom import dcmread
+from pynetdicom import AE
+
+# Success, and the Warning statuses a PACS answers when it stored the object with changes.
+_STORED = {0x0000, 0xB000, 0xB007, 0xB006}
+
+
+class DestinationError(ValueError):
+    pass
+
+
+class SendError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Destination:
+    ae_title: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+def parse_destination(text: str) -> Destination:
+    ae_title, at, address = text.strip().partition("@")
+    host, colon, port = address.rpartition(":")
+    if not (at and colon and ae_title and host and port.isdigit() and len(ae_title) <= 16):
+        raise DestinationError(
+            f"DICOM_RESULTS_DESTINATION must read AE@host:port (e.g. ORTHANC@pacs:4242), not {text!r}"
+        )
+    return Destination(ae_title, host, int(port))
+
+
+def send(destination: Destination, calling_ae_title: str, data: bytes, timeout: float = 30.0) -> None:
+    dataset = dcmread(io.BytesIO(data))
+    ae = AE(ae_title=calling_ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.connection_timeout = min(timeout, 10.0)
+    ae.add_requested_context(dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    if not assoc.is_established:
+        reason = "refused the association" if assoc.is_rejected else "cannot be reached"
+        raise SendError(f"{destination} {reason}")
+    try:
+        status = assoc.send_c_store(dataset)
+    finally:
+        assoc.release()
+    code = getattr(status, "Status", None)
+    if code is None:
+        raise SendError(f"{destination} gave no answer to the C-STORE (connection lost or timed out)")
+    if code not in _STORED:
+        raise SendError(f"{destination} answered the C-STORE with status 0x{code:04X}")
