@@ -58,10 +58,11 @@ def register_blueprints(app: Flask) -> None:
     from .auth import bp as auth_bp
     from .health import bp as health_bp
     from .history import bp as history_bp
+    from .pacs import bp as pacs_bp
     from .screening import bp as screening_bp
     from .validation import bp as validation_bp
 
-    for blueprint in (auth_bp, screening_bp, history_bp, admin_bp, validation_bp, api_bp, health_bp):
+    for blueprint in (auth_bp, screening_bp, history_bp, pacs_bp, admin_bp, validation_bp, api_bp, health_bp):
         app.register_blueprint(blueprint)
     csrf.exempt(api_bp)  # bearer tokens, no cookies: nothing for a forged request to ride on
 
@@ -83,6 +84,8 @@ def register_request_hooks(app: Flask) -> None:
 def register_cli(app: Flask) -> None:
     from .cli import users_cli
     from .jobs.cli import jobs_cli
+    from .pacs.cli import dicom_cli
 
     app.cli.add_command(users_cli)
     app.cli.add_command(jobs_cli)
+    app.cli.add_command(dicom_cli)

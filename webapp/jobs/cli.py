@@ -9,6 +9,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from ..inference.runtime import ModelUnavailable, get_analyzer
+from .priority import yield_cpu
 from .queue import jobs, run_recoveries
 
 jobs_cli = AppGroup("jobs", help="Background jobs: run a worker, show the queue.")
@@ -23,6 +24,7 @@ def worker(threads: int) -> None:
     queue = jobs()
     # The model is loaded once, here, and shared by every job this process runs (threads, not
     # forked processes: TensorFlow is not fork-safe).
+    yield_cpu(current_app.config["JOBS_WORKER_NICE"], current_app.config["JOBS_WORKER_TF_THREADS"])
     try:
         get_analyzer(current_app.config["MODEL_PATH"])
     except ModelUnavailable as exc:

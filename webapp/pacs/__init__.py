@@ -5,4 +5,4 @@ from flask import Blueprint
 
 bp = Blueprint("pacs", __name__)
 
-from . import routes  # noqa: E402,F401  (registers the routes)
+from . import routes, tasks  # noqa: E402,F401  (tasks: registers the jobs with the queue)

@@ -1,3 +1,125 @@
-"""The worklist and the outbox pages."""
+"""The clinicians' worklist of films from the PACS, and the administrators' outbox of results."""
 
-from . import bp  # noqa: F401
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import abort, current_app, flash, redirect, render_template, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from sqlalchemy import case, func, select
+from sqlalchemy.exc import IntegrityError
+
+from ..extensions import db
+from ..inference.labels import NORMAL, PNEUMONIA, UNKNOWN
+from ..models import (
+    RECEIPT_STATES,
+    RESULT_FAILED,
+    RESULT_STATES,
+    SOURCE_DICOM,
+    DicomReceipt,
+    DicomResult,
+    Prediction,
+    WorklistRead,
+    record_audit,
+    utcnow,
+)
+from . import bp
+from .tasks import discard, requeue
+
+# The worklist's order: likely pneumonia first (most likely on top), then films the model cannot read.
+_TRIAGE = case({PNEUMONIA: 0, UNKNOWN: 1, NORMAL: 2}, value=Prediction.label, else_=3)
+WORKLIST_REFRESH_SECONDS = 30
+OUTBOX_PAGE_SIZE = 100
+
+
+def require_admin() -> None:
+    if not current_user.is_admin:
+        abort(403)
+
+
+@bp.route("/worklist")
+def worklist():
+    hours = current_app.config["WORKLIST_HOURS"]
+    read = (
+        select(WorklistRead.id)
+        .where(WorklistRead.prediction_id == Prediction.id, WorklistRead.user_id == current_user.id)
+        .exists()
+    )
+    rows = db.session.execute(
+        select(Prediction, read.label("read"))
+        .where(Prediction.source == SOURCE_DICOM, Prediction.created_at >= utcnow() - timedelta(hours=hours))
+        .order_by(_TRIAGE, Prediction.p_pneumonia.desc(), Prediction.created_at.desc(), Prediction.id.desc())
+    ).all()
+    return render_template(
+        "pacs/worklist.html",
+        rows=rows,
+        hours=hours,
+        unread=sum(1 for _, was_read in rows if not was_read),
+        refresh_seconds=WORKLIST_REFRESH_SECONDS,
+    )
+
+
+@bp.route("/worklist/<int:prediction_id>")
+def open_film(prediction_id: int):
+    """Mark the film read for this user, then show the usual result page (verdict, heat map, feedback)."""
+    prediction = db.session.get(Prediction, prediction_id)
+    if prediction is None or prediction.source != SOURCE_DICOM:
+        abort(404)
+    db.session.add(WorklistRead(user_id=current_user.id, prediction_id=prediction_id))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()  # read before: nothing to add
+    return redirect(url_for("screening.detail", prediction_id=prediction_id))
+
+
+@bp.route("/admin/dicom/outbox")
+def outbox():
+    require_admin()
+    results = db.session.scalars(
+        select(DicomResult).order_by(DicomResult.created_at.desc(), DicomResult.id.desc()).limit(OUTBOX_PAGE_SIZE)
+    ).all()
+    result_counts = dict(db.session.execute(select(DicomResult.state, func.count()).group_by(DicomResult.state)).all())
+    receipt_counts = dict(
+        db.session.execute(select(DicomReceipt.state, func.count()).group_by(DicomReceipt.state)).all()
+    )
+    copies = db.session.scalar(select(func.coalesce(func.sum(DicomReceipt.copies - 1), 0)))
+    return render_template(
+        "pacs/outbox.html",
+        results=results,
+        result_counts={state: result_counts.get(state, 0) for state in RESULT_STATES},
+        receipt_counts={state: receipt_counts.get(state, 0) for state in RECEIPT_STATES},
+        duplicates=copies,
+        destination=current_app.config.get("DICOM_RESULTS_DESTINATION"),
+        form=FlaskForm(),
+        failed=RESULT_FAILED,
+    )
+
+
+def _failed_result(result_id: int) -> DicomResult:
+    require_admin()
+    if not FlaskForm().validate_on_submit():
+        abort(400)
+    result = db.get_or_404(DicomResult, result_id)
+    if result.state != RESULT_FAILED or not result.file_name:
+        abort(409)
+    return result
+
+
+@bp.route("/admin/dicom/outbox/<int:result_id>/retry", methods=["POST"])
+def retry(result_id: int):
+    result = _failed_result(result_id)
+    record_audit(current_user.username, "dicom.result_retry", f"result {result_id}")
+    requeue(result)
+    flash(f"Result {result_id} will be sent again now.", "success")
+    return redirect(url_for("pacs.outbox"))
+
+
+@bp.route("/admin/dicom/outbox/<int:result_id>/discard", methods=["POST"])
+def discard_result(result_id: int):
+    result = _failed_result(result_id)
+    record_audit(current_user.username, "dicom.result_discard", f"result {result_id}")
+    discard(result)
+    flash(f"Result {result_id} was discarded; it will not reach the PACS.", "success")
+    return redirect(url_for("pacs.outbox"))

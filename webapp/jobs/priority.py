@@ -1,0 +1,25 @@
+"""A queue worker gives way to the web workers: interactive uploads are screened synchronously by
+gunicorn, so background work (validation runs, films from the PACS) must not starve it. The worker
+runs at a lower OS priority and lets TensorFlow use few threads, so a burst of background films
+slows an upload only by what one background thread takes (docs/dicom.md has the measurement)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+def yield_cpu(niceness: int, tf_threads: int) -> None:
+    """Call before the model is loaded (TensorFlow fixes its thread pools when first used)."""
+    if niceness > 0:
+        try:
+            os.nice(niceness)
+        except OSError as exc:  # not allowed here (some containers): carry on at normal priority
+            log.warning("could not lower the worker's priority: %s", exc)
+    if tf_threads > 0:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(tf_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(tf_threads)

@@ -1,0 +1,308 @@
+"""The node's jobs on the app's queue (jobs/queue.py): screen a received film, deliver a result.
+
+Screening a film: the job takes the receipt by a lease, runs the film through the same decode and
+model as an upload, builds the SR and the secondary capture, writes them to the outbox folder, and
+commits the prediction, the outbox rows and the receipt's new state in one transaction, only if it
+still holds the lease. Then it deletes the spooled film. A worker killed at any point leaves either
+nothing committed (the film is screened again once the lease runs out) or everything (the leftover
+spool file is deleted by recovery): each film gets exactly one prediction and one pair of results.
+
+Delivering a result: one C-STORE; on failure the wait before the next try doubles up to
+DICOM_SEND_MAX_BACKOFF_SECONDS, so a PACS down for minutes gets its results minutes later. A result
+is delivered, then its file (the only copy of the patient's name the node ever keeps) is deleted.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import socket
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from flask import current_app
+from PIL import Image
+from pydicom import dcmread
+from sqlalchemy import and_, or_, select, update
+
+from ..extensions import db
+from ..inference.decode import DecodeError, decode
+from ..inference.runtime import ModelUnavailable, get_analyzer
+from ..jobs.queue import enqueue, enqueue_in, jobs, recovery, task
+from ..models import (
+    RECEIPT_QUEUED,
+    RECEIPT_REFUSED,
+    RECEIPT_SCREENED,
+    RECEIPT_SCREENING,
+    RESULT_FAILED,
+    RESULT_PENDING,
+    RESULT_SENT,
+    SOURCE_DICOM,
+    DicomReceipt,
+    DicomResult,
+    utcnow,
+)
+from ..screening.service import analyse
+from . import spool
+from .intake import SCREEN_TASK
+from .results import Verdict, build_capture, build_sr, encode
+from .sender import SendError, parse_destination, send
+
+log = logging.getLogger(__name__)
+
+SEND_TASK = "dicom.send"
+FIRST_RETRY_SECONDS = 5
+
+
+class LeaseLost(Exception):
+    """Another job took the receipt over while this one was busy: write nothing."""
+
+
+def as_utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every time we store is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def lease() -> timedelta:
+    return timedelta(seconds=current_app.config["JOBS_LEASE_SECONDS"])
+
+
+@task(SCREEN_TASK)
+def screen(receipt_id: int) -> None:
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    if not claim(receipt_id, owner):
+        receipt = db.session.get(DicomReceipt, receipt_id)
+        if receipt is not None and receipt.state == RECEIPT_SCREENING and receipt.lease_until:
+            # A job holds it: look again when its lease would run out, and take over if that job died.
+            wait = (as_utc(receipt.lease_until) - utcnow()).total_seconds()
+            enqueue_in(max(wait, 0.0) + 1.0, SCREEN_TASK, receipt_id)
+        return
+    try:
+        process(receipt_id, owner)
+    except LeaseLost:
+        db.session.rollback()
+        log.warning("dicom: receipt %d was taken over by another job; stopping", receipt_id)
+    except ModelUnavailable:
+        db.session.rollback()  # an operator problem: the film waits for the lease to lapse and is tried again
+        log.error("dicom: receipt %d waits: the model is not available", receipt_id)
+    except Exception as exc:  # a film the pipeline cannot handle must not come back for ever
+        db.session.rollback()
+        # Only the type: the message of an error raised while reading the dataset may quote it.
+        log.error("dicom: receipt %d could not be screened (%s)", receipt_id, type(exc).__name__)
+        refuse(receipt_id, owner, f"Unexpected error while screening the film ({type(exc).__name__}).")
+
+
+def claim(receipt_id: int, owner: str) -> bool:
+    now = utcnow()
+    result = db.session.execute(
+        update(DicomReceipt)
+        .where(
+            DicomReceipt.id == receipt_id,
+            DicomReceipt.state.in_((RECEIPT_QUEUED, RECEIPT_SCREENING)),
+            or_(DicomReceipt.lease_until.is_(None), DicomReceipt.lease_until < now),
+        )
+        .values(state=RECEIPT_SCREENING, lease_owner=owner, lease_until=now + lease())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def finish(receipt_id: int, owner: str, **values) -> None:
+    """Set the receipt's final state, in the caller's transaction, only while this job holds it."""
+    result = db.session.execute(
+        update(DicomReceipt)
+        .where(DicomReceipt.id == receipt_id, DicomReceipt.lease_owner == owner)
+        .values(lease_owner=None, lease_until=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise LeaseLost
+
+
+def process(receipt_id: int, owner: str) -> None:
+    started = time.perf_counter()
+    receipt = db.session.get(DicomReceipt, receipt_id)
+    spool_name = receipt.spool_name
+    try:
+        data = spool.read(spool.SPOOL, spool_name)
+    except (OSError, TypeError):
+        refuse(receipt_id, owner, "The spooled film is missing from the server; ask the PACS to send it again.")
+        return
+    model = get_analyzer(current_app.config["MODEL_PATH"])
+    try:
+        image = decode(data, target_size=model.input_size)
+    except DecodeError as exc:
+        refuse(receipt_id, owner, f"{exc.code}: {exc.message}")
+        return
+    prediction, analysis = analyse(model, image, data)
+    prediction.source, prediction.filename = SOURCE_DICOM, f"pacs-{receipt_id}.dcm"
+    prediction.latency_ms = round((time.perf_counter() - started) * 1000.0, 2)
+    db.session.add(prediction)
+    results = build_results(receipt_id, data, analysis)
+    db.session.add_all(results)
+    db.session.flush()  # the prediction's id
+    finish(receipt_id, owner, state=RECEIPT_SCREENED, prediction_id=prediction.id, spool_name=None)
+    db.session.commit()
+    spool.delete(spool.SPOOL, spool_name)
+    log.info("dicom: receipt %d screened as prediction %d (%s)", receipt_id, prediction.id, prediction.label)
+    for result in results:
+        enqueue(SEND_TASK, result.id)
+
+
+def refuse(receipt_id: int, owner: str, message: str) -> None:
+    spool_name = db.session.get(DicomReceipt, receipt_id).spool_name
+    finish(receipt_id, owner, state=RECEIPT_REFUSED, error=message, spool_name=None)
+    db.session.commit()
+    spool.delete(spool.SPOOL, spool_name)
+    log.warning("dicom: receipt %d refused: %s", receipt_id, message)
+
+
+def build_results(receipt_id: int, data: bytes, analysis) -> list[DicomResult]:
+    """The SR and the secondary capture, written to the outbox folder; none when no destination is set."""
+    if not current_app.config.get("DICOM_RESULTS_DESTINATION"):
+        return []
+    # The whole dataset, Patient module included, is read here in memory and nowhere kept but in the
+    # outbox files, which are deleted once delivered.
+    source = dcmread(io.BytesIO(data))
+    verdict = Verdict(
+        label=analysis.label,
+        p_pneumonia=float(analysis.probabilities["PNEUMONIA"]),
+        threshold=float(analysis.threshold),
+        unknown_reason=analysis.unknown_reason,
+        model_version=analysis.model_version,
+    )
+    capture_pixels = decode(data, target_size=current_app.config["DICOM_CAPTURE_SIZE"]).pixels
+    capture_pixels = fit(capture_pixels, current_app.config["DICOM_CAPTURE_SIZE"])
+    results = []
+    # Named after the receipt: a job that dies before committing leaves files the next one overwrites.
+    for kind, dataset in (
+        ("SR", build_sr(source, verdict)),
+        ("SC", build_capture(source, verdict, capture_pixels, analysis.heatmap)),
+    ):
+        name = f"{receipt_id}-{kind.lower()}.dcm"
+        spool.write(spool.OUTBOX, name, encode(dataset))
+        results.append(DicomResult(receipt_id=receipt_id, kind=kind, file_name=name))
+    return results
+
+
+def fit(pixels: np.ndarray, size: int) -> np.ndarray:
+    """The film no larger than `size` on its long side (the capture a viewer shows, not the original)."""
+    if max(pixels.shape) <= size:
+        return pixels
+    image = Image.fromarray(np.asarray(pixels, np.float32), mode="F")
+    scale = size / max(pixels.shape)
+    width, height = max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale))
+    return np.asarray(image.resize((width, height), Image.Resampling.BOX), dtype=np.float32)
+
+
+@task(SEND_TASK)
+def deliver(result_id: int) -> None:
+    now = utcnow()
+    # Taking the result is one statement, so two jobs for the same result cannot both send it.
+    taken = db.session.execute(
+        update(DicomResult)
+        .where(
+            DicomResult.id == result_id,
+            DicomResult.state == RESULT_PENDING,
+            DicomResult.next_attempt_at <= now + timedelta(seconds=1),
+            or_(DicomResult.lease_until.is_(None), DicomResult.lease_until < now),
+        )
+        .values(lease_until=now + lease())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    if taken.rowcount != 1:
+        return
+    result = db.session.get(DicomResult, result_id)
+    config = current_app.config
+    try:
+        if not config.get("DICOM_RESULTS_DESTINATION"):
+            raise SendError("DICOM_RESULTS_DESTINATION is not set")
+        destination = parse_destination(config["DICOM_RESULTS_DESTINATION"])
+        send(destination, config["DICOM_AE_TITLE"], spool.read(spool.OUTBOX, result.file_name))
+    except (SendError, ValueError, OSError) as exc:
+        retry_later(result, str(exc) or type(exc).__name__)
+        return
+    file_name = result.file_name
+    result.state, result.sent_at, result.file_name, result.lease_until = RESULT_SENT, utcnow(), None, None
+    result.attempts += 1
+    result.last_error = None
+    db.session.commit()
+    spool.delete(spool.OUTBOX, file_name)
+    log.info("dicom: result %d (%s of receipt %d) delivered", result.id, result.kind, result.receipt_id)
+
+
+def retry_later(result: DicomResult, error: str) -> None:
+    config = current_app.config
+    result.attempts += 1
+    result.last_error = error[:500]
+    result.lease_until = None
+    if result.attempts >= config["DICOM_SEND_MAX_ATTEMPTS"]:
+        result.state = RESULT_FAILED
+        db.session.commit()
+        log.error("dicom: result %d not delivered after %d tries: %s", result.id, result.attempts, error)
+        return
+    wait = min(FIRST_RETRY_SECONDS * 2 ** (result.attempts - 1), config["DICOM_SEND_MAX_BACKOFF_SECONDS"])
+    result.next_attempt_at = utcnow() + timedelta(seconds=wait)
+    db.session.commit()
+    log.warning("dicom: result %d not delivered (try %d), next in %ds: %s", result.id, result.attempts, wait, error)
+    enqueue_in(wait, SEND_TASK, result.id)
+
+
+def requeue(result: DicomResult) -> None:
+    """An administrator's retry of a failed result: back to pending, tried now."""
+    result.state, result.attempts, result.next_attempt_at, result.lease_until = RESULT_PENDING, 0, utcnow(), None
+    db.session.commit()
+    enqueue(SEND_TASK, result.id)
+
+
+def discard(result: DicomResult) -> None:
+    """An administrator gives up on a failed result: its file (with the patient's name) is deleted."""
+    file_name = result.file_name
+    result.file_name = None
+    result.last_error = (result.last_error or "") + " (discarded by an administrator)"
+    db.session.commit()
+    spool.delete(spool.OUTBOX, file_name)
+
+
+@recovery
+def recover(*, on_start: bool = False) -> int:
+    """Put back what dead workers or lost queue messages left: films not screened (queued, or held by a
+    lapsed lease), results overdue for delivery; and delete spool files of films already screened."""
+    now = utcnow()
+    unfinished = DicomReceipt.state.in_((RECEIPT_QUEUED, RECEIPT_SCREENING))
+    stale = or_(DicomReceipt.lease_until.is_(None), DicomReceipt.lease_until < now)
+    query = select(DicomReceipt.id).where(unfinished)
+    if not on_start:
+        # While the queue holds messages, queued films are on it; only lapsed leases need help.
+        if jobs().pending():
+            query = query.where(DicomReceipt.state == RECEIPT_SCREENING, DicomReceipt.lease_until < now)
+        else:
+            query = query.where(stale)
+    receipt_ids = list(db.session.scalars(query))
+    for receipt_id in receipt_ids:
+        enqueue(SCREEN_TASK, receipt_id)
+    # A delivery whose time is a minute past lost its scheduled message (or its worker).
+    overdue = list(
+        db.session.scalars(
+            select(DicomResult.id).where(
+                DicomResult.state == RESULT_PENDING,
+                DicomResult.next_attempt_at < now - timedelta(seconds=60),
+                or_(DicomResult.lease_until.is_(None), DicomResult.lease_until < now),
+            )
+        )
+    )
+    for result_id in overdue:
+        enqueue(SEND_TASK, result_id)
+    leftovers = db.session.execute(
+        select(DicomReceipt.id, DicomReceipt.spool_name).where(and_(~unfinished, DicomReceipt.spool_name.is_not(None)))
+    ).all()
+    for receipt_id, name in leftovers:
+        spool.delete(spool.SPOOL, name)
+        db.session.execute(update(DicomReceipt).where(DicomReceipt.id == receipt_id).values(spool_name=None))
+    db.session.commit()
+    return len(receipt_ids) + len(overdue)
