@@ -12,16 +12,20 @@ PNG_1PX = bytes.fromhex(
 
 
 def add_prediction(
-    user_id: int,
+    user_id: int | None,
     label: str = "NORMAL",
     when: datetime | None = None,
     version: str = "v-test",
     filename: str = "x.jpeg",
     feedback: str | None = None,
+    source: str = "upload",
+    p_pneumonia: float | None = None,
 ) -> int:
-    p_pneumonia = {"NORMAL": 0.1, "PNEUMONIA": 0.9, "UNKNOWN": 0.5}[label]
+    if p_pneumonia is None:
+        p_pneumonia = {"NORMAL": 0.1, "PNEUMONIA": 0.9, "UNKNOWN": 0.5}[label]
     row = Prediction(
         user_id=user_id,
+        source=source,
         filename=filename,
         sha256="0" * 64,
         image_format="JPEG",
@@ -43,6 +47,6 @@ def add_prediction(
     db.session.add(row)
     db.session.flush()
     if feedback:
-        db.session.add(Feedback(prediction_id=row.id, user_id=user_id, label=feedback, comment=""))
+        db.session.add(Feedback(prediction_id=row.id, user_id=user_id or 1, label=feedback, comment=""))
     db.session.commit()
     return row.id

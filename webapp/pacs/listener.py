@@ -15,6 +15,8 @@ from ..extensions import db
 from .intake import OUT_OF_RESOURCES, SUCCESS, Arrival, receive
 
 log = logging.getLogger(__name__)
+# pynetdicom's DEBUG output dumps whole datasets (patient name included): never below INFO.
+logging.getLogger("pynetdicom").setLevel(logging.INFO)
 
 
 def build_ae(config) -> AE:

@@ -12,6 +12,7 @@ carrying its Patient and Study modules (copied from the received dataset, in mem
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 
 import highdicom as hd
@@ -25,6 +26,9 @@ from pydicom.uid import generate_uid
 from ..inference.labels import NORMAL, PNEUMONIA, UNKNOWN
 from ..inference.overlay import overlay_rgb
 from ..notes import INTENDED_USE
+
+# highdicom logs the UIDs of the datasets it copies from at INFO: UIDs identify a patient's study.
+logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 MANUFACTURER = "CXR Screen"
 BANNER = "AI RESULT - NOT FOR DIAGNOSTIC USE"

@@ -1,0 +1,72 @@
+"""Films as a modality sends them: CR/DX DICOM files made from the fixture radiographs, each with its own
+study and the identifying values of image_samples.PATIENT planted in it; and a small C-STORE client."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+from pydicom import dcmread
+from pynetdicom import AE, StoragePresentationContexts
+from pynetdicom.sop_class import Verification
+
+from tests.helpers import fixture_image
+from tests.image_samples import PATIENT, dicom
+
+FILMS = ("pneumonia.jpeg", "normal.jpeg", "pneumonia_2.jpeg", "normal_2.jpeg")
+CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+MODALITY_AE = "MODALITY"
+
+
+def film(index: int, modality: str = "CR") -> bytes:
+    """The index-th film (fixture radiographs in turn), a new SOP instance in a new study."""
+    pixels = np.asarray(Image.open(io.BytesIO(fixture_image(FILMS[index % len(FILMS)]))).convert("L"))
+    extra = {"StudyID": f"S{index}", "PatientSex": "F", "StudyDate": "20260101", "StudyTime": "101010"}
+    ds = dcmread(io.BytesIO(dicom(pixels.astype(np.uint8), modality=modality, extra=extra)))
+    # CR film, or an image of another kind (MR: the node acknowledges and skips it).
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = {"CR": CR_IMAGE_STORAGE, "MR": MR_IMAGE_STORAGE}.get(
+        modality, ds.SOPClassUID
+    )
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def identifiers(data: bytes) -> list[str]:
+    """What must never be stored in clear: the planted patient values and the film's UIDs."""
+    ds = dcmread(io.BytesIO(data))
+    return [PATIENT["PatientName"], PATIENT["PatientID"], PATIENT["AccessionNumber"]] + [
+        str(ds.SOPInstanceUID),
+        str(ds.StudyInstanceUID),
+        str(ds.SeriesInstanceUID),
+    ]
+
+
+def association(port: int, calling_aet: str = MODALITY_AE, called_aet: str = "CXRSCREEN"):
+    ae = AE(ae_title=calling_aet)
+    ae.requested_contexts = StoragePresentationContexts  # 120 storage classes, CR, DX and MR among them
+    ae.add_requested_context(Verification)
+    return ae.associate("127.0.0.1", port, ae_title=called_aet)
+
+
+def echo(port: int, calling_aet: str = MODALITY_AE) -> int | None:
+    """C-ECHO status, or None when the association is refused."""
+    assoc = association(port, calling_aet)
+    if not assoc.is_established:
+        return None
+    try:
+        return assoc.send_c_echo().Status
+    finally:
+        assoc.release()
+
+
+def store(port: int, files: list[bytes], calling_aet: str = MODALITY_AE) -> list[int]:
+    """C-STORE each file on one association; returns the statuses."""
+    assoc = association(port, calling_aet)
+    assert assoc.is_established, "the node refused the association"
+    try:
+        return [assoc.send_c_store(dcmread(io.BytesIO(data))).Status for data in files]
+    finally:
+        assoc.release()
