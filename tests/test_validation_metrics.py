@@ -90,3 +90,12 @@ def test_report_figures_by_hand():
 def test_unknown_reasons_are_grouped_by_kind():
     assert reason_category("Uncertain: the pneumonia probability (0.41) is too close") == "Uncertain"
     assert reason_category(None) == "no reason given"
+
+
+def test_population_stability_index_by_hand():
+    reference = list(range(10))
+    # two bins split at the median 4.5: reference shares .5/.5; current all in the lower bin (upper floored at 1e-4)
+    expected = 0.5 * math.log(1 / 0.5) + (1e-4 - 0.5) * math.log(1e-4 / 0.5)
+    assert metrics.population_stability_index(reference, [0, 0, 0, 0], bins=2) == pytest.approx(expected)
+    assert metrics.population_stability_index(reference, reference) == pytest.approx(0.0, abs=1e-12)
+    assert metrics.population_stability_index([], [1.0]) is None
