@@ -26,7 +26,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 import zipfile
@@ -34,50 +33,25 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from gunicorn_harness import ROOT, GunicornServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.live_app import ROOT, LiveApp  # noqa: E402  (needs the repository on sys.path)
 
 TEST_DIR = Path(os.environ.get("CHEST_XRAY_TEST", ROOT.parent / "shared" / "data" / "chest_xray" / "test"))
 TIME_LIMIT_S = 120.0
 TOLERANCE = 0.005
 API_BATCH = 20  # MAX_FILES_PER_UPLOAD
 KILL_AFTER_FILMS = 200
+WORKER = [sys.executable, "-m", "flask", "--app", "wsgi", "jobs", "worker"]
+WORKER_READY = "jobs worker ready"
 
 
-class Worker:
-    """`flask --app wsgi jobs worker` with the server's environment, its output in a log file."""
-
-    def __init__(self, server: GunicornServer, name: str):
-        self.log_path = server.instance / f"{name}.log"
-        self.log_file = open(self.log_path, "w")  # noqa: SIM115  (closed in stop())
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "flask", "--app", "wsgi", "jobs", "worker"],
-            cwd=ROOT,
-            env=server.env,
-            stdout=self.log_file,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while "jobs worker ready" not in self.log_path.read_text(errors="replace"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"job worker did not start:\n{self.log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-        self.log_file.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log_file.close()
+def start_worker(server: LiveApp, name: str) -> LiveApp:
+    """`flask --app wsgi jobs worker` on the server's instance folder and database; ready when it says so."""
+    worker = LiveApp(name, instance_dir=server.instance, argv=WORKER)
+    worker.start()
+    worker.wait_for_log(WORKER_READY, 1, timeout=180)
+    return worker
 
 
 def test_films() -> list[tuple[str, str, bytes]]:
@@ -168,12 +142,11 @@ def run_check() -> dict:
     archive = zip_of({f"test/{truth}/{name}": data for truth, name, data in films})
     max_files = 5000
     report: dict = {"films": len(films), "archive_mb": round(len(archive) / 1e6, 1)}
-    with GunicornServer(workers=2, extra_env={"VALIDATION_MAX_FILES": str(max_files)}) as server:
-        token = server.prepare_database("validator", role="admin")
+    with LiveApp("validation", env={"WEB_WORKERS": "2", "VALIDATION_MAX_FILES": str(max_files)}) as server:
+        token = server.prepare("validator", role="admin")
         server.start()
-        worker = Worker(server, "worker-1")
-        server.wait_for_log("worker ready", 2, timeout=300)
-        worker.wait_ready()
+        server.wait_ready()
+        worker = start_worker(server, "worker-1")
         session = requests.Session()
         session.headers["Authorization"] = f"Bearer {token}"
 
@@ -196,14 +169,13 @@ def run_check() -> dict:
             if progress["status"] in ("done", "failed") or time.monotonic() > deadline:
                 raise RuntimeError(f"the worker could not be killed mid-run: {progress}")
             if progress["progress"]["done"] >= KILL_AFTER_FILMS:
-                worker.kill()
+                worker.stop(signal.SIGKILL)
                 break
             time.sleep(0.1)
         report["killed_at"] = session.get(f"{server.url}/api/v1/validation-runs/{second}", timeout=30).json()[
             "progress"
         ]
-        replacement = Worker(server, "worker-2")
-        replacement.wait_ready()
+        replacement = start_worker(server, "worker-2")
         resumed_at = time.monotonic()
         resumed = wait_done(session, server.url, second, timeout=600)
         report["seconds_from_replacement_ready_to_done"] = round(time.monotonic() - resumed_at, 1)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from tests.archives import labelled_films, zip_bytes
-from tests.conftest import csrf_token, fixture_image
+from tests.helpers import csrf_token, fixture_image
 from webapp.extensions import db
 from webapp.models import AuditEvent, Prediction, ValidationItem, ValidationRun
 
