@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import zipfile
 
-from tests.conftest import fixture_image
+from tests.helpers import fixture_image
 
 CHEST_FILMS = {"NORMAL": ["normal.jpeg", "normal_2.jpeg"], "PNEUMONIA": ["pneumonia.jpeg", "pneumonia_2.jpeg"]}
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from tests.archives import labelled_films, zip_bytes
-from tests.conftest import issue_token, make_user, reset_database
+from tests.helpers import issue_token, make_user, reset_database
 from tests.redis_server import redis_server  # noqa: F401  (session fixture)
 from webapp import create_app
 from webapp.config import TestingConfig

@@ -129,3 +129,17 @@ def expected_calibration_error(truth, scores, bins: int = 15) -> float | None:
     return float(
         sum(row["n"] / n * abs(row["predicted"] - row["observed"]) for row in reliability(truth, scores, bins))
     )
+
+
+def population_stability_index(reference, current, bins: int = 10, floor: float = 1e-4) -> float | None:
+    """PSI of `current` against `reference` over the reference's quantile bins:
+    sum((q - p) * ln(q / p)), with each bin's share floored so an empty bin stays finite."""
+    reference = np.asarray(reference, np.float64)
+    current = np.asarray(current, np.float64)
+    if reference.size == 0 or current.size == 0:
+        return None
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+    p = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=edges.size + 1) / reference.size
+    q = np.bincount(np.searchsorted(edges, current, side="right"), minlength=edges.size + 1) / current.size
+    p, q = np.maximum(p, floor), np.maximum(q, floor)
+    return float(np.sum((q - p) * np.log(q / p)))

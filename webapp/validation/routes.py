@@ -1,7 +1,7 @@
 import csv
 import io
 
-from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -17,6 +17,7 @@ from . import bp
 from .archive import ArchiveRejected
 from .charts import reliability_svg, roc_svg
 from .forms import AdoptThresholdForm, UploadArchiveForm, WithdrawForm
+from .monitoring import drift_alert, weekly
 from .runs import create_run, progress, upload_limit
 from .site import AdoptionRefused, adopt, current_model_version, withdraw
 
@@ -182,3 +183,33 @@ def withdraw_threshold():
                 "info",
             )
     return redirect(url_for("validation.index"), code=303)
+
+
+def _monitoring_figures() -> dict:
+    try:
+        version = current_model_version()
+    except AdoptionRefused:
+        abort(503)
+    weeks = min(max(request.args.get("weeks", 12, type=int), 1), 104)
+    return weekly(version, weeks=weeks)
+
+
+@bp.route("/monitoring")
+def monitoring():
+    return render_template("validation/monitoring.html", m=_monitoring_figures())
+
+
+@bp.route("/monitoring.json")
+def monitoring_json():
+    return jsonify(_monitoring_figures())
+
+
+@bp.app_context_processor
+def drift_banner():
+    """Admins see a banner on every page while this week's or last week's scores drift past the level."""
+    if not (current_user.is_authenticated and current_user.is_admin):
+        return {}
+    try:
+        return {"drift_alert": drift_alert(current_model_version())}
+    except AdoptionRefused:
+        return {}

@@ -86,12 +86,12 @@ def _save(upload: FileStorage, path, max_bytes: int) -> str:
 
 def progress(run: ValidationRun) -> dict[str, int]:
     """Films processed (answered or refused) out of all films of the run, counted from the items."""
-    rows = dict(
+    counts = dict(
         db.session.execute(
-            select(ValidationItem.state == ITEM_PENDING, func.count())
+            select(ValidationItem.state, func.count())
             .where(ValidationItem.run_id == run.id)
-            .group_by(ValidationItem.state == ITEM_PENDING)
+            .group_by(ValidationItem.state)
         ).all()
     )
-    pending, processed = rows.get(True, 0), rows.get(False, 0)
+    pending, processed = counts.get(ITEM_PENDING, 0), sum(counts.values()) - counts.get(ITEM_PENDING, 0)
     return {"done": processed, "total": pending + processed}
