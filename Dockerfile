@@ -19,7 +19,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     INSTANCE_DIR=/app/instance \
     KERAS_HOME=/tmp/keras \
     TF_CPP_MIN_LOG_LEVEL=2 \
-    BIND=0.0.0.0:8000
+    BIND=0.0.0.0:8000 \
+    DICOM_BIND=0.0.0.0
 
 # A fixed unprivileged uid, so a volume's ownership stays meaningful across rebuilds.
 RUN groupadd --system --gid 10001 cxr \
@@ -41,7 +42,7 @@ RUN mkdir -p instance && chown cxr:cxr instance \
 USER 10001:10001
 # The database (SQLite), the secret key file if one is used, and nothing else lives here.
 VOLUME ["/app/instance"]
-EXPOSE 8000
+EXPOSE 8000 11112
 # start-period covers the cold model load in every worker; /readyz also checks the database.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "/app/docker/healthcheck.py"]

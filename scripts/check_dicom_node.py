@@ -57,7 +57,7 @@ def verdict_text(sr) -> str | None:
 class Node:
     """The three processes of one deployment, sharing an instance folder and a secret key."""
 
-    def __init__(self, orthanc: OrthancServer):
+    def __init__(self, orthanc: OrthancServer, extra_env: dict[str, str] | None = None):
         self.orthanc = orthanc
         env = {
             "SECRET_KEY": secrets.token_hex(32),
@@ -65,7 +65,7 @@ class Node:
             "DICOM_AE_TITLE": NODE_AE_TITLE,
             "DICOM_ALLOWED_CALLING_AETS": f"{MODALITY_AE},ORTHANC",
             "DICOM_RESULTS_DESTINATION": orthanc.destination,
-            "WEB_WORKERS": "1",
+            **(extra_env or {}),
         }
         self.web = LiveApp("dicom-web", env=env)
         self.env = env
@@ -144,7 +144,7 @@ def check(report: dict, name: str, ok: bool, **figures) -> None:
 
 def run(report: dict) -> None:
     orthanc = OrthancServer(NODE_AE_TITLE, free_port())
-    node = Node(orthanc)
+    node = Node(orthanc, extra_env={"WEB_WORKERS": "1"})
     sent: list[bytes] = []
     try:
         node.start()

@@ -2,7 +2,8 @@
 # Quick start on a fresh machine: builds .venv, migrates the SQLite database in instance/,
 # creates the first admin (password printed once and kept in instance/initial_admin_password),
 # then serves the app with gunicorn on http://127.0.0.1:8000 (override with BIND) and runs the
-# background-job worker beside it (validation runs; queue in instance/jobs.sqlite, or on REDIS_URL).
+# background-job worker beside it (validation runs, films from the PACS; queue in instance/jobs.sqlite,
+# or on REDIS_URL) and the DICOM node (C-ECHO/C-STORE on 127.0.0.1:11112; docs/dicom.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -27,15 +28,17 @@ if [ -z "$(flask --app wsgi users list)" ]; then
   (umask 077; echo "$password" > instance/initial_admin_password)
   echo "First admin account: user 'admin', password '$password' (also in instance/initial_admin_password)."
 fi
-echo "Serving on http://$BIND"
-# Web server and job worker run side by side; when either ends (or on Ctrl-C / SIGTERM), both stop.
+echo "Serving on http://$BIND; DICOM node ${DICOM_AE_TITLE:-CXRSCREEN} on ${DICOM_BIND:-127.0.0.1}:${DICOM_PORT:-11112}"
+# Web server, job worker and DICOM node run side by side; when any ends (or on Ctrl-C / SIGTERM), all stop.
 flask --app wsgi jobs worker &
 worker=$!
+flask --app wsgi dicom listen &
+dicom=$!
 gunicorn -c gunicorn.conf.py wsgi:app &
 web=$!
-trap 'kill -TERM "$worker" "$web" 2>/dev/null || true' INT TERM
+trap 'kill -TERM "$worker" "$dicom" "$web" 2>/dev/null || true' INT TERM
 status=0
-wait -n "$worker" "$web" || status=$?
-kill -TERM "$worker" "$web" 2>/dev/null || true
+wait -n "$worker" "$dicom" "$web" || status=$?
+kill -TERM "$worker" "$dicom" "$web" 2>/dev/null || true
 wait || true
 exit "$status"
