@@ -22,7 +22,6 @@ import argparse
 import io
 import json
 import os
-import secrets
 import signal
 import sqlite3
 import sys
@@ -60,7 +59,6 @@ class Node:
     def __init__(self, orthanc: OrthancServer, extra_env: dict[str, str] | None = None):
         self.orthanc = orthanc
         env = {
-            "SECRET_KEY": secrets.token_hex(32),
             "DICOM_PORT": str(orthanc.node_port),
             "DICOM_AE_TITLE": NODE_AE_TITLE,
             "DICOM_ALLOWED_CALLING_AETS": f"{MODALITY_AE},ORTHANC",
@@ -75,7 +73,9 @@ class Node:
         self.workers_started = 1
 
     def _process(self, name: str, argv: list[str]) -> LiveApp:
-        return LiveApp(name, instance_dir=self.web.instance, env=self.env, argv=argv)
+        process = LiveApp(name, instance_dir=self.web.instance, env=self.env, argv=argv)
+        process.env["SECRET_KEY"] = self.web.env["SECRET_KEY"]  # one key: the same keyed hashes everywhere
+        return process
 
     def start(self) -> None:
         for process in (self.web, self.listener, self.worker):
@@ -144,7 +144,11 @@ def check(report: dict, name: str, ok: bool, **figures) -> None:
 
 def run(report: dict) -> None:
     orthanc = OrthancServer(NODE_AE_TITLE, free_port())
-    node = Node(orthanc, extra_env={"WEB_WORKERS": "1"})
+    try:
+        node = Node(orthanc, extra_env={"WEB_WORKERS": "1"})
+    except BaseException:
+        orthanc.stop(remove=True)
+        raise
     sent: list[bytes] = []
     try:
         node.start()

@@ -69,9 +69,13 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     orthanc = OrthancServer(NODE_AE_TITLE, free_port())
-    node = Node(orthanc, extra_env={"SESSION_COOKIE_SECURE": "false"})
-    password = node.web.create_user("reader", "clinician")
     report: dict = {"films": args.films}
+    try:
+        node = Node(orthanc, extra_env={"SESSION_COOKIE_SECURE": "false"})
+        password = node.web.create_user("reader", "clinician")
+    except BaseException:
+        orthanc.stop(remove=True)
+        raise
     try:
         node.start()
         browser = Browser(node.web.url, "reader", password)
