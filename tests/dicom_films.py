@@ -70,3 +70,13 @@ def store(port: int, files: list[bytes], calling_aet: str = MODALITY_AE) -> list
         return [assoc.send_c_store(dcmread(io.BytesIO(data))).Status for data in files]
     finally:
         assoc.release()
+
+
+if __name__ == "__main__":
+    # python -m tests.dicom_films PORT FOLDER: C-STORE every .dcm file of FOLDER (a modality in its own process).
+    import sys
+    from pathlib import Path
+
+    port, folder = int(sys.argv[1]), Path(sys.argv[2])
+    statuses = store(port, [path.read_bytes() for path in sorted(folder.glob("*.dcm"))])
+    sys.exit(0 if all(status == 0 for status in statuses) else 1)

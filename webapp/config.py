@@ -89,6 +89,8 @@ class Config:
     # The queue worker yields the CPU to the web workers: OS priority and TensorFlow threads.
     JOBS_WORKER_NICE = int(os.environ.get("JOBS_WORKER_NICE", "10"))
     JOBS_WORKER_TF_THREADS = int(os.environ.get("JOBS_WORKER_TF_THREADS", "1"))
+    # The DICOM node gives way to the web workers too (it spools and queues; screening is the worker's).
+    DICOM_LISTENER_NICE = int(os.environ.get("DICOM_LISTENER_NICE", "10"))
     # The clinicians' worklist shows the films received from the PACS in the last hours.
     WORKLIST_HOURS = int(os.environ.get("WORKLIST_HOURS", "24"))
 

@@ -8,6 +8,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from ..jobs.priority import yield_cpu
 from . import listener
 from .sender import DestinationError, parse_destination
 
@@ -36,6 +37,7 @@ def listen() -> None:
         allowed,
         destination or "nowhere: DICOM_RESULTS_DESTINATION is not set",
     )
+    yield_cpu(config["DICOM_LISTENER_NICE"], tf_threads=0)  # uploads first (jobs/priority.py)
     try:
         listener.start(current_app._get_current_object(), block=True)
     except OSError as exc:

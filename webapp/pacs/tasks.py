@@ -7,9 +7,10 @@ still holds the lease. Then it deletes the spooled film. A worker killed at any 
 nothing committed (the film is screened again once the lease runs out) or everything (the leftover
 spool file is deleted by recovery): each film gets exactly one prediction and one pair of results.
 
-Delivering a result: one C-STORE; on failure the wait before the next try doubles up to
-DICOM_SEND_MAX_BACKOFF_SECONDS, so a PACS down for minutes gets its results minutes later. A result
-is delivered, then its file (the only copy of the patient's name the node ever keeps) is deleted.
+Delivering a result: one C-STORE, tried first by the job that screened the film; on failure the
+wait before the next try doubles up to DICOM_SEND_MAX_BACKOFF_SECONDS, so a PACS down for minutes
+gets its results minutes later. A result is delivered, then its file (the only copy of the
+patient's name the node ever keeps) is deleted.
 """
 
 from __future__ import annotations
@@ -149,8 +150,10 @@ def process(receipt_id: int, owner: str) -> None:
     db.session.commit()
     spool.delete(spool.SPOOL, spool_name)
     log.info("dicom: receipt %d screened as prediction %d (%s)", receipt_id, prediction.id, prediction.label)
-    for result in results:
-        enqueue(SEND_TASK, result.id)
+    # Delivered by this job, at once: queued behind a burst of films, results would wait for all of them.
+    # A failed delivery schedules its own retry.
+    for result_id in [result.id for result in results]:
+        deliver(result_id)
 
 
 def refuse(receipt_id: int, owner: str, message: str) -> None:
@@ -286,16 +289,18 @@ def recover(*, on_start: bool = False) -> int:
     receipt_ids = list(db.session.scalars(query))
     for receipt_id in receipt_ids:
         enqueue(SCREEN_TASK, receipt_id)
-    # A delivery whose time is a minute past lost its scheduled message (or its worker).
-    overdue = list(
-        db.session.scalars(
-            select(DicomResult.id).where(
-                DicomResult.state == RESULT_PENDING,
-                DicomResult.next_attempt_at < now - timedelta(seconds=60),
-                or_(DicomResult.lease_until.is_(None), DicomResult.lease_until < now),
+    # A delivery a minute past its time, with nothing left on the queue, lost its message (or its worker).
+    overdue = []
+    if on_start or not jobs().pending():
+        overdue = list(
+            db.session.scalars(
+                select(DicomResult.id).where(
+                    DicomResult.state == RESULT_PENDING,
+                    DicomResult.next_attempt_at < now - timedelta(seconds=60),
+                    or_(DicomResult.lease_until.is_(None), DicomResult.lease_until < now),
+                )
             )
         )
-    )
     for result_id in overdue:
         enqueue(SEND_TASK, result_id)
     leftovers = db.session.execute(
