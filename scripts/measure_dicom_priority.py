@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sqlite3
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
