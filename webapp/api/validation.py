@@ -11,6 +11,7 @@ from ..extensions import db
 from ..models import ValidationRun
 from ..site_threshold import active_calibration
 from ..validation.archive import ArchiveRejected
+from ..validation.monitoring import weekly
 from ..validation.runs import create_run, progress, upload_limit
 from ..validation.site import AdoptionRefused, adopt, current_model_version, withdraw
 from . import bp
@@ -100,3 +101,14 @@ def withdraw_site_calibration():
     if calibration is None:
         return api_error("not_found", "No site threshold is in force.", 404)
     return "", 204
+
+
+@bp.route("/monitoring", methods=["GET"])
+@admin_token_required
+def get_monitoring():
+    try:
+        version = current_model_version()
+    except AdoptionRefused as exc:
+        return api_error(exc.code, exc.message, exc.status)
+    weeks = min(max(request.args.get("weeks", 12, type=int), 1), 104)
+    return jsonify(weekly(version, weeks=weeks))
