@@ -29,7 +29,7 @@ from webapp.models import ApiToken, User
 
 with app.app_context():
     upgrade()
-    user = User(username=sys.argv[1], role="clinician")
+    user = User(username=sys.argv[1], role=sys.argv[3])
     user.set_password(sys.argv[2])
     db.session.add(user)
     token = ApiToken.issue(user)
@@ -63,10 +63,10 @@ class GunicornServer:
         self.database = self.instance / "cxr.sqlite"
         self.process: subprocess.Popen | None = None
 
-    def prepare_database(self, username: str) -> str:
-        """Migrate this server's empty database and create a clinician; returns an API token."""
+    def prepare_database(self, username: str, role: str = "clinician") -> str:
+        """Migrate this server's empty database and create a user (a clinician by default); returns an API token."""
         done = subprocess.run(
-            [sys.executable, "-c", SETUP_SCRIPT, username, secrets.token_hex(16)],
+            [sys.executable, "-c", SETUP_SCRIPT, username, secrets.token_hex(16), role],
             cwd=ROOT,
             env=self.env,
             capture_output=True,
