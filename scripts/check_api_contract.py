@@ -25,8 +25,10 @@ import time
 from pathlib import Path
 
 import requests
-from gunicorn_harness import ROOT, GunicornServer
 from openapi_spec_validator import validate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.live_app import ROOT, LiveApp  # noqa: E402  (needs the repository on sys.path)
 
 READY_LINE = "worker ready"
 IMAGES = [ROOT / "tests" / "fixtures" / "images" / name for name in ("normal.jpeg", "pneumonia.jpeg")]
@@ -121,8 +123,8 @@ def main() -> int:
 
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="cxr-contract-"))
-    with GunicornServer(workers=2) as server:
-        token = server.prepare_database("contract-admin", role="admin")
+    with LiveApp("contract", env={"WEB_WORKERS": "2"}) as server:
+        token = server.prepare("contract-admin", role="admin")
         server.start()
         server.wait_for_log(READY_LINE, 2, timeout=240)
         seed_predictions(server.url, token)
