@@ -8,8 +8,8 @@ import io
 import pytest
 from openapi_spec_validator import validate
 
-from tests.conftest import fixture_image
 from tests.factories import add_prediction
+from tests.helpers import fixture_image
 
 
 def auth(token):
