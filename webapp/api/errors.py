@@ -26,7 +26,7 @@ def describe(messages, field: str = "") -> str:
     """webargs/marshmallow messages ({location: {field: [text]}}) as one sentence naming each field."""
     if isinstance(messages, Mapping):
         # The top level is the location (query, files ...): clients know their parameters by name only.
-        return "; ".join(
+        return " ".join(
             describe(
                 value, field if key in ArgumentParser.__location_map__ else ".".join(filter(None, (field, str(key))))
             )
