@@ -112,15 +112,16 @@ def test_unknown_query_parameters_are_ignored(client, admin_token):
     assert client.get("/api/v1/predictions?_=1234", headers=auth(admin_token)).status_code == 200
 
 
-@pytest.mark.parametrize("raw_id", ["9" * 36, "9223372036854775808", "0", "-1", "abc", "1.0"])
+@pytest.mark.parametrize("raw_id", ["9" * 36, "9223372036854775808", "2147483648", "0", "-1", "abc", "1.0"])
 def test_ids_outside_the_declared_range_are_404_json(client, api_token, raw_id):
     response = client.get(f"/api/v1/predictions/{raw_id}", headers=auth(api_token))
     assert response.status_code == 404 and response.json["error"]["code"] == "not_found"
 
 
 def test_largest_declared_id_is_a_plain_404(client, api_token):
-    response = client.get("/api/v1/predictions/9223372036854775807", headers=auth(api_token))
-    assert response.status_code == 404 and response.json["error"]["message"] == "No prediction 9223372036854775807."
+    # 2^31 - 1: the largest id the database column holds (32-bit on PostgreSQL).
+    response = client.get("/api/v1/predictions/2147483647", headers=auth(api_token))
+    assert response.status_code == 404 and response.json["error"]["message"] == "No prediction 2147483647."
 
 
 @pytest.mark.parametrize("method", ["TRACE", "PUT", "PATCH", "DELETE"])

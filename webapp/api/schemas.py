@@ -17,8 +17,9 @@ from ..inference.labels import NORMAL, PNEUMONIA, VERDICTS
 from ..models import FEEDBACK_LABELS, Prediction
 from ..screening.service import Screened
 
-# Prediction ids are 64-bit database keys; a larger number can name no row (and would overflow the driver).
-MAX_ID = 2**63 - 1
+# Ids are INTEGER keys, 32-bit on PostgreSQL: a larger number names no row, and the database would
+# refuse it as a query parameter ("integer out of range") instead of finding nothing.
+MAX_ID = 2**31 - 1
 # Far beyond any real history, and (page - 1) * per_page stays a 64-bit offset.
 MAX_PAGE = 2**31 - 1
 MAX_PER_PAGE = 200
