@@ -120,11 +120,17 @@ def main() -> int:
     # ("SystemError: AST constructor recursion depth mismatch") inside Schemathesis itself.
     parser.add_argument("--workers", type=int, default=1, help="concurrent Schemathesis workers (default 1)")
     parser.add_argument("--seed", type=int, help="replay a run (Schemathesis prints its seed)")
+    parser.add_argument(
+        "--database-url",
+        help="an empty database for the server instead of a throwaway SQLite file "
+        "(CI: PostgreSQL from scripts/with_postgres.sh, whose integer limits differ)",
+    )
     args = parser.parse_args()
 
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="cxr-contract-"))
-    with LiveApp("contract", env={"WEB_WORKERS": "2"}) as server:
+    database = {"DATABASE_URL": args.database_url} if args.database_url else {}
+    with LiveApp("contract", env={"WEB_WORKERS": "2", **database}) as server:
         token = server.prepare("contract-admin", role="admin")
         server.start()
         server.wait_for_log(READY_LINE, 2, timeout=240)
@@ -136,6 +142,8 @@ def main() -> int:
             for method in item
             if method != "parameters"
         ]
+        backend = args.database_url.split(":", 1)[0] if args.database_url else "sqlite (throwaway file)"
+        print(f"database: {backend}")
         print(f"document valid (OpenAPI {document['openapi']}); {len(operations)} operations: {', '.join(operations)}")
         returncode = run_schemathesis(work / "openapi.json", f"{server.url}/api/v1", token, work, args)
         records = logged_requests(server.log_text())
