@@ -7,7 +7,7 @@ return and become the OpenAPI document's `components.schemas`.
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 from flask_smorest.fields import Upload
 from marshmallow import EXCLUDE, Schema, fields, post_dump, validate
@@ -67,15 +67,16 @@ class BatchErrorSchema(ErrorSchema):
 # --- predictions ------------------------------------------------------------
 
 
-class UtcDateTime(fields.DateTime):
+def iso_utc(moment: datetime) -> str:
     """ISO 8601 in UTC with a Z (SQLite hands back naive datetimes; every time we store is UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
+
+class UtcDateTime(fields.DateTime):
     def _serialize(self, value, attr, obj, **kwargs):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return None if value is None else iso_utc(value)
 
 
 class Rounded(fields.Float):
