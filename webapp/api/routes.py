@@ -18,6 +18,7 @@ from .errors import api_error
 from .schemas import (
     MAX_ID,
     BatchErrorSchema,
+    ErrorSchema,
     PartialBatchSchema,
     PredictionBatchSchema,
     PredictionFilterSchema,
@@ -41,9 +42,7 @@ from .spec import openapi_document
     example=examples.PARTIAL_BATCH,
 )
 @bp.alt_response(
-    400,
-    schema=BatchErrorSchema,
-    description="No part named `file`, more files than MAX_FILES_PER_UPLOAD, or every file refused as malformed.",
+    400, schema=ErrorSchema, description="`no_file`: no part named `file`; `too_many_files`: over MAX_FILES_PER_UPLOAD."
 )
 @bp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
 @bp.alt_response(

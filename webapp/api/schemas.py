@@ -31,7 +31,6 @@ class ResponseSchema(Schema):
     class Meta:
         # No additionalProperties: false in the document: v1 may add fields to a response (docs/api.md).
         unknown = EXCLUDE
-        ordered = True
 
 
 # --- errors -----------------------------------------------------------------
