@@ -4,6 +4,7 @@ The live fuzzing of the same contract is scripts/check_api_contract.py (Schemath
 """
 
 import io
+import json
 
 import pytest
 from openapi_spec_validator import validate
@@ -167,3 +168,11 @@ def test_partial_batch_items_follow_their_schemas(client, api_token, document):
     schemas = document["components"]["schemas"]
     assert set(schemas["Prediction"]["required"]) <= set(ok)
     assert set(refused) == set(schemas["RejectedFile"]["required"]) == {"filename", "status", "error"}
+
+
+def test_offline_document_matches_the_served_one(runner, document):
+    # `flask openapi print` (flask-smorest) gives the same contract without a server or a token.
+    result = runner.invoke(args=["openapi", "print"])
+    assert result.exit_code == 0
+    offline = json.loads(result.output)
+    assert offline["paths"] == document["paths"] and offline["components"] == document["components"]
