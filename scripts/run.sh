@@ -22,7 +22,7 @@ fi
 flask --app wsgi db upgrade
 if [ -z "$(flask --app wsgi users list)" ]; then
   password="${ADMIN_PASSWORD:-$(python -c 'import secrets; print(secrets.token_urlsafe(12))')}"
-  flask --app wsgi users create admin --role admin --password "$password"
+  flask --app wsgi users create admin --role admin --password "$password"  # changed at first sign-in
   (umask 077; echo "$password" > instance/initial_admin_password)
   echo "First admin account: user 'admin', password '$password' (also in instance/initial_admin_password)."
 fi

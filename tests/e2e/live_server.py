@@ -57,7 +57,9 @@ class LiveServer:
 
     def create_account(self, username: str, role: str) -> Account:
         account = Account(username, secrets.token_urlsafe(12), role)
-        self.flask("users", "create", username, "--role", role, "--password", account.password)
+        self.flask(
+            "users", "create", username, "--role", role, "--password", account.password, "--no-change-at-sign-in"
+        )
         self.accounts[username] = account
         return account
 
