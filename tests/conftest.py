@@ -18,6 +18,9 @@ from webapp.config import TestingConfig
 from webapp.extensions import db
 from webapp.models import ApiToken, User
 
+# Fixtures that start servers (slapd) live in their own modules.
+pytest_plugins = ["tests.ldap_server"]
+
 FIXTURES = Path(__file__).parent / "fixtures"
 IMAGES = FIXTURES / "images"
 PASSWORDS = {"admin": "admin-password-1", "clin": "clinician-pass-1", "other": "other-clin-pass-1"}

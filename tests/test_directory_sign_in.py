@@ -1,0 +1,127 @@
+"""Directory sign-in against a real OpenLDAP server (tests/ldap_server.py)."""
+
+import pytest
+from ldap3 import MODIFY_ADD, MODIFY_DELETE
+
+from tests.conftest import AuthActions
+from tests.ldap_server import DIRECTORY_PEOPLE, free_loopback_port
+from webapp.extensions import db
+from webapp.models import DIRECTORY, AuditEvent, User
+
+ADMIN_PAGE = "/admin/users"
+
+
+@pytest.fixture
+def directory(app, ldap_server):
+    app.config.update(ldap_server.app_settings())
+    return ldap_server
+
+
+def sign_in_as(auth, uid: str, password: str | None = None):
+    return auth.login(uid, password or DIRECTORY_PEOPLE[uid][0])
+
+
+def test_clinicians_group_member_signs_in_as_clinician(app, client, auth, directory):
+    response = sign_in_as(auth, "alice")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/screen")
+    assert client.get("/screen").status_code == 200
+    assert client.get(ADMIN_PAGE).status_code == 403
+    with app.app_context():
+        user = User.by_username("alice")
+        assert user.role == "clinician" and user.source == DIRECTORY
+        assert not user.check_password(DIRECTORY_PEOPLE["alice"][0])  # no usable local password
+        assert db.session.query(AuditEvent).filter_by(action="sign_in", actor="alice").count() == 1
+
+
+def test_admins_group_member_signs_in_as_admin(app, client, auth, directory):
+    assert sign_in_as(auth, "bob").status_code == 302
+    assert client.get(ADMIN_PAGE).status_code == 200
+    with app.app_context():
+        assert User.by_username("bob").role == "admin"
+
+
+def test_member_of_neither_group_is_refused(app, client, auth, directory):
+    response = sign_in_as(auth, "carol")
+    assert response.status_code == 401
+    assert "not in a group that may use CXR Screen" in response.get_data(as_text=True)
+    assert client.get("/screen").status_code == 302
+    with app.app_context():
+        assert User.by_username("carol") is None
+
+
+@pytest.mark.parametrize("password", ["wrong-password-here", " "])
+def test_wrong_password_is_refused(app, client, auth, directory, password):
+    response = sign_in_as(auth, "alice", password)
+    assert response.status_code in (400, 401)  # a blank password fails the form before the directory
+    assert client.get("/screen").status_code == 302
+
+
+@pytest.mark.parametrize("name", ["*", "alice)(uid=*", "ali*", "nobody-here"])
+def test_filter_characters_in_names_match_nobody(client, auth, directory, name):
+    response = auth.login(name, DIRECTORY_PEOPLE["alice"][0])
+    assert response.status_code == 401
+    assert "Unknown username or wrong password" in response.get_data(as_text=True)
+
+
+def test_names_are_case_insensitive_with_one_local_row(app, auth, client, directory):
+    assert sign_in_as(auth, "alice").status_code == 302
+    auth.logout()
+    assert auth.login("ALICE", DIRECTORY_PEOPLE["alice"][0]).status_code == 302
+    with app.app_context():
+        assert db.session.query(User).filter(db.func.lower(User.username) == "alice").count() == 1
+
+
+def test_local_account_wins_over_a_directory_entry_of_the_same_name(app, client, auth, directory):
+    # "bob" exists locally as a clinician: the directory's admin bob cannot take that account over.
+    with app.app_context():
+        local = User(username="bob", role="clinician")
+        local.set_password("local-bob-password")
+        db.session.add(local)
+        db.session.commit()
+    assert sign_in_as(auth, "bob").status_code == 401
+    assert auth.login("bob", "local-bob-password").status_code == 302
+    assert client.get(ADMIN_PAGE).status_code == 403
+
+
+def test_role_follows_the_groups_at_every_sign_in(app, client, auth, directory):
+    assert sign_in_as(auth, "alice").status_code == 302
+    assert client.get(ADMIN_PAGE).status_code == 403
+    group = directory.app_settings()["LDAP_ADMIN_GROUP_DN"]
+    with directory.admin() as conn:
+        assert conn.modify(group, {"member": [(MODIFY_ADD, [_dn("alice")])]}), conn.result
+    try:
+        elsewhere = app.test_client()  # alice signs in again at another workstation
+        assert sign_in_as(AuthActions(elsewhere), "alice").status_code == 302
+        assert elsewhere.get(ADMIN_PAGE).status_code == 200
+        # The role change ended the session that still had the clinician role.
+        assert client.get("/screen").status_code == 302
+    finally:
+        with directory.admin() as conn:
+            conn.modify(group, {"member": [(MODIFY_DELETE, [_dn("alice")])]})
+    with app.app_context():
+        assert User.by_username("alice").role == "admin"
+
+
+def _dn(uid: str) -> str:
+    return f"uid={uid},ou=people,dc=hospital,dc=test"
+
+
+def test_directory_down_local_admin_still_signs_in(app, client, auth, admin_user, own_ldap_server):
+    app.config.update(own_ldap_server.app_settings())
+    assert sign_in_as(auth, "alice").status_code == 302  # the directory works ...
+    auth.logout()
+    own_ldap_server.stop()  # ... then goes away
+    response = sign_in_as(auth, "alice")
+    assert response.status_code == 503
+    assert "staff directory cannot be reached" in response.get_data(as_text=True)
+    assert client.get("/screen").status_code == 302
+    # The break-glass local admin is not affected.
+    assert auth.login("admin").status_code == 302
+    assert client.get(ADMIN_PAGE).status_code == 200
+
+
+def test_unreachable_directory_address_is_a_clear_message(app, auth, client):
+    app.config.update(LDAP_URL=f"ldap://127.0.0.1:{free_loopback_port()}", LDAP_USER_BASE="dc=x")
+    response = auth.login("someone", "some-password-here")
+    assert response.status_code == 503
+    assert "staff directory cannot be reached" in response.get_data(as_text=True)
