@@ -19,14 +19,18 @@ from ..models import User
 VERSION, SIGNED_IN_AT, SEEN_AT = "session_version", "signed_in_at", "seen_at"
 
 
+def now() -> int:
+    return int(time.time())
+
+
 def begin(user: User) -> None:
     """Start a fresh session for `user`: nothing of the anonymous one survives, the CSRF token included."""
     session.clear()
     login_user(user)
-    now = int(time.time())
+    moment = now()
     session[VERSION] = user.session_version
-    session[SIGNED_IN_AT] = now
-    session[SEEN_AT] = now
+    session[SIGNED_IN_AT] = moment
+    session[SEEN_AT] = moment
     # The browser drops the cookie at the absolute timeout too (PERMANENT_SESSION_LIFETIME); the server
     # does not rely on it.
     session.permanent = True
@@ -40,17 +44,17 @@ def end_all_access(user: User) -> None:
 def still_valid(user: User) -> bool:
     """Whether the current request's session may act for `user`; ends it (with a message) when not."""
     cfg = current_app.config
-    now = int(time.time())
+    moment = now()
     reason = None
     if session.get(VERSION) != user.session_version or not user.active:
         reason = "Your session has ended. Please sign in again."
-    elif now - session.get(SIGNED_IN_AT, 0) > cfg["SESSION_MAX_HOURS"] * 3600:
+    elif moment - session.get(SIGNED_IN_AT, 0) > cfg["SESSION_MAX_HOURS"] * 3600:
         reason = f"Sessions last at most {cfg['SESSION_MAX_HOURS']} hours. Please sign in again."
-    elif now - session.get(SEEN_AT, 0) > cfg["SESSION_IDLE_MINUTES"] * 60:
+    elif moment - session.get(SEEN_AT, 0) > cfg["SESSION_IDLE_MINUTES"] * 60:
         reason = f"You were signed out after {cfg['SESSION_IDLE_MINUTES']} minutes without activity."
     if reason:
         session.clear()
         flash(reason, "info")
         return False
-    session[SEEN_AT] = now
+    session[SEEN_AT] = moment
     return True
