@@ -6,7 +6,7 @@ from flask import Flask
 
 from .config import INSECURE_SECRET_KEYS, MIN_SECRET_KEY_LENGTH, PROJECT_DIR, SECRET_KEY_FILE, Config, config_from_env
 from .extensions import csrf, db, login_manager, migrate
-from .private_files import create_private_sqlite, make_private
+from .private_files import make_private
 
 
 def create_app(config_class: type[Config] | None = None, overrides: dict | None = None) -> Flask:
@@ -45,7 +45,6 @@ def load_secret_key(app: Flask) -> None:
 def register_extensions(app: Flask) -> None:
     from . import models  # noqa: F401  (registers the tables with SQLAlchemy)
 
-    create_private_sqlite(app.config["SQLALCHEMY_DATABASE_URI"])
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_DIR / "migrations"))
     csrf.init_app(app)

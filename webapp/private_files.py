@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
 from pathlib import Path
-
-from sqlalchemy.engine import make_url
 
 PRIVATE = 0o600
 log = logging.getLogger(__name__)
@@ -24,19 +23,13 @@ def make_private(path: Path) -> None:
         log.warning("%s is readable by others and not ours to change; restrict it to mode 0600", path)
 
 
-def sqlite_database_file(database_uri: str) -> Path | None:
-    url = make_url(database_uri)
-    if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
-        return None
-    return Path(url.database)
-
-
-def create_private_sqlite(database_uri: str) -> None:
-    """Create the SQLite file with mode 0600 before SQLite would create it with the umask's mode.
-    SQLite gives its -wal and -shm files the same mode as the database file."""
-    path = sqlite_database_file(database_uri)
-    if path is None:
+def private_sqlite_file(database: str) -> None:
+    """Create a SQLite database file with mode 0600 before SQLite would create it with the umask's mode
+    (SQLite gives its -wal and -shm files the mode of the database file), or tighten an existing one."""
+    if not database or database == ":memory:" or database.startswith("file:"):
         return
-    if path.parent.is_dir() and not path.exists():
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, PRIVATE))
+    path = Path(database)
+    if not path.exists() and path.parent.is_dir():
+        with contextlib.suppress(FileExistsError):  # another worker created it first
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE))
     make_private(path)
