@@ -3,7 +3,7 @@
 import pytest
 from ldap3 import MODIFY_ADD, MODIFY_DELETE
 
-from tests.conftest import AuthActions
+from tests.helpers import AuthActions
 from tests.ldap_server import DIRECTORY_PEOPLE, free_loopback_port
 from webapp.extensions import db
 from webapp.models import DIRECTORY, AuditEvent, User

@@ -1,6 +1,6 @@
 """Sign-ins, failures, sign-outs and account changes land in the audit trail, never a password."""
 
-from tests.conftest import PASSWORDS, AuthActions, csrf_token
+from tests.helpers import PASSWORDS, AuthActions, csrf_token
 from webapp.extensions import db
 from webapp.models import AuditEvent
 

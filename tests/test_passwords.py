@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import PASSWORDS, csrf_token
+from tests.helpers import PASSWORDS, csrf_token
 from webapp.extensions import db
 from webapp.models import DIRECTORY, NO_LOCAL_PASSWORD, User
 from webapp.passwords import password_problem

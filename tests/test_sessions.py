@@ -2,8 +2,8 @@
 
 import pytest
 
-from tests.conftest import PASSWORDS, AuthActions, csrf_token
 from tests.factories import add_prediction
+from tests.helpers import PASSWORDS, AuthActions, csrf_token
 from webapp.auth import sessions
 from webapp.extensions import db
 from webapp.models import Feedback, User

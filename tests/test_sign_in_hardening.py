@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from argon2 import PasswordHasher
 
-from tests.conftest import PASSWORDS, csrf_token, make_user, reset_database
+from tests.helpers import PASSWORDS, csrf_token, make_user, reset_database
 from webapp import create_app
 from webapp.auth import throttle
 from webapp.config import TestingConfig
