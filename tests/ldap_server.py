@@ -39,6 +39,12 @@ DIRECTORY_PEOPLE = {
 }
 SLAPD_PATHS = ("/usr/sbin/slapd", "/usr/sbin/slapadd")
 
+TLS_CONFIG = """\
+TLSCACertificateFile {run}/ca.pem
+TLSCertificateFile {run}/server.pem
+TLSCertificateKeyFile {run}/server.key
+"""
+
 CONFIG = """\
 include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
@@ -103,15 +109,79 @@ def free_loopback_port() -> int:
         return sock.getsockname()[1]
 
 
+def make_certificates(run_dir: Path, certificate_ip: str) -> None:
+    """A throwaway CA and a server certificate for `certificate_ip` signed by it (openssl's command line)."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=run_dir, check=True, capture_output=True, timeout=60)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=CXR test CA",
+    )
+    (run_dir / "san.ext").write_text(f"subjectAltName=IP:{certificate_ip}\n")
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        f"/CN={certificate_ip}",
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+    )
+
+
 @dataclass
 class LdapServer:
     run_dir: Path
+    tls: bool = False  # also serve ldaps:// (and StartTLS on ldap://) with a certificate from a test CA
+    certificate_ip: str = "127.0.0.1"  # the address the certificate names (the server listens on 127.0.0.1)
     port: int = field(default_factory=free_loopback_port)
+    tls_port: int = field(default_factory=free_loopback_port)
     process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def ldaps_url(self) -> str:
+        return f"ldaps://127.0.0.1:{self.tls_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.run_dir / "ca.pem"
 
     def app_settings(self) -> dict[str, str]:
         return {
@@ -127,15 +197,21 @@ class LdapServer:
     def build(self) -> None:
         (self.run_dir / "db").mkdir(parents=True)
         conf = self.run_dir / "slapd.conf"
-        conf.write_text(CONFIG.format(run=self.run_dir, suffix=SUFFIX, root_dn=ROOT_DN, root_password=ROOT_PASSWORD))
+        config = CONFIG.format(run=self.run_dir, suffix=SUFFIX, root_dn=ROOT_DN, root_password=ROOT_PASSWORD)
+        if self.tls:
+            make_certificates(self.run_dir, self.certificate_ip)
+            # TLS settings are global: they must come before the first "database" line.
+            config = config.replace("\ndatabase mdb", "\n" + TLS_CONFIG.format(run=self.run_dir) + "\ndatabase mdb")
+        conf.write_text(config)
         ldif = self.run_dir / "initial.ldif"
         ldif.write_text(initial_ldif())
         subprocess.run(["slapadd", "-f", str(conf), "-l", str(ldif)], check=True, capture_output=True, timeout=60)
 
     def start(self) -> None:
         # -d keeps slapd in the foreground (a child we can stop); level 0 logs nothing.
+        urls = f"{self.url}/ {self.ldaps_url}/" if self.tls else f"{self.url}/"
         self.process = subprocess.Popen(
-            ["slapd", "-f", str(self.run_dir / "slapd.conf"), "-h", f"{self.url}/", "-d", "0"],
+            ["slapd", "-f", str(self.run_dir / "slapd.conf"), "-h", urls, "-d", "0"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -173,10 +249,12 @@ def slapd_missing() -> bool:
     return not all(Path(p).exists() for p in SLAPD_PATHS) and not shutil.which("slapd")
 
 
-def started_server(run_dir: Path) -> LdapServer:
+def started_server(run_dir: Path, tls: bool = False, certificate_ip: str = "127.0.0.1") -> LdapServer:
     if slapd_missing():
         pytest.skip("slapd is not installed (Debian: apt-get install slapd ldap-utils); .ci/run installs it")
-    server = LdapServer(run_dir)
+    if tls and not shutil.which("openssl"):
+        pytest.skip("openssl is not installed (Debian: apt-get install openssl); needed for the test certificates")
+    server = LdapServer(run_dir, tls=tls, certificate_ip=certificate_ip)
     server.build()
     server.start()
     server.add_admins_group()
@@ -192,6 +270,26 @@ def ldap_server():
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture
+def tls_ldap_server(tmp_path):
+    """A directory that also speaks TLS, with a certificate from a throwaway CA (ca_file)."""
+    server = started_server(tmp_path / "slapd-tls", tls=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def misnamed_tls_ldap_server(tmp_path):
+    """A TLS directory whose certificate, from the trusted test CA, names another host (127.0.0.2)."""
+    server = started_server(tmp_path / "slapd-misnamed", tls=True, certificate_ip="127.0.0.2")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

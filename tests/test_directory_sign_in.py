@@ -125,3 +125,34 @@ def test_unreachable_directory_address_is_a_clear_message(app, auth, client):
     response = auth.login("someone", "some-password-here")
     assert response.status_code == 503
     assert "staff directory cannot be reached" in response.get_data(as_text=True)
+
+
+def test_ldaps_with_the_directorys_ca(app, client, auth, tls_ldap_server):
+    app.config.update(tls_ldap_server.app_settings(), LDAP_URL=tls_ldap_server.ldaps_url)
+    app.config["LDAP_CA_FILE"] = str(tls_ldap_server.ca_file)
+    assert sign_in_as(auth, "alice").status_code == 302
+
+
+def test_starttls_with_the_directorys_ca(app, client, auth, tls_ldap_server):
+    app.config.update(tls_ldap_server.app_settings(), LDAP_STARTTLS=True, LDAP_CA_FILE=str(tls_ldap_server.ca_file))
+    assert sign_in_as(auth, "alice").status_code == 302
+
+
+@pytest.mark.parametrize("starttls", [False, True])
+def test_untrusted_directory_certificate_is_refused(app, client, auth, tls_ldap_server, starttls, caplog):
+    # Without the CA the certificate cannot be verified: no password is sent, directory users get the message.
+    app.config.update(tls_ldap_server.app_settings(), LDAP_CA_FILE="")
+    app.config.update(LDAP_STARTTLS=True) if starttls else app.config.update(LDAP_URL=tls_ldap_server.ldaps_url)
+    response = sign_in_as(auth, "alice")
+    assert response.status_code == 503
+    assert "staff directory cannot be reached" in response.get_data(as_text=True)
+    assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+
+
+@pytest.mark.parametrize("starttls", [False, True])
+def test_certificate_for_another_host_is_refused(app, client, auth, misnamed_tls_ldap_server, starttls, caplog):
+    server = misnamed_tls_ldap_server
+    app.config.update(server.app_settings(), LDAP_CA_FILE=str(server.ca_file))
+    app.config.update(LDAP_STARTTLS=True) if starttls else app.config.update(LDAP_URL=server.ldaps_url)
+    assert sign_in_as(auth, "alice").status_code == 503
+    assert "127.0.0.2" in caplog.text or "hostname" in caplog.text.lower()
