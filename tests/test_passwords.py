@@ -123,3 +123,11 @@ def test_directory_users_change_their_password_in_the_directory(app, client, aut
     # And a directory account can never sign in with a local password.
     auth.logout()
     assert auth.login("dir.user", NO_LOCAL_PASSWORD).status_code == 401
+
+
+def test_current_password_guesses_are_delayed_like_sign_ins(client, auth, clinician_user):
+    auth.login()
+    for _ in range(5):
+        assert change(client, "a-guessed-password", "a-fine-new-passphrase").status_code == 400
+    response = change(client, PASSWORDS["clin"], "a-fine-new-passphrase")
+    assert response.status_code == 400 and "Too many wrong passwords" in response.get_data(as_text=True)

@@ -147,3 +147,11 @@ def test_parallel_attempts_get_no_more_than_the_allowance_of_checks(tmp_path, ve
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+def test_many_sign_ins_at_one_workstation_are_not_failures(app, client, auth, clinician_user):
+    app.config["LOGIN_MAX_FAILURES_PER_ADDRESS"] = 3
+    for _ in range(6):
+        assert auth.login().status_code == 302
+        auth.logout()
+    assert post_login(client, "someone-else", "wrong-password-1").status_code == 401

@@ -98,11 +98,17 @@ def change_password():
         return render_template("auth/password.html", form=None), 200
     form = ChangePasswordForm()
     if form.validate_on_submit():
-        if not user.check_password(form.current_password.data):
+        # The current password is guessed no faster here than at sign-in (a session left open is not
+        # a way to learn the password and keep the account).
+        attempt = throttle.claim(user.username, request.remote_addr or "unknown")
+        if not attempt.granted:
+            form.current_password.errors.append(f"Too many wrong passwords: wait {attempt.wait_seconds} seconds.")
+        elif not user.check_password(form.current_password.data):
             form.current_password.errors.append("That is not your current password.")
         elif form.new_password.data == form.current_password.data:
             form.new_password.errors.append("Choose a password different from the current one.")
         else:
+            throttle.succeeded(attempt)
             user.set_password(form.new_password.data)
             user.must_change_password = False
             sessions.end_all_access(user)  # any other session, maybe a stolen one, ends here

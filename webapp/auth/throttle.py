@@ -107,16 +107,21 @@ def _try_claim(keys: dict[str, int]) -> int | None:
 
 
 def succeeded(claim_: Claim) -> None:
-    """A correct password: the account's counter starts again (the address keeps its own)."""
+    """A correct password: the pair's counter starts again, and the address's claim is given back (a
+    ward workstation where many people sign in all day must not collect failures)."""
     db.session.execute(delete(SignInCounter).where(SignInCounter.key == claim_.keys[0]))
-    db.session.commit()
+    _decrement(claim_.keys[1:])
 
 
 def give_back(claim_: Claim) -> None:
     """The try never reached a password check (the directory was down): it does not count."""
+    _decrement(claim_.keys)
+
+
+def _decrement(keys) -> None:
     db.session.execute(
         update(SignInCounter)
-        .where(SignInCounter.key.in_(claim_.keys), SignInCounter.failures > 0)
+        .where(SignInCounter.key.in_(keys), SignInCounter.failures > 0)
         .values(failures=SignInCounter.failures - 1)
     )
     db.session.commit()
