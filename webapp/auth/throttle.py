@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..extensions import db
@@ -76,7 +76,11 @@ def _try_claim(keys: dict[str, int]) -> int | None:
     """0 when every counter was advanced, the wait when one forbids a try now, None when a race was lost."""
     now = utcnow()
     window = timedelta(minutes=current_app.config["LOGIN_WINDOW_MINUTES"])
-    rows = {row.key: row for row in db.session.scalars(db.select(SignInCounter).where(SignInCounter.key.in_(keys)))}
+    # Plain rows, not ORM objects: an object kept from an earlier read would show stale counts.
+    query = select(SignInCounter.key, SignInCounter.failures, SignInCounter.last_failure_at).where(
+        SignInCounter.key.in_(keys)
+    )
+    rows = {row.key: row for row in db.session.execute(query)}
     waits = []
     for key, allowance in keys.items():
         row = rows.get(key)
