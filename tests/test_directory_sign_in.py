@@ -22,6 +22,7 @@ def sign_in_as(auth, uid: str, password: str | None = None):
 
 
 def test_clinicians_group_member_signs_in_as_clinician(app, client, auth, directory):
+    assert "hospital network account" in client.get("/auth/login").get_data(as_text=True)
     response = sign_in_as(auth, "alice")
     assert response.status_code == 302 and response.headers["Location"].endswith("/screen")
     assert client.get("/screen").status_code == 200
