@@ -1,6 +1,7 @@
 """Directory sign-in against a real OpenLDAP server (tests/ldap_server.py)."""
 
 import pytest
+from argon2 import PasswordHasher
 from ldap3 import MODIFY_ADD, MODIFY_DELETE
 
 from tests.helpers import AuthActions
@@ -157,3 +158,12 @@ def test_certificate_for_another_host_is_refused(app, client, auth, misnamed_tls
     app.config.update(LDAP_STARTTLS=True) if starttls else app.config.update(LDAP_URL=server.ldaps_url)
     assert sign_in_as(auth, "alice").status_code == 503
     assert "127.0.0.2" in caplog.text or "hostname" in caplog.text.lower()
+
+
+@pytest.mark.parametrize("name", ["alice", "carol", "nobody-here"])
+def test_directory_and_unknown_names_cost_one_argon2_check_like_local_ones(auth, directory, name, monkeypatch):
+    checks = []
+    real = PasswordHasher.verify
+    monkeypatch.setattr(PasswordHasher, "verify", lambda self, h, p: checks.append(h) or real(self, h, p))
+    auth.login(name, "wrong-password-here")
+    assert len(checks) == 1
