@@ -13,7 +13,7 @@ from ..extensions import db
 from ..models import DIRECTORY, NO_LOCAL_PASSWORD, User, record_audit
 from ..passwords import verify_nothing
 from . import directory
-from .sessions import end_all_access
+from .sessions import end_all_access, end_sessions
 
 WRONG = "Unknown username or wrong password."
 NOT_IN_GROUP = (
@@ -65,6 +65,6 @@ def _sync(user: User | None, username: str, role: str) -> User:
     elif user.role != role:
         record_audit(username, "role_changed", username, f"from the directory: {user.role} -> {role}")
         user.role = role
-        end_all_access(user)
+        end_sessions(user)
     db.session.commit()
     return user

@@ -81,7 +81,7 @@ def _signed_in(user):
 def logout():
     user = current_user._get_current_object()
     # Signing out ends this user's sessions everywhere: a copied cookie is worthless from now on.
-    sessions.end_all_access(user)
+    sessions.end_sessions(user)
     record_audit(user.username, "sign_out")
     db.session.commit()
     logout_user()
@@ -111,7 +111,7 @@ def change_password():
             throttle.succeeded(attempt)
             user.set_password(form.new_password.data)
             user.must_change_password = False
-            sessions.end_all_access(user)  # any other session, maybe a stolen one, ends here
+            sessions.end_sessions(user)  # any other session, maybe a stolen one, ends here
             record_audit(user.username, "password_changed", user.username)
             db.session.commit()
             sessions.begin(user)  # ... and this one goes on under the new version

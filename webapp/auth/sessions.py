@@ -36,9 +36,16 @@ def begin(user: User) -> None:
     session.permanent = True
 
 
-def end_all_access(user: User) -> None:
-    """End every session of `user` (the caller commits). API tokens are revoked here too once they can be."""
+def end_sessions(user: User) -> None:
+    """End every browser session of `user` at once (the caller commits): sign-out, own password
+    change, a role change. The user's API tokens are left alone."""
     user.session_version += 1
+
+
+def end_all_access(user: User) -> None:
+    """End everything `user` is signed in with (the caller commits): a password reset by someone else,
+    deactivation. The one place where a user's access ends; revoking the user's API tokens belongs here."""
+    end_sessions(user)
 
 
 def still_valid(user: User) -> bool:
