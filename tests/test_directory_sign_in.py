@@ -1,11 +1,15 @@
 """Directory sign-in against a real OpenLDAP server (tests/ldap_server.py)."""
 
+import re
+
 import pytest
 from argon2 import PasswordHasher
 from ldap3 import MODIFY_ADD, MODIFY_DELETE
 
 from tests.helpers import AuthActions
 from tests.ldap_server import DIRECTORY_PEOPLE, free_loopback_port
+from webapp import create_app
+from webapp.config import TestingConfig
 from webapp.extensions import db
 from webapp.models import DIRECTORY, AuditEvent, User
 
@@ -167,3 +171,31 @@ def test_directory_and_unknown_names_cost_one_argon2_check_like_local_ones(auth,
     monkeypatch.setattr(PasswordHasher, "verify", lambda self, h, p: checks.append(h) or real(self, h, p))
     auth.login(name, "wrong-password-here")
     assert len(checks) == 1
+
+
+GOOD_SETTINGS = {
+    "LDAP_URL": "ldap://127.0.0.1:389",
+    "LDAP_USER_BASE": "ou=people,dc=x",
+    "LDAP_CLINICIAN_GROUP_DN": "cn=clinicians,dc=x",
+}
+
+
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        ({"LDAP_URL": "http://dc01"}, "must start with ldap://"),
+        ({"LDAP_URL": "ldaps://dc01", "LDAP_STARTTLS": True}, "applies to ldap:// URLs"),
+        ({"LDAP_USER_FILTER": "(uid=*)"}, "must contain {username}"),
+        ({"LDAP_USER_FILTER": "(&({attr}={username}))"}, "no braces other than"),
+        ({"LDAP_USER_BASE": ""}, "LDAP_USER_BASE"),
+        ({"LDAP_CLINICIAN_GROUP_DN": ""}, "the groups give the roles"),
+        ({"LDAP_CA_FILE": "/no/such/ca.pem"}, "is not a file"),
+    ],
+)
+def test_misconfigured_directory_stops_the_app_at_start(tmp_path, settings, message):
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, **GOOD_SETTINGS, **settings})
+
+
+def test_usable_directory_settings_start(tmp_path):
+    assert create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, **GOOD_SETTINGS}).config["LDAP_URL"]

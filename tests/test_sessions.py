@@ -156,3 +156,12 @@ def test_changing_ones_password_keeps_this_session_and_ends_the_others(app, clie
     assert other.get("/screen").status_code == 302
     with app.app_context():
         assert User.by_username("clin").check_password("my-own-new-passphrase")
+
+
+def test_cookie_from_before_session_versions_is_refused(app, client, auth, clinician_user):
+    # A cookie signed by the previous release (user id only, no version or times) ends at the upgrade.
+    auth.login()
+    with client.session_transaction() as state:
+        for key in (sessions.VERSION, sessions.SIGNED_IN_AT, sessions.SEEN_AT):
+            state.pop(key)
+    assert client.get("/screen").status_code == 302

@@ -15,6 +15,7 @@ def create_app(config_class: type[Config] | None = None, overrides: dict | None 
     app.config.from_object(config_class)
     app.config.update(overrides or {})
     load_secret_key(app)
+    check_directory_settings(app)
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
@@ -40,6 +41,14 @@ def load_secret_key(app: Flask) -> None:
         )
     app.config["SECRET_KEY"] = key or "development-only-key"
     app.config["DEBUG"] = False if app.config["ENV_NAME"] == "production" else app.config.get("DEBUG", False)
+
+
+def check_directory_settings(app: Flask) -> None:
+    from .auth.directory import settings_problem
+
+    problem = settings_problem(app.config)
+    if problem:
+        raise RuntimeError(f"Directory sign-in is misconfigured: {problem} See docs/sign-in.md.")
 
 
 def register_extensions(app: Flask) -> None:

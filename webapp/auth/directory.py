@@ -9,6 +9,7 @@ failing that, from the group's `member` list (groupOfNames).
 
 from __future__ import annotations
 
+import os
 import ssl
 from dataclasses import dataclass
 
@@ -32,6 +33,32 @@ class DirectoryAnswer:
 
 def configured() -> bool:
     return bool(current_app.config["LDAP_URL"])
+
+
+def settings_problem(config) -> str | None:
+    """What is wrong with the directory settings, checked at start-up so that a typo stops the app with
+    a message instead of failing every sign-in; None when they are usable (or directory sign-in is off)."""
+    url = config["LDAP_URL"]
+    if not url:
+        return None
+    if not url.startswith(("ldap://", "ldaps://")):
+        return f"LDAP_URL must start with ldap:// or ldaps://, not {url!r}."
+    if url.startswith("ldaps://") and config["LDAP_STARTTLS"]:
+        return "LDAP_STARTTLS applies to ldap:// URLs; an ldaps:// connection is encrypted from the start."
+    user_filter = config["LDAP_USER_FILTER"]
+    if "{username}" not in user_filter:
+        return f"LDAP_USER_FILTER must contain {{username}}, e.g. (uid={{username}}); it is {user_filter!r}."
+    try:
+        user_filter.format(username="x")
+    except (KeyError, IndexError, ValueError):
+        return "LDAP_USER_FILTER may contain no braces other than {username}."
+    if not config["LDAP_USER_BASE"]:
+        return "Directory sign-in needs LDAP_USER_BASE, where people are searched."
+    if not (config["LDAP_ADMIN_GROUP_DN"] or config["LDAP_CLINICIAN_GROUP_DN"]):
+        return "Directory sign-in needs LDAP_ADMIN_GROUP_DN or LDAP_CLINICIAN_GROUP_DN: the groups give the roles."
+    if config["LDAP_CA_FILE"] and not os.path.isfile(config["LDAP_CA_FILE"]):
+        return f"LDAP_CA_FILE {config['LDAP_CA_FILE']!r} is not a file."
+    return None
 
 
 def _server() -> Server:
