@@ -69,7 +69,11 @@ def _signed_in(user):
     db.session.commit()
     if user.is_admin:
         # The quick start's first password was written to disk to be read once; it has been.
-        (current_app.config["INSTANCE_DIR"] / INITIAL_ADMIN_PASSWORD_FILE).unlink(missing_ok=True)
+        first_password = current_app.config["INSTANCE_DIR"] / INITIAL_ADMIN_PASSWORD_FILE
+        try:
+            first_password.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only instance folder must not stop the sign-in
+            log.warning("could not delete %s: %s; delete it by hand", first_password, exc)
     if user.must_change_password:
         flash("Your password was set by an administrator. Choose your own before you continue.", "info")
         return redirect(url_for("auth.change_password"))
