@@ -199,3 +199,11 @@ def test_misconfigured_directory_stops_the_app_at_start(tmp_path, settings, mess
 
 def test_usable_directory_settings_start(tmp_path):
     assert create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, **GOOD_SETTINGS}).config["LDAP_URL"]
+
+
+def test_starttls_refused_by_the_server_sends_no_password(app, auth, directory, caplog):
+    # The shared test directory has no certificate, so it cannot do StartTLS: no clear-text bind instead.
+    app.config.update(LDAP_STARTTLS=True)
+    response = sign_in_as(auth, "alice")
+    assert response.status_code == 503
+    assert "StartTLS" in caplog.text

@@ -77,8 +77,9 @@ def _connection(server: Server, dn: str, password: str) -> Connection:
         server, user=dn or None, password=password or None, receive_timeout=cfg["LDAP_TIMEOUT_SECONDS"], read_only=True
     )
     conn.open()
-    if cfg["LDAP_STARTTLS"]:
-        conn.start_tls()
+    # A refused StartTLS must stop here: binding anyway would send the password in clear text.
+    if cfg["LDAP_STARTTLS"] and not conn.start_tls():
+        raise DirectoryUnavailable(f"StartTLS refused: {conn.result.get('description')}")
     return conn
 
 
