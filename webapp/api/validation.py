@@ -17,6 +17,7 @@ from ..validation.site import AdoptionRefused, adopt, current_model_version, wit
 from . import bp
 from .auth import token_required
 from .errors import api_error
+from .schemas import MAX_ID, ErrorSchema
 from .validation_schemas import MonitoringSchema, RunCreatedSchema, SiteCalibrationSchema, ValidationRunSchema
 
 
@@ -34,6 +35,23 @@ def admin_token_required(view):
 @bp.route("/validation-runs", methods=["POST"])
 @admin_token_required
 @bp.response(202, RunCreatedSchema, description="The run is queued; poll GET /validation-runs/<id>.")
+@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
+@bp.alt_response(
+    400,
+    schema=ErrorSchema,
+    description="`no_file`: no part named `archive`; `unsafe_path`: a member name pointing outside the archive.",
+)
+@bp.alt_response(
+    413,
+    schema=ErrorSchema,
+    description="`archive_too_large`, `too_many_files`: over VALIDATION_MAX_BYTES or VALIDATION_MAX_FILES.",
+)
+@bp.alt_response(415, schema=ErrorSchema, description="`not_a_zip`.")
+@bp.alt_response(
+    422,
+    schema=ErrorSchema,
+    description="An unusable archive: empty, unlabelled, unknown label folder, zip bomb, nested archive ...",
+)
 @bp.doc(operationId="createValidationRun")
 def create_validation_run():
     """Start a validation run on a labelled ZIP (multipart part `archive`)"""
@@ -52,10 +70,12 @@ def create_validation_run():
 @bp.route("/validation-runs/<int:run_id>", methods=["GET"])
 @admin_token_required
 @bp.response(200, ValidationRunSchema)
+@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
+@bp.alt_response(404, schema=ErrorSchema, description="No such run.")
 @bp.doc(operationId="getValidationRun")
 def get_validation_run(run_id: int):
     """A validation run: status, progress and, once done, its figures and proposed operating points"""
-    run = db.session.get(ValidationRun, run_id)
+    run = db.session.get(ValidationRun, run_id) if run_id <= MAX_ID else None
     if run is None:
         return api_error("not_found", f"No validation run {run_id}.", 404)
     metrics = run.metrics or {}
@@ -75,6 +95,12 @@ def get_validation_run(run_id: int):
 @bp.route("/site-calibration", methods=["POST"])
 @admin_token_required
 @bp.response(201, SiteCalibrationSchema)
+@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
+@bp.alt_response(400, schema=ErrorSchema, description="`bad_json`, `bad_threshold`.")
+@bp.alt_response(404, schema=ErrorSchema, description="No such run.")
+@bp.alt_response(409, schema=ErrorSchema, description="`run_not_done`.")
+@bp.alt_response(422, schema=ErrorSchema, description="`too_few_films` (under 50 of a class), `other_model_version`.")
+@bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`: the model card cannot be read.")
 @bp.doc(operationId="adoptSiteCalibration")
 def adopt_site_calibration():
     """Adopt a threshold from a finished validation run as the site operating point"""
@@ -88,7 +114,7 @@ def adopt_site_calibration():
         return api_error("bad_json", "validation_run_id must be an integer and threshold a number.", 400)
     if not isinstance(reason, str):
         return api_error("bad_json", "reason must be a string.", 400)
-    run = db.session.get(ValidationRun, run_id)
+    run = db.session.get(ValidationRun, run_id) if 0 < run_id <= MAX_ID else None
     if run is None:
         return api_error("not_found", f"No validation run {run_id}.", 404)
     try:
@@ -101,6 +127,9 @@ def adopt_site_calibration():
 @bp.route("/site-calibration", methods=["GET"])
 @admin_token_required
 @bp.response(200, SiteCalibrationSchema)
+@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
+@bp.alt_response(404, schema=ErrorSchema, description="No site threshold in force: the model card's applies.")
+@bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`.")
 @bp.doc(operationId="getSiteCalibration")
 def get_site_calibration():
     """The site operating point in force (404: the model card's threshold applies)"""
@@ -117,6 +146,9 @@ def get_site_calibration():
 @bp.route("/site-calibration", methods=["DELETE"])
 @admin_token_required
 @bp.response(204)
+@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
+@bp.alt_response(404, schema=ErrorSchema, description="No site threshold was in force.")
+@bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`.")
 @bp.doc(operationId="withdrawSiteCalibration")
 def withdraw_site_calibration():
     """Withdraw the site operating point: new predictions use the model card's threshold"""
@@ -132,6 +164,8 @@ def withdraw_site_calibration():
 @bp.route("/monitoring", methods=["GET"])
 @admin_token_required
 @bp.response(200, MonitoringSchema)
+@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
+@bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`.")
 @bp.doc(operationId="getMonitoring")
 def get_monitoring():
     """Weekly monitoring figures and drift against the validation reference"""
