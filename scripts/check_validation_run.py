@@ -158,6 +158,7 @@ def run_check() -> dict:
         run_metrics = body["metrics"]
         api = predictions_figures(session, server.url, films)
         report["run"] = {k: run_metrics[k] for k in ("n", "auc", "sensitivity", "specificity", "unknown_rate")}
+        report["run_answer"] = {"metrics": run_metrics, "operating_points": body["operating_points"]}
         report["predictions_api"] = api
         report["largest_difference"] = max(abs(report["run"][k] - api[k]) for k in api if k != "n")
 

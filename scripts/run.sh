@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Quick start on a fresh machine: builds .venv, migrates the SQLite database in instance/,
-# creates the first admin (password printed once and kept in instance/initial_admin_password),
-# then serves the app with gunicorn on http://127.0.0.1:8000 (override with BIND) and runs the
-# background-job worker beside it (validation runs, films from the PACS; queue in instance/jobs.sqlite,
-# or on REDIS_URL) and the DICOM node (C-ECHO/C-STORE on 127.0.0.1:11112; docs/dicom.md).
+# creates the first admin (password printed once and kept in instance/initial_admin_password until
+# that admin first signs in and chooses a new one), then serves the app with gunicorn on
+# http://127.0.0.1:8000 (override with BIND) and runs the background-job worker beside it
+# (validation runs, films from the PACS; queue in instance/jobs.sqlite, or on REDIS_URL) and the
+# DICOM node (C-ECHO/C-STORE on 127.0.0.1:11112; docs/dicom.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -24,9 +25,10 @@ fi
 flask --app wsgi db upgrade
 if [ -z "$(flask --app wsgi users list)" ]; then
   password="${ADMIN_PASSWORD:-$(python -c 'import secrets; print(secrets.token_urlsafe(12))')}"
-  flask --app wsgi users create admin --role admin --password "$password"
+  flask --app wsgi users create admin --role admin --password "$password"  # changed at first sign-in
   (umask 077; echo "$password" > instance/initial_admin_password)
-  echo "First admin account: user 'admin', password '$password' (also in instance/initial_admin_password)."
+  echo "First admin account: user 'admin', password '$password' (also in instance/initial_admin_password," \
+    "deleted at the first sign-in, where a new password is chosen)."
 fi
 echo "Serving on http://$BIND; DICOM node ${DICOM_AE_TITLE:-CXRSCREEN} on ${DICOM_BIND:-127.0.0.1}:${DICOM_PORT:-11112}"
 # Web server, job worker and DICOM node run side by side; when any ends (or on Ctrl-C / SIGTERM), all stop.

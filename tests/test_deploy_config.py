@@ -255,6 +255,11 @@ def test_compose_files_fit_the_image():
     assert postgres["app"]["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://")
     assert postgres["app"]["depends_on"]["db"]["condition"] == "service_healthy"
     assert postgres["db"]["image"].startswith("postgres:15")
+    # the job worker shares the app's image, instance volume and database, and starts after it
+    worker = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["worker"]
+    assert worker["command"][-2:] == ["jobs", "worker"] and "instance:/app/instance" in worker["volumes"]
+    assert worker["depends_on"]["app"]["condition"] == "service_healthy"
+    assert postgres["worker"]["environment"]["DATABASE_URL"] == postgres["app"]["environment"]["DATABASE_URL"]
 
 
 class _Probe(http.server.BaseHTTPRequestHandler):

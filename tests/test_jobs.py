@@ -152,3 +152,9 @@ def test_a_queued_run_whose_message_was_lost_is_recovered(queue_app):
     drain(queue_app)
     with queue_app.app_context():
         assert db.session.get(ValidationRun, run_id).status == RUN_DONE
+
+
+def test_jobs_status_counts_waiting_jobs(queue_app):
+    upload(queue_app, labelled_films())
+    result = queue_app.test_cli_runner().invoke(args=["jobs", "status"])
+    assert result.exit_code == 0 and "pending\t1" in result.output and "scheduled\t0" in result.output

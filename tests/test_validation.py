@@ -83,6 +83,7 @@ def test_a_run_reports_progress_then_metrics_and_counts_unreadable_films_as_refu
         refused = db.session.scalar(select(ValidationItem).where(ValidationItem.state == "refused"))
         assert refused.entry.endswith("broken.png") and refused.refusal
     assert client.get("/api/v1/validation-runs/999", headers=bearer(admin_token)).status_code == 404
+    assert client.get("/api/v1/validation-runs/99999999999", headers=bearer(admin_token)).status_code == 404
 
 
 @pytest.mark.parametrize(

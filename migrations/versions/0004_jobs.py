@@ -1,14 +1,14 @@
 """validation runs on the job queue, site operating points, drift scores on predictions
 
 Revision ID: 0004_jobs
-Revises: 0001
+Revises: 0002_identity
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_jobs"
-down_revision = "0001"
+down_revision = "0002_identity"
 branch_labels = None
 depends_on = None
 

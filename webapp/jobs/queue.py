@@ -13,6 +13,7 @@ Tasks run inside an application context of the app that built the queue.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,15 +60,17 @@ class JobQueue:
         self.app = app
         self._huey: Huey | None = None
         self._tasks: dict[str, Callable] = {}
+        self._lock = threading.Lock()  # gunicorn threads may enqueue the first job at the same moment
 
     @property
     def huey(self) -> Huey:
-        if self._huey is None:
-            huey = build_huey(self.app.config)
-            for name, fn in _TASKS.items():
-                self._tasks[name] = huey.task(name=name)(self._in_app_context(fn))
-            huey.periodic_task(crontab(minute="*"), name=RECOVERY_TASK)(self._in_app_context(run_recoveries))
-            self._huey = huey
+        with self._lock:
+            if self._huey is None:
+                huey = build_huey(self.app.config)
+                for name, fn in _TASKS.items():
+                    self._tasks[name] = huey.task(name=name)(self._in_app_context(fn))
+                huey.periodic_task(crontab(minute="*"), name=RECOVERY_TASK)(self._in_app_context(run_recoveries))
+                self._huey = huey
         return self._huey
 
     def _in_app_context(self, fn: Callable) -> Callable:

@@ -7,6 +7,7 @@ from sqlalchemy import select
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..admin.export import csv_cell
+from ..api.schemas import MAX_ID
 from ..extensions import db
 from ..inference.model_card import ModelCardError, read_card
 from ..inference.overlay import stored_overlay_png
@@ -37,7 +38,8 @@ CSV_COLUMNS = [
 
 
 def _run_or_404(run_id: int) -> ValidationRun:
-    run = db.session.get(ValidationRun, run_id)
+    # Ids are 32-bit on PostgreSQL: a larger number names no run (and the query would fail).
+    run = db.session.get(ValidationRun, run_id) if run_id <= MAX_ID else None
     if run is None:
         abort(404)
     return run
@@ -132,7 +134,7 @@ def films_csv(run_id: int):
 
 
 def _item(run_id: int, item_id: int) -> ValidationItem:
-    item = db.session.get(ValidationItem, item_id)
+    item = db.session.get(ValidationItem, item_id) if item_id <= MAX_ID else None
     if item is None or item.run_id != run_id or item.review_png is None:
         abort(404)
     return item
