@@ -171,6 +171,11 @@ def test_adoption_is_refused_for_small_runs_and_other_model_versions(app, client
     )
     assert response.status_code == 422 and response.get_json()["error"]["code"] == "other_model_version"
     assert client.post("/api/v1/site-calibration", headers=bearer(admin_token), data="x").status_code == 400
+    # JSON has one kind of number: 7.0 names run 7; a boolean is no id
+    as_float = {"validation_run_id": float(big), "threshold": 0.5}
+    assert client.post("/api/v1/site-calibration", headers=bearer(admin_token), json=as_float).status_code == 422
+    as_bool = {"validation_run_id": True, "threshold": 0.5}
+    assert client.post("/api/v1/site-calibration", headers=bearer(admin_token), json=as_bool).status_code == 400
 
 
 def test_admin_pages_upload_report_csv_and_images(app, client, auth, admin_user, clinician_user):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import wraps
 
 from flask import g, request
@@ -19,6 +20,38 @@ from .auth import token_required
 from .errors import api_error
 from .schemas import MAX_ID, ErrorSchema
 from .validation_schemas import MonitoringSchema, RunCreatedSchema, SiteCalibrationSchema, ValidationRunSchema
+
+# Request bodies are read by the views themselves (an archive may be far larger than the upload
+# limit for films, which an argument parser would enforce first), so they are documented here.
+ARCHIVE_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["archive"],
+                "properties": {"archive": {"type": "string", "format": "binary", "description": "a labelled ZIP"}},
+            }
+        }
+    },
+}
+CALIBRATION_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["validation_run_id", "threshold"],
+                "properties": {
+                    "validation_run_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                    "threshold": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                    "reason": {"type": "string", "maxLength": 500, "pattern": "^[^\\x00-\\x1f\\x7f]*$"},
+                },
+            }
+        }
+    },
+}
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def admin_token_required(view):
@@ -52,7 +85,7 @@ def admin_token_required(view):
     schema=ErrorSchema,
     description="An unusable archive: empty, unlabelled, unknown label folder, zip bomb, nested archive ...",
 )
-@bp.doc(operationId="createValidationRun")
+@bp.doc(operationId="createValidationRun", requestBody=ARCHIVE_BODY)
 def create_validation_run():
     """Start a validation run on a labelled ZIP (multipart part `archive`)"""
     request.max_content_length = upload_limit()
@@ -101,7 +134,7 @@ def get_validation_run(run_id: int):
 @bp.alt_response(409, schema=ErrorSchema, description="`run_not_done`.")
 @bp.alt_response(422, schema=ErrorSchema, description="`too_few_films` (under 50 of a class), `other_model_version`.")
 @bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`: the model card cannot be read.")
-@bp.doc(operationId="adoptSiteCalibration")
+@bp.doc(operationId="adoptSiteCalibration", requestBody=CALIBRATION_BODY)
 def adopt_site_calibration():
     """Adopt a threshold from a finished validation run as the site operating point"""
     body = request.get_json(silent=True)
@@ -110,10 +143,13 @@ def adopt_site_calibration():
             "bad_json", 'Send JSON: {"validation_run_id": <id>, "threshold": <0..1>, "reason": "..."}.', 400
         )
     run_id, threshold, reason = body.get("validation_run_id"), body.get("threshold"), body.get("reason", "")
-    if not isinstance(run_id, int) or isinstance(threshold, bool) or not isinstance(threshold, int | float):
+    if isinstance(run_id, float) and run_id.is_integer():
+        run_id = int(run_id)  # JSON does not tell 7 from 7.0; both are the integer 7
+    numbers = [value for value in (run_id, threshold) if isinstance(value, int | float) and not isinstance(value, bool)]
+    if not isinstance(run_id, int) or len(numbers) != 2:
         return api_error("bad_json", "validation_run_id must be an integer and threshold a number.", 400)
-    if not isinstance(reason, str):
-        return api_error("bad_json", "reason must be a string.", 400)
+    if not isinstance(reason, str) or len(reason) > 500 or CONTROL_CHARACTERS.search(reason):
+        return api_error("bad_json", "reason must be a string of at most 500 printable characters.", 400)
     run = db.session.get(ValidationRun, run_id) if 0 < run_id <= MAX_ID else None
     if run is None:
         return api_error("not_found", f"No validation run {run_id}.", 404)
