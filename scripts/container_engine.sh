@@ -132,11 +132,11 @@ pip_secret_args() {
   return 0
 }
 
-# build_image TAG DOCKERFILE BASE: one image from this repository as the build context.
+# build_image TAG DOCKERFILE BASE [CONTEXT]: one image; the context is the repository by default.
 build_image() {
-  local tag="$1" dockerfile="$2" base="$3" secrets
+  local tag="$1" dockerfile="$2" base="$3" context="${4:-.}" secrets
   mapfile -t secrets < <(pip_secret_args)
-  "$engine" build --tag "$tag" --file "$dockerfile" --build-arg "BASE_IMAGE=$base" "${secrets[@]}" .
+  "$engine" build --tag "$tag" --file "$dockerfile" --build-arg "BASE_IMAGE=$base" "${secrets[@]}" "$context"
 }
 
 image_size_mb() { echo $(( $("$engine" image inspect --format '{{.Size}}' "$1") / 1000000 )); }

@@ -64,11 +64,17 @@ class Client:
     cafile: str | None = None
     cookies: dict[str, str] = field(default_factory=dict)
     set_cookie_headers: list[str] = field(default_factory=list)  # every Set-Cookie received, as sent
+    # The page a form was taken from: sent as Referer with the POST, as a browser does (Flask-WTF
+    # refuses a form posted over HTTPS without a same-site Referer).
+    page_url: str | None = None
 
     def request(self, method: str, path: str, data: bytes | None = None, headers: dict | None = None) -> Response:
         context = ssl.create_default_context(cafile=self.cafile) if self.cafile else None
         opener = build_opener(_NoRedirect, HTTPSHandler(context=context))
-        request = Request(urljoin(self.base, path), data=data, method=method, headers=dict(headers or {}))
+        url = urljoin(self.base, path)
+        request = Request(url, data=data, method=method, headers=dict(headers or {}))
+        if method == "POST" and self.page_url:
+            request.add_header("Referer", self.page_url)
         if self.cookies:
             request.add_header("Cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
         try:
@@ -79,6 +85,8 @@ class Client:
             response = Response(error.code, dict(error.headers.items()), error.headers.get_all("Set-Cookie") or [],
                                 error.read())
         self.set_cookie_headers += response.cookies
+        if method == "GET":
+            self.page_url = url
         for cookie in response.cookies:
             name, _, value = cookie.split(";", 1)[0].partition("=")
             self.cookies[name.strip()] = value.strip()
@@ -128,7 +136,8 @@ def check_journey(args) -> str:
     landing = sign_in(client, args.user, args.password)
     hsts = landing.headers.get("Strict-Transport-Security", "")
     expect(hsts.startswith("max-age="), f"no HSTS header over HTTPS (got {hsts!r})")
-    cookies = client.set_cookie_headers
+    # Every cookie that carries a value (a deletion, `name=; Max-Age=0`, carries none) is Secure.
+    cookies = [c for c in client.set_cookie_headers if c.split(";", 1)[0].partition("=")[2]]
     expect(bool(cookies) and all("; Secure" in c for c in cookies), f"cookies not all Secure over HTTPS: {cookies}")
     upload_page = client.get("/screen")
     expect(upload_page.status == 200, f"GET /screen answered {upload_page.status}")
