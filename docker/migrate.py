@@ -5,6 +5,7 @@ would run the upgrade side by side, racing to create the same tables. A session-
 makes them take turns: the first migrates, the others then find the schema current. SQLite is one
 node's file and needs no lock. Called by docker/entrypoint.sh; exits with the upgrade's status.
 """
+
 import subprocess
 import sys
 

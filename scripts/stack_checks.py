@@ -10,6 +10,7 @@ CHECK ... < scripts/stack_checks.py`) to reach each replica directly on the comp
 Each check is one function taking the parsed arguments; a failed expectation raises CheckFailed and
 the command exits 1 with the reason. scripts/container_stack.sh runs them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,6 +61,7 @@ class Client:
     Cookies are kept by hand because the session cookie is `Secure`: a standard cookie jar would
     not send it back to a replica addressed over plain http on the compose network.
     """
+
     base: str
     cafile: str | None = None
     cookies: dict[str, str] = field(default_factory=dict)
@@ -79,11 +81,13 @@ class Client:
             request.add_header("Cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
         try:
             with opener.open(request, timeout=120) as raw:
-                response = Response(raw.status, dict(raw.headers.items()), raw.headers.get_all("Set-Cookie") or [],
-                                    raw.read())
+                response = Response(
+                    raw.status, dict(raw.headers.items()), raw.headers.get_all("Set-Cookie") or [], raw.read()
+                )
         except HTTPError as error:  # 3xx (not followed) and 4xx/5xx: a response to look at
-            response = Response(error.code, dict(error.headers.items()), error.headers.get_all("Set-Cookie") or [],
-                                error.read())
+            response = Response(
+                error.code, dict(error.headers.items()), error.headers.get_all("Set-Cookie") or [], error.read()
+            )
         self.set_cookie_headers += response.cookies
         if method == "GET":
             self.page_url = url
@@ -96,16 +100,23 @@ class Client:
         return self.request("GET", path)
 
     def post_form(self, path: str, fields: dict[str, str]) -> Response:
-        return self.request("POST", path, urlencode(fields).encode(),
-                            {"Content-Type": "application/x-www-form-urlencoded"})
+        return self.request(
+            "POST", path, urlencode(fields).encode(), {"Content-Type": "application/x-www-form-urlencoded"}
+        )
 
     def post_files(self, path: str, fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> Response:
         boundary = uuid.uuid4().hex
-        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-                 for k, v in fields.items()]
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+            for k, v in fields.items()
+        ]
         for name, filename, content in files:
-            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
-                         "Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n")
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n".encode()
+                + content
+                + b"\r\n"
+            )
         body = b"".join(parts) + f"--{boundary}--\r\n".encode()
         return self.request("POST", path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
 
@@ -142,8 +153,9 @@ def check_journey(args) -> str:
     upload_page = client.get("/screen")
     expect(upload_page.status == 200, f"GET /screen answered {upload_page.status}")
     film = Path(args.film)
-    posted = client.post_files("/screen", {"csrf_token": csrf_token(upload_page)},
-                               [("files", film.name, film.read_bytes())])
+    posted = client.post_files(
+        "/screen", {"csrf_token": csrf_token(upload_page)}, [("files", film.name, film.read_bytes())]
+    )
     expect(posted.status == 303, f"upload answered {posted.status}: {posted.text[:300]}")
     location = posted.headers["Location"]
     match = re.search(r"[?&]id=(\d+)", location)
@@ -156,8 +168,10 @@ def check_journey(args) -> str:
     for image in ("image.png", "heatmap.png"):
         png = client.get(f"/predictions/{prediction_id}/{image}")
         expect(png.status == 200 and png.body.startswith(b"\x89PNG"), f"{image} answered {png.status}")
-    return (f"signed in, uploaded {film.name}, verdict {verdict.group(1)} (prediction {prediction_id}), "
-            f"review image and heat map served; HSTS {hsts}; {len(cookies)} cookies set, all Secure")
+    return (
+        f"signed in, uploaded {film.name}, verdict {verdict.group(1)} (prediction {prediction_id}), "
+        f"review image and heat map served; HSTS {hsts}; {len(cookies)} cookies set, all Secure"
+    )
 
 
 def check_session_across_replicas(args) -> str:
@@ -165,12 +179,16 @@ def check_session_across_replicas(args) -> str:
     first = Client(args.first)
     sign_in(first, args.user, args.password)
     stranger = Client(args.second).get("/screen")
-    expect(stranger.status == 302 and "/login" in stranger.headers.get("Location", ""),
-           f"{args.second} served /screen without a session ({stranger.status})")
+    expect(
+        stranger.status == 302 and "/login" in stranger.headers.get("Location", ""),
+        f"{args.second} served /screen without a session ({stranger.status})",
+    )
     second = Client(args.second, cookies=dict(first.cookies))
     page = second.get("/screen")
-    expect(page.status == 200 and 'name="csrf_token"' in page.text,
-           f"{args.second} did not accept the session from {args.first} ({page.status})")
+    expect(
+        page.status == 200 and 'name="csrf_token"' in page.text,
+        f"{args.second} did not accept the session from {args.first} ({page.status})",
+    )
     return f"signed in on {args.first}; {args.second} accepted that session"
 
 

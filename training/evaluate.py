@@ -5,6 +5,7 @@ temperature and UNKNOWN policy from the model card).
     python -m training.evaluate                 # writes reports/metrics.json and the PNG plots
     python -m training.evaluate --check-bars    # also exits 1 if any issue-3 bar is missed
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,14 +15,16 @@ import json
 import pathlib
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from training import data, metrics, plots
-from webapp.inference.analyzer import CARD_NAME, Analyzer
-from webapp.inference.decide import UNKNOWN
+from webapp.inference.analyzer import Analyzer
+from webapp.inference.labels import UNKNOWN
+from webapp.inference.model_card import read_card, write_card
 
-DEFAULT_MODEL = pathlib.Path("webapp/model/cxr_pneumonia.keras")
+DEFAULT_MODEL = pathlib.Path("webapp/weights/cxr_pneumonia.keras")
 BARS = {  # issue 3: (metric, comparison, bound)
     "accuracy": (">=", 0.90),
     "auc": (">=", 0.97),
@@ -41,9 +44,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reports", type=pathlib.Path, default=pathlib.Path("reports"))
     p.add_argument("--check-bars", action="store_true", help="exit 1 if any bar of issue 3 is missed")
     p.add_argument("--update-card", action="store_true", help="store the test metrics in the model card")
-    p.add_argument("--check-card", action="store_true",
-                   help="exit 1 unless the test metrics reproduce those stored in the model card "
-                        "(catches training-serving skew and a model swapped without re-evaluation)")
+    p.add_argument(
+        "--check-card",
+        action="store_true",
+        help="exit 1 unless the test metrics reproduce those stored in the model card "
+        "(catches training-serving skew and a model swapped without re-evaluation)",
+    )
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N files of each set (smoke runs)")
     return p.parse_args(argv)
 
@@ -58,7 +64,16 @@ def analyse_files(analyzer: Analyzer, paths: list[pathlib.Path]):
     return results, seconds
 
 
-def evaluate(args) -> dict:
+@dataclass(frozen=True)
+class Evaluation:
+    report: dict  # every figure, as written to metrics.json
+    labels: np.ndarray  # test-film truth, 0 NORMAL / 1 PNEUMONIA
+    probs: np.ndarray  # calibrated P(pneumonia) per test film
+    analyzer: Analyzer
+    predictions: list[dict]  # one row per test film, as written to test_predictions.csv
+
+
+def evaluate(args) -> Evaluation:
     analyzer = Analyzer(args.model)
     films = data.read_films(args.data_dir, "test")[: args.limit]
     others = data.read_not_chest(args.not_cxr_dir or args.data_dir.parent / "not_cxr")
@@ -76,9 +91,10 @@ def evaluate(args) -> dict:
     answered = ~unknown
     test["answered"] = metrics.at_threshold(labels[answered], probs[answered], analyzer.threshold)
     test["answered"]["n"] = int(answered.sum())
-    test["top_label_ece"] = metrics.expected_calibration_error(
-        (probs >= 0.5) == labels, np.maximum(probs, 1 - probs))
-    test["unknown_reasons"] = dict(collections.Counter(r.unknown_reason.split(":")[0] for r in film_results if r.unknown_reason))
+    test["top_label_ece"] = metrics.expected_calibration_error((probs >= 0.5) == labels, np.maximum(probs, 1 - probs))
+    test["unknown_reasons"] = dict(
+        collections.Counter(r.unknown_reason.split(":")[0] for r in film_results if r.unknown_reason)
+    )
 
     sources = {}
     for source_id, items in sorted(by_source.items()):
@@ -109,12 +125,17 @@ def evaluate(args) -> dict:
     }
     report["bars"] = check_bars(report)
     predictions = [
-        {"file": f.path.relative_to(args.data_dir).as_posix(), "truth": ("NORMAL", "PNEUMONIA")[f.label],
-         "p_pneumonia": round(r.probabilities["PNEUMONIA"], 6), "answer": r.label,
-         "chest_probability": round(r.chest_probability, 6), "feature_distance": round(r.feature_distance, 4)}
+        {
+            "file": f.path.relative_to(args.data_dir).as_posix(),
+            "truth": ("NORMAL", "PNEUMONIA")[f.label],
+            "p_pneumonia": round(r.probabilities["PNEUMONIA"], 6),
+            "answer": r.label,
+            "chest_probability": round(r.chest_probability, 6),
+            "feature_distance": round(r.feature_distance, 4),
+        }
         for f, r in zip(films, film_results)
     ]
-    return report, labels, probs, analyzer, predictions
+    return Evaluation(report, labels, probs, analyzer, predictions)
 
 
 CARD_CHECKED_METRICS = ("auc", "accuracy", "sensitivity", "specificity", "ece", "unknown_rate")
@@ -134,7 +155,14 @@ def check_bars(report: dict) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    report, labels, probs, analyzer, predictions = evaluate(args)
+    result = evaluate(args)
+    report, labels, probs, analyzer, predictions = (
+        result.report,
+        result.labels,
+        result.probs,
+        result.analyzer,
+        result.predictions,
+    )
     args.reports.mkdir(parents=True, exist_ok=True)
     (args.reports / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     with open(args.reports / "test_predictions.csv", "w", newline="") as handle:
@@ -148,12 +176,15 @@ def main(argv=None) -> int:
     if history:
         plots.training_curves(history, args.reports / "training_curves.png")
     if args.update_card:
-        card_path = args.model.parent / CARD_NAME
-        card = json.loads(card_path.read_text())
-        card["metrics"]["test"] = {k: report["test"][k] for k in
-                                   ("n", "auc", "accuracy", "sensitivity", "specificity", "ece", "unknown_rate", "confusion")}
-        card["metrics"]["not_chest_unknown_rate_by_source"] = {k: v["unknown_rate"] for k, v in report["not_chest_sources"].items()}
-        card_path.write_text(json.dumps(card, indent=2) + "\n")
+        card = read_card(args.model)
+        card["metrics"]["test"] = {
+            k: report["test"][k]
+            for k in ("n", "auc", "accuracy", "sensitivity", "specificity", "ece", "unknown_rate", "confusion")
+        }
+        card["metrics"]["not_chest_unknown_rate_by_source"] = {
+            k: v["unknown_rate"] for k, v in report["not_chest_sources"].items()
+        }
+        write_card(args.model, card)
     # PASS/FAIL only when the bars gate this run; a smoke-test model is just compared with them.
     verdicts = ("PASS", "FAIL") if args.check_bars else ("met", "below")
     for name, bar in report["bars"].items():
@@ -161,8 +192,11 @@ def main(argv=None) -> int:
     print(f"analyze(): median {report['analyze_ms']['median']:.1f} ms per image")
     if args.check_card:
         stored = analyzer.card.get("metrics", {}).get("test", {})
-        drift = {k: (stored.get(k), report["test"][k]) for k in CARD_CHECKED_METRICS
-                 if stored.get(k) is None or abs(stored[k] - report["test"][k]) > CARD_TOLERANCE}
+        drift = {
+            k: (stored.get(k), report["test"][k])
+            for k in CARD_CHECKED_METRICS
+            if stored.get(k) is None or abs(stored[k] - report["test"][k]) > CARD_TOLERANCE
+        }
         if drift:
             print(f"evaluation: test metrics differ from the model card: {drift}", file=sys.stderr)
             return 1

@@ -1,14 +1,17 @@
 """`flask --app wsgi users ...`: account administration from the server's shell."""
+
 import click
 from flask.cli import AppGroup
 
 from .extensions import db
 from .models import ROLES, ApiToken, User, record_audit
+from .passwords import password_problem
 
 users_cli = AppGroup("users", help="Create and manage user accounts and API tokens.")
 
-PASSWORD_OPTION = click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
-                               help="Prompted for when not given.")
+PASSWORD_OPTION = click.option(
+    "--password", prompt=True, hide_input=True, confirmation_prompt=True, help="Prompted for when not given."
+)
 
 
 def _user_or_fail(name: str) -> User:
@@ -19,8 +22,9 @@ def _user_or_fail(name: str) -> User:
 
 
 def _check_password(password: str) -> None:
-    if len(password) < 10:
-        raise click.ClickException("Passwords need at least 10 characters.")
+    problem = password_problem(password)
+    if problem:
+        raise click.ClickException(problem)
 
 
 @users_cli.command("create")
