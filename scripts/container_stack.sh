@@ -186,6 +186,11 @@ CHECKS=(
 )
 for check in "${CHECKS[@]}"; do "$check"; done
 
+# Sizing: API uploads through the proxy, two at a time (one per replica), after the checks' warm-up.
+token="$("$engine" exec "$(container app)" flask --app wsgi users token dr.stack | tail -1)"
+python3 scripts/stack_checks.py films-per-hour --base "$base" --cafile "$tls/ca.pem" --token "$token" \
+  --film "$film" --requests 16 --concurrency 2 || die "the throughput measurement failed"
+
 say "memory per container:"
 "$engine" stats --no-stream --format '{{.Name}} {{.MemUsage}}' \
   $("$engine" ps -q --filter "label=com.docker.compose.project=$project") >&2

@@ -17,8 +17,11 @@ import argparse
 import json
 import re
 import ssl
+import statistics
 import sys
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.error import HTTPError
@@ -104,7 +107,9 @@ class Client:
             "POST", path, urlencode(fields).encode(), {"Content-Type": "application/x-www-form-urlencoded"}
         )
 
-    def post_files(self, path: str, fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> Response:
+    def post_files(
+        self, path: str, fields: dict[str, str], files: list[tuple[str, str, bytes]], headers: dict | None = None
+    ) -> Response:
         boundary = uuid.uuid4().hex
         parts = [
             f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
@@ -118,7 +123,9 @@ class Client:
                 + b"\r\n"
             )
         body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-        return self.request("POST", path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        return self.request(
+            "POST", path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}", **(headers or {})}
+        )
 
 
 def csrf_token(page: Response) -> str:
@@ -192,9 +199,34 @@ def check_session_across_replicas(args) -> str:
     return f"signed in on {args.first}; {args.second} accepted that session"
 
 
+def measure_films_per_hour(args) -> str:
+    """API uploads of one film each, `--concurrency` at a time, through the proxy: films per hour."""
+    film = Path(args.film)
+    content = film.read_bytes()
+
+    def upload(_: int) -> float:
+        client = Client(args.base, args.cafile)
+        started = time.perf_counter()
+        answer = client.post_files(
+            "/api/v1/predictions", {}, [("file", film.name, content)], {"Authorization": f"Bearer {args.token}"}
+        )
+        expect(answer.status == 201, f"API upload answered {answer.status}: {answer.text[:300]}")
+        return time.perf_counter() - started
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        latencies = sorted(pool.map(upload, range(args.requests)))
+    elapsed = time.perf_counter() - started
+    return (
+        f"{args.requests} API uploads, {args.concurrency} at a time: {args.requests / elapsed * 3600:.0f} films "
+        f"per hour, median latency {statistics.median(latencies) * 1000:.0f} ms"
+    )
+
+
 CHECKS = {
     "journey": check_journey,
     "session-across-replicas": check_session_across_replicas,
+    "films-per-hour": measure_films_per_hour,
 }
 
 
@@ -205,9 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cafile", help="CA certificate to trust for --base")
     parser.add_argument("--first", help="URL of one replica (across-replica checks)")
     parser.add_argument("--second", help="URL of another replica")
-    parser.add_argument("--user", required=True)
-    parser.add_argument("--password", required=True)
-    parser.add_argument("--film", help="a radiograph to upload (journey)")
+    parser.add_argument("--user")
+    parser.add_argument("--password")
+    parser.add_argument("--token", help="API token (films-per-hour)")
+    parser.add_argument("--film", help="a radiograph to upload (journey, films-per-hour)")
+    parser.add_argument("--requests", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args(argv)
     try:
         summary = CHECKS[args.check](args)
