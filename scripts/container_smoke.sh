@@ -16,7 +16,8 @@ film="${CXR_FILM:-../shared/data/chest_xray/test/PNEUMONIA/person100_bacteria_47
 [ -s "$film" ] || die "no film at $film (set CXR_FILM)"
 name="cxr-smoke-$$"
 grace=40
-trap '"$engine" rm -f "$name" >/dev/null 2>&1 || true' EXIT
+# -v: the anonymous volume of the image's VOLUME goes too.
+trap '"$engine" rm -f -v "$name" >/dev/null 2>&1 || true' EXIT
 
 started=$SECONDS
 build_image "$cxr_image" Dockerfile "$python_base"

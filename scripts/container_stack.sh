@@ -22,6 +22,11 @@ else
   compose=(docker compose --profile replicas -p "$project" -f docker-compose.https.yml)
 fi
 tear_down() {
+  # Containers first with their anonymous volumes (the images' VOLUMEs), then the network and
+  # the named volumes.
+  local ids
+  ids="$("$engine" ps -aq --filter "label=com.docker.compose.project=$project")"
+  [ -z "$ids" ] || "$engine" rm -f -v $ids >/dev/null 2>&1 || true
   "${compose[@]}" down -v -t 5 >"$work/down.log" 2>&1 || cat "$work/down.log" >&2
   rm -rf "$work"
 }
