@@ -140,3 +140,18 @@ build_image() {
 }
 
 image_size_mb() { echo $(( $("$engine" image inspect --format '{{.Size}}' "$1") / 1000000 )); }
+
+# Memory of a container's processes as the sum of their PSS (shared pages split between the
+# processes that map them), in MB: unlike the cgroup's figure (`stats`), it leaves out the page
+# cache of files read once (the model, the libraries), which the kernel drops when memory is short.
+container_pss_mb() {
+  "$engine" exec "$1" python -c '
+import glob
+total = 0
+for path in glob.glob("/proc/[0-9]*/smaps_rollup"):
+    try:
+        total += sum(int(line.split()[1]) for line in open(path) if line.startswith("Pss:"))
+    except OSError:
+        pass  # a process that ended meanwhile, or one of another user
+print(total // 1024)'
+}

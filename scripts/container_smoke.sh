@@ -105,8 +105,9 @@ case "$status:$label" in
   *) die "the API answered $status: ${answer%$'\n'*}" ;;
 esac
 
-memory="$("$engine" stats --no-stream --format '{{.MemUsage}}' "$name" | cut -d/ -f1 | xargs)"
-say "memory after one prediction: $memory"
+memory="$(container_pss_mb "$name") MB PSS"
+memory_cgroup="$("$engine" stats --no-stream --format '{{.MemUsage}}' "$name" | cut -d/ -f1 | xargs)"
+say "memory after one prediction: $memory ($memory_cgroup with page cache, as the engine counts it)"
 
 # A clean stop: SIGTERM, gunicorn finishes and exits 0 well within the grace period.
 stop_started=$SECONDS

@@ -196,7 +196,8 @@ token="$("$engine" exec "$(container app)" flask --app wsgi users token dr.stack
 python3 scripts/stack_checks.py films-per-hour --base "$base" --cafile "$tls/ca.pem" --token "$token" \
   --film "$film" --requests 16 --concurrency 2 || die "the throughput measurement failed"
 
-say "memory per container:"
+say "memory per container (cgroup, with page cache):"
 "$engine" stats --no-stream --format '{{.Name}} {{.MemUsage}}' \
   $("$engine" ps -q --filter "label=com.docker.compose.project=$project") >&2
+for service in "${replicas[@]}"; do say "$service: $(container_pss_mb "$(container "$service")") MB PSS"; done
 printf 'container_stack: engine %s, stack ready in %s s, %s checks passed\n' "$engine" "$ready_seconds" "${#CHECKS[@]}"
