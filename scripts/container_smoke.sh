@@ -94,7 +94,7 @@ login_page="$(curl -s -w '\n%{http_code}' "$login_url")"
 say "sign-in page: 200 with its form"
 
 password="$(python3 -c 'import secrets; print(secrets.token_urlsafe(16))')"
-"$engine" exec "$name" flask --app wsgi users create dr.smoke --role clinician --password "$password" >&2
+"$engine" exec "$name" flask --app wsgi users create dr.smoke --role clinician --no-change-at-sign-in --password "$password" >&2
 token="$("$engine" exec "$name" flask --app wsgi users token dr.smoke | tail -1)"
 answer="$(curl -s -w '\n%{http_code}' -H "Authorization: Bearer $token" -F "file=@$film" "$base/api/v1/predictions")"
 status="${answer##*$'\n'}"

@@ -96,7 +96,7 @@ wait_until_ready
 ready_seconds=$((SECONDS - up_started))
 say "stack ready in $ready_seconds s (compose up to both replicas ready behind the proxy)"
 
-"$engine" exec "$(container app)" flask --app wsgi users create dr.stack --role clinician --password "$password" >&2
+"$engine" exec "$(container app)" flask --app wsgi users create dr.stack --role clinician --no-change-at-sign-in --password "$password" >&2
 
 stack_check() {  # CHECK [ARGS...]: scripts/stack_checks.py run on the host
   python3 scripts/stack_checks.py "$@" --user dr.stack --password "$password" || die "stack check $1 failed"
