@@ -39,7 +39,9 @@ capped_hard_limit() {
 # event log (there is no systemd), and default ulimits no higher than this machine's hard limits
 # (podman's defaults are above them, and every container would fail to start).
 configure_podman() {
-  install_debian_packages podman runc
+  # Named, not left to Recommends: netavark and aardvark-dns give compose services their names
+  # (without recommends, apt may pick the CNI plugins, which resolve none); catatonit is podman's init.
+  install_debian_packages podman runc netavark aardvark-dns catatonit
   local nofile nproc
   nofile="$(capped_hard_limit -n 65536)"
   nproc="$(capped_hard_limit -u 32768)"
@@ -51,6 +53,9 @@ default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
+
+[network]
+network_backend = "netavark"
 EOF
   export CONTAINERS_CONF="$state_dir/containers.conf"
   # HEALTHCHECK is a Docker-format field; in OCI format podman drops it.
