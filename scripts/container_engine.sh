@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the container checks (container_smoke.sh, container_stack.sh): picks the container
 # engine, installs and configures it on a machine that lacks it, and builds the images.
 #   CONTAINER_ENGINE  podman (default) or docker: every engine call below goes through "$engine"
@@ -8,6 +9,7 @@
 # Needs root (apt-get, debootstrap, rootful podman), as CI runs.
 
 engine="${CONTAINER_ENGINE:-podman}"
+# shellcheck disable=SC2034  # cxr_image, python_base, debian_base: for the scripts that source this
 cxr_image="${CXR_IMAGE:-localhost/cxr-screen:ci}"
 debian_suite=bookworm
 # Not python:3.11-slim: the debootstrap image is ours, and a name of its own says so.
@@ -73,6 +75,7 @@ image_exists() { "$engine" image inspect "$1" >/dev/null 2>&1; }
 # The Debian mirror apt on this machine uses (for a release), else Debian's own.
 debian_mirror() {
   local uri
+  # shellcheck disable=SC2016  # $(...) here is apt's own field syntax
   uri="$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null | awk -v r="$1" '$2 == r {print $1; exit}')"
   echo "${uri:-$2}"
 }
@@ -107,7 +110,7 @@ EOF
   printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' > "$rootfs/etc/apt/apt.conf.d/90slim"
   find "$rootfs/usr/share/doc" -mindepth 2 ! -name copyright -delete 2>/dev/null || true
   rm -rf "$rootfs"/usr/share/{man,info,locale}/* "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/* \
-    "$rootfs"/var/cache/debconf/*-old "$rootfs"/var/log/*.log "$rootfs"/dev/*
+    "$rootfs"/var/cache/debconf/*-old "$rootfs"/var/log/*.log "${rootfs:?}"/dev/*
   tar -C "$rootfs" --numeric-owner -c . \
     | "$engine" import --change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]' - "$debootstrap_base" >/dev/null
   rm -rf "$rootfs"
@@ -115,6 +118,7 @@ EOF
 }
 
 # The bases every Dockerfile here takes as build arguments.
+# shellcheck disable=SC2034
 if [ "${CXR_BASE:-debootstrap}" = registry ]; then
   python_base=python:3.11-slim
   debian_base=debian:bookworm-slim

@@ -70,8 +70,11 @@ expect_json "$base/readyz" 200 status ready
 say "/healthz and /readyz: 200"
 
 exec_uid="$("$engine" exec "$name" id -u)"
+# shellcheck disable=SC2016  # awk's own $2
 server_uid="$("$engine" exec "$name" awk '/^Uid:/ {print $2}' /proc/1/status)"
-[ "$exec_uid" = 10001 ] && [ "$server_uid" = 10001 ] || die "runs as uid $server_uid (exec: $exec_uid), not 10001"
+if [ "$exec_uid" != 10001 ] || [ "$server_uid" != 10001 ]; then
+  die "runs as uid $server_uid (exec: $exec_uid), not 10001"
+fi
 say "gunicorn runs as uid $server_uid"
 
 if [ "$engine" = podman ]; then
@@ -89,8 +92,10 @@ say "HEALTHCHECK: healthy"
 login_url="$(curl -s -o /dev/null -w '%{redirect_url}' "$base/screen")"
 [ -n "$login_url" ] || die "/screen did not redirect to the sign-in page"
 login_page="$(curl -s -w '\n%{http_code}' "$login_url")"
-[ "${login_page##*$'\n'}" = 200 ] && grep -q 'name="csrf_token"' <<<"$login_page" \
-  && grep -q 'name="password"' <<<"$login_page" || die "the sign-in page $login_url is not served"
+if [ "${login_page##*$'\n'}" != 200 ] || ! grep -q 'name="csrf_token"' <<<"$login_page" \
+  || ! grep -q 'name="password"' <<<"$login_page"; then
+  die "the sign-in page $login_url is not served"
+fi
 say "sign-in page: 200 with its form"
 
 password="$(python3 -c 'import secrets; print(secrets.token_urlsafe(16))')"
@@ -114,7 +119,9 @@ stop_started=$SECONDS
 "$engine" stop -t "$grace" "$name" >/dev/null
 stop_seconds=$((SECONDS - stop_started))
 exit_code="$("$engine" inspect --format '{{.State.ExitCode}}' "$name")"
-[ "$exit_code" = 0 ] && [ "$stop_seconds" -lt "$grace" ] || die "stop took $stop_seconds s, exit code $exit_code"
+if [ "$exit_code" != 0 ] || [ "$stop_seconds" -ge "$grace" ]; then
+  die "stop took $stop_seconds s, exit code $exit_code"
+fi
 ! "$engine" logs "$name" 2>&1 | grep -q Traceback || die "a traceback in the container's log"
 say "stopped cleanly in $stop_seconds s (exit 0)"
 

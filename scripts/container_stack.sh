@@ -25,8 +25,8 @@ tear_down() {
   # Containers first with their anonymous volumes (the images' VOLUMEs), then the network and
   # the named volumes.
   local ids
-  ids="$("$engine" ps -aq --filter "label=com.docker.compose.project=$project")"
-  [ -z "$ids" ] || "$engine" rm -f -v $ids >/dev/null 2>&1 || true
+  mapfile -t ids < <("$engine" ps -aq --filter "label=com.docker.compose.project=$project")
+  [ "${#ids[@]}" -eq 0 ] || "$engine" rm -f -v "${ids[@]}" >/dev/null 2>&1 || true
   "${compose[@]}" down -v -t 5 >"$work/down.log" 2>&1 || cat "$work/down.log" >&2
   rm -rf "$work"
 }
@@ -58,8 +58,9 @@ chmod 0644 "$tls/privkey.pem"  # nginx reads it as www-data; the key dies with t
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 base="https://127.0.0.1:$port"
 password="$(python3 -c 'import secrets; print(secrets.token_urlsafe(16))')"
-export SECRET_KEY="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-export POSTGRES_PASSWORD="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+SECRET_KEY="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+POSTGRES_PASSWORD="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+export SECRET_KEY POSTGRES_PASSWORD
 export TLS_DIR="$tls" HTTPS_BIND=127.0.0.1 HTTPS_PORT="$port" APP_UPSTREAMS="app:8000 app2:8000"
 export CXR_IMAGE="$cxr_image" NGINX_IMAGE=localhost/cxr-nginx:ci POSTGRES_IMAGE=localhost/cxr-postgres:ci \
   REDIS_IMAGE=localhost/cxr-redis:ci
@@ -197,7 +198,7 @@ python3 scripts/stack_checks.py films-per-hour --base "$base" --cafile "$tls/ca.
   --film "$film" --requests 16 --concurrency 2 || die "the throughput measurement failed"
 
 say "memory per container (cgroup, with page cache):"
-"$engine" stats --no-stream --format '{{.Name}} {{.MemUsage}}' \
-  $("$engine" ps -q --filter "label=com.docker.compose.project=$project") >&2
+mapfile -t running < <("$engine" ps -q --filter "label=com.docker.compose.project=$project")
+"$engine" stats --no-stream --format '{{.Name}} {{.MemUsage}}' "${running[@]}" >&2
 for service in "${replicas[@]}"; do say "$service: $(container_pss_mb "$(container "$service")") MB PSS"; done
 printf 'container_stack: engine %s, stack ready in %s s, %s checks passed\n' "$engine" "$ready_seconds" "${#CHECKS[@]}"
