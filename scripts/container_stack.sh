@@ -78,7 +78,7 @@ container() {  # the container of a compose service
 }
 replicas=(app app2)
 
-wait_until_ready() {  # every replica's /readyz 200 (its own health check) and the proxy answering
+wait_for_replicas() {  # every replica's /readyz 200 (its own health check)
   local service deadline=$((SECONDS + 300))
   for service in "${replicas[@]}"; do
     until "$engine" exec "$(container "$service")" python /app/docker/healthcheck.py >/dev/null 2>&1; do
@@ -87,13 +87,17 @@ wait_until_ready() {  # every replica's /readyz 200 (its own health check) and t
       sleep 1
     done
   done
+}
+wait_for_proxy() {  # /readyz 200 through the proxy over HTTPS
+  local deadline=$((SECONDS + 120))
   until [ "$(curl -s --cacert "$tls/ca.pem" -o /dev/null -w '%{http_code}' "$base/readyz")" = 200 ]; do
     [ "$SECONDS" -lt "$deadline" ] || { "$engine" logs "$(container proxy)" 2>&1 | tail -30 >&2
       die "the proxy does not answer on $base"; }
     sleep 1
   done
 }
-wait_until_ready
+wait_for_replicas
+wait_for_proxy
 ready_seconds=$((SECONDS - up_started))
 say "stack ready in $ready_seconds s (compose up to both replicas ready behind the proxy)"
 
@@ -174,9 +178,11 @@ check_backup_and_restore() {
   after="$(psql_value "$query")"
   [ "$before" = "$after" ] || die "restored users/predictions/audit/schema $after, not $before"
   for service in "${replicas[@]}"; do "$engine" start "$(container "$service")" >/dev/null; done
-  # nginx resolved the replicas' addresses when it started: a reload looks them up again.
-  "$engine" exec "$(container proxy)" nginx -s reload
-  wait_until_ready
+  wait_for_replicas
+  # nginx looked the replicas' addresses up when it started: restarted, it looks again (its
+  # entrypoint waits until the names resolve; a reload right after the replicas' start could not).
+  "$engine" restart "$(container proxy)" >/dev/null
+  wait_for_proxy
   say "backup and restore: $(stat -c %s "$work/cxr.dump") byte dump; users/predictions/audit/schema $after restored"
   check_https_journey  # the restored database serves sign-in and a new upload
 }
