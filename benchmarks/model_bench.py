@@ -126,7 +126,7 @@ def stage_figures(analyzer, quick: bool) -> dict:
     from webapp.config import Config
     from webapp.inference.decode import decode
     from webapp.inference.overlay import heatmap_png
-    from webapp.screening.service import review_png
+    from webapp.screening import review_copy
 
     review_size = Config.REVIEW_IMAGE_SIZE
     repeats = 5 if quick else 30
@@ -137,7 +137,9 @@ def stage_figures(analyzer, quick: bool) -> dict:
         stages[upload.name] = {
             "decode": summary_ms(timed(lambda u=upload: decode(u.data, target_size=analyzer.input_size), repeats)),
             "analyze": summary_ms(timed(lambda i=image: analyzer.analyze(i), repeats)),
-            "review_png": summary_ms(timed(lambda i=image: review_png(i.pixels, review_size), repeats)),
+            "review_png": summary_ms(
+                timed(lambda u=upload, i=image: review_copy.make(u.data, i, review_size), repeats)
+            ),
             "heatmap_png": summary_ms(timed(lambda a=analysis: heatmap_png(a.heatmap), repeats)),
         }
     return stages

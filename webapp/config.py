@@ -45,7 +45,8 @@ class Config:
     MAX_CONTENT_LENGTH = MAX_UPLOAD_MB * 1024 * 1024
     MAX_FILES_PER_UPLOAD = int(os.environ.get("MAX_FILES_PER_UPLOAD", "20"))
     HISTORY_PAGE_SIZE = 25
-    REVIEW_IMAGE_SIZE = 320  # long side of the de-identified copy kept for review
+    # Long side of the de-identified copy kept for review (the film viewer's full resolution).
+    REVIEW_IMAGE_SIZE = int(os.environ.get("REVIEW_IMAGE_SIZE", "1024"))
 
     # Sign-in throttling: failures counted over a sliding window.
     LOGIN_WINDOW_MINUTES = int(os.environ.get("LOGIN_WINDOW_MINUTES", "15"))

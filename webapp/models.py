@@ -15,6 +15,8 @@ from .inference.labels import NORMAL, PNEUMONIA, UNKNOWN, VERDICTS
 from .passwords import hash_password, verify_password
 
 ROLES = ("clinician", "admin")
+# "system" follows the browser's prefers-color-scheme; the others pin the reading-room theme.
+THEMES = ("system", "light", "dark")
 LABELS = VERDICTS
 FEEDBACK_LABELS = {NORMAL: "Normal", PNEUMONIA: "Pneumonia", "NOT_CXR": "Not a chest radiograph"}
 # The model's verdict that agrees with each radiologist reading.
@@ -33,6 +35,7 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="clinician")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    theme: Mapped[str] = mapped_column(String(8), default="system", server_default="system")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")

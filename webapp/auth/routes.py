@@ -1,18 +1,10 @@
-from urllib.parse import urlsplit
-
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
 from ..models import User
+from ..responses import safe_next
 from . import bp, throttle
 from .forms import LoginForm
-
-
-def _safe_next(target: str | None) -> str:
-    # Only same-site paths: an open redirect after sign-in is a phishing tool.
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
-        return target
-    return url_for("screening.upload")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -37,7 +29,7 @@ def login():
             if user and user.active and user.check_password(form.password.data):
                 throttle.clear_failures(username)
                 login_user(user)
-                return redirect(_safe_next(request.args.get("next")))
+                return redirect(safe_next(request.args.get("next")))
             throttle.record_failure(username, address)
             flash("Unknown username or wrong password.", "error")
             status = 401
