@@ -42,7 +42,7 @@
     fit();
     new ResizeObserver(fit).observe(filmPane);
 
-    const zoom = Panzoom(stages[0], { maxScale: 16, minScale: 0.5, step: 0.25, cursor: "grab" });
+    const zoom = Panzoom(stages[0], { maxScale: 16, minScale: 0.1, step: 0.25, cursor: "grab" });
     const mirror = () => {
       for (const stage of Array.from(stages).slice(1)) stage.style.transform = stages[0].style.transform;
     };
