@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import csrf_token, fixture_image
+from tests.conftest import AuthActions, csrf_token, fixture_image, make_user, reset_database
 from tests.factories import add_prediction
+from webapp import create_app
+from webapp.config import TestingConfig
 from webapp.extensions import db
 from webapp.inference.decode import decode
 from webapp.inference.overlay import heatmap_png, layer_png
@@ -44,7 +46,6 @@ def test_review_copy_reaches_the_review_size_never_beyond_the_film(side, again, 
     # The model's decode of a big film is reduced; the review copy decodes it again, larger.
     assert review_copy.needs_larger_decode(image, 1024) == again
     assert png_size(review_copy.make(data, image, 1024)) == expected
-    assert png_size(review_copy.start(data, image, 1024).result()) == expected
 
 
 def test_review_copy_size_comes_from_the_setting(app, client, auth, clinician_user):
@@ -60,6 +61,38 @@ def test_review_copy_size_comes_from_the_setting(app, client, auth, clinician_us
         row = db.session.query(Prediction).one()
         assert png_size(row.review_png) == (512, 384)
         assert (row.width, row.height) == (2000, 1500)
+
+
+def test_big_films_get_their_full_copy_after_the_answer(tmp_path):
+    # A database file: the worker thread writes through a connection of its own.
+    app = create_app(
+        TestingConfig,
+        {
+            "INSTANCE_DIR": tmp_path,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'bg.sqlite'}",
+            "REVIEW_COPY_IN_BACKGROUND": True,
+        },
+    )
+    with app.app_context():
+        reset_database()
+    make_user(app, "clin", "clinician")
+    client = app.test_client()
+    AuthActions(client).login()
+    token = csrf_token(client, "/screen")
+    files = [(io.BytesIO(jpeg(2400)), "big.jpg"), (io.BytesIO(jpeg(200)), "small.jpg")]
+    response = client.post("/screen", data={"csrf_token": token, "files": files}, content_type="multipart/form-data")
+    assert response.status_code == 303
+    with app.app_context():
+        big, small = db.session.query(Prediction).order_by(Prediction.id).all()
+        assert png_size(small.review_png) == (200, 150)  # made at once: nothing bigger to decode
+        big_id = big.id
+    # The image route waits for the copy being made, then serves it at the full review size.
+    image = client.get(f"/predictions/{big_id}/image.png")
+    assert Image.open(io.BytesIO(image.data)).size == (1024, 768)
+    assert not review_copy.wait_for(big_id)  # done and forgotten
+    with app.app_context():
+        assert png_size(db.session.get(Prediction, big_id).review_png) == (1024, 768)
+        db.engine.dispose()
 
 
 def test_heatmap_layer_is_transparent_where_the_map_is_weak():

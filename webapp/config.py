@@ -47,6 +47,8 @@ class Config:
     HISTORY_PAGE_SIZE = 25
     # Long side of the de-identified copy kept for review (the film viewer's full resolution).
     REVIEW_IMAGE_SIZE = int(os.environ.get("REVIEW_IMAGE_SIZE", "1024"))
+    # Make a big film's full-size copy after answering the upload (webapp/screening/review_copy.py).
+    REVIEW_COPY_IN_BACKGROUND = True
 
     # Sign-in throttling: failures counted over a sliding window.
     LOGIN_WINDOW_MINUTES = int(os.environ.get("LOGIN_WINDOW_MINUTES", "15"))
@@ -80,6 +82,9 @@ class TestingConfig(Config):
     SESSION_COOKIE_SECURE = False
     REMEMBER_COOKIE_SECURE = False
     ARGON2_FAST = True  # tests create many users; full-strength hashing would only slow them
+    # In-memory SQLite is one connection: no second thread may write to it. Tests that check the
+    # background path turn it on with a database file.
+    REVIEW_COPY_IN_BACKGROUND = False
 
 
 CONFIGS = {"production": Config, "development": DevelopmentConfig, "testing": TestingConfig}

@@ -6,7 +6,7 @@ from ..inference.overlay import layer_png, stored_overlay_png
 from ..models import Feedback, Prediction, record_audit, utcnow
 from ..notes import INTENDED_USE, NOTES
 from ..responses import form_errors, wants_json
-from . import bp
+from . import bp, review_copy
 from .batch import reading_order, summarise
 from .forms import ACCEPTED_EXTENSIONS, FeedbackForm, UploadForm
 from .service import UploadRejected, screen_batch
@@ -115,14 +115,22 @@ def _png(data: bytes) -> Response:
     return Response(data, mimetype="image/png", headers={"Cache-Control": "private, no-store"})
 
 
+def reviewable_prediction(prediction_id: int) -> Prediction:
+    """The prediction with its full-size review copy, if this process is still making it."""
+    prediction = visible_prediction(prediction_id)
+    if review_copy.wait_for(prediction.id):
+        db.session.refresh(prediction)
+    return prediction
+
+
 @bp.route("/predictions/<int:prediction_id>/image.png")
 def image(prediction_id: int):
-    return _png(visible_prediction(prediction_id).review_png)
+    return _png(reviewable_prediction(prediction_id).review_png)
 
 
 @bp.route("/predictions/<int:prediction_id>/heatmap.png")
 def heatmap(prediction_id: int):
-    prediction = visible_prediction(prediction_id)
+    prediction = reviewable_prediction(prediction_id)
     return _png(stored_overlay_png(prediction.review_png, prediction.heatmap_png))
 
 

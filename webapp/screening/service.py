@@ -84,8 +84,11 @@ def screen_upload(user: User, filename: str, data: bytes) -> Prediction:
     except DecodeError as exc:
         status = 415 if exc.code in UNSUPPORTED_CODES else 422
         raise UploadRejected(exc.code, exc.message, status) from exc
-    review = review_copy.start(data, image, current_app.config["REVIEW_IMAGE_SIZE"])
     analysis = model.analyze(image)
+    size = current_app.config["REVIEW_IMAGE_SIZE"]
+    # A big film's full-size review copy is made after the answer (see review_copy); until then
+    # the row holds a copy of the pixels the model read.
+    later = current_app.config["REVIEW_COPY_IN_BACKGROUND"] and review_copy.needs_larger_decode(image, size)
     prediction = Prediction(
         user_id=user.id,
         filename=filename,
@@ -101,7 +104,7 @@ def screen_upload(user: User, filename: str, data: bytes) -> Prediction:
         model_version=analysis.model_version,
         unknown_reason=analysis.unknown_reason,
         facts=dict(image.facts),
-        review_png=review.result(),
+        review_png=review_copy.review_png(image.pixels, size) if later else review_copy.make(data, image, size),
         # The map alone; the coloured overlay is drawn only when a page shows it.
         heatmap_png=heatmap_png(analysis.heatmap),
         latency_ms=0.0,
@@ -109,4 +112,6 @@ def screen_upload(user: User, filename: str, data: bytes) -> Prediction:
     prediction.latency_ms = round((time.perf_counter() - started) * 1000.0, 2)
     db.session.add(prediction)
     db.session.commit()
+    if later:
+        review_copy.upgrade_later(current_app._get_current_object(), prediction.id, data, size)
     return prediction
