@@ -40,6 +40,26 @@ def brightness(locator: Locator) -> float:
     return ImageStat.Stat(Image.open(io.BytesIO(locator.screenshot())).convert("L")).mean[0]
 
 
+# Two touch points moving apart over the film, as the browser reports a pinch (pointer events).
+_PINCH_JS = """
+stage => {
+  const box = stage.getBoundingClientRect();
+  const cx = box.left + box.width / 2, cy = box.top + box.height / 2;
+  const send = (type, id, x, target) => target.dispatchEvent(new PointerEvent(type, {
+    pointerId: id, pointerType: 'touch', isPrimary: id === 1, clientX: x, clientY: cy,
+    button: 0, buttons: type === 'pointerup' ? 0 : 1, bubbles: true, cancelable: true}));
+  send('pointerdown', 1, cx - 20, stage);
+  send('pointerdown', 2, cx + 20, stage);
+  for (let step = 1; step <= 6; step++) {
+    send('pointermove', 1, cx - 20 - 15 * step, document);
+    send('pointermove', 2, cx + 20 + 15 * step, document);
+  }
+  send('pointerup', 1, cx - 110, document);
+  send('pointerup', 2, cx + 110, document);
+}
+"""
+
+
 def slider(viewer: Locator, name: str) -> Locator:
     # A slider's name is its label and the value shown in it ("Window 45%").
     return viewer.get_by_role("slider", name=re.compile("^" + re.escape(name)))
@@ -94,6 +114,12 @@ def test_reading_a_batch(visit, seeded_predictions):
     page.mouse.move(box["x"] + box["width"] / 2 + 60, box["y"] + box["height"] / 2 + 40, steps=5)
     page.mouse.up()
     assert transform_of(stage) != before, "dragging did not pan the film"
+
+    # Pinch: fingers moving apart zoom in.
+    viewer.get_by_role("button", name="Fit").click()
+    assert scale_of(stage) == pytest.approx(1.0, abs=0.01)
+    stage.evaluate(_PINCH_JS)
+    assert scale_of(stage) > 1.3, "a pinch did not zoom in"
 
     # Fit, then 1:1: one film pixel per screen pixel.
     viewer.get_by_role("button", name="Fit").click()
