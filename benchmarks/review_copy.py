@@ -91,10 +91,7 @@ def upload_times(analyzer, uploads: list[Upload], size: int, repeats: int) -> di
     def now(u):
         image = decode(u.data, target_size=analyzer.input_size)
         analyzer.analyze(image)
-        if review_copy.needs_larger_decode(image, size):
-            review_copy.review_png(image.pixels, size)  # the interim copy; the full one comes after
-        else:
-            review_copy.make(u.data, image, size)
+        review_copy.at_upload(u.data, image, size, background=True)
 
     figures = {}
     for upload in uploads:

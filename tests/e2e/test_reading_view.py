@@ -168,6 +168,15 @@ def test_reading_a_batch(visit, seeded_predictions):
     page.keyboard.press("+")
     page.keyboard.press("ArrowRight")
     assert transform_of(copy.locator(".stage")) == transform_of(stage)
+    # Dragging the copy pans both.
+    copy_box = copy.bounding_box()
+    before = transform_of(stage)
+    page.mouse.move(copy_box["x"] + 100, copy_box["y"] + 100)
+    page.mouse.down()
+    page.mouse.move(copy_box["x"] + 150, copy_box["y"] + 130, steps=4)
+    page.mouse.up()
+    assert transform_of(stage) != before, "dragging the side-by-side copy did not pan"
+    assert transform_of(copy.locator(".stage")) == transform_of(stage)
     viewer.screenshot(path=DOC_SHOTS / "viewer-side-by-side.png")
     visit.step("reading-02-viewer")
     viewer.get_by_label("Side by side").uncheck()

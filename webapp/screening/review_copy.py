@@ -64,6 +64,13 @@ def make(data: bytes, image: DecodedImage, size: int) -> bytes:
     return review_png(larger.pixels, size)
 
 
+def at_upload(data: bytes, image: DecodedImage, size: int, background: bool) -> tuple[bytes, bool]:
+    """The copy stored with the answer, and whether the full-size one is still to be made
+    (`upgrade_later`): with `background`, a big film first gets a copy of the pixels the model read."""
+    later = background and needs_larger_decode(image, size)
+    return (review_png(image.pixels, size) if later else make(data, image, size)), later
+
+
 def upgrade_later(app: Flask, prediction_id: int, data: bytes, size: int) -> None:
     """Replace a committed prediction's interim copy with the full-size one, on the worker thread."""
     future = _POOL.submit(_upgrade, app, prediction_id, data, size)

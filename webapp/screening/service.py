@@ -86,9 +86,8 @@ def screen_upload(user: User, filename: str, data: bytes) -> Prediction:
         raise UploadRejected(exc.code, exc.message, status) from exc
     analysis = model.analyze(image)
     size = current_app.config["REVIEW_IMAGE_SIZE"]
-    # A big film's full-size review copy is made after the answer (see review_copy); until then
-    # the row holds a copy of the pixels the model read.
-    later = current_app.config["REVIEW_COPY_IN_BACKGROUND"] and review_copy.needs_larger_decode(image, size)
+    # A big film's full-size review copy is made after the answer (see review_copy).
+    review, later = review_copy.at_upload(data, image, size, current_app.config["REVIEW_COPY_IN_BACKGROUND"])
     prediction = Prediction(
         user_id=user.id,
         filename=filename,
@@ -104,7 +103,7 @@ def screen_upload(user: User, filename: str, data: bytes) -> Prediction:
         model_version=analysis.model_version,
         unknown_reason=analysis.unknown_reason,
         facts=dict(image.facts),
-        review_png=review_copy.review_png(image.pixels, size) if later else review_copy.make(data, image, size),
+        review_png=review,
         # The map alone; the coloured overlay is drawn only when a page shows it.
         heatmap_png=heatmap_png(analysis.heatmap),
         latency_ms=0.0,

@@ -50,6 +50,8 @@
     for (const pane of root.querySelectorAll(".pane")) {
       pane.addEventListener("wheel", zoom.zoomWithWheel, { passive: false });
     }
+    // A drag or pinch on the side-by-side copy moves both panes, like one on the film itself.
+    root.querySelector(".pane-heat").addEventListener("pointerdown", zoom.handleDown);
 
     function applyGrey() {
       const slope = (grey.invert ? -1 : 1) / grey.window;
