@@ -11,6 +11,22 @@
     return Math.min(high, Math.max(low, value));
   }
 
+  // The stages take the film's proportions and fit their pane, so the heat-map layer (the whole
+  // film, like the model's input) lies exactly on the film at every zoom. One observer for every
+  // pane on the page: it hands over each pane's size after layout, so fitting twenty films reads
+  // no layout and forces no reflow; it also refits when a pane appears (side by side) or resizes.
+  const aspects = new WeakMap();
+  const fitting = new ResizeObserver((entries) => {
+    for (const { target, contentRect } of entries) {
+      const { width, height } = contentRect;
+      if (!width || !height) continue;
+      const aspect = aspects.get(target);
+      const wide = width / height > aspect;
+      target.firstElementChild.style.width = (wide ? height * aspect : width) + "px";
+      target.firstElementChild.style.height = (wide ? height : width / aspect) + "px";
+    }
+  });
+
   function setUp(root) {
     const filmPane = root.querySelector(".pane-film");
     const stages = root.querySelectorAll(".stage");
@@ -26,21 +42,10 @@
     const aspect = w > 0 && h > 0 ? w / h : 1;
     const grey = { window: 1, level: 0.5, invert: false };
 
-    // The stages take the film's proportions and fit their pane, so the heat-map layer (the
-    // whole film, like the model's input) lies exactly on the film at every zoom.
-    function fit() {
-      for (const stage of stages) {
-        const pane = stage.parentElement;
-        const width = pane.clientWidth;
-        const height = pane.clientHeight;
-        if (!width || !height) continue;
-        const wide = width / height > aspect;
-        stage.style.width = (wide ? height * aspect : width) + "px";
-        stage.style.height = (wide ? height : width / aspect) + "px";
-      }
+    for (const pane of root.querySelectorAll(".pane")) {
+      aspects.set(pane, aspect);
+      fitting.observe(pane);
     }
-    fit();
-    new ResizeObserver(fit).observe(filmPane);
 
     const zoom = Panzoom(stages[0], { maxScale: 16, minScale: 0.1, step: 0.25, cursor: "grab" });
     const mirror = () => {
@@ -120,10 +125,7 @@
     control("window").addEventListener("input", (e) => setGrey(e.target.value / 100, grey.level));
     control("level").addEventListener("input", (e) => setGrey(grey.window, e.target.value / 100));
     control("opacity").addEventListener("input", (e) => setOpacity(Number(e.target.value)));
-    root.querySelector(".side-toggle").addEventListener("change", () => {
-      fit();
-      mirror();
-    });
+    root.querySelector(".side-toggle").addEventListener("change", mirror);
 
     // Window/level by dragging: Shift+drag or right-drag always, plain drag in "W/L drag" mode.
     // Horizontal movement widens the window, vertical movement raises the level.
