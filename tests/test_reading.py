@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import AuthActions, csrf_token, fixture_image, make_user, reset_database
 from tests.factories import add_prediction
+from tests.helpers import PASSWORDS, csrf_token, fixture_image, make_user, reset_database
 from webapp import create_app
 from webapp.config import TestingConfig
 from webapp.extensions import db
@@ -77,7 +77,10 @@ def test_big_films_get_their_full_copy_after_the_answer(tmp_path):
         reset_database()
     make_user(app, "clin", "clinician")
     client = app.test_client()
-    AuthActions(client).login()
+    client.post(
+        "/auth/login",
+        data={"username": "clin", "password": PASSWORDS["clin"], "csrf_token": csrf_token(client, "/auth/login")},
+    )
     token = csrf_token(client, "/screen")
     files = [(io.BytesIO(jpeg(2400)), "big.jpg"), (io.BytesIO(jpeg(200)), "small.jpg")]
     response = client.post("/screen", data={"csrf_token": token, "files": files}, content_type="multipart/form-data")
