@@ -1,7 +1,8 @@
 // Film viewer: zoom and pan through the vendored Panzoom (wheel, drag, pinch), window/level and
 // invert through an SVG colour-transfer filter on the film (exact and linear, no pixel loop in
 // script), heat-map opacity and a side-by-side pane that mirrors the left one's zoom and pan.
-// Without this script the film and its heat map still show, fitted to the frame.
+// Without this script the film and its heat map still show, fitted to the frame (the heat map
+// then lines up with the film only when the film is square).
 (function () {
   "use strict";
   const PAN_STEP = 40; // screen pixels per arrow key press
