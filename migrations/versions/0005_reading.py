@@ -1,14 +1,14 @@
 """users.theme: the reading-room theme each user chose (system, light or dark)
 
 Revision ID: 0005_reading
-Revises: 0001
+Revises: 0002_identity
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_reading"
-down_revision = "0001"
+down_revision = "0002_identity"
 branch_labels = None
 depends_on = None
 
