@@ -1,14 +1,14 @@
 """validation runs on the job queue, site operating points, drift scores on predictions
 
 Revision ID: 0004_jobs
-Revises: 0002_identity
+Revises: 0005_reading
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_jobs"
-down_revision = "0002_identity"
+down_revision = "0005_reading"
 branch_labels = None
 depends_on = None
 

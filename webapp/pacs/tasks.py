@@ -139,7 +139,7 @@ def process(receipt_id: int, owner: str) -> None:
     except DecodeError as exc:
         refuse(receipt_id, owner, f"{exc.code}: {exc.message}")
         return
-    prediction, analysis = analyse(model, image, data)
+    prediction, analysis, _ = analyse(model, image, data)  # the full-size review copy at once: no one waits
     prediction.source, prediction.filename = SOURCE_DICOM, f"pacs-{receipt_id}.dcm"
     prediction.latency_ms = round((time.perf_counter() - started) * 1000.0, 2)
     db.session.add(prediction)

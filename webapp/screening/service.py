@@ -12,9 +12,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
 from flask import current_app
-from PIL import Image
 
 from ..extensions import db
 from ..filenames import sanitize_filename
@@ -22,10 +20,11 @@ from ..inference.analyzer import Analysis
 from ..inference.decode import DecodeError, decode
 from ..inference.image import DecodedImage
 from ..inference.labels import NORMAL, PNEUMONIA
-from ..inference.overlay import heatmap_png, png_bytes
+from ..inference.overlay import heatmap_png
 from ..inference.runtime import ModelUnavailable, get_analyzer
 from ..models import SOURCE_UPLOAD, Prediction, User
 from ..site_threshold import active_calibration
+from . import review_copy
 
 # Refusal codes that mean "not a kind of file we take" rather than "a broken file".
 UNSUPPORTED_CODES = frozenset({"unsupported_type", "not_an_image"})
@@ -83,13 +82,6 @@ def screen_batch(
     return outcomes
 
 
-def review_png(pixels: np.ndarray, size: int) -> bytes:
-    # Only decoded pixels are kept: no file header, EXIF or DICOM field survives this copy.
-    image = Image.fromarray(np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
-    image.thumbnail((size, size), Image.Resampling.LANCZOS)
-    return png_bytes(image)
-
-
 def screen_upload(user: User, filename: str, data: bytes, source: str = SOURCE_UPLOAD) -> Prediction:
     started = time.perf_counter()
     model = analyzer()
@@ -98,20 +90,30 @@ def screen_upload(user: User, filename: str, data: bytes, source: str = SOURCE_U
     except DecodeError as exc:
         status = 415 if exc.code in UNSUPPORTED_CODES else 422
         raise UploadRejected(exc.code, exc.message, status) from exc
-    prediction, _ = analyse(model, image, data)
+    background = current_app.config["REVIEW_COPY_IN_BACKGROUND"]
+    prediction, _, later = analyse(model, image, data, review_in_background=background)
     prediction.user_id, prediction.filename, prediction.source = user.id, filename, source
     prediction.latency_ms = round((time.perf_counter() - started) * 1000.0, 2)
     db.session.add(prediction)
     db.session.commit()
+    if later:
+        size = current_app.config["REVIEW_IMAGE_SIZE"]
+        review_copy.upgrade_later(current_app._get_current_object(), prediction.id, data, size)
     return prediction
 
 
-def analyse(model, image: DecodedImage, data: bytes) -> tuple[Prediction, Analysis]:
+def analyse(
+    model, image: DecodedImage, data: bytes, review_in_background: bool = False
+) -> tuple[Prediction, Analysis, bool]:
     """The model's answer for one decoded film, at the site operating point in force, as an unsaved
-    Prediction (the caller sets who and where it came from) and the Analysis it was made from."""
+    Prediction (the caller sets who and where it came from), the Analysis it was made from, and
+    whether the full-size review copy is still to be made (review_copy.upgrade_later, once committed)."""
     # The site operating point in force for this model version, if any (site_threshold.py).
     calibration = active_calibration(model.model_version)
     analysis = model.analyze(image, threshold=calibration.threshold if calibration else None)
+    size = current_app.config["REVIEW_IMAGE_SIZE"]
+    # A big film's full-size review copy is made after the answer (see review_copy).
+    review, later = review_copy.at_upload(data, image, size, review_in_background)
     prediction = Prediction(
         sha256=hashlib.sha256(data).hexdigest(),
         image_format=image.format,
@@ -128,9 +130,9 @@ def analyse(model, image: DecodedImage, data: bytes) -> tuple[Prediction, Analys
         model_version=analysis.model_version,
         unknown_reason=analysis.unknown_reason,
         facts=dict(image.facts),
-        review_png=review_png(image.pixels, current_app.config["REVIEW_IMAGE_SIZE"]),
+        review_png=review,
         # The map alone; the coloured overlay is drawn only when a page shows it.
         heatmap_png=heatmap_png(analysis.heatmap),
         latency_ms=0.0,
     )
-    return prediction, analysis
+    return prediction, analysis, later

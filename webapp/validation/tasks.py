@@ -40,7 +40,7 @@ from ..models import (
     ValidationRun,
     utcnow,
 )
-from ..screening.service import review_png
+from ..screening import review_copy
 from ..site_threshold import active_calibration
 from .report import run_metrics
 from .storage import archive_path
@@ -191,7 +191,7 @@ def analyse_batch(archive, analyzer, entries: list[str], threshold: float, revie
                 "chest_probability": float(analysis.chest_probability),
                 "feature_distance": float(analysis.feature_distance),
                 "unknown_reason": analysis.unknown_reason,
-                "review_png": review_png(image.pixels, review_size),
+                "review_png": review_copy.make(data, image, review_size),  # like a prediction's copy
                 "heatmap_png": heatmap_png(analysis.heatmap),
             }
     return results
