@@ -1,6 +1,7 @@
-"""Evaluate the shipped model on the official test set and the held-out not-chest sources,
-exactly as the web app serves it: decode -> shared preprocessing -> Analyzer (threshold,
-temperature and UNKNOWN policy from the model card).
+"""Evaluate the shipped model on the official test set, the held-out not-chest sources and the
+held-out adult patients of adult_cxr (outside the intended use), exactly as the web app serves
+it: decode -> shared preprocessing -> Analyzer (threshold, temperature, UNKNOWN policy and the
+intended-use gate from the model card).
 
     python -m training.evaluate                 # writes reports/metrics.json and the PNG plots
     python -m training.evaluate --check-bars    # also exits 1 if any issue-3 bar is missed
@@ -17,12 +18,13 @@ import time
 
 import numpy as np
 
-from training import data, metrics, plots
+from training import data, gate, metrics, plots
+from training.gate_check import age_band
 from webapp.inference.analyzer import CARD_NAME, Analyzer
-from webapp.inference.decide import UNKNOWN
+from webapp.inference.decide import NORMAL, UNKNOWN
 
 DEFAULT_MODEL = pathlib.Path("webapp/model/cxr_pneumonia.keras")
-BARS = {  # issue 3: (metric, comparison, bound)
+BARS = {  # issue 3, and issue 12 for the adults: (metric, comparison, bound)
     "accuracy": (">=", 0.90),
     "auc": (">=", 0.97),
     "sensitivity": (">=", 0.95),
@@ -30,7 +32,11 @@ BARS = {  # issue 3: (metric, comparison, bound)
     "ece": ("<=", 0.08),
     "test_unknown_rate": ("<=", 0.02),
     "held_out_not_chest_unknown_rate": (">=", 0.97),
+    "adult_wrong_label_rate": ("<=", 0.05),
+    "adult_covid_called_normal_rate": ("<=", 0.05),
+    "adult_unknown_reasons_naming_intended_use": (">=", 0.80),
 }
+INTENDED_USE_WORDS = ("intended use", "adult")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,6 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", type=pathlib.Path, default=DEFAULT_MODEL)
     p.add_argument("--data-dir", type=pathlib.Path, default=data.DEFAULT_DATA_DIR)
     p.add_argument("--not-cxr-dir", type=pathlib.Path, default=None, help="default: DATA_DIR/../not_cxr")
+    p.add_argument("--adult-dir", type=pathlib.Path, default=None, help="default: DATA_DIR/../adult_cxr")
     p.add_argument("--reports", type=pathlib.Path, default=pathlib.Path("reports"))
     p.add_argument("--check-bars", action="store_true", help="exit 1 if any bar of issue 3 is missed")
     p.add_argument("--update-card", action="store_true", help="store the test metrics in the model card")
@@ -56,6 +63,47 @@ def analyse_files(analyzer: Analyzer, paths: list[pathlib.Path]):
         results.append(analyzer.analyze(image))
         seconds.append(time.perf_counter() - started)
     return results, seconds
+
+
+def adult_figures(films: list[gate.AdultFilm], results) -> dict:
+    """Answers on adult films: refused by the intended-use gate, UNKNOWN for any reason, answered
+    with a wrong NORMAL/PNEUMONIA label, COVID-19 pneumonia called NORMAL."""
+    labels = np.array([r.label for r in results])
+    truth = np.array([("NORMAL", "PNEUMONIA")[f.label] for f in films])
+    reasons = [r.unknown_reason or "" for r in results if r.label == UNKNOWN]
+    covid = np.array([f.source_id == "mhh_covid19" for f in films])
+    return {
+        "n": len(films),
+        "refused_as_outside_intended_use": float(np.mean([(r.unknown_reason or "").startswith("Outside the intended use")
+                                                          for r in results])),
+        "unknown_rate": float((labels == UNKNOWN).mean()),
+        "wrong_label_rate": float(((labels != UNKNOWN) & (labels != truth)).mean()),
+        "covid_called_normal_rate": float((labels[covid] == NORMAL).mean()) if covid.any() else None,
+        "unknown_reasons_naming_intended_use": (
+            float(np.mean([any(w in r for w in INTENDED_USE_WORDS) for r in reasons])) if reasons else None),
+    }
+
+
+def evaluate_adults(analyzer: Analyzer, adult_dir: pathlib.Path, limit: int | None) -> dict:
+    """The held-out adult patients of adult_cxr (the gate never trained on them), in total, per
+    source and per age band (ages from the manifest; the Hannover source withholds them)."""
+    _, held = gate.split_adults(gate.read_adults(adult_dir))
+    held = held[:limit]
+    results, _ = analyse_files(analyzer, [f.path for f in held])
+    pairs = list(zip(held, results))
+
+    def grouped(key) -> dict:
+        groups = collections.defaultdict(list)
+        for film, result in pairs:
+            groups[key(film)].append((film, result))
+        return {k: adult_figures(*map(list, zip(*v))) for k, v in sorted(groups.items())}
+
+    return {
+        "films": "held-out patients of adult_cxr (20% of each source's patients, seed 42; never trained on)",
+        "all": adult_figures(held, results),
+        "by_source": grouped(lambda f: f.source_id),
+        "by_age_band": grouped(lambda f: age_band(f.age)),
+    }
 
 
 def evaluate(args) -> dict:
@@ -91,6 +139,9 @@ def evaluate(args) -> dict:
         }
     held = [s for s in sources.values() if s["held_out"]]
     held_rate = sum(s["unknown_rate"] * s["n"] for s in held) / max(sum(s["n"] for s in held), 1)
+    test["refused_as_outside_intended_use"] = float(np.mean(
+        [(r.unknown_reason or "").startswith("Outside the intended use") for r in film_results]))
+    adults = evaluate_adults(analyzer, args.adult_dir or args.data_dir.parent / "adult_cxr", args.limit)
 
     ms = np.array(seconds) * 1000
     report = {
@@ -101,6 +152,7 @@ def evaluate(args) -> dict:
         "test": test,
         "not_chest_sources": sources,
         "held_out_not_chest_unknown_rate": held_rate,
+        "adults_held_out": adults,
         "analyze_ms": {"median": float(np.median(ms)), "p95": float(np.percentile(ms, 95))},
         "ece_definition": "15 equal-width bins of P(pneumonia), weighted by bin size",
         "notes": "All figures through webapp.inference.Analyzer with the card's threshold, temperature "
@@ -111,13 +163,16 @@ def evaluate(args) -> dict:
     predictions = [
         {"file": f.path.relative_to(args.data_dir).as_posix(), "truth": ("NORMAL", "PNEUMONIA")[f.label],
          "p_pneumonia": round(r.probabilities["PNEUMONIA"], 6), "answer": r.label,
-         "chest_probability": round(r.chest_probability, 6), "feature_distance": round(r.feature_distance, 4)}
+         "chest_probability": round(r.chest_probability, 6), "feature_distance": round(r.feature_distance, 4),
+         "adult_probability": None if r.adult_probability is None else round(r.adult_probability, 6)}
         for f, r in zip(films, film_results)
     ]
     return report, labels, probs, analyzer, predictions
 
 
 CARD_CHECKED_METRICS = ("auc", "accuracy", "sensitivity", "specificity", "ece", "unknown_rate")
+CARD_CHECKED_ADULT_METRICS = ("refused_as_outside_intended_use", "unknown_rate", "wrong_label_rate",
+                              "covid_called_normal_rate")
 CARD_TOLERANCE = 1e-3  # float32 kernels may differ in the last digits between CPUs
 
 
@@ -125,6 +180,10 @@ def check_bars(report: dict) -> dict:
     values = {k: report["test"][k] for k in ("accuracy", "auc", "sensitivity", "specificity", "ece")}
     values["test_unknown_rate"] = report["test"]["unknown_rate"]
     values["held_out_not_chest_unknown_rate"] = report["held_out_not_chest_unknown_rate"]
+    adults = report["adults_held_out"]["all"]
+    values["adult_wrong_label_rate"] = adults["wrong_label_rate"]
+    values["adult_covid_called_normal_rate"] = adults["covid_called_normal_rate"] or 0.0
+    values["adult_unknown_reasons_naming_intended_use"] = adults["unknown_reasons_naming_intended_use"] or 0.0
     out = {}
     for name, (op, bound) in BARS.items():
         value = values[name]
@@ -153,6 +212,8 @@ def main(argv=None) -> int:
         card["metrics"]["test"] = {k: report["test"][k] for k in
                                    ("n", "auc", "accuracy", "sensitivity", "specificity", "ece", "unknown_rate", "confusion")}
         card["metrics"]["not_chest_unknown_rate_by_source"] = {k: v["unknown_rate"] for k, v in report["not_chest_sources"].items()}
+        card["metrics"]["test"]["refused_as_outside_intended_use"] = report["test"]["refused_as_outside_intended_use"]
+        card["metrics"]["adults_held_out"] = report["adults_held_out"]
         card_path.write_text(json.dumps(card, indent=2) + "\n")
     # PASS/FAIL only when the bars gate this run; a smoke-test model is just compared with them.
     verdicts = ("PASS", "FAIL") if args.check_bars else ("met", "below")
@@ -163,12 +224,17 @@ def main(argv=None) -> int:
         stored = analyzer.card.get("metrics", {}).get("test", {})
         drift = {k: (stored.get(k), report["test"][k]) for k in CARD_CHECKED_METRICS
                  if stored.get(k) is None or abs(stored[k] - report["test"][k]) > CARD_TOLERANCE}
+        stored_adults = analyzer.card.get("metrics", {}).get("adults_held_out", {}).get("all", {})
+        measured_adults = report["adults_held_out"]["all"]
+        drift.update({f"adults {k}": (stored_adults.get(k), measured_adults[k]) for k in CARD_CHECKED_ADULT_METRICS
+                      if (stored_adults.get(k) is None) != (measured_adults[k] is None)
+                      or (measured_adults[k] is not None and abs(stored_adults[k] - measured_adults[k]) > CARD_TOLERANCE)})
         if drift:
             print(f"evaluation: test metrics differ from the model card: {drift}", file=sys.stderr)
             return 1
         print("the model card's test metrics are reproduced")
     if args.check_bars and not all(b["pass"] for b in report["bars"].values()):
-        print("evaluation: at least one bar of issue 3 is missed", file=sys.stderr)
+        print("evaluation: at least one bar (issue 3, or issue 12 for adults) is missed", file=sys.stderr)
         return 1
     return 0
 

@@ -100,6 +100,9 @@ class Prediction(db.Model):
     threshold: Mapped[float] = mapped_column(Float)
     model_version: Mapped[str] = mapped_column(String(64), index=True)
     unknown_reason: Mapped[str | None] = mapped_column(Text)
+    # A fixed warning shown with an answered verdict (e.g. "outside the validated age range");
+    # the header age it comes from is never stored.
+    caution: Mapped[str | None] = mapped_column(Text)
     latency_ms: Mapped[float] = mapped_column(Float)
     facts: Mapped[dict] = mapped_column(JSON, default=dict)  # non-identifying acquisition facts only
     review_png: Mapped[bytes] = mapped_column(LargeBinary)  # de-identified, downscaled copy

@@ -72,6 +72,7 @@ def screen_upload(user: User, raw_filename: str | None, data: bytes) -> Predicti
         threshold=float(analysis.threshold),
         model_version=analysis.model_version,
         unknown_reason=analysis.unknown_reason,
+        caution=analysis.caution,
         facts=dict(image.facts),
         review_png=_review_png(image.pixels, size),
         # The map alone; the coloured overlay is drawn only when a page shows it.

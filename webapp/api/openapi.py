@@ -17,6 +17,9 @@ PREDICTION = {
         "probabilities": {"type": "object", "description": "calibrated; they sum to 1",
                           "properties": {"NORMAL": {"type": "number"}, "PNEUMONIA": {"type": "number"}}},
         "unknown_reason": {"type": ["string", "null"]},
+        "caution": {"type": ["string", "null"],
+                    "description": "a warning that comes with an answered verdict, e.g. a DICOM header age "
+                    "outside the validated age range; null when there is none"},
         "model_version": {"type": "string"},
         "created_at": {"type": "string", "format": "date-time"},
         "threshold": {"type": "number"},

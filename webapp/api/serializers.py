@@ -17,6 +17,7 @@ def prediction_json(p: Prediction) -> dict:
         "label": p.label,
         "probabilities": {"NORMAL": round(p.p_normal, 6), "PNEUMONIA": round(p.p_pneumonia, 6)},
         "unknown_reason": p.unknown_reason,
+        "caution": p.caution,
         "model_version": p.model_version,
         "created_at": iso_utc(p.created_at),
         "threshold": p.threshold,

@@ -16,6 +16,7 @@ import numpy as np
 from .classify import class_probabilities, pneumonia_probability, sigmoid
 from .decide import PNEUMONIA, UNKNOWN, UnknownPolicy, decide
 from .decode import DecodedImage
+from .intended_use import IntendedUse
 from .preprocess import preprocess
 
 CARD_NAME = "model_card.json"
@@ -35,6 +36,8 @@ class Analysis:
     heatmap: np.ndarray  # float32 (input_size, input_size) in [0, 1]
     chest_probability: float  # the model's "frontal chest radiograph" score
     feature_distance: float  # how far the image's features lie from the training films'
+    adult_probability: float | None = None  # the intended-use gate's score; None without a gate
+    caution: str | None = None  # answered, but e.g. a header age outside the validated range
 
 
 def sha256_of(path: pathlib.Path) -> str:
@@ -72,6 +75,7 @@ class Analyzer:
             self.threshold = float(self.card["threshold"])
             self.temperature = float(self.card["temperature"])
             self.policy = UnknownPolicy.from_card(self.card)
+            self.intended_use = IntendedUse.from_card(self.card)
             layer = self.card["input"]["gradcam_layer"]
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelCardError(f"the model card is missing or has a bad field: {exc}") from exc
@@ -81,10 +85,13 @@ class Analyzer:
 
     def analyze(self, image: DecodedImage) -> Analysis:
         batch = preprocess(image.pixels, self.input_size)[None]
-        logits, distance, cam_for, cam_against = (t.numpy() for t in self._forward(batch))
+        logits, distance, adult, cam_for, cam_against = (t.numpy() for t in self._forward(batch))
         p_pneumonia = pneumonia_probability(float(logits[0, 0]), self.temperature)
         p_chest = sigmoid(float(logits[0, 1]))
-        label, reason = decide(image, p_pneumonia, p_chest, float(distance[0]), self.threshold, self.policy)
+        p_adult = sigmoid(float(adult[0])) if self.intended_use is not None else None
+        label, reason = decide(image, p_pneumonia, p_chest, float(distance[0]), self.threshold, self.policy,
+                               p_adult, self.intended_use)
+        caution = self.intended_use.caution(image) if self.intended_use is not None and label != UNKNOWN else None
         # The map explains the leaning of the score, also when the final answer is UNKNOWN.
         leaning = label == PNEUMONIA or (label == UNKNOWN and p_pneumonia >= self.threshold)
         heatmap = (cam_for if leaning else cam_against)[0].astype(np.float32)
@@ -97,4 +104,6 @@ class Analyzer:
             heatmap=heatmap,
             chest_probability=p_chest,
             feature_distance=float(distance[0]),
+            adult_probability=p_adult,
+            caution=caution,
         )
