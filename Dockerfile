@@ -31,11 +31,12 @@ WORKDIR /app
 COPY wsgi.py gunicorn.conf.py ./
 COPY migrations/ migrations/
 COPY webapp/ webapp/
+COPY deploy/ deploy/
 COPY docker/ docker/
 # Bytecode compiled now, as the app user cannot write it later; the model must be in the image.
 RUN mkdir -p instance && chown cxr:cxr instance \
-    && python -m compileall -q wsgi.py gunicorn.conf.py migrations webapp docker \
-    && test -s webapp/model/cxr_pneumonia.keras && test -s webapp/model/model_card.json
+    && python -m compileall -q wsgi.py gunicorn.conf.py migrations webapp deploy docker \
+    && test -s webapp/weights/cxr_pneumonia.keras && test -s webapp/weights/model_card.json
 
 USER 10001:10001
 # The database (SQLite), the secret key file if one is used, and nothing else lives here.

@@ -3,11 +3,11 @@
 Inference is CPU-bound, so the defaults split the machine's cores between worker processes and
 TensorFlow's per-worker thread pool: WEB_WORKERS x INFERENCE_THREADS is about the core count.
 """
+
 import os
 import time
 
-from webapp.gunicorn_hooks import (cpu_count, env_int, heartbeat_while_loading, limit_heap_growth,
-                                   load_model_in_worker)
+from deploy.gunicorn_hooks import cpu_count, env_int, heartbeat_while_loading, limit_heap_growth, load_model_in_worker
 
 cores = cpu_count()
 # Past about eight workers, memory (one model per worker) grows faster than throughput; the

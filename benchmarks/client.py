@@ -4,6 +4,7 @@ One TCP connection per request (what an integration script using plain `requests
 so every connection error is a real one and not a keep-alive race. The multipart body of each
 upload is built once; the client's own work per request is a fraction of a millisecond.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -50,8 +51,10 @@ class Target:
     def _body(self, upload: Upload) -> tuple[bytes, str]:
         if upload.name not in self._bodies:
             boundary = uuid.uuid4().hex
-            head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-                    f'filename="{upload.filename}"\r\nContent-Type: application/octet-stream\r\n\r\n')
+            head = (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                f'filename="{upload.filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            )
             body = head.encode() + upload.data + f"\r\n--{boundary}--\r\n".encode()
             self._bodies[upload.name] = (body, f"multipart/form-data; boundary={boundary}")
         return self._bodies[upload.name]
@@ -96,8 +99,7 @@ def run_count(target: Target, uploads: list[Upload], total: int, concurrency: in
     return _drive(target, next_upload, concurrency)
 
 
-def run_for(target: Target, mix: list[tuple[Upload, int]], seconds: float, concurrency: int,
-            seed: int = 6) -> Run:
+def run_for(target: Target, mix: list[tuple[Upload, int]], seconds: float, concurrency: int, seed: int = 6) -> Run:
     """Send weighted random uploads from `mix` for `seconds`, `concurrency` at a time."""
     rng = random.Random(seed)
     lock = threading.Lock()
@@ -132,17 +134,3 @@ def _drive(target: Target, next_upload, concurrency: int) -> Run:
         thread.join()
     run.wall_s = time.perf_counter() - started
     return run
-
-
-def get_status(port: int, path: str, timeout: float = 5.0) -> int:
-    """Status of a GET, or 0 when nothing answers yet."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    except (OSError, http.client.HTTPException):
-        return 0
-    finally:
-        connection.close()

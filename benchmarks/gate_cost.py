@@ -7,6 +7,7 @@ the shipped model and for the same model without its gate output, and times the 
 interleaved call by call so that whatever else the machine is doing hits both alike. Reports
 the medians, their difference and their ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,15 +42,15 @@ def main(argv=None) -> int:
     import keras
 
     from webapp.inference.analyzer import Analyzer
-    from webapp.inference.explain import build_explained_forward
-    from webapp.inference.intended_use import CARD_SECTION
+    from webapp.inference.forward import build_forward
+    from webapp.inference.model_card import GATE_SECTION
 
     analyzer = Analyzer(args.model)
-    gate_output = analyzer.card[CARD_SECTION]["output"]
+    gate_output = analyzer.card[GATE_SECTION]["output"]
     model = analyzer.model
     without = keras.Model(model.input, [o for i, o in enumerate(model.outputs) if i != gate_output])
-    layer = analyzer.card["input"]["gradcam_layer"]
-    functions = {"with_gate": build_explained_forward(model, layer), "without_gate": build_explained_forward(without, layer)}
+    layer = analyzer.params.gradcam_layer
+    functions = {"with_gate": build_forward(model, layer), "without_gate": build_forward(without, layer)}
     batch = np.random.default_rng(0).random((1, analyzer.input_size, analyzer.input_size, 1), dtype=np.float32)
     samples = interleaved(functions, batch, args.repeats)
     medians = {name: statistics.median(values) for name, values in samples.items()}

@@ -3,6 +3,7 @@
 Nothing binary is committed: the large JPEG, the 16-bit PNG and the DICOM are built from
 tests/fixtures/images/pneumonia.jpeg with Pillow and pydicom, the malformed files from its bytes.
 """
+
 from __future__ import annotations
 
 import io
@@ -87,10 +88,8 @@ def latency_inputs() -> list[Upload]:
     return [
         Upload("jpeg_224", "cxr_224.jpg", small, "JPEG 224x224, 8-bit", "ok"),
         Upload("jpeg_3000", "cxr_3000.jpg", large, f"JPEG {LARGE_SIDE}x{LARGE_SIDE}, 8-bit", "ok"),
-        Upload("png16", "cxr_16bit.png", png16,
-               f"PNG {HIGH_BIT_SIDE}x{HIGH_BIT_SIDE}, 16-bit (12-bit data)", "ok"),
-        Upload("dicom", "cxr.dcm", dicom,
-               f"DICOM DX {HIGH_BIT_SIDE}x{HIGH_BIT_SIDE}, 12-bit, uncompressed", "ok"),
+        Upload("png16", "cxr_16bit.png", png16, f"PNG {HIGH_BIT_SIDE}x{HIGH_BIT_SIDE}, 16-bit (12-bit data)", "ok"),
+        Upload("dicom", "cxr.dcm", dicom, f"DICOM DX {HIGH_BIT_SIDE}x{HIGH_BIT_SIDE}, 12-bit, uncompressed", "ok"),
     ]
 
 
@@ -111,8 +110,16 @@ def load_mix(latency: list[Upload]) -> list[tuple[Upload, int]]:
     ]
     broken = [
         (Upload("truncated", "truncated.jpg", normal[: len(normal) // 2], "JPEG cut in half", "refused"), 7),
-        (Upload("pdf", "report.jpg", b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << >>\n%%EOF\n",
-                "PDF bytes behind a .jpg name", "refused"), 7),
+        (
+            Upload(
+                "pdf",
+                "report.jpg",
+                b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << >>\n%%EOF\n",
+                "PDF bytes behind a .jpg name",
+                "refused",
+            ),
+            7,
+        ),
         (Upload("empty", "empty.png", b"", "empty file", "refused"), 6),
     ]
     return films + not_chest + broken

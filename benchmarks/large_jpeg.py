@@ -9,6 +9,7 @@ matters is the ratio of the medians (it must stay under 3: JPEG draft mode decod
 the large file at 1/8 scale straight from the DCT coefficients). Exits non-zero
 when it does not.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "tests" / "fixtures" / "images" / "pneumonia.jpeg"
-MODEL = ROOT / "webapp" / "model" / "cxr_pneumonia.keras"
+MODEL = ROOT / "webapp" / "weights" / "cxr_pneumonia.keras"
 MAX_RATIO = 3.0
 
 
@@ -59,12 +60,16 @@ def main() -> int:
                 decode_ms[name].append((decoded - started) * 1000)
                 total_ms[name].append((done - started) * 1000)
 
-    print(f"model {analyzer.model_version}, input {analyzer.input_size}px, "
-          f"{args.repeats} interleaved rounds, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"model {analyzer.model_version}, input {analyzer.input_size}px, "
+        f"{args.repeats} interleaved rounds, load average {os.getloadavg()[0]:.2f}"
+    )
     print(f"{'file':>10} {'bytes':>9} {'decode ms':>10} {'decode+classify ms':>19}")
     for name, data in files.items():
-        print(f"{name:>10} {len(data):>9} {statistics.median(decode_ms[name]):>10.2f} "
-              f"{statistics.median(total_ms[name]):>19.2f}")
+        print(
+            f"{name:>10} {len(data):>9} {statistics.median(decode_ms[name]):>10.2f} "
+            f"{statistics.median(total_ms[name]):>19.2f}"
+        )
     ratio = statistics.median(total_ms["3000x3000"]) / statistics.median(total_ms["224x224"])
     print(f"ratio 3000x3000 / 224x224 (decode+classify, medians): {ratio:.2f}x (limit {MAX_RATIO:.0f}x)")
     return 0 if ratio < MAX_RATIO else 1

@@ -1,9 +1,10 @@
 """What the numbers were measured on: date, CPU, cores, memory, versions, and who else was busy."""
+
 from __future__ import annotations
 
 import os
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -61,7 +62,7 @@ def describe() -> dict:
     import numpy
 
     return {
-        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu_model": _cpu_model(),
         "nproc": len(os.sched_getaffinity(0)),
         "memory_gb": _memory_gb(),

@@ -9,6 +9,7 @@ server is up, so nothing else competes for the cores). It reports:
   GFLOP/s, and this machine's float32 peak measured by a large matmul;
 - the time of each stage of `screen_upload` (decode, analyze, review PNG, heat-map PNG) per input.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,6 +87,7 @@ def model_figures(model_path: Path, quick: bool) -> dict:
 
     plain = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
     serving = summary_ms(timed(lambda: [t.numpy() for t in tf.nest.flatten(analyzer._forward(one))], repeats))
+
     def run_plain(batch):
         return [t.numpy() for t in tf.nest.flatten(plain(batch))]  # the model may have several outputs
 
@@ -100,9 +102,11 @@ def model_figures(model_path: Path, quick: bool) -> dict:
         "input_size": size,
         "parameters": int(model.count_params()),
         "load_and_warmup_s": load_s,
-        "tf_threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                       "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-                       "cpus": os.cpu_count()},
+        "tf_threads": {
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+            "cpus": os.cpu_count(),
+        },
         "serving_batch1": serving,
         "forward_batch1": forward,
         "predict_batch1": predict,
@@ -118,12 +122,11 @@ def model_figures(model_path: Path, quick: bool) -> dict:
 
 
 def stage_figures(analyzer, quick: bool) -> dict:
-    """Each step of webapp.predictions.screen_upload, on the benchmark inputs."""
+    """Each step of webapp.screening.service.screen_upload, on the benchmark inputs."""
+    from webapp.config import Config
     from webapp.inference.decode import decode
     from webapp.inference.overlay import heatmap_png
-    from webapp.predictions import _review_png
-
-    from webapp.config import Config
+    from webapp.screening.service import review_png
 
     review_size = Config.REVIEW_IMAGE_SIZE
     repeats = 5 if quick else 30
@@ -132,10 +135,10 @@ def stage_figures(analyzer, quick: bool) -> dict:
         image = decode(upload.data, target_size=analyzer.input_size)
         analysis = analyzer.analyze(image)
         stages[upload.name] = {
-            "decode": summary_ms(timed(lambda: decode(upload.data, target_size=analyzer.input_size), repeats)),
-            "analyze": summary_ms(timed(lambda: analyzer.analyze(image), repeats)),
-            "review_png": summary_ms(timed(lambda: _review_png(image.pixels, review_size), repeats)),
-            "heatmap_png": summary_ms(timed(lambda: heatmap_png(analysis.heatmap), repeats)),
+            "decode": summary_ms(timed(lambda u=upload: decode(u.data, target_size=analyzer.input_size), repeats)),
+            "analyze": summary_ms(timed(lambda i=image: analyzer.analyze(i), repeats)),
+            "review_png": summary_ms(timed(lambda i=image: review_png(i.pixels, review_size), repeats)),
+            "heatmap_png": summary_ms(timed(lambda a=analysis: heatmap_png(a.heatmap), repeats)),
         }
     return stages
 

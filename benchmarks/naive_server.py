@@ -5,6 +5,7 @@ the upload, preprocess with Pillow and call `model.predict` for each request, wi
 nothing stored. It is deliberately plain; do not tune it. Serve it with
 `gunicorn benchmarks.naive_server:app` (MODEL_PATH selects the model file).
 """
+
 from __future__ import annotations
 
 import io
@@ -17,8 +18,9 @@ import pydicom
 from flask import Flask, jsonify, request
 from PIL import Image, ImageOps
 
-MODEL_PATH = Path(os.environ.get("MODEL_PATH", Path(__file__).resolve().parent.parent
-                                 / "webapp" / "model" / "cxr_pneumonia.keras"))
+MODEL_PATH = Path(
+    os.environ.get("MODEL_PATH", Path(__file__).resolve().parent.parent / "webapp" / "weights" / "cxr_pneumonia.keras")
+)
 model = keras.saving.load_model(MODEL_PATH, compile=False)
 SIZE = int(model.inputs[0].shape[1])
 

@@ -1,4 +1,5 @@
 """benchmark.png: latency distributions, throughput against concurrency, worker memory."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,10 @@ def plot(f: dict, path: Path) -> None:
     _latency(lat, f)
     _throughput(thr, f)
     _memory(mem, f)
-    fig.suptitle(f"CXR Screen benchmark, {f['host']['date_utc']}, {f['host']['nproc']} cores "
-                 f"({f['host']['cpu_model']})", fontsize=11)
+    fig.suptitle(
+        f"CXR Screen benchmark, {f['host']['date_utc']}, {f['host']['nproc']} cores ({f['host']['cpu_model']})",
+        fontsize=11,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -32,15 +35,21 @@ def _latency(ax, f: dict) -> None:
             positions.append(i + offset)
             data.append(samples)
             colours.append(colour)
-    boxes = ax.boxplot(data, positions=positions, widths=0.3, whis=(1, 99), showfliers=True,
-                       patch_artist=True, flierprops={"markersize": 2})
+    boxes = ax.boxplot(
+        data,
+        positions=positions,
+        widths=0.3,
+        whis=(1, 99),
+        showfliers=True,
+        patch_artist=True,
+        flierprops={"markersize": 2},
+    )
     for patch, colour in zip(boxes["boxes"], colours):
         patch.set_facecolor(colour)
         patch.set_alpha(0.55)
     ax.set_yscale("log")
     # "JPEG 3000x3000, 8-bit" -> "JPEG\n3000x3000": short enough to sit side by side.
-    ax.set_xticks(range(len(names)), [f["inputs"][n]["description"].split(",")[0].replace(" ", "\n", 1)
-                                      for n in names])
+    ax.set_xticks(range(len(names)), [f["inputs"][n]["description"].split(",")[0].replace(" ", "\n", 1) for n in names])
     ax.set_ylabel("end-to-end latency (ms, log scale)")
     ax.set_title("Latency at concurrency 1 (box: quartiles, whiskers: p1-p99)")
     ax.plot([], [], color=OURS, lw=6, alpha=0.55, label="ours")
@@ -62,8 +71,7 @@ def _throughput(ax, f: dict) -> None:
     twin = ax.twinx()
     for side, colour in (("ours", OURS), ("naive", NAIVE)):
         stats = f[side]["levels"]
-        twin.plot(levels, [stats[c]["p50"] for c in levels], "s--", color=colour, alpha=0.6,
-                  label=f"{side} p50 ms")
+        twin.plot(levels, [stats[c]["p50"] for c in levels], "s--", color=colour, alpha=0.6, label=f"{side} p50 ms")
     twin.set_ylabel("p50 latency (ms)")
     lines = ax.get_legend_handles_labels()
     twin_lines = twin.get_legend_handles_labels()
@@ -76,10 +84,17 @@ def _memory(ax, f: dict) -> None:
     pids = sorted({pid for s in samples for pid in s["memory_mb"]})
     for i, pid in enumerate(pids):
         points = [(s["requests"], s["memory_mb"][pid]) for s in samples if pid in s["memory_mb"]]
-        line, = ax.plot([p[0] for p in points], [p[1]["rss"] for p in points], "o-",
-                        label=f"worker {i + 1} RSS (pid {pid})")
-        ax.plot([p[0] for p in points], [p[1]["uss"] for p in points], "o--", color=line.get_color(),
-                alpha=0.6, label=f"worker {i + 1} private")
+        (line,) = ax.plot(
+            [p[0] for p in points], [p[1]["rss"] for p in points], "o-", label=f"worker {i + 1} RSS (pid {pid})"
+        )
+        ax.plot(
+            [p[0] for p in points],
+            [p[1]["uss"] for p in points],
+            "o--",
+            color=line.get_color(),
+            alpha=0.6,
+            label=f"worker {i + 1} private",
+        )
     ax.axhline(700, color="grey", ls=":", label="700 MB budget")
     top = max(m["rss"] for s in samples for m in s["memory_mb"].values())
     ax.set_ylim(0, max(800, top * 1.1))

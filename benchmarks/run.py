@@ -12,6 +12,7 @@ benchmarks/results/raw/); --quick (CI) runs every step with a handful of request
 benchmarks/results/raw/quick/. It exits non-zero when the service misbehaves (a 5xx, a connection
 error, a wrong status, a missing or extra database row), never because of a timing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,10 +27,10 @@ from pathlib import Path
 from . import machine, report
 from .client import Run, Target, run_count, run_for
 from .inputs import Upload, latency_inputs, load_mix
-from .servers import ROOT, Server, start_app, start_naive
+from .servers import ROOT, BenchServer, start_app, start_naive
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_MODEL = ROOT / "webapp" / "model" / "cxr_pneumonia.keras"
+DEFAULT_MODEL = ROOT / "webapp" / "weights" / "cxr_pneumonia.keras"
 CONCURRENCY = (1, 4, 16)
 API_PATH = "/api/v1/predictions"
 NAIVE_PATH = "/predict"
@@ -91,26 +92,27 @@ def log(message: str) -> None:
 def model_bench(model_path: Path, quick: bool, scratch: Path) -> dict:
     out = scratch / "model.json"
     argv = [sys.executable, "-m", "benchmarks.model_bench", str(out), "--model", str(model_path)]
-    done = subprocess.run(argv + (["--quick"] if quick else []), cwd=ROOT, capture_output=True, text=True,
-                          timeout=900)
+    done = subprocess.run(argv + (["--quick"] if quick else []), cwd=ROOT, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         raise RuntimeError(f"model benchmark failed:\n{done.stderr[-3000:]}")
     return json.loads(out.read_text())
 
 
-def warm_up(target: Target, uploads: list[Upload], server: Server, ledger: Ledger) -> None:
+def warm_up(target: Target, uploads: list[Upload], server: BenchServer, ledger: Ledger) -> None:
     """Every worker thread sees every input kind once before anything is measured."""
     slots = server.extra["gunicorn"]["workers"] * server.extra["gunicorn"]["threads"]
     ledger.add(run_count(target, uploads, 2 * slots * len(uploads), slots))
 
 
-def memory_sample(server: Server, ledger: Ledger, label: str, samples: list, in_verdict: bool = True) -> None:
-    samples.append({"label": label, "requests": ledger.requests, "memory_mb": server.worker_memory_mb(),
-                    "in_verdict": in_verdict})
+def memory_sample(server: BenchServer, ledger: Ledger, label: str, samples: list, in_verdict: bool = True) -> None:
+    samples.append(
+        {"label": label, "requests": ledger.requests, "memory_mb": server.worker_memory_mb(), "in_verdict": in_verdict}
+    )
 
 
-def latency_and_sweep(target: Target, uploads: list[Upload], per_input: dict[str, int],
-                      sweep: dict[int, int], ledger: Ledger) -> tuple[dict, dict]:
+def latency_and_sweep(
+    target: Target, uploads: list[Upload], per_input: dict[str, int], sweep: dict[int, int], ledger: Ledger
+) -> tuple[dict, dict]:
     latency = {}
     for upload in uploads:
         latency[upload.name] = ledger.add(run_count(target, [upload], per_input[upload.name], 1))
@@ -144,8 +146,7 @@ def bench_ours(model_path: Path, plan: Plan, uploads: list[Upload]) -> dict:
         top_up = memory[0]["requests"] + plan.memory_requests - ledger.requests
         if top_up > 0:
             ledger.add(run_count(target, uploads[:1], top_up, 4))
-            memory_sample(server, ledger, f"{ledger.requests - memory[0]['requests']:,} requests after warm-up",
-                          memory)
+            memory_sample(server, ledger, f"{ledger.requests - memory[0]['requests']:,} requests after warm-up", memory)
 
         mix = load_mix(uploads)
         log(f"load test: {plan.load_seconds:.0f} s at concurrency {plan.load_concurrency}")
@@ -184,8 +185,13 @@ def bench_naive(model_path: Path, plan: Plan, uploads: list[Upload], settings: d
         first = ledger.add(run_count(target, uploads[:1], 1, 1))
         warm_up(target, uploads, server, ledger)
         latency, levels = latency_and_sweep(target, uploads, plan.naive_latency_n, plan.naive_sweep_n, ledger)
-        return {"ready_s": ready_s, "first_request": first, "latency": latency, "levels": levels,
-                "all_runs": ledger.runs}
+        return {
+            "ready_s": ready_s,
+            "first_request": first,
+            "latency": latency,
+            "levels": levels,
+            "all_runs": ledger.runs,
+        }
     finally:
         server.stop()
         log("naive server stopped")
@@ -221,8 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     host["competing_jobs_at_end"] = machine.competing_jobs()
     host["duration_s"] = time.perf_counter() - started
     # Whatever else ran on the machine meanwhile (other jobs' tests, builds) slowed both servers.
-    host["other_cpu_s"] = max(0.0, (machine.busy_cpu_seconds() - busy_before)
-                              - (machine.own_cpu_seconds() - own_before))
+    host["other_cpu_s"] = max(
+        0.0, (machine.busy_cpu_seconds() - busy_before) - (machine.own_cpu_seconds() - own_before)
+    )
 
     results = report.build(host, plan, uploads, model, ours, naive, quick=args.quick)
     stamp = time.strftime("%Y%m%dT%H%M%S")

@@ -7,6 +7,7 @@ Copying the .sqlite file while a worker writes can capture a torn, unusable file
 online backup API copies a consistent snapshot instead (and restores the same way, under
 SQLite's own locks). The database is the one the app uses (DATABASE_URL / INSTANCE_DIR).
 """
+
 from __future__ import annotations
 
 import argparse

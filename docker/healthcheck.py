@@ -2,6 +2,7 @@
 
 The slim base image has no curl; this uses only the standard library.
 """
+
 import os
 import sys
 import urllib.error

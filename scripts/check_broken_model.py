@@ -1,11 +1,12 @@
 """Serve with a missing, then a corrupt, model file under gunicorn, and show that
 
-  * /readyz answers 503 with a reason naming the model file, /healthz still 200,
-  * an upload gets a clear JSON 503 (model_unavailable), not a 500 or a dropped connection,
-  * each worker logs the failure exactly once and keeps running: no crash-and-respawn loop.
+* /readyz answers 503 with a reason naming the model file, /healthz still 200,
+* an upload gets a clear JSON 503 (model_unavailable), not a 500 or a dropped connection,
+* each worker logs the failure exactly once and keeps running: no crash-and-respawn loop.
 
-    .venv/bin/python scripts/check_broken_model.py       # prints a report; exit 1 on failure
+  .venv/bin/python scripts/check_broken_model.py       # prints a report; exit 1 on failure
 """
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,10 @@ from pathlib import Path
 
 import requests
 
-from gunicorn_harness import ROOT, GunicornServer
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.live_app import ROOT, LiveApp  # noqa: E402  (needs the repository on sys.path)
 
-SHIPPED = ROOT / "webapp" / "model"
+SHIPPED = ROOT / "webapp" / "weights"
 ERROR_LINE = "model could not be loaded"
 WORKERS = 2
 OBSERVE_S = 5.0  # long enough for gunicorn to respawn a crashed worker at least once
@@ -39,17 +41,20 @@ def check(kind: str) -> dict:
     folder = Path(tempfile.mkdtemp(prefix=f"cxr-{kind}-model-"))
     try:
         model = broken_model(kind, folder)
-        with GunicornServer(workers=WORKERS, extra_env={"MODEL_PATH": str(model)}) as server:
-            token = server.prepare_database("broken-model-check")
+        with LiveApp(env={"WEB_WORKERS": str(WORKERS), "MODEL_PATH": str(model)}) as server:
+            token = server.prepare("broken-model-check")
             server.start()
             server.wait_for_log(ERROR_LINE, WORKERS, timeout=240)
             workers = server.worker_pids()
             time.sleep(OBSERVE_S)
             ready = requests.get(f"{server.url}/readyz", timeout=30)
             health = requests.get(f"{server.url}/healthz", timeout=30)
-            upload = requests.post(f"{server.url}/api/v1/predictions", headers={"Authorization": f"Bearer {token}"},
-                                   files={"file": ("x.jpeg", (ROOT / "tests/fixtures/images/normal.jpeg").read_bytes(),
-                                                   "image/jpeg")}, timeout=30)
+            upload = requests.post(
+                f"{server.url}/api/v1/predictions",
+                headers={"Authorization": f"Bearer {token}"},
+                files={"file": ("x.jpeg", (ROOT / "tests/fixtures/images/normal.jpeg").read_bytes(), "image/jpeg")},
+                timeout=30,
+            )
             report = {
                 "model": kind,
                 "readyz": [ready.status_code, ready.json()],
@@ -81,8 +86,10 @@ def main() -> None:
     failed = [f"{r['model']}: {name}" for r in reports for name, ok in r["checks"].items() if not ok]
     if failed:
         sys.exit("broken-model check FAILED: " + "; ".join(failed))
-    print("broken-model check passed: missing and corrupt model files give /readyz 503 with the reason, "
-          "one error line per worker, no restarts")
+    print(
+        "broken-model check passed: missing and corrupt model files give /readyz 503 with the reason, "
+        "one error line per worker, no restarts"
+    )
 
 
 if __name__ == "__main__":

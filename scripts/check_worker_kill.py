@@ -15,6 +15,7 @@
 The server is the real app with the shipped model, under gunicorn.conf.py, 2 workers, on a
 loopback port with a throwaway SQLite database.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,8 @@ from pathlib import Path
 
 import requests
 
-from gunicorn_harness import ROOT, GunicornServer
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.live_app import ROOT, LiveApp  # noqa: E402  (needs the repository on sys.path)
 
 IMAGES = [ROOT / "tests" / "fixtures" / "images" / name for name in ("normal.jpeg", "pneumonia.jpeg")]
 RECOVERY_LIMIT_S = 10.0
@@ -62,13 +64,19 @@ def client(url: str, token: str, stop: threading.Event, outcomes: list[Outcome],
         n += 1
         started = time.monotonic()
         try:
-            response = session.post(f"{url}/api/v1/predictions", files={"file": (name, data, "image/jpeg")},
-                                    timeout=60)
+            response = session.post(f"{url}/api/v1/predictions", files={"file": (name, data, "image/jpeg")}, timeout=60)
             body = response.json() if response.headers.get("Content-Type", "").startswith("application/json") else {}
             ids = [item.get("id") for item in body.get("predictions", [])]
-            outcomes.append(Outcome(name, started, time.monotonic(), response.status_code,
-                                    "" if response.status_code == 201 else response.text[:200],
-                                    ids[0] if response.status_code == 201 and ids else None))
+            outcomes.append(
+                Outcome(
+                    name,
+                    started,
+                    time.monotonic(),
+                    response.status_code,
+                    "" if response.status_code == 201 else response.text[:200],
+                    ids[0] if response.status_code == 201 and ids else None,
+                )
+            )
         except requests.RequestException as exc:
             outcomes.append(Outcome(name, started, time.monotonic(), None, type(exc).__name__))
             session = requests.Session()  # start over on a fresh connection, as a real client would
@@ -102,16 +110,18 @@ def wait_until_dead(pid: int, timeout: float = 10.0) -> float:
 
 
 def run(clients: int, warmup: float, after: float) -> dict:
-    with GunicornServer(workers=2) as server:
-        token = server.prepare_database("worker-kill-check")
+    with LiveApp(env={"WEB_WORKERS": "2"}) as server:
+        token = server.prepare("worker-kill-check")
         server.start()
         server.wait_for_log(READY_LINE, 2, timeout=240)
         original = server.worker_pids()
 
         stop = threading.Event()
         outcomes: list[Outcome] = []
-        threads = [threading.Thread(target=client, args=(server.url, token, stop, outcomes, i), daemon=True)
-                   for i in range(clients)]
+        threads = [
+            threading.Thread(target=client, args=(server.url, token, stop, outcomes, i), daemon=True)
+            for i in range(clients)
+        ]
         for thread in threads:
             thread.start()
         time.sleep(warmup)
@@ -135,6 +145,7 @@ def run(clients: int, warmup: float, after: float) -> dict:
 
     successes = [o for o in outcomes if o.ok]
     lost = [o for o in outcomes if not o.ok]
+
     def was_in_flight(o: Outcome) -> bool:
         return o.started <= dead_at and o.ended >= killed_at
 
@@ -178,7 +189,8 @@ def run(clients: int, warmup: float, after: float) -> dict:
         "only in-flight requests lost": not lost_not_in_flight,
         f"answers again within {RECOVERY_LIMIT_S:.0f} s": recovery_s is not None and recovery_s <= RECOVERY_LIMIT_S,
         "one row per 201 answer; no other row but a lost in-flight one": (
-            answered_rows_ok and one_row_each and not stray_rows),
+            answered_rows_ok and one_row_each and not stray_rows
+        ),
         "killed worker replaced": len(workers_after) == 2 and victim not in workers_after,
     }
     return report
@@ -188,18 +200,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=4, help="client threads uploading without pause")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of traffic before the kill")
-    parser.add_argument("--after", type=float, default=3.0,
-                        help="seconds of traffic after the replacement worker is ready")
+    parser.add_argument(
+        "--after", type=float, default=3.0, help="seconds of traffic after the replacement worker is ready"
+    )
     args = parser.parse_args()
     report = run(args.clients, args.warmup, args.after)
     print(json.dumps(report, indent=2))
     failed = [name for name, passed in report["checks"].items() if not passed]
     if failed:
         sys.exit("worker-kill check FAILED: " + "; ".join(failed))
-    print(f"worker-kill check passed: {report['answered_201']} answered, {report['lost']} lost "
-          f"(all in flight at the kill), service answered again after {report['first_answer_after_kill_s']} s, "
-          f"{report['database_rows']} rows for {report['answered_201']} answers "
-          f"(+{report['rows_for_lost_in_flight_requests']} logged but not delivered)")
+    print(
+        f"worker-kill check passed: {report['answered_201']} answered, {report['lost']} lost "
+        f"(all in flight at the kill), service answered again after {report['first_answer_after_kill_s']} s, "
+        f"{report['database_rows']} rows for {report['answered_201']} answers "
+        f"(+{report['rows_for_lost_in_flight_requests']} logged but not delivered)"
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ installs exactly what was tested. Run after changing requirements.txt:
 
     .venv/bin/python scripts/lock_requirements.py
 """
+
 from __future__ import annotations
 
 import sys
@@ -48,8 +49,9 @@ def closure(roots: list[Requirement]) -> dict[str, str]:
             sys.exit(f"installed {req.name} {dist.version} does not satisfy {req}")
         pinned[dist.metadata["Name"]] = dist.version
         for dep in map(Requirement, dist.requires or []):
-            wanted = any(dep.marker is None or dep.marker.evaluate({**environment, "extra": extra})
-                         for extra in (extras or {""}))
+            wanted = any(
+                dep.marker is None or dep.marker.evaluate({**environment, "extra": extra}) for extra in (extras or {""})
+            )
             if wanted:
                 pending.append((dep, frozenset(dep.extras)))
     return pinned

@@ -1,22 +1,45 @@
 """Rows for list and filter tests, written directly so those tests need not run the model."""
-from datetime import datetime, timezone
+
+from datetime import UTC, datetime
 
 from webapp.extensions import db
 from webapp.models import Feedback, Prediction
 
-PNG_1PX = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010800000000"
-                        "3a7e9b550000000a49444154789c63600000000200015e2e5a9d0000000049454e44ae426082")
+PNG_1PX = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010800000000"
+    "3a7e9b550000000a49444154789c63600000000200015e2e5a9d0000000049454e44ae426082"
+)
 
 
-def add_prediction(user_id: int, label: str = "NORMAL", when: datetime | None = None, version: str = "v-test",
-                   filename: str = "x.jpeg", feedback: str | None = None) -> int:
+def add_prediction(
+    user_id: int,
+    label: str = "NORMAL",
+    when: datetime | None = None,
+    version: str = "v-test",
+    filename: str = "x.jpeg",
+    feedback: str | None = None,
+) -> int:
     p_pneumonia = {"NORMAL": 0.1, "PNEUMONIA": 0.9, "UNKNOWN": 0.5}[label]
-    row = Prediction(user_id=user_id, filename=filename, sha256="0" * 64, image_format="JPEG", file_size=10,
-                     width=224, height=224, label=label, p_normal=1 - p_pneumonia, p_pneumonia=p_pneumonia,
-                     threshold=0.5, model_version=version, latency_ms=12.0, facts={},
-                     unknown_reason="not a chest radiograph" if label == "UNKNOWN" else None,
-                     review_png=PNG_1PX, heatmap_png=PNG_1PX,
-                     created_at=when or datetime.now(timezone.utc))
+    row = Prediction(
+        user_id=user_id,
+        filename=filename,
+        sha256="0" * 64,
+        image_format="JPEG",
+        file_size=10,
+        width=224,
+        height=224,
+        label=label,
+        p_normal=1 - p_pneumonia,
+        p_pneumonia=p_pneumonia,
+        threshold=0.5,
+        model_version=version,
+        latency_ms=12.0,
+        facts={},
+        unknown_reason="not a chest radiograph" if label == "UNKNOWN" else None,
+        review_png=PNG_1PX,
+        heatmap_png=PNG_1PX,
+        created_at=when or datetime.now(UTC),
+    )
     db.session.add(row)
     db.session.flush()
     if feedback:

@@ -11,9 +11,11 @@ The search starts from every valid sample and every hostile file the tests build
 and coverage feedback comes from Pillow's and pydicom's Python code and our own
 (the C decoders underneath are exercised, not instrumented).
 """
+
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pathlib
 import re
 import subprocess
@@ -43,13 +45,12 @@ def run_worker(libfuzzer_args: list[str]) -> None:
 
     with atheris.instrument_imports(include=["PIL", "pydicom", "webapp"]):
         from webapp.inference import dicom  # noqa: F401  imported here to be instrumented
-        from webapp.inference.decode import DecodeError, decode
+        from webapp.inference.decode import decode
+        from webapp.inference.image import DecodeError
 
     def test_one_input(data: bytes) -> None:
-        try:
+        with contextlib.suppress(DecodeError):
             decode(data, target_size=224)
-        except DecodeError:
-            pass
 
     atheris.Setup([sys.argv[0], *libfuzzer_args], test_one_input)
     atheris.Fuzz()
@@ -75,14 +76,18 @@ def main() -> int:
         seeds.mkdir()
         n_seeds = write_seeds(seeds)
         command = [
-            sys.executable, "-m", "tests.fuzz_decode", "--worker",
+            sys.executable,
+            "-m",
+            "tests.fuzz_decode",
+            "--worker",
             f"-max_total_time={args.seconds}",
             f"-timeout={args.timeout}",
             f"-rss_limit_mb={args.rss_limit_mb}",
             "-max_len=262144",
             f"-artifact_prefix={args.artifacts}/",
             "-print_final_stats=1",
-            str(corpus), str(seeds),
+            str(corpus),
+            str(seeds),
         ]
         print(f"fuzzing decode() for {args.seconds} s from {n_seeds} seeds", flush=True)
         result = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -90,12 +95,13 @@ def main() -> int:
     (args.artifacts / "last-run.log").write_bytes(log)
     runs = SUMMARY.search(log)
     if result.returncode == 0 and runs:
-        print(f"fuzz_decode: {int(runs[1])} runs in {int(runs[2])} s, 0 crashes, "
-              "0 unhandled exceptions")
+        print(f"fuzz_decode: {int(runs[1])} runs in {int(runs[2])} s, 0 crashes, 0 unhandled exceptions")
         return 0
     sys.stdout.buffer.write(log[-6000:])
-    print(f"\nfuzz_decode: FAILED (exit {result.returncode}); the input that failed is in "
-          f"{args.artifacts}/ and the full log in {args.artifacts}/last-run.log")
+    print(
+        f"\nfuzz_decode: FAILED (exit {result.returncode}); the input that failed is in "
+        f"{args.artifacts}/ and the full log in {args.artifacts}/last-run.log"
+    )
     return 1
 
 

@@ -5,6 +5,7 @@ and the refusal code(s) `decode()` must answer with. Several entries also carry 
 hostile file name (path separators, a NUL byte, markup) so the upload tests see them
 on the refusal path too.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -38,14 +39,12 @@ class Hostile:
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(payload)) + kind + payload
-        + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
-    )
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
 
 
-def crafted_png(width: int, height: int, *, bit_depth: int = 8, colour: int = 0,
-                rows: bytes | None = None, extra: bytes = b"") -> bytes:
+def crafted_png(
+    width: int, height: int, *, bit_depth: int = 8, colour: int = 0, rows: bytes | None = None, extra: bytes = b""
+) -> bytes:
     """A PNG with any header we like. Without `rows`, the image data is all-zero rows,
     compressed: a bomb costs a few kB on the wire and width*height in memory."""
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
@@ -56,8 +55,7 @@ def crafted_png(width: int, height: int, *, bit_depth: int = 8, colour: int = 0,
         chunks = [compressor.compress(row) for _ in range(min(height, 20_000))]
         rows = b"".join(chunks) + compressor.flush()
     return (
-        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + extra
-        + _png_chunk(b"IDAT", rows) + _png_chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + extra + _png_chunk(b"IDAT", rows) + _png_chunk(b"IEND", b"")
     )
 
 
@@ -130,13 +128,19 @@ def hostile_corpus() -> list[Hostile]:
     good_png = png()
     good_webp = encode(Image.fromarray(gradient()).convert("RGB"), "WEBP", quality=90)
     good_dicom = dicom(gradient(levels=4096), bits_stored=12)
-    svg = (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="512" '
-           b'height="512"><script>alert(document.cookie)</script><rect width="512" '
-           b'height="512"/></svg>')
-    pdf = (b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n2 0 obj << /Type "
-           b"/Pages /Kids [] /Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n")
-    html = (b"<!DOCTYPE html>\n<html><head><title>x</title></head><body>"
-            b"<script>fetch('/api/v1/predictions')</script></body></html>")
+    svg = (
+        b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="512" '
+        b'height="512"><script>alert(document.cookie)</script><rect width="512" '
+        b'height="512"/></svg>'
+    )
+    pdf = (
+        b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n2 0 obj << /Type "
+        b"/Pages /Kids [] /Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+    )
+    html = (
+        b"<!DOCTYPE html>\n<html><head><title>x</title></head><body>"
+        b"<script>fetch('/api/v1/predictions')</script></body></html>"
+    )
     return [
         # --- nothing, noise and text ---------------------------------------------------
         Hostile("empty.jpg", b"", ("empty_file",)),
@@ -155,8 +159,7 @@ def hostile_corpus() -> list[Hostile]:
         Hostile("compressed.jpg", gzip.compress(good_jpeg), ("unsupported_type",)),
         Hostile("program.jpg", b"\x7fELF\x02\x01\x01" + bytes(200), ("unsupported_type",)),
         Hostile("setup.png", b"MZ\x90\x00" + bytes(300), ("unsupported_type",)),
-        Hostile("anim.jpg", b"GIF89a" + encode(Image.fromarray(gradient()), "GIF")[6:],
-                ("unsupported_type",)),
+        Hostile("anim.jpg", b"GIF89a" + encode(Image.fromarray(gradient()), "GIF")[6:], ("unsupported_type",)),
         Hostile("photo.jpg", b"\x00\x00\x00\x18ftypheic" + bytes(100), ("unsupported_type",)),
         Hostile("scan.jpg", b"\x00\x00\x00\x0cjP  \r\n\x87\n" + bytes(100), ("unsupported_type",)),
         # --- polyglots -------------------------------------------------------------------
@@ -173,13 +176,15 @@ def hostile_corpus() -> list[Hostile]:
         Hostile("soi.jpg", b"\xff\xd8\xff", TRUNCATED_OR_CORRUPT),
         Hostile("half.png", good_png[: len(good_png) // 2], TRUNCATED_OR_CORRUPT),
         Hostile("signature.png", good_png[:8], TRUNCATED_OR_CORRUPT),
-        Hostile("bad-crc.png", good_png[:20] + bytes([good_png[20] ^ 0xFF]) + good_png[21:],
-                TRUNCATED_OR_CORRUPT),
+        Hostile("bad-crc.png", good_png[:20] + bytes([good_png[20] ^ 0xFF]) + good_png[21:], TRUNCATED_OR_CORRUPT),
         Hostile("bad-idat.png", crafted_png(256, 256, rows=rng.randbytes(5000)), TRUNCATED_OR_CORRUPT),
         Hostile("half.webp", good_webp[: len(good_webp) // 2], TRUNCATED_OR_CORRUPT),
         Hostile("header.bmp", encode(Image.fromarray(gradient()), "BMP")[:60], TRUNCATED_OR_CORRUPT),
-        Hostile("text-bomb.png", crafted_png(64, 64, extra=_png_chunk(
-            b"zTXt", b"comment\x00\x00" + zlib.compress(bytes(8_000_000), 9))), ("corrupt_image",)),
+        Hostile(
+            "text-bomb.png",
+            crafted_png(64, 64, extra=_png_chunk(b"zTXt", b"comment\x00\x00" + zlib.compress(bytes(8_000_000), 9))),
+            ("corrupt_image",),
+        ),
         # --- absurd dimensions and decompression bombs ----------------------------------
         Hostile("bomb.png", crafted_png(16_000, 16_000, bit_depth=1), ("too_large_dimensions",)),
         Hostile("bomb-warning-zone.png", crafted_png(7_000, 7_000, bit_depth=1), ("too_large_dimensions",)),
@@ -200,8 +205,9 @@ def hostile_corpus() -> list[Hostile]:
         Hostile("absurd.dcm", _dicom_with_rows(65_535, 65_535), ("too_large_dimensions",)),
         Hostile("smuggled-jpeg.dcm", _dicom_smuggling_jpeg(3000, 3000), ("corrupt_dicom",)),
         Hostile("short-pixels.dcm", _dicom_with_rows(4_000, 4_000), ("corrupt_dicom",)),
-        Hostile("deflated.dcm", dicom(gradient(), transfer_syntax=DeflatedExplicitVRLittleEndian),
-                ("unsupported_dicom",)),
+        Hostile(
+            "deflated.dcm", dicom(gradient(), transfer_syntax=DeflatedExplicitVRLittleEndian), ("unsupported_dicom",)
+        ),
         # --- hostile names on hostile content ---------------------------------------------
         Hostile("../../../etc/passwd", b"root:x:0:0:root:/root:/bin/bash\n", ("unsupported_type",)),
         Hostile("..\\..\\windows\\system32\\evil.dcm", pdf, ("unsupported_type",)),

@@ -4,6 +4,7 @@ Shared by the decode tests, the round-trip test, the hostile corpus (which damag
 these) and the fuzz target (which starts from them). Nothing here is committed as a
 binary: every file is made from a pixel array when a test asks for it.
 """
+
 from __future__ import annotations
 
 import io
@@ -13,10 +14,10 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
+    UID,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
     RLELossless,
-    UID,
     SecondaryCaptureImageStorage,
     generate_uid,
 )

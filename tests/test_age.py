@@ -1,5 +1,6 @@
 """The patient's age from a DICOM header: Age Strings in every unit, birth-date arithmetic,
 malformed values (ignored, never an error), and what the decoder keeps of them."""
+
 from __future__ import annotations
 
 import datetime
@@ -11,35 +12,75 @@ from webapp.inference.age import age_from_header, parse_date, years_between, yea
 from webapp.inference.decode import decode
 
 
-@pytest.mark.parametrize("value, years", [
-    ("045Y", 45.0), ("003Y", 3.0), ("000Y", 0.0), ("120Y", 120.0),
-    ("006M", 0.5), ("018M", 1.5), ("240M", 20.0),
-    ("010W", 70 / 365.25), ("052W", 364 / 365.25),
-    ("003D", 3 / 365.25), ("365D", 365 / 365.25),
-    (" 045Y ", 45.0), ("045y", 45.0), ("45Y", 45.0), ("5Y", 5.0),
-])
+@pytest.mark.parametrize(
+    "value, years",
+    [
+        ("045Y", 45.0),
+        ("003Y", 3.0),
+        ("000Y", 0.0),
+        ("120Y", 120.0),
+        ("006M", 0.5),
+        ("018M", 1.5),
+        ("240M", 20.0),
+        ("010W", 70 / 365.25),
+        ("052W", 364 / 365.25),
+        ("003D", 3 / 365.25),
+        ("365D", 365 / 365.25),
+        (" 045Y ", 45.0),
+        ("045y", 45.0),
+        ("45Y", 45.0),
+        ("5Y", 5.0),
+    ],
+)
 def test_age_strings_in_every_unit(value, years):
     assert years_from_age_string(value) == pytest.approx(years)
 
 
-@pytest.mark.parametrize("value", [
-    None, "", "   ", "Y", "045", "45", "045X", "04.5Y", "-05Y", "1045Y", "045YY", "forty-five",
-    "045 Years", "999Y", "O45Y", "４５Y", b"045Y", 45, 45.0, "045Y\\003Y",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "",
+        "   ",
+        "Y",
+        "045",
+        "45",
+        "045X",
+        "04.5Y",
+        "-05Y",
+        "1045Y",
+        "045YY",
+        "forty-five",
+        "045 Years",
+        "999Y",
+        "O45Y",
+        "４５Y",
+        b"045Y",
+        45,
+        45.0,
+        "045Y\\003Y",
+    ],
+)
 def test_malformed_age_strings_are_ignored(value):
     assert years_from_age_string(value) is None
 
 
-@pytest.mark.parametrize("value, date", [
-    ("20240229", datetime.date(2024, 2, 29)), ("1980.01.01", datetime.date(1980, 1, 1)),
-    (" 20200315 ", datetime.date(2020, 3, 15)),
-])
+@pytest.mark.parametrize(
+    "value, date",
+    [
+        ("20240229", datetime.date(2024, 2, 29)),
+        ("1980.01.01", datetime.date(1980, 1, 1)),
+        (" 20200315 ", datetime.date(2020, 3, 15)),
+    ],
+)
 def test_dates(value, date):
     assert parse_date(value) == date
 
 
-@pytest.mark.parametrize("value", [None, "", "2024", "202402", "20241301", "20240230", "2024-01-01", "abcdefgh",
-                                   "00000000", "20240101120000"])
+@pytest.mark.parametrize(
+    "value",
+    [None, "", "2024", "202402", "20241301", "20240230", "2024-01-01", "abcdefgh", "00000000", "20240101120000"],
+)
 def test_malformed_dates_are_ignored(value):
     assert parse_date(value) is None
 
@@ -92,10 +133,17 @@ def test_the_decoder_carries_the_age_and_nothing_else_of_the_header():
 
 # pydicom warns when the test WRITES these invalid values; reading them is silent.
 @pytest.mark.filterwarnings("ignore:Invalid value for VR")
-@pytest.mark.parametrize("extra", [
-    {"PatientAge": "abc"}, {"PatientAge": "999Y"}, {"PatientAge": ""}, {"StudyDate": "2023"},
-    {"PatientAge": "12345"}, {"StudyDate": "20230230"},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"PatientAge": "abc"},
+        {"PatientAge": "999Y"},
+        {"PatientAge": ""},
+        {"StudyDate": "2023"},
+        {"PatientAge": "12345"},
+        {"StudyDate": "20230230"},
+    ],
+)
 def test_malformed_header_ages_decode_normally(extra):
     image = decode(dicom(gradient(), extra=extra))
     assert image.age_years is None and image.pixels.shape == (256, 256)

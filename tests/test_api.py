@@ -2,16 +2,19 @@ import io
 
 import pytest
 
-from tests.conftest import fixture_image, issue_token
 from tests.factories import add_prediction
+from tests.helpers import fixture_image, issue_token
 from webapp.extensions import db
 from webapp.models import Prediction
 
 
 def post(client, token, *files):
-    return client.post("/api/v1/predictions", headers={"Authorization": f"Bearer {token}"},
-                       data={"file": [(io.BytesIO(body), name) for name, body in files]},
-                       content_type="multipart/form-data")
+    return client.post(
+        "/api/v1/predictions",
+        headers={"Authorization": f"Bearer {token}"},
+        data={"file": [(io.BytesIO(body), name) for name, body in files]},
+        content_type="multipart/form-data",
+    )
 
 
 def count(app):
@@ -22,8 +25,12 @@ def count(app):
 @pytest.mark.parametrize("header", [None, "Bearer ", "Bearer wrong-token", "Basic abc", "bearer"])
 def test_requests_without_a_valid_token_get_401(client, api_token, header):
     headers = {"Authorization": header} if header is not None else {}
-    for method, path in (("post", "/api/v1/predictions"), ("get", "/api/v1/predictions"),
-                         ("get", "/api/v1/predictions/1"), ("get", "/api/v1/openapi.json")):
+    for method, path in (
+        ("post", "/api/v1/predictions"),
+        ("get", "/api/v1/predictions"),
+        ("get", "/api/v1/predictions/1"),
+        ("get", "/api/v1/openapi.json"),
+    ):
         response = getattr(client, method)(path, headers=headers)
         assert response.status_code == 401
         assert response.json["error"]["code"] == "unauthorized"
@@ -42,8 +49,13 @@ def test_one_upload(app, client, api_token):
 
 
 def test_batch_with_a_rejected_item(app, client, api_token):
-    response = post(client, api_token, ("normal.jpeg", fixture_image("normal.jpeg")), ("notes.pdf", b"%PDF-1.4\n%"),
-                    ("pneumonia.jpeg", fixture_image("pneumonia.jpeg")))
+    response = post(
+        client,
+        api_token,
+        ("normal.jpeg", fixture_image("normal.jpeg")),
+        ("notes.pdf", b"%PDF-1.4\n%"),
+        ("pneumonia.jpeg", fixture_image("pneumonia.jpeg")),
+    )
     assert response.status_code == 207
     ok1, bad, ok2 = response.json["predictions"]
     assert "id" in ok1 and "id" in ok2

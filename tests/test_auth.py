@@ -1,12 +1,23 @@
 import pytest
 
-from tests.conftest import csrf_token
+from tests.helpers import csrf_token
 from webapp.extensions import db
 from webapp.models import User
 
-PROTECTED_PAGES = ["/", "/screen", "/screen/results?id=1", "/history/", "/predictions/1",
-                   "/predictions/1/image.png", "/predictions/1/heatmap.png", "/admin/history",
-                   "/admin/history.csv", "/admin/summary", "/admin/users", "/admin/audit"]
+PROTECTED_PAGES = [
+    "/",
+    "/screen",
+    "/screen/results?id=1",
+    "/history/",
+    "/predictions/1",
+    "/predictions/1/image.png",
+    "/predictions/1/heatmap.png",
+    "/admin/history",
+    "/admin/history.csv",
+    "/admin/summary",
+    "/admin/users",
+    "/admin/audit",
+]
 ADMIN_PAGES = ["/admin/history", "/admin/history.csv", "/admin/summary", "/admin/users", "/admin/audit"]
 
 
@@ -32,7 +43,7 @@ def anonymous_requests(app):
     for rule in app.url_map.iter_rules():
         if rule.endpoint in PUBLIC_ENDPOINTS:
             continue
-        url = rule.build({arg: 1 for arg in rule.arguments}, append_unknown=False)[1]
+        url = rule.build(dict.fromkeys(rule.arguments, 1), append_unknown=False)[1]
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             yield rule.endpoint, method, url
 
@@ -105,8 +116,10 @@ def test_throttled_per_account(client, auth, clinician_user):
 def test_throttled_per_address(app, client, auth, clinician_user):
     app.config["LOGIN_MAX_FAILURES_PER_ADDRESS"] = 3
     for name in ("a1", "a2", "a3"):  # three different accounts from one address
-        response = client.post("/auth/login", data={
-            "username": name, "password": "nope-nope-nope", "csrf_token": csrf_token(client, "/auth/login")})
+        response = client.post(
+            "/auth/login",
+            data={"username": name, "password": "nope-nope-nope", "csrf_token": csrf_token(client, "/auth/login")},
+        )
         assert response.status_code == 401
     assert auth.login("clin").status_code == 429
 
@@ -126,12 +139,15 @@ def test_session_of_deactivated_user_ends(app, client, auth, clinician_user):
     assert client.get("/screen").status_code == 302
 
 
-@pytest.mark.parametrize("target,expected", [("/history/", "/history/"), ("https://evil.example/", "/screen"),
-                                             ("//evil.example/x", "/screen")])
+@pytest.mark.parametrize(
+    "target,expected",
+    [("/history/", "/history/"), ("https://evil.example/", "/screen"), ("//evil.example/x", "/screen")],
+)
 def test_next_redirect_stays_on_site(client, clinician_user, target, expected):
     token = csrf_token(client, "/auth/login")
-    response = client.post(f"/auth/login?next={target}", data={
-        "username": "clin", "password": "clinician-pass-1", "csrf_token": token})
+    response = client.post(
+        f"/auth/login?next={target}", data={"username": "clin", "password": "clinician-pass-1", "csrf_token": token}
+    )
     assert response.headers["Location"] == expected
 
 

@@ -1,5 +1,6 @@
 """The benchmark's own logic (benchmarks/): its inputs are what they claim, and its verdicts on
 statuses, rows and memory are right. Timings are never asserted here; `.ci/run` runs the harness."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,8 @@ import pytest
 from benchmarks.client import Result, Run
 from benchmarks.inputs import latency_inputs, load_mix
 from benchmarks.report import functional_failures, load_table, memory_verdict
-from webapp.inference.decode import DecodeError, decode
+from webapp.inference.decode import decode
+from webapp.inference.image import DecodeError
 
 
 @pytest.fixture(scope="module")
@@ -16,8 +18,12 @@ def uploads():
 
 
 def test_latency_inputs_decode_as_their_kind(uploads):
-    expected = {"jpeg_224": ("JPEG", 224), "jpeg_3000": ("JPEG", 3000), "png16": ("PNG", 2048),
-                "dicom": ("DICOM", 2048)}
+    expected = {
+        "jpeg_224": ("JPEG", 224),
+        "jpeg_3000": ("JPEG", 3000),
+        "png16": ("PNG", 2048),
+        "dicom": ("DICOM", 2048),
+    }
     for upload in uploads:
         image = decode(upload.data, target_size=128)
         assert (image.format, image.width) == expected[upload.name]
@@ -39,9 +45,16 @@ def _ours(load: Run, rows: int, created: int) -> dict:
 
 
 def test_load_verdict_counts_5xx_connection_errors_and_wrong_answers():
-    load = Run([Result("normal", 201, 0.01, "NORMAL", 1), Result("normal", 500, 0.01),
-                Result("pdf", 201, 0.01, "NORMAL", 2), Result("empty", 0, 0.01, error="reset"),
-                Result("photo", 201, 0.02, "UNKNOWN", 3)], wall_s=1.0)
+    load = Run(
+        [
+            Result("normal", 201, 0.01, "NORMAL", 1),
+            Result("normal", 500, 0.01),
+            Result("pdf", 201, 0.01, "NORMAL", 2),
+            Result("empty", 0, 0.01, error="reset"),
+            Result("photo", 201, 0.02, "UNKNOWN", 3),
+        ],
+        wall_s=1.0,
+    )
     rows = load_table(load, {"normal": "ok", "pdf": "refused", "empty": "refused", "photo": "unknown"})
     by_name = {r["upload"]: r for r in rows}
     assert by_name["normal"]["server_error"] == 1 and by_name["empty"]["connection_error"] == 1
@@ -57,7 +70,8 @@ def test_a_clean_run_has_no_failures_and_a_row_mismatch_is_one():
     rows = load_table(load, {"normal": "ok", "pdf": "refused"})
     assert functional_failures(_ours(load, rows=1, created=1), {"all_runs": []}, rows) == []
     assert functional_failures(_ours(load, rows=2, created=1), {"all_runs": []}, rows) == [
-        "database holds 2 prediction rows for 1 successful answers"]
+        "database holds 2 prediction rows for 1 successful answers"
+    ]
 
 
 def test_memory_is_flat_only_when_no_worker_grows_past_the_tolerance():

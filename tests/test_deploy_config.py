@@ -1,5 +1,6 @@
 """Deployment configuration: gunicorn settings from the environment, the worker start hook, the
 image recipe (Dockerfile, lock file, .dockerignore), compose files and the container health check."""
+
 from __future__ import annotations
 
 import http.server
@@ -20,14 +21,24 @@ import pytest
 import yaml
 from gunicorn.config import Config as GunicornConfig
 
-from webapp import create_app, gunicorn_hooks
+from deploy import gunicorn_hooks
+from webapp import create_app
 from webapp.config import TestingConfig
-from webapp.inference import runtime
 
 ROOT = Path(__file__).resolve().parent.parent
-GUNICORN_ENV = ("WEB_WORKERS", "INFERENCE_THREADS", "WEB_THREADS", "WEB_TIMEOUT", "WEB_GRACEFUL_TIMEOUT",
-                "WEB_MAX_REQUESTS", "WEB_MAX_REQUESTS_JITTER", "BIND", "GUNICORN_ACCESS_LOG", "LOG_LEVEL",
-                "MODEL_LOAD_TIMEOUT")
+GUNICORN_ENV = (
+    "WEB_WORKERS",
+    "INFERENCE_THREADS",
+    "WEB_THREADS",
+    "WEB_TIMEOUT",
+    "WEB_GRACEFUL_TIMEOUT",
+    "WEB_MAX_REQUESTS",
+    "WEB_MAX_REQUESTS_JITTER",
+    "BIND",
+    "GUNICORN_ACCESS_LOG",
+    "LOG_LEVEL",
+    "MODEL_LOAD_TIMEOUT",
+)
 
 
 def load_gunicorn_conf(monkeypatch, cores: int = 2, **env: str) -> dict:
@@ -64,9 +75,17 @@ def test_production_defaults(monkeypatch):
 
 
 def test_everything_is_overridable_from_the_environment(monkeypatch):
-    conf = load_gunicorn_conf(monkeypatch, WEB_WORKERS="3", INFERENCE_THREADS="4", WEB_THREADS="1",
-                              WEB_TIMEOUT="300", WEB_MAX_REQUESTS="0", BIND="127.0.0.1:9000",
-                              GUNICORN_ACCESS_LOG="-", LOG_LEVEL="WARNING")
+    conf = load_gunicorn_conf(
+        monkeypatch,
+        WEB_WORKERS="3",
+        INFERENCE_THREADS="4",
+        WEB_THREADS="1",
+        WEB_TIMEOUT="300",
+        WEB_MAX_REQUESTS="0",
+        BIND="127.0.0.1:9000",
+        GUNICORN_ACCESS_LOG="-",
+        LOG_LEVEL="WARNING",
+    )
     assert (conf["workers"], conf["inference_threads"], conf["threads"]) == (3, 4, 1)
     assert conf["timeout"] == 300 and conf["bind"] == "127.0.0.1:9000"
     assert conf["max_requests"] == 0 and conf["max_requests_jitter"] == 0
@@ -83,13 +102,16 @@ def test_bad_numbers_are_refused_with_the_variable_named(monkeypatch, value):
         load_gunicorn_conf(monkeypatch, WEB_WORKERS=value)
 
 
-@pytest.mark.parametrize("files, expected", [
-    ({"cpu.max": "150000 100000\n"}, 2),  # docker --cpus=1.5 rounds up
-    ({"cpu.max": "max 100000\n"}, None),  # no quota: all cores the process may use
-    ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # cgroup v1
-    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        ({"cpu.max": "150000 100000\n"}, 2),  # docker --cpus=1.5 rounds up
+        ({"cpu.max": "max 100000\n"}, None),  # no quota: all cores the process may use
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
 def test_cpu_count_honours_container_quotas(tmp_path, files, expected):
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -121,20 +143,13 @@ def test_workers_cap_heap_growth_right_after_the_fork(monkeypatch):
 def test_heap_limits_apply_on_glibc_in_a_fresh_process():
     import platform
 
-    script = "from webapp.gunicorn_hooks import limit_heap_growth; print(limit_heap_growth())"
+    script = "from deploy.gunicorn_hooks import limit_heap_growth; print(limit_heap_growth())"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(platform.libc_ver()[0] == "glibc")
 
 
-@pytest.fixture
-def fresh_runtime():
-    runtime.reset_for_tests()
-    yield
-    runtime.reset_for_tests()
-
-
 @pytest.mark.parametrize("content", [None, b"PK\x03\x04 truncated"])
-def test_worker_hook_survives_a_missing_or_corrupt_model(tmp_path, fresh_runtime, caplog, content):
+def test_worker_hook_survives_a_missing_or_corrupt_model(tmp_path, caplog, content):
     model = tmp_path / "cxr_pneumonia.keras"
     if content is not None:
         model.write_bytes(content)
@@ -148,7 +163,7 @@ def test_worker_hook_survives_a_missing_or_corrupt_model(tmp_path, fresh_runtime
     assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1  # still one error
 
 
-def test_worker_hook_loads_the_shipped_model(tmp_path, fresh_runtime, caplog):
+def test_worker_hook_loads_the_shipped_model(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path})
     gunicorn_hooks.load_model_in_worker(app, 1, logging.getLogger("test.gunicorn.error"))
@@ -156,11 +171,14 @@ def test_worker_hook_loads_the_shipped_model(tmp_path, fresh_runtime, caplog):
     assert app.test_client().get("/readyz").status_code == 200
 
 
-@pytest.mark.parametrize("seconds, scheme, expected", [
-    (0, "https", None),  # off by default: a plain-http intranet must not be locked out
-    (31536000, "http", None),  # browsers ignore it over http; it is only sent over https
-    (31536000, "https", "max-age=31536000"),
-])
+@pytest.mark.parametrize(
+    "seconds, scheme, expected",
+    [
+        (0, "https", None),  # off by default: a plain-http intranet must not be locked out
+        (31536000, "http", None),  # browsers ignore it over http; it is only sent over https
+        (31536000, "https", "max-age=31536000"),
+    ],
+)
 def test_hsts_is_opt_in_and_https_only(tmp_path, seconds, scheme, expected):
     app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "HSTS_SECONDS": seconds})
     response = app.test_client().get("/healthz", base_url=f"{scheme}://localhost")
@@ -169,12 +187,15 @@ def test_hsts_is_opt_in_and_https_only(tmp_path, seconds, scheme, expected):
 
 # --- the image recipe ---------------------------------------------------------------------
 
+
 def dockerfile() -> str:
     return (ROOT / "Dockerfile").read_text()
 
 
-@pytest.mark.skipif(shutil.which("hadolint") is None and not (Path(sys.executable).parent / "hadolint").exists(),
-                    reason="hadolint not installed (requirements-dev.txt)")
+@pytest.mark.skipif(
+    shutil.which("hadolint") is None and not (Path(sys.executable).parent / "hadolint").exists(),
+    reason="hadolint not installed (requirements-dev.txt)",
+)
 def test_hadolint_is_clean():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     done = subprocess.run([hadolint, "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
@@ -209,15 +230,19 @@ def test_lock_file_is_the_current_closure_of_requirements_txt():
         assert lock.get(name) == version, f"{name}: requirements.txt says {version}, lock {lock.get(name)}"
     closure = runpy.run_path(str(ROOT / "scripts" / "lock_requirements.py"))
     current = closure["closure"](closure["top_level"](ROOT / "requirements.txt"))
-    assert lock == {re.sub(r"[-_.]+", "-", n).lower(): v for n, v in current.items()}, \
+    assert lock == {re.sub(r"[-_.]+", "-", n).lower(): v for n, v in current.items()}, (
         "requirements.lock is stale: run .venv/bin/python scripts/lock_requirements.py"
+    )
     for name, version in lock.items():
         assert metadata.version(name) == version  # the image gets what the tests ran with
 
 
 def test_dockerignore_keeps_secrets_and_bulk_out_but_the_model_in():
-    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert {".git", ".venv", "instance/*", ".env", "tests"} <= ignored
     assert not any(pattern.startswith(("webapp", "migrations", "docker/")) for pattern in ignored)
 
@@ -250,8 +275,13 @@ def test_container_health_check_follows_readyz(monkeypatch, status, exit_code):
     server = http.server.HTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        done = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py")], capture_output=True,
-                              text=True, env={"BIND": f"0.0.0.0:{server.server_address[1]}"}, timeout=30)
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "docker" / "healthcheck.py")],
+            capture_output=True,
+            text=True,
+            env={"BIND": f"0.0.0.0:{server.server_address[1]}"},
+            timeout=30,
+        )
     finally:
         server.shutdown()
     assert done.returncode == exit_code
@@ -263,8 +293,13 @@ def test_container_health_check_fails_when_nothing_listens():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    done = subprocess.run([sys.executable, str(ROOT / "docker" / "healthcheck.py")], capture_output=True,
-                          text=True, env={"BIND": f"0.0.0.0:{port}"}, timeout=30)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "healthcheck.py")],
+        capture_output=True,
+        text=True,
+        env={"BIND": f"0.0.0.0:{port}"},
+        timeout=30,
+    )
     assert done.returncode == 1 and "readyz unreachable" in done.stdout
 
 
@@ -288,6 +323,11 @@ def test_sqlite_backup_and_restore_round_trip(tmp_path):
     assert run("restore", str(tmp_path / "b.sqlite")).returncode == 0
     with sqlite3.connect(live) as conn:
         assert conn.execute("SELECT label FROM predictions ORDER BY id").fetchall() == [("NORMAL",), ("PNEUMONIA",)]
-    refused = subprocess.run([*script, "backup", str(tmp_path / "c.sqlite")], capture_output=True, text=True,
-                             env={**env, "DATABASE_URL": "postgresql://cxr@db/cxr"}, timeout=60)
+    refused = subprocess.run(
+        [*script, "backup", str(tmp_path / "c.sqlite")],
+        capture_output=True,
+        text=True,
+        env={**env, "DATABASE_URL": "postgresql://cxr@db/cxr"},
+        timeout=60,
+    )
     assert refused.returncode == 1 and "pg_dump" in refused.stderr

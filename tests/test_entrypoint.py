@@ -3,6 +3,7 @@
 `flask` is replaced on PATH by a stub that records its arguments (the real migration is covered
 by test_migrations.py); the database check and the exec are the real ones.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,13 @@ def entrypoint_env(stub_bin: Path, tmp_path: Path, database_url: str, **env: str
 
 
 def run_entrypoint(stub_bin: Path, tmp_path: Path, database_url: str, *command: str, **env: str):
-    return subprocess.run([str(ENTRYPOINT), *command], env=entrypoint_env(stub_bin, tmp_path, database_url, **env),
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(ENTRYPOINT), *command],
+        env=entrypoint_env(stub_bin, tmp_path, database_url, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def calls(tmp_path: Path) -> list[str]:
@@ -57,7 +63,9 @@ def test_waits_while_the_database_is_down_then_migrates_then_execs(stub_bin, tmp
     process = subprocess.Popen(
         [str(ENTRYPOINT), "sh", "-c", 'echo "served" >> "$STUB_LOG"'],
         env=entrypoint_env(stub_bin, tmp_path, f"sqlite:///{late}/cxr.sqlite", DB_WAIT_SECONDS="120"),
-        stderr=subprocess.PIPE, text=True)
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     messages = []
     for line in process.stderr:
         messages.append(line)
@@ -70,16 +78,22 @@ def test_waits_while_the_database_is_down_then_migrates_then_execs(stub_bin, tmp
 
 
 def test_gives_up_when_the_database_never_comes(stub_bin, tmp_path):
-    done = run_entrypoint(stub_bin, tmp_path, f"sqlite:///{tmp_path}/never/cxr.sqlite", "true",
-                          DB_WAIT_SECONDS="3")
+    done = run_entrypoint(stub_bin, tmp_path, f"sqlite:///{tmp_path}/never/cxr.sqlite", "true", DB_WAIT_SECONDS="3")
     assert done.returncode == 1
     assert "still unreachable after 3 s; giving up" in done.stderr
     assert calls(tmp_path) == []  # neither migrated nor started
 
 
 def test_a_failed_migration_stops_the_start(stub_bin, tmp_path):
-    done = run_entrypoint(stub_bin, tmp_path, f"sqlite:///{tmp_path}/cxr.sqlite", "sh", "-c",
-                          'echo "served" >> "$STUB_LOG"', FLASK_STUB_RC="1")
+    done = run_entrypoint(
+        stub_bin,
+        tmp_path,
+        f"sqlite:///{tmp_path}/cxr.sqlite",
+        "sh",
+        "-c",
+        'echo "served" >> "$STUB_LOG"',
+        FLASK_STUB_RC="1",
+    )
     assert done.returncode == 1
     assert calls(tmp_path) == ["flask --app wsgi db upgrade"]  # gunicorn never started
 
@@ -95,8 +109,9 @@ def test_without_a_command_it_execs_gunicorn_with_the_project_config(stub_bin, t
 
 def test_the_database_url_is_never_printed(stub_bin, tmp_path):
     # A PostgreSQL URL on a closed port: the error is reported, the password is not.
-    done = run_entrypoint(stub_bin, tmp_path, "postgresql://cxr:TopSecret99@127.0.0.1:9/cxr", "true",
-                          DB_WAIT_SECONDS="1")
+    done = run_entrypoint(
+        stub_bin, tmp_path, "postgresql://cxr:TopSecret99@127.0.0.1:9/cxr", "true", DB_WAIT_SECONDS="1"
+    )
     assert done.returncode == 1 and "OperationalError" in done.stderr
     assert "TopSecret99" not in done.stderr + done.stdout
 
@@ -110,8 +125,12 @@ def test_script_is_posix_sh():
 
 def test_sigterm_while_waiting_stops_it(stub_bin, tmp_path):
     # In a container the script is PID 1, which ignores signals it has no trap for.
-    process = subprocess.Popen([str(ENTRYPOINT), "true"], stderr=subprocess.PIPE, text=True,
-                               env=entrypoint_env(stub_bin, tmp_path, f"sqlite:///{tmp_path}/never/x.sqlite"))
+    process = subprocess.Popen(
+        [str(ENTRYPOINT), "true"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=entrypoint_env(stub_bin, tmp_path, f"sqlite:///{tmp_path}/never/x.sqlite"),
+    )
     assert "(attempt 1)" in process.stderr.readline()
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 143  # its own trap's status, not killed by the default action

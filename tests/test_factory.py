@@ -36,7 +36,9 @@ def test_development_runs_without_secret(tmp_path):
 
 def test_database_url_defaults_to_sqlite_in_instance():
     assert Config.SQLALCHEMY_DATABASE_URI.startswith("sqlite:///")
-    assert Config.SQLALCHEMY_DATABASE_URI.endswith("instance/cxr.sqlite") or "cxr.sqlite" in Config.SQLALCHEMY_DATABASE_URI
+    assert (
+        Config.SQLALCHEMY_DATABASE_URI.endswith("instance/cxr.sqlite") or "cxr.sqlite" in Config.SQLALCHEMY_DATABASE_URI
+    )
 
 
 def test_model_path_defaults_to_shipped_model():
@@ -54,6 +56,7 @@ def test_security_headers(client):
 
 def test_templates_have_no_inline_scripts_or_styles(app):
     from pathlib import Path
+
     for template in Path(app.root_path, "templates").rglob("*.html"):
         html = template.read_text()
         assert "<script>" not in html and " style=" not in html and "onclick" not in html, template
@@ -63,7 +66,10 @@ def test_app_import_does_not_load_tensorflow(tmp_path):
     # gunicorn's master imports the app before forking workers; TensorFlow must not be in it.
     import subprocess
     import sys
-    code = ("import sys; from webapp import create_app; from webapp.config import TestingConfig; "
-            "create_app(TestingConfig); print('tensorflow' in sys.modules or 'keras' in sys.modules)")
+
+    code = (
+        "import sys; from webapp import create_app; from webapp.config import TestingConfig; "
+        "create_app(TestingConfig); print('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"

@@ -2,7 +2,6 @@ import pytest
 
 from webapp import create_app
 from webapp.config import TestingConfig
-from webapp.inference import runtime
 
 
 def test_healthz(client):
@@ -15,15 +14,8 @@ def test_readyz_with_model_and_database(client):
     assert response.json["status"] == "ready" and response.json["model_version"]
 
 
-@pytest.fixture
-def fresh_runtime():
-    runtime.reset_for_tests()
-    yield
-    runtime.reset_for_tests()
-
-
 @pytest.mark.parametrize("content", [None, b"this is not a keras file"])
-def test_readyz_503_when_model_missing_or_corrupt(tmp_path, fresh_runtime, content, caplog):
+def test_readyz_503_when_model_missing_or_corrupt(tmp_path, content, caplog):
     model = tmp_path / "cxr_pneumonia.keras"
     if content is not None:
         model.write_bytes(content)

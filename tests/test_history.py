@@ -1,6 +1,6 @@
 import csv
 import io
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 
@@ -9,9 +9,9 @@ from webapp.extensions import db
 from webapp.models import AuditEvent
 
 # Recent days, so the 30-day summary includes them whenever the suite runs.
-_TODAY = datetime.now(timezone.utc).date()
-DAY1 = datetime.combine(_TODAY - timedelta(days=3), time(9), tzinfo=timezone.utc)
-DAY2 = datetime.combine(_TODAY - timedelta(days=2), time(9), tzinfo=timezone.utc)
+_TODAY = datetime.now(UTC).date()
+DAY1 = datetime.combine(_TODAY - timedelta(days=3), time(9), tzinfo=UTC)
+DAY2 = datetime.combine(_TODAY - timedelta(days=2), time(9), tzinfo=UTC)
 D1, D2 = DAY1.date().isoformat(), DAY2.date().isoformat()
 
 
@@ -30,17 +30,20 @@ def listed(client, path):
     return {name for name in ("n1.jpeg", "p1.jpeg", "=cmd().jpeg") if name in html}
 
 
-@pytest.mark.parametrize("query,expected", [
-    ("", {"n1.jpeg", "p1.jpeg", "=cmd().jpeg"}),
-    ("?verdict=PNEUMONIA", {"p1.jpeg"}),
-    (f"?date_from={D2}", {"p1.jpeg", "=cmd().jpeg"}),
-    (f"?date_to={D1}", {"n1.jpeg"}),
-    ("?user=other", {"=cmd().jpeg"}),
-    ("?model_version=v1", {"n1.jpeg"}),
-    ("?reviewed=yes", {"n1.jpeg", "p1.jpeg"}),
-    ("?reviewed=no", {"=cmd().jpeg"}),
-    (f"?verdict=NORMAL&date_from={D2}", set()),
-])
+@pytest.mark.parametrize(
+    "query,expected",
+    [
+        ("", {"n1.jpeg", "p1.jpeg", "=cmd().jpeg"}),
+        ("?verdict=PNEUMONIA", {"p1.jpeg"}),
+        (f"?date_from={D2}", {"p1.jpeg", "=cmd().jpeg"}),
+        (f"?date_to={D1}", {"n1.jpeg"}),
+        ("?user=other", {"=cmd().jpeg"}),
+        ("?model_version=v1", {"n1.jpeg"}),
+        ("?reviewed=yes", {"n1.jpeg", "p1.jpeg"}),
+        ("?reviewed=no", {"=cmd().jpeg"}),
+        (f"?verdict=NORMAL&date_from={D2}", set()),
+    ],
+)
 def test_admin_history_filters(client, auth, rows, query, expected):
     auth.login("admin")
     assert listed(client, "/admin/history" + query) == expected

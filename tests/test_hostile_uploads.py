@@ -6,6 +6,7 @@ server must still screen a real radiograph straight afterwards. Hostile file nam
 (path separators, NUL bytes, markup) must come back sanitized in JSON and escaped
 in HTML.
 """
+
 from __future__ import annotations
 
 import io
@@ -14,7 +15,7 @@ from functools import cache
 
 import pytest
 
-from tests.conftest import csrf_token, fixture_image, issue_token, make_user, reset_database
+from tests.helpers import csrf_token, fixture_image, issue_token, make_user, reset_database
 from tests.hostile_corpus import hostile_corpus
 from webapp import create_app
 from webapp.config import TestingConfig
@@ -25,8 +26,15 @@ from webapp.models import Prediction
 # does not, so names with '"' are left to the decode-level corpus.
 # (No "/" in it: sanitizing keeps only what follows the last path separator.)
 MARKUP_NAME = "<img src=x onerror=alert(1)>.jpg"
-HOSTILE_NAMES = ["../../../etc/passwd.jpeg", "..\\..\\windows\\evil.jpeg", "x\x00ray.jpeg",
-                 MARKUP_NAME, "<script>alert(1)</script>.jpeg", "\u202egpj.jpeg", "a" * 5000 + ".jpeg"]
+HOSTILE_NAMES = [
+    "../../../etc/passwd.jpeg",
+    "..\\..\\windows\\evil.jpeg",
+    "x\x00ray.jpeg",
+    MARKUP_NAME,
+    "<script>alert(1)</script>.jpeg",
+    "\u202egpj.jpeg",
+    "a" * 5000 + ".jpeg",
+]
 
 
 @cache
@@ -35,14 +43,16 @@ def corpus():
 
 
 def api_post(client, token, *files):
-    return client.post("/api/v1/predictions", headers={"Authorization": f"Bearer {token}"},
-                       data={"file": [(io.BytesIO(body), name) for name, body in files]},
-                       content_type="multipart/form-data")
+    return client.post(
+        "/api/v1/predictions",
+        headers={"Authorization": f"Bearer {token}"},
+        data={"file": [(io.BytesIO(body), name) for name, body in files]},
+        content_type="multipart/form-data",
+    )
 
 
 def page_post(client, *files, accept=None):
-    data = {"csrf_token": csrf_token(client, "/screen"),
-            "files": [(io.BytesIO(body), name) for name, body in files]}
+    data = {"csrf_token": csrf_token(client, "/screen"), "files": [(io.BytesIO(body), name) for name, body in files]}
     headers = {"Accept": accept} if accept else {}
     return client.post("/screen", data=data, content_type="multipart/form-data", headers=headers)
 
@@ -148,8 +158,9 @@ def test_hostile_names_on_a_real_film_are_sanitized_in_json(app, client, api_tok
     assert response.status_code == 201
     (item,) = response.get_json()["predictions"]
     assert_clean_name(item["filename"])
-    read_back = client.get(f"/api/v1/predictions/{item['id']}",
-                           headers={"Authorization": f"Bearer {api_token}"}).get_json()
+    read_back = client.get(
+        f"/api/v1/predictions/{item['id']}", headers={"Authorization": f"Bearer {api_token}"}
+    ).get_json()
     assert read_back["filename"] == item["filename"]
     raw = json.dumps(response.get_json())
     assert "\\u0000" not in raw and "../" not in raw
@@ -171,8 +182,7 @@ def test_markup_in_a_name_is_escaped_on_every_page(app, client, auth, clinician_
 
 
 def test_an_upload_over_the_size_limit_gets_413_json_and_no_row(tmp_path):
-    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "MAX_UPLOAD_MB": 1,
-                                     "MAX_CONTENT_LENGTH": 1024 * 1024})
+    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "MAX_UPLOAD_MB": 1, "MAX_CONTENT_LENGTH": 1024 * 1024})
     with app.app_context():
         reset_database()
     make_user(app, "clin", "clinician")

@@ -1,4 +1,5 @@
 """The Analyzer with the shipped model on real fixture films, and the decision rules."""
+
 from __future__ import annotations
 
 import io
@@ -11,17 +12,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from webapp.inference.analyzer import Analyzer, ModelCardError, sha256_of
-from webapp.inference.classify import class_probabilities, pneumonia_probability
-from webapp.inference.decide import NORMAL, PNEUMONIA, UNKNOWN, UnknownPolicy, decide
-from webapp.inference.decode import DecodedImage, decode
+from webapp.inference.analyzer import Analyzer
+from webapp.inference.calibrate import class_probabilities, pneumonia_probability
+from webapp.inference.decide import UnknownPolicy, decide
+from webapp.inference.decode import decode
+from webapp.inference.image import DecodedImage
+from webapp.inference.labels import NORMAL, PNEUMONIA, UNKNOWN
+from webapp.inference.model_card import ModelCardError, sha256_of
 from webapp.inference.overlay import heatmap_png, overlay_png, stored_overlay_png
 
 IMAGES = pathlib.Path(__file__).parent / "fixtures" / "images"
-MODEL = pathlib.Path("webapp/model/cxr_pneumonia.keras")
-POLICY = UnknownPolicy(max_colourfulness=0.03, min_aspect_ratio=0.5, max_aspect_ratio=2.0,
-                       min_chest_probability=0.3, uncertainty_band=0.02,
-                       max_feature_distance=3.0)
+MODEL = pathlib.Path("webapp/weights/cxr_pneumonia.keras")
+POLICY = UnknownPolicy(
+    max_colourfulness=0.03,
+    min_aspect_ratio=0.5,
+    max_aspect_ratio=2.0,
+    min_chest_probability=0.3,
+    uncertainty_band=0.02,
+    max_feature_distance=3.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +60,12 @@ def test_shipped_file_has_no_optimizer_state():
     import zipfile
 
     h5py = pytest.importorskip("h5py")
-    with zipfile.ZipFile(MODEL) as archive, archive.open("model.weights.h5") as raw:
-        with h5py.File(io.BytesIO(raw.read()), "r") as weights:
-            assert "optimizer" not in weights
+    with (
+        zipfile.ZipFile(MODEL) as archive,
+        archive.open("model.weights.h5") as raw,
+        h5py.File(io.BytesIO(raw.read()), "r") as weights,
+    ):
+        assert "optimizer" not in weights
 
 
 @pytest.mark.parametrize("name", ["normal.jpeg", "normal_2.jpeg"])
@@ -84,7 +96,7 @@ def test_analysis_fields(analyzer):
     assert result.threshold == analyzer.card["threshold"]
     assert result.heatmap.shape == (analyzer.input_size, analyzer.input_size)
     assert result.heatmap.dtype == np.float32
-    assert 0.0 <= result.heatmap.min() and result.heatmap.max() <= 1.0
+    assert result.heatmap.min() >= 0.0 and result.heatmap.max() <= 1.0
     assert result.heatmap.max() > 0.0, "Grad-CAM found no evidence at all"
 
 

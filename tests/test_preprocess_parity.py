@@ -1,4 +1,5 @@
 """Training and serving must feed the model the same tensor for the same file."""
+
 from __future__ import annotations
 
 import pathlib
@@ -38,9 +39,9 @@ def test_cached_training_arrays_are_bit_identical(tmp_path, monkeypatch):
 def test_shipped_model_scores_the_training_tensor_like_the_analyzer():
     keras = pytest.importorskip("keras")
     from webapp.inference.analyzer import Analyzer
-    from webapp.inference.classify import pneumonia_probability
+    from webapp.inference.calibrate import pneumonia_probability
 
-    model_path = pathlib.Path("webapp/model/cxr_pneumonia.keras")
+    model_path = pathlib.Path("webapp/weights/cxr_pneumonia.keras")
     analyzer = Analyzer(model_path)
     model = keras.saving.load_model(model_path, compile=False)
     for path in FILES:
@@ -49,7 +50,9 @@ def test_shipped_model_scores_the_training_tensor_like_the_analyzer():
         logits = outputs[0] if isinstance(outputs, (list, tuple)) else outputs
         logit = float(np.asarray(logits)[0, 0])
         served = analyzer.analyze(decode(path.read_bytes(), target_size=analyzer.input_size))
-        assert served.probabilities["PNEUMONIA"] == pytest.approx(pneumonia_probability(logit, analyzer.temperature), abs=1e-5)
+        assert served.probabilities["PNEUMONIA"] == pytest.approx(
+            pneumonia_probability(logit, analyzer.temperature), abs=1e-5
+        )
 
 
 def test_preprocess_output_spec():

@@ -1,11 +1,12 @@
 """One JSON line per request on stdout: request id, user, method, path, status, latency; nothing else."""
+
 import io
 import json
 
 import numpy as np
 import pytest
 
-from tests.conftest import fixture_image
+from tests.helpers import fixture_image
 from tests.image_samples import PATIENT, dicom
 
 
@@ -57,12 +58,18 @@ def test_signed_in_user_is_named_by_id(client, auth, clinician_user, capsys):
 
 def test_api_upload_logs_user_but_no_image_file_name_or_patient_fields(client, api_token, clinician_user, capsys):
     pixels = np.tile(np.linspace(0, 4000, 256, dtype=np.uint16), (256, 1))
-    uploads = [("Doe_Jane_MRN-0042-SECRET.dcm", dicom(pixels, bits_stored=12)),
-               ("patient-photo.jpeg", fixture_image("normal.jpeg"))]
+    uploads = [
+        ("Doe_Jane_MRN-0042-SECRET.dcm", dicom(pixels, bits_stored=12)),
+        ("patient-photo.jpeg", fixture_image("normal.jpeg")),
+    ]
     capsys.readouterr()
     for name, data in uploads:
-        client.post("/api/v1/predictions", headers={"Authorization": f"Bearer {api_token}"},
-                    data={"file": (io.BytesIO(data), name)}, content_type="multipart/form-data")
+        client.post(
+            "/api/v1/predictions",
+            headers={"Authorization": f"Bearer {api_token}"},
+            data={"file": (io.BytesIO(data), name)},
+            content_type="multipart/form-data",
+        )
     out = capsys.readouterr().out
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     requests = [line for line in lines if line.get("event") == "request"]

@@ -4,6 +4,7 @@ The same chest film as the 8-bit JPEG it came as, a 16-bit PNG, a MONOCHROME2 DI
 (12-bit, windowed) and a MONOCHROME1 DICOM (inverted stored values) must get the same
 verdict and calibrated probabilities within 0.02 from the shipped model.
 """
+
 from __future__ import annotations
 
 import io
@@ -13,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import IMAGES
+from tests.helpers import IMAGES
 from tests.image_samples import dicom, png
 from webapp.inference.decode import decode
 
-MODEL = Path(__file__).resolve().parent.parent / "webapp" / "model" / "cxr_pneumonia.keras"
+MODEL = Path(__file__).resolve().parent.parent / "webapp" / "weights" / "cxr_pneumonia.keras"
 FILMS = ["normal.jpeg", "pneumonia.jpeg"]
 
 
@@ -36,8 +37,7 @@ def containers(jpeg_bytes: bytes) -> dict[str, bytes]:
         "jpeg": jpeg_bytes,
         "png16": png(grey.astype(np.uint16) * 257),
         "dicom_mono2": dicom(stored, bits_stored=12, window=(2048, 4096)),
-        "dicom_mono1": dicom(4095 - stored, bits_stored=12, window=(2048, 4096),
-                             photometric="MONOCHROME1"),
+        "dicom_mono1": dicom(4095 - stored, bits_stored=12, window=(2048, 4096), photometric="MONOCHROME1"),
     }
 
 

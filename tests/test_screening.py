@@ -4,7 +4,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.conftest import csrf_token, fixture_image
+from tests.helpers import csrf_token, fixture_image
 from webapp.extensions import db
 from webapp.models import LABELS, Feedback, Prediction
 
@@ -34,8 +34,9 @@ def test_upload_page_shows_limits(signed_in):
 
 
 def test_upload_two_real_radiographs(app, signed_in, clinician_user):
-    response = upload(signed_in, ("normal.jpeg", fixture_image("normal.jpeg")),
-                      ("pneumonia.jpeg", fixture_image("pneumonia.jpeg")))
+    response = upload(
+        signed_in, ("normal.jpeg", fixture_image("normal.jpeg")), ("pneumonia.jpeg", fixture_image("pneumonia.jpeg"))
+    )
     assert response.status_code == 303
     page = signed_in.get(response.headers["Location"])
     html = page.get_data(as_text=True)
@@ -64,8 +65,11 @@ def test_result_notes_match_verdict(app, signed_in):
     html = signed_in.get(response.headers["Location"]).get_data(as_text=True)
     with app.app_context():
         label = db.session.query(Prediction).one().label
-    expected = {"NORMAL": "No radiographic sign of pneumonia", "PNEUMONIA": "suggestive of pneumonia",
-                "UNKNOWN": "No verdict"}[label]
+    expected = {
+        "NORMAL": "No radiographic sign of pneumonia",
+        "PNEUMONIA": "suggestive of pneumonia",
+        "UNKNOWN": "No verdict",
+    }[label]
     assert expected in html
     assert f'data-notes-for="{label}"' in html
 
@@ -109,8 +113,11 @@ def test_upload_without_files(signed_in):
 
 
 def test_upload_requires_csrf(app, signed_in):
-    response = signed_in.post("/screen", data={"files": [(io.BytesIO(fixture_image("normal.jpeg")), "n.jpeg")]},
-                              content_type="multipart/form-data")
+    response = signed_in.post(
+        "/screen",
+        data={"files": [(io.BytesIO(fixture_image("normal.jpeg")), "n.jpeg")]},
+        content_type="multipart/form-data",
+    )
     assert response.status_code == 400 and count(app) == 0
 
 
@@ -136,8 +143,9 @@ def _one_prediction(app, signed_in) -> int:
 def test_feedback_is_saved_and_updated(app, signed_in):
     pid = _one_prediction(app, signed_in)
     token = csrf_token(signed_in, f"/predictions/{pid}")
-    response = signed_in.post(f"/predictions/{pid}/feedback",
-                              data={"csrf_token": token, "label": "PNEUMONIA", "comment": "RLL consolidation"})
+    response = signed_in.post(
+        f"/predictions/{pid}/feedback", data={"csrf_token": token, "label": "PNEUMONIA", "comment": "RLL consolidation"}
+    )
     assert response.status_code == 303
     signed_in.post(f"/predictions/{pid}/feedback", data={"csrf_token": token, "label": "NOT_CXR", "comment": ""})
     with app.app_context():

@@ -1,5 +1,6 @@
 """Unit tests of the training package: the patient split, metrics, calibration helpers,
 augmentation determinism and the synthetic negatives."""
+
 from __future__ import annotations
 
 import pathlib
@@ -86,7 +87,7 @@ def test_augmentation_is_reproducible_and_stays_in_range():
     other = augment(image, tf.constant([11, 13], tf.int64), 1.0).numpy()
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, other)
-    assert first.shape == (64, 64, 1) and 0.0 <= first.min() and first.max() <= 1.0
+    assert first.shape == (64, 64, 1) and first.min() >= 0.0 and first.max() <= 1.0
 
 
 def test_geometric_augmentation_stretches_one_axis_against_the_other():

@@ -2,6 +2,7 @@
 model itself (not from the colour or size checks): an MRI slice, a grey portrait, a terrain
 elevation map, rendered charts and a report page, and screenshots of this app. Built from
 matplotlib's bundled sample data and renders, so nothing is downloaded."""
+
 from __future__ import annotations
 
 import gzip
@@ -13,8 +14,8 @@ import pytest
 from PIL import Image
 
 from webapp.inference.analyzer import Analyzer
-from webapp.inference.decide import UNKNOWN
 from webapp.inference.decode import decode
+from webapp.inference.labels import UNKNOWN
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
@@ -22,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 SAMPLES = pathlib.Path(matplotlib.get_data_path()) / "sample_data"
 SCREENSHOTS = pathlib.Path(__file__).parent.parent / "docs" / "screenshots"
-MODEL = pathlib.Path("webapp/model/cxr_pneumonia.keras")
+MODEL = pathlib.Path("webapp/weights/cxr_pneumonia.keras")
 
 
 def _png(image: Image.Image) -> bytes:
@@ -46,8 +47,9 @@ def _chart(kind: str) -> bytes:
         ax.bar(range(8), rng.random(8))
     else:  # a page of report text
         ax.axis("off")
-        ax.text(0, 1, "\n".join(f"Report line {i}: findings within normal limits." for i in range(18)),
-                va="top", fontsize=7)
+        ax.text(
+            0, 1, "\n".join(f"Report line {i}: findings within normal limits." for i in range(18)), va="top", fontsize=7
+        )
     out = io.BytesIO()
     fig.savefig(out, format="png")
     plt.close(fig)
@@ -56,7 +58,8 @@ def _chart(kind: str) -> bytes:
 
 def _sample(name: str) -> bytes:
     if name == "mri":
-        raw = gzip.open(SAMPLES / "s1045.ima.gz").read()
+        with gzip.open(SAMPLES / "s1045.ima.gz") as handle:
+            raw = handle.read()
         return _grey(np.frombuffer(raw, np.uint16).reshape(256, 256))
     if name == "portrait":
         return _png(Image.open(SAMPLES / "grace_hopper.jpg").convert("L"))

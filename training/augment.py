@@ -6,6 +6,7 @@ stretch of one axis against the other (the films were squashed to a square from 
 ratios). No horizontal flips (see the README). Photometric, applied after equalisation: gamma, contrast,
 brightness, blur and noise, which imitate other machines, exposures and resolutions.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,14 +36,25 @@ def _affine(image, seed, strength, aspect_range):
     b0, b1 = tf.sin(angle) / zoom_x, tf.cos(angle) / zoom_y
     centre = (size - 1.0) / 2.0
     # Maps each output pixel (x = column, y = row) to the input pixel it samples, about the centre.
-    transform = tf.stack([
-        a0, a1, centre - (a0 + a1) * centre + shift_x,
-        b0, b1, centre - (b0 + b1) * centre + shift_y,
-        0.0, 0.0,
-    ])
+    transform = tf.stack(
+        [
+            a0,
+            a1,
+            centre - (a0 + a1) * centre + shift_x,
+            b0,
+            b1,
+            centre - (b0 + b1) * centre + shift_y,
+            0.0,
+            0.0,
+        ]
+    )
     out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[None], transforms=transform[None], output_shape=tf.shape(image)[:2],
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="NEAREST",
+        images=image[None],
+        transforms=transform[None],
+        output_shape=tf.shape(image)[:2],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="NEAREST",
     )
     return out[0]
 

@@ -4,6 +4,7 @@ and the preprocessed arrays (cached once, because decoding is the same every epo
 Every image goes through `webapp.inference.decode.decode` and
 `webapp.inference.preprocess.preprocess`, exactly as in the web app.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from webapp.inference.decode import DecodedImage, decode
+from webapp.inference.decode import decode
+from webapp.inference.image import DecodedImage
 from webapp.inference.preprocess import preprocess
 
 DEFAULT_DATA_DIR = pathlib.Path("../shared/data/chest_xray")

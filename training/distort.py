@@ -8,6 +8,7 @@ each change, re-score validation children's films (`python -m training.gate_chec
 
 Every function takes and returns an (H, W) float32 image in [0, 1], bright = dense.
 """
+
 from __future__ import annotations
 
 import io
@@ -100,8 +101,12 @@ def text_and_markers(pixels, seed: int = 0, ink: float | None = None):
         draw.rectangle([x - 2, y - 2, x + size, y + int(size * 1.2)], outline=fill, width=max(1, size // 10))
     if rng.random() < 0.5:
         word = str(rng.choice(["PORTABLE", "SUPINE", "AP", "PA", "ERECT", "SITTING"]))
-        draw.text((int(rng.integers(0, w // 2)), int(rng.integers(h // 2, h - 12))), word, fill=fill,
-                  font=_font(int(h * 0.05)))
+        draw.text(
+            (int(rng.integers(0, w // 2)), int(rng.integers(h // 2, h - 12))),
+            word,
+            fill=fill,
+            font=_font(int(h * 0.05)),
+        )
     return _from_pil(image)
 
 
@@ -172,8 +177,12 @@ def random_distortion(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarra
     if rng.random() < 0.3:
         x = rotate(x, rng.uniform(-10, 10))
     if rng.random() < 0.3:
-        x = border(x, rng.uniform(0.02, 0.15), float(rng.choice([0.0, 1.0, rng.random()])),
-                   "".join(s for s in "tblr" if rng.random() < 0.6) or "tb")
+        x = border(
+            x,
+            rng.uniform(0.02, 0.15),
+            float(rng.choice([0.0, 1.0, rng.random()])),
+            "".join(s for s in "tblr" if rng.random() < 0.6) or "tb",
+        )
     if rng.random() < 0.4:
         x = text_and_markers(x, seed)
     if rng.random() < 0.25:
@@ -219,5 +228,6 @@ STRESSES = {
     "crop to upper 80%": lambda x, seed: crop(x, 1.0, 0.8, 0.5, 0.0),
     "rotated 8 degrees": lambda x, seed: rotate(x, 8.0),
     "all of: text, ruler, border, JPEG 30, blur 1": lambda x, seed: jpeg(
-        blur(border(ruler(text_and_markers(x, seed), seed + 1), 0.06, 0.0), 1.0), 30),
+        blur(border(ruler(text_and_markers(x, seed), seed + 1), 0.06, 0.0), 1.0), 30
+    ),
 }

@@ -4,8 +4,9 @@ it: decode -> shared preprocessing -> Analyzer (threshold, temperature, UNKNOWN 
 intended-use gate from the model card).
 
     python -m training.evaluate                 # writes reports/metrics.json and the PNG plots
-    python -m training.evaluate --check-bars    # also exits 1 if any issue-3 bar is missed
+    python -m training.evaluate --check-bars    # also exits 1 if any bar (issue 3; issue 12 for adults) is missed
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,15 +16,17 @@ import json
 import pathlib
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from training import data, gate, metrics, plots
 from training.gate_check import age_band
-from webapp.inference.analyzer import CARD_NAME, Analyzer
-from webapp.inference.decide import NORMAL, UNKNOWN
+from webapp.inference.analyzer import Analyzer
+from webapp.inference.labels import NORMAL, UNKNOWN
+from webapp.inference.model_card import read_card, write_card
 
-DEFAULT_MODEL = pathlib.Path("webapp/model/cxr_pneumonia.keras")
+DEFAULT_MODEL = pathlib.Path("webapp/weights/cxr_pneumonia.keras")
 BARS = {  # issue 3, and issue 12 for the adults: (metric, comparison, bound)
     "accuracy": (">=", 0.90),
     "auc": (">=", 0.97),
@@ -46,11 +49,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--not-cxr-dir", type=pathlib.Path, default=None, help="default: DATA_DIR/../not_cxr")
     p.add_argument("--adult-dir", type=pathlib.Path, default=None, help="default: DATA_DIR/../adult_cxr")
     p.add_argument("--reports", type=pathlib.Path, default=pathlib.Path("reports"))
-    p.add_argument("--check-bars", action="store_true", help="exit 1 if any bar of issue 3 is missed")
+    p.add_argument("--check-bars", action="store_true", help="exit 1 if any bar (issue 3, issue 12) is missed")
     p.add_argument("--update-card", action="store_true", help="store the test metrics in the model card")
-    p.add_argument("--check-card", action="store_true",
-                   help="exit 1 unless the test metrics reproduce those stored in the model card "
-                        "(catches training-serving skew and a model swapped without re-evaluation)")
+    p.add_argument(
+        "--check-card",
+        action="store_true",
+        help="exit 1 unless the test metrics reproduce those stored in the model card "
+        "(catches training-serving skew and a model swapped without re-evaluation)",
+    )
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N files of each set (smoke runs)")
     return p.parse_args(argv)
 
@@ -72,15 +78,16 @@ def adult_figures(films: list[gate.AdultFilm], results) -> dict:
     truth = np.array([("NORMAL", "PNEUMONIA")[f.label] for f in films])
     reasons = [r.unknown_reason or "" for r in results if r.label == UNKNOWN]
     covid = np.array([f.source_id == "mhh_covid19" for f in films])
+    outside = [(r.unknown_reason or "").startswith("Outside the intended use") for r in results]
     return {
         "n": len(films),
-        "refused_as_outside_intended_use": float(np.mean([(r.unknown_reason or "").startswith("Outside the intended use")
-                                                          for r in results])),
+        "refused_as_outside_intended_use": float(np.mean(outside)),
         "unknown_rate": float((labels == UNKNOWN).mean()),
         "wrong_label_rate": float(((labels != UNKNOWN) & (labels != truth)).mean()),
         "covid_called_normal_rate": float((labels[covid] == NORMAL).mean()) if covid.any() else None,
         "unknown_reasons_naming_intended_use": (
-            float(np.mean([any(w in r for w in INTENDED_USE_WORDS) for r in reasons])) if reasons else None),
+            float(np.mean([any(w in r for w in INTENDED_USE_WORDS) for r in reasons])) if reasons else None
+        ),
     }
 
 
@@ -96,7 +103,7 @@ def evaluate_adults(analyzer: Analyzer, adult_dir: pathlib.Path, limit: int | No
         groups = collections.defaultdict(list)
         for film, result in pairs:
             groups[key(film)].append((film, result))
-        return {k: adult_figures(*map(list, zip(*v))) for k, v in sorted(groups.items())}
+        return {k: adult_figures([f for f, _ in v], [r for _, r in v]) for k, v in sorted(groups.items())}
 
     return {
         "films": "held-out patients of adult_cxr (20% of each source's patients, seed 42; never trained on)",
@@ -106,7 +113,16 @@ def evaluate_adults(analyzer: Analyzer, adult_dir: pathlib.Path, limit: int | No
     }
 
 
-def evaluate(args) -> dict:
+@dataclass(frozen=True)
+class Evaluation:
+    report: dict  # every figure, as written to metrics.json
+    labels: np.ndarray  # test-film truth, 0 NORMAL / 1 PNEUMONIA
+    probs: np.ndarray  # calibrated P(pneumonia) per test film
+    analyzer: Analyzer
+    predictions: list[dict]  # one row per test film, as written to test_predictions.csv
+
+
+def evaluate(args) -> Evaluation:
     analyzer = Analyzer(args.model)
     films = data.read_films(args.data_dir, "test")[: args.limit]
     others = data.read_not_chest(args.not_cxr_dir or args.data_dir.parent / "not_cxr")
@@ -124,9 +140,10 @@ def evaluate(args) -> dict:
     answered = ~unknown
     test["answered"] = metrics.at_threshold(labels[answered], probs[answered], analyzer.threshold)
     test["answered"]["n"] = int(answered.sum())
-    test["top_label_ece"] = metrics.expected_calibration_error(
-        (probs >= 0.5) == labels, np.maximum(probs, 1 - probs))
-    test["unknown_reasons"] = dict(collections.Counter(r.unknown_reason.split(":")[0] for r in film_results if r.unknown_reason))
+    test["top_label_ece"] = metrics.expected_calibration_error((probs >= 0.5) == labels, np.maximum(probs, 1 - probs))
+    test["unknown_reasons"] = dict(
+        collections.Counter(r.unknown_reason.split(":")[0] for r in film_results if r.unknown_reason)
+    )
 
     sources = {}
     for source_id, items in sorted(by_source.items()):
@@ -139,8 +156,9 @@ def evaluate(args) -> dict:
         }
     held = [s for s in sources.values() if s["held_out"]]
     held_rate = sum(s["unknown_rate"] * s["n"] for s in held) / max(sum(s["n"] for s in held), 1)
-    test["refused_as_outside_intended_use"] = float(np.mean(
-        [(r.unknown_reason or "").startswith("Outside the intended use") for r in film_results]))
+    test["refused_as_outside_intended_use"] = float(
+        np.mean([(r.unknown_reason or "").startswith("Outside the intended use") for r in film_results])
+    )
     adults = evaluate_adults(analyzer, args.adult_dir or args.data_dir.parent / "adult_cxr", args.limit)
 
     ms = np.array(seconds) * 1000
@@ -161,18 +179,27 @@ def evaluate(args) -> dict:
     }
     report["bars"] = check_bars(report)
     predictions = [
-        {"file": f.path.relative_to(args.data_dir).as_posix(), "truth": ("NORMAL", "PNEUMONIA")[f.label],
-         "p_pneumonia": round(r.probabilities["PNEUMONIA"], 6), "answer": r.label,
-         "chest_probability": round(r.chest_probability, 6), "feature_distance": round(r.feature_distance, 4),
-         "adult_probability": None if r.adult_probability is None else round(r.adult_probability, 6)}
+        {
+            "file": f.path.relative_to(args.data_dir).as_posix(),
+            "truth": ("NORMAL", "PNEUMONIA")[f.label],
+            "p_pneumonia": round(r.probabilities["PNEUMONIA"], 6),
+            "answer": r.label,
+            "chest_probability": round(r.chest_probability, 6),
+            "feature_distance": round(r.feature_distance, 4),
+            "adult_probability": None if r.adult_probability is None else round(r.adult_probability, 6),
+        }
         for f, r in zip(films, film_results)
     ]
-    return report, labels, probs, analyzer, predictions
+    return Evaluation(report, labels, probs, analyzer, predictions)
 
 
 CARD_CHECKED_METRICS = ("auc", "accuracy", "sensitivity", "specificity", "ece", "unknown_rate")
-CARD_CHECKED_ADULT_METRICS = ("refused_as_outside_intended_use", "unknown_rate", "wrong_label_rate",
-                              "covid_called_normal_rate")
+CARD_CHECKED_ADULT_METRICS = (
+    "refused_as_outside_intended_use",
+    "unknown_rate",
+    "wrong_label_rate",
+    "covid_called_normal_rate",
+)
 CARD_TOLERANCE = 1e-3  # float32 kernels may differ in the last digits between CPUs
 
 
@@ -193,7 +220,14 @@ def check_bars(report: dict) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    report, labels, probs, analyzer, predictions = evaluate(args)
+    result = evaluate(args)
+    report, labels, probs, analyzer, predictions = (
+        result.report,
+        result.labels,
+        result.probs,
+        result.analyzer,
+        result.predictions,
+    )
     args.reports.mkdir(parents=True, exist_ok=True)
     (args.reports / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     with open(args.reports / "test_predictions.csv", "w", newline="") as handle:
@@ -207,28 +241,39 @@ def main(argv=None) -> int:
     if history:
         plots.training_curves(history, args.reports / "training_curves.png")
     if args.update_card:
-        card_path = args.model.parent / CARD_NAME
-        card = json.loads(card_path.read_text())
-        card["metrics"]["test"] = {k: report["test"][k] for k in
-                                   ("n", "auc", "accuracy", "sensitivity", "specificity", "ece", "unknown_rate", "confusion")}
-        card["metrics"]["not_chest_unknown_rate_by_source"] = {k: v["unknown_rate"] for k, v in report["not_chest_sources"].items()}
+        card = read_card(args.model)
+        card["metrics"]["test"] = {
+            k: report["test"][k]
+            for k in ("n", "auc", "accuracy", "sensitivity", "specificity", "ece", "unknown_rate", "confusion")
+        }
+        card["metrics"]["not_chest_unknown_rate_by_source"] = {
+            k: v["unknown_rate"] for k, v in report["not_chest_sources"].items()
+        }
         card["metrics"]["test"]["refused_as_outside_intended_use"] = report["test"]["refused_as_outside_intended_use"]
         card["metrics"]["adults_held_out"] = report["adults_held_out"]
-        card_path.write_text(json.dumps(card, indent=2) + "\n")
+        write_card(args.model, card)
     # PASS/FAIL only when the bars gate this run; a smoke-test model is just compared with them.
     verdicts = ("PASS", "FAIL") if args.check_bars else ("met", "below")
     for name, bar in report["bars"].items():
-        print(f"{verdicts[0] if bar['pass'] else verdicts[1]:5s} {name:34s} {bar['value']:.4f}  (bar {bar['bar']})")
+        print(f"{verdicts[0] if bar['pass'] else verdicts[1]:5s} {name:42s} {bar['value']:.4f}  (bar {bar['bar']})")
     print(f"analyze(): median {report['analyze_ms']['median']:.1f} ms per image")
     if args.check_card:
         stored = analyzer.card.get("metrics", {}).get("test", {})
-        drift = {k: (stored.get(k), report["test"][k]) for k in CARD_CHECKED_METRICS
-                 if stored.get(k) is None or abs(stored[k] - report["test"][k]) > CARD_TOLERANCE}
+        drift = {
+            k: (stored.get(k), report["test"][k])
+            for k in CARD_CHECKED_METRICS
+            if stored.get(k) is None or abs(stored[k] - report["test"][k]) > CARD_TOLERANCE
+        }
         stored_adults = analyzer.card.get("metrics", {}).get("adults_held_out", {}).get("all", {})
         measured_adults = report["adults_held_out"]["all"]
-        drift.update({f"adults {k}": (stored_adults.get(k), measured_adults[k]) for k in CARD_CHECKED_ADULT_METRICS
-                      if (stored_adults.get(k) is None) != (measured_adults[k] is None)
-                      or (measured_adults[k] is not None and abs(stored_adults[k] - measured_adults[k]) > CARD_TOLERANCE)})
+        drift.update(
+            {
+                f"adults {k}": (stored_adults.get(k), measured_adults[k])
+                for k in CARD_CHECKED_ADULT_METRICS
+                if (stored_adults.get(k) is None) != (measured_adults[k] is None)
+                or (measured_adults[k] is not None and abs(stored_adults[k] - measured_adults[k]) > CARD_TOLERANCE)
+            }
+        )
         if drift:
             print(f"evaluation: test metrics differ from the model card: {drift}", file=sys.stderr)
             return 1

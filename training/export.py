@@ -1,14 +1,13 @@
 """Export: the .keras file without optimizer state, and the model card beside it."""
+
 from __future__ import annotations
 
 import datetime
-import json
 import pathlib
 
 from training.model import OUTPUT_COLUMNS
-from webapp.inference.analyzer import CARD_NAME, sha256_of
+from webapp.inference.model_card import MODEL_NAME, write_card
 
-MODEL_NAME = "cxr_pneumonia.keras"
 INTENDED_USE = (
     "Decision support for clinical staff reading pediatric (age 1-5) frontal chest radiographs: "
     "flags likely pneumonia for priority review. Not a diagnosis, not for adults, lateral films "
@@ -22,13 +21,12 @@ def export(model, args, calibration, data_summary, history, settings, command, s
     # `model` is an uncompiled copy: the file carries weights only, no optimizer slots.
     path = out / MODEL_NAME
     model.save(path)
-    version = args.version or datetime.date.today().strftime("%Y.%m.%d") + f"-s{args.seed}" + ("-quick" if args.quick else "")
+    version = args.version or datetime.date.today().strftime("%Y.%m.%d") + f"-s{args.seed}" + (
+        "-quick" if args.quick else ""
+    )
     card = {
         "name": "cxr-pneumonia",
         "version": version,
-        "file": MODEL_NAME,
-        "sha256": sha256_of(path),
-        "size_bytes": path.stat().st_size,
         "parameters": int(model.count_params()),
         "input": {
             "size": args.size,
@@ -61,6 +59,6 @@ def export(model, args, calibration, data_summary, history, settings, command, s
         },
         "intended_use": INTENDED_USE,
     }
-    (out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
-    print(f"wrote {path} ({card['size_bytes'] / 1e6:.1f} MB) and {out / CARD_NAME}", flush=True)
+    card_file = write_card(path, card)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {card_file}", flush=True)
     return path

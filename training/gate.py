@@ -5,7 +5,7 @@ the adult films of `adult_cxr`, then folded into the served model as a third out
     python -m training.gate --out training/runs/gate                # both adult sources
     python -m training.gate --out training/runs/gate_nih --adult-sources nih_cxr14   # leave one out
     python -m training.gate_check --gate training/runs/gate/gate.keras --out training/runs/gate/check.json
-    python -m training.gate --fold training/runs/gate --into webapp/model/cxr_pneumonia.keras
+    python -m training.gate --fold training/runs/gate --into webapp/weights/cxr_pneumonia.keras
 
 The trap it is built around: both adult sources differ from the Kermany hospital in far more
 than age (scanner, exposure, markers, text, borders, compression). So every training film of
@@ -18,6 +18,7 @@ are never trained on); `adult_cxr` by `patient`, 20% of each source's patients h
 cut-off is fitted on validation children only (clean plus a randomly distorted copy): the
 99.8% quantile of their adult probabilities, never below 0.5 (`--refit DIR` refits a run's).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,6 +37,7 @@ import tensorflow as tf
 from keras import layers
 
 from training import data, distort, metrics
+from webapp.inference.model_card import GATE_SECTION, read_card, write_card
 from webapp.inference.preprocess import preprocess
 
 GATE_VERSION = "gate-2"
@@ -62,8 +64,13 @@ class AdultFilm:
 def read_adults(adult_dir: pathlib.Path) -> list[AdultFilm]:
     with open(adult_dir / "manifest.csv", newline="") as handle:
         return [
-            AdultFilm(adult_dir / r["file"], data.LABELS[r["label"]], r["source_id"], r["patient"],
-                      float(r["age"]) if r["age"].strip() else None)
+            AdultFilm(
+                adult_dir / r["file"],
+                data.LABELS[r["label"]],
+                r["source_id"],
+                r["patient"],
+                float(r["age"]) if r["age"].strip() else None,
+            )
             for r in csv.DictReader(handle)
         ]
 
@@ -148,16 +155,20 @@ def _balanced_picks(rng: np.random.Generator, labels: np.ndarray, n: int) -> np.
     return np.concatenate([rng.choice(g, k, replace=len(g) < k) for g, k in zip(groups, shares)])
 
 
-def train_gate(children: list[np.ndarray], child_labels: np.ndarray, adults: list[np.ndarray],
-               adult_labels: np.ndarray, args) -> tuple[keras.Model, list[dict]]:
+def train_gate(
+    children: list[np.ndarray], child_labels: np.ndarray, adults: list[np.ndarray], adult_labels: np.ndarray, args
+) -> tuple[keras.Model, list[dict]]:
     keras.utils.set_random_seed(args.seed)
     model = build_gate(args.size)
     total = args.epochs * args.steps_per_epoch
     warmup = max(1, total // 20)
-    schedule = keras.optimizers.schedules.CosineDecay(args.lr * 0.1, total - warmup, alpha=0.01,
-                                                      warmup_target=args.lr, warmup_steps=warmup)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
-                  loss=keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=0.05))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        args.lr * 0.1, total - warmup, alpha=0.01, warmup_target=args.lr, warmup_steps=warmup
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=0.05),
+    )
     rng = np.random.default_rng(args.seed)
     per_class = args.steps_per_epoch * args.batch // 2
     history = []
@@ -165,14 +176,22 @@ def train_gate(children: list[np.ndarray], child_labels: np.ndarray, adults: lis
         started = time.time()
         picks_c = _balanced_picks(rng, child_labels, per_class)
         picks_a = _balanced_picks(rng, adult_labels, per_class)
-        x = np.concatenate([distorted_inputs([children[i] for i in picks_c], args.size, rng),
-                            distorted_inputs([adults[i] for i in picks_a], args.size, rng)])
+        x = np.concatenate(
+            [
+                distorted_inputs([children[i] for i in picks_c], args.size, rng),
+                distorted_inputs([adults[i] for i in picks_a], args.size, rng),
+            ]
+        )
         y = np.r_[np.zeros(per_class), np.ones(per_class)].astype(np.float32)[:, None]
         order = rng.permutation(len(x))
         made = time.time() - started
         fit = model.fit(x[order], y[order], batch_size=args.batch, epochs=1, shuffle=False, verbose=0)
-        row = {"epoch": epoch + 1, "loss": float(fit.history["loss"][-1]),
-               "augment_s": round(made, 1), "fit_s": round(time.time() - started - made, 1)}
+        row = {
+            "epoch": epoch + 1,
+            "loss": float(fit.history["loss"][-1]),
+            "augment_s": round(made, 1),
+            "fit_s": round(time.time() - started - made, 1),
+        }
         history.append(row)
         print(json.dumps(row), flush=True)
     clean = build_gate(args.size)  # an uncompiled copy: no optimizer state in the file
@@ -190,8 +209,10 @@ def adult_probability(gate: keras.Model, inputs: np.ndarray, batch: int = 256) -
 # children come from the training patients' own distribution, so unseen children score higher:
 # 0.5% here (the first choice) became 2.2% on the test set, hence 0.2%.
 CUTOFF_QUANTILE = 0.998
-CUTOFF_RULE = ("validation children (Kermany train/ patients held out by the pneumonia model's split): clean plus "
-               "one randomly distorted copy; the 99.8% quantile of P(adult), at least 0.5")
+CUTOFF_RULE = (
+    "validation children (Kermany train/ patients held out by the pneumonia model's split): clean plus "
+    "one randomly distorted copy; the 99.8% quantile of P(adult), at least 0.5"
+)
 
 
 def fit_cutoff(p_children: np.ndarray, quantile: float = CUTOFF_QUANTILE) -> float:
@@ -221,8 +242,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=pathlib.Path, default=data.DEFAULT_DATA_DIR)
     p.add_argument("--adult-dir", type=pathlib.Path, default=DEFAULT_ADULT_DIR)
-    p.add_argument("--adult-sources", default=",".join(ADULT_SOURCES),
-                   help="adult sources to train on (comma separated); the others are left out entirely")
+    p.add_argument(
+        "--adult-sources",
+        default=",".join(ADULT_SOURCES),
+        help="adult sources to train on (comma separated); the others are left out entirely",
+    )
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("training/runs/gate"))
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--epochs", type=int, default=16)
@@ -238,25 +262,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 def fold(gate_dir: pathlib.Path, served_path: pathlib.Path) -> dict:
     """Replace the served model's gate output by the gate in `gate_dir` and record the gate's
     parameters (cut-off, age limits, version, data, checks) in the served model's card."""
-    from webapp.inference.analyzer import CARD_NAME, sha256_of
-    from webapp.inference.intended_use import CARD_SECTION
-
     gate_card = json.loads((gate_dir / GATE_CARD_NAME).read_text())
     check_path = gate_dir / "check.json"
     check = json.loads(check_path.read_text()) if check_path.exists() else None
     served = without_gate(keras.saving.load_model(served_path, compile=False))
     model = with_gate(served, keras.saving.load_model(gate_dir / GATE_MODEL_NAME, compile=False))
     model.save(served_path)
-    card_path = served_path.parent / CARD_NAME
-    card = json.loads(card_path.read_text())
+    card = read_card(served_path, verify=False)  # the weights have just changed
     # The served file changed, so its version does: the pneumonia model's version plus the gate's.
-    card.update(version=f"{card['version'].split('+')[0]}+{gate_card['version']}", sha256=sha256_of(served_path),
-                size_bytes=served_path.stat().st_size, parameters=int(model.count_params()))
+    card.update(version=f"{card['version'].split('+')[0]}+{gate_card['version']}", parameters=int(model.count_params()))
     card["outputs"]["meaning"] = (
         "output 0, logits: column 0 pneumonia (divide by temperature, then sigmoid), column 1 frontal chest "
         "radiograph (sigmoid); output 1: whitened pooled features, whose mean square is the feature distance "
-        "from the training films; output 2: the intended-use gate's logit, 'looks like an adult's film' (sigmoid)")
-    card[CARD_SECTION] = {
+        "from the training films; output 2: the intended-use gate's logit, 'looks like an adult's film' (sigmoid)"
+    )
+    card[GATE_SECTION] = {
         "version": gate_card["version"],
         "output": len(model.outputs) - 1,
         "max_adult_probability": gate_card["max_adult_probability"],
@@ -270,13 +290,15 @@ def fold(gate_dir: pathlib.Path, served_path: pathlib.Path) -> dict:
         "data": gate_card["data"],
         "parameters": gate_card["parameters"],
         "validation_children_refused": gate_card["validation_children_refused"],
-        "checks": None if check is None else {
+        "checks": None
+        if check is None
+        else {
             "children_max_refused_under_any_stress": check.get("children_max_refused_under_any_stress"),
             "held_out_adults": check["adults"]["all_unseen"],
         },
         "training": {"command": gate_card["command"], "seconds": gate_card["seconds"], "history": gate_card["history"]},
     }
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    write_card(served_path, card)
     print(f"folded {gate_dir / GATE_MODEL_NAME} into {served_path}; card updated")
     return card
 
@@ -306,8 +328,9 @@ def main(argv=None) -> int:
         train_children, val_children, adult_train = train_children[:24], val_children[:16], adult_train[:24]
     children = load_pixels_u8([f.path for f in train_children], args.size)
     adults = load_pixels_u8([f.path for f in adult_train], args.size)
-    gate, history = train_gate(children, np.array([f.label for f in train_children]),
-                               adults, np.array([f.label for f in adult_train]), args)
+    gate, history = train_gate(
+        children, np.array([f.label for f in train_children]), adults, np.array([f.label for f in adult_train]), args
+    )
 
     val_pixels = load_pixels_u8([f.path for f in val_children], args.size)
     cutoff, refused = validation_cutoff(gate, val_pixels, args.size, args.seed)
@@ -318,9 +341,13 @@ def main(argv=None) -> int:
         "max_adult_probability": cutoff,
         "cutoff_fitted_on": CUTOFF_RULE,
         "adult_sources": list(sources),
-        "data": {"train_children": len(children), "train_adults": len(adults),
-                 "adult_patients": len({f.patient for f in adult_train}), "validation_children": len(val_pixels),
-                 "adult_split": "adult_cxr by patient, 20% of each source's patients held out, seed 42"},
+        "data": {
+            "train_children": len(children),
+            "train_adults": len(adults),
+            "adult_patients": len({f.patient for f in adult_train}),
+            "validation_children": len(val_pixels),
+            "adult_split": "adult_cxr by patient, 20% of each source's patients held out, seed 42",
+        },
         "validation_children_refused": refused,
         "parameters": int(gate.count_params()),
         "history": history,

@@ -14,10 +14,12 @@
 
 Validation and adult_cxr only: nothing here reads chest_xray/test.
 """
+
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import pathlib
 
@@ -27,8 +29,9 @@ import tensorflow as tf
 
 from training import data, distort, gate
 from webapp.inference.analyzer import Analyzer
-from webapp.inference.decide import NORMAL, UNKNOWN, decide
+from webapp.inference.decide import decide
 from webapp.inference.intended_use import IntendedUse
+from webapp.inference.labels import NORMAL, UNKNOWN
 from webapp.inference.preprocess import preprocess
 
 AGE_BANDS = ((18, 30), (30, 50), (50, 65), (65, 200))
@@ -44,9 +47,13 @@ def age_band(age: float | None) -> str:
 
 
 def intended_use_for(cutoff: float) -> IntendedUse:
-    return IntendedUse(max_adult_probability=cutoff, adult_from_years=gate.ADULT_FROM_YEARS,
-                       validated_from_years=gate.VALIDATED_AGE_YEARS["from"],
-                       validated_below_years=gate.VALIDATED_AGE_YEARS["below"], version=gate.GATE_VERSION)
+    return IntendedUse(
+        max_adult_probability=cutoff,
+        adult_from_years=gate.ADULT_FROM_YEARS,
+        validated_from_years=gate.VALIDATED_AGE_YEARS["from"],
+        validated_below_years=gate.VALIDATED_AGE_YEARS["below"],
+        version=gate.GATE_VERSION,
+    )
 
 
 def children_under_stress(gate_model, cutoff: float, val_pixels: list[np.ndarray], size: int) -> dict:
@@ -67,10 +74,17 @@ def adult_answers(base: Analyzer, gate_model, cutoff: float, films: list[gate.Ad
         image = data.decode_file(film.path, base.input_size)
         analysis = base.analyze(image)
         p_adult = float(gate.adult_probability(gate_model, preprocess(image.pixels, base.input_size)[None])[0])
-        label, reason = decide(image, analysis.probabilities["PNEUMONIA"], analysis.chest_probability,
-                               analysis.feature_distance, base.threshold, base.policy, p_adult, policy)
-        out.append({"film": film, "label": label, "reason": reason, "p_adult": p_adult,
-                    "base_label": analysis.label})
+        label, reason = decide(
+            image,
+            analysis.probabilities["PNEUMONIA"],
+            analysis.chest_probability,
+            analysis.feature_distance,
+            base.threshold,
+            base.params.policy,
+            p_adult,
+            policy,
+        )
+        out.append({"film": film, "label": label, "reason": reason, "p_adult": p_adult, "base_label": analysis.label})
     return out
 
 
@@ -95,7 +109,10 @@ def adult_summary(rows: list[dict]) -> dict:
         "covid_called_normal": float((labels[covid] == NORMAL).mean()) if covid.any() else None,
         "covid_called_normal_without_gate": float((base[covid] == NORMAL).mean()) if covid.any() else None,
         "unknown_reasons_naming_intended_use": (
-            float(np.mean([("intended use" in r) or ("adult" in r) for r in unknown_reasons])) if unknown_reasons else None),
+            float(np.mean([("intended use" in r) or ("adult" in r) for r in unknown_reasons]))
+            if unknown_reasons
+            else None
+        ),
     }
 
 
@@ -120,7 +137,9 @@ def gradcam(gate_model, x: np.ndarray) -> np.ndarray:
 
 
 def save_heatmaps(gate_model, panels: list[tuple[str, np.ndarray]], path: pathlib.Path) -> None:
-    from training import plots  # noqa: F401  (sets the Agg backend)
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
     x = np.stack([p for _, p in panels])
@@ -133,8 +152,10 @@ def save_heatmaps(gate_model, panels: list[tuple[str, np.ndarray]], path: pathli
         ax.imshow(cam, cmap="jet", alpha=0.35, vmin=0, vmax=1)
         ax.set_title(f"{title}\nP(adult) {p:.2f}", fontsize=8)
         ax.axis("off")
-    fig.suptitle("Intended-use gate: Grad-CAM of the 'adult' score (top: adults held out, bottom: validation children)",
-                 fontsize=9)
+    fig.suptitle(
+        "Intended-use gate: Grad-CAM of the 'adult' score (top: adults held out, bottom: validation children)",
+        fontsize=9,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -144,8 +165,12 @@ def save_heatmaps(gate_model, panels: list[tuple[str, np.ndarray]], path: pathli
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gate", type=pathlib.Path, required=True, help="a gate.keras with its gate_card.json beside it")
-    p.add_argument("--served", type=pathlib.Path, default=pathlib.Path("webapp/model/cxr_pneumonia.keras"),
-                   help="the pneumonia model whose answers the gate guards")
+    p.add_argument(
+        "--served",
+        type=pathlib.Path,
+        default=pathlib.Path("webapp/weights/cxr_pneumonia.keras"),
+        help="the pneumonia model whose answers the gate guards",
+    )
     p.add_argument("--data-dir", type=pathlib.Path, default=data.DEFAULT_DATA_DIR)
     p.add_argument("--adult-dir", type=pathlib.Path, default=gate.DEFAULT_ADULT_DIR)
     p.add_argument("--out", type=pathlib.Path, default=None, help="write the figures as JSON here")
@@ -161,13 +186,19 @@ def main(argv=None) -> int:
     trained_on = set(card["adult_sources"])
     gate_model = keras.saving.load_model(args.gate, compile=False)
     base = Analyzer(args.served)
-    base.intended_use = None  # answers without any gate; this gate is applied in adult_answers()
+    # Answers without the served model's own gate; the gate under test is applied in adult_answers().
+    base.params = dataclasses.replace(base.params, intended_use=None)
     size = base.input_size
 
     _, val_children = gate.children_split(args.data_dir)
     val_pixels = gate.load_pixels_u8([f.path for f in val_children], size)
-    report = {"gate": str(args.gate), "gate_version": card["version"], "cutoff": cutoff,
-              "trained_on": sorted(trained_on), "validation_children": len(val_pixels)}
+    report = {
+        "gate": str(args.gate),
+        "gate_version": card["version"],
+        "cutoff": cutoff,
+        "trained_on": sorted(trained_on),
+        "validation_children": len(val_pixels),
+    }
     if not args.skip_stress:
         report["children_stress"] = children_under_stress(gate_model, cutoff, val_pixels, size)
         report["children_max_refused_under_any_stress"] = max(r["refused"] for r in report["children_stress"].values())
@@ -179,10 +210,10 @@ def main(argv=None) -> int:
     unseen = [f for f in adults if f.path in held_ids or f.source_id not in trained_on]
     rows = adult_answers(base, gate_model, cutoff, unseen)
     report["adults"] = {
-        "held_out_patients_of_training_sources": adult_summary(
-            [r for r in rows if r["film"].source_id in trained_on]),
-        "sources_never_seen": grouped([r for r in rows if r["film"].source_id not in trained_on],
-                                      lambda r: r["film"].source_id),
+        "held_out_patients_of_training_sources": adult_summary([r for r in rows if r["film"].source_id in trained_on]),
+        "sources_never_seen": grouped(
+            [r for r in rows if r["film"].source_id not in trained_on], lambda r: r["film"].source_id
+        ),
         "by_source": grouped(rows, lambda r: r["film"].source_id),
         "by_age_band": grouped(rows, lambda r: age_band(r["film"].age)),
         "all_unseen": adult_summary(rows),
@@ -190,12 +221,21 @@ def main(argv=None) -> int:
     print(json.dumps(report["adults"]["by_source"], indent=1), flush=True)
     print(json.dumps(report["adults"]["all_unseen"], indent=1), flush=True)
     if args.heatmaps:
-        picks = [r for r in rows if r["film"].source_id == "nih_cxr14"][:3] + \
-                [r for r in rows if r["film"].source_id == "mhh_covid19"][:2]
-        panels = [(f"{r['film'].source_id} {age_band(r['film'].age)}",
-                   preprocess(data.decode_file(r["film"].path, size).pixels, size)) for r in picks]
-        panels += [(f"child, {('NORMAL', 'PNEUMONIA')[f.label].lower()}", preprocess(p.astype(np.float32) / 255.0, size))
-                   for f, p in list(zip(val_children, val_pixels))[::160][:5]]
+        picks = [r for r in rows if r["film"].source_id == "nih_cxr14"][:3] + [
+            r for r in rows if r["film"].source_id == "mhh_covid19"
+        ][:2]
+        panels = [
+            (
+                f"{r['film'].source_id} {age_band(r['film'].age)}",
+                preprocess(data.decode_file(r["film"].path, size).pixels, size),
+            )
+            for r in picks
+        ]
+        children = list(zip(val_children, val_pixels))[::160][:5]
+        panels += [
+            (f"child, {('normal', 'pneumonia')[f.label]}", preprocess(p.astype(np.float32) / 255.0, size))
+            for f, p in children
+        ]
         save_heatmaps(gate_model, panels, args.heatmaps)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """Metrics in plain NumPy (no extra dependency): ROC/AUC, operating-point figures,
 calibration error, temperature fitting and threshold choice."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ Head "pneumonia" scores the film; head "chest_xray" scores whether the input is 
 chest radiograph at all (the learned half of the UNKNOWN mechanism). Both are raw logits,
 packed as one (batch, 2) output so the shipped file needs no custom objects.
 """
+
 from __future__ import annotations
 
 import keras

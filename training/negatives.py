@@ -6,6 +6,7 @@ inversions of the non-chest images, chest films turned on their side, upside dow
 cropped to a patch, and renders of documents, gradients, shapes and noise. All come from a
 seeded generator, so the set is reproducible.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -98,8 +99,13 @@ def renders(rng: np.random.Generator, count: int, size: int) -> list[np.ndarray]
 
 
 def build_negatives(
-    other_images: list[np.ndarray], chest_films: list[np.ndarray], size: int, seed: int,
-    per_image: int = 3, chest_variants: int = 600, render_count: int = 300,
+    other_images: list[np.ndarray],
+    chest_films: list[np.ndarray],
+    size: int,
+    seed: int,
+    per_image: int = 3,
+    chest_variants: int = 600,
+    render_count: int = 300,
 ) -> np.ndarray:
     """Preprocessed (N, size, size, 1) negatives: the other images, their variants and renders."""
     rng = np.random.default_rng(seed)

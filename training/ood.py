@@ -5,6 +5,7 @@ it measures how far an image's pooled features lie from those of the training ch
 The whitening is folded into one Dense layer of the shipped model, so serving computes the
 distance as the mean square of that layer's output, with no extra file or custom layer.
 """
+
 from __future__ import annotations
 
 import keras

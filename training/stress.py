@@ -9,6 +9,7 @@ A model that leans on a shortcut shows it here: when stretching the validation n
 fifth makes a quarter of them "pneumonia", the model has learned the thorax's proportions in
 the squashed training films, not the lungs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from training import data, metrics
-from webapp.inference.analyzer import CARD_NAME
+from webapp.inference.model_card import read_card
 from webapp.inference.preprocess import preprocess
 
 SIDE = 224  # the Kermany films' side here
@@ -57,22 +58,21 @@ DISTORTIONS = {
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=pathlib.Path, default=pathlib.Path("webapp/model/cxr_pneumonia.keras"))
+    p.add_argument("--model", type=pathlib.Path, default=pathlib.Path("webapp/weights/cxr_pneumonia.keras"))
     p.add_argument("--data-dir", type=pathlib.Path, default=data.DEFAULT_DATA_DIR)
     p.add_argument("--out", type=pathlib.Path, default=None, help="also write the table as JSON here")
     return p.parse_args(argv)
 
 
 def stress(model_path: pathlib.Path, data_dir: pathlib.Path) -> dict:
-    card = json.loads((model_path.parent / CARD_NAME).read_text())
+    card = read_card(model_path)
     settings = card["training"]["settings"]
     size, threshold, temperature = card["input"]["size"], card["threshold"], card["temperature"]
     unknown = card["unknown"]
     films = data.read_films(data_dir, "train")
     _, val = data.split_by_patient(films, settings["val_fraction"], settings["split_seed"])
     labels = np.array([f.label for f in val])
-    originals = [Image.fromarray(np.rint(data.decode_file(f.path, SIDE).pixels * 255).astype(np.uint8))
-                 for f in val]
+    originals = [Image.fromarray(np.rint(data.decode_file(f.path, SIDE).pixels * 255).astype(np.uint8)) for f in val]
     model = keras.saving.load_model(model_path, compile=False)
     rows = {}
     for name, distort in DISTORTIONS.items():
@@ -83,10 +83,14 @@ def stress(model_path: pathlib.Path, data_dir: pathlib.Path) -> dict:
         rows[name] = {k: s[k] for k in ("auc", "sensitivity", "specificity", "ece")}
         # Films the model itself would call "not a chest radiograph" (chest head or feature distance).
         not_chest = (metrics.sigmoid(logits[:, 1]) < unknown["min_chest_probability"]) | (
-            np.mean(np.square(whitened), axis=-1) > unknown["max_feature_distance"])
+            np.mean(np.square(whitened), axis=-1) > unknown["max_feature_distance"]
+        )
         rows[name]["not_chest_rate"] = float(not_chest.mean())
-        print(f"{name:22s} AUC {s['auc']:.4f}  sens {s['sensitivity']:.3f}  spec {s['specificity']:.3f}  "
-              f"ECE {s['ece']:.3f}  called not-chest {not_chest.mean():.1%}", flush=True)
+        print(
+            f"{name:22s} AUC {s['auc']:.4f}  sens {s['sensitivity']:.3f}  spec {s['specificity']:.3f}  "
+            f"ECE {s['ece']:.3f}  called not-chest {not_chest.mean():.1%}",
+            flush=True,
+        )
     return {"model_version": card["version"], "validation_films": int(labels.size), "rows": rows}
 
 

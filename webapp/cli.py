@@ -1,14 +1,17 @@
 """`flask --app wsgi users ...`: account administration from the server's shell."""
+
 import click
 from flask.cli import AppGroup
 
 from .extensions import db
 from .models import ROLES, ApiToken, User, record_audit
+from .passwords import password_problem
 
 users_cli = AppGroup("users", help="Create and manage user accounts and API tokens.")
 
-PASSWORD_OPTION = click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True,
-                               help="Prompted for when not given.")
+PASSWORD_OPTION = click.option(
+    "--password", prompt=True, hide_input=True, confirmation_prompt=True, help="Prompted for when not given."
+)
 
 
 def _user_or_fail(name: str) -> User:
@@ -19,8 +22,9 @@ def _user_or_fail(name: str) -> User:
 
 
 def _check_password(password: str) -> None:
-    if len(password) < 10:
-        raise click.ClickException("Passwords need at least 10 characters.")
+    problem = password_problem(password)
+    if problem:
+        raise click.ClickException(problem)
 
 
 @users_cli.command("create")
@@ -56,22 +60,23 @@ def token(name: str) -> None:
 @click.argument("name")
 def deactivate(name: str) -> None:
     """Block sign-in and API access for NAME (history is kept)."""
-    user = _user_or_fail(name)
-    user.active = False
-    record_audit("cli", "user.deactivate", name)
-    db.session.commit()
-    click.echo(f"Deactivated {name}.")
+    _set_active(name, False)
 
 
 @users_cli.command("activate")
 @click.argument("name")
 def activate(name: str) -> None:
     """Allow NAME to sign in again."""
+    _set_active(name, True)
+
+
+def _set_active(name: str, active: bool) -> None:
     user = _user_or_fail(name)
-    user.active = True
-    record_audit("cli", "user.activate", name)
+    user.active = active
+    word = "activate" if active else "deactivate"
+    record_audit("cli", f"user.{word}", name)
     db.session.commit()
-    click.echo(f"Activated {name}.")
+    click.echo(f"{word.capitalize()}d {name}.")
 
 
 @users_cli.command("reset-password")

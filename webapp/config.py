@@ -2,6 +2,7 @@
 
 Production is the default: a deployment must opt *out* of safety, never in.
 """
+
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
 DEFAULT_INSTANCE_DIR = PROJECT_DIR / "instance"
-DEFAULT_MODEL_PATH = PACKAGE_DIR / "model" / "cxr_pneumonia.keras"
+DEFAULT_MODEL_PATH = PACKAGE_DIR / "weights" / "cxr_pneumonia.keras"
 SECRET_KEY_FILE = "secret_key"
 
 # Keys people copy from tutorials; starting with one of them is as bad as no key.
@@ -29,7 +30,7 @@ def _database_url(instance_dir: Path) -> str:
     # psycopg 3 is the driver we ship; accept the common bare postgres:// spellings.
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 

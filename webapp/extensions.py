@@ -1,4 +1,5 @@
 """Extension objects, created once here and bound to an app in create_app()."""
+
 import sqlite3
 
 from flask_login import LoginManager

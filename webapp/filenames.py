@@ -1,4 +1,5 @@
 """Upload file names are user input: keep what a person recognises, drop what could do harm."""
+
 import unicodedata
 
 MAX_LENGTH = 200

@@ -1,25 +1,28 @@
 """Database tables. Typed SQLAlchemy 2.0 models."""
+
 from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import (JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
-                        String, Text, select)
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from .extensions import db
+from .inference.labels import NORMAL, PNEUMONIA, UNKNOWN, VERDICTS
 from .passwords import hash_password, verify_password
 
 ROLES = ("clinician", "admin")
-LABELS = ("NORMAL", "PNEUMONIA", "UNKNOWN")
-FEEDBACK_LABELS = {"NORMAL": "Normal", "PNEUMONIA": "Pneumonia", "NOT_CXR": "Not a chest radiograph"}
+LABELS = VERDICTS
+FEEDBACK_LABELS = {NORMAL: "Normal", PNEUMONIA: "Pneumonia", "NOT_CXR": "Not a chest radiograph"}
+# The model's verdict that agrees with each radiologist reading.
+VERDICT_FOR_READING = {NORMAL: NORMAL, PNEUMONIA: PNEUMONIA, "NOT_CXR": UNKNOWN}
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class User(UserMixin, db.Model):
@@ -77,8 +80,9 @@ class ApiToken(db.Model):
     @classmethod
     def user_for(cls, token: str) -> User | None:
         # One query on every API call: the active user behind the token, or None.
-        return db.session.scalar(select(User).join(cls).where(cls.token_digest == _token_digest(token),
-                                                              User.active.is_(True)))
+        return db.session.scalar(
+            select(User).join(cls).where(cls.token_digest == _token_digest(token), User.active.is_(True))
+        )
 
 
 class Prediction(db.Model):
@@ -113,7 +117,7 @@ class Prediction(db.Model):
 
     @property
     def probabilities(self) -> dict[str, float]:
-        return {"NORMAL": self.p_normal, "PNEUMONIA": self.p_pneumonia}
+        return {NORMAL: self.p_normal, PNEUMONIA: self.p_pneumonia}
 
     def visible_to(self, user: User) -> bool:
         return user.is_admin or self.user_id == user.id
@@ -131,11 +135,6 @@ class Feedback(db.Model):
 
     prediction: Mapped[Prediction] = relationship(back_populates="feedback")
     user: Mapped[User] = relationship()
-
-    @property
-    def agrees(self) -> bool:
-        verdict = {"NORMAL": "NORMAL", "PNEUMONIA": "PNEUMONIA", "NOT_CXR": "UNKNOWN"}[self.label]
-        return verdict == self.prediction.label
 
 
 class LoginAttempt(db.Model):

@@ -1,8 +1,10 @@
 """Short radiological notes shown beside each verdict. Wording reviewed for clinical staff:
 they explain what the model's answer means and what to check next; they are not a report."""
 
-INTENDED_USE = ("Intended use: frontal (PA/AP) chest radiographs of children. This tool is decision "
-                "support for clinical staff, not a diagnosis; the radiologist's reading prevails.")
+INTENDED_USE = (
+    "Intended use: frontal (PA/AP) chest radiographs of children. This tool is decision "
+    "support for clinical staff, not a diagnosis; the radiologist's reading prevails."
+)
 
 NOTES = {
     "NORMAL": {
@@ -35,8 +37,7 @@ NOTES = {
             "UNKNOWN means the image is outside what the model was built for (not a frontal chest "
             "radiograph, for example another body part, a CT or MRI slice, a photo or a document), "
             "or the model's probability lies too close to its decision threshold to be useful.",
-            "The reason given above says which. Review the film yourself; do not read UNKNOWN as "
-            "normal.",
+            "The reason given above says which. Review the film yourself; do not read UNKNOWN as normal.",
         ],
     },
 }

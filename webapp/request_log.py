@@ -5,6 +5,7 @@ no image data or patient information can reach the logs. The request id is taken
 incoming X-Request-ID (set by a reverse proxy or an integration script) when it looks like an
 id, otherwise generated, and returned in the response so a caller can quote it to IT.
 """
+
 from __future__ import annotations
 
 import logging

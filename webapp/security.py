@@ -1,4 +1,5 @@
 """Request-wide safety: the sign-in wall, security headers and proxy awareness."""
+
 from __future__ import annotations
 
 from flask import Flask, current_app, redirect, request, url_for
@@ -9,16 +10,18 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "static"})
 PUBLIC_BLUEPRINTS = frozenset({"health", "api"})
 
-CONTENT_SECURITY_POLICY = "; ".join([
-    "default-src 'self'",
-    "img-src 'self' data: blob:",  # previews of chosen files are blob: URLs
-    "script-src 'self'",
-    "style-src 'self'",
-    "object-src 'none'",
-    "base-uri 'self'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-])
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "img-src 'self' data: blob:",  # previews of chosen files are blob: URLs
+        "script-src 'self'",
+        "style-src 'self'",
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
 
 
 def register(app: Flask) -> None:

@@ -4,6 +4,7 @@ Every test here is skipped, with the reason, when /usr/bin/chromium is absent (`
 chromium`; `.ci/run` installs it, so CI always runs them). Screenshots of each step go to
 test-artifacts/screenshots/.
 """
+
 from __future__ import annotations
 
 import re
@@ -19,9 +20,15 @@ from tests.e2e.paths import IMAGES, SCREENSHOTS
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Playwright's own browser download cannot work offline, so it drives the distribution's Chromium.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run",
-                 "--disable-dev-shm-usage"]  # containers often give /dev/shm only 64 MB
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]  # containers often give /dev/shm only 64 MB
 E2E_DIR = Path(__file__).parent
 
 
@@ -94,8 +101,9 @@ class Visit:
 
 @pytest.fixture
 def visit(browser, live_server, screenshot_dir) -> Iterator[Visit]:
-    context = browser.new_context(base_url=live_server.url, accept_downloads=True,
-                                  viewport={"width": 1280, "height": 900})
+    context = browser.new_context(
+        base_url=live_server.url, accept_downloads=True, viewport={"width": 1280, "height": 900}
+    )
     context.set_default_timeout(15_000)
     page = context.new_page()
     console = ConsoleWatch(page)
@@ -112,9 +120,12 @@ def visit(browser, live_server, screenshot_dir) -> Iterator[Visit]:
 def seeded_predictions(live_server) -> dict[str, dict]:
     """A clinician's NORMAL, PNEUMONIA and UNKNOWN predictions, posted through the JSON API."""
     token = live_server.api_token("e2e-clin")
-    files = [("file", (name, (IMAGES / name).read_bytes(), "image/jpeg"))
-             for name in ("normal.jpeg", "pneumonia.jpeg", "photo.jpg")]
-    response = requests.post(f"{live_server.url}/api/v1/predictions", files=files,
-                             headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    files = [
+        ("file", (name, (IMAGES / name).read_bytes(), "image/jpeg"))
+        for name in ("normal.jpeg", "pneumonia.jpeg", "photo.jpg")
+    ]
+    response = requests.post(
+        f"{live_server.url}/api/v1/predictions", files=files, headers={"Authorization": f"Bearer {token}"}, timeout=60
+    )
     assert response.status_code == 201, response.text
     return {p["filename"]: p for p in response.json()["predictions"]}

@@ -1,4 +1,5 @@
 """Checks run on every page a journey visits: basic accessibility and a clean browser console."""
+
 from __future__ import annotations
 
 import re

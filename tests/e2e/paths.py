@@ -1,4 +1,5 @@
 """Where the browser tests find their inputs and leave their screenshots."""
+
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]

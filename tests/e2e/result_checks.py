@@ -1,4 +1,5 @@
 """What every result card must show, wherever it appears (results page or detail view)."""
+
 from __future__ import annotations
 
 import re
@@ -7,7 +8,6 @@ import pytest
 from playwright.sync_api import Locator, expect
 
 from webapp.notes import NOTES
-
 
 # Share of an image's pixels that are clearly coloured (the radiograph itself is grey).
 _COLOURED_FRACTION_JS = """

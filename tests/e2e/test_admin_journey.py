@@ -1,10 +1,11 @@
 """An admin reviews the history: filters by verdict and date, opens a prediction, reviews it,
 exports the filtered log as CSV (the download is read back) and looks at the summary charts."""
+
 from __future__ import annotations
 
 import csv
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -33,11 +34,11 @@ def test_admin_reviews_history(visit, seeded_predictions):
     page = visit.page
     photo = seeded_predictions["photo.jpg"]
     assert photo["label"] == "UNKNOWN"
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     visit.sign_in("e2e-admin")
     page.get_by_role("link", name="History", exact=True).click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Prediction history")
-    assert set(p["id"] for p in seeded_predictions.values()) <= set(listed_ids(page))
+    assert {p["id"] for p in seeded_predictions.values()} <= set(listed_ids(page))
     visit.step("admin-01-history")
 
     apply_filters(page, Verdict="UNKNOWN", From=today.isoformat(), To=today.isoformat())
@@ -99,8 +100,7 @@ def test_admin_reviews_history(visit, seeded_predictions):
     page.get_by_role("link", name="Summary").click()
     per_day = page.locator("svg#chart-per-day")
     expect(per_day).to_be_visible()
-    bar_heights = per_day.locator("rect").evaluate_all(
-        "rects => rects.map(r => r.getBoundingClientRect().height)")
+    bar_heights = per_day.locator("rect").evaluate_all("rects => rects.map(r => r.getBoundingClientRect().height)")
     assert sum(bar_heights) > 0, "the per-day chart draws no bars"
     counts = page.locator("table.history").first.locator("tbody tr").filter(has_text=today.isoformat())
     assert sum(int(n) for n in counts.locator("td").all_inner_texts()[1:]) >= len(seeded_predictions)

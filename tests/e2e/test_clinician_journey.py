@@ -1,5 +1,6 @@
 """A clinician screens radiographs: file chooser, drag and drop, previews, verdicts, bars, heat map,
 notes, a corrected verdict; a corrupt file; and the admin pages that stay closed to them."""
+
 from __future__ import annotations
 
 import base64

@@ -1,5 +1,6 @@
 """Signing out really ends the session, the upload works from the keyboard alone, and the pages
 that are not part of a journey pass the same accessibility checks."""
+
 from __future__ import annotations
 
 import re
@@ -30,8 +31,12 @@ def test_sign_out_ends_the_session(visit):
     expect(page.locator("article.result .filename")).to_have_text("pneumonia.jpeg")
 
     # Pages and images of patients' films are never kept in the browser's cache.
-    private = [results_url, page.locator("img.radiograph").get_attribute("src"),
-               page.locator("img.heatmap").get_attribute("src"), "/history/"]
+    private = [
+        results_url,
+        page.locator("img.radiograph").get_attribute("src"),
+        page.locator("img.heatmap").get_attribute("src"),
+        "/history/",
+    ]
     for url in private:
         response = page.request.get(url)
         assert response.status == 200, url

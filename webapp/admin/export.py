@@ -1,4 +1,5 @@
 """CSV export of the prediction log (no images; the file name is the only free text we wrote)."""
+
 from __future__ import annotations
 
 import csv
@@ -7,9 +8,27 @@ from collections.abc import Iterable
 
 from ..models import Prediction
 
-COLUMNS = ["id", "created_at", "user", "filename", "sha256", "format", "file_size", "width", "height",
-           "label", "p_normal", "p_pneumonia", "threshold", "model_version", "unknown_reason",
-           "latency_ms", "feedback_label", "feedback_comment", "feedback_by"]
+COLUMNS = [
+    "id",
+    "created_at",
+    "user",
+    "filename",
+    "sha256",
+    "format",
+    "file_size",
+    "width",
+    "height",
+    "label",
+    "p_normal",
+    "p_pneumonia",
+    "threshold",
+    "model_version",
+    "unknown_reason",
+    "latency_ms",
+    "feedback_label",
+    "feedback_comment",
+    "feedback_by",
+]
 
 
 def _cell(value) -> str:
@@ -24,9 +43,30 @@ def predictions_csv(predictions: Iterable[Prediction]) -> str:
     writer.writerow(COLUMNS)
     for p in predictions:
         fb = p.feedback
-        writer.writerow([_cell(v) for v in (
-            p.id, p.created_at.isoformat(), p.user.username, p.filename, p.sha256, p.image_format,
-            p.file_size, p.width, p.height, p.label, f"{p.p_normal:.4f}", f"{p.p_pneumonia:.4f}",
-            f"{p.threshold:.4f}", p.model_version, p.unknown_reason, p.latency_ms,
-            fb.label if fb else "", fb.comment if fb else "", fb.user.username if fb else "")])
+        writer.writerow(
+            [
+                _cell(v)
+                for v in (
+                    p.id,
+                    p.created_at.isoformat(),
+                    p.user.username,
+                    p.filename,
+                    p.sha256,
+                    p.image_format,
+                    p.file_size,
+                    p.width,
+                    p.height,
+                    p.label,
+                    f"{p.p_normal:.4f}",
+                    f"{p.p_pneumonia:.4f}",
+                    f"{p.threshold:.4f}",
+                    p.model_version,
+                    p.unknown_reason,
+                    p.latency_ms,
+                    fb.label if fb else "",
+                    fb.comment if fb else "",
+                    fb.user.username if fb else "",
+                )
+            ]
+        )
     return out.getvalue()

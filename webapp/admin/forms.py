@@ -1,19 +1,29 @@
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, SelectField, StringField, SubmitField
-from wtforms.validators import DataRequired, Length, Regexp
+from wtforms.validators import DataRequired, Length, Regexp, ValidationError
 
 from ..models import ROLES
+from ..passwords import password_problem
 
-USERNAME = [DataRequired(), Length(min=2, max=64),
-            Regexp(r"^[A-Za-z0-9._-]+$", message="Letters, digits, dots, dashes and underscores only.")]
-PASSWORD = [DataRequired(), Length(min=10, max=256, message="At least 10 characters.")]
+
+def acceptable_password(form, field) -> None:
+    problem = password_problem(field.data or "")
+    if problem:
+        raise ValidationError(problem)
+
+
+USERNAME = [
+    DataRequired(),
+    Length(min=2, max=64),
+    Regexp(r"^[A-Za-z0-9._-]+$", message="Letters, digits, dots, dashes and underscores only."),
+]
+PASSWORD = [DataRequired(), acceptable_password]
 
 
 class CreateUserForm(FlaskForm):
     username = StringField("Username", validators=USERNAME)
     role = SelectField("Role", choices=[(r, r.title()) for r in ROLES])
-    password = PasswordField("Initial password", validators=PASSWORD,
-                             render_kw={"autocomplete": "new-password"})
+    password = PasswordField("Initial password", validators=PASSWORD, render_kw={"autocomplete": "new-password"})
     submit = SubmitField("Create user")
 
 

@@ -6,6 +6,7 @@ from ..extensions import db
 from ..history.filters import HistoryFilterForm, filtered_predictions
 from ..history.routes import render_history
 from ..models import AuditEvent, User, record_audit, utcnow
+from ..responses import form_errors
 from . import bp
 from .export import predictions_csv
 from .forms import CreateUserForm, ResetPasswordForm, ToggleActiveForm
@@ -21,16 +22,18 @@ def history():
 def export_csv():
     form = HistoryFilterForm(request.args)
     if not form.validate():
-        flash("The export filters are not valid: " + "; ".join(m for ms in form.errors.values() for m in ms),
-              "error")
+        flash("The export filters are not valid: " + form_errors(form), "error")
         return redirect(url_for("admin.history"))
     predictions = db.session.scalars(filtered_predictions(form)).all()
     filters = ", ".join(f"{k}={v}" for k, v in request.args.items() if v) or "none"
     record_audit(current_user.username, "history.export_csv", f"{len(predictions)} rows", f"filters: {filters}")
     db.session.commit()
     stamp = utcnow().strftime("%Y%m%d-%H%M%S")
-    return Response(predictions_csv(predictions), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="predictions-{stamp}.csv"'})
+    return Response(
+        predictions_csv(predictions),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="predictions-{stamp}.csv"'},
+    )
 
 
 @bp.route("/summary")
@@ -53,8 +56,9 @@ def users():
             flash(f"User {user.username} created.", "info")
             return redirect(url_for("admin.users"), code=303)
     all_users = db.session.scalars(select(User).order_by(User.username)).all()
-    return render_template("admin/users.html", form=form, users=all_users, reset_form=ResetPasswordForm(),
-                           toggle_form=ToggleActiveForm()), 400 if form.errors else 200
+    return render_template(
+        "admin/users.html", form=form, users=all_users, reset_form=ResetPasswordForm(), toggle_form=ToggleActiveForm()
+    ), 400 if form.errors else 200
 
 
 @bp.route("/users/<int:user_id>/active", methods=["POST"])
@@ -81,12 +85,13 @@ def reset_password(user_id: int):
         db.session.commit()
         flash(f"Password of {user.username} reset.", "info")
     else:
-        flash("Password not reset: " + "; ".join(m for ms in form.errors.values() for m in ms), "error")
+        flash("Password not reset: " + form_errors(form), "error")
     return redirect(url_for("admin.users"), code=303)
 
 
 @bp.route("/audit")
 def audit():
-    page = db.paginate(select(AuditEvent).order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()),
-                       per_page=50, error_out=False)
+    page = db.paginate(
+        select(AuditEvent).order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()), per_page=50, error_out=False
+    )
     return render_template("admin/audit.html", page=page)

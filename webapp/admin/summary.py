@@ -1,36 +1,38 @@
 """Figures for the admin summary: verdicts per day and model/radiologist agreement per version."""
+
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import select
 
 from ..extensions import db
-from ..models import LABELS, Feedback, Prediction
+from ..models import LABELS, VERDICT_FOR_READING, Feedback, Prediction
 
 
 def verdicts_per_day(days: int = 30) -> list[dict]:
     """One entry per calendar day (UTC), quiet days included, so the chart's x axis is real time."""
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     first = today - timedelta(days=days - 1)
-    since = datetime.combine(first, datetime.min.time(), tzinfo=timezone.utc)
-    rows = db.session.execute(select(Prediction.created_at, Prediction.label)
-                              .where(Prediction.created_at >= since)).all()
+    since = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
+    rows = db.session.execute(
+        select(Prediction.created_at, Prediction.label).where(Prediction.created_at >= since)
+    ).all()
     counts: dict[date, dict[str, int]] = defaultdict(lambda: dict.fromkeys(LABELS, 0))
     for created_at, label in rows:
         counts[created_at.date()][label] += 1
-    return [{"day": (first + timedelta(days=i)).isoformat(), **counts[first + timedelta(days=i)]}
-            for i in range(days)]
+    return [{"day": (first + timedelta(days=i)).isoformat(), **counts[first + timedelta(days=i)]} for i in range(days)]
 
 
 def agreement_per_version() -> list[dict]:
-    rows = db.session.execute(select(Prediction.model_version, Prediction.label, Feedback.label)
-                              .join(Feedback, Feedback.prediction_id == Prediction.id)).all()
-    verdict_for = {"NORMAL": "NORMAL", "PNEUMONIA": "PNEUMONIA", "NOT_CXR": "UNKNOWN"}
+    rows = db.session.execute(
+        select(Prediction.model_version, Prediction.label, Feedback.label).join(
+            Feedback, Feedback.prediction_id == Prediction.id
+        )
+    ).all()
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for version, label, reading in rows:
-        totals[version][0] += verdict_for[reading] == label
+        totals[version][0] += VERDICT_FOR_READING[reading] == label
         totals[version][1] += 1
-    return [{"model_version": v, "agreed": a, "reviewed": n, "rate": a / n}
-            for v, (a, n) in sorted(totals.items())]
+    return [{"model_version": v, "agreed": a, "reviewed": n, "rate": a / n} for v, (a, n) in sorted(totals.items())]

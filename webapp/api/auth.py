@@ -1,4 +1,5 @@
 """Bearer-token authentication for integration scripts."""
+
 from __future__ import annotations
 
 from functools import wraps

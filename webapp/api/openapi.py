@@ -4,8 +4,13 @@ LABEL = {"type": "string", "enum": ["NORMAL", "PNEUMONIA", "UNKNOWN"]}
 ERROR = {
     "type": "object",
     "required": ["error"],
-    "properties": {"error": {"type": "object", "required": ["code", "message"],
-                             "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}},
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
 }
 PREDICTION = {
     "type": "object",
@@ -14,12 +19,17 @@ PREDICTION = {
         "id": {"type": "integer"},
         "filename": {"type": "string", "description": "sanitized original file name"},
         "label": LABEL,
-        "probabilities": {"type": "object", "description": "calibrated; they sum to 1",
-                          "properties": {"NORMAL": {"type": "number"}, "PNEUMONIA": {"type": "number"}}},
+        "probabilities": {
+            "type": "object",
+            "description": "calibrated; they sum to 1",
+            "properties": {"NORMAL": {"type": "number"}, "PNEUMONIA": {"type": "number"}},
+        },
         "unknown_reason": {"type": ["string", "null"]},
-        "caution": {"type": ["string", "null"],
-                    "description": "a warning that comes with an answered verdict, e.g. a DICOM header age "
-                    "outside the validated age range; null when there is none"},
+        "caution": {
+            "type": ["string", "null"],
+            "description": "a warning that comes with an answered verdict, e.g. a DICOM header age "
+            "outside the validated age range; null when there is none",
+        },
         "model_version": {"type": "string"},
         "created_at": {"type": "string", "format": "date-time"},
         "threshold": {"type": "number"},
@@ -29,8 +39,10 @@ PREDICTION = {
         "feedback": {"type": "object"},
     },
 }
-REJECTED_ITEM = {"type": "object", "properties": {"filename": {"type": "string"}, "status": {"type": "integer"},
-                                                  **ERROR["properties"]}}
+REJECTED_ITEM = {
+    "type": "object",
+    "properties": {"filename": {"type": "string"}, "status": {"type": "integer"}, **ERROR["properties"]},
+}
 FILTERS = [
     {"name": "verdict", "in": "query", "schema": LABEL},
     {"name": "date_from", "in": "query", "schema": {"type": "string", "format": "date"}},
@@ -50,28 +62,64 @@ def _error(description: str) -> dict:
 def openapi_document(base_path: str) -> dict:
     return {
         "openapi": "3.1.0",
-        "info": {"title": "CXR Screen API", "version": "1",
-                 "description": "Pneumonia screening of pediatric frontal chest radiographs. "
-                                "Decision support, not a diagnosis."},
+        "info": {
+            "title": "CXR Screen API",
+            "version": "1",
+            "description": "Pneumonia screening of pediatric frontal chest radiographs. "
+            "Decision support, not a diagnosis.",
+        },
         "servers": [{"url": base_path}],
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-                       "schemas": {"Prediction": PREDICTION, "Error": ERROR}},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Prediction": PREDICTION, "Error": ERROR},
+        },
         "security": [{"bearer": []}],
         "paths": {
             "/predictions": {
                 "post": {
                     "summary": "Screen one or more radiographs",
-                    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                        "type": "object", "properties": {"file": {"type": "array", "items": {
-                            "type": "string", "format": "binary"}}}}}}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                                    },
+                                }
+                            }
+                        },
+                    },
                     "responses": {
-                        "201": {"description": "every file screened", "content": {"application/json": {
-                            "schema": {"type": "object", "properties": {"predictions": {
-                                "type": "array", "items": PREDICTION}}}}}},
-                        "207": {"description": "a batch where some files were refused; those items carry "
-                                               "`error` and `status`", "content": {"application/json": {
-                                    "schema": {"type": "object", "properties": {"predictions": {
-                                        "type": "array", "items": {"oneOf": [PREDICTION, REJECTED_ITEM]}}}}}}},
+                        "201": {
+                            "description": "every file screened",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {"predictions": {"type": "array", "items": PREDICTION}},
+                                    }
+                                }
+                            },
+                        },
+                        "207": {
+                            "description": "a batch where some files were refused; those items carry "
+                            "`error` and `status`",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {
+                                            "predictions": {
+                                                "type": "array",
+                                                "items": {"oneOf": [PREDICTION, REJECTED_ITEM]},
+                                            }
+                                        },
+                                    }
+                                }
+                            },
+                        },
                         "400": _error("no file, too many files, or a malformed file"),
                         "401": _error("missing or invalid token"),
                         "413": _error("upload larger than the configured limit"),
@@ -83,18 +131,27 @@ def openapi_document(base_path: str) -> dict:
                 "get": {
                     "summary": "List predictions (administrators)",
                     "parameters": FILTERS,
-                    "responses": {"200": {"description": "one page, newest first"},
-                                  "400": _error("invalid filter"), "401": _error("missing or invalid token"),
-                                  "403": _error("not an administrator")},
+                    "responses": {
+                        "200": {"description": "one page, newest first"},
+                        "400": _error("invalid filter"),
+                        "401": _error("missing or invalid token"),
+                        "403": _error("not an administrator"),
+                    },
                 },
             },
             "/predictions/{id}": {
                 "get": {
                     "summary": "One prediction (your own, or any for administrators)",
                     "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
-                    "responses": {"200": {"description": "the prediction", "content": {"application/json": {
-                        "schema": PREDICTION}}}, "401": _error("missing or invalid token"),
-                        "403": _error("not yours"), "404": _error("no such prediction")},
+                    "responses": {
+                        "200": {
+                            "description": "the prediction",
+                            "content": {"application/json": {"schema": PREDICTION}},
+                        },
+                        "401": _error("missing or invalid token"),
+                        "403": _error("not yours"),
+                        "404": _error("no such prediction"),
+                    },
                 },
             },
         },

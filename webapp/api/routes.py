@@ -1,10 +1,10 @@
-from flask import current_app, g, jsonify, request, url_for
+from flask import g, jsonify, request, url_for
 
 from ..extensions import db
-from ..filenames import sanitize_filename
 from ..history.filters import HistoryFilterForm, filtered_predictions
 from ..models import Prediction
-from ..predictions import UploadRejected, screen_upload
+from ..responses import form_errors
+from ..screening.service import UploadRejected, screen_batch
 from . import bp
 from .auth import token_required
 from .errors import api_error
@@ -18,25 +18,35 @@ def create_predictions():
     files = request.files.getlist("file")
     if not files:
         return api_error("no_file", "Send one or more files in multipart form fields named 'file'.", 400)
-    if len(files) > current_app.config["MAX_FILES_PER_UPLOAD"]:
-        return api_error("too_many_files",
-                         f"At most {current_app.config['MAX_FILES_PER_UPLOAD']} files per request.", 400)
+    try:
+        outcomes = screen_batch(g.api_user, ((f.filename, f.read()) for f in files))
+    except UploadRejected as exc:
+        return api_error(exc.code, exc.message, exc.status)
     items, statuses = [], []
-    for storage in files:
-        try:
-            items.append(prediction_json(screen_upload(g.api_user, storage.filename, storage.read())))
+    for outcome in outcomes:
+        if outcome.prediction:
+            items.append(prediction_json(outcome.prediction))
             statuses.append(201)
-        except UploadRejected as exc:
-            db.session.rollback()
-            items.append({"filename": sanitize_filename(storage.filename),
-                          "error": {"code": exc.code, "message": exc.message}, "status": exc.status})
-            statuses.append(exc.status)
+        else:
+            error = outcome.rejection
+            items.append(
+                {
+                    "filename": outcome.filename,
+                    "error": {"code": error.code, "message": error.message},
+                    "status": error.status,
+                }
+            )
+            statuses.append(error.status)
     if len(items) == 1 and statuses[0] != 201:
         return api_error(items[0]["error"]["code"], items[0]["error"]["message"], statuses[0])
     if 201 not in statuses:
         # Every file in the batch was refused: the request as a whole failed, each item says why.
-        return api_error("all_files_rejected", "None of the files could be screened; see each item.",
-                         max(statuses, key=statuses.count), predictions=items)
+        return api_error(
+            "all_files_rejected",
+            "None of the files could be screened; see each item.",
+            max(statuses, key=statuses.count),
+            predictions=items,
+        )
     return jsonify(predictions=items), 201 if all(s == 201 for s in statuses) else 207
 
 
@@ -58,12 +68,18 @@ def list_predictions():
         return api_error("forbidden", "Listing all predictions is for administrators.", 403)
     form = HistoryFilterForm(request.args)
     if not form.validate():
-        return api_error("invalid_filter", "; ".join(f"{k}: {', '.join(v)}" for k, v in form.errors.items()), 400)
+        return api_error("invalid_filter", form_errors(form), 400)
     per_page = min(max(request.args.get("per_page", 50, type=int), 1), 200)
-    page = db.paginate(filtered_predictions(form), page=request.args.get("page", 1, type=int),
-                       per_page=per_page, error_out=False)
-    return jsonify(predictions=[prediction_json(p) for p in page.items], page=page.page,
-                   per_page=per_page, total=page.total, pages=page.pages)
+    page = db.paginate(
+        filtered_predictions(form), page=request.args.get("page", 1, type=int), per_page=per_page, error_out=False
+    )
+    return jsonify(
+        predictions=[prediction_json(p) for p in page.items],
+        page=page.page,
+        per_page=per_page,
+        total=page.total,
+        pages=page.pages,
+    )
 
 
 @bp.route("/openapi.json")

@@ -1,4 +1,4 @@
-from datetime import timezone
+from datetime import UTC
 
 from ..models import Prediction
 
@@ -6,8 +6,8 @@ from ..models import Prediction
 def iso_utc(moment) -> str:
     # SQLite hands back naive datetimes; every time we store is UTC.
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def prediction_json(p: Prediction) -> dict:
@@ -15,19 +15,28 @@ def prediction_json(p: Prediction) -> dict:
         "id": p.id,
         "filename": p.filename,
         "label": p.label,
-        "probabilities": {"NORMAL": round(p.p_normal, 6), "PNEUMONIA": round(p.p_pneumonia, 6)},
+        "probabilities": {label: round(value, 6) for label, value in p.probabilities.items()},
         "unknown_reason": p.unknown_reason,
         "caution": p.caution,
         "model_version": p.model_version,
         "created_at": iso_utc(p.created_at),
         "threshold": p.threshold,
-        "image": {"format": p.image_format, "width": p.width, "height": p.height, "size": p.file_size,
-                  "sha256": p.sha256},
+        "image": {
+            "format": p.image_format,
+            "width": p.width,
+            "height": p.height,
+            "size": p.file_size,
+            "sha256": p.sha256,
+        },
         "facts": p.facts or {},
         "latency_ms": p.latency_ms,
         "user": p.user.username,
     }
     if p.feedback:
-        data["feedback"] = {"label": p.feedback.label, "comment": p.feedback.comment,
-                            "by": p.feedback.user.username, "created_at": iso_utc(p.feedback.created_at)}
+        data["feedback"] = {
+            "label": p.feedback.label,
+            "comment": p.feedback.comment,
+            "by": p.feedback.user.username,
+            "created_at": iso_utc(p.feedback.created_at),
+        }
     return data

@@ -26,8 +26,11 @@ def login():
         address = request.remote_addr or "unknown"
         minutes = current_app.config["LOGIN_WINDOW_MINUTES"]
         if throttle.locked_out(username, address):
-            flash(f"Too many failed sign-in attempts. Sign-in is paused for up to {minutes} minutes; "
-                  "ask an administrator if you are locked out.", "error")
+            flash(
+                f"Too many failed sign-in attempts. Sign-in is paused for up to {minutes} minutes; "
+                "ask an administrator if you are locked out.",
+                "error",
+            )
             status = 429
         else:
             user = User.by_username(username)

@@ -1,4 +1,5 @@
 """Sign-in throttling: too many recent failures per account or per client address lock sign-in."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -15,15 +16,16 @@ def _window():
 
 
 def _failures(column, value) -> int:
-    query = select(func.count()).select_from(LoginAttempt).where(column == value,
-                                                                 LoginAttempt.created_at >= _window())
+    query = select(func.count()).select_from(LoginAttempt).where(column == value, LoginAttempt.created_at >= _window())
     return db.session.scalar(query) or 0
 
 
 def locked_out(username: str, address: str) -> bool:
     cfg = current_app.config
-    return (_failures(LoginAttempt.username, username) >= cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"]
-            or _failures(LoginAttempt.address, address) >= cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"])
+    return (
+        _failures(LoginAttempt.username, username) >= cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"]
+        or _failures(LoginAttempt.address, address) >= cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"]
+    )
 
 
 def record_failure(username: str, address: str) -> None:

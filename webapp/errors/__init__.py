@@ -1,3 +1,1 @@
-from flask import Blueprint
-
-bp = Blueprint("errors", __name__)
+"""Error pages and JSON errors: `handlers.register(app)` is called by the factory."""

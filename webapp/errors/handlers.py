@@ -1,4 +1,5 @@
 """Every failure a user can meet becomes a clear page (or JSON for the API), never a stack trace."""
+
 import logging
 
 from flask import Flask, render_template, request
@@ -7,6 +8,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from ..api.errors import api_error
 from ..extensions import db
+from ..responses import wants_json
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +24,8 @@ MESSAGES = {
 }
 
 
-def _wants_json() -> bool:
-    return (request.path.startswith("/api/") or request.path in ("/healthz", "/readyz")
-            or request.accept_mimetypes.best == "application/json")
-
-
 def _respond(status: int, code: str, message: str):
-    if _wants_json():
+    if wants_json():
         return api_error(code, message, status)
     return render_template("errors/error.html", status=status, message=message), status
 
@@ -44,8 +41,9 @@ def handle_http(exc: HTTPException):
 
 
 def handle_csrf(exc: CSRFError):
-    return _respond(400, "csrf_failed", "This form has expired or was not sent from this site. "
-                                        "Reload the page and try again.")
+    return _respond(
+        400, "csrf_failed", "This form has expired or was not sent from this site. Reload the page and try again."
+    )
 
 
 def handle_unexpected(exc: Exception):

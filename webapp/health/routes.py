@@ -1,4 +1,5 @@
 """Probes for orchestrators and load balancers; outside the sign-in wall, JSON only."""
+
 from flask import current_app, jsonify
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError

@@ -1,7 +1,8 @@
 """The history filters, shared by the clinician's own list, the admin list, CSV export and the API."""
+
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 
 from flask_wtf import FlaskForm
 from sqlalchemy import Select, select
@@ -16,25 +17,25 @@ class HistoryFilterForm(FlaskForm):
     class Meta:
         csrf = False  # a GET search form changes nothing
 
-    verdict = SelectField("Verdict", choices=[("", "Any")] + [(x, x.title()) for x in LABELS],
-                          validators=[Optional()])
+    verdict = SelectField("Verdict", choices=[("", "Any")] + [(x, x.title()) for x in LABELS], validators=[Optional()])
     date_from = DateField("From", validators=[Optional()])
     date_to = DateField("To", validators=[Optional()])
     user = StringField("User", validators=[Optional()])
-    model_version = SelectField("Model version", choices=[("", "Any")], validate_choice=False,
-                                validators=[Optional()])
-    reviewed = SelectField("Reviewed", choices=[("", "Any"), ("yes", "Reviewed"), ("no", "Not reviewed")],
-                           validators=[Optional()])
+    model_version = SelectField("Model version", choices=[("", "Any")], validate_choice=False, validators=[Optional()])
+    reviewed = SelectField(
+        "Reviewed", choices=[("", "Any"), ("yes", "Reviewed"), ("no", "Not reviewed")], validators=[Optional()]
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        versions = db.session.scalars(select(Prediction.model_version).distinct().order_by(
-            Prediction.model_version)).all()
+        versions = db.session.scalars(
+            select(Prediction.model_version).distinct().order_by(Prediction.model_version)
+        ).all()
         self.model_version.choices = [("", "Any")] + [(v, v) for v in versions]
 
 
 def _day_start(day) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=timezone.utc)
+    return datetime.combine(day, time.min, tzinfo=UTC)
 
 
 def filtered_predictions(form: HistoryFilterForm, owner: User | None = None) -> Select:
@@ -62,5 +63,8 @@ def filtered_predictions(form: HistoryFilterForm, owner: User | None = None) -> 
 
 def filter_args(form: HistoryFilterForm) -> dict[str, str]:
     """The active filters as query arguments, so pagination and export links keep them."""
-    return {name: request_value for name, field in form._fields.items()
-            if (request_value := field.raw_data[0] if field.raw_data else "")}
+    return {
+        name: request_value
+        for name, field in form._fields.items()
+        if (request_value := field.raw_data[0] if field.raw_data else "")
+    }

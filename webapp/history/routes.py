@@ -9,11 +9,20 @@ from .filters import HistoryFilterForm, filter_args, filtered_predictions
 def render_history(owner, title: str, endpoint: str, show_user: bool):
     form = HistoryFilterForm(request.args)
     valid = form.validate()
-    page = db.paginate(filtered_predictions(form, owner) if valid else filtered_predictions(
-        HistoryFilterForm(formdata=None), owner), per_page=current_app.config["HISTORY_PAGE_SIZE"],
-        error_out=False)
-    return render_template("history/list.html", form=form, page=page, title=title, endpoint=endpoint,
-                           args=filter_args(form) if valid else {}, show_user=show_user)
+    page = db.paginate(
+        filtered_predictions(form, owner) if valid else filtered_predictions(HistoryFilterForm(formdata=None), owner),
+        per_page=current_app.config["HISTORY_PAGE_SIZE"],
+        error_out=False,
+    )
+    return render_template(
+        "history/list.html",
+        form=form,
+        page=page,
+        title=title,
+        endpoint=endpoint,
+        args=filter_args(form) if valid else {},
+        show_user=show_user,
+    )
 
 
 @bp.route("/")

@@ -6,6 +6,7 @@ acquisition or content. Headers are often filled in by hand or by odd software, 
 that is not a plausible age is ignored (None), never an error. The age decides the answer and
 is then dropped: it is never stored, logged or shown beyond the verdict's own sentence.
 """
+
 from __future__ import annotations
 
 import datetime

@@ -1,4 +1,4 @@
-"""Stage 5: the verdict. NORMAL, PNEUMONIA, or UNKNOWN with a reason a clinician understands.
+"""Stage 5: decide. The verdict: NORMAL, PNEUMONIA, or UNKNOWN with a reason a clinician understands.
 
 UNKNOWN has four layers, cheapest first, all parameterised from the model card:
 1. input checks: a reason found while decoding (e.g. a CT DICOM), colour content, and image
@@ -10,14 +10,14 @@ UNKNOWN has four layers, cheapest first, all parameterised from the model card:
    gate's "this looks like an adult's film" score;
 4. an uncertainty band: a pneumonia probability too close to the threshold to call.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .decode import DecodedImage
+from .image import DecodedImage
 from .intended_use import IntendedUse
-
-NORMAL, PNEUMONIA, UNKNOWN = "NORMAL", "PNEUMONIA", "UNKNOWN"
+from .labels import NORMAL, PNEUMONIA, UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -28,20 +28,6 @@ class UnknownPolicy:
     min_chest_probability: float
     uncertainty_band: float  # half-width, in probability, around the threshold
     max_feature_distance: float | None = None  # None: the model has no feature-distance output
-
-    @classmethod
-    def from_card(cls, card: dict) -> "UnknownPolicy":
-        params = card["unknown"]
-        return cls(
-            max_colourfulness=float(params["max_colourfulness"]),
-            min_aspect_ratio=float(params["min_aspect_ratio"]),
-            max_aspect_ratio=float(params["max_aspect_ratio"]),
-            min_chest_probability=float(params["min_chest_probability"]),
-            uncertainty_band=float(params["uncertainty_band"]),
-            max_feature_distance=(
-                float(params["max_feature_distance"]) if params.get("max_feature_distance") is not None else None
-            ),
-        )
 
 
 def input_reason(image: DecodedImage, policy: UnknownPolicy) -> str | None:
@@ -60,8 +46,14 @@ def input_reason(image: DecodedImage, policy: UnknownPolicy) -> str | None:
 
 
 def decide(
-    image: DecodedImage, p_pneumonia: float, p_chest: float, feature_distance: float, threshold: float,
-    policy: UnknownPolicy, p_adult: float | None = None, intended_use: IntendedUse | None = None,
+    image: DecodedImage,
+    p_pneumonia: float,
+    p_chest: float,
+    feature_distance: float,
+    threshold: float,
+    policy: UnknownPolicy,
+    p_adult: float | None = None,
+    intended_use: IntendedUse | None = None,
 ) -> tuple[str, str | None]:
     """Return (label, unknown_reason); the reason is None unless the label is UNKNOWN.
     `p_adult` is the gate's score; without `intended_use` (a model from before the gate) the

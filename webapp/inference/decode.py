@@ -1,4 +1,4 @@
-"""Stage 1: turn uploaded bytes into a grayscale float image, or refuse them clearly.
+"""Stage 1: decode. Uploaded bytes to a grayscale float image, or a clear refusal.
 
 Every format ends as the same thing: a 2-D float32 array in [0, 1] where bright means
 dense tissue (the MONOCHROME2 convention), so the later stages never care where a
@@ -9,29 +9,26 @@ opened only by its own decoder: Pillow never gets to guess (its guessing is how
 EPS/ghostscript and other surprises get reached). Whatever goes wrong inside a
 decoder ends as a `DecodeError` with a stable code; nothing else leaves `decode()`.
 """
+
 from __future__ import annotations
 
 import io
 import re
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-# Largest accepted image: 36 megapixels (6000x6000). The biggest flat-panel chest
-# detectors are about 4300x4300 (18.5 MP), so this leaves room while keeping the
-# worst-case decode of one upload to a few hundred MB of memory.
-MAX_PIXELS = 36_000_000
-# No real radiograph is longer than this on one side; a 60000x100 "image" is an attack.
-MAX_SIDE = 16_384
-# Smaller than this on the short side there is nothing left to read.
-MIN_SIDE = 32
-# Short sides below this are decoded but answered UNKNOWN: too coarse to assess.
-LOW_RES_SIDE = 128
-# Chest films are 14x17 in, 14x14 in or 17x14 in; a long/short ratio beyond 2.5 is
-# a panorama, a strip or a crop, not a frontal chest radiograph.
-MAX_ASPECT = 2.5
+from .image import (
+    LOW_RES_SIDE,
+    MAX_PIXELS,
+    DecodedImage,
+    DecodeError,
+    check_dimensions,
+    scale_to_unit,
+    shrink,
+    too_large,
+)
 
 # Pillow's own bomb guard stays on, at our limit. It only warns between 1x and 2x the
 # limit; that warning is made an error process-wide (a filter, not catch_warnings,
@@ -83,29 +80,6 @@ _ACTIVE_CONTENT = re.compile(rb"<(?i:script|iframe|html[\s>]|\?php\s)")
 _BAD_PREAMBLES = (b"MZ", b"\x7fELF", b"PK", b"%PDF", b"#!", b"\xca\xfe\xba\xbe", b"\xcf\xfa\xed\xfe")
 
 
-class DecodeError(ValueError):
-    """A file we refuse, with a stable machine code and a message a clinician can read."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass(frozen=True)
-class DecodedImage:
-    pixels: np.ndarray  # float32, shape (H, W), values in [0, 1]
-    format: str  # "JPEG", "PNG", "DICOM", ...
-    width: int  # of the original image (as displayed), before any size reduction
-    height: int
-    colourfulness: float = 0.0  # mean per-pixel channel spread in [0, 1]; 0 for grayscale
-    facts: dict[str, str] = field(default_factory=dict)  # non-identifying acquisition facts
-    unknown_reason: str | None = None  # an input-level reason to answer UNKNOWN
-    # The patient's age in years from a DICOM header, for the intended-use decision only: it is
-    # never stored, logged or shown (None when the file carries no valid age).
-    age_years: float | None = None
-
-
 def decode(data: bytes, *, target_size: int | None = None) -> DecodedImage:
     """Decode `data` or raise DecodeError. `target_size` is the model's input side:
     big images may be reduced on the way, but never below that many pixels."""
@@ -113,7 +87,7 @@ def decode(data: bytes, *, target_size: int | None = None) -> DecodedImage:
     _refuse_polyglots(data, kind)
     try:
         if kind == "DICOM":
-            from webapp.inference import dicom  # pydicom is only imported when needed
+            from . import dicom  # pydicom is only imported when needed
 
             image = dicom.decode_dicom(data, target_size=target_size)
         else:
@@ -122,7 +96,7 @@ def decode(data: bytes, *, target_size: int | None = None) -> DecodedImage:
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError) as exc:
-        raise _too_large() from exc
+        raise too_large() from exc
     except Exception as exc:  # noqa: BLE001  every decoder failure is a refusal, not a 500
         raise _decoder_failure(kind, exc) from exc
 
@@ -154,16 +128,14 @@ def sniff(data: bytes) -> str:
         raise _unsupported("a text file")
     raise DecodeError(
         "not_an_image",
-        "The file is not an image we recognise. Upload a chest radiograph as DICOM, "
-        "JPEG, PNG, TIFF, BMP or WebP.",
+        "The file is not an image we recognise. Upload a chest radiograph as DICOM, JPEG, PNG, TIFF, BMP or WebP.",
     )
 
 
 def _unsupported(name: str) -> DecodeError:
     return DecodeError(
         "unsupported_type",
-        f"The file is {name}, not a supported image. Upload a chest radiograph as "
-        "DICOM, JPEG, PNG, TIFF, BMP or WebP.",
+        f"The file is {name}, not a supported image. Upload a chest radiograph as DICOM, JPEG, PNG, TIFF, BMP or WebP.",
     )
 
 
@@ -183,14 +155,12 @@ def _refuse_polyglots(data: bytes, kind: str) -> None:
     if is_zip or b"%PDF-" in data[:1024] or _ACTIVE_CONTENT.search(data):
         raise DecodeError(
             "polyglot",
-            "The file is an image with another file or script hidden inside it, "
-            "and is refused for safety.",
+            "The file is an image with another file or script hidden inside it, and is refused for safety.",
         )
     if kind == "DICOM" and data.startswith(_BAD_PREAMBLES):
         raise DecodeError(
             "polyglot",
-            "The DICOM file carries a program or archive in its preamble, and is "
-            "refused for safety.",
+            "The DICOM file carries a program or archive in its preamble, and is refused for safety.",
         )
 
 
@@ -227,9 +197,7 @@ def _to_gray(image: Image.Image, target_size: int | None) -> tuple[np.ndarray, f
         return shrink(scale_to_unit(values), target_size), 0.0
     if mode == "1":
         image = image.convert("L")
-    elif mode in ("LA", "La", "PA", "RGBA", "RGBa") or (
-        mode == "P" and "transparency" in image.info
-    ):
+    elif mode in ("LA", "La", "PA", "RGBA", "RGBa") or (mode == "P" and "transparency" in image.info):
         image = _flatten_alpha(image)
     elif mode not in ("L", "RGB"):
         image = image.convert("RGB")  # palette, CMYK, YCbCr, LAB...
@@ -265,102 +233,32 @@ def colourfulness_of(rgb: Image.Image) -> float:
     return float(spread.mean()) / 255.0
 
 
-def scale_to_unit(values: np.ndarray) -> np.ndarray:
-    """High-bit-depth gray to [0, 1] by the range the data actually use.
-
-    Unsigned integers are divided by the smallest bit depth (8 to 16 bits) that holds
-    the brightest pixel: a 16-bit PNG of an 8-bit film (values x257) maps exactly onto
-    the 8-bit reading, and a 12-bit detector export stored in 16-bit words (0..4095)
-    is not rendered 16 times too dark. Contrast is never stretched per image, so the
-    same film gives the same pixels whatever container it came in. Signed or float
-    data have no such convention and are scaled by their own min/max.
-    """
-    if values.dtype.kind in "ui":
-        low, high = int(values.min()), int(values.max())
-        if low >= 0:
-            bits = max(8, high.bit_length())
-            return values.astype(np.float32) * np.float32(1 / (2**bits - 1))
-        return ((values.astype(np.float32) - low) / max(high - low, 1)).astype(np.float32)
-    values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = float(values.min()), float(values.max())
-    if low >= 0 and high <= 1:
-        return values
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.float32)
-    return (values - low) / np.float32(high - low)
-
-
-def shrink(pixels: np.ndarray, target_size: int | None) -> np.ndarray:
-    """Box-average by an integer factor that keeps both sides >= target_size
-    (the array counterpart of JPEG draft mode)."""
-    if not target_size:
-        return pixels
-    factor = min(pixels.shape) // target_size
-    if factor < 2:
-        return pixels
-    h, w = (pixels.shape[0] // factor) * factor, (pixels.shape[1] // factor) * factor
-    blocks = pixels[:h, :w].reshape(h // factor, factor, w // factor, factor)
-    return blocks.mean(axis=(1, 3), dtype=np.float32)
-
-
-def check_dimensions(width: int, height: int) -> None:
-    """Refuse from the header alone, before a single pixel is decoded."""
-    if width <= 0 or height <= 0:
-        raise DecodeError("corrupt_image", "The image header declares no pixels.")
-    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
-        raise _too_large(width, height)
-    if min(width, height) < MIN_SIDE:
-        raise DecodeError(
-            "too_small",
-            f"The image is {width}x{height} pixels; at least {MIN_SIDE} pixels on each "
-            "side are needed.",
-        )
-
-
 def _with_shape_checks(image: DecodedImage) -> DecodedImage:
     if image.unknown_reason:
         return image
     reason = None
-    short, long = sorted((image.width, image.height))
-    if long / short > MAX_ASPECT:
-        reason = (
-            f"The image is {image.width}x{image.height} pixels, a {long / short:.1f}:1 "
-            "shape no chest radiograph has: it looks like a crop, a strip or a panorama."
-        )
-    elif short < LOW_RES_SIDE:
-        reason = (
-            f"The image is only {image.width}x{image.height} pixels, too small to "
-            "assess a chest radiograph."
-        )
+    short = min(image.width, image.height)
+    if short < LOW_RES_SIDE:
+        reason = f"The image is only {image.width}x{image.height} pixels, too small to assess a chest radiograph."
     elif float(image.pixels.max()) - float(image.pixels.min()) < 1 / 255:
         reason = "The image is blank: every pixel has the same value."
     if reason is None:
         return image
     return DecodedImage(
-        image.pixels, image.format, image.width, image.height,
-        image.colourfulness, image.facts, reason,
-    )
-
-
-def _too_large(width: int | None = None, height: int | None = None) -> DecodeError:
-    size = f" ({width}x{height} pixels)" if width and height else ""
-    return DecodeError(
-        "too_large_dimensions",
-        f"The image dimensions{size} are larger than any radiograph "
-        f"(limit {MAX_PIXELS // 1_000_000} megapixels, {MAX_SIDE} pixels a side).",
+        image.pixels,
+        image.format,
+        image.width,
+        image.height,
+        image.colourfulness,
+        image.facts,
+        reason,
     )
 
 
 def _decoder_failure(kind: str, exc: Exception) -> DecodeError:
     if kind == "DICOM":
-        return DecodeError(
-            "corrupt_dicom", "The DICOM file is damaged or incomplete and cannot be read."
-        )
+        return DecodeError("corrupt_dicom", "The DICOM file is damaged or incomplete and cannot be read.")
     text = str(exc).lower()
     if isinstance(exc, EOFError) or "truncated" in text or "premature end" in text:
-        return DecodeError(
-            "truncated", "The image file is incomplete (truncated); upload it again."
-        )
-    return DecodeError(
-        "corrupt_image", "The image file is damaged and cannot be decoded."
-    )
+        return DecodeError("truncated", "The image file is incomplete (truncated); upload it again.")
+    return DecodeError("corrupt_image", "The image file is damaged and cannot be decoded.")

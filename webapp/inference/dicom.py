@@ -4,10 +4,11 @@ Only the elements listed in `_NEEDED_TAGS` are ever parsed (pydicom's
 `specific_tags`), so patient name, ID and every other identifying element are never
 read into memory, let alone logged or returned. The age elements (Patient's Age, or Birth
 Date with the study date) are read only to compute an age in years for the intended-use
-decision (`webapp.inference.age`); the dates themselves go no further than that. The pixel
+decision (`age.py`); the dates themselves go no further than that. The pixel
 pipeline is the standard one, in the standard order: Modality LUT (or rescale
 slope/intercept), then VOI LUT (or window), then MONOCHROME1 inversion.
 """
+
 from __future__ import annotations
 
 import io
@@ -15,8 +16,8 @@ import struct
 
 import numpy as np
 from pydicom import dcmread
-from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, pixel_array
 from pydicom.encaps import generate_frames
+from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, pixel_array
 from pydicom.tag import Tag
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -25,8 +26,8 @@ from pydicom.uid import (
     JPEGTransferSyntaxes,
 )
 
-from webapp.inference.age import REFERENCE_DATE_KEYWORDS, age_from_header
-from webapp.inference.decode import (
+from .age import REFERENCE_DATE_KEYWORDS, age_from_header
+from .image import (
     DecodedImage,
     DecodeError,
     check_dimensions,
@@ -90,9 +91,28 @@ _NOT_FRONTAL_VIEWS = {"LL", "RL", "LAT", "LATERAL", "RLO", "LLO", "RAO", "LAO", 
 # Body Part Examined values that are certainly not the chest. Unusual chest labels
 # ("PORT CHEST", "TORAX") must not be flagged, so only known other parts are listed.
 _NOT_CHEST_PARTS = (
-    "SKULL", "HEAD", "BRAIN", "SPINE", "NECK", "ABDOMEN", "PELVIS", "HIP", "KNEE", "LEG",
-    "FOOT", "ANKLE", "HAND", "WRIST", "ELBOW", "ARM", "FEMUR", "HUMERUS", "BREAST", "JAW",
-    "TEETH", "EXTREMITY",
+    "SKULL",
+    "HEAD",
+    "BRAIN",
+    "SPINE",
+    "NECK",
+    "ABDOMEN",
+    "PELVIS",
+    "HIP",
+    "KNEE",
+    "LEG",
+    "FOOT",
+    "ANKLE",
+    "HAND",
+    "WRIST",
+    "ELBOW",
+    "ARM",
+    "FEMUR",
+    "HUMERUS",
+    "BREAST",
+    "JAW",
+    "TEETH",
+    "EXTREMITY",
 )
 
 
@@ -108,14 +128,12 @@ def decode_dicom(data: bytes, *, target_size: int | None = None) -> DecodedImage
         # A deflated dataset inflates without bound before we can look at it.
         raise DecodeError(
             "unsupported_dicom",
-            "Deflated DICOM is not accepted; export the image uncompressed or "
-            "JPEG-compressed.",
+            "Deflated DICOM is not accepted; export the image uncompressed or JPEG-compressed.",
         )
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise DecodeError(
             "dicom_no_pixel_data",
-            "The DICOM file has no image in it (it may be a report or a structured "
-            "document).",
+            "The DICOM file has no image in it (it may be a report or a structured document).",
         )
     rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     check_dimensions(columns, rows)
@@ -140,13 +158,10 @@ def decode_dicom(data: bytes, *, target_size: int | None = None) -> DecodedImage
     else:
         raise DecodeError(
             "unsupported_dicom",
-            f"DICOM images with photometric interpretation {photometric or 'unknown'} "
-            "are not supported.",
+            f"DICOM images with photometric interpretation {photometric or 'unknown'} are not supported.",
         )
     pixels = shrink(np.clip(pixels, 0.0, 1.0).astype(np.float32), target_size)
-    return DecodedImage(
-        pixels, "DICOM", columns, rows, colourfulness, facts, _modality_reason(facts), _age(ds)
-    )
+    return DecodedImage(pixels, "DICOM", columns, rows, colourfulness, facts, _modality_reason(facts), _age(ds))
 
 
 def _check_frame_header(ds, tsyntax, rows: int, columns: int) -> None:
@@ -276,15 +291,11 @@ def _modality_reason(facts: dict[str, str]) -> str | None:
     modality = facts.get("Modality", "").upper()
     if modality not in _RADIOGRAPHIC:
         what = _MODALITY_NAMES.get(modality, f"a {modality} image")
-        return (
-            f"The DICOM file is {what} (modality {modality}), not a projection chest "
-            "radiograph."
-        )
+        return f"The DICOM file is {what} (modality {modality}), not a projection chest radiograph."
     view = facts.get("ViewPosition", "").upper()
     if view in _NOT_FRONTAL_VIEWS:
         return (
-            f"The DICOM file is a {view} (lateral or oblique) view; the model reads "
-            "frontal (PA/AP) chest films only."
+            f"The DICOM file is a {view} (lateral or oblique) view; the model reads frontal (PA/AP) chest films only."
         )
     body_part = facts.get("BodyPartExamined", "").upper()
     if any(part in body_part for part in _NOT_CHEST_PARTS):
@@ -293,6 +304,4 @@ def _modality_reason(facts: dict[str, str]) -> str | None:
 
 
 def _corrupt() -> DecodeError:
-    return DecodeError(
-        "corrupt_dicom", "The DICOM file is damaged or incomplete and cannot be read."
-    )
+    return DecodeError("corrupt_dicom", "The DICOM file is damaged or incomplete and cannot be read.")

@@ -3,15 +3,14 @@
 Two sources of evidence, in order: the patient's age from a DICOM header (a fact, so it beats
 any estimate) and, when no age is given, the model's intended-use gate (a separate small
 network folded into the served model that scores "this looks like an adult's chest film").
-Every parameter comes from the model card's `intended_use_gate` section.
+Every parameter comes from the model card's `intended_use_gate` section (read by `model_card`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .decode import DecodedImage
-
-CARD_SECTION = "intended_use_gate"
+from .image import DecodedImage
 
 
 @dataclass(frozen=True)
@@ -21,21 +20,6 @@ class IntendedUse:
     validated_from_years: float  # the ages the model was validated on: [from, below)
     validated_below_years: float
     version: str
-
-    @classmethod
-    def from_card(cls, card: dict) -> "IntendedUse | None":
-        """The card's gate parameters, or None for a model built before the gate existed."""
-        params = card.get(CARD_SECTION)
-        if params is None:
-            return None
-        validated = params["validated_age_years"]
-        return cls(
-            max_adult_probability=float(params["max_adult_probability"]),
-            adult_from_years=float(params["adult_from_years"]),
-            validated_from_years=float(validated["from"]),
-            validated_below_years=float(validated["below"]),
-            version=str(params["version"]),
-        )
 
     def _validated(self) -> str:
         return f"{self.validated_from_years:g} to {self.validated_below_years - 1:g} years"

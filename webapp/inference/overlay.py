@@ -2,6 +2,7 @@
 prediction (cheap, made on every upload), and the coloured overlay on the radiograph is drawn
 only when a page asks for it (API clients never do). No TensorFlow here.
 """
+
 from __future__ import annotations
 
 import io
@@ -20,8 +21,9 @@ _ANCHORS = np.array(
     ],
     dtype=np.float32,
 )
-_LUT = np.stack([np.interp(np.linspace(0, 1, 256), _ANCHORS[:, 0], _ANCHORS[:, c]) for c in (1, 2, 3)],
-                axis=-1).astype(np.float32)
+_LUT = np.stack([np.interp(np.linspace(0, 1, 256), _ANCHORS[:, 0], _ANCHORS[:, c]) for c in (1, 2, 3)], axis=-1).astype(
+    np.float32
+)
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -54,8 +56,11 @@ def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) ->
     stretched back to the film's proportions: the overlay lines up with the film shown beside it.
     """
     grey = np.clip(pixels, 0.0, 1.0)
-    heat = np.asarray(Image.fromarray(np.asarray(heatmap, np.float32)).resize(
-        (grey.shape[1], grey.shape[0]), Image.Resampling.BILINEAR)).clip(0.0, 1.0)
+    heat = np.asarray(
+        Image.fromarray(np.asarray(heatmap, np.float32)).resize(
+            (grey.shape[1], grey.shape[0]), Image.Resampling.BILINEAR
+        )
+    ).clip(0.0, 1.0)
     # Weak activations stay transparent so the film itself remains readable.
     weight = (alpha * np.clip(heat * 1.5 - 0.2, 0.0, 1.0))[..., None]
     rgb = (1.0 - weight) * grey[..., None] + weight * colourise(heat)

@@ -1,10 +1,11 @@
-"""Stage 2: the one preprocessing shared by training and serving.
+"""Stage 2: preprocess. The one preprocessing shared by training and serving.
 
 `decode()` gives a grayscale float image of any size; this turns it into the model input:
 a plain resize to a square (the training films were made square the same way, aspect ratio
 not kept) and global histogram equalisation, which removes most of the exposure and
 contrast differences between X-ray machines that otherwise steer the model.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -9,8 +9,11 @@ ACCEPTED_EXTENSIONS = ".jpg,.jpeg,.png,.bmp,.tif,.tiff,.webp,.dcm,.dicom"
 
 
 class UploadForm(FlaskForm):
-    files = MultipleFileField("Chest radiographs", validators=[DataRequired("Choose at least one file.")],
-                              render_kw={"accept": ACCEPTED_EXTENSIONS + ",image/*,application/dicom"})
+    files = MultipleFileField(
+        "Chest radiographs",
+        validators=[DataRequired("Choose at least one file.")],
+        render_kw={"accept": ACCEPTED_EXTENSIONS + ",image/*,application/dicom"},
+    )
     submit = SubmitField("Screen")
 
 

@@ -1,21 +1,14 @@
-from flask import (abort, current_app, flash, jsonify, redirect, render_template, request, url_for,
-                   Response)
+from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from ..extensions import db
-from ..filenames import sanitize_filename
 from ..inference.overlay import stored_overlay_png
 from ..models import Feedback, Prediction, record_audit
 from ..notes import INTENDED_USE, NOTES
-from ..predictions import UploadRejected, screen_upload
+from ..responses import form_errors, wants_json
 from . import bp
-from .forms import ACCEPTED_EXTENSIONS, UploadForm, FeedbackForm
-
-
-def _wants_json() -> bool:
-    # The upload page's script asks for JSON so it can show progress and keep the page;
-    # without JavaScript the same form posts and gets HTML back.
-    return request.accept_mimetypes.best == "application/json"
+from .forms import ACCEPTED_EXTENSIONS, FeedbackForm, UploadForm
+from .service import UploadRejected, screen_batch
 
 
 def visible_prediction(prediction_id: int) -> Prediction:
@@ -28,11 +21,15 @@ def visible_prediction(prediction_id: int) -> Prediction:
 
 
 def _upload_page(form, errors, status):
-    return render_template("screening/upload.html", form=form, errors=errors,
-                           accepted=ACCEPTED_EXTENSIONS.replace(",", ", "),
-                           max_mb=current_app.config["MAX_UPLOAD_MB"],
-                           max_files=current_app.config["MAX_FILES_PER_UPLOAD"],
-                           intended_use=INTENDED_USE), status
+    return render_template(
+        "screening/upload.html",
+        form=form,
+        errors=errors,
+        accepted=ACCEPTED_EXTENSIONS.replace(",", ", "),
+        max_mb=current_app.config["MAX_UPLOAD_MB"],
+        max_files=current_app.config["MAX_FILES_PER_UPLOAD"],
+        intended_use=INTENDED_USE,
+    ), status
 
 
 @bp.route("/")
@@ -46,31 +43,27 @@ def upload():
     if request.method == "GET":
         return _upload_page(form, [], 200)
     if not form.validate_on_submit():
-        errors = [{"filename": "", "message": message} for messages in form.errors.values()
-                  for message in messages]
-        status = 400
-    else:
-        files = [f for f in form.files.data if f and f.filename]
-        if len(files) > current_app.config["MAX_FILES_PER_UPLOAD"]:
-            errors = [{"filename": "", "message": f"At most {current_app.config['MAX_FILES_PER_UPLOAD']} "
-                                                   "files per upload."}]
-            status = 400
-        else:
-            ids, errors, status = [], [], 400
-            for storage in files:
-                try:
-                    ids.append(screen_upload(current_user, storage.filename, storage.read()).id)
-                except UploadRejected as exc:
-                    db.session.rollback()
-                    errors.append({"filename": sanitize_filename(storage.filename), "message": exc.message,
-                                   "code": exc.code})
-                    status = exc.status
-            if ids:
-                for error in errors:
-                    flash(f"{error['filename']}: {error['message']}", "error")
-                target = url_for("screening.results", id=ids)
-                return jsonify(redirect=target) if _wants_json() else redirect(target, code=303)
-    if _wants_json():
+        return _refused(form, [{"filename": "", "message": form_errors(form)}], 400)
+    try:
+        outcomes = screen_batch(current_user, ((f.filename, f.read()) for f in form.files.data if f and f.filename))
+    except UploadRejected as exc:
+        return _refused(form, [{"filename": "", "message": exc.message, "code": exc.code}], exc.status)
+    ids = [o.prediction.id for o in outcomes if o.prediction]
+    errors = [
+        {"filename": o.filename, "message": o.rejection.message, "code": o.rejection.code}
+        for o in outcomes
+        if o.rejection
+    ]
+    if not ids:
+        return _refused(form, errors, max((o.rejection.status for o in outcomes), default=400))
+    for error in errors:
+        flash(f"{error['filename']}: {error['message']}", "error")
+    target = url_for("screening.results", id=ids)
+    return jsonify(redirect=target) if wants_json() else redirect(target, code=303)
+
+
+def _refused(form, errors, status):
+    if wants_json():
         return jsonify(errors=errors), status
     return _upload_page(form, errors, status)
 
@@ -81,15 +74,25 @@ def results():
     if not ids:
         return redirect(url_for("screening.upload"))
     predictions = [visible_prediction(i) for i in ids]
-    return render_template("screening/results.html", predictions=predictions, notes=NOTES,
-                           intended_use=INTENDED_USE, feedback_form=FeedbackForm)
+    return render_template(
+        "screening/results.html",
+        predictions=predictions,
+        notes=NOTES,
+        intended_use=INTENDED_USE,
+        feedback_form=FeedbackForm,
+    )
 
 
 @bp.route("/predictions/<int:prediction_id>")
 def detail(prediction_id: int):
     prediction = visible_prediction(prediction_id)
-    return render_template("screening/detail.html", prediction=prediction, notes=NOTES,
-                           intended_use=INTENDED_USE, feedback_form=FeedbackForm)
+    return render_template(
+        "screening/detail.html",
+        prediction=prediction,
+        notes=NOTES,
+        intended_use=INTENDED_USE,
+        feedback_form=FeedbackForm,
+    )
 
 
 def _png(data: bytes) -> Response:
@@ -112,7 +115,7 @@ def feedback(prediction_id: int):
     prediction = visible_prediction(prediction_id)
     form = FeedbackForm()
     if not form.validate_on_submit():
-        flash("The review was not saved: " + "; ".join(m for ms in form.errors.values() for m in ms), "error")
+        flash("The review was not saved: " + form_errors(form), "error")
         return redirect(url_for("screening.detail", prediction_id=prediction.id)), 303
     review = prediction.feedback or Feedback(prediction=prediction)
     review.user_id = current_user.id
@@ -123,5 +126,9 @@ def feedback(prediction_id: int):
         record_audit(current_user.username, "feedback.save", f"prediction {prediction.id}", review.label)
     db.session.commit()
     flash("Review saved. Thank you: reviews are how we measure the model.", "info")
-    return redirect(request.form.get("back") if request.form.get("back", "").startswith("/screen/results")
-                    else url_for("screening.detail", prediction_id=prediction.id), code=303)
+    return redirect(
+        request.form.get("back")
+        if request.form.get("back", "").startswith("/screen/results")
+        else url_for("screening.detail", prediction_id=prediction.id),
+        code=303,
+    )

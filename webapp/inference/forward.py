@@ -1,17 +1,18 @@
-"""Stage 4: Grad-CAM heat maps, computed in the same compiled call as the prediction.
+"""Stage 3: forward. The model's logits and its Grad-CAM heat maps, in one compiled call.
 
 The forward pass and the gradient of the pneumonia logit with respect to the last
 convolutional feature map are one compiled function, so the heat map needs no second model
 call. That gradient only flows back through global pooling and the Dense head, so it costs
 next to nothing (measured: the same per-film time as a forward pass alone).
 """
+
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
 
 
-def build_explained_forward(model: keras.Model, layer_name: str):
+def build_forward(model: keras.Model, layer_name: str):
     """A compiled fn: batch (N, S, S, 1) -> (logits (N, K), feature_distance (N,),
     adult_logit (N,), cam_for (N, S, S), cam_against (N, S, S)).
 

@@ -2,6 +2,7 @@
 
 Nothing here imports TensorFlow at module level: gunicorn's master reads this before forking.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -118,7 +119,7 @@ def load_model_in_worker(app, threads: int, log: logging.Logger, since: float | 
     broken. Instead the failure is remembered by webapp.inference.runtime (which logs it once)
     and /readyz answers 503 with the reason.
     """
-    from .inference.runtime import ModelUnavailable, get_analyzer
+    from webapp.inference.runtime import ModelUnavailable, get_analyzer
 
     started = time.monotonic() if since is None else since
     try:
@@ -129,5 +130,9 @@ def load_model_in_worker(app, threads: int, log: logging.Logger, since: float | 
     except Exception:  # noqa: BLE001  (an unexpected failure must still not kill the worker)
         log.exception("worker start-up failed while preparing the model; /readyz will report it")
         return
-    log.info("worker ready %.1f s after start: model %s loaded and warmed, %d inference threads",
-             time.monotonic() - started, analyzer.model_version, threads)
+    log.info(
+        "worker ready %.1f s after start: model %s loaded and warmed, %d inference threads",
+        time.monotonic() - started,
+        analyzer.model_version,
+        threads,
+    )

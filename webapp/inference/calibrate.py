@@ -1,14 +1,15 @@
-"""Stage 3: turn the model's raw logits into calibrated class probabilities.
+"""Stage 4: calibrate. The model's raw logits to calibrated class probabilities.
 
 The model emits logits; the card carries the temperature fitted on validation data. Dividing
 the logit by it before the sigmoid keeps the ranking (and so the ROC curve) unchanged while
 making a "0.9" mean roughly nine in ten.
 """
+
 from __future__ import annotations
 
 import math
 
-CLASSES = ("NORMAL", "PNEUMONIA")
+from .labels import NORMAL, PNEUMONIA
 
 
 def sigmoid(value: float) -> float:
@@ -26,4 +27,4 @@ def pneumonia_probability(logit: float, temperature: float) -> float:
 
 
 def class_probabilities(p_pneumonia: float) -> dict[str, float]:
-    return {"NORMAL": 1.0 - p_pneumonia, "PNEUMONIA": p_pneumonia}
+    return {NORMAL: 1.0 - p_pneumonia, PNEUMONIA: p_pneumonia}

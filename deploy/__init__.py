@@ -1,0 +1,1 @@
+"""Deployment glue that runs around the app, not inside it: gunicorn server hooks."""

@@ -1,0 +1,83 @@
+"""Application factory: create_app() binds config, extensions, blueprints and handlers."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from .config import INSECURE_SECRET_KEYS, PROJECT_DIR, SECRET_KEY_FILE, Config, config_from_env
+from .extensions import csrf, db, login_manager, migrate
+
+
+def create_app(config_class: type[Config] | None = None, overrides: dict | None = None) -> Flask:
+    config_class = config_class or config_from_env()
+    app = Flask(__name__, instance_path=str(config_class.INSTANCE_DIR))
+    app.config.from_object(config_class)
+    app.config.update(overrides or {})
+    load_secret_key(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_request_hooks(app)
+    register_cli(app)
+    return app
+
+
+def load_secret_key(app: Flask) -> None:
+    """Take SECRET_KEY from the environment, else from instance/secret_key; refuse weak keys."""
+    key = app.config.get("SECRET_KEY")
+    key_file = app.config["INSTANCE_DIR"] / SECRET_KEY_FILE
+    if not key and key_file.is_file():
+        key = key_file.read_text().strip()
+    if (not key or key in INSECURE_SECRET_KEYS) and app.config["ENV_NAME"] == "production":
+        raise RuntimeError(
+            "SECRET_KEY is missing or a well-known default. Set a long random SECRET_KEY "
+            f"environment variable (or write one to {key_file}) before starting in production."
+        )
+    app.config["SECRET_KEY"] = key or "development-only-key"
+    app.config["DEBUG"] = False if app.config["ENV_NAME"] == "production" else app.config.get("DEBUG", False)
+
+
+def register_extensions(app: Flask) -> None:
+    from . import models  # noqa: F401  (registers the tables with SQLAlchemy)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_DIR / "migrations"))
+    csrf.init_app(app)
+    login_manager.init_app(app)
+
+    @login_manager.user_loader
+    def load_user(user_id: str):
+        return db.session.get(models.User, int(user_id))
+
+
+def register_blueprints(app: Flask) -> None:
+    from .admin import bp as admin_bp
+    from .api import bp as api_bp
+    from .auth import bp as auth_bp
+    from .health import bp as health_bp
+    from .history import bp as history_bp
+    from .screening import bp as screening_bp
+
+    for blueprint in (auth_bp, screening_bp, history_bp, admin_bp, api_bp, health_bp):
+        app.register_blueprint(blueprint)
+    csrf.exempt(api_bp)  # bearer tokens, no cookies: nothing for a forged request to ride on
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from .errors.handlers import register
+
+    register(app)
+
+
+def register_request_hooks(app: Flask) -> None:
+    from . import request_log
+    from .security import register
+
+    request_log.register(app)  # JSON request lines on stdout (deployment)
+    register(app)
+
+
+def register_cli(app: Flask) -> None:
+    from .cli import users_cli
+
+    app.cli.add_command(users_cli)

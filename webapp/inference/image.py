@@ -1,0 +1,104 @@
+"""What every decoder produces, and the limits and helpers the raster and DICOM decoders share.
+
+Kept apart from `decode` so that `dicom` can use them without importing its own caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Largest accepted image: 36 megapixels (6000x6000). The biggest flat-panel chest
+# detectors are about 4300x4300 (18.5 MP), so this leaves room while keeping the
+# worst-case decode of one upload to a few hundred MB of memory.
+MAX_PIXELS = 36_000_000
+# No real radiograph is longer than this on one side; a 60000x100 "image" is an attack.
+MAX_SIDE = 16_384
+# Smaller than this on the short side there is nothing left to read.
+MIN_SIDE = 32
+# Short sides below this are decoded but answered UNKNOWN: too coarse to assess.
+LOW_RES_SIDE = 128
+
+
+class DecodeError(ValueError):
+    """A file we refuse, with a stable machine code and a message a clinician can read."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    pixels: np.ndarray  # float32, shape (H, W), values in [0, 1]
+    format: str  # "JPEG", "PNG", "DICOM", ...
+    width: int  # of the original image (as displayed), before any size reduction
+    height: int
+    colourfulness: float = 0.0  # mean per-pixel channel spread in [0, 1]; 0 for grayscale
+    facts: dict[str, str] = field(default_factory=dict)  # non-identifying acquisition facts
+    unknown_reason: str | None = None  # an input-level reason to answer UNKNOWN
+    # The patient's age in years from a DICOM header, for the intended-use decision only: it is
+    # never stored, logged or shown (None when the file carries no valid age).
+    age_years: float | None = None
+
+
+def scale_to_unit(values: np.ndarray) -> np.ndarray:
+    """High-bit-depth gray to [0, 1] by the range the data actually use.
+
+    Unsigned integers are divided by the smallest bit depth (8 to 16 bits) that holds
+    the brightest pixel: a 16-bit PNG of an 8-bit film (values x257) maps exactly onto
+    the 8-bit reading, and a 12-bit detector export stored in 16-bit words (0..4095)
+    is not rendered 16 times too dark. Contrast is never stretched per image, so the
+    same film gives the same pixels whatever container it came in. Signed or float
+    data have no such convention and are scaled by their own min/max.
+    """
+    if values.dtype.kind in "ui":
+        low, high = int(values.min()), int(values.max())
+        if low >= 0:
+            bits = max(8, high.bit_length())
+            return values.astype(np.float32) * np.float32(1 / (2**bits - 1))
+        return ((values.astype(np.float32) - low) / max(high - low, 1)).astype(np.float32)
+    values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min()), float(values.max())
+    if low >= 0 and high <= 1:
+        return values
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32)
+    return (values - low) / np.float32(high - low)
+
+
+def shrink(pixels: np.ndarray, target_size: int | None) -> np.ndarray:
+    """Box-average by an integer factor that keeps both sides >= target_size
+    (the array counterpart of JPEG draft mode)."""
+    if not target_size:
+        return pixels
+    factor = min(pixels.shape) // target_size
+    if factor < 2:
+        return pixels
+    h, w = (pixels.shape[0] // factor) * factor, (pixels.shape[1] // factor) * factor
+    blocks = pixels[:h, :w].reshape(h // factor, factor, w // factor, factor)
+    return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def check_dimensions(width: int, height: int) -> None:
+    """Refuse from the header alone, before a single pixel is decoded."""
+    if width <= 0 or height <= 0:
+        raise DecodeError("corrupt_image", "The image header declares no pixels.")
+    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+        raise too_large(width, height)
+    if min(width, height) < MIN_SIDE:
+        raise DecodeError(
+            "too_small",
+            f"The image is {width}x{height} pixels; at least {MIN_SIDE} pixels on each side are needed.",
+        )
+
+
+def too_large(width: int | None = None, height: int | None = None) -> DecodeError:
+    size = f" ({width}x{height} pixels)" if width and height else ""
+    return DecodeError(
+        "too_large_dimensions",
+        f"The image dimensions{size} are larger than any radiograph "
+        f"(limit {MAX_PIXELS // 1_000_000} megapixels, {MAX_SIDE} pixels a side).",
+    )

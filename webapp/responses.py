@@ -1,0 +1,23 @@
+"""How a request wants its answer, and how form errors read, shared by every blueprint."""
+
+from __future__ import annotations
+
+from flask import request
+from flask_wtf import FlaskForm
+
+PROBES = ("/healthz", "/readyz")
+
+
+def wants_json() -> bool:
+    # The API and the probes always speak JSON; the upload page's script asks for it so it can
+    # show progress and keep the page, while the same form without JavaScript gets HTML back.
+    return (
+        request.path.startswith("/api/")
+        or request.path in PROBES
+        or request.accept_mimetypes.best == "application/json"
+    )
+
+
+def form_errors(form: FlaskForm) -> str:
+    """All of a form's validation messages as one sentence for a flash or a JSON error."""
+    return "; ".join(message for messages in form.errors.values() for message in messages)

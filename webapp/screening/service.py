@@ -1,0 +1,120 @@
+"""Screen a batch of uploaded files and log each one: the path shared by the upload page and the API.
+
+Everything that can fail for a file (decoding, the model) runs before anything is written for
+it, so a refused file leaves no row and no stored image behind, and one bad file in a batch
+does not cost the others their results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from flask import current_app
+from PIL import Image
+
+from ..extensions import db
+from ..filenames import sanitize_filename
+from ..inference.decode import DecodeError, decode
+from ..inference.labels import NORMAL, PNEUMONIA
+from ..inference.overlay import heatmap_png, png_bytes
+from ..inference.runtime import ModelUnavailable, get_analyzer
+from ..models import Prediction, User
+
+# Refusal codes that mean "not a kind of file we take" rather than "a broken file".
+UNSUPPORTED_CODES = frozenset({"unsupported_type", "not_an_image"})
+
+
+@dataclass
+class UploadRejected(Exception):
+    code: str
+    message: str
+    status: int = 422
+
+
+@dataclass(frozen=True)
+class Screened:
+    """One file's outcome: a logged prediction, or the reason it was refused."""
+
+    filename: str  # sanitised, as stored and shown
+    prediction: Prediction | None = None
+    rejection: UploadRejected | None = None
+
+
+def analyzer():
+    try:
+        return get_analyzer(current_app.config["MODEL_PATH"])
+    except ModelUnavailable as exc:
+        raise UploadRejected(
+            "model_unavailable",
+            "The screening model is not available on this server right now. Please try again later or contact IT.",
+            503,
+        ) from exc
+
+
+def check_batch_size(count: int) -> None:
+    limit = current_app.config["MAX_FILES_PER_UPLOAD"]
+    if count == 0:
+        raise UploadRejected("no_file", "Choose at least one file to screen.", 400)
+    if count > limit:
+        raise UploadRejected("too_many_files", f"At most {limit} files per upload.", 400)
+
+
+def screen_batch(user: User, uploads: Iterable[tuple[str | None, bytes]]) -> list[Screened]:
+    """Screen each (file name, bytes) upload of one request, in order; see `Screened`."""
+    uploads = list(uploads)
+    check_batch_size(len(uploads))
+    outcomes = []
+    for raw_name, data in uploads:
+        filename = sanitize_filename(raw_name)
+        try:
+            outcomes.append(Screened(filename, prediction=screen_upload(user, filename, data)))
+        except UploadRejected as exc:
+            outcomes.append(Screened(filename, rejection=exc))
+    return outcomes
+
+
+def review_png(pixels: np.ndarray, size: int) -> bytes:
+    # Only decoded pixels are kept: no file header, EXIF or DICOM field survives this copy.
+    image = Image.fromarray(np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return png_bytes(image)
+
+
+def screen_upload(user: User, filename: str, data: bytes) -> Prediction:
+    started = time.perf_counter()
+    model = analyzer()
+    try:
+        image = decode(data, target_size=model.input_size)
+    except DecodeError as exc:
+        status = 415 if exc.code in UNSUPPORTED_CODES else 422
+        raise UploadRejected(exc.code, exc.message, status) from exc
+    analysis = model.analyze(image)
+    prediction = Prediction(
+        user_id=user.id,
+        filename=filename,
+        sha256=hashlib.sha256(data).hexdigest(),
+        image_format=image.format,
+        file_size=len(data),
+        width=image.width,
+        height=image.height,
+        label=analysis.label,
+        p_normal=float(analysis.probabilities[NORMAL]),
+        p_pneumonia=float(analysis.probabilities[PNEUMONIA]),
+        threshold=float(analysis.threshold),
+        model_version=analysis.model_version,
+        unknown_reason=analysis.unknown_reason,
+        caution=analysis.caution,
+        facts=dict(image.facts),
+        review_png=review_png(image.pixels, current_app.config["REVIEW_IMAGE_SIZE"]),
+        # The map alone; the coloured overlay is drawn only when a page shows it.
+        heatmap_png=heatmap_png(analysis.heatmap),
+        latency_ms=0.0,
+    )
+    prediction.latency_ms = round((time.perf_counter() - started) * 1000.0, 2)
+    db.session.add(prediction)
+    db.session.commit()
+    return prediction
