@@ -69,11 +69,11 @@ def children_under_stress(gate_model, cutoff: float, val_pixels: list[np.ndarray
 def adult_answers(base: Analyzer, gate_model, cutoff: float, films: list[gate.AdultFilm]) -> list[dict]:
     """Every film through the served model and decide(), with this gate."""
     policy = intended_use_for(cutoff)
+    images = [data.decode_file(film.path, base.input_size) for film in films]
+    p_adults = gate.adult_probability(gate_model, np.stack([preprocess(i.pixels, base.input_size) for i in images]))
     out = []
-    for film in films:
-        image = data.decode_file(film.path, base.input_size)
+    for film, image, p_adult in zip(films, images, p_adults.tolist()):
         analysis = base.analyze(image)
-        p_adult = float(gate.adult_probability(gate_model, preprocess(image.pixels, base.input_size)[None])[0])
         label, reason = decide(
             image,
             analysis.probabilities["PNEUMONIA"],
