@@ -1,6 +1,6 @@
 """What the intended-use gate adds to the serving call, measured in one run.
 
-    python -m benchmarks.gate_cost [--model webapp/model/cxr_pneumonia.keras] [--repeats 300]
+    python -m benchmarks.gate_cost [--model webapp/weights/cxr_pneumonia.keras] [--repeats 300]
 
 Builds the serving function (forward pass + feature distance + Grad-CAM, one compiled call) for
 the shipped model and for the same model without its gate output, and times the two at batch 1,
@@ -34,7 +34,7 @@ def interleaved(functions: dict, batch, repeats: int) -> dict[str, list[float]]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=Path("webapp/model/cxr_pneumonia.keras"))
+    parser.add_argument("--model", type=Path, default=Path("webapp/weights/cxr_pneumonia.keras"))
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
