@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from functools import wraps
+from http import HTTPStatus
 
 from flask import g, request
 
 from ..models import ApiToken
+from . import bp
 from .errors import api_error
+
+# Answers any token-protected operation can give besides its own (see spec.ERROR_DESCRIPTIONS).
+TOKEN_RESPONSES = (HTTPStatus.UNAUTHORIZED, HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.INTERNAL_SERVER_ERROR)
 
 
 def token_required(view):
+    """Refuse the request without a valid bearer token (401), and document that in the spec.
+
+    Put it right under `@bp.route`, so that the token is checked before any argument is parsed.
+    """
+
     @wraps(view)
     def wrapped(*args, **kwargs):
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -22,4 +32,6 @@ def token_required(view):
         g.api_user = user
         return view(*args, **kwargs)
 
+    for status in TOKEN_RESPONSES:
+        wrapped = bp.alt_response(status.value, response=status.name)(wrapped)
     return wrapped
