@@ -1,7 +1,7 @@
 """prediction caution: a short warning shown with an answered verdict
 
-Revision ID: 0003_caution
-Revises: 0002_identity
+Revision ID: 0006_caution
+Revises: 0005_reading
 Create Date: 2026-12-02 04:40:00
 
 The caution is a fixed sentence (e.g. "outside the validated age range"); the age it is
@@ -11,8 +11,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = "0003_caution"
-down_revision = "0002_identity"
+revision = "0006_caution"
+down_revision = "0005_reading"
 branch_labels = None
 depends_on = None
 
