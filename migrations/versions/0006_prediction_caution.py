@@ -1,7 +1,7 @@
 """prediction caution: a short warning shown with an answered verdict
 
 Revision ID: 0006_caution
-Revises: 0005_reading
+Revises: 0004_jobs
 Create Date: 2026-12-02 04:40:00
 
 The caution is a fixed sentence (e.g. "outside the validated age range"); the age it is
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 
 revision = "0006_caution"
-down_revision = "0005_reading"
+down_revision = "0004_jobs"
 branch_labels = None
 depends_on = None
 
