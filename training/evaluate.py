@@ -1,9 +1,10 @@
-"""Evaluate the shipped model on the official test set and the held-out not-chest sources,
-exactly as the web app serves it: decode -> shared preprocessing -> Analyzer (threshold,
-temperature and UNKNOWN policy from the model card).
+"""Evaluate the shipped model on the official test set, the held-out not-chest sources and the
+held-out adult patients of adult_cxr (outside the intended use), exactly as the web app serves
+it: decode -> shared preprocessing -> Analyzer (threshold, temperature, UNKNOWN policy and the
+intended-use gate from the model card).
 
     python -m training.evaluate                 # writes reports/metrics.json and the PNG plots
-    python -m training.evaluate --check-bars    # also exits 1 if any issue-3 bar is missed
+    python -m training.evaluate --check-bars    # also exits 1 if any bar (issue 3; issue 12 for adults) is missed
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training import data, metrics, plots
+from training import data, gate, metrics, plots
+from training.gate_check import age_band
 from webapp.inference.analyzer import Analyzer
-from webapp.inference.labels import UNKNOWN
+from webapp.inference.labels import NORMAL, UNKNOWN
 from webapp.inference.model_card import read_card, write_card
 
 DEFAULT_MODEL = pathlib.Path("webapp/weights/cxr_pneumonia.keras")
-BARS = {  # issue 3: (metric, comparison, bound)
+BARS = {  # issue 3, and issue 12 for the adults: (metric, comparison, bound)
     "accuracy": (">=", 0.90),
     "auc": (">=", 0.97),
     "sensitivity": (">=", 0.95),
@@ -33,7 +35,11 @@ BARS = {  # issue 3: (metric, comparison, bound)
     "ece": ("<=", 0.08),
     "test_unknown_rate": ("<=", 0.02),
     "held_out_not_chest_unknown_rate": (">=", 0.97),
+    "adult_wrong_label_rate": ("<=", 0.05),
+    "adult_covid_called_normal_rate": ("<=", 0.05),
+    "adult_unknown_reasons_naming_intended_use": (">=", 0.80),
 }
+INTENDED_USE_WORDS = ("intended use", "adult")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,8 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", type=pathlib.Path, default=DEFAULT_MODEL)
     p.add_argument("--data-dir", type=pathlib.Path, default=data.DEFAULT_DATA_DIR)
     p.add_argument("--not-cxr-dir", type=pathlib.Path, default=None, help="default: DATA_DIR/../not_cxr")
+    p.add_argument("--adult-dir", type=pathlib.Path, default=None, help="default: DATA_DIR/../adult_cxr")
     p.add_argument("--reports", type=pathlib.Path, default=pathlib.Path("reports"))
-    p.add_argument("--check-bars", action="store_true", help="exit 1 if any bar of issue 3 is missed")
+    p.add_argument("--check-bars", action="store_true", help="exit 1 if any bar (issue 3, issue 12) is missed")
     p.add_argument("--update-card", action="store_true", help="store the test metrics in the model card")
     p.add_argument(
         "--check-card",
@@ -62,6 +69,48 @@ def analyse_files(analyzer: Analyzer, paths: list[pathlib.Path]):
         results.append(analyzer.analyze(image))
         seconds.append(time.perf_counter() - started)
     return results, seconds
+
+
+def adult_figures(films: list[gate.AdultFilm], results) -> dict:
+    """Answers on adult films: refused by the intended-use gate, UNKNOWN for any reason, answered
+    with a wrong NORMAL/PNEUMONIA label, COVID-19 pneumonia called NORMAL."""
+    labels = np.array([r.label for r in results])
+    truth = np.array([("NORMAL", "PNEUMONIA")[f.label] for f in films])
+    reasons = [r.unknown_reason or "" for r in results if r.label == UNKNOWN]
+    covid = np.array([f.source_id == "mhh_covid19" for f in films])
+    outside = [(r.unknown_reason or "").startswith("Outside the intended use") for r in results]
+    return {
+        "n": len(films),
+        "refused_as_outside_intended_use": float(np.mean(outside)),
+        "unknown_rate": float((labels == UNKNOWN).mean()),
+        "wrong_label_rate": float(((labels != UNKNOWN) & (labels != truth)).mean()),
+        "covid_called_normal_rate": float((labels[covid] == NORMAL).mean()) if covid.any() else None,
+        "unknown_reasons_naming_intended_use": (
+            float(np.mean([any(w in r for w in INTENDED_USE_WORDS) for r in reasons])) if reasons else None
+        ),
+    }
+
+
+def evaluate_adults(analyzer: Analyzer, adult_dir: pathlib.Path, limit: int | None) -> dict:
+    """The held-out adult patients of adult_cxr (the gate never trained on them), in total, per
+    source and per age band (ages from the manifest; the Hannover source withholds them)."""
+    _, held = gate.split_adults(gate.read_adults(adult_dir))
+    held = held[:limit]
+    results, _ = analyse_files(analyzer, [f.path for f in held])
+    pairs = list(zip(held, results))
+
+    def grouped(key) -> dict:
+        groups = collections.defaultdict(list)
+        for film, result in pairs:
+            groups[key(film)].append((film, result))
+        return {k: adult_figures([f for f, _ in v], [r for _, r in v]) for k, v in sorted(groups.items())}
+
+    return {
+        "films": "held-out patients of adult_cxr (20% of each source's patients, seed 42; never trained on)",
+        "all": adult_figures(held, results),
+        "by_source": grouped(lambda f: f.source_id),
+        "by_age_band": grouped(lambda f: age_band(f.age)),
+    }
 
 
 @dataclass(frozen=True)
@@ -107,6 +156,10 @@ def evaluate(args) -> Evaluation:
         }
     held = [s for s in sources.values() if s["held_out"]]
     held_rate = sum(s["unknown_rate"] * s["n"] for s in held) / max(sum(s["n"] for s in held), 1)
+    test["refused_as_outside_intended_use"] = float(
+        np.mean([(r.unknown_reason or "").startswith("Outside the intended use") for r in film_results])
+    )
+    adults = evaluate_adults(analyzer, args.adult_dir or args.data_dir.parent / "adult_cxr", args.limit)
 
     ms = np.array(seconds) * 1000
     report = {
@@ -117,6 +170,7 @@ def evaluate(args) -> Evaluation:
         "test": test,
         "not_chest_sources": sources,
         "held_out_not_chest_unknown_rate": held_rate,
+        "adults_held_out": adults,
         "analyze_ms": {"median": float(np.median(ms)), "p95": float(np.percentile(ms, 95))},
         "ece_definition": "15 equal-width bins of P(pneumonia), weighted by bin size",
         "notes": "All figures through webapp.inference.Analyzer with the card's threshold, temperature "
@@ -132,6 +186,7 @@ def evaluate(args) -> Evaluation:
             "answer": r.label,
             "chest_probability": round(r.chest_probability, 6),
             "feature_distance": round(r.feature_distance, 4),
+            "adult_probability": None if r.adult_probability is None else round(r.adult_probability, 6),
         }
         for f, r in zip(films, film_results)
     ]
@@ -139,6 +194,12 @@ def evaluate(args) -> Evaluation:
 
 
 CARD_CHECKED_METRICS = ("auc", "accuracy", "sensitivity", "specificity", "ece", "unknown_rate")
+CARD_CHECKED_ADULT_METRICS = (
+    "refused_as_outside_intended_use",
+    "unknown_rate",
+    "wrong_label_rate",
+    "covid_called_normal_rate",
+)
 CARD_TOLERANCE = 1e-3  # float32 kernels may differ in the last digits between CPUs
 
 
@@ -146,6 +207,10 @@ def check_bars(report: dict) -> dict:
     values = {k: report["test"][k] for k in ("accuracy", "auc", "sensitivity", "specificity", "ece")}
     values["test_unknown_rate"] = report["test"]["unknown_rate"]
     values["held_out_not_chest_unknown_rate"] = report["held_out_not_chest_unknown_rate"]
+    adults = report["adults_held_out"]["all"]
+    values["adult_wrong_label_rate"] = adults["wrong_label_rate"]
+    values["adult_covid_called_normal_rate"] = adults["covid_called_normal_rate"] or 0.0
+    values["adult_unknown_reasons_naming_intended_use"] = adults["unknown_reasons_naming_intended_use"] or 0.0
     out = {}
     for name, (op, bound) in BARS.items():
         value = values[name]
@@ -184,11 +249,13 @@ def main(argv=None) -> int:
         card["metrics"]["not_chest_unknown_rate_by_source"] = {
             k: v["unknown_rate"] for k, v in report["not_chest_sources"].items()
         }
+        card["metrics"]["test"]["refused_as_outside_intended_use"] = report["test"]["refused_as_outside_intended_use"]
+        card["metrics"]["adults_held_out"] = report["adults_held_out"]
         write_card(args.model, card)
     # PASS/FAIL only when the bars gate this run; a smoke-test model is just compared with them.
     verdicts = ("PASS", "FAIL") if args.check_bars else ("met", "below")
     for name, bar in report["bars"].items():
-        print(f"{verdicts[0] if bar['pass'] else verdicts[1]:5s} {name:34s} {bar['value']:.4f}  (bar {bar['bar']})")
+        print(f"{verdicts[0] if bar['pass'] else verdicts[1]:5s} {name:42s} {bar['value']:.4f}  (bar {bar['bar']})")
     print(f"analyze(): median {report['analyze_ms']['median']:.1f} ms per image")
     if args.check_card:
         stored = analyzer.card.get("metrics", {}).get("test", {})
@@ -197,12 +264,22 @@ def main(argv=None) -> int:
             for k in CARD_CHECKED_METRICS
             if stored.get(k) is None or abs(stored[k] - report["test"][k]) > CARD_TOLERANCE
         }
+        stored_adults = analyzer.card.get("metrics", {}).get("adults_held_out", {}).get("all", {})
+        measured_adults = report["adults_held_out"]["all"]
+        drift.update(
+            {
+                f"adults {k}": (stored_adults.get(k), measured_adults[k])
+                for k in CARD_CHECKED_ADULT_METRICS
+                if (stored_adults.get(k) is None) != (measured_adults[k] is None)
+                or (measured_adults[k] is not None and abs(stored_adults[k] - measured_adults[k]) > CARD_TOLERANCE)
+            }
+        )
         if drift:
             print(f"evaluation: test metrics differ from the model card: {drift}", file=sys.stderr)
             return 1
         print("the model card's test metrics are reproduced")
     if args.check_bars and not all(b["pass"] for b in report["bars"].values()):
-        print("evaluation: at least one bar of issue 3 is missed", file=sys.stderr)
+        print("evaluation: at least one bar (issue 3, or issue 12 for adults) is missed", file=sys.stderr)
         return 1
     return 0
 

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from training import data, metrics
-from webapp.inference.model_card import read_card
+from webapp.inference.model_card import GATE_SECTION, read_card
 from webapp.inference.preprocess import preprocess
 
 SIDE = 224  # the Kermany films' side here
@@ -69,6 +69,7 @@ def stress(model_path: pathlib.Path, data_dir: pathlib.Path) -> dict:
     settings = card["training"]["settings"]
     size, threshold, temperature = card["input"]["size"], card["threshold"], card["temperature"]
     unknown = card["unknown"]
+    gate = card.get(GATE_SECTION)
     films = data.read_films(data_dir, "train")
     _, val = data.split_by_patient(films, settings["val_fraction"], settings["split_seed"])
     labels = np.array([f.label for f in val])
@@ -77,7 +78,7 @@ def stress(model_path: pathlib.Path, data_dir: pathlib.Path) -> dict:
     rows = {}
     for name, distort in DISTORTIONS.items():
         x = np.stack([preprocess(np.asarray(distort(im), np.float32) / 255.0, size) for im in originals])
-        logits, whitened = model.predict(x, batch_size=128, verbose=0)
+        logits, whitened, *adult = model.predict(x, batch_size=128, verbose=0)
         probs = metrics.sigmoid(logits[:, 0] / temperature)
         s = metrics.summary(labels, probs, threshold)
         rows[name] = {k: s[k] for k in ("auc", "sensitivity", "specificity", "ece")}
@@ -86,9 +87,15 @@ def stress(model_path: pathlib.Path, data_dir: pathlib.Path) -> dict:
             np.mean(np.square(whitened), axis=-1) > unknown["max_feature_distance"]
         )
         rows[name]["not_chest_rate"] = float(not_chest.mean())
+        # Films the intended-use gate would call an adult's (models with a gate only).
+        called_adult = ""
+        if gate is not None and adult:
+            rate = float((metrics.sigmoid(adult[0][:, 0]) > gate["max_adult_probability"]).mean())
+            rows[name]["called_adult_rate"] = rate
+            called_adult = f"  called adult {rate:.1%}"
         print(
             f"{name:22s} AUC {s['auc']:.4f}  sens {s['sensitivity']:.3f}  spec {s['specificity']:.3f}  "
-            f"ECE {s['ece']:.3f}  called not-chest {not_chest.mean():.1%}",
+            f"ECE {s['ece']:.3f}  called not-chest {not_chest.mean():.1%}{called_adult}",
             flush=True,
         )
     return {"model_version": card["version"], "validation_films": int(labels.size), "rows": rows}

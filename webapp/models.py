@@ -143,6 +143,9 @@ class Prediction(db.Model):
     threshold: Mapped[float] = mapped_column(Float)
     model_version: Mapped[str] = mapped_column(String(64), index=True)
     unknown_reason: Mapped[str | None] = mapped_column(Text)
+    # A fixed warning shown with an answered verdict (e.g. "outside the validated age range");
+    # the header age it comes from is never stored.
+    caution: Mapped[str | None] = mapped_column(Text)
     latency_ms: Mapped[float] = mapped_column(Float)
     # The model's own out-of-distribution scores, kept so drift can be watched (None: logged before 0004).
     chest_probability: Mapped[float | None] = mapped_column(Float)

@@ -6,6 +6,7 @@ PREDICTION = {
     "label": "PNEUMONIA",
     "probabilities": {"NORMAL": 0.081233, "PNEUMONIA": 0.918767},
     "unknown_reason": None,
+    "caution": None,
     "model_version": "cxr-pneumonia-2026.11",
     "created_at": "2026-12-01T09:30:12.402913Z",
     "threshold": 0.5,

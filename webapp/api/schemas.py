@@ -122,6 +122,14 @@ class PredictionSchema(ResponseSchema):
     unknown_reason = fields.String(
         required=True, allow_none=True, metadata={"description": "why the verdict is UNKNOWN; null otherwise"}
     )
+    caution = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "a warning that comes with an answered verdict, e.g. a DICOM header age outside "
+            "the validated age range; null when there is none"
+        },
+    )
     model_version = fields.String(required=True)
     created_at = UtcDateTime(required=True)
     threshold = fields.Float(required=True, metadata={"description": "PNEUMONIA probability at or above which"})

@@ -30,6 +30,8 @@ class Analysis:
     heatmap: np.ndarray  # float32 (input_size, input_size) in [0, 1]
     chest_probability: float  # the model's "frontal chest radiograph" score
     feature_distance: float  # how far the image's features lie from the training films'
+    adult_probability: float | None = None  # the intended-use gate's score; None without a gate
+    caution: str | None = None  # answered, but e.g. a header age outside the validated range
 
 
 class Analyzer:
@@ -57,12 +59,16 @@ class Analyzer:
         params = self.params
         threshold = params.threshold if threshold is None else float(threshold)
         batch = np.stack([preprocess(image.pixels, params.input_size) for image in images])
-        logits, distance, cam_for, cam_against = (t.numpy() for t in self._forward(batch))
+        logits, distance, adult, cam_for, cam_against = (t.numpy() for t in self._forward(batch))
+        gate = params.intended_use
         analyses = []
         for i, image in enumerate(images):
             p_pneumonia = pneumonia_probability(float(logits[i, 0]), params.temperature)
             p_chest = sigmoid(float(logits[i, 1]))
-            label, reason = decide(image, p_pneumonia, p_chest, float(distance[i]), threshold, params.policy)
+            p_adult = sigmoid(float(adult[i])) if gate is not None else None
+            label, reason = decide(
+                image, p_pneumonia, p_chest, float(distance[i]), threshold, params.policy, p_adult, gate
+            )
             # The map explains the leaning of the score, also when the final answer is UNKNOWN.
             leaning = label == PNEUMONIA or (label == UNKNOWN and p_pneumonia >= threshold)
             analyses.append(
@@ -75,6 +81,8 @@ class Analyzer:
                     heatmap=(cam_for if leaning else cam_against)[i].astype(np.float32),
                     chest_probability=p_chest,
                     feature_distance=float(distance[i]),
+                    adult_probability=p_adult,
+                    caution=gate.caution(image) if gate is not None and label != UNKNOWN else None,
                 )
             )
         return analyses

@@ -1,12 +1,14 @@
 """Stage 5: decide. The verdict: NORMAL, PNEUMONIA, or UNKNOWN with a reason a clinician understands.
 
-UNKNOWN has three layers, cheapest first, all parameterised from the model card:
+UNKNOWN has four layers, cheapest first, all parameterised from the model card:
 1. input checks: a reason found while decoding (e.g. a CT DICOM), colour content, and image
    proportions that no frontal chest film has;
 2. the model's own "is this a frontal chest radiograph" head, trained on chest films versus
    other radiographs, other modalities, photographs and synthetic negatives, and a distance of
    the image's features from those of the training films (no negatives needed to learn it);
-3. an uncertainty band: a pneumonia probability too close to the threshold to call.
+3. the intended use (`intended_use.py`): an adult age in a DICOM header, or, without one, the
+   gate's "this looks like an adult's film" score;
+4. an uncertainty band: a pneumonia probability too close to the threshold to call.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .image import DecodedImage
+from .intended_use import IntendedUse
 from .labels import NORMAL, PNEUMONIA, UNKNOWN
 
 
@@ -49,8 +52,12 @@ def decide(
     feature_distance: float,
     threshold: float,
     policy: UnknownPolicy,
+    p_adult: float | None = None,
+    intended_use: IntendedUse | None = None,
 ) -> tuple[str, str | None]:
-    """Return (label, unknown_reason); the reason is None unless the label is UNKNOWN."""
+    """Return (label, unknown_reason); the reason is None unless the label is UNKNOWN.
+    `p_adult` is the gate's score; without `intended_use` (a model from before the gate) the
+    intended-use layer is skipped."""
     reason = input_reason(image, policy)
     if reason:
         return UNKNOWN, reason
@@ -60,6 +67,9 @@ def decide(
             "Not a frontal chest radiograph: the model does not recognise this image as a frontal "
             "chest X-ray (it may be another body part, another modality, or a photograph)."
         )
+    outside = intended_use.reason(image, p_adult) if intended_use is not None else None
+    if outside:
+        return UNKNOWN, outside
     if abs(p_pneumonia - threshold) < policy.uncertainty_band:
         return UNKNOWN, (
             f"Uncertain: the pneumonia probability ({p_pneumonia:.2f}) is too close to the decision "

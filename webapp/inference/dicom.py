@@ -1,8 +1,10 @@
 """DICOM files to `DecodedImage`: the grey values a radiologist's viewer would show.
 
 Only the elements listed in `_NEEDED_TAGS` are ever parsed (pydicom's
-`specific_tags`), so patient name, ID, birth date and every other identifying
-element are never read into memory, let alone logged or returned. The pixel
+`specific_tags`), so patient name, ID and every other identifying element are never
+read into memory, let alone logged or returned. The age elements (Patient's Age, or Birth
+Date with the study date) are read only to compute an age in years for the intended-use
+decision (`age.py`); the dates themselves go no further than that. The pixel
 pipeline is the standard one, in the standard order: Modality LUT (or rescale
 slope/intercept), then VOI LUT (or window), then MONOCHROME1 inversion.
 """
@@ -24,6 +26,7 @@ from pydicom.uid import (
     JPEGTransferSyntaxes,
 )
 
+from .age import REFERENCE_DATE_KEYWORDS, age_from_header
 from .image import (
     DecodedImage,
     DecodeError,
@@ -57,7 +60,8 @@ _PIXEL_KEYWORDS = (
     "VOILUTFunction",
     "VOILUTSequence",
 )
-_NEEDED_TAGS = [Tag(k) for k in _FACT_KEYWORDS + _PIXEL_KEYWORDS] + [
+_AGE_KEYWORDS = ("PatientAge", "PatientBirthDate", *REFERENCE_DATE_KEYWORDS)
+_NEEDED_TAGS = [Tag(k) for k in _FACT_KEYWORDS + _PIXEL_KEYWORDS + _AGE_KEYWORDS] + [
     Tag(0x7FE0, 0x0010),  # Pixel Data
     Tag(0x7FE0, 0x0008),  # Float Pixel Data
     Tag(0x7FE0, 0x0009),  # Double Float Pixel Data
@@ -157,7 +161,7 @@ def decode_dicom(data: bytes, *, target_size: int | None = None) -> DecodedImage
             f"DICOM images with photometric interpretation {photometric or 'unknown'} are not supported.",
         )
     pixels = shrink(np.clip(pixels, 0.0, 1.0).astype(np.float32), target_size)
-    return DecodedImage(pixels, "DICOM", columns, rows, colourfulness, facts, _modality_reason(facts))
+    return DecodedImage(pixels, "DICOM", columns, rows, colourfulness, facts, _modality_reason(facts), _age(ds))
 
 
 def _check_frame_header(ds, tsyntax, rows: int, columns: int) -> None:
@@ -269,6 +273,17 @@ def _facts(ds, tsyntax) -> dict[str, str]:
         facts["NumberOfFrames"] = f"{int(frames)} (first frame shown)"
     facts["TransferSyntax"] = str(getattr(tsyntax, "name", tsyntax))[:64]
     return facts
+
+
+def _age(ds) -> float | None:
+    """The patient's age in years, or None when absent or malformed (never an error)."""
+    values = {}
+    for keyword in _AGE_KEYWORDS:
+        try:
+            values[keyword] = ds.get(keyword)
+        except Exception:  # noqa: BLE001  a value pydicom cannot convert is simply no value
+            values[keyword] = None
+    return age_from_header(values)
 
 
 def _modality_reason(facts: dict[str, str]) -> str | None:

@@ -14,12 +14,13 @@ import tensorflow as tf
 
 def build_forward(model: keras.Model, layer_name: str):
     """A compiled fn: batch (N, S, S, 1) -> (logits (N, K), feature_distance (N,),
-    cam_for (N, S, S), cam_against (N, S, S)).
+    adult_logit (N,), cam_for (N, S, S), cam_against (N, S, S)).
 
     `cam_for` highlights regions that push the pneumonia logit up, `cam_against` those that
     push it down (the evidence for NORMAL). Both are scaled to [0, 1] per image. The feature
     distance is the mean square of the model's optional second output (whitened features);
-    models without one report 0.
+    models without one report 0. The optional third output is the intended-use gate's logit
+    ("looks like an adult's film"), 0 for models without a gate.
     """
     features = model.get_layer(layer_name).output
     probe = keras.Model(model.input, [features, *model.outputs])
@@ -27,13 +28,15 @@ def build_forward(model: keras.Model, layer_name: str):
     @tf.function(reduce_retracing=True)
     def forward(batch):
         with tf.GradientTape() as tape:
-            maps, logits, *whitened = probe(batch, training=False)
+            maps, logits, *extra = probe(batch, training=False)
             target = tf.reduce_sum(logits[:, 0])
         grads = tape.gradient(target, maps)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         size = tf.shape(batch)[1:3]
-        distance = tf.reduce_mean(tf.square(whitened[0]), axis=-1) if whitened else tf.zeros(tf.shape(batch)[:1])
-        return logits, distance, _cam(maps, weights, size), _cam(maps, -weights, size)
+        none = tf.zeros(tf.shape(batch)[:1])
+        distance = tf.reduce_mean(tf.square(extra[0]), axis=-1) if extra else none
+        adult = extra[1][:, 0] if len(extra) > 1 else none
+        return logits, distance, adult, _cam(maps, weights, size), _cam(maps, -weights, size)
 
     return forward
 

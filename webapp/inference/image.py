@@ -39,6 +39,9 @@ class DecodedImage:
     colourfulness: float = 0.0  # mean per-pixel channel spread in [0, 1]; 0 for grayscale
     facts: dict[str, str] = field(default_factory=dict)  # non-identifying acquisition facts
     unknown_reason: str | None = None  # an input-level reason to answer UNKNOWN
+    # The patient's age in years from a DICOM header, for the intended-use decision only: it is
+    # never stored, logged or shown (None when the file carries no valid age).
+    age_years: float | None = None
 
 
 def scale_to_unit(values: np.ndarray) -> np.ndarray:

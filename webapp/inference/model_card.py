@@ -13,8 +13,11 @@ import pathlib
 from dataclasses import dataclass
 
 from .decide import UnknownPolicy
+from .intended_use import IntendedUse
 
 CARD_NAME = "model_card.json"
+# The intended-use gate's parameters; absent from cards of models built before the gate.
+GATE_SECTION = "intended_use_gate"
 MODEL_NAME = "cxr_pneumonia.keras"
 # Width over height of a frontal chest film: 14x17 in portrait to 17x14 in landscape, with room
 # for detectors and crops; anything outside is answered UNKNOWN before the model is asked.
@@ -35,6 +38,7 @@ class ServingParams:
     temperature: float
     gradcam_layer: str
     policy: UnknownPolicy
+    intended_use: IntendedUse | None = None
 
     @classmethod
     def from_card(cls, card: dict) -> ServingParams:
@@ -56,12 +60,26 @@ class ServingParams:
                 temperature=float(card["temperature"]),
                 gradcam_layer=str(card["input"]["gradcam_layer"]),
                 policy=policy,
+                intended_use=_intended_use(card.get(GATE_SECTION)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelCardError(f"the model card is missing or has a bad field: {exc!r}") from exc
         if params.temperature <= 0 or not 0 < params.threshold < 1 or params.input_size <= 0:
             raise ModelCardError("the model card's temperature, threshold or input size is out of range")
         return params
+
+
+def _intended_use(gate: dict | None) -> IntendedUse | None:
+    if gate is None:
+        return None
+    validated = gate["validated_age_years"]
+    return IntendedUse(
+        max_adult_probability=float(gate["max_adult_probability"]),
+        adult_from_years=float(gate["adult_from_years"]),
+        validated_from_years=float(validated["from"]),
+        validated_below_years=float(validated["below"]),
+        version=str(gate["version"]),
+    )
 
 
 def card_path(model_path: pathlib.Path) -> pathlib.Path:

@@ -129,6 +129,7 @@ def analyse(
         feature_distance=float(analysis.feature_distance),
         model_version=analysis.model_version,
         unknown_reason=analysis.unknown_reason,
+        caution=analysis.caution,
         facts=dict(image.facts),
         review_png=review,
         # The map alone; the coloured overlay is drawn only when a page shows it.
