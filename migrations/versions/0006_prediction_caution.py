@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 
 revision = "0006_caution"
-down_revision = "0004_jobs"
+down_revision = "0006_dicom"
 branch_labels = None
 depends_on = None
 
