@@ -21,7 +21,7 @@ import os
 import socket
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 from flask import current_app
@@ -32,6 +32,8 @@ from sqlalchemy import and_, or_, select, update
 from ..extensions import db
 from ..inference.decode import DecodeError, decode
 from ..inference.runtime import ModelUnavailable, get_analyzer
+from ..jobs import leases
+from ..jobs.leases import LeaseLost, as_utc, lease
 from ..jobs.queue import enqueue, enqueue_in, jobs, recovery, task
 from ..models import (
     RECEIPT_QUEUED,
@@ -56,19 +58,6 @@ log = logging.getLogger(__name__)
 
 SEND_TASK = "dicom.send"
 FIRST_RETRY_SECONDS = 5
-
-
-class LeaseLost(Exception):
-    """Another job took the receipt over while this one was busy: write nothing."""
-
-
-def as_utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every time we store is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def lease() -> timedelta:
-    return timedelta(seconds=current_app.config["JOBS_LEASE_SECONDS"])
 
 
 @task(SCREEN_TASK)
@@ -97,19 +86,9 @@ def screen(receipt_id: int) -> None:
 
 
 def claim(receipt_id: int, owner: str) -> bool:
-    now = utcnow()
-    result = db.session.execute(
-        update(DicomReceipt)
-        .where(
-            DicomReceipt.id == receipt_id,
-            DicomReceipt.state.in_((RECEIPT_QUEUED, RECEIPT_SCREENING)),
-            or_(DicomReceipt.lease_until.is_(None), DicomReceipt.lease_until < now),
-        )
-        .values(state=RECEIPT_SCREENING, lease_owner=owner, lease_until=now + lease())
-        .execution_options(synchronize_session=False)
+    return leases.claim(
+        DicomReceipt, receipt_id, DicomReceipt.state, (RECEIPT_QUEUED, RECEIPT_SCREENING), RECEIPT_SCREENING, owner
     )
-    db.session.commit()
-    return result.rowcount == 1
 
 
 def finish(receipt_id: int, owner: str, **values) -> None:

@@ -111,14 +111,13 @@ def reliability(truth, scores, bins: int = 15) -> list[dict]:
     truth = np.asarray(truth, np.float64)
     scores = np.asarray(scores, np.float64)
     index = np.minimum((scores * bins).astype(int), bins - 1)
-    rows = []
-    for b in range(bins):
-        mask = index == b
-        if mask.any():
-            rows.append(
-                {"predicted": float(scores[mask].mean()), "observed": float(truth[mask].mean()), "n": int(mask.sum())}
-            )
-    return rows
+    counts = np.bincount(index, minlength=bins)
+    predicted = np.bincount(index, weights=scores, minlength=bins)
+    observed = np.bincount(index, weights=truth, minlength=bins)
+    return [
+        {"predicted": float(predicted[b] / counts[b]), "observed": float(observed[b] / counts[b]), "n": int(counts[b])}
+        for b in np.flatnonzero(counts)
+    ]
 
 
 def expected_calibration_error(truth, scores, bins: int = 15) -> float | None:

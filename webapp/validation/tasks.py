@@ -17,7 +17,6 @@ import os
 import socket
 import uuid
 import zipfile
-from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import or_, select, update
@@ -27,6 +26,8 @@ from ..inference.decode import DecodeError, decode
 from ..inference.image import DecodedImage
 from ..inference.overlay import heatmap_png
 from ..inference.runtime import ModelUnavailable, get_analyzer
+from ..jobs import leases
+from ..jobs.leases import LeaseLost, as_utc, lease
 from ..jobs.queue import enqueue, enqueue_in, jobs, recovery, task
 from ..models import (
     ITEM_DONE,
@@ -51,19 +52,6 @@ TASK = "validation.run"
 BATCH = 16  # films per forward pass and per transaction
 
 
-class LeaseLost(Exception):
-    """Another job holds the run now (ours ran out while we were busy): stop without writing."""
-
-
-def as_utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every time we store is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def lease_seconds() -> int:
-    return current_app.config["JOBS_LEASE_SECONDS"]
-
-
 def start(run_id: int) -> None:
     enqueue(TASK, run_id)
 
@@ -77,7 +65,7 @@ def run_validation(run_id: int) -> None:
     if not claim(run_id, owner):
         # A live job holds it. Look again when its lease would run out: if that job died, we take over.
         db.session.refresh(run)
-        wait = (as_utc(run.lease_until) - utcnow()).total_seconds() if run.lease_until else lease_seconds()
+        wait = (as_utc(run.lease_until) - utcnow()).total_seconds() if run.lease_until else lease().total_seconds()
         if run.status == RUN_RUNNING:
             enqueue_in(max(wait, 1.0) + 1.0, TASK, run_id)
         return
@@ -94,26 +82,14 @@ def run_validation(run_id: int) -> None:
 
 
 def claim(run_id: int, owner: str) -> bool:
-    now = utcnow()
-    result = db.session.execute(
-        update(ValidationRun)
-        .where(
-            ValidationRun.id == run_id,
-            ValidationRun.status.in_((RUN_QUEUED, RUN_RUNNING)),
-            or_(ValidationRun.lease_until.is_(None), ValidationRun.lease_until < now),
-        )
-        .values(status=RUN_RUNNING, lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds()))
-        .execution_options(synchronize_session=False)
-    )
-    db.session.commit()
-    return result.rowcount == 1
+    return leases.claim(ValidationRun, run_id, ValidationRun.status, (RUN_QUEUED, RUN_RUNNING), RUN_RUNNING, owner)
 
 
 def renew(run_id: int, owner: str) -> None:
     result = db.session.execute(
         update(ValidationRun)
         .where(ValidationRun.id == run_id, ValidationRun.lease_owner == owner)
-        .values(lease_until=utcnow() + timedelta(seconds=lease_seconds()))
+        .values(lease_until=utcnow() + lease())
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
