@@ -38,12 +38,13 @@ def load_secret_key(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from . import models  # noqa: F401  (registers the tables with SQLAlchemy)
+    from . import models, ratelimits  # models registers the tables with SQLAlchemy
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_DIR / "migrations"))
     csrf.init_app(app)
     login_manager.init_app(app)
+    ratelimits.init_app(app)
 
     @login_manager.user_loader
     def load_user(user_id: str):
@@ -78,6 +79,7 @@ def register_request_hooks(app: Flask) -> None:
 
 
 def register_cli(app: Flask) -> None:
-    from .cli import users_cli
+    from .cli import audit_cli, users_cli
 
     app.cli.add_command(users_cli)
+    app.cli.add_command(audit_cli)

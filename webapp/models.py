@@ -100,13 +100,16 @@ class ApiToken(db.Model):
     LAST_USED_RESOLUTION = timedelta(minutes=1)
 
     @classmethod
+    def create(cls, user: User, name: str = "", days: int = 90) -> tuple[ApiToken, str]:
+        """Add a new token for `user` valid for `days`: the row and its secret (only the digest is stored)."""
+        secret = secrets.token_urlsafe(32)
+        row = cls(user=user, name=name, token_digest=_token_digest(secret), expires_at=utcnow() + timedelta(days=days))
+        db.session.add(row)
+        return row, secret
+
+    @classmethod
     def issue(cls, user: User, name: str = "", days: int = 90) -> str:
-        """Add a new token for `user` valid for `days`; returns the secret (only its digest is stored)."""
-        token = secrets.token_urlsafe(32)
-        db.session.add(
-            cls(user=user, name=name, token_digest=_token_digest(token), expires_at=utcnow() + timedelta(days=days))
-        )
-        return token
+        return cls.create(user, name, days)[1]
 
     @property
     def state(self) -> str:

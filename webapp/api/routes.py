@@ -3,6 +3,7 @@ from flask import g, jsonify, request, url_for
 from ..extensions import db
 from ..history.filters import HistoryFilterForm, filtered_predictions
 from ..models import Prediction
+from ..ratelimits import upload_per_token, upload_per_user
 from ..responses import form_errors
 from ..screening.service import UploadRejected, screen_batch
 from . import bp
@@ -13,6 +14,8 @@ from .serializers import prediction_json
 
 
 @bp.route("/predictions", methods=["POST"])
+@upload_per_user
+@upload_per_token
 @token_required
 def create_predictions():
     files = request.files.getlist("file")

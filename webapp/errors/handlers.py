@@ -2,12 +2,14 @@
 
 import logging
 
-from flask import Flask, render_template, request
+from flask import Flask, make_response, render_template, request
+from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from ..api.errors import api_error
 from ..extensions import db
+from ..ratelimits import retry_after_seconds
 from ..responses import wants_json
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,12 @@ def handle_csrf(exc: CSRFError):
     )
 
 
+def handle_rate_limited(exc: RateLimitExceeded):
+    response = make_response(_respond(429, "rate_limited", MESSAGES[429]))
+    response.headers["Retry-After"] = str(retry_after_seconds())
+    return response
+
+
 def handle_unexpected(exc: Exception):
     db.session.rollback()  # leave nothing half-written behind the error
     log.exception("unhandled error on %s %s", request.method, request.path)
@@ -54,6 +62,7 @@ def handle_unexpected(exc: Exception):
 
 def register(app: Flask) -> None:
     app.register_error_handler(CSRFError, handle_csrf)
+    app.register_error_handler(RateLimitExceeded, handle_rate_limited)
     app.register_error_handler(HTTPException, handle_http)
     app.register_error_handler(InternalServerError, handle_unexpected)
     app.register_error_handler(Exception, handle_unexpected)

@@ -5,6 +5,7 @@ from ..extensions import db
 from ..inference.overlay import stored_overlay_png
 from ..models import Feedback, Prediction, record_audit
 from ..notes import INTENDED_USE, NOTES
+from ..ratelimits import upload_per_user
 from ..responses import form_errors, wants_json
 from . import bp
 from .forms import ACCEPTED_EXTENSIONS, FeedbackForm, UploadForm
@@ -38,6 +39,7 @@ def index():
 
 
 @bp.route("/screen", methods=["GET", "POST"])
+@upload_per_user
 def upload():
     form = UploadForm()
     if request.method == "GET":
