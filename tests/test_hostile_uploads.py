@@ -22,6 +22,9 @@ from webapp.config import TestingConfig
 from webapp.extensions import db
 from webapp.models import Prediction
 
+# A bulk job by design: the rate limits would stop it long before the corpus is through.
+pytestmark = pytest.mark.app_config(RATE_LIMITS_ENABLED=False)
+
 # Browsers percent-encode a double quote in a multipart file name; Werkzeug's test client
 # does not, so names with '"' are left to the decode-level corpus.
 # (No "/" in it: sanitizing keeps only what follows the last path separator.)
