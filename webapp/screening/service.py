@@ -88,9 +88,9 @@ def screen_upload(user: User, filename: str, data: bytes) -> Prediction:
     started = time.perf_counter()
     model = analyzer()
     try:
-        image = decode(data, target_size=model.input_size)
+        image = decode(data, target_size=model.input_size, memory_mb=current_app.config["DECODE_MEMORY_MB"])
     except DecodeError as exc:
-        status = 415 if exc.code in UNSUPPORTED_CODES else 422
+        status = 415 if exc.code in UNSUPPORTED_CODES else 413 if exc.code == "too_large_to_decode" else 422
         raise UploadRejected(exc.code, exc.message, status) from exc
     analysis = model.analyze(image)
     prediction = Prediction(
