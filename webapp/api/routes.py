@@ -28,7 +28,8 @@ def create_predictions():
     items, statuses = [], []
     for outcome in outcomes:
         if outcome.prediction:
-            items.append(prediction_json(outcome.prediction))
+            # The answer to the upload that sent it is the one place the original name is echoed.
+            items.append(prediction_json(outcome.prediction) | {"filename": outcome.filename})
             statuses.append(201)
         else:
             error = outcome.rejection

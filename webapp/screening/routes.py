@@ -1,4 +1,4 @@
-from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
 from ..extensions import db
@@ -60,6 +60,10 @@ def upload():
         return _refused(form, errors, max((o.rejection.status for o in outcomes), default=400))
     for error in errors:
         flash(f"{error['filename']}: {error['message']}", "error")
+    if not current_app.config["STORE_ORIGINAL_FILENAMES"]:
+        # Shown once on the results page that follows, then dropped: kept in this browser's
+        # session cookie only, never in the database. Shortened to keep the cookie small.
+        session["sent_names"] = {str(o.prediction.id): o.filename[:80] for o in outcomes if o.prediction}
     target = url_for("screening.results", id=ids)
     return jsonify(redirect=target) if wants_json() else redirect(target, code=303)
 
@@ -79,6 +83,7 @@ def results():
     return render_template(
         "screening/results.html",
         predictions=predictions,
+        sent_names=session.pop("sent_names", {}),
         notes=NOTES,
         intended_use=INTENDED_USE,
         feedback_form=FeedbackForm,

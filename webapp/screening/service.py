@@ -17,7 +17,7 @@ from flask import current_app
 from PIL import Image
 
 from ..extensions import db
-from ..filenames import sanitize_filename
+from ..filenames import anonymous_filename, sanitize_filename
 from ..inference.decode import DecodeError, decode
 from ..inference.labels import NORMAL, PNEUMONIA
 from ..inference.overlay import heatmap_png, png_bytes
@@ -39,7 +39,7 @@ class UploadRejected(Exception):
 class Screened:
     """One file's outcome: a logged prediction, or the reason it was refused."""
 
-    filename: str  # sanitised, as stored and shown
+    filename: str  # the sanitised original: echoed to the sender, stored only with STORE_ORIGINAL_FILENAMES
     prediction: Prediction | None = None
     rejection: UploadRejected | None = None
 
@@ -68,10 +68,10 @@ def screen_batch(user: User, uploads: Iterable[tuple[str | None, bytes]]) -> lis
     uploads = list(uploads)
     check_batch_size(len(uploads))
     outcomes = []
-    for raw_name, data in uploads:
+    for index, (raw_name, data) in enumerate(uploads, start=1):
         filename = sanitize_filename(raw_name)
         try:
-            outcomes.append(Screened(filename, prediction=screen_upload(user, filename, data)))
+            outcomes.append(Screened(filename, prediction=screen_upload(user, filename, data, index)))
         except UploadRejected as exc:
             outcomes.append(Screened(filename, rejection=exc))
     return outcomes
@@ -84,7 +84,7 @@ def review_png(pixels: np.ndarray, size: int) -> bytes:
     return png_bytes(image)
 
 
-def screen_upload(user: User, filename: str, data: bytes) -> Prediction:
+def screen_upload(user: User, filename: str, data: bytes, index: int = 1) -> Prediction:
     started = time.perf_counter()
     model = analyzer()
     try:
@@ -115,5 +115,10 @@ def screen_upload(user: User, filename: str, data: bytes) -> Prediction:
     )
     prediction.latency_ms = round((time.perf_counter() - started) * 1000.0, 2)
     db.session.add(prediction)
+    if not current_app.config["STORE_ORIGINAL_FILENAMES"]:
+        # The neutral name needs the row's id: same transaction, the original never reaches the database.
+        prediction.filename = ""
+        db.session.flush()
+        prediction.filename = anonymous_filename(prediction.id, index, filename)
     db.session.commit()
     return prediction
