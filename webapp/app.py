@@ -6,6 +6,7 @@ from flask import Flask
 
 from .config import INSECURE_SECRET_KEYS, PROJECT_DIR, SECRET_KEY_FILE, Config, config_from_env
 from .extensions import csrf, db, login_manager, migrate
+from .params import BoundedIntConverter
 
 
 def create_app(config_class: type[Config] | None = None, overrides: dict | None = None) -> Flask:
@@ -13,6 +14,7 @@ def create_app(config_class: type[Config] | None = None, overrides: dict | None 
     app = Flask(__name__, instance_path=str(config_class.INSTANCE_DIR))
     app.config.from_object(config_class)
     app.config.update(overrides or {})
+    app.url_map.converters["int"] = BoundedIntConverter  # before any route is added
     load_secret_key(app)
     register_extensions(app)
     register_blueprints(app)

@@ -117,7 +117,8 @@ def openapi_document(base_path: str) -> dict:
                         },
                         "400": _error("no file, too many files, or a malformed file"),
                         "401": _error("missing or invalid token"),
-                        "413": _error("upload larger than the configured limit"),
+                        "413": _error("upload larger than the configured limit, or too large to decode"),
+                        "429": _error("rate limit reached: wait for Retry-After seconds"),
                         "415": _error("not a supported image type"),
                         "422": _error("an image we cannot screen (corrupt, truncated, too small ...)"),
                         "503": _error("the model is not available on this server"),
@@ -146,6 +147,48 @@ def openapi_document(base_path: str) -> dict:
                         "401": _error("missing or invalid token"),
                         "403": _error("not yours"),
                         "404": _error("no such prediction"),
+                    },
+                },
+            },
+            "/audit-events": {
+                "get": {
+                    "summary": "The audit trail, newest first (administrators)",
+                    "parameters": [
+                        {"name": name, "in": "query", "schema": schema}
+                        for name, schema in (
+                            ("action", {"type": "string"}),
+                            ("user", {"type": "string"}),
+                            ("date_from", {"type": "string", "format": "date"}),
+                            ("date_to", {"type": "string", "format": "date"}),
+                            ("page", {"type": "integer", "minimum": 1}),
+                            ("per_page", {"type": "integer", "minimum": 1, "maximum": 200}),
+                        )
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "{events: [{id, time, user, action, detail, ip}], "
+                            "page, per_page, total, pages}"
+                        },
+                        "400": _error("invalid filter or page"),
+                        "401": _error("missing or invalid token"),
+                        "403": _error("not an administrator"),
+                    },
+                },
+            },
+            "/tokens": {
+                "get": {
+                    "summary": "Your API tokens: id, name, state, created, expiry, last use (never the secret)",
+                    "responses": {"200": {"description": "{tokens: [...]}"}, "401": _error("missing or invalid token")},
+                },
+            },
+            "/tokens/{id}": {
+                "delete": {
+                    "summary": "Revoke one of your API tokens",
+                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                    "responses": {
+                        "200": {"description": "the revoked token"},
+                        "401": _error("missing or invalid token"),
+                        "404": _error("no such token of yours"),
                     },
                 },
             },

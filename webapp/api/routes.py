@@ -1,8 +1,11 @@
 from flask import g, jsonify, request, url_for
 
+from ..access import revoke_token
+from ..audit_log import AuditFilterForm, event_json, filtered_events
 from ..extensions import db
 from ..history.filters import HistoryFilterForm, filtered_predictions
-from ..models import Prediction
+from ..models import ApiToken, Prediction, record_audit
+from ..params import MAX_PAGE, int_arg
 from ..ratelimits import upload_per_token, upload_per_user
 from ..responses import form_errors
 from ..screening.service import UploadRejected, screen_batch
@@ -10,7 +13,7 @@ from . import bp
 from .auth import token_required
 from .errors import api_error
 from .openapi import openapi_document
-from .serializers import prediction_json
+from .serializers import prediction_json, token_json
 
 
 @bp.route("/predictions", methods=["POST"])
@@ -62,6 +65,8 @@ def get_prediction(prediction_id: int):
         return api_error("not_found", f"No prediction {prediction_id}.", 404)
     if not prediction.visible_to(g.api_user):
         return api_error("forbidden", "You can only read your own predictions.", 403)
+    record_audit(g.api_user.username, "prediction_viewed", f"prediction {prediction.id}", "api")
+    db.session.commit()
     return jsonify(prediction_json(prediction))
 
 
@@ -73,9 +78,9 @@ def list_predictions():
     form = HistoryFilterForm(request.args)
     if not form.validate():
         return api_error("invalid_filter", form_errors(form), 400)
-    per_page = min(max(request.args.get("per_page", 50, type=int), 1), 200)
+    per_page = min(int_arg("per_page", 50, 1, MAX_PAGE), 200)  # larger pages are served at 200
     page = db.paginate(
-        filtered_predictions(form), page=request.args.get("page", 1, type=int), per_page=per_page, error_out=False
+        filtered_predictions(form), page=int_arg("page", 1, 1, MAX_PAGE), per_page=per_page, error_out=False
     )
     return jsonify(
         predictions=[prediction_json(p) for p in page.items],
@@ -84,6 +89,43 @@ def list_predictions():
         total=page.total,
         pages=page.pages,
     )
+
+
+@bp.route("/audit-events", methods=["GET"])
+@token_required
+def list_audit_events():
+    if not g.api_user.is_admin:
+        return api_error("forbidden", "The audit trail is for administrators.", 403)
+    form = AuditFilterForm(request.args)
+    if not form.validate():
+        return api_error("invalid_filter", form_errors(form), 400)
+    per_page = min(int_arg("per_page", 50, 1, MAX_PAGE), 200)
+    page = db.paginate(filtered_events(form), page=int_arg("page", 1, 1, MAX_PAGE), per_page=per_page, error_out=False)
+    return jsonify(
+        events=[event_json(e) for e in page.items],
+        page=page.page,
+        per_page=per_page,
+        total=page.total,
+        pages=page.pages,
+    )
+
+
+@bp.route("/tokens", methods=["GET"])
+@token_required
+def list_tokens():
+    """The caller's own tokens (never a secret: those are shown once, when issued)."""
+    return jsonify(tokens=[token_json(t) for t in g.api_user.tokens])
+
+
+@bp.route("/tokens/<int:token_id>", methods=["DELETE"])
+@token_required
+def revoke_own_token(token_id: int):
+    token = db.session.get(ApiToken, token_id)
+    if token is None or token.user_id != g.api_user.id:
+        return api_error("not_found", f"You have no token {token_id}.", 404)
+    revoke_token(token)
+    db.session.commit()
+    return jsonify(token_json(token))
 
 
 @bp.route("/openapi.json")

@@ -1,6 +1,6 @@
 from datetime import UTC
 
-from ..models import Prediction
+from ..models import ApiToken, Prediction
 
 
 def iso_utc(moment) -> str:
@@ -39,3 +39,15 @@ def prediction_json(p: Prediction) -> dict:
             "created_at": iso_utc(p.feedback.created_at),
         }
     return data
+
+
+def token_json(t: ApiToken) -> dict:
+    return {
+        "id": t.id,
+        "name": t.name,
+        "state": t.state,
+        "created_at": iso_utc(t.created_at),
+        "expires_at": iso_utc(t.expires_at),
+        "last_used_at": iso_utc(t.last_used_at) if t.last_used_at else None,
+        "revoked_at": iso_utc(t.revoked_at) if t.revoked_at else None,
+    }

@@ -36,7 +36,9 @@ def handle_http(exc: HTTPException):
     from flask import current_app
 
     status = exc.code or 500
-    message = MESSAGES.get(status, exc.description or "")
+    # A message written for this refusal (e.g. which parameter is out of range) beats the generic one.
+    specific = exc.description if exc.description != type(exc).description else None
+    message = specific or MESSAGES.get(status, exc.description or "")
     message = message.format(max_mb=current_app.config["MAX_UPLOAD_MB"])
     code = {413: "too_large"}.get(status, (exc.name or "error").lower().replace(" ", "_"))
     return _respond(status, code, message)

@@ -11,6 +11,7 @@ from wtforms.validators import Optional
 
 from ..extensions import db
 from ..models import LABELS, Feedback, Prediction, User
+from ..params import plausible_date
 
 
 class HistoryFilterForm(FlaskForm):
@@ -18,8 +19,8 @@ class HistoryFilterForm(FlaskForm):
         csrf = False  # a GET search form changes nothing
 
     verdict = SelectField("Verdict", choices=[("", "Any")] + [(x, x.title()) for x in LABELS], validators=[Optional()])
-    date_from = DateField("From", validators=[Optional()])
-    date_to = DateField("To", validators=[Optional()])
+    date_from = DateField("From", validators=[Optional(), plausible_date])
+    date_to = DateField("To", validators=[Optional(), plausible_date])
     user = StringField("User", validators=[Optional()])
     model_version = SelectField("Model version", choices=[("", "Any")], validate_choice=False, validators=[Optional()])
     reviewed = SelectField(

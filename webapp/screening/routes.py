@@ -1,3 +1,5 @@
+from urllib.parse import urlsplit
+
 from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
@@ -5,6 +7,7 @@ from ..extensions import db
 from ..inference.overlay import stored_overlay_png
 from ..models import Feedback, Prediction, record_audit
 from ..notes import INTENDED_USE, NOTES
+from ..params import int_args
 from ..ratelimits import upload_per_user
 from ..responses import form_errors, wants_json
 from . import bp
@@ -18,6 +21,13 @@ def visible_prediction(prediction_id: int) -> Prediction:
         abort(404)
     if not prediction.visible_to(current_user):
         abort(403)
+    return prediction
+
+
+def viewed(prediction: Prediction, what: str) -> Prediction:
+    """Every look at a patient's film is in the audit trail: who, when, from where, which view."""
+    record_audit(current_user.username, "prediction_viewed", f"prediction {prediction.id}", what)
+    db.session.commit()
     return prediction
 
 
@@ -76,10 +86,13 @@ def _refused(form, errors, status):
 
 @bp.route("/screen/results")
 def results():
-    ids = request.args.getlist("id", type=int)[: current_app.config["MAX_FILES_PER_UPLOAD"]]
+    ids = int_args("id")[: current_app.config["MAX_FILES_PER_UPLOAD"]]
     if not ids:
         return redirect(url_for("screening.upload"))
     predictions = [visible_prediction(i) for i in ids]
+    for prediction in predictions:
+        record_audit(current_user.username, "prediction_viewed", f"prediction {prediction.id}", "results page")
+    db.session.commit()
     return render_template(
         "screening/results.html",
         predictions=predictions,
@@ -92,7 +105,7 @@ def results():
 
 @bp.route("/predictions/<int:prediction_id>")
 def detail(prediction_id: int):
-    prediction = visible_prediction(prediction_id)
+    prediction = viewed(visible_prediction(prediction_id), "detail page")
     return render_template(
         "screening/detail.html",
         prediction=prediction,
@@ -108,12 +121,12 @@ def _png(data: bytes) -> Response:
 
 @bp.route("/predictions/<int:prediction_id>/image.png")
 def image(prediction_id: int):
-    return _png(visible_prediction(prediction_id).review_png)
+    return _png(viewed(visible_prediction(prediction_id), "image").review_png)
 
 
 @bp.route("/predictions/<int:prediction_id>/heatmap.png")
 def heatmap(prediction_id: int):
-    prediction = visible_prediction(prediction_id)
+    prediction = viewed(visible_prediction(prediction_id), "heat map")
     return _png(stored_overlay_png(prediction.review_png, prediction.heatmap_png))
 
 
@@ -133,9 +146,16 @@ def feedback(prediction_id: int):
         record_audit(current_user.username, "feedback.save", f"prediction {prediction.id}", review.label)
     db.session.commit()
     flash("Review saved. Thank you: reviews are how we measure the model.", "info")
-    return redirect(
-        request.form.get("back")
-        if request.form.get("back", "").startswith("/screen/results")
-        else url_for("screening.detail", prediction_id=prediction.id),
-        code=303,
+    back = request.form.get("back", "")
+    return redirect(back if _is_results_path(back) else url_for("screening.detail", prediction_id=prediction.id), 303)
+
+
+def _is_results_path(target: str) -> bool:
+    """Only our own results page, and nothing a Location header could be split or redirected by."""
+    return (
+        target.startswith("/screen/results")
+        and target.isprintable()
+        and target.isascii()
+        and not any(ch in target for ch in "\\ ")
+        and not urlsplit(target).netloc
     )
