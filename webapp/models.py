@@ -24,6 +24,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Mapped, contains_eager, mapped_column, relationship
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .extensions import db
 from .inference.labels import NORMAL, PNEUMONIA, UNKNOWN, VERDICTS
@@ -103,7 +104,14 @@ class ApiToken(db.Model):
     def create(cls, user: User, name: str = "", days: int = 90) -> tuple[ApiToken, str]:
         """Add a new token for `user` valid for `days`: the row and its secret (only the digest is stored)."""
         secret = secrets.token_urlsafe(32)
-        row = cls(user=user, name=name, token_digest=_token_digest(secret), expires_at=utcnow() + timedelta(days=days))
+        now = utcnow()
+        row = cls(
+            user=user,
+            name=name,
+            token_digest=_token_digest(secret),
+            created_at=now,
+            expires_at=now + timedelta(days=days),
+        )
         db.session.add(row)
         return row, secret
 
@@ -146,7 +154,7 @@ class ApiToken(db.Model):
                 .execution_options(synchronize_session=False)
             )
             db.session.commit()
-            found.last_used_at = now
+            set_committed_value(found, "last_used_at", now)  # what the row now holds, not a change to write
         return found
 
     @classmethod
