@@ -121,6 +121,8 @@ def _base_env(workdir: Path, port: int) -> dict[str, str]:
         INSTANCE_DIR=str(workdir),
         BIND=f"127.0.0.1:{port}",
         PYTHONUNBUFFERED="1",
+        # The load generator is a runaway script by design: rate limits would measure themselves.
+        RATE_LIMITS_ENABLED="false",
     )
     return env
 

@@ -57,6 +57,8 @@ class GunicornServer:
             "INSTANCE_DIR": str(self.instance),
             "BIND": f"127.0.0.1:{self.port}",
             "WEB_WORKERS": str(workers),
+            # The checks send streams of uploads on purpose; rate limits are tested elsewhere.
+            "RATE_LIMITS_ENABLED": "false",
             **(extra_env or {}),
         }
         self.env.pop("DATABASE_URL", None)  # always the throwaway SQLite database
