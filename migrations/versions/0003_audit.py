@@ -46,7 +46,7 @@ def upgrade():
     if op.get_bind().dialect.name == "postgresql":
         op.execute(
             f"""
-            CREATE FUNCTION audit_events_no_update() RETURNS trigger AS $$
+            CREATE OR REPLACE FUNCTION audit_events_no_update() RETURNS trigger AS $$
             BEGIN RAISE EXCEPTION '{NO_UPDATE_MESSAGE}'; END;
             $$ LANGUAGE plpgsql
             """
