@@ -134,17 +134,3 @@ def _drive(target: Target, next_upload, concurrency: int) -> Run:
         thread.join()
     run.wall_s = time.perf_counter() - started
     return run
-
-
-def get_status(port: int, path: str, timeout: float = 5.0) -> int:
-    """Status of a GET, or 0 when nothing answers yet."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    except (OSError, http.client.HTTPException):
-        return 0
-    finally:
-        connection.close()

@@ -27,7 +27,7 @@ from pathlib import Path
 from . import machine, report
 from .client import Run, Target, run_count, run_for
 from .inputs import Upload, latency_inputs, load_mix
-from .servers import ROOT, Server, start_app, start_naive
+from .servers import ROOT, BenchServer, start_app, start_naive
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_MODEL = ROOT / "webapp" / "weights" / "cxr_pneumonia.keras"
@@ -98,13 +98,13 @@ def model_bench(model_path: Path, quick: bool, scratch: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def warm_up(target: Target, uploads: list[Upload], server: Server, ledger: Ledger) -> None:
+def warm_up(target: Target, uploads: list[Upload], server: BenchServer, ledger: Ledger) -> None:
     """Every worker thread sees every input kind once before anything is measured."""
     slots = server.extra["gunicorn"]["workers"] * server.extra["gunicorn"]["threads"]
     ledger.add(run_count(target, uploads, 2 * slots * len(uploads), slots))
 
 
-def memory_sample(server: Server, ledger: Ledger, label: str, samples: list, in_verdict: bool = True) -> None:
+def memory_sample(server: BenchServer, ledger: Ledger, label: str, samples: list, in_verdict: bool = True) -> None:
     samples.append(
         {"label": label, "requests": ledger.requests, "memory_mb": server.worker_memory_mb(), "in_verdict": in_verdict}
     )

@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 import requests
-from gunicorn_harness import ROOT, GunicornServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.live_app import ROOT, LiveApp  # noqa: E402  (needs the repository on sys.path)
 
 SHIPPED = ROOT / "webapp" / "weights"
 ERROR_LINE = "model could not be loaded"
@@ -39,8 +41,8 @@ def check(kind: str) -> dict:
     folder = Path(tempfile.mkdtemp(prefix=f"cxr-{kind}-model-"))
     try:
         model = broken_model(kind, folder)
-        with GunicornServer(workers=WORKERS, extra_env={"MODEL_PATH": str(model)}) as server:
-            token = server.prepare_database("broken-model-check")
+        with LiveApp(env={"WEB_WORKERS": str(WORKERS), "MODEL_PATH": str(model)}) as server:
+            token = server.prepare("broken-model-check")
             server.start()
             server.wait_for_log(ERROR_LINE, WORKERS, timeout=240)
             workers = server.worker_pids()

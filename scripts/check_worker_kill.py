@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-from gunicorn_harness import ROOT, GunicornServer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.live_app import ROOT, LiveApp  # noqa: E402  (needs the repository on sys.path)
 
 IMAGES = [ROOT / "tests" / "fixtures" / "images" / name for name in ("normal.jpeg", "pneumonia.jpeg")]
 RECOVERY_LIMIT_S = 10.0
@@ -108,8 +110,9 @@ def wait_until_dead(pid: int, timeout: float = 10.0) -> float:
 
 
 def run(clients: int, warmup: float, after: float) -> dict:
-    with GunicornServer(workers=2) as server:
-        token = server.prepare_database("worker-kill-check")
+    # A stream of uploads from one token on purpose; rate limits are tested in tests/test_rate_limits.py.
+    with LiveApp(env={"WEB_WORKERS": "2", "RATE_LIMITS_ENABLED": "false"}) as server:
+        token = server.prepare("worker-kill-check")
         server.start()
         server.wait_for_log(READY_LINE, 2, timeout=240)
         original = server.worker_pids()

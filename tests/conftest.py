@@ -6,29 +6,12 @@ PostgreSQL (CI does both).
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
-from flask_migrate import upgrade
-from sqlalchemy import text
 
+from tests.helpers import PASSWORDS, csrf_token, issue_token, make_user, reset_database
 from webapp import create_app
 from webapp.config import TestingConfig
 from webapp.extensions import db
-from webapp.models import ApiToken, User
-
-FIXTURES = Path(__file__).parent / "fixtures"
-IMAGES = FIXTURES / "images"
-PASSWORDS = {"admin": "admin-password-1", "clin": "clinician-pass-1", "other": "other-clin-pass-1"}
-
-
-def reset_database() -> None:
-    """Drop everything, then build the schema through the migrations, as a deployment does."""
-    db.drop_all()
-    with db.engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
-    upgrade()
 
 
 @pytest.fixture
@@ -54,15 +37,6 @@ def runner(app):
     return app.test_cli_runner()
 
 
-def make_user(app, username: str, role: str) -> int:
-    with app.app_context():
-        user = User(username=username, role=role)
-        user.set_password(PASSWORDS[username])
-        db.session.add(user)
-        db.session.commit()
-        return user.id
-
-
 @pytest.fixture
 def admin_user(app) -> int:
     return make_user(app, "admin", "admin")
@@ -78,13 +52,6 @@ def other_clinician(app) -> int:
     return make_user(app, "other", "clinician")
 
 
-def issue_token(app, username: str) -> str:
-    with app.app_context():
-        token = ApiToken.issue(User.by_username(username))
-        db.session.commit()
-        return token
-
-
 @pytest.fixture
 def api_token(app, clinician_user) -> str:
     return issue_token(app, "clin")
@@ -93,17 +60,6 @@ def api_token(app, clinician_user) -> str:
 @pytest.fixture
 def admin_token(app, admin_user) -> str:
     return issue_token(app, "admin")
-
-
-CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"')
-
-
-def csrf_token(client, path: str) -> str:
-    """The CSRF token a real browser would submit, read from the page that holds the form."""
-    html = client.get(path).get_data(as_text=True)
-    match = CSRF_RE.search(html)
-    assert match, f"no CSRF token on {path}"
-    return match.group(1) or match.group(2)
 
 
 class AuthActions:
@@ -124,7 +80,3 @@ class AuthActions:
 @pytest.fixture
 def auth(client):
     return AuthActions(client)
-
-
-def fixture_image(name: str) -> bytes:
-    return (IMAGES / name).read_bytes()

@@ -2,8 +2,8 @@ import io
 
 import pytest
 
-from tests.conftest import fixture_image, issue_token
 from tests.factories import add_prediction
+from tests.helpers import fixture_image, issue_token
 from webapp.extensions import db
 from webapp.models import Prediction
 

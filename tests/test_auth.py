@@ -1,6 +1,6 @@
 import pytest
 
-from tests.conftest import csrf_token
+from tests.helpers import csrf_token
 from webapp.extensions import db
 from webapp.models import User
 

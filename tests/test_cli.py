@@ -46,7 +46,7 @@ def test_deactivate_activate_and_reset(app, runner, clinician_user):
 
 
 def test_admin_pages_manage_users_and_are_audited(app, client, auth, admin_user, clinician_user):
-    from tests.conftest import csrf_token
+    from tests.helpers import csrf_token
 
     auth.login("admin")
     token = csrf_token(client, "/admin/users")
@@ -66,7 +66,7 @@ def test_admin_pages_manage_users_and_are_audited(app, client, auth, admin_user,
 
 
 def test_admin_cannot_deactivate_self(app, client, auth, admin_user):
-    from tests.conftest import csrf_token
+    from tests.helpers import csrf_token
 
     auth.login("admin")
     client.post(f"/admin/users/{admin_user}/active", data={"csrf_token": csrf_token(client, "/admin/users")})

@@ -15,7 +15,7 @@ from functools import cache
 
 import pytest
 
-from tests.conftest import csrf_token, fixture_image, issue_token, make_user, reset_database
+from tests.helpers import csrf_token, fixture_image, issue_token, make_user, reset_database
 from tests.hostile_corpus import hostile_corpus
 from webapp import create_app
 from webapp.config import TestingConfig

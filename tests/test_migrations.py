@@ -5,7 +5,7 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import inspect
 
-from tests.conftest import reset_database
+from tests.helpers import reset_database
 from webapp.extensions import db
 
 TABLES = {"users", "api_tokens", "predictions", "feedback", "login_attempts", "audit_events", "alembic_version"}

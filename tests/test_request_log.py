@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import fixture_image
+from tests.helpers import fixture_image
 from tests.image_samples import PATIENT, dicom
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import IMAGES
+from tests.helpers import IMAGES
 from tests.image_samples import dicom, png
 from webapp.inference.decode import decode
 

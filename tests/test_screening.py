@@ -4,7 +4,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.conftest import csrf_token, fixture_image
+from tests.helpers import csrf_token, fixture_image
 from webapp.extensions import db
 from webapp.models import LABELS, Feedback, Prediction
 

@@ -12,7 +12,6 @@ form the Grad-CAM layer, and the feature distance is fitted on the concatenated 
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import shlex
 import sys
@@ -22,9 +21,11 @@ import keras
 import numpy as np
 
 from training import augment as aug
-from training import ood, train
-from training.export import export
+from training import ood
+from training.calibration import calibrate_and_export, outputs_of
 from training.model import GRADCAM_LAYER
+from training.sets import load_training_sets
+from training.settings import parse_args
 from webapp.inference.model_card import read_card
 
 
@@ -48,35 +49,22 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=pathlib.Path, nargs="+", required=True)
     ours, rest = parser.parse_known_args(argv)
-    args = train.parse_args(rest)
+    args = parse_args(rest, description=__doc__)
     keras.utils.set_random_seed(args.seed)
     started = time.time()
 
     members = [keras.saving.load_model(p, compile=False) for p in ours.members]
     cards = [read_card(p, verify=False)["training"] for p in ours.members]
-    d = train.load_data(args)
-    x_val_shifted = aug.shifted_copy(d["x_val"], args.seed + 5, args.shift_strength)
+    sets = load_training_sets(args)
+    x_val_shifted = aug.shifted_copy(sets.x_val, args.seed + 5, args.shift_strength)
 
     model = build_ensemble(members, args.size)
-    features = train.outputs_of(ood.feature_model(model), d["x_train"])[0]
+    features = outputs_of(ood.feature_model(model), sets.x_train)[0]
     model = ood.with_feature_distance(model, *ood.fit_whitening(features))
-    calibration = train.calibrate(model, d, x_val_shifted, args)
-    print(json.dumps(calibration["validation"]), flush=True)
-
     command = " && ".join(c["command"] for c in cards) + " && python -m training.ensemble " + shlex.join(argv)
-    history = cards[0]["history"]
-    settings = {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()}
-    settings["members"] = [str(p) for p in ours.members]
-    export(
-        model,
-        args,
-        calibration,
-        d["summary"],
-        history,
-        settings,
-        command,
-        time.time() - started,
-        gradcam_layer=GRADCAM_LAYER,
+    members_setting = [str(p) for p in ours.members]
+    calibrate_and_export(
+        model, sets, x_val_shifted, args, cards[0]["history"], command, started, members=members_setting
     )
     return 0
 

@@ -15,6 +15,7 @@ import json
 import pathlib
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -63,7 +64,16 @@ def analyse_files(analyzer: Analyzer, paths: list[pathlib.Path]):
     return results, seconds
 
 
-def evaluate(args) -> dict:
+@dataclass(frozen=True)
+class Evaluation:
+    report: dict  # every figure, as written to metrics.json
+    labels: np.ndarray  # test-film truth, 0 NORMAL / 1 PNEUMONIA
+    probs: np.ndarray  # calibrated P(pneumonia) per test film
+    analyzer: Analyzer
+    predictions: list[dict]  # one row per test film, as written to test_predictions.csv
+
+
+def evaluate(args) -> Evaluation:
     analyzer = Analyzer(args.model)
     films = data.read_films(args.data_dir, "test")[: args.limit]
     others = data.read_not_chest(args.not_cxr_dir or args.data_dir.parent / "not_cxr")
@@ -125,7 +135,7 @@ def evaluate(args) -> dict:
         }
         for f, r in zip(films, film_results)
     ]
-    return report, labels, probs, analyzer, predictions
+    return Evaluation(report, labels, probs, analyzer, predictions)
 
 
 CARD_CHECKED_METRICS = ("auc", "accuracy", "sensitivity", "specificity", "ece", "unknown_rate")
@@ -145,7 +155,14 @@ def check_bars(report: dict) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    report, labels, probs, analyzer, predictions = evaluate(args)
+    result = evaluate(args)
+    report, labels, probs, analyzer, predictions = (
+        result.report,
+        result.labels,
+        result.probs,
+        result.analyzer,
+        result.predictions,
+    )
     args.reports.mkdir(parents=True, exist_ok=True)
     (args.reports / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     with open(args.reports / "test_predictions.csv", "w", newline="") as handle:

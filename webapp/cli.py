@@ -99,22 +99,23 @@ def revoke_token_command(name: str, token_id: int | None) -> None:
 @click.argument("name")
 def deactivate(name: str) -> None:
     """Block sign-in and API access for NAME (history is kept)."""
-    user = _user_or_fail(name)
-    user.active = False
-    record_audit("cli", "user.deactivate", name)
-    db.session.commit()
-    click.echo(f"Deactivated {name}.")
+    _set_active(name, False)
 
 
 @users_cli.command("activate")
 @click.argument("name")
 def activate(name: str) -> None:
     """Allow NAME to sign in again."""
+    _set_active(name, True)
+
+
+def _set_active(name: str, active: bool) -> None:
     user = _user_or_fail(name)
-    user.active = True
-    record_audit("cli", "user.activate", name)
+    user.active = active
+    word = "activate" if active else "deactivate"
+    record_audit("cli", f"user.{word}", name)
     db.session.commit()
-    click.echo(f"Activated {name}.")
+    click.echo(f"{word.capitalize()}d {name}.")
 
 
 @users_cli.command("reset-password")

@@ -41,26 +41,13 @@ class Analyzer:
 
         model_path = pathlib.Path(model_path)
         self.card = read_card(model_path)
-        self.params = ServingParams.from_card(self.card)
+        self.params = params = ServingParams.from_card(self.card)
+        # The figures callers ask for most, without reaching into the card.
+        self.input_size, self.model_version = params.input_size, params.version
+        self.threshold, self.temperature = params.threshold, params.temperature
         self.model = keras.saving.load_model(model_path, compile=False)
         self._forward = build_forward(self.model, self.params.gradcam_layer)
         self._forward(np.zeros((1, self.input_size, self.input_size, 1), np.float32))
-
-    @property
-    def input_size(self) -> int:
-        return self.params.input_size
-
-    @property
-    def model_version(self) -> str:
-        return self.params.version
-
-    @property
-    def threshold(self) -> float:
-        return self.params.threshold
-
-    @property
-    def temperature(self) -> float:
-        return self.params.temperature
 
     def analyze(self, image: DecodedImage) -> Analysis:
         params = self.params

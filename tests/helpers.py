@@ -1,0 +1,59 @@
+"""Helpers that tests import: paths, known passwords, users, tokens, CSRF tokens, fixture images.
+
+Fixtures live in conftest.py (pytest finds them); plain functions live here, so a test file
+imports them like any module instead of reaching into conftest.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from flask_migrate import upgrade
+from sqlalchemy import text
+
+from webapp.extensions import db
+from webapp.models import ApiToken, User
+
+FIXTURES = Path(__file__).parent / "fixtures"
+IMAGES = FIXTURES / "images"
+PASSWORDS = {"admin": "admin-password-1", "clin": "clinician-pass-1", "other": "other-clin-pass-1"}
+
+
+def reset_database() -> None:
+    """Drop everything, then build the schema through the migrations, as a deployment does."""
+    db.drop_all()
+    with db.engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    upgrade()
+
+
+def make_user(app, username: str, role: str) -> int:
+    with app.app_context():
+        user = User(username=username, role=role)
+        user.set_password(PASSWORDS[username])
+        db.session.add(user)
+        db.session.commit()
+        return user.id
+
+
+def issue_token(app, username: str) -> str:
+    with app.app_context():
+        token = ApiToken.issue(User.by_username(username))
+        db.session.commit()
+        return token
+
+
+CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token(client, path: str) -> str:
+    """The CSRF token a real browser would submit, read from the page that holds the form."""
+    html = client.get(path).get_data(as_text=True)
+    match = CSRF_RE.search(html)
+    assert match, f"no CSRF token on {path}"
+    return match.group(1) or match.group(2)
+
+
+def fixture_image(name: str) -> bytes:
+    return (IMAGES / name).read_bytes()
