@@ -49,8 +49,9 @@ def decode_costs() -> dict:
 
 
 def _app(enabled: bool, workdir: Path):
-    from tests.conftest import TestingConfig, make_user, reset_database
+    from tests.helpers import make_user, reset_database
     from webapp import create_app
+    from webapp.config import TestingConfig
 
     settings = {"INSTANCE_DIR": workdir, "RATE_LIMITS_ENABLED": enabled, "API_RATE_LIMIT": "100000/second"}
     app = create_app(TestingConfig, settings)
@@ -67,7 +68,7 @@ def api_call_costs(rounds: int = 4, calls: int = 200) -> dict:
 
     from sqlalchemy import event
 
-    from tests.conftest import issue_token
+    from tests.helpers import issue_token
     from webapp.extensions import db
 
     times: dict[str, list[float]] = {"limits_off": [], "limits_on": []}

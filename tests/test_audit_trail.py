@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError
 
-from tests.conftest import PASSWORDS, csrf_token
 from tests.factories import add_prediction
+from tests.helpers import PASSWORDS, csrf_token
 from webapp.extensions import db
 from webapp.models import AuditEvent, record_audit, utcnow
 

@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 
-from tests.conftest import issue_token
+from tests.helpers import issue_token
 from tests.image_samples import dicom, gradient, jpeg, png
 from webapp.extensions import db
 from webapp.inference.decode import decode

@@ -7,8 +7,9 @@ import logging
 
 import pytest
 
-from tests.conftest import PASSWORDS, TestingConfig, csrf_token, fixture_image, issue_token, make_user, reset_database
+from tests.helpers import PASSWORDS, csrf_token, fixture_image, issue_token, make_user, reset_database
 from webapp import create_app
+from webapp.config import TestingConfig
 from webapp.extensions import db
 from webapp.filenames import anonymous_filename
 

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from tests.conftest import csrf_token
 from tests.factories import add_prediction
+from tests.helpers import csrf_token
 
 HUGE = "99999999999999999999"  # 20 digits: beyond SQLite's 64-bit and PostgreSQL's 32-bit integers
 
