@@ -8,11 +8,12 @@ import redis
 from tests.helpers import csrf_token, fixture_image, issue_token, make_user, reset_database
 from tests.redis_server import REDIS_SERVER, redis_server
 from webapp import create_app
+from webapp.config import TestingConfig
 from webapp.extensions import db
 
 
 def limited_app(tmp_path, **overrides):
-    app = create_app({"INSTANCE_DIR": tmp_path, **overrides})
+    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, **overrides})
     with app.app_context():
         reset_database()
     make_user(app, "clin", "clinician")
@@ -92,7 +93,7 @@ def test_counters_in_redis_are_shared_by_workers(tmp_path):
         keys = redis.Redis.from_url(url).keys("*")
         assert any(b"/token:" in key for key in keys) and any(b"/user:" in key for key in keys)
         # Another worker (a second app on the same database and Redis) continues the same count.
-        other = create_app({"INSTANCE_DIR": tmp_path, **settings})
+        other = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, **settings})
         statuses = [r.status_code for r in hammer(other.test_client(), token, 5)]
         assert statuses == [404, 404, 404, 429, 429]
         for each in (app, other):
