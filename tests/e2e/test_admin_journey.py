@@ -110,5 +110,5 @@ def test_admin_reviews_history(visit, seeded_predictions):
     visit.step("admin-05-summary")
 
     page.get_by_role("link", name="Users").click()
-    expect(page.locator("table.history")).to_contain_text("e2e-clin")
+    expect(page.get_by_role("table", name="User accounts")).to_contain_text("e2e-clin")
     visit.step("admin-06-users")
