@@ -1,16 +1,15 @@
-"""Reading the audit trail: the filters shared by the admin page and the API, and its JSON form."""
+"""Reading the audit trail: the query shared by the admin page and the API, and the page's filter form."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 
 from flask_wtf import FlaskForm
 from sqlalchemy import Select, select
 from wtforms import DateField, StringField
 from wtforms.validators import Length, Optional
 
-from .models import AuditEvent, as_utc
-from .params import plausible_date
+from .models import AuditEvent
 
 
 class AuditFilterForm(FlaskForm):
@@ -19,34 +18,28 @@ class AuditFilterForm(FlaskForm):
 
     action = StringField("Action", validators=[Optional(), Length(max=64)])
     user = StringField("User", validators=[Optional(), Length(max=64)])
-    date_from = DateField("From", validators=[Optional(), plausible_date])
-    date_to = DateField("To", validators=[Optional(), plausible_date])
+    date_from = DateField("From", validators=[Optional()])
+    date_to = DateField("To", validators=[Optional()])
 
 
-def _day_start(day) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
-
-
-def filtered_events(form: AuditFilterForm) -> Select:
-    """Newest first, narrowed by the form's action, user (the actor) and dates (UTC days)."""
+def audit_query(
+    *, action: str | None = None, user: str | None = None, date_from: date | None = None, date_to: date | None = None
+) -> Select:
+    """Newest first, narrowed by action, user (the actor) and UTC days, both inclusive."""
     query = select(AuditEvent).order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
-    if form.action.data:
-        query = query.where(AuditEvent.action == form.action.data.strip())
-    if form.user.data:
-        query = query.where(AuditEvent.actor == form.user.data.strip())
-    if form.date_from.data:
-        query = query.where(AuditEvent.created_at >= _day_start(form.date_from.data))
-    if form.date_to.data:
-        query = query.where(AuditEvent.created_at < _day_start(form.date_to.data + timedelta(days=1)))
+    if action:
+        query = query.where(AuditEvent.action == action.strip())
+    if user:
+        query = query.where(AuditEvent.actor == user.strip())
+    if date_from:
+        query = query.where(AuditEvent.created_at >= datetime.combine(date_from, time.min, tzinfo=UTC))
+    if date_to:
+        # The whole last day, without stepping past it (date.max + 1 day would overflow).
+        query = query.where(AuditEvent.created_at <= datetime.combine(date_to, time.max, tzinfo=UTC))
     return query
 
 
-def event_json(event: AuditEvent) -> dict:
-    return {
-        "id": event.id,
-        "time": as_utc(event.created_at).isoformat().replace("+00:00", "Z"),
-        "user": event.actor,
-        "action": event.action,
-        "detail": "; ".join(part for part in (event.target, event.details) if part),
-        "ip": event.ip,
-    }
+def form_query(form: AuditFilterForm) -> Select:
+    return audit_query(
+        action=form.action.data, user=form.user.data, date_from=form.date_from.data, date_to=form.date_to.data
+    )

@@ -1,24 +1,21 @@
 """Numbers and dates from URLs and query strings, range-checked: a bad value is a 400, never a 500.
 
-Python integers have no upper bound but the database's do (a 20-digit id overflows SQLite's
-64-bit integers and PostgreSQL's `integer`), and `date + 1 day` overflows at 9999-12-31.
+Python integers have no upper bound but the database's do: a 20-digit id overflows SQLite's
+64-bit integers and PostgreSQL's `integer`.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import date
 
 from flask import request
 from werkzeug.exceptions import BadRequest
 from werkzeug.routing import IntegerConverter
-from wtforms.validators import ValidationError
 
 # The `Integer` columns are 32-bit on PostgreSQL.
 MAX_ID = 2**31 - 1
 MAX_PAGE = 1_000_000
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,12}")  # ASCII only: str.isdigit() also accepts "²"
-EARLIEST_DATE, LATEST_DATE = date(1900, 1, 1), date(2999, 12, 31)
 
 
 class BoundedIntConverter(IntegerConverter):
@@ -50,9 +47,3 @@ def int_args(name: str, high: int = MAX_ID) -> list[int]:
             raise BadRequest(f"'{name}' must be a whole number from 1 to {high}.")
         values.append(int(raw))
     return values
-
-
-def plausible_date(form, field) -> None:
-    """WTForms validator for DateFields: dates the app can compute with."""
-    if field.data and not EARLIEST_DATE <= field.data <= LATEST_DATE:
-        raise ValidationError(f"Dates must be between {EARLIEST_DATE} and {LATEST_DATE}.")

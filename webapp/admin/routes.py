@@ -3,7 +3,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from ..access import issue_token, revoke_token, revoke_tokens
-from ..audit_log import AuditFilterForm, filtered_events
+from ..audit_log import AuditFilterForm, form_query
 from ..extensions import db
 from ..history.filters import HistoryFilterForm, filtered_predictions
 from ..history.routes import render_history
@@ -110,7 +110,7 @@ def audit():
     form = AuditFilterForm(request.args)
     valid = form.validate()
     page = db.paginate(
-        filtered_events(form if valid else AuditFilterForm(formdata=None)),
+        form_query(form if valid else AuditFilterForm(formdata=None)),
         page=int_arg("page", 1, 1, MAX_PAGE),
         per_page=50,
         error_out=False,

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from functools import wraps
+from http import HTTPStatus
 
 from ..access import request_token
+from . import bp
 from .errors import api_error
+
+# Answers any token-protected operation can give besides its own (see spec.ERROR_DESCRIPTIONS).
+TOKEN_RESPONSES = (HTTPStatus.UNAUTHORIZED, HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.INTERNAL_SERVER_ERROR)
 
 
 def token_required(view):
+    """Refuse the request without a valid bearer token (401), and document that in the spec.
+
+    Put it right under `@bp.route`, so that the token is checked before any argument is parsed.
+    """
+
     @wraps(view)
     def wrapped(*args, **kwargs):
         if request_token() is None:
@@ -21,4 +31,6 @@ def token_required(view):
             return response
         return view(*args, **kwargs)
 
+    for status in TOKEN_RESPONSES:
+        wrapped = bp.alt_response(status.value, response=status.name)(wrapped)
     return wrapped

@@ -1,134 +1,203 @@
-from flask import g, jsonify, request, url_for
+"""API operations. Each view's decorators are its contract: parsing, validation, answers, documentation.
 
-from ..access import revoke_token
-from ..audit_log import AuditFilterForm, event_json, filtered_events
+The pattern (docs/api.md "Adding an endpoint"): `@bp.route` then `@token_required`, then
+`@bp.arguments(Schema, location=...)` for what the request carries, `@bp.response(status, Schema)`
+for the success answer (the schema serialises what the view returns), and one `@bp.alt_response`
+per other status the operation can answer.
+"""
+
+from flask import current_app, g, jsonify
+
+from ..access import request_token, revoke_token
+from ..audit_log import audit_query
 from ..extensions import db
-from ..history.filters import HistoryFilterForm, filtered_predictions
+from ..history.filters import prediction_query
 from ..models import ApiToken, Prediction, record_audit
-from ..params import MAX_PAGE, int_arg
 from ..ratelimits import upload_per_token, upload_per_user
-from ..responses import form_errors
 from ..screening.service import UploadRejected, screen_batch
-from . import bp
+from . import BASE_PATH, bp, examples
 from .auth import token_required
 from .errors import api_error
-from .openapi import openapi_document
-from .serializers import prediction_json, token_json
+from .schemas import (
+    MAX_ID,
+    AuditEventPageSchema,
+    AuditFilterSchema,
+    BatchErrorSchema,
+    ErrorSchema,
+    PartialBatchSchema,
+    PredictionBatchSchema,
+    PredictionFilterSchema,
+    PredictionPageSchema,
+    PredictionSchema,
+    RejectedFileSchema,
+    TokenListSchema,
+    TokenSchema,
+    UploadSchema,
+)
+from .spec import openapi_document
 
 
 @bp.route("/predictions", methods=["POST"])
 @upload_per_user
 @upload_per_token
 @token_required
-def create_predictions():
-    files = request.files.getlist("file")
-    if not files:
-        return api_error("no_file", "Send one or more files in multipart form fields named 'file'.", 400)
+@bp.arguments(UploadSchema, location="files", description="multipart/form-data, the files in parts named `file`")
+@bp.response(201, PredictionBatchSchema, description="Every file was screened and logged.", example=examples.BATCH)
+@bp.alt_response(
+    207,
+    schema=PartialBatchSchema,
+    success=True,
+    description="Some files were screened, others refused: those items carry `error` and `status`.",
+    example=examples.PARTIAL_BATCH,
+)
+@bp.alt_response(
+    400, schema=ErrorSchema, description="`no_file`: no part named `file`; `too_many_files`: over MAX_FILES_PER_UPLOAD."
+)
+@bp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
+@bp.alt_response(
+    415,
+    schema=BatchErrorSchema,
+    description="Not a kind of file we screen (the one file, or most of a batch in which none could be screened).",
+)
+@bp.alt_response(
+    422,
+    schema=BatchErrorSchema,
+    description="An image we cannot screen: corrupt, truncated, too small ... (or most of a refused batch).",
+)
+@bp.alt_response(503, schema=BatchErrorSchema, description="The model is not available on this server right now.")
+@bp.doc(operationId="createPredictions")
+def create_predictions(upload):
+    """Screen one or more radiographs
+
+    Each file is analysed and logged on its own: one bad file does not cost the others their
+    results, and a refused file leaves nothing behind.
+    """
     try:
-        outcomes = screen_batch(g.api_user, ((f.filename, f.read()) for f in files))
+        outcomes = screen_batch(g.api_user, ((f.filename, f.read()) for f in upload["file"]))
     except UploadRejected as exc:
         return api_error(exc.code, exc.message, exc.status)
-    items, statuses = [], []
-    for outcome in outcomes:
-        if outcome.prediction:
-            # The answer to the upload that sent it is the one place the original name is echoed.
-            items.append(prediction_json(outcome.prediction) | {"filename": outcome.filename})
-            statuses.append(201)
-        else:
-            error = outcome.rejection
-            items.append(
-                {
-                    "filename": outcome.filename,
-                    "error": {"code": error.code, "message": error.message},
-                    "status": error.status,
-                }
-            )
-            statuses.append(error.status)
-    if len(items) == 1 and statuses[0] != 201:
-        return api_error(items[0]["error"]["code"], items[0]["error"]["message"], statuses[0])
-    if 201 not in statuses:
+    refused = [outcome for outcome in outcomes if outcome.rejection]
+    if len(outcomes) == 1 and refused:
+        return api_error(refused[0].rejection.code, refused[0].rejection.message, refused[0].rejection.status)
+    if len(refused) == len(outcomes):
         # Every file in the batch was refused: the request as a whole failed, each item says why.
+        statuses = [outcome.rejection.status for outcome in refused]
         return api_error(
             "all_files_rejected",
             "None of the files could be screened; see each item.",
             max(statuses, key=statuses.count),
-            predictions=items,
+            predictions=RejectedFileSchema(many=True).dump(refused),
         )
-    return jsonify(predictions=items), 201 if all(s == 201 for s in statuses) else 207
+    # The answer to the upload that sent them is the one place the names as sent are echoed.
+    items = [
+        PredictionSchema().dump(outcome.prediction) | {"filename": outcome.filename}
+        if outcome.prediction
+        else RejectedFileSchema().dump(outcome)
+        for outcome in outcomes
+    ]
+    return jsonify(predictions=items), 207 if refused else 201
 
 
-@bp.route("/predictions/<int:prediction_id>", methods=["GET"])
+@bp.route(f"/predictions/<int(min=1, max={MAX_ID}):id>", methods=["GET"])
 @token_required
-def get_prediction(prediction_id: int):
-    prediction = db.session.get(Prediction, prediction_id)
+@bp.response(200, PredictionSchema, description="The prediction.", example=examples.PREDICTION)
+@bp.alt_response(403, response="FORBIDDEN")
+@bp.alt_response(404, response="NOT_FOUND")
+@bp.doc(operationId="getPrediction")
+def get_prediction(id: int):  # `id`: the path parameter's published name
+    """One prediction (your own, or any for administrators)"""
+    prediction = db.session.get(Prediction, id)
     if prediction is None:
-        return api_error("not_found", f"No prediction {prediction_id}.", 404)
+        return api_error("not_found", f"No prediction {id}.", 404)
     if not prediction.visible_to(g.api_user):
         return api_error("forbidden", "You can only read your own predictions.", 403)
     record_audit(g.api_user.username, "prediction_viewed", f"prediction {prediction.id}", "api")
     db.session.commit()
-    return jsonify(prediction_json(prediction))
+    return prediction
 
 
 @bp.route("/predictions", methods=["GET"])
 @token_required
-def list_predictions():
+@bp.arguments(PredictionFilterSchema, location="query")
+@bp.response(200, PredictionPageSchema, description="One page of predictions, newest first.", example=examples.PAGE)
+@bp.alt_response(403, response="FORBIDDEN")
+@bp.doc(operationId="listPredictions")
+def list_predictions(filters: dict):
+    """List predictions (administrators)
+
+    The filters combine (AND). Past the last page, `predictions` is empty.
+    """
     if not g.api_user.is_admin:
         return api_error("forbidden", "Listing all predictions is for administrators.", 403)
-    form = HistoryFilterForm(request.args)
-    if not form.validate():
-        return api_error("invalid_filter", form_errors(form), 400)
-    per_page = min(int_arg("per_page", 50, 1, MAX_PAGE), 200)  # larger pages are served at 200
-    page = db.paginate(
-        filtered_predictions(form), page=int_arg("page", 1, 1, MAX_PAGE), per_page=per_page, error_out=False
-    )
-    return jsonify(
-        predictions=[prediction_json(p) for p in page.items],
-        page=page.page,
-        per_page=per_page,
-        total=page.total,
-        pages=page.pages,
-    )
+    page_number, per_page = filters.pop("page"), filters.pop("per_page")
+    page = db.paginate(prediction_query(**filters), page=page_number, per_page=per_page, error_out=False)
+    return {
+        "predictions": page.items,
+        "page": page.page,
+        "per_page": per_page,
+        "total": page.total,
+        "pages": page.pages,
+    }
 
 
 @bp.route("/audit-events", methods=["GET"])
 @token_required
-def list_audit_events():
+@bp.arguments(AuditFilterSchema, location="query")
+@bp.response(200, AuditEventPageSchema, description="One page of events, newest first.", example=examples.AUDIT_PAGE)
+@bp.alt_response(403, response="FORBIDDEN")
+@bp.doc(operationId="listAuditEvents")
+def list_audit_events(filters: dict):
+    """The audit trail (administrators)
+
+    Who did what, when and from which address: sign-ins, views of films, exports, token and user
+    administration. Filters combine (AND); `user` is the acting user name.
+    """
     if not g.api_user.is_admin:
         return api_error("forbidden", "The audit trail is for administrators.", 403)
-    form = AuditFilterForm(request.args)
-    if not form.validate():
-        return api_error("invalid_filter", form_errors(form), 400)
-    per_page = min(int_arg("per_page", 50, 1, MAX_PAGE), 200)
-    page = db.paginate(filtered_events(form), page=int_arg("page", 1, 1, MAX_PAGE), per_page=per_page, error_out=False)
-    return jsonify(
-        events=[event_json(e) for e in page.items],
-        page=page.page,
-        per_page=per_page,
-        total=page.total,
-        pages=page.pages,
-    )
+    page_number, per_page = filters.pop("page"), filters.pop("per_page")
+    page = db.paginate(audit_query(**filters), page=page_number, per_page=per_page, error_out=False)
+    return {"events": page.items, "page": page.page, "per_page": per_page, "total": page.total, "pages": page.pages}
 
 
 @bp.route("/tokens", methods=["GET"])
 @token_required
+@bp.response(200, TokenListSchema, description="Your API tokens, oldest first.", example=examples.TOKENS)
+@bp.doc(operationId="listTokens")
 def list_tokens():
-    """The caller's own tokens (never a secret: those are shown once, when issued)."""
-    return jsonify(tokens=[token_json(t) for t in g.api_user.tokens])
+    """Your API tokens
+
+    Name, state, expiry and last use of each of your tokens; never a secret (those are shown once,
+    when a token is issued).
+    """
+    return {"tokens": g.api_user.tokens}
 
 
-@bp.route("/tokens/<int:token_id>", methods=["DELETE"])
+@bp.route(f"/tokens/<int(min=1, max={MAX_ID}):id>", methods=["DELETE"])
 @token_required
-def revoke_own_token(token_id: int):
-    token = db.session.get(ApiToken, token_id)
+@bp.response(200, TokenSchema, description="The token, now revoked.", example=examples.TOKEN)
+@bp.alt_response(404, response="NOT_FOUND")
+@bp.alt_response(409, schema=ErrorSchema, description="`token_in_use`: the token this request is signed with.")
+@bp.doc(operationId="revokeToken")
+def revoke_own_token(id: int):  # `id`: the path parameter's published name
+    """Revoke one of your API tokens
+
+    Not the one this request uses (so a script cannot lock itself out by mistake): revoke that one
+    with another token, on the admin page or with `flask users revoke-token`.
+    """
+    token = db.session.get(ApiToken, id)
     if token is None or token.user_id != g.api_user.id:
-        return api_error("not_found", f"You have no token {token_id}.", 404)
+        return api_error("not_found", f"You have no token {id}.", 404)
+    if token.id == request_token().id:
+        return api_error("token_in_use", "This request is signed with that token; revoke it with another one.", 409)
     revoke_token(token)
     db.session.commit()
-    return jsonify(token_json(token))
+    return token
 
 
-@bp.route("/openapi.json")
+@bp.route("/openapi.json", methods=["GET"])
 @token_required
+@bp.response(200, {"type": "object"}, description="This document (OpenAPI 3.1).")
+@bp.doc(operationId="getOpenapiDocument")
 def openapi():
-    return jsonify(openapi_document(url_for("api.create_predictions", _external=False).rsplit("/", 1)[0]))
+    """The OpenAPI document of this API"""
+    return jsonify(openapi_document(current_app.extensions["cxr_api"], BASE_PATH))

@@ -41,7 +41,12 @@ def handle_http(exc: HTTPException):
     message = specific or MESSAGES.get(status, exc.description or "")
     message = message.format(max_mb=current_app.config["MAX_UPLOAD_MB"])
     code = {413: "too_large"}.get(status, (exc.name or "error").lower().replace(" ", "_"))
-    return _respond(status, code, message)
+    response = make_response(_respond(status, code, message))
+    # Keep what the exception says in headers: `Allow` on a 405, `WWW-Authenticate`, `Retry-After`.
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
 
 
 def handle_csrf(exc: CSRFError):

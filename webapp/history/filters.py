@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 
 from flask_wtf import FlaskForm
 from sqlalchemy import Select, select
@@ -11,7 +11,6 @@ from wtforms.validators import Optional
 
 from ..extensions import db
 from ..models import LABELS, Feedback, Prediction, User
-from ..params import plausible_date
 
 
 class HistoryFilterForm(FlaskForm):
@@ -19,8 +18,8 @@ class HistoryFilterForm(FlaskForm):
         csrf = False  # a GET search form changes nothing
 
     verdict = SelectField("Verdict", choices=[("", "Any")] + [(x, x.title()) for x in LABELS], validators=[Optional()])
-    date_from = DateField("From", validators=[Optional(), plausible_date])
-    date_to = DateField("To", validators=[Optional(), plausible_date])
+    date_from = DateField("From", validators=[Optional()])
+    date_to = DateField("To", validators=[Optional()])
     user = StringField("User", validators=[Optional()])
     model_version = SelectField("Model version", choices=[("", "Any")], validate_choice=False, validators=[Optional()])
     reviewed = SelectField(
@@ -35,30 +34,49 @@ class HistoryFilterForm(FlaskForm):
         self.model_version.choices = [("", "Any")] + [(v, v) for v in versions]
 
 
-def _day_start(day) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=UTC)
-
-
 def filtered_predictions(form: HistoryFilterForm, owner: User | None = None) -> Select:
     """Newest first. `owner` limits the list to one user's predictions (a clinician's own)."""
+    return prediction_query(
+        verdict=form.verdict.data,
+        date_from=form.date_from.data,
+        date_to=form.date_to.data,
+        user=None if owner is not None else form.user.data,
+        model_version=form.model_version.data,
+        reviewed=form.reviewed.data,
+        owner=owner,
+    )
+
+
+def prediction_query(
+    *,
+    verdict: str | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    user: str | None = None,
+    model_version: str | None = None,
+    reviewed: str | None = None,
+    owner: User | None = None,
+) -> Select:
+    """The filters as plain values (the API validates them with its own schema). Newest first."""
     query = select(Prediction).order_by(Prediction.created_at.desc(), Prediction.id.desc())
     if owner is not None:
         query = query.where(Prediction.user_id == owner.id)
-    elif form.user.data:
-        query = query.join(User, Prediction.user_id == User.id).where(User.username == form.user.data.strip())
-    if form.verdict.data:
-        query = query.where(Prediction.label == form.verdict.data)
-    if form.date_from.data:
-        query = query.where(Prediction.created_at >= _day_start(form.date_from.data))
-    if form.date_to.data:
-        query = query.where(Prediction.created_at < _day_start(form.date_to.data + timedelta(days=1)))
-    if form.model_version.data:
-        query = query.where(Prediction.model_version == form.model_version.data)
-    reviewed = select(Feedback.id).where(Feedback.prediction_id == Prediction.id).exists()
-    if form.reviewed.data == "yes":
-        query = query.where(reviewed)
-    elif form.reviewed.data == "no":
-        query = query.where(~reviewed)
+    elif user:
+        query = query.join(User, Prediction.user_id == User.id).where(User.username == user.strip())
+    if verdict:
+        query = query.where(Prediction.label == verdict)
+    if date_from:
+        query = query.where(Prediction.created_at >= datetime.combine(date_from, time.min, tzinfo=UTC))
+    if date_to:
+        # The whole last day, without stepping past it (date.max + 1 day would overflow).
+        query = query.where(Prediction.created_at <= datetime.combine(date_to, time.max, tzinfo=UTC))
+    if model_version:
+        query = query.where(Prediction.model_version == model_version)
+    reviewed_rows = select(Feedback.id).where(Feedback.prediction_id == Prediction.id).exists()
+    if reviewed == "yes":
+        query = query.where(reviewed_rows)
+    elif reviewed == "no":
+        query = query.where(~reviewed_rows)
     return query
 
 
