@@ -30,7 +30,7 @@ def hammer(client, token: str, count: int = 300) -> list:
 
 def assert_limited(response) -> None:
     assert response.status_code == 429
-    assert response.json["error"]["code"] == "rate_limited"
+    assert response.json["error"]["code"] == "too_many_requests"
     assert int(response.headers["Retry-After"]) >= 1
 
 

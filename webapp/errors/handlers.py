@@ -56,7 +56,7 @@ def handle_csrf(exc: CSRFError):
 
 
 def handle_rate_limited(exc: RateLimitExceeded):
-    response = make_response(_respond(429, "rate_limited", MESSAGES[429]))
+    response = make_response(_respond(429, "too_many_requests", MESSAGES[429]))
     response.headers["Retry-After"] = str(retry_after_seconds())
     return response
 
