@@ -135,6 +135,9 @@ def test_own_token_revoked_through_the_api(app, client, runner, clinician_user, 
     assert response.status_code == 200 and response.json["state"] == "revoked"
     assert_refused(client, spare)
     assert client.get("/api/v1/tokens", headers=bearer(theirs)).status_code == 200
+    itself = client.delete(f"/api/v1/tokens/{tokens[0]['id']}", headers=bearer(mine))
+    assert itself.status_code == 409 and itself.json["error"]["code"] == "token_in_use"
+    assert client.get("/api/v1/tokens", headers=bearer(mine)).status_code == 200
 
 
 @pytest.mark.parametrize("days", ["0", "-3", "99999999999999999999", "ten"])
