@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quick start on a fresh machine: builds .venv, migrates the SQLite database in instance/,
-# creates the first admin (password printed once and kept in instance/initial_admin_password),
+# creates the first admin (password printed once and kept in instance/initial_admin_password until
+# that admin first signs in and chooses a new one),
 # then serves the app with gunicorn on http://127.0.0.1:8000 (override with BIND).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,9 +23,10 @@ fi
 flask --app wsgi db upgrade
 if [ -z "$(flask --app wsgi users list)" ]; then
   password="${ADMIN_PASSWORD:-$(python -c 'import secrets; print(secrets.token_urlsafe(12))')}"
-  flask --app wsgi users create admin --role admin --password "$password"
+  flask --app wsgi users create admin --role admin --password "$password"  # changed at first sign-in
   (umask 077; echo "$password" > instance/initial_admin_password)
-  echo "First admin account: user 'admin', password '$password' (also in instance/initial_admin_password)."
+  echo "First admin account: user 'admin', password '$password' (also in instance/initial_admin_password," \
+    "deleted at the first sign-in, where a new password is chosen)."
 fi
 echo "Serving on http://$BIND"
 exec gunicorn -c gunicorn.conf.py wsgi:app

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import PASSWORDS, csrf_token, issue_token, make_user, reset_database
+from tests.helpers import AuthActions, issue_token, make_user, reset_database
 from webapp import create_app
 from webapp.config import TestingConfig
 from webapp.extensions import db
+
+# Fixtures that start servers (slapd) live in their own modules.
+pytest_plugins = ["tests.ldap_server"]
 
 
 @pytest.fixture
@@ -60,21 +63,6 @@ def api_token(app, clinician_user) -> str:
 @pytest.fixture
 def admin_token(app, admin_user) -> str:
     return issue_token(app, "admin")
-
-
-class AuthActions:
-    def __init__(self, client):
-        self._client = client
-
-    def login(self, username: str = "clin", password: str | None = None):
-        token = csrf_token(self._client, "/auth/login")
-        return self._client.post(
-            "/auth/login", data={"username": username, "password": password or PASSWORDS[username], "csrf_token": token}
-        )
-
-    def logout(self):
-        token = csrf_token(self._client, "/screen")
-        return self._client.post("/auth/logout", data={"csrf_token": token})
 
 
 @pytest.fixture

@@ -57,3 +57,18 @@ def csrf_token(client, path: str) -> str:
 
 def fixture_image(name: str) -> bytes:
     return (IMAGES / name).read_bytes()
+
+
+class AuthActions:
+    def __init__(self, client):
+        self._client = client
+
+    def login(self, username: str = "clin", password: str | None = None):
+        token = csrf_token(self._client, "/auth/login")
+        return self._client.post(
+            "/auth/login", data={"username": username, "password": password or PASSWORDS[username], "csrf_token": token}
+        )
+
+    def logout(self):
+        token = csrf_token(self._client, "/screen")
+        return self._client.post("/auth/logout", data={"csrf_token": token})

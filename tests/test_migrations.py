@@ -8,7 +8,7 @@ from sqlalchemy import inspect
 from tests.helpers import reset_database
 from webapp.extensions import db
 
-TABLES = {"users", "api_tokens", "predictions", "feedback", "login_attempts", "audit_events", "alembic_version"}
+TABLES = {"users", "api_tokens", "predictions", "feedback", "sign_in_counters", "audit_events", "alembic_version"}
 
 
 def test_upgrade_from_empty_database(app):

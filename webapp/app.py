@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from .config import INSECURE_SECRET_KEYS, PROJECT_DIR, SECRET_KEY_FILE, Config, config_from_env
+from .config import INSECURE_SECRET_KEYS, MIN_SECRET_KEY_LENGTH, PROJECT_DIR, SECRET_KEY_FILE, Config, config_from_env
 from .extensions import csrf, db, login_manager, migrate
 from .params import BoundedIntConverter
+from .private_files import make_private
 
 
 def create_app(config_class: type[Config] | None = None, overrides: dict | None = None) -> Flask:
@@ -16,6 +17,7 @@ def create_app(config_class: type[Config] | None = None, overrides: dict | None 
     app.config.update(overrides or {})
     app.url_map.converters["int"] = BoundedIntConverter  # before any route is added
     load_secret_key(app)
+    check_directory_settings(app)
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
@@ -29,14 +31,26 @@ def load_secret_key(app: Flask) -> None:
     key = app.config.get("SECRET_KEY")
     key_file = app.config["INSTANCE_DIR"] / SECRET_KEY_FILE
     if not key and key_file.is_file():
+        make_private(key_file)
         key = key_file.read_text().strip()
-    if (not key or key in INSECURE_SECRET_KEYS) and app.config["ENV_NAME"] == "production":
+    if app.config["ENV_NAME"] == "production" and (
+        not key or key in INSECURE_SECRET_KEYS or len(key) < MIN_SECRET_KEY_LENGTH
+    ):
         raise RuntimeError(
-            "SECRET_KEY is missing or a well-known default. Set a long random SECRET_KEY "
-            f"environment variable (or write one to {key_file}) before starting in production."
+            f"SECRET_KEY is missing, a well-known default or shorter than {MIN_SECRET_KEY_LENGTH} characters. "
+            f"Set a long random SECRET_KEY environment variable (or write one to {key_file}) before starting "
+            "in production, e.g. python -c 'import secrets; print(secrets.token_hex(32))'."
         )
     app.config["SECRET_KEY"] = key or "development-only-key"
     app.config["DEBUG"] = False if app.config["ENV_NAME"] == "production" else app.config.get("DEBUG", False)
+
+
+def check_directory_settings(app: Flask) -> None:
+    from .auth.directory import settings_problem
+
+    problem = settings_problem(app.config)
+    if problem:
+        raise RuntimeError(f"Directory sign-in is misconfigured: {problem} See docs/sign-in.md.")
 
 
 def register_extensions(app: Flask) -> None:
@@ -48,9 +62,13 @@ def register_extensions(app: Flask) -> None:
     login_manager.init_app(app)
     ratelimits.init_app(app)
 
+    from .auth import sessions
+
     @login_manager.user_loader
     def load_user(user_id: str):
-        return db.session.get(models.User, int(user_id))
+        # Every request re-checks the session against its user: version, idle and absolute timeouts.
+        user = db.session.get(models.User, int(user_id))
+        return user if user is not None and sessions.still_valid(user) else None
 
 
 def register_blueprints(app: Flask) -> None:

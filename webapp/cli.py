@@ -8,6 +8,7 @@ from flask.cli import AppGroup
 from sqlalchemy import delete, func, select
 
 from .access import issue_token, revoke_token, revoke_tokens
+from .auth.sessions import end_all_access
 from .extensions import db
 from .models import ROLES, AuditEvent, User, record_audit, utcnow
 from .passwords import password_problem
@@ -17,6 +18,13 @@ audit_cli = AppGroup("audit", help="Maintain the audit trail.")
 
 PASSWORD_OPTION = click.option(
     "--password", prompt=True, hide_input=True, confirmation_prompt=True, help="Prompted for when not given."
+)
+# Whoever runs the command knows the password, so by default its owner must replace it at first sign-in.
+CHANGE_OPTION = click.option(
+    "--change-at-sign-in/--no-change-at-sign-in",
+    default=True,
+    show_default=True,
+    help="Make the user choose a new password at their next sign-in (off: service accounts, scripted tests).",
 )
 
 
@@ -37,15 +45,16 @@ def _check_password(password: str) -> None:
 @click.argument("name")
 @click.option("--role", type=click.Choice(ROLES), default="clinician", show_default=True)
 @PASSWORD_OPTION
-def create(name: str, role: str, password: str) -> None:
+@CHANGE_OPTION
+def create(name: str, role: str, password: str, change_at_sign_in: bool) -> None:
     """Create a user NAME with a role."""
     if User.by_username(name):
         raise click.ClickException(f"User {name!r} already exists.")
     _check_password(password)
-    user = User(username=name, role=role)
+    user = User(username=name, role=role, must_change_password=change_at_sign_in)
     user.set_password(password)
     db.session.add(user)
-    record_audit("cli", "user.create", name, f"role={role}")
+    record_audit("cli", "user_created", name, f"role={role}")
     db.session.commit()
     click.echo(f"Created {role} {name}.")
 
@@ -112,8 +121,10 @@ def activate(name: str) -> None:
 def _set_active(name: str, active: bool) -> None:
     user = _user_or_fail(name)
     user.active = active
+    if not active:
+        end_all_access(user)
     word = "activate" if active else "deactivate"
-    record_audit("cli", f"user.{word}", name)
+    record_audit("cli", f"user_{word}d", name)
     db.session.commit()
     click.echo(f"{word.capitalize()}d {name}.")
 
@@ -121,13 +132,17 @@ def _set_active(name: str, active: bool) -> None:
 @users_cli.command("reset-password")
 @click.argument("name")
 @PASSWORD_OPTION
-def reset_password(name: str, password: str) -> None:
-    """Set a new password for NAME."""
+@CHANGE_OPTION
+def reset_password(name: str, password: str, change_at_sign_in: bool) -> None:
+    """Set a new password for NAME; every session NAME has open ends."""
     user = _user_or_fail(name)
+    if user.from_directory:
+        raise click.ClickException(f"{name} signs in through the staff directory: reset the password there.")
     _check_password(password)
     user.set_password(password)
-    record_audit("cli", "user.reset_password", name)
-    revoked = revoke_tokens(user, actor="cli", reason="password reset")
+    user.must_change_password = change_at_sign_in
+    revoked = end_all_access(user, reason="password reset")
+    record_audit("cli", "password_reset", name)
     db.session.commit()
     click.echo(f"Password of {name} reset; {revoked} API token(s) revoked.")
 
@@ -136,7 +151,7 @@ def reset_password(name: str, password: str) -> None:
 def list_users() -> None:
     """List accounts with their role and state."""
     for user in db.session.scalars(db.select(User).order_by(User.username)):
-        click.echo(f"{user.username}\t{user.role}\t{'active' if user.active else 'deactivated'}")
+        click.echo(f"{user.username}\t{user.role}\t{'active' if user.active else 'deactivated'}\t{user.source}")
 
 
 @audit_cli.command("prune")

@@ -6,6 +6,7 @@ Production is the default: a deployment must opt *out* of safety, never in.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -16,6 +17,8 @@ SECRET_KEY_FILE = "secret_key"
 
 # Keys people copy from tutorials; starting with one of them is as bad as no key.
 INSECURE_SECRET_KEYS = frozenset({"", "dev", "changeme", "change-me", "secret", "default"})
+# Session cookies are signed with the key: a short one can be brute-forced offline from a single cookie.
+MIN_SECRET_KEY_LENGTH = 32
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -47,10 +50,30 @@ class Config:
     HISTORY_PAGE_SIZE = 25
     REVIEW_IMAGE_SIZE = 320  # long side of the de-identified copy kept for review
 
-    # Sign-in throttling: failures counted over a sliding window.
+    # Sign-in throttling: after this many failures (per account and address pair, and per address)
+    # each further try must wait twice as long as the last, up to LOGIN_MAX_DELAY_SECONDS. Counters
+    # are forgotten after LOGIN_WINDOW_MINUTES without a failure.
     LOGIN_WINDOW_MINUTES = int(os.environ.get("LOGIN_WINDOW_MINUTES", "15"))
     LOGIN_MAX_FAILURES_PER_ACCOUNT = int(os.environ.get("LOGIN_MAX_FAILURES_PER_ACCOUNT", "5"))
     LOGIN_MAX_FAILURES_PER_ADDRESS = int(os.environ.get("LOGIN_MAX_FAILURES_PER_ADDRESS", "20"))
+    LOGIN_MAX_DELAY_SECONDS = int(os.environ.get("LOGIN_MAX_DELAY_SECONDS", "300"))
+
+    # Sessions end after this long without a request, and this long after sign-in in any case.
+    SESSION_IDLE_MINUTES = int(os.environ.get("SESSION_IDLE_MINUTES", "30"))
+    SESSION_MAX_HOURS = int(os.environ.get("SESSION_MAX_HOURS", "12"))
+    PERMANENT_SESSION_LIFETIME = timedelta(hours=SESSION_MAX_HOURS)
+
+    # Directory sign-in (LDAP / Active Directory); off while LDAP_URL is empty. See docs/sign-in.md.
+    LDAP_URL = os.environ.get("LDAP_URL", "")
+    LDAP_STARTTLS = _env_bool("LDAP_STARTTLS", False)
+    LDAP_BIND_DN = os.environ.get("LDAP_BIND_DN", "")
+    LDAP_BIND_PASSWORD = os.environ.get("LDAP_BIND_PASSWORD", "")
+    LDAP_USER_BASE = os.environ.get("LDAP_USER_BASE", "")
+    LDAP_USER_FILTER = os.environ.get("LDAP_USER_FILTER", "(uid={username})")
+    LDAP_ADMIN_GROUP_DN = os.environ.get("LDAP_ADMIN_GROUP_DN", "")
+    LDAP_CLINICIAN_GROUP_DN = os.environ.get("LDAP_CLINICIAN_GROUP_DN", "")
+    LDAP_CA_FILE = os.environ.get("LDAP_CA_FILE", "")  # PEM of the CA that signed the directory's certificate
+    LDAP_TIMEOUT_SECONDS = int(os.environ.get("LDAP_TIMEOUT_SECONDS", "5"))
 
     # API tokens: life of a new token (`users token --days` overrides it per token).
     API_TOKEN_DAYS = int(os.environ.get("API_TOKEN_DAYS", "90"))

@@ -10,6 +10,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
+from .private_files import private_sqlite_file
+
 
 class Base(DeclarativeBase):
     pass
@@ -24,6 +26,13 @@ login_manager = LoginManager()
 login_manager.login_view = "auth.login"
 login_manager.login_message = "Please sign in to continue."
 login_manager.session_protection = "strong"
+
+
+@event.listens_for(Engine, "do_connect")
+def _private_sqlite_file(dialect, _record, cargs, _cparams) -> None:
+    # The database holds patient films: created 0600 before SQLite opens it, whatever the umask.
+    if dialect.name == "sqlite" and cargs:
+        private_sqlite_file(str(cargs[0]))
 
 
 @event.listens_for(Engine, "connect")

@@ -19,6 +19,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    false,
     or_,
     select,
     update,
@@ -31,6 +32,10 @@ from .inference.labels import NORMAL, PNEUMONIA, UNKNOWN, VERDICTS
 from .passwords import hash_password, verify_password
 
 ROLES = ("clinician", "admin")
+# Where an account's password is checked: here (Argon2 hash) or in the staff directory (LDAP).
+LOCAL, DIRECTORY = "local", "directory"
+# Stored instead of a hash for directory accounts: no password ever verifies against it.
+NO_LOCAL_PASSWORD = "!directory"
 LABELS = VERDICTS
 FEEDBACK_LABELS = {NORMAL: "Normal", PNEUMONIA: "Pneumonia", "NOT_CXR": "Not a chest radiograph"}
 # The model's verdict that agrees with each radiologist reading.
@@ -55,6 +60,11 @@ class User(UserMixin, db.Model):
     role: Mapped[str] = mapped_column(String(16), default="clinician")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    source: Mapped[str] = mapped_column(String(16), default=LOCAL, server_default=LOCAL)
+    # Sessions carry the version they started under; raising it ends every session at once.
+    session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Set when an administrator chose the password: its owner must replace it before anything else.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
 
@@ -65,6 +75,10 @@ class User(UserMixin, db.Model):
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def from_directory(self) -> bool:
+        return self.source == DIRECTORY
 
     def set_password(self, password: str) -> None:
         self.password_hash = hash_password(password)
@@ -212,15 +226,15 @@ class Feedback(db.Model):
     user: Mapped[User] = relationship()
 
 
-class LoginAttempt(db.Model):
-    """Failed sign-ins, kept in the database so throttling holds across workers and replicas."""
+class SignInCounter(db.Model):
+    """Recent failed sign-ins per key (an account and address pair, or an address), in the database so
+    throttling holds across workers and replicas. Rows change only by compare-and-set (auth/throttle.py)."""
 
-    __tablename__ = "login_attempts"
+    __tablename__ = "sign_in_counters"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    username: Mapped[str] = mapped_column(String(64), index=True)
-    address: Mapped[str] = mapped_column(String(64), index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    last_failure_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
 class AuditEvent(db.Model):

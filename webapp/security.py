@@ -9,6 +9,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 # Endpoints reachable without a session. The API authenticates by bearer token instead.
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "static"})
 PUBLIC_BLUEPRINTS = frozenset({"health", "api"})
+# All that a user whose password an administrator set may reach before choosing their own.
+PASSWORD_CHANGE_ENDPOINTS = frozenset({"auth.change_password", "auth.logout"})
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -40,6 +42,9 @@ def require_sign_in():
         return None
     if not current_user.is_authenticated:
         return redirect(url_for("auth.login", next=request.full_path if request.query_string else request.path))
+    if current_user.must_change_password and request.endpoint not in PASSWORD_CHANGE_ENDPOINTS:
+        # An administrator chose this password, so someone besides its owner knows it.
+        return redirect(url_for("auth.change_password"))
     return None
 
 

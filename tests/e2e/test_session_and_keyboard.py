@@ -107,3 +107,6 @@ def test_other_pages_pass_the_checks(visit):
     page.goto("/history/")
     expect(page.get_by_role("heading", level=1)).to_have_text("My predictions")
     visit.step("pages-03-my-predictions")
+    page.get_by_role("link", name="Password").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Change your password")
+    visit.step("pages-04-change-password")

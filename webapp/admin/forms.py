@@ -1,16 +1,9 @@
 from flask_wtf import FlaskForm
 from wtforms import IntegerField, PasswordField, SelectField, StringField, SubmitField
-from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp, ValidationError
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
+from ..auth.forms import acceptable_password
 from ..models import ROLES
-from ..passwords import password_problem
-
-
-def acceptable_password(form, field) -> None:
-    problem = password_problem(field.data or "")
-    if problem:
-        raise ValidationError(problem)
-
 
 USERNAME = [
     DataRequired(),

@@ -2,8 +2,9 @@ from flask import Response, current_app, flash, redirect, render_template, reque
 from flask_login import current_user
 from sqlalchemy import select
 
-from ..access import issue_token, revoke_token, revoke_tokens
+from ..access import issue_token, revoke_token
 from ..audit_log import AuditFilterForm, form_query
+from ..auth.sessions import end_all_access
 from ..extensions import db
 from ..history.filters import HistoryFilterForm, filtered_predictions
 from ..history.routes import render_history
@@ -51,10 +52,11 @@ def users():
         if User.by_username(form.username.data):
             form.username.errors.append("That username is taken.")
         else:
-            user = User(username=form.username.data, role=form.role.data)
+            # The administrator knows this password: its owner replaces it at first sign-in.
+            user = User(username=form.username.data, role=form.role.data, must_change_password=True)
             user.set_password(form.password.data)
             db.session.add(user)
-            record_audit(current_user.username, "user.create", user.username, f"role={user.role}")
+            record_audit(current_user.username, "user_created", user.username, f"role={user.role}")
             db.session.commit()
             flash(f"User {user.username} created.", "info")
             return redirect(url_for("admin.users"), code=303)
@@ -84,7 +86,9 @@ def toggle_active(user_id: int):
             flash("You cannot deactivate your own account.", "error")
         else:
             user.active = not user.active
-            record_audit(current_user.username, "user.activate" if user.active else "user.deactivate", user.username)
+            if not user.active:
+                end_all_access(user)
+            record_audit(current_user.username, "user_activated" if user.active else "user_deactivated", user.username)
             db.session.commit()
             flash(f"User {user.username} is now {'active' if user.active else 'deactivated'}.", "info")
     return redirect(url_for("admin.users"), code=303)
@@ -94,12 +98,19 @@ def toggle_active(user_id: int):
 def reset_password(user_id: int):
     user = db.get_or_404(User, user_id)
     form = ResetPasswordForm()
-    if form.validate_on_submit():
+    if user.from_directory:
+        flash(f"{user.username} signs in through the staff directory: reset the password there.", "error")
+    elif form.validate_on_submit():
         user.set_password(form.password.data)
-        record_audit(current_user.username, "user.reset_password", user.username)
-        revoked = revoke_tokens(user, reason="password reset")
+        user.must_change_password = True
+        revoked = end_all_access(user, reason="password reset")
+        record_audit(current_user.username, "password_reset", user.username)
         db.session.commit()
-        flash(f"Password of {user.username} reset; {revoked} API token(s) revoked.", "info")
+        flash(
+            f"Password of {user.username} reset; they choose their own at their next sign-in. "
+            f"{revoked} API token(s) revoked.",
+            "info",
+        )
     else:
         flash("Password not reset: " + form_errors(form), "error")
     return redirect(url_for("admin.users"), code=303)

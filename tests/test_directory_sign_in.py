@@ -1,0 +1,209 @@
+"""Directory sign-in against a real OpenLDAP server (tests/ldap_server.py)."""
+
+import re
+
+import pytest
+from argon2 import PasswordHasher
+from ldap3 import MODIFY_ADD, MODIFY_DELETE
+
+from tests.helpers import AuthActions
+from tests.ldap_server import DIRECTORY_PEOPLE, free_loopback_port
+from webapp import create_app
+from webapp.config import TestingConfig
+from webapp.extensions import db
+from webapp.models import DIRECTORY, AuditEvent, User
+
+ADMIN_PAGE = "/admin/users"
+
+
+@pytest.fixture
+def directory(app, ldap_server):
+    app.config.update(ldap_server.app_settings())
+    return ldap_server
+
+
+def sign_in_as(auth, uid: str, password: str | None = None):
+    return auth.login(uid, password or DIRECTORY_PEOPLE[uid][0])
+
+
+def test_clinicians_group_member_signs_in_as_clinician(app, client, auth, directory):
+    assert "hospital network account" in client.get("/auth/login").get_data(as_text=True)
+    response = sign_in_as(auth, "alice")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/screen")
+    assert client.get("/screen").status_code == 200
+    assert client.get(ADMIN_PAGE).status_code == 403
+    with app.app_context():
+        user = User.by_username("alice")
+        assert user.role == "clinician" and user.source == DIRECTORY
+        assert not user.check_password(DIRECTORY_PEOPLE["alice"][0])  # no usable local password
+        assert db.session.query(AuditEvent).filter_by(action="sign_in", actor="alice").count() == 1
+
+
+def test_admins_group_member_signs_in_as_admin(app, client, auth, directory):
+    assert sign_in_as(auth, "bob").status_code == 302
+    assert client.get(ADMIN_PAGE).status_code == 200
+    with app.app_context():
+        assert User.by_username("bob").role == "admin"
+
+
+def test_member_of_neither_group_is_refused(app, client, auth, directory):
+    response = sign_in_as(auth, "carol")
+    assert response.status_code == 401
+    assert "not in a group that may use CXR Screen" in response.get_data(as_text=True)
+    assert client.get("/screen").status_code == 302
+    with app.app_context():
+        assert User.by_username("carol") is None
+
+
+@pytest.mark.parametrize("password", ["wrong-password-here", " "])
+def test_wrong_password_is_refused(app, client, auth, directory, password):
+    response = sign_in_as(auth, "alice", password)
+    assert response.status_code in (400, 401)  # a blank password fails the form before the directory
+    assert client.get("/screen").status_code == 302
+
+
+@pytest.mark.parametrize("name", ["*", "alice)(uid=*", "ali*", "nobody-here"])
+def test_filter_characters_in_names_match_nobody(client, auth, directory, name):
+    response = auth.login(name, DIRECTORY_PEOPLE["alice"][0])
+    assert response.status_code == 401
+    assert "Unknown username or wrong password" in response.get_data(as_text=True)
+
+
+def test_names_are_case_insensitive_with_one_local_row(app, auth, client, directory):
+    assert sign_in_as(auth, "alice").status_code == 302
+    auth.logout()
+    assert auth.login("ALICE", DIRECTORY_PEOPLE["alice"][0]).status_code == 302
+    with app.app_context():
+        assert db.session.query(User).filter(db.func.lower(User.username) == "alice").count() == 1
+
+
+def test_local_account_wins_over_a_directory_entry_of_the_same_name(app, client, auth, directory):
+    # "bob" exists locally as a clinician: the directory's admin bob cannot take that account over.
+    with app.app_context():
+        local = User(username="bob", role="clinician")
+        local.set_password("local-bob-password")
+        db.session.add(local)
+        db.session.commit()
+    assert sign_in_as(auth, "bob").status_code == 401
+    assert auth.login("bob", "local-bob-password").status_code == 302
+    assert client.get(ADMIN_PAGE).status_code == 403
+
+
+def test_role_follows_the_groups_at_every_sign_in(app, client, auth, directory):
+    assert sign_in_as(auth, "alice").status_code == 302
+    assert client.get(ADMIN_PAGE).status_code == 403
+    group = directory.app_settings()["LDAP_ADMIN_GROUP_DN"]
+    with directory.admin() as conn:
+        assert conn.modify(group, {"member": [(MODIFY_ADD, [_dn("alice")])]}), conn.result
+    try:
+        elsewhere = app.test_client()  # alice signs in again at another workstation
+        assert sign_in_as(AuthActions(elsewhere), "alice").status_code == 302
+        assert elsewhere.get(ADMIN_PAGE).status_code == 200
+        # The role change ended the session that still had the clinician role.
+        assert client.get("/screen").status_code == 302
+    finally:
+        with directory.admin() as conn:
+            conn.modify(group, {"member": [(MODIFY_DELETE, [_dn("alice")])]})
+    with app.app_context():
+        assert User.by_username("alice").role == "admin"
+
+
+def _dn(uid: str) -> str:
+    return f"uid={uid},ou=people,dc=hospital,dc=test"
+
+
+def test_directory_down_local_admin_still_signs_in(app, client, auth, admin_user, own_ldap_server):
+    app.config.update(own_ldap_server.app_settings())
+    assert sign_in_as(auth, "alice").status_code == 302  # the directory works ...
+    auth.logout()
+    own_ldap_server.stop()  # ... then goes away
+    response = sign_in_as(auth, "alice")
+    assert response.status_code == 503
+    assert "staff directory cannot be reached" in response.get_data(as_text=True)
+    assert client.get("/screen").status_code == 302
+    # The break-glass local admin is not affected.
+    assert auth.login("admin").status_code == 302
+    assert client.get(ADMIN_PAGE).status_code == 200
+
+
+def test_unreachable_directory_address_is_a_clear_message(app, auth, client):
+    app.config.update(LDAP_URL=f"ldap://127.0.0.1:{free_loopback_port()}", LDAP_USER_BASE="dc=x")
+    response = auth.login("someone", "some-password-here")
+    assert response.status_code == 503
+    assert "staff directory cannot be reached" in response.get_data(as_text=True)
+
+
+def test_ldaps_with_the_directorys_ca(app, client, auth, tls_ldap_server):
+    app.config.update(tls_ldap_server.app_settings(), LDAP_URL=tls_ldap_server.ldaps_url)
+    app.config["LDAP_CA_FILE"] = str(tls_ldap_server.ca_file)
+    assert sign_in_as(auth, "alice").status_code == 302
+
+
+def test_starttls_with_the_directorys_ca(app, client, auth, tls_ldap_server):
+    app.config.update(tls_ldap_server.app_settings(), LDAP_STARTTLS=True, LDAP_CA_FILE=str(tls_ldap_server.ca_file))
+    assert sign_in_as(auth, "alice").status_code == 302
+
+
+@pytest.mark.parametrize("starttls", [False, True])
+def test_untrusted_directory_certificate_is_refused(app, client, auth, tls_ldap_server, starttls, caplog):
+    # Without the CA the certificate cannot be verified: no password is sent, directory users get the message.
+    app.config.update(tls_ldap_server.app_settings(), LDAP_CA_FILE="")
+    app.config.update(LDAP_STARTTLS=True) if starttls else app.config.update(LDAP_URL=tls_ldap_server.ldaps_url)
+    response = sign_in_as(auth, "alice")
+    assert response.status_code == 503
+    assert "staff directory cannot be reached" in response.get_data(as_text=True)
+    assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+
+
+@pytest.mark.parametrize("starttls", [False, True])
+def test_certificate_for_another_host_is_refused(app, client, auth, misnamed_tls_ldap_server, starttls, caplog):
+    server = misnamed_tls_ldap_server
+    app.config.update(server.app_settings(), LDAP_CA_FILE=str(server.ca_file))
+    app.config.update(LDAP_STARTTLS=True) if starttls else app.config.update(LDAP_URL=server.ldaps_url)
+    assert sign_in_as(auth, "alice").status_code == 503
+    assert "127.0.0.2" in caplog.text or "hostname" in caplog.text.lower()
+
+
+@pytest.mark.parametrize("name", ["alice", "carol", "nobody-here"])
+def test_directory_and_unknown_names_cost_one_argon2_check_like_local_ones(auth, directory, name, monkeypatch):
+    checks = []
+    real = PasswordHasher.verify
+    monkeypatch.setattr(PasswordHasher, "verify", lambda self, h, p: checks.append(h) or real(self, h, p))
+    auth.login(name, "wrong-password-here")
+    assert len(checks) == 1
+
+
+GOOD_SETTINGS = {
+    "LDAP_URL": "ldap://127.0.0.1:389",
+    "LDAP_USER_BASE": "ou=people,dc=x",
+    "LDAP_CLINICIAN_GROUP_DN": "cn=clinicians,dc=x",
+}
+
+
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        ({"LDAP_URL": "http://dc01"}, "must start with ldap://"),
+        ({"LDAP_URL": "ldaps://dc01", "LDAP_STARTTLS": True}, "applies to ldap:// URLs"),
+        ({"LDAP_USER_FILTER": "(uid=*)"}, "must contain {username}"),
+        ({"LDAP_USER_FILTER": "(&({attr}={username}))"}, "no braces other than"),
+        ({"LDAP_USER_BASE": ""}, "LDAP_USER_BASE"),
+        ({"LDAP_CLINICIAN_GROUP_DN": ""}, "the groups give the roles"),
+        ({"LDAP_CA_FILE": "/no/such/ca.pem"}, "is not a file"),
+    ],
+)
+def test_misconfigured_directory_stops_the_app_at_start(tmp_path, settings, message):
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, **GOOD_SETTINGS, **settings})
+
+
+def test_usable_directory_settings_start(tmp_path):
+    assert create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, **GOOD_SETTINGS}).config["LDAP_URL"]
+
+
+def test_starttls_refused_by_the_server_sends_no_password(app, auth, directory, caplog):
+    # The shared test directory has no certificate, so it cannot do StartTLS: no clear-text bind instead.
+    app.config.update(LDAP_STARTTLS=True)
+    response = sign_in_as(auth, "alice")
+    assert response.status_code == 503
+    assert "StartTLS" in caplog.text

@@ -1,0 +1,51 @@
+"""Sign-ins, failures, sign-outs and account changes land in the audit trail, never a password."""
+
+from tests.helpers import PASSWORDS, AuthActions, csrf_token
+from webapp.extensions import db
+from webapp.models import AuditEvent
+
+
+def events(app) -> list[AuditEvent]:
+    with app.app_context():
+        return db.session.query(AuditEvent).order_by(AuditEvent.id).all()
+
+
+def test_identity_events_are_audited_without_passwords(app, client, auth, admin_user, clinician_user):
+    typed = ["wrong-password-x1", "whatever-pass-x2", "my-own-new-passphrase", "admin-set-password-x3"]
+    auth.login("clin", typed[0])
+    auth.login("ghost", typed[1])
+    auth.login()
+    client.post(
+        "/auth/password",
+        data={
+            "csrf_token": csrf_token(client, "/auth/password"),
+            "current_password": PASSWORDS["clin"],
+            "new_password": typed[2],
+            "confirm": typed[2],
+        },
+    )
+    auth.logout()
+    admin = app.test_client()
+    AuthActions(admin).login("admin")
+    token = csrf_token(admin, "/admin/users")
+    new_user = {"csrf_token": token, "username": "new.doc", "role": "clinician", "password": typed[3]}
+    admin.post("/admin/users", data=new_user)
+    admin.post(f"/admin/users/{clinician_user}/password", data={"csrf_token": token, "password": typed[3]})
+    admin.post(f"/admin/users/{clinician_user}/active", data={"csrf_token": token})
+
+    trail = [(e.actor, e.action, e.target) for e in events(app)]
+    for expected in [
+        ("clin", "sign_in_failed", ""),
+        ("ghost", "sign_in_failed", ""),
+        ("clin", "sign_in", ""),
+        ("clin", "password_changed", "clin"),
+        ("clin", "sign_out", ""),
+        ("admin", "sign_in", ""),
+        ("admin", "user_created", "new.doc"),
+        ("admin", "password_reset", "clin"),
+        ("admin", "user_deactivated", "clin"),
+    ]:
+        assert expected in trail, (expected, trail)
+    written = " ".join(f"{e.actor} {e.action} {e.target} {e.details}" for e in events(app))
+    for secret in [*typed, *PASSWORDS.values()]:
+        assert secret not in written

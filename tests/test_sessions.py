@@ -1,0 +1,167 @@
+"""Sessions end when they should: sign-out, password change or reset, deactivation, timeouts."""
+
+import pytest
+
+from tests.factories import add_prediction
+from tests.helpers import PASSWORDS, AuthActions, csrf_token
+from webapp.auth import sessions
+from webapp.extensions import db
+from webapp.models import Feedback, User
+
+PAGES = ["/screen", "/history/", "/predictions/{pid}"]
+
+
+@pytest.fixture
+def prediction_id(app, clinician_user) -> int:
+    with app.app_context():
+        return add_prediction(clinician_user)
+
+
+def copy_of(app, client):
+    """Another browser holding a copy of `client`'s session cookie (as a thief would)."""
+    thief = app.test_client()
+    thief.set_cookie("session", client.get_cookie("session").value)
+    return thief
+
+
+def feedback_post(client, pid: int, token: str):
+    return client.post(f"/predictions/{pid}/feedback", data={"csrf_token": token, "label": "PNEUMONIA", "comment": "x"})
+
+
+def assert_refused(client, pid: int, token: str, app) -> None:
+    # The POST first: its CSRF token is still valid for the copied cookie, so only the session check stops it.
+    response = feedback_post(client, pid, token)
+    assert response.status_code == 302 and "/auth/login" in response.headers["Location"]
+    for page in PAGES:
+        response = client.get(page.format(pid=pid))
+        assert response.status_code == 302 and "/auth/login" in response.headers["Location"], page
+    with app.app_context():
+        assert db.session.query(Feedback).count() == 0
+
+
+def test_copied_cookie_is_refused_after_sign_out(app, client, auth, prediction_id):
+    auth.login()
+    token = csrf_token(client, "/screen")  # the form token in the copied cookie's session
+    thief = copy_of(app, client)
+    assert thief.get("/screen").status_code == 200  # the copy works while the session lives
+    auth.logout()
+    assert_refused(thief, prediction_id, token, app)
+
+
+def test_copied_cookie_feedback_post_works_before_and_not_after(app, client, auth, prediction_id):
+    auth.login()
+    thief = copy_of(app, client)
+    token = csrf_token(thief, f"/predictions/{prediction_id}")
+    assert feedback_post(thief, prediction_id, token).status_code == 303
+    with app.app_context():
+        db.session.query(Feedback).delete()
+        db.session.commit()
+    auth.logout()
+    assert_refused(thief, prediction_id, token, app)
+
+
+def test_sign_out_ends_the_users_other_sessions(app, client, auth, clinician_user):
+    auth.login()
+    other = app.test_client()
+    AuthActions(other).login()
+    auth.logout()
+    assert other.get("/screen").status_code == 302
+
+
+def test_admin_password_reset_ends_old_sessions(app, client, auth, admin_user, clinician_user, prediction_id):
+    auth.login()
+    token = csrf_token(client, "/screen")
+    admin = app.test_client()
+    AuthActions(admin).login("admin")
+    reset = admin.post(
+        f"/admin/users/{clinician_user}/password",
+        data={"csrf_token": csrf_token(admin, "/admin/users"), "password": "a-brand-new-password"},
+    )
+    assert reset.status_code == 303
+    assert_refused(client, prediction_id, token, app)
+
+
+def test_cli_password_reset_ends_old_sessions(app, client, auth, runner, prediction_id):
+    auth.login()
+    token = csrf_token(client, "/screen")
+    result = runner.invoke(args=["users", "reset-password", "clin", "--password", "a-brand-new-password"])
+    assert result.exit_code == 0, result.output
+    assert_refused(client, prediction_id, token, app)
+
+
+def test_deactivation_from_admin_page_ends_sessions(app, client, auth, admin_user, clinician_user):
+    auth.login()
+    admin = app.test_client()
+    AuthActions(admin).login("admin")
+    admin.post(f"/admin/users/{clinician_user}/active", data={"csrf_token": csrf_token(admin, "/admin/users")})
+    with app.app_context():
+        db.session.get(User, clinician_user).active = True  # reactivated: the old session still must not return
+        db.session.commit()
+    assert client.get("/screen").status_code == 302
+
+
+def test_idle_timeout(app, client, auth, clinician_user, monkeypatch):
+    auth.login()
+    start = sessions.now()
+    monkeypatch.setattr(sessions, "now", lambda: start + 29 * 60)
+    assert client.get("/screen").status_code == 200  # activity keeps the session alive ...
+    monkeypatch.setattr(sessions, "now", lambda: start + 58 * 60)
+    assert client.get("/screen").status_code == 200
+    monkeypatch.setattr(sessions, "now", lambda: start + 89 * 60)  # ... 31 idle minutes end it
+    response = client.get("/screen")
+    assert response.status_code == 302
+    assert "without activity" in client.get(response.headers["Location"]).get_data(as_text=True)
+
+
+def test_absolute_timeout_even_when_active(app, client, auth, clinician_user, monkeypatch):
+    app.config.update(SESSION_MAX_HOURS=2, SESSION_IDLE_MINUTES=30)
+    auth.login()
+    start = sessions.now()
+    for minutes in range(20, 120, 20):
+        monkeypatch.setattr(sessions, "now", lambda m=minutes: start + m * 60)
+        assert client.get("/screen").status_code == 200
+    monkeypatch.setattr(sessions, "now", lambda: start + 121 * 60)
+    assert client.get("/screen").status_code == 302
+
+
+def test_csrf_token_rotates_at_sign_in(app, client, auth, clinician_user, prediction_id):
+    before = csrf_token(client, "/auth/login")
+    with client.session_transaction() as state:
+        raw_before = state["csrf_token"]
+    auth.login()
+    assert csrf_token(client, "/screen")
+    with client.session_transaction() as state:
+        assert state["csrf_token"] != raw_before
+    # A token from before the sign-in no longer passes.
+    assert feedback_post(client, prediction_id, before).status_code == 400
+    with app.app_context():
+        assert db.session.query(Feedback).count() == 0
+
+
+def test_changing_ones_password_keeps_this_session_and_ends_the_others(app, client, auth, clinician_user):
+    auth.login()
+    other = app.test_client()
+    AuthActions(other).login()
+    response = client.post(
+        "/auth/password",
+        data={
+            "csrf_token": csrf_token(client, "/auth/password"),
+            "current_password": PASSWORDS["clin"],
+            "new_password": "my-own-new-passphrase",
+            "confirm": "my-own-new-passphrase",
+        },
+    )
+    assert response.status_code == 303
+    assert client.get("/screen").status_code == 200
+    assert other.get("/screen").status_code == 302
+    with app.app_context():
+        assert User.by_username("clin").check_password("my-own-new-passphrase")
+
+
+def test_cookie_from_before_session_versions_is_refused(app, client, auth, clinician_user):
+    # A cookie signed by the previous release (user id only, no version or times) ends at the upgrade.
+    auth.login()
+    with client.session_transaction() as state:
+        for key in (sessions.VERSION, sessions.SIGNED_IN_AT, sessions.SEEN_AT):
+            state.pop(key)
+    assert client.get("/screen").status_code == 302

@@ -1,0 +1,70 @@
+"""Who is signing in: a local account's password, else the staff directory, else nobody.
+
+Local accounts are checked first and win over a directory entry of the same name, so a break-glass
+administrator can always sign in, the directory down or not. Every path does comparable work for a
+known and an unknown name: every name costs exactly one Argon2 verification, local or not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..extensions import db
+from ..models import DIRECTORY, NO_LOCAL_PASSWORD, User, record_audit
+from ..passwords import verify_nothing
+from . import directory
+from .sessions import end_all_access, end_sessions
+
+WRONG = "Unknown username or wrong password."
+NOT_IN_GROUP = (
+    "Your directory account is not in a group that may use CXR Screen. "
+    "Ask your IT service desk to add you to the clinicians' or administrators' group."
+)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    user: User | None
+    refusal: str = WRONG
+
+
+def check(username: str, password: str) -> Outcome:
+    """Raises directory.DirectoryUnavailable when only the directory could answer and it cannot."""
+    user = User.by_username(username)
+    if user is not None and not user.from_directory:
+        if user.check_password(password) and user.active:
+            return Outcome(user)
+        return Outcome(None)
+    # Local names cost an Argon2 check; so does every other name, or its timing would tell local
+    # accounts (the break-glass admin first) from directory ones and from names that do not exist.
+    verify_nothing(password)
+    if not directory.configured():
+        return Outcome(None)
+    answer = directory.authenticate(username, password)
+    if not answer.password_ok:
+        return Outcome(None)
+    # Directory names are case-insensitive; one local row per person.
+    user = User.by_username(username.lower())
+    if user is not None and not user.from_directory:
+        return Outcome(None)  # "Admin" in the directory never becomes the local "admin"
+    if answer.role is None:
+        if user is not None:
+            end_all_access(user)  # taken out of both groups: whatever session is left ends too
+            db.session.commit()
+        return Outcome(None, NOT_IN_GROUP)
+    user = _sync(user, username.lower(), answer.role)
+    return Outcome(user) if user.active else Outcome(None)
+
+
+def _sync(user: User | None, username: str, role: str) -> User:
+    """The local row behind a directory account, with the role its groups give today."""
+    if user is None:
+        user = User(username=username, role=role, source=DIRECTORY, password_hash=NO_LOCAL_PASSWORD)
+        db.session.add(user)
+        record_audit(username, "user_created", username, f"from the directory, role={role}")
+    elif user.role != role:
+        record_audit(username, "role_changed", username, f"from the directory: {user.role} -> {role}")
+        user.role = role
+        end_sessions(user)
+    db.session.commit()
+    return user

@@ -1,0 +1,142 @@
+"""Sign-in against the hospital's staff directory (LDAP or Active Directory) with ldap3.
+
+A service account finds the person's entry with LDAP_USER_FILTER, the person's own password is checked
+by binding as that entry, and the role comes from the groups at every sign-in: members of
+LDAP_ADMIN_GROUP_DN are admins, of LDAP_CLINICIAN_GROUP_DN clinicians, anyone else is refused.
+Membership is read from the entry's `memberOf` (Active Directory, OpenLDAP's memberof overlay) or,
+failing that, from the group's `member` list (groupOfNames).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass
+
+from flask import current_app
+from ldap3 import BASE, SUBTREE, Connection, Server, Tls
+from ldap3.core.exceptions import LDAPException
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import safe_dn
+
+
+class DirectoryUnavailable(Exception):
+    """The directory could not be asked (down, unreachable, refused the service account)."""
+
+
+@dataclass(frozen=True)
+class DirectoryAnswer:
+    found: bool  # an entry matched the user name
+    password_ok: bool = False
+    role: str | None = None  # "admin", "clinician", or None when in neither group
+
+
+def configured() -> bool:
+    return bool(current_app.config["LDAP_URL"])
+
+
+def settings_problem(config) -> str | None:
+    """What is wrong with the directory settings, checked at start-up so that a typo stops the app with
+    a message instead of failing every sign-in; None when they are usable (or directory sign-in is off)."""
+    url = config["LDAP_URL"]
+    if not url:
+        return None
+    if not url.startswith(("ldap://", "ldaps://")):
+        return f"LDAP_URL must start with ldap:// or ldaps://, not {url!r}."
+    if url.startswith("ldaps://") and config["LDAP_STARTTLS"]:
+        return "LDAP_STARTTLS applies to ldap:// URLs; an ldaps:// connection is encrypted from the start."
+    user_filter = config["LDAP_USER_FILTER"]
+    if "{username}" not in user_filter:
+        return f"LDAP_USER_FILTER must contain {{username}}, e.g. (uid={{username}}); it is {user_filter!r}."
+    try:
+        user_filter.format(username="x")
+    except (KeyError, IndexError, ValueError):
+        return "LDAP_USER_FILTER may contain no braces other than {username}."
+    if not config["LDAP_USER_BASE"]:
+        return "Directory sign-in needs LDAP_USER_BASE, where people are searched."
+    if not (config["LDAP_ADMIN_GROUP_DN"] or config["LDAP_CLINICIAN_GROUP_DN"]):
+        return "Directory sign-in needs LDAP_ADMIN_GROUP_DN or LDAP_CLINICIAN_GROUP_DN: the groups give the roles."
+    if config["LDAP_CA_FILE"] and not os.path.isfile(config["LDAP_CA_FILE"]):
+        return f"LDAP_CA_FILE {config['LDAP_CA_FILE']!r} is not a file."
+    return None
+
+
+def _server() -> Server:
+    cfg = current_app.config
+    url = cfg["LDAP_URL"]
+    tls = None
+    if url.startswith("ldaps://") or cfg["LDAP_STARTTLS"]:
+        # The directory's certificate is always verified: against LDAP_CA_FILE, else the system's CAs.
+        tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=cfg["LDAP_CA_FILE"] or None)
+    return Server(url, connect_timeout=cfg["LDAP_TIMEOUT_SECONDS"], tls=tls)
+
+
+def _connection(server: Server, dn: str, password: str) -> Connection:
+    cfg = current_app.config
+    conn = Connection(
+        server, user=dn or None, password=password or None, receive_timeout=cfg["LDAP_TIMEOUT_SECONDS"], read_only=True
+    )
+    conn.open()
+    # A refused StartTLS must stop here: binding anyway would send the password in clear text.
+    if cfg["LDAP_STARTTLS"] and not conn.start_tls():
+        raise DirectoryUnavailable(f"StartTLS refused: {conn.result.get('description')}")
+    return conn
+
+
+def _same_dn(a: str, b: str) -> bool:
+    try:
+        return safe_dn(a).lower() == safe_dn(b).lower()
+    except LDAPException:
+        return a.strip().lower() == b.strip().lower()
+
+
+def _in_group(service: Connection, user_dn: str, member_of: list[str], group_dn: str) -> bool:
+    if not group_dn:
+        return False
+    if any(_same_dn(dn, group_dn) for dn in member_of):
+        return True
+    service.search(group_dn, f"(member={escape_filter_chars(user_dn)})", search_scope=BASE, attributes=["cn"])
+    return bool(service.entries)
+
+
+def authenticate(username: str, password: str) -> DirectoryAnswer:
+    """Ask the directory about `username`; raises DirectoryUnavailable when it cannot be asked."""
+    cfg = current_app.config
+    try:
+        server = _server()
+        service = _connection(server, cfg["LDAP_BIND_DN"], cfg["LDAP_BIND_PASSWORD"])
+        try:
+            if not service.bind():
+                raise DirectoryUnavailable(f"service account bind refused: {service.result.get('description')}")
+            return _check(server, service, username, password)
+        finally:
+            service.unbind()
+    except LDAPException as exc:
+        raise DirectoryUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _check(server: Server, service: Connection, username: str, password: str) -> DirectoryAnswer:
+    cfg = current_app.config
+    query = cfg["LDAP_USER_FILTER"].format(username=escape_filter_chars(username))
+    service.search(cfg["LDAP_USER_BASE"], query, search_scope=SUBTREE, attributes=["memberOf"], size_limit=2)
+    if len(service.entries) != 1:  # nobody, or an ambiguous filter: no one whose password to check
+        return DirectoryAnswer(found=False)
+    entry = service.entries[0]
+    user_dn = entry.entry_dn
+    member_of = [str(dn) for dn in entry.entry_attributes_as_dict.get("memberOf", [])]
+    # An empty password makes an "unauthenticated" simple bind, which servers accept: never ask with one.
+    if not password:
+        return DirectoryAnswer(found=True)
+    person = _connection(server, user_dn, password)
+    try:
+        if not person.bind():
+            return DirectoryAnswer(found=True)
+    finally:
+        person.unbind()
+    if _in_group(service, user_dn, member_of, cfg["LDAP_ADMIN_GROUP_DN"]):
+        role = "admin"
+    elif _in_group(service, user_dn, member_of, cfg["LDAP_CLINICIAN_GROUP_DN"]):
+        role = "clinician"
+    else:
+        role = None
+    return DirectoryAnswer(found=True, password_ok=True, role=role)

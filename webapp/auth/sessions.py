@@ -1,0 +1,70 @@
+"""Sessions that end when they should.
+
+Session state stays in Flask's signed cookie, and each one carries the *session version* of its user,
+checked against the database on every request. Raising a user's version (sign-out, password change or
+reset, deactivation, role change) ends all of that user's sessions at once, on every workstation and
+every worker, without a server-side session store to run, back up and expire. A cookie copied before
+any of those is refused after it. Idle and absolute timeouts are timestamps in the same signed cookie.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import current_app, flash, session
+from flask_login import login_user
+
+from ..access import revoke_tokens
+from ..models import User
+
+VERSION, SIGNED_IN_AT, SEEN_AT = "session_version", "signed_in_at", "seen_at"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def begin(user: User) -> None:
+    """Start a fresh session for `user`: nothing of the anonymous one survives, the CSRF token included."""
+    session.clear()
+    login_user(user)
+    moment = now()
+    session[VERSION] = user.session_version
+    session[SIGNED_IN_AT] = moment
+    session[SEEN_AT] = moment
+    # The browser drops the cookie at the absolute timeout too (PERMANENT_SESSION_LIFETIME); the server
+    # does not rely on it.
+    session.permanent = True
+
+
+def end_sessions(user: User) -> None:
+    """End every browser session of `user` at once (the caller commits): sign-out, own password
+    change, a role change. The user's API tokens are left alone."""
+    user.session_version += 1
+
+
+def end_all_access(user: User, reason: str = "access ended") -> int:
+    """End everything `user` is signed in with (the caller commits): a password reset by someone else,
+    deactivation. The one place where a user's access ends: sessions, and API tokens (revoked and
+    audited, `reason` in the trail). Returns how many tokens were revoked."""
+    end_sessions(user)
+    return revoke_tokens(user, reason=reason)
+
+
+def still_valid(user: User) -> bool:
+    """Whether the current request's session may act for `user`; ends it (with a message) when not."""
+    cfg = current_app.config
+    moment = now()
+    reason = None
+    if session.get(VERSION) != user.session_version or not user.active:
+        reason = "Your session has ended. Please sign in again."
+    elif moment - session.get(SIGNED_IN_AT, 0) > cfg["SESSION_MAX_HOURS"] * 3600:
+        reason = f"Sessions last at most {cfg['SESSION_MAX_HOURS']} hours. Please sign in again."
+    elif moment - session.get(SEEN_AT, 0) > cfg["SESSION_IDLE_MINUTES"] * 60:
+        reason = f"You were signed out after {cfg['SESSION_IDLE_MINUTES']} minutes without activity."
+    if reason:
+        session.clear()
+        flash(reason, "info")
+        return False
+    session[SEEN_AT] = moment
+    return True

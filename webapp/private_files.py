@@ -1,0 +1,35 @@
+"""Files that hold patient data or secrets are readable by the app's own user only (mode 0600)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+from pathlib import Path
+
+PRIVATE = 0o600
+log = logging.getLogger(__name__)
+
+
+def make_private(path: Path) -> None:
+    """Take group and other permissions off an existing file (when this user owns it)."""
+    try:
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            path.chmod(PRIVATE)
+    except FileNotFoundError:
+        return
+    except PermissionError:
+        log.warning("%s is readable by others and not ours to change; restrict it to mode 0600", path)
+
+
+def private_sqlite_file(database: str) -> None:
+    """Create a SQLite database file with mode 0600 before SQLite would create it with the umask's mode
+    (SQLite gives its -wal and -shm files the mode of the database file), or tighten an existing one."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.exists() and path.parent.is_dir():
+        with contextlib.suppress(FileExistsError):  # another worker created it first
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE))
+    make_private(path)
