@@ -1,17 +1,36 @@
 # CXR Screen: the web app, the shipped model and gunicorn in one image.
-# Build: docker build -t cxr-screen .   Run: see docker-compose.yml and the README (Deployment).
+# Build: docker build -t cxr-screen .   Run: see docker-compose.yml and docs/deployment.md.
+# Without an image registry, BASE_IMAGE can be any Debian bookworm with python3.11, python3-venv
+# and python-is-python3 (scripts/container_engine.sh makes one with debootstrap).
+ARG BASE_IMAGE=python:3.11-slim
 
 # --- build stage: install the locked dependency closure into a virtual environment ---------
-FROM python:3.11-slim AS build
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+FROM ${BASE_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_ROOT_USER_ACTION=ignore
+# binutils for strip below; it stays in this stage. Versions come with the base's Debian release
+# (pinning them would break the build at the next security update).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
 COPY requirements.lock /tmp/requirements.lock
 # --no-deps: the lock is the whole closure, so pip cannot pull in an untested version.
-RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --no-deps -r /tmp/requirements.lock \
+# The optional build secrets are the builder's pip configuration and CA bundle (a hospital's own
+# package index, TLS inspection); they are mounted for this step only and never stored in a layer.
+RUN --mount=type=secret,id=pip_conf --mount=type=secret,id=ca_bundle \
+    if [ -s /run/secrets/pip_conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip_conf; fi \
+    && if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+    && python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-deps -r /tmp/requirements.lock \
     && /opt/venv/bin/pip check
+# Serving needs none of what the next step removes (sizes and reasons: docs/deployment.md).
+COPY docker/slim_venv.sh /tmp/slim_venv.sh
+RUN sh /tmp/slim_venv.sh /opt/venv
 
 # --- run stage ----------------------------------------------------------------------------
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -32,7 +51,7 @@ COPY wsgi.py gunicorn.conf.py ./
 COPY migrations/ migrations/
 COPY webapp/ webapp/
 COPY deploy/ deploy/
-COPY docker/ docker/
+COPY docker/entrypoint.sh docker/*.py docker/
 # Bytecode compiled now, as the app user cannot write it later; the model must be in the image.
 RUN mkdir -p instance && chown cxr:cxr instance \
     && python -m compileall -q wsgi.py gunicorn.conf.py migrations webapp deploy docker \

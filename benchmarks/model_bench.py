@@ -7,7 +7,8 @@ server is up, so nothing else competes for the cores). It reports:
   forward pass, and for `model.predict` (what the naive server does), and per image at batch 32;
 - the FLOP count of one forward pass (TensorFlow's profiler on the frozen graph), the achieved
   GFLOP/s, and this machine's float32 peak measured by a large matmul;
-- the time of each stage of `screen_upload` (decode, analyze, review PNG, heat-map PNG) per input.
+- the time of each stage of `screen_upload` (decode, analyze, review PNG, heat-map PNG) per input
+  (the review PNG as stored with the answer; a big film's full-size copy is made after it).
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def stage_figures(analyzer, quick: bool) -> dict:
     from webapp.config import Config
     from webapp.inference.decode import decode
     from webapp.inference.overlay import heatmap_png
-    from webapp.screening.service import review_png
+    from webapp.screening import review_copy
 
     review_size = Config.REVIEW_IMAGE_SIZE
     repeats = 5 if quick else 30
@@ -137,7 +138,9 @@ def stage_figures(analyzer, quick: bool) -> dict:
         stages[upload.name] = {
             "decode": summary_ms(timed(lambda u=upload: decode(u.data, target_size=analyzer.input_size), repeats)),
             "analyze": summary_ms(timed(lambda i=image: analyzer.analyze(i), repeats)),
-            "review_png": summary_ms(timed(lambda i=image: review_png(i.pixels, review_size), repeats)),
+            "review_png": summary_ms(
+                timed(lambda u=upload, i=image: review_copy.at_upload(u.data, i, review_size, True), repeats)
+            ),
             "heatmap_png": summary_ms(timed(lambda a=analysis: heatmap_png(a.heatmap), repeats)),
         }
     return stages

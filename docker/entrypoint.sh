@@ -33,7 +33,7 @@ PY
 done
 
 echo "entrypoint: database reachable; applying migrations" >&2
-flask --app wsgi db upgrade
+PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" python docker/migrate.py
 
 if [ "$#" -eq 0 ]; then
   set -- gunicorn --config gunicorn.conf.py wsgi:app

@@ -198,13 +198,16 @@ def dockerfile() -> str:
 )
 def test_hadolint_is_clean():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    done = subprocess.run([hadolint, "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
+    dockerfiles = ["Dockerfile", *sorted(str(p.relative_to(ROOT)) for p in ROOT.glob("docker/*/Dockerfile"))]
+    done = subprocess.run([hadolint, *dockerfiles], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_dockerfile_installs_the_lock_runs_unprivileged_and_keeps_data_in_a_volume():
     text = dockerfile()
-    assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
+    # python:3.11-slim unless the builder names another Debian base (CI: one made by debootstrap).
+    assert re.search(r"^ARG BASE_IMAGE=python:3\.11-slim$", text, re.M)
+    assert re.findall(r"^FROM (\S+)", text, re.M) == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
     assert "--no-deps -r /tmp/requirements.lock" in text
     user = re.findall(r"^USER (\S+)", text, re.M)
     assert user and not user[-1].startswith(("0", "root"))
@@ -254,7 +257,26 @@ def test_compose_files_fit_the_image():
     postgres = yaml.safe_load((ROOT / "docker-compose.postgres.yml").read_text())["services"]
     assert postgres["app"]["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://")
     assert postgres["app"]["depends_on"]["db"]["condition"] == "service_healthy"
-    assert postgres["db"]["image"].startswith("postgres:15")
+    assert postgres["db"]["image"] == "${POSTGRES_IMAGE:-postgres:15}"
+
+
+def test_https_stack_publishes_only_the_proxy_and_shares_one_configuration():
+    services = yaml.safe_load((ROOT / "docker-compose.https.yml").read_text())["services"]
+    assert [name for name, service in services.items() if "ports" in service] == ["proxy"]
+    assert services["proxy"]["ports"] == ["${HTTPS_BIND:-0.0.0.0}:${HTTPS_PORT:-443}:8443"]
+    assert services["app2"]["profiles"] == ["replicas"]
+    for replica in ("app", "app2"):
+        environment = services[replica]["environment"]
+        assert environment == services["app"]["environment"]  # one SECRET_KEY, database, Redis for all
+        assert environment["TRUSTED_PROXIES"] == "1" and environment["SESSION_COOKIE_SECURE"] == "true"
+        assert environment["SECRET_KEY"].startswith("${SECRET_KEY:?")
+        assert (
+            environment["DATABASE_URL"].startswith("postgresql+psycopg://")
+            and "@db:5432/" in environment["DATABASE_URL"]
+        )
+        assert environment["REDIS_URL"] == "redis://redis:6379/0"
+    assert services["db"]["image"] == "${POSTGRES_IMAGE:-cxr-postgres:15}"
+    assert services["redis"]["image"] == "${REDIS_IMAGE:-cxr-redis:7}"
 
 
 class _Probe(http.server.BaseHTTPRequestHandler):

@@ -74,7 +74,7 @@ def test_pagination(app, client, auth, admin_user):
 def test_detail_view_for_admin(client, auth, rows):
     auth.login("admin")
     html = client.get(f"/predictions/{rows['u1']}").get_data(as_text=True)
-    assert "by other" in html and "not a chest radiograph" in html and "heatmap.png" in html
+    assert "by other" in html and "not a chest radiograph" in html and "heatmap-layer.png" in html
 
 
 def test_csv_export_with_filters_is_audited(app, client, auth, rows):

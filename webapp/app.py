@@ -78,9 +78,10 @@ def register_blueprints(app: Flask) -> None:
     from .auth import bp as auth_bp
     from .health import bp as health_bp
     from .history import bp as history_bp
+    from .preferences import bp as preferences_bp
     from .screening import bp as screening_bp
 
-    for blueprint in (auth_bp, screening_bp, history_bp, admin_bp, health_bp):
+    for blueprint in (auth_bp, screening_bp, history_bp, admin_bp, health_bp, preferences_bp):
         app.register_blueprint(blueprint)
     register_api(app)  # through flask-smorest, which builds the OpenAPI document from the routes
     csrf.exempt(api_bp)  # bearer tokens, no cookies: nothing for a forged request to ride on

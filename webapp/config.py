@@ -48,7 +48,10 @@ class Config:
     MAX_CONTENT_LENGTH = MAX_UPLOAD_MB * 1024 * 1024
     MAX_FILES_PER_UPLOAD = int(os.environ.get("MAX_FILES_PER_UPLOAD", "20"))
     HISTORY_PAGE_SIZE = 25
-    REVIEW_IMAGE_SIZE = 320  # long side of the de-identified copy kept for review
+    # Long side of the de-identified copy kept for review (the film viewer's full resolution).
+    REVIEW_IMAGE_SIZE = int(os.environ.get("REVIEW_IMAGE_SIZE", "1024"))
+    # Make a big film's full-size copy after answering the upload (webapp/screening/review_copy.py).
+    REVIEW_COPY_IN_BACKGROUND = True
 
     # Sign-in throttling: after this many failures (per account and address pair, and per address)
     # each further try must wait twice as long as the last, up to LOGIN_MAX_DELAY_SECONDS. Counters
@@ -118,6 +121,9 @@ class TestingConfig(Config):
     SESSION_COOKIE_SECURE = False
     REMEMBER_COOKIE_SECURE = False
     ARGON2_FAST = True  # tests create many users; full-strength hashing would only slow them
+    # In-memory SQLite is one connection: no second thread may write to it. Tests that check the
+    # background path turn it on with a database file.
+    REVIEW_COPY_IN_BACKGROUND = False
 
 
 CONFIGS = {"production": Config, "development": DevelopmentConfig, "testing": TestingConfig}

@@ -36,6 +36,8 @@ ROLES = ("clinician", "admin")
 LOCAL, DIRECTORY = "local", "directory"
 # Stored instead of a hash for directory accounts: no password ever verifies against it.
 NO_LOCAL_PASSWORD = "!directory"
+# "system" follows the browser's prefers-color-scheme; the others pin the reading-room theme.
+THEMES = ("system", "light", "dark")
 LABELS = VERDICTS
 FEEDBACK_LABELS = {NORMAL: "Normal", PNEUMONIA: "Pneumonia", "NOT_CXR": "Not a chest radiograph"}
 # The model's verdict that agrees with each radiologist reading.
@@ -59,6 +61,7 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default="clinician")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    theme: Mapped[str] = mapped_column(String(8), default="system", server_default="system")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     source: Mapped[str] = mapped_column(String(16), default=LOCAL, server_default=LOCAL)
     # Sessions carry the version they started under; raising it ends every session at once.

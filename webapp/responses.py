@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import request
+from urllib.parse import urlsplit
+
+from flask import request, url_for
 from flask_wtf import FlaskForm
 
 PROBES = ("/healthz", "/readyz")
@@ -21,3 +23,10 @@ def wants_json() -> bool:
 def form_errors(form: FlaskForm) -> str:
     """All of a form's validation messages as one sentence for a flash or a JSON error."""
     return "; ".join(message for messages in form.errors.values() for message in messages)
+
+
+def safe_next(target: str | None) -> str:
+    """`target` if it is a path on this site, else the upload page: an open redirect is a phishing tool."""
+    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+        return target
+    return url_for("screening.upload")

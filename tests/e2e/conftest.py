@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.e2e.live_server import LiveServer, launch
-from tests.e2e.page_checks import ConsoleWatch, accessibility_problems
+from tests.e2e.page_checks import ConsoleWatch, accessibility_problems, axe_violations_in_both_themes
 from tests.e2e.paths import IMAGES, SCREENSHOTS
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -76,8 +76,9 @@ class Visit:
         self._screenshot_dir = screenshot_dir
 
     def step(self, name: str, *, full_page: bool = True) -> Path:
-        """A page the user sees: check its accessibility basics, then keep a screenshot of it."""
-        problems = accessibility_problems(self.page)
+        """A page the user sees: check its accessibility basics and run axe-core on it in the light
+        and the dark theme (no serious or critical violation), then keep a screenshot of it."""
+        problems = accessibility_problems(self.page) + axe_violations_in_both_themes(self.page)
         assert not problems, f"accessibility problems on {self.page.url}:\n" + "\n".join(problems)
         path = self.step_path(name)
         self.page.screenshot(path=path, full_page=full_page)

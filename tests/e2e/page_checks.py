@@ -1,10 +1,17 @@
-"""Checks run on every page a journey visits: basic accessibility and a clean browser console."""
+"""Checks run on every page a journey visits: basic accessibility, the axe-core engine in both
+themes, and a clean browser console."""
 
 from __future__ import annotations
 
 import re
 
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import ConsoleMessage, Error, Page
+
+# axe-core ships inside the axe-playwright-python wheel (no network); it is injected through
+# DevTools, so the app's Content-Security-Policy does not stop it.
+_AXE = Axe()
+BLOCKING_IMPACTS = ("serious", "critical")
 
 # Runs in the page (through DevTools, so the app's CSP does not apply). Lists what a screen-reader
 # user would miss: form controls without a label, images without alt text, graphics and buttons
@@ -44,6 +51,26 @@ _A11Y_PROBLEMS_JS = """
 
 def accessibility_problems(page: Page) -> list[str]:
     return page.evaluate(_A11Y_PROBLEMS_JS)
+
+
+def axe_violations(page: Page) -> list[str]:
+    """Serious and critical axe-core violations on the page as it is rendered now."""
+    results = _AXE.run(page, options={"resultTypes": ["violations"]})
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at " + ", ".join(str(n["target"]) for n in v["nodes"][:5])
+        for v in results.response["violations"]
+        if v["impact"] in BLOCKING_IMPACTS
+    ]
+
+
+def axe_violations_in_both_themes(page: Page) -> list[str]:
+    """axe-core with the system set to light and to dark (a user's "As the system" theme follows it)."""
+    problems = []
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        problems += [f"[{scheme}] {p}" for p in axe_violations(page)]
+    page.emulate_media(color_scheme="light")
+    return problems
 
 
 class ConsoleWatch:

@@ -28,16 +28,53 @@ img => {
 """
 
 
+# Films load lazily: wait for one that is on screen to arrive.
+_LOADED_JS = """
+img => img.complete ? img.naturalWidth > 0
+  : new Promise((done) => img.addEventListener('load', () => done(img.naturalWidth > 0), {once: true}))
+"""
+# The verdict colours as the page defines them (both themes), to tell a verdict-coloured bar from a grey one.
+_VERDICT_FILLS_JS = """
+() => ['normal', 'pneumonia', 'unknown'].map((name) => {
+  const probe = document.createElementNS('http://www.w3.org/2000/svg', 'rect');
+  probe.style.fill = `var(--${name})`;
+  document.querySelector('svg.bar').appendChild(probe);
+  const fill = getComputedStyle(probe).fill;
+  probe.remove();
+  return fill;
+})
+"""
+
+
 def image_loaded(image: Locator) -> bool:
-    return image.evaluate("img => img.complete && img.naturalWidth > 0")
+    image.scroll_into_view_if_needed()
+    return image.evaluate(_LOADED_JS)
 
 
 def coloured_fraction(image: Locator) -> float:
     return image.evaluate(_COLOURED_FRACTION_JS)
 
 
+def open_unknown_scores(card: Locator) -> None:
+    """On UNKNOWN the model's scores are folded away ("Show model scores") and grey: open them and
+    check that no bar is drawn in a verdict colour."""
+    scores = card.locator("details.model-scores")
+    expect(scores).to_have_count(1)
+    assert scores.get_attribute("open") is None, "an UNKNOWN result must not show its scores unasked"
+    expect(card.locator(".bar-row").first).to_be_hidden()
+    scores.locator("summary").click()
+    expect(card.locator(".bar-row").first).to_be_visible()
+    verdict_fills = set(card.page.evaluate(_VERDICT_FILLS_JS))
+    for fill in card.locator("rect.bar-fill").evaluate_all("rs => rs.map((r) => getComputedStyle(r).fill)"):
+        assert fill not in verdict_fills, f"an UNKNOWN result's score bar is drawn in a verdict colour ({fill})"
+
+
 def check_bars(card: Locator) -> dict[str, float]:
     """Each bar's drawn width, relative to its track, is the probability printed beside it."""
+    if card.get_attribute("data-label") == "UNKNOWN":
+        open_unknown_scores(card)
+    else:
+        expect(card.locator("details.model-scores")).to_have_count(0)
     shown = {}
     rows = card.locator(".bar-row")
     expect(rows).to_have_count(2)
@@ -55,6 +92,7 @@ def check_bars(card: Locator) -> dict[str, float]:
 
 
 def check_heatmap_toggle(card: Locator) -> None:
+    card.scroll_into_view_if_needed()
     toggle = card.get_by_label("Show heat map")
     heatmap = card.locator("img.heatmap")
     expect(toggle).to_be_checked()

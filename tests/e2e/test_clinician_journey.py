@@ -13,6 +13,8 @@ from tests.e2e.result_checks import check_heatmap_toggle, check_verdict
 
 # What the shipped model must say about the fixture films (the photo is not a radiograph at all).
 EXPECTED = {"normal.jpeg": "NORMAL", "pneumonia.jpeg": "PNEUMONIA", "photo.jpg": "UNKNOWN"}
+# The results page lists the most urgent first: pneumonia, then UNKNOWN, then normal.
+READING_ORDER = ["pneumonia.jpeg", "photo.jpg", "normal.jpeg"]
 
 _DROP_JS = """
 ([name, type, b64]) => {
@@ -30,6 +32,10 @@ _DROP_JS = """
 def drop_file(page: Page, name: str, data: bytes, mime: str) -> None:
     """What a drag from the desktop delivers: a drop event carrying a DataTransfer with the file."""
     page.evaluate(_DROP_JS, [name, mime, base64.b64encode(data).decode()])
+
+
+def card_for(page: Page, filename: str):
+    return page.locator("article.result").filter(has=page.locator("h2 .filename", has_text=filename))
 
 
 def choose_files(page: Page, *names: str) -> None:
@@ -61,23 +67,23 @@ def test_clinician_screens_and_corrects(visit):
     expect(page.get_by_role("heading", name="Results", level=1)).to_be_visible()
     cards = page.locator("article.result")
     expect(cards).to_have_count(3)
-    for i, (name, label) in enumerate(EXPECTED.items()):
-        card = cards.nth(i)
-        expect(card.locator(".filename")).to_have_text(name)
+    expect(cards.locator("h2 .filename")).to_have_text(READING_ORDER)
+    for name, label in EXPECTED.items():
+        card = card_for(page, name)
         check_verdict(card, label)
         check_heatmap_toggle(card)
     visit.step("clinician-03-results")
-    cards.nth(1).screenshot(path=visit.step_path("result-pneumonia"))
-    cards.nth(2).screenshot(path=visit.step_path("result-unknown"))
+    card_for(page, "pneumonia.jpeg").screenshot(path=visit.step_path("result-pneumonia"))
+    card_for(page, "photo.jpg").screenshot(path=visit.step_path("result-unknown"))
 
     # The radiologist reads the normal film differently and says so.
-    normal = cards.nth(0)
+    normal = card_for(page, "normal.jpeg")
     normal.get_by_label("Radiologist's reading").select_option("PNEUMONIA")
     normal.get_by_label("Comment (optional)").fill("Subtle retrocardiac opacity")
     normal.get_by_role("button", name="Confirm / correct").click()
     page.wait_for_url(re.compile(r"/screen/results\?id="))
     expect(page.locator(".flash.info")).to_contain_text("Review saved")
-    normal = page.locator("article.result").nth(0)
+    normal = card_for(page, "normal.jpeg")
     expect(normal).to_contain_text("Reviewed by e2e-clin: PNEUMONIA (Subtle retrocardiac opacity)")
     expect(normal.get_by_label("Radiologist's reading")).to_have_value("PNEUMONIA")
     expect(normal.get_by_role("button", name="Update review")).to_be_visible()

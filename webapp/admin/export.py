@@ -6,6 +6,7 @@ import csv
 import io
 from collections.abc import Iterable
 
+from ..inference.labels import UNKNOWN
 from ..models import Prediction
 
 COLUMNS = [
@@ -28,6 +29,7 @@ COLUMNS = [
     "feedback_label",
     "feedback_comment",
     "feedback_by",
+    "raw_p_pneumonia",
 ]
 
 
@@ -35,6 +37,14 @@ def _cell(value) -> str:
     text = "" if value is None else str(value)
     # A spreadsheet would run a leading =, +, - or @ as a formula (CSV injection).
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _probabilities(p: Prediction) -> tuple[str, str]:
+    # An UNKNOWN answer makes no claim about pneumonia: p_normal/p_pneumonia stay empty and the
+    # model's score is only in raw_p_pneumonia (the last column, so existing readers keep their columns).
+    if p.label == UNKNOWN:
+        return "", ""
+    return f"{p.p_normal:.4f}", f"{p.p_pneumonia:.4f}"
 
 
 def predictions_csv(predictions: Iterable[Prediction]) -> str:
@@ -57,8 +67,7 @@ def predictions_csv(predictions: Iterable[Prediction]) -> str:
                     p.width,
                     p.height,
                     p.label,
-                    f"{p.p_normal:.4f}",
-                    f"{p.p_pneumonia:.4f}",
+                    *_probabilities(p),
                     f"{p.threshold:.4f}",
                     p.model_version,
                     p.unknown_reason,
@@ -66,6 +75,7 @@ def predictions_csv(predictions: Iterable[Prediction]) -> str:
                     fb.label if fb else "",
                     fb.comment if fb else "",
                     fb.user.username if fb else "",
+                    f"{p.p_pneumonia:.4f}",
                 )
             ]
         )

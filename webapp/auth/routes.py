@@ -1,11 +1,11 @@
 import logging
-from urllib.parse import urlsplit
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, logout_user
 
 from ..extensions import db
 from ..models import User, record_audit
+from ..responses import safe_next
 from . import bp, credentials, sessions, throttle
 from .directory import DirectoryUnavailable
 from .forms import ChangePasswordForm, LoginForm
@@ -17,13 +17,6 @@ DIRECTORY_DOWN = (
     "Please try again in a few minutes; if it persists, call the IT service desk."
 )
 INITIAL_ADMIN_PASSWORD_FILE = "initial_admin_password"
-
-
-def _safe_next(target: str | None) -> str:
-    # Only same-site paths: an open redirect after sign-in is a phishing tool.
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
-        return target
-    return url_for("screening.upload")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -83,7 +76,7 @@ def _signed_in(user):
     if user.must_change_password:
         flash("Your password was set by an administrator. Choose your own before you continue.", "info")
         return redirect(url_for("auth.change_password"))
-    return redirect(_safe_next(request.args.get("next")))
+    return redirect(safe_next(request.args.get("next")))
 
 
 @bp.route("/logout", methods=["POST"])

@@ -1,6 +1,7 @@
 """The heat map as stored and as shown: a small grey PNG of the map is kept with each
-prediction (cheap, made on every upload), and the coloured overlay on the radiograph is drawn
-only when a page asks for it (API clients never do). No TensorFlow here.
+prediction (cheap, made on every upload); the film viewer asks for it as a coloured transparent
+layer, and the printed result for the coloured overlay blended into the film. Both are drawn
+only when a page asks for them (API clients never do). No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -49,6 +50,23 @@ def colourise(heatmap: np.ndarray) -> np.ndarray:
     return _LUT[np.rint(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8)]
 
 
+def _weight(heat: np.ndarray) -> np.ndarray:
+    # Weak activations stay transparent so the film itself remains readable.
+    return np.clip(heat * 1.5 - 0.2, 0.0, 1.0)
+
+
+def layer_png(stored_heatmap_png: bytes) -> bytes:
+    """The stored map as a coloured, transparent RGBA layer at the map's own size: the page
+    stretches it over the film (it covers the whole film, like the model's input) and sets its
+    opacity. Rows written before maps were stored grey hold a finished overlay: returned as is."""
+    with Image.open(io.BytesIO(stored_heatmap_png)) as stored:
+        if stored.mode != "L":
+            return stored_heatmap_png
+        heat = np.asarray(stored, dtype=np.float32) / 255.0
+    rgba = np.concatenate([colourise(heat), _weight(heat)[..., None]], axis=-1)
+    return png_bytes(Image.fromarray(np.rint(rgba * 255).astype(np.uint8), mode="RGBA"))
+
+
 def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> bytes:
     """The radiograph (grey, its own shape) with the heat map blended where it is strong.
 
@@ -61,8 +79,7 @@ def overlay_png(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) ->
             (grey.shape[1], grey.shape[0]), Image.Resampling.BILINEAR
         )
     ).clip(0.0, 1.0)
-    # Weak activations stay transparent so the film itself remains readable.
-    weight = (alpha * np.clip(heat * 1.5 - 0.2, 0.0, 1.0))[..., None]
+    weight = (alpha * _weight(heat))[..., None]
     rgb = (1.0 - weight) * grey[..., None] + weight * colourise(heat)
     return png_bytes(Image.fromarray(np.rint(rgb * 255).astype(np.uint8), mode="RGB"))
 

@@ -4,13 +4,14 @@ from flask import Response, abort, current_app, flash, jsonify, redirect, render
 from flask_login import current_user
 
 from ..extensions import db
-from ..inference.overlay import stored_overlay_png
-from ..models import Feedback, Prediction, record_audit
+from ..inference.overlay import layer_png, stored_overlay_png
+from ..models import Feedback, Prediction, record_audit, utcnow
 from ..notes import INTENDED_USE, NOTES
 from ..params import int_args
 from ..ratelimits import upload_per_user
 from ..responses import form_errors, wants_json
-from . import bp
+from . import bp, review_copy
+from .batch import reading_order, summarise
 from .forms import ACCEPTED_EXTENSIONS, FeedbackForm, UploadForm
 from .service import UploadRejected, screen_batch
 
@@ -93,9 +94,13 @@ def results():
     for prediction in predictions:
         record_audit(current_user.username, "prediction_viewed", f"prediction {prediction.id}", "results page")
     db.session.commit()
+    order = "upload" if request.args.get("order") == "upload" else "verdict"
     return render_template(
         "screening/results.html",
-        predictions=predictions,
+        predictions=predictions if order == "upload" else reading_order(predictions),
+        summary=summarise(predictions),
+        order=order,
+        ids=ids,
         sent_names=session.pop("sent_names", {}),
         notes=NOTES,
         intended_use=INTENDED_USE,
@@ -115,19 +120,43 @@ def detail(prediction_id: int):
     )
 
 
+@bp.route("/predictions/<int:prediction_id>/print")
+def print_view(prediction_id: int):
+    return render_template(
+        "screening/print.html",
+        p=viewed(visible_prediction(prediction_id), "print view"),
+        notes=NOTES,
+        intended_use=INTENDED_USE,
+        printed_at=utcnow(),
+    )
+
+
 def _png(data: bytes) -> Response:
     return Response(data, mimetype="image/png", headers={"Cache-Control": "private, no-store"})
 
 
+def reviewable_prediction(prediction_id: int) -> Prediction:
+    """The prediction with its full-size review copy, if this process is still making it."""
+    prediction = visible_prediction(prediction_id)
+    if review_copy.wait_for(prediction.id):
+        db.session.refresh(prediction)
+    return prediction
+
+
 @bp.route("/predictions/<int:prediction_id>/image.png")
 def image(prediction_id: int):
-    return _png(viewed(visible_prediction(prediction_id), "image").review_png)
+    return _png(viewed(reviewable_prediction(prediction_id), "image").review_png)
 
 
 @bp.route("/predictions/<int:prediction_id>/heatmap.png")
 def heatmap(prediction_id: int):
-    prediction = viewed(visible_prediction(prediction_id), "heat map")
+    prediction = viewed(reviewable_prediction(prediction_id), "heat map")
     return _png(stored_overlay_png(prediction.review_png, prediction.heatmap_png))
+
+
+@bp.route("/predictions/<int:prediction_id>/heatmap-layer.png")
+def heatmap_layer(prediction_id: int):
+    return _png(layer_png(viewed(visible_prediction(prediction_id), "heat map layer").heatmap_png))
 
 
 @bp.route("/predictions/<int:prediction_id>/feedback", methods=["POST"])

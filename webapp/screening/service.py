@@ -12,17 +12,16 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
 from flask import current_app
-from PIL import Image
 
 from ..extensions import db
 from ..filenames import anonymous_filename, sanitize_filename
 from ..inference.decode import DecodeError, decode
 from ..inference.labels import NORMAL, PNEUMONIA
-from ..inference.overlay import heatmap_png, png_bytes
+from ..inference.overlay import heatmap_png
 from ..inference.runtime import ModelUnavailable, get_analyzer
 from ..models import Prediction, User
+from . import review_copy
 
 # Refusal codes that mean "not a kind of file we take" rather than "a broken file".
 UNSUPPORTED_CODES = frozenset({"unsupported_type", "not_an_image"})
@@ -77,13 +76,6 @@ def screen_batch(user: User, uploads: Iterable[tuple[str | None, bytes]]) -> lis
     return outcomes
 
 
-def review_png(pixels: np.ndarray, size: int) -> bytes:
-    # Only decoded pixels are kept: no file header, EXIF or DICOM field survives this copy.
-    image = Image.fromarray(np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
-    image.thumbnail((size, size), Image.Resampling.LANCZOS)
-    return png_bytes(image)
-
-
 def screen_upload(user: User, filename: str, data: bytes, index: int = 1) -> Prediction:
     started = time.perf_counter()
     model = analyzer()
@@ -93,6 +85,9 @@ def screen_upload(user: User, filename: str, data: bytes, index: int = 1) -> Pre
         status = 415 if exc.code in UNSUPPORTED_CODES else 413 if exc.code == "too_large_to_decode" else 422
         raise UploadRejected(exc.code, exc.message, status) from exc
     analysis = model.analyze(image)
+    size = current_app.config["REVIEW_IMAGE_SIZE"]
+    # A big film's full-size review copy is made after the answer (see review_copy).
+    review, later = review_copy.at_upload(data, image, size, current_app.config["REVIEW_COPY_IN_BACKGROUND"])
     prediction = Prediction(
         user_id=user.id,
         filename=filename,
@@ -108,7 +103,7 @@ def screen_upload(user: User, filename: str, data: bytes, index: int = 1) -> Pre
         model_version=analysis.model_version,
         unknown_reason=analysis.unknown_reason,
         facts=dict(image.facts),
-        review_png=review_png(image.pixels, current_app.config["REVIEW_IMAGE_SIZE"]),
+        review_png=review,
         # The map alone; the coloured overlay is drawn only when a page shows it.
         heatmap_png=heatmap_png(analysis.heatmap),
         latency_ms=0.0,
@@ -121,4 +116,6 @@ def screen_upload(user: User, filename: str, data: bytes, index: int = 1) -> Pre
         db.session.flush()
         prediction.filename = anonymous_filename(prediction.id, index, filename)
     db.session.commit()
+    if later:
+        review_copy.upgrade_later(current_app._get_current_object(), prediction.id, data, size)
     return prediction

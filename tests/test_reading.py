@@ -1,0 +1,246 @@
+"""The reading view's server side: the review copy at the review size, the heat-map layer, a batch's
+order and summary, the per-user theme, the printable result, and UNKNOWN in history and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.factories import add_prediction
+from tests.helpers import PASSWORDS, csrf_token, fixture_image, make_user, reset_database
+from webapp import create_app
+from webapp.config import TestingConfig
+from webapp.extensions import db
+from webapp.inference.decode import decode
+from webapp.inference.overlay import heatmap_png, layer_png
+from webapp.models import Prediction, User
+from webapp.screening import review_copy
+from webapp.screening.batch import reading_order, summarise
+
+
+def jpeg(side: int, source: str = "pneumonia.jpeg") -> bytes:
+    image = Image.open(io.BytesIO(fixture_image(source))).convert("L").resize((side, side * 3 // 4))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG" and image.mode == "L"
+        assert not image.info.get("exif") and not image.getexif()  # decoded pixels only
+        return image.size
+
+
+@pytest.mark.parametrize(
+    ("side", "again", "expected"), [(3000, True, (1024, 768)), (800, True, (800, 600)), (300, False, (300, 225))]
+)
+def test_review_copy_reaches_the_review_size_never_beyond_the_film(side, again, expected):
+    data = jpeg(side)
+    image = decode(data, target_size=224)
+    # The model's decode of a big film is reduced; the review copy decodes it again, larger.
+    assert review_copy.needs_larger_decode(image, 1024) == again
+    assert png_size(review_copy.make(data, image, 1024)) == expected
+
+
+def test_review_copy_size_comes_from_the_setting(app, client, auth, clinician_user):
+    app.config["REVIEW_IMAGE_SIZE"] = 512
+    auth.login()
+    token = csrf_token(client, "/screen")
+    client.post(
+        "/screen",
+        data={"csrf_token": token, "files": [(io.BytesIO(jpeg(2000)), "big.jpg")]},
+        content_type="multipart/form-data",
+    )
+    with app.app_context():
+        row = db.session.query(Prediction).one()
+        assert png_size(row.review_png) == (512, 384)
+        assert (row.width, row.height) == (2000, 1500)
+
+
+def test_big_films_get_their_full_copy_after_the_answer(tmp_path):
+    # A database file: the worker thread writes through a connection of its own.
+    app = create_app(
+        TestingConfig,
+        {
+            "INSTANCE_DIR": tmp_path,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'bg.sqlite'}",
+            "REVIEW_COPY_IN_BACKGROUND": True,
+        },
+    )
+    with app.app_context():
+        reset_database()
+    make_user(app, "clin", "clinician")
+    client = app.test_client()
+    client.post(
+        "/auth/login",
+        data={"username": "clin", "password": PASSWORDS["clin"], "csrf_token": csrf_token(client, "/auth/login")},
+    )
+    token = csrf_token(client, "/screen")
+    files = [(io.BytesIO(jpeg(2400)), "big.jpg"), (io.BytesIO(jpeg(200)), "small.jpg")]
+    response = client.post("/screen", data={"csrf_token": token, "files": files}, content_type="multipart/form-data")
+    assert response.status_code == 303
+    with app.app_context():
+        big, small = db.session.query(Prediction).order_by(Prediction.id).all()
+        assert png_size(small.review_png) == (200, 150)  # made at once: nothing bigger to decode
+        big_id = big.id
+    # The image route waits for the copy being made, then serves it at the full review size.
+    image = client.get(f"/predictions/{big_id}/image.png")
+    assert Image.open(io.BytesIO(image.data)).size == (1024, 768)
+    assert not review_copy.wait_for(big_id)  # done and forgotten
+    with app.app_context():
+        assert png_size(db.session.get(Prediction, big_id).review_png) == (1024, 768)
+        db.engine.dispose()
+
+
+def test_heatmap_layer_is_transparent_where_the_map_is_weak():
+    heat = np.zeros((224, 224), np.float32)
+    heat[100:140, 60:120] = 1.0
+    with Image.open(io.BytesIO(layer_png(heatmap_png(heat)))) as layer:
+        assert layer.mode == "RGBA" and layer.size == (224, 224)
+        alpha = np.asarray(layer)[..., 3]
+    assert alpha[0, 0] == 0 and alpha[120, 90] == 255
+
+
+def test_heatmap_layer_route(app, client, auth, clinician_user, other_clinician):
+    with app.app_context():
+        mine = add_prediction(clinician_user)
+        theirs = add_prediction(other_clinician)
+    auth.login()
+    response = client.get(f"/predictions/{mine}/heatmap-layer.png")
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    assert "no-store" in response.headers["Cache-Control"]
+    assert client.get(f"/predictions/{theirs}/heatmap-layer.png").status_code == 403
+
+
+def _p(label: str, p: float, reason: str | None = None):
+    return SimpleNamespace(label=label, p_pneumonia=p, unknown_reason=reason)
+
+
+def test_reading_order_and_summary():
+    batch = [
+        _p("NORMAL", 0.1),
+        _p("UNKNOWN", 0.9, "Not a chest radiograph."),
+        _p("PNEUMONIA", 0.7),
+        _p("NORMAL", 0.3),
+        _p("PNEUMONIA", 0.95),
+        _p("UNKNOWN", 0.2, "Not a chest radiograph."),
+    ]
+    ordered = reading_order(batch)
+    assert [(p.label, p.p_pneumonia) for p in ordered] == [
+        ("PNEUMONIA", 0.95),
+        ("PNEUMONIA", 0.7),
+        ("UNKNOWN", 0.9),
+        ("UNKNOWN", 0.2),
+        ("NORMAL", 0.3),
+        ("NORMAL", 0.1),
+    ]
+    summary = summarise(batch)
+    assert summary.total == 6
+    assert summary.counts == [("PNEUMONIA", 2), ("UNKNOWN", 2), ("NORMAL", 2)]
+    assert summary.unknown_reasons == [("Not a chest radiograph.", 2)]
+    assert summarise([_p("NORMAL", 0.1)]).counts == [("NORMAL", 1)]
+
+
+def test_results_page_orders_and_summarises(app, client, auth, clinician_user):
+    with app.app_context():
+        ids = [add_prediction(clinician_user, label, filename=f"{label}.jpeg") for label in ("NORMAL", "UNKNOWN")]
+        ids.append(add_prediction(clinician_user, "PNEUMONIA", filename="PNEUMONIA.jpeg"))
+    auth.login()
+    query = "&".join(f"id={i}" for i in ids)
+    html = client.get(f"/screen/results?{query}").get_data(as_text=True)
+    assert html.index('id="prediction-3"') < html.index('id="prediction-2"') < html.index('id="prediction-1"')
+    assert "3 films:" in html and "1 × not a chest radiograph" in html
+    assert 'href="#prediction-3"' in html and "Keyboard shortcuts" in html
+    upload_order = client.get(f"/screen/results?{query}&order=upload").get_data(as_text=True)
+    assert upload_order.index('id="prediction-1"') < upload_order.index('id="prediction-3"')
+
+
+def test_theme_is_kept_per_user(app, client, auth, clinician_user):
+    auth.login()
+    page = client.get("/history/").get_data(as_text=True)
+    assert 'data-theme="system"' in page
+    token = csrf_token(client, "/history/")
+    response = client.post("/preferences/theme", data={"csrf_token": token, "theme": "dark", "back": "/history/"})
+    assert response.status_code == 303 and response.headers["Location"].endswith("/history/")
+    with app.app_context():
+        assert db.session.get(User, clinician_user).theme == "dark"
+    assert 'data-theme="dark"' in client.get("/history/").get_data(as_text=True)
+    # Another user's pages are not affected.
+    auth.logout()
+    assert 'data-theme="system"' in client.get("/auth/login").get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("data", "location"),
+    [({"theme": "neon", "back": "/history/"}, "/history/"), ({"theme": "light", "back": "//evil.example/"}, "/screen")],
+)
+def test_theme_refuses_bad_values_and_foreign_redirects(app, client, auth, clinician_user, data, location):
+    auth.login()
+    token = csrf_token(client, "/history/")
+    response = client.post("/preferences/theme", data={"csrf_token": token, **data})
+    assert response.status_code == 303 and response.headers["Location"].endswith(location)
+    with app.app_context():
+        assert db.session.get(User, clinician_user).theme == ("light" if data["theme"] == "light" else "system")
+
+
+def test_theme_needs_sign_in_and_csrf(app, client, auth, clinician_user):
+    assert client.post("/preferences/theme", data={"theme": "dark"}).status_code == 400  # no CSRF token
+    auth.login()
+    client.post("/preferences/theme", data={"theme": "dark"})  # no CSRF token
+    with app.app_context():
+        assert db.session.get(User, clinician_user).theme == "system"
+
+
+def test_print_view(app, client, auth, clinician_user, other_clinician):
+    with app.app_context():
+        mine = add_prediction(clinician_user, "UNKNOWN")
+        theirs = add_prediction(other_clinician)
+    auth.login()
+    html = client.get(f"/predictions/{mine}/print").get_data(as_text=True)
+    for text in (
+        "UNKNOWN",
+        "not a chest radiograph",
+        "v-test",
+        "Decision threshold",
+        "Screened by",
+        "Printed by",
+        "clin,",
+        "Intended use",
+        f"/predictions/{mine}/heatmap.png",
+        f"/predictions/{mine}/image.png",
+    ):
+        assert text in html, text
+    assert '<details class="model-scores" open>' in html  # the record shows the scores, greyed
+    assert client.get(f"/predictions/{theirs}/print").status_code == 403
+
+
+def test_unknown_scores_are_folded_and_grey(app, client, auth, clinician_user):
+    with app.app_context():
+        unknown = add_prediction(clinician_user, "UNKNOWN")
+        normal = add_prediction(clinician_user, "NORMAL")
+    auth.login()
+    html = client.get(f"/predictions/{unknown}").get_data(as_text=True)
+    assert "<summary>Show model scores</summary>" in html
+    assert "bar-pneumonia" not in html and "bar-normal" not in html and "bar-muted" in html
+    html = client.get(f"/predictions/{normal}").get_data(as_text=True)
+    assert "Show model scores" not in html and "bar-pneumonia" in html
+
+
+def test_history_and_csv_keep_unknown_scores_in_their_own_column(app, client, auth, admin_user):
+    with app.app_context():
+        add_prediction(admin_user, "UNKNOWN")
+        add_prediction(admin_user, "PNEUMONIA")
+    auth.login("admin")
+    html = client.get("/history/").get_data(as_text=True)
+    assert html.count('<td class="raw-score">') == 2 and "n/a" in html
+    table = list(csv.DictReader(io.StringIO(client.get("/admin/history.csv").get_data(as_text=True))))
+    rows = {r["label"]: r for r in table}
+    assert rows["UNKNOWN"]["p_pneumonia"] == "" and rows["UNKNOWN"]["p_normal"] == ""
+    assert rows["UNKNOWN"]["raw_p_pneumonia"] == "0.5000"
+    assert rows["PNEUMONIA"]["p_pneumonia"] == rows["PNEUMONIA"]["raw_p_pneumonia"] == "0.9000"

@@ -1,0 +1,41 @@
+// Reading a batch by keyboard: j / k move to the next / previous film, ? shows the shortcut list.
+// Keys typed into a form field are left alone; the film viewer handles its own keys first.
+(function () {
+  "use strict";
+  const cards = Array.from(document.querySelectorAll("article.result"));
+  const shortcuts = document.getElementById("shortcuts");
+
+  function current() {
+    const focused = document.activeElement && document.activeElement.closest("article.result");
+    if (focused) return cards.indexOf(focused);
+    // Otherwise the first card whose top is on screen, or the last one above it.
+    const index = cards.findIndex((card) => card.getBoundingClientRect().top >= -1);
+    return index === -1 ? cards.length - 1 : index - (cards[index].getBoundingClientRect().top > 1 ? 1 : 0);
+  }
+
+  function go(step) {
+    if (!cards.length) return;
+    const index = clampIndex(current() + step);
+    const card = cards[index];
+    card.scrollIntoView({ block: "start" });
+    // Focus the film itself: its zoom and window keys work at once.
+    (card.querySelector(".pane-film") || card).focus({ preventScroll: true });
+    history.replaceState(null, "", "#" + card.id);
+  }
+
+  function clampIndex(index) {
+    return Math.min(cards.length - 1, Math.max(0, index));
+  }
+
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.target.closest("input, select, textarea, [contenteditable]")) return;
+    if (event.key === "j") go(1);
+    else if (event.key === "k") go(-1);
+    else if (event.key === "?" && shortcuts) {
+      shortcuts.open = !shortcuts.open;
+      if (shortcuts.open) shortcuts.querySelector("summary").focus();
+    } else return;
+    event.preventDefault();
+  });
+})();
