@@ -1,7 +1,7 @@
 """audit trail and API tokens: named, expiring, revocable tokens; who and from where in the audit trail
 
 Revision ID: 0003_audit
-Revises: 0002_identity
+Revises: 0005_reading
 Create Date: 2026-12-02 04:55:00
 
 Audit events become append-only in the database itself: a trigger refuses every UPDATE of
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_audit"
-down_revision = "0002_identity"
+down_revision = "0005_reading"
 branch_labels = None
 depends_on = None
 
