@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Quick start on a fresh machine: builds .venv, migrates the SQLite database in instance/,
 # creates the first admin (password printed once and kept in instance/initial_admin_password until
-# that admin first signs in and chooses a new one),
-# then serves the app with gunicorn on http://127.0.0.1:8000 (override with BIND).
+# that admin first signs in and chooses a new one), then serves the app with gunicorn on
+# http://127.0.0.1:8000 (override with BIND) and runs the background-job worker beside it
+# (validation runs; queue in instance/jobs.sqlite, or on REDIS_URL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -29,4 +30,14 @@ if [ -z "$(flask --app wsgi users list)" ]; then
     "deleted at the first sign-in, where a new password is chosen)."
 fi
 echo "Serving on http://$BIND"
-exec gunicorn -c gunicorn.conf.py wsgi:app
+# Web server and job worker run side by side; when either ends (or on Ctrl-C / SIGTERM), both stop.
+flask --app wsgi jobs worker &
+worker=$!
+gunicorn -c gunicorn.conf.py wsgi:app &
+web=$!
+trap 'kill -TERM "$worker" "$web" 2>/dev/null || true' INT TERM
+status=0
+wait -n "$worker" "$web" || status=$?
+kill -TERM "$worker" "$web" 2>/dev/null || true
+wait || true
+exit "$status"

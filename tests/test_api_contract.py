@@ -44,6 +44,12 @@ def test_every_operation_declares_auth_rate_limit_and_error_body(document):
         ("/audit-events", "get"),
         ("/tokens", "get"),
         ("/tokens/{id}", "delete"),
+        ("/validation-runs", "post"),
+        ("/validation-runs/{run_id}", "get"),
+        ("/site-calibration", "post"),
+        ("/site-calibration", "get"),
+        ("/site-calibration", "delete"),
+        ("/monitoring", "get"),
     }
     error_ref = {"$ref": "#/components/schemas/Error"}
     for _, _, op in operations:

@@ -258,6 +258,11 @@ def test_compose_files_fit_the_image():
     assert postgres["app"]["environment"]["DATABASE_URL"].startswith("postgresql+psycopg://")
     assert postgres["app"]["depends_on"]["db"]["condition"] == "service_healthy"
     assert postgres["db"]["image"] == "${POSTGRES_IMAGE:-postgres:15}"
+    # the job worker shares the app's image, instance volume and database, and starts after it
+    worker = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["worker"]
+    assert worker["command"][-2:] == ["jobs", "worker"] and "instance:/app/instance" in worker["volumes"]
+    assert worker["depends_on"]["app"]["condition"] == "service_healthy"
+    assert postgres["worker"]["environment"]["DATABASE_URL"] == postgres["app"]["environment"]["DATABASE_URL"]
 
 
 def test_https_stack_publishes_only_the_proxy_and_shares_one_configuration():
@@ -277,6 +282,10 @@ def test_https_stack_publishes_only_the_proxy_and_shares_one_configuration():
         assert environment["REDIS_URL"] == "redis://redis:6379/0"
     assert services["db"]["image"] == "${POSTGRES_IMAGE:-cxr-postgres:15}"
     assert services["redis"]["image"] == "${REDIS_IMAGE:-cxr-redis:7}"
+    # the job worker takes the same settings (Redis queue) and shares the instance volume with the web replicas
+    assert services["worker"]["environment"] == services["app"]["environment"]
+    assert services["worker"]["command"][-2:] == ["jobs", "worker"]
+    assert services["worker"]["volumes"] == services["app"]["volumes"] == ["instance:/app/instance"]
 
 
 class _Probe(http.server.BaseHTTPRequestHandler):

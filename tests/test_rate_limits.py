@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import redis
 
 from tests.helpers import csrf_token, fixture_image, issue_token, make_user, reset_database
-from tests.redis_server import REDIS_SERVER, redis_server
+from tests.redis_server import RedisServer
 from webapp import create_app
 from webapp.config import TestingConfig
 from webapp.extensions import db
@@ -77,9 +76,10 @@ def test_uploads_are_limited_per_user_across_page_and_api(tmp_path):
     assert client.get("/screen").status_code == 200  # looking at the page is not an upload
 
 
-@pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server not installed (.ci/run installs it)")
 def test_counters_in_redis_are_shared_by_workers(tmp_path):
-    with redis_server() as url:
+    server = RedisServer()  # skips when redis-server is not installed (.ci/run installs it)
+    try:
+        url = server.url
         settings = {
             "REDIS_URL": url,
             "API_RATE_LIMIT": "10/minute",
@@ -99,3 +99,5 @@ def test_counters_in_redis_are_shared_by_workers(tmp_path):
         for each in (app, other):
             with each.app_context():
                 db.engine.dispose()
+    finally:
+        server.stop()

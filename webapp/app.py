@@ -55,12 +55,14 @@ def check_directory_settings(app: Flask) -> None:
 
 def register_extensions(app: Flask) -> None:
     from . import models, ratelimits  # models registers the tables with SQLAlchemy
+    from .jobs import queue
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_DIR / "migrations"))
     csrf.init_app(app)
     login_manager.init_app(app)
     ratelimits.init_app(app)
+    queue.init_app(app)
 
     from .auth import sessions
 
@@ -80,8 +82,9 @@ def register_blueprints(app: Flask) -> None:
     from .history import bp as history_bp
     from .preferences import bp as preferences_bp
     from .screening import bp as screening_bp
+    from .validation import bp as validation_bp
 
-    for blueprint in (auth_bp, screening_bp, history_bp, admin_bp, health_bp, preferences_bp):
+    for blueprint in (auth_bp, screening_bp, history_bp, admin_bp, validation_bp, health_bp, preferences_bp):
         app.register_blueprint(blueprint)
     register_api(app)  # through flask-smorest, which builds the OpenAPI document from the routes
     csrf.exempt(api_bp)  # bearer tokens, no cookies: nothing for a forged request to ride on
@@ -103,6 +106,8 @@ def register_request_hooks(app: Flask) -> None:
 
 def register_cli(app: Flask) -> None:
     from .cli import audit_cli, users_cli
+    from .jobs.cli import jobs_cli
 
     app.cli.add_command(users_cli)
     app.cli.add_command(audit_cli)
+    app.cli.add_command(jobs_cli)

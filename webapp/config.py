@@ -105,6 +105,16 @@ class Config:
     # Set it (e.g. 31536000) only once the site is served over HTTPS for good.
     HSTS_SECONDS = int(os.environ.get("HSTS_SECONDS", "0"))
 
+    # Background jobs (docs/jobs.md): Huey on SQLite in the instance folder, or on Redis when set.
+    REDIS_URL = os.environ.get("REDIS_URL") or None
+    JOBS_QUEUE_NAME = os.environ.get("JOBS_QUEUE_NAME", "cxr-jobs")
+    # A worker renews its hold on a job at least this often; one silent for longer is taken to be dead.
+    JOBS_LEASE_SECONDS = int(os.environ.get("JOBS_LEASE_SECONDS", "20"))
+
+    # Validation runs (docs/validation.md): the largest labelled archive an admin may upload.
+    VALIDATION_MAX_FILES = int(os.environ.get("VALIDATION_MAX_FILES", "5000"))
+    VALIDATION_MAX_BYTES = int(os.environ.get("VALIDATION_MAX_BYTES", str(2 * 1024**3)))
+
 
 class DevelopmentConfig(Config):
     ENV_NAME = "development"

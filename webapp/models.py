@@ -200,12 +200,18 @@ class Prediction(db.Model):
     model_version: Mapped[str] = mapped_column(String(64), index=True)
     unknown_reason: Mapped[str | None] = mapped_column(Text)
     latency_ms: Mapped[float] = mapped_column(Float)
+    # The model's own out-of-distribution scores, kept so drift can be watched (None: logged before 0004).
+    chest_probability: Mapped[float | None] = mapped_column(Float)
+    feature_distance: Mapped[float | None] = mapped_column(Float)
+    # The site operating point the threshold came from; None: the model card's threshold.
+    site_calibration_id: Mapped[int | None] = mapped_column(ForeignKey("site_calibrations.id"))
     facts: Mapped[dict] = mapped_column(JSON, default=dict)  # non-identifying acquisition facts only
     review_png: Mapped[bytes] = mapped_column(LargeBinary)  # de-identified, downscaled copy
     heatmap_png: Mapped[bytes] = mapped_column(LargeBinary)
 
     user: Mapped[User] = relationship()
     feedback: Mapped[Feedback | None] = relationship(back_populates="prediction", uselist=False)
+    site_calibration: Mapped[SiteCalibration | None] = relationship()
 
     @property
     def probabilities(self) -> dict[str, float]:
@@ -269,3 +275,79 @@ def record_audit(actor: str, action: str, target: str = "", details: str = "") -
     db.session.add(
         AuditEvent(actor=actor[:64], action=action, target=target[:255], details=details, ip=ip, user_id=user_id)
     )
+
+
+# States of a validation run; a run's progress lives in its items, never in a counter.
+RUN_QUEUED, RUN_RUNNING, RUN_DONE, RUN_FAILED = "queued", "running", "done", "failed"
+RUN_STATES = (RUN_QUEUED, RUN_RUNNING, RUN_DONE, RUN_FAILED)
+# States of one film of a run: not yet processed, answered by the model, or refused (unreadable).
+ITEM_PENDING, ITEM_DONE, ITEM_REFUSED = "pending", "done", "refused"
+
+
+class ValidationRun(db.Model):
+    """A labelled archive put through the serving pipeline to measure the model on this site's films."""
+
+    __tablename__ = "validation_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    archive_name: Mapped[str] = mapped_column(String(255))
+    archive_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=RUN_QUEUED, index=True)
+    # Fixed by the first worker that takes the run, so a resumed run keeps the same operating point.
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    threshold: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The worker holding the run and until when; a lease that runs out means that worker died.
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    metrics: Mapped[dict | None] = mapped_column(JSON)  # computed once, when the last item is done
+
+    created_by: Mapped[User] = relationship()
+
+
+class ValidationItem(db.Model):
+    """One film of a validation run: its label from the archive and, once processed, its result."""
+
+    __tablename__ = "validation_items"
+    __table_args__ = (Index("ix_validation_items_run_state", "run_id", "state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("validation_runs.id"))
+    entry: Mapped[str] = mapped_column(Text)  # the member name inside the archive
+    truth: Mapped[str] = mapped_column(String(16))  # NORMAL or PNEUMONIA
+    state: Mapped[str] = mapped_column(String(16), default=ITEM_PENDING)
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    image_format: Mapped[str | None] = mapped_column(String(16))
+    label: Mapped[str | None] = mapped_column(String(16))
+    p_pneumonia: Mapped[float | None] = mapped_column(Float)
+    chest_probability: Mapped[float | None] = mapped_column(Float)
+    feature_distance: Mapped[float | None] = mapped_column(Float)
+    unknown_reason: Mapped[str | None] = mapped_column(Text)
+    refusal: Mapped[str | None] = mapped_column(Text)  # why an unreadable film was refused
+    review_png: Mapped[bytes | None] = mapped_column(LargeBinary)  # de-identified, downscaled copy
+    heatmap_png: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class SiteCalibration(db.Model):
+    """A site operating point: a threshold adopted from a validation run for one model version."""
+
+    __tablename__ = "site_calibrations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    validation_run_id: Mapped[int] = mapped_column(ForeignKey("validation_runs.id"))
+    model_version: Mapped[str] = mapped_column(String(64), index=True)
+    threshold: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+    adopted_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    withdrawn_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+
+    adopted_by: Mapped[User] = relationship(foreign_keys=[adopted_by_id])
+    withdrawn_by: Mapped[User | None] = relationship(foreign_keys=[withdrawn_by_id])
+    validation_run: Mapped[ValidationRun] = relationship()

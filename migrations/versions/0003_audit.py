@@ -1,7 +1,7 @@
 """audit trail and API tokens: named, expiring, revocable tokens; who and from where in the audit trail
 
 Revision ID: 0003_audit
-Revises: 0005_reading
+Revises: 0004_jobs
 Create Date: 2026-12-02 04:55:00
 
 Audit events become append-only in the database itself: a trigger refuses every UPDATE of
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003_audit"
-down_revision = "0005_reading"
+down_revision = "0004_jobs"
 branch_labels = None
 depends_on = None
 

@@ -33,7 +33,7 @@ COLUMNS = [
 ]
 
 
-def _cell(value) -> str:
+def csv_cell(value) -> str:
     text = "" if value is None else str(value)
     # A spreadsheet would run a leading =, +, - or @ as a formula (CSV injection).
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
@@ -55,7 +55,7 @@ def predictions_csv(predictions: Iterable[Prediction]) -> str:
         fb = p.feedback
         writer.writerow(
             [
-                _cell(v)
+                csv_cell(v)
                 for v in (
                     p.id,
                     p.created_at.isoformat(),

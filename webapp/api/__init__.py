@@ -32,4 +32,4 @@ def register(app: Flask) -> None:
     app.extensions["cxr_api"].register_blueprint(bp)
 
 
-from . import routes  # noqa: E402,F401
+from . import routes, validation  # noqa: E402,F401

@@ -131,6 +131,9 @@ class PredictionSchema(ResponseSchema):
     model_version = fields.String(required=True)
     created_at = UtcDateTime(required=True)
     threshold = fields.Float(required=True, metadata={"description": "PNEUMONIA probability at or above which"})
+    site_calibration_id = fields.Integer(
+        allow_none=True, metadata={"description": "the site operating point the threshold came from; null: the card's"}
+    )
     image = Inline(ImageSchema, required=True)
     facts = fields.Dict(
         keys=fields.String(),

@@ -49,23 +49,32 @@ class Analyzer:
         self._forward = build_forward(self.model, self.params.gradcam_layer)
         self._forward(np.zeros((1, self.input_size, self.input_size, 1), np.float32))
 
-    def analyze(self, image: DecodedImage) -> Analysis:
+    def analyze(self, image: DecodedImage, threshold: float | None = None) -> Analysis:
+        return self.analyze_batch([image], threshold)[0]
+
+    def analyze_batch(self, images: list[DecodedImage], threshold: float | None = None) -> list[Analysis]:
+        """One forward pass for several films; `threshold` overrides the card's (a site operating point)."""
         params = self.params
-        batch = preprocess(image.pixels, params.input_size)[None]
+        threshold = params.threshold if threshold is None else float(threshold)
+        batch = np.stack([preprocess(image.pixels, params.input_size) for image in images])
         logits, distance, cam_for, cam_against = (t.numpy() for t in self._forward(batch))
-        p_pneumonia = pneumonia_probability(float(logits[0, 0]), params.temperature)
-        p_chest = sigmoid(float(logits[0, 1]))
-        label, reason = decide(image, p_pneumonia, p_chest, float(distance[0]), params.threshold, params.policy)
-        # The map explains the leaning of the score, also when the final answer is UNKNOWN.
-        leaning = label == PNEUMONIA or (label == UNKNOWN and p_pneumonia >= params.threshold)
-        heatmap = (cam_for if leaning else cam_against)[0].astype(np.float32)
-        return Analysis(
-            label=label,
-            probabilities=class_probabilities(p_pneumonia),
-            unknown_reason=reason,
-            threshold=params.threshold,
-            model_version=params.version,
-            heatmap=heatmap,
-            chest_probability=p_chest,
-            feature_distance=float(distance[0]),
-        )
+        analyses = []
+        for i, image in enumerate(images):
+            p_pneumonia = pneumonia_probability(float(logits[i, 0]), params.temperature)
+            p_chest = sigmoid(float(logits[i, 1]))
+            label, reason = decide(image, p_pneumonia, p_chest, float(distance[i]), threshold, params.policy)
+            # The map explains the leaning of the score, also when the final answer is UNKNOWN.
+            leaning = label == PNEUMONIA or (label == UNKNOWN and p_pneumonia >= threshold)
+            analyses.append(
+                Analysis(
+                    label=label,
+                    probabilities=class_probabilities(p_pneumonia),
+                    unknown_reason=reason,
+                    threshold=threshold,
+                    model_version=params.version,
+                    heatmap=(cam_for if leaning else cam_against)[i].astype(np.float32),
+                    chest_probability=p_chest,
+                    feature_distance=float(distance[i]),
+                )
+            )
+        return analyses

@@ -21,6 +21,7 @@ from ..inference.labels import NORMAL, PNEUMONIA
 from ..inference.overlay import heatmap_png
 from ..inference.runtime import ModelUnavailable, get_analyzer
 from ..models import Prediction, User
+from ..site_threshold import active_calibration
 from . import review_copy
 
 # Refusal codes that mean "not a kind of file we take" rather than "a broken file".
@@ -84,7 +85,9 @@ def screen_upload(user: User, filename: str, data: bytes, index: int = 1) -> Pre
     except DecodeError as exc:
         status = 415 if exc.code in UNSUPPORTED_CODES else 413 if exc.code == "too_large_to_decode" else 422
         raise UploadRejected(exc.code, exc.message, status) from exc
-    analysis = model.analyze(image)
+    # The site operating point in force for this model version, if any (site_threshold.py).
+    calibration = active_calibration(model.model_version)
+    analysis = model.analyze(image, threshold=calibration.threshold if calibration else None)
     size = current_app.config["REVIEW_IMAGE_SIZE"]
     # A big film's full-size review copy is made after the answer (see review_copy).
     review, later = review_copy.at_upload(data, image, size, current_app.config["REVIEW_COPY_IN_BACKGROUND"])
@@ -100,6 +103,9 @@ def screen_upload(user: User, filename: str, data: bytes, index: int = 1) -> Pre
         p_normal=float(analysis.probabilities[NORMAL]),
         p_pneumonia=float(analysis.probabilities[PNEUMONIA]),
         threshold=float(analysis.threshold),
+        site_calibration_id=calibration.id if calibration else None,
+        chest_probability=float(analysis.chest_probability),
+        feature_distance=float(analysis.feature_distance),
         model_version=analysis.model_version,
         unknown_reason=analysis.unknown_reason,
         facts=dict(image.facts),

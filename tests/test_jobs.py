@@ -1,0 +1,160 @@
+"""The job queue on both backends (SQLite in the instance folder, and a real Redis server): a
+validation run goes through the queue's storage and a worker's execution, survives a dead
+worker's lapsed lease without losing or double-counting a film, and is recovered when its
+queue message is gone."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from tests.archives import labelled_films, zip_bytes
+from tests.helpers import issue_token, make_user, reset_database
+from tests.redis_server import redis_server  # noqa: F401  (session fixture)
+from webapp import create_app
+from webapp.config import TestingConfig
+from webapp.extensions import db
+from webapp.jobs.queue import run_recoveries
+from webapp.models import ITEM_DONE, ITEM_PENDING, RUN_DONE, RUN_RUNNING, ValidationItem, ValidationRun, utcnow
+from webapp.validation import tasks
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def queue_app(request, tmp_path):
+    overrides = {"INSTANCE_DIR": tmp_path}
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        server.flush()
+        overrides["REDIS_URL"] = server.url
+    app = create_app(TestingConfig, overrides)
+    with app.app_context():
+        reset_database()
+    make_user(app, "admin", "admin")
+    app.admin_token = issue_token(app, "admin")
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def drain(app) -> int:
+    """Run every queued job in this process, as a worker thread would; returns how many ran."""
+    huey = app.extensions["jobs"].huey
+    count = 0
+    while (job := huey.dequeue()) is not None:
+        huey.execute(job)
+        count += 1
+    return count
+
+
+def upload(app, members) -> int:
+    response = app.test_client().post(
+        "/api/v1/validation-runs",
+        headers={"Authorization": f"Bearer {app.admin_token}"},
+        data={"archive": (io.BytesIO(zip_bytes(members)), "site.zip")},
+    )
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["status"] == "queued"
+    return response.get_json()["id"]
+
+
+def states(app, run_id) -> dict[str, int]:
+    with app.app_context():
+        rows = db.session.execute(
+            select(ValidationItem.state, func.count())
+            .where(ValidationItem.run_id == run_id)
+            .group_by(ValidationItem.state)
+        )
+        return dict(rows.all())
+
+
+def test_a_run_goes_through_the_queue(queue_app):
+    run_id = upload(queue_app, labelled_films(copies=2))
+    assert queue_app.extensions["jobs"].pending() == 1
+    assert drain(queue_app) == 1
+    with queue_app.app_context():
+        run = db.session.get(ValidationRun, run_id)
+        assert run.status == RUN_DONE and run.metrics["n"] == 8
+        assert run.lease_owner is None
+    assert states(queue_app, run_id) == {ITEM_DONE: 8}
+    assert not (queue_app.config["INSTANCE_DIR"] / "validation" / f"run-{run_id}.zip").exists()
+
+
+def test_a_dead_workers_run_is_finished_without_counting_a_film_twice(queue_app):
+    run_id = upload(queue_app, labelled_films(copies=5))  # 20 films: more than one batch
+    huey = queue_app.extensions["jobs"].huey
+    queued_message = huey.dequeue()  # a worker took the message ...
+    with queue_app.app_context():
+        # ... claimed the run, processed the first batch, and was SIGKILLed before the next.
+        assert tasks.claim(run_id, "dead-worker")
+        first = db.session.scalars(
+            select(ValidationItem.id).where(ValidationItem.run_id == run_id).order_by(ValidationItem.id).limit(16)
+        ).all()
+        db.session.execute(
+            update(ValidationItem).where(ValidationItem.id.in_(first)).values(state=ITEM_DONE, p_pneumonia=0.5)
+        )
+        db.session.commit()
+        # A replacement worker starts while the dead one's lease still runs: the job waits for it.
+        assert run_recoveries(on_start=True) == 1
+    del queued_message
+    drain(queue_app)
+    assert huey.scheduled_count() == 1
+    assert states(queue_app, run_id) == {ITEM_DONE: 16, ITEM_PENDING: 4}
+    with queue_app.app_context():
+        db.session.execute(update(ValidationRun).values(lease_until=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+        # The lease has lapsed: the scheduler's periodic recovery puts the run back on the queue.
+        assert run_recoveries() == 1
+    drain(queue_app)
+    assert states(queue_app, run_id) == {ITEM_DONE: 20}
+    with queue_app.app_context():
+        run = db.session.get(ValidationRun, run_id)
+        assert run.status == RUN_DONE and run.metrics["n"] == 20
+        # The 16 films the dead worker finished were not done again (their placeholder score stayed).
+        kept = db.session.scalar(
+            select(func.count()).where(ValidationItem.run_id == run_id, ValidationItem.p_pneumonia == 0.5)
+        )
+        assert kept == 16
+
+
+def test_a_second_job_for_a_held_run_does_not_touch_it(queue_app):
+    run_id = upload(queue_app, labelled_films())
+    with queue_app.app_context():
+        assert tasks.claim(run_id, "live-worker")
+        assert not tasks.claim(run_id, "another-worker")
+        tasks.run_validation(run_id)  # the job a duplicate message would run
+        run = db.session.get(ValidationRun, run_id)
+        assert run.status == RUN_RUNNING and run.lease_owner == "live-worker"
+    assert states(queue_app, run_id) == {ITEM_PENDING: 4}
+
+
+def test_a_job_that_lost_its_lease_writes_nothing(queue_app):
+    run_id = upload(queue_app, labelled_films())
+    with queue_app.app_context():
+        assert tasks.claim(run_id, "slow-worker")
+        db.session.execute(update(ValidationRun).values(lease_owner="the-next-worker"))
+        db.session.commit()
+        with pytest.raises(tasks.LeaseLost):
+            tasks.process(run_id, "slow-worker")
+        db.session.rollback()
+    assert states(queue_app, run_id) == {ITEM_PENDING: 4}
+
+
+def test_a_queued_run_whose_message_was_lost_is_recovered(queue_app):
+    run_id = upload(queue_app, labelled_films())
+    huey = queue_app.extensions["jobs"].huey
+    assert huey.dequeue() is not None  # the message is gone, the run never started
+    with queue_app.app_context():
+        assert run_recoveries() == 1
+    drain(queue_app)
+    with queue_app.app_context():
+        assert db.session.get(ValidationRun, run_id).status == RUN_DONE
+
+
+def test_jobs_status_counts_waiting_jobs(queue_app):
+    upload(queue_app, labelled_films())
+    result = queue_app.test_cli_runner().invoke(args=["jobs", "status"])
+    assert result.exit_code == 0 and "pending\t1" in result.output and "scheduled\t0" in result.output

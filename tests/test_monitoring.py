@@ -1,0 +1,104 @@
+"""Weekly monitoring: counts, UNKNOWN reasons, agreement, and drift against the validation reference,
+with the admin banner when the PSI passes the alert level."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from tests.factories import add_prediction
+from webapp.extensions import db
+from webapp.models import Prediction, ValidationItem, ValidationRun
+from webapp.validation.monitoring import PSI_ALERT
+from webapp.validation.site import current_model_version
+
+
+def reference_run(app, admin_user) -> int:
+    """A finished validation run whose films scored evenly over [0, 1]."""
+    rng = np.random.default_rng(0)
+    with app.app_context():
+        run = ValidationRun(
+            created_by_id=admin_user,
+            archive_name="ref.zip",
+            archive_sha256="0" * 64,
+            status="done",
+            model_version=current_model_version(),
+            threshold=0.5,
+        )
+        db.session.add(run)
+        db.session.flush()
+        for value in rng.random(600):
+            db.session.add(
+                ValidationItem(
+                    run_id=run.id,
+                    entry="x",
+                    truth="NORMAL",
+                    state="done",
+                    p_pneumonia=float(value),
+                    chest_probability=0.99,
+                    feature_distance=float(value),
+                )
+            )
+        db.session.commit()
+        return run.id
+
+
+def add_week(app, user_id: int, scores, feedback=None) -> None:
+    with app.app_context():
+        version = current_model_version()
+        for i, value in enumerate(scores):
+            label = "UNKNOWN" if i % 10 == 0 else ("PNEUMONIA" if value >= 0.5 else "NORMAL")
+            pid = add_prediction(user_id, label=label, version=version, when=datetime.now(UTC), feedback=feedback)
+            row = db.session.get(Prediction, pid)
+            row.p_pneumonia, row.chest_probability, row.feature_distance = float(value), 0.99, float(value)
+        db.session.commit()
+
+
+@pytest.fixture
+def admin_client(client, auth, admin_user):
+    auth.login("admin")
+    return client
+
+
+def test_a_week_like_the_reference_raises_no_alert(app, admin_client, admin_user):
+    run_id = reference_run(app, admin_user)
+    add_week(app, admin_user, np.random.default_rng(1).random(120), feedback="NORMAL")
+    body = admin_client.get("/admin/validation/monitoring.json").get_json()
+    assert body["reference_run_id"] == run_id and body["psi_alert_level"] == PSI_ALERT
+    week = body["weeks"][-1]
+    assert week["films"] == 120 and sum(week["verdicts"].values()) == 120
+    assert week["unknown_rate"] == pytest.approx(0.1) and week["reviewed"] == 120
+    assert 0 <= week["agreement"] <= 1
+    assert max(week["psi"].values()) < PSI_ALERT and not week["drift_alert"]
+    assert 'id="drift-banner"' not in admin_client.get("/admin/validation/monitoring").get_data(as_text=True)
+
+
+def test_a_shifted_week_passes_the_alert_level_and_admins_see_a_banner(app, admin_client, admin_user):
+    reference_run(app, admin_user)
+    add_week(app, admin_user, 0.9 + 0.1 * np.random.default_rng(2).random(100))
+    week = admin_client.get("/admin/validation/monitoring.json").get_json()["weeks"][-1]
+    assert week["psi"]["p_pneumonia"] > PSI_ALERT and week["drift_alert"]
+    page = admin_client.get("/admin/validation/monitoring").get_data(as_text=True)
+    assert 'id="drift-banner"' in page and "PSI" in page
+    assert 'id="drift-banner"' in admin_client.get("/screen").get_data(as_text=True)
+
+
+def test_too_few_films_or_no_reference_give_no_statistic(app, admin_client, admin_user):
+    add_week(app, admin_user, [0.95] * 99)
+    body = admin_client.get("/admin/validation/monitoring.json").get_json()
+    assert body["reference_run_id"] is None and body["weeks"][-1]["psi"] == {}
+    reference_run(app, admin_user)
+    assert admin_client.get("/admin/validation/monitoring.json").get_json()["weeks"][-1]["psi"] == {}
+    add_week(app, admin_user, [0.95])  # the 100th film of the week
+    assert admin_client.get("/admin/validation/monitoring.json").get_json()["weeks"][-1]["drift_alert"]
+    assert admin_client.get("/admin/validation/monitoring.json?weeks=3").get_json()["weeks"][0]["films"] == 0
+
+
+def test_clinicians_see_neither_page_nor_banner(app, client, auth, clinician_user, admin_user):
+    reference_run(app, admin_user)
+    add_week(app, clinician_user, [0.95] * 100)
+    auth.login("clin")
+    assert client.get("/admin/validation/monitoring.json").status_code == 403
+    assert 'id="drift-banner"' not in client.get("/screen").get_data(as_text=True)

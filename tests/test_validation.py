@@ -1,0 +1,217 @@
+"""Validation runs through the API and the admin pages, and the site operating point: adopted,
+used and named by every new prediction, withdrawn, refused when the run cannot support it."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from sqlalchemy import func, select, update
+
+from tests.archives import labelled_films, zip_bytes
+from tests.helpers import csrf_token, fixture_image
+from webapp.extensions import db
+from webapp.models import AuditEvent, Prediction, ValidationItem, ValidationRun
+
+CORRUPT = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+
+
+def drain(app) -> None:
+    huey = app.extensions["jobs"].huey
+    while (job := huey.dequeue()) is not None:
+        huey.execute(job)
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def post_archive(client, token, data: bytes, name="site.zip"):
+    return client.post("/api/v1/validation-runs", headers=bearer(token), data={"archive": (io.BytesIO(data), name)})
+
+
+def finished_run(app, client, token, members) -> int:
+    response = post_archive(client, token, zip_bytes(members))
+    assert response.status_code == 202
+    drain(app)
+    return response.get_json()["id"]
+
+
+def run_count(app) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(ValidationRun))
+
+
+def test_only_admin_tokens_reach_validation(client, api_token):
+    assert post_archive(client, api_token, b"x").status_code == 403
+    assert client.get("/api/v1/validation-runs/1", headers=bearer(api_token)).status_code == 403
+    assert client.get("/api/v1/site-calibration", headers=bearer(api_token)).status_code == 403
+    assert client.get("/api/v1/site-calibration").status_code == 401
+
+
+def test_a_run_reports_progress_then_metrics_and_counts_unreadable_films_as_refused(app, client, admin_token):
+    members = labelled_films(copies=2)
+    members["site/2026/NORMAL/broken.png"] = CORRUPT
+    response = post_archive(client, admin_token, zip_bytes(members))
+    assert response.status_code == 202
+    run_id = response.get_json()["id"]
+    queued = client.get(f"/api/v1/validation-runs/{run_id}", headers=bearer(admin_token)).get_json()
+    assert queued["status"] == "queued" and queued["progress"] == {"done": 0, "total": 9}
+    assert queued["metrics"] is None
+    drain(app)
+    body = client.get(f"/api/v1/validation-runs/{run_id}", headers=bearer(admin_token)).get_json()
+    assert body["status"] == "done" and body["progress"] == {"done": 9, "total": 9}
+    metrics = body["metrics"]
+    assert set(metrics) >= {
+        "n",
+        "unknown_rate",
+        "auc",
+        "auc_ci",
+        "sensitivity",
+        "sensitivity_ci",
+        "specificity",
+        "specificity_ci",
+        "ece",
+        "threshold",
+    }
+    assert metrics["n"] == 8 and metrics["refused"] == 1
+    assert {"threshold", "sensitivity", "specificity"} <= set(body["operating_points"][0])
+    with app.app_context():
+        # validation films never enter the clinical history
+        assert db.session.scalar(select(func.count()).select_from(Prediction)) == 0
+        refused = db.session.scalar(select(ValidationItem).where(ValidationItem.state == "refused"))
+        assert refused.entry.endswith("broken.png") and refused.refusal
+    assert client.get("/api/v1/validation-runs/999", headers=bearer(admin_token)).status_code == 404
+    assert client.get("/api/v1/validation-runs/99999999999", headers=bearer(admin_token)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"not a zip", 415),
+        (zip_bytes({}), 422),
+        (zip_bytes({"NORMAL/../../x.jpeg": b"x"}), 400),
+        (zip_bytes({"films/x.jpeg": b"x"}), 422),
+    ],
+)
+def test_bad_archives_create_nothing(app, client, admin_token, data, status):
+    response = post_archive(client, admin_token, data)
+    assert response.status_code == status
+    assert response.get_json()["error"]["message"]
+    assert run_count(app) == 0
+    folder = app.config["INSTANCE_DIR"] / "validation"
+    assert not folder.exists() or not any(folder.iterdir())
+
+
+def test_missing_archive_field_and_oversized_archive(app, client, admin_token):
+    assert client.post("/api/v1/validation-runs", headers=bearer(admin_token)).status_code == 400
+    app.config["VALIDATION_MAX_BYTES"] = 10_000
+    response = post_archive(client, admin_token, zip_bytes(labelled_films()))
+    assert response.status_code == 413 and response.get_json()["error"]["code"] == "archive_too_large"
+    assert run_count(app) == 0
+
+
+def test_site_threshold_is_adopted_used_shown_and_withdrawn(app, client, admin_token, auth, admin_user):
+    run_id = finished_run(app, client, admin_token, labelled_films(copies=25))  # 50 films of each class
+    refused = client.post(
+        "/api/v1/site-calibration", headers=bearer(admin_token), json={"validation_run_id": run_id, "threshold": 1.5}
+    )
+    assert refused.status_code == 400
+    adopted = client.post(
+        "/api/v1/site-calibration",
+        headers=bearer(admin_token),
+        json={"validation_run_id": run_id, "threshold": 0.62, "reason": "local prevalence"},
+    )
+    assert adopted.status_code == 201
+    assert adopted.get_json()["threshold"] == 0.62 and adopted.get_json()["validation_run_id"] == run_id
+    assert client.get("/api/v1/site-calibration", headers=bearer(admin_token)).get_json()["threshold"] == 0.62
+
+    prediction = client.post(
+        "/api/v1/predictions",
+        headers=bearer(admin_token),
+        data={"file": (io.BytesIO(fixture_image("normal.jpeg")), "a.jpeg")},
+    ).get_json()["predictions"][0]
+    assert prediction["threshold"] == 0.62 and prediction["site_calibration_id"] == adopted.get_json()["id"]
+    auth.login("admin")
+    page = client.get(f"/screen/results?id={prediction['id']}").get_data(as_text=True)
+    assert re.search(rf"site threshold 0\.62, from validation run {run_id}, \d{{4}}-\d\d-\d\d", page)
+
+    assert client.delete("/api/v1/site-calibration", headers=bearer(admin_token)).status_code == 204
+    assert client.get("/api/v1/site-calibration", headers=bearer(admin_token)).status_code == 404
+    assert client.delete("/api/v1/site-calibration", headers=bearer(admin_token)).status_code == 404
+    after = client.post(
+        "/api/v1/predictions",
+        headers=bearer(admin_token),
+        data={"file": (io.BytesIO(fixture_image("normal.jpeg")), "b.jpeg")},
+    ).get_json()["predictions"][0]
+    card_threshold = client.get(f"/api/v1/validation-runs/{run_id}", headers=bearer(admin_token)).get_json()["metrics"][
+        "threshold"
+    ]
+    assert after["threshold"] == card_threshold and after["site_calibration_id"] is None
+    with app.app_context():
+        actions = [e.action for e in db.session.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+        assert actions.count("site_calibration.adopt") == 1 and actions.count("site_calibration.withdraw") == 1
+        stored = db.session.get(Prediction, after["id"])
+        assert stored.chest_probability is not None and stored.feature_distance is not None
+
+
+def test_adoption_is_refused_for_small_runs_and_other_model_versions(app, client, admin_token):
+    small = finished_run(app, client, admin_token, labelled_films(copies=2))
+    response = client.post(
+        "/api/v1/site-calibration", headers=bearer(admin_token), json={"validation_run_id": small, "threshold": 0.5}
+    )
+    assert response.status_code == 422 and response.get_json()["error"]["code"] == "too_few_films"
+    big = finished_run(app, client, admin_token, labelled_films(copies=25))
+    with app.app_context():
+        db.session.execute(update(ValidationRun).where(ValidationRun.id == big).values(model_version="older-model"))
+        db.session.commit()
+    response = client.post(
+        "/api/v1/site-calibration", headers=bearer(admin_token), json={"validation_run_id": big, "threshold": 0.5}
+    )
+    assert response.status_code == 422 and response.get_json()["error"]["code"] == "other_model_version"
+    assert client.post("/api/v1/site-calibration", headers=bearer(admin_token), data="x").status_code == 400
+    # JSON has one kind of number: 7.0 names run 7; a boolean is no id
+    as_float = {"validation_run_id": float(big), "threshold": 0.5}
+    assert client.post("/api/v1/site-calibration", headers=bearer(admin_token), json=as_float).status_code == 422
+    as_bool = {"validation_run_id": True, "threshold": 0.5}
+    assert client.post("/api/v1/site-calibration", headers=bearer(admin_token), json=as_bool).status_code == 400
+
+
+def test_admin_pages_upload_report_csv_and_images(app, client, auth, admin_user, clinician_user):
+    auth.login("clin")
+    assert client.get("/admin/validation/").status_code == 403
+    auth.logout()
+    auth.login("admin")
+    token = csrf_token(client, "/admin/validation/")
+    refused = client.post("/admin/validation/", data={"csrf_token": token, "archive": (io.BytesIO(b"nope"), "x.zip")})
+    assert refused.status_code == 415 and "not a ZIP" in refused.get_data(as_text=True)
+    response = client.post(
+        "/admin/validation/",
+        data={"csrf_token": token, "archive": (io.BytesIO(zip_bytes(labelled_films(copies=3))), "site.zip")},
+    )
+    assert response.status_code == 303
+    drain(app)
+    report = client.get(response.headers["Location"])
+    html = report.get_data(as_text=True)
+    assert report.status_code == 200
+    for text in (
+        "ROC curve",
+        "<svg",
+        "Reliability diagram",
+        "Confusion matrix",
+        "Wilson",
+        "Model card",
+        "max Youden J",
+    ):
+        assert text in html
+    run_id = int(response.headers["Location"].rstrip("/").rsplit("/", 1)[1])
+    csv_text = client.get(f"/admin/validation/{run_id}/films.csv").get_data(as_text=True)
+    assert csv_text.splitlines()[0].startswith("entry,truth,state,label,p_pneumonia")
+    assert len(csv_text.splitlines()) == 13
+    with app.app_context():
+        item_id = db.session.scalar(select(ValidationItem.id).where(ValidationItem.run_id == run_id))
+    for kind in ("image", "heatmap"):
+        image = client.get(f"/admin/validation/{run_id}/films/{item_id}/{kind}.png")
+        assert image.status_code == 200 and image.data.startswith(b"\x89PNG")
+    assert client.get(f"/admin/validation/{run_id + 1}").status_code == 404

@@ -1,0 +1,101 @@
+"""The report's statistics against hand-computed cases and against an independent implementation
+(training/metrics.py: trapezoidal ROC AUC, its own binning; the web app never imports it)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from training import metrics as reference
+from webapp.validation import metrics
+from webapp.validation.report import figures, reason_category
+
+
+def test_wilson_interval_by_hand():
+    # 8 of 10: p = .8, z = 1.96; centre (p + z^2/2n) / (1 + z^2/n), half-width z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n)
+    low, high = metrics.wilson_interval(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
+    assert metrics.wilson_interval(0, 0) is None
+    low, high = metrics.wilson_interval(0, 5)
+    assert low == 0.0 and high == pytest.approx(0.4345, abs=1e-4)
+    assert metrics.wilson_interval(5, 5)[1] == 1.0
+
+
+def test_auc_by_hand():
+    # positives .9, .4 against negatives .6, .1: three of the four pairs are ordered right
+    assert metrics.auc([1, 1, 0, 0], [0.9, 0.4, 0.6, 0.1]) == 0.75
+    assert metrics.auc([1, 0], [0.5, 0.5]) == 0.5  # a tie counts half
+    assert metrics.auc([1, 1], [0.2, 0.3]) is None
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auc_roc_and_ece_match_the_independent_implementation(seed):
+    rng = np.random.default_rng(seed)
+    truth = rng.random(300) < 0.6
+    # rounded scores: plenty of ties, where implementations most often disagree
+    scores = np.round(np.clip(rng.normal(0.35 + 0.3 * truth, 0.2), 0, 1), 2)
+    assert metrics.auc(truth, scores) == pytest.approx(reference.roc_auc(truth, scores), abs=1e-12)
+    assert metrics.expected_calibration_error(truth, scores) == pytest.approx(
+        reference.expected_calibration_error(truth, scores), abs=1e-12
+    )
+    fpr, tpr, thresholds = reference.roc_curve(truth, scores)
+    ours = metrics.roc_points(truth, scores)
+    assert np.allclose([p[1] for p in ours], fpr) and np.allclose([p[2] for p in ours], tpr)
+    assert np.allclose([p[0] for p in ours[1:]], thresholds[1:])
+    for threshold in (0.2, 0.5, 0.7):
+        expected = reference.at_threshold(truth, scores, threshold)
+        assert metrics.rates_at(truth, scores, threshold) == pytest.approx(
+            (expected["sensitivity"], expected["specificity"])
+        )
+
+
+def test_operating_points_by_hand():
+    truth = [1, 1, 1, 1, 0, 0]
+    scores = [0.9, 0.8, 0.7, 0.2, 0.3, 0.1]
+    assert metrics.threshold_for_sensitivity(truth, scores, 0.75) == 0.7
+    assert metrics.threshold_for_sensitivity(truth, scores, 1.0) == 0.2
+    assert metrics.rates_at(truth, scores, 0.2) == (1.0, 0.5)
+    assert metrics.youden_threshold(truth, scores) == 0.7  # J = .75 - 0
+
+
+def test_bootstrap_interval_is_reproducible_and_brackets_the_auc():
+    rng = np.random.default_rng(3)
+    truth = rng.random(200) < 0.5
+    scores = rng.normal(truth * 1.0, 1.0)
+    low, high = metrics.bootstrap_auc_interval(truth, scores)
+    assert low < metrics.auc(truth, scores) < high
+    assert (low, high) == metrics.bootstrap_auc_interval(truth, scores)
+    assert metrics.bootstrap_auc_interval([1, 1], [0.1, 0.2]) is None
+
+
+def test_report_figures_by_hand():
+    truths = ["PNEUMONIA", "PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL", "NORMAL"]
+    scores = [0.9, 0.45, 0.2, 0.1, 0.6, 0.52]
+    verdicts = ["PNEUMONIA", "UNKNOWN", "NORMAL", "NORMAL", "PNEUMONIA", "UNKNOWN"]
+    result = figures(truths, scores, verdicts, 0.5)
+    assert result["n"] == 6 and result["unknown"] == 2 and result["unknown_rate"] == pytest.approx(1 / 3)
+    # answered: one true positive, one false negative; one true negative, one false positive
+    assert result["sensitivity"] == 0.5 and result["specificity"] == 0.5
+    assert result["confusion"]["PNEUMONIA"] == {"NORMAL": 1, "PNEUMONIA": 1, "UNKNOWN": 1}
+    assert result["confusion"]["NORMAL"] == {"NORMAL": 1, "PNEUMONIA": 1, "UNKNOWN": 1}
+    # AUC over every scored film: of 9 pairs, .9 beats all 3, .45 beats .1, .2 beats .1
+    assert result["auc"] == pytest.approx(5 / 9)
+    names = [p["name"] for p in result["operating_points"]]
+    assert names == ["in force", "sensitivity 0.95", "sensitivity 0.98", "max Youden J"]
+    assert all(not math.isnan(p["threshold"]) for p in result["operating_points"])
+
+
+def test_unknown_reasons_are_grouped_by_kind():
+    assert reason_category("Uncertain: the pneumonia probability (0.41) is too close") == "Uncertain"
+    assert reason_category(None) == "no reason given"
+
+
+def test_population_stability_index_by_hand():
+    reference = list(range(10))
+    # two bins split at the median 4.5: reference shares .5/.5; current all in the lower bin (upper floored at 1e-4)
+    expected = 0.5 * math.log(1 / 0.5) + (1e-4 - 0.5) * math.log(1e-4 / 0.5)
+    assert metrics.population_stability_index(reference, [0, 0, 0, 0], bins=2) == pytest.approx(expected)
+    assert metrics.population_stability_index(reference, reference) == pytest.approx(0.0, abs=1e-12)
+    assert metrics.population_stability_index([], [1.0]) is None

@@ -1,0 +1,213 @@
+"""Validation runs and the site operating point over the API (admin tokens only)."""
+
+from __future__ import annotations
+
+import re
+from functools import wraps
+
+from flask import g, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from ..extensions import db
+from ..models import ValidationRun
+from ..site_threshold import active_calibration
+from ..validation.archive import ArchiveRejected
+from ..validation.monitoring import weekly
+from ..validation.runs import create_run, progress, upload_limit
+from ..validation.site import AdoptionRefused, adopt, current_model_version, withdraw
+from . import bp
+from .auth import token_required
+from .errors import api_error
+from .schemas import MAX_ID, ErrorSchema
+from .validation_schemas import MonitoringSchema, RunCreatedSchema, SiteCalibrationSchema, ValidationRunSchema
+
+# Request bodies are read by the views themselves (an archive may be far larger than the upload
+# limit for films, which an argument parser would enforce first), so they are documented here.
+ARCHIVE_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["archive"],
+                "properties": {"archive": {"type": "string", "format": "binary", "description": "a labelled ZIP"}},
+            }
+        }
+    },
+}
+CALIBRATION_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["validation_run_id", "threshold"],
+                "properties": {
+                    "validation_run_id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+                    "threshold": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                    "reason": {"type": "string", "maxLength": 500, "pattern": "^[^\\x00-\\x1f\\x7f]*$"},
+                },
+            }
+        }
+    },
+}
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def admin_token_required(view):
+    @token_required
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        if not g.api_user.is_admin:
+            return api_error("forbidden", "Validation runs and the site threshold are for administrators.", 403)
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+@bp.route("/validation-runs", methods=["POST"])
+@admin_token_required
+@bp.response(202, RunCreatedSchema, description="The run is queued; poll GET /validation-runs/<id>.")
+@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
+@bp.alt_response(
+    400,
+    schema=ErrorSchema,
+    description="`no_file`: no part named `archive`; `unsafe_path`: a member name pointing outside the archive.",
+)
+@bp.alt_response(
+    413,
+    schema=ErrorSchema,
+    description="`archive_too_large`, `too_many_files`: over VALIDATION_MAX_BYTES or VALIDATION_MAX_FILES.",
+)
+@bp.alt_response(415, schema=ErrorSchema, description="`not_a_zip`.")
+@bp.alt_response(
+    422,
+    schema=ErrorSchema,
+    description="An unusable archive: empty, unlabelled, unknown label folder, zip bomb, nested archive ...",
+)
+@bp.doc(operationId="createValidationRun", requestBody=ARCHIVE_BODY)
+def create_validation_run():
+    """Start a validation run on a labelled ZIP (multipart part `archive`)"""
+    request.max_content_length = upload_limit()
+    try:
+        upload = request.files.get("archive")
+    except RequestEntityTooLarge:
+        return api_error("archive_too_large", f"The archive is larger than {upload_limit() / 1e6:.0f} MB.", 413)
+    try:
+        run = create_run(g.api_user, upload)
+    except ArchiveRejected as exc:
+        return api_error(exc.code, exc.message, exc.status)
+    return run
+
+
+@bp.route("/validation-runs/<int:run_id>", methods=["GET"])
+@admin_token_required
+@bp.response(200, ValidationRunSchema)
+@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
+@bp.alt_response(404, schema=ErrorSchema, description="No such run.")
+@bp.doc(operationId="getValidationRun")
+def get_validation_run(run_id: int):
+    """A validation run: status, progress and, once done, its figures and proposed operating points"""
+    run = db.session.get(ValidationRun, run_id) if run_id <= MAX_ID else None
+    if run is None:
+        return api_error("not_found", f"No validation run {run_id}.", 404)
+    metrics = run.metrics or {}
+    return {
+        "id": run.id,
+        "status": run.status,
+        "progress": progress(run),
+        "archive_name": run.archive_name,
+        "created_at": run.created_at,
+        "model_version": run.model_version,
+        "error": run.error,
+        "metrics": metrics or None,
+        "operating_points": metrics.get("operating_points", []),
+    }
+
+
+@bp.route("/site-calibration", methods=["POST"])
+@admin_token_required
+@bp.response(201, SiteCalibrationSchema)
+@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
+@bp.alt_response(400, schema=ErrorSchema, description="`bad_json`, `bad_threshold`.")
+@bp.alt_response(404, schema=ErrorSchema, description="No such run.")
+@bp.alt_response(409, schema=ErrorSchema, description="`run_not_done`.")
+@bp.alt_response(422, schema=ErrorSchema, description="`too_few_films` (under 50 of a class), `other_model_version`.")
+@bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`: the model card cannot be read.")
+@bp.doc(operationId="adoptSiteCalibration", requestBody=CALIBRATION_BODY)
+def adopt_site_calibration():
+    """Adopt a threshold from a finished validation run as the site operating point"""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return api_error(
+            "bad_json", 'Send JSON: {"validation_run_id": <id>, "threshold": <0..1>, "reason": "..."}.', 400
+        )
+    run_id, threshold, reason = body.get("validation_run_id"), body.get("threshold"), body.get("reason", "")
+    if isinstance(run_id, float) and run_id.is_integer():
+        run_id = int(run_id)  # JSON does not tell 7 from 7.0; both are the integer 7
+    numbers = [value for value in (run_id, threshold) if isinstance(value, int | float) and not isinstance(value, bool)]
+    if not isinstance(run_id, int) or len(numbers) != 2:
+        return api_error("bad_json", "validation_run_id must be an integer and threshold a number.", 400)
+    if not isinstance(reason, str) or len(reason) > 500 or CONTROL_CHARACTERS.search(reason):
+        return api_error("bad_json", "reason must be a string of at most 500 printable characters.", 400)
+    run = db.session.get(ValidationRun, run_id) if 0 < run_id <= MAX_ID else None
+    if run is None:
+        return api_error("not_found", f"No validation run {run_id}.", 404)
+    try:
+        calibration = adopt(run, float(threshold), reason.strip() or "adopted through the API", g.api_user)
+    except AdoptionRefused as exc:
+        return api_error(exc.code, exc.message, exc.status)
+    return calibration
+
+
+@bp.route("/site-calibration", methods=["GET"])
+@admin_token_required
+@bp.response(200, SiteCalibrationSchema)
+@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
+@bp.alt_response(404, schema=ErrorSchema, description="No site threshold in force: the model card's applies.")
+@bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`.")
+@bp.doc(operationId="getSiteCalibration")
+def get_site_calibration():
+    """The site operating point in force (404: the model card's threshold applies)"""
+    try:
+        version = current_model_version()
+    except AdoptionRefused as exc:
+        return api_error(exc.code, exc.message, exc.status)
+    calibration = active_calibration(version)
+    if calibration is None:
+        return api_error("not_found", "No site threshold is in force: predictions use the model card's.", 404)
+    return calibration
+
+
+@bp.route("/site-calibration", methods=["DELETE"])
+@admin_token_required
+@bp.response(204)
+@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
+@bp.alt_response(404, schema=ErrorSchema, description="No site threshold was in force.")
+@bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`.")
+@bp.doc(operationId="withdrawSiteCalibration")
+def withdraw_site_calibration():
+    """Withdraw the site operating point: new predictions use the model card's threshold"""
+    try:
+        calibration = withdraw(g.api_user)
+    except AdoptionRefused as exc:
+        return api_error(exc.code, exc.message, exc.status)
+    if calibration is None:
+        return api_error("not_found", "No site threshold is in force.", 404)
+    return None
+
+
+@bp.route("/monitoring", methods=["GET"])
+@admin_token_required
+@bp.response(200, MonitoringSchema)
+@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
+@bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`.")
+@bp.doc(operationId="getMonitoring")
+def get_monitoring():
+    """Weekly monitoring figures and drift against the validation reference"""
+    try:
+        version = current_model_version()
+    except AdoptionRefused as exc:
+        return api_error(exc.code, exc.message, exc.status)
+    weeks = min(max(request.args.get("weeks", 12, type=int), 1), 104)
+    return weekly(version, weeks=weeks)

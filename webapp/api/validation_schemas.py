@@ -1,0 +1,70 @@
+"""Response schemas of the validation-run, site-calibration and monitoring operations."""
+
+from __future__ import annotations
+
+from marshmallow import fields, validate
+
+from ..models import RUN_STATES
+from .schemas import ResponseSchema, UtcDateTime
+
+INTERVAL = fields.List(fields.Float(), allow_none=True, metadata={"description": "95% interval [low, high]"})
+
+
+class ProgressSchema(ResponseSchema):
+    done = fields.Integer(required=True, metadata={"description": "films processed (answered or refused)"})
+    total = fields.Integer(required=True)
+
+
+class RunMetricsSchema(ResponseSchema):
+    n = fields.Integer(required=True, metadata={"description": "films scored"})
+    unknown_rate = fields.Float(allow_none=True)
+    auc = fields.Float(allow_none=True)
+    auc_ci = INTERVAL
+    sensitivity = fields.Float(allow_none=True, metadata={"description": "over answered films"})
+    sensitivity_ci = INTERVAL
+    specificity = fields.Float(allow_none=True, metadata={"description": "over answered films"})
+    specificity_ci = INTERVAL
+    ece = fields.Float(allow_none=True)
+    threshold = fields.Float(required=True, metadata={"description": "the threshold in force for the run"})
+    refused = fields.Integer(metadata={"description": "unreadable films, not scored"})
+
+
+class OperatingPointSchema(ResponseSchema):
+    name = fields.String(metadata={"example": "max Youden J"})
+    threshold = fields.Float(required=True)
+    sensitivity = fields.Float(allow_none=True)
+    specificity = fields.Float(allow_none=True)
+
+
+class RunCreatedSchema(ResponseSchema):
+    id = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(RUN_STATES))
+
+
+class ValidationRunSchema(RunCreatedSchema):
+    progress = fields.Dict(required=True, metadata={"description": "{done, total}"})
+    archive = fields.String(attribute="archive_name")
+    created_at = UtcDateTime(required=True)
+    model_version = fields.String(allow_none=True)
+    error = fields.String(allow_none=True)
+    metrics = fields.Nested(RunMetricsSchema, allow_none=True, metadata={"description": "null until done"})
+    operating_points = fields.List(fields.Nested(OperatingPointSchema), required=True)
+
+
+class SiteCalibrationSchema(ResponseSchema):
+    id = fields.Integer(required=True)
+    threshold = fields.Float(required=True)
+    validation_run_id = fields.Integer(required=True)
+    model_version = fields.String(required=True)
+    reason = fields.String(required=True)
+    adopted_by = fields.String(required=True, attribute="adopted_by.username")
+    adopted_at = UtcDateTime(required=True, attribute="created_at")
+    withdrawn_at = UtcDateTime(allow_none=True)
+
+
+class MonitoringSchema(ResponseSchema):
+    model_version = fields.String(required=True)
+    reference_run_id = fields.Integer(allow_none=True)
+    psi_alert_level = fields.Float(required=True)
+    min_films_for_drift = fields.Integer(required=True)
+    weeks = fields.List(fields.Dict(), required=True, metadata={"description": "one entry per week, oldest first"})

@@ -1,0 +1,43 @@
+"""`flask --app wsgi jobs ...`: run a queue worker, look at the queue."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from ..inference.runtime import ModelUnavailable, get_analyzer
+from .queue import jobs, run_recoveries
+
+jobs_cli = AppGroup("jobs", help="Background jobs: run a worker, show the queue.")
+WORKER_READY = "jobs worker ready"
+
+
+@jobs_cli.command("worker")
+@click.option("--threads", default=1, show_default=True, help="Jobs run at the same time in this process.")
+def worker(threads: int) -> None:
+    """Take jobs from the queue until stopped (SIGINT finishes the running jobs, SIGTERM stops now)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    queue = jobs()
+    # The model is loaded once, here, and shared by every job this process runs (threads, not
+    # forked processes: TensorFlow is not fork-safe).
+    try:
+        get_analyzer(current_app.config["MODEL_PATH"])
+    except ModelUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    backend = "Redis" if current_app.config.get("REDIS_URL") else f"SQLite in {current_app.config['INSTANCE_DIR']}"
+    # A worker that starts may be the replacement of one that was killed mid-job.
+    run_recoveries(on_start=True)
+    consumer = queue.huey.create_consumer(workers=threads, worker_type="thread", periodic=True)
+    logging.getLogger(__name__).info("%s (queue on %s, %d thread(s))", WORKER_READY, backend, threads)
+    consumer.run()
+
+
+@jobs_cli.command("status")
+def status() -> None:
+    """Print how many jobs wait in the queue and how many are scheduled for later."""
+    queue = jobs()
+    click.echo(f"pending\t{queue.pending()}")
+    click.echo(f"scheduled\t{queue.scheduled()}")

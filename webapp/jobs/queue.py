@@ -1,0 +1,122 @@
+"""The task queue: Huey, on a SQLite file in the instance folder by default (no server to run), on
+Redis when REDIS_URL is set (workers on other machines). Why Huey: docs/jobs.md.
+
+Features declare their tasks with `@task("name")` and, where a task can be cut short by a dying
+worker, a `@recovery` function that puts unfinished work back on the queue. Huey's queue is not
+a ledger: a message is gone once a worker takes it, so durability comes from the features' own
+rows (state per item, a lease per job) and from recovery, which every worker runs when it starts
+and the scheduler runs every minute.
+
+Tasks run inside an application context of the app that built the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from flask import Flask, current_app
+from huey import Huey, RedisHuey, SqliteHuey, crontab
+
+log = logging.getLogger(__name__)
+
+_TASKS: dict[str, Callable] = {}
+_RECOVERIES: list[Callable[..., int]] = []
+RECOVERY_TASK = "jobs.recover"
+
+
+def task(name: str):
+    """Declare `fn` as the job `name`; enqueue it with `enqueue(name, *args)`."""
+
+    def register(fn: Callable) -> Callable:
+        _TASKS[name] = fn
+        return fn
+
+    return register
+
+
+def recovery(fn: Callable[..., int]) -> Callable[..., int]:
+    """Declare `fn(on_start: bool) -> int`, which re-enqueues work a dead worker left unfinished and
+    returns how many jobs; `on_start` is true when a worker is starting (it may replace a dead one)."""
+    _RECOVERIES.append(fn)
+    return fn
+
+
+def build_huey(config) -> Huey:
+    name = config["JOBS_QUEUE_NAME"]
+    if config.get("REDIS_URL"):
+        return RedisHuey(name, url=config["REDIS_URL"])
+    path = Path(config["INSTANCE_DIR"]) / "jobs.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey(name, filename=str(path))
+
+
+class JobQueue:
+    """The app's queue, built on first use so that creating the app touches no file or server."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self._huey: Huey | None = None
+        self._tasks: dict[str, Callable] = {}
+        self._lock = threading.Lock()  # gunicorn threads may enqueue the first job at the same moment
+
+    @property
+    def huey(self) -> Huey:
+        with self._lock:
+            if self._huey is None:
+                huey = build_huey(self.app.config)
+                for name, fn in _TASKS.items():
+                    self._tasks[name] = huey.task(name=name)(self._in_app_context(fn))
+                huey.periodic_task(crontab(minute="*"), name=RECOVERY_TASK)(self._in_app_context(run_recoveries))
+                self._huey = huey
+        return self._huey
+
+    def _in_app_context(self, fn: Callable) -> Callable:
+        app = self.app
+
+        def run(*args):
+            with app.app_context():
+                return fn(*args)
+
+        run.__name__ = fn.__name__
+        return run
+
+    def enqueue(self, name: str, *args) -> None:
+        self.huey  # noqa: B018  (builds the queue and its task wrappers)
+        self._tasks[name](*args)
+
+    def enqueue_in(self, seconds: float, name: str, *args) -> None:
+        self.huey  # noqa: B018
+        self._tasks[name].schedule(args=args, delay=seconds)
+
+    def pending(self) -> int:
+        return self.huey.pending_count()
+
+    def scheduled(self) -> int:
+        return self.huey.scheduled_count()
+
+
+def run_recoveries(on_start: bool = False) -> int:
+    """Re-enqueue what dead workers left unfinished (inside an app context); returns the jobs re-enqueued."""
+    count = sum(fn(on_start=on_start) for fn in _RECOVERIES)
+    if count:
+        log.info("recovery: %d unfinished job(s) put back on the queue", count)
+    return count
+
+
+def init_app(app: Flask) -> None:
+    app.extensions["jobs"] = JobQueue(app)
+
+
+def jobs() -> JobQueue:
+    return current_app.extensions["jobs"]
+
+
+def enqueue(name: str, *args) -> None:
+    jobs().enqueue(name, *args)
+
+
+def enqueue_in(seconds: float, name: str, *args) -> None:
+    jobs().enqueue_in(seconds, name, *args)

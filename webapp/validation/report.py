@@ -1,0 +1,115 @@
+"""A finished run's figures, computed once from its items and stored on the run (ValidationRun.metrics).
+
+Scored films are those the pipeline could read (state done); refused films are listed apart.
+AUC, the ROC curve, calibration and the proposed operating points use the calibrated
+probability of every scored film, UNKNOWN ones included (the model scores them too); the
+sensitivity and specificity of the verdicts at the threshold in force count answered films
+only (NORMAL or PNEUMONIA), and UNKNOWN is reported as its own rate.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from sqlalchemy import select
+
+from ..extensions import db
+from ..inference.labels import NORMAL, PNEUMONIA, UNKNOWN, VERDICTS
+from ..models import ITEM_DONE, ITEM_REFUSED, ValidationItem, ValidationRun
+from . import metrics
+
+TARGET_SENSITIVITIES = (0.95, 0.98)
+ROC_POINTS_KEPT = 300
+WORST_ERRORS = 12
+REFUSED_LISTED = 500
+
+
+def reason_category(reason: str | None) -> str:
+    """The kind of an UNKNOWN answer: the reason's words before the colon ("Uncertain", ...)."""
+    return (reason or "no reason given").split(":", 1)[0].strip()
+
+
+def run_metrics(run: ValidationRun) -> dict:
+    rows = db.session.execute(
+        select(
+            ValidationItem.id,
+            ValidationItem.entry,
+            ValidationItem.truth,
+            ValidationItem.state,
+            ValidationItem.label,
+            ValidationItem.p_pneumonia,
+            ValidationItem.unknown_reason,
+            ValidationItem.refusal,
+        )
+        .where(ValidationItem.run_id == run.id)
+        .order_by(ValidationItem.id)
+    ).all()
+    scored = [r for r in rows if r.state == ITEM_DONE]
+    refused = [r for r in rows if r.state == ITEM_REFUSED]
+    result = figures(
+        [r.truth for r in scored], [r.p_pneumonia for r in scored], [r.label for r in scored], run.threshold
+    )
+    result["unknown_reasons"] = dict(Counter(reason_category(r.unknown_reason) for r in scored if r.label == UNKNOWN))
+    result["refused"] = len(refused)
+    result["refused_files"] = [{"entry": r.entry, "reason": r.refusal} for r in refused[:REFUSED_LISTED]]
+    result["films_in_archive"] = len(rows)
+    wrong = [r for r in scored if r.label in (NORMAL, PNEUMONIA) and r.label != r.truth]
+    wrong.sort(key=lambda r: -abs((r.truth == PNEUMONIA) - r.p_pneumonia))
+    result["worst_errors"] = [r.id for r in wrong[:WORST_ERRORS]]
+    return result
+
+
+def figures(truths: list[str], scores: list[float], verdicts: list[str], threshold: float) -> dict:
+    """Every figure of the report from the scored films' truths, probabilities and verdicts."""
+    truth = np.array([t == PNEUMONIA for t in truths], bool)
+    score = np.array(scores, np.float64)
+    verdict = np.array(verdicts, object)
+    answered = verdict != UNKNOWN
+    called = verdict == PNEUMONIA
+    tp = int((answered & called & truth).sum())
+    fn = int((answered & ~called & truth).sum())
+    tn = int((answered & ~called & ~truth).sum())
+    fp = int((answered & called & ~truth).sum())
+    n = int(truth.size)
+    roc = metrics.roc_points(truth, score)
+    keep = np.unique(np.linspace(0, len(roc) - 1, min(len(roc), ROC_POINTS_KEPT)).astype(int))
+    return {
+        "n": n,
+        "classes": {NORMAL: int((~truth).sum()), PNEUMONIA: int(truth.sum())},
+        "threshold": threshold,
+        "answered": int(answered.sum()),
+        "unknown": int((~answered).sum()),
+        "unknown_rate": float((~answered).mean()) if n else None,
+        "auc": metrics.auc(truth, score),
+        "auc_ci": metrics.bootstrap_auc_interval(truth, score),
+        "sensitivity": tp / (tp + fn) if tp + fn else None,
+        "sensitivity_ci": metrics.wilson_interval(tp, tp + fn),
+        "specificity": tn / (tn + fp) if tn + fp else None,
+        "specificity_ci": metrics.wilson_interval(tn, tn + fp),
+        "confusion": {
+            t: {v: int(((truth == (t == PNEUMONIA)) & (verdict == v)).sum()) for v in VERDICTS}
+            for t in (NORMAL, PNEUMONIA)
+        },
+        "ece": metrics.expected_calibration_error(truth, score),
+        "reliability": metrics.reliability(truth, score),
+        "roc": [[roc[i][1], roc[i][2]] for i in keep],
+        "operating_points": operating_points(truth, score, threshold),
+    }
+
+
+def operating_points(truth: np.ndarray, score: np.ndarray, threshold: float) -> list[dict]:
+    """The threshold in force and the proposals: the most specific points reaching each target
+    sensitivity, and the one with the largest Youden J (sensitivity + specificity - 1)."""
+    candidates = [("in force", threshold)]
+    candidates += [
+        (f"sensitivity {t:.2f}", metrics.threshold_for_sensitivity(truth, score, t)) for t in TARGET_SENSITIVITIES
+    ]
+    candidates.append(("max Youden J", metrics.youden_threshold(truth, score)))
+    points = []
+    for name, value in candidates:
+        if value is None:
+            continue
+        sensitivity, specificity = metrics.rates_at(truth, score, value)
+        points.append({"name": name, "threshold": float(value), "sensitivity": sensitivity, "specificity": specificity})
+    return points

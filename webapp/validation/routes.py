@@ -1,0 +1,217 @@
+import csv
+import io
+
+from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from ..admin.export import csv_cell
+from ..api.schemas import MAX_ID
+from ..extensions import db
+from ..inference.model_card import ModelCardError, read_card
+from ..inference.overlay import stored_overlay_png
+from ..models import RUN_DONE, SiteCalibration, ValidationItem, ValidationRun
+from ..responses import form_errors
+from ..site_threshold import active_calibration
+from . import bp
+from .archive import ArchiveRejected
+from .charts import reliability_svg, roc_svg
+from .forms import AdoptThresholdForm, UploadArchiveForm, WithdrawForm
+from .monitoring import drift_alert, weekly
+from .runs import create_run, progress, upload_limit
+from .site import AdoptionRefused, adopt, current_model_version, withdraw
+
+CSV_COLUMNS = [
+    "entry",
+    "truth",
+    "state",
+    "label",
+    "p_pneumonia",
+    "chest_probability",
+    "feature_distance",
+    "unknown_reason",
+    "refusal",
+    "sha256",
+    "image_format",
+]
+
+
+def _run_or_404(run_id: int) -> ValidationRun:
+    # Ids are 32-bit on PostgreSQL: a larger number names no run (and the query would fail).
+    run = db.session.get(ValidationRun, run_id) if run_id <= MAX_ID else None
+    if run is None:
+        abort(404)
+    return run
+
+
+def _index_page(form, status=200):
+    runs = db.session.scalars(select(ValidationRun).order_by(ValidationRun.id.desc()).limit(100)).all()
+    try:
+        calibration = active_calibration(current_model_version())
+    except AdoptionRefused:
+        calibration = None
+    calibrations = db.session.scalars(select(SiteCalibration).order_by(SiteCalibration.id.desc()).limit(20)).all()
+    return render_template(
+        "validation/index.html",
+        form=form,
+        runs=runs,
+        progress={run.id: progress(run) for run in runs},
+        calibration=calibration,
+        calibrations=calibrations,
+        withdraw_form=WithdrawForm(),
+        max_files=current_app.config["VALIDATION_MAX_FILES"],
+        max_mb=current_app.config["VALIDATION_MAX_BYTES"] / 1e6,
+    ), status
+
+
+@bp.route("/", methods=["GET", "POST"])
+def index():
+    if request.method == "GET":
+        return _index_page(UploadArchiveForm())
+    request.max_content_length = upload_limit()
+    try:
+        form = UploadArchiveForm()
+        valid = form.validate_on_submit()
+    except RequestEntityTooLarge:
+        flash(f"The archive is larger than {upload_limit() / 1e6:.0f} MB.", "error")
+        return _index_page(UploadArchiveForm(formdata=None), 413)
+    if not valid:
+        flash(form_errors(form), "error")
+        return _index_page(form, 400)
+    try:
+        run = create_run(current_user, form.archive.data)
+    except ArchiveRejected as exc:
+        flash(exc.message, "error")
+        return _index_page(form, exc.status)
+    return redirect(url_for("validation.report", run_id=run.id), code=303)
+
+
+@bp.route("/<int:run_id>")
+def report(run_id: int):
+    run = _run_or_404(run_id)
+    metrics = run.metrics or {}
+    worst = []
+    if metrics.get("worst_errors"):
+        found = db.session.scalars(select(ValidationItem).where(ValidationItem.id.in_(metrics["worst_errors"])))
+        by_id = {item.id: item for item in found}
+        worst = [by_id[i] for i in metrics["worst_errors"] if i in by_id]
+    try:
+        card_metrics = read_card(current_app.config["MODEL_PATH"], verify=False).get("metrics", {}).get("test", {})
+    except ModelCardError:
+        card_metrics = {}
+    return render_template(
+        "validation/report.html",
+        run=run,
+        m=metrics,
+        progress=progress(run),
+        card=card_metrics,
+        worst=worst,
+        roc=roc_svg(metrics["roc"], metrics["operating_points"]) if metrics else "",
+        reliability=reliability_svg(metrics["reliability"]) if metrics else "",
+        adopt_form=AdoptThresholdForm(),
+    )
+
+
+@bp.route("/<int:run_id>/films.csv")
+def films_csv(run_id: int):
+    run = _run_or_404(run_id)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    items = db.session.execute(
+        select(*(getattr(ValidationItem, c) for c in CSV_COLUMNS))
+        .where(ValidationItem.run_id == run.id)
+        .order_by(ValidationItem.id)
+    )
+    for row in items:
+        writer.writerow([csv_cell(value) for value in row])
+    return Response(
+        out.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f"attachment; filename=validation-run-{run.id}.csv"},
+    )
+
+
+def _item(run_id: int, item_id: int) -> ValidationItem:
+    item = db.session.get(ValidationItem, item_id) if item_id <= MAX_ID else None
+    if item is None or item.run_id != run_id or item.review_png is None:
+        abort(404)
+    return item
+
+
+@bp.route("/<int:run_id>/films/<int:item_id>/image.png")
+def film_image(run_id: int, item_id: int):
+    return Response(_item(run_id, item_id).review_png, mimetype="image/png")
+
+
+@bp.route("/<int:run_id>/films/<int:item_id>/heatmap.png")
+def film_heatmap(run_id: int, item_id: int):
+    item = _item(run_id, item_id)
+    return Response(stored_overlay_png(item.review_png, item.heatmap_png), mimetype="image/png")
+
+
+@bp.route("/<int:run_id>/adopt", methods=["POST"])
+def adopt_threshold(run_id: int):
+    run = _run_or_404(run_id)
+    form = AdoptThresholdForm()
+    if not form.validate_on_submit():
+        flash("The threshold was not adopted: " + form_errors(form), "error")
+    elif run.status != RUN_DONE:
+        flash("The run has not finished.", "error")
+    else:
+        try:
+            calibration = adopt(run, form.threshold.data, form.reason.data.strip(), current_user)
+        except AdoptionRefused as exc:
+            flash(exc.message, "error")
+        else:
+            flash(f"Site threshold {calibration.threshold:.3f} is now in force for new predictions.", "info")
+    return redirect(url_for("validation.report", run_id=run.id), code=303)
+
+
+@bp.route("/calibration/withdraw", methods=["POST"])
+def withdraw_threshold():
+    form = WithdrawForm()
+    if form.validate_on_submit():
+        try:
+            withdrawn = withdraw(current_user)
+        except AdoptionRefused as exc:
+            flash(exc.message, "error")
+        else:
+            flash(
+                "Site threshold withdrawn: new predictions use the model card's threshold."
+                if withdrawn
+                else "No site threshold was in force.",
+                "info",
+            )
+    return redirect(url_for("validation.index"), code=303)
+
+
+def _monitoring_figures() -> dict:
+    try:
+        version = current_model_version()
+    except AdoptionRefused:
+        abort(503)
+    weeks = min(max(request.args.get("weeks", 12, type=int), 1), 104)
+    return weekly(version, weeks=weeks)
+
+
+@bp.route("/monitoring")
+def monitoring():
+    return render_template("validation/monitoring.html", m=_monitoring_figures())
+
+
+@bp.route("/monitoring.json")
+def monitoring_json():
+    return jsonify(_monitoring_figures())
+
+
+@bp.app_context_processor
+def drift_banner():
+    """Admins see a banner on every page while this week's or last week's scores drift past the level."""
+    if not (current_user.is_authenticated and current_user.is_admin):
+        return {}
+    try:
+        return {"drift_alert": drift_alert(current_model_version())}
+    except AdoptionRefused:
+        return {}

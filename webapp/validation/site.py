@@ -1,0 +1,108 @@
+"""The site operating point: a threshold adopted from a validation run, for one model version.
+
+At most one is in force per model version (the latest not withdrawn). Every prediction made
+while it is in force uses its threshold and names it; a new model version falls back to its
+card's threshold until the site validates that version too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+from sqlalchemy import func, select
+
+from ..extensions import db
+from ..inference.model_card import ModelCardError, read_card
+from ..models import ITEM_DONE, RUN_DONE, SiteCalibration, User, ValidationItem, ValidationRun, record_audit, utcnow
+from ..site_threshold import active_calibration
+from .archive import TRUTHS
+
+MIN_FILMS_PER_CLASS = 50
+
+
+@dataclass
+class AdoptionRefused(Exception):
+    code: str
+    message: str
+    status: int = 422
+
+
+def current_model_version() -> str:
+    # The card alone (no weights, no TensorFlow): the version the workers serve.
+    try:
+        return str(read_card(current_app.config["MODEL_PATH"], verify=False)["version"])
+    except (ModelCardError, KeyError) as exc:
+        raise AdoptionRefused("model_unavailable", "The model card of this server cannot be read.", 503) from exc
+
+
+def films_per_class(run_id: int) -> dict[str, int]:
+    rows = db.session.execute(
+        select(ValidationItem.truth, func.count())
+        .where(ValidationItem.run_id == run_id, ValidationItem.state == ITEM_DONE)
+        .group_by(ValidationItem.truth)
+    )
+    counts = dict.fromkeys(TRUTHS, 0)
+    counts.update(dict(rows.all()))
+    return counts
+
+
+def adopt(run: ValidationRun, threshold: float, reason: str, user: User) -> SiteCalibration:
+    """Put `threshold` from `run` in force for the run's model version; raises AdoptionRefused."""
+    if run.status != RUN_DONE:
+        raise AdoptionRefused("run_not_done", f"Validation run {run.id} has not finished.", 409)
+    version = current_model_version()
+    if run.model_version != version:
+        raise AdoptionRefused(
+            "other_model_version",
+            f"Validation run {run.id} measured model {run.model_version}; this server runs {version}. "
+            "Validate the current model first.",
+        )
+    counts = films_per_class(run.id)
+    short = [f"{truth}: {n}" for truth, n in counts.items() if n < MIN_FILMS_PER_CLASS]
+    if short:
+        raise AdoptionRefused(
+            "too_few_films",
+            f"A site threshold needs at least {MIN_FILMS_PER_CLASS} scored films of each class; "
+            f"run {run.id} has {', '.join(short)}.",
+        )
+    if not 0.0 < threshold < 1.0:
+        raise AdoptionRefused("bad_threshold", "The threshold must lie strictly between 0 and 1.", 400)
+    now = utcnow()
+    previous = active_calibration(version)
+    if previous:
+        previous.withdrawn_at, previous.withdrawn_by_id = now, user.id
+    calibration = SiteCalibration(
+        validation_run_id=run.id,
+        model_version=version,
+        threshold=threshold,
+        reason=reason,
+        adopted_by_id=user.id,
+        created_at=now,
+    )
+    db.session.add(calibration)
+    db.session.flush()
+    record_audit(
+        user.username,
+        "site_calibration.adopt",
+        f"validation run {run.id}",
+        f"threshold={threshold:.4f} model={version} calibration={calibration.id} reason={reason}",
+    )
+    db.session.commit()
+    return calibration
+
+
+def withdraw(user: User) -> SiteCalibration | None:
+    """Withdraw the operating point in force (back to the card's threshold); None if there was none."""
+    calibration = active_calibration(current_model_version())
+    if calibration is None:
+        return None
+    calibration.withdrawn_at, calibration.withdrawn_by_id = utcnow(), user.id
+    record_audit(
+        user.username,
+        "site_calibration.withdraw",
+        f"validation run {calibration.validation_run_id}",
+        f"threshold={calibration.threshold:.4f} calibration={calibration.id}",
+    )
+    db.session.commit()
+    return calibration

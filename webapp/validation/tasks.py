@@ -1,0 +1,245 @@
+"""The validation-run job: every film of a run through the serving pipeline, resumable at any point.
+
+A run's films are rows (ValidationItem) with a state. A job holds the run by a lease that it
+renews with every batch; it takes the pending items a batch at a time and writes each batch's
+results, the items' new states and the lease renewal in one transaction, only for items still
+pending. So a worker killed at any moment loses at most the batch it had not committed, that
+batch is simply still pending, and no film is ever counted twice, even if two jobs for the
+same run overlap. When a lease runs out, recovery (jobs/queue.py) puts the run back on the
+queue and the next job carries on from the first pending item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import uuid
+import zipfile
+from datetime import UTC, datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import or_, select, update
+
+from ..extensions import db
+from ..inference.decode import DecodeError, decode
+from ..inference.image import DecodedImage
+from ..inference.overlay import heatmap_png
+from ..inference.runtime import ModelUnavailable, get_analyzer
+from ..jobs.queue import enqueue, enqueue_in, jobs, recovery, task
+from ..models import (
+    ITEM_DONE,
+    ITEM_PENDING,
+    ITEM_REFUSED,
+    RUN_DONE,
+    RUN_FAILED,
+    RUN_QUEUED,
+    RUN_RUNNING,
+    ValidationItem,
+    ValidationRun,
+    utcnow,
+)
+from ..screening import review_copy
+from ..site_threshold import active_calibration
+from .report import run_metrics
+from .storage import archive_path
+
+log = logging.getLogger(__name__)
+
+TASK = "validation.run"
+BATCH = 16  # films per forward pass and per transaction
+
+
+class LeaseLost(Exception):
+    """Another job holds the run now (ours ran out while we were busy): stop without writing."""
+
+
+def as_utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every time we store is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def lease_seconds() -> int:
+    return current_app.config["JOBS_LEASE_SECONDS"]
+
+
+def start(run_id: int) -> None:
+    enqueue(TASK, run_id)
+
+
+@task(TASK)
+def run_validation(run_id: int) -> None:
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    run = db.session.get(ValidationRun, run_id)
+    if run is None or run.status in (RUN_DONE, RUN_FAILED):
+        return
+    if not claim(run_id, owner):
+        # A live job holds it. Look again when its lease would run out: if that job died, we take over.
+        db.session.refresh(run)
+        wait = (as_utc(run.lease_until) - utcnow()).total_seconds() if run.lease_until else lease_seconds()
+        if run.status == RUN_RUNNING:
+            enqueue_in(max(wait, 1.0) + 1.0, TASK, run_id)
+        return
+    try:
+        process(run_id, owner)
+    except LeaseLost:
+        db.session.rollback()
+        log.warning("validation run %d: lease lost to another job; stopping", run_id)
+    except ModelUnavailable as exc:
+        fail(run_id, f"The model could not be loaded: {exc}")
+    except Exception as exc:  # the run is marked failed with the reason; the worker lives on
+        log.exception("validation run %d failed", run_id)
+        fail(run_id, f"Unexpected error: {type(exc).__name__}: {exc}")
+
+
+def claim(run_id: int, owner: str) -> bool:
+    now = utcnow()
+    result = db.session.execute(
+        update(ValidationRun)
+        .where(
+            ValidationRun.id == run_id,
+            ValidationRun.status.in_((RUN_QUEUED, RUN_RUNNING)),
+            or_(ValidationRun.lease_until.is_(None), ValidationRun.lease_until < now),
+        )
+        .values(status=RUN_RUNNING, lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds()))
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    return result.rowcount == 1
+
+
+def renew(run_id: int, owner: str) -> None:
+    result = db.session.execute(
+        update(ValidationRun)
+        .where(ValidationRun.id == run_id, ValidationRun.lease_owner == owner)
+        .values(lease_until=utcnow() + timedelta(seconds=lease_seconds()))
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise LeaseLost
+
+
+def process(run_id: int, owner: str) -> None:
+    run = db.session.get(ValidationRun, run_id)
+    analyzer = get_analyzer(current_app.config["MODEL_PATH"])
+    if run.model_version is None:
+        calibration = active_calibration(analyzer.model_version)
+        run.model_version = analyzer.model_version
+        run.threshold = calibration.threshold if calibration else analyzer.threshold
+        run.started_at = utcnow()
+        renew(run_id, owner)
+        db.session.commit()
+    elif run.model_version != analyzer.model_version:
+        fail(run_id, f"The model changed during the run ({run.model_version} -> {analyzer.model_version}).")
+        return
+    path = archive_path(run_id)
+    if not path.is_file():
+        fail(run_id, "The uploaded archive is no longer on the server; upload it again.")
+        return
+    review_size = current_app.config["REVIEW_IMAGE_SIZE"]
+    with zipfile.ZipFile(path) as archive:
+        while True:
+            items = db.session.execute(
+                select(ValidationItem.id, ValidationItem.entry)
+                .where(ValidationItem.run_id == run_id, ValidationItem.state == ITEM_PENDING)
+                .order_by(ValidationItem.id)
+                .limit(BATCH)
+            ).all()
+            if not items:
+                break
+            results = analyse_batch(archive, analyzer, [entry for _, entry in items], run.threshold, review_size)
+            for (item_id, _), values in zip(items, results, strict=True):
+                db.session.execute(
+                    update(ValidationItem)
+                    .where(ValidationItem.id == item_id, ValidationItem.state == ITEM_PENDING)
+                    .values(processed_at=utcnow(), **values)
+                    .execution_options(synchronize_session=False)
+                )
+            renew(run_id, owner)
+            db.session.commit()
+    finish(run_id, owner)
+
+
+def analyse_batch(archive, analyzer, entries: list[str], threshold: float, review_size: int) -> list[dict]:
+    """Column values for each entry: its result, or why it was refused. The serving pipeline's decode and analyzer."""
+    results: list[dict | None] = [None] * len(entries)
+    images: list[tuple[int, DecodedImage, bytes]] = []
+    for i, entry in enumerate(entries):
+        try:
+            data = archive.read(entry)
+        except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+            results[i] = {"state": ITEM_REFUSED, "refusal": f"unreadable_member: cannot unpack ({exc})"}
+            continue
+        try:
+            images.append((i, decode(data, target_size=analyzer.input_size), data))
+        except DecodeError as exc:
+            results[i] = {
+                "state": ITEM_REFUSED,
+                "refusal": f"{exc.code}: {exc.message}",
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+    if images:
+        analyses = analyzer.analyze_batch([image for _, image, _ in images], threshold)
+        for (i, image, data), analysis in zip(images, analyses, strict=True):
+            results[i] = {
+                "state": ITEM_DONE,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "image_format": image.format,
+                "label": analysis.label,
+                "p_pneumonia": float(analysis.probabilities["PNEUMONIA"]),
+                "chest_probability": float(analysis.chest_probability),
+                "feature_distance": float(analysis.feature_distance),
+                "unknown_reason": analysis.unknown_reason,
+                "review_png": review_copy.make(data, image, review_size),  # like a prediction's copy
+                "heatmap_png": heatmap_png(analysis.heatmap),
+            }
+    return results
+
+
+def finish(run_id: int, owner: str) -> None:
+    run = db.session.get(ValidationRun, run_id)
+    # Only the lease holder may finish the run: the ownership check and the update are one statement.
+    result = db.session.execute(
+        update(ValidationRun)
+        .where(ValidationRun.id == run_id, ValidationRun.lease_owner == owner)
+        .values(status=RUN_DONE, metrics=run_metrics(run), finished_at=utcnow(), lease_owner=None, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise LeaseLost
+    db.session.commit()
+    archive_path(run_id).unlink(missing_ok=True)  # the archive is kept only while the run needs it
+
+
+def fail(run_id: int, message: str) -> None:
+    db.session.rollback()
+    run = db.session.get(ValidationRun, run_id)
+    run.status, run.error, run.finished_at, run.lease_owner, run.lease_until = (
+        RUN_FAILED,
+        message,
+        utcnow(),
+        None,
+        None,
+    )
+    db.session.commit()
+    archive_path(run_id).unlink(missing_ok=True)
+
+
+@recovery
+def resume_validation_runs(*, on_start: bool = False) -> int:
+    """Re-enqueue runs that a dead worker left: running with a lapsed lease, or queued while the
+    queue holds nothing (their message was lost). A worker that starts re-enqueues every unfinished
+    run: the one it replaces may have died holding one."""
+    now = utcnow()
+    query = select(ValidationRun.id).where(ValidationRun.status.in_((RUN_QUEUED, RUN_RUNNING)))
+    if not on_start:
+        stale = ValidationRun.lease_until < now
+        if jobs().pending():
+            query = query.where(ValidationRun.status == RUN_RUNNING, stale)
+        else:
+            query = query.where(or_(ValidationRun.status == RUN_QUEUED, stale))
+    run_ids = list(db.session.scalars(query))
+    for run_id in run_ids:
+        enqueue(TASK, run_id)
+    return len(run_ids)
