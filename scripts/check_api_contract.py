@@ -130,7 +130,8 @@ def main() -> int:
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="cxr-contract-"))
     database = {"DATABASE_URL": args.database_url} if args.database_url else {}
-    with LiveApp("contract", env={"WEB_WORKERS": "2", **database}) as server:
+    # Rate limits off: thousands of generated requests from one token would mostly meet 429s.
+    with LiveApp("contract", env={"WEB_WORKERS": "2", "RATE_LIMITS_ENABLED": "false", **database}) as server:
         token = server.prepare("contract-admin", role="admin")
         server.start()
         server.wait_for_log(READY_LINE, 2, timeout=240)

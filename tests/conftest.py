@@ -18,8 +18,10 @@ pytest_plugins = ["tests.ldap_server"]
 
 
 @pytest.fixture
-def app(tmp_path):
-    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path})
+def app(request, tmp_path):
+    # A module or test can change settings: pytestmark = pytest.mark.app_config(NAME=value, ...)
+    marker = request.node.get_closest_marker("app_config")
+    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, **(marker.kwargs if marker else {})})
     with app.app_context():
         reset_database()
     yield app

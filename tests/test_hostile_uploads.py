@@ -22,6 +22,9 @@ from webapp.config import TestingConfig
 from webapp.extensions import db
 from webapp.models import Prediction
 
+# A bulk job by design: the rate limits would stop it long before the corpus is through.
+pytestmark = pytest.mark.app_config(RATE_LIMITS_ENABLED=False)
+
 # Browsers percent-encode a double quote in a multipart file name; Werkzeug's test client
 # does not, so names with '"' are left to the decode-level corpus.
 # (No "/" in it: sanitizing keeps only what follows the last path separator.)
@@ -152,6 +155,7 @@ def test_upload_page_json_errors_are_clean_and_names_sanitized(app, signed_in):
     assert rows(app) == 0
 
 
+@pytest.mark.app_config(STORE_ORIGINAL_FILENAMES=True, RATE_LIMITS_ENABLED=False)
 @pytest.mark.parametrize("name", HOSTILE_NAMES, ids=repr)
 def test_hostile_names_on_a_real_film_are_sanitized_in_json(app, client, api_token, name):
     response = api_post(client, api_token, (name, fixture_image("normal.jpeg")))
@@ -166,6 +170,7 @@ def test_hostile_names_on_a_real_film_are_sanitized_in_json(app, client, api_tok
     assert "\\u0000" not in raw and "../" not in raw
 
 
+@pytest.mark.app_config(STORE_ORIGINAL_FILENAMES=True, RATE_LIMITS_ENABLED=False)
 def test_markup_in_a_name_is_escaped_on_every_page(app, client, auth, clinician_user, admin_user):
     auth.login()
     response = page_post(client, (MARKUP_NAME, fixture_image("normal.jpeg")))

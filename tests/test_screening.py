@@ -44,9 +44,11 @@ def test_upload_two_real_radiographs(app, signed_in, clinician_user):
     assert html.count('class="card result"') == 2
     assert "Calibrated probabilities" in html and "Show heat map" in html
     assert "not a diagnosis" in html
+    assert "normal.jpeg" in html and "pneumonia.jpeg" in html  # the sent names, shown this once
     with app.app_context():
         rows = db.session.query(Prediction).order_by(Prediction.id).all()
-        assert [r.filename for r in rows] == ["normal.jpeg", "pneumonia.jpeg"]
+        # Neutral names by default (STORE_ORIGINAL_FILENAMES=false); the page above still showed the sent ones.
+        assert [r.filename for r in rows] == [f"upload-{rows[0].id}-1.jpeg", f"upload-{rows[1].id}-2.jpeg"]
         row = rows[0]
         assert row.user_id == clinician_user
         assert row.sha256 == hashlib.sha256(fixture_image("normal.jpeg")).hexdigest()

@@ -6,6 +6,7 @@ from flask import Flask
 
 from .config import INSECURE_SECRET_KEYS, MIN_SECRET_KEY_LENGTH, PROJECT_DIR, SECRET_KEY_FILE, Config, config_from_env
 from .extensions import csrf, db, login_manager, migrate
+from .params import BoundedIntConverter
 from .private_files import make_private
 
 
@@ -14,6 +15,7 @@ def create_app(config_class: type[Config] | None = None, overrides: dict | None 
     app = Flask(__name__, instance_path=str(config_class.INSTANCE_DIR))
     app.config.from_object(config_class)
     app.config.update(overrides or {})
+    app.url_map.converters["int"] = BoundedIntConverter  # before any route is added
     load_secret_key(app)
     check_directory_settings(app)
     register_extensions(app)
@@ -52,13 +54,14 @@ def check_directory_settings(app: Flask) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from . import models  # noqa: F401  (registers the tables with SQLAlchemy)
+    from . import models, ratelimits  # models registers the tables with SQLAlchemy
     from .jobs import queue
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_DIR / "migrations"))
     csrf.init_app(app)
     login_manager.init_app(app)
+    ratelimits.init_app(app)
     queue.init_app(app)
 
     from .auth import sessions
@@ -103,10 +106,11 @@ def register_request_hooks(app: Flask) -> None:
 
 
 def register_cli(app: Flask) -> None:
-    from .cli import users_cli
+    from .cli import audit_cli, users_cli
     from .jobs.cli import jobs_cli
     from .pacs.cli import dicom_cli
 
     app.cli.add_command(users_cli)
+    app.cli.add_command(audit_cli)
     app.cli.add_command(jobs_cli)
     app.cli.add_command(dicom_cli)

@@ -1,14 +1,20 @@
 """`flask --app wsgi users ...`: account administration from the server's shell."""
 
-import click
-from flask.cli import AppGroup
+from datetime import timedelta
 
+import click
+from flask import current_app
+from flask.cli import AppGroup
+from sqlalchemy import delete, func, select
+
+from .access import issue_token, revoke_token, revoke_tokens
 from .auth.sessions import end_all_access
 from .extensions import db
-from .models import ROLES, ApiToken, User, record_audit
+from .models import ROLES, AuditEvent, User, record_audit, utcnow
 from .passwords import password_problem
 
 users_cli = AppGroup("users", help="Create and manage user accounts and API tokens.")
+audit_cli = AppGroup("audit", help="Maintain the audit trail.")
 
 PASSWORD_OPTION = click.option(
     "--password", prompt=True, hide_input=True, confirmation_prompt=True, help="Prompted for when not given."
@@ -55,14 +61,47 @@ def create(name: str, role: str, password: str, change_at_sign_in: bool) -> None
 
 @users_cli.command("token")
 @click.argument("name")
-def token(name: str) -> None:
+@click.option("--name", "token_name", default="", help="A label for the token, e.g. the script that uses it.")
+@click.option("--days", type=click.IntRange(1, 3650), default=None, help="Validity in days [default: API_TOKEN_DAYS].")
+def token(name: str, token_name: str, days: int | None) -> None:
     """Issue a new API token for NAME (printed once, on the last line)."""
     user = _user_or_fail(name)
-    value = ApiToken.issue(user)
-    record_audit("cli", "user.token", name)
+    row, value = issue_token(user, token_name, days or current_app.config["API_TOKEN_DAYS"], actor="cli")
     db.session.commit()
-    click.echo(f"New API token for {name} (store it now; it is not shown again):")
+    click.echo(
+        f"New API token {row.id} for {name}, valid until {row.expires_at:%Y-%m-%d} "
+        "(store it now; it is not shown again):"
+    )
     click.echo(value)
+
+
+@users_cli.command("tokens")
+@click.argument("name")
+def list_tokens(name: str) -> None:
+    """List NAME's API tokens: id, name, state, expiry, last use."""
+    for row in _user_or_fail(name).tokens:
+        used = f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never used"
+        click.echo(f"{row.id}\t{row.name or '-'}\t{row.state}\texpires {row.expires_at:%Y-%m-%d}\t{used}")
+
+
+@users_cli.command("revoke-token")
+@click.argument("name")
+@click.argument("token_id", type=int, required=False)
+def revoke_token_command(name: str, token_id: int | None) -> None:
+    """Revoke NAME's token TOKEN_ID, or all of NAME's tokens when no id is given."""
+    user = _user_or_fail(name)
+    if token_id is None:
+        count = revoke_tokens(user, actor="cli")
+        db.session.commit()
+        click.echo(f"Revoked {count} token(s) of {name}.")
+        return
+    row = next((t for t in user.tokens if t.id == token_id), None)
+    if row is None:
+        raise click.ClickException(f"{name} has no token {token_id}.")
+    if not revoke_token(row, actor="cli"):
+        raise click.ClickException(f"Token {token_id} of {name} was already revoked.")
+    db.session.commit()
+    click.echo(f"Revoked token {token_id} of {name}.")
 
 
 @users_cli.command("deactivate")
@@ -102,10 +141,10 @@ def reset_password(name: str, password: str, change_at_sign_in: bool) -> None:
     _check_password(password)
     user.set_password(password)
     user.must_change_password = change_at_sign_in
-    end_all_access(user)
+    revoked = end_all_access(user, reason="password reset")
     record_audit("cli", "password_reset", name)
     db.session.commit()
-    click.echo(f"Password of {name} reset.")
+    click.echo(f"Password of {name} reset; {revoked} API token(s) revoked.")
 
 
 @users_cli.command("list")
@@ -113,3 +152,18 @@ def list_users() -> None:
     """List accounts with their role and state."""
     for user in db.session.scalars(db.select(User).order_by(User.username)):
         click.echo(f"{user.username}\t{user.role}\t{'active' if user.active else 'deactivated'}\t{user.source}")
+
+
+@audit_cli.command("prune")
+@click.option(
+    "--days", type=click.IntRange(1), default=None, help="Keep this many days [default: AUDIT_RETENTION_DAYS]."
+)
+def prune(days: int | None) -> None:
+    """Delete audit events older than the retention period (itself an audited event)."""
+    days = days or current_app.config["AUDIT_RETENTION_DAYS"]
+    cutoff = utcnow() - timedelta(days=days)
+    count = db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.created_at < cutoff))
+    db.session.execute(delete(AuditEvent).where(AuditEvent.created_at < cutoff))
+    record_audit("cli", "audit_pruned", f"{count} events", f"older than {days} days (before {cutoff:%Y-%m-%d})")
+    db.session.commit()
+    click.echo(f"Deleted {count} audit event(s) older than {days} days.")

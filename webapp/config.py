@@ -78,6 +78,22 @@ class Config:
     LDAP_CA_FILE = os.environ.get("LDAP_CA_FILE", "")  # PEM of the CA that signed the directory's certificate
     LDAP_TIMEOUT_SECONDS = int(os.environ.get("LDAP_TIMEOUT_SECONDS", "5"))
 
+    # API tokens: life of a new token (`users token --days` overrides it per token).
+    API_TOKEN_DAYS = int(os.environ.get("API_TOKEN_DAYS", "90"))
+    # Rate limits in Flask-Limiter notation, per token and per user: far above what a person
+    # clicking or a well-behaved script sends, low enough to stop a runaway loop in seconds.
+    RATE_LIMITS_ENABLED = _env_bool("RATE_LIMITS_ENABLED", True)
+    API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "20/second;600/minute")
+    UPLOAD_RATE_LIMIT = os.environ.get("UPLOAD_RATE_LIMIT", "10/second;300/minute")
+    # Counters shared by every worker and replica in Redis; per process in memory otherwise.
+    REDIS_URL = os.environ.get("REDIS_URL", "")
+    # Decoded size one upload may need (pixels x channels x bytes per sample), checked from the header.
+    DECODE_MEMORY_MB = int(os.environ.get("DECODE_MEMORY_MB", "100"))
+    # File names often carry a patient's name or MRN: stored only when a site opts in.
+    STORE_ORIGINAL_FILENAMES = _env_bool("STORE_ORIGINAL_FILENAMES", False)
+    # Audit events older than this are deleted by `flask audit prune` (7 years by default).
+    AUDIT_RETENTION_DAYS = int(os.environ.get("AUDIT_RETENTION_DAYS", "2555"))
+
     SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", True)
     REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
     SESSION_COOKIE_HTTPONLY = True

@@ -1,8 +1,14 @@
-"""Upload file names are user input: keep what a person recognises, drop what could do harm."""
+"""Upload file names are user input: keep what a person recognises, drop what could do harm.
 
+They are also often the one patient identifier a PACS export carries (DOE_JANE_MRN555123.dcm),
+so by default the app stores and shows a neutral name instead (see `anonymous_filename`).
+"""
+
+import re
 import unicodedata
 
 MAX_LENGTH = 200
+_EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,8})$")
 
 
 def sanitize_filename(name: str | None) -> str:
@@ -11,3 +17,9 @@ def sanitize_filename(name: str | None) -> str:
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
     name = name.strip().strip(".") or "upload"
     return name[:MAX_LENGTH]
+
+
+def anonymous_filename(prediction_id: int, index: int, original: str) -> str:
+    """`upload-<prediction id>-<position in its upload>` plus the original extension, nothing else."""
+    match = _EXTENSION.search(original)
+    return f"upload-{prediction_id}-{index}" + (f".{match.group(1).lower()}" if match else "")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from flask_login import UserMixin
+from flask import g, has_request_context, request
+from flask_login import UserMixin, current_user
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -20,9 +21,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    or_,
     select,
+    update,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, contains_eager, mapped_column, relationship
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .extensions import db
 from .inference.labels import NORMAL, PNEUMONIA, UNKNOWN, VERDICTS
@@ -43,6 +47,11 @@ VERDICT_FOR_READING = {NORMAL: NORMAL, PNEUMONIA: PNEUMONIA, "NOT_CXR": UNKNOWN}
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every time we store is UTC.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 class User(UserMixin, db.Model):
@@ -97,22 +106,79 @@ class ApiToken(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     user: Mapped[User] = relationship(back_populates="tokens")
 
+    # A token's last-used time is written at most this often, so a script uploading many
+    # films does not pay a database write per request.
+    LAST_USED_RESOLUTION = timedelta(minutes=1)
+
     @classmethod
-    def issue(cls, user: User) -> str:
-        token = secrets.token_urlsafe(32)
-        db.session.add(cls(user=user, token_digest=_token_digest(token)))
-        return token
+    def create(cls, user: User, name: str = "", days: int = 90) -> tuple[ApiToken, str]:
+        """Add a new token for `user` valid for `days`: the row and its secret (only the digest is stored)."""
+        secret = secrets.token_urlsafe(32)
+        now = utcnow()
+        row = cls(
+            user=user,
+            name=name,
+            token_digest=_token_digest(secret),
+            created_at=now,
+            expires_at=now + timedelta(days=days),
+        )
+        db.session.add(row)
+        return row, secret
+
+    @classmethod
+    def issue(cls, user: User, name: str = "", days: int = 90) -> str:
+        return cls.create(user, name, days)[1]
+
+    @property
+    def state(self) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if as_utc(self.expires_at) <= utcnow() else "active"
+
+    @classmethod
+    def authenticate(cls, token: str) -> ApiToken | None:
+        """The live token (with its active user loaded) behind `token`, or None; notes its use."""
+        now = utcnow()
+        found = db.session.scalar(
+            select(cls)
+            .join(cls.user)
+            .options(contains_eager(cls.user))
+            .where(
+                cls.token_digest == _token_digest(token),
+                cls.revoked_at.is_(None),
+                cls.expires_at > now,
+                User.active.is_(True),
+            )
+        )
+        if found is not None and (
+            found.last_used_at is None or as_utc(found.last_used_at) <= now - cls.LAST_USED_RESOLUTION
+        ):
+            # Conditional, so concurrent workers write it once; committed at once, before the view runs.
+            db.session.execute(
+                update(cls)
+                .where(
+                    cls.id == found.id,
+                    or_(cls.last_used_at.is_(None), cls.last_used_at <= now - cls.LAST_USED_RESOLUTION),
+                )
+                .values(last_used_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            db.session.commit()
+            set_committed_value(found, "last_used_at", now)  # what the row now holds, not a change to write
+        return found
 
     @classmethod
     def user_for(cls, token: str) -> User | None:
-        # One query on every API call: the active user behind the token, or None.
-        return db.session.scalar(
-            select(User).join(cls).where(cls.token_digest == _token_digest(token), User.active.is_(True))
-        )
+        found = cls.authenticate(token)
+        return found.user if found else None
 
 
 # Where a film came from: the upload page, the API, or the PACS through the DICOM node.
@@ -199,18 +265,34 @@ class SignInCounter(db.Model):
 
 
 class AuditEvent(db.Model):
+    """Append-only: the app has no path that updates a row, and the database refuses updates
+    (a trigger, see migration 0003); the only deletion is `flask audit prune` past retention."""
+
     __tablename__ = "audit_events"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-    actor: Mapped[str] = mapped_column(String(64))  # a username, or "cli" for the command line
-    action: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(64), index=True)  # a username, or "cli" for the command line
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # the signed-in user behind the action
+    action: Mapped[str] = mapped_column(String(64), index=True)
     target: Mapped[str] = mapped_column(String(255), default="")
     details: Mapped[str] = mapped_column(Text, default="")
+    ip: Mapped[str] = mapped_column(String(64), default="")  # client address (after ProxyFix), "" outside requests
+
+
+def _request_origin() -> tuple[str, int | None]:
+    """Client address and signed-in user of the current request, if there is one."""
+    if not has_request_context():
+        return "", None
+    user = g.get("api_user") or (current_user if current_user.is_authenticated else None)
+    return (request.remote_addr or "")[:64], getattr(user, "id", None)
 
 
 def record_audit(actor: str, action: str, target: str = "", details: str = "") -> None:
-    db.session.add(AuditEvent(actor=actor, action=action, target=target, details=details))
+    ip, user_id = _request_origin()
+    db.session.add(
+        AuditEvent(actor=actor[:64], action=action, target=target[:255], details=details, ip=ip, user_id=user_id)
+    )
 
 
 # States of a validation run; a run's progress lives in its items, never in a counter.

@@ -31,6 +31,10 @@ class LiveServer(LiveApp):
                 "WEB_WORKERS": "1",
                 "WEB_THREADS": "4",
                 "WEB_GRACEFUL_TIMEOUT": "5",
+                # The journeys find films by the names they were sent with (results, history, reading
+                # view), so they run with names kept; the neutral default is tested in process
+                # (tests/test_filename_privacy.py, tests/test_screening.py).
+                "STORE_ORIGINAL_FILENAMES": "true",
             },
         )
         self.accounts: dict[str, Account] = {}

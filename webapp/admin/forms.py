@@ -1,6 +1,6 @@
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, SelectField, StringField, SubmitField
-from wtforms.validators import DataRequired, Length, Regexp
+from wtforms import IntegerField, PasswordField, SelectField, StringField, SubmitField
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
 from ..auth.forms import acceptable_password
 from ..models import ROLES
@@ -27,3 +27,9 @@ class ResetPasswordForm(FlaskForm):
 
 class ToggleActiveForm(FlaskForm):
     submit = SubmitField("Change")
+
+
+class IssueTokenForm(FlaskForm):
+    name = StringField("Token name", validators=[Optional(), Length(max=64)])
+    days = IntegerField("Valid for (days)", validators=[Optional(), NumberRange(min=1, max=3650)])
+    submit = SubmitField("Issue token")

@@ -1,16 +1,19 @@
-from flask import Response, flash, redirect, render_template, request, url_for
+from flask import Response, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
+from ..access import issue_token, revoke_token
+from ..audit_log import AuditFilterForm, form_query
 from ..auth.sessions import end_all_access
 from ..extensions import db
 from ..history.filters import HistoryFilterForm, filtered_predictions
 from ..history.routes import render_history
-from ..models import AuditEvent, User, record_audit, utcnow
+from ..models import ApiToken, AuditEvent, User, record_audit, utcnow
+from ..params import MAX_PAGE, int_arg
 from ..responses import form_errors
 from . import bp
 from .export import predictions_csv
-from .forms import CreateUserForm, ResetPasswordForm, ToggleActiveForm
+from .forms import CreateUserForm, IssueTokenForm, ResetPasswordForm, ToggleActiveForm
 from .summary import agreement_per_version, verdicts_per_day
 
 
@@ -27,7 +30,7 @@ def export_csv():
         return redirect(url_for("admin.history"))
     predictions = db.session.scalars(filtered_predictions(form)).all()
     filters = ", ".join(f"{k}={v}" for k, v in request.args.items() if v) or "none"
-    record_audit(current_user.username, "history.export_csv", f"{len(predictions)} rows", f"filters: {filters}")
+    record_audit(current_user.username, "export", f"CSV, {len(predictions)} rows", f"filters: {filters}")
     db.session.commit()
     stamp = utcnow().strftime("%Y%m%d-%H%M%S")
     return Response(
@@ -57,9 +60,21 @@ def users():
             db.session.commit()
             flash(f"User {user.username} created.", "info")
             return redirect(url_for("admin.users"), code=303)
+    return users_page(form)
+
+
+def users_page(form: CreateUserForm | None = None, new_token: dict | None = None):
+    form = form or CreateUserForm(formdata=None)
     all_users = db.session.scalars(select(User).order_by(User.username)).all()
     return render_template(
-        "admin/users.html", form=form, users=all_users, reset_form=ResetPasswordForm(), toggle_form=ToggleActiveForm()
+        "admin/users.html",
+        form=form,
+        users=all_users,
+        reset_form=ResetPasswordForm(),
+        toggle_form=ToggleActiveForm(),
+        token_form=IssueTokenForm(formdata=None),
+        new_token=new_token,
+        default_days=current_app.config["API_TOKEN_DAYS"],
     ), 400 if form.errors else 200
 
 
@@ -88,10 +103,14 @@ def reset_password(user_id: int):
     elif form.validate_on_submit():
         user.set_password(form.password.data)
         user.must_change_password = True
-        end_all_access(user)
+        revoked = end_all_access(user, reason="password reset")
         record_audit(current_user.username, "password_reset", user.username)
         db.session.commit()
-        flash(f"Password of {user.username} reset; they choose their own at their next sign-in.", "info")
+        flash(
+            f"Password of {user.username} reset; they choose their own at their next sign-in. "
+            f"{revoked} API token(s) revoked.",
+            "info",
+        )
     else:
         flash("Password not reset: " + form_errors(form), "error")
     return redirect(url_for("admin.users"), code=303)
@@ -99,7 +118,39 @@ def reset_password(user_id: int):
 
 @bp.route("/audit")
 def audit():
+    form = AuditFilterForm(request.args)
+    valid = form.validate()
     page = db.paginate(
-        select(AuditEvent).order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc()), per_page=50, error_out=False
+        form_query(form if valid else AuditFilterForm(formdata=None)),
+        page=int_arg("page", 1, 1, MAX_PAGE),
+        per_page=50,
+        error_out=False,
     )
-    return render_template("admin/audit.html", page=page)
+    actions = db.session.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action)).all()
+    args = {name: field.data for name, field in form._fields.items() if valid and field.data}
+    return render_template("admin/audit.html", page=page, form=form, actions=actions, args=args), 200 if valid else 400
+
+
+@bp.route("/users/<int:user_id>/tokens", methods=["POST"])
+def issue_user_token(user_id: int):
+    user = db.get_or_404(User, user_id)
+    form = IssueTokenForm()
+    if form.validate_on_submit():
+        token, secret = issue_token(user, form.name.data or "", form.days.data or current_app.config["API_TOKEN_DAYS"])
+        db.session.commit()
+        # Shown once, on the page this POST renders (not in a redirect, not in the session cookie).
+        return users_page(new_token={"user": user.username, "id": token.id, "secret": secret})
+    flash("Token not issued: " + form_errors(form), "error")
+    return redirect(url_for("admin.users"), code=303)
+
+
+@bp.route("/tokens/<int:token_id>/revoke", methods=["POST"])
+def revoke_user_token(token_id: int):
+    token = db.get_or_404(ApiToken, token_id)
+    if ToggleActiveForm().validate_on_submit():
+        if revoke_token(token):
+            db.session.commit()
+            flash(f"Token {token.id} of {token.user.username} revoked.", "info")
+        else:
+            flash(f"Token {token.id} was already revoked.", "info")
+    return redirect(url_for("admin.users"), code=303)

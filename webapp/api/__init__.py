@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from flask_smorest import Blueprint
 
+from ..ratelimits import limit_api_blueprint
 from .errors import ApiError, ArgumentParser, api_error
 
 BASE_PATH = "/api/v1"
@@ -15,6 +16,7 @@ class ApiBlueprint(Blueprint):
 
 
 bp = ApiBlueprint("api", __name__, url_prefix=BASE_PATH, description="Screening results for integration scripts.")
+limit_api_blueprint(bp)  # every API call counts against its token's and its user's API_RATE_LIMIT
 
 
 @bp.errorhandler(ApiError)

@@ -5,9 +5,7 @@ from __future__ import annotations
 from functools import wraps
 from http import HTTPStatus
 
-from flask import g, request
-
-from ..models import ApiToken
+from ..access import request_token
 from . import bp
 from .errors import api_error
 
@@ -23,13 +21,14 @@ def token_required(view):
 
     @wraps(view)
     def wrapped(*args, **kwargs):
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        user = ApiToken.user_for(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
-        if user is None:
-            response = api_error("unauthorized", "A valid API token is required: Authorization: Bearer <token>.", 401)
+        if request_token() is None:
+            response = api_error(
+                "unauthorized",
+                "A valid API token is required: Authorization: Bearer <token>. Revoked or expired tokens are refused.",
+                401,
+            )
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
-        g.api_user = user
         return view(*args, **kwargs)
 
     for status in TOKEN_RESPONSES:

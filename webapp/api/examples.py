@@ -24,3 +24,29 @@ REJECTED_FILE = {
 BATCH = {"predictions": [PREDICTION]}
 PARTIAL_BATCH = {"predictions": [PREDICTION, REJECTED_FILE]}
 PAGE = {"predictions": [PREDICTION], "page": 1, "per_page": 50, "total": 1, "pages": 1}
+TOKEN = {
+    "id": 7,
+    "name": "pacs-bridge",
+    "state": "active",
+    "created_at": "2026-12-01T09:00:00Z",
+    "expires_at": "2027-03-01T09:00:00Z",
+    "last_used_at": "2026-12-01T09:30:00Z",
+    "revoked_at": None,
+}
+TOKENS = {"tokens": [TOKEN]}
+AUDIT_PAGE = {
+    "events": [
+        {
+            "id": 120,
+            "time": "2026-12-01T09:31:02.114Z",
+            "user": "dr-lee",
+            "action": "prediction_viewed",
+            "detail": "prediction 42; detail page",
+            "ip": "10.0.4.17",
+        }
+    ],
+    "page": 1,
+    "per_page": 50,
+    "total": 1,
+    "pages": 1,
+}

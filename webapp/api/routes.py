@@ -8,15 +8,20 @@ per other status the operation can answer.
 
 from flask import current_app, g, jsonify
 
+from ..access import request_token, revoke_token
+from ..audit_log import audit_query
 from ..extensions import db
 from ..history.filters import prediction_query
-from ..models import SOURCE_API, Prediction
+from ..models import SOURCE_API, ApiToken, Prediction, record_audit
+from ..ratelimits import upload_per_token, upload_per_user
 from ..screening.service import UploadRejected, screen_batch
 from . import BASE_PATH, bp, examples
 from .auth import token_required
 from .errors import api_error
 from .schemas import (
     MAX_ID,
+    AuditEventPageSchema,
+    AuditFilterSchema,
     BatchErrorSchema,
     ErrorSchema,
     PartialBatchSchema,
@@ -25,12 +30,16 @@ from .schemas import (
     PredictionPageSchema,
     PredictionSchema,
     RejectedFileSchema,
+    TokenListSchema,
+    TokenSchema,
     UploadSchema,
 )
 from .spec import openapi_document
 
 
 @bp.route("/predictions", methods=["POST"])
+@upload_per_user
+@upload_per_token
 @token_required
 @bp.arguments(UploadSchema, location="files", description="multipart/form-data, the files in parts named `file`")
 @bp.response(201, PredictionBatchSchema, description="Every file was screened and logged.", example=examples.BATCH)
@@ -79,10 +88,14 @@ def create_predictions(upload):
             max(statuses, key=statuses.count),
             predictions=RejectedFileSchema(many=True).dump(refused),
         )
-    if refused:
-        items = [outcome.prediction or outcome for outcome in outcomes]
-        return jsonify(PartialBatchSchema().dump({"predictions": items})), 207
-    return {"predictions": [outcome.prediction for outcome in outcomes]}
+    # The answer to the upload that sent them is the one place the names as sent are echoed.
+    items = [
+        PredictionSchema().dump(outcome.prediction) | {"filename": outcome.filename}
+        if outcome.prediction
+        else RejectedFileSchema().dump(outcome)
+        for outcome in outcomes
+    ]
+    return jsonify(predictions=items), 207 if refused else 201
 
 
 @bp.route(f"/predictions/<int(min=1, max={MAX_ID}):id>", methods=["GET"])
@@ -98,6 +111,8 @@ def get_prediction(id: int):  # `id`: the path parameter's published name
         return api_error("not_found", f"No prediction {id}.", 404)
     if not prediction.visible_to(g.api_user):
         return api_error("forbidden", "You can only read your own predictions.", 403)
+    record_audit(g.api_user.username, "prediction_viewed", f"prediction {prediction.id}", "api")
+    db.session.commit()
     return prediction
 
 
@@ -123,6 +138,60 @@ def list_predictions(filters: dict):
         "total": page.total,
         "pages": page.pages,
     }
+
+
+@bp.route("/audit-events", methods=["GET"])
+@token_required
+@bp.arguments(AuditFilterSchema, location="query")
+@bp.response(200, AuditEventPageSchema, description="One page of events, newest first.", example=examples.AUDIT_PAGE)
+@bp.alt_response(403, response="FORBIDDEN")
+@bp.doc(operationId="listAuditEvents")
+def list_audit_events(filters: dict):
+    """The audit trail (administrators)
+
+    Who did what, when and from which address: sign-ins, views of films, exports, token and user
+    administration. Filters combine (AND); `user` is the acting user name.
+    """
+    if not g.api_user.is_admin:
+        return api_error("forbidden", "The audit trail is for administrators.", 403)
+    page_number, per_page = filters.pop("page"), filters.pop("per_page")
+    page = db.paginate(audit_query(**filters), page=page_number, per_page=per_page, error_out=False)
+    return {"events": page.items, "page": page.page, "per_page": per_page, "total": page.total, "pages": page.pages}
+
+
+@bp.route("/tokens", methods=["GET"])
+@token_required
+@bp.response(200, TokenListSchema, description="Your API tokens, oldest first.", example=examples.TOKENS)
+@bp.doc(operationId="listTokens")
+def list_tokens():
+    """Your API tokens
+
+    Name, state, expiry and last use of each of your tokens; never a secret (those are shown once,
+    when a token is issued).
+    """
+    return {"tokens": g.api_user.tokens}
+
+
+@bp.route(f"/tokens/<int(min=1, max={MAX_ID}):id>", methods=["DELETE"])
+@token_required
+@bp.response(200, TokenSchema, description="The token, now revoked.", example=examples.TOKEN)
+@bp.alt_response(404, response="NOT_FOUND")
+@bp.alt_response(409, schema=ErrorSchema, description="`token_in_use`: the token this request is signed with.")
+@bp.doc(operationId="revokeToken")
+def revoke_own_token(id: int):  # `id`: the path parameter's published name
+    """Revoke one of your API tokens
+
+    Not the one this request uses (so a script cannot lock itself out by mistake): revoke that one
+    with another token, on the admin page or with `flask users revoke-token`.
+    """
+    token = db.session.get(ApiToken, id)
+    if token is None or token.user_id != g.api_user.id:
+        return api_error("not_found", f"You have no token {id}.", 404)
+    if token.id == request_token().id:
+        return api_error("token_in_use", "This request is signed with that token; revoke it with another one.", 409)
+    revoke_token(token)
+    db.session.commit()
+    return token
 
 
 @bp.route("/openapi.json", methods=["GET"])

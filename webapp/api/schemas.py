@@ -114,7 +114,13 @@ class FeedbackSchema(ResponseSchema):
 
 class PredictionSchema(ResponseSchema):
     id = fields.Integer(required=True, metadata={"example": 42})
-    filename = fields.String(required=True, metadata={"description": "sanitised original file name"})
+    filename = fields.String(
+        required=True,
+        metadata={
+            "description": "the stored name: upload-<id>-<n>.<ext> unless STORE_ORIGINAL_FILENAMES; "
+            "the answer to an upload echoes the name as sent"
+        },
+    )
     label = fields.String(required=True, validate=validate.OneOf(VERDICTS))
     probabilities = fields.Nested(
         ProbabilitiesSchema, required=True, metadata={"description": f"calibrated {NORMAL}/{PNEUMONIA}; sum to 1"}
@@ -224,5 +230,55 @@ class PredictionFilterSchema(Schema):
     reviewed = fields.String(
         validate=validate.OneOf(["yes", "no"]), metadata={"description": "with or without a radiologist reading"}
     )
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
+    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_PER_PAGE))
+
+
+# --- tokens and the audit trail -------------------------------------------------
+
+
+class TokenSchema(ResponseSchema):
+    """An API token as its owner sees it: never the secret, which is shown once when issued."""
+
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    state = fields.String(required=True, validate=validate.OneOf(["active", "expired", "revoked"]))
+    created_at = UtcDateTime(required=True)
+    expires_at = UtcDateTime(required=True)
+    last_used_at = UtcDateTime(required=True, allow_none=True, metadata={"description": "to the minute"})
+    revoked_at = UtcDateTime(required=True, allow_none=True)
+
+
+class TokenListSchema(ResponseSchema):
+    tokens = fields.List(fields.Nested(TokenSchema), required=True)
+
+
+class AuditEventSchema(ResponseSchema):
+    id = fields.Integer(required=True)
+    time = UtcDateTime(required=True, attribute="created_at")
+    user = fields.String(required=True, attribute="actor", metadata={"description": "user name, or cli"})
+    action = fields.String(required=True, metadata={"example": "prediction_viewed"})
+    detail = fields.Method("detail_text", required=True, metadata={"description": "target and details"})
+    ip = fields.String(required=True, metadata={"description": "client address; empty for the command line"})
+
+    def detail_text(self, event) -> str:
+        return "; ".join(part for part in (event.target, event.details) if part)
+
+
+class AuditEventPageSchema(ResponseSchema):
+    events = fields.List(fields.Nested(AuditEventSchema), required=True, metadata={"description": "newest first"})
+    page = fields.Integer(required=True)
+    per_page = fields.Integer(required=True)
+    total = fields.Integer(required=True)
+    pages = fields.Integer(required=True)
+
+
+class AuditFilterSchema(Schema):
+    error_code = "invalid_filter"  # read by errors.ArgumentParser
+
+    action = fields.String(validate=[validate.Length(max=64), PRINTABLE], metadata={"example": "sign_in"})
+    user = fields.String(validate=[validate.Length(max=64), PRINTABLE], metadata={"description": "username"})
+    date_from = fields.Date(metadata={"description": "first day (UTC), inclusive"})
+    date_to = fields.Date(metadata={"description": "last day (UTC), inclusive"})
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
     per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=MAX_PER_PAGE))

@@ -100,7 +100,7 @@ def create_validation_run():
     return run
 
 
-@bp.route("/validation-runs/<int:run_id>", methods=["GET"])
+@bp.route(f"/validation-runs/<int(min=1, max={MAX_ID}):run_id>", methods=["GET"])
 @admin_token_required
 @bp.response(200, ValidationRunSchema)
 @bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")

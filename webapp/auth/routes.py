@@ -4,7 +4,7 @@ from flask import current_app, flash, redirect, render_template, request, sessio
 from flask_login import current_user, login_required, logout_user
 
 from ..extensions import db
-from ..models import record_audit
+from ..models import User, record_audit
 from ..responses import safe_next
 from . import bp, credentials, sessions, throttle
 from .directory import DirectoryUnavailable
@@ -31,7 +31,7 @@ def login():
         if not attempt.granted:
             wait = attempt.wait_seconds
             flash(f"Too many failed sign-in attempts. Please wait {wait} seconds and try again.", "error")
-            record_audit(username[:64], "sign_in_failed", details="delayed after repeated failures")
+            record_audit(_audited_name(username), "sign_in_failed", details="delayed after repeated failures")
             db.session.commit()
             status, headers = 429, {"Retry-After": str(wait)}
         else:
@@ -41,19 +41,25 @@ def login():
                 log.warning("directory sign-in unavailable: %s", exc)
                 throttle.give_back(attempt)
                 flash(DIRECTORY_DOWN, "error")
-                record_audit(username[:64], "sign_in_failed", details="directory unreachable")
+                record_audit(_audited_name(username), "sign_in_failed", details="directory unreachable")
                 db.session.commit()
                 return render_template("auth/login.html", form=form), 503
             if outcome.user is not None:
                 throttle.succeeded(attempt)
                 return _signed_in(outcome.user)
             flash(outcome.refusal, "error")
-            record_audit(username[:64], "sign_in_failed", details=outcome.refusal)
+            record_audit(_audited_name(username), "sign_in_failed", details=outcome.refusal)
             db.session.commit()
             status = 401
     elif form.is_submitted():
         status = 400
     return render_template("auth/login.html", form=form), status, headers
+
+
+def _audited_name(username: str) -> str:
+    # Only names of accounts we know reach the audit trail: what was typed for an unknown one may be
+    # a password (typed into the wrong field) and must not be kept.
+    return username if User.by_username(username) else "(unknown)"
 
 
 def _signed_in(user):

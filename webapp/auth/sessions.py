@@ -14,6 +14,7 @@ import time
 from flask import current_app, flash, session
 from flask_login import login_user
 
+from ..access import revoke_tokens
 from ..models import User
 
 VERSION, SIGNED_IN_AT, SEEN_AT = "session_version", "signed_in_at", "seen_at"
@@ -42,10 +43,12 @@ def end_sessions(user: User) -> None:
     user.session_version += 1
 
 
-def end_all_access(user: User) -> None:
+def end_all_access(user: User, reason: str = "access ended") -> int:
     """End everything `user` is signed in with (the caller commits): a password reset by someone else,
-    deactivation. The one place where a user's access ends; revoking the user's API tokens belongs here."""
+    deactivation. The one place where a user's access ends: sessions, and API tokens (revoked and
+    audited, `reason` in the trail). Returns how many tokens were revoked."""
     end_sessions(user)
+    return revoke_tokens(user, reason=reason)
 
 
 def still_valid(user: User) -> bool:

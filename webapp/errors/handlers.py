@@ -3,11 +3,13 @@
 import logging
 
 from flask import Flask, make_response, render_template, request
+from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from ..api.errors import api_error
 from ..extensions import db
+from ..ratelimits import retry_after_seconds
 from ..responses import wants_json
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,9 @@ def handle_http(exc: HTTPException):
     from flask import current_app
 
     status = exc.code or 500
-    message = MESSAGES.get(status, exc.description or "")
+    # A message written for this refusal (e.g. which parameter is out of range) beats the generic one.
+    specific = exc.description if exc.description != type(exc).description else None
+    message = specific or MESSAGES.get(status, exc.description or "")
     message = message.format(max_mb=current_app.config["MAX_UPLOAD_MB"])
     code = {413: "too_large"}.get(status, (exc.name or "error").lower().replace(" ", "_"))
     response = make_response(_respond(status, code, message))
@@ -51,6 +55,12 @@ def handle_csrf(exc: CSRFError):
     )
 
 
+def handle_rate_limited(exc: RateLimitExceeded):
+    response = make_response(_respond(429, "too_many_requests", MESSAGES[429]))
+    response.headers["Retry-After"] = str(retry_after_seconds())
+    return response
+
+
 def handle_unexpected(exc: Exception):
     db.session.rollback()  # leave nothing half-written behind the error
     log.exception("unhandled error on %s %s", request.method, request.path)
@@ -59,6 +69,7 @@ def handle_unexpected(exc: Exception):
 
 def register(app: Flask) -> None:
     app.register_error_handler(CSRFError, handle_csrf)
+    app.register_error_handler(RateLimitExceeded, handle_rate_limited)
     app.register_error_handler(HTTPException, handle_http)
     app.register_error_handler(InternalServerError, handle_unexpected)
     app.register_error_handler(Exception, handle_unexpected)

@@ -2,6 +2,7 @@ from flask import current_app, render_template, request
 from flask_login import current_user
 
 from ..extensions import db
+from ..params import MAX_PAGE, int_arg
 from . import bp
 from .filters import HistoryFilterForm, filter_args, filtered_predictions
 
@@ -11,9 +12,11 @@ def render_history(owner, title: str, endpoint: str, show_user: bool):
     valid = form.validate()
     page = db.paginate(
         filtered_predictions(form, owner) if valid else filtered_predictions(HistoryFilterForm(formdata=None), owner),
+        page=int_arg("page", 1, 1, MAX_PAGE),
         per_page=current_app.config["HISTORY_PAGE_SIZE"],
         error_out=False,
     )
+    # Invalid filters: the page explains them (400) and lists unfiltered rows meanwhile.
     return render_template(
         "history/list.html",
         form=form,
@@ -22,7 +25,7 @@ def render_history(owner, title: str, endpoint: str, show_user: bool):
         endpoint=endpoint,
         args=filter_args(form) if valid else {},
         show_user=show_user,
-    )
+    ), 200 if valid else 400
 
 
 @bp.route("/")

@@ -17,7 +17,7 @@ import re
 import warnings
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageMode, ImageOps
 
 from .image import (
     LOW_RES_SIDE,
@@ -25,6 +25,7 @@ from .image import (
     DecodedImage,
     DecodeError,
     check_dimensions,
+    check_memory,
     scale_to_unit,
     shrink,
     too_large,
@@ -80,18 +81,19 @@ _ACTIVE_CONTENT = re.compile(rb"<(?i:script|iframe|html[\s>]|\?php\s)")
 _BAD_PREAMBLES = (b"MZ", b"\x7fELF", b"PK", b"%PDF", b"#!", b"\xca\xfe\xba\xbe", b"\xcf\xfa\xed\xfe")
 
 
-def decode(data: bytes, *, target_size: int | None = None) -> DecodedImage:
+def decode(data: bytes, *, target_size: int | None = None, memory_mb: int | None = None) -> DecodedImage:
     """Decode `data` or raise DecodeError. `target_size` is the model's input side:
-    big images may be reduced on the way, but never below that many pixels."""
+    big images may be reduced on the way, but never below that many pixels. `memory_mb`
+    caps the decoded pixels (default DEFAULT_DECODE_MEMORY_MB), checked before decoding."""
     kind = sniff(data)
     _refuse_polyglots(data, kind)
     try:
         if kind == "DICOM":
             from . import dicom  # pydicom is only imported when needed
 
-            image = dicom.decode_dicom(data, target_size=target_size)
+            image = dicom.decode_dicom(data, target_size=target_size, memory_mb=memory_mb)
         else:
-            image = _decode_raster(data, kind, target_size)
+            image = _decode_raster(data, kind, target_size, memory_mb)
         return _with_shape_checks(image)
     except DecodeError:
         raise
@@ -164,17 +166,26 @@ def _refuse_polyglots(data: bytes, kind: str) -> None:
         )
 
 
-def _decode_raster(data: bytes, kind: str, target_size: int | None) -> DecodedImage:
+def _decode_raster(data: bytes, kind: str, target_size: int | None, memory_mb: int | None) -> DecodedImage:
     image = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS[kind])
     width, height = image.size
     check_dimensions(width, height)
     if target_size and image.format in ("JPEG", "MPO"):
         # DCT-domain scaling (1/2, 1/4, 1/8) keeps both sides >= target_size.
         image.draft(image.mode if image.mode in ("L", "RGB") else None, (target_size, target_size))
+    check_memory(*image.size, *_decoded_sample_shape(image), memory_mb)  # after draft: what load() allocates
     image.load()  # the full decode happens here, inside the caller's error handling
     image, (width, height) = _orient(image, (width, height))
     pixels, colourfulness = _to_gray(image, target_size)
     return DecodedImage(pixels, kind, width, height, colourfulness)
+
+
+def _decoded_sample_shape(image: Image.Image) -> tuple[int, int]:
+    """Channels and bytes per sample of the decoded pixels, from the header. A palette image
+    counts as the RGB(A) it is converted to."""
+    if image.mode in ("P", "PA"):
+        return (4 if image.mode == "PA" or "transparency" in image.info else 3), 1
+    return len(image.getbands()), np.dtype(ImageMode.getmode(image.mode).typestr).itemsize
 
 
 def _orient(image: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, tuple[int, int]]:

@@ -31,6 +31,7 @@ from .image import (
     DecodedImage,
     DecodeError,
     check_dimensions,
+    check_memory,
     scale_to_unit,
     shrink,
 )
@@ -116,7 +117,7 @@ _NOT_CHEST_PARTS = (
 )
 
 
-def decode_dicom(data: bytes, *, target_size: int | None = None) -> DecodedImage:
+def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int | None = None) -> DecodedImage:
     try:
         ds = dcmread(io.BytesIO(data), specific_tags=_NEEDED_TAGS)
     except Exception as exc:  # noqa: BLE001  any parse failure is a damaged file
@@ -137,6 +138,9 @@ def decode_dicom(data: bytes, *, target_size: int | None = None) -> DecodedImage
         )
     rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     check_dimensions(columns, rows)
+    # One frame is decoded: its samples at the allocated width.
+    samples, bits = int(ds.get("SamplesPerPixel") or 1), int(ds.get("BitsAllocated") or 8)
+    check_memory(columns, rows, samples, max(1, (bits + 7) // 8), memory_mb)
     if tsyntax.is_encapsulated:
         _check_frame_header(ds, tsyntax, rows, columns)
 

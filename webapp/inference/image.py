@@ -15,6 +15,11 @@ import numpy as np
 MAX_PIXELS = 36_000_000
 # No real radiograph is longer than this on one side; a 60000x100 "image" is an attack.
 MAX_SIDE = 16_384
+# Memory one decode may take by default, counted as pixels x channels x bytes per sample from
+# the header: room for an 18.5 MP detector image as 16-bit gray (37 MB) or 8-bit RGB (55 MB),
+# while a 6000x6000 RGBA PNG (144 MB raw, about 0.65 GB at the peak of decoding) is refused.
+DEFAULT_DECODE_MEMORY_MB = 100
+MB = 1024 * 1024
 # Smaller than this on the short side there is nothing left to read.
 MIN_SIDE = 32
 # Short sides below this are decoded but answered UNKNOWN: too coarse to assess.
@@ -92,6 +97,19 @@ def check_dimensions(width: int, height: int) -> None:
         raise DecodeError(
             "too_small",
             f"The image is {width}x{height} pixels; at least {MIN_SIDE} pixels on each side are needed.",
+        )
+
+
+def check_memory(width: int, height: int, channels: int, bytes_per_sample: int, budget_mb: int | None) -> None:
+    """Refuse, from the header alone, an image whose decoded pixels would exceed the budget."""
+    budget = (budget_mb or DEFAULT_DECODE_MEMORY_MB) * MB
+    needed = width * height * channels * bytes_per_sample
+    if needed > budget:
+        raise DecodeError(
+            "too_large_to_decode",
+            f"Decoding this image ({width}x{height} pixels, {channels} channel(s) of {bytes_per_sample} byte(s)) "
+            f"would need {needed / MB:.0f} MB of memory; this server decodes at most {budget // MB} MB per image. "
+            "Export the film as 8-bit grayscale or at a smaller size.",
         )
 
 

@@ -1,10 +1,14 @@
-from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
+from urllib.parse import urlsplit
+
+from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
 from ..extensions import db
 from ..inference.overlay import layer_png, stored_overlay_png
 from ..models import Feedback, Prediction, record_audit, utcnow
 from ..notes import INTENDED_USE, NOTES
+from ..params import int_args
+from ..ratelimits import upload_per_user
 from ..responses import form_errors, wants_json
 from . import bp, review_copy
 from .batch import reading_order, summarise
@@ -18,6 +22,13 @@ def visible_prediction(prediction_id: int) -> Prediction:
         abort(404)
     if not prediction.visible_to(current_user):
         abort(403)
+    return prediction
+
+
+def viewed(prediction: Prediction, what: str) -> Prediction:
+    """Every look at a patient's film is in the audit trail: who, when, from where, which view."""
+    record_audit(current_user.username, "prediction_viewed", f"prediction {prediction.id}", what)
+    db.session.commit()
     return prediction
 
 
@@ -39,6 +50,7 @@ def index():
 
 
 @bp.route("/screen", methods=["GET", "POST"])
+@upload_per_user
 def upload():
     form = UploadForm()
     if request.method == "GET":
@@ -59,6 +71,10 @@ def upload():
         return _refused(form, errors, max((o.rejection.status for o in outcomes), default=400))
     for error in errors:
         flash(f"{error['filename']}: {error['message']}", "error")
+    if not current_app.config["STORE_ORIGINAL_FILENAMES"]:
+        # Shown once on the results page that follows, then dropped: kept in this browser's
+        # session cookie only, never in the database. Shortened to keep the cookie small.
+        session["sent_names"] = {str(o.prediction.id): o.filename[:80] for o in outcomes if o.prediction}
     target = url_for("screening.results", id=ids)
     return jsonify(redirect=target) if wants_json() else redirect(target, code=303)
 
@@ -71,10 +87,13 @@ def _refused(form, errors, status):
 
 @bp.route("/screen/results")
 def results():
-    ids = request.args.getlist("id", type=int)[: current_app.config["MAX_FILES_PER_UPLOAD"]]
+    ids = int_args("id")[: current_app.config["MAX_FILES_PER_UPLOAD"]]
     if not ids:
         return redirect(url_for("screening.upload"))
     predictions = [visible_prediction(i) for i in ids]
+    for prediction in predictions:
+        record_audit(current_user.username, "prediction_viewed", f"prediction {prediction.id}", "results page")
+    db.session.commit()
     order = "upload" if request.args.get("order") == "upload" else "verdict"
     return render_template(
         "screening/results.html",
@@ -82,6 +101,7 @@ def results():
         summary=summarise(predictions),
         order=order,
         ids=ids,
+        sent_names=session.pop("sent_names", {}),
         notes=NOTES,
         intended_use=INTENDED_USE,
         feedback_form=FeedbackForm,
@@ -90,7 +110,7 @@ def results():
 
 @bp.route("/predictions/<int:prediction_id>")
 def detail(prediction_id: int):
-    prediction = visible_prediction(prediction_id)
+    prediction = viewed(visible_prediction(prediction_id), "detail page")
     return render_template(
         "screening/detail.html",
         prediction=prediction,
@@ -104,7 +124,7 @@ def detail(prediction_id: int):
 def print_view(prediction_id: int):
     return render_template(
         "screening/print.html",
-        p=visible_prediction(prediction_id),
+        p=viewed(visible_prediction(prediction_id), "print view"),
         notes=NOTES,
         intended_use=INTENDED_USE,
         printed_at=utcnow(),
@@ -125,18 +145,18 @@ def reviewable_prediction(prediction_id: int) -> Prediction:
 
 @bp.route("/predictions/<int:prediction_id>/image.png")
 def image(prediction_id: int):
-    return _png(reviewable_prediction(prediction_id).review_png)
+    return _png(viewed(reviewable_prediction(prediction_id), "image").review_png)
 
 
 @bp.route("/predictions/<int:prediction_id>/heatmap.png")
 def heatmap(prediction_id: int):
-    prediction = reviewable_prediction(prediction_id)
+    prediction = viewed(reviewable_prediction(prediction_id), "heat map")
     return _png(stored_overlay_png(prediction.review_png, prediction.heatmap_png))
 
 
 @bp.route("/predictions/<int:prediction_id>/heatmap-layer.png")
 def heatmap_layer(prediction_id: int):
-    return _png(layer_png(visible_prediction(prediction_id).heatmap_png))
+    return _png(layer_png(viewed(visible_prediction(prediction_id), "heat map layer").heatmap_png))
 
 
 @bp.route("/predictions/<int:prediction_id>/feedback", methods=["POST"])
@@ -155,9 +175,16 @@ def feedback(prediction_id: int):
         record_audit(current_user.username, "feedback.save", f"prediction {prediction.id}", review.label)
     db.session.commit()
     flash("Review saved. Thank you: reviews are how we measure the model.", "info")
-    return redirect(
-        request.form.get("back")
-        if request.form.get("back", "").startswith("/screen/results")
-        else url_for("screening.detail", prediction_id=prediction.id),
-        code=303,
+    back = request.form.get("back", "")
+    return redirect(back if _is_results_path(back) else url_for("screening.detail", prediction_id=prediction.id), 303)
+
+
+def _is_results_path(target: str) -> bool:
+    """Only our own results page, and nothing a Location header could be split or redirected by."""
+    return (
+        target.startswith("/screen/results")
+        and target.isprintable()
+        and target.isascii()
+        and not any(ch in target for ch in "\\ ")
+        and not urlsplit(target).netloc
     )

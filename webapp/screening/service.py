@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from flask import current_app
 
 from ..extensions import db
-from ..filenames import sanitize_filename
+from ..filenames import anonymous_filename, sanitize_filename
 from ..inference.analyzer import Analysis
 from ..inference.decode import DecodeError, decode
 from ..inference.image import DecodedImage
@@ -41,7 +41,7 @@ class UploadRejected(Exception):
 class Screened:
     """One file's outcome: a logged prediction, or the reason it was refused."""
 
-    filename: str  # sanitised, as stored and shown
+    filename: str  # the sanitised original: echoed to the sender, stored only with STORE_ORIGINAL_FILENAMES
     prediction: Prediction | None = None
     rejection: UploadRejected | None = None
 
@@ -73,28 +73,35 @@ def screen_batch(
     uploads = list(uploads)
     check_batch_size(len(uploads))
     outcomes = []
-    for raw_name, data in uploads:
+    for index, (raw_name, data) in enumerate(uploads, start=1):
         filename = sanitize_filename(raw_name)
         try:
-            outcomes.append(Screened(filename, prediction=screen_upload(user, filename, data, source)))
+            outcomes.append(Screened(filename, prediction=screen_upload(user, filename, data, source, index)))
         except UploadRejected as exc:
             outcomes.append(Screened(filename, rejection=exc))
     return outcomes
 
 
-def screen_upload(user: User, filename: str, data: bytes, source: str = SOURCE_UPLOAD) -> Prediction:
+def screen_upload(
+    user: User, filename: str, data: bytes, source: str = SOURCE_UPLOAD, index: int = 1
+) -> Prediction:
     started = time.perf_counter()
     model = analyzer()
     try:
-        image = decode(data, target_size=model.input_size)
+        image = decode(data, target_size=model.input_size, memory_mb=current_app.config["DECODE_MEMORY_MB"])
     except DecodeError as exc:
-        status = 415 if exc.code in UNSUPPORTED_CODES else 422
+        status = 415 if exc.code in UNSUPPORTED_CODES else 413 if exc.code == "too_large_to_decode" else 422
         raise UploadRejected(exc.code, exc.message, status) from exc
     background = current_app.config["REVIEW_COPY_IN_BACKGROUND"]
     prediction, _, later = analyse(model, image, data, review_in_background=background)
     prediction.user_id, prediction.filename, prediction.source = user.id, filename, source
     prediction.latency_ms = round((time.perf_counter() - started) * 1000.0, 2)
     db.session.add(prediction)
+    if not current_app.config["STORE_ORIGINAL_FILENAMES"]:
+        # The neutral name needs the row's id: same transaction, the original never reaches the database.
+        prediction.filename = ""
+        db.session.flush()
+        prediction.filename = anonymous_filename(prediction.id, index, filename)
     db.session.commit()
     if later:
         size = current_app.config["REVIEW_IMAGE_SIZE"]

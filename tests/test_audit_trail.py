@@ -1,0 +1,192 @@
+"""The audit trail: who did what, when, from where; filters, the admin API, retention, append-only."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.exc import DBAPIError
+
+from tests.factories import add_prediction
+from tests.helpers import PASSWORDS, csrf_token
+from webapp.extensions import db
+from webapp.models import AuditEvent, record_audit, utcnow
+
+FIVE = {"sign_in", "sign_in_failed", "prediction_viewed", "export", "sign_out"}
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def events(client, token: str, query: str = "") -> dict:
+    response = client.get(f"/api/v1/audit-events{query}", headers=bearer(token))
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+@pytest.fixture
+def prediction_id(app, clinician_user) -> int:
+    with app.app_context():
+        return add_prediction(clinician_user)
+
+
+def test_five_actions_are_listed_with_user_time_and_address(app, client, auth, admin_user, prediction_id, admin_token):
+    auth.login("clin", "not-the-password")
+    auth.login("admin")
+    assert client.get(f"/predictions/{prediction_id}").status_code == 200
+    assert client.get("/admin/history.csv").status_code == 200
+    auth.logout()
+
+    body = events(client, admin_token)
+    assert set(body) >= {"events", "page", "per_page", "total", "pages"}
+    listed = {e["action"]: e for e in body["events"]}
+    assert set(listed) >= FIVE
+    for action in FIVE:
+        item = listed[action]
+        assert set(item) >= {"id", "time", "user", "action", "detail", "ip"}
+        assert item["user"] == ("clin" if action == "sign_in_failed" else "admin")
+        assert item["ip"] == "127.0.0.1"
+        assert abs(datetime.fromisoformat(item["time"]) - utcnow()) < timedelta(minutes=5)
+    assert listed["prediction_viewed"]["detail"] == f"prediction {prediction_id}; detail page"
+    assert listed["sign_in_failed"]["detail"]  # why it failed
+
+
+def test_every_way_of_seeing_a_film_is_recorded(
+    app, client, auth, clinician_user, prediction_id, api_token, admin_token
+):
+    auth.login("clin")
+    for path in (
+        f"/screen/results?id={prediction_id}",
+        f"/predictions/{prediction_id}",
+        f"/predictions/{prediction_id}/image.png",
+        f"/predictions/{prediction_id}/heatmap.png",
+    ):
+        assert client.get(path).status_code == 200
+    assert client.get(f"/api/v1/predictions/{prediction_id}", headers=bearer(api_token)).status_code == 200
+    views = events(client, admin_token, "?action=prediction_viewed")["events"]
+    assert sorted(e["detail"].split("; ")[1] for e in views) == sorted(
+        ["results page", "detail page", "image", "heat map", "api"]
+    )
+    assert {e["user"] for e in views} == {"clin"}
+
+
+def test_filters_and_pages(app, client, auth, admin_token, clinician_user):
+    auth.login("clin")
+    auth.logout()
+    auth.login("clin", "wrong-password-here")
+    assert [e["action"] for e in events(client, admin_token, "?action=sign_out")["events"]] == ["sign_out"]
+    assert {e["user"] for e in events(client, admin_token, "?user=clin")["events"]} == {"clin"}
+    first = events(client, admin_token, "?user=clin&per_page=2")
+    assert (first["total"], first["pages"], len(first["events"])) == (3, 2, 2)
+    second = events(client, admin_token, "?user=clin&per_page=2&page=2")
+    assert len(second["events"]) == 1 and second["events"][0]["id"] < first["events"][-1]["id"]  # newest first
+    today = utcnow().date()
+    assert events(client, admin_token, f"?date_from={today}&date_to={today}")["total"] >= 3
+    assert events(client, admin_token, f"?date_to={today - timedelta(days=1)}")["total"] == 0
+    # The last representable day is a valid filter (no date arithmetic overflows on it).
+    assert events(client, admin_token, "?date_to=9999-12-31")["total"] >= 3
+    for bad in ("?date_from=soon", "?date_from=2026-02-30", "?page=99999999999999999999", "?per_page=0"):
+        response = client.get(f"/api/v1/audit-events{bad}", headers=bearer(admin_token))
+        assert response.status_code == 400 and response.json["error"]["message"], bad
+
+
+def test_only_admins_read_it(client, api_token, auth, clinician_user):
+    response = client.get("/api/v1/audit-events", headers=bearer(api_token))
+    assert response.status_code == 403 and response.json["error"]["code"] == "forbidden"
+    auth.login("clin")
+    assert client.get("/admin/audit").status_code == 403
+
+
+def test_admin_page_filters_and_paginates(app, client, auth, admin_user):
+    with app.app_context():
+        for i in range(60):
+            record_audit("robot", "prediction_viewed", f"prediction {i}")
+        db.session.commit()
+    auth.login("admin")
+    html = client.get("/admin/audit?action=prediction_viewed&user=robot").get_data(as_text=True)
+    assert "Page 1 of 2 (60 events)" in html and "action=prediction_viewed" in html and "user=robot" in html
+    assert "sign_in" not in html.split("<tbody>")[1]
+    older = client.get("/admin/audit?action=prediction_viewed&user=robot&page=2").get_data(as_text=True)
+    assert "Page 2 of 2" in older
+    assert client.get("/admin/audit?date_to=9999-12-31").status_code == 200
+    assert client.get("/admin/audit?date_to=someday").status_code == 400
+    assert client.get("/admin/audit?page=99999999999999999999").status_code == 400
+
+
+@pytest.mark.app_config(TRUSTED_PROXIES=1)
+def test_address_behind_a_trusted_proxy(app, client, admin_token):
+    token = csrf_token(client, "/auth/login")
+    client.post(
+        "/auth/login",
+        data={"username": "admin", "password": "wrong-password", "csrf_token": token},
+        headers={"X-Forwarded-For": "203.0.113.9"},
+    )
+    (failed,) = events(client, admin_token, "?action=sign_in_failed")["events"]
+    assert failed["ip"] == "203.0.113.9"
+
+
+def test_forwarded_header_ignored_without_trusted_proxies(app, client, admin_token):
+    token = csrf_token(client, "/auth/login")
+    client.post(
+        "/auth/login",
+        data={"username": "admin", "password": "wrong-password", "csrf_token": token},
+        headers={"X-Forwarded-For": "203.0.113.9"},
+    )
+    (failed,) = events(client, admin_token, "?action=sign_in_failed")["events"]
+    assert failed["ip"] == "127.0.0.1"
+
+
+def test_prune_deletes_only_past_retention_and_is_itself_audited(app, runner):
+    with app.app_context():
+        old, recent = utcnow() - timedelta(days=2556), utcnow() - timedelta(days=2554)
+        db.session.add_all(
+            [
+                AuditEvent(actor="a", action="sign_in", created_at=old),
+                AuditEvent(actor="b", action="sign_in", created_at=recent),
+            ]
+        )
+        db.session.commit()
+    result = runner.invoke(args=["audit", "prune"])
+    assert result.exit_code == 0 and "Deleted 1 audit event(s) older than 2555 days" in result.output
+    with app.app_context():
+        left = {(e.actor, e.action) for e in db.session.scalars(db.select(AuditEvent))}
+    assert left == {("b", "sign_in"), ("cli", "audit_pruned")}
+    assert "Deleted 1" in runner.invoke(args=["audit", "prune", "--days", "1"]).output
+
+
+def test_the_database_refuses_to_change_an_event(app):
+    with app.app_context():
+        record_audit("admin", "sign_in")
+        db.session.commit()
+        with pytest.raises(DBAPIError, match="append-only"):
+            db.session.execute(update(AuditEvent).values(actor="someone-else"))
+            db.session.flush()
+        db.session.rollback()
+        assert db.session.scalar(db.select(AuditEvent.actor)) == "admin"
+
+
+def test_no_password_or_token_ever_reaches_it(app, client, runner, auth, admin_user, clinician_user):
+    secrets = ["created-pass-123", "reset-pass-4567", "admin-reset-pass-89", "typed-as-username-00"]
+    runner.invoke(args=["users", "create", "newbie", "--password", secrets[0]])
+    secrets.append(runner.invoke(args=["users", "token", "newbie", "--name", "n"]).output.strip().splitlines()[-1])
+    runner.invoke(args=["users", "reset-password", "newbie", "--password", secrets[1]])
+    auth.login("admin")
+    page = client.post(
+        f"/admin/users/{clinician_user}/tokens", data={"csrf_token": csrf_token(client, "/admin/users"), "name": "t"}
+    ).get_data(as_text=True)
+    secrets.append(page.split('<code class="token">')[1].split("<")[0])
+    client.post(
+        f"/admin/users/{clinician_user}/password",
+        data={"csrf_token": csrf_token(client, "/admin/users"), "password": secrets[2]},
+    )
+    auth.logout()
+    auth.login(secrets[3], PASSWORDS["admin"])  # a password typed into the user name field
+    auth.login("admin", secrets[3])
+    with app.app_context():
+        rows = db.session.scalars(db.select(AuditEvent)).all()
+        text = " ".join(f"{e.actor} {e.action} {e.target} {e.details} {e.ip}" for e in rows)
+    assert {"token_issued", "token_revoked", "sign_in_failed"} <= {e.action for e in rows}
+    for secret in secrets + list(PASSWORDS.values()):
+        assert secret not in text

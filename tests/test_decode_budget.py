@@ -1,0 +1,98 @@
+"""The memory budget per decode: pixels x channels x bytes per sample, checked from the header."""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+
+from tests.helpers import issue_token
+from tests.image_samples import dicom, gradient, jpeg, png
+from webapp.extensions import db
+from webapp.inference.decode import decode
+from webapp.inference.image import DecodeError
+from webapp.models import Prediction
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def blank_rgba_png(side: int = 6000) -> bytes:
+    """A valid, fully transparent side x side RGBA PNG: ~140 KB on disk, 4 bytes a pixel decoded."""
+    compressor, row = zlib.compressobj(9), b"\x00" + bytes(side * 4)
+    parts = [compressor.compress(row) for _ in range(side)] + [compressor.flush()]
+    header = struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0)  # 8-bit RGBA
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", b"".join(parts)) + _chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def rgba_bomb() -> bytes:
+    return blank_rgba_png()
+
+
+def refusal(data: bytes, **kwargs) -> DecodeError:
+    with pytest.raises(DecodeError) as caught:
+        decode(data, target_size=224, **kwargs)
+    return caught.value
+
+
+def test_a_140_kb_6000x6000_rgba_png_is_refused_from_its_header(rgba_bomb):
+    assert len(rgba_bomb) < 200_000
+    started = time.perf_counter()
+    error = refusal(rgba_bomb)
+    assert error.code == "too_large_to_decode"
+    assert "6000x6000" in error.message and "137 MB" in error.message  # 6000*6000*4 bytes
+    # Refused before decoding: a full decode of this file takes seconds and ~0.65 GB.
+    assert time.perf_counter() - started < 1.0
+
+
+def test_channels_and_sample_width_count():
+    rgb = np.stack([gradient(1000, 1000)] * 3, axis=-1)
+    assert refusal(png(rgb), memory_mb=2).code == "too_large_to_decode"  # 3.0 MB
+    assert decode(png(rgb), target_size=224, memory_mb=3).width == 1000
+    gray16 = gradient(1000, 1000, levels=4096)
+    assert refusal(png(gray16), memory_mb=1).code == "too_large_to_decode"  # 2.0 MB at 16 bits
+    assert decode(png(gray16), target_size=224, memory_mb=2).format == "PNG"
+    assert decode(png(gradient(1000, 1000)), target_size=224, memory_mb=1).format == "PNG"  # 8-bit gray: 1.0 MB
+
+
+def test_jpeg_counts_what_dct_scaling_leaves():
+    # 2000x2000 RGB is 11.4 MB at full size; decoded at 1/8 scale for a 224 model it is 0.2 MB.
+    big = jpeg(np.stack([gradient(2000, 2000)] * 3, axis=-1))
+    assert decode(big, target_size=224, memory_mb=1).width == 2000
+    with pytest.raises(DecodeError):
+        decode(big, target_size=None, memory_mb=1)  # no model size: decoded at full size
+
+
+def test_dicom_counts_samples_and_bits_allocated():
+    data = dicom(gradient(1000, 1000, levels=4096))  # 16 bits allocated: 2.0 MB
+    assert refusal(data, memory_mb=1).code == "too_large_to_decode"
+    assert decode(data, target_size=224, memory_mb=2).format == "DICOM"
+
+
+def test_api_answers_413_and_writes_nothing(app, client, clinician_user, rgba_bomb):
+    token = issue_token(app, "clin")
+    response = client.post(
+        "/api/v1/predictions",
+        headers={"Authorization": f"Bearer {token}"},
+        data={"file": (io.BytesIO(rgba_bomb), "big.png")},
+    )
+    assert response.status_code == 413
+    assert response.json["error"]["code"] == "too_large_to_decode"
+    with app.app_context():
+        assert db.session.query(Prediction).count() == 0
+
+
+@pytest.mark.app_config(DECODE_MEMORY_MB=1)
+def test_budget_comes_from_the_config(app, client, clinician_user):
+    token = issue_token(app, "clin")
+    rgb = png(np.stack([gradient(1000, 1000)] * 3, axis=-1))
+    response = client.post(
+        "/api/v1/predictions", headers={"Authorization": f"Bearer {token}"}, data={"file": (io.BytesIO(rgb), "rgb.png")}
+    )
+    assert response.status_code == 413 and "at most 1 MB" in response.json["error"]["message"]

@@ -1,0 +1,111 @@
+"""File names can identify patients: by default they are echoed to the sender only, never stored."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+
+from tests.helpers import PASSWORDS, csrf_token, fixture_image, issue_token, make_user, reset_database
+from webapp import create_app
+from webapp.config import TestingConfig
+from webapp.extensions import db
+from webapp.filenames import anonymous_filename
+
+NAME = "DOE_JANE_MRN555123_chest.jpg"
+SECRET = "MRN555123"
+
+
+def file_app(tmp_path, **overrides):
+    """An app on an SQLite file, so the test can read the bytes the database keeps."""
+    app = create_app(
+        TestingConfig,
+        {"INSTANCE_DIR": tmp_path, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'cxr.sqlite'}", **overrides},
+    )
+    with app.app_context():
+        reset_database()
+    for name, role in (("clin", "clinician"), ("admin", "admin")):
+        make_user(app, name, role)
+    return app
+
+
+def sign_in(client, name: str) -> None:
+    token = csrf_token(client, "/auth/login")
+    client.post("/auth/login", data={"username": name, "password": PASSWORDS[name], "csrf_token": token})
+
+
+def database_bytes(app, tmp_path) -> bytes:
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()  # checkpoints the write-ahead log into the file
+    return b"".join(path.read_bytes() for path in tmp_path.glob("cxr.sqlite*"))
+
+
+def test_a_patient_name_in_a_file_name_is_echoed_once_and_stored_nowhere(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    app = file_app(tmp_path)
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {issue_token(app, 'clin')}"}
+    image = fixture_image("normal.jpeg")
+
+    posted = client.post("/api/v1/predictions", headers=headers, data={"file": (io.BytesIO(image), NAME)})
+    assert posted.status_code == 201
+    (item,) = posted.json["predictions"]
+    assert item["filename"] == NAME  # the answer to the upload that sent it
+    read = client.get(f"/api/v1/predictions/{item['id']}", headers=headers)
+    assert read.json["filename"] == f"upload-{item['id']}-1.jpg"
+
+    sign_in(client, "clin")
+    page = client.post(
+        "/screen",
+        data={"csrf_token": csrf_token(client, "/screen"), "files": [(io.BytesIO(image), NAME)]},
+        content_type="multipart/form-data",
+    )
+    results = client.get(page.headers["Location"]).get_data(as_text=True)
+    assert NAME in results  # the upload page's immediate result names the file that was sent
+    again = client.get(page.headers["Location"]).get_data(as_text=True)
+    seen = [read.get_data(as_text=True), again, client.get("/history/").get_data(as_text=True)]
+    seen += [client.get(f"/predictions/{item['id'] + 1}").get_data(as_text=True)]
+    client.post("/auth/logout", data={"csrf_token": csrf_token(client, "/screen")})
+
+    sign_in(client, "admin")
+    seen += [
+        client.get(path).get_data(as_text=True) for path in ("/admin/history", "/admin/history.csv", "/admin/audit")
+    ]
+    admin_headers = {"Authorization": f"Bearer {issue_token(app, 'admin')}"}
+    seen += [client.get("/api/v1/predictions", headers=admin_headers).get_data(as_text=True)]
+    seen += [client.get("/api/v1/audit-events", headers=admin_headers).get_data(as_text=True)]
+    seen += [caplog.text]
+    for text in seen:
+        assert SECRET not in text
+    assert "upload-" in seen[-5]  # the CSV lists the neutral names
+    assert SECRET.encode() not in database_bytes(app, tmp_path)
+
+
+def test_store_original_filenames_keeps_them(tmp_path):
+    app = file_app(tmp_path, STORE_ORIGINAL_FILENAMES=True)
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {issue_token(app, 'clin')}"}
+    posted = client.post(
+        "/api/v1/predictions", headers=headers, data={"file": (io.BytesIO(fixture_image("normal.jpeg")), NAME)}
+    )
+    assert (
+        client.get(f"/api/v1/predictions/{posted.json['predictions'][0]['id']}", headers=headers).json["filename"]
+        == NAME
+    )
+    assert SECRET.encode() in database_bytes(app, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("original", "expected"),
+    [
+        ("scan.DCM", "upload-7-2.dcm"),
+        ("no-extension", "upload-7-2"),
+        ("a.b.jpeg", "upload-7-2.jpeg"),
+        ("x.<script>", "upload-7-2"),
+        ("weird.verylongextension", "upload-7-2"),
+    ],
+)
+def test_neutral_names_keep_only_a_plain_extension(original, expected):
+    assert anonymous_filename(7, 2, original) == expected

@@ -1,0 +1,103 @@
+"""Rate limits per token and per user (Flask-Limiter): 429 with Retry-After and the JSON error body."""
+
+from __future__ import annotations
+
+import redis
+
+from tests.helpers import csrf_token, fixture_image, issue_token, make_user, reset_database
+from tests.redis_server import RedisServer
+from webapp import create_app
+from webapp.config import TestingConfig
+from webapp.extensions import db
+
+
+def limited_app(tmp_path, **overrides):
+    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, **overrides})
+    with app.app_context():
+        reset_database()
+    make_user(app, "clin", "clinician")
+    return app
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def hammer(client, token: str, count: int = 300) -> list:
+    return [client.get("/api/v1/predictions/1", headers=bearer(token)) for _ in range(count)]
+
+
+def assert_limited(response) -> None:
+    assert response.status_code == 429
+    assert response.json["error"]["code"] == "too_many_requests"
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+def test_300_fast_requests_with_one_token_meet_a_429(app, client, api_token):
+    responses = hammer(client, api_token)
+    statuses = [r.status_code for r in responses]
+    assert 429 in statuses
+    assert set(statuses) == {404, 429}  # below the limit the API answers as usual
+    assert_limited(next(r for r in responses if r.status_code == 429))
+
+
+def test_switched_off_entirely(tmp_path):
+    app = limited_app(tmp_path, RATE_LIMITS_ENABLED=False)
+    token = issue_token(app, "clin")
+    assert {r.status_code for r in hammer(app.test_client(), token)} == {404}
+
+
+def test_tokens_of_one_user_share_the_user_limit(tmp_path):
+    app = limited_app(tmp_path, API_RATE_LIMIT="5/minute")
+    first, second = issue_token(app, "clin"), issue_token(app, "clin")
+    client = app.test_client()
+    assert [r.status_code for r in hammer(client, first, 3)] == [404] * 3
+    assert [r.status_code for r in hammer(client, second, 3)] == [404, 404, 429]
+
+
+def test_uploads_are_limited_per_user_across_page_and_api(tmp_path):
+    app = limited_app(tmp_path, UPLOAD_RATE_LIMIT="2/minute")
+    token = issue_token(app, "clin")
+    client = app.test_client()
+    for _ in range(2):
+        response = client.post("/api/v1/predictions", headers=bearer(token), data={"file": (b"", "a.jpeg")})
+        assert response.status_code == 422
+    assert_limited(client.post("/api/v1/predictions", headers=bearer(token), data={"file": (b"", "a.jpeg")}))
+    # The same user in a browser: the upload page shares the bucket and answers with an HTML page.
+    login = csrf_token(client, "/auth/login")
+    client.post("/auth/login", data={"username": "clin", "password": "clinician-pass-1", "csrf_token": login})
+    page = client.post(
+        "/screen",
+        data={"csrf_token": csrf_token(client, "/screen"), "files": (fixture_image("normal.jpeg"), "n.jpeg")},
+        content_type="multipart/form-data",
+    )
+    assert page.status_code == 429 and page.mimetype == "text/html"
+    assert "Too many requests" in page.get_data(as_text=True) and page.headers["Retry-After"]
+    assert client.get("/screen").status_code == 200  # looking at the page is not an upload
+
+
+def test_counters_in_redis_are_shared_by_workers(tmp_path):
+    server = RedisServer()  # skips when redis-server is not installed (.ci/run installs it)
+    try:
+        url = server.url
+        settings = {
+            "REDIS_URL": url,
+            "API_RATE_LIMIT": "10/minute",
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'shared.sqlite'}",
+        }
+        app = limited_app(tmp_path, **settings)
+        token = issue_token(app, "clin")
+        client = app.test_client()
+        assert [r.status_code for r in hammer(client, token, 6)] == [404] * 6
+        assert client.get("/api/v1/predictions", headers=bearer(token)).status_code == 403  # same bucket
+        keys = redis.Redis.from_url(url).keys("*")
+        assert any(b"/token:" in key for key in keys) and any(b"/user:" in key for key in keys)
+        # Another worker (a second app on the same database and Redis) continues the same count.
+        other = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, **settings})
+        statuses = [r.status_code for r in hammer(other.test_client(), token, 5)]
+        assert statuses == [404, 404, 404, 429, 429]
+        for each in (app, other):
+            with each.app_context():
+                db.engine.dispose()
+    finally:
+        server.stop()

@@ -1,0 +1,145 @@
+"""API tokens: several per user, named, expiring, revocable; last use noted at most once a minute."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import event
+
+from tests.helpers import csrf_token
+from webapp.extensions import db
+from webapp.models import ApiToken, AuditEvent, User, utcnow
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def cli_token(runner, *args: str) -> str:
+    result = runner.invoke(args=["users", "token", *args])
+    assert result.exit_code == 0, result.output
+    return result.output.strip().splitlines()[-1]
+
+
+def assert_refused(client, token: str) -> None:
+    response = client.get("/api/v1/tokens", headers=bearer(token))
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == "unauthorized"
+
+
+def test_several_named_tokens_with_expiry(app, client, runner, clinician_user):
+    first = cli_token(runner, "clin", "--name", "pacs-bridge")
+    second = cli_token(runner, "clin", "--name", "nightly", "--days", "7")
+    listed = client.get("/api/v1/tokens", headers=bearer(first)).json["tokens"]
+    assert [(t["name"], t["state"]) for t in listed] == [("pacs-bridge", "active"), ("nightly", "active")]
+    with app.app_context():
+        lives = [(t.expires_at - t.created_at).days for t in User.by_username("clin").tokens]
+    assert lives == [90, 7]  # API_TOKEN_DAYS by default
+    assert client.get("/api/v1/tokens", headers=bearer(second)).status_code == 200
+    assert all(first not in str(t) and second not in str(t) for t in listed)  # secrets are never listed
+
+
+def test_expired_token_is_refused(app, client, clinician_user, api_token):
+    with app.app_context():
+        token = db.session.scalar(db.select(ApiToken))
+        token.expires_at = utcnow() - timedelta(seconds=1)
+        db.session.commit()
+    assert_refused(client, api_token)
+
+
+def test_last_use_is_written_at_most_once_a_minute(app, client, clinician_user, api_token):
+    writes = []
+
+    def count_updates(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("UPDATE API_TOKENS"):
+            writes.append(statement)
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", count_updates)
+        for _ in range(5):
+            assert client.get("/api/v1/tokens", headers=bearer(api_token)).status_code == 200
+        assert len(writes) == 1
+        token = db.session.scalar(db.select(ApiToken))
+        first_use = token.last_used_at
+        assert first_use is not None
+        # A minute later the next call notes the new time, once.
+        token.last_used_at = first_use - timedelta(minutes=2)
+        db.session.commit()
+        for _ in range(3):
+            client.get("/api/v1/tokens", headers=bearer(api_token))
+        assert len(writes) == 2
+        event.remove(db.engine, "before_cursor_execute", count_updates)
+
+
+def test_revoke_one_or_all_from_the_cli(app, client, runner, clinician_user):
+    first, second, third = (cli_token(runner, "clin", "--name", n) for n in ("a", "b", "c"))
+    with app.app_context():
+        ids = [t.id for t in User.by_username("clin").tokens]
+    result = runner.invoke(args=["users", "revoke-token", "clin", str(ids[0])])
+    assert result.exit_code == 0 and f"Revoked token {ids[0]}" in result.output
+    assert_refused(client, first)
+    assert client.get("/api/v1/tokens", headers=bearer(second)).status_code == 200
+    assert "already revoked" in runner.invoke(args=["users", "revoke-token", "clin", str(ids[0])]).output
+    assert "has no token 999" in runner.invoke(args=["users", "revoke-token", "clin", "999"]).output
+    result = runner.invoke(args=["users", "revoke-token", "clin"])
+    assert result.exit_code == 0 and "Revoked 2 token(s)" in result.output
+    assert_refused(client, second)
+    assert_refused(client, third)
+    listing = runner.invoke(args=["users", "tokens", "clin"]).output
+    assert listing.count("revoked") == 3
+
+
+def test_password_reset_from_the_cli_revokes_tokens(app, client, runner, clinician_user, api_token):
+    result = runner.invoke(args=["users", "reset-password", "clin", "--password", "a-brand-new-password"])
+    assert result.exit_code == 0 and "1 API token(s) revoked" in result.output
+    assert_refused(client, api_token)
+
+
+def test_admin_page_issues_and_revokes_and_reset_revokes(app, client, auth, admin_user, clinician_user, api_token):
+    auth.login("admin")
+    page = client.post(
+        f"/admin/users/{clinician_user}/tokens",
+        data={"csrf_token": csrf_token(client, "/admin/users"), "name": "from-admin", "days": "30"},
+    )
+    assert page.status_code == 200 and "shown only this once" in page.get_data(as_text=True)
+    with app.app_context():
+        issued = db.session.scalar(db.select(ApiToken).filter_by(name="from-admin"))
+        assert (issued.expires_at - issued.created_at).days == 30
+        issued_id = issued.id
+    html = client.get("/admin/users").get_data(as_text=True)
+    assert "from-admin" in html and f"Revoke token {issued_id} of clin" in html
+    assert "shown only this once" not in html
+    response = client.post(f"/admin/tokens/{issued_id}/revoke", data={"csrf_token": csrf_token(client, "/admin/users")})
+    assert response.status_code == 303
+    with app.app_context():
+        assert db.session.get(ApiToken, issued_id).state == "revoked"
+    # A password reset by an admin revokes what is left.
+    client.post(
+        f"/admin/users/{clinician_user}/password",
+        data={"csrf_token": csrf_token(client, "/admin/users"), "password": "another-long-password"},
+    )
+    assert_refused(client, api_token)
+    with app.app_context():
+        actions = [e.action for e in db.session.scalars(db.select(AuditEvent).order_by(AuditEvent.id))]
+    assert actions.count("token_issued") == 1 and actions.count("token_revoked") == 2
+
+
+def test_own_token_revoked_through_the_api(app, client, runner, clinician_user, other_clinician):
+    mine, spare = cli_token(runner, "clin"), cli_token(runner, "clin")
+    theirs = cli_token(runner, "other")
+    tokens = client.get("/api/v1/tokens", headers=bearer(mine)).json["tokens"]
+    other_id = client.get("/api/v1/tokens", headers=bearer(theirs)).json["tokens"][0]["id"]
+    assert client.delete(f"/api/v1/tokens/{other_id}", headers=bearer(mine)).status_code == 404
+    response = client.delete(f"/api/v1/tokens/{tokens[1]['id']}", headers=bearer(mine))
+    assert response.status_code == 200 and response.json["state"] == "revoked"
+    assert_refused(client, spare)
+    assert client.get("/api/v1/tokens", headers=bearer(theirs)).status_code == 200
+    itself = client.delete(f"/api/v1/tokens/{tokens[0]['id']}", headers=bearer(mine))
+    assert itself.status_code == 409 and itself.json["error"]["code"] == "token_in_use"
+    assert client.get("/api/v1/tokens", headers=bearer(mine)).status_code == 200
+
+
+@pytest.mark.parametrize("days", ["0", "-3", "99999999999999999999", "ten"])
+def test_cli_refuses_silly_lifetimes(runner, clinician_user, days):
+    assert runner.invoke(args=["users", "token", "clin", "--days", days]).exit_code != 0

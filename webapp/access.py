@@ -1,0 +1,63 @@
+"""API tokens: the one a request carries, and their lifecycle (issue, revoke one, revoke all
+of a user's). Every step is audited, and no secret ever reaches the audit trail (only a
+token's id and name).
+
+`actor` is who did it, for the audit trail: by default the signed-in user (or the token's
+owner on the API), and "cli" outside a request.
+"""
+
+from __future__ import annotations
+
+from flask import g, has_request_context, request
+from flask_login import current_user
+
+from .extensions import db
+from .models import ApiToken, User, record_audit, utcnow
+
+
+def request_token() -> ApiToken | None:
+    """The live API token the request carries (Authorization: Bearer), looked up once per
+    request: the rate limiter asks before the view runs."""
+    if "api_token" not in g:
+        scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+        secret = secret.strip()
+        g.api_token = ApiToken.authenticate(secret) if scheme.lower() == "bearer" and secret else None
+        if g.api_token is not None:
+            g.api_user = g.api_token.user
+    return g.api_token
+
+
+def _default_actor() -> str:
+    if has_request_context():
+        user = g.get("api_user") or (current_user if current_user.is_authenticated else None)
+        if user is not None:
+            return user.username
+    return "cli"
+
+
+def issue_token(user: User, name: str = "", days: int = 90, actor: str | None = None) -> tuple[ApiToken, str]:
+    """A new token for `user`: the row and the secret. The caller commits and shows the secret once."""
+    token, secret = ApiToken.create(user, name.strip()[:64], days)
+    db.session.flush()  # the id names the token in the audit trail and on the admin page
+    record_audit(
+        actor or _default_actor(),
+        "token_issued",
+        user.username,
+        f"token {token.id} {token.name!r}, expires {token.expires_at:%Y-%m-%d}",
+    )
+    return token, secret
+
+
+def revoke_token(token: ApiToken, actor: str | None = None, reason: str = "") -> bool:
+    """Revoke one token; False when it was already revoked."""
+    if token.revoked_at is not None:
+        return False
+    token.revoked_at = utcnow()
+    details = f"token {token.id} {token.name!r}" + (f"; {reason}" if reason else "")
+    record_audit(actor or _default_actor(), "token_revoked", token.user.username, details)
+    return True
+
+
+def revoke_tokens(user: User, actor: str | None = None, reason: str = "") -> int:
+    """Revoke every token of `user` still standing (a password reset calls this); returns how many."""
+    return sum(revoke_token(token, actor, reason) for token in user.tokens if token.state == "active")

@@ -1,0 +1,45 @@
+"""Reading the audit trail: the query shared by the admin page and the API, and the page's filter form."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+
+from flask_wtf import FlaskForm
+from sqlalchemy import Select, select
+from wtforms import DateField, StringField
+from wtforms.validators import Length, Optional
+
+from .models import AuditEvent
+
+
+class AuditFilterForm(FlaskForm):
+    class Meta:
+        csrf = False  # a GET search form changes nothing
+
+    action = StringField("Action", validators=[Optional(), Length(max=64)])
+    user = StringField("User", validators=[Optional(), Length(max=64)])
+    date_from = DateField("From", validators=[Optional()])
+    date_to = DateField("To", validators=[Optional()])
+
+
+def audit_query(
+    *, action: str | None = None, user: str | None = None, date_from: date | None = None, date_to: date | None = None
+) -> Select:
+    """Newest first, narrowed by action, user (the actor) and UTC days, both inclusive."""
+    query = select(AuditEvent).order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
+    if action:
+        query = query.where(AuditEvent.action == action.strip())
+    if user:
+        query = query.where(AuditEvent.actor == user.strip())
+    if date_from:
+        query = query.where(AuditEvent.created_at >= datetime.combine(date_from, time.min, tzinfo=UTC))
+    if date_to:
+        # The whole last day, without stepping past it (date.max + 1 day would overflow).
+        query = query.where(AuditEvent.created_at <= datetime.combine(date_to, time.max, tzinfo=UTC))
+    return query
+
+
+def form_query(form: AuditFilterForm) -> Select:
+    return audit_query(
+        action=form.action.data, user=form.user.data, date_from=form.date_from.data, date_to=form.date_to.data
+    )

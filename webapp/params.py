@@ -1,0 +1,49 @@
+"""Numbers and dates from URLs and query strings, range-checked: a bad value is a 400, never a 500.
+
+Python integers have no upper bound but the database's do: a 20-digit id overflows SQLite's
+64-bit integers and PostgreSQL's `integer`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from flask import request
+from werkzeug.exceptions import BadRequest
+from werkzeug.routing import IntegerConverter
+
+# The `Integer` columns are 32-bit on PostgreSQL.
+MAX_ID = 2**31 - 1
+MAX_PAGE = 1_000_000
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,12}")  # ASCII only: str.isdigit() also accepts "²"
+
+
+class BoundedIntConverter(IntegerConverter):
+    """`<int:...>` in every route: ids beyond what a database column holds answer 400."""
+
+    def to_python(self, value: str) -> int:
+        number = super().to_python(value)
+        if number > MAX_ID:
+            # Raised during URL matching, Flask answers with this exception (a ValidationError would be a 404).
+            raise BadRequest(f"The number {value[:24]} is out of range.")
+        return number
+
+
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """Query argument `name` as an int in [low, high]; missing or empty gives `default`."""
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return default
+    if not _WHOLE_NUMBER.fullmatch(raw) or not low <= int(raw) <= high:
+        raise BadRequest(f"'{name}' must be a whole number from {low} to {high}.")
+    return int(raw)
+
+
+def int_args(name: str, high: int = MAX_ID) -> list[int]:
+    """Every value of a repeated query argument (e.g. ?id=1&id=2), each checked like `int_arg`."""
+    values = []
+    for raw in request.args.getlist(name):
+        if not _WHOLE_NUMBER.fullmatch(raw) or not 1 <= int(raw) <= high:
+            raise BadRequest(f"'{name}' must be a whole number from 1 to {high}.")
+        values.append(int(raw))
+    return values

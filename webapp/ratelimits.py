@@ -1,0 +1,80 @@
+"""Rate limits per API token and per user (Flask-Limiter), for API calls and uploads.
+
+Counters live in Redis when REDIS_URL is set (shared by every worker and replica), in each
+process's memory otherwise. The limits are read from the config at each request, in
+Flask-Limiter notation (API_RATE_LIMIT, UPLOAD_RATE_LIMIT); RATE_LIMITS_ENABLED=false turns
+the whole mechanism off (benchmarks, bulk jobs the site runs itself).
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, current_app, request
+from flask_limiter import Limiter
+from flask_login import current_user
+
+from .access import request_token
+
+
+def client_address() -> str:
+    return f"addr:{request.remote_addr or 'unknown'}"
+
+
+def token_key() -> str:
+    """One bucket per API token; requests without a valid token share their address's bucket."""
+    token = request_token()
+    return f"token:{token.id}" if token else client_address()
+
+
+def user_key() -> str:
+    """One bucket per user, whichever token or browser session the request came with."""
+    token = request_token() if request.blueprint == "api" else None
+    if token is not None:
+        return f"user:{token.user_id}"
+    if current_user.is_authenticated:
+        return f"user:{current_user.id}"
+    return client_address()
+
+
+def api_limit() -> str:
+    return current_app.config["API_RATE_LIMIT"]
+
+
+def upload_limit() -> str:
+    return current_app.config["UPLOAD_RATE_LIMIT"]
+
+
+limiter = Limiter(key_func=client_address, key_prefix="cxr")
+
+# Uploads are counted in one bucket per user for the page and the API together, and per token.
+upload_per_user = limiter.shared_limit(
+    upload_limit, scope="upload", key_func=user_key, methods=["POST"], override_defaults=False
+)
+upload_per_token = limiter.shared_limit(
+    upload_limit, scope="upload-token", key_func=token_key, methods=["POST"], override_defaults=False
+)
+
+
+def limit_api_blueprint(bp) -> None:
+    """Every API call counts against its token's and its user's API_RATE_LIMIT, one bucket for
+    all endpoints (a script cannot multiply its allowance by alternating endpoints)."""
+    limiter.shared_limit(api_limit, scope="api", key_func=token_key)(bp)
+    limiter.shared_limit(api_limit, scope="api-user", key_func=user_key)(bp)
+
+
+def init_app(app: Flask) -> None:
+    app.config["RATELIMIT_ENABLED"] = app.config["RATE_LIMITS_ENABLED"]
+    app.config["RATELIMIT_STORAGE_URI"] = app.config["REDIS_URL"] or "memory://"
+    # A Redis outage must not take the app down: counting falls back to memory until it is back.
+    app.config["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"] = True
+    app.config["RATELIMIT_SWALLOW_ERRORS"] = True
+    limiter.init_app(app)
+
+
+def retry_after_seconds() -> int:
+    """Seconds until the limit this request broke lets requests through again."""
+    breached = limiter.current_limit
+    if breached is None:
+        return 1
+    return max(1, int(breached.reset_at - time.time() + 0.999))
