@@ -1,7 +1,7 @@
 """audit trail and API tokens: named, expiring, revocable tokens; who and from where in the audit trail
 
 Revision ID: 0003_audit
-Revises: 0004_jobs
+Revises: 0006_caution
 Create Date: 2026-12-02 04:55:00
 
 Audit events become append-only in the database itself: a trigger refuses every UPDATE of

@@ -82,9 +82,7 @@ def screen_batch(
     return outcomes
 
 
-def screen_upload(
-    user: User, filename: str, data: bytes, source: str = SOURCE_UPLOAD, index: int = 1
-) -> Prediction:
+def screen_upload(user: User, filename: str, data: bytes, source: str = SOURCE_UPLOAD, index: int = 1) -> Prediction:
     started = time.perf_counter()
     model = analyzer()
     try:
