@@ -5,6 +5,8 @@ from __future__ import annotations
 from functools import wraps
 from http import HTTPStatus
 
+from flask import g
+
 from ..access import request_token
 from . import bp
 from .errors import api_error
@@ -34,3 +36,15 @@ def token_required(view):
     for status in TOKEN_RESPONSES:
         wrapped = bp.alt_response(status.value, response=status.name)(wrapped)
     return wrapped
+
+
+def admin_required(view):
+    """Refuse (403) a token whose user is not an administrator, and document that. Under token_required."""
+
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        if not g.api_user.is_admin:
+            return api_error("forbidden", "This part of the API is for administrators' tokens.", 403)
+        return view(*args, **kwargs)
+
+    return bp.alt_response(403, response="FORBIDDEN")(wrapped)

@@ -16,7 +16,7 @@ from ..models import SOURCE_API, ApiToken, Prediction, record_audit
 from ..ratelimits import upload_per_token, upload_per_user
 from ..screening.service import UploadRejected, screen_batch
 from . import BASE_PATH, bp, examples
-from .auth import token_required
+from .auth import admin_required, token_required
 from .errors import api_error
 from .schemas import (
     MAX_ID,
@@ -118,17 +118,15 @@ def get_prediction(id: int):  # `id`: the path parameter's published name
 
 @bp.route("/predictions", methods=["GET"])
 @token_required
+@admin_required
 @bp.arguments(PredictionFilterSchema, location="query")
 @bp.response(200, PredictionPageSchema, description="One page of predictions, newest first.", example=examples.PAGE)
-@bp.alt_response(403, response="FORBIDDEN")
 @bp.doc(operationId="listPredictions")
 def list_predictions(filters: dict):
     """List predictions (administrators)
 
     The filters combine (AND). Past the last page, `predictions` is empty.
     """
-    if not g.api_user.is_admin:
-        return api_error("forbidden", "Listing all predictions is for administrators.", 403)
     page_number, per_page = filters.pop("page"), filters.pop("per_page")
     page = db.paginate(prediction_query(**filters), page=page_number, per_page=per_page, error_out=False)
     return {
@@ -142,9 +140,9 @@ def list_predictions(filters: dict):
 
 @bp.route("/audit-events", methods=["GET"])
 @token_required
+@admin_required
 @bp.arguments(AuditFilterSchema, location="query")
 @bp.response(200, AuditEventPageSchema, description="One page of events, newest first.", example=examples.AUDIT_PAGE)
-@bp.alt_response(403, response="FORBIDDEN")
 @bp.doc(operationId="listAuditEvents")
 def list_audit_events(filters: dict):
     """The audit trail (administrators)
@@ -152,8 +150,6 @@ def list_audit_events(filters: dict):
     Who did what, when and from which address: sign-ins, views of films, exports, token and user
     administration. Filters combine (AND); `user` is the acting user name.
     """
-    if not g.api_user.is_admin:
-        return api_error("forbidden", "The audit trail is for administrators.", 403)
     page_number, per_page = filters.pop("page"), filters.pop("per_page")
     page = db.paginate(audit_query(**filters), page=page_number, per_page=per_page, error_out=False)
     return {"events": page.items, "page": page.page, "per_page": per_page, "total": page.total, "pages": page.pages}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from functools import wraps
 
 from flask import g, request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -16,8 +15,8 @@ from ..validation.monitoring import weekly
 from ..validation.runs import create_run, progress, upload_limit
 from ..validation.site import AdoptionRefused, adopt, current_model_version, withdraw
 from . import bp
-from .auth import token_required
-from .errors import api_error
+from .auth import admin_required, token_required
+from .errors import ApiError, api_error
 from .schemas import MAX_ID, ErrorSchema
 from .validation_schemas import MonitoringSchema, RunCreatedSchema, SiteCalibrationSchema, ValidationRunSchema
 
@@ -54,21 +53,18 @@ CALIBRATION_BODY = {
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def admin_token_required(view):
-    @token_required
-    @wraps(view)
-    def wrapped(*args, **kwargs):
-        if not g.api_user.is_admin:
-            return api_error("forbidden", "Validation runs and the site threshold are for administrators.", 403)
-        return view(*args, **kwargs)
-
-    return wrapped
+def served_model_version() -> str:
+    """The version of the model this server runs, or the API's 503 when it cannot be loaded."""
+    try:
+        return current_model_version()
+    except AdoptionRefused as exc:
+        raise ApiError(exc.code, exc.message, exc.status) from exc
 
 
 @bp.route("/validation-runs", methods=["POST"])
-@admin_token_required
+@token_required
+@admin_required
 @bp.response(202, RunCreatedSchema, description="The run is queued; poll GET /validation-runs/<id>.")
-@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
 @bp.alt_response(
     400,
     schema=ErrorSchema,
@@ -101,9 +97,9 @@ def create_validation_run():
 
 
 @bp.route(f"/validation-runs/<int(min=1, max={MAX_ID}):run_id>", methods=["GET"])
-@admin_token_required
+@token_required
+@admin_required
 @bp.response(200, ValidationRunSchema)
-@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
 @bp.alt_response(404, schema=ErrorSchema, description="No such run.")
 @bp.doc(operationId="getValidationRun")
 def get_validation_run(run_id: int):
@@ -126,9 +122,9 @@ def get_validation_run(run_id: int):
 
 
 @bp.route("/site-calibration", methods=["POST"])
-@admin_token_required
+@token_required
+@admin_required
 @bp.response(201, SiteCalibrationSchema)
-@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
 @bp.alt_response(400, schema=ErrorSchema, description="`bad_json`, `bad_threshold`.")
 @bp.alt_response(404, schema=ErrorSchema, description="No such run.")
 @bp.alt_response(409, schema=ErrorSchema, description="`run_not_done`.")
@@ -161,18 +157,15 @@ def adopt_site_calibration():
 
 
 @bp.route("/site-calibration", methods=["GET"])
-@admin_token_required
+@token_required
+@admin_required
 @bp.response(200, SiteCalibrationSchema)
-@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
 @bp.alt_response(404, schema=ErrorSchema, description="No site threshold in force: the model card's applies.")
 @bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`.")
 @bp.doc(operationId="getSiteCalibration")
 def get_site_calibration():
     """The site operating point in force (404: the model card's threshold applies)"""
-    try:
-        version = current_model_version()
-    except AdoptionRefused as exc:
-        return api_error(exc.code, exc.message, exc.status)
+    version = served_model_version()
     calibration = active_calibration(version)
     if calibration is None:
         return api_error("not_found", "No site threshold is in force: predictions use the model card's.", 404)
@@ -180,9 +173,9 @@ def get_site_calibration():
 
 
 @bp.route("/site-calibration", methods=["DELETE"])
-@admin_token_required
+@token_required
+@admin_required
 @bp.response(204)
-@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
 @bp.alt_response(404, schema=ErrorSchema, description="No site threshold was in force.")
 @bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`.")
 @bp.doc(operationId="withdrawSiteCalibration")
@@ -198,16 +191,13 @@ def withdraw_site_calibration():
 
 
 @bp.route("/monitoring", methods=["GET"])
-@admin_token_required
+@token_required
+@admin_required
 @bp.response(200, MonitoringSchema)
-@bp.alt_response(403, schema=ErrorSchema, description="Not an administrator's token.")
 @bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`.")
 @bp.doc(operationId="getMonitoring")
 def get_monitoring():
     """Weekly monitoring figures and drift against the validation reference"""
-    try:
-        version = current_model_version()
-    except AdoptionRefused as exc:
-        return api_error(exc.code, exc.message, exc.status)
+    version = served_model_version()
     weeks = min(max(request.args.get("weeks", 12, type=int), 1), 104)
     return weekly(version, weeks=weeks)
