@@ -111,7 +111,9 @@ def wait_until_dead(pid: int, timeout: float = 10.0) -> float:
 
 def run(clients: int, warmup: float, after: float) -> dict:
     # A stream of uploads from one token on purpose; rate limits are tested in tests/test_rate_limits.py.
-    with LiveApp(env={"WEB_WORKERS": "2", "RATE_LIMITS_ENABLED": "false"}) as server:
+    # Rows are matched to requests by the name each upload sent, so names are stored as sent.
+    env = {"WEB_WORKERS": "2", "RATE_LIMITS_ENABLED": "false", "STORE_ORIGINAL_FILENAMES": "true"}
+    with LiveApp(env=env) as server:
         token = server.prepare("worker-kill-check")
         server.start()
         server.wait_for_log(READY_LINE, 2, timeout=240)
