@@ -13,6 +13,7 @@ from flask_migrate import upgrade
 from sqlalchemy import text
 
 from webapp.extensions import db
+from webapp.inference.decide import UnknownPolicy
 from webapp.models import ApiToken, User
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -72,3 +73,24 @@ class AuthActions:
     def logout(self):
         token = csrf_token(self._client, "/screen")
         return self._client.post("/auth/logout", data={"csrf_token": token})
+
+
+def drain(app) -> int:
+    """Run every queued job in this process, as a worker would; returns how many ran."""
+    huey = app.extensions["jobs"].huey
+    count = 0
+    while (job := huey.dequeue()) is not None:
+        huey.execute(job)
+        count += 1
+    return count
+
+
+# An UNKNOWN policy with round numbers, for tests of decide() that must not depend on the shipped card.
+TEST_POLICY = UnknownPolicy(
+    max_colourfulness=0.03,
+    min_aspect_ratio=0.5,
+    max_aspect_ratio=2.0,
+    min_chest_probability=0.3,
+    uncertainty_band=0.02,
+    max_feature_distance=3.0,
+)

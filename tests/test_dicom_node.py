@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 
 from tests.dicom_films import MODALITY_AE, echo, film, identifiers, store
 from tests.factories import add_prediction
-from tests.helpers import PASSWORDS, csrf_token, issue_token, make_user, reset_database
+from tests.helpers import PASSWORDS, csrf_token, drain, issue_token, make_user, reset_database
 from tests.orthanc_server import orthanc_server  # noqa: F401  (session fixture)
 from webapp import create_app
 from webapp.config import TestingConfig
@@ -67,16 +67,6 @@ def node(tmp_path, orthanc_server):  # noqa: F811
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
-
-
-def drain(app) -> int:
-    """Run every queued job in this process, as a worker would; returns how many ran."""
-    huey = app.extensions["jobs"].huey
-    count = 0
-    while (job := huey.dequeue()) is not None:
-        huey.execute(job)
-        count += 1
-    return count
 
 
 def count(app, model, *where) -> int:

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import TEST_POLICY
 from webapp.inference.analyzer import Analyzer
 from webapp.inference.calibrate import class_probabilities, pneumonia_probability
-from webapp.inference.decide import UnknownPolicy, decide
+from webapp.inference.decide import decide
 from webapp.inference.decode import decode
 from webapp.inference.image import DecodedImage
 from webapp.inference.labels import NORMAL, PNEUMONIA, UNKNOWN
@@ -23,14 +24,6 @@ from webapp.inference.overlay import heatmap_png, overlay_png, stored_overlay_pn
 
 IMAGES = pathlib.Path(__file__).parent / "fixtures" / "images"
 MODEL = pathlib.Path("webapp/weights/cxr_pneumonia.keras")
-POLICY = UnknownPolicy(
-    max_colourfulness=0.03,
-    min_aspect_ratio=0.5,
-    max_aspect_ratio=2.0,
-    min_chest_probability=0.3,
-    uncertainty_band=0.02,
-    max_feature_distance=3.0,
-)
 
 
 @pytest.fixture(scope="module")
@@ -162,36 +155,36 @@ def test_temperature_keeps_the_order_and_softens():
 
 # ------------------------------------------------------------ decision rules
 def test_clear_films_are_called():
-    assert decide(grey(), 0.9, 0.99, 1.0, 0.5, POLICY) == (PNEUMONIA, None)
-    assert decide(grey(), 0.1, 0.99, 1.0, 0.5, POLICY) == (NORMAL, None)
+    assert decide(grey(), 0.9, 0.99, 1.0, 0.5, TEST_POLICY) == (PNEUMONIA, None)
+    assert decide(grey(), 0.1, 0.99, 1.0, 0.5, TEST_POLICY) == (NORMAL, None)
 
 
 def test_probability_near_threshold_is_uncertain():
-    label, reason = decide(grey(), 0.51, 0.99, 1.0, 0.5, POLICY)
+    label, reason = decide(grey(), 0.51, 0.99, 1.0, 0.5, TEST_POLICY)
     assert label == UNKNOWN and reason.startswith("Uncertain")
 
 
 def test_colour_images_are_not_chest_radiographs():
-    label, reason = decide(grey(colourfulness=0.2), 0.9, 0.99, 1.0, 0.5, POLICY)
+    label, reason = decide(grey(colourfulness=0.2), 0.9, 0.99, 1.0, 0.5, TEST_POLICY)
     assert label == UNKNOWN and "colour" in reason
 
 
 @pytest.mark.parametrize("size", [(600, 100), (100, 600)])
 def test_extreme_proportions_are_not_chest_radiographs(size):
-    label, reason = decide(grey(*size), 0.9, 0.99, 1.0, 0.5, POLICY)
+    label, reason = decide(grey(*size), 0.9, 0.99, 1.0, 0.5, TEST_POLICY)
     assert label == UNKNOWN and "proportions" in reason
 
 
 def test_low_chest_score_is_not_a_chest_radiograph():
-    label, reason = decide(grey(), 0.9, 0.1, 1.0, 0.5, POLICY)
+    label, reason = decide(grey(), 0.9, 0.1, 1.0, 0.5, TEST_POLICY)
     assert label == UNKNOWN and "Not a frontal chest radiograph" in reason
 
 
 def test_features_far_from_the_training_films_are_not_a_chest_radiograph():
-    label, reason = decide(grey(), 0.9, 0.99, 7.5, 0.5, POLICY)
+    label, reason = decide(grey(), 0.9, 0.99, 7.5, 0.5, TEST_POLICY)
     assert label == UNKNOWN and "Not a frontal chest radiograph" in reason
 
 
 def test_a_reason_found_while_decoding_wins():
-    label, reason = decide(grey(reason="A CT series is not a projection radiograph."), 0.9, 0.99, 1.0, 0.5, POLICY)
+    label, reason = decide(grey(reason="A CT series is not a projection radiograph."), 0.9, 0.99, 1.0, 0.5, TEST_POLICY)
     assert (label, reason) == (UNKNOWN, "A CT series is not a projection radiograph.")

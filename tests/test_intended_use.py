@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import csrf_token, fixture_image
+from tests.helpers import TEST_POLICY, csrf_token, fixture_image
 from tests.image_samples import dicom
 from webapp.inference.analyzer import Analyzer
-from webapp.inference.decide import UnknownPolicy, decide
+from webapp.inference.decide import decide
 from webapp.inference.decode import decode
 from webapp.inference.image import DecodedImage
 from webapp.inference.intended_use import IntendedUse
@@ -21,14 +21,6 @@ from webapp.inference.labels import NORMAL, PNEUMONIA, UNKNOWN
 from webapp.inference.model_card import ServingParams
 
 MODEL = pathlib.Path("webapp/weights/cxr_pneumonia.keras")
-POLICY = UnknownPolicy(
-    max_colourfulness=0.03,
-    min_aspect_ratio=0.5,
-    max_aspect_ratio=2.0,
-    min_chest_probability=0.3,
-    uncertainty_band=0.02,
-    max_feature_distance=3.0,
-)
 GATE = IntendedUse(
     max_adult_probability=0.9,
     adult_from_years=18.0,
@@ -44,33 +36,33 @@ def film(age=None, reason=None):
 
 # ------------------------------------------------------------ the rules
 def test_an_adult_header_age_is_unknown_whatever_the_gate_says():
-    label, reason = decide(film(age=45.0), 0.9, 0.99, 1.0, 0.5, POLICY, p_adult=0.01, intended_use=GATE)
+    label, reason = decide(film(age=45.0), 0.9, 0.99, 1.0, 0.5, TEST_POLICY, p_adult=0.01, intended_use=GATE)
     assert label == UNKNOWN
     assert "intended use" in reason and "18 years or older" in reason and "children" in reason
     assert "45" not in reason  # the reason is stored with the prediction; the age itself is not
-    assert decide(film(age=18.0), 0.9, 0.99, 1.0, 0.5, POLICY, 0.01, GATE)[0] == UNKNOWN
+    assert decide(film(age=18.0), 0.9, 0.99, 1.0, 0.5, TEST_POLICY, 0.01, GATE)[0] == UNKNOWN
 
 
 def test_a_child_header_age_beats_the_image_gate():
-    assert decide(film(age=3.0), 0.9, 0.99, 1.0, 0.5, POLICY, p_adult=0.99, intended_use=GATE) == (PNEUMONIA, None)
-    assert decide(film(age=17.9), 0.1, 0.99, 1.0, 0.5, POLICY, p_adult=0.99, intended_use=GATE) == (NORMAL, None)
+    assert decide(film(age=3.0), 0.9, 0.99, 1.0, 0.5, TEST_POLICY, p_adult=0.99, intended_use=GATE) == (PNEUMONIA, None)
+    assert decide(film(age=17.9), 0.1, 0.99, 1.0, 0.5, TEST_POLICY, p_adult=0.99, intended_use=GATE) == (NORMAL, None)
 
 
 def test_without_an_age_the_gate_decides():
-    label, reason = decide(film(), 0.9, 0.99, 1.0, 0.5, POLICY, p_adult=0.95, intended_use=GATE)
+    label, reason = decide(film(), 0.9, 0.99, 1.0, 0.5, TEST_POLICY, p_adult=0.95, intended_use=GATE)
     assert label == UNKNOWN and reason.startswith("Outside the intended use") and "adult" in reason
-    assert decide(film(), 0.9, 0.99, 1.0, 0.5, POLICY, p_adult=0.9, intended_use=GATE) == (PNEUMONIA, None)
+    assert decide(film(), 0.9, 0.99, 1.0, 0.5, TEST_POLICY, p_adult=0.9, intended_use=GATE) == (PNEUMONIA, None)
 
 
 def test_input_and_not_chest_reasons_come_first():
-    label, reason = decide(film(age=45.0, reason="A CT slice."), 0.9, 0.99, 1.0, 0.5, POLICY, 0.99, GATE)
+    label, reason = decide(film(age=45.0, reason="A CT slice."), 0.9, 0.99, 1.0, 0.5, TEST_POLICY, 0.99, GATE)
     assert reason == "A CT slice."
-    label, reason = decide(film(), 0.9, 0.1, 1.0, 0.5, POLICY, 0.99, GATE)
+    label, reason = decide(film(), 0.9, 0.1, 1.0, 0.5, TEST_POLICY, 0.99, GATE)
     assert "Not a frontal chest radiograph" in reason
 
 
 def test_a_model_without_a_gate_skips_the_layer():
-    assert decide(film(age=45.0), 0.9, 0.99, 1.0, 0.5, POLICY) == (PNEUMONIA, None)
+    assert decide(film(age=45.0), 0.9, 0.99, 1.0, 0.5, TEST_POLICY) == (PNEUMONIA, None)
 
 
 @pytest.mark.parametrize(

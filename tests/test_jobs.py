@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from tests.archives import labelled_films, zip_bytes
-from tests.helpers import issue_token, make_user, reset_database
+from tests.helpers import drain, issue_token, make_user, reset_database
 from tests.redis_server import redis_server  # noqa: F401  (session fixture)
 from webapp import create_app
 from webapp.config import TestingConfig
@@ -38,16 +38,6 @@ def queue_app(request, tmp_path):
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
-
-
-def drain(app) -> int:
-    """Run every queued job in this process, as a worker thread would; returns how many ran."""
-    huey = app.extensions["jobs"].huey
-    count = 0
-    while (job := huey.dequeue()) is not None:
-        huey.execute(job)
-        count += 1
-    return count
 
 
 def upload(app, members) -> int:

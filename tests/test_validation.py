@@ -10,17 +10,11 @@ import pytest
 from sqlalchemy import func, select, update
 
 from tests.archives import labelled_films, zip_bytes
-from tests.helpers import csrf_token, fixture_image
+from tests.helpers import csrf_token, drain, fixture_image
 from webapp.extensions import db
 from webapp.models import AuditEvent, Prediction, ValidationItem, ValidationRun
 
 CORRUPT = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
-
-
-def drain(app) -> None:
-    huey = app.extensions["jobs"].huey
-    while (job := huey.dequeue()) is not None:
-        huey.execute(job)
 
 
 def bearer(token):
