@@ -48,3 +48,8 @@ def admin_required(view):
         return view(*args, **kwargs)
 
     return bp.alt_response(403, response="FORBIDDEN")(wrapped)
+
+
+def admin_token_required(view):
+    """`token_required` then `admin_required`: the guard of every administrators' operation. Under `@bp.route`."""
+    return token_required(admin_required(view))

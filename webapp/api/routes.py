@@ -6,7 +6,10 @@ for the success answer (the schema serialises what the view returns), and one `@
 per other status the operation can answer.
 """
 
+from functools import wraps
+
 from flask import current_app, g, jsonify
+from marshmallow import Schema
 
 from ..access import request_token, revoke_token
 from ..audit_log import audit_query
@@ -16,7 +19,7 @@ from ..models import SOURCE_API, ApiToken, Prediction, record_audit
 from ..ratelimits import upload_per_token, upload_per_user
 from ..screening.service import UploadRejected, screen_batch
 from . import BASE_PATH, bp, examples
-from .auth import admin_required, token_required
+from .auth import admin_token_required, token_required
 from .errors import api_error
 from .schemas import (
     MAX_ID,
@@ -35,6 +38,32 @@ from .schemas import (
     UploadSchema,
 )
 from .spec import openapi_document
+
+
+def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str, **response):
+    """A listing one page at a time: `filters` (with `page` and `per_page`) from the query string, the
+    view turns the rest into a query, and the answer is `{key: [...], "page", "per_page", "total", "pages"}`
+    documented with `page` (newest first, as every query given here orders)."""
+
+    def decorate(view):
+        @wraps(view)
+        def listing(arguments: dict):
+            page_number, per_page = arguments.pop("page"), arguments.pop("per_page")
+            found = db.paginate(view(arguments), page=page_number, per_page=per_page, error_out=False)
+            return {
+                key: found.items,
+                "page": found.page,
+                "per_page": per_page,
+                "total": found.total,
+                "pages": found.pages,
+            }
+
+        # In the order of a written stack: @bp.arguments, then @bp.response, then @bp.doc.
+        listing = bp.doc(operationId=operation_id)(listing)
+        listing = bp.response(200, page, description=f"One page of {key}, newest first.", **response)(listing)
+        return bp.arguments(filters, location="query")(listing)
+
+    return decorate
 
 
 @bp.route("/predictions", methods=["POST"])
@@ -117,42 +146,26 @@ def get_prediction(id: int):  # `id`: the path parameter's published name
 
 
 @bp.route("/predictions", methods=["GET"])
-@token_required
-@admin_required
-@bp.arguments(PredictionFilterSchema, location="query")
-@bp.response(200, PredictionPageSchema, description="One page of predictions, newest first.", example=examples.PAGE)
-@bp.doc(operationId="listPredictions")
+@admin_token_required
+@paged("predictions", PredictionFilterSchema, PredictionPageSchema, "listPredictions", example=examples.PAGE)
 def list_predictions(filters: dict):
     """List predictions (administrators)
 
     The filters combine (AND). Past the last page, `predictions` is empty.
     """
-    page_number, per_page = filters.pop("page"), filters.pop("per_page")
-    page = db.paginate(prediction_query(**filters), page=page_number, per_page=per_page, error_out=False)
-    return {
-        "predictions": page.items,
-        "page": page.page,
-        "per_page": per_page,
-        "total": page.total,
-        "pages": page.pages,
-    }
+    return prediction_query(**filters)
 
 
 @bp.route("/audit-events", methods=["GET"])
-@token_required
-@admin_required
-@bp.arguments(AuditFilterSchema, location="query")
-@bp.response(200, AuditEventPageSchema, description="One page of events, newest first.", example=examples.AUDIT_PAGE)
-@bp.doc(operationId="listAuditEvents")
+@admin_token_required
+@paged("events", AuditFilterSchema, AuditEventPageSchema, "listAuditEvents", example=examples.AUDIT_PAGE)
 def list_audit_events(filters: dict):
     """The audit trail (administrators)
 
     Who did what, when and from which address: sign-ins, views of films, exports, token and user
     administration. Filters combine (AND); `user` is the acting user name.
     """
-    page_number, per_page = filters.pop("page"), filters.pop("per_page")
-    page = db.paginate(audit_query(**filters), page=page_number, per_page=per_page, error_out=False)
-    return {"events": page.items, "page": page.page, "per_page": per_page, "total": page.total, "pages": page.pages}
+    return audit_query(**filters)
 
 
 @bp.route("/tokens", methods=["GET"])

@@ -15,7 +15,7 @@ from ..validation.monitoring import weekly
 from ..validation.runs import create_run, progress, upload_limit
 from ..validation.site import AdoptionRefused, adopt, current_model_version, withdraw
 from . import bp
-from .auth import admin_required, token_required
+from .auth import admin_token_required
 from .errors import ApiError, api_error
 from .schemas import MAX_ID, ErrorSchema
 from .validation_schemas import MonitoringSchema, RunCreatedSchema, SiteCalibrationSchema, ValidationRunSchema
@@ -62,8 +62,7 @@ def served_model_version() -> str:
 
 
 @bp.route("/validation-runs", methods=["POST"])
-@token_required
-@admin_required
+@admin_token_required
 @bp.response(202, RunCreatedSchema, description="The run is queued; poll GET /validation-runs/<id>.")
 @bp.alt_response(
     400,
@@ -97,8 +96,7 @@ def create_validation_run():
 
 
 @bp.route(f"/validation-runs/<int(min=1, max={MAX_ID}):run_id>", methods=["GET"])
-@token_required
-@admin_required
+@admin_token_required
 @bp.response(200, ValidationRunSchema)
 @bp.alt_response(404, schema=ErrorSchema, description="No such run.")
 @bp.doc(operationId="getValidationRun")
@@ -122,8 +120,7 @@ def get_validation_run(run_id: int):
 
 
 @bp.route("/site-calibration", methods=["POST"])
-@token_required
-@admin_required
+@admin_token_required
 @bp.response(201, SiteCalibrationSchema)
 @bp.alt_response(400, schema=ErrorSchema, description="`bad_json`, `bad_threshold`.")
 @bp.alt_response(404, schema=ErrorSchema, description="No such run.")
@@ -157,8 +154,7 @@ def adopt_site_calibration():
 
 
 @bp.route("/site-calibration", methods=["GET"])
-@token_required
-@admin_required
+@admin_token_required
 @bp.response(200, SiteCalibrationSchema)
 @bp.alt_response(404, schema=ErrorSchema, description="No site threshold in force: the model card's applies.")
 @bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`.")
@@ -173,8 +169,7 @@ def get_site_calibration():
 
 
 @bp.route("/site-calibration", methods=["DELETE"])
-@token_required
-@admin_required
+@admin_token_required
 @bp.response(204)
 @bp.alt_response(404, schema=ErrorSchema, description="No site threshold was in force.")
 @bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`.")
@@ -191,8 +186,7 @@ def withdraw_site_calibration():
 
 
 @bp.route("/monitoring", methods=["GET"])
-@token_required
-@admin_required
+@admin_token_required
 @bp.response(200, MonitoringSchema)
 @bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`.")
 @bp.doc(operationId="getMonitoring")
