@@ -28,6 +28,11 @@ def _env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _env_int(name: str, default: int) -> int:
+    # A value that is not a whole number stops the start-up with int()'s own ValueError, naming the value.
+    return int(os.environ.get(name, default))
+
+
 def _database_url(instance_dir: Path) -> str:
     url = os.environ.get("DATABASE_URL", f"sqlite:///{instance_dir / 'cxr.sqlite'}")
     # psycopg 3 is the driver we ship; accept the common bare postgres:// spellings.
@@ -44,26 +49,26 @@ class Config:
     SQLALCHEMY_DATABASE_URI = _database_url(INSTANCE_DIR)
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     MODEL_PATH = Path(os.environ.get("MODEL_PATH", DEFAULT_MODEL_PATH))
-    MAX_UPLOAD_MB = int(os.environ.get("MAX_UPLOAD_MB", "50"))
+    MAX_UPLOAD_MB = _env_int("MAX_UPLOAD_MB", 50)
     MAX_CONTENT_LENGTH = MAX_UPLOAD_MB * 1024 * 1024
-    MAX_FILES_PER_UPLOAD = int(os.environ.get("MAX_FILES_PER_UPLOAD", "20"))
+    MAX_FILES_PER_UPLOAD = _env_int("MAX_FILES_PER_UPLOAD", 20)
     HISTORY_PAGE_SIZE = 25
     # Long side of the de-identified copy kept for review (the film viewer's full resolution).
-    REVIEW_IMAGE_SIZE = int(os.environ.get("REVIEW_IMAGE_SIZE", "1024"))
+    REVIEW_IMAGE_SIZE = _env_int("REVIEW_IMAGE_SIZE", 1024)
     # Make a big film's full-size copy after answering the upload (webapp/screening/review_copy.py).
     REVIEW_COPY_IN_BACKGROUND = True
 
     # Sign-in throttling: after this many failures (per account and address pair, and per address)
     # each further try must wait twice as long as the last, up to LOGIN_MAX_DELAY_SECONDS. Counters
     # are forgotten after LOGIN_WINDOW_MINUTES without a failure.
-    LOGIN_WINDOW_MINUTES = int(os.environ.get("LOGIN_WINDOW_MINUTES", "15"))
-    LOGIN_MAX_FAILURES_PER_ACCOUNT = int(os.environ.get("LOGIN_MAX_FAILURES_PER_ACCOUNT", "5"))
-    LOGIN_MAX_FAILURES_PER_ADDRESS = int(os.environ.get("LOGIN_MAX_FAILURES_PER_ADDRESS", "20"))
-    LOGIN_MAX_DELAY_SECONDS = int(os.environ.get("LOGIN_MAX_DELAY_SECONDS", "300"))
+    LOGIN_WINDOW_MINUTES = _env_int("LOGIN_WINDOW_MINUTES", 15)
+    LOGIN_MAX_FAILURES_PER_ACCOUNT = _env_int("LOGIN_MAX_FAILURES_PER_ACCOUNT", 5)
+    LOGIN_MAX_FAILURES_PER_ADDRESS = _env_int("LOGIN_MAX_FAILURES_PER_ADDRESS", 20)
+    LOGIN_MAX_DELAY_SECONDS = _env_int("LOGIN_MAX_DELAY_SECONDS", 300)
 
     # Sessions end after this long without a request, and this long after sign-in in any case.
-    SESSION_IDLE_MINUTES = int(os.environ.get("SESSION_IDLE_MINUTES", "30"))
-    SESSION_MAX_HOURS = int(os.environ.get("SESSION_MAX_HOURS", "12"))
+    SESSION_IDLE_MINUTES = _env_int("SESSION_IDLE_MINUTES", 30)
+    SESSION_MAX_HOURS = _env_int("SESSION_MAX_HOURS", 12)
     PERMANENT_SESSION_LIFETIME = timedelta(hours=SESSION_MAX_HOURS)
 
     # Directory sign-in (LDAP / Active Directory); off while LDAP_URL is empty. See docs/sign-in.md.
@@ -76,10 +81,10 @@ class Config:
     LDAP_ADMIN_GROUP_DN = os.environ.get("LDAP_ADMIN_GROUP_DN", "")
     LDAP_CLINICIAN_GROUP_DN = os.environ.get("LDAP_CLINICIAN_GROUP_DN", "")
     LDAP_CA_FILE = os.environ.get("LDAP_CA_FILE", "")  # PEM of the CA that signed the directory's certificate
-    LDAP_TIMEOUT_SECONDS = int(os.environ.get("LDAP_TIMEOUT_SECONDS", "5"))
+    LDAP_TIMEOUT_SECONDS = _env_int("LDAP_TIMEOUT_SECONDS", 5)
 
     # API tokens: life of a new token (`users token --days` overrides it per token).
-    API_TOKEN_DAYS = int(os.environ.get("API_TOKEN_DAYS", "90"))
+    API_TOKEN_DAYS = _env_int("API_TOKEN_DAYS", 90)
     # Rate limits in Flask-Limiter notation, per token and per user: far above what a person
     # clicking or a well-behaved script sends, low enough to stop a runaway loop in seconds.
     RATE_LIMITS_ENABLED = _env_bool("RATE_LIMITS_ENABLED", True)
@@ -88,11 +93,11 @@ class Config:
     # Counters shared by every worker and replica in Redis; per process in memory otherwise.
     REDIS_URL = os.environ.get("REDIS_URL", "")
     # Decoded size one upload may need (pixels x channels x bytes per sample), checked from the header.
-    DECODE_MEMORY_MB = int(os.environ.get("DECODE_MEMORY_MB", "100"))
+    DECODE_MEMORY_MB = _env_int("DECODE_MEMORY_MB", 100)
     # File names often carry a patient's name or MRN: stored only when a site opts in.
     STORE_ORIGINAL_FILENAMES = _env_bool("STORE_ORIGINAL_FILENAMES", False)
     # Audit events older than this are deleted by `flask audit prune` (7 years by default).
-    AUDIT_RETENTION_DAYS = int(os.environ.get("AUDIT_RETENTION_DAYS", "2555"))
+    AUDIT_RETENTION_DAYS = _env_int("AUDIT_RETENTION_DAYS", 2555)
 
     SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", True)
     REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
@@ -100,41 +105,41 @@ class Config:
     REMEMBER_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     WTF_CSRF_TIME_LIMIT = None  # a sign-in page left open over a shift must still work
-    TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", "0"))
+    TRUSTED_PROXIES = _env_int("TRUSTED_PROXIES", 0)
     # Strict-Transport-Security is opt-in: on a plain-http intranet it would lock browsers out.
     # Set it (e.g. 31536000) only once the site is served over HTTPS for good.
-    HSTS_SECONDS = int(os.environ.get("HSTS_SECONDS", "0"))
+    HSTS_SECONDS = _env_int("HSTS_SECONDS", 0)
 
     # Background jobs (docs/jobs.md): Huey on SQLite in the instance folder, or on Redis when set.
     REDIS_URL = os.environ.get("REDIS_URL") or None
     JOBS_QUEUE_NAME = os.environ.get("JOBS_QUEUE_NAME", "cxr-jobs")
     # A worker renews its hold on a job at least this often; one silent for longer is taken to be dead.
-    JOBS_LEASE_SECONDS = int(os.environ.get("JOBS_LEASE_SECONDS", "20"))
+    JOBS_LEASE_SECONDS = _env_int("JOBS_LEASE_SECONDS", 20)
 
     # Validation runs (docs/validation.md): the largest labelled archive an admin may upload.
-    VALIDATION_MAX_FILES = int(os.environ.get("VALIDATION_MAX_FILES", "5000"))
-    VALIDATION_MAX_BYTES = int(os.environ.get("VALIDATION_MAX_BYTES", str(2 * 1024**3)))
+    VALIDATION_MAX_FILES = _env_int("VALIDATION_MAX_FILES", 5000)
+    VALIDATION_MAX_BYTES = _env_int("VALIDATION_MAX_BYTES", 2 * 1024**3)
 
     # The DICOM node (docs/dicom.md): where it listens, whom it accepts, where its results go.
     DICOM_AE_TITLE = os.environ.get("DICOM_AE_TITLE", "CXRSCREEN")
-    DICOM_PORT = int(os.environ.get("DICOM_PORT", "11112"))
+    DICOM_PORT = _env_int("DICOM_PORT", 11112)
     DICOM_BIND = os.environ.get("DICOM_BIND", "127.0.0.1")
     DICOM_ALLOWED_CALLING_AETS = tuple(
         aet.strip() for aet in os.environ.get("DICOM_ALLOWED_CALLING_AETS", "").split(",") if aet.strip()
     )
     DICOM_RESULTS_DESTINATION = os.environ.get("DICOM_RESULTS_DESTINATION") or None  # AE@host:port
     # Undelivered results are retried with a doubling wait, up to this long between tries and this many tries.
-    DICOM_SEND_MAX_BACKOFF_SECONDS = int(os.environ.get("DICOM_SEND_MAX_BACKOFF_SECONDS", "300"))
-    DICOM_SEND_MAX_ATTEMPTS = int(os.environ.get("DICOM_SEND_MAX_ATTEMPTS", "60"))
+    DICOM_SEND_MAX_BACKOFF_SECONDS = _env_int("DICOM_SEND_MAX_BACKOFF_SECONDS", 300)
+    DICOM_SEND_MAX_ATTEMPTS = _env_int("DICOM_SEND_MAX_ATTEMPTS", 60)
     # Long side of the secondary-capture image sent back (the film with its heat map).
-    DICOM_CAPTURE_SIZE = int(os.environ.get("DICOM_CAPTURE_SIZE", "1024"))
+    DICOM_CAPTURE_SIZE = _env_int("DICOM_CAPTURE_SIZE", 1024)
     # The queue worker yields the CPU to the web workers: OS priority and TensorFlow threads.
-    JOBS_WORKER_NICE = int(os.environ.get("JOBS_WORKER_NICE", "10"))
-    JOBS_WORKER_TF_THREADS = int(os.environ.get("JOBS_WORKER_TF_THREADS", "1"))
+    JOBS_WORKER_NICE = _env_int("JOBS_WORKER_NICE", 10)
+    JOBS_WORKER_TF_THREADS = _env_int("JOBS_WORKER_TF_THREADS", 1)
     # The DICOM node gives way to the web workers too (it spools and queues; screening is the worker's).
-    DICOM_LISTENER_NICE = int(os.environ.get("DICOM_LISTENER_NICE", "10"))
+    DICOM_LISTENER_NICE = _env_int("DICOM_LISTENER_NICE", 10)
     # The clinicians' worklist shows the films received from the PACS in the last hours.
-    WORKLIST_HOURS = int(os.environ.get("WORKLIST_HOURS", "24"))
+    WORKLIST_HOURS = _env_int("WORKLIST_HOURS", 24)
 
 
 class DevelopmentConfig(Config):
