@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from flask import abort, current_app, flash, redirect, render_template, url_for
@@ -97,29 +98,27 @@ def outbox():
     )
 
 
-def _failed_result(result_id: int) -> DicomResult:
+def _act_on_failed_result(result_id: int, action: str, act: Callable[[DicomResult], None], message: str):
+    """An administrator's retry or discard of a result whose delivery failed (409 for any other), audited."""
     require_admin()
     if not FlaskForm().validate_on_submit():
         abort(400)
     result = db.get_or_404(DicomResult, result_id)
     if result.state != RESULT_FAILED or not result.file_name:
         abort(409)
-    return result
+    record_audit(current_user.username, action, f"result {result_id}")
+    act(result)
+    flash(message, "success")
+    return redirect(url_for("pacs.outbox"))
 
 
 @bp.route("/admin/dicom/outbox/<int:result_id>/retry", methods=["POST"])
 def retry(result_id: int):
-    result = _failed_result(result_id)
-    record_audit(current_user.username, "dicom.result_retry", f"result {result_id}")
-    requeue(result)
-    flash(f"Result {result_id} will be sent again now.", "success")
-    return redirect(url_for("pacs.outbox"))
+    message = f"Result {result_id} will be sent again now."
+    return _act_on_failed_result(result_id, "dicom.result_retry", requeue, message)
 
 
 @bp.route("/admin/dicom/outbox/<int:result_id>/discard", methods=["POST"])
 def discard_result(result_id: int):
-    result = _failed_result(result_id)
-    record_audit(current_user.username, "dicom.result_discard", f"result {result_id}")
-    discard(result)
-    flash(f"Result {result_id} was discarded; it will not reach the PACS.", "success")
-    return redirect(url_for("pacs.outbox"))
+    message = f"Result {result_id} was discarded; it will not reach the PACS."
+    return _act_on_failed_result(result_id, "dicom.result_discard", discard, message)
