@@ -35,6 +35,7 @@ from webapp.models import (
     DicomReceipt,
     DicomResult,
     Prediction,
+    as_utc,
     utcnow,
 )
 from webapp.pacs import listener, tasks
@@ -206,7 +207,7 @@ def test_results_wait_for_a_pacs_that_is_down_then_arrive(node, orthanc_server):
             pending = db.session.scalars(select(DicomResult)).all()
             assert [r.state for r in pending] == [RESULT_PENDING] * 2
             assert all(r.attempts == 1 and "cannot be reached" in r.last_error for r in pending)
-            assert all(tasks.as_utc(r.next_attempt_at) > utcnow() for r in pending)
+            assert all(as_utc(r.next_attempt_at) > utcnow() for r in pending)
         client = node.test_client()
         client.post(
             "/auth/login",

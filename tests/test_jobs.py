@@ -17,6 +17,7 @@ from tests.redis_server import redis_server  # noqa: F401  (session fixture)
 from webapp import create_app
 from webapp.config import TestingConfig
 from webapp.extensions import db
+from webapp.jobs.leases import LeaseLost
 from webapp.jobs.queue import run_recoveries
 from webapp.models import ITEM_DONE, ITEM_PENDING, RUN_DONE, RUN_RUNNING, ValidationItem, ValidationRun, utcnow
 from webapp.validation import tasks
@@ -127,7 +128,7 @@ def test_a_job_that_lost_its_lease_writes_nothing(queue_app):
         assert tasks.claim(run_id, "slow-worker")
         db.session.execute(update(ValidationRun).values(lease_owner="the-next-worker"))
         db.session.commit()
-        with pytest.raises(tasks.LeaseLost):
+        with pytest.raises(LeaseLost):
             tasks.process(run_id, "slow-worker")
         db.session.rollback()
     assert states(queue_app, run_id) == {ITEM_PENDING: 4}

@@ -6,22 +6,32 @@ over and finishes it, and the dead job's late writes (if it was only slow) are r
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import or_, update
 
 from ..extensions import db
-from ..models import utcnow
+from ..models import as_utc, utcnow
 
 
 class LeaseLost(Exception):
     """Another job holds the row now (ours ran out while we were busy): stop without writing."""
 
 
-def as_utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every time we store is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+def job_owner() -> str:
+    """The name a job holds its leases by: unique across hosts, worker processes and jobs."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def seconds_left(lease_until: datetime) -> float:
+    return (as_utc(lease_until) - utcnow()).total_seconds()
 
 
 def lease() -> timedelta:
@@ -43,3 +53,27 @@ def claim(model, row_id: int, state, claimable: tuple[str, ...], working: str, o
     )
     db.session.commit()
     return result.rowcount == 1
+
+
+def update_held(model, row_id: int, owner: str, **values) -> None:
+    """Write `values` to the row, in the caller's transaction, only while `owner` holds its lease: the
+    ownership check and the write are one statement. Raises LeaseLost, having written nothing, otherwise."""
+    result = db.session.execute(
+        update(model)
+        .where(model.id == row_id, model.lease_owner == owner)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise LeaseLost
+
+
+@contextmanager
+def stop_if_lease_lost(log: logging.Logger, message: str, *args) -> Iterator[None]:
+    """Around a job's work: when another job has taken the row over, roll back and log `message` as a
+    warning instead of failing (the other job finishes the work)."""
+    try:
+        yield
+    except LeaseLost:
+        db.session.rollback()
+        log.warning(message, *args)

@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import socket
 import time
-import uuid
 from datetime import timedelta
 
 import numpy as np
@@ -33,7 +30,7 @@ from ..extensions import db
 from ..inference.decode import DecodeError, decode
 from ..inference.runtime import ModelUnavailable, get_analyzer
 from ..jobs import leases
-from ..jobs.leases import LeaseLost, as_utc, lease
+from ..jobs.leases import lease
 from ..jobs.queue import enqueue, enqueue_in, jobs, recovery, task
 from ..models import (
     RECEIPT_QUEUED,
@@ -62,19 +59,16 @@ FIRST_RETRY_SECONDS = 5
 
 @task(SCREEN_TASK)
 def screen(receipt_id: int) -> None:
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    owner = leases.job_owner()
     if not claim(receipt_id, owner):
         receipt = db.session.get(DicomReceipt, receipt_id)
         if receipt is not None and receipt.state == RECEIPT_SCREENING and receipt.lease_until:
             # A job holds it: look again when its lease would run out, and take over if that job died.
-            wait = (as_utc(receipt.lease_until) - utcnow()).total_seconds()
-            enqueue_in(max(wait, 0.0) + 1.0, SCREEN_TASK, receipt_id)
+            enqueue_in(max(leases.seconds_left(receipt.lease_until), 0.0) + 1.0, SCREEN_TASK, receipt_id)
         return
     try:
-        process(receipt_id, owner)
-    except LeaseLost:
-        db.session.rollback()
-        log.warning("dicom: receipt %d was taken over by another job; stopping", receipt_id)
+        with leases.stop_if_lease_lost(log, "dicom: receipt %d was taken over by another job; stopping", receipt_id):
+            process(receipt_id, owner)
     except ModelUnavailable:
         db.session.rollback()  # an operator problem: the film waits for the lease to lapse and is tried again
         log.error("dicom: receipt %d waits: the model is not available", receipt_id)
@@ -93,14 +87,7 @@ def claim(receipt_id: int, owner: str) -> bool:
 
 def finish(receipt_id: int, owner: str, **values) -> None:
     """Set the receipt's final state, in the caller's transaction, only while this job holds it."""
-    result = db.session.execute(
-        update(DicomReceipt)
-        .where(DicomReceipt.id == receipt_id, DicomReceipt.lease_owner == owner)
-        .values(lease_owner=None, lease_until=None, **values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        raise LeaseLost
+    leases.update_held(DicomReceipt, receipt_id, owner, lease_owner=None, lease_until=None, **values)
 
 
 def process(receipt_id: int, owner: str) -> None:

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import socket
-import uuid
 import zipfile
 
 from flask import current_app
@@ -27,7 +24,7 @@ from ..inference.image import DecodedImage
 from ..inference.overlay import heatmap_png
 from ..inference.runtime import ModelUnavailable, get_analyzer
 from ..jobs import leases
-from ..jobs.leases import LeaseLost, as_utc, lease
+from ..jobs.leases import lease
 from ..jobs.queue import enqueue, enqueue_in, jobs, recovery, task
 from ..models import (
     ITEM_DONE,
@@ -58,22 +55,20 @@ def start(run_id: int) -> None:
 
 @task(TASK)
 def run_validation(run_id: int) -> None:
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    owner = leases.job_owner()
     run = db.session.get(ValidationRun, run_id)
     if run is None or run.status in (RUN_DONE, RUN_FAILED):
         return
     if not claim(run_id, owner):
         # A live job holds it. Look again when its lease would run out: if that job died, we take over.
         db.session.refresh(run)
-        wait = (as_utc(run.lease_until) - utcnow()).total_seconds() if run.lease_until else lease().total_seconds()
+        wait = leases.seconds_left(run.lease_until) if run.lease_until else lease().total_seconds()
         if run.status == RUN_RUNNING:
             enqueue_in(max(wait, 1.0) + 1.0, TASK, run_id)
         return
     try:
-        process(run_id, owner)
-    except LeaseLost:
-        db.session.rollback()
-        log.warning("validation run %d: lease lost to another job; stopping", run_id)
+        with leases.stop_if_lease_lost(log, "validation run %d: lease lost to another job; stopping", run_id):
+            process(run_id, owner)
     except ModelUnavailable as exc:
         fail(run_id, f"The model could not be loaded: {exc}")
     except Exception as exc:  # the run is marked failed with the reason; the worker lives on
@@ -86,14 +81,7 @@ def claim(run_id: int, owner: str) -> bool:
 
 
 def renew(run_id: int, owner: str) -> None:
-    result = db.session.execute(
-        update(ValidationRun)
-        .where(ValidationRun.id == run_id, ValidationRun.lease_owner == owner)
-        .values(lease_until=utcnow() + lease())
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        raise LeaseLost
+    leases.update_held(ValidationRun, run_id, owner, lease_until=utcnow() + lease())
 
 
 def process(run_id: int, owner: str) -> None:
@@ -176,14 +164,16 @@ def analyse_batch(archive, analyzer, entries: list[str], threshold: float, revie
 def finish(run_id: int, owner: str) -> None:
     run = db.session.get(ValidationRun, run_id)
     # Only the lease holder may finish the run: the ownership check and the update are one statement.
-    result = db.session.execute(
-        update(ValidationRun)
-        .where(ValidationRun.id == run_id, ValidationRun.lease_owner == owner)
-        .values(status=RUN_DONE, metrics=run_metrics(run), finished_at=utcnow(), lease_owner=None, lease_until=None)
-        .execution_options(synchronize_session=False)
+    leases.update_held(
+        ValidationRun,
+        run_id,
+        owner,
+        status=RUN_DONE,
+        metrics=run_metrics(run),
+        finished_at=utcnow(),
+        lease_owner=None,
+        lease_until=None,
     )
-    if result.rowcount != 1:
-        raise LeaseLost
     db.session.commit()
     archive_path(run_id).unlink(missing_ok=True)  # the archive is kept only while the run needs it
 
