@@ -3,6 +3,7 @@ augmentation determinism and the synthetic negatives."""
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import numpy as np
@@ -140,3 +141,13 @@ def test_stress_distortions_keep_the_film_size_and_do_what_they_say():
         values = np.asarray(DISTORTIONS[name](image))
         assert ((values > 10) & (values < 245)).sum() > 100, name
     assert set(np.unique(np.asarray(DISTORTIONS["none"](image)))) == {0, 255}
+
+
+def test_reports_are_indented_json_with_a_final_newline_in_a_folder_made_for_them(tmp_path):
+    from training.reports import write_report
+
+    path = tmp_path / "runs" / "stress" / "report.json"
+    write_report(path, {"rows": [{"auc": 0.9}], "model_version": "v1"})
+    text = path.read_text()
+    assert text.endswith("}\n") and text.startswith('{\n  "rows"')
+    assert json.loads(text) == {"rows": [{"auc": 0.9}], "model_version": "v1"}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
-import json
 import pathlib
 import sys
 import time
@@ -22,6 +21,7 @@ import numpy as np
 
 from training import data, gate, metrics, plots
 from training.gate_check import age_band
+from training.reports import write_report
 from webapp.inference.analyzer import Analyzer
 from webapp.inference.labels import NORMAL, UNKNOWN
 from webapp.inference.model_card import read_card, write_card
@@ -229,7 +229,7 @@ def main(argv=None) -> int:
         result.predictions,
     )
     args.reports.mkdir(parents=True, exist_ok=True)
-    (args.reports / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.reports / "metrics.json", report)
     with open(args.reports / "test_predictions.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(predictions[0]))
         writer.writeheader()

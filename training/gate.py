@@ -37,6 +37,7 @@ import tensorflow as tf
 from keras import layers
 
 from training import data, distort, metrics
+from training.reports import write_report
 from webapp.inference.model_card import GATE_SECTION, read_card, write_card
 from webapp.inference.preprocess import preprocess
 
@@ -234,7 +235,7 @@ def refit(gate_dir: pathlib.Path, data_dir: pathlib.Path = data.DEFAULT_DATA_DIR
     _, val_children = children_split(data_dir)
     cutoff, refused = validation_cutoff(gate, load_pixels_u8([f.path for f in val_children], size), size, seed)
     card.update(max_adult_probability=cutoff, cutoff_fitted_on=CUTOFF_RULE, validation_children_refused=refused)
-    (gate_dir / GATE_CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    write_report(gate_dir / GATE_CARD_NAME, card)
     print(json.dumps({"max_adult_probability": cutoff, "validation_children_refused": refused}))
 
 
@@ -354,7 +355,7 @@ def main(argv=None) -> int:
         "seconds": round(time.time() - started, 1),
         "command": "python -m training.gate " + shlex.join(argv),
     }
-    (args.out / GATE_CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    write_report(args.out / GATE_CARD_NAME, card)
     print(json.dumps({k: card[k] for k in ("max_adult_probability", "validation_children_refused", "seconds")}))
     return 0
 

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from training import data, distort, gate, metrics, ood
+from training.reports import write_report
 from webapp.inference.preprocess import preprocess
 
 
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
         report[name] = row
         print(name, json.dumps({k: v for k, v in row.items() if k != "children_refused_by_stress"}), flush=True)
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        write_report(args.out, report)
     return 0
 
 

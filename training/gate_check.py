@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from training import data, distort, gate
+from training.reports import write_report
 from webapp.inference.analyzer import Analyzer
 from webapp.inference.decide import decide
 from webapp.inference.intended_use import IntendedUse
@@ -238,8 +239,7 @@ def main(argv=None) -> int:
         ]
         save_heatmaps(gate_model, panels, args.heatmaps)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        write_report(args.out, report)
     return 0
 
 

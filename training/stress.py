@@ -13,7 +13,6 @@ the squashed training films, not the lungs.
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 
 import keras
@@ -21,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from training import data, metrics
+from training.reports import write_report
 from webapp.inference.model_card import GATE_SECTION, read_card
 from webapp.inference.preprocess import preprocess
 
@@ -105,8 +105,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     report = stress(args.model, args.data_dir)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        write_report(args.out, report)
     return 0
 
 
