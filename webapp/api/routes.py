@@ -1,9 +1,9 @@
 """API operations. Each view's decorators are its contract: parsing, validation, answers, documentation.
 
-The pattern (docs/api.md "Adding an endpoint"): `@bp.route` then `@token_required`, then
-`@bp.arguments(Schema, location=...)` for what the request carries, `@bp.response(status, Schema)`
-for the success answer (the schema serialises what the view returns), and one `@bp.alt_response`
-per other status the operation can answer.
+The pattern (docs/api.md "Adding an endpoint"): `@bp.route` then `@token_required` (or
+`@admin_token_required`), then `@bp.arguments(Schema, location=...)` for what the request carries,
+`@bp.response(status, Schema)` for the success answer (the schema serialises what the view returns),
+and one `@bp.alt_response` per other status the operation can answer. A paged listing uses `@paged`.
 """
 
 from functools import wraps
@@ -41,9 +41,12 @@ from .spec import openapi_document
 
 
 def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str, **response):
-    """A listing one page at a time: `filters` (with `page` and `per_page`) from the query string, the
-    view turns the rest into a query, and the answer is `{key: [...], "page", "per_page", "total", "pages"}`
-    documented with `page` (newest first, as every query given here orders)."""
+    """The decorators of a paged listing, in place of its arguments, response and doc lines.
+
+    `filters` (a query-string schema with `page` and `per_page`) is parsed; the view gets the other
+    filters and returns a query, newest first; the answer is one page of it,
+    `{key: [...], "page", "per_page", "total", "pages"}`, documented by the `page` schema.
+    """
 
     def decorate(view):
         @wraps(view)
