@@ -1,4 +1,4 @@
-"""Helpers that tests import: paths, known passwords, users, tokens, CSRF tokens, fixture images.
+"""Helpers that tests import: paths, known passwords, users, tokens, CSRF tokens, fixture images, uploads.
 
 Fixtures live in conftest.py (pytest finds them); plain functions live here, so a test file
 imports them like any module instead of reaching into conftest.
@@ -6,15 +6,18 @@ imports them like any module instead of reaching into conftest.
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
 from flask_migrate import upgrade
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
+from webapp import create_app
+from webapp.config import TestingConfig
 from webapp.extensions import db
 from webapp.inference.decide import UnknownPolicy
-from webapp.models import ApiToken, User
+from webapp.models import ApiToken, User, ValidationItem
 
 FIXTURES = Path(__file__).parent / "fixtures"
 IMAGES = FIXTURES / "images"
@@ -73,6 +76,35 @@ class AuthActions:
     def logout(self):
         token = csrf_token(self._client, "/screen")
         return self._client.post("/auth/logout", data={"csrf_token": token})
+
+
+def api_upload(client, token: str, *files: tuple[str, bytes]):
+    """POST /api/v1/predictions with `files` ((name, bytes) pairs) as parts named `file`."""
+    return client.post(
+        "/api/v1/predictions",
+        headers={"Authorization": f"Bearer {token}"},
+        data={"file": [(io.BytesIO(body), name) for name, body in files]},
+        content_type="multipart/form-data",
+    )
+
+
+def app_with_model_file(instance_dir: Path, content: bytes | None):
+    """An app whose model file is missing (None) or holds `content` (a corrupt model, say)."""
+    model = instance_dir / "cxr_pneumonia.keras"
+    if content is not None:
+        model.write_bytes(content)
+    return create_app(TestingConfig, {"INSTANCE_DIR": instance_dir, "MODEL_PATH": model})
+
+
+def item_states(app, run_id: int) -> dict[str, int]:
+    """How many of a validation run's films are in each state."""
+    with app.app_context():
+        rows = db.session.execute(
+            select(ValidationItem.state, func.count())
+            .where(ValidationItem.run_id == run_id)
+            .group_by(ValidationItem.state)
+        )
+        return dict(rows.all())
 
 
 def drain(app) -> int:

@@ -1,20 +1,9 @@
-import io
-
 import pytest
 
 from tests.factories import add_prediction
-from tests.helpers import fixture_image, issue_token
+from tests.helpers import api_upload, fixture_image, issue_token
 from webapp.extensions import db
 from webapp.models import Prediction
-
-
-def post(client, token, *files):
-    return client.post(
-        "/api/v1/predictions",
-        headers={"Authorization": f"Bearer {token}"},
-        data={"file": [(io.BytesIO(body), name) for name, body in files]},
-        content_type="multipart/form-data",
-    )
 
 
 def count(app):
@@ -38,7 +27,7 @@ def test_requests_without_a_valid_token_get_401(client, api_token, header):
 
 
 def test_one_upload(app, client, api_token):
-    response = post(client, api_token, ("normal.jpeg", fixture_image("normal.jpeg")))
+    response = api_upload(client, api_token, ("normal.jpeg", fixture_image("normal.jpeg")))
     assert response.status_code == 201
     (item,) = response.json["predictions"]
     assert set(item) >= {"id", "filename", "label", "probabilities", "unknown_reason", "model_version", "created_at"}
@@ -49,7 +38,7 @@ def test_one_upload(app, client, api_token):
 
 
 def test_batch_with_a_rejected_item(app, client, api_token):
-    response = post(
+    response = api_upload(
         client,
         api_token,
         ("normal.jpeg", fixture_image("normal.jpeg")),
@@ -65,14 +54,14 @@ def test_batch_with_a_rejected_item(app, client, api_token):
 
 
 def test_rejected_single_file(app, client, api_token):
-    response = post(client, api_token, ("empty.jpeg", b""))
+    response = api_upload(client, api_token, ("empty.jpeg", b""))
     assert 400 <= response.status_code < 500
     assert set(response.json["error"]) == {"code", "message"}
     assert count(app) == 0
 
 
 def test_all_rejected_batch(app, client, api_token):
-    response = post(client, api_token, ("a.jpeg", b""), ("b.txt", b"text"))
+    response = api_upload(client, api_token, ("a.jpeg", b""), ("b.txt", b"text"))
     assert 400 <= response.status_code < 500
     assert response.json["error"]["code"] == "all_files_rejected"
     assert len(response.json["predictions"]) == 2 and count(app) == 0
@@ -84,14 +73,14 @@ def test_missing_file_field(client, api_token):
 
 
 def test_file_name_is_sanitized(client, api_token):
-    response = post(client, api_token, ("../../etc/pa\x00ss<b>.jpeg", fixture_image("normal.jpeg")))
+    response = api_upload(client, api_token, ("../../etc/pa\x00ss<b>.jpeg", fixture_image("normal.jpeg")))
     name = response.json["predictions"][0]["filename"]
     assert "/" not in name and "\x00" not in name and name.endswith(".jpeg")
 
 
 def test_too_large_is_413_json(app, client, api_token):
     app.config["MAX_CONTENT_LENGTH"] = 1000
-    response = post(client, api_token, ("n.jpeg", fixture_image("normal.jpeg")))
+    response = api_upload(client, api_token, ("n.jpeg", fixture_image("normal.jpeg")))
     assert response.status_code == 413 and response.json["error"]["code"] == "too_large"
 
 
@@ -127,7 +116,7 @@ def test_admin_list_with_filters_and_pages(app, client, admin_token, clinician_u
 
 def test_deactivated_users_token_stops_working(app, client, api_token, runner):
     runner.invoke(args=["users", "deactivate", "clin"])
-    assert post(client, api_token, ("n.jpeg", fixture_image("normal.jpeg"))).status_code == 401
+    assert api_upload(client, api_token, ("n.jpeg", fixture_image("normal.jpeg"))).status_code == 401
 
 
 def test_openapi_document(client, api_token):

@@ -22,6 +22,7 @@ import yaml
 from gunicorn.config import Config as GunicornConfig
 
 from deploy import gunicorn_hooks
+from tests.helpers import app_with_model_file
 from webapp import create_app
 from webapp.config import TestingConfig
 
@@ -150,16 +151,13 @@ def test_heap_limits_apply_on_glibc_in_a_fresh_process():
 
 @pytest.mark.parametrize("content", [None, b"PK\x03\x04 truncated"])
 def test_worker_hook_survives_a_missing_or_corrupt_model(tmp_path, caplog, content):
-    model = tmp_path / "cxr_pneumonia.keras"
-    if content is not None:
-        model.write_bytes(content)
-    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "MODEL_PATH": model})
+    app = app_with_model_file(tmp_path, content)
     worker_log = logging.getLogger("test.gunicorn.error")
     gunicorn_hooks.load_model_in_worker(app, 1, worker_log)  # must not raise: the worker lives on
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "model could not be loaded" in errors[0].getMessage()
     response = app.test_client().get("/readyz")
-    assert response.status_code == 503 and str(model) in response.json["reasons"][0]
+    assert response.status_code == 503 and str(app.config["MODEL_PATH"]) in response.json["reasons"][0]
     assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1  # still one error
 
 
@@ -300,19 +298,24 @@ class _Probe(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def container_health_check(port: int) -> subprocess.CompletedProcess:
+    """The image's HEALTHCHECK command against a server on this loopback port."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "healthcheck.py")],
+        capture_output=True,
+        text=True,
+        env={"BIND": f"0.0.0.0:{port}"},
+        timeout=30,
+    )
+
+
 @pytest.mark.parametrize("status, exit_code", [(200, 0), (503, 1)])
 def test_container_health_check_follows_readyz(monkeypatch, status, exit_code):
     handler = type("Probe", (_Probe,), {"status": status})
     server = http.server.HTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        done = subprocess.run(
-            [sys.executable, str(ROOT / "docker" / "healthcheck.py")],
-            capture_output=True,
-            text=True,
-            env={"BIND": f"0.0.0.0:{server.server_address[1]}"},
-            timeout=30,
-        )
+        done = container_health_check(server.server_address[1])
     finally:
         server.shutdown()
     assert done.returncode == exit_code
@@ -324,13 +327,7 @@ def test_container_health_check_fails_when_nothing_listens():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "docker" / "healthcheck.py")],
-        capture_output=True,
-        text=True,
-        env={"BIND": f"0.0.0.0:{port}"},
-        timeout=30,
-    )
+    done = container_health_check(port)
     assert done.returncode == 1 and "readyz unreachable" in done.stdout
 
 

@@ -1,7 +1,6 @@
 import pytest
 
-from webapp import create_app
-from webapp.config import TestingConfig
+from tests.helpers import app_with_model_file
 
 
 def test_healthz(client):
@@ -16,10 +15,7 @@ def test_readyz_with_model_and_database(client):
 
 @pytest.mark.parametrize("content", [None, b"this is not a keras file"])
 def test_readyz_503_when_model_missing_or_corrupt(tmp_path, content, caplog):
-    model = tmp_path / "cxr_pneumonia.keras"
-    if content is not None:
-        model.write_bytes(content)
-    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "MODEL_PATH": model})
+    app = app_with_model_file(tmp_path, content)
     client = app.test_client()
     for _ in range(3):
         response = client.get("/readyz")

@@ -15,7 +15,7 @@ from functools import cache
 
 import pytest
 
-from tests.helpers import csrf_token, fixture_image, issue_token, make_user, reset_database
+from tests.helpers import api_upload, csrf_token, fixture_image, issue_token, make_user, reset_database
 from tests.hostile_corpus import hostile_corpus
 from webapp import create_app
 from webapp.config import TestingConfig
@@ -43,15 +43,6 @@ HOSTILE_NAMES = [
 @cache
 def corpus():
     return hostile_corpus()
-
-
-def api_post(client, token, *files):
-    return client.post(
-        "/api/v1/predictions",
-        headers={"Authorization": f"Bearer {token}"},
-        data={"file": [(io.BytesIO(body), name) for name, body in files]},
-        content_type="multipart/form-data",
-    )
 
 
 def page_post(client, *files, accept=None):
@@ -83,7 +74,7 @@ def signed_in(client, auth, clinician_user):
 def api_refusal_problems(app, client, token, tmp_path, hostile) -> list[str]:
     """What is wrong with the API's answer to one hostile file (nothing, one hopes)."""
     before_rows, before_files = rows(app), files_under(tmp_path)
-    response = api_post(client, token, (hostile.filename, hostile.data))
+    response = api_upload(client, token, (hostile.filename, hostile.data))
     body = response.get_json(silent=True) or {}
     error = body.get("error") or {}
     message = error.get("message") or ""
@@ -105,7 +96,7 @@ def test_api_refuses_every_hostile_file_cleanly_and_keeps_serving(app, client, a
         problems += api_refusal_problems(app, client, api_token, tmp_path, hostile)
         # The worker keeps serving: a real film straight after each hostile file.
         before = rows(app)
-        again = api_post(client, api_token, ("normal.jpeg", fixture_image("normal.jpeg")))
+        again = api_upload(client, api_token, ("normal.jpeg", fixture_image("normal.jpeg")))
         if again.status_code != 201 or rows(app) != before + 1:
             problems.append(f"{hostile.name[:50]}: the next real upload got {again.status_code}")
     assert not problems, "\n".join(problems)
@@ -114,7 +105,7 @@ def test_api_refuses_every_hostile_file_cleanly_and_keeps_serving(app, client, a
 
 def test_api_refuses_the_whole_corpus_in_one_batch_and_keeps_the_good_file(app, client, api_token):
     files = [(h.filename, h.data) for h in corpus()[:19]] + [("normal.jpeg", fixture_image("normal.jpeg"))]
-    response = api_post(client, api_token, *files)
+    response = api_upload(client, api_token, *files)
     assert response.status_code == 207
     *refused, accepted = response.get_json()["predictions"]
     assert all(400 <= item["status"] < 500 and set(item["error"]) == {"code", "message"} for item in refused)
@@ -158,7 +149,7 @@ def test_upload_page_json_errors_are_clean_and_names_sanitized(app, signed_in):
 @pytest.mark.app_config(STORE_ORIGINAL_FILENAMES=True, RATE_LIMITS_ENABLED=False)
 @pytest.mark.parametrize("name", HOSTILE_NAMES, ids=repr)
 def test_hostile_names_on_a_real_film_are_sanitized_in_json(app, client, api_token, name):
-    response = api_post(client, api_token, (name, fixture_image("normal.jpeg")))
+    response = api_upload(client, api_token, (name, fixture_image("normal.jpeg")))
     assert response.status_code == 201
     (item,) = response.get_json()["predictions"]
     assert_clean_name(item["filename"])
@@ -192,7 +183,7 @@ def test_an_upload_over_the_size_limit_gets_413_json_and_no_row(tmp_path):
         reset_database()
     make_user(app, "clin", "clinician")
     token = issue_token(app, "clin")
-    response = api_post(app.test_client(), token, ("big.jpeg", b"\xff\xd8\xff" + bytes(2 * 1024 * 1024)))
+    response = api_upload(app.test_client(), token, ("big.jpeg", b"\xff\xd8\xff" + bytes(2 * 1024 * 1024)))
     assert response.status_code == 413
     assert response.get_json()["error"]["code"] == "too_large"
     assert "1 MB" in response.get_json()["error"]["message"]

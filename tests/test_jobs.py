@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from tests.archives import labelled_films, zip_bytes
-from tests.helpers import drain, issue_token, make_user, reset_database
+from tests.helpers import drain, issue_token, item_states, make_user, reset_database
 from tests.redis_server import redis_server  # noqa: F401  (session fixture)
 from webapp import create_app
 from webapp.config import TestingConfig
@@ -52,16 +52,6 @@ def upload(app, members) -> int:
     return response.get_json()["id"]
 
 
-def states(app, run_id) -> dict[str, int]:
-    with app.app_context():
-        rows = db.session.execute(
-            select(ValidationItem.state, func.count())
-            .where(ValidationItem.run_id == run_id)
-            .group_by(ValidationItem.state)
-        )
-        return dict(rows.all())
-
-
 def test_a_run_goes_through_the_queue(queue_app):
     run_id = upload(queue_app, labelled_films(copies=2))
     assert queue_app.extensions["jobs"].pending() == 1
@@ -70,7 +60,7 @@ def test_a_run_goes_through_the_queue(queue_app):
         run = db.session.get(ValidationRun, run_id)
         assert run.status == RUN_DONE and run.metrics["n"] == 8
         assert run.lease_owner is None
-    assert states(queue_app, run_id) == {ITEM_DONE: 8}
+    assert item_states(queue_app, run_id) == {ITEM_DONE: 8}
     assert not (queue_app.config["INSTANCE_DIR"] / "validation" / f"run-{run_id}.zip").exists()
 
 
@@ -93,14 +83,14 @@ def test_a_dead_workers_run_is_finished_without_counting_a_film_twice(queue_app)
     del queued_message
     drain(queue_app)
     assert huey.scheduled_count() == 1
-    assert states(queue_app, run_id) == {ITEM_DONE: 16, ITEM_PENDING: 4}
+    assert item_states(queue_app, run_id) == {ITEM_DONE: 16, ITEM_PENDING: 4}
     with queue_app.app_context():
         db.session.execute(update(ValidationRun).values(lease_until=utcnow() - timedelta(seconds=1)))
         db.session.commit()
         # The lease has lapsed: the scheduler's periodic recovery puts the run back on the queue.
         assert run_recoveries() == 1
     drain(queue_app)
-    assert states(queue_app, run_id) == {ITEM_DONE: 20}
+    assert item_states(queue_app, run_id) == {ITEM_DONE: 20}
     with queue_app.app_context():
         run = db.session.get(ValidationRun, run_id)
         assert run.status == RUN_DONE and run.metrics["n"] == 20
@@ -119,7 +109,7 @@ def test_a_second_job_for_a_held_run_does_not_touch_it(queue_app):
         tasks.run_validation(run_id)  # the job a duplicate message would run
         run = db.session.get(ValidationRun, run_id)
         assert run.status == RUN_RUNNING and run.lease_owner == "live-worker"
-    assert states(queue_app, run_id) == {ITEM_PENDING: 4}
+    assert item_states(queue_app, run_id) == {ITEM_PENDING: 4}
 
 
 def test_a_job_that_lost_its_lease_writes_nothing(queue_app):
@@ -131,7 +121,7 @@ def test_a_job_that_lost_its_lease_writes_nothing(queue_app):
         with pytest.raises(LeaseLost):
             tasks.process(run_id, "slow-worker")
         db.session.rollback()
-    assert states(queue_app, run_id) == {ITEM_PENDING: 4}
+    assert item_states(queue_app, run_id) == {ITEM_PENDING: 4}
 
 
 def test_a_queued_run_whose_message_was_lost_is_recovered(queue_app):

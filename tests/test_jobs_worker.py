@@ -10,29 +10,18 @@ import sys
 import time
 
 from flask_migrate import upgrade
-from sqlalchemy import func, select
 
 from tests.archives import labelled_films, zip_bytes
-from tests.helpers import issue_token, make_user
+from tests.helpers import issue_token, item_states, make_user
 from tests.live_app import LiveApp
 from tests.redis_server import redis_server  # noqa: F401  (session fixture)
 from webapp import create_app
 from webapp.config import TestingConfig
 from webapp.extensions import db
-from webapp.models import ITEM_DONE, ITEM_PENDING, RUN_DONE, ValidationItem, ValidationRun
+from webapp.models import ITEM_DONE, ITEM_PENDING, RUN_DONE, ValidationRun
 
 WORKER = [sys.executable, "-m", "flask", "--app", "wsgi", "jobs", "worker"]
 FILMS = 200
-
-
-def item_states(app, run_id: int) -> dict[str, int]:
-    with app.app_context():
-        rows = db.session.execute(
-            select(ValidationItem.state, func.count())
-            .where(ValidationItem.run_id == run_id)
-            .group_by(ValidationItem.state)
-        )
-        return dict(rows.all())
 
 
 def start_worker(instance, redis_url: str, name: str) -> LiveApp:

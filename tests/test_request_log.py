@@ -8,6 +8,7 @@ import pytest
 
 from tests.helpers import fixture_image
 from tests.image_samples import PATIENT, dicom
+from webapp.inference.runtime import ModelUnavailable
 
 
 def request_lines(capsys) -> list[dict]:
@@ -80,24 +81,19 @@ def test_api_upload_logs_user_but_no_image_file_name_or_patient_fields(client, a
     assert "JFIF" not in out  # no image bytes either
 
 
-def test_server_errors_are_logged_at_error_level(client, capsys, monkeypatch):
-    def broken(_path):
-        raise RuntimeError("an unexpected failure")
+@pytest.mark.parametrize(
+    "failure, status, level",
+    [
+        pytest.param(RuntimeError("an unexpected failure"), 500, "error", id="server_error_at_error_level"),
+        pytest.param(ModelUnavailable("model could not be loaded from x"), 503, "warning", id="unavailable_a_warning"),
+    ],
+)
+def test_level_of_a_failed_request(client, capsys, monkeypatch, failure, status, level):
+    def failing(_path):
+        raise failure
 
-    monkeypatch.setattr("webapp.health.routes.get_analyzer", broken)
+    monkeypatch.setattr("webapp.health.routes.get_analyzer", failing)
     capsys.readouterr()
-    assert client.get("/readyz").status_code == 500
+    assert client.get("/readyz").status_code == status
     request_line = request_lines(capsys)[0]
-    assert request_line["status"] == 500 and request_line["level"] == "error"
-
-
-def test_unavailable_answers_are_warnings_not_errors(client, capsys, monkeypatch):
-    from webapp.inference.runtime import ModelUnavailable
-
-    def unavailable(_path):
-        raise ModelUnavailable("model could not be loaded from x")
-
-    monkeypatch.setattr("webapp.health.routes.get_analyzer", unavailable)
-    capsys.readouterr()
-    assert client.get("/readyz").status_code == 503
-    assert request_lines(capsys)[0]["level"] == "warning"
+    assert request_line["status"] == status and request_line["level"] == level
