@@ -3,7 +3,7 @@
 # with a certificate from a throwaway CA made here, two app replicas, PostgreSQL and Redis, all
 # built from Debian packages on the debootstrap base (see container_engine.sh). Checks, one
 # function each, listed in CHECKS below: the journey through the proxy over HTTPS, HSTS, only the
-# proxy's port published, a session across replicas, one migration for two replicas, Redis
+# proxy's port published, a session across replicas, one migration for all app containers, Redis
 # reachable, and a PostgreSQL backup and restore round trip. Prints start-to-ready and memory.
 #   CONTAINER_ENGINE=docker ./scripts/container_stack.sh     # docker compose instead of podman-compose
 # Needs root. The stack, its volumes and its network are removed on exit, whatever happened.
@@ -142,16 +142,17 @@ check_session_across_replicas() {
   replica_check session-across-replicas --first http://app:8000 --second http://app2:8000
 }
 
-check_one_migration_for_two_replicas() {
-  # Both replicas started on an empty database at once: docker/migrate.py's lock lets one migrate.
+check_one_migration_for_all_app_containers() {
+  # The two replicas and the queue worker start on an empty database at once, each through
+  # docker/entrypoint.sh: docker/migrate.py's lock lets exactly one of them migrate.
   local service migrated=0 restarts
-  for service in "${replicas[@]}"; do
+  for service in "${replicas[@]}" worker; do
     restarts="$("$engine" inspect --format '{{.RestartCount}}' "$(container "$service")")"
     [ "$restarts" = 0 ] || die "$service restarted $restarts times"
     migrated=$((migrated + $("$engine" logs "$(container "$service")" 2>&1 | grep -c 'Running upgrade  ->' || true)))
   done
-  [ "$migrated" = 1 ] || die "the first migration ran $migrated times across the replicas"
-  say "migrations: applied once for both replicas, no restarts"
+  [ "$migrated" = 1 ] || die "the first migration ran $migrated times across the two replicas and the worker"
+  say "migrations: applied once for the two replicas and the worker, no restarts"
 }
 
 check_redis_reachable_from_replicas() {
@@ -195,7 +196,7 @@ CHECKS=(
   check_https_journey
   check_only_the_proxy_is_published
   check_session_across_replicas
-  check_one_migration_for_two_replicas
+  check_one_migration_for_all_app_containers
   check_redis_reachable_from_replicas
   check_backup_and_restore
 )
