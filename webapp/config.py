@@ -90,8 +90,6 @@ class Config:
     RATE_LIMITS_ENABLED = _env_bool("RATE_LIMITS_ENABLED", True)
     API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "20/second;600/minute")
     UPLOAD_RATE_LIMIT = os.environ.get("UPLOAD_RATE_LIMIT", "10/second;300/minute")
-    # Counters shared by every worker and replica in Redis; per process in memory otherwise.
-    REDIS_URL = os.environ.get("REDIS_URL", "")
     # Decoded size one upload may need (pixels x channels x bytes per sample), checked from the header.
     DECODE_MEMORY_MB = _env_int("DECODE_MEMORY_MB", 100)
     # File names often carry a patient's name or MRN: stored only when a site opts in.
@@ -110,7 +108,8 @@ class Config:
     # Set it (e.g. 31536000) only once the site is served over HTTPS for good.
     HSTS_SECONDS = _env_int("HSTS_SECONDS", 0)
 
-    # Background jobs (docs/jobs.md): Huey on SQLite in the instance folder, or on Redis when set.
+    # Redis, when set, holds the rate-limit counters (shared by every worker and replica; per process in
+    # memory otherwise) and the background jobs (docs/jobs.md; Huey on SQLite in the instance folder otherwise).
     REDIS_URL = os.environ.get("REDIS_URL") or None
     JOBS_QUEUE_NAME = os.environ.get("JOBS_QUEUE_NAME", "cxr-jobs")
     # A worker renews its hold on a job at least this often; one silent for longer is taken to be dead.
