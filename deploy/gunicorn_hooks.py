@@ -119,12 +119,12 @@ def load_model_in_worker(app, threads: int, log: logging.Logger, since: float | 
     broken. Instead the failure is remembered by webapp.inference.runtime (which logs it once)
     and /readyz answers 503 with the reason.
     """
-    from webapp.inference.runtime import ModelUnavailable, get_analyzer
+    from webapp.inference.runtime import ModelUnavailable, analyzer_for
 
     started = time.monotonic() if since is None else since
     try:
         set_inference_threads(threads, log)
-        analyzer = get_analyzer(app.config["MODEL_PATH"])
+        analyzer = analyzer_for(app.config)
     except ModelUnavailable:
         return  # already logged, once, with the reason
     except Exception:  # noqa: BLE001  (an unexpected failure must still not kill the worker)

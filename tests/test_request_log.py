@@ -89,10 +89,10 @@ def test_api_upload_logs_user_but_no_image_file_name_or_patient_fields(client, a
     ],
 )
 def test_level_of_a_failed_request(client, capsys, monkeypatch, failure, status, level):
-    def failing(_path):
+    def failing(_config):
         raise failure
 
-    monkeypatch.setattr("webapp.health.routes.get_analyzer", failing)
+    monkeypatch.setattr("webapp.health.routes.analyzer_for", failing)
     capsys.readouterr()
     assert client.get("/readyz").status_code == status
     request_line = request_lines(capsys)[0]

@@ -49,6 +49,10 @@ class Config:
     SQLALCHEMY_DATABASE_URI = _database_url(INSTANCE_DIR)
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
     MODEL_PATH = Path(os.environ.get("MODEL_PATH", DEFAULT_MODEL_PATH))
+    # Films screened at the same moment in one process share a forward pass (inference/batching.py):
+    # at most this many, collected for up to this long (0: only films already waiting; docs/serving.md).
+    INFERENCE_BATCH_MAX = _env_int("INFERENCE_BATCH_MAX", 8)
+    INFERENCE_BATCH_WINDOW_MS = float(os.environ.get("INFERENCE_BATCH_WINDOW_MS", "0"))
     MAX_UPLOAD_MB = _env_int("MAX_UPLOAD_MB", 50)
     MAX_CONTENT_LENGTH = MAX_UPLOAD_MB * 1024 * 1024
     MAX_FILES_PER_UPLOAD = _env_int("MAX_FILES_PER_UPLOAD", 20)

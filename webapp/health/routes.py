@@ -5,7 +5,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..extensions import db
-from ..inference.runtime import ModelUnavailable, get_analyzer
+from ..inference.runtime import ModelUnavailable, analyzer_for
 from . import bp
 
 
@@ -19,7 +19,7 @@ def readyz():
     problems = []
     model_version = None
     try:
-        model_version = get_analyzer(current_app.config["MODEL_PATH"]).model_version
+        model_version = analyzer_for(current_app.config).model_version
     except ModelUnavailable as exc:
         problems.append(str(exc))
     try:

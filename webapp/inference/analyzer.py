@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .batching import MicroBatcher
 from .calibrate import class_probabilities, pneumonia_probability, sigmoid
 from .decide import decide
 from .image import DecodedImage
@@ -35,7 +36,9 @@ class Analysis:
 
 
 class Analyzer:
-    def __init__(self, model_path: pathlib.Path):
+    def __init__(self, model_path: pathlib.Path, max_batch: int = 8, batch_window_ms: float = 0.0):
+        """`max_batch`, `batch_window_ms`: how `analyze` calls made at the same time share a forward
+        pass (batching.MicroBatcher); `analyze_batch` always runs the films it is given at once."""
         # Imported here so that merely importing the web app does not pull in TensorFlow.
         import keras
 
@@ -49,10 +52,14 @@ class Analyzer:
         self.threshold, self.temperature = params.threshold, params.temperature
         self.model = keras.saving.load_model(model_path, compile=False)
         self._forward = build_forward(self.model, self.params.gradcam_layer)
-        self._forward(np.zeros((1, self.input_size, self.input_size, 1), np.float32))
+        # Traced for one film and for several, so the first real batch does not pay a retrace.
+        for size in (1, 2):
+            self._forward(np.zeros((size, self.input_size, self.input_size, 1), np.float32))
+        self.batcher = MicroBatcher(self.analyze_batch, max_batch, batch_window_ms / 1000.0, name="inference")
 
     def analyze(self, image: DecodedImage, threshold: float | None = None) -> Analysis:
-        return self.analyze_batch([image], threshold)[0]
+        """One film's analysis, in one forward pass with any other film being analysed at this moment."""
+        return self.batcher.run(image, threshold)
 
     def analyze_batch(self, images: list[DecodedImage], threshold: float | None = None) -> list[Analysis]:
         """One forward pass for several films; `threshold` overrides the card's (a site operating point)."""

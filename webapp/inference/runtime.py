@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -24,25 +25,31 @@ _lock = threading.Lock()
 _loaded: dict[Path, object] = {}
 
 
-def get_analyzer(model_path: Path):
+def get_analyzer(model_path: Path, max_batch: int = 8, batch_window_ms: float = 0.0):
+    """The process's Analyzer for `model_path`; the batching settings apply when this call loads it."""
     key = Path(model_path).resolve()
     entry = _loaded.get(key)
     if entry is None:
         with _lock:
             entry = _loaded.get(key)
             if entry is None:
-                entry = _load(key)
+                entry = _load(key, max_batch, batch_window_ms)
                 _loaded[key] = entry
     if isinstance(entry, str):
         raise ModelUnavailable(entry)
     return entry
 
 
-def _load(model_path: Path):
+def analyzer_for(config: Mapping):
+    """The process's Analyzer for an app's settings (MODEL_PATH and the INFERENCE_BATCH_* pair)."""
+    return get_analyzer(config["MODEL_PATH"], config["INFERENCE_BATCH_MAX"], config["INFERENCE_BATCH_WINDOW_MS"])
+
+
+def _load(model_path: Path, max_batch: int, batch_window_ms: float):
     try:
         from .analyzer import Analyzer  # imports TensorFlow: only after the fork
 
-        return Analyzer(model_path)
+        return Analyzer(model_path, max_batch, batch_window_ms)
     except Exception as exc:  # any failure to load is an operator problem, not a crash
         message = f"model could not be loaded from {model_path}: {type(exc).__name__}: {exc}"
         log.error(message)

@@ -8,7 +8,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from ..inference.runtime import ModelUnavailable, get_analyzer
+from ..inference.runtime import ModelUnavailable, analyzer_for
 from .priority import yield_cpu
 from .queue import jobs, run_recoveries
 
@@ -26,7 +26,7 @@ def worker(threads: int) -> None:
     # forked processes: TensorFlow is not fork-safe).
     yield_cpu(current_app.config["JOBS_WORKER_NICE"], current_app.config["JOBS_WORKER_TF_THREADS"])
     try:
-        get_analyzer(current_app.config["MODEL_PATH"])
+        analyzer_for(current_app.config)
     except ModelUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
     backend = "Redis" if current_app.config.get("REDIS_URL") else f"SQLite in {current_app.config['INSTANCE_DIR']}"

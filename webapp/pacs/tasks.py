@@ -28,7 +28,7 @@ from sqlalchemy import and_, or_, select, update
 
 from ..extensions import db
 from ..inference.decode import DecodeError, decode
-from ..inference.runtime import ModelUnavailable, get_analyzer
+from ..inference.runtime import ModelUnavailable, analyzer_for
 from ..jobs import leases
 from ..jobs.leases import lease
 from ..jobs.queue import enqueue, enqueue_in, jobs, recovery, task
@@ -99,7 +99,7 @@ def process(receipt_id: int, owner: str) -> None:
     except (OSError, TypeError):
         refuse(receipt_id, owner, "The spooled film is missing from the server; ask the PACS to send it again.")
         return
-    model = get_analyzer(current_app.config["MODEL_PATH"])
+    model = analyzer_for(current_app.config)
     try:
         image = decode(data, target_size=model.input_size)
     except DecodeError as exc:

@@ -21,7 +21,7 @@ from ..inference.decode import DecodeError, decode
 from ..inference.image import DecodedImage
 from ..inference.labels import NORMAL, PNEUMONIA
 from ..inference.overlay import heatmap_png
-from ..inference.runtime import ModelUnavailable, get_analyzer
+from ..inference.runtime import ModelUnavailable, analyzer_for
 from ..models import SOURCE_UPLOAD, Prediction, User
 from ..site_threshold import active_calibration
 from . import review_copy
@@ -48,7 +48,7 @@ class Screened:
 
 def analyzer():
     try:
-        return get_analyzer(current_app.config["MODEL_PATH"])
+        return analyzer_for(current_app.config)
     except ModelUnavailable as exc:
         raise UploadRejected(
             "model_unavailable",
@@ -92,7 +92,8 @@ def screen_upload(user: User, filename: str, data: bytes, source: str = SOURCE_U
         raise UploadRejected(exc.code, exc.message, status) from exc
     background = current_app.config["REVIEW_COPY_IN_BACKGROUND"]
     prediction, _, later = analyse(model, image, data, review_in_background=background)
-    prediction.user_id, prediction.filename, prediction.source = user.id, filename, source
+    # The relationship, not only the id: the answer names the submitter without another query.
+    prediction.user, prediction.filename, prediction.source = user, filename, source
     prediction.latency_ms = round((time.perf_counter() - started) * 1000.0, 2)
     db.session.add(prediction)
     if not current_app.config["STORE_ORIGINAL_FILENAMES"]:

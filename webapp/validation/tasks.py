@@ -22,7 +22,7 @@ from ..extensions import db
 from ..inference.decode import DecodeError, decode
 from ..inference.image import DecodedImage
 from ..inference.overlay import heatmap_png
-from ..inference.runtime import ModelUnavailable, get_analyzer
+from ..inference.runtime import ModelUnavailable, analyzer_for
 from ..jobs import leases
 from ..jobs.leases import lease
 from ..jobs.queue import enqueue, enqueue_in, jobs, recovery, task
@@ -86,7 +86,7 @@ def renew(run_id: int, owner: str) -> None:
 
 def process(run_id: int, owner: str) -> None:
     run = db.session.get(ValidationRun, run_id)
-    analyzer = get_analyzer(current_app.config["MODEL_PATH"])
+    analyzer = analyzer_for(current_app.config)
     if run.model_version is None:
         calibration = active_calibration(analyzer.model_version)
         run.model_version = analyzer.model_version
