@@ -18,6 +18,7 @@ import json
 import os
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from .inputs import latency_inputs
 
 MATMUL_SIDE = 2048
 BATCH = 32
+BATCH_CALLERS = 8  # threads calling Analyzer.analyze at once in the batching figures
 
 
 def timed(fn, repeats: int, warmup: int = 2) -> list[float]:
@@ -122,6 +124,42 @@ def model_figures(model_path: Path, quick: bool) -> dict:
     }
 
 
+def batching_figures(analyzer, quick: bool, callers: int = BATCH_CALLERS) -> dict:
+    """Films per second through Analyzer.analyze: one caller at a time, then `callers` threads at
+    once (what a worker's request threads or the queue worker's jobs do), whose films the
+    micro-batcher runs together; with the mean batch it actually formed."""
+    from webapp.inference.decode import decode
+
+    small = next(u for u in latency_inputs() if u.name == "jpeg_224")
+    image = decode(small.data, target_size=analyzer.input_size)
+    films = 40 if quick else 400
+
+    def sequential() -> float:
+        started = time.perf_counter()
+        for _ in range(films):
+            analyzer.analyze(image)
+        return films / (time.perf_counter() - started)
+
+    def concurrent() -> float:
+        with ThreadPoolExecutor(callers) as pool:
+            started = time.perf_counter()
+            list(pool.map(lambda _: analyzer.analyze(image), range(films)))
+            return films / (time.perf_counter() - started)
+
+    alone = sequential()
+    batches, items = analyzer.batcher.batches, analyzer.batcher.items
+    together = concurrent()
+    return {
+        "callers": callers,
+        "films": films,
+        "sequential_films_per_s": alone,
+        "concurrent_films_per_s": together,
+        "speed_up": together / alone,
+        "mean_batch": (analyzer.batcher.items - items) / max(1, analyzer.batcher.batches - batches),
+        "max_batch": analyzer.batcher.max_batch,
+    }
+
+
 def stage_figures(analyzer, quick: bool) -> dict:
     """Each step of webapp.screening.service.screen_upload, on the benchmark inputs."""
     from webapp.config import Config
@@ -153,7 +191,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     figures = model_figures(args.model, args.quick)
-    figures["stages"] = stage_figures(figures.pop("analyzer"), args.quick)
+    analyzer = figures.pop("analyzer")
+    figures["batching"] = batching_figures(analyzer, args.quick)
+    figures["stages"] = stage_figures(analyzer, args.quick)
     args.out.write_text(json.dumps(figures, indent=2))
 
 

@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import machine, report
+from . import machine, queue_bench, report
 from .client import Run, Target, run_count, run_for
 from .inputs import Upload, latency_inputs, load_mix
 from .servers import ROOT, BenchServer, start_app, start_naive
@@ -32,6 +32,7 @@ from .servers import ROOT, BenchServer, start_app, start_naive
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_MODEL = ROOT / "webapp" / "weights" / "cxr_pneumonia.keras"
 CONCURRENCY = (1, 4, 16)
+WORKER_COUNTS = (2, 4)  # PSS per worker measured with each
 API_PATH = "/api/v1/predictions"
 NAIVE_PATH = "/predict"
 
@@ -197,6 +198,21 @@ def bench_naive(model_path: Path, plan: Plan, uploads: list[Upload], settings: d
         log("naive server stopped")
 
 
+def bench_workers(model_path: Path, counts: tuple[int, ...], uploads: list[Upload]) -> dict[int, dict]:
+    """Each worker's memory after warm-up, with `count` workers (the shared pages split among them)."""
+    figures = {}
+    for count in counts:
+        server = start_app(model_path, {"WEB_WORKERS": str(count)})
+        try:
+            server.wait_ready()
+            warm_up(Target(server.port, API_PATH, server.token), uploads, server, Ledger())
+            figures[count] = server.worker_memory_mb()
+            log(f"  {count} workers: PSS " + ", ".join(f"{m['pss']:.0f}" for m in figures[count].values()) + " MB")
+        finally:
+            server.stop()
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Benchmark the screening service against a naive server.")
     parser.add_argument("--quick", action="store_true", help="a few requests per step (CI): checks the harness")
@@ -224,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     ours = bench_ours(args.model, plan, uploads)
     log("naive reference server")
     naive = bench_naive(args.model, plan, uploads, ours["gunicorn"])
+    log("the queue: a PACS burst and a validation run")
+    queue = queue_bench.measure(args.quick)
+    log("memory with 2 and 4 workers")
+    workers = bench_workers(args.model, WORKER_COUNTS, uploads[:1])
     host["competing_jobs_at_end"] = machine.competing_jobs()
     host["duration_s"] = time.perf_counter() - started
     # Whatever else ran on the machine meanwhile (other jobs' tests, builds) slowed both servers.
@@ -231,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         0.0, (machine.busy_cpu_seconds() - busy_before) - (machine.own_cpu_seconds() - own_before)
     )
 
-    results = report.build(host, plan, uploads, model, ours, naive, quick=args.quick)
+    results = report.build(host, plan, uploads, model, ours, naive, queue, workers, quick=args.quick)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     (raw / f"{'quick' if args.quick else 'full'}-{stamp}.json").write_text(json.dumps(results["raw"], indent=1))
     report.write(results, out)

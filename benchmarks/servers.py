@@ -67,10 +67,15 @@ def gunicorn_settings(env: dict[str, str]) -> dict:
     return {"workers": int(settings.get("workers", 1)), "threads": int(settings.get("threads", 1))}
 
 
-def start_app(model_path: Path | None = None) -> BenchServer:
-    """Our app under gunicorn.conf.py on a fresh database; returns once the process is spawned."""
+def start_app(model_path: Path | None = None, settings: dict[str, str] | None = None) -> BenchServer:
+    """Our app under gunicorn.conf.py on a fresh database, with `settings` added to its environment;
+    returns once the process is spawned."""
     # The load generator is a runaway script by design: with rate limits on it would measure the 429s.
-    env = {"RATE_LIMITS_ENABLED": "false", **({"MODEL_PATH": str(model_path)} if model_path else {})}
+    env = {
+        "RATE_LIMITS_ENABLED": "false",
+        **({"MODEL_PATH": str(model_path)} if model_path else {}),
+        **(settings or {}),
+    }
     server = BenchServer("app", env=env)
     server.token = server.prepare(BENCH_USER)
     server.start()

@@ -1,0 +1,167 @@
+"""The queue side of serving: a burst of films from a PACS, and a validation run, through the real processes.
+
+    .venv/bin/python -m benchmarks.queue_bench [--quick] [--json out.json]
+
+One deployment on a fresh instance folder, as docs/dicom.md runs it: gunicorn (the web app), the
+DICOM node (`flask dicom listen`) and the queue worker (`flask jobs worker`), on the embedded
+SQLite queue. Two measurements, each from the client's side:
+- a PACS burst: BURST DICOM films (the fixture radiographs as CR, each a study of its own) sent
+  over ASSOCIATIONS associations at once, as a PACS forwarding a backlog does; from the first
+  C-STORE until the last film's prediction is logged (no results destination: screening only);
+- a validation run: a ZIP of the official test films (../shared/data/chest_xray/test, labelled by
+  folder) posted to POST /api/v1/validation-runs; from the upload until GET says `done`.
+It exits non-zero when a film goes missing or a run fails, never because of a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sqlite3
+import sys
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+
+import requests
+
+from tests.dicom_films import MODALITY_AE, film, store
+from tests.live_app import ROOT, LiveApp, free_port
+
+FLASK = [sys.executable, "-m", "flask", "--app", "wsgi"]
+TEST_FILMS = ROOT.parent / "shared" / "data" / "chest_xray" / "test"
+BURST, QUICK_BURST = 200, 12
+QUICK_VALIDATION_FILMS = 40  # per class, in --quick
+WORKER_THREADS = 4  # jobs at once in the worker: films screened together share forward passes
+ASSOCIATIONS = 4  # the PACS's associations at once
+
+
+class Deployment:
+    """The web app, the node and the worker, sharing one instance folder and one secret key."""
+
+    def __init__(self, worker_threads: int):
+        env = {
+            "DICOM_PORT": str(free_port()),
+            "DICOM_ALLOWED_CALLING_AETS": MODALITY_AE,
+            "RATE_LIMITS_ENABLED": "false",
+        }
+        self.env = env
+        self.web = LiveApp("queue-web", env=env)
+        self.web.prepare("clin")
+        self.web.create_user("admin", role="admin")
+        self.admin_token = self.web.api_token("admin")
+        self.port = int(env["DICOM_PORT"])
+        self.listener = self._process("listener", [*FLASK, "dicom", "listen"])
+        self.worker = self._process("worker", [*FLASK, "jobs", "worker", "--threads", str(worker_threads)])
+
+    def _process(self, name: str, argv: list[str]) -> LiveApp:
+        process = LiveApp(name, instance_dir=self.web.instance, env=self.env, argv=argv)
+        process.env["SECRET_KEY"] = self.web.env["SECRET_KEY"]
+        return process
+
+    def __enter__(self) -> Deployment:
+        for process in (self.web, self.listener, self.worker):
+            process.start()
+        self.web.wait_ready()
+        self.listener.wait_for_log("dicom node listening", 1, 60)
+        self.worker.wait_for_log("jobs worker ready", 1, 180)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for process in (self.worker, self.listener, self.web):
+            process.stop()
+
+    def receipts(self) -> dict[str, int]:
+        with sqlite3.connect(self.web.database, timeout=30) as db:
+            return dict(db.execute("SELECT state, count(*) FROM dicom_receipts GROUP BY state").fetchall())
+
+
+def burst(deployment: Deployment, count: int, associations: int = ASSOCIATIONS) -> dict:
+    films = [film(i) for i in range(count)]
+    started = time.perf_counter()
+    # A PACS forwards a burst over a few associations at once: one C-STORE waits for its answer.
+    with ThreadPoolExecutor(associations) as pool:
+        statuses = [s for part in pool.map(partial(store, deployment.port), chunks(films, associations)) for s in part]
+    stored_s = time.perf_counter() - started
+    deadline = started + 600
+    while (states := deployment.receipts()).get("screened", 0) + states.get("refused", 0) < count:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"burst: only {states} of {count} films done after 600 s")
+        time.sleep(0.05)
+    total_s = time.perf_counter() - started
+    if any(status != 0 for status in statuses) or states.get("screened") != count:
+        raise RuntimeError(f"burst: C-STORE statuses {set(statuses)}, receipts {states}")
+    return {
+        "films": count,
+        "associations": associations,
+        "stored_s": stored_s,
+        "total_s": total_s,
+        "films_per_s": count / total_s,
+    }
+
+
+def chunks(items: list, parts: int) -> list[list]:
+    return [items[i::parts] for i in range(parts)]
+
+
+def validation_archive(per_class: int | None) -> tuple[bytes, int]:
+    """The official test films as a labelled ZIP (stored, not deflated: JPEGs do not shrink)."""
+    buffer, count = io.BytesIO(), 0
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for label in ("NORMAL", "PNEUMONIA"):
+            paths = sorted((TEST_FILMS / label).glob("*.jpeg"))[:per_class]
+            for path in paths:
+                archive.write(path, f"{label}/{path.name}")
+            count += len(paths)
+    return buffer.getvalue(), count
+
+
+def validation(deployment: Deployment, per_class: int | None) -> dict:
+    archive, count = validation_archive(per_class)
+    headers = {"Authorization": f"Bearer {deployment.admin_token}"}
+    api = deployment.web.url + "/api/v1/validation-runs"
+    started = time.perf_counter()
+    answer = requests.post(api, headers=headers, files={"archive": ("test.zip", archive)}, timeout=120)
+    if answer.status_code != 202:
+        raise RuntimeError(f"validation: POST answered {answer.status_code}: {answer.text[:300]}")
+    run_url = f"{api}/{answer.json()['id']}"
+    while (run := requests.get(run_url, headers=headers, timeout=30).json())["status"] not in ("done", "failed"):
+        if time.perf_counter() - started > 900:
+            raise RuntimeError(f"validation: not done after 900 s: {run.get('progress')}")
+        time.sleep(0.1)
+    total_s = time.perf_counter() - started
+    if run["status"] != "done" or run["progress"]["done"] != count:
+        raise RuntimeError(f"validation: {run['status']}, {run['progress']} of {count} films")
+    return {"films": count, "total_s": total_s, "films_per_s": count / total_s, "metrics": run.get("metrics")}
+
+
+def measure(quick: bool, worker_threads: int = WORKER_THREADS) -> dict:
+    if not TEST_FILMS.is_dir():
+        raise RuntimeError(f"no official test films at {TEST_FILMS}")
+    with Deployment(worker_threads) as deployment:
+        return {
+            "worker_threads": worker_threads,
+            "burst": burst(deployment, QUICK_BURST if quick else BURST),
+            "validation": validation(deployment, QUICK_VALIDATION_FILMS if quick else None),
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=WORKER_THREADS, help="the queue worker's --threads")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    result = measure(args.quick, args.threads)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
