@@ -32,6 +32,7 @@ STAGES = (
     ("preprocess", ("inference/preprocess.py",)),
     ("review copy and heat map PNGs", ("screening/review_copy.py", "inference/overlay.py")),
     ("decide, calibrate, gate", ("inference/decide.py", "inference/calibrate.py", "inference/intended_use.py")),
+    # Includes the commit's wait for the disk (fsync): py-spy cannot tell it from work.
     ("database (SQLAlchemy, SQLite)", ("sqlalchemy", "sqlite3", "flask_sqlalchemy")),
     ("token check and rate limits", ("access.py", "ratelimits.py", "flask_limiter", "limits/")),
     ("answer JSON (marshmallow)", ("marshmallow", "api/schemas.py", "json")),
@@ -50,7 +51,8 @@ IDLE = (
     "acquire",
     "pthread_cond",
     "Condition",
-    "_worker (concurrent",
+    "_worker (concurrent",  # the review-copy pool with nothing to do
+    "MicroBatcher._collect",  # the inference thread waiting for films
 )
 
 
