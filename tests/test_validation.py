@@ -209,3 +209,30 @@ def test_admin_pages_upload_report_csv_and_images(app, client, auth, admin_user,
         image = client.get(f"/admin/validation/{run_id}/films/{item_id}/{kind}.png")
         assert image.status_code == 200 and image.data.startswith(b"\x89PNG")
     assert client.get(f"/admin/validation/{run_id + 1}").status_code == 404
+
+
+def test_an_operating_point_changed_by_another_process_applies_within_its_cache_time(app, admin_user, monkeypatch):
+    """Screening reads the operating point at most every OPERATING_POINT_SECONDS per process; a change
+    made elsewhere (simulated: rows written without this process's adopt/withdraw) applies after that."""
+    from webapp import site_threshold
+    from webapp.models import SiteCalibration, utcnow
+
+    clock = [1000.0]
+    monkeypatch.setattr(site_threshold.time, "monotonic", lambda: clock[0])
+    with app.app_context():
+        run = ValidationRun(created_by_id=admin_user, archive_name="site.zip", archive_sha256="0" * 64)
+        db.session.add(run)
+        db.session.flush()
+        assert site_threshold.operating_point("v1") is None  # read, and remembered
+        point = SiteCalibration(
+            validation_run_id=run.id, model_version="v1", threshold=0.4, reason="elsewhere", adopted_by_id=admin_user
+        )
+        db.session.add(point)
+        db.session.commit()
+        assert site_threshold.operating_point("v1") is None
+        clock[0] += site_threshold.OPERATING_POINT_SECONDS + 0.1
+        assert site_threshold.operating_point("v1") == site_threshold.OperatingPoint(point.id, 0.4)
+        point.withdrawn_at = utcnow()
+        db.session.commit()
+        site_threshold.forget_operating_point()  # what withdrawing in this process does
+        assert site_threshold.operating_point("v1") is None

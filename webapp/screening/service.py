@@ -23,7 +23,7 @@ from ..inference.labels import NORMAL, PNEUMONIA
 from ..inference.overlay import heatmap_png
 from ..inference.runtime import ModelUnavailable, analyzer_for
 from ..models import SOURCE_UPLOAD, Prediction, User
-from ..site_threshold import active_calibration
+from ..site_threshold import operating_point
 from . import review_copy
 
 # Refusal codes that mean "not a kind of file we take" rather than "a broken file".
@@ -115,8 +115,8 @@ def analyse(
     Prediction (the caller sets who and where it came from), the Analysis it was made from, and
     whether the full-size review copy is still to be made (review_copy.upgrade_later, once committed)."""
     # The site operating point in force for this model version, if any (site_threshold.py).
-    calibration = active_calibration(model.model_version)
-    analysis = model.analyze(image, threshold=calibration.threshold if calibration else None)
+    point = operating_point(model.model_version)
+    analysis = model.analyze(image, threshold=point.threshold if point else None)
     size = current_app.config["REVIEW_IMAGE_SIZE"]
     # A big film's full-size review copy is made after the answer (see review_copy).
     review, later = review_copy.at_upload(data, image, size, review_in_background)
@@ -130,7 +130,7 @@ def analyse(
         p_normal=float(analysis.probabilities[NORMAL]),
         p_pneumonia=float(analysis.probabilities[PNEUMONIA]),
         threshold=float(analysis.threshold),
-        site_calibration_id=calibration.id if calibration else None,
+        site_calibration_id=point.calibration_id if point else None,
         chest_probability=float(analysis.chest_probability),
         feature_distance=float(analysis.feature_distance),
         model_version=analysis.model_version,

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from ..extensions import db
 from ..inference.model_card import ModelCardError, read_card
 from ..models import ITEM_DONE, RUN_DONE, SiteCalibration, User, ValidationItem, ValidationRun, record_audit, utcnow
-from ..site_threshold import active_calibration
+from ..site_threshold import active_calibration, forget_operating_point
 from .archive import TRUTHS
 
 MIN_FILMS_PER_CLASS = 50
@@ -89,6 +89,7 @@ def adopt(run: ValidationRun, threshold: float, reason: str, user: User) -> Site
         f"threshold={threshold:.4f} model={version} calibration={calibration.id} reason={reason}",
     )
     db.session.commit()
+    forget_operating_point()
     return calibration
 
 
@@ -105,4 +106,5 @@ def withdraw(user: User) -> SiteCalibration | None:
         f"threshold={calibration.threshold:.4f} calibration={calibration.id}",
     )
     db.session.commit()
+    forget_operating_point()
     return calibration
