@@ -23,7 +23,6 @@ import io
 import json
 import os
 import signal
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -33,10 +32,10 @@ from pydicom import dcmread
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.dicom_films import MODALITY_AE, echo, film, identifiers, store  # noqa: E402
-from tests.live_app import LiveApp, free_port  # noqa: E402
+from tests.live_app import free_port  # noqa: E402
+from tests.node_processes import NodeProcesses  # noqa: E402
 from tests.orthanc_server import NODE_AE_TITLE, OrthancServer  # noqa: E402
 
-FLASK = [sys.executable, "-m", "flask", "--app", "wsgi"]
 IDLE_LIMIT_S, BATCH_LIMIT_S, OUTAGE_LIMIT_S = 10.0, 60.0, 120.0
 VERDICT_MEANING = "AI screening verdict"
 
@@ -53,8 +52,8 @@ def verdict_text(sr) -> str | None:
     return walk(sr.ContentSequence)
 
 
-class Node:
-    """The three processes of one deployment, sharing an instance folder and a secret key."""
+class Node(NodeProcesses):
+    """The three processes of one deployment, its results sent to Orthanc."""
 
     def __init__(self, orthanc: OrthancServer, extra_env: dict[str, str] | None = None):
         self.orthanc = orthanc
@@ -65,37 +64,7 @@ class Node:
             "DICOM_RESULTS_DESTINATION": orthanc.destination,
             **(extra_env or {}),
         }
-        self.web = LiveApp("dicom-web", env=env)
-        self.env = env
-        self.token = self.web.prepare("clin")
-        self.listener = self._process("listener", [*FLASK, "dicom", "listen"])
-        self.worker = self._process("worker", [*FLASK, "jobs", "worker"])
-        self.workers_started = 1
-
-    def _process(self, name: str, argv: list[str]) -> LiveApp:
-        process = LiveApp(name, instance_dir=self.web.instance, env=self.env, argv=argv)
-        process.env["SECRET_KEY"] = self.web.env["SECRET_KEY"]  # one key: the same keyed hashes everywhere
-        return process
-
-    def start(self) -> None:
-        for process in (self.web, self.listener, self.worker):
-            process.start()
-        self.web.wait_ready()
-        self.listener.wait_for_log("dicom node listening", 1, 60)
-        self.worker.wait_for_log("jobs worker ready", 1, 180)
-
-    def new_worker(self) -> None:
-        self.workers_started += 1
-        self.worker = self._process(f"worker{self.workers_started}", [*FLASK, "jobs", "worker"])
-        self.worker.start()
-        self.worker.wait_for_log("jobs worker ready", 1, 180)
-
-    def stop(self) -> None:
-        for process in (self.worker, self.listener, self.web):
-            process.stop()
-
-    def db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.web.database, timeout=30)
+        super().__init__(env)
 
     def api_label(self, data: bytes) -> str:
         response = requests.post(

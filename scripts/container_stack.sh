@@ -3,8 +3,9 @@
 # with a certificate from a throwaway CA made here, two app replicas, PostgreSQL and Redis, all
 # built from Debian packages on the debootstrap base (see container_engine.sh). Checks, one
 # function each, listed in CHECKS below: the journey through the proxy over HTTPS, HSTS, only the
-# proxy's port published, a session across replicas, one migration for all app containers, Redis
-# reachable, and a PostgreSQL backup and restore round trip. Prints start-to-ready and memory.
+# proxy's port published, a session, a rate limit and a queued job across replicas, one migration
+# for all app containers, Redis reachable, and a PostgreSQL backup and restore round trip. Prints
+# start-to-ready and memory.
 #   CONTAINER_ENGINE=docker ./scripts/container_stack.sh     # docker compose instead of podman-compose
 # Needs root. The stack, its volumes and its network are removed on exit, whatever happened.
 set -euo pipefail
@@ -67,8 +68,10 @@ export CXR_IMAGE="$cxr_image" NGINX_IMAGE=localhost/cxr-nginx:ci POSTGRES_IMAGE=
 # Two replicas on a 2-core machine: one worker and one inference thread each.
 export WEB_WORKERS=1 INFERENCE_THREADS=1
 # The films-per-hour measurement is the site's own bulk traffic: the per-user upload limit (10 a
-# second by default) would cut it short, so the stack runs with limits well above what it sends.
-export API_RATE_LIMIT='200/second' UPLOAD_RATE_LIMIT='200/second'
+# second by default) would cut it short, so the stack runs with limits well above what it sends,
+# but keeps a per-minute API limit that the rate-limit check reaches across the two replicas.
+api_per_minute=300
+export API_RATE_LIMIT="200/second;${api_per_minute}/minute" UPLOAD_RATE_LIMIT='200/second'
 up_started=$SECONDS
 "${compose[@]}" up -d >"$work/up.log" 2>&1 || { cat "$work/up.log" >&2; die "compose up failed"; }
 
@@ -142,6 +145,25 @@ check_session_across_replicas() {
   replica_check session-across-replicas --first http://app:8000 --second http://app2:8000
 }
 
+check_rate_limit_across_replicas() {  # a user of its own: the check uses up that user's API allowance
+  "$engine" exec "$(container app)" flask --app wsgi users create dr.limits --role clinician \
+    --no-change-at-sign-in --password "$password" >&2
+  local token
+  token="$("$engine" exec "$(container app)" flask --app wsgi users token dr.limits | tail -1)"
+  replica_check rate-limit-across-replicas --first http://app:8000 --second http://app2:8000 \
+    --token "$token" --limit "$api_per_minute"
+}
+
+check_queued_job_across_replicas() {  # a validation run posted to app, taken by the worker, seen done on app2
+  "$engine" exec "$(container app)" flask --app wsgi users create stack.admin --role admin \
+    --no-change-at-sign-in --password "$password" >&2
+  local token
+  token="$("$engine" exec "$(container app)" flask --app wsgi users token stack.admin | tail -1)"
+  "$engine" cp "$film" "$(container app):/tmp/film.jpeg"
+  replica_check queued-job-across-replicas --first http://app:8000 --second http://app2:8000 \
+    --token "$token" --film /tmp/film.jpeg
+}
+
 check_one_migration_for_all_app_containers() {
   # The two replicas and the queue worker start on an empty database at once, each through
   # docker/entrypoint.sh: docker/migrate.py's lock lets exactly one of them migrate.
@@ -196,6 +218,8 @@ CHECKS=(
   check_https_journey
   check_only_the_proxy_is_published
   check_session_across_replicas
+  check_rate_limit_across_replicas
+  check_queued_job_across_replicas
   check_one_migration_for_all_app_containers
   check_redis_reachable_from_replicas
   check_backup_and_restore

@@ -6,6 +6,7 @@ CHECK ... < scripts/stack_checks.py`) to reach each replica directly on the comp
     python scripts/stack_checks.py journey --base https://127.0.0.1:8443 --cafile ca.pem \
         --user dr.smoke --password ... --film film.jpeg
     python - session-across-replicas --first http://app:8000 --second http://app2:8000 --user ... --password ...
+    python - rate-limit-across-replicas --first http://app:8000 --second http://app2:8000 --token ... --limit 300
 
 Each check is one function taking the parsed arguments; a failed expectation raises CheckFailed and
 the command exits 1 with the reason. scripts/container_stack.sh runs them.
@@ -14,6 +15,7 @@ the command exits 1 with the reason. scripts/container_stack.sh runs them.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import re
 import ssl
@@ -21,6 +23,7 @@ import statistics
 import sys
 import time
 import uuid
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +202,65 @@ def check_session_across_replicas(args) -> str:
     return f"signed in on {args.first}; {args.second} accepted that session"
 
 
+def check_rate_limit_across_replicas(args) -> str:
+    """One API token's calls, alternating between the replicas, meet one limit: the count is kept in
+    Redis, so each replica refuses once both together reach it (`--limit`, the stack's per-minute
+    API_RATE_LIMIT). Counted apart, each would serve `--limit` calls before its first refusal."""
+    clients, served = (Client(args.first), Client(args.second)), [0, 0]
+    headers = {"Authorization": f"Bearer {args.token}"}
+    for call in range(2 * args.limit + 2):
+        replica = call % 2
+        answer = clients[replica].request("GET", "/api/v1/tokens", headers=headers)
+        if answer.status == 429:
+            break
+        expect(answer.status == 200, f"API call {call} answered {answer.status}: {answer.text[:200]}")
+        served[replica] += 1
+    else:
+        raise CheckFailed(f"no 429 after {sum(served)} calls; the limit is {args.limit}")
+    other = clients[1 - replica].request("GET", "/api/v1/tokens", headers=headers)
+    expect(other.status == 429, f"the other replica still answered {other.status} after the first refusal")
+    expect(
+        sum(served) <= args.limit and max(served) < args.limit,
+        f"{served[0]} + {served[1]} calls served before the first 429, limit {args.limit}: not one shared count",
+    )
+    return (
+        f"{served[0]} calls through {args.first} and {served[1]} through {args.second} served, then both "
+        f"answered 429: one count of {args.limit} a minute across the replicas"
+    )
+
+
+def check_queued_job_across_replicas(args) -> str:
+    """A validation run posted to one replica is taken from the Redis queue by the worker container
+    and reported done by the other replica."""
+    film = Path(args.film).read_bytes()
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for label in ("NORMAL", "PNEUMONIA"):
+            zipped.writestr(f"{label}/film.jpeg", film)
+    headers = {"Authorization": f"Bearer {args.token}"}
+    started = time.perf_counter()
+    posted = Client(args.first).post_files(
+        "/api/v1/validation-runs", {}, [("archive", "site.zip", archive.getvalue())], headers
+    )
+    expect(
+        posted.status == 202,
+        f"POST /api/v1/validation-runs on {args.first} answered {posted.status}: {posted.text[:300]}",
+    )
+    run_id = json.loads(posted.body)["id"]
+    second = Client(args.second)
+    while True:
+        run = json.loads(second.request("GET", f"/api/v1/validation-runs/{run_id}", headers=headers).body)
+        if run["status"] in ("done", "failed") or time.perf_counter() - started > 180:
+            break
+        time.sleep(0.5)
+    expect(run["status"] == "done", f"validation run {run_id} is {run['status']} on {args.second}: {run.get('error')}")
+    expect(run["progress"]["done"] == 2, f"validation run {run_id} processed {run['progress']}, not 2 films")
+    return (
+        f"validation run {run_id} posted to {args.first}, screened by the worker from Redis, done on "
+        f"{args.second} after {time.perf_counter() - started:.1f} s"
+    )
+
+
 def measure_films_per_hour(args) -> str:
     """API uploads of one film each, `--concurrency` at a time, through the proxy: films per hour."""
     film = Path(args.film)
@@ -226,6 +288,8 @@ def measure_films_per_hour(args) -> str:
 CHECKS = {
     "journey": check_journey,
     "session-across-replicas": check_session_across_replicas,
+    "rate-limit-across-replicas": check_rate_limit_across_replicas,
+    "queued-job-across-replicas": check_queued_job_across_replicas,
     "films-per-hour": measure_films_per_hour,
 }
 
@@ -239,8 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--second", help="URL of another replica")
     parser.add_argument("--user")
     parser.add_argument("--password")
-    parser.add_argument("--token", help="API token (films-per-hour)")
-    parser.add_argument("--film", help="a radiograph to upload (journey, films-per-hour)")
+    parser.add_argument("--token", help="API token (films-per-hour, the across-replica API checks)")
+    parser.add_argument("--film", help="a radiograph to upload (journey, films-per-hour, queued job)")
+    parser.add_argument("--limit", type=int, help="the per-minute API limit (rate-limit-across-replicas)")
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args(argv)

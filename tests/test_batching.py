@@ -96,6 +96,29 @@ def test_a_failing_batch_fails_its_callers_and_the_batcher_carries_on():
     assert batcher.run("good") == "good"
 
 
+def test_a_film_that_breaks_its_batch_fails_alone_and_the_others_get_their_answers():
+    release, calls = threading.Event(), []
+
+    def run_batch(items, key):
+        release.wait(5)
+        calls.append(list(items))
+        if "bad" in items:
+            raise ValueError("broken film")
+        return [item.upper() for item in items]
+
+    batcher = MicroBatcher(run_batch)
+    first = batcher.submit("first")
+    while not first.running():
+        pass
+    together = [batcher.submit(name) for name in ("a", "bad", "b")]
+    release.set()
+    assert first.result(5) == "FIRST"
+    assert together[0].result(5) == "A" and together[2].result(5) == "B"
+    with pytest.raises(ValueError, match="broken film"):
+        together[1].result(5)
+    assert calls[1:] == [["a", "bad", "b"], ["a"], ["bad"], ["b"]]
+
+
 def test_a_wrong_number_of_results_is_an_error_not_a_mix_up():
     batcher = MicroBatcher(lambda items, key: items[:-1])
     with pytest.raises(RuntimeError, match="a batch of 1 gave 0 results"):

@@ -198,6 +198,33 @@ def test_a_film_held_by_a_dead_worker_is_screened_once(node):
     assert count(node, DicomResult, DicomResult.state == RESULT_SENT) == 2
 
 
+def test_a_busy_database_delays_a_film_and_never_refuses_it(node, monkeypatch):
+    """SQLite locked by another writer (or the database briefly away) is not the film's fault."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    assert store(node.config["DICOM_PORT"], [film(1)]) == [0x0000]
+    real_process = tasks.process
+
+    def locked(*args):
+        raise OperationalError("INSERT INTO predictions ...", {}, sqlite3.OperationalError("database is locked"))
+
+    monkeypatch.setattr(tasks, "process", locked)
+    drain(node)
+    with node.app_context():
+        receipt = db.session.scalar(select(DicomReceipt))
+        assert receipt.state != RECEIPT_REFUSED and receipt.error is None and receipt.spool_name
+        db.session.execute(update(DicomReceipt).values(lease_until=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+    monkeypatch.setattr(tasks, "process", real_process)
+    with node.app_context():
+        assert run_recoveries() >= 1
+    drain(node)
+    assert count(node, DicomReceipt, DicomReceipt.state == RECEIPT_SCREENED) == 1
+    assert count(node, Prediction) == 1
+
+
 def test_results_wait_for_a_pacs_that_is_down_then_arrive(node, orthanc_server):  # noqa: F811
     orthanc_server.stop()
     try:

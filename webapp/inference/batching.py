@@ -94,11 +94,29 @@ class MicroBatcher(Generic[Item, Result]):
             results = list(self._run_batch([item for item, _, _ in entries], key))
             if len(results) != len(entries):
                 raise RuntimeError(f"a batch of {len(entries)} gave {len(results)} results")
-        except BaseException as exc:  # every caller of this batch gets the error; the thread lives on
-            for _, _, future in entries:
-                future.set_exception(exc)
+        except Exception as exc:
+            if len(entries) > 1:
+                # One film the model cannot take must not cost the others their answers: each
+                # goes again on its own, and only the one at fault gets the error.
+                for entry in entries:
+                    self._run_alone(entry, key)
+                return
+            entries[0][2].set_exception(exc)
             return
         self.batches += 1
         self.items += len(entries)
         for (_, _, future), result in zip(entries, results, strict=True):
             future.set_result(result)
+
+    def _run_alone(self, entry: tuple[Item, Hashable, Future], key: Hashable) -> None:
+        item, _, future = entry
+        try:
+            result = list(self._run_batch([item], key))
+            if len(result) != 1:
+                raise RuntimeError(f"a batch of 1 gave {len(result)} results")
+        except Exception as exc:  # the caller gets the error; the thread lives on
+            future.set_exception(exc)
+            return
+        self.batches += 1
+        self.items += 1
+        future.set_result(result[0])

@@ -25,6 +25,7 @@ from flask import current_app
 from PIL import Image
 from pydicom import dcmread
 from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import OperationalError
 
 from ..extensions import db
 from ..inference.decode import DecodeError, decode
@@ -72,6 +73,11 @@ def screen(receipt_id: int) -> None:
     except ModelUnavailable:
         db.session.rollback()  # an operator problem: the film waits for the lease to lapse and is tried again
         log.error("dicom: receipt %d waits: the model is not available", receipt_id)
+    except OperationalError as exc:
+        # The database busy (SQLite locked by another writer) or briefly unreachable: not the film's
+        # fault, so it is not refused; it waits for the lease to lapse and is screened again.
+        db.session.rollback()
+        log.warning("dicom: receipt %d waits: the database was not available (%s)", receipt_id, type(exc.orig).__name__)
     except Exception as exc:  # a film the pipeline cannot handle must not come back for ever
         db.session.rollback()
         # Only the type: the message of an error raised while reading the dataset may quote it.
