@@ -281,7 +281,7 @@ def measure_films_per_hour(args) -> str:
     elapsed = time.perf_counter() - started
     return (
         f"{args.requests} API uploads, {args.concurrency} at a time: {args.requests / elapsed * 3600:.0f} films "
-        f"per hour, median latency {statistics.median(latencies) * 1000:.0f} ms"
+        f"per hour, median latency {statistics.median(latencies) * 1000:.0f} ms, slowest {latencies[-1] * 1000:.0f} ms"
     )
 
 

@@ -28,10 +28,16 @@ HELD_OUT_SOURCES = ("hand_rsna_boneage", "brainmri_nickparvar", "yalefaces", "bs
 
 
 @dataclass(frozen=True)
-class Film:
+class LabelledFilm:
     path: pathlib.Path
     label: int  # 0 NORMAL, 1 PNEUMONIA
-    patient: str
+    patient: str  # films are split by patient, never by film
+
+
+@dataclass(frozen=True)
+class Film(LabelledFilm):
+    """A Kermany film; `subtype` is bacterial or viral for pneumonia, empty for normal."""
+
     subtype: str
 
 

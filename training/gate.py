@@ -38,6 +38,7 @@ from keras import layers
 
 from training import data, distort, metrics
 from training.reports import write_report
+from training.settings import add_schedule_options
 from webapp.inference.model_card import GATE_SECTION, read_card, write_card
 from webapp.inference.preprocess import preprocess
 
@@ -54,11 +55,8 @@ VALIDATED_AGE_YEARS = {"from": 1.0, "below": 6.0}
 
 
 @dataclass(frozen=True)
-class AdultFilm:
-    path: pathlib.Path
-    label: int  # 0 NORMAL, 1 PNEUMONIA
+class AdultFilm(data.LabelledFilm):
     source_id: str
-    patient: str
     age: float | None
 
 
@@ -68,9 +66,9 @@ def read_adults(adult_dir: pathlib.Path) -> list[AdultFilm]:
             AdultFilm(
                 adult_dir / r["file"],
                 data.LABELS[r["label"]],
-                r["source_id"],
                 r["patient"],
-                float(r["age"]) if r["age"].strip() else None,
+                source_id=r["source_id"],
+                age=float(r["age"]) if r["age"].strip() else None,
             )
             for r in csv.DictReader(handle)
         ]
@@ -250,11 +248,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("training/runs/gate"))
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=16)
-    p.add_argument("--steps-per-epoch", type=int, default=100)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-2)
+    add_schedule_options(p, epochs=16, lr=3e-3, weight_decay=1e-2)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--quick", action="store_true", help="a few dozen films and two short epochs (CI smoke run)")
     return p.parse_args(argv)

@@ -9,6 +9,16 @@ from training import augment as aug
 from training import data
 
 
+def add_schedule_options(p: argparse.ArgumentParser, *, epochs: int, lr: float, weight_decay: float) -> None:
+    """How long and how fast a training run goes (the pneumonia model's and the gate's): epochs of
+    --steps-per-epoch batches of --batch films, AdamW at --lr with --weight-decay."""
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--steps-per-epoch", type=int, default=100)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--weight-decay", type=float, default=weight_decay)
+
+
 def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=pathlib.Path, default=data.DEFAULT_DATA_DIR)
@@ -17,11 +27,7 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=128, help="model input side in pixels")
     p.add_argument("--widths", default="24,48,96,192", help="filters per stage")
     p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--steps-per-epoch", type=int, default=100)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--weight-decay", type=float, default=2e-2)
+    add_schedule_options(p, epochs=12, lr=2e-3, weight_decay=2e-2)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--augment", type=float, default=1.0, help="augmentation strength (0 = off)")
     p.add_argument(

@@ -118,6 +118,9 @@ class Config:
     JOBS_QUEUE_NAME = os.environ.get("JOBS_QUEUE_NAME", "cxr-jobs")
     # A worker renews its hold on a job at least this often; one silent for longer is taken to be dead.
     JOBS_LEASE_SECONDS = _env_int("JOBS_LEASE_SECONDS", 20)
+    # The queue worker yields the CPU to the web workers: OS priority and TensorFlow threads.
+    JOBS_WORKER_NICE = _env_int("JOBS_WORKER_NICE", 10)
+    JOBS_WORKER_TF_THREADS = _env_int("JOBS_WORKER_TF_THREADS", 1)
 
     # Validation runs (docs/validation.md): the largest labelled archive an admin may upload.
     VALIDATION_MAX_FILES = _env_int("VALIDATION_MAX_FILES", 5000)
@@ -136,10 +139,7 @@ class Config:
     DICOM_SEND_MAX_ATTEMPTS = _env_int("DICOM_SEND_MAX_ATTEMPTS", 60)
     # Long side of the secondary-capture image sent back (the film with its heat map).
     DICOM_CAPTURE_SIZE = _env_int("DICOM_CAPTURE_SIZE", 1024)
-    # The queue worker yields the CPU to the web workers: OS priority and TensorFlow threads.
-    JOBS_WORKER_NICE = _env_int("JOBS_WORKER_NICE", 10)
-    JOBS_WORKER_TF_THREADS = _env_int("JOBS_WORKER_TF_THREADS", 1)
-    # The DICOM node gives way to the web workers too (it spools and queues; screening is the worker's).
+    # The DICOM node gives way to the web workers (it spools and queues; screening is the queue worker's).
     DICOM_LISTENER_NICE = _env_int("DICOM_LISTENER_NICE", 10)
     # The clinicians' worklist shows the films received from the PACS in the last hours.
     WORKLIST_HOURS = _env_int("WORKLIST_HOURS", 24)

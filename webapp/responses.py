@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import request, url_for
+from flask import flash, request, url_for
 from flask_wtf import FlaskForm
 
 PROBES = ("/healthz", "/readyz")
@@ -23,6 +23,14 @@ def wants_json() -> bool:
 def form_errors(form: FlaskForm) -> str:
     """All of a form's validation messages as one sentence for a flash or a JSON error."""
     return "; ".join(message for messages in form.errors.values() for message in messages)
+
+
+def form_accepted(form: FlaskForm, refused: str) -> bool:
+    """Whether the posted `form` validates; if not, the page flashes `refused` and the reasons."""
+    if form.validate_on_submit():
+        return True
+    flash(f"{refused}: {form_errors(form)}", "error")
+    return False
 
 
 def safe_next(target: str | None) -> str:

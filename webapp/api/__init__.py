@@ -14,6 +14,21 @@ BASE_PATH = "/api/v1"
 class ApiBlueprint(Blueprint):
     ARGUMENTS_PARSER = ArgumentParser()
 
+    def errors(self, *answers: tuple[int, object, str | None]):
+        """The refusals an operation can answer, as one table of (status, schema, description): one
+        `alt_response` each, in the order of a written decorator stack. A schema given as a string
+        names one of flask-smorest's shared responses (e.g. "REQUEST_ENTITY_TOO_LARGE")."""
+
+        def decorate(view):
+            for status, schema, description in reversed(answers):
+                if isinstance(schema, str):
+                    view = self.alt_response(status, response=schema)(view)
+                else:
+                    view = self.alt_response(status, schema=schema, description=description)(view)
+            return view
+
+        return decorate
+
 
 bp = ApiBlueprint("api", __name__, url_prefix=BASE_PATH, description="Screening results for integration scripts.")
 limit_api_blueprint(bp)  # every API call counts against its token's and its user's API_RATE_LIMIT

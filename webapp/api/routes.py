@@ -82,21 +82,21 @@ def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str
     description="Some files were screened, others refused: those items carry `error` and `status`.",
     example=examples.PARTIAL_BATCH,
 )
-@bp.alt_response(
-    400, schema=ErrorSchema, description="`no_file`: no part named `file`; `too_many_files`: over MAX_FILES_PER_UPLOAD."
+@bp.errors(
+    (400, ErrorSchema, "`no_file`: no part named `file`; `too_many_files`: over MAX_FILES_PER_UPLOAD."),
+    (413, "REQUEST_ENTITY_TOO_LARGE", None),
+    (
+        415,
+        BatchErrorSchema,
+        "Not a kind of file we screen (the one file, or most of a batch in which none could be screened).",
+    ),
+    (
+        422,
+        BatchErrorSchema,
+        "An image we cannot screen: corrupt, truncated, too small ... (or most of a refused batch).",
+    ),
+    (503, BatchErrorSchema, "The model is not available on this server right now."),
 )
-@bp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
-@bp.alt_response(
-    415,
-    schema=BatchErrorSchema,
-    description="Not a kind of file we screen (the one file, or most of a batch in which none could be screened).",
-)
-@bp.alt_response(
-    422,
-    schema=BatchErrorSchema,
-    description="An image we cannot screen: corrupt, truncated, too small ... (or most of a refused batch).",
-)
-@bp.alt_response(503, schema=BatchErrorSchema, description="The model is not available on this server right now.")
 @bp.doc(operationId="createPredictions")
 def create_predictions(upload):
     """Screen one or more radiographs

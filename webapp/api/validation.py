@@ -64,21 +64,15 @@ def served_model_version() -> str:
 @bp.route("/validation-runs", methods=["POST"])
 @admin_token_required
 @bp.response(202, RunCreatedSchema, description="The run is queued; poll GET /validation-runs/<id>.")
-@bp.alt_response(
-    400,
-    schema=ErrorSchema,
-    description="`no_file`: no part named `archive`; `unsafe_path`: a member name pointing outside the archive.",
-)
-@bp.alt_response(
-    413,
-    schema=ErrorSchema,
-    description="`archive_too_large`, `too_many_files`: over VALIDATION_MAX_BYTES or VALIDATION_MAX_FILES.",
-)
-@bp.alt_response(415, schema=ErrorSchema, description="`not_a_zip`.")
-@bp.alt_response(
-    422,
-    schema=ErrorSchema,
-    description="An unusable archive: empty, unlabelled, unknown label folder, zip bomb, nested archive ...",
+@bp.errors(
+    (
+        400,
+        ErrorSchema,
+        "`no_file`: no part named `archive`; `unsafe_path`: a member name pointing outside the archive.",
+    ),
+    (413, ErrorSchema, "`archive_too_large`, `too_many_files`: over VALIDATION_MAX_BYTES or VALIDATION_MAX_FILES."),
+    (415, ErrorSchema, "`not_a_zip`."),
+    (422, ErrorSchema, "An unusable archive: empty, unlabelled, unknown label folder, zip bomb, nested archive ..."),
 )
 @bp.doc(operationId="createValidationRun", requestBody=ARCHIVE_BODY)
 def create_validation_run():

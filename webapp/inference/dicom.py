@@ -27,14 +27,7 @@ from pydicom.uid import (
 )
 
 from .age import REFERENCE_DATE_KEYWORDS, age_from_header
-from .image import (
-    DecodedImage,
-    DecodeError,
-    check_dimensions,
-    check_memory,
-    scale_to_unit,
-    shrink,
-)
+from .image import DecodedImage, DecodeError, check_dimensions, check_memory, scale_to_unit, shrink
 
 # Non-identifying acquisition facts that may be shown next to a verdict.
 _FACT_KEYWORDS = (

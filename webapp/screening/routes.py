@@ -9,7 +9,7 @@ from ..models import Feedback, Prediction, record_audit, utcnow
 from ..notes import INTENDED_USE, NOTES
 from ..params import int_args
 from ..ratelimits import upload_per_user
-from ..responses import form_errors, wants_json
+from ..responses import form_accepted, form_errors, wants_json
 from . import bp, review_copy
 from .batch import reading_order, summarise
 from .forms import ACCEPTED_EXTENSIONS, FeedbackForm, UploadForm
@@ -163,8 +163,7 @@ def heatmap_layer(prediction_id: int):
 def feedback(prediction_id: int):
     prediction = visible_prediction(prediction_id)
     form = FeedbackForm()
-    if not form.validate_on_submit():
-        flash("The review was not saved: " + form_errors(form), "error")
+    if not form_accepted(form, "The review was not saved"):
         return redirect(url_for("screening.detail", prediction_id=prediction.id)), 303
     review = prediction.feedback or Feedback(prediction=prediction)
     review.user_id = current_user.id

@@ -23,6 +23,7 @@ from ..inference.labels import NORMAL, PNEUMONIA
 from ..inference.overlay import heatmap_png
 from ..inference.runtime import ModelUnavailable, analyzer_for
 from ..models import SOURCE_UPLOAD, Prediction, User
+from ..refusal import Refusal
 from ..site_threshold import operating_point
 from . import review_copy
 
@@ -30,11 +31,8 @@ from . import review_copy
 UNSUPPORTED_CODES = frozenset({"unsupported_type", "not_an_image"})
 
 
-@dataclass
-class UploadRejected(Exception):
-    code: str
-    message: str
-    status: int = 422
+class UploadRejected(Refusal):
+    """An uploaded file, or the whole upload, refused."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..inference.labels import NORMAL, PNEUMONIA
+from ..refusal import Refusal
 
 TRUTHS = (NORMAL, PNEUMONIA)
 LABELS_CSV = "labels.csv"
@@ -34,11 +35,8 @@ ARCHIVE_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"7z\xbc\xaf", b"Rar
 JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
 
 
-@dataclass
-class ArchiveRejected(Exception):
-    code: str
-    message: str
-    status: int = 422
+class ArchiveRejected(Refusal):
+    """A validation archive refused before anything is stored for it."""
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from ..api.schemas import MAX_ID
 from ..extensions import db
 from ..inference.model_card import ModelCardError, read_card
 from ..inference.overlay import stored_overlay_png
-from ..models import RUN_DONE, SiteCalibration, ValidationItem, ValidationRun
-from ..responses import form_errors
+from ..models import SiteCalibration, ValidationItem, ValidationRun
+from ..responses import form_accepted, form_errors
 from ..site_threshold import active_calibration
 from . import bp
 from .archive import ArchiveRejected
@@ -155,12 +155,8 @@ def film_heatmap(run_id: int, item_id: int):
 def adopt_threshold(run_id: int):
     run = _run_or_404(run_id)
     form = AdoptThresholdForm()
-    if not form.validate_on_submit():
-        flash("The threshold was not adopted: " + form_errors(form), "error")
-    elif run.status != RUN_DONE:
-        flash("The run has not finished.", "error")
-    else:
-        try:
+    if form_accepted(form, "The threshold was not adopted"):
+        try:  # adopt() refuses an unfinished run, a small one, another model version, a bad threshold
             calibration = adopt(run, form.threshold.data, form.reason.data.strip(), current_user)
         except AdoptionRefused as exc:
             flash(exc.message, "error")

@@ -7,25 +7,21 @@ card's threshold until the site validates that version too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flask import current_app
 from sqlalchemy import func, select
 
 from ..extensions import db
 from ..inference.model_card import ModelCardError, read_card
 from ..models import ITEM_DONE, RUN_DONE, SiteCalibration, User, ValidationItem, ValidationRun, record_audit, utcnow
+from ..refusal import Refusal
 from ..site_threshold import active_calibration, forget_operating_point
 from .archive import TRUTHS
 
 MIN_FILMS_PER_CLASS = 50
 
 
-@dataclass
-class AdoptionRefused(Exception):
-    code: str
-    message: str
-    status: int = 422
+class AdoptionRefused(Refusal):
+    """A site threshold that cannot be put in force."""
 
 
 def current_model_version() -> str:
