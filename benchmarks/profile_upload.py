@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .client import Target, run_count, run_for
 from .inputs import latency_inputs
-from .servers import start_app
+from .servers import ROOT, start_app
 
 OUT = Path(__file__).resolve().parent / "results" / "profile"
 
@@ -61,6 +61,12 @@ def record(pid: int, seconds: int, output: Path, fmt: str) -> subprocess.Popen:
     py_spy = shutil.which("py-spy") or str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "py-spy")
     argv = [py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "100"]
     return subprocess.Popen([*argv, "--format", fmt, "--output", str(output)], stdout=subprocess.DEVNULL)
+
+
+def without_checkout_path(path: Path) -> None:
+    """py-spy writes its own command line, absolute paths included, into the flame graph: the
+    committed files name paths relative to the repository instead."""
+    path.write_text(path.read_text().replace(f"{ROOT}/", ""))
 
 
 def stage_of(stack: str) -> str | None:
@@ -111,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             loads.append(run_for(target, [(small, 1)], args.seconds + 2, args.concurrency))
             for recorder in recorders:
                 recorder.wait()
+            for i in range(len(pids)):
+                without_checkout_path(OUT / f"{args.name}-worker{i}.{suffix}")
         load = loads[0]
     finally:
         server.stop()
