@@ -9,7 +9,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from training import data, metrics, negatives
+from training import data, metrics, negatives, style_mix
 
 
 def _films(n_patients: int, images_each: int, label: int, prefix: str):
@@ -117,6 +117,32 @@ def test_synthetic_negatives_are_reproducible_model_inputs():
     b = negatives.build_negatives(others, films, 32, seed=9, per_image=2, chest_variants=4, render_count=4)
     assert a.shape == (3 + 6 + 4 + 4, 32, 32, 1) and a.dtype == np.float32
     np.testing.assert_array_equal(a, b)
+
+
+def test_amplitude_mix_keeps_each_films_structure_and_takes_its_partners_texture():
+    from webapp.inference.preprocess import equalise
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:64, 0:64]
+    smooth = ((xx - 32) ** 2 + (yy - 32) ** 2 < 20**2).astype(np.float32) * 0.8 + 0.1  # a disc
+    grainy = np.clip(0.5 + rng.normal(0, 0.2, (64, 64)), 0, 1).astype(np.float32)  # fine texture only
+    batch = np.stack([equalise(smooth), equalise(grainy)])[..., None]
+
+    untouched = style_mix.amplitude_mix(batch, np.random.default_rng(0), share=0.0)
+    np.testing.assert_array_equal(untouched, batch)  # nothing chosen: the films as they were
+
+    mixed = style_mix.amplitude_mix(batch, np.random.default_rng(0), share=1.0, strength=1.0)
+    again = style_mix.amplitude_mix(batch, np.random.default_rng(0), share=1.0, strength=1.0)
+    np.testing.assert_array_equal(mixed, again)
+    assert mixed.shape == batch.shape and mixed.dtype == np.float32 and 0 <= mixed.min() and mixed.max() <= 1
+    disc = mixed[0, ..., 0]
+    inside = (xx - 32) ** 2 + (yy - 32) ** 2 < 15**2
+    assert disc[inside].mean() > disc[~inside].mean() + 0.2  # the disc is still where it was
+
+    def roughness(film):  # mean absolute difference between neighbours: high-frequency energy
+        return float(np.abs(np.diff(film, axis=1)).mean())
+
+    assert roughness(disc) > 2 * roughness(batch[0, ..., 0])  # and took on texture it never had
 
 
 def test_stress_distortions_keep_the_film_size_and_do_what_they_say():

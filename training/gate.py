@@ -10,8 +10,9 @@ the adult films of `adult_cxr`, then folded into the served model as a third out
 The trap it is built around: both adult sources differ from the Kermany hospital in far more
 than age (scanner, exposure, markers, text, borders, compression). So every training film of
 BOTH classes goes through `training.distort.random_distortion` before the shared
-preprocessing, which leaves the anatomy (proportions of heart, ribs, clavicles, shoulders,
-the size of the thorax in the frame) as the reliable difference.
+preprocessing, and half of each batch then swaps part of its amplitude spectrum with other
+films of the batch (`training.style_mix`), which leaves the anatomy (proportions of heart,
+ribs, clavicles, shoulders, the size of the thorax in the frame) as the reliable difference.
 
 Splits: Kermany `train/` by patient with the pneumonia model's split (its validation children
 are never trained on); `adult_cxr` by `patient`, 20% of each source's patients held out. The
@@ -36,13 +37,13 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from training import data, distort, metrics
+from training import data, distort, metrics, style_mix
 from training.reports import write_report
 from training.settings import add_schedule_options
 from webapp.inference.model_card import GATE_SECTION, read_card, write_card
 from webapp.inference.preprocess import preprocess
 
-GATE_VERSION = "gate-2"
+GATE_VERSION = "gate-3"
 GATE_MODEL_NAME = "gate.keras"
 GATE_CARD_NAME = "gate_card.json"
 GATE_LAYER_PREFIX = "gate_"
@@ -181,6 +182,7 @@ def train_gate(
                 distorted_inputs([adults[i] for i in picks_a], args.size, rng),
             ]
         )
+        x = style_mix.amplitude_mix(x, rng, args.amplitude_mix)
         y = np.r_[np.zeros(per_class), np.ones(per_class)].astype(np.float32)[:, None]
         order = rng.permutation(len(x))
         made = time.time() - started
@@ -249,6 +251,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("training/runs/gate"))
     p.add_argument("--size", type=int, default=128)
     add_schedule_options(p, epochs=16, lr=3e-3, weight_decay=1e-2)
+    p.add_argument(
+        "--amplitude-mix",
+        type=float,
+        default=0.5,
+        help="share of each batch's films whose amplitude spectrum is mixed with another's (0 = off, gate-2)",
+    )
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--quick", action="store_true", help="a few dozen films and two short epochs (CI smoke run)")
     return p.parse_args(argv)
