@@ -42,8 +42,10 @@ capped_hard_limit() {
 # (podman's defaults are above them, and every container would fail to start).
 configure_podman() {
   # Named, not left to Recommends: netavark and aardvark-dns give compose services their names
-  # (without recommends, apt may pick the CNI plugins, which resolve none); catatonit is podman's init.
-  install_debian_packages podman runc netavark aardvark-dns catatonit
+  # (without recommends, apt may pick the CNI plugins, which resolve none); catatonit is podman's init;
+  # netavark runs iptables to set up every network (a build's RUN steps too), and no package of
+  # these depends on it: without it, "netavark: No such file or directory".
+  install_debian_packages podman runc netavark aardvark-dns catatonit iptables
   local nofile nproc
   nofile="$(capped_hard_limit -n 65536)"
   nproc="$(capped_hard_limit -u 32768)"
