@@ -128,8 +128,10 @@ def test_amplitude_mix_keeps_each_films_structure_and_takes_its_partners_texture
     grainy = np.clip(0.5 + rng.normal(0, 0.2, (64, 64)), 0, 1).astype(np.float32)  # fine texture only
     batch = np.stack([equalise(smooth), equalise(grainy)])[..., None]
 
-    untouched = style_mix.amplitude_mix(batch, np.random.default_rng(0), share=0.0)
+    rng = np.random.default_rng(0)
+    untouched = style_mix.amplitude_mix(batch, rng, share=0.0)
     np.testing.assert_array_equal(untouched, batch)  # nothing chosen: the films as they were
+    assert rng.random() == np.random.default_rng(0).random()  # and no draw taken from the run's stream
 
     mixed = style_mix.amplitude_mix(batch, np.random.default_rng(0), share=1.0, strength=1.0)
     again = style_mix.amplitude_mix(batch, np.random.default_rng(0), share=1.0, strength=1.0)

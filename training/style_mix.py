@@ -9,7 +9,7 @@ Generalization", CVPR 2021). A gate that could separate "Kermany" from "the adul
 style alone then sees that style on both classes and has to use the anatomy.
 
 Leave-one-source-out, the change that made the gate transfer: a gate trained on NIH adults
-refused 7% of Hannover's adults by its score before it and 43% after (docs/model.md).
+refused 7% of Hannover's adults by its score before it and 37% after (docs/model.md).
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ def amplitude_mix(batch: np.ndarray, rng: np.random.Generator, share: float, str
 
     About `share` of the films are mixed, each with weight U(0, strength) on its partner's
     spectrum, and equalised again so that they stay inside what the shared preprocessing
-    serves; the others are returned as they were."""
+    serves; the others are returned as they were. With `share` 0 nothing is drawn from `rng`,
+    so a run without mixing repeats gate-2's training exactly."""
+    if share <= 0:
+        return batch
     n = len(batch)
     chosen = np.flatnonzero(rng.random(n) < share)
     weight = rng.uniform(0.0, strength, len(chosen))[:, None, None]
