@@ -1,4 +1,5 @@
 import pytest
+from sqlalchemy import event
 
 from tests.factories import add_prediction
 from tests.helpers import api_upload, fixture_image, issue_token
@@ -35,6 +36,30 @@ def test_one_upload(app, client, api_token):
     assert abs(sum(item["probabilities"].values()) - 1) < 1e-4
     assert item["created_at"].endswith("Z")
     assert count(app) == 1
+
+
+def test_an_upload_runs_three_statements(app, client, api_token):
+    # The request path's database work (docs/serving.md): the token lookup, the row, its neutral
+    # name. A new film has no reading yet, so answering it must not look one up.
+    api_upload(client, api_token, ("normal.jpeg", fixture_image("normal.jpeg")))  # notes the token's first use
+    statements = []
+
+    def note(conn, cursor, statement, *args):
+        statement = " ".join(statement.split()).upper()
+        if "FROM SITE_CALIBRATIONS" not in statement:  # read every few seconds, not per upload (site_threshold.py)
+            statements.append(statement)
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", note)
+        try:
+            response = api_upload(client, api_token, ("normal.jpeg", fixture_image("normal.jpeg")))
+        finally:
+            event.remove(db.engine, "before_cursor_execute", note)
+    assert response.status_code == 201 and "feedback" not in response.json["predictions"][0]
+    token_lookup, insert, name = statements
+    assert "FROM API_TOKENS" in token_lookup and token_lookup.startswith("SELECT"), statements
+    assert insert.startswith("INSERT INTO PREDICTIONS"), statements
+    assert name.startswith("UPDATE PREDICTIONS SET FILENAME"), statements
 
 
 def test_batch_with_a_rejected_item(app, client, api_token):

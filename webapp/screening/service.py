@@ -139,5 +139,7 @@ def analyse(
         # The map alone; the coloured overlay is drawn only when a page shows it.
         heatmap_png=heatmap_png(analysis.heatmap),
         latency_ms=0.0,
+        # A new film has no reading yet: said here, the answer needs no SELECT to find that out.
+        feedback=None,
     )
     return prediction, analysis, later
