@@ -7,6 +7,7 @@ only when a page asks for them (API clients never do). No TensorFlow here.
 from __future__ import annotations
 
 import io
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -29,9 +30,10 @@ _LUT = np.stack([np.interp(np.linspace(0, 1, 256), _ANCHORS[:, 0], _ANCHORS[:, c
 
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    # Fastest zlib level: these PNGs are made per request, where level 1 is several times faster
-    # than optimize=True and ~30% faster than level 3 for a few % more bytes (benchmarks/results).
-    image.save(buffer, format="PNG", compress_level=1)
+    # Made per request, so speed first: zlib level 1 is several times faster than optimize=True,
+    # and its run-length strategy another 20% faster and 16% smaller on films (24% smaller on a
+    # 1024 px review copy) with heat maps unchanged (docs/serving.md).
+    image.save(buffer, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
     return buffer.getvalue()
 
 
