@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import sys
+import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -63,8 +67,10 @@ def test_review_copy_size_comes_from_the_setting(app, client, auth, clinician_us
         assert (row.width, row.height) == (2000, 1500)
 
 
-def test_big_films_get_their_full_copy_after_the_answer(tmp_path):
-    # A database file: the worker thread writes through a connection of its own.
+@pytest.fixture
+def background_app(tmp_path):
+    """An app that makes big films' full-size copies after the answer, as deployed."""
+    # A database file: the copying thread writes through a connection of its own.
     app = create_app(
         TestingConfig,
         {
@@ -76,26 +82,74 @@ def test_big_films_get_their_full_copy_after_the_answer(tmp_path):
     with app.app_context():
         reset_database()
     make_user(app, "clin", "clinician")
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def upload_page(app, *files: tuple[bytes, str]):
+    """Sign in as the clinician and send `files` (bytes, name) through the upload page; the client."""
     client = app.test_client()
     client.post(
         "/auth/login",
         data={"username": "clin", "password": PASSWORDS["clin"], "csrf_token": csrf_token(client, "/auth/login")},
     )
-    token = csrf_token(client, "/screen")
-    files = [(io.BytesIO(jpeg(2400)), "big.jpg"), (io.BytesIO(jpeg(200)), "small.jpg")]
-    response = client.post("/screen", data={"csrf_token": token, "files": files}, content_type="multipart/form-data")
-    assert response.status_code == 303
+    data = {"csrf_token": csrf_token(client, "/screen"), "files": [(io.BytesIO(body), name) for body, name in files]}
+    assert client.post("/screen", data=data, content_type="multipart/form-data").status_code == 303
+    return client
+
+
+def stored_copy_size(app, prediction_id: int) -> tuple[int, int]:
     with app.app_context():
-        big, small = db.session.query(Prediction).order_by(Prediction.id).all()
-        assert png_size(small.review_png) == (200, 150)  # made at once: nothing bigger to decode
-        big_id = big.id
+        return png_size(db.session.get(Prediction, prediction_id).review_png)
+
+
+def test_big_films_get_their_full_copy_after_the_answer(background_app):
+    app = background_app
+    client = upload_page(app, (jpeg(2400), "big.jpg"), (jpeg(200), "small.jpg"))
+    with app.app_context():
+        big_id, small_id = db.session.scalars(db.select(Prediction.id).order_by(Prediction.id)).all()
+    assert stored_copy_size(app, small_id) == (200, 150)  # made at once: nothing bigger to decode
     # The image route waits for the copy being made, then serves it at the full review size.
     image = client.get(f"/predictions/{big_id}/image.png")
     assert Image.open(io.BytesIO(image.data)).size == (1024, 768)
     assert not review_copy.wait_for(big_id)  # done and forgotten
-    with app.app_context():
-        assert png_size(db.session.get(Prediction, big_id).review_png) == (1024, 768)
-        db.engine.dispose()
+    assert stored_copy_size(app, big_id) == (1024, 768)
+
+
+def test_a_page_does_not_wait_behind_the_backlog(background_app):
+    # The copying thread busy with something else: the film's copy waits its turn...
+    busy = threading.Event()
+    review_copy._POOL.submit(busy.wait, 30)
+    try:
+        client = upload_page(background_app, (jpeg(2400), "big.jpg"))
+        with background_app.app_context():
+            big_id = db.session.scalar(db.select(Prediction.id))
+        assert stored_copy_size(background_app, big_id)[0] < 1024  # the interim copy, for now
+        # ... until a page asks for it: made there and then, not after the backlog.
+        started = time.monotonic()
+        image = client.get(f"/predictions/{big_id}/image.png")
+        assert time.monotonic() - started < review_copy.WAIT_S / 2
+    finally:
+        busy.set()
+    assert Image.open(io.BytesIO(image.data)).size == (1024, 768)
+    assert stored_copy_size(background_app, big_id) == (1024, 768)
+    assert not review_copy.wait_for(big_id)
+
+
+def test_past_the_backlog_an_upload_makes_its_own_copy(background_app, monkeypatch):
+    monkeypatch.setattr(review_copy, "BACKLOG", 0)
+    upload_page(background_app, (jpeg(2400), "big.jpg"))
+    with background_app.app_context():
+        big_id = db.session.scalar(db.select(Prediction.id))
+    assert stored_copy_size(background_app, big_id) == (1024, 768)  # no background copy to wait for
+    assert not review_copy.wait_for(big_id)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_copies_are_made_at_the_lowest_cpu_priority():
+    nice = review_copy._POOL.submit(lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())).result()
+    assert nice == review_copy.NICE == 19
 
 
 def test_heatmap_layer_is_transparent_where_the_map_is_weak():

@@ -5,15 +5,24 @@ Only decoded pixels are kept: no file header, EXIF or DICOM field survives this 
 The model reads the film reduced to about its input size. A film bigger than that needs a second,
 larger decode and a PNG of up to a megapixel for its review copy: several times the cost of the
 model on this hardware (benchmarks/review_copy.py). So the upload stores at once a copy of the
-pixels the model read, answers, and makes the full-size copy on a worker thread straight after;
-the film's image route waits for that copy when it is still being made in this process. If the
+pixels the model read, answers, and makes the full-size copy on a worker thread afterwards. If the
 process dies first, the interim copy stays: the film is always there, at worst at lower resolution.
+
+That thread runs at the lowest CPU priority, so a copy only takes CPU that no upload is waiting
+for: made at normal priority, the copies of back-to-back 3000 px films slowed each next answer by
+about 20 ms (docs/serving.md). Two bounds keep that from costing anything else. At most BACKLOG
+copies wait in a process (each holds its upload's bytes); past that an upload makes its own copy
+at once, so a stream of big films slows down instead of filling memory. And the film's image route
+does not wait behind the backlog: a copy not yet started is made there and then, one still being
+made is waited for.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -30,12 +39,25 @@ from ..models import Prediction
 
 log = logging.getLogger(__name__)
 
-# One thread: the copies are CPU work that should not crowd out the model serving the next upload.
-_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="review-copy")
-_PENDING: dict[int, Future] = {}
-_LOCK = threading.Lock()
 # How long a page's image request waits for a copy still being made before it serves the interim one.
 WAIT_S = 10.0
+# Copies waiting per process before uploads make their own (the bytes of this many uploads are held).
+BACKLOG = 8
+# Linux's nice value for the copying thread: 19, the lowest priority.
+NICE = 19
+
+
+def _lowest_priority() -> None:
+    # Linux gives each thread its own nice value; elsewhere this would renice the whole process.
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+
+
+# One thread: the copies are CPU work that should not crowd out the model serving the next upload.
+_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="review-copy", initializer=_lowest_priority)
+_PENDING: dict[int, tuple[Future, tuple]] = {}  # prediction id -> (the copy's future, _upgrade's arguments)
+_LOCK = threading.Lock()
 
 
 def review_png(pixels: np.ndarray, size: int) -> bytes:
@@ -67,27 +89,38 @@ def make(data: bytes, image: DecodedImage, size: int) -> bytes:
 def at_upload(data: bytes, image: DecodedImage, size: int, background: bool) -> tuple[bytes, bool]:
     """The copy stored with the answer, and whether the full-size one is still to be made
     (`upgrade_later`): with `background`, a big film first gets a copy of the pixels the model read."""
-    later = background and needs_larger_decode(image, size)
+    later = background and needs_larger_decode(image, size) and backlog() < BACKLOG
     return (review_png(image.pixels, size) if later else make(data, image, size)), later
 
 
 def upgrade_later(app: Flask, prediction_id: int, data: bytes, size: int) -> None:
     """Replace a committed prediction's interim copy with the full-size one, on the worker thread."""
-    future = _POOL.submit(_upgrade, app, prediction_id, data, size)
+    arguments = (app, prediction_id, data, size)
+    future = _POOL.submit(_upgrade, *arguments)
     with _LOCK:
-        _PENDING[prediction_id] = future
+        _PENDING[prediction_id] = (future, arguments)
     future.add_done_callback(lambda _: _forget(prediction_id))
 
 
-def wait_for(prediction_id: int) -> bool:
-    """Wait (up to WAIT_S) for a full-size copy still being made in this process; True if there was one."""
+def backlog() -> int:
+    """Full-size copies waiting or being made in this process."""
     with _LOCK:
-        future = _PENDING.get(prediction_id)
+        return len(_PENDING)
+
+
+def wait_for(prediction_id: int) -> bool:
+    """The full-size copy of a film this process has still to make, made now if it has not started,
+    else waited for (up to WAIT_S); True if there was one."""
+    with _LOCK:
+        future, arguments = _PENDING.get(prediction_id, (None, None))
     if future is None:
         return False
     # A failure is logged by _upgrade, and a timeout leaves the interim copy: either way it is served.
     with contextlib.suppress(Exception):
-        future.result(timeout=WAIT_S)
+        if future.cancel():  # not started: made here, at the priority of the page that asks
+            _upgrade(*arguments)
+        else:
+            future.result(timeout=WAIT_S)
     return True
 
 
