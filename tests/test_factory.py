@@ -73,3 +73,18 @@ def test_app_import_does_not_load_tensorflow(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, "True"), ("false", "False"), ("true", "True")])
+def test_review_copy_in_background_comes_from_the_environment(value, expected):
+    # A documented variable (docs/deployment.md); settings are read when the module is imported.
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "REVIEW_COPY_IN_BACKGROUND"}
+    if value is not None:
+        env["REVIEW_COPY_IN_BACKGROUND"] = value
+    code = "from webapp.config import Config; print(Config.REVIEW_COPY_IN_BACKGROUND)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert result.stdout.strip() == expected

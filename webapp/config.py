@@ -60,7 +60,7 @@ class Config:
     # Long side of the de-identified copy kept for review (the film viewer's full resolution).
     REVIEW_IMAGE_SIZE = _env_int("REVIEW_IMAGE_SIZE", 1024)
     # Make a big film's full-size copy after answering the upload (webapp/screening/review_copy.py).
-    REVIEW_COPY_IN_BACKGROUND = True
+    REVIEW_COPY_IN_BACKGROUND = _env_bool("REVIEW_COPY_IN_BACKGROUND", True)
 
     # Sign-in throttling: after this many failures (per account and address pair, and per address)
     # each further try must wait twice as long as the last, up to LOGIN_MAX_DELAY_SECONDS. Counters
