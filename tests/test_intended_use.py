@@ -13,7 +13,7 @@ from PIL import Image
 from tests.helpers import TEST_POLICY, csrf_token, fixture_image
 from tests.image_samples import dicom
 from webapp.inference.analyzer import Analyzer
-from webapp.inference.decide import decide
+from webapp.inference.decide import NOT_RECOGNISED, decide
 from webapp.inference.decode import decode
 from webapp.inference.image import DecodedImage
 from webapp.inference.intended_use import IntendedUse
@@ -58,7 +58,16 @@ def test_input_and_not_chest_reasons_come_first():
     label, reason = decide(film(age=45.0, reason="A CT slice."), 0.9, 0.99, 1.0, 0.5, TEST_POLICY, 0.99, GATE)
     assert reason == "A CT slice."
     label, reason = decide(film(), 0.9, 0.1, 1.0, 0.5, TEST_POLICY, 0.99, GATE)
-    assert "Not a frontal chest radiograph" in reason
+    assert reason.startswith(NOT_RECOGNISED)
+
+
+@pytest.mark.parametrize("p_chest, distance", [(0.1, 1.0), (0.99, 7.5)])
+def test_a_film_the_model_does_not_recognise_is_told_the_intended_use(p_chest, distance):
+    # An adult's chest film from an unfamiliar hospital often stops here, before the gate: the
+    # reason must not tell the radiologist it is "not a chest film" without naming what the model is for.
+    label, reason = decide(film(), 0.9, p_chest, distance, 0.5, TEST_POLICY, 0.01, GATE)
+    assert label == UNKNOWN and reason.startswith(NOT_RECOGNISED)
+    assert "young child" in reason and "intended use" in reason and "adult" in reason
 
 
 def test_a_model_without_a_gate_skips_the_layer():

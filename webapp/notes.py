@@ -34,8 +34,9 @@ NOTES = {
     "UNKNOWN": {
         "title": "No verdict: the model cannot answer for this image",
         "points": [
-            "UNKNOWN means the image is outside what the model was built for (not a frontal chest "
-            "radiograph, for example another body part, a CT or MRI slice, a photo or a document), "
+            "UNKNOWN means the image is outside what the model was built for, frontal chest "
+            "radiographs of young children (for example an adult's film, another body part, a CT "
+            "or MRI slice, a photo or a document), "
             "or the model's probability lies too close to its decision threshold to be useful.",
             "The reason given above says which. Review the film yourself; do not read UNKNOWN as normal.",
         ],

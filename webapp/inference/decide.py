@@ -19,6 +19,11 @@ from .image import DecodedImage
 from .intended_use import IntendedUse
 from .labels import NORMAL, PNEUMONIA, UNKNOWN
 
+# Layer 2's reason. Its head and its feature distance learnt what a frontal chest film is from
+# young children's films alone, so "not a chest film" would be wrong for an adult's film from an
+# unfamiliar hospital, which often stops here before the gate: the reason names what it is for.
+NOT_RECOGNISED = "Not recognised as a young child's frontal chest radiograph"
+
 
 @dataclass(frozen=True)
 class UnknownPolicy:
@@ -64,8 +69,8 @@ def decide(
     unlike_training = policy.max_feature_distance is not None and feature_distance > policy.max_feature_distance
     if p_chest < policy.min_chest_probability or unlike_training:
         return UNKNOWN, (
-            "Not a frontal chest radiograph: the model does not recognise this image as a frontal "
-            "chest X-ray (it may be another body part, another modality, or a photograph)."
+            f"{NOT_RECOGNISED}, the intended use of this model: it may be another body part, another "
+            "modality, a photograph, or an adult's film."
         )
     outside = intended_use.reason(image, p_adult) if intended_use is not None else None
     if outside:
