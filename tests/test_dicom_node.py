@@ -17,7 +17,7 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import func, select, update
 
-from tests.dicom_films import MODALITY_AE, echo, film, identifiers, store
+from tests.dicom_films import MODALITY_AE, association, echo, film, identifiers, store
 from tests.factories import add_prediction
 from tests.helpers import PASSWORDS, csrf_token, drain, issue_token, make_user, reset_database
 from tests.orthanc_server import orthanc_server  # noqa: F401  (session fixture)
@@ -110,6 +110,17 @@ def test_echo_from_an_allowed_ae_and_refusal_of_others(node):
     port = node.config["DICOM_PORT"]
     assert echo(port, MODALITY_AE) == 0x0000
     assert echo(port, "STRANGER") is None  # rejected at association
+
+
+def test_a_modality_may_send_a_film_in_large_pieces(node):
+    # An 8 MB film in 16 KiB PDUs (pynetdicom's default) is ~500 trips through its polling loops.
+    assoc = association(node.config["DICOM_PORT"])
+    assert assoc.is_established
+    try:
+        assert assoc.acceptor.maximum_length >= 1024 * 1024
+        assert assoc.send_c_store(dcmread(io.BytesIO(film(0)))).Status == 0x0000
+    finally:
+        assoc.release()
 
 
 def test_films_come_back_as_sr_and_secondary_capture_in_their_studies(node, orthanc_server, caplog):  # noqa: F811
