@@ -4,10 +4,13 @@
 
 One deployment on a fresh instance folder, as docs/dicom.md runs it: gunicorn (the web app), the
 DICOM node (`flask dicom listen`) and the queue worker (`flask jobs worker`), on the embedded
-SQLite queue. Two measurements, each from the client's side:
+SQLite queue. Three measurements:
 - a PACS burst: BURST DICOM films (the fixture radiographs as CR of a 4-year-old, each a study of its own) sent
   over ASSOCIATIONS associations at once, as a PACS forwarding a backlog does; from the first
   C-STORE until the last film's prediction is logged (no results destination: screening only);
+- the same burst's two halves apart: BURST more films taken by the node with the worker stopped
+  (the intake alone), then drained by a fresh worker (the queue alone, from its first to its last
+  logged prediction);
 - a validation run: a ZIP of the official test films (../shared/data/chest_xray/test, labelled by
   folder) posted to POST /api/v1/validation-runs; from the upload until GET says `done`.
 It exits non-zero when a film goes missing or a run fails, never because of a timing.
@@ -21,6 +24,7 @@ import json
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 
@@ -65,20 +69,11 @@ class Deployment(NodeProcesses):
 
 
 def burst(deployment: Deployment, count: int, associations: int = ASSOCIATIONS) -> dict:
-    films = [as_child(film(i)) for i in range(count)]
     started = time.perf_counter()
-    # A PACS forwards a burst over a few associations at once: one C-STORE waits for its answer.
-    with ThreadPoolExecutor(associations) as pool:
-        statuses = [s for part in pool.map(partial(store, deployment.port), chunks(films, associations)) for s in part]
+    send(deployment, range(count), associations)
     stored_s = time.perf_counter() - started
-    deadline = started + 600
-    while (states := deployment.receipts()).get("screened", 0) + states.get("refused", 0) < count:
-        if time.perf_counter() > deadline:
-            raise RuntimeError(f"burst: only {states} of {count} films done after 600 s")
-        time.sleep(0.05)
+    wait_until_screened(deployment, count, started)
     total_s = time.perf_counter() - started
-    if any(status != 0 for status in statuses) or states.get("screened") != count:
-        raise RuntimeError(f"burst: C-STORE statuses {set(statuses)}, receipts {states}")
     return {
         "films": count,
         "associations": associations,
@@ -86,6 +81,51 @@ def burst(deployment: Deployment, count: int, associations: int = ASSOCIATIONS) 
         "total_s": total_s,
         "films_per_s": count / total_s,
     }
+
+
+def backlog(deployment: Deployment, count: int, associations: int = ASSOCIATIONS) -> dict:
+    """The burst's two halves apart, after `burst` (new films): the node takes `count` films while no
+    worker runs (the intake alone), then a fresh worker drains them (the queue alone, timed from its
+    first to its last logged prediction, so that its start-up and model load are not counted)."""
+    deployment.worker.stop()
+    done_before = sum(deployment.receipts().values())
+    started = time.perf_counter()
+    send(deployment, range(done_before, done_before + count), associations)
+    intake_s = time.perf_counter() - started
+    deployment.new_worker()
+    wait_until_screened(deployment, done_before + count, time.perf_counter())
+    with deployment.db() as db:
+        rows = db.execute("SELECT created_at FROM predictions ORDER BY id DESC LIMIT ?", (count,)).fetchall()
+    stamps = [datetime.fromisoformat(created) for (created,) in rows]
+    drain_s = (max(stamps) - min(stamps)).total_seconds()
+    return {
+        "films": count,
+        "intake_s": intake_s,
+        "intake_films_per_s": count / intake_s,
+        "drain_s": drain_s,
+        "drain_films_per_s": (count - 1) / drain_s if drain_s else float("inf"),
+    }
+
+
+def send(deployment: Deployment, indices: range, associations: int) -> None:
+    """C-STORE the films `indices` (each a new instance) as a PACS forwards a backlog: over a few
+    associations at once, each C-STORE waiting for its answer."""
+    films = [as_child(film(i)) for i in indices]
+    with ThreadPoolExecutor(associations) as pool:
+        statuses = [s for part in pool.map(partial(store, deployment.port), chunks(films, associations)) for s in part]
+    if any(status != 0 for status in statuses):
+        raise RuntimeError(f"C-STORE statuses {set(statuses)}")
+
+
+def wait_until_screened(deployment: Deployment, total: int, started: float) -> None:
+    """Until `total` films (all received so far) have been screened; every one must be."""
+    deadline = started + 600
+    while (states := deployment.receipts()).get("screened", 0) + states.get("refused", 0) < total:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"only {states} of {total} films done after 600 s")
+        time.sleep(0.05)
+    if states.get("screened") != total:
+        raise RuntimeError(f"receipts {states}, expected {total} screened")
 
 
 def as_child(data: bytes) -> bytes:
@@ -140,6 +180,7 @@ def measure(quick: bool, worker_threads: int = WORKER_THREADS) -> dict:
         return {
             "worker_threads": worker_threads,
             "burst": burst(deployment, QUICK_BURST if quick else BURST),
+            "backlog": backlog(deployment, QUICK_BURST if quick else BURST),
             "validation": validation(deployment, QUICK_VALIDATION_FILMS if quick else None),
         }
 

@@ -409,6 +409,7 @@ def markdown(f: dict, failures: list[str]) -> str:
         "",
     ]
     queue, burst, validation = f["queue"], f["queue"]["burst"], f["queue"]["validation"]
+    backlog = queue["backlog"]
     out += [
         "## The queue: a PACS burst and a validation run",
         "",
@@ -421,6 +422,10 @@ def markdown(f: dict, failures: list[str]) -> str:
         f"| burst over {burst['associations']} DICOM associations, first C-STORE to last prediction logged | "
         f"{burst['films']} | {burst['total_s']:.1f} s (all stored after {burst['stored_s']:.1f} s) | "
         f"{burst['films_per_s']:.1f} |",
+        f"| the same, intake alone: {backlog['films']} more films taken by the node with the worker stopped | "
+        f"{backlog['films']} | {backlog['intake_s']:.1f} s | {backlog['intake_films_per_s']:.1f} |",
+        f"| the same, queue alone: those films drained by a fresh worker, first to last prediction logged | "
+        f"{backlog['films']} | {backlog['drain_s']:.1f} s | {backlog['drain_films_per_s']:.1f} |",
         f"| validation run, `POST /api/v1/validation-runs` to `done` | {validation['films']} | "
         f"{validation['total_s']:.1f} s | {validation['films_per_s']:.1f} |",
         "",
