@@ -17,7 +17,7 @@ from .intake import OUT_OF_RESOURCES, SUCCESS, Arrival, receive
 log = logging.getLogger(__name__)
 # pynetdicom's DEBUG output dumps whole datasets (patient name included): never below INFO.
 logging.getLogger("pynetdicom").setLevel(logging.INFO)
-# The largest PDU a sender may use. pynetdicom's default (16 KiB) cuts an 8 MB film into ~500
+# The largest PDU a sender may use. pynetdicom's default (16 KiB) cuts an 8 MB film into ~510
 # pieces, each a trip through its polling loops: with 1 MiB, 16 such films were stored 17-24% faster
 # here (docs/serving.md). Bounded, not unlimited: a PDU is read whole into memory before it is checked.
 MAX_PDU_BYTES = 1024 * 1024
