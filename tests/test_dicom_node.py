@@ -113,7 +113,7 @@ def test_echo_from_an_allowed_ae_and_refusal_of_others(node):
 
 
 def test_a_modality_may_send_a_film_in_large_pieces(node):
-    # An 8 MB film in 16 KiB PDUs (pynetdicom's default) is ~500 trips through its polling loops.
+    # An 8 MB film in 16 KiB PDUs (pynetdicom's default) is ~510 trips through its polling loops.
     assoc = association(node.config["DICOM_PORT"])
     assert assoc.is_established
     try:

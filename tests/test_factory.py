@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from webapp import create_app
@@ -55,8 +60,6 @@ def test_security_headers(client):
 
 
 def test_templates_have_no_inline_scripts_or_styles(app):
-    from pathlib import Path
-
     for template in Path(app.root_path, "templates").rglob("*.html"):
         html = template.read_text()
         assert "<script>" not in html and " style=" not in html and "onclick" not in html, template
@@ -64,9 +67,6 @@ def test_templates_have_no_inline_scripts_or_styles(app):
 
 def test_app_import_does_not_load_tensorflow(tmp_path):
     # gunicorn's master imports the app before forking workers; TensorFlow must not be in it.
-    import subprocess
-    import sys
-
     code = (
         "import sys; from webapp import create_app; from webapp.config import TestingConfig; "
         "create_app(TestingConfig); print('tensorflow' in sys.modules or 'keras' in sys.modules)"
@@ -78,10 +78,6 @@ def test_app_import_does_not_load_tensorflow(tmp_path):
 @pytest.mark.parametrize(("value", "expected"), [(None, "True"), ("false", "False"), ("true", "True")])
 def test_review_copy_in_background_comes_from_the_environment(value, expected):
     # A documented variable (docs/deployment.md); settings are read when the module is imported.
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "REVIEW_COPY_IN_BACKGROUND"}
     if value is not None:
         env["REVIEW_COPY_IN_BACKGROUND"] = value
