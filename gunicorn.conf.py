@@ -20,6 +20,10 @@ worker_class = "gthread"
 # Two request threads per worker let a probe or an upload's network I/O proceed while the
 # other thread runs the model; more would only queue on the same cores.
 threads = env_int("WEB_THREADS", 2, minimum=1)
+# A worker takes a new connection only while it has a free request thread (gunicorn would let it
+# hold a thousand): otherwise one worker can take three of four concurrent uploads, one of them
+# waiting behind the model, while the other worker idles (docs/serving.md, "Connections per worker").
+worker_connections = env_int("WEB_WORKER_CONNECTIONS", threads, minimum=1)
 # No preload: TensorFlow is not fork-safe, so each worker loads the model after the fork.
 preload_app = False
 # A worker silent this long is killed: far above the slowest legitimate upload.
@@ -28,7 +32,10 @@ timeout = env_int("WEB_TIMEOUT", 120, minimum=1)
 # server, over a minute on a starved one) keeps the worker's heartbeat going up to this bound.
 model_load_timeout = env_int("MODEL_LOAD_TIMEOUT", 600)
 graceful_timeout = env_int("WEB_GRACEFUL_TIMEOUT", 30)
-keepalive = 5
+# Keep-alive needs connection slots beyond the threads; without them every answer closes its
+# connection (gunicorn would warn at each start), and a connection that sends nothing is closed as
+# soon as gunicorn gives up waiting for it instead of holding a slot for 5 s more.
+keepalive = 5 if worker_connections > threads else 0
 # Recycle workers now and then so slow memory growth in native libraries cannot accumulate;
 # the jitter keeps workers from all reloading the model at the same moment.
 max_requests = env_int("WEB_MAX_REQUESTS", 2000)

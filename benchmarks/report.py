@@ -274,7 +274,8 @@ def markdown(f: dict, failures: list[str]) -> str:
     out += [
         f"Measured {host['date_utc']} on {host['nproc']} cores of an {host['cpu_model']}, "
         f"{host['memory_gb']:.0f} GB RAM, Linux {host['kernel']}, Python {host['python']}; "
-        f"gunicorn {g['workers']} workers x {g['threads']} threads (gthread); model "
+        f"gunicorn {g['workers']} workers x {g['threads']} threads (gthread, "
+        f"{g.get('worker_connections', 1000)} connections per worker); model "
         f"`{model['model_version']}` ({model['parameters']:,} parameters, {model['input_size']}x"
         f"{model['input_size']} input). Load average at the start: "
         + ", ".join(f"{x:.2f}" for x in host["load_average"])
@@ -300,7 +301,7 @@ def markdown(f: dict, failures: list[str]) -> str:
         f"Reproduce: `python -m benchmarks.run{' --quick' if f['quick'] else ''}` (this run took "
         f"{host['duration_s'] / 60:.0f} minutes). Every figure below comes from that one run; the naive reference server is "
         "`benchmarks/naive_server.py` (same model file, `model.predict` per request, full decode, "
-        "no warm-up), served by gunicorn with the same workers and threads.",
+        "no warm-up), served by gunicorn with the same workers, threads and connections per worker.",
         "",
     ]
 

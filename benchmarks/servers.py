@@ -3,8 +3,8 @@
 Our app runs exactly as `scripts/run.sh` serves it (gunicorn with gunicorn.conf.py, wsgi:app) but
 on a fresh temporary instance folder: its own SQLite database, migrated, with one clinician and an
 API token made through the app's own CLI (tests/live_app.py). The naive reference server runs under
-gunicorn with the same worker and thread counts, so the comparison measures the request path and
-not the server.
+gunicorn with the same workers, threads and connections per worker, so the comparison measures the
+request path and not the server.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def memory_mb(pid: int) -> dict[str, float] | None:
 
 
 def gunicorn_settings(env: dict[str, str]) -> dict:
-    """workers and threads as gunicorn.conf.py resolves them under `env`."""
+    """workers, threads, connections per worker and keep-alive as gunicorn.conf.py resolves them under `env`."""
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
@@ -64,7 +64,12 @@ def gunicorn_settings(env: dict[str, str]) -> dict:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    return {"workers": int(settings.get("workers", 1)), "threads": int(settings.get("threads", 1))}
+    return {
+        "workers": int(settings.get("workers", 1)),
+        "threads": int(settings.get("threads", 1)),
+        "worker_connections": int(settings.get("worker_connections", 1000)),
+        "keepalive": int(settings.get("keepalive", 2)),
+    }
 
 
 def start_app(model_path: Path | None = None, settings: dict[str, str] | None = None) -> BenchServer:
@@ -84,13 +89,14 @@ def start_app(model_path: Path | None = None, settings: dict[str, str] | None = 
 
 
 def start_naive(settings: dict, model_path: Path) -> BenchServer:
-    """The reference server with the same worker/thread counts as ours."""
+    """The reference server with the same workers, threads and connections per worker as ours."""
     server = BenchServer("naive", env={"MODEL_PATH": str(model_path)})
     # fmt: off
     server.argv = [
         sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{server.port}",
         "--workers", str(settings["workers"]), "--threads", str(settings["threads"]),
         "--worker-class", "gthread", "--timeout", "120", "--access-logfile", "-",
+        "--worker-connections", str(settings["worker_connections"]), "--keep-alive", str(settings["keepalive"]),
         "benchmarks.naive_server:app",
     ]
     # fmt: on

@@ -31,6 +31,7 @@ GUNICORN_ENV = (
     "WEB_WORKERS",
     "INFERENCE_THREADS",
     "WEB_THREADS",
+    "WEB_WORKER_CONNECTIONS",
     "WEB_TIMEOUT",
     "WEB_GRACEFUL_TIMEOUT",
     "WEB_MAX_REQUESTS",
@@ -68,6 +69,9 @@ def test_production_defaults(monkeypatch):
     conf = load_gunicorn_conf(monkeypatch)
     assert conf["preload_app"] is False  # TensorFlow is not fork-safe
     assert conf["worker_class"] == "gthread" and conf["threads"] == 2
+    # A worker accepts only while a request thread is free, so concurrent uploads spread over the
+    # workers; with no spare slot there is no keep-alive (and gunicorn's warning about it is avoided).
+    assert conf["worker_connections"] == conf["threads"] and conf["keepalive"] == 0
     assert conf["timeout"] >= 60  # a cold model load happens before the first heartbeat
     assert conf["max_requests"] > 0 and 0 < conf["max_requests_jitter"] < conf["max_requests"]
     assert conf["bind"] == "0.0.0.0:8000"
@@ -88,9 +92,15 @@ def test_everything_is_overridable_from_the_environment(monkeypatch):
         LOG_LEVEL="WARNING",
     )
     assert (conf["workers"], conf["inference_threads"], conf["threads"]) == (3, 4, 1)
+    assert conf["worker_connections"] == 1 and conf["keepalive"] == 0  # follows WEB_THREADS
     assert conf["timeout"] == 300 and conf["bind"] == "127.0.0.1:9000"
     assert conf["max_requests"] == 0 and conf["max_requests_jitter"] == 0
     assert conf["accesslog"] == "-" and conf["loglevel"] == "warning"
+
+
+def test_spare_connection_slots_bring_keep_alive_back(monkeypatch):
+    conf = load_gunicorn_conf(monkeypatch, WEB_WORKER_CONNECTIONS="64")
+    assert conf["worker_connections"] == 64 and conf["keepalive"] == 5
 
 
 def test_inference_threads_follow_a_worker_override(monkeypatch):
