@@ -275,7 +275,7 @@ def markdown(f: dict, failures: list[str]) -> str:
         f"Measured {host['date_utc']} on {host['nproc']} cores of an {host['cpu_model']}, "
         f"{host['memory_gb']:.0f} GB RAM, Linux {host['kernel']}, Python {host['python']}; "
         f"gunicorn {g['workers']} workers x {g['threads']} threads (gthread, "
-        f"{g.get('worker_connections', 1000)} connections per worker); model "
+        f"{g['worker_connections']} connections per worker); model "
         f"`{model['model_version']}` ({model['parameters']:,} parameters, {model['input_size']}x"
         f"{model['input_size']} input). Load average at the start: "
         + ", ".join(f"{x:.2f}" for x in host["load_average"])

@@ -14,6 +14,8 @@ import runpy
 import sys
 from pathlib import Path
 
+from gunicorn.config import Config as GunicornConfig
+
 from tests.live_app import ROOT, LiveApp
 
 BENCH_USER = "bench"
@@ -64,12 +66,10 @@ def gunicorn_settings(env: dict[str, str]) -> dict:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    return {
-        "workers": int(settings.get("workers", 1)),
-        "threads": int(settings.get("threads", 1)),
-        "worker_connections": int(settings.get("worker_connections", 1000)),
-        "keepalive": int(settings.get("keepalive", 2)),
-    }
+    # What the file leaves unset is gunicorn's own default.
+    defaults = GunicornConfig().settings
+    names = ("workers", "threads", "worker_connections", "keepalive")
+    return {name: int(settings.get(name, defaults[name].get())) for name in names}
 
 
 def start_app(model_path: Path | None = None, settings: dict[str, str] | None = None) -> BenchServer:
