@@ -179,3 +179,30 @@ def test_reports_are_indented_json_with_a_final_newline_in_a_folder_made_for_the
     text = path.read_text()
     assert text.endswith("}\n") and text.startswith('{\n  "rows"')
     assert json.loads(text) == {"rows": [{"auc": 0.9}], "model_version": "v1"}
+
+
+def test_the_gate_check_counts_refusals_and_wrong_labels_per_source_and_true_label():
+    from training.gate import AdultFilm
+    from training.gate_check import grouped, source_and_truth
+
+    adult = "Outside the intended use: this looks like an adult's chest film; ..."
+
+    def row(source, truth, label, reason=None, base_label=None):
+        film = AdultFilm(pathlib.Path(f"{source}.jpg"), truth, "p1", source_id=source, age=40.0)
+        return {"film": film, "label": label, "reason": reason, "base_label": base_label or label}
+
+    rows = [
+        row("nih_cxr14", 0, "UNKNOWN", adult, base_label="PNEUMONIA"),  # refused: its error averted
+        row("nih_cxr14", 0, "PNEUMONIA"),  # let through and wrong
+        row("nih_cxr14", 1, "PNEUMONIA"),  # let through and right
+        row("nih_cxr14", 1, "UNKNOWN", "Too close to the threshold to call.", base_label="NORMAL"),
+    ]
+    groups = grouped(rows, source_and_truth)
+    assert list(groups) == ["nih_cxr14 NORMAL", "nih_cxr14 PNEUMONIA"]
+    normal, pneumonia = groups["nih_cxr14 NORMAL"], groups["nih_cxr14 PNEUMONIA"]
+    assert (normal["n"], normal["refused_by_gate"], normal["wrong_label"]) == (2, 0.5, 0.5)
+    assert normal["wrong_label_without_gate"] == 1.0
+    assert (pneumonia["refused_by_gate"], pneumonia["unknown"], pneumonia["wrong_label"]) == (0.0, 0.5, 0.0)
+    assert pneumonia["wrong_label_without_gate"] == 0.5 and pneumonia["covid_called_normal"] is None
+    assert normal["unknown_reasons_naming_intended_use"] == 1.0
+    assert pneumonia["unknown_reasons_naming_intended_use"] == 0.0

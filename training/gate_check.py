@@ -6,8 +6,9 @@
 - Children: the validation children's films (never trained on) under every fixed stress of
   `training.distort.STRESSES`; the share the gate refuses under each.
 - Adults: the held-out patients of the sources the gate was trained on, and every film of a
-  source it never saw (leave-one-source-out); per source and per age band, the share refused,
-  the share answered with a wrong NORMAL/PNEUMONIA label, and COVID-19 films called NORMAL.
+  source it never saw (leave-one-source-out); per source, per source and true label, and per age
+  band, the share refused, the share answered with a wrong NORMAL/PNEUMONIA label, and COVID-19
+  films called NORMAL.
   Answers go through the served model and `webapp.inference.decide` exactly as served, with
   this gate's score and cut-off.
 - Heat maps: Grad-CAM of the gate's "adult" logit on its last convolution, adults and children.
@@ -36,6 +37,7 @@ from webapp.inference.labels import NORMAL, UNKNOWN
 from webapp.inference.preprocess import preprocess
 
 AGE_BANDS = ((18, 30), (30, 50), (50, 65), (65, 200))
+TRUTH = {index: name for name, index in data.LABELS.items()}
 
 
 def age_band(age: float | None) -> str:
@@ -45,6 +47,11 @@ def age_band(age: float | None) -> str:
         if low <= age < high:
             return f"{low}-{high - 1}" if high < 200 else f"{low}+"
     return "under 18"
+
+
+def source_and_truth(row: dict) -> str:
+    """A film's source and true label as one group's name, e.g. "nih_cxr14 NORMAL"."""
+    return f"{row['film'].source_id} {TRUTH[row['film'].label]}"
 
 
 def intended_use_for(cutoff: float) -> IntendedUse:
@@ -217,6 +224,8 @@ def main(argv=None) -> int:
         ),
         "by_source": grouped(rows, lambda r: r["film"].source_id),
         "by_age_band": grouped(rows, lambda r: age_band(r["film"].age)),
+        # Which of a source's films the gate lets through: its normal films or its pneumonia films.
+        "by_source_and_truth": grouped(rows, source_and_truth),
         "all_unseen": adult_summary(rows),
     }
     print(json.dumps(report["adults"]["by_source"], indent=1), flush=True)
