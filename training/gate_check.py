@@ -33,11 +33,10 @@ from training.reports import write_report
 from webapp.inference.analyzer import Analyzer
 from webapp.inference.decide import decide
 from webapp.inference.intended_use import IntendedUse
-from webapp.inference.labels import NORMAL, UNKNOWN
+from webapp.inference.labels import CLASSES, NORMAL, UNKNOWN
 from webapp.inference.preprocess import preprocess
 
 AGE_BANDS = ((18, 30), (30, 50), (50, 65), (65, 200))
-TRUTH = {index: name for name, index in data.LABELS.items()}
 
 
 def age_band(age: float | None) -> str:
@@ -51,7 +50,7 @@ def age_band(age: float | None) -> str:
 
 def source_and_truth(row: dict) -> str:
     """A film's source and true label as one group's name, e.g. "nih_cxr14 NORMAL"."""
-    return f"{row['film'].source_id} {TRUTH[row['film'].label]}"
+    return f"{row['film'].source_id} {CLASSES[row['film'].label]}"
 
 
 def intended_use_for(cutoff: float) -> IntendedUse:
