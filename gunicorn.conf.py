@@ -16,7 +16,9 @@ workers = env_int("WEB_WORKERS", min(cores, 8), minimum=1)
 inference_threads = env_int("INFERENCE_THREADS", max(1, cores // workers), minimum=1)
 
 bind = os.environ.get("BIND", "0.0.0.0:8000")
-worker_class = "gthread"
+# gunicorn's gthread worker, answering the requests gunicorn refuses before the app sees them
+# (request line or headers too long, not HTTP) in the API's JSON error body, not an HTML page.
+worker_class = "deploy.gunicorn_worker.JsonRefusalWorker"
 # Two request threads per worker let a probe or an upload's network I/O proceed while the
 # other thread runs the model; more would only queue on the same cores.
 threads = env_int("WEB_THREADS", 2, minimum=1)

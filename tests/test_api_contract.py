@@ -53,7 +53,7 @@ def test_every_operation_declares_auth_rate_limit_and_error_body(document):
     }
     error_ref = {"$ref": "#/components/schemas/Error"}
     for _, _, op in operations:
-        assert {"401", "429", "500"} <= set(op["responses"]) and "default" not in op["responses"]
+        assert {"401", "414", "429", "431", "500"} <= set(op["responses"]) and "default" not in op["responses"]
         assert op["operationId"] and op["summary"]
     responses = document["components"]["responses"]
     assert responses["TOO_MANY_REQUESTS"]["headers"]["Retry-After"]["required"] is True

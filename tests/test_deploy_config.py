@@ -68,7 +68,7 @@ def test_default_sizing_splits_cores_between_workers_and_tensorflow(monkeypatch,
 def test_production_defaults(monkeypatch):
     conf = load_gunicorn_conf(monkeypatch)
     assert conf["preload_app"] is False  # TensorFlow is not fork-safe
-    assert conf["worker_class"] == "gthread" and conf["threads"] == 2
+    assert conf["worker_class"] == "deploy.gunicorn_worker.JsonRefusalWorker" and conf["threads"] == 2
     # A worker accepts only while a request thread is free, so concurrent uploads spread over the
     # workers; with no spare slot there is no keep-alive (and gunicorn's warning about it is avoided).
     assert conf["worker_connections"] == conf["threads"] and conf["keepalive"] == 0

@@ -11,8 +11,15 @@ from ..access import request_token
 from . import bp
 from .errors import api_error
 
-# Answers any token-protected operation can give besides its own (see spec.ERROR_DESCRIPTIONS).
-TOKEN_RESPONSES = (HTTPStatus.UNAUTHORIZED, HTTPStatus.TOO_MANY_REQUESTS, HTTPStatus.INTERNAL_SERVER_ERROR)
+# Answers any token-protected operation can give besides its own (see spec.ERROR_DESCRIPTIONS); 414
+# and 431 come from the HTTP server in front of the app (deploy/gunicorn_worker.py), in the same body.
+TOKEN_RESPONSES = (
+    HTTPStatus.UNAUTHORIZED,
+    HTTPStatus.REQUEST_URI_TOO_LONG,
+    HTTPStatus.TOO_MANY_REQUESTS,
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+    HTTPStatus.INTERNAL_SERVER_ERROR,
+)
 
 
 def token_required(view):

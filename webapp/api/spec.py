@@ -32,7 +32,9 @@ ERROR_DESCRIPTIONS = {
     403: "The token's user may not do this.",
     404: "No such resource.",
     413: "The request body is larger than this server accepts (MAX_UPLOAD_MB).",
+    414: "`uri_too_long`: the request line (address and query string) is longer than the HTTP server accepts.",
     429: "Too many requests from this client (API_RATE_LIMIT); retry after `Retry-After` seconds.",
+    431: "`headers_too_large`: more or longer header fields than the HTTP server accepts.",
     500: "An unexpected fault on the server; it was logged and nothing was half-written.",
     503: "A service the operation needs (the model) is not available right now.",
 }

@@ -1,0 +1,78 @@
+"""gunicorn's threaded worker, refusing the requests gunicorn itself refuses in the API's error body.
+
+A request line longer than `limit_request_line`, more or larger header fields than gunicorn allows,
+or bytes that are not HTTP never reach the app: gunicorn answers them from `handle_error` with an
+HTML page. An integration script of the JSON API then gets the one answer that is not
+`{"error": {"code", "message"}}`. This worker gives those refusals the same status gunicorn does
+(400, 414, 431) and the API's body; anything else (a fault in the app, TLS) is left to gunicorn.
+"""
+
+from __future__ import annotations
+
+import json
+
+from gunicorn import util
+from gunicorn.http import errors
+from gunicorn.workers.gthread import ThreadWorker
+
+# gunicorn's own status for each refusal (gunicorn.workers.base.Worker.handle_error).
+TOO_LONG = {
+    errors.LimitRequestLine: (
+        414,
+        "URI Too Long",
+        "uri_too_long",
+        "The request line (method, address and query string) is longer than this server accepts.",
+    ),
+    errors.LimitRequestHeaders: (
+        431,
+        "Request Header Fields Too Large",
+        "headers_too_large",
+        "The request carries more header fields, or a longer one, than this server accepts.",
+    ),
+}
+MALFORMED = (
+    errors.InvalidRequestLine,
+    errors.InvalidRequestMethod,
+    errors.InvalidHTTPVersion,
+    errors.InvalidHeader,
+    errors.InvalidHeaderName,
+    errors.ObsoleteFolding,
+    errors.InvalidChunkSize,
+    errors.ChunkMissingTerminator,
+    errors.InvalidChunkExtension,
+)
+# Subclasses of InvalidHeader(Name) raised for a header the app tried to send: the app's fault.
+APP_FAULTS = (errors.InvalidResponseHeader, errors.InvalidResponseHeaderName)
+
+
+def refusal(exc: BaseException) -> tuple[int, str, str, str] | None:
+    """(status, reason, code, message) for a request gunicorn refuses to parse, else None."""
+    if isinstance(exc, APP_FAULTS):
+        return None
+    for kind, answer in TOO_LONG.items():
+        if isinstance(exc, kind):
+            return answer
+    if isinstance(exc, MALFORMED):
+        return 400, "Bad Request", "bad_request", "The request is not well-formed HTTP."
+    return None
+
+
+def error_response(status: int, reason: str, code: str, message: str) -> bytes:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+class JsonRefusalWorker(ThreadWorker):
+    def handle_error(self, req, client, addr, exc):
+        answer = refusal(exc)
+        if answer is None:
+            return super().handle_error(req, client, addr, exc)
+        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        try:
+            util.write_nonblock(client, error_response(*answer))
+        except OSError:
+            self.log.debug("Failed to send error message.")

@@ -1,0 +1,77 @@
+"""The gunicorn worker of gunicorn.conf.py refuses what gunicorn refuses, in the API's JSON error body.
+
+A real gunicorn with that worker class serves a one-line WSGI app here (no model to load), and raw
+sockets send what no HTTP client library would: a 5 KB request line, 150 headers, bytes that are
+not HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+
+import pytest
+from gunicorn.http import errors
+
+from deploy.gunicorn_worker import refusal
+from tests.live_app import LiveApp
+
+WORKER = "deploy.gunicorn_worker.JsonRefusalWorker"
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+    return [b"hello"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LiveApp("refusals") as app:
+        app.argv = [sys.executable, "-m", "gunicorn", "--worker-class", WORKER, "--threads", "2"]
+        app.argv += ["--bind", f"127.0.0.1:{app.port}", "tests.test_gunicorn_worker:hello"]
+        app.start()
+        app.wait_ready("/", timeout=60)
+        yield app
+
+
+def exchange(server, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes, read until the server closes: (status, headers, body)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(raw)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+@pytest.mark.parametrize(
+    "raw, status, code",
+    [
+        (b"GET /api/v1/predictions?q=" + b"x" * 5000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414, "uri_too_long"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X-A: y\r\n" * 150 + b"\r\n", 431, "headers_too_large"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n", 431, "headers_too_large"),
+        (b"THIS IS NOT HTTP\r\n\r\n", 400, "bad_request"),
+        (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400, "bad_request"),
+    ],
+    ids=["long request line", "too many headers", "one huge header", "not HTTP", "malformed header"],
+)
+def test_requests_gunicorn_refuses_get_the_api_error_body(server, raw, status, code):
+    answered, headers, body = exchange(server, raw)
+    assert answered == status
+    assert headers["content-type"] == "application/json" and int(headers["content-length"]) == len(body)
+    error = json.loads(body)["error"]
+    assert error["code"] == code and error["message"].endswith(".")
+
+
+def test_the_worker_still_serves_the_app(server):
+    answered, _, body = exchange(server, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert (answered, body) == (200, b"hello")
+
+
+def test_a_header_the_app_sends_wrong_is_left_to_gunicorn_as_a_fault():
+    assert refusal(errors.InvalidResponseHeader("bad\nvalue")) is None
+    assert refusal(errors.InvalidHeader("X"))[:3] == (400, "Bad Request", "bad_request")
