@@ -99,12 +99,12 @@ def adult_summary(rows: list[dict]) -> dict:
     n = len(rows)
     if not n:
         return {"n": 0}
-    truth = np.array([r["film"].label for r in rows])
+    truth = np.array([CLASSES[r["film"].label] for r in rows])
     labels = np.array([r["label"] for r in rows])
     answered = labels != UNKNOWN
-    wrong = answered & (labels != np.where(truth == 1, "PNEUMONIA", "NORMAL"))
+    wrong = answered & (labels != truth)
     base = np.array([r["base_label"] for r in rows])
-    base_wrong = (base != UNKNOWN) & (base != np.where(truth == 1, "PNEUMONIA", "NORMAL"))
+    base_wrong = (base != UNKNOWN) & (base != truth)
     unknown_reasons = [r["reason"] for r in rows if r["label"] == UNKNOWN]
     covid = np.array([r["film"].source_id == "mhh_covid19" for r in rows])
     return {
