@@ -130,6 +130,10 @@ check_https_journey() {  # sign in (CSRF form), upload a film, see the result; H
   stack_check journey --base "$base" --cafile "$tls/ca.pem" --film "$film"
 }
 
+check_refusals_before_the_app() {  # proxy's and gunicorn's own 413/414/431 in the API's error body
+  stack_check refusals --base "$base" --cafile "$tls/ca.pem"
+}
+
 check_only_the_proxy_is_published() {
   local service published
   for service in "${replicas[@]}" db redis; do
@@ -216,6 +220,7 @@ check_backup_and_restore() {
 CHECKS=(
   check_tls_with_the_throwaway_ca
   check_https_journey
+  check_refusals_before_the_app
   check_only_the_proxy_is_published
   check_session_across_replicas
   check_rate_limit_across_replicas

@@ -285,8 +285,33 @@ def measure_films_per_hour(args) -> str:
     )
 
 
+def check_refusals(args) -> str:
+    """Through the proxy over HTTP/1.1: what the proxy or gunicorn refuses before the app sees it
+    answers in the API's error body, as the app's own refusals do (docs/api.md, "Endpoints")."""
+    client = Client(args.base, args.cafile)
+    query, tokens, upload = "/api/v1/predictions?q=", "/api/v1/tokens", "/api/v1/predictions"
+    many_fields = {f"X-Field-{i}": "y" for i in range(150)}
+    octets = {"Content-Type": "application/octet-stream"}
+    cases = [  # (what, refused by, status, code, method, path, body, headers)
+        ("a 5 KB request line", "gunicorn", 414, "uri_too_long", "GET", query + "x" * 5000, None, {}),
+        ("a 9 KB request line", "proxy", 414, "uri_too_long", "GET", query + "x" * 9000, None, {}),
+        ("150 header fields", "gunicorn", 431, "headers_too_large", "GET", tokens, None, many_fields),
+        ("a 9 KB header", "proxy", 431, "headers_too_large", "GET", tokens, None, {"X-Big": "y" * 9000}),
+        ("a 51 MB body", "proxy", 413, "too_large", "POST", upload, bytes(51 << 20), octets),
+    ]
+    for what, _by, status, code, method, path, body, headers in cases:
+        answer = client.request(method, path, body, headers)
+        kind = answer.headers.get("Content-Type", "")
+        expect(answer.status == status, f"{what}: answered {answer.status}, not {status}: {answer.text[:200]}")
+        expect(kind == "application/json", f"{what}: answered {kind!r}, not the error body: {answer.text[:200]}")
+        expect(json.loads(answer.body)["error"]["code"] == code, f"{what}: {answer.text[:200]}")
+    refused = ", ".join(f"{what} ({by}, {status})" for what, by, status, *_ in cases)
+    return f"refused before the app, each in the API's error body: {refused}"
+
+
 CHECKS = {
     "journey": check_journey,
+    "refusals": check_refusals,
     "session-across-replicas": check_session_across_replicas,
     "rate-limit-across-replicas": check_rate_limit_across_replicas,
     "queued-job-across-replicas": check_queued_job_across_replicas,
