@@ -1,1 +1,1 @@
-"""Deployment glue that runs around the app, not inside it: gunicorn server hooks."""
+"""Deployment glue that runs around the app, not inside it: gunicorn server hooks and its worker class."""
