@@ -10,9 +10,11 @@ HTML page. An integration script of the JSON API then gets the one answer that i
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from gunicorn import util
 from gunicorn.http import errors
+from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.gthread import ThreadWorker
 
 # gunicorn's own status for each refusal (gunicorn.workers.base.Worker.handle_error).
@@ -71,8 +73,27 @@ class JsonRefusalWorker(ThreadWorker):
         answer = refusal(exc)
         if answer is None:
             return super().handle_error(req, client, addr, exc)
-        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        started = datetime.now()
+        addr = addr or ("", -1)  # a unix socket has no address
+        self.log.warning("Invalid request from ip=%s: %s", addr[0], exc)
+        response = error_response(*answer)
+        # A bad header (two Content-Lengths, a forged Transfer-Encoding: the marks of request
+        # smuggling) comes with the request line already read; gunicorn writes such a request to
+        # the access log, and so does this worker. (InvalidRequestLine's `req` is only the line.)
+        if isinstance(exc, (errors.InvalidHeader, errors.InvalidHeaderName)):
+            req = req or getattr(exc, "req", None)
+        if req is not None:
+            body = response.partition(b"\r\n\r\n")[2]
+            self.log_refusal(req, client, addr, answer, len(body), datetime.now() - started)
         try:
-            util.write_nonblock(client, error_response(*answer))
+            util.write_nonblock(client, response)
         except OSError:
             self.log.debug("Failed to send error message.")
+
+    def log_refusal(self, req, client, addr, answer, length, request_time) -> None:
+        environ = default_environ(req, client, self.cfg)
+        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = addr[0], str(addr[1])
+        logged = Response(req, client, self.cfg)
+        logged.status = f"{answer[0]} {answer[1]}"
+        logged.sent = length
+        self.log.access(logged, req, environ, request_time)

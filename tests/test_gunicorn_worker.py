@@ -29,7 +29,7 @@ def hello(environ, start_response):
 def server():
     with LiveApp("refusals") as app:
         app.argv = [sys.executable, "-m", "gunicorn", "--worker-class", WORKER, "--threads", "2"]
-        app.argv += ["--bind", f"127.0.0.1:{app.port}", "tests.test_gunicorn_worker:hello"]
+        app.argv += ["--bind", f"127.0.0.1:{app.port}", "--access-logfile", "-", "tests.test_gunicorn_worker:hello"]
         app.start()
         app.wait_ready("/", timeout=60)
         yield app
@@ -56,8 +56,9 @@ def exchange(server, raw: bytes) -> tuple[int, dict[str, str], bytes]:
         (b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"y" * 9000 + b"\r\n\r\n", 431, "headers_too_large"),
         (b"THIS IS NOT HTTP\r\n\r\n", 400, "bad_request"),
         (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400, "bad_request"),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nBad\x01Name: x\r\n\r\n", 400, "bad_request"),
     ],
-    ids=["long request line", "too many headers", "one huge header", "not HTTP", "malformed header"],
+    ids=["long request line", "too many headers", "one huge header", "not HTTP", "malformed header", "bad name"],
 )
 def test_requests_gunicorn_refuses_get_the_api_error_body(server, raw, status, code):
     answered, headers, body = exchange(server, raw)
@@ -70,6 +71,14 @@ def test_requests_gunicorn_refuses_get_the_api_error_body(server, raw, status, c
 def test_the_worker_still_serves_the_app(server):
     answered, _, body = exchange(server, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert (answered, body) == (200, b"hello")
+
+
+def test_a_refused_request_whose_line_was_read_is_in_the_access_log(server):
+    # Two Content-Lengths: a request-smuggling attempt, which the access log must show.
+    raw = b"POST /smuggle HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nbody"
+    answered, _, body = exchange(server, raw)
+    assert answered == 400
+    server.wait_for_log(f'"POST /smuggle HTTP/1.1" 400 {len(body)} ', 1, timeout=10)
 
 
 def test_a_header_the_app_sends_wrong_is_left_to_gunicorn_as_a_fault():
