@@ -109,11 +109,13 @@ say "stack ready in $ready_seconds s (compose up to both replicas ready behind t
 
 "$engine" exec "$(container app)" flask --app wsgi users create dr.stack --role clinician --no-change-at-sign-in --password "$password" >&2
 
+# Secrets go to stack_checks.py as --name=VALUE: a random one begins with "-" one time in 64, and
+# argparse takes "--token -x..." for two options (a run of this script failed so).
 stack_check() {  # CHECK [ARGS...]: scripts/stack_checks.py run on the host
-  python3 scripts/stack_checks.py "$@" --user dr.stack --password "$password" || die "stack check $1 failed"
+  python3 scripts/stack_checks.py "$@" --user dr.stack --password="$password" || die "stack check $1 failed"
 }
 replica_check() {  # CHECK [ARGS...]: scripts/stack_checks.py run inside the first replica
-  "$engine" exec -i "$(container app)" python - "$@" --user dr.stack --password "$password" \
+  "$engine" exec -i "$(container app)" python - "$@" --user dr.stack --password="$password" \
     < scripts/stack_checks.py || die "replica check $1 failed"
 }
 psql_value() { "$engine" exec "$(container db)" psql -U cxr -d cxr -Atc "$1"; }
@@ -155,7 +157,7 @@ check_rate_limit_across_replicas() {  # a user of its own: the check uses up tha
   local token
   token="$("$engine" exec "$(container app)" flask --app wsgi users token dr.limits | tail -1)"
   replica_check rate-limit-across-replicas --first http://app:8000 --second http://app2:8000 \
-    --token "$token" --limit "$api_per_minute"
+    --token="$token" --limit "$api_per_minute"
 }
 
 check_queued_job_across_replicas() {  # a validation run posted to app, taken by the worker, seen done on app2
@@ -165,7 +167,7 @@ check_queued_job_across_replicas() {  # a validation run posted to app, taken by
   token="$("$engine" exec "$(container app)" flask --app wsgi users token stack.admin | tail -1)"
   "$engine" cp "$film" "$(container app):/tmp/film.jpeg"
   replica_check queued-job-across-replicas --first http://app:8000 --second http://app2:8000 \
-    --token "$token" --film /tmp/film.jpeg
+    --token="$token" --film /tmp/film.jpeg
 }
 
 check_one_migration_for_all_app_containers() {
@@ -233,7 +235,7 @@ for check in "${CHECKS[@]}"; do "$check"; done
 
 # Sizing: API uploads through the proxy, two at a time (one per replica), after the checks' warm-up.
 token="$("$engine" exec "$(container app)" flask --app wsgi users token dr.stack | tail -1)"
-python3 scripts/stack_checks.py films-per-hour --base "$base" --cafile "$tls/ca.pem" --token "$token" \
+python3 scripts/stack_checks.py films-per-hour --base "$base" --cafile "$tls/ca.pem" --token="$token" \
   --film "$film" --requests 16 --concurrency 2 || die "the throughput measurement failed"
 
 say "memory per container (cgroup, with page cache):"
