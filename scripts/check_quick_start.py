@@ -36,8 +36,19 @@ from tests.live_app import ROOT, free_port, http_status  # noqa: E402
 # but installing TensorFlow still takes minutes on two cores.
 READY_LIMIT_S = 900.0
 STOP_LIMIT_S = 60.0
-# Settings a developer's shell may carry that would point the clone away from its own defaults.
-FOREIGN_SETTINGS = ("DATABASE_URL", "REDIS_URL", "MODEL_PATH", "APP_ENV", "SECRET_KEY", "ADMIN_PASSWORD", "VIRTUAL_ENV")
+# Settings a developer's shell may carry that would point the clone away from its own defaults
+# (the checks below expect the DICOM node's default AE title and address).
+FOREIGN_SETTINGS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "MODEL_PATH",
+    "APP_ENV",
+    "SECRET_KEY",
+    "ADMIN_PASSWORD",
+    "VIRTUAL_ENV",
+    "DICOM_AE_TITLE",
+    "DICOM_BIND",
+)
 
 
 def processes_of(session: int) -> list[tuple[int, str]]:
