@@ -141,7 +141,14 @@ def test_session_of_deactivated_user_ends(app, client, auth, clinician_user):
 
 @pytest.mark.parametrize(
     "target,expected",
-    [("/history/", "/history/"), ("https://evil.example/", "/screen"), ("//evil.example/x", "/screen")],
+    [
+        ("/history/", "/history/"),
+        ("https://evil.example/", "/screen"),
+        ("//evil.example/x", "/screen"),
+        # urlsplit() drops CR/LF/tab before parsing: the redirect must not carry them (a 500 before)
+        ("/a%0D%0Ab", "/screen"),
+        ("/%09/evil.example", "/screen"),
+    ],
 )
 def test_next_redirect_stays_on_site(client, clinician_user, target, expected):
     token = csrf_token(client, "/auth/login")

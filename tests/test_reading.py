@@ -232,7 +232,11 @@ def test_theme_is_kept_per_user(app, client, auth, clinician_user):
 
 @pytest.mark.parametrize(
     ("data", "location"),
-    [({"theme": "neon", "back": "/history/"}, "/history/"), ({"theme": "light", "back": "//evil.example/"}, "/screen")],
+    [
+        ({"theme": "neon", "back": "/history/"}, "/history/"),
+        ({"theme": "light", "back": "//evil.example/"}, "/screen"),
+        ({"theme": "light", "back": "/a\nb"}, "/screen"),  # a line break in a Location header: a 500 before
+    ],
 )
 def test_theme_refuses_bad_values_and_foreign_redirects(app, client, auth, clinician_user, data, location):
     auth.login()

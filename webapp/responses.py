@@ -33,8 +33,20 @@ def form_accepted(form: FlaskForm, refused: str) -> bool:
     return False
 
 
+def is_local_path(target: str) -> bool:
+    """Whether `target` is a path on this site that a Location header can carry as it is: an open
+    redirect is a phishing tool, and a control character would make the redirect itself fail.
+    Checked on the string as given, because urlsplit() drops tabs and line breaks before it parses."""
+    return (
+        target.startswith("/")
+        and not target.startswith("//")
+        and target.isprintable()
+        and target.isascii()
+        and not any(ch in target for ch in "\\ ")
+        and not urlsplit(target).netloc
+    )
+
+
 def safe_next(target: str | None) -> str:
-    """`target` if it is a path on this site, else the upload page: an open redirect is a phishing tool."""
-    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
-        return target
-    return url_for("screening.upload")
+    """`target` if it is a path on this site (`is_local_path`), else the upload page."""
+    return target if target and is_local_path(target) else url_for("screening.upload")

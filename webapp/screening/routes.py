@@ -1,5 +1,3 @@
-from urllib.parse import urlsplit
-
 from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
@@ -9,7 +7,7 @@ from ..models import Feedback, Prediction, record_audit, utcnow
 from ..notes import INTENDED_USE, NOTES
 from ..params import int_args
 from ..ratelimits import upload_per_user
-from ..responses import form_accepted, form_errors, wants_json
+from ..responses import form_accepted, form_errors, is_local_path, wants_json
 from . import bp, review_copy
 from .batch import reading_order, summarise
 from .forms import ACCEPTED_EXTENSIONS, FeedbackForm, UploadForm
@@ -180,10 +178,4 @@ def feedback(prediction_id: int):
 
 def _is_results_path(target: str) -> bool:
     """Only our own results page, and nothing a Location header could be split or redirected by."""
-    return (
-        target.startswith("/screen/results")
-        and target.isprintable()
-        and target.isascii()
-        and not any(ch in target for ch in "\\ ")
-        and not urlsplit(target).netloc
-    )
+    return target.startswith("/screen/results") and is_local_path(target)
