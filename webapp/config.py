@@ -47,7 +47,9 @@ class Config:
     INSTANCE_DIR = Path(os.environ.get("INSTANCE_DIR", DEFAULT_INSTANCE_DIR))
     SECRET_KEY = os.environ.get("SECRET_KEY")
     SQLALCHEMY_DATABASE_URI = _database_url(INSTANCE_DIR)
-    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    # hide_parameters: a database error's log line names the statement, never the values (a
+    # clinician's comment, a name typed at sign-in).
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "hide_parameters": True}
     MODEL_PATH = Path(os.environ.get("MODEL_PATH", DEFAULT_MODEL_PATH))
     # Films screened at the same moment in one process share a forward pass (inference/batching.py):
     # at most this many, collected for up to this long (0: only films already waiting; docs/serving.md).

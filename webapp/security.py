@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, current_app, redirect, request, url_for
+from flask import Flask, abort, current_app, redirect, request, url_for
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -31,8 +31,18 @@ def register(app: Flask) -> None:
         # Behind a reverse proxy, the client address used for sign-in throttling comes from X-Forwarded-For.
         n = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+    app.before_request(refuse_nul_characters)
     app.before_request(require_sign_in)
     app.after_request(add_security_headers)
+
+
+def refuse_nul_characters():
+    """A NUL in a query or form value is never meant and PostgreSQL cannot store one: a 400 here,
+    not a database error later. API bodies are files only, and are read after the token check."""
+    fields = [request.args] if request.blueprint == "api" else [request.args, request.form]
+    if any("\x00" in key or "\x00" in value for values in fields for key, value in values.items(multi=True)):
+        abort(400, "A field of the request contains a NUL character. Remove it and try again.")
+    return None
 
 
 def require_sign_in():

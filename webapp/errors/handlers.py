@@ -5,6 +5,7 @@ import logging
 from flask import Flask, make_response, render_template, request
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from ..api.errors import api_error
@@ -61,6 +62,18 @@ def handle_rate_limited(exc: RateLimitExceeded):
     return response
 
 
+def handle_unstorable(exc: DataError):
+    """A value the database cannot hold (PostgreSQL: a NUL, a string past its column) that no form
+    rule caught: the request's fault, so a 400 that says what to fix, and nothing half-written."""
+    db.session.rollback()
+    log.warning("database refused a value on %s %s: %s", request.method, request.path, type(exc.orig).__name__)
+    return _respond(
+        400,
+        "unstorable_value",
+        "A value in the request cannot be stored: it is too long or contains a character that is not allowed.",
+    )
+
+
 def handle_unexpected(exc: Exception):
     db.session.rollback()  # leave nothing half-written behind the error
     log.exception("unhandled error on %s %s", request.method, request.path)
@@ -70,6 +83,7 @@ def handle_unexpected(exc: Exception):
 def register(app: Flask) -> None:
     app.register_error_handler(CSRFError, handle_csrf)
     app.register_error_handler(RateLimitExceeded, handle_rate_limited)
+    app.register_error_handler(DataError, handle_unstorable)
     app.register_error_handler(HTTPException, handle_http)
     app.register_error_handler(InternalServerError, handle_unexpected)
     app.register_error_handler(Exception, handle_unexpected)
