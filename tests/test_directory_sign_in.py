@@ -6,9 +6,10 @@ import pytest
 from argon2 import PasswordHasher
 from ldap3 import MODIFY_ADD, MODIFY_DELETE
 
-from tests.helpers import AuthActions
+from tests.helpers import AuthActions, issue_token
 from tests.ldap_server import DIRECTORY_PEOPLE, free_loopback_port
 from webapp import create_app
+from webapp.auth import directory as directory_module
 from webapp.config import TestingConfig
 from webapp.extensions import db
 from webapp.models import DIRECTORY, AuditEvent, User
@@ -77,6 +78,36 @@ def test_names_are_case_insensitive_with_one_local_row(app, auth, client, direct
         assert db.session.query(User).filter(db.func.lower(User.username) == "alice").count() == 1
 
 
+FULL_WIDTH_ALICE = "\uff41\uff4c\uff49\uff43\uff45"  # what OpenLDAP's matching takes for "alice"
+
+
+def test_every_spelling_the_directory_matches_reaches_one_row_and_its_deactivation(app, client, auth, directory):
+    assert sign_in_as(auth, "alice").status_code == 302
+    auth.logout()
+    assert auth.login(FULL_WIDTH_ALICE, DIRECTORY_PEOPLE["alice"][0]).status_code == 302
+    auth.logout()
+    with app.app_context():
+        assert [u.username for u in db.session.query(User).filter_by(source=DIRECTORY)] == ["alice"]
+        User.by_username("alice").active = False
+        db.session.commit()
+    for spelling in ("alice", "ALICE", FULL_WIDTH_ALICE):
+        assert auth.login(spelling, DIRECTORY_PEOPLE["alice"][0]).status_code == 401, spelling
+    with app.app_context():
+        assert db.session.query(User).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("user_filter", "attribute"),
+    [
+        ("(uid={username})", "uid"),
+        ("(&(objectClass=person)(sAMAccountName={username}))", "samaccountname"),
+        ("(|(uid={username})(mail={username}))", None),  # two attributes: the typed name, folded
+    ],
+)
+def test_the_name_attribute_is_read_from_the_filter(user_filter, attribute):
+    assert directory_module.name_attribute(user_filter) == attribute
+
+
 def test_local_account_wins_over_a_directory_entry_of_the_same_name(app, client, auth, directory):
     # "bob" exists locally as a clinician: the directory's admin bob cannot take that account over.
     with app.app_context():
@@ -92,6 +123,7 @@ def test_local_account_wins_over_a_directory_entry_of_the_same_name(app, client,
 def test_role_follows_the_groups_at_every_sign_in(app, client, auth, directory):
     assert sign_in_as(auth, "alice").status_code == 302
     assert client.get(ADMIN_PAGE).status_code == 403
+    script_token = issue_token(app, "alice")
     group = directory.app_settings()["LDAP_ADMIN_GROUP_DN"]
     with directory.admin() as conn:
         assert conn.modify(group, {"member": [(MODIFY_ADD, [_dn("alice")])]}), conn.result
@@ -99,8 +131,10 @@ def test_role_follows_the_groups_at_every_sign_in(app, client, auth, directory):
         elsewhere = app.test_client()  # alice signs in again at another workstation
         assert sign_in_as(AuthActions(elsewhere), "alice").status_code == 302
         assert elsewhere.get(ADMIN_PAGE).status_code == 200
-        # The role change ended the session that still had the clinician role.
+        # The role change ended the session that still had the clinician role, and the token issued
+        # to the clinician: it must not become an administrator's.
         assert client.get("/screen").status_code == 302
+        assert client.get("/api/v1/tokens", headers={"Authorization": f"Bearer {script_token}"}).status_code == 401
     finally:
         with directory.admin() as conn:
             conn.modify(group, {"member": [(MODIFY_DELETE, [_dn("alice")])]})

@@ -13,7 +13,7 @@ from ..extensions import db
 from ..models import DIRECTORY, NO_LOCAL_PASSWORD, User, record_audit
 from ..passwords import verify_nothing
 from . import directory
-from .sessions import end_all_access, end_sessions
+from .sessions import end_all_access
 
 WRONG = "Unknown username or wrong password."
 NOT_IN_GROUP = (
@@ -43,8 +43,10 @@ def check(username: str, password: str) -> Outcome:
     answer = directory.authenticate(username, password)
     if not answer.password_ok:
         return Outcome(None)
-    # Directory names are case-insensitive; one local row per person.
-    user = User.by_username(username.lower())
+    # One local row per directory entry, keyed on the entry's own name (directory.entry_name):
+    # "ALICE" and a full-width "ａｌｉｃｅ" reach alice's row, and her deactivation.
+    name = answer.name or directory.folded(username)
+    user = User.by_username(name)
     if user is not None and not user.from_directory:
         return Outcome(None)  # "Admin" in the directory never becomes the local "admin"
     if answer.role is None:
@@ -52,7 +54,7 @@ def check(username: str, password: str) -> Outcome:
             end_all_access(user)  # taken out of both groups: whatever session is left ends too
             db.session.commit()
         return Outcome(None, NOT_IN_GROUP)
-    user = _sync(user, username.lower(), answer.role)
+    user = _sync(user, name, answer.role)
     return Outcome(user) if user.active else Outcome(None)
 
 
@@ -65,6 +67,7 @@ def _sync(user: User | None, username: str, role: str) -> User:
     elif user.role != role:
         record_audit(username, "role_changed", username, f"from the directory: {user.role} -> {role}")
         user.role = role
-        end_sessions(user)
+        # Tokens too: a script's token issued to a clinician must not become an administrator's.
+        end_all_access(user, reason="role changed in the directory")
     db.session.commit()
     return user

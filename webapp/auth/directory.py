@@ -10,7 +10,9 @@ failing that, from the group's `member` list (groupOfNames).
 from __future__ import annotations
 
 import os
+import re
 import ssl
+import unicodedata
 from dataclasses import dataclass
 
 from flask import current_app
@@ -29,6 +31,37 @@ class DirectoryAnswer:
     found: bool  # an entry matched the user name
     password_ok: bool = False
     role: str | None = None  # "admin", "clinician", or None when in neither group
+    name: str = ""  # the entry's own user name, lower-cased: the key of its local row
+
+
+# The attribute LDAP_USER_FILTER matches the typed name against, e.g. uid in (uid={username}).
+_NAME_ATTRIBUTE = re.compile(r"\(([A-Za-z][A-Za-z0-9-]*)=\{username\}\)")
+MAX_NAME_LENGTH = 64  # the users table's column
+
+
+def name_attribute(user_filter: str) -> str | None:
+    """The one attribute the filter compares with {username}, or None if it names none or several."""
+    names = {name.lower() for name in _NAME_ATTRIBUTE.findall(user_filter)}
+    return names.pop() if len(names) == 1 else None
+
+
+def folded(username: str) -> str:
+    """A typed name as the directory compares it, near enough: compatibility forms (full-width
+    letters) and case folded. Used only when the entry does not say its own name."""
+    return unicodedata.normalize("NFKC", username).strip().lower()
+
+
+def entry_name(entry, attribute: str | None, typed: str) -> str:
+    """The local row's key for a directory entry: the entry's own value of the name attribute.
+    The directory's matching rules (case, full-width forms, spaces) decide which entry a typed name
+    reaches; keying the row on what was typed would give one person a second account, one that the
+    first account's deactivation does not cover. With several values, the smallest, so every
+    spelling of one entry reaches the same row."""
+    values = entry.entry_attributes_as_dict.get(attribute, []) if attribute else []
+    names = sorted(folded(str(value)) for value in values if str(value).strip())
+    if names and len(names[0]) <= MAX_NAME_LENGTH:
+        return names[0]
+    return folded(typed)
 
 
 def configured() -> bool:
@@ -118,10 +151,13 @@ def authenticate(username: str, password: str) -> DirectoryAnswer:
 def _check(server: Server, service: Connection, username: str, password: str) -> DirectoryAnswer:
     cfg = current_app.config
     query = cfg["LDAP_USER_FILTER"].format(username=escape_filter_chars(username))
-    service.search(cfg["LDAP_USER_BASE"], query, search_scope=SUBTREE, attributes=["memberOf"], size_limit=2)
+    attribute = name_attribute(cfg["LDAP_USER_FILTER"])
+    wanted = ["memberOf", attribute] if attribute else ["memberOf"]
+    service.search(cfg["LDAP_USER_BASE"], query, search_scope=SUBTREE, attributes=wanted, size_limit=2)
     if len(service.entries) != 1:  # nobody, or an ambiguous filter: no one whose password to check
         return DirectoryAnswer(found=False)
     entry = service.entries[0]
+    name = entry_name(entry, attribute, username)
     user_dn = entry.entry_dn
     member_of = [str(dn) for dn in entry.entry_attributes_as_dict.get("memberOf", [])]
     # An empty password makes an "unauthenticated" simple bind, which servers accept: never ask with one.
@@ -139,4 +175,4 @@ def _check(server: Server, service: Connection, username: str, password: str) ->
         role = "clinician"
     else:
         role = None
-    return DirectoryAnswer(found=True, password_ok=True, role=role)
+    return DirectoryAnswer(found=True, password_ok=True, role=role, name=name)
