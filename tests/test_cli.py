@@ -1,3 +1,5 @@
+import pytest
+
 from webapp.extensions import db
 from webapp.models import ApiToken, AuditEvent, User
 
@@ -20,7 +22,15 @@ def test_create_user_prompts_for_password(app, runner):
 
 def test_create_refuses_duplicates_and_short_passwords(runner, clinician_user):
     assert runner.invoke(args=["users", "create", "clin", "--password", "a-long-password"]).exit_code != 0
-    assert "12 characters" in runner.invoke(args=["users", "create", "x", "--password", "short"]).output
+    assert "12 characters" in runner.invoke(args=["users", "create", "dr-x", "--password", "short"]).output
+
+
+@pytest.mark.parametrize("name", ["CLIN", "Clin", "a b", "x", "al\u0131ce", "dr/x"])
+def test_create_refuses_case_variants_and_names_outside_the_pattern(app, runner, clinician_user, name):
+    result = runner.invoke(args=["users", "create", name, "--password", "a-long-password"])
+    assert result.exit_code != 0
+    with app.app_context():
+        assert db.session.query(User).count() == 1
 
 
 def test_token_is_printed_on_last_line(app, client, runner, clinician_user):

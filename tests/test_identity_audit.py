@@ -2,7 +2,7 @@
 
 from tests.helpers import PASSWORDS, AuthActions, csrf_token
 from webapp.extensions import db
-from webapp.models import AuditEvent
+from webapp.models import AuditEvent, User
 
 
 def events(app) -> list[AuditEvent]:
@@ -49,3 +49,14 @@ def test_identity_events_are_audited_without_passwords(app, client, auth, admin_
     written = " ".join(f"{e.actor} {e.action} {e.target} {e.details}" for e in events(app))
     for secret in [*typed, *PASSWORDS.values()]:
         assert secret not in written
+
+
+def test_the_users_page_refuses_a_case_variant_of_an_existing_name(app, client, auth, admin_user, clinician_user):
+    auth.login("admin")
+    token = csrf_token(client, "/admin/users")
+    for name in ("Clin", "CLIN", "Admin"):
+        data = {"csrf_token": token, "username": name, "role": "admin", "password": "a-long-password-9"}
+        response = client.post("/admin/users", data=data)
+        assert response.status_code == 400 and "taken" in response.get_data(as_text=True), name
+    with app.app_context():
+        assert sorted(u.username for u in db.session.query(User)) == ["admin", "clin"]

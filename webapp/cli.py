@@ -1,5 +1,6 @@
 """`flask --app wsgi users ...`: account administration from the server's shell."""
 
+import re
 from datetime import timedelta
 
 import click
@@ -10,7 +11,7 @@ from sqlalchemy import delete, func, select
 from .access import issue_token, revoke_token, revoke_tokens
 from .auth.sessions import end_all_access
 from .extensions import db
-from .models import ROLES, AuditEvent, User, record_audit, utcnow
+from .models import ROLES, USERNAME_PATTERN, AuditEvent, User, record_audit, utcnow
 from .passwords import password_problem
 
 users_cli = AppGroup("users", help="Create and manage user accounts and API tokens.")
@@ -48,8 +49,10 @@ def _check_password(password: str) -> None:
 @CHANGE_OPTION
 def create(name: str, role: str, password: str, change_at_sign_in: bool) -> None:
     """Create a user NAME with a role."""
-    if User.by_username(name):
-        raise click.ClickException(f"User {name!r} already exists.")
+    if not re.fullmatch(USERNAME_PATTERN, name):
+        raise click.ClickException("A user name is 2 to 64 letters, digits, dots, dashes and underscores.")
+    if User.name_taken(name):
+        raise click.ClickException(f"User {name!r} already exists (names differing only in case count as the same).")
     _check_password(password)
     user = User(username=name, role=role, must_change_password=change_at_sign_in)
     user.set_password(password)

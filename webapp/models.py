@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
 from datetime import UTC, datetime, timedelta
 
 from flask import g, has_request_context, request
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    func,
     or_,
     select,
     update,
@@ -52,6 +54,15 @@ def utcnow() -> datetime:
 def as_utc(moment: datetime) -> datetime:
     # SQLite hands back naive datetimes; every time we store is UTC.
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+# Local account names (directory names are the directory's own; see auth/directory.py).
+USERNAME_PATTERN = r"^[A-Za-z0-9._-]{2,64}$"
+
+
+def folded_username(username: str) -> str:
+    """A user name as names are compared: compatibility forms (full-width letters) and case folded."""
+    return unicodedata.normalize("NFKC", username).strip().lower()
 
 
 class User(UserMixin, db.Model):
@@ -93,6 +104,14 @@ class User(UserMixin, db.Model):
     @classmethod
     def by_username(cls, username: str) -> User | None:
         return db.session.scalar(select(cls).where(cls.username == username))
+
+    @classmethod
+    def name_taken(cls, username: str) -> bool:
+        """Whether a new local account named `username` would look like an existing one: "Clin" beside
+        "clin" splits one person's trail in two, or passes for someone else in it."""
+        return (
+            db.session.scalar(select(cls.id).where(func.lower(cls.username) == folded_username(username))) is not None
+        )
 
 
 def _token_digest(token: str) -> str:

@@ -3,12 +3,12 @@ from wtforms import IntegerField, PasswordField, SelectField, StringField, Submi
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
 from ..auth.forms import acceptable_password
-from ..models import ROLES
+from ..models import ROLES, USERNAME_PATTERN
 
 USERNAME = [
     DataRequired(),
     Length(min=2, max=64),
-    Regexp(r"^[A-Za-z0-9._-]+$", message="Letters, digits, dots, dashes and underscores only."),
+    Regexp(USERNAME_PATTERN, message="Letters, digits, dots, dashes and underscores only."),
 ]
 PASSWORD = [DataRequired(), acceptable_password]
 

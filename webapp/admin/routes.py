@@ -49,8 +49,8 @@ def summary():
 def users():
     form = CreateUserForm()
     if form.validate_on_submit():
-        if User.by_username(form.username.data):
-            form.username.errors.append("That username is taken.")
+        if User.name_taken(form.username.data):
+            form.username.errors.append("That username is taken (names differing only in case count as the same).")
         else:
             # The administrator knows this password: its owner replaces it at first sign-in.
             user = User(username=form.username.data, role=form.role.data, must_change_password=True)

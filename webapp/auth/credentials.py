@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..extensions import db
-from ..models import DIRECTORY, NO_LOCAL_PASSWORD, User, record_audit
+from ..models import DIRECTORY, NO_LOCAL_PASSWORD, User, folded_username, record_audit
 from ..passwords import verify_nothing
 from . import directory
 from .sessions import end_all_access
@@ -45,7 +45,7 @@ def check(username: str, password: str) -> Outcome:
         return Outcome(None)
     # One local row per directory entry, keyed on the entry's own name (directory.entry_name):
     # "ALICE" and a full-width "ａｌｉｃｅ" reach alice's row, and her deactivation.
-    name = answer.name or directory.folded(username)
+    name = answer.name or folded_username(username)
     user = User.by_username(name)
     if user is not None and not user.from_directory:
         return Outcome(None)  # "Admin" in the directory never becomes the local "admin"

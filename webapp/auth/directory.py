@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import ssl
-import unicodedata
 from dataclasses import dataclass
 
 from flask import current_app
@@ -20,6 +19,8 @@ from ldap3 import BASE, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import safe_dn
+
+from ..models import folded_username
 
 
 class DirectoryUnavailable(Exception):
@@ -45,12 +46,6 @@ def name_attribute(user_filter: str) -> str | None:
     return names.pop() if len(names) == 1 else None
 
 
-def folded(username: str) -> str:
-    """A typed name as the directory compares it, near enough: compatibility forms (full-width
-    letters) and case folded. Used only when the entry does not say its own name."""
-    return unicodedata.normalize("NFKC", username).strip().lower()
-
-
 def entry_name(entry, attribute: str | None, typed: str) -> str:
     """The local row's key for a directory entry: the entry's own value of the name attribute.
     The directory's matching rules (case, full-width forms, spaces) decide which entry a typed name
@@ -58,10 +53,10 @@ def entry_name(entry, attribute: str | None, typed: str) -> str:
     first account's deactivation does not cover. With several values, the smallest, so every
     spelling of one entry reaches the same row."""
     values = entry.entry_attributes_as_dict.get(attribute, []) if attribute else []
-    names = sorted(folded(str(value)) for value in values if str(value).strip())
+    names = sorted(folded_username(str(value)) for value in values if str(value).strip())
     if names and len(names[0]) <= MAX_NAME_LENGTH:
         return names[0]
-    return folded(typed)
+    return folded_username(typed)
 
 
 def configured() -> bool:
