@@ -4,9 +4,10 @@ import io
 import pytest
 from PIL import Image
 
+from tests.factories import add_prediction
 from tests.helpers import csrf_token, fixture_image
 from webapp.extensions import db
-from webapp.models import LABELS, Feedback, Prediction
+from webapp.models import LABELS, AuditEvent, Feedback, Prediction
 
 
 def upload(client, *files, accept=None):
@@ -154,6 +155,33 @@ def test_feedback_is_saved_and_updated(app, signed_in):
         feedback = db.session.query(Feedback).one()
         assert feedback.label == "NOT_CXR" and feedback.prediction_id == pid
     assert "Reviewed by clin" in signed_in.get(f"/predictions/{pid}").get_data(as_text=True)
+
+
+def test_replacing_another_readers_reading_is_audited(app, client, auth, clinician_user, other_clinician, admin_user):
+    with app.app_context():
+        pid = add_prediction(None, "PNEUMONIA", source="dicom")  # a PACS film: any clinician may read it
+        own = add_prediction(clinician_user)
+
+    def read(who: str, prediction_id: int, label: str) -> None:
+        auth.login(who)
+        token = csrf_token(client, f"/predictions/{prediction_id}")
+        data = {"csrf_token": token, "label": label, "comment": "consolidation RLL"}
+        assert client.post(f"/predictions/{prediction_id}/feedback", data=data).status_code == 303
+        auth.logout()
+
+    read("clin", pid, "PNEUMONIA")
+    read("clin", pid, "PNEUMONIA")  # one's own reading again: nothing to keep
+    read("other", pid, "NORMAL")
+    read("admin", own, "NORMAL")
+    read("clin", own, "PNEUMONIA")
+    with app.app_context():
+        trail = [(e.actor, e.target, e.details) for e in db.session.query(AuditEvent).filter_by(action="feedback.save")]
+    assert trail == [
+        ("other", f"prediction {pid}", "NORMAL, replacing PNEUMONIA by clin"),
+        ("admin", f"prediction {own}", "NORMAL"),
+        ("clin", f"prediction {own}", "PNEUMONIA, replacing NORMAL by admin"),
+    ]
+    assert "consolidation" not in " ".join(details for *_, details in trail)
 
 
 def test_feedback_rejects_unknown_label(app, signed_in):

@@ -164,12 +164,17 @@ def feedback(prediction_id: int):
     if not form_accepted(form, "The review was not saved"):
         return redirect(url_for("screening.detail", prediction_id=prediction.id)), 303
     review = prediction.feedback or Feedback(prediction=prediction)
+    # Replacing another reader's reading (a PACS film has several possible readers) keeps the
+    # earlier reading in the trail: who read it and what they said (the comment's text stays out).
+    replaced = (
+        f", replacing {review.label} by {review.user.username}" if review.user_id not in (None, current_user.id) else ""
+    )
     review.user_id = current_user.id
     review.label = form.label.data
     review.comment = (form.comment.data or "").strip()
     db.session.add(review)
-    if current_user.is_admin and prediction.user_id != current_user.id:
-        record_audit(current_user.username, "feedback.save", f"prediction {prediction.id}", review.label)
+    if replaced or (current_user.is_admin and prediction.user_id != current_user.id):
+        record_audit(current_user.username, "feedback.save", f"prediction {prediction.id}", review.label + replaced)
     db.session.commit()
     flash("Review saved. Thank you: reviews are how we measure the model.", "info")
     back = request.form.get("back", "")
