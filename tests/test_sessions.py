@@ -1,5 +1,7 @@
 """Sessions end when they should: sign-out, password change or reset, deactivation, timeouts."""
 
+import re
+
 import pytest
 
 from tests.factories import add_prediction
@@ -164,4 +166,20 @@ def test_cookie_from_before_session_versions_is_refused(app, client, auth, clini
     with client.session_transaction() as state:
         for key in (sessions.VERSION, sessions.SIGNED_IN_AT, sessions.SEEN_AT):
             state.pop(key)
+    assert client.get("/screen").status_code == 302
+
+
+def test_a_pages_own_refresh_does_not_keep_the_session_alive(app, client, auth, clinician_user, monkeypatch):
+    """The worklist refreshes itself every 30 s: left open at an empty workstation, it must still
+    sign out after the idle timeout."""
+    auth.login()
+    page = client.get("/worklist").get_data(as_text=True)
+    refresh = re.search(r'http-equiv="refresh" content="\d+; url=([^"]+)"', page).group(1)
+    assert "auto_refresh=1" in refresh
+    start = sessions.now()
+    for minutes in range(1, 31):
+        monkeypatch.setattr(sessions, "now", lambda m=minutes: start + m * 60)
+        assert client.get(refresh).status_code == 200
+    monkeypatch.setattr(sessions, "now", lambda: start + 31 * 60)
+    assert client.get(refresh).status_code == 302
     assert client.get("/screen").status_code == 302

@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import time
 
-from flask import current_app, flash, session
+from flask import current_app, flash, request, session, url_for
 from flask_login import login_user
 
 from ..access import revoke_tokens
 from ..models import User
 
 VERSION, SIGNED_IN_AT, SEEN_AT = "session_version", "signed_in_at", "seen_at"
+# The query argument a page's own timed refresh adds (auto_refresh_url): not a person at the keyboard.
+AUTO_REFRESH = "auto_refresh"
+
+
+def auto_refresh_url() -> str:
+    """This page's address for its <meta http-equiv="refresh">, marked so the refresh does not count
+    as activity: a worklist left open must not keep the session alive past the idle timeout."""
+    arguments = {**request.view_args, **request.args.to_dict(), AUTO_REFRESH: "1"}
+    return url_for(request.endpoint, **arguments)
 
 
 def now() -> int:
@@ -66,5 +75,6 @@ def still_valid(user: User) -> bool:
         session.clear()
         flash(reason, "info")
         return False
-    session[SEEN_AT] = moment
+    if AUTO_REFRESH not in request.args:
+        session[SEEN_AT] = moment
     return True
