@@ -209,6 +209,12 @@ def test_admin_pages_upload_report_csv_and_images(app, client, auth, admin_user,
         image = client.get(f"/admin/validation/{run_id}/films/{item_id}/{kind}.png")
         assert image.status_code == 200 and image.data.startswith(b"\x89PNG")
     assert client.get(f"/admin/validation/{run_id + 1}").status_code == 404
+    # Validation films are patients' films: each look and the export are in the audit trail.
+    with app.app_context():
+        trail = [(e.action, e.target, e.details) for e in db.session.query(AuditEvent).order_by(AuditEvent.id)]
+    film = f"validation run {run_id} film {item_id}"
+    assert ("export", "CSV, 12 rows", f"validation run {run_id} films") in trail
+    assert ("prediction_viewed", film, "image") in trail and ("prediction_viewed", film, "heat map") in trail
 
 
 def test_an_operating_point_changed_by_another_process_applies_within_its_cache_time(app, admin_user, monkeypatch):

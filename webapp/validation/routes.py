@@ -11,7 +11,7 @@ from ..api.schemas import MAX_ID
 from ..extensions import db
 from ..inference.model_card import ModelCardError, read_card
 from ..inference.overlay import stored_overlay_png
-from ..models import SiteCalibration, ValidationItem, ValidationRun
+from ..models import SiteCalibration, ValidationItem, ValidationRun, record_audit
 from ..responses import form_accepted, form_errors
 from ..site_threshold import active_calibration
 from . import bp
@@ -124,8 +124,10 @@ def films_csv(run_id: int):
         .where(ValidationItem.run_id == run.id)
         .order_by(ValidationItem.id)
     )
-    for row in items:
-        writer.writerow([csv_cell(value) for value in row])
+    rows = [[csv_cell(value) for value in row] for row in items]
+    writer.writerows(rows)
+    record_audit(current_user.username, "export", f"CSV, {len(rows)} rows", f"validation run {run.id} films")
+    db.session.commit()
     return Response(
         out.getvalue(),
         mimetype="text/csv",
@@ -133,21 +135,24 @@ def films_csv(run_id: int):
     )
 
 
-def _item(run_id: int, item_id: int) -> ValidationItem:
+def _item(run_id: int, item_id: int, what: str) -> ValidationItem:
+    """A validation film, its look in the audit trail: these are patients' films like any upload's."""
     item = db.session.get(ValidationItem, item_id) if item_id <= MAX_ID else None
     if item is None or item.run_id != run_id or item.review_png is None:
         abort(404)
+    record_audit(current_user.username, "prediction_viewed", f"validation run {run_id} film {item_id}", what)
+    db.session.commit()
     return item
 
 
 @bp.route("/<int:run_id>/films/<int:item_id>/image.png")
 def film_image(run_id: int, item_id: int):
-    return Response(_item(run_id, item_id).review_png, mimetype="image/png")
+    return Response(_item(run_id, item_id, "image").review_png, mimetype="image/png")
 
 
 @bp.route("/<int:run_id>/films/<int:item_id>/heatmap.png")
 def film_heatmap(run_id: int, item_id: int):
-    item = _item(run_id, item_id)
+    item = _item(run_id, item_id, "heat map")
     return Response(stored_overlay_png(item.review_png, item.heatmap_png), mimetype="image/png")
 
 
