@@ -53,6 +53,7 @@ def main() -> None:
                 # Measuring sign-in, not throttling: no delays for these repeated failures.
                 "LOGIN_MAX_FAILURES_PER_ACCOUNT": 10_000,
                 "LOGIN_MAX_FAILURES_PER_ADDRESS": 10_000,
+                "SIGN_IN_RATE_LIMIT": "10000/minute",
             },
         )
         with app.app_context():

@@ -12,7 +12,7 @@ from webapp import create_app
 from webapp.auth import throttle
 from webapp.config import TestingConfig
 from webapp.extensions import db
-from webapp.models import User, utcnow
+from webapp.models import AuditEvent, User, utcnow
 
 ATTACKER = "192.0.2.66"  # TEST-NET-1: a documentation address, only ever a string in the WSGI environ
 
@@ -155,3 +155,14 @@ def test_many_sign_ins_at_one_workstation_are_not_failures(app, client, auth, cl
         assert auth.login().status_code == 302
         auth.logout()
     assert post_login(client, "someone-else", "wrong-password-1").status_code == 401
+
+
+@pytest.mark.app_config(SIGN_IN_RATE_LIMIT="5/minute")
+def test_a_flood_of_sign_in_posts_is_cut_off_before_the_audit_trail(app, client, clinician_user):
+    """Each refused sign-in is an audit row; past SIGN_IN_RATE_LIMIT an address gets a 429 that
+    writes none, so a flood cannot fill the permanent trail."""
+    statuses = [post_login(client, "clin", "wrong-password-1").status_code for _ in range(12)]
+    assert statuses[:5] == [401] * 5 and set(statuses[5:]) == {429}
+    with app.app_context():
+        assert db.session.query(AuditEvent).filter_by(action="sign_in_failed").count() == 5
+    assert client.get("/auth/login").status_code == 200  # the page itself stays reachable

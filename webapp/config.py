@@ -96,6 +96,9 @@ class Config:
     RATE_LIMITS_ENABLED = _env_bool("RATE_LIMITS_ENABLED", True)
     API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "20/second;600/minute")
     UPLOAD_RATE_LIMIT = os.environ.get("UPLOAD_RATE_LIMIT", "10/second;300/minute")
+    # Sign-in form posts per client address: each refused one is an audit row, so this bounds what a
+    # flood of attempts can add to the permanent trail (docs/security.md).
+    SIGN_IN_RATE_LIMIT = os.environ.get("SIGN_IN_RATE_LIMIT", "30/minute")
     # Decoded size one upload may need (pixels x channels x bytes per sample), checked from the header.
     DECODE_MEMORY_MB = _env_int("DECODE_MEMORY_MB", 100)
     # File names often carry a patient's name or MRN: stored only when a site opts in.

@@ -1,9 +1,10 @@
-"""Rate limits per API token and per user (Flask-Limiter), for API calls and uploads.
+"""Rate limits per API token and per user (Flask-Limiter), for API calls and uploads, and per
+client address for sign-in form posts.
 
 Counters live in Redis when REDIS_URL is set (shared by every worker and replica), in each
 process's memory otherwise. The limits are read from the config at each request, in
-Flask-Limiter notation (API_RATE_LIMIT, UPLOAD_RATE_LIMIT); RATE_LIMITS_ENABLED=false turns
-the whole mechanism off (benchmarks, bulk jobs the site runs itself).
+Flask-Limiter notation (API_RATE_LIMIT, UPLOAD_RATE_LIMIT, SIGN_IN_RATE_LIMIT);
+RATE_LIMITS_ENABLED=false turns the whole mechanism off (benchmarks, bulk jobs the site runs itself).
 """
 
 from __future__ import annotations
@@ -45,7 +46,15 @@ def upload_limit() -> str:
     return current_app.config["UPLOAD_RATE_LIMIT"]
 
 
+def sign_in_limit() -> str:
+    return current_app.config["SIGN_IN_RATE_LIMIT"]
+
+
 limiter = Limiter(key_func=client_address, key_prefix="cxr")
+
+# Past the throttle's progressive delays, every refused sign-in still writes an audit row: this
+# bounds how fast one address can add them (300 posts in 1.5 s wrote 300 rows before).
+sign_in_per_address = limiter.limit(sign_in_limit, key_func=client_address, methods=["POST"])
 
 # Uploads are counted in one bucket per user for the page and the API together, and per token.
 upload_per_user = limiter.shared_limit(

@@ -5,6 +5,7 @@ from flask_login import current_user, login_required, logout_user
 
 from ..extensions import db
 from ..models import User, record_audit
+from ..ratelimits import sign_in_per_address
 from ..responses import safe_next
 from . import bp, credentials, sessions, throttle
 from .directory import DirectoryUnavailable
@@ -20,6 +21,7 @@ INITIAL_ADMIN_PASSWORD_FILE = "initial_admin_password"
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@sign_in_per_address
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("screening.upload"))
