@@ -78,6 +78,29 @@ def test_batch_with_a_rejected_item(app, client, api_token):
     assert count(app) == 2
 
 
+def test_a_fault_with_one_file_costs_the_others_nothing(app, client, api_token, monkeypatch):
+    """A file that trips an error no check foresaw is refused alone: the files before it keep their
+    answers (their rows are committed), the files after it are still screened."""
+    from webapp.screening import service
+
+    real_decode = service.decode
+
+    def decode(data, **kwargs):
+        if data.startswith(b"BOOM"):
+            raise ValueError("'list' argument must have no negative elements")
+        return real_decode(data, **kwargs)
+
+    monkeypatch.setattr(service, "decode", decode)
+    normal, pneumonia = fixture_image("normal.jpeg"), fixture_image("pneumonia.jpeg")
+    response = api_upload(client, api_token, ("a.jpeg", normal), ("b.dcm", b"BOOM"), ("c.jpeg", pneumonia))
+    assert response.status_code == 207
+    first, failed, last = response.json["predictions"]
+    assert "id" in first and "id" in last
+    assert failed["status"] == 500 and failed["error"]["code"] == "screening_failed"
+    assert "error on our side" in failed["error"]["message"] and "Traceback" not in response.get_data(as_text=True)
+    assert count(app) == 2
+
+
 def test_rejected_single_file(app, client, api_token):
     response = api_upload(client, api_token, ("empty.jpeg", b""))
     assert 400 <= response.status_code < 500

@@ -8,6 +8,7 @@ does not cost the others their results.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,6 +28,12 @@ from ..refusal import Refusal
 from ..site_threshold import operating_point
 from . import review_copy
 
+log = logging.getLogger(__name__)
+
+SCREENING_FAILED = (
+    "This file could not be screened because of an error on our side; the error was logged. "
+    "Any other files in the upload were screened as usual."
+)
 # Refusal codes that mean "not a kind of file we take" rather than "a broken file".
 UNSUPPORTED_CODES = frozenset({"unsupported_type", "not_an_image"})
 
@@ -77,6 +84,12 @@ def screen_batch(
             outcomes.append(Screened(filename, prediction=screen_upload(user, filename, data, source, index)))
         except UploadRejected as exc:
             outcomes.append(Screened(filename, rejection=exc))
+        except Exception:  # a fault of ours with one file, e.g. pixels no check foresaw
+            # The files before it are committed and stay answered; this one leaves nothing behind,
+            # and the files after it are still screened.
+            db.session.rollback()
+            log.exception("screening file %d of an upload failed", index)
+            outcomes.append(Screened(filename, rejection=UploadRejected("screening_failed", SCREENING_FAILED, 500)))
     return outcomes
 
 
