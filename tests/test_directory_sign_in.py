@@ -1,6 +1,7 @@
 """Directory sign-in against a real OpenLDAP server (tests/ldap_server.py)."""
 
 import re
+from datetime import datetime
 
 import pytest
 from argon2 import PasswordHasher
@@ -10,8 +11,10 @@ from tests.helpers import AuthActions, issue_token
 from tests.ldap_server import DIRECTORY_PEOPLE, free_loopback_port
 from webapp import create_app
 from webapp.auth import directory as directory_module
+from webapp.auth.recheck import recheck_directory_accounts
 from webapp.config import TestingConfig
 from webapp.extensions import db
+from webapp.jobs.queue import jobs
 from webapp.models import DIRECTORY, AuditEvent, User
 
 ADMIN_PAGE = "/admin/users"
@@ -241,3 +244,65 @@ def test_starttls_refused_by_the_server_sends_no_password(app, auth, directory, 
     response = sign_in_as(auth, "alice")
     assert response.status_code == 503
     assert "StartTLS" in caplog.text
+
+
+# A groupOfNames needs a member: while alice is out, the group holds a placeholder entry.
+PLACEHOLDER = "cn=placeholder,ou=groups,dc=hospital,dc=test"
+
+
+def _take_out_of_clinicians(directory, uid: str) -> None:
+    with directory.admin() as conn:
+        group = directory.app_settings()["LDAP_CLINICIAN_GROUP_DN"]
+        change = {"member": [(MODIFY_ADD, [PLACEHOLDER]), (MODIFY_DELETE, [_dn(uid)])]}
+        assert conn.modify(group, change), conn.result
+
+
+def _put_back_in_clinicians(directory, uid: str) -> None:
+    with directory.admin() as conn:
+        group = directory.app_settings()["LDAP_CLINICIAN_GROUP_DN"]
+        conn.modify(group, {"member": [(MODIFY_ADD, [_dn(uid)]), (MODIFY_DELETE, [PLACEHOLDER])]})
+
+
+def test_the_periodic_recheck_ends_a_leavers_session_and_tokens_once(app, client, auth, directory):
+    assert sign_in_as(auth, "alice").status_code == 302
+    token = issue_token(app, "alice")
+    bearer = {"Authorization": f"Bearer {token}"}
+    with app.app_context():
+        assert recheck_directory_accounts() == 0  # still a clinician: nothing changes
+    assert client.get("/screen").status_code == 200 and client.get("/api/v1/tokens", headers=bearer).status_code == 200
+    _take_out_of_clinicians(directory, "alice")
+    try:
+        with app.app_context():
+            assert recheck_directory_accounts() == 1
+            assert recheck_directory_accounts() == 0  # ended once, not at every run
+            ended = db.session.query(AuditEvent).filter_by(action="access_ended", target="alice").all()
+            assert [(e.actor, e.details) for e in ended] == [
+                ("directory", "directory re-check: in neither group, or disabled")
+            ]
+        assert client.get("/screen").status_code == 302
+        assert client.get("/api/v1/tokens", headers=bearer).status_code == 401
+    finally:
+        _put_back_in_clinicians(directory, "alice")
+    # Back in the group, she signs in as before and is checked again from then on.
+    assert sign_in_as(AuthActions(app.test_client()), "alice").status_code == 302
+    with app.app_context():
+        assert User.by_username("alice").directory_access
+
+
+def test_a_directory_that_cannot_be_asked_ends_nobodys_access(app, client, auth, own_ldap_server):
+    app.config.update(own_ldap_server.app_settings())
+    assert sign_in_as(auth, "alice").status_code == 302
+    own_ldap_server.stop()
+    with app.app_context():
+        assert recheck_directory_accounts() == 0
+        assert db.session.query(AuditEvent).filter_by(action="access_ended").count() == 0
+    assert client.get("/screen").status_code == 200
+
+
+def test_the_recheck_is_on_the_workers_schedule(app, directory):
+    with app.app_context():
+        due = {task.name for task in jobs().huey.read_periodic(datetime(2026, 12, 3, 10, 15))}
+        assert "auth.directory_recheck" in due  # every DIRECTORY_RECHECK_MINUTES (15)
+        assert "auth.directory_recheck" not in {
+            task.name for task in jobs().huey.read_periodic(datetime(2026, 12, 3, 10, 16))
+        }

@@ -88,6 +88,9 @@ class Config:
     LDAP_CLINICIAN_GROUP_DN = os.environ.get("LDAP_CLINICIAN_GROUP_DN", "")
     LDAP_CA_FILE = os.environ.get("LDAP_CA_FILE", "")  # PEM of the CA that signed the directory's certificate
     LDAP_TIMEOUT_SECONDS = _env_int("LDAP_TIMEOUT_SECONDS", 5)
+    # How often the job worker asks the directory about every directory account (0: never): a leaver
+    # loses sessions and tokens within this many minutes, not at a next sign-in that never comes.
+    DIRECTORY_RECHECK_MINUTES = _env_int("DIRECTORY_RECHECK_MINUTES", 15)
 
     # API tokens: life of a new token (`users token --days` overrides it per token).
     API_TOKEN_DAYS = _env_int("API_TOKEN_DAYS", 90)

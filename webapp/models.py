@@ -25,6 +25,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.orm import Mapped, contains_eager, mapped_column, relationship
@@ -80,6 +81,9 @@ class User(UserMixin, db.Model):
     session_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Set when an administrator chose the password: its owner must replace it before anything else.
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A directory account: whether the directory gave it a role at its last check (sign-in, or the
+    # periodic re-check in auth/recheck.py, which ends a leaver's access once and only once).
+    directory_access: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
 

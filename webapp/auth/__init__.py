@@ -2,7 +2,7 @@ from flask import Blueprint
 
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 
-from . import routes, sessions  # noqa: E402
+from . import recheck, routes, sessions  # noqa: E402
 
 bp.add_app_template_global(sessions.auto_refresh_url)
-__all__ = ["bp", "routes"]
+__all__ = ["bp", "recheck", "routes"]

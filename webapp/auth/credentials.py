@@ -52,6 +52,7 @@ def check(username: str, password: str) -> Outcome:
     if answer.role is None:
         if user is not None:
             end_all_access(user)  # taken out of both groups: whatever session is left ends too
+            user.directory_access = False
             db.session.commit()
         return Outcome(None, NOT_IN_GROUP)
     user = _sync(user, name, answer.role)
@@ -69,5 +70,6 @@ def _sync(user: User | None, username: str, role: str) -> User:
         user.role = role
         # Tokens too: a script's token issued to a clinician must not become an administrator's.
         end_all_access(user, reason="role changed in the directory")
+    user.directory_access = True
     db.session.commit()
     return user

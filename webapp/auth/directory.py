@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import re
 import ssl
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from flask import current_app
-from ldap3 import BASE, SUBTREE, Connection, Server, Tls
+from ldap3 import BASE, NONE, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import safe_dn
@@ -69,6 +70,8 @@ def settings_problem(config) -> str | None:
     url = config["LDAP_URL"]
     if not url:
         return None
+    if not 0 <= config["DIRECTORY_RECHECK_MINUTES"] <= 59:
+        return "DIRECTORY_RECHECK_MINUTES must be a whole number of minutes from 1 to 59, or 0 for never."
     if not url.startswith(("ldap://", "ldaps://")):
         return f"LDAP_URL must start with ldap:// or ldaps://, not {url!r}."
     if url.startswith("ldaps://") and config["LDAP_STARTTLS"]:
@@ -96,7 +99,10 @@ def _server() -> Server:
     if url.startswith("ldaps://") or cfg["LDAP_STARTTLS"]:
         # The directory's certificate is always verified: against LDAP_CA_FILE, else the system's CAs.
         tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=cfg["LDAP_CA_FILE"] or None)
-    return Server(url, connect_timeout=cfg["LDAP_TIMEOUT_SECONDS"], tls=tls)
+    # No schema read (get_info=NONE): the search names Active Directory's userAccountControl, which
+    # OpenLDAP's schema lacks and ldap3 would refuse against it; a server ignores an attribute it
+    # does not know.
+    return Server(url, connect_timeout=cfg["LDAP_TIMEOUT_SECONDS"], tls=tls, get_info=NONE)
 
 
 def _connection(server: Server, dn: str, password: str) -> Connection:
@@ -127,8 +133,9 @@ def _in_group(service: Connection, user_dn: str, member_of: list[str], group_dn:
     return bool(service.entries)
 
 
-def authenticate(username: str, password: str) -> DirectoryAnswer:
-    """Ask the directory about `username`; raises DirectoryUnavailable when it cannot be asked."""
+@contextmanager
+def _service_account():
+    """A connection bound as the service account; DirectoryUnavailable when the directory cannot be asked."""
     cfg = current_app.config
     try:
         server = _server()
@@ -136,38 +143,72 @@ def authenticate(username: str, password: str) -> DirectoryAnswer:
         try:
             if not service.bind():
                 raise DirectoryUnavailable(f"service account bind refused: {service.result.get('description')}")
-            return _check(server, service, username, password)
+            yield server, service
         finally:
             service.unbind()
     except LDAPException as exc:
         raise DirectoryUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
 
-def _check(server: Server, service: Connection, username: str, password: str) -> DirectoryAnswer:
+def authenticate(username: str, password: str) -> DirectoryAnswer:
+    """Ask the directory about `username`; raises DirectoryUnavailable when it cannot be asked."""
+    with _service_account() as (server, service):
+        return _check(server, service, username, password)
+
+
+def lookup(username: str) -> DirectoryAnswer:
+    """What the directory says of `username` today, without a password (the periodic re-check):
+    found or not, and the role its groups give (None in neither group, or disabled in Active
+    Directory). Raises DirectoryUnavailable when it cannot be asked."""
+    with _service_account() as (_, service):
+        entry, name = _find(service, username)
+        if entry is None:
+            return DirectoryAnswer(found=False)
+        return DirectoryAnswer(found=True, role=_role(service, entry), name=name)
+
+
+def _find(service: Connection, username: str):
+    """The one entry `username` reaches and its local name, or (None, "")."""
     cfg = current_app.config
     query = cfg["LDAP_USER_FILTER"].format(username=escape_filter_chars(username))
     attribute = name_attribute(cfg["LDAP_USER_FILTER"])
-    wanted = ["memberOf", attribute] if attribute else ["memberOf"]
+    wanted = ["memberOf", "userAccountControl", *([attribute] if attribute else [])]
     service.search(cfg["LDAP_USER_BASE"], query, search_scope=SUBTREE, attributes=wanted, size_limit=2)
     if len(service.entries) != 1:  # nobody, or an ambiguous filter: no one whose password to check
-        return DirectoryAnswer(found=False)
+        return None, ""
     entry = service.entries[0]
-    name = entry_name(entry, attribute, username)
-    user_dn = entry.entry_dn
-    member_of = [str(dn) for dn in entry.entry_attributes_as_dict.get("memberOf", [])]
+    return entry, entry_name(entry, attribute, username)
+
+
+# Active Directory's userAccountControl flag for a disabled account (the usual end of a leaver's account).
+ACCOUNT_DISABLED = 0x2
+
+
+def _role(service: Connection, entry) -> str | None:
+    cfg = current_app.config
+    attributes = entry.entry_attributes_as_dict
+    control = attributes.get("userAccountControl", [])
+    if control and str(control[0]).isdigit() and int(str(control[0])) & ACCOUNT_DISABLED:
+        return None
+    member_of = [str(dn) for dn in attributes.get("memberOf", [])]
+    if _in_group(service, entry.entry_dn, member_of, cfg["LDAP_ADMIN_GROUP_DN"]):
+        return "admin"
+    if _in_group(service, entry.entry_dn, member_of, cfg["LDAP_CLINICIAN_GROUP_DN"]):
+        return "clinician"
+    return None
+
+
+def _check(server: Server, service: Connection, username: str, password: str) -> DirectoryAnswer:
+    entry, name = _find(service, username)
+    if entry is None:
+        return DirectoryAnswer(found=False)
     # An empty password makes an "unauthenticated" simple bind, which servers accept: never ask with one.
     if not password:
         return DirectoryAnswer(found=True)
-    person = _connection(server, user_dn, password)
+    person = _connection(server, entry.entry_dn, password)
     try:
         if not person.bind():
             return DirectoryAnswer(found=True)
     finally:
         person.unbind()
-    if _in_group(service, user_dn, member_of, cfg["LDAP_ADMIN_GROUP_DN"]):
-        role = "admin"
-    elif _in_group(service, user_dn, member_of, cfg["LDAP_CLINICIAN_GROUP_DN"]):
-        role = "clinician"
-    else:
-        role = None
-    return DirectoryAnswer(found=True, password_ok=True, role=role, name=name)
+    return DirectoryAnswer(found=True, password_ok=True, role=_role(service, entry), name=name)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 _TASKS: dict[str, Callable] = {}
 _RECOVERIES: list[Callable[..., int]] = []
+_PERIODIC: list[tuple[str, str, Callable]] = []  # (task name, config key of its interval in minutes, fn)
 RECOVERY_TASK = "jobs.recover"
 
 
@@ -42,6 +43,17 @@ def recovery(fn: Callable[..., int]) -> Callable[..., int]:
     returns how many jobs; `on_start` is true when a worker is starting (it may replace a dead one)."""
     _RECOVERIES.append(fn)
     return fn
+
+
+def periodic(name: str, minutes_setting: str):
+    """Declare `fn()` as the job `name`, run by every worker's scheduler every N minutes, N the
+    config value `minutes_setting` (1 to 59; 0 turns it off). It must be safe to run twice."""
+
+    def register(fn: Callable) -> Callable:
+        _PERIODIC.append((name, minutes_setting, fn))
+        return fn
+
+    return register
 
 
 def build_huey(config) -> Huey:
@@ -70,6 +82,11 @@ class JobQueue:
                 for name, fn in _TASKS.items():
                     self._tasks[name] = huey.task(name=name)(self._in_app_context(fn))
                 huey.periodic_task(crontab(minute="*"), name=RECOVERY_TASK)(self._in_app_context(run_recoveries))
+                for name, setting, fn in _PERIODIC:
+                    minutes = int(self.app.config[setting])
+                    if minutes > 0:
+                        every = crontab(minute=f"*/{minutes}")
+                        huey.periodic_task(every, name=name)(self._in_app_context(fn))
                 self._huey = huey
         return self._huey
 

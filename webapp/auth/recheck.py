@@ -1,0 +1,58 @@
+"""The periodic directory re-check: a leaver's access ends within minutes, not at a next sign-in.
+
+Directory accounts are otherwise asked about only when their owner signs in, so someone taken out
+of the groups (or disabled in Active Directory) kept a 12-hour session and API tokens valid for up
+to ten years. Every DIRECTORY_RECHECK_MINUTES the job worker asks the directory about each active
+directory account that still has access: in neither group, disabled or gone -> sessions and tokens
+end (once: `User.directory_access` remembers it); another role -> the role follows and the old
+sessions and tokens end, as at sign-in. A directory that cannot be asked changes nothing: an outage
+must not sign the whole hospital out.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from ..extensions import db
+from ..jobs.queue import periodic
+from ..models import DIRECTORY, User, record_audit
+from . import directory
+from .sessions import end_all_access
+
+log = logging.getLogger(__name__)
+
+ACTOR = "directory"  # the audit trail's actor for what the re-check does
+
+
+@periodic("auth.directory_recheck", "DIRECTORY_RECHECK_MINUTES")
+def recheck_directory_accounts() -> int:
+    """Ask the directory about every directory account with access; returns how many lost it."""
+    if not directory.configured():
+        return 0
+    accounts = db.session.scalars(
+        select(User).where(User.source == DIRECTORY, User.active.is_(True), User.directory_access.is_(True))
+    ).all()
+    ended = 0
+    for user in accounts:
+        try:
+            answer = directory.lookup(user.username)
+        except directory.DirectoryUnavailable as exc:
+            log.warning("directory re-check stopped, nobody's access changed: %s", exc)
+            db.session.rollback()
+            return ended
+        if answer.found and answer.role == user.role:
+            continue
+        if answer.found and answer.role is not None:
+            record_audit(ACTOR, "role_changed", user.username, f"directory re-check: {user.role} -> {answer.role}")
+            user.role = answer.role
+            end_all_access(user, reason="role changed in the directory")
+        else:
+            why = "no longer in the directory" if not answer.found else "in neither group, or disabled"
+            user.directory_access = False
+            end_all_access(user, reason=f"directory re-check: {why}")
+            record_audit(ACTOR, "access_ended", user.username, f"directory re-check: {why}")
+            ended += 1
+        db.session.commit()
+    return ended
