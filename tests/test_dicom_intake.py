@@ -11,8 +11,9 @@ from pydicom import dcmread
 from sqlalchemy import func, select
 
 from tests.dicom_films import CR_IMAGE_STORAGE, film
+from tests.helpers import drain
 from webapp.extensions import db
-from webapp.models import DicomReceipt
+from webapp.models import RECEIPT_QUEUED, RECEIPT_REFUSED, RECEIPT_SCREENED, DicomReceipt, Prediction
 from webapp.pacs import intake, spool
 from webapp.pacs.results import BANNER, Verdict, build_capture, build_sr
 from webapp.pacs.sender import DestinationError, parse_destination
@@ -103,3 +104,27 @@ def test_sr_holds_the_unknown_reason_and_capture_the_banner():
     top, middle = rgb[:10], rgb[200]
     assert top.min() == 0 and (top[..., 0] > 200).any()  # the black band with the yellow warning
     assert abs(int(middle[150, 0]) - 128) <= 2  # the film itself, untouched where the map is cold
+
+
+def test_a_refused_film_sent_again_is_screened_and_a_screened_one_only_counted(app):
+    data = film(0)
+    damaged = data[: len(data) - 5000]  # the same instance, its pixel data cut short
+    with app.app_context():
+        assert intake.receive(arrival(damaged)) == intake.SUCCESS
+    drain(app)
+    with app.app_context():
+        assert db.session.scalar(select(DicomReceipt.state)) == RECEIPT_REFUSED
+        assert intake.receive(arrival(data)) == intake.SUCCESS  # the re-send the refusal asked for
+        receipt = db.session.scalar(select(DicomReceipt))
+        assert (receipt.state, receipt.error, receipt.copies) == (RECEIPT_QUEUED, None, 2)
+        assert receipt.spool_name in [p.name for p in spool.folder(spool.SPOOL).iterdir()]
+    assert drain(app) == 1
+    with app.app_context():
+        receipt = db.session.scalar(select(DicomReceipt))
+        assert receipt.state == RECEIPT_SCREENED and receipt.prediction_id is not None
+        assert intake.receive(arrival(data)) == intake.SUCCESS  # a duplicate of a screened film
+    assert drain(app) == 0
+    with app.app_context():
+        receipt = db.session.scalar(select(DicomReceipt))
+        assert (receipt.state, receipt.copies) == (RECEIPT_SCREENED, 3)
+        assert db.session.scalar(select(func.count()).select_from(Prediction)) == 1
