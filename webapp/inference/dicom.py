@@ -12,10 +12,12 @@ slope/intercept), then VOI LUT (or window), then MONOCHROME1 inversion.
 from __future__ import annotations
 
 import io
+import logging
 import struct
+import warnings
 
 import numpy as np
-from pydicom import dcmread
+from pydicom import config, dcmread
 from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, pixel_array
 from pydicom.tag import Tag
@@ -28,6 +30,21 @@ from pydicom.uid import (
 
 from .age import REFERENCE_DATE_KEYWORDS, age_from_header
 from .image import DecodedImage, DecodeError, check_dimensions, check_memory, scale_to_unit, shrink
+
+
+def keep_header_values_out_of_logs() -> None:
+    """pydicom reports a malformed value by quoting it, in a log record ("pydicom" logger) and a
+    warning: "Invalid value for VR UI: '1.2...'" puts a study's UID, a birth date or a name in the
+    logs of whichever process read it. Values are not validated on reading or writing (the node
+    passes headers on as the modality wrote them; the decoder checks what it uses itself), and what
+    pydicom still says is kept from the logs. Called at import here and by the DICOM node."""
+    config.settings.reading_validation_mode = config.IGNORE
+    config.settings.writing_validation_mode = config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+
+
+keep_header_values_out_of_logs()
 
 # Non-identifying acquisition facts that may be shown next to a verdict.
 _FACT_KEYWORDS = (
