@@ -15,6 +15,7 @@ import io
 import logging
 import struct
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 from pydicom import config, dcmread
@@ -251,7 +252,7 @@ def _grey_chain(values: np.ndarray, ds, stored: np.ndarray | None = None) -> np.
     if ds.get("VOILUTSequence"):
         bounds = apply_voi(apply_modality_lut(_stored_extremes(stored, ds), ds), ds)
         values = apply_voi(values, ds)
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
+    elif _usable_window(ds):
         values = apply_windowing(values, ds)
         bounds = apply_windowing(np.array([-np.inf, np.inf]), ds)
     else:
@@ -260,6 +261,37 @@ def _grey_chain(values: np.ndarray, ds, stored: np.ndarray | None = None) -> np.
     if not np.isfinite([low, high]).all() or high <= low:
         return scale_to_unit(values)
     return ((np.asarray(values, dtype=np.float64) - low) / (high - low)).astype(np.float32)
+
+
+_VOI_FUNCTIONS = {"LINEAR": 1.0, "LINEAR_EXACT": 0.0, "SIGMOID": 0.0}  # width must be >= 1, > 0, > 0
+
+
+def _usable_window(ds) -> bool:
+    """Whether the file's first window can be applied (PS3.3 C.11.2.1.2). An empty, zero, negative or
+    non-numeric centre or width is common in exports; viewers then ignore the window and show the
+    stored range, and so do we rather than call the film damaged."""
+    try:
+        centre, width = (_first_number(ds.get(keyword)) for keyword in ("WindowCenter", "WindowWidth"))
+        # As pydicom's apply_windowing reads it: an empty function is not LINEAR to it.
+        function = str(ds.get("VOILUTFunction", "LINEAR")).upper()
+    except Exception:  # noqa: BLE001  a value pydicom cannot convert is no window
+        return False
+    if centre is None or width is None or function not in _VOI_FUNCTIONS:
+        return False
+    least = _VOI_FUNCTIONS[function]
+    return width >= least if least else width > 0
+
+
+def _first_number(value) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        value = value[0] if len(value) else None  # the first window is the one shown by default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
 
 
 def _stored_extremes(stored: np.ndarray, ds) -> np.ndarray:
