@@ -55,3 +55,39 @@ def test_a_usable_window_still_applies():
     ).pixels
     assert not np.allclose(windowed, plain)
     assert windowed.min() == pytest.approx(0.0) and windowed.max() == pytest.approx(1.0)
+
+
+def padded(pixels: np.ndarray, rows: int, value: int, bits_stored: int, **padding) -> bytes:
+    film = pixels.copy()
+    film[:rows] = value
+    ds = dcmread(io.BytesIO(dicom(film, bits_stored=bits_stored, modality="CR")))
+    for keyword, padding_value in padding.items():
+        ds.add_new(keyword, "US", padding_value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+# The anatomy in 10 bits of 16 (or of 12): padding at the top of the range would set the grey range.
+ANATOMY = np.tile(np.linspace(0, 1000, 256).astype(np.uint16), (256, 1))
+
+
+@pytest.mark.parametrize(
+    "bits_stored, value, padding",
+    [
+        (16, 0xFFFF, {"PixelPaddingValue": 0xFFFF}),
+        (12, 0xFFFF, {"PixelPaddingValue": 0xFFFF}),  # pydicom cuts both pixels and padding to 12 bits
+        (16, 0xFFF0, {"PixelPaddingValue": 0xFFFF, "PixelPaddingRangeLimit": 0xFF00}),
+    ],
+)
+def test_padding_pixels_do_not_set_the_grey_range(bits_stored, value, padding):
+    plain = decode(dicom(ANATOMY, bits_stored=bits_stored, modality="CR")).pixels
+    image = decode(padded(ANATOMY, 20, value, bits_stored, **padding)).pixels
+    np.testing.assert_allclose(image[20:], plain[20:], atol=1e-6)
+    assert image.min() >= 0.0 and image.max() <= 1.0
+
+
+def test_without_padding_declared_the_bright_rows_count():
+    plain = decode(dicom(ANATOMY, bits_stored=16, modality="CR")).pixels
+    image = decode(padded(ANATOMY, 20, 0xFFFF, 16)).pixels
+    assert image[20:].mean() < plain[20:].mean() / 4  # what padding did before it was recognised

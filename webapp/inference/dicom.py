@@ -71,6 +71,8 @@ _PIXEL_KEYWORDS = (
     "WindowWidth",
     "VOILUTFunction",
     "VOILUTSequence",
+    "PixelPaddingValue",
+    "PixelPaddingRangeLimit",
 )
 _AGE_KEYWORDS = ("PatientAge", "PatientBirthDate", *REFERENCE_DATE_KEYWORDS)
 _NEEDED_TAGS = [Tag(k) for k in _FACT_KEYWORDS + _PIXEL_KEYWORDS + _AGE_KEYWORDS] + [
@@ -239,8 +241,45 @@ def _grey_levels(stored: np.ndarray, ds) -> np.ndarray:
     low, high = (int(stored.min()), int(stored.max())) if stored.dtype.kind in "ui" else (0, -1)
     if not 0 <= high - low < _MAX_TABLE:
         return _grey_chain(stored, ds)  # float data, or 32-bit values spread too wide
-    table = _grey_chain(np.arange(low, high + 1, dtype=np.int64), ds, stored)
-    return table[np.subtract(stored, low, dtype=np.int32) if low else stored]
+    padding = _padding(stored, ds)
+    # Padding (e.g. 0xFFFF around the detector's field) is not image: left in, it would set the range
+    # and squeeze the anatomy into a few grey levels (PS3.3 C.7.5.1.1.2).
+    image = stored if padding is None else stored[~padding]
+    table = _grey_chain(np.arange(low, high + 1, dtype=np.int64), ds, image)
+    grey = table[np.subtract(stored, low, dtype=np.int32) if low else stored]
+    if padding is not None:
+        grey[padding] = np.clip(grey[padding], 0.0, 1.0)  # beyond the image's range: shown at its nearer end
+    return grey
+
+
+def _padding(stored: np.ndarray, ds) -> np.ndarray | None:
+    """Which pixels are padding: equal to Pixel Padding Value or, with Pixel Padding Range Limit,
+    between the two inclusive. None when there is none, or when nothing but padding would remain."""
+    try:
+        value, limit = (
+            _stored_value(ds.get(keyword), ds) for keyword in ("PixelPaddingValue", "PixelPaddingRangeLimit")
+        )
+    except Exception:  # noqa: BLE001  a value pydicom cannot convert is no padding
+        return None
+    if value is None:
+        return None
+    low, high = (value, value) if limit is None else sorted((value, limit))
+    mask = (stored >= low) & (stored <= high)
+    return mask if mask.any() and not mask.all() else None
+
+
+def _stored_value(value, ds) -> int | None:
+    """A padding value as pydicom gives the pixels: cut to Bits Stored, and signed when they are."""
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        value = value[0] if len(value) else None
+    if value is None or value == "" or value == b"":
+        return None
+    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    if isinstance(value, bytes):  # Implicit VR "US or SS" left undecided
+        value = int.from_bytes(value[:2], "little", signed=signed)
+    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
+    value = int(value) & ((1 << bits) - 1)
+    return value - (1 << bits) if signed and value >= 1 << (bits - 1) else value
 
 
 def _grey_chain(values: np.ndarray, ds, stored: np.ndarray | None = None) -> np.ndarray:
