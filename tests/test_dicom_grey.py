@@ -13,7 +13,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 
 from tests.image_samples import dicom
-from webapp.inference.decode import decode
+from webapp.inference.decode import DecodeError, decode
 
 # 12-bit film: a horizontal ramp over the whole stored range, so every grey level shows.
 RAMP = np.tile(np.linspace(0, 4095, 256).astype(np.uint16), (256, 1))
@@ -91,3 +91,37 @@ def test_without_padding_declared_the_bright_rows_count():
     plain = decode(dicom(ANATOMY, bits_stored=16, modality="CR")).pixels
     image = decode(padded(ANATOMY, 20, 0xFFFF, 16)).pixels
     assert image[20:].mean() < plain[20:].mean() / 4  # what padding did before it was recognised
+
+
+def float_film(pixels: np.ndarray, double: bool = False) -> bytes:
+    ds = dcmread(io.BytesIO(dicom(np.zeros(pixels.shape, np.uint16), bits_stored=16, modality="CR")))
+    del ds.PixelData
+    del ds.BitsStored, ds.HighBit, ds.PixelRepresentation  # not used with float pixel data
+    ds.BitsAllocated = 64 if double else 32
+    data = pixels.astype(np.float64 if double else np.float32).tobytes()
+    if double:
+        ds.DoubleFloatPixelData = data
+    else:
+        ds.FloatPixelData = data
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("double", [False, True])
+def test_float_pixels_that_are_not_numbers_are_refused_clearly(bad, double):
+    pixels = np.tile(np.linspace(0.0, 1.0, 256), (256, 1))
+    assert decode(float_film(pixels, double)).pixels.shape == (256, 256)  # a sound float film decodes
+    pixels[100, 100] = bad
+    with pytest.raises(DecodeError) as raised:
+        decode(float_film(pixels, double))
+    assert raised.value.code == "corrupt_dicom" and "pixel values" in raised.value.message
+
+
+@pytest.mark.parametrize("slope, intercept", [(b"NaN", b"0"), (b"1", b"inf"), (b"one", b"0"), (b"1e999", b"0")])
+def test_a_rescale_that_is_not_a_number_is_refused_clearly(slope, intercept):
+    data = with_raw(dicom(RAMP, bits_stored=12, modality="CR"), RescaleSlope=slope, RescaleIntercept=intercept)
+    with pytest.raises(DecodeError) as raised:
+        decode(data)
+    assert raised.value.code == "corrupt_dicom" and "Rescale" in raised.value.message

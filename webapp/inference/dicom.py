@@ -157,7 +157,14 @@ def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int 
     if tsyntax.is_encapsulated:
         _check_frame_header(ds, tsyntax, rows, columns)
 
+    _check_rescale(ds)
     frame = pixel_array(io.BytesIO(data), index=0)
+    if frame.dtype.kind == "f" and not np.isfinite(frame).all():
+        # NaN or infinity in Float Pixel Data would turn every grey level downstream into NaN.
+        raise DecodeError(
+            "corrupt_dicom",
+            "The DICOM file's image holds invalid pixel values (not a number or infinite); the file is damaged.",
+        )
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
     facts = _facts(ds, tsyntax)
     colourfulness = 0.0
@@ -344,6 +351,22 @@ def _stored_extremes(stored: np.ndarray, ds) -> np.ndarray:
         return np.array([-(2 ** (declared - 1)), 2 ** (declared - 1) - 1], dtype=np.int64)
     bits = min(declared, max(8, int(stored.max()).bit_length()))
     return np.array([0, 2**bits - 1], dtype=np.int64)
+
+
+def _check_rescale(ds) -> None:
+    """Rescale Slope and Intercept multiply every pixel: "NaN", "inf" or a word there would make the
+    whole image NaN (or a crash in pydicom), so the file is refused with a message naming them."""
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        try:
+            value = ds.get(keyword)
+            number = None if value is None or value == "" else float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if number is not None and not np.isfinite(number):
+            raise DecodeError(
+                "corrupt_dicom",
+                "The DICOM file's Rescale Slope or Rescale Intercept is not a valid number; the file is damaged.",
+            )
 
 
 def _facts(ds, tsyntax) -> dict[str, str]:
