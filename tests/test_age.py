@@ -17,7 +17,6 @@ from webapp.inference.decode import decode
     [
         ("045Y", 45.0),
         ("003Y", 3.0),
-        ("000Y", 0.0),
         ("120Y", 120.0),
         ("006M", 0.5),
         ("018M", 1.5),
@@ -59,6 +58,9 @@ def test_age_strings_in_every_unit(value, years):
         45,
         45.0,
         "045Y\\003Y",
+        "000Y",  # the placeholder for an unknown patient: an age of 0 would switch the adult gate off
+        "000M",
+        "0D",
     ],
 )
 def test_malformed_age_strings_are_ignored(value):
@@ -116,6 +118,14 @@ def test_header_rules():
     assert age_from_header({"PatientBirthDate": "20200101"}) is None
     assert age_from_header({}) is None
     assert age_from_header({"PatientAge": None, "PatientBirthDate": "garbage", "StudyDate": "20230101"}) is None
+
+
+def test_a_zero_age_is_no_age():
+    # Placeholders for an unknown patient: the image gate decides, not an age of 0.
+    assert age_from_header({"PatientAge": "000Y"}) is None
+    assert age_from_header({"PatientBirthDate": "20260101", "StudyDate": "20260101"}) is None
+    # "000Y" says nothing, so a real birth date still counts.
+    assert age_from_header({"PatientAge": "000Y", "PatientBirthDate": "19800101", "StudyDate": "20260101"}) == 46.0
 
 
 def test_the_decoder_carries_the_age_and_nothing_else_of_the_header():

@@ -8,13 +8,24 @@ import io
 import numpy as np
 import pytest
 from pydicom import dcmread
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement
 from sqlalchemy import func, select
 
 from tests.dicom_films import CR_IMAGE_STORAGE, film
+from tests.helpers import drain
 from webapp.extensions import db
-from webapp.models import DicomReceipt
-from webapp.pacs import intake, spool
-from webapp.pacs.results import BANNER, Verdict, build_capture, build_sr
+from webapp.models import (
+    RECEIPT_QUEUED,
+    RECEIPT_REFUSED,
+    RECEIPT_SCREENED,
+    RESULT_FAILED,
+    RESULT_PENDING,
+    DicomReceipt,
+    Prediction,
+)
+from webapp.pacs import intake, spool, tasks
+from webapp.pacs.results import BANNER, Verdict, build_capture, build_sr, encode
 from webapp.pacs.sender import DestinationError, parse_destination
 
 
@@ -103,3 +114,84 @@ def test_sr_holds_the_unknown_reason_and_capture_the_banner():
     top, middle = rgb[:10], rgb[200]
     assert top.min() == 0 and (top[..., 0] > 200).any()  # the black band with the yellow warning
     assert abs(int(middle[150, 0]) - 128) <= 2  # the film itself, untouched where the map is cold
+
+
+def test_a_refused_film_sent_again_is_screened_and_a_screened_one_only_counted(app):
+    data = film(0)
+    damaged = data[: len(data) - 5000]  # the same instance, its pixel data cut short
+    with app.app_context():
+        assert intake.receive(arrival(damaged)) == intake.SUCCESS
+    drain(app)
+    with app.app_context():
+        assert db.session.scalar(select(DicomReceipt.state)) == RECEIPT_REFUSED
+        assert intake.receive(arrival(data)) == intake.SUCCESS  # the re-send the refusal asked for
+        receipt = db.session.scalar(select(DicomReceipt))
+        assert (receipt.state, receipt.error, receipt.copies) == (RECEIPT_QUEUED, None, 2)
+        assert receipt.spool_name in [p.name for p in spool.folder(spool.SPOOL).iterdir()]
+    assert drain(app) == 1
+    with app.app_context():
+        receipt = db.session.scalar(select(DicomReceipt))
+        assert receipt.state == RECEIPT_SCREENED and receipt.prediction_id is not None
+        assert intake.receive(arrival(data)) == intake.SUCCESS  # a duplicate of a screened film
+    assert drain(app) == 0
+    with app.app_context():
+        receipt = db.session.scalar(select(DicomReceipt))
+        assert (receipt.state, receipt.copies) == (RECEIPT_SCREENED, 3)
+        assert db.session.scalar(select(func.count()).select_from(Prediction)) == 1
+
+
+def with_header(data: bytes, **values) -> bytes:
+    """The film with header elements replaced by raw values (bytes: kept exactly as a modality wrote them)."""
+    ds = dcmread(io.BytesIO(data))
+    for keyword, value in values.items():
+        if isinstance(value, bytes):
+            ds[keyword] = DataElement(keyword, dictionary_VR(keyword), value)
+        else:
+            setattr(ds, keyword, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"SpecificCharacterSet": ["", "ISO 2022 IR 87"], "PatientName": "Yamada^Tarou=山田^太郎"},
+        {"SpecificCharacterSet": "ISO 2022 IR 100"},
+        {"SpecificCharacterSet": "ISO_IR 999"},
+        {"PatientSex": "U"},
+        {"PatientSex": "m"},
+        {"PatientSex": "MALE"},
+        {"StudyTime": b"10:10:10"},
+        {"PatientBirthDate": b"1980-01-02"},
+        {"PatientBirthDate": b"1980"},
+        {"StudyDate": b"2026-01-01"},
+    ],
+)
+def test_results_are_built_from_real_world_headers(values):
+    source = dcmread(io.BytesIO(with_header(film(0), **values)))
+    verdict = Verdict("NORMAL", 0.1, 0.5, None, "v-test")
+    sr = dcmread(io.BytesIO(encode(build_sr(source, verdict))))
+    capture = encode(build_capture(source, verdict, np.full((64, 64), 0.5, np.float32), np.zeros((8, 8), np.float32)))
+    assert sr.StudyInstanceUID == source.StudyInstanceUID and capture
+    assert str(sr.PatientName) == str(source.PatientName)  # the film's own patient module, as it came
+
+
+@pytest.mark.app_config(DICOM_RESULTS_DESTINATION="PACS@127.0.0.1:1")
+def test_results_that_cannot_be_built_keep_the_prediction(app, monkeypatch, caplog):
+    def strict(*args):
+        raise ValueError("'1980-01-02' is not a valid date")  # what highdicom says: the value itself
+
+    monkeypatch.setattr(tasks, "build_sr", strict)
+    with app.app_context():
+        assert intake.receive(arrival(film(0))) == intake.SUCCESS
+    drain(app)
+    with app.app_context():
+        receipt = db.session.scalar(select(DicomReceipt))
+        assert receipt.state == RECEIPT_SCREENED and receipt.prediction_id is not None
+        results = {result.kind: result for result in receipt.results}
+        assert results["SR"].state == RESULT_FAILED and results["SR"].file_name is None
+        assert "SR could not be built" in results["SR"].last_error and "1980" not in results["SR"].last_error
+        assert results["SC"].state == RESULT_PENDING and results["SC"].file_name  # tried, PACS down
+        assert [p.name for p in spool.folder(spool.OUTBOX).iterdir()] == [results["SC"].file_name]
+    assert not [r for r in caplog.records if "1980" in r.getMessage()]

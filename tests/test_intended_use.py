@@ -54,6 +54,15 @@ def test_without_an_age_the_gate_decides():
     assert decide(film(), 0.9, 0.99, 1.0, 0.5, TEST_POLICY, p_adult=0.9, intended_use=GATE) == (PNEUMONIA, None)
 
 
+@pytest.mark.parametrize("extra", [{"PatientAge": "000Y"}, {"PatientBirthDate": "20260101", "StudyDate": "20260101"}])
+def test_a_placeholder_age_of_zero_leaves_the_decision_to_the_gate(extra):
+    # "000Y" or a birth on the study date is how an unknown patient is registered, not a newborn.
+    image = decode(dicom(np.zeros((64, 64), np.uint8), modality="CR", extra=extra))
+    assert image.age_years is None
+    label, reason = decide(film(image.age_years), 0.9, 0.99, 1.0, 0.5, TEST_POLICY, p_adult=0.95, intended_use=GATE)
+    assert label == UNKNOWN and reason.startswith("Outside the intended use") and "adult" in reason
+
+
 def test_input_and_not_chest_reasons_come_first():
     label, reason = decide(film(age=45.0, reason="A CT slice."), 0.9, 0.99, 1.0, 0.5, TEST_POLICY, 0.99, GATE)
     assert reason == "A CT slice."

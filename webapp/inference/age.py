@@ -22,13 +22,14 @@ REFERENCE_DATE_KEYWORDS = ("StudyDate", "AcquisitionDate", "ContentDate")
 
 
 def years_from_age_string(value) -> float | None:
-    """'045Y' -> 45.0, '006M' -> 0.5, '010W' -> 0.19, '003D' -> 0.008; None if malformed."""
+    """'045Y' -> 45.0, '006M' -> 0.5, '010W' -> 0.19, '003D' -> 0.008; None if malformed or zero."""
     text = str(value if value is not None else "").strip().upper()
     match = _AGE_STRING.fullmatch(text)
     if not match:
         return None
     years = int(match.group(1)) * _UNIT_YEARS[match.group(2)]
-    return years if years <= MAX_AGE_YEARS else None
+    # "000Y" is what registration systems write for an unknown or emergency patient: no age at all.
+    return years if 0 < years <= MAX_AGE_YEARS else None
 
 
 def parse_date(value) -> datetime.date | None:
@@ -63,7 +64,8 @@ def _anniversary(birth: datetime.date, year: int) -> datetime.date:
 
 def age_from_header(elements: dict) -> float | None:
     """The age in years from header values keyed by DICOM keyword, or None. Patient's Age wins;
-    otherwise the birth date against the first valid study, acquisition or content date."""
+    otherwise the birth date against the first valid study, acquisition or content date. An age of
+    exactly zero ("000Y", born on the study date) is no age: the image gate decides."""
     age = years_from_age_string(elements.get("PatientAge"))
     if age is not None:
         return age
@@ -73,5 +75,8 @@ def age_from_header(elements: dict) -> float | None:
     for keyword in REFERENCE_DATE_KEYWORDS:
         on = parse_date(elements.get(keyword))
         if on is not None:
-            return years_between(birth, on)
+            years = years_between(birth, on)
+            # A birth date equal to the study's is a placeholder far more often than a newborn's film;
+            # an age taken as 0 would also switch the adult gate off, so it is no age (the image decides).
+            return years if years else None
     return None

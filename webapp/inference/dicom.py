@@ -12,10 +12,13 @@ slope/intercept), then VOI LUT (or window), then MONOCHROME1 inversion.
 from __future__ import annotations
 
 import io
+import logging
 import struct
+import warnings
+from collections.abc import Sequence
 
 import numpy as np
-from pydicom import dcmread
+from pydicom import config, dcmread
 from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, pixel_array
 from pydicom.tag import Tag
@@ -28,6 +31,21 @@ from pydicom.uid import (
 
 from .age import REFERENCE_DATE_KEYWORDS, age_from_header
 from .image import DecodedImage, DecodeError, check_dimensions, check_memory, scale_to_unit, shrink
+
+
+def keep_header_values_out_of_logs() -> None:
+    """pydicom reports a malformed value by quoting it, in a log record ("pydicom" logger) and a
+    warning: "Invalid value for VR UI: '1.2...'" puts a study's UID, a birth date or a name in the
+    logs of whichever process read it. Values are not validated on reading or writing (the node
+    passes headers on as the modality wrote them; the decoder checks what it uses itself), and what
+    pydicom still says is kept from the logs. Called at import here and by the DICOM node."""
+    config.settings.reading_validation_mode = config.IGNORE
+    config.settings.writing_validation_mode = config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+
+
+keep_header_values_out_of_logs()
 
 # Non-identifying acquisition facts that may be shown next to a verdict.
 _FACT_KEYWORDS = (
@@ -53,6 +71,8 @@ _PIXEL_KEYWORDS = (
     "WindowWidth",
     "VOILUTFunction",
     "VOILUTSequence",
+    "PixelPaddingValue",
+    "PixelPaddingRangeLimit",
 )
 _AGE_KEYWORDS = ("PatientAge", "PatientBirthDate", *REFERENCE_DATE_KEYWORDS)
 _NEEDED_TAGS = [Tag(k) for k in _FACT_KEYWORDS + _PIXEL_KEYWORDS + _AGE_KEYWORDS] + [
@@ -137,7 +157,14 @@ def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int 
     if tsyntax.is_encapsulated:
         _check_frame_header(ds, tsyntax, rows, columns)
 
+    _check_rescale(ds)
     frame = pixel_array(io.BytesIO(data), index=0)
+    if frame.dtype.kind == "f" and not np.isfinite(frame).all():
+        # NaN or infinity in Float Pixel Data would turn every grey level downstream into NaN.
+        raise DecodeError(
+            "corrupt_dicom",
+            "The DICOM file's image holds invalid pixel values (not a number or infinite); the file is damaged.",
+        )
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
     facts = _facts(ds, tsyntax)
     colourfulness = 0.0
@@ -221,8 +248,45 @@ def _grey_levels(stored: np.ndarray, ds) -> np.ndarray:
     low, high = (int(stored.min()), int(stored.max())) if stored.dtype.kind in "ui" else (0, -1)
     if not 0 <= high - low < _MAX_TABLE:
         return _grey_chain(stored, ds)  # float data, or 32-bit values spread too wide
-    table = _grey_chain(np.arange(low, high + 1, dtype=np.int64), ds, stored)
-    return table[np.subtract(stored, low, dtype=np.int32) if low else stored]
+    padding = _padding(stored, ds)
+    # Padding (e.g. 0xFFFF around the detector's field) is not image: left in, it would set the range
+    # and squeeze the anatomy into a few grey levels (PS3.3 C.7.5.1.1.2).
+    image = stored if padding is None else stored[~padding]
+    table = _grey_chain(np.arange(low, high + 1, dtype=np.int64), ds, image)
+    grey = table[np.subtract(stored, low, dtype=np.int32) if low else stored]
+    if padding is not None:
+        grey[padding] = np.clip(grey[padding], 0.0, 1.0)  # beyond the image's range: shown at its nearer end
+    return grey
+
+
+def _padding(stored: np.ndarray, ds) -> np.ndarray | None:
+    """Which pixels are padding: equal to Pixel Padding Value or, with Pixel Padding Range Limit,
+    between the two inclusive. None when there is none, or when nothing but padding would remain."""
+    try:
+        value, limit = (
+            _stored_value(ds.get(keyword), ds) for keyword in ("PixelPaddingValue", "PixelPaddingRangeLimit")
+        )
+    except Exception:  # noqa: BLE001  a value pydicom cannot convert is no padding
+        return None
+    if value is None:
+        return None
+    low, high = (value, value) if limit is None else sorted((value, limit))
+    mask = (stored >= low) & (stored <= high)
+    return mask if mask.any() and not mask.all() else None
+
+
+def _stored_value(value, ds) -> int | None:
+    """A padding value as pydicom gives the pixels: cut to Bits Stored, and signed when they are."""
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        value = value[0] if len(value) else None
+    if value is None or value == "" or value == b"":
+        return None
+    signed = int(ds.get("PixelRepresentation") or 0) == 1
+    if isinstance(value, bytes):  # Implicit VR "US or SS" left undecided
+        value = int.from_bytes(value[:2], "little", signed=signed)
+    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
+    value = int(value) & ((1 << bits) - 1)
+    return value - (1 << bits) if signed and value >= 1 << (bits - 1) else value
 
 
 def _grey_chain(values: np.ndarray, ds, stored: np.ndarray | None = None) -> np.ndarray:
@@ -234,7 +298,7 @@ def _grey_chain(values: np.ndarray, ds, stored: np.ndarray | None = None) -> np.
     if ds.get("VOILUTSequence"):
         bounds = apply_voi(apply_modality_lut(_stored_extremes(stored, ds), ds), ds)
         values = apply_voi(values, ds)
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
+    elif _usable_window(ds):
         values = apply_windowing(values, ds)
         bounds = apply_windowing(np.array([-np.inf, np.inf]), ds)
     else:
@@ -243,6 +307,37 @@ def _grey_chain(values: np.ndarray, ds, stored: np.ndarray | None = None) -> np.
     if not np.isfinite([low, high]).all() or high <= low:
         return scale_to_unit(values)
     return ((np.asarray(values, dtype=np.float64) - low) / (high - low)).astype(np.float32)
+
+
+_VOI_FUNCTIONS = {"LINEAR": 1.0, "LINEAR_EXACT": 0.0, "SIGMOID": 0.0}  # width must be >= 1, > 0, > 0
+
+
+def _usable_window(ds) -> bool:
+    """Whether the file's first window can be applied (PS3.3 C.11.2.1.2). An empty, zero, negative or
+    non-numeric centre or width is common in exports; viewers then ignore the window and show the
+    stored range, and so do we rather than call the film damaged."""
+    try:
+        centre, width = (_first_number(ds.get(keyword)) for keyword in ("WindowCenter", "WindowWidth"))
+        # As pydicom's apply_windowing reads it: an empty function is not LINEAR to it.
+        function = str(ds.get("VOILUTFunction", "LINEAR")).upper()
+    except Exception:  # noqa: BLE001  a value pydicom cannot convert is no window
+        return False
+    if centre is None or width is None or function not in _VOI_FUNCTIONS:
+        return False
+    least = _VOI_FUNCTIONS[function]
+    return width >= least if least else width > 0
+
+
+def _first_number(value) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        value = value[0] if len(value) else None  # the first window is the one shown by default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
 
 
 def _stored_extremes(stored: np.ndarray, ds) -> np.ndarray:
@@ -256,6 +351,22 @@ def _stored_extremes(stored: np.ndarray, ds) -> np.ndarray:
         return np.array([-(2 ** (declared - 1)), 2 ** (declared - 1) - 1], dtype=np.int64)
     bits = min(declared, max(8, int(stored.max()).bit_length()))
     return np.array([0, 2**bits - 1], dtype=np.int64)
+
+
+def _check_rescale(ds) -> None:
+    """Rescale Slope and Intercept multiply every pixel: "NaN", "inf" or a word there would make the
+    whole image NaN (or a crash in pydicom), so the file is refused with a message naming them."""
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        try:
+            value = ds.get(keyword)
+            number = None if value is None or value == "" else float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if number is not None and not np.isfinite(number):
+            raise DecodeError(
+                "corrupt_dicom",
+                "The DICOM file's Rescale Slope or Rescale Intercept is not a valid number; the file is damaged.",
+            )
 
 
 def _facts(ds, tsyntax) -> dict[str, str]:

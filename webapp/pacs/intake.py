@@ -1,7 +1,8 @@
 """One C-STORE, as the node answers it: a CR or DX film is spooled to disk and queued for screening
 before Success goes back; any other object is acknowledged and counted as skipped (a routing rule
 that sends everything must not retry it forever); a second copy of an instance already received is
-acknowledged and changes nothing.
+acknowledged and changes nothing, unless that instance was refused: then the copy is the re-send the
+refusal asked for, and it is taken in and screened again.
 
 The PACS is told Success only once the film is durably on disk and its job is on the queue; if
 either fails it is told to try again later (Out of Resources) and nothing is left half-written.
@@ -17,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..jobs.queue import enqueue
-from ..models import RECEIPT_QUEUED, RECEIPT_SKIPPED, DicomReceipt
+from ..models import RECEIPT_QUEUED, RECEIPT_REFUSED, RECEIPT_SKIPPED, DicomReceipt
 from . import spool
 from .pseudonyms import keyed_hash
 
@@ -54,9 +55,12 @@ def receive(arrival: Arrival) -> int:
         sop_class_uid=arrival.sop_class_uid[:64],
         modality=arrival.modality[:16],
     )
+    screened = arrival.sop_class_uid in SCREENED_SOP_CLASSES
+    if screened and was_refused(receipt.sop_key):
+        return receive_again(receipt.sop_key, arrival)
     if already_received(receipt.sop_key):
         return SUCCESS
-    if arrival.sop_class_uid not in SCREENED_SOP_CLASSES:
+    if not screened:
         receipt.state = RECEIPT_SKIPPED
         if record(receipt):
             log.info("dicom: receipt %d skipped (%s is not screened)", receipt.id, receipt.modality or "no modality")
@@ -83,8 +87,55 @@ def receive(arrival: Arrival) -> int:
     return SUCCESS
 
 
+def was_refused(sop_key: str) -> bool:
+    state = db.session.scalar(db.select(DicomReceipt.state).where(DicomReceipt.sop_key == sop_key))
+    db.session.commit()
+    return state == RECEIPT_REFUSED
+
+
+def receive_again(sop_key: str, arrival: Arrival) -> int:
+    """A refused film sent again: its receipt goes back to queued with the new copy spooled. The refusal
+    told the PACS to send it again (or the film was fixed), so counting it as a duplicate would leave
+    it unscreened for ever."""
+    spool_name = spool.new_name()
+    try:
+        spool.write(spool.SPOOL, spool_name, arrival.file_bytes)
+    except OSError:
+        log.exception("dicom: could not spool a film sent again")
+        spool.delete(spool.SPOOL, spool_name)
+        return OUT_OF_RESOURCES
+    # One statement, conditional on the refused state: of two copies arriving at once only one takes it.
+    taken = db.session.execute(
+        update(DicomReceipt)
+        .where(DicomReceipt.sop_key == sop_key, DicomReceipt.state == RECEIPT_REFUSED)
+        .values(state=RECEIPT_QUEUED, spool_name=spool_name, error=None, copies=DicomReceipt.copies + 1)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    if taken.rowcount != 1:
+        spool.delete(spool.SPOOL, spool_name)
+        already_received(sop_key)
+        return SUCCESS
+    receipt_id = db.session.scalar(db.select(DicomReceipt.id).where(DicomReceipt.sop_key == sop_key))
+    try:
+        enqueue(SCREEN_TASK, receipt_id)
+    except Exception:  # the queue is unreachable: refused as before, and the PACS sends it again later
+        log.exception("dicom: could not queue receipt %d", receipt_id)
+        db.session.execute(
+            update(DicomReceipt)
+            .where(DicomReceipt.id == receipt_id)
+            .values(state=RECEIPT_REFUSED, spool_name=None, error="The film could not be queued; send it again.")
+            .execution_options(synchronize_session=False)
+        )
+        db.session.commit()
+        spool.delete(spool.SPOOL, spool_name)
+        return OUT_OF_RESOURCES
+    log.info("dicom: receipt %d, refused before, spooled and queued again", receipt_id)
+    return SUCCESS
+
+
 def already_received(sop_key: str) -> bool:
-    """Count the copy and say so when this instance is known."""
+    """Count the copy and say so when this instance is known (and not refused: see receive_again)."""
     result = db.session.execute(
         update(DicomReceipt)
         .where(DicomReceipt.sop_key == sop_key)

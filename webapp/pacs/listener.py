@@ -1,18 +1,19 @@
 """The node on the network (pynetdicom): Verification (C-ECHO) and Storage (C-STORE) of every storage
-SOP class in every transfer syntax, so that whatever a routing rule sends is acknowledged; intake.py
-decides what is screened. Calling AE titles outside DICOM_ALLOWED_CALLING_AETS (when set) are
-rejected at association, before any data is sent."""
+SOP class in every transfer syntax (but deflated for the classes screened), so that whatever a routing
+rule sends is acknowledged; intake.py decides what is screened. Calling AE titles outside
+DICOM_ALLOWED_CALLING_AETS (when set) are rejected at association, before any data is sent."""
 
 from __future__ import annotations
 
 import logging
 
 from flask import Flask
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
 from ..extensions import db
-from .intake import OUT_OF_RESOURCES, SUCCESS, Arrival, receive
+from .intake import OUT_OF_RESOURCES, SCREENED_SOP_CLASSES, SUCCESS, Arrival, receive
 
 log = logging.getLogger(__name__)
 # pynetdicom's DEBUG output dumps whole datasets (patient name included): never below INFO.
@@ -21,13 +22,20 @@ logging.getLogger("pynetdicom").setLevel(logging.INFO)
 # pieces, each a trip through its polling loops: with 1 MiB, 16 such films were stored 17-24% faster
 # here (docs/serving.md). Bounded, not unlimited: a PDU is read whole into memory before it is checked.
 MAX_PDU_BYTES = 1024 * 1024
+# A deflated film is inflated by pynetdicom without limit (942 MB for a 373 KiB film) and the decoder
+# refuses it anyway: for the screened classes the context is rejected, so the sender falls back to
+# another transfer syntax it proposed, or fails where its operator sees it, rather than hear Success.
+SCREENED_TRANSFER_SYNTAXES = [uid for uid in ALL_TRANSFER_SYNTAXES if uid != DeflatedExplicitVRLittleEndian]
 
 
 def build_ae(config) -> AE:
     ae = AE(ae_title=config["DICOM_AE_TITLE"])
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+        screened = context.abstract_syntax in SCREENED_SOP_CLASSES
+        ae.add_supported_context(
+            context.abstract_syntax, SCREENED_TRANSFER_SYNTAXES if screened else ALL_TRANSFER_SYNTAXES
+        )
     ae.require_calling_aet = list(config["DICOM_ALLOWED_CALLING_AETS"])
     ae.maximum_pdu_size = MAX_PDU_BYTES
     # A PACS that stalls mid-association must not hold a thread for ever.

@@ -11,8 +11,10 @@ carrying its Patient and Study modules (copied from the received dataset, in mem
 
 from __future__ import annotations
 
+import datetime
 import io
 import logging
+import re
 from dataclasses import dataclass
 
 import highdicom as hd
@@ -22,6 +24,7 @@ from pydicom import Dataset, dcmwrite
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
+from pydicom.valuerep import TM
 
 from ..inference.labels import NORMAL, PNEUMONIA, UNKNOWN
 from ..inference.overlay import overlay_rgb
@@ -173,17 +176,51 @@ def encode(dataset: Dataset) -> bytes:
 
 
 def _reference(source: Dataset) -> Dataset:
-    """The attributes of the film the builders read, with empty values where an optional one is missing."""
+    """The attributes of the film the builders read, with empty values where an optional one is missing.
+
+    highdicom checks them strictly, and real headers often fail: sex "U" or "MALE", a time written
+    "10:10:10", a date "1980-01-02" or a year alone. Such a value is normalised when its meaning is
+    plain, else left out here; the result still carries the film's own elements as they came
+    (_with_patient_and_study), so it files with its film in the PACS."""
     reference = Dataset()
-    for keyword in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID"):
+    for keyword in ("PatientID", "PatientName", "AccessionNumber", "StudyID", "ReferringPhysicianName"):
         setattr(reference, keyword, source.get(keyword, None) or None)
-    for keyword in ("StudyDate", "StudyTime", "ReferringPhysicianName"):
-        setattr(reference, keyword, source.get(keyword, None) or None)
+    reference.PatientSex = _sex(source.get("PatientSex", None))
+    reference.PatientBirthDate = _date(source.get("PatientBirthDate", None))
+    reference.StudyDate = _date(source.get("StudyDate", None))
+    reference.StudyTime = _time(source.get("StudyTime", None))
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID"):
         setattr(reference, keyword, source[keyword].value)
-    if "SpecificCharacterSet" in source:
-        reference.SpecificCharacterSet = source.SpecificCharacterSet
+    # No Specific Character Set: the values above are already decoded, and highdicom refuses common
+    # ones ("\\ISO 2022 IR 87", a lone "ISO 2022 IR 100"); the film's own is copied onto the result.
     return reference
+
+
+def _sex(value) -> str | None:
+    """M, F or O (PS3.3 C.7.1.1); "male", "F ", "OTHER" read as meant, anything else (U...) left out."""
+    text = str(value or "").strip().upper()
+    return {"M": "M", "MALE": "M", "F": "F", "FEMALE": "F", "O": "O", "OTHER": "O"}.get(text)
+
+
+def _date(value) -> str | None:
+    """YYYYMMDD, from that or from YYYY-MM-DD / YYYY.MM.DD; None for a partial or impossible date."""
+    text = re.sub(r"[-.]", "", str(value or "").strip())
+    if not re.fullmatch(r"[0-9]{8}", text):
+        return None
+    try:
+        datetime.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        return None
+    return text
+
+
+def _time(value) -> str | None:
+    """HHMMSS.FFFFFF or a leading part of it, from that or from HH:MM:SS; None if not a time."""
+    text = str(value or "").strip().replace(":", "")
+    try:
+        return str(TM(text)) if re.fullmatch(r"[0-9]{2,6}(\.[0-9]{1,6})?", text) else None
+    except ValueError:
+        return None
 
 
 def _with_patient_and_study(result: Dataset, source: Dataset) -> Dataset:

@@ -124,7 +124,7 @@ def process(receipt_id: int, owner: str) -> None:
     log.info("dicom: receipt %d screened as prediction %d (%s)", receipt_id, prediction.id, prediction.label)
     # Delivered by this job, at once: queued behind a burst of films, results would wait for all of them.
     # A failed delivery schedules its own retry.
-    for result_id in [result.id for result in results]:
+    for result_id in [result.id for result in results if result.file_name]:
         deliver(result_id)
 
 
@@ -137,12 +137,13 @@ def refuse(receipt_id: int, owner: str, message: str) -> None:
 
 
 def build_results(receipt_id: int, data: bytes, analysis) -> list[DicomResult]:
-    """The SR and the secondary capture, written to the outbox folder; none when no destination is set."""
+    """The SR and the secondary capture, written to the outbox folder; none when no destination is set.
+
+    A result that cannot be built (a header highdicom will not take, a full disk) is recorded as a
+    failed result with the reason, as a failed delivery is, and the other result and the prediction
+    are kept: the film was screened, and refusing it would throw the verdict away."""
     if not current_app.config.get("DICOM_RESULTS_DESTINATION"):
         return []
-    # The whole dataset, Patient module included, is read here in memory and nowhere kept but in the
-    # outbox files, which are deleted once delivered.
-    source = dcmread(io.BytesIO(data))
     verdict = Verdict(
         label=analysis.label,
         p_pneumonia=float(analysis.probabilities["PNEUMONIA"]),
@@ -150,16 +151,27 @@ def build_results(receipt_id: int, data: bytes, analysis) -> list[DicomResult]:
         unknown_reason=analysis.unknown_reason,
         model_version=analysis.model_version,
     )
-    capture_pixels = decode(data, target_size=current_app.config["DICOM_CAPTURE_SIZE"]).pixels
-    capture_pixels = fit(capture_pixels, current_app.config["DICOM_CAPTURE_SIZE"])
+
+    def capture(source):
+        size = current_app.config["DICOM_CAPTURE_SIZE"]
+        pixels = fit(decode(data, target_size=size).pixels, size)
+        return build_capture(source, verdict, pixels, analysis.heatmap)
+
     results = []
-    # Named after the receipt: a job that dies before committing leaves files the next one overwrites.
-    for kind, dataset in (
-        ("SR", build_sr(source, verdict)),
-        ("SC", build_capture(source, verdict, capture_pixels, analysis.heatmap)),
-    ):
+    for kind, build in (("SR", lambda source: build_sr(source, verdict)), ("SC", capture)):
+        # Named after the receipt: a job that dies before committing leaves files the next one overwrites.
         name = f"{receipt_id}-{kind.lower()}.dcm"
-        spool.write(spool.OUTBOX, name, encode(dataset))
+        try:
+            # The whole dataset, Patient module included, is read here in memory and nowhere kept but in
+            # the outbox files, which are deleted once delivered.
+            spool.write(spool.OUTBOX, name, encode(build(dcmread(io.BytesIO(data)))))
+        except Exception as exc:  # noqa: BLE001  the prediction stands whatever happens to its results
+            spool.delete(spool.OUTBOX, name)
+            # Only the type: highdicom's and pydicom's messages quote the offending header value.
+            error = f"The {kind} could not be built from the film ({type(exc).__name__}); it was not sent."
+            log.error("dicom: receipt %d: %s", receipt_id, error)
+            results.append(DicomResult(receipt_id=receipt_id, kind=kind, state=RESULT_FAILED, last_error=error))
+            continue
         results.append(DicomResult(receipt_id=receipt_id, kind=kind, file_name=name))
     return results
 
