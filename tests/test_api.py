@@ -132,6 +132,19 @@ def test_too_large_is_413_json(app, client, api_token):
     assert response.status_code == 413 and response.json["error"]["code"] == "too_large"
 
 
+def test_too_many_form_parts_is_not_called_too_large(client, api_token):
+    """werkzeug answers 413 for more than 1000 form parts too: the message must not blame the size."""
+    parts = "".join(f'--b\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nx\r\n' for i in range(1100))
+    response = client.post(
+        "/api/v1/predictions",
+        data=(parts + "--b--\r\n").encode(),
+        headers={"Authorization": f"Bearer {api_token}", "Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert response.status_code == 413
+    message = response.json["error"]["message"]
+    assert "too many parts" in message and "MB" not in message
+
+
 def test_get_own_other_and_missing(app, client, api_token, clinician_user, other_clinician):
     with app.app_context():
         mine = add_prediction(clinician_user)

@@ -27,6 +27,12 @@ MESSAGES = {
 }
 
 
+TOO_MANY_PARTS = (
+    "The upload is within the size limit but its form has too many parts or a text field too long. "
+    "Send the films as file parts only."
+)
+
+
 def _respond(status: int, code: str, message: str):
     if wants_json():
         return api_error(code, message, status)
@@ -40,6 +46,9 @@ def handle_http(exc: HTTPException):
     # A message written for this refusal (e.g. which parameter is out of range) beats the generic one.
     specific = exc.description if exc.description != type(exc).description else None
     message = specific or MESSAGES.get(status, exc.description or "")
+    if status == 413 and not specific and (request.content_length or 0) <= current_app.config["MAX_CONTENT_LENGTH"]:
+        # Not the size: werkzeug's form parser also answers 413 for too many parts or a long text field.
+        message = TOO_MANY_PARTS
     message = message.format(max_mb=current_app.config["MAX_UPLOAD_MB"])
     code = {413: "too_large"}.get(status, (exc.name or "error").lower().replace(" ", "_"))
     response = make_response(_respond(status, code, message))
