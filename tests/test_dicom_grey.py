@@ -125,3 +125,24 @@ def test_a_rescale_that_is_not_a_number_is_refused_clearly(slope, intercept):
     with pytest.raises(DecodeError) as raised:
         decode(data)
     assert raised.value.code == "corrupt_dicom" and "Rescale" in raised.value.message
+
+
+def with_presentation(data: bytes, shape: str) -> bytes:
+    ds = dcmread(io.BytesIO(data))
+    ds.PresentationLUTShape = shape
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_an_inverse_presentation_lut_is_shown_inverted_once():
+    """Viewers show MONOCHROME2 with Presentation LUT Shape INVERSE inverted; read upright, the film
+    would reach the model as a negative. MONOCHROME1 declared INVERSE, as the DX IOD asks, is inverted
+    once, not twice."""
+    plain = decode(dicom(RAMP, bits_stored=12, modality="DX")).pixels
+    identity = decode(with_presentation(dicom(RAMP, bits_stored=12, modality="DX"), "IDENTITY")).pixels
+    inverse = decode(with_presentation(dicom(RAMP, bits_stored=12, modality="DX"), "INVERSE")).pixels
+    np.testing.assert_allclose(identity, plain, atol=1e-6)
+    np.testing.assert_allclose(inverse, 1.0 - plain, atol=1e-6)
+    mono1 = dicom(4095 - RAMP, bits_stored=12, modality="DX", photometric="MONOCHROME1")
+    np.testing.assert_allclose(decode(with_presentation(mono1, "INVERSE")).pixels, plain, atol=1e-6)

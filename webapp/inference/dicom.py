@@ -71,6 +71,7 @@ _PIXEL_KEYWORDS = (
     "WindowWidth",
     "VOILUTFunction",
     "VOILUTSequence",
+    "PresentationLUTShape",
     "PixelPaddingValue",
     "PixelPaddingRangeLimit",
 )
@@ -177,8 +178,11 @@ def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int 
         pixels = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     elif frame.ndim == 2 and photometric in ("MONOCHROME1", "MONOCHROME2", ""):
         pixels = _grey_levels(frame, ds)
-        if photometric == "MONOCHROME1":
-            pixels = 1.0 - pixels  # MONOCHROME1 shows high values dark
+        # MONOCHROME1 shows high values dark, and so does MONOCHROME2 with an INVERSE Presentation LUT
+        # Shape (a viewer inverts it). The DX IOD pairs MONOCHROME1 with INVERSE: one inversion, not two.
+        inverse = str(ds.get("PresentationLUTShape", "")).strip().upper() == "INVERSE"
+        if photometric == "MONOCHROME1" or inverse:
+            pixels = 1.0 - pixels
     else:
         raise DecodeError(
             "unsupported_dicom",
