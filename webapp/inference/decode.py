@@ -30,6 +30,7 @@ from .image import (
     shrink,
     too_large,
 )
+from .structure import check_jpeg, check_png
 
 # Pillow's own bomb guard stays on, at our limit. It only warns between 1x and 2x the
 # limit; that warning is made an error process-wide (a filter, not catch_warnings,
@@ -167,6 +168,10 @@ def _refuse_polyglots(data: bytes, kind: str) -> None:
 
 
 def _decode_raster(data: bytes, kind: str, target_size: int | None, memory_mb: int | None) -> DecodedImage:
+    if kind == "JPEG":
+        check_jpeg(data)
+    elif kind == "PNG":
+        check_png(data)
     image = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS[kind])
     width, height = image.size
     check_dimensions(width, height)

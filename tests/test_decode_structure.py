@@ -1,0 +1,89 @@
+"""Files whose structure alone makes them costly to decode: progressive scan bombs, JPEGs full of
+empty segments, PNGs split into a million chunks. Each is refused before Pillow parses it."""
+
+from __future__ import annotations
+
+import struct
+import time
+
+import numpy as np
+import pytest
+
+from tests.hostile_corpus import (
+    _png_chunk,
+    jpeg_parts,
+    png_with_chunks,
+    progressive_jpeg,
+    scan_bomb,
+)
+from tests.image_samples import jpeg, png
+from webapp.inference import structure
+from webapp.inference.decode import decode
+from webapp.inference.image import DecodeError
+
+
+def refusal(data: bytes, **kwargs) -> DecodeError:
+    with pytest.raises(DecodeError) as caught:
+        decode(data, target_size=224, **kwargs)
+    return caught.value
+
+
+# --- scan and segment bombs ---------------------------------------------------------------
+
+
+def test_a_repeated_progressive_scan_is_refused_before_decoding():
+    started = time.perf_counter()
+    error = refusal(scan_bomb(2000))
+    assert error.code == "corrupt_image" and "progressive scan" in error.message
+    assert time.perf_counter() - started < 0.5
+
+
+def test_more_scans_than_any_real_jpeg_are_refused_even_in_a_legal_order():
+    # One grey component: a DC scan, 63 single-coefficient AC scans, then each refined once: 128
+    # scans in T.81 order. Only the headers matter: the walk refuses before any decoder runs.
+    head = b"".join(b for m, b in jpeg_parts(progressive_jpeg()) if m != 0xDA)
+
+    def sos(first, last, high, low):
+        return b"\xff\xda" + struct.pack(">HBBBBBB", 8, 1, 1, 0, first, last, high << 4 | low)
+
+    scans = [sos(0, 0, 0, 1)] + [sos(k, k, 0, 1) for k in range(1, 64)]
+    scans += [sos(0, 0, 1, 0)] + [sos(k, k, 1, 0) for k in range(1, 64)]
+    with pytest.raises(DecodeError) as caught:
+        structure.check_jpeg(b"\xff\xd8" + head + b"".join(scans) + b"\xff\xd9")
+    assert "more than 100 scans" in caught.value.message
+    complete = [sos(k, k, 0, 0) for k in range(64)]  # 64 scans, every coefficient to its last bit
+    structure.check_jpeg(b"\xff\xd8" + head + b"".join(complete) + b"\xff\xd9")
+
+
+def test_a_jpeg_full_of_empty_segments_is_refused_cheaply():
+    good = jpeg()
+    started = time.perf_counter()
+    error = refusal(good[:2] + b"\xff\xe1\x00\x02" * 1_000_000 + good[2:])
+    assert error.code == "corrupt_image" and "segments" in error.message
+    assert time.perf_counter() - started < 0.5
+    assert decode(good[:2] + b"\xff\xe1\x00\x02" * 500 + good[2:]).pixels.shape == (256, 256)
+
+
+@pytest.mark.parametrize("kind", [b"abCd", b"IDAT"])
+def test_a_png_split_into_a_million_empty_chunks_is_refused_cheaply(kind):
+    started = time.perf_counter()
+    error = refusal(png_with_chunks(kind, 1_000_000))
+    assert error.code == "corrupt_image" and "chunks" in error.message
+    assert time.perf_counter() - started < 0.5
+
+
+def test_a_png_in_8_kb_idat_chunks_as_libpng_writes_it_decodes():
+    noise = np.random.default_rng(1).integers(0, 256, (512, 512), dtype=np.uint8)
+    data = png(noise)
+    pos, head, stream = 8, b"", b""
+    while data[pos + 4 : pos + 8] != b"IEND":
+        (length,) = struct.unpack_from(">I", data, pos)
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            stream += data[pos + 8 : pos + 8 + length]
+        else:
+            head += data[pos : pos + 12 + length]
+        pos += 12 + length
+    chunks = b"".join(_png_chunk(b"IDAT", stream[i : i + 8192]) for i in range(0, len(stream), 8192))
+    rechunked = data[:8] + head + chunks + data[pos:]
+    assert rechunked.count(b"IDAT") > 30
+    assert np.array_equal(decode(rechunked).pixels, decode(data).pixels)
