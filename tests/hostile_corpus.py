@@ -246,6 +246,8 @@ def hostile_corpus() -> list[Hostile]:
         Hostile("bad-idat.png", crafted_png(256, 256, rows=rng.randbytes(5000)), TRUNCATED_OR_CORRUPT),
         Hostile("half.webp", good_webp[: len(good_webp) // 2], TRUNCATED_OR_CORRUPT),
         Hostile("header.bmp", encode(Image.fromarray(gradient()), "BMP")[:60], TRUNCATED_OR_CORRUPT),
+        Hostile("cut-with-eoi.jpg", jpeg_cut_with_eoi(0.6), ("truncated",)),
+        Hostile("first-scan-only.jpg", progressive_first_scans(1), ("truncated",)),
         Hostile(
             "text-bomb.png",
             crafted_png(64, 64, extra=_png_chunk(b"zTXt", b"comment\x00\x00" + zlib.compress(bytes(8_000_000), 9))),

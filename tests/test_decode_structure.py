@@ -1,22 +1,27 @@
 """Files whose structure alone makes them costly to decode: progressive scan bombs, JPEGs full of
-empty segments, PNGs split into a million chunks. Each is refused before Pillow parses it."""
+empty segments, PNGs split into a million chunks, each refused before Pillow parses it; and JPEGs
+cut short with an EOI appended, which libjpeg decodes with a grey fill and only a warning."""
 
 from __future__ import annotations
 
+import io
 import struct
 import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.hostile_corpus import (
     _png_chunk,
+    jpeg_cut_with_eoi,
     jpeg_parts,
     png_with_chunks,
+    progressive_first_scans,
     progressive_jpeg,
     scan_bomb,
 )
-from tests.image_samples import jpeg, png
+from tests.image_samples import gradient, jpeg, png
 from webapp.inference import structure
 from webapp.inference.decode import decode
 from webapp.inference.image import DecodeError
@@ -87,3 +92,45 @@ def test_a_png_in_8_kb_idat_chunks_as_libpng_writes_it_decodes():
     rechunked = data[:8] + head + chunks + data[pos:]
     assert rechunked.count(b"IDAT") > 30
     assert np.array_equal(decode(rechunked).pixels, decode(data).pixels)
+
+
+# --- truncated JPEGs that libjpeg decodes with a grey fill --------------------------------
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.6, 0.9])
+def test_a_baseline_jpeg_cut_short_with_an_eoi_appended_is_truncated(fraction):
+    assert refusal(jpeg_cut_with_eoi(fraction)).code == "truncated"
+
+
+@pytest.mark.parametrize("scans", [1, 2, 5])
+def test_a_progressive_jpeg_missing_its_last_scans_is_truncated(scans):
+    assert refusal(progressive_first_scans(scans)).code == "truncated"
+
+
+def _cut_inside_last_scan(data: bytes) -> bytes:
+    last_scan = data.rindex(b"\xff\xda")
+    return data[: last_scan + (len(data) - last_scan) // 2] + b"\xff\xd9"
+
+
+def test_a_progressive_jpeg_cut_inside_its_last_scan_is_truncated():
+    # Every scan header is there; the blocks after the cut miss their last refinement.
+    assert refusal(_cut_inside_last_scan(progressive_jpeg())).code == "truncated"
+
+
+def test_a_baseline_film_is_spared_the_second_decode_unless_its_last_pixel_is_grey(monkeypatch):
+    calls = []
+    monkeypatch.setattr("webapp.inference.decode.check_entropy_data", lambda *args: calls.append(1))
+    decode(jpeg())
+    assert calls == []
+    grey_corner = gradient()
+    grey_corner[-16:, -16:] = 128
+    decode(jpeg(grey_corner))
+    assert calls == [1]
+
+
+def test_complete_jpegs_still_decode_exactly_as_before():
+    for data in (jpeg(), progressive_jpeg(), jpeg(np.stack([gradient()] * 3, -1))):
+        pixels = decode(data).pixels
+        assert np.array_equal(
+            pixels, np.asarray(Image.open(io.BytesIO(data)).convert("L"), np.float32) * np.float32(1 / 255)
+        )

@@ -30,7 +30,14 @@ from .image import (
     shrink,
     too_large,
 )
-from .structure import check_jpeg, check_png
+from .structure import (
+    FULL_CHECK,
+    GREY_FILL_TEST,
+    check_entropy_data,
+    check_jpeg,
+    check_png,
+    may_hide_a_grey_fill,
+)
 
 # Pillow's own bomb guard stays on, at our limit. It only warns between 1x and 2x the
 # limit; that warning is made an error process-wide (a filter, not catch_warnings,
@@ -168,9 +175,8 @@ def _refuse_polyglots(data: bytes, kind: str) -> None:
 
 
 def _decode_raster(data: bytes, kind: str, target_size: int | None, memory_mb: int | None) -> DecodedImage:
-    if kind == "JPEG":
-        check_jpeg(data)
-    elif kind == "PNG":
+    still_to_check = check_jpeg(data) if kind == "JPEG" else None
+    if kind == "PNG":
         check_png(data)
     image = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS[kind])
     width, height = image.size
@@ -180,6 +186,8 @@ def _decode_raster(data: bytes, kind: str, target_size: int | None, memory_mb: i
         image.draft(image.mode if image.mode in ("L", "RGB") else None, (target_size, target_size))
     check_memory(*image.size, *_decoded_sample_shape(image), memory_mb)  # after draft: what load() allocates
     image.load()  # the full decode happens here, inside the caller's error handling
+    if still_to_check == FULL_CHECK or (still_to_check == GREY_FILL_TEST and may_hide_a_grey_fill(image)):
+        check_entropy_data(data, image.mode)  # before orientation: the grey fill is the last stored pixel
     image, (width, height) = _orient(image, (width, height))
     pixels, colourfulness = _to_gray(image, target_size)
     return DecodedImage(pixels, kind, width, height, colourfulness)
