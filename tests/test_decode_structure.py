@@ -1,6 +1,7 @@
 """Files whose structure alone makes them costly to decode: progressive scan bombs, JPEGs full of
 empty segments, PNGs split into a million chunks, each refused before Pillow parses it; and JPEGs
-cut short with an EOI appended, which libjpeg decodes with a grey fill and only a warning."""
+cut short with an EOI appended, which libjpeg decodes with a grey fill and only a warning; 12-bit
+JPEG named as such."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.hostile_corpus import (
     _png_chunk,
     jpeg_cut_with_eoi,
     jpeg_parts,
+    jpeg_with_precision,
     png_with_chunks,
     progressive_first_scans,
     progressive_jpeg,
@@ -134,3 +136,9 @@ def test_complete_jpegs_still_decode_exactly_as_before():
         assert np.array_equal(
             pixels, np.asarray(Image.open(io.BytesIO(data)).convert("L"), np.float32) * np.float32(1 / 255)
         )
+
+
+def test_a_12_bit_jpeg_is_named_as_such():
+    error = refusal(jpeg_with_precision(12))
+    assert error.code == "unsupported_type"
+    assert "12-bit JPEG" in error.message and "PNG" in error.message

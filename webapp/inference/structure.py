@@ -61,7 +61,7 @@ _TRUNCATED = DecodeError(
 
 def check_jpeg(data: bytes) -> str:
     """Refuse a JPEG with too many segments or scans, a repeated or out-of-order progressive scan,
-    or scans that stop before every component is complete.
+    a bit depth other than 8, or scans that stop before every component is complete.
 
     Returns what is still needed to tell a complete file from one cut short with an EOI appended
     (libjpeg only warns about that): GREY_FILL_TEST or FULL_CHECK.
@@ -136,7 +136,13 @@ def check_jpeg(data: bytes) -> str:
 def _frame(data: bytes, at: int, size: int) -> list[int] | None:
     if size < 6:
         return None
-    count = data[at + 5]
+    precision, count = data[at], data[at + 5]
+    if precision != 8:
+        raise DecodeError(
+            "unsupported_type",
+            f"The file is a {precision}-bit JPEG, which this server cannot decode. "
+            "Export the film as a 16-bit PNG or as DICOM and upload that.",
+        )
     if size < 6 + 3 * count:
         return None
     return [data[at + 6 + 3 * i] for i in range(count)]
