@@ -248,6 +248,7 @@ def hostile_corpus() -> list[Hostile]:
         Hostile("header.bmp", encode(Image.fromarray(gradient()), "BMP")[:60], TRUNCATED_OR_CORRUPT),
         Hostile("cut-with-eoi.jpg", jpeg_cut_with_eoi(0.6), ("truncated",)),
         Hostile("first-scan-only.jpg", progressive_first_scans(1), ("truncated",)),
+        Hostile("nan.tiff", float_tiff(float("nan")), ("invalid_pixels",)),
         Hostile("twelve-bit.jpg", jpeg_with_precision(12), ("unsupported_type",)),
         Hostile(
             "text-bomb.png",

@@ -1,7 +1,7 @@
 """Files whose structure alone makes them costly to decode: progressive scan bombs, JPEGs full of
 empty segments, PNGs split into a million chunks, each refused before Pillow parses it; and JPEGs
 cut short with an EOI appended, which libjpeg decodes with a grey fill and only a warning; 12-bit
-JPEG named as such."""
+JPEG named as such; NaN or infinite pixels refused."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from PIL import Image
 
 from tests.hostile_corpus import (
     _png_chunk,
+    float_tiff,
     jpeg_cut_with_eoi,
     jpeg_parts,
     jpeg_with_precision,
@@ -23,7 +24,7 @@ from tests.hostile_corpus import (
     progressive_jpeg,
     scan_bomb,
 )
-from tests.image_samples import gradient, jpeg, png
+from tests.image_samples import encode, gradient, jpeg, png
 from webapp.inference import structure
 from webapp.inference.decode import decode
 from webapp.inference.image import DecodeError
@@ -142,3 +143,19 @@ def test_a_12_bit_jpeg_is_named_as_such():
     error = refusal(jpeg_with_precision(12))
     assert error.code == "unsupported_type"
     assert "12-bit JPEG" in error.message and "PNG" in error.message
+
+
+# --- non-finite pixels ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_float_tiff_with_non_finite_pixels_is_refused(value):
+    error = refusal(float_tiff(value))
+    assert error.code == "invalid_pixels" and "NaN" in error.message
+
+
+def test_a_float_tiff_with_a_range_wider_than_float32_decodes_to_finite_pixels():
+    pixels = gradient().astype(np.float32)
+    pixels[0, 0], pixels[0, 1] = -3e38, 3e38
+    image = decode(encode(Image.fromarray(pixels), "TIFF"))
+    assert np.isfinite(image.pixels).all() and image.pixels.min() >= 0 and image.pixels.max() <= 1

@@ -102,6 +102,7 @@ def decode(data: bytes, *, target_size: int | None = None, memory_mb: int | None
             image = dicom.decode_dicom(data, target_size=target_size, memory_mb=memory_mb)
         else:
             image = _decode_raster(data, kind, target_size, memory_mb)
+        _refuse_non_finite(image.pixels)
         return _with_shape_checks(image)
     except DecodeError:
         raise
@@ -218,6 +219,8 @@ def _to_gray(image: Image.Image, target_size: int | None) -> tuple[np.ndarray, f
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         values = np.asarray(image)
+        if values.dtype.kind == "f":
+            _refuse_non_finite(values)
         return shrink(scale_to_unit(values), target_size), 0.0
     if mode == "1":
         image = image.convert("L")
@@ -277,6 +280,17 @@ def _with_shape_checks(image: DecodedImage) -> DecodedImage:
         image.facts,
         reason,
     )
+
+
+def _refuse_non_finite(values: np.ndarray) -> None:
+    """NaN or infinity has no grey level: zeroing it would invent tissue, and later stages
+    (histograms, comparisons) misbehave on it. Also the last guard for every decoder's output."""
+    if not np.isfinite(values).all():
+        raise DecodeError(
+            "invalid_pixels",
+            "The image holds pixel values that are not numbers (NaN or infinity), so it cannot be read as a "
+            "radiograph. Export the film as 8- or 16-bit integer data (PNG, TIFF or DICOM).",
+        )
 
 
 def _decoder_failure(kind: str, exc: Exception) -> DecodeError:
