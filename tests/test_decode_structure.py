@@ -1,7 +1,8 @@
 """Files whose structure alone makes them costly to decode: progressive scan bombs, JPEGs full of
 empty segments, PNGs split into a million chunks, each refused before Pillow parses it; and JPEGs
 cut short with an EOI appended, which libjpeg decodes with a grey fill and only a warning; 12-bit
-JPEG named as such; NaN or infinite pixels refused."""
+JPEG named as such; NaN or infinite pixels refused; the review copy decoded within
+the operator's DECODE_MEMORY_MB."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from tests.image_samples import encode, gradient, jpeg, png
 from webapp.inference import structure
 from webapp.inference.decode import decode
 from webapp.inference.image import DecodeError
+from webapp.screening import review_copy
 
 
 def refusal(data: bytes, **kwargs) -> DecodeError:
@@ -159,3 +161,23 @@ def test_a_float_tiff_with_a_range_wider_than_float32_decodes_to_finite_pixels()
     pixels[0, 0], pixels[0, 1] = -3e38, 3e38
     image = decode(encode(Image.fromarray(pixels), "TIFF"))
     assert np.isfinite(image.pixels).all() and image.pixels.min() >= 0 and image.pixels.max() <= 1
+
+
+# --- the review copy decodes within the operator's budget -----------------------------------
+
+
+@pytest.mark.app_config(DECODE_MEMORY_MB=7)
+def test_the_review_copy_decodes_within_the_configured_budget(app, monkeypatch):
+    seen = []
+
+    def fake_decode(data, **kwargs):
+        seen.append(kwargs.get("memory_mb"))
+        raise DecodeError("too_large_to_decode", "over budget")
+
+    monkeypatch.setattr(review_copy, "decode", fake_decode)
+    film = decode(jpeg(gradient(1024, 1024)), target_size=224)
+    with app.app_context():
+        review_copy.make(b"", film, 1024)
+    with pytest.raises(DecodeError):
+        review_copy._upgrade(app, 1, b"", 1024)
+    assert seen == [7, 7]
