@@ -1,8 +1,7 @@
-"""Files whose structure alone makes them costly to decode: progressive scan bombs, JPEGs full of
-empty segments, PNGs split into a million chunks, each refused before Pillow parses it; and JPEGs
-cut short with an EOI appended, which libjpeg decodes with a grey fill and only a warning; 12-bit
-JPEG named as such; NaN or infinite pixels refused; the review copy decoded within
-the operator's DECODE_MEMORY_MB."""
+"""Files whose structure alone makes them costly or wrong to decode, and refusals that must name the
+real problem: scan and segment bombs, JPEGs cut short with an EOI appended, NaN pixels, 12-bit JPEG,
+DICOM without its preamble, in a transfer syntax with no decoder, or carrying a document; and the
+review copy decoded within the operator's DECODE_MEMORY_MB."""
 
 from __future__ import annotations
 
@@ -11,8 +10,10 @@ import struct
 import time
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
+from pydicom.dataset import FileMetaDataset
 
 from tests.hostile_corpus import (
     _png_chunk,
@@ -25,7 +26,7 @@ from tests.hostile_corpus import (
     progressive_jpeg,
     scan_bomb,
 )
-from tests.image_samples import encode, gradient, jpeg, png
+from tests.image_samples import dicom, dicom_jpeg, encode, gradient, jpeg, png
 from webapp.inference import structure
 from webapp.inference.decode import decode
 from webapp.inference.image import DecodeError
@@ -161,6 +162,61 @@ def test_a_float_tiff_with_a_range_wider_than_float32_decodes_to_finite_pixels()
     pixels[0, 0], pixels[0, 1] = -3e38, 3e38
     image = decode(encode(Image.fromarray(pixels), "TIFF"))
     assert np.isfinite(image.pixels).all() and image.pixels.min() >= 0 and image.pixels.max() <= 1
+
+
+# --- DICOM refusals that name the real problem ----------------------------------------------
+
+
+def _dicom_12() -> bytes:
+    return dicom(gradient(levels=4096), bits_stored=12)
+
+
+@pytest.mark.parametrize("cut", [128, 132], ids=["starts-at-DICM", "starts-at-meta"])
+def test_a_dicom_without_its_preamble_is_read_as_the_dicom_it_is(cut):
+    whole = _dicom_12()
+    assert np.array_equal(decode(whole[cut:]).pixels, decode(whole).pixels)
+
+
+def test_a_bare_dicom_data_set_is_named_not_called_unrecognised():
+    ds = pydicom.dcmread(io.BytesIO(_dicom_12()))
+    ds.preamble, ds.file_meta = None, FileMetaDataset()
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    assert buffer.getvalue()[:2] == b"\x08\x00"
+    error = refusal(buffer.getvalue())
+    assert error.code == "unsupported_dicom" and "without its file header" in error.message
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.102", "1.2.3.4.5.6"])
+def test_a_dicom_in_a_transfer_syntax_without_decoder_says_so(syntax):
+    ds = pydicom.dcmread(io.BytesIO(dicom_jpeg(gradient())))
+    ds.file_meta.TransferSyntaxUID = syntax
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    error = refusal(buffer.getvalue())
+    assert error.code == "unsupported_dicom" and "uncompressed" in error.message
+
+
+def test_an_encapsulated_pdf_dicom_has_no_image_and_is_no_polyglot():
+    ds = pydicom.dcmread(io.BytesIO(dicom(gradient(), with_pixels=False, modality="DOC")))
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n"
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    assert refusal(buffer.getvalue()).code == "dicom_no_pixel_data"
+
+
+def test_markup_in_a_dicom_text_element_does_not_make_a_polyglot():
+    ds = pydicom.dcmread(io.BytesIO(_dicom_12()))
+    ds.add_new(0x00091010, "LO", "Owner")
+    ds.add_new(0x00091011, "LT", "<html> report</html>")
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    assert decode(buffer.getvalue()).pixels.shape == (256, 256)
+
+
+def test_a_dicom_preamble_carrying_a_program_is_still_a_polyglot():
+    assert refusal(b"MZ\x90\x00".ljust(128, b"\x00") + _dicom_12()[128:]).code == "polyglot"
 
 
 # --- the review copy decodes within the operator's budget -----------------------------------
