@@ -183,8 +183,9 @@ def test_a_bare_dicom_data_set_is_named_not_called_unrecognised():
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, ds, implicit_vr=True, little_endian=True, enforce_file_format=False)
     assert buffer.getvalue()[:2] == b"\x08\x00"
-    error = refusal(buffer.getvalue())
-    assert error.code == "unsupported_dicom" and "without its file header" in error.message
+    for data in (buffer.getvalue(), bytes(128) + b"DICM" + buffer.getvalue()):
+        error = refusal(data)
+        assert error.code == "unsupported_dicom" and "without its file header" in error.message
 
 
 @pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.102", "1.2.3.4.5.6"])

@@ -96,6 +96,8 @@ def decode(data: bytes, *, target_size: int | None = None, memory_mb: int | None
     data = _with_dicom_preamble(data)
     kind = sniff(data)
     _refuse_polyglots(data, kind)
+    if kind == "DICOM" and _looks_like_bare_dicom_data_set(data[132:]):
+        raise _BARE_DICOM_DATA_SET  # 'DICM' but no file meta information: the transfer syntax is unknown
     try:
         if kind == "DICOM":
             from . import dicom  # pydicom is only imported when needed
@@ -133,11 +135,7 @@ def sniff(data: bytes) -> str:
         if data.startswith(signature):
             raise _unsupported(name)
     if _looks_like_bare_dicom_data_set(data):
-        raise DecodeError(
-            "unsupported_dicom",
-            "The file looks like a DICOM data set without its file header (the 128-byte preamble, 'DICM' and "
-            "the file meta information). Export the film from the PACS or viewer as a DICOM file and upload that.",
-        )
+        raise _BARE_DICOM_DATA_SET
     if data[4:8] == b"ftyp":
         raise _unsupported("an HEIC/AVIF photo or a video")
     if _MARKUP_START.match(data[:4096]):
@@ -148,6 +146,13 @@ def sniff(data: bytes) -> str:
         "not_an_image",
         "The file is not an image we recognise. Upload a chest radiograph as DICOM, JPEG, PNG, TIFF, BMP or WebP.",
     )
+
+
+_BARE_DICOM_DATA_SET = DecodeError(
+    "unsupported_dicom",
+    "The file looks like a DICOM data set without its file header (the 128-byte preamble, 'DICM' and "
+    "the file meta information). Export the film from the PACS or viewer as a DICOM file and upload that.",
+)
 
 
 def _with_dicom_preamble(data: bytes) -> bytes:
