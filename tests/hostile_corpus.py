@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import random
+import re
 import struct
 import zipfile
 import zlib
@@ -71,6 +72,71 @@ def _jpeg_with_comment(comment: bytes) -> bytes:
     data = jpeg()
     segment = b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment
     return data[:2] + segment + data[2:]
+
+
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def jpeg_parts(data: bytes) -> list[tuple[int, bytes]]:
+    """(marker, bytes) for each segment between SOI and EOI, a scan with its entropy-coded data."""
+    parts, pos = [], 2
+    while True:
+        found = _NEXT_MARKER.search(data, pos)
+        marker = data[found.start() + 1]
+        if marker == 0xD9:
+            return parts
+        end = found.end() + struct.unpack_from(">H", data, found.end())[0]
+        if marker == 0xDA:
+            end = _NEXT_MARKER.search(data, end).start()
+        parts.append((marker, data[found.start() : end]))
+        pos = end
+
+
+def progressive_jpeg() -> bytes:
+    return jpeg(quality=90, progressive=True)
+
+
+def scan_bomb(repeats: int) -> bytes:
+    """A progressive JPEG with one of its AC scans (and the Huffman table before it) repeated: each
+    copy is another full pass over the coefficients, so decode time grows with the file."""
+    parts = jpeg_parts(progressive_jpeg())
+    at = next(i for i, (m, b) in enumerate(parts) if m == 0xDA and b[5 + 2 * b[4]] > 0)
+    table = next(b for m, b in reversed(parts[:at]) if m == 0xC4)
+    return b"\xff\xd8" + b"".join(b for _, b in parts) + (table + parts[at][1]) * repeats + b"\xff\xd9"
+
+
+def progressive_first_scans(count: int) -> bytes:
+    """A progressive JPEG cut after its first `count` scans, with an EOI appended."""
+    parts = jpeg_parts(progressive_jpeg())
+    scans = [i for i, (m, _) in enumerate(parts) if m == 0xDA]
+    return b"\xff\xd8" + b"".join(b for _, b in parts[: scans[count - 1] + 1]) + b"\xff\xd9"
+
+
+def jpeg_cut_with_eoi(fraction: float, data: bytes | None = None) -> bytes:
+    """A JPEG cut inside its image data, with an EOI appended: libjpeg only warns."""
+    data = data or jpeg()
+    return data[: int(len(data) * fraction)] + b"\xff\xd9"
+
+
+def jpeg_with_precision(bits: int) -> bytes:
+    """A JPEG whose frame header claims another sample precision (as a 12-bit dcmcjpeg export does)."""
+    data = bytearray(jpeg())
+    data[data.index(b"\xff\xc0") + 4] = bits
+    return bytes(data)
+
+
+def png_with_chunks(kind: bytes, count: int) -> bytes:
+    """A valid PNG with `count` empty chunks of `kind` before its image data."""
+    data = png()
+    at = data.index(b"IDAT") - 4
+    return data[:at] + _png_chunk(kind, b"") * count + data[at:]
+
+
+def float_tiff(value: float) -> bytes:
+    """A float TIFF of the test pattern with a corner set to `value`."""
+    pixels = gradient().astype(np.float32) / 255
+    pixels[:10, :10] = value
+    return encode(Image.fromarray(pixels), "TIFF")
 
 
 def _bmp_with_size(width: int, height: int) -> bytes:
@@ -180,12 +246,20 @@ def hostile_corpus() -> list[Hostile]:
         Hostile("bad-idat.png", crafted_png(256, 256, rows=rng.randbytes(5000)), TRUNCATED_OR_CORRUPT),
         Hostile("half.webp", good_webp[: len(good_webp) // 2], TRUNCATED_OR_CORRUPT),
         Hostile("header.bmp", encode(Image.fromarray(gradient()), "BMP")[:60], TRUNCATED_OR_CORRUPT),
+        Hostile("cut-with-eoi.jpg", jpeg_cut_with_eoi(0.6), ("truncated",)),
+        Hostile("first-scan-only.jpg", progressive_first_scans(1), ("truncated",)),
+        Hostile("nan.tiff", float_tiff(float("nan")), ("invalid_pixels",)),
+        Hostile("twelve-bit.jpg", jpeg_with_precision(12), ("unsupported_type",)),
         Hostile(
             "text-bomb.png",
             crafted_png(64, 64, extra=_png_chunk(b"zTXt", b"comment\x00\x00" + zlib.compress(bytes(8_000_000), 9))),
             ("corrupt_image",),
         ),
         # --- absurd dimensions and decompression bombs ----------------------------------
+        Hostile("scan-bomb.jpg", scan_bomb(50), ("corrupt_image",)),
+        Hostile("segment-bomb.jpg", jpeg()[:2] + b"\xff\xe1\x00\x02" * 20_000 + jpeg()[2:], ("corrupt_image",)),
+        Hostile("chunk-bomb.png", png_with_chunks(b"abCd", 20_000), ("corrupt_image",)),
+        Hostile("idat-bomb.png", png_with_chunks(b"IDAT", 20_000), ("corrupt_image",)),
         Hostile("bomb.png", crafted_png(16_000, 16_000, bit_depth=1), ("too_large_dimensions",)),
         Hostile("bomb-warning-zone.png", crafted_png(7_000, 7_000, bit_depth=1), ("too_large_dimensions",)),
         Hostile("absurd.png", crafted_png(100_000, 100_000, rows=b""), ("too_large_dimensions",)),

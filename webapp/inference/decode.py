@@ -30,6 +30,14 @@ from .image import (
     shrink,
     too_large,
 )
+from .structure import (
+    FULL_CHECK,
+    GREY_FILL_TEST,
+    check_entropy_data,
+    check_jpeg,
+    check_png,
+    may_hide_a_grey_fill,
+)
 
 # Pillow's own bomb guard stays on, at our limit. It only warns between 1x and 2x the
 # limit; that warning is made an error process-wide (a filter, not catch_warnings,
@@ -85,8 +93,11 @@ def decode(data: bytes, *, target_size: int | None = None, memory_mb: int | None
     """Decode `data` or raise DecodeError. `target_size` is the model's input side:
     big images may be reduced on the way, but never below that many pixels. `memory_mb`
     caps the decoded pixels (default DEFAULT_DECODE_MEMORY_MB), checked before decoding."""
+    data = _with_dicom_preamble(data)
     kind = sniff(data)
     _refuse_polyglots(data, kind)
+    if kind == "DICOM" and _looks_like_bare_dicom_data_set(data[132:]):
+        raise _BARE_DICOM_DATA_SET  # 'DICM' but no file meta information: the transfer syntax is unknown
     try:
         if kind == "DICOM":
             from . import dicom  # pydicom is only imported when needed
@@ -94,6 +105,7 @@ def decode(data: bytes, *, target_size: int | None = None, memory_mb: int | None
             image = dicom.decode_dicom(data, target_size=target_size, memory_mb=memory_mb)
         else:
             image = _decode_raster(data, kind, target_size, memory_mb)
+        _refuse_non_finite(image.pixels)
         return _with_shape_checks(image)
     except DecodeError:
         raise
@@ -122,6 +134,8 @@ def sniff(data: bytes) -> str:
     for signature, name in _KNOWN_OTHER_TYPES:
         if data.startswith(signature):
             raise _unsupported(name)
+    if _looks_like_bare_dicom_data_set(data):
+        raise _BARE_DICOM_DATA_SET
     if data[4:8] == b"ftyp":
         raise _unsupported("an HEIC/AVIF photo or a video")
     if _MARKUP_START.match(data[:4096]):
@@ -132,6 +146,37 @@ def sniff(data: bytes) -> str:
         "not_an_image",
         "The file is not an image we recognise. Upload a chest radiograph as DICOM, JPEG, PNG, TIFF, BMP or WebP.",
     )
+
+
+_BARE_DICOM_DATA_SET = DecodeError(
+    "unsupported_dicom",
+    "The file looks like a DICOM data set without its file header (the 128-byte preamble, 'DICM' and "
+    "the file meta information). Export the film from the PACS or viewer as a DICOM file and upload that.",
+)
+
+
+def _with_dicom_preamble(data: bytes) -> bytes:
+    """Some tools write a DICOM file without its 128-byte preamble (starting at 'DICM' or at the file
+    meta information). The preamble carries nothing, so restoring it lets the file be read as the
+    DICOM it is, with every check of a complete file."""
+    if data.startswith(b"DICM\x02\x00"):
+        return bytes(128) + data
+    if data.startswith(b"\x02\x00") and _explicit_vr(data[4:6]):
+        return bytes(128) + b"DICM" + data
+    return data
+
+
+def _looks_like_bare_dicom_data_set(data: bytes) -> bool:
+    """A data set with no file meta information at all (group 0008 first, as written by some
+    toolkits' raw dumps): its transfer syntax is unknown, so it is named rather than guessed at."""
+    if len(data) < 12 or data[:2] != b"\x08\x00" or data[3] != 0:
+        return False
+    implicit_length = int.from_bytes(data[4:8], "little")
+    return _explicit_vr(data[4:6]) or 0 < implicit_length < min(len(data), 1024)
+
+
+def _explicit_vr(vr: bytes) -> bool:
+    return len(vr) == 2 and vr.isalpha() and vr.isupper()
 
 
 def _unsupported(name: str) -> DecodeError:
@@ -154,7 +199,10 @@ def _refuse_polyglots(data: bytes, kind: str) -> None:
     we cannot know which reading its sender meant."""
     tail = data[-65_557:]  # a ZIP's end record sits within the last 64 KiB + 22 bytes
     is_zip = b"PK\x05\x06" in tail and b"PK\x01\x02" in data
-    if is_zip or b"%PDF-" in data[:1024] or _ACTIVE_CONTENT.search(data):
+    # A DICOM may legitimately carry a PDF (Encapsulated PDF Storage) or markup in a text element,
+    # and only its pixels are ever kept or shown; the document case ends as "no image in this DICOM".
+    hides_content = kind != "DICOM" and (b"%PDF-" in data[:1024] or _ACTIVE_CONTENT.search(data))
+    if is_zip or hides_content:
         raise DecodeError(
             "polyglot",
             "The file is an image with another file or script hidden inside it, and is refused for safety.",
@@ -167,6 +215,9 @@ def _refuse_polyglots(data: bytes, kind: str) -> None:
 
 
 def _decode_raster(data: bytes, kind: str, target_size: int | None, memory_mb: int | None) -> DecodedImage:
+    still_to_check = check_jpeg(data) if kind == "JPEG" else None
+    if kind == "PNG":
+        check_png(data)
     image = Image.open(io.BytesIO(data), formats=_PILLOW_FORMATS[kind])
     width, height = image.size
     check_dimensions(width, height)
@@ -175,6 +226,8 @@ def _decode_raster(data: bytes, kind: str, target_size: int | None, memory_mb: i
         image.draft(image.mode if image.mode in ("L", "RGB") else None, (target_size, target_size))
     check_memory(*image.size, *_decoded_sample_shape(image), memory_mb)  # after draft: what load() allocates
     image.load()  # the full decode happens here, inside the caller's error handling
+    if still_to_check == FULL_CHECK or (still_to_check == GREY_FILL_TEST and may_hide_a_grey_fill(image)):
+        check_entropy_data(data, image.mode)  # before orientation: the grey fill is the last stored pixel
     image, (width, height) = _orient(image, (width, height))
     pixels, colourfulness = _to_gray(image, target_size)
     return DecodedImage(pixels, kind, width, height, colourfulness)
@@ -205,6 +258,8 @@ def _to_gray(image: Image.Image, target_size: int | None) -> tuple[np.ndarray, f
     mode = image.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         values = np.asarray(image)
+        if values.dtype.kind == "f":
+            _refuse_non_finite(values)
         return shrink(scale_to_unit(values), target_size), 0.0
     if mode == "1":
         image = image.convert("L")
@@ -266,8 +321,28 @@ def _with_shape_checks(image: DecodedImage) -> DecodedImage:
     )
 
 
+def _refuse_non_finite(values: np.ndarray) -> None:
+    """NaN or infinity has no grey level: zeroing it would invent tissue, and later stages
+    (histograms, comparisons) misbehave on it. Also the last guard for every decoder's output."""
+    if not np.isfinite(values).all():
+        raise DecodeError(
+            "invalid_pixels",
+            "The image holds pixel values that are not numbers (NaN or infinity), so it cannot be read as a "
+            "radiograph. Export the film as 8- or 16-bit integer data (PNG, TIFF or DICOM).",
+        )
+
+
 def _decoder_failure(kind: str, exc: Exception) -> DecodeError:
     if kind == "DICOM":
+        # pydicom raises NotImplementedError for a transfer syntax it has no decoder for (MPEG-2,
+        # H.264, HEVC, retired JPEG processes) and ValueError for a private one: the file is fine.
+        if isinstance(exc, NotImplementedError) or "not a transfer syntax" in str(exc).lower():
+            return DecodeError(
+                "unsupported_dicom",
+                "The DICOM image is compressed in a format this server cannot decode (for example MPEG-2, H.264, "
+                "a retired JPEG process or a vendor's private compression). Export it uncompressed "
+                "(Explicit VR Little Endian) and upload again.",
+            )
         return DecodeError("corrupt_dicom", "The DICOM file is damaged or incomplete and cannot be read.")
     text = str(exc).lower()
     if isinstance(exc, EOFError) or "truncated" in text or "premature end" in text:

@@ -71,6 +71,9 @@ def scale_to_unit(values: np.ndarray) -> np.ndarray:
         return values
     if high <= low:
         return np.zeros(values.shape, dtype=np.float32)
+    if high - low > float(np.finfo(np.float32).max):
+        # values - low would overflow float32 to infinity (a range such as -3e38..3e38)
+        return ((values.astype(np.float64) - low) / (high - low)).astype(np.float32)
     return (values - low) / np.float32(high - low)
 
 

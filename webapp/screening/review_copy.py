@@ -27,7 +27,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
-from flask import Flask
+from flask import Flask, current_app
 from PIL import Image
 from sqlalchemy import update
 
@@ -78,7 +78,7 @@ def make(data: bytes, image: DecodedImage, size: int) -> bytes:
     if not needs_larger_decode(image, size):
         return review_png(image.pixels, size)
     try:
-        larger = decode(data, target_size=size)
+        larger = decode(data, target_size=size, memory_mb=current_app.config["DECODE_MEMORY_MB"])
     except DecodeError:
         # The model's decode of these bytes succeeded; without a larger one the film is still
         # kept, at the model's resolution.
@@ -131,7 +131,9 @@ def _forget(prediction_id: int) -> None:
 
 def _upgrade(app: Flask, prediction_id: int, data: bytes, size: int) -> None:
     try:
-        png = review_png(decode(data, target_size=size).pixels, size)
+        # The worker thread has no app context: the operator's decode budget comes from the app itself.
+        larger = decode(data, target_size=size, memory_mb=app.config["DECODE_MEMORY_MB"])
+        png = review_png(larger.pixels, size)
         with app.app_context():
             db.session.execute(update(Prediction).where(Prediction.id == prediction_id).values(review_png=png))
             db.session.commit()
