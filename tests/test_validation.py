@@ -7,10 +7,12 @@ import io
 import re
 
 import pytest
+from PIL import Image
 from sqlalchemy import func, select, update
 
 from tests.archives import labelled_films, zip_bytes
 from tests.helpers import csrf_token, drain, fixture_image
+from tests.image_samples import encode
 from webapp.extensions import db
 from webapp.models import AuditEvent, Prediction, ValidationItem, ValidationRun
 
@@ -42,6 +44,20 @@ def test_only_admin_tokens_reach_validation(client, api_token):
     assert client.get("/api/v1/validation-runs/1", headers=bearer(api_token)).status_code == 403
     assert client.get("/api/v1/site-calibration", headers=bearer(api_token)).status_code == 403
     assert client.get("/api/v1/site-calibration").status_code == 401
+
+
+@pytest.mark.app_config(DECODE_MEMORY_MB=1)
+def test_the_worker_decodes_within_the_operators_memory_budget(app, client, admin_token):
+    """DECODE_MEMORY_MB holds for films read by the job worker as for uploads: a 1200x1200 grey PNG
+    (1.4 MB decoded) is refused under a 1 MB budget, not decoded under the default 100 MB."""
+    members = labelled_films()
+    members["site/2026/NORMAL/big.png"] = encode(Image.new("L", (1200, 1200), 90), "PNG")
+    run_id = post_archive(client, admin_token, zip_bytes(members)).get_json()["id"]
+    drain(app)
+    with app.app_context():
+        refused = db.session.scalars(select(ValidationItem).where(ValidationItem.state == "refused")).all()
+    assert [item.refusal.split(":")[0] for item in refused] == ["too_large_to_decode"]
+    assert client.get(f"/api/v1/validation-runs/{run_id}", headers=bearer(admin_token)).get_json()["status"] == "done"
 
 
 def test_a_run_reports_progress_then_metrics_and_counts_unreadable_films_as_refused(app, client, admin_token):

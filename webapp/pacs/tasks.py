@@ -107,7 +107,7 @@ def process(receipt_id: int, owner: str) -> None:
         return
     model = analyzer_for(current_app.config)
     try:
-        image = decode(data, target_size=model.input_size)
+        image = decode(data, target_size=model.input_size, memory_mb=current_app.config["DECODE_MEMORY_MB"])
     except DecodeError as exc:
         refuse(receipt_id, owner, f"{exc.code}: {exc.message}")
         return
@@ -154,7 +154,7 @@ def build_results(receipt_id: int, data: bytes, analysis) -> list[DicomResult]:
 
     def capture(source):
         size = current_app.config["DICOM_CAPTURE_SIZE"]
-        pixels = fit(decode(data, target_size=size).pixels, size)
+        pixels = fit(decode(data, target_size=size, memory_mb=current_app.config["DECODE_MEMORY_MB"]).pixels, size)
         return build_capture(source, verdict, pixels, analysis.heatmap)
 
     results = []

@@ -136,7 +136,13 @@ def analyse_batch(archive, analyzer, entries: list[str], threshold: float, revie
             results[i] = {"state": ITEM_REFUSED, "refusal": f"unreadable_member: cannot unpack ({exc})"}
             continue
         try:
-            images.append((i, decode(data, target_size=analyzer.input_size), data))
+            images.append(
+                (
+                    i,
+                    decode(data, target_size=analyzer.input_size, memory_mb=current_app.config["DECODE_MEMORY_MB"]),
+                    data,
+                )
+            )
         except DecodeError as exc:
             results[i] = {
                 "state": ITEM_REFUSED,
