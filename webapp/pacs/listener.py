@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 logging.getLogger("pynetdicom").setLevel(logging.INFO)
 # The largest PDU a sender may use. pynetdicom's default (16 KiB) cuts an 8 MB film into ~510
 # pieces, each a trip through its polling loops: with 1 MiB, 16 such films were stored 17-24% faster
-# here (docs/serving.md). Bounded, not unlimited: a PDU is read whole into memory before it is checked.
+# here (docs/serving.md). This is what the node offers; pynetdicom does not refuse a sender that
+# ignores it, so it bounds nothing in memory (a C-STORE is held whole in memory either way: docs/dicom.md).
 MAX_PDU_BYTES = 1024 * 1024
 # A deflated film is inflated by pynetdicom without limit (942 MB for a 373 KiB film) and the decoder
 # refuses it anyway: for the screened classes the context is rejected, so the sender falls back to
