@@ -28,11 +28,6 @@ def test_a_nul_in_a_query_value_is_a_400(client, auth, admin_user, path):
     assert client.get(path).status_code == 400
 
 
-def test_a_nul_in_an_api_query_is_a_json_400(client, api_token):
-    response = client.get("/api/v1/predictions?label=%00", headers={"Authorization": f"Bearer {api_token}"})
-    assert response.status_code == 400 and response.get_json()["error"]["message"]
-
-
 def test_a_value_the_database_refuses_is_a_400_with_nothing_written(app, client, auth, clinician_user, monkeypatch):
     """The backstop behind the form rules: a DataError (what PostgreSQL raises for a NUL or an
     over-long string) rolls back and answers 400."""

@@ -37,9 +37,12 @@ def register(app: Flask) -> None:
 
 
 def refuse_nul_characters():
-    """A NUL in a query or form value is never meant and PostgreSQL cannot store one: a 400 here,
-    not a database error later. API bodies are files only, and are read after the token check."""
-    fields = [request.args] if request.blueprint == "api" else [request.args, request.form]
+    """A NUL in a page's query or form value is never meant and PostgreSQL cannot store one: a 400
+    here, not a database error later. The API's query schemas refuse it themselves, with the
+    parameter named (`invalid_filter`), and its bodies are files, read after the token check."""
+    if request.blueprint == "api":
+        return None
+    fields = (request.args, request.form)
     if any("\x00" in key or "\x00" in value for values in fields for key, value in values.items(multi=True)):
         abort(400, "A field of the request contains a NUL character. Remove it and try again.")
     return None
