@@ -234,7 +234,7 @@ def test_the_review_copy_decodes_within_the_configured_budget(app, monkeypatch):
     monkeypatch.setattr(review_copy, "decode", fake_decode)
     film = decode(jpeg(gradient(1024, 1024)), target_size=224)
     with app.app_context():
-        review_copy.make(b"", film, 1024)
+        review_copy.at_upload(b"", film, 1024, background=False, memory_mb=app.config["DECODE_MEMORY_MB"])
     with pytest.raises(DecodeError):
         review_copy._upgrade(app, 1, b"", 1024)
     assert seen == [7, 7]

@@ -27,7 +27,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
-from flask import Flask, current_app
+from flask import Flask
 from PIL import Image
 from sqlalchemy import update
 
@@ -73,12 +73,12 @@ def needs_larger_decode(image: DecodedImage, size: int) -> bool:
     return max(image.pixels.shape) < wanted
 
 
-def make(data: bytes, image: DecodedImage, size: int) -> bytes:
-    """The full-size review copy, made here and now."""
+def make(data: bytes, image: DecodedImage, size: int, memory_mb: int | None = None) -> bytes:
+    """The full-size review copy, made here and now; its decode within `memory_mb` (DECODE_MEMORY_MB)."""
     if not needs_larger_decode(image, size):
         return review_png(image.pixels, size)
     try:
-        larger = decode(data, target_size=size, memory_mb=current_app.config["DECODE_MEMORY_MB"])
+        larger = decode(data, target_size=size, memory_mb=memory_mb)
     except DecodeError:
         # The model's decode of these bytes succeeded; without a larger one the film is still
         # kept, at the model's resolution.
@@ -86,11 +86,13 @@ def make(data: bytes, image: DecodedImage, size: int) -> bytes:
     return review_png(larger.pixels, size)
 
 
-def at_upload(data: bytes, image: DecodedImage, size: int, background: bool) -> tuple[bytes, bool]:
+def at_upload(
+    data: bytes, image: DecodedImage, size: int, background: bool, memory_mb: int | None = None
+) -> tuple[bytes, bool]:
     """The copy stored with the answer, and whether the full-size one is still to be made
     (`upgrade_later`): with `background`, a big film first gets a copy of the pixels the model read."""
     later = background and needs_larger_decode(image, size) and backlog() < BACKLOG
-    return (review_png(image.pixels, size) if later else make(data, image, size)), later
+    return (review_png(image.pixels, size) if later else make(data, image, size, memory_mb)), later
 
 
 def upgrade_later(app: Flask, prediction_id: int, data: bytes, size: int) -> None:

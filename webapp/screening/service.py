@@ -130,7 +130,8 @@ def analyse(
     analysis = model.analyze(image, threshold=point.threshold if point else None)
     size = current_app.config["REVIEW_IMAGE_SIZE"]
     # A big film's full-size review copy is made after the answer (see review_copy).
-    review, later = review_copy.at_upload(data, image, size, review_in_background)
+    budget = current_app.config["DECODE_MEMORY_MB"]
+    review, later = review_copy.at_upload(data, image, size, review_in_background, budget)
     prediction = Prediction(
         sha256=hashlib.sha256(data).hexdigest(),
         image_format=image.format,

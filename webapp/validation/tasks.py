@@ -129,6 +129,7 @@ def analyse_batch(archive, analyzer, entries: list[str], threshold: float, revie
     """Column values for each entry: its result, or why it was refused. The serving pipeline's decode and analyzer."""
     results: list[dict | None] = [None] * len(entries)
     images: list[tuple[int, DecodedImage, bytes]] = []
+    budget = current_app.config["DECODE_MEMORY_MB"]
     for i, entry in enumerate(entries):
         try:
             data = archive.read(entry)
@@ -136,13 +137,7 @@ def analyse_batch(archive, analyzer, entries: list[str], threshold: float, revie
             results[i] = {"state": ITEM_REFUSED, "refusal": f"unreadable_member: cannot unpack ({exc})"}
             continue
         try:
-            images.append(
-                (
-                    i,
-                    decode(data, target_size=analyzer.input_size, memory_mb=current_app.config["DECODE_MEMORY_MB"]),
-                    data,
-                )
-            )
+            images.append((i, decode(data, target_size=analyzer.input_size, memory_mb=budget), data))
         except DecodeError as exc:
             results[i] = {
                 "state": ITEM_REFUSED,
@@ -161,7 +156,7 @@ def analyse_batch(archive, analyzer, entries: list[str], threshold: float, revie
                 "chest_probability": float(analysis.chest_probability),
                 "feature_distance": float(analysis.feature_distance),
                 "unknown_reason": analysis.unknown_reason,
-                "review_png": review_copy.make(data, image, review_size),  # like a prediction's copy
+                "review_png": review_copy.make(data, image, review_size, budget),  # like a prediction's copy
                 "heatmap_png": heatmap_png(analysis.heatmap),
             }
     return results
