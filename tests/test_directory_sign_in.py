@@ -234,6 +234,12 @@ def test_misconfigured_directory_stops_the_app_at_start(tmp_path, settings, mess
         create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, **GOOD_SETTINGS, **settings})
 
 
+@pytest.mark.parametrize("minutes", [60, -1])
+def test_a_recheck_interval_the_schedule_cannot_take_stops_the_app_directory_or_not(tmp_path, minutes):
+    with pytest.raises(RuntimeError, match="DIRECTORY_RECHECK_MINUTES"):
+        create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "DIRECTORY_RECHECK_MINUTES": minutes})
+
+
 def test_usable_directory_settings_start(tmp_path):
     assert create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, **GOOD_SETTINGS}).config["LDAP_URL"]
 

@@ -67,11 +67,12 @@ def configured() -> bool:
 def settings_problem(config) -> str | None:
     """What is wrong with the directory settings, checked at start-up so that a typo stops the app with
     a message instead of failing every sign-in; None when they are usable (or directory sign-in is off)."""
+    # Checked with the directory off too: the job worker's schedule is built from it either way.
+    if not 0 <= config["DIRECTORY_RECHECK_MINUTES"] <= 59:
+        return "DIRECTORY_RECHECK_MINUTES must be a whole number of minutes from 1 to 59, or 0 for never."
     url = config["LDAP_URL"]
     if not url:
         return None
-    if not 0 <= config["DIRECTORY_RECHECK_MINUTES"] <= 59:
-        return "DIRECTORY_RECHECK_MINUTES must be a whole number of minutes from 1 to 59, or 0 for never."
     if not url.startswith(("ldap://", "ldaps://")):
         return f"LDAP_URL must start with ldap:// or ldaps://, not {url!r}."
     if url.startswith("ldaps://") and config["LDAP_STARTTLS"]:
