@@ -367,22 +367,26 @@ def _grey_from_colour(frame: np.ndarray, colour_space: str = "RGB") -> tuple[np.
     step = max(1, min(frame.shape[:2]) // 64)
     if colour_space in _YBR_FULL and frame.dtype == np.uint8:
         sample = convert_color_space(np.ascontiguousarray(frame[::step, ::step]), "YBR_FULL", "RGB")
-        sample = sample.astype(np.float32) / np.float32(255)
         grey = frame[..., 0].astype(np.float32) * np.float32(1 / 255)
-        return grey, float((sample.max(axis=-1) - sample.min(axis=-1)).mean())
+        return grey, _channel_spread(sample.astype(np.float32) / np.float32(255))
     grey = frame[..., 0].astype(np.float32) * np.float32(_LUMA[0])
     for channel in (1, 2):
         grey += frame[..., channel].astype(np.float32) * np.float32(_LUMA[channel])
-    sample = frame[::step, ::step].astype(np.float32)
     # The affine map scale_to_unit would apply to the whole frame, found from its extremes.
-    unit = scale_to_unit(np.array([frame.min(), frame.max()], dtype=frame.dtype))
-    low, high = float(frame.min()), float(frame.max())
+    extremes = np.array([frame.min(), frame.max()], dtype=frame.dtype)
+    unit = scale_to_unit(extremes)
+    low, high = float(extremes[0]), float(extremes[1])
     scale = (float(unit[1]) - float(unit[0])) / (high - low) if high > low else 0.0
-    offset = float(unit[0]) - low * scale
-    grey = grey * np.float32(scale) + np.float32(offset)
-    sample = sample * np.float32(scale) + np.float32(offset)
-    colourfulness = float((sample.max(axis=-1) - sample.min(axis=-1)).mean())
-    return grey, colourfulness
+    offset = np.float32(float(unit[0]) - low * scale)
+    grey *= np.float32(scale)
+    grey += offset
+    sample = frame[::step, ::step].astype(np.float32) * np.float32(scale) + offset
+    return grey, _channel_spread(sample)
+
+
+def _channel_spread(rgb: np.ndarray) -> float:
+    """Colourfulness: the mean spread between a pixel's brightest and darkest channel."""
+    return float((rgb.max(axis=-1) - rgb.min(axis=-1)).mean())
 
 
 def _stored_extremes(stored: np.ndarray, ds) -> np.ndarray:
