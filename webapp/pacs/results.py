@@ -11,7 +11,6 @@ carrying its Patient and Study modules (copied from the received dataset, in mem
 
 from __future__ import annotations
 
-import datetime
 import io
 import logging
 import re
@@ -26,6 +25,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 from pydicom.valuerep import TM
 
+from ..inference.age import parse_date
 from ..inference.labels import NORMAL, PNEUMONIA, UNKNOWN
 from ..inference.overlay import overlay_rgb
 from ..notes import INTENDED_USE
@@ -204,14 +204,8 @@ def _sex(value) -> str | None:
 
 def _date(value) -> str | None:
     """YYYYMMDD, from that or from YYYY-MM-DD / YYYY.MM.DD; None for a partial or impossible date."""
-    text = re.sub(r"[-.]", "", str(value or "").strip())
-    if not re.fullmatch(r"[0-9]{8}", text):
-        return None
-    try:
-        datetime.date(int(text[:4]), int(text[4:6]), int(text[6:]))
-    except ValueError:
-        return None
-    return text
+    day = parse_date(str(value or "").replace("-", ""))
+    return day.strftime("%Y%m%d") if day else None
 
 
 def _time(value) -> str | None:
