@@ -236,7 +236,13 @@ for check in "${CHECKS[@]}"; do "$check"; done
 # Sizing: API uploads through the proxy, two at a time (one per replica), after the checks' warm-up.
 token="$("$engine" exec "$(container app)" flask --app wsgi users token dr.stack | tail -1)"
 python3 scripts/stack_checks.py films-per-hour --base "$base" --cafile "$tls/ca.pem" --token="$token" \
-  --film "$film" --requests 16 --concurrency 2 || die "the throughput measurement failed"
+  --film "$film" --requests 16 --concurrency 2 | tee "$work/films-per-hour.json" || die "the throughput measurement failed"
+# Where the slowest upload's time went: its lines in the proxy's log (total, connect, replica's
+# answer) and in the replica's (the app's own latency).
+slowest="$(grep -o 'request [0-9a-f]*)' "$work/films-per-hour.json" | tr -d ')' | cut -d' ' -f2)"
+for service in proxy "${replicas[@]}"; do
+  "$engine" logs "$(container "$service")" 2>&1 | grep -F "${slowest:-none}" | sed "s/^/$service: /" >&2 || true
+done
 
 say "memory per container (cgroup, with page cache):"
 mapfile -t running < <("$engine" ps -q --filter "label=com.docker.compose.project=$project")

@@ -266,22 +266,27 @@ def measure_films_per_hour(args) -> str:
     film = Path(args.film)
     content = film.read_bytes()
 
-    def upload(_: int) -> float:
+    def upload(_: int) -> tuple[float, str]:
         client = Client(args.base, args.cafile)
         started = time.perf_counter()
         answer = client.post_files(
             "/api/v1/predictions", {}, [("file", film.name, content)], {"Authorization": f"Bearer {args.token}"}
         )
         expect(answer.status == 201, f"API upload answered {answer.status}: {answer.text[:300]}")
-        return time.perf_counter() - started
+        request_id = {k.lower(): v for k, v in answer.headers.items()}.get("x-request-id", "?")
+        return time.perf_counter() - started, request_id
 
     started = time.perf_counter()
     with ThreadPoolExecutor(args.concurrency) as pool:
-        latencies = sorted(pool.map(upload, range(args.requests)))
+        uploads = sorted(pool.map(upload, range(args.requests)))
     elapsed = time.perf_counter() - started
+    latencies = [latency for latency, _ in uploads]
+    # The slowest upload's request id (the proxy's, echoed by the app): container_stack.sh looks
+    # it up in the proxy's and the replicas' logs, which say where its time went.
     return (
         f"{args.requests} API uploads, {args.concurrency} at a time: {args.requests / elapsed * 3600:.0f} films "
-        f"per hour, median latency {statistics.median(latencies) * 1000:.0f} ms, slowest {latencies[-1] * 1000:.0f} ms"
+        f"per hour, median latency {statistics.median(latencies) * 1000:.0f} ms, slowest {latencies[-1] * 1000:.0f} ms "
+        f"(request {uploads[-1][1]})"
     )
 
 
