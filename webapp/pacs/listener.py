@@ -1,6 +1,6 @@
 """The node on the network (pynetdicom): Verification (C-ECHO) and Storage (C-STORE) of every storage
-SOP class in every transfer syntax (but deflated for the classes screened), so that whatever a routing
-rule sends is acknowledged; intake.py decides what is screened. Calling AE titles outside
+SOP class in every transfer syntax but deflated, so that whatever a routing rule sends is acknowledged;
+intake.py decides what is screened. Calling AE titles outside
 DICOM_ALLOWED_CALLING_AETS (when set) are rejected at association, before any data is sent."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from ..extensions import db
-from .intake import OUT_OF_RESOURCES, SCREENED_SOP_CLASSES, SUCCESS, Arrival, receive
+from .intake import OUT_OF_RESOURCES, SUCCESS, Arrival, receive
 
 log = logging.getLogger(__name__)
 # pynetdicom's DEBUG output dumps whole datasets (patient name included): never below INFO.
@@ -23,20 +23,19 @@ logging.getLogger("pynetdicom").setLevel(logging.INFO)
 # here (docs/serving.md). This is what the node offers; pynetdicom does not refuse a sender that
 # ignores it, so it bounds nothing in memory (a C-STORE is held whole in memory either way: docs/dicom.md).
 MAX_PDU_BYTES = 1024 * 1024
-# A deflated film is inflated by pynetdicom without limit (942 MB for a 373 KiB film) and the decoder
-# refuses it anyway: for the screened classes the context is rejected, so the sender falls back to
-# another transfer syntax it proposed, or fails where its operator sees it, rather than hear Success.
-SCREENED_TRANSFER_SYNTAXES = [uid for uid in ALL_TRANSFER_SYNTAXES if uid != DeflatedExplicitVRLittleEndian]
+# A deflated data set is inflated by pynetdicom without limit, whatever its class, as soon as the
+# handler reads it (942 MB for a 373 KiB CR film; a 128 KiB CT of zeros holds 128 MB), and the decoder
+# refuses a deflated film anyway. The context is rejected for every class, so a sender falls back to
+# another transfer syntax it proposed (every sender supports Implicit VR Little Endian), or fails
+# where its operator sees it, rather than hear Success.
+ACCEPTED_TRANSFER_SYNTAXES = [uid for uid in ALL_TRANSFER_SYNTAXES if uid != DeflatedExplicitVRLittleEndian]
 
 
 def build_ae(config) -> AE:
     ae = AE(ae_title=config["DICOM_AE_TITLE"])
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
-        screened = context.abstract_syntax in SCREENED_SOP_CLASSES
-        ae.add_supported_context(
-            context.abstract_syntax, SCREENED_TRANSFER_SYNTAXES if screened else ALL_TRANSFER_SYNTAXES
-        )
+        ae.add_supported_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
     ae.require_calling_aet = list(config["DICOM_ALLOWED_CALLING_AETS"])
     ae.maximum_pdu_size = MAX_PDU_BYTES
     # A PACS that stalls mid-association must not hold a thread for ever.
