@@ -1,15 +1,16 @@
 """Every failure a user can meet becomes a clear page (or JSON for the API), never a stack trace."""
 
+import contextlib
 import logging
 
-from flask import Flask, make_response, render_template, request
+from flask import Flask, g, make_response, render_template, request
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from ..api.errors import api_error
-from ..extensions import db
+from ..extensions import db, login_manager
 from ..ratelimits import retry_after_seconds
 from ..responses import wants_json
 
@@ -26,6 +27,13 @@ MESSAGES = {
     500: "Something went wrong on our side. The error was logged; please try again.",
 }
 
+
+DATABASE_UNAVAILABLE = (
+    "The database cannot be reached at the moment, so nothing was saved. Please try again in a minute; "
+    "if this persists, tell IT."
+)
+# Long enough for a database restart or a replica's reconnection, short enough for a clinician to wait.
+DATABASE_RETRY_AFTER_SECONDS = 30
 
 TOO_MANY_PARTS = (
     "The upload is within the size limit but its form has too many parts or a text field too long. "
@@ -83,6 +91,27 @@ def handle_unstorable(exc: DataError):
     )
 
 
+def handle_database_unavailable(exc: OperationalError):
+    """The database server is down, unreachable (its name does not resolve, the network is cut), or
+    refuses the connection; SQLite's file cannot be opened or stays locked. Not the request's fault
+    and not a bug: a 503 that says so, and one log line for IT instead of a stack trace per request."""
+    with contextlib.suppress(SQLAlchemyError):
+        db.session.rollback()
+    reason = str(exc.orig or exc).strip().splitlines()
+    log.error(
+        "database unavailable on %s %s: %s: %s",
+        request.method,
+        request.path,
+        type(exc.orig or exc).__name__,
+        reason[0] if reason else "",
+    )
+    # The page's header shows the signed-in user, whose row cannot be read now: shown signed out.
+    g._login_user = login_manager.anonymous_user()
+    response = make_response(_respond(503, "database_unavailable", DATABASE_UNAVAILABLE))
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response
+
+
 def handle_unexpected(exc: Exception):
     db.session.rollback()  # leave nothing half-written behind the error
     log.exception("unhandled error on %s %s", request.method, request.path)
@@ -93,6 +122,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(CSRFError, handle_csrf)
     app.register_error_handler(RateLimitExceeded, handle_rate_limited)
     app.register_error_handler(DataError, handle_unstorable)
+    app.register_error_handler(OperationalError, handle_database_unavailable)
     app.register_error_handler(HTTPException, handle_http)
     app.register_error_handler(InternalServerError, handle_unexpected)
     app.register_error_handler(Exception, handle_unexpected)

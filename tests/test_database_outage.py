@@ -1,0 +1,71 @@
+"""A database that cannot be reached mid-request: a 503 that says so, never a 500 "something went wrong"."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import pytest
+from sqlalchemy import event, func, select
+
+from tests.helpers import api_upload, fixture_image, reset_database
+from webapp.app import create_app
+from webapp.config import TestingConfig
+from webapp.extensions import db
+from webapp.models import Prediction
+
+
+@pytest.fixture
+def app(tmp_path):
+    """A database that outlives its connections (a file, or the suite's PostgreSQL): the in-memory one
+    would be gone with the connections the outage closes."""
+    url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{tmp_path / 'cxr.sqlite'}"
+    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "SQLALCHEMY_DATABASE_URI": url})
+    with app.app_context():
+        reset_database()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@contextlib.contextmanager
+def database_unreachable(app):
+    """Every new connection refused by the driver, as when the server is down or its name does not
+    resolve; the pool is emptied first so no request finds an open connection."""
+
+    def refuse(dialect, *_args):
+        raise dialect.dbapi.OperationalError("connection refused (test: the database is down)")
+
+    with app.app_context():
+        engine = db.engine
+        engine.dispose()
+        event.listen(engine, "do_connect", refuse)
+        try:
+            yield
+        finally:
+            event.remove(engine, "do_connect", refuse)
+
+
+def test_an_api_upload_during_an_outage_is_a_503_and_the_next_one_is_stored(app, client, api_token):
+    film = ("film.jpeg", fixture_image("normal.jpeg"))
+    with database_unreachable(app):
+        refused = api_upload(client, api_token, film)
+    assert refused.status_code == 503
+    assert refused.get_json()["error"]["code"] == "database_unavailable"
+    assert "nothing was saved" in refused.get_json()["error"]["message"]
+    assert int(refused.headers["Retry-After"]) > 0
+
+    stored = api_upload(client, api_token, film)  # the database is back: served as usual
+    assert stored.status_code == 201
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Prediction)) == 1
+
+
+def test_a_page_during_an_outage_says_the_database_is_unreachable(app, client, clinician_user, auth):
+    auth.login()
+    with database_unreachable(app):
+        page = client.get("/history/")
+    assert page.status_code == 503
+    assert b"database cannot be reached" in page.data
+    assert b"Traceback" not in page.data
