@@ -25,7 +25,7 @@ from webapp.models import (
     Prediction,
 )
 from webapp.pacs import intake, spool, tasks
-from webapp.pacs.results import BANNER, Verdict, build_capture, build_sr, encode
+from webapp.pacs.results import BANNER, Verdict, build_capture, build_sr, encode, summary_lines
 from webapp.pacs.sender import DestinationError, parse_destination
 
 
@@ -242,3 +242,11 @@ def test_a_film_from_the_pacs_with_a_childs_age_outside_the_validated_range_send
         sr_file = {result.kind: result for result in receipt.results}["SR"].file_name
         sr = dcmread(spool.folder(spool.OUTBOX) / sr_file)
     assert sr_texts(sr)["Caution"] == prediction.caution
+
+
+def test_an_unknown_films_capture_shows_its_reason_not_a_score():
+    unknown = Verdict("UNKNOWN", 0.97, 0.39, "Outside the intended use: this looks like an adult's chest film.", "v")
+    assert summary_lines(unknown) == ["UNKNOWN  Outside the intended use"]
+    assert summary_lines(Verdict("PNEUMONIA", 0.97, 0.39, None, "v")) == [
+        "PNEUMONIA  p(pneumonia) 0.97  threshold 0.39"
+    ]

@@ -253,8 +253,16 @@ def _with_banner(rgb: np.ndarray, verdict: Verdict) -> np.ndarray:
 
 
 def summary_lines(verdict: Verdict) -> list[str]:
-    """The text burned in at the bottom: the verdict, then the caution's headline when there is one."""
-    lines = [f"{verdict.label}  p(pneumonia) {verdict.p_pneumonia:.2f}  threshold {verdict.threshold:.2f}"]
+    """The text burned in at the bottom: the verdict, then the caution's headline when there is one.
+
+    An UNKNOWN film gets its reason's headline instead of the score: the score is no reading of such a
+    film (an adult's, another body part), which is why the result page folds it away and the CSV
+    export leaves it empty; burned into an image, it could not be folded."""
+    if verdict.label == UNKNOWN:
+        headline = (verdict.unknown_reason or "no reason given").split(":", 1)[0].strip().rstrip(".")
+        lines = [f"UNKNOWN  {headline[:80]}"]
+    else:
+        lines = [f"{verdict.label}  p(pneumonia) {verdict.p_pneumonia:.2f}  threshold {verdict.threshold:.2f}"]
     if verdict.caution:
         lines.append(f"CAUTION: {verdict.caution.split(':', 1)[0]}")
     return lines
