@@ -114,6 +114,11 @@ def test_header_rules():
     # No study date: the acquisition date, then the content date.
     assert age_from_header({"PatientBirthDate": "20200101", "AcquisitionDate": "20220101"}) == 2.0
     assert age_from_header({"PatientBirthDate": "20200101", "StudyDate": "bad", "ContentDate": "20210101"}) == 1.0
+    # A study date before the birth (a placeholder for an unknown date) is skipped like a malformed one:
+    # the acquisition date still tells an adult's film, which the image gate might let through.
+    placeholder = {"PatientBirthDate": "19800101", "StudyDate": "19000101", "AcquisitionDate": "20230101"}
+    assert age_from_header(placeholder) == 43.0
+    assert age_from_header({"PatientBirthDate": "20200101", "StudyDate": "00010101", "ContentDate": "20230101"}) == 3.0
     # A birth date with no date of the film says nothing about the age at the film.
     assert age_from_header({"PatientBirthDate": "20200101"}) is None
     assert age_from_header({}) is None

@@ -25,7 +25,7 @@ from webapp.models import (
     Prediction,
 )
 from webapp.pacs import intake, spool, tasks
-from webapp.pacs.results import BANNER, Verdict, build_capture, build_sr, encode
+from webapp.pacs.results import BANNER, Verdict, build_capture, build_sr, encode, summary_lines
 from webapp.pacs.sender import DestinationError, parse_destination
 
 
@@ -195,3 +195,58 @@ def test_results_that_cannot_be_built_keep_the_prediction(app, monkeypatch, capl
         assert results["SC"].state == RESULT_PENDING and results["SC"].file_name  # tried, PACS down
         assert [p.name for p in spool.folder(spool.OUTBOX).iterdir()] == [results["SC"].file_name]
     assert not [r for r in caplog.records if "1980" in r.getMessage()]
+
+
+def sr_texts(sr) -> dict[str, str]:
+    texts = {}
+
+    def walk(items):
+        for item in items:
+            if item.ValueType == "TEXT":
+                texts[item.ConceptNameCodeSequence[0].CodeMeaning] = item.TextValue
+            if "ContentSequence" in item:
+                walk(item.ContentSequence)
+
+    walk(sr.ContentSequence)
+    return texts
+
+
+def test_the_caution_goes_into_the_sr_and_is_burned_into_the_capture():
+    source = dcmread(io.BytesIO(film(0)))
+    caution = "Outside the validated age range: the DICOM header gives an age outside 1 to 5 years; take care."
+    plain = Verdict("NORMAL", 0.1, 0.39, None, "v-test")
+    cautioned = Verdict("NORMAL", 0.1, 0.39, None, "v-test", caution)
+    assert sr_texts(build_sr(source, cautioned))["Caution"] == caution
+    assert sr_texts(build_sr(source, plain))["Caution"] == "none"
+    pixels = np.full((400, 300), 0.5, np.float32)
+
+    def black_rows_at_the_bottom(verdict) -> int:
+        rgb = build_capture(source, verdict, pixels, np.zeros((16, 16), np.float32)).pixel_array
+        rows = 0
+        while rgb[-1 - rows].min() == 0:  # every band row has black pixels; the grey film has none
+            rows += 1
+        return rows
+
+    assert black_rows_at_the_bottom(cautioned) > 1.5 * black_rows_at_the_bottom(plain)  # a second line
+
+
+@pytest.mark.app_config(DICOM_RESULTS_DESTINATION="PACS@127.0.0.1:1")
+def test_a_film_from_the_pacs_with_a_childs_age_outside_the_validated_range_sends_the_caution(app):
+    with app.app_context():
+        assert intake.receive(arrival(with_header(film(0), PatientAge="010Y"))) == intake.SUCCESS
+    drain(app)
+    with app.app_context():
+        receipt = db.session.scalar(select(DicomReceipt))
+        prediction = db.session.get(Prediction, receipt.prediction_id)
+        assert prediction.label != "UNKNOWN" and prediction.caution.startswith("Outside the validated age range")
+        sr_file = {result.kind: result for result in receipt.results}["SR"].file_name
+        sr = dcmread(spool.folder(spool.OUTBOX) / sr_file)
+    assert sr_texts(sr)["Caution"] == prediction.caution
+
+
+def test_an_unknown_films_capture_shows_its_reason_not_a_score():
+    unknown = Verdict("UNKNOWN", 0.97, 0.39, "Outside the intended use: this looks like an adult's chest film.", "v")
+    assert summary_lines(unknown) == ["UNKNOWN  Outside the intended use"]
+    assert summary_lines(Verdict("PNEUMONIA", 0.97, 0.39, None, "v")) == [
+        "PNEUMONIA  p(pneumonia) 0.97  threshold 0.39"
+    ]

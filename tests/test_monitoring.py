@@ -15,9 +15,9 @@ from webapp.validation.monitoring import PSI_ALERT
 from webapp.validation.site import current_model_version
 
 
-def reference_run(app, admin_user) -> int:
+def reference_run(app, admin_user, films: int = 600, seed: int = 0) -> int:
     """A finished validation run whose films scored evenly over [0, 1]."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     with app.app_context():
         run = ValidationRun(
             created_by_id=admin_user,
@@ -29,7 +29,7 @@ def reference_run(app, admin_user) -> int:
         )
         db.session.add(run)
         db.session.flush()
-        for value in rng.random(600):
+        for value in rng.random(films):
             db.session.add(
                 ValidationItem(
                     run_id=run.id,
@@ -94,6 +94,25 @@ def test_too_few_films_or_no_reference_give_no_statistic(app, admin_client, admi
     add_week(app, admin_user, [0.95])  # the 100th film of the week
     assert admin_client.get("/admin/validation/monitoring.json").get_json()["weeks"][-1]["drift_alert"]
     assert admin_client.get("/admin/validation/monitoring.json?weeks=3").get_json()["weeks"][0]["films"] == 0
+
+
+def test_a_small_validation_run_is_no_drift_reference(app, admin_client, admin_user):
+    # A 20-film trial run scored like the weeks that follow: its own sampling noise alone put the PSI
+    # above the alert level, and being the latest run it displaced the 600-film reference.
+    run_id = reference_run(app, admin_user)
+    reference_run(app, admin_user, films=20, seed=3)
+    add_week(app, admin_user, np.random.default_rng(1).random(150))
+    body = admin_client.get("/admin/validation/monitoring.json").get_json()
+    assert body["reference_run_id"] == run_id
+    assert max(body["weeks"][-1]["psi"].values()) < PSI_ALERT and not body["weeks"][-1]["drift_alert"]
+
+
+def test_without_a_large_enough_run_there_is_no_reference(app, admin_client, admin_user):
+    reference_run(app, admin_user, films=99)
+    add_week(app, admin_user, [0.95] * 100)
+    body = admin_client.get("/admin/validation/monitoring.json").get_json()
+    assert body["reference_run_id"] is None and body["weeks"][-1]["psi"] == {}
+    assert not body["weeks"][-1]["drift_alert"]
 
 
 def test_clinicians_see_neither_page_nor_banner(app, client, auth, clinician_user, admin_user):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pathlib
 
 import numpy as np
@@ -75,3 +76,63 @@ def test_flat_image_maps_to_mid_grey():
 def test_preprocess_refuses_colour_arrays():
     with pytest.raises(ValueError):
         preprocess(np.zeros((10, 10, 3), np.float32), 16)
+
+
+def containers(path: pathlib.Path) -> dict[str, bytes]:
+    """The same 8-bit film as a 16-bit PNG (values x257), an 8-bit DICOM and a 16-bit DICOM."""
+    from PIL import Image
+
+    from tests.image_samples import dicom
+
+    grey = np.asarray(Image.open(path).convert("L"))
+    png16 = io.BytesIO()
+    Image.fromarray(grey.astype(np.uint16) * 257).save(png16, "PNG")
+    return {
+        "png16": png16.getvalue(),
+        "dicom8": dicom(grey),
+        "dicom16": dicom(grey.astype(np.uint16) * 257, bits_stored=16),
+    }
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_the_same_film_in_any_container_gives_the_training_tensor(path):
+    # Their decoded values lie a float ulp from the JPEG's; before grey_levels, the resize turned that
+    # into a level's difference in up to 800 of the 16,384 pixels of the model input.
+    training = data.load_input(path, SIZE)
+    for name, body in containers(path).items():
+        np.testing.assert_array_equal(served_input_of(body, SIZE), training, err_msg=name)
+
+
+def served_input_of(body: bytes, size: int) -> np.ndarray:
+    return preprocess(decode(body, target_size=size).pixels, size)
+
+
+def test_a_film_through_the_api_scores_as_the_model_scores_its_training_tensor(app, api_token):
+    keras = pytest.importorskip("keras")
+    from tests.helpers import api_upload
+    from webapp.inference.calibrate import pneumonia_probability
+    from webapp.inference.model_card import read_card
+
+    model_path = pathlib.Path(app.config["MODEL_PATH"])
+    card = read_card(model_path)
+    model = keras.saving.load_model(model_path, compile=False)
+    path = IMAGES / "normal.jpeg"
+    logit = float(np.asarray(model(data.load_input(path, card["input"]["size"])[None], training=False)[0])[0, 0])
+    expected = pneumonia_probability(logit, card["temperature"])
+    uploads = [("film.jpeg", path.read_bytes())] + [(f"film-{k}", v) for k, v in containers(path).items()]
+    response = api_upload(app.test_client(), api_token, *uploads)
+    assert response.status_code == 201, response.get_json()
+    scores = [p["probabilities"]["PNEUMONIA"] for p in response.get_json()["predictions"]]
+    assert scores == [pytest.approx(expected, abs=2e-6)] * len(uploads)
+    assert len(set(scores)) == 1  # bit-identical inputs: the very same score whatever the container
+
+
+def test_only_8bit_data_are_put_on_the_jpeg_decoders_levels():
+    from webapp.inference.image import on_8bit_levels
+
+    jpeg_levels = np.arange(256, dtype=np.float32) * np.float32(1 / 255)  # what the raster decoder writes
+    correctly_rounded = (np.arange(256) / 255).astype(np.float32)  # k/255 as the DICOM chain computes it
+    assert not np.array_equal(correctly_rounded, jpeg_levels)  # an ulp apart for some k
+    np.testing.assert_array_equal(on_8bit_levels(correctly_rounded.reshape(16, 16)).ravel(), jpeg_levels)
+    twelve_bit = (np.arange(4096) / 4095).astype(np.float32).reshape(64, 64)
+    np.testing.assert_array_equal(on_8bit_levels(twelve_bit.copy()), twelve_bit)  # finer data untouched

@@ -302,3 +302,16 @@ def test_history_and_csv_keep_unknown_scores_in_their_own_column(app, client, au
     assert rows["UNKNOWN"]["p_pneumonia"] == "" and rows["UNKNOWN"]["p_normal"] == ""
     assert rows["UNKNOWN"]["raw_p_pneumonia"] == "0.5000"
     assert rows["PNEUMONIA"]["p_pneumonia"] == rows["PNEUMONIA"]["raw_p_pneumonia"] == "0.9000"
+
+
+def test_the_csv_export_carries_the_caution(app, client, auth, admin_user):
+    caution = "Outside the validated age range: the DICOM header gives an age outside 1 to 5 years."
+    with app.app_context():
+        cautioned = db.session.get(Prediction, add_prediction(admin_user, "NORMAL"))
+        cautioned.caution = caution
+        add_prediction(admin_user, "PNEUMONIA")
+        db.session.commit()
+    auth.login("admin")
+    table = list(csv.DictReader(io.StringIO(client.get("/admin/history.csv").get_data(as_text=True))))
+    assert {r["label"]: r["caution"] for r in table} == {"NORMAL": caution, "PNEUMONIA": ""}
+    assert list(table[0])[-2:] == ["raw_p_pneumonia", "caution"]  # the older columns keep their places

@@ -30,6 +30,8 @@ COLUMNS = [
     "feedback_comment",
     "feedback_by",
     "raw_p_pneumonia",
+    # Added after raw_p_pneumonia, for the same reason: existing readers keep their columns.
+    "caution",
 ]
 
 
@@ -76,6 +78,7 @@ def predictions_csv(predictions: Iterable[Prediction]) -> str:
                     fb.comment if fb else "",
                     fb.user.username if fb else "",
                     f"{p.p_pneumonia:.4f}",
+                    p.caution,
                 )
             ]
         )

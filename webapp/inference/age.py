@@ -64,7 +64,8 @@ def _anniversary(birth: datetime.date, year: int) -> datetime.date:
 
 def age_from_header(elements: dict) -> float | None:
     """The age in years from header values keyed by DICOM keyword, or None. Patient's Age wins;
-    otherwise the birth date against the first valid study, acquisition or content date. An age of
+    otherwise the birth date against the first valid study, acquisition or content date (a date
+    before the birth or more than 130 years after it is not valid). An age of
     exactly zero ("000Y", born on the study date) is no age: the image gate decides."""
     age = years_from_age_string(elements.get("PatientAge"))
     if age is not None:
@@ -74,8 +75,10 @@ def age_from_header(elements: dict) -> float | None:
         return None
     for keyword in REFERENCE_DATE_KEYWORDS:
         on = parse_date(elements.get(keyword))
-        if on is not None:
-            years = years_between(birth, on)
+        years = None if on is None else years_between(birth, on)
+        # A date before the birth (a placeholder such as 19000101 for an unknown study date) is as
+        # malformed as an unreadable one: the next date is asked, not the image gate.
+        if years is not None:
             # A birth date equal to the study's is a placeholder far more often than a newborn's film;
             # an age taken as 0 would also switch the adult gate off, so it is no age (the image decides).
             return years if years else None

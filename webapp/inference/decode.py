@@ -1,8 +1,8 @@
 """Stage 1: decode. Uploaded bytes to a grayscale float image, or a clear refusal.
 
 Every format ends as the same thing: a 2-D float32 array in [0, 1] where bright means
-dense tissue (the MONOCHROME2 convention), so the later stages never care where a
-file came from.
+dense tissue (the MONOCHROME2 convention), and an 8-bit film's values are the same in every
+container, so the later stages never care where a file came from.
 
 The type is sniffed from the bytes, never from the file name, and each format is
 opened only by its own decoder: Pillow never gets to guess (its guessing is how
@@ -12,6 +12,7 @@ decoder ends as a `DecodeError` with a stable code; nothing else leaves `decode(
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import warnings
@@ -26,6 +27,7 @@ from .image import (
     DecodeError,
     check_dimensions,
     check_memory,
+    on_8bit_levels,
     scale_to_unit,
     shrink,
     too_large,
@@ -106,7 +108,7 @@ def decode(data: bytes, *, target_size: int | None = None, memory_mb: int | None
         else:
             image = _decode_raster(data, kind, target_size, memory_mb)
         _refuse_non_finite(image.pixels)
-        return _with_shape_checks(image)
+        return _with_shape_checks(_on_grey_levels(image))
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError) as exc:
@@ -297,6 +299,11 @@ def colourfulness_of(rgb: Image.Image) -> float:
     r, g, b = small[..., 0], small[..., 1], small[..., 2]
     spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
     return float(spread.mean()) / 255.0
+
+
+def _on_grey_levels(image: DecodedImage) -> DecodedImage:
+    """An 8-bit film's pixels exactly as the JPEG decoder writes them, whatever its container."""
+    return dataclasses.replace(image, pixels=on_8bit_levels(image.pixels))
 
 
 def _with_shape_checks(image: DecodedImage) -> DecodedImage:

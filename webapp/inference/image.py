@@ -53,10 +53,11 @@ def scale_to_unit(values: np.ndarray) -> np.ndarray:
     """High-bit-depth gray to [0, 1] by the range the data actually use.
 
     Unsigned integers are divided by the smallest bit depth (8 to 16 bits) that holds
-    the brightest pixel: a 16-bit PNG of an 8-bit film (values x257) maps exactly onto
-    the 8-bit reading, and a 12-bit detector export stored in 16-bit words (0..4095)
-    is not rendered 16 times too dark. Contrast is never stretched per image, so the
-    same film gives the same pixels whatever container it came in. Signed or float
+    the brightest pixel: a 16-bit PNG of an 8-bit film (values x257) maps onto the 8-bit
+    reading (to a float ulp, which on_8bit_levels then removes), and
+    a 12-bit detector export stored in 16-bit words (0..4095) is not rendered 16 times too
+    dark. Contrast is never stretched per image, so the same film gives the same pixels
+    (to that ulp) whatever container it came in. Signed or float
     data have no such convention and are scaled by their own min/max.
     """
     if values.dtype.kind in "ui":
@@ -75,6 +76,32 @@ def scale_to_unit(values: np.ndarray) -> np.ndarray:
         # values - low would overflow float32 to infinity (a range such as -3e38..3e38)
         return ((values.astype(np.float64) - low) / (high - low)).astype(np.float32)
     return (values - low) / np.float32(high - low)
+
+
+def on_8bit_levels(pixels: np.ndarray) -> np.ndarray:
+    """An 8-bit film in any container, on exactly the grey values the 8-bit raster decoder writes
+    (float32(k) * float32(1/255)); finer data (a 12- or 16-bit film, a windowed one) as they are.
+    Works in place on the decoder's own array: no full-size copy at the decode's memory peak.
+
+    Every training film was an 8-bit JPEG. The same pixels in a DICOM or a 16-bit PNG decode to k/255
+    computed another way, a float ulp off, and the model's resize puts many pixels exactly half-way
+    between two levels, where that ulp decides which level equalisation picks: hundreds of the
+    model's input pixels differed by a level, and the score with them."""
+    for start in range(0, pixels.shape[0], _ROWS_AT_A_TIME):
+        block = pixels[start : start + _ROWS_AT_A_TIME] * np.float32(255)
+        if float(np.abs(block - np.rint(block)).max()) > _LEVEL_TOLERANCE:
+            return pixels
+    snapped = pixels if pixels.flags.writeable else pixels.copy()
+    snapped *= np.float32(255)
+    np.rint(snapped, out=snapped)
+    snapped *= np.float32(1 / 255)
+    return snapped
+
+
+# How far (in 8-bit levels) a pixel may lie from a level and still count as 8-bit data: float error
+# in k/255 is about 1e-5 of a level; a 12-bit film's values lie up to half a level off.
+_LEVEL_TOLERANCE = 1e-3
+_ROWS_AT_A_TIME = 256
 
 
 def shrink(pixels: np.ndarray, target_size: int | None) -> np.ndarray:

@@ -4,7 +4,7 @@ carrying its Patient and Study modules (copied from the received dataset, in mem
 - a Comprehensive SR, TID 1500 measurement report (highdicom): a measurement group referencing the
   film's SOP instance, with the verdict as a qualitative evaluation (a code) and as a TEXT item whose
   value is exactly the API's verdict word, the calibrated probability and the threshold as numbers, the
-  UNKNOWN reason, the model version and the intended-use statement as TEXT;
+  UNKNOWN reason, the caution, the model version and the intended-use statement as TEXT;
 - a Secondary Capture of the film with the heat map over it and "AI RESULT - NOT FOR DIAGNOSTIC USE"
   burned into the pixels, so no viewer can show it without the warning.
 """
@@ -45,6 +45,7 @@ REASON_CONCEPT = Code("UNKNOWN-REASON", SCHEME, "Reason for UNKNOWN")
 VERSION_CONCEPT = Code("MODEL-VERSION", SCHEME, "Model version")
 INTENDED_USE_CONCEPT = Code("INTENDED-USE", SCHEME, "Intended use")
 DISCLAIMER_CONCEPT = Code("DISCLAIMER", SCHEME, "Disclaimer")
+CAUTION_CONCEPT = Code("CAUTION", SCHEME, "Caution")
 VERDICT_CODES = {
     PNEUMONIA: Code("233604007", "SCT", "Pneumonia"),
     NORMAL: Code("17621005", "SCT", "Normal"),
@@ -86,6 +87,9 @@ class Verdict:
     threshold: float
     unknown_reason: str | None
     model_version: str
+    # A warning that comes with an answered verdict (a header age outside the validated range): the
+    # PACS reader gets it as the result page's reader does.
+    caution: str | None = None
 
 
 def build_sr(source: Dataset, verdict: Verdict) -> Dataset:
@@ -113,6 +117,7 @@ def build_sr(source: Dataset, verdict: Verdict) -> Dataset:
     texts = [
         (VERDICT_CONCEPT, verdict.label),
         (REASON_CONCEPT, verdict.unknown_reason or "none"),
+        (CAUTION_CONCEPT, verdict.caution or "none"),
         (VERSION_CONCEPT, verdict.model_version),
         (INTENDED_USE_CONCEPT, INTENDED_USE),
         (DISCLAIMER_CONCEPT, BANNER),
@@ -229,16 +234,35 @@ def _with_banner(rgb: np.ndarray, verdict: Verdict) -> np.ndarray:
     image = Image.fromarray(rgb, mode="RGB")
     height = image.height
     draw = ImageDraw.Draw(image)
-    summary = f"{verdict.label}  p(pneumonia) {verdict.p_pneumonia:.2f}  threshold {verdict.threshold:.2f}"
+    lines = summary_lines(verdict)
     size = max(8, height // 28)
     font = ImageFont.load_default(size=size)
     # The whole warning must fit across the image, however narrow.
-    while size > 8 and max(draw.textlength(t, font=font) for t in (BANNER, summary)) > image.width - size:
+    while size > 8 and max(draw.textlength(t, font=font) for t in (BANNER, *lines)) > image.width - size:
         size -= 1
         font = ImageFont.load_default(size=size)
     band = int(size * 1.8)
     draw.rectangle([0, 0, image.width, band], fill=(0, 0, 0))
     draw.text((size // 2, (band - size) // 2), BANNER, fill=(255, 220, 0), font=font)
-    draw.rectangle([0, height - band, image.width, height], fill=(0, 0, 0))
-    draw.text((size // 2, height - band + (band - size) // 2), summary, fill=(255, 255, 255), font=font)
+    top = height - band * len(lines)
+    draw.rectangle([0, top, image.width, height], fill=(0, 0, 0))
+    for i, line in enumerate(lines):
+        colour = (255, 255, 255) if i == 0 else (255, 220, 0)
+        draw.text((size // 2, top + i * band + (band - size) // 2), line, fill=colour, font=font)
     return np.asarray(image)
+
+
+def summary_lines(verdict: Verdict) -> list[str]:
+    """The text burned in at the bottom: the verdict, then the caution's headline when there is one.
+
+    An UNKNOWN film gets its reason's headline instead of the score: the score is no reading of such a
+    film (an adult's, another body part), which is why the result page folds it away and the CSV
+    export leaves it empty; burned into an image, it could not be folded."""
+    if verdict.label == UNKNOWN:
+        headline = (verdict.unknown_reason or "no reason given").split(":", 1)[0].strip().rstrip(".")
+        lines = [f"UNKNOWN  {headline[:80]}"]
+    else:
+        lines = [f"{verdict.label}  p(pneumonia) {verdict.p_pneumonia:.2f}  threshold {verdict.threshold:.2f}"]
+    if verdict.caution:
+        lines.append(f"CAUTION: {verdict.caution.split(':', 1)[0]}")
+    return lines

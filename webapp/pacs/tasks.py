@@ -150,6 +150,7 @@ def build_results(receipt_id: int, data: bytes, analysis) -> list[DicomResult]:
         threshold=float(analysis.threshold),
         unknown_reason=analysis.unknown_reason,
         model_version=analysis.model_version,
+        caution=analysis.caution,
     )
 
     def capture(source):

@@ -2,9 +2,10 @@
 radiologists, and drift of the model's scores from the validation reference.
 
 The reference is the latest finished validation run of the model version in service (the site's
-own labelled films). Drift is the population stability index (PSI, metrics.py) of a week's
-calibrated P(pneumonia), chest-radiograph probability and feature distance against that run's;
-a week passes the alert level when any of the three does, over at least MIN_FILMS films.
+own labelled films) with at least MIN_FILMS scored films. Drift is the population stability index
+(PSI, metrics.py) of a week's calibrated P(pneumonia), chest-radiograph probability and feature
+distance against that run's; a week passes the alert level when any of the three does, over at
+least MIN_FILMS films.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ..extensions import db
 from ..inference.labels import VERDICTS
@@ -23,7 +24,9 @@ from .report import reason_category
 # PSI: below 0.1 no real change, 0.1-0.25 a moderate shift, above 0.25 a major one (the usual reading).
 PSI_ALERT = 0.25
 # Sampling noise alone gives a PSI of about (bins - 1) * (1/n + 1/n_reference): 0.1 for 100 films
-# against a 600-film reference, 0.3 for 30 films. Below this many films a week gets no statistic.
+# against a 600-film reference, 0.3 for 30 films. Below this many films a week gets no statistic, and
+# a validation run is no reference: the noise term is the reference's as much as the week's (a
+# 20-film trial run against weeks of the very same films alarmed in four weeks out of five).
 MIN_FILMS = 100
 SCORES = ("p_pneumonia", "chest_probability", "feature_distance")
 
@@ -34,9 +37,15 @@ def week_start(moment: datetime) -> date:
 
 
 def reference_run(model_version: str) -> ValidationRun | None:
+    """The latest finished run of `model_version` with enough scored films to measure drift against."""
+    scored = (
+        select(func.count())
+        .where(ValidationItem.run_id == ValidationRun.id, ValidationItem.state == ITEM_DONE)
+        .scalar_subquery()
+    )
     return db.session.scalar(
         select(ValidationRun)
-        .where(ValidationRun.status == RUN_DONE, ValidationRun.model_version == model_version)
+        .where(ValidationRun.status == RUN_DONE, ValidationRun.model_version == model_version, scored >= MIN_FILMS)
         .order_by(ValidationRun.id.desc())
         .limit(1)
     )
@@ -95,9 +104,8 @@ def week_figures(start: date, rows: list, reference: dict[str, list[float]] | No
     if reference is not None and films >= MIN_FILMS:
         for i, score in enumerate(SCORES):
             values = [row[3 + i] for row in rows if row[3 + i] is not None]
-            drift[score] = (
-                metrics.population_stability_index(reference[score], values) if len(values) >= MIN_FILMS else None
-            )
+            enough = len(values) >= MIN_FILMS and len(reference[score]) >= MIN_FILMS
+            drift[score] = metrics.population_stability_index(reference[score], values) if enough else None
     return {
         "week": start.isoformat(),
         "films": films,
