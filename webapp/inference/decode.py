@@ -104,11 +104,11 @@ def decode(data: bytes, *, target_size: int | None = None, memory_mb: int | None
         if kind == "DICOM":
             from . import dicom  # pydicom is only imported when needed
 
-            image = dicom.decode_dicom(data, target_size=target_size, memory_mb=memory_mb)
+            image = _on_grey_levels(dicom.decode_dicom(data, target_size=target_size, memory_mb=memory_mb))
         else:
             image = _decode_raster(data, kind, target_size, memory_mb)
         _refuse_non_finite(image.pixels)
-        return _with_shape_checks(_on_grey_levels(image))
+        return _with_shape_checks(image)
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError) as exc:
@@ -262,7 +262,9 @@ def _to_gray(image: Image.Image, target_size: int | None) -> tuple[np.ndarray, f
         values = np.asarray(image)
         if values.dtype.kind == "f":
             _refuse_non_finite(values)
-        return shrink(scale_to_unit(values), target_size), 0.0
+        # An 8-bit film in a 16-bit PNG: onto the 8-bit decoder's levels (8-bit rasters below are on
+        # them by construction, so the upload path's JPEGs pay nothing for this).
+        return on_8bit_levels(shrink(scale_to_unit(values), target_size)), 0.0
     if mode == "1":
         image = image.convert("L")
     elif mode in ("LA", "La", "PA", "RGBA", "RGBa") or (mode == "P" and "transparency" in image.info):
