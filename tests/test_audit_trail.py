@@ -72,6 +72,23 @@ def test_every_way_of_seeing_a_film_is_recorded(
     assert {e["user"] for e in views} == {"clin"}
 
 
+def test_each_read_of_the_api_list_is_one_export_row(app, client, clinician_user, api_token, admin_token):
+    """The list answers up to 200 patients' records a request: like the CSV export, every read is in the
+    trail (one row per request, with its count, filters and page); a refused request read nothing."""
+    with app.app_context():
+        for _ in range(3):
+            add_prediction(clinician_user, "PNEUMONIA")
+    for query in ("?verdict=PNEUMONIA&per_page=2", "?verdict=PNEUMONIA&per_page=2&page=2", "?per_page=0"):
+        client.get(f"/api/v1/predictions{query}", headers=bearer(admin_token))
+    assert client.get("/api/v1/predictions", headers=bearer(api_token)).status_code == 403
+    exports = events(client, admin_token, "?action=export")["events"]
+    assert [(e["user"], e["detail"]) for e in exports] == [
+        ("admin", "API list, 1 rows; filters: verdict=PNEUMONIA; page=2, per_page=2"),
+        ("admin", "API list, 2 rows; filters: verdict=PNEUMONIA; page=1, per_page=2"),
+    ]
+    assert exports[0]["ip"] == "127.0.0.1"
+
+
 def test_filters_and_pages(app, client, auth, admin_token, clinician_user):
     auth.login("clin")
     auth.logout()

@@ -40,12 +40,23 @@ from .schemas import (
 from .spec import openapi_document
 
 
-def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str, **response):
+def audit_export(rows: int, filters: dict, page: int, per_page: int) -> None:
+    """A page of patients' records read by a script is an export, one audit row per request like the
+    history CSV's: who, when, from where, how many rows and which filters and page."""
+    shown = ", ".join(f"{name}={value}" for name, value in filters.items()) or "none"
+    record_audit(
+        g.api_user.username, "export", f"API list, {rows} rows", f"filters: {shown}; page={page}, per_page={per_page}"
+    )
+    db.session.commit()
+
+
+def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str, *, audited: bool = False, **response):
     """The decorators of a paged listing, in place of its arguments, response and doc lines.
 
     `filters` (a query-string schema with `page` and `per_page`) is parsed; the view gets the other
     filters and returns a query, newest first; the answer is one page of it,
     `{key: [...], "page", "per_page", "total", "pages"}`, documented by the `page` schema.
+    `audited`: the rows are patients' records, so each page read is written to the audit trail.
     """
 
     def decorate(view):
@@ -53,6 +64,8 @@ def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str
         def listing(arguments: dict):
             page_number, per_page = arguments.pop("page"), arguments.pop("per_page")
             found = db.paginate(view(arguments), page=page_number, per_page=per_page, error_out=False)
+            if audited:
+                audit_export(len(found.items), arguments, page_number, per_page)
             return {
                 key: found.items,
                 "page": found.page,
@@ -150,11 +163,14 @@ def get_prediction(id: int):  # `id`: the path parameter's published name
 
 @bp.route("/predictions", methods=["GET"])
 @admin_token_required
-@paged("predictions", PredictionFilterSchema, PredictionPageSchema, "listPredictions", example=examples.PAGE)
+@paged(
+    "predictions", PredictionFilterSchema, PredictionPageSchema, "listPredictions", audited=True, example=examples.PAGE
+)
 def list_predictions(filters: dict):
     """List predictions (administrators)
 
-    The filters combine (AND). Past the last page, `predictions` is empty.
+    The filters combine (AND). Past the last page, `predictions` is empty. Each page read is written
+    to the audit trail (action `export`, with the row count, the filters and the page).
     """
     return prediction_query(**filters)
 
