@@ -18,7 +18,13 @@ from . import bp
 from .auth import admin_token_required
 from .errors import ApiError, api_error
 from .schemas import MAX_ID, ErrorSchema
-from .validation_schemas import MonitoringSchema, RunCreatedSchema, SiteCalibrationSchema, ValidationRunSchema
+from .validation_schemas import (
+    MonitoringQuerySchema,
+    MonitoringSchema,
+    RunCreatedSchema,
+    SiteCalibrationSchema,
+    ValidationRunSchema,
+)
 
 # Request bodies are read by the views themselves (an archive may be far larger than the upload
 # limit for films, which an argument parser would enforce first), so they are documented here.
@@ -181,11 +187,11 @@ def withdraw_site_calibration():
 
 @bp.route("/monitoring", methods=["GET"])
 @admin_token_required
+@bp.arguments(MonitoringQuerySchema, location="query")
 @bp.response(200, MonitoringSchema)
+@bp.alt_response(400, response="BAD_REQUEST")
 @bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`.")
 @bp.doc(operationId="getMonitoring")
-def get_monitoring():
+def get_monitoring(query: dict):
     """Weekly monitoring figures and drift against the validation reference"""
-    version = served_model_version()
-    weeks = min(max(request.args.get("weeks", 12, type=int), 1), 104)
-    return weekly(version, weeks=weeks)
+    return weekly(served_model_version(), weeks=query["weeks"])

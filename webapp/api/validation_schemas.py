@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from marshmallow import fields, validate
+from marshmallow import Schema, fields, validate
 
 from ..models import RUN_STATES
+from ..validation.monitoring import DEFAULT_WEEKS, MAX_WEEKS
 from .schemas import ResponseSchema, UtcDateTime
 
 INTERVAL = fields.List(fields.Float(), allow_none=True, metadata={"description": "95% interval [low, high]"})
@@ -60,6 +61,16 @@ class SiteCalibrationSchema(ResponseSchema):
     adopted_by = fields.String(required=True, attribute="adopted_by.username")
     adopted_at = UtcDateTime(required=True, attribute="created_at")
     withdrawn_at = UtcDateTime(allow_none=True)
+
+
+class MonitoringQuerySchema(Schema):
+    error_code = "invalid_filter"  # read by errors.ArgumentParser
+
+    weeks = fields.Integer(
+        load_default=DEFAULT_WEEKS,
+        validate=validate.Range(min=1, max=MAX_WEEKS),
+        metadata={"description": "how many weeks, the current one last"},
+    )
 
 
 class MonitoringSchema(ResponseSchema):
