@@ -3,8 +3,12 @@
 The live fuzzing of the same contract is scripts/check_api_contract.py (Schemathesis, in .ci/run).
 """
 
+import ast
 import io
+import itertools
 import json
+import re
+from pathlib import Path
 
 import pytest
 from openapi_spec_validator import validate
@@ -185,3 +189,64 @@ def test_offline_document_matches_the_served_one(runner, document):
     assert result.exit_code == 0
     offline = json.loads(result.output)
     assert offline["paths"] == document["paths"] and offline["components"] == document["components"]
+
+
+API_DOC = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+# The calls that answer an error with a literal code (and status, 400 or 422 when left out).
+REFUSALS = {"api_error": 400, "ApiError": 400, "UploadRejected": 422, "ArchiveRejected": 422, "AdoptionRefused": 422}
+
+
+def table_rows(heading: str) -> list[list[str]]:
+    """The cells of the first Markdown table after `heading` in docs/api.md, header rows left out."""
+    lines = API_DOC.read_text().split(f"\n{heading}\n", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[start:]))
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in table[2:]]
+
+
+def codes_in_the_code() -> set[tuple[str, int | None]]:
+    """(code, status) of every refusal written in webapp/ with a literal code; status None when computed."""
+    found = set()
+    for path in (API_DOC.parent.parent / "webapp").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = getattr(getattr(node, "func", None), "id", None) or getattr(
+                getattr(node, "func", None), "attr", None
+            )
+            if not isinstance(node, ast.Call) or name not in REFUSALS or not node.args:
+                continue
+            if not (isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                continue
+            given = (
+                node.args[2]
+                if len(node.args) > 2
+                else next((k.value for k in node.keywords if k.arg == "status"), None)
+            )
+            status = REFUSALS[name] if given is None else given.value if isinstance(given, ast.Constant) else None
+            found.add((node.args[0].value, status))
+    return found
+
+
+def test_every_error_code_the_server_sends_is_in_the_docs_table():
+    """A client branches on `error.code`: each one the code can answer is listed under its status."""
+    documented = {int(status): set(re.findall(r"`([a-z_]+)`", codes)) for status, codes in table_rows("## Errors")}
+    found = codes_in_the_code()
+    assert len(found) > 30  # the scan sees the refusals (a broken scan would pass vacuously)
+    missing = {(code, status) for code, status in found if code not in set().union(*documented.values())}
+    misfiled = {(code, status) for code, status in found if status and code not in documented.get(status, set())}
+    assert not missing and not misfiled
+
+
+def test_the_endpoint_table_lists_every_operation_with_its_statuses(document):
+    """docs/api.md's table against the served document; 414 and 431 (the HTTP server's) are said once for all."""
+    table = {
+        row[0].strip("`"): (set(row[2].split(", ")), set(row[3].split(", "))) for row in table_rows("## Endpoints")
+    }
+    served = {
+        f"{method.upper()} {path}": {status for status in op["responses"] if status not in {"414", "431"}}
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+        if method != "parameters"
+    }
+    assert set(table) == set(served)
+    for operation, (success, other) in table.items():
+        assert success | other == served[operation], operation
