@@ -250,3 +250,11 @@ def test_the_endpoint_table_lists_every_operation_with_its_statuses(document):
     assert set(table) == set(served)
     for operation, (success, other) in table.items():
         assert success | other == served[operation], operation
+
+
+def test_an_image_too_large_to_decode_is_documented_under_413(document):
+    """413 also answers one file over DECODE_MEMORY_MB (`too_large_to_decode`) and a refused batch with
+    its items, not only a request over MAX_UPLOAD_MB as the shared answer said."""
+    answer = document["paths"]["/predictions"]["post"]["responses"]["413"]
+    assert "too_large_to_decode" in answer["description"]
+    assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/BatchError"}

@@ -97,7 +97,12 @@ def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str
 )
 @bp.errors(
     (400, ErrorSchema, "`no_file`: no part named `file`; `too_many_files`: over MAX_FILES_PER_UPLOAD."),
-    (413, "REQUEST_ENTITY_TOO_LARGE", None),
+    (
+        413,
+        BatchErrorSchema,
+        "`too_large`: the request is over MAX_UPLOAD_MB; `too_large_to_decode`: the one file would need more "
+        "than DECODE_MEMORY_MB decoded (or most of a refused batch).",
+    ),
     (
         415,
         BatchErrorSchema,
