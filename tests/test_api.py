@@ -149,8 +149,10 @@ def test_get_own_other_and_missing(app, client, api_token, clinician_user, other
     with app.app_context():
         mine = add_prediction(clinician_user)
         theirs = add_prediction(other_clinician)
+        from_the_pacs = add_prediction(None, source="dicom")  # on every clinician's worklist (docs/api.md)
     headers = {"Authorization": f"Bearer {api_token}"}
     assert client.get(f"/api/v1/predictions/{mine}", headers=headers).json["id"] == mine
+    assert client.get(f"/api/v1/predictions/{from_the_pacs}", headers=headers).json["user"] == "PACS"
     assert client.get(f"/api/v1/predictions/{theirs}", headers=headers).status_code == 403
     assert client.get("/api/v1/predictions/999", headers=headers).json["error"]["code"] == "not_found"
 

@@ -155,7 +155,7 @@ def create_predictions(upload):
 @bp.alt_response(404, response="NOT_FOUND")
 @bp.doc(operationId="getPrediction")
 def get_prediction(id: int):  # `id`: the path parameter's published name
-    """One prediction (your own, or any for administrators)"""
+    """One prediction (your own or the PACS's, or any for administrators)"""
     prediction = db.session.get(Prediction, id)
     if prediction is None:
         return api_error("not_found", f"No prediction {id}.", 404)
