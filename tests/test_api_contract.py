@@ -4,6 +4,7 @@ The live fuzzing of the same contract is scripts/check_api_contract.py (Schemath
 """
 
 import ast
+import gzip
 import io
 import itertools
 import json
@@ -258,3 +259,34 @@ def test_an_image_too_large_to_decode_is_documented_under_413(document):
     answer = document["paths"]["/predictions"]["post"]["responses"]["413"]
     assert "too_large_to_decode" in answer["description"]
     assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/BatchError"}
+
+
+def test_a_content_coded_body_is_415_not_a_missing_field(app, client, admin_token):
+    """A gzip-compressed form or JSON was read as it came, found empty, and answered `no_file` or
+    `bad_json`: the client looked for a wrong field name. Now 415 `unsupported_encoding`, after the token."""
+    image = fixture_image("normal.jpeg")
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="n.jpeg"\r\n\r\n' + image + b"\r\n--b--\r\n"
+    form = {"Content-Type": "multipart/form-data; boundary=b", "Content-Encoding": "gzip"}
+    for path, data, headers in (
+        ("/api/v1/predictions", gzip.compress(body), form),
+        ("/api/v1/validation-runs", gzip.compress(body.replace(b'"file"', b'"archive"')), form),
+        (
+            "/api/v1/site-calibration",
+            gzip.compress(b'{"validation_run_id": 1, "threshold": 0.5}'),
+            {
+                "Content-Type": "application/json",
+                "Content-Encoding": "gzip",
+            },
+        ),
+    ):
+        response = client.post(path, data=data, headers=headers | auth(admin_token))
+        assert response.status_code == 415, path
+        assert (
+            response.json["error"]["code"] == "unsupported_encoding"
+            and response.headers["Accept-Encoding"] == "identity"
+        )
+        assert client.post(path, data=data, headers=headers).status_code == 401  # the token is checked first
+    plain = client.post(
+        "/api/v1/predictions", data=body, headers=form | {"Content-Encoding": "identity"} | auth(admin_token)
+    )
+    assert plain.status_code == 201

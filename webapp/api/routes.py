@@ -20,6 +20,7 @@ from ..ratelimits import upload_per_token, upload_per_user
 from ..screening.service import UploadRejected, screen_batch
 from . import BASE_PATH, bp, examples
 from .auth import admin_token_required, token_required
+from .bodies import plain_body
 from .errors import api_error
 from .schemas import (
     MAX_ID,
@@ -86,6 +87,7 @@ def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str
 @upload_per_user
 @upload_per_token
 @token_required
+@plain_body
 @bp.arguments(UploadSchema, location="files", description="multipart/form-data, the files in parts named `file`")
 @bp.response(201, PredictionBatchSchema, description="Every file was screened and logged.", example=examples.BATCH)
 @bp.alt_response(
@@ -106,7 +108,8 @@ def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str
     (
         415,
         BatchErrorSchema,
-        "Not a kind of file we screen (the one file, or most of a batch in which none could be screened).",
+        "Not a kind of file we screen (the one file, or most of a batch in which none could be screened); "
+        "`unsupported_encoding`: a body sent with a Content-Encoding (gzip ...).",
     ),
     (
         422,

@@ -16,6 +16,7 @@ from ..validation.runs import create_run, progress, upload_limit
 from ..validation.site import AdoptionRefused, adopt, current_model_version, withdraw
 from . import bp
 from .auth import admin_token_required
+from .bodies import plain_body
 from .errors import ApiError, api_error
 from .schemas import MAX_ID, ErrorSchema
 from .validation_schemas import (
@@ -69,6 +70,7 @@ def served_model_version() -> str:
 
 @bp.route("/validation-runs", methods=["POST"])
 @admin_token_required
+@plain_body
 @bp.response(202, RunCreatedSchema, description="The run is queued; poll GET /validation-runs/<id>.")
 @bp.errors(
     (
@@ -77,7 +79,7 @@ def served_model_version() -> str:
         "`no_file`: no part named `archive`; `unsafe_path`: a member name pointing outside the archive.",
     ),
     (413, ErrorSchema, "`archive_too_large`, `too_many_files`: over VALIDATION_MAX_BYTES or VALIDATION_MAX_FILES."),
-    (415, ErrorSchema, "`not_a_zip`."),
+    (415, ErrorSchema, "`not_a_zip`; `unsupported_encoding`: a body sent with a Content-Encoding (gzip ...)."),
     (422, ErrorSchema, "An unusable archive: empty, unlabelled, unknown label folder, zip bomb, nested archive ..."),
 )
 @bp.doc(operationId="createValidationRun", requestBody=ARCHIVE_BODY)
@@ -121,10 +123,12 @@ def get_validation_run(run_id: int):
 
 @bp.route("/site-calibration", methods=["POST"])
 @admin_token_required
+@plain_body
 @bp.response(201, SiteCalibrationSchema)
 @bp.alt_response(400, schema=ErrorSchema, description="`bad_json`, `bad_threshold`.")
 @bp.alt_response(404, schema=ErrorSchema, description="No such run.")
 @bp.alt_response(409, schema=ErrorSchema, description="`run_not_done`.")
+@bp.alt_response(415, schema=ErrorSchema, description="`unsupported_encoding`: a body sent with a Content-Encoding.")
 @bp.alt_response(422, schema=ErrorSchema, description="`too_few_films` (under 50 of a class), `other_model_version`.")
 @bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`: the model card cannot be read.")
 @bp.doc(operationId="adoptSiteCalibration", requestBody=CALIBRATION_BODY)
