@@ -290,3 +290,16 @@ def test_a_content_coded_body_is_415_not_a_missing_field(app, client, admin_toke
         "/api/v1/predictions", data=body, headers=form | {"Content-Encoding": "identity"} | auth(admin_token)
     )
     assert plain.status_code == 201
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["/predictions?verdict=NORMAL&verdict=PNEUMONIA", "/audit-events?user=a&user=b", "/monitoring?weeks=2&weeks=3"],
+)
+def test_a_parameter_given_twice_is_400_not_its_first_value(client, admin_token, query):
+    """Read as its first value, `verdict=NORMAL&verdict=PNEUMONIA` answered the NORMAL films alone, and a
+    script exporting both took the answer for all of them."""
+    response = client.get(f"/api/v1{query}", headers=auth(admin_token))
+    assert response.status_code == 400 and response.json["error"]["code"] == "invalid_filter"
+    assert response.json["error"]["message"].split(":")[0] == query.split("?")[1].split("=")[0]
+    assert client.get(f"/api/v1{query}".split("&")[0] + "&_=1&_=2", headers=auth(admin_token)).status_code == 200
