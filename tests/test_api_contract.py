@@ -303,3 +303,11 @@ def test_a_parameter_given_twice_is_400_not_its_first_value(client, admin_token,
     assert response.status_code == 400 and response.json["error"]["code"] == "invalid_filter"
     assert response.json["error"]["message"].split(":")[0] == query.split("?")[1].split("=")[0]
     assert client.get(f"/api/v1{query}".split("&")[0] + "&_=1&_=2", headers=auth(admin_token)).status_code == 200
+
+
+def test_a_validation_runs_progress_is_documented_field_by_field(document):
+    """`progress` was an untyped object (its ProgressSchema written but never used): a client
+    generated from the document could not know `done` and `total`."""
+    run = document["components"]["schemas"]["ValidationRun"]["properties"]
+    assert run["progress"] == {"$ref": "#/components/schemas/Progress"}
+    assert document["components"]["schemas"]["Progress"]["required"] == ["done", "total"]

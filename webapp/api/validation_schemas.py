@@ -43,7 +43,7 @@ class RunCreatedSchema(ResponseSchema):
 
 
 class ValidationRunSchema(RunCreatedSchema):
-    progress = fields.Dict(required=True, metadata={"description": "{done, total}"})
+    progress = fields.Nested(ProgressSchema, required=True)
     archive = fields.String(attribute="archive_name")
     created_at = UtcDateTime(required=True)
     model_version = fields.String(allow_none=True)
