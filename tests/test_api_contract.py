@@ -311,3 +311,13 @@ def test_a_validation_runs_progress_is_documented_field_by_field(document):
     run = document["components"]["schemas"]["ValidationRun"]["properties"]
     assert run["progress"] == {"$ref": "#/components/schemas/Progress"}
     assert document["components"]["schemas"]["Progress"]["required"] == ["done", "total"]
+
+
+def test_a_monitoring_week_is_documented_field_by_field(client, admin_token, document):
+    """Each week was an untyped object: a script watching drift could not learn `drift_alert` or `psi`."""
+    monitoring = document["components"]["schemas"]["Monitoring"]["properties"]
+    assert monitoring["weeks"]["items"] == {"$ref": "#/components/schemas/Week"}
+    week = document["components"]["schemas"]["Week"]
+    assert {"week", "films", "drift_alert", "psi", "agreement", "unknown_rate"} <= set(week["required"])
+    served = client.get("/api/v1/monitoring?weeks=1", headers=auth(admin_token)).json["weeks"][0]
+    assert set(served) == set(week["required"]) == set(week["properties"])

@@ -73,9 +73,34 @@ class MonitoringQuerySchema(Schema):
     )
 
 
+class WeekSchema(ResponseSchema):
+    week = fields.String(required=True, metadata={"description": "its Monday (UTC), YYYY-MM-DD"})
+    films = fields.Integer(required=True)
+    verdicts = fields.Dict(
+        keys=fields.String(), values=fields.Integer(), required=True, metadata={"description": "films per verdict"}
+    )
+    unknown_rate = fields.Float(required=True, allow_none=True, metadata={"description": "null without films"})
+    unknown_reasons = fields.Dict(
+        keys=fields.String(), values=fields.Float(), required=True, metadata={"description": "share of the films"}
+    )
+    reviewed = fields.Integer(required=True, metadata={"description": "films with a radiologist reading"})
+    agreement = fields.Float(
+        required=True, allow_none=True, metadata={"description": "share of readings agreeing; null without any"}
+    )
+    psi = fields.Dict(
+        keys=fields.String(),
+        values=fields.Float(allow_none=True),
+        required=True,
+        metadata={"description": "drift per score; empty under the minimum films or without a reference"},
+    )
+    drift_alert = fields.Boolean(required=True)
+
+
 class MonitoringSchema(ResponseSchema):
     model_version = fields.String(required=True)
     reference_run_id = fields.Integer(allow_none=True)
     psi_alert_level = fields.Float(required=True)
     min_films_for_drift = fields.Integer(required=True)
-    weeks = fields.List(fields.Dict(), required=True, metadata={"description": "one entry per week, oldest first"})
+    weeks = fields.List(
+        fields.Nested(WeekSchema), required=True, metadata={"description": "one entry per week, oldest first"}
+    )
