@@ -158,6 +158,8 @@ def test_undeclared_methods_are_405_with_allow(client, method, path, allowed):
 def test_file_sent_as_a_plain_form_field_is_no_file(client, api_token):
     response = client.post("/api/v1/predictions", headers=auth(api_token), data={"file": "not a file part"})
     assert response.status_code == 400 and response.json["error"]["code"] == "no_file"
+    # The client did send a field named `file` (curl -F 'file=<film.dcm'): the message names the real mistake.
+    assert "with a filename" in response.json["error"]["message"]
 
 
 def test_other_form_parts_are_ignored(client, api_token):
