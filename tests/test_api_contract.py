@@ -323,3 +323,15 @@ def test_a_monitoring_week_is_documented_field_by_field(client, admin_token, doc
     assert {"week", "films", "drift_alert", "psi", "agreement", "unknown_rate"} <= set(week["required"])
     served = client.get("/api/v1/monitoring?weeks=1", headers=auth(admin_token)).json["weeks"][0]
     assert set(served) == set(week["required"]) == set(week["properties"])
+
+
+def test_a_json_body_over_the_upload_limit_is_a_documented_413(app, client, admin_token, document):
+    """POST /site-calibration reads its body, so one over MAX_UPLOAD_MB is 413 `too_large`: an answer
+    the operation did not declare."""
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    body = json.dumps({"validation_run_id": 1, "threshold": 0.5, "reason": "x" * 2000})
+    response = client.post(
+        "/api/v1/site-calibration", data=body, headers=auth(admin_token) | {"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413 and response.json["error"]["code"] == "too_large"
+    assert "413" in document["paths"]["/site-calibration"]["post"]["responses"]
