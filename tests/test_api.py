@@ -177,6 +177,18 @@ def test_admin_list_with_filters_and_pages(app, client, admin_token, clinician_u
     assert bad.status_code == 400 and bad.json["error"]["code"] == "invalid_filter"
 
 
+def test_the_user_filter_finds_rows_by_the_user_they_show(app, client, admin_token, clinician_user):
+    """A PACS film's `user` is "PACS", yet `user=PACS` found nothing (it has no account to join)."""
+    with app.app_context():
+        mine = add_prediction(clinician_user)
+        from_the_pacs = add_prediction(None, source="dicom")
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    for name, expected in (("PACS", from_the_pacs), ("clin", mine)):
+        rows = client.get(f"/api/v1/predictions?user={name}", headers=headers).json["predictions"]
+        assert [(row["id"], row["user"]) for row in rows] == [(expected, name)]
+    assert client.get("/api/v1/predictions?user=nobody", headers=headers).json["total"] == 0
+
+
 def test_deactivated_users_token_stops_working(app, client, api_token, runner):
     runner.invoke(args=["users", "deactivate", "clin"])
     assert api_upload(client, api_token, ("n.jpeg", fixture_image("normal.jpeg"))).status_code == 401
