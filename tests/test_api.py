@@ -149,8 +149,10 @@ def test_get_own_other_and_missing(app, client, api_token, clinician_user, other
     with app.app_context():
         mine = add_prediction(clinician_user)
         theirs = add_prediction(other_clinician)
+        from_the_pacs = add_prediction(None, source="dicom")  # on every clinician's worklist (docs/api.md)
     headers = {"Authorization": f"Bearer {api_token}"}
     assert client.get(f"/api/v1/predictions/{mine}", headers=headers).json["id"] == mine
+    assert client.get(f"/api/v1/predictions/{from_the_pacs}", headers=headers).json["user"] == "PACS"
     assert client.get(f"/api/v1/predictions/{theirs}", headers=headers).status_code == 403
     assert client.get("/api/v1/predictions/999", headers=headers).json["error"]["code"] == "not_found"
 
@@ -173,6 +175,18 @@ def test_admin_list_with_filters_and_pages(app, client, admin_token, clinician_u
     assert reviewed["total"] == 1 and reviewed["predictions"][0]["feedback"]["label"] == "NORMAL"
     bad = client.get("/api/v1/predictions?date_from=soon", headers=headers)
     assert bad.status_code == 400 and bad.json["error"]["code"] == "invalid_filter"
+
+
+def test_the_user_filter_finds_rows_by_the_user_they_show(app, client, admin_token, clinician_user):
+    """A PACS film's `user` is "PACS", yet `user=PACS` found nothing (it has no account to join)."""
+    with app.app_context():
+        mine = add_prediction(clinician_user)
+        from_the_pacs = add_prediction(None, source="dicom")
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    for name, expected in (("PACS", from_the_pacs), ("clin", mine)):
+        rows = client.get(f"/api/v1/predictions?user={name}", headers=headers).json["predictions"]
+        assert [(row["id"], row["user"]) for row in rows] == [(expected, name)]
+    assert client.get("/api/v1/predictions?user=nobody", headers=headers).json["total"] == 0
 
 
 def test_deactivated_users_token_stops_working(app, client, api_token, runner):

@@ -3,8 +3,13 @@
 The live fuzzing of the same contract is scripts/check_api_contract.py (Schemathesis, in .ci/run).
 """
 
+import ast
+import gzip
 import io
+import itertools
 import json
+import re
+from pathlib import Path
 
 import pytest
 from openapi_spec_validator import validate
@@ -153,6 +158,8 @@ def test_undeclared_methods_are_405_with_allow(client, method, path, allowed):
 def test_file_sent_as_a_plain_form_field_is_no_file(client, api_token):
     response = client.post("/api/v1/predictions", headers=auth(api_token), data={"file": "not a file part"})
     assert response.status_code == 400 and response.json["error"]["code"] == "no_file"
+    # The client did send a field named `file` (curl -F 'file=<film.dcm'): the message names the real mistake.
+    assert "with a filename" in response.json["error"]["message"]
 
 
 def test_other_form_parts_are_ignored(client, api_token):
@@ -185,3 +192,146 @@ def test_offline_document_matches_the_served_one(runner, document):
     assert result.exit_code == 0
     offline = json.loads(result.output)
     assert offline["paths"] == document["paths"] and offline["components"] == document["components"]
+
+
+API_DOC = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+# The calls that answer an error with a literal code (and status, 400 or 422 when left out).
+REFUSALS = {"api_error": 400, "ApiError": 400, "UploadRejected": 422, "ArchiveRejected": 422, "AdoptionRefused": 422}
+
+
+def table_rows(heading: str) -> list[list[str]]:
+    """The cells of the first Markdown table after `heading` in docs/api.md, header rows left out."""
+    lines = API_DOC.read_text().split(f"\n{heading}\n", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[start:]))
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in table[2:]]
+
+
+def codes_in_the_code() -> set[tuple[str, int | None]]:
+    """(code, status) of every refusal written in webapp/ with a literal code; status None when computed."""
+    found = set()
+    for path in (API_DOC.parent.parent / "webapp").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = getattr(getattr(node, "func", None), "id", None) or getattr(
+                getattr(node, "func", None), "attr", None
+            )
+            if not isinstance(node, ast.Call) or name not in REFUSALS or not node.args:
+                continue
+            if not (isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                continue
+            given = (
+                node.args[2]
+                if len(node.args) > 2
+                else next((k.value for k in node.keywords if k.arg == "status"), None)
+            )
+            status = REFUSALS[name] if given is None else given.value if isinstance(given, ast.Constant) else None
+            found.add((node.args[0].value, status))
+    return found
+
+
+def test_every_error_code_the_server_sends_is_in_the_docs_table():
+    """A client branches on `error.code`: each one the code can answer is listed under its status."""
+    documented = {int(status): set(re.findall(r"`([a-z_]+)`", codes)) for status, codes in table_rows("## Errors")}
+    found = codes_in_the_code()
+    assert len(found) > 30  # the scan sees the refusals (a broken scan would pass vacuously)
+    missing = {(code, status) for code, status in found if code not in set().union(*documented.values())}
+    misfiled = {(code, status) for code, status in found if status and code not in documented.get(status, set())}
+    assert not missing and not misfiled
+
+
+def test_the_endpoint_table_lists_every_operation_with_its_statuses(document):
+    """docs/api.md's table against the served document; 414 and 431 (the HTTP server's) are said once for all."""
+    table = {
+        row[0].strip("`"): (set(row[2].split(", ")), set(row[3].split(", "))) for row in table_rows("## Endpoints")
+    }
+    served = {
+        f"{method.upper()} {path}": {status for status in op["responses"] if status not in {"414", "431"}}
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+        if method != "parameters"
+    }
+    assert set(table) == set(served)
+    for operation, (success, other) in table.items():
+        assert success | other == served[operation], operation
+
+
+def test_an_image_too_large_to_decode_is_documented_under_413(document):
+    """413 also answers one file over DECODE_MEMORY_MB (`too_large_to_decode`) and a refused batch with
+    its items, not only a request over MAX_UPLOAD_MB as the shared answer said."""
+    answer = document["paths"]["/predictions"]["post"]["responses"]["413"]
+    assert "too_large_to_decode" in answer["description"]
+    assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/BatchError"}
+
+
+def test_a_content_coded_body_is_415_not_a_missing_field(app, client, admin_token):
+    """A gzip-compressed form or JSON was read as it came, found empty, and answered `no_file` or
+    `bad_json`: the client looked for a wrong field name. Now 415 `unsupported_encoding`, after the token."""
+    image = fixture_image("normal.jpeg")
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="n.jpeg"\r\n\r\n' + image + b"\r\n--b--\r\n"
+    form = {"Content-Type": "multipart/form-data; boundary=b", "Content-Encoding": "gzip"}
+    for path, data, headers in (
+        ("/api/v1/predictions", gzip.compress(body), form),
+        ("/api/v1/validation-runs", gzip.compress(body.replace(b'"file"', b'"archive"')), form),
+        (
+            "/api/v1/site-calibration",
+            gzip.compress(b'{"validation_run_id": 1, "threshold": 0.5}'),
+            {
+                "Content-Type": "application/json",
+                "Content-Encoding": "gzip",
+            },
+        ),
+    ):
+        response = client.post(path, data=data, headers=headers | auth(admin_token))
+        assert response.status_code == 415, path
+        assert (
+            response.json["error"]["code"] == "unsupported_encoding"
+            and response.headers["Accept-Encoding"] == "identity"
+        )
+        assert client.post(path, data=data, headers=headers).status_code == 401  # the token is checked first
+    plain = client.post(
+        "/api/v1/predictions", data=body, headers=form | {"Content-Encoding": "identity"} | auth(admin_token)
+    )
+    assert plain.status_code == 201
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["/predictions?verdict=NORMAL&verdict=PNEUMONIA", "/audit-events?user=a&user=b", "/monitoring?weeks=2&weeks=3"],
+)
+def test_a_parameter_given_twice_is_400_not_its_first_value(client, admin_token, query):
+    """Read as its first value, `verdict=NORMAL&verdict=PNEUMONIA` answered the NORMAL films alone, and a
+    script exporting both took the answer for all of them."""
+    response = client.get(f"/api/v1{query}", headers=auth(admin_token))
+    assert response.status_code == 400 and response.json["error"]["code"] == "invalid_filter"
+    assert response.json["error"]["message"].split(":")[0] == query.split("?")[1].split("=")[0]
+    assert client.get(f"/api/v1{query}".split("&")[0] + "&_=1&_=2", headers=auth(admin_token)).status_code == 200
+
+
+def test_a_validation_runs_progress_is_documented_field_by_field(document):
+    """`progress` was an untyped object (its ProgressSchema written but never used): a client
+    generated from the document could not know `done` and `total`."""
+    run = document["components"]["schemas"]["ValidationRun"]["properties"]
+    assert run["progress"] == {"$ref": "#/components/schemas/Progress"}
+    assert document["components"]["schemas"]["Progress"]["required"] == ["done", "total"]
+
+
+def test_a_monitoring_week_is_documented_field_by_field(client, admin_token, document):
+    """Each week was an untyped object: a script watching drift could not learn `drift_alert` or `psi`."""
+    monitoring = document["components"]["schemas"]["Monitoring"]["properties"]
+    assert monitoring["weeks"]["items"] == {"$ref": "#/components/schemas/Week"}
+    week = document["components"]["schemas"]["Week"]
+    assert {"week", "films", "drift_alert", "psi", "agreement", "unknown_rate"} <= set(week["required"])
+    served = client.get("/api/v1/monitoring?weeks=1", headers=auth(admin_token)).json["weeks"][0]
+    assert set(served) == set(week["required"]) == set(week["properties"])
+
+
+def test_a_json_body_over_the_upload_limit_is_a_documented_413(app, client, admin_token, document):
+    """POST /site-calibration reads its body, so one over MAX_UPLOAD_MB is 413 `too_large`: an answer
+    the operation did not declare."""
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    body = json.dumps({"validation_run_id": 1, "threshold": 0.5, "reason": "x" * 2000})
+    response = client.post(
+        "/api/v1/site-calibration", data=body, headers=auth(admin_token) | {"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413 and response.json["error"]["code"] == "too_large"
+    assert "413" in document["paths"]["/site-calibration"]["post"]["responses"]

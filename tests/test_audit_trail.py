@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -70,6 +72,23 @@ def test_every_way_of_seeing_a_film_is_recorded(
         ["results page", "detail page", "image", "heat map", "api"]
     )
     assert {e["user"] for e in views} == {"clin"}
+
+
+def test_each_read_of_the_api_list_is_one_export_row(app, client, clinician_user, api_token, admin_token):
+    """The list answers up to 200 patients' records a request: like the CSV export, every read is in the
+    trail (one row per request, with its count, filters and page); a refused request read nothing."""
+    with app.app_context():
+        for _ in range(3):
+            add_prediction(clinician_user, "PNEUMONIA")
+    for query in ("?verdict=PNEUMONIA&per_page=2", "?verdict=PNEUMONIA&per_page=2&page=2", "?per_page=0"):
+        client.get(f"/api/v1/predictions{query}", headers=bearer(admin_token))
+    assert client.get("/api/v1/predictions", headers=bearer(api_token)).status_code == 403
+    exports = events(client, admin_token, "?action=export")["events"]
+    assert [(e["user"], e["detail"]) for e in exports] == [
+        ("admin", "API list, 1 rows; filters: verdict=PNEUMONIA; page=2, per_page=2"),
+        ("admin", "API list, 2 rows; filters: verdict=PNEUMONIA; page=1, per_page=2"),
+    ]
+    assert exports[0]["ip"] == "127.0.0.1"
 
 
 def test_filters_and_pages(app, client, auth, admin_token, clinician_user):
@@ -185,3 +204,21 @@ def test_no_password_or_token_ever_reaches_it(app, client, runner, auth, admin_u
     assert {"token_issued", "token_revoked", "sign_in_failed"} <= {e.action for e in rows}
     for secret in secrets + list(PASSWORDS.values()):
         assert secret not in text
+
+
+def test_every_action_the_app_writes_is_documented():
+    """An auditor filters `GET /api/v1/audit-events?action=` by the names the docs give: every action
+    written with a literal name is named in docs/ (security.md lists them, or points to the page that does)."""
+    root = Path(__file__).resolve().parent.parent
+    docs = "".join(path.read_text() for path in (root / "docs").glob("*.md"))
+    # record_audit(actor, "action", ...), and the PACS result actions, named by their callers.
+    writers = {"record_audit", "_act_on_failed_result"}
+    actions = {
+        node.args[1].value
+        for path in (root / "webapp").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) in writers and len(node.args) > 1
+        if isinstance(node.args[1], ast.Constant)
+    }
+    assert len(actions) > 15
+    assert {action for action in actions if f"`{action}`" not in docs} == set()

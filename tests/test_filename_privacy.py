@@ -11,7 +11,7 @@ from tests.helpers import PASSWORDS, csrf_token, fixture_image, issue_token, mak
 from webapp import create_app
 from webapp.config import TestingConfig
 from webapp.extensions import db
-from webapp.filenames import anonymous_filename
+from webapp.filenames import MAX_LENGTH, anonymous_filename, sanitize_filename
 
 NAME = "DOE_JANE_MRN555123_chest.jpg"
 SECRET = "MRN555123"
@@ -109,3 +109,11 @@ def test_store_original_filenames_keeps_them(tmp_path):
 )
 def test_neutral_names_keep_only_a_plain_extension(original, expected):
     assert anonymous_filename(7, 2, original) == expected
+
+
+def test_a_long_name_keeps_its_extension():
+    """Cut at 200 characters, a long name lost its extension, and the stored name with it (upload-7-2)."""
+    shortened = sanitize_filename("a" * 300 + ".dcm")
+    assert len(shortened) == MAX_LENGTH and shortened.endswith("a.dcm")
+    assert anonymous_filename(7, 2, shortened) == "upload-7-2.dcm"
+    assert sanitize_filename("b" * 300) == "b" * MAX_LENGTH

@@ -121,3 +121,17 @@ def test_clinicians_see_neither_page_nor_banner(app, client, auth, clinician_use
     auth.login("clin")
     assert client.get("/admin/validation/monitoring.json").status_code == 403
     assert 'id="drift-banner"' not in client.get("/screen").get_data(as_text=True)
+
+
+def test_the_apis_weeks_parameter_is_declared_and_checked(client, admin_token):
+    """`weeks` was read behind the schema's back: missing from the OpenAPI document, and a word or a
+    number out of range silently became 12 or was clamped, so a client never learned its mistake."""
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    assert len(client.get("/api/v1/monitoring?weeks=3", headers=headers).json["weeks"]) == 3
+    assert len(client.get("/api/v1/monitoring", headers=headers).json["weeks"]) == 12
+    for bad in ("abc", "0", "105", ""):
+        response = client.get(f"/api/v1/monitoring?weeks={bad}", headers=headers)
+        assert response.status_code == 400 and response.json["error"]["code"] == "invalid_filter", bad
+    document = client.get("/api/v1/openapi.json", headers=headers).json["paths"]["/monitoring"]["get"]
+    assert [(p["name"], p["in"], p["schema"]["maximum"]) for p in document["parameters"]] == [("weeks", "query", 104)]
+    assert "400" in document["responses"]

@@ -16,7 +16,11 @@ def sanitize_filename(name: str | None) -> str:
     # Control characters (NUL included) and format characters such as right-to-left overrides go.
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
     name = name.strip().strip(".") or "upload"
-    return name[:MAX_LENGTH]
+    if len(name) <= MAX_LENGTH:
+        return name
+    # Shortened from the middle: the extension is what the stored name keeps (anonymous_filename).
+    extension = match.group(0) if (match := _EXTENSION.search(name)) else ""
+    return name[: MAX_LENGTH - len(extension)] + extension
 
 
 def anonymous_filename(prediction_id: int, index: int, original: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from flask import jsonify
+from marshmallow import ValidationError, fields
 from webargs.flaskparser import FlaskParser
 
 
@@ -45,6 +46,18 @@ class ArgumentParser(FlaskParser):
     """
 
     DEFAULT_VALIDATION_STATUS = 400
+
+    def load_querystring(self, req, schema):
+        """Refuse a one-value parameter given several times (`verdict=NORMAL&verdict=PNEUMONIA`): read
+        as its first value, the answer silently left the others out, and the client took it for both."""
+        repeated = {
+            name: ["Give one value, not several."]
+            for name, field in schema.fields.items()
+            if not isinstance(field, fields.List) and len(req.args.getlist(field.data_key or name)) > 1
+        }
+        if repeated:
+            raise ValidationError(repeated)
+        return super().load_querystring(req, schema)
 
     def handle_error(self, error, req, schema, *, error_status_code, error_headers):
         raise ApiError(

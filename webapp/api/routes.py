@@ -20,6 +20,7 @@ from ..ratelimits import upload_per_token, upload_per_user
 from ..screening.service import UploadRejected, screen_batch
 from . import BASE_PATH, bp, examples
 from .auth import admin_token_required, token_required
+from .bodies import plain_body
 from .errors import api_error
 from .schemas import (
     MAX_ID,
@@ -40,12 +41,23 @@ from .schemas import (
 from .spec import openapi_document
 
 
-def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str, **response):
+def audit_export(rows: int, filters: dict, page: int, per_page: int) -> None:
+    """A page of patients' records read by a script is an export, one audit row per request like the
+    history CSV's: who, when, from where, how many rows and which filters and page."""
+    shown = ", ".join(f"{name}={value}" for name, value in filters.items()) or "none"
+    record_audit(
+        g.api_user.username, "export", f"API list, {rows} rows", f"filters: {shown}; page={page}, per_page={per_page}"
+    )
+    db.session.commit()
+
+
+def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str, *, audited: bool = False, **response):
     """The decorators of a paged listing, in place of its arguments, response and doc lines.
 
     `filters` (a query-string schema with `page` and `per_page`) is parsed; the view gets the other
     filters and returns a query, newest first; the answer is one page of it,
     `{key: [...], "page", "per_page", "total", "pages"}`, documented by the `page` schema.
+    `audited`: the rows are patients' records, so each page read is written to the audit trail.
     """
 
     def decorate(view):
@@ -53,6 +65,8 @@ def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str
         def listing(arguments: dict):
             page_number, per_page = arguments.pop("page"), arguments.pop("per_page")
             found = db.paginate(view(arguments), page=page_number, per_page=per_page, error_out=False)
+            if audited:
+                audit_export(len(found.items), arguments, page_number, per_page)
             return {
                 key: found.items,
                 "page": found.page,
@@ -73,6 +87,7 @@ def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str
 @upload_per_user
 @upload_per_token
 @token_required
+@plain_body
 @bp.arguments(UploadSchema, location="files", description="multipart/form-data, the files in parts named `file`")
 @bp.response(201, PredictionBatchSchema, description="Every file was screened and logged.", example=examples.BATCH)
 @bp.alt_response(
@@ -84,11 +99,17 @@ def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str
 )
 @bp.errors(
     (400, ErrorSchema, "`no_file`: no part named `file`; `too_many_files`: over MAX_FILES_PER_UPLOAD."),
-    (413, "REQUEST_ENTITY_TOO_LARGE", None),
+    (
+        413,
+        BatchErrorSchema,
+        "`too_large`: the request is over MAX_UPLOAD_MB; `too_large_to_decode`: the one file would need more "
+        "than DECODE_MEMORY_MB decoded (or most of a refused batch).",
+    ),
     (
         415,
         BatchErrorSchema,
-        "Not a kind of file we screen (the one file, or most of a batch in which none could be screened).",
+        "Not a kind of file we screen (the one file, or most of a batch in which none could be screened); "
+        "`unsupported_encoding`: a body sent with a Content-Encoding (gzip ...).",
     ),
     (
         422,
@@ -137,7 +158,7 @@ def create_predictions(upload):
 @bp.alt_response(404, response="NOT_FOUND")
 @bp.doc(operationId="getPrediction")
 def get_prediction(id: int):  # `id`: the path parameter's published name
-    """One prediction (your own, or any for administrators)"""
+    """One prediction (your own or the PACS's, or any for administrators)"""
     prediction = db.session.get(Prediction, id)
     if prediction is None:
         return api_error("not_found", f"No prediction {id}.", 404)
@@ -150,11 +171,14 @@ def get_prediction(id: int):  # `id`: the path parameter's published name
 
 @bp.route("/predictions", methods=["GET"])
 @admin_token_required
-@paged("predictions", PredictionFilterSchema, PredictionPageSchema, "listPredictions", example=examples.PAGE)
+@paged(
+    "predictions", PredictionFilterSchema, PredictionPageSchema, "listPredictions", audited=True, example=examples.PAGE
+)
 def list_predictions(filters: dict):
     """List predictions (administrators)
 
-    The filters combine (AND). Past the last page, `predictions` is empty.
+    The filters combine (AND). Past the last page, `predictions` is empty. Each page read is written
+    to the audit trail (action `export`, with the row count, the filters and the page).
     """
     return prediction_query(**filters)
 

@@ -213,7 +213,12 @@ class UploadSchema(Schema):
         Upload(),
         required=True,
         validate=validate.Length(min=1),
-        error_messages={"required": "Send one or more files in multipart form fields named 'file'."},
+        error_messages={
+            # A part named `file` without a filename is a text field, not a file: say so, or the client
+            # who sent exactly "a field named file" (curl -F 'file=<film.dcm') cannot see the mistake.
+            "required": "Send one or more files in multipart form fields named 'file', each as a file part "
+            "with a filename (curl -F file=@film.dcm; a part without a filename is read as text)."
+        },
         metadata={"description": "one or more image files (JPEG, PNG, DICOM ...), each in a part named `file`"},
     )
 

@@ -16,9 +16,16 @@ from ..validation.runs import create_run, progress, upload_limit
 from ..validation.site import AdoptionRefused, adopt, current_model_version, withdraw
 from . import bp
 from .auth import admin_token_required
+from .bodies import plain_body
 from .errors import ApiError, api_error
 from .schemas import MAX_ID, ErrorSchema
-from .validation_schemas import MonitoringSchema, RunCreatedSchema, SiteCalibrationSchema, ValidationRunSchema
+from .validation_schemas import (
+    MonitoringQuerySchema,
+    MonitoringSchema,
+    RunCreatedSchema,
+    SiteCalibrationSchema,
+    ValidationRunSchema,
+)
 
 # Request bodies are read by the views themselves (an archive may be far larger than the upload
 # limit for films, which an argument parser would enforce first), so they are documented here.
@@ -63,6 +70,7 @@ def served_model_version() -> str:
 
 @bp.route("/validation-runs", methods=["POST"])
 @admin_token_required
+@plain_body
 @bp.response(202, RunCreatedSchema, description="The run is queued; poll GET /validation-runs/<id>.")
 @bp.errors(
     (
@@ -71,7 +79,7 @@ def served_model_version() -> str:
         "`no_file`: no part named `archive`; `unsafe_path`: a member name pointing outside the archive.",
     ),
     (413, ErrorSchema, "`archive_too_large`, `too_many_files`: over VALIDATION_MAX_BYTES or VALIDATION_MAX_FILES."),
-    (415, ErrorSchema, "`not_a_zip`."),
+    (415, ErrorSchema, "`not_a_zip`; `unsupported_encoding`: a body sent with a Content-Encoding (gzip ...)."),
     (422, ErrorSchema, "An unusable archive: empty, unlabelled, unknown label folder, zip bomb, nested archive ..."),
 )
 @bp.doc(operationId="createValidationRun", requestBody=ARCHIVE_BODY)
@@ -115,10 +123,13 @@ def get_validation_run(run_id: int):
 
 @bp.route("/site-calibration", methods=["POST"])
 @admin_token_required
+@plain_body
 @bp.response(201, SiteCalibrationSchema)
 @bp.alt_response(400, schema=ErrorSchema, description="`bad_json`, `bad_threshold`.")
 @bp.alt_response(404, schema=ErrorSchema, description="No such run.")
 @bp.alt_response(409, schema=ErrorSchema, description="`run_not_done`.")
+@bp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
+@bp.alt_response(415, schema=ErrorSchema, description="`unsupported_encoding`: a body sent with a Content-Encoding.")
 @bp.alt_response(422, schema=ErrorSchema, description="`too_few_films` (under 50 of a class), `other_model_version`.")
 @bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`: the model card cannot be read.")
 @bp.doc(operationId="adoptSiteCalibration", requestBody=CALIBRATION_BODY)
@@ -181,11 +192,11 @@ def withdraw_site_calibration():
 
 @bp.route("/monitoring", methods=["GET"])
 @admin_token_required
+@bp.arguments(MonitoringQuerySchema, location="query")
 @bp.response(200, MonitoringSchema)
+@bp.alt_response(400, response="BAD_REQUEST")
 @bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`.")
 @bp.doc(operationId="getMonitoring")
-def get_monitoring():
+def get_monitoring(query: dict):
     """Weekly monitoring figures and drift against the validation reference"""
-    version = served_model_version()
-    weeks = min(max(request.args.get("weeks", 12, type=int), 1), 104)
-    return weekly(version, weeks=weeks)
+    return weekly(served_model_version(), weeks=query["weeks"])

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from marshmallow import fields, validate
+from marshmallow import Schema, fields, validate
 
 from ..models import RUN_STATES
+from ..validation.monitoring import DEFAULT_WEEKS, MAX_WEEKS
 from .schemas import ResponseSchema, UtcDateTime
 
 INTERVAL = fields.List(fields.Float(), allow_none=True, metadata={"description": "95% interval [low, high]"})
@@ -42,7 +43,7 @@ class RunCreatedSchema(ResponseSchema):
 
 
 class ValidationRunSchema(RunCreatedSchema):
-    progress = fields.Dict(required=True, metadata={"description": "{done, total}"})
+    progress = fields.Nested(ProgressSchema, required=True)
     archive = fields.String(attribute="archive_name")
     created_at = UtcDateTime(required=True)
     model_version = fields.String(allow_none=True)
@@ -62,9 +63,44 @@ class SiteCalibrationSchema(ResponseSchema):
     withdrawn_at = UtcDateTime(allow_none=True)
 
 
+class MonitoringQuerySchema(Schema):
+    error_code = "invalid_filter"  # read by errors.ArgumentParser
+
+    weeks = fields.Integer(
+        load_default=DEFAULT_WEEKS,
+        validate=validate.Range(min=1, max=MAX_WEEKS),
+        metadata={"description": "how many weeks, the current one last"},
+    )
+
+
+class WeekSchema(ResponseSchema):
+    week = fields.String(required=True, metadata={"description": "its Monday (UTC), YYYY-MM-DD"})
+    films = fields.Integer(required=True)
+    verdicts = fields.Dict(
+        keys=fields.String(), values=fields.Integer(), required=True, metadata={"description": "films per verdict"}
+    )
+    unknown_rate = fields.Float(required=True, allow_none=True, metadata={"description": "null without films"})
+    unknown_reasons = fields.Dict(
+        keys=fields.String(), values=fields.Float(), required=True, metadata={"description": "share of the films"}
+    )
+    reviewed = fields.Integer(required=True, metadata={"description": "films with a radiologist reading"})
+    agreement = fields.Float(
+        required=True, allow_none=True, metadata={"description": "share of readings agreeing; null without any"}
+    )
+    psi = fields.Dict(
+        keys=fields.String(),
+        values=fields.Float(allow_none=True),
+        required=True,
+        metadata={"description": "drift per score; empty under the minimum films or without a reference"},
+    )
+    drift_alert = fields.Boolean(required=True)
+
+
 class MonitoringSchema(ResponseSchema):
     model_version = fields.String(required=True)
     reference_run_id = fields.Integer(allow_none=True)
     psi_alert_level = fields.Float(required=True)
     min_films_for_drift = fields.Integer(required=True)
-    weeks = fields.List(fields.Dict(), required=True, metadata={"description": "one entry per week, oldest first"})
+    weeks = fields.List(
+        fields.Nested(WeekSchema), required=True, metadata={"description": "one entry per week, oldest first"}
+    )

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time
 
 from flask_wtf import FlaskForm
-from sqlalchemy import Select, select
+from sqlalchemy import Select, or_, select
 from wtforms import DateField, SelectField, StringField
 from wtforms.validators import Optional
 
 from ..extensions import db
-from ..models import LABELS, SOURCES, Feedback, Prediction, User
+from ..models import LABELS, PACS_SUBMITTER, SOURCES, Feedback, Prediction, User
 
 
 class HistoryFilterForm(FlaskForm):
@@ -65,7 +65,11 @@ def prediction_query(
     if owner is not None:
         query = query.where(Prediction.user_id == owner.id)
     elif user:
-        query = query.join(User, Prediction.user_id == User.id).where(User.username == user.strip())
+        name = user.strip()
+        by_account = Prediction.user_id.in_(select(User.id).where(User.username == name))
+        # The films from the PACS have no account; their rows show PACS_SUBMITTER as the user, so that
+        # name finds them too (it found nothing, though the answers said user "PACS").
+        query = query.where(or_(by_account, Prediction.user_id.is_(None)) if name == PACS_SUBMITTER else by_account)
     if verdict:
         query = query.where(Prediction.label == verdict)
     if date_from:

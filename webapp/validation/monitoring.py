@@ -29,6 +29,8 @@ PSI_ALERT = 0.25
 # 20-film trial run against weeks of the very same films alarmed in four weeks out of five).
 MIN_FILMS = 100
 SCORES = ("p_pneumonia", "chest_probability", "feature_distance")
+# How many weeks one request may ask for (two years), and how many it gets when it does not say.
+DEFAULT_WEEKS, MAX_WEEKS = 12, 104
 
 
 def week_start(moment: datetime) -> date:
@@ -60,7 +62,7 @@ def reference_scores(run: ValidationRun) -> dict[str, list[float]]:
     return {score: [row[i] for row in rows if row[i] is not None] for i, score in enumerate(SCORES)}
 
 
-def weekly(model_version: str, weeks: int = 12, now: datetime | None = None) -> dict:
+def weekly(model_version: str, weeks: int = DEFAULT_WEEKS, now: datetime | None = None) -> dict:
     """The monitoring figures of the last `weeks` weeks (Monday to Sunday, UTC) for one model version."""
     now = now or datetime.now(UTC)
     first = week_start(now) - timedelta(weeks=weeks - 1)

@@ -18,7 +18,7 @@ from . import bp
 from .archive import ArchiveRejected
 from .charts import reliability_svg, roc_svg
 from .forms import AdoptThresholdForm, UploadArchiveForm, WithdrawForm
-from .monitoring import drift_alert, weekly
+from .monitoring import DEFAULT_WEEKS, MAX_WEEKS, drift_alert, weekly
 from .runs import create_run, progress, upload_limit
 from .site import AdoptionRefused, adopt, current_model_version, withdraw
 
@@ -193,7 +193,7 @@ def _monitoring_figures() -> dict:
         version = current_model_version()
     except AdoptionRefused:
         abort(503)
-    weeks = min(max(request.args.get("weeks", 12, type=int), 1), 104)
+    weeks = min(max(request.args.get("weeks", DEFAULT_WEEKS, type=int), 1), MAX_WEEKS)
     return weekly(version, weeks=weeks)
 
 

@@ -1,0 +1,34 @@
+"""Request bodies the API reads: as sent, never content-coded."""
+
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import request
+
+from .errors import api_error
+
+IDENTITY = ("", "identity")
+
+
+def plain_body(view):
+    """Refuse (415 `unsupported_encoding`, RFC 9110 15.5.16) a body sent with a Content-Encoding such as
+    gzip: nothing here decodes one, and read as it came, a compressed form or JSON looked empty, so the
+    client was told "no part named file" or "send JSON" and went looking for the wrong mistake.
+
+    Put it under the token check and above the argument parser; the view declares its 415.
+    """
+
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        if request.headers.get("Content-Encoding", "").strip().lower() not in IDENTITY:
+            response = api_error(
+                "unsupported_encoding",
+                "This server reads request bodies as sent: send the body without Content-Encoding (no gzip).",
+                415,
+            )
+            response.headers["Accept-Encoding"] = "identity"
+            return response
+        return view(*args, **kwargs)
+
+    return wrapped
