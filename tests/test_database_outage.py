@@ -69,3 +69,14 @@ def test_a_page_during_an_outage_says_the_database_is_unreachable(app, client, c
     assert page.status_code == 503
     assert b"database cannot be reached" in page.data
     assert b"Traceback" not in page.data
+
+
+def test_every_operation_documents_the_503_and_the_upload_keeps_its_own(client, api_token):
+    """The shared 503 is added where an operation has none of its own; an operation's own 503 (the
+    upload's, whose body may list the refused files) is not replaced by it."""
+    document = client.get("/api/v1/openapi.json", headers={"Authorization": f"Bearer {api_token}"}).get_json()
+    operations = [op for item in document["paths"].values() for method, op in item.items() if method != "parameters"]
+    assert operations and all("503" in op["responses"] for op in operations)
+    upload_503 = document["paths"]["/predictions"]["post"]["responses"]["503"]
+    assert upload_503["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/BatchError"}
+    assert "database_unavailable" in upload_503["description"]

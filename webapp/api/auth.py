@@ -12,13 +12,15 @@ from . import bp
 from .errors import api_error
 
 # Answers any token-protected operation can give besides its own (see spec.ERROR_DESCRIPTIONS); 414
-# and 431 come from the HTTP server in front of the app (deploy/gunicorn_worker.py), in the same body.
+# and 431 come from the HTTP server in front of the app (deploy/gunicorn_worker.py), in the same body;
+# 503 is `database_unavailable` (errors/handlers.py), unless the view documents its own 503.
 TOKEN_RESPONSES = (
     HTTPStatus.UNAUTHORIZED,
     HTTPStatus.REQUEST_URI_TOO_LONG,
     HTTPStatus.TOO_MANY_REQUESTS,
     HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
     HTTPStatus.INTERNAL_SERVER_ERROR,
+    HTTPStatus.SERVICE_UNAVAILABLE,
 )
 
 
@@ -40,8 +42,10 @@ def token_required(view):
             return response
         return view(*args, **kwargs)
 
+    declared = getattr(view, "_apidoc", {}).get("response", {}).get("responses", {})
     for status in TOKEN_RESPONSES:
-        wrapped = bp.alt_response(status.value, response=status.name)(wrapped)
+        if status.value not in declared:  # the view's own description (e.g. `model_unavailable`) stays
+            wrapped = bp.alt_response(status.value, response=status.name)(wrapped)
     return wrapped
 
 

@@ -116,7 +116,12 @@ def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str
         BatchErrorSchema,
         "An image we cannot screen: corrupt, truncated, too small ... (or most of a refused batch).",
     ),
-    (503, BatchErrorSchema, "The model is not available on this server right now."),
+    (
+        503,
+        BatchErrorSchema,
+        "`model_unavailable`: the model is not available on this server right now; `database_unavailable`: "
+        "the database cannot be reached and nothing was saved (with `Retry-After`).",
+    ),
 )
 @bp.doc(operationId="createPredictions")
 def create_predictions(upload):

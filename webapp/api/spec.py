@@ -36,7 +36,8 @@ ERROR_DESCRIPTIONS = {
     429: "Too many requests from this client (API_RATE_LIMIT); retry after `Retry-After` seconds.",
     431: "`headers_too_large`: more or longer header fields than the HTTP server accepts.",
     500: "An unexpected fault on the server; it was logged and nothing was half-written.",
-    503: "A service the operation needs (the model) is not available right now.",
+    503: "`database_unavailable`: the database cannot be reached right now and nothing was saved; "
+    "retry after `Retry-After` seconds.",
 }
 ERROR_EXAMPLES = {
     400: ("invalid_request", "per_page: Must be greater than or equal to 1 and less than or equal to 200."),
@@ -53,6 +54,13 @@ ERROR_HEADERS = {
         "Retry-After": {
             "description": "seconds until a request may succeed",
             "required": True,
+            "schema": {"type": "integer"},
+        }
+    },
+    503: {
+        "Retry-After": {
+            "description": "seconds after which to try again (`database_unavailable`)",
+            "required": False,
             "schema": {"type": "integer"},
         }
     },

@@ -60,6 +60,9 @@ CALIBRATION_BODY = {
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
+UNAVAILABLE = "`model_unavailable`; `database_unavailable` (with `Retry-After`)."
+
+
 def served_model_version() -> str:
     """The version of the model this server runs, or the API's 503 when it cannot be loaded."""
     try:
@@ -131,7 +134,11 @@ def get_validation_run(run_id: int):
 @bp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
 @bp.alt_response(415, schema=ErrorSchema, description="`unsupported_encoding`: a body sent with a Content-Encoding.")
 @bp.alt_response(422, schema=ErrorSchema, description="`too_few_films` (under 50 of a class), `other_model_version`.")
-@bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`: the model card cannot be read.")
+@bp.alt_response(
+    503,
+    schema=ErrorSchema,
+    description="`model_unavailable`: the model card cannot be read; `database_unavailable` (with `Retry-After`).",
+)
 @bp.doc(operationId="adoptSiteCalibration", requestBody=CALIBRATION_BODY)
 def adopt_site_calibration():
     """Adopt a threshold from a finished validation run as the site operating point"""
@@ -162,7 +169,9 @@ def adopt_site_calibration():
 @admin_token_required
 @bp.response(200, SiteCalibrationSchema)
 @bp.alt_response(404, schema=ErrorSchema, description="No site threshold in force: the model card's applies.")
-@bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`.")
+@bp.alt_response(
+    503, schema=ErrorSchema, description="`model_unavailable`; `database_unavailable` (with `Retry-After`)."
+)
 @bp.doc(operationId="getSiteCalibration")
 def get_site_calibration():
     """The site operating point in force (404: the model card's threshold applies)"""
@@ -177,7 +186,9 @@ def get_site_calibration():
 @admin_token_required
 @bp.response(204)
 @bp.alt_response(404, schema=ErrorSchema, description="No site threshold was in force.")
-@bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`.")
+@bp.alt_response(
+    503, schema=ErrorSchema, description="`model_unavailable`; `database_unavailable` (with `Retry-After`)."
+)
 @bp.doc(operationId="withdrawSiteCalibration")
 def withdraw_site_calibration():
     """Withdraw the site operating point: new predictions use the model card's threshold"""
@@ -195,7 +206,9 @@ def withdraw_site_calibration():
 @bp.arguments(MonitoringQuerySchema, location="query")
 @bp.response(200, MonitoringSchema)
 @bp.alt_response(400, response="BAD_REQUEST")
-@bp.alt_response(503, schema=ErrorSchema, description="`model_unavailable`.")
+@bp.alt_response(
+    503, schema=ErrorSchema, description="`model_unavailable`; `database_unavailable` (with `Retry-After`)."
+)
 @bp.doc(operationId="getMonitoring")
 def get_monitoring(query: dict):
     """Weekly monitoring figures and drift against the validation reference"""
