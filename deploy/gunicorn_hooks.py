@@ -16,20 +16,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def env_int(name: str, default: int, minimum: int = 0) -> int:
-    """An integer setting from the environment; unset or empty means the default."""
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, not {number}")
-    return number
-
-
 def cpu_count(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     """Cores this process may really use: its CPU affinity, capped by a container CPU quota.
 

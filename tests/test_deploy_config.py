@@ -108,9 +108,11 @@ def test_inference_threads_follow_a_worker_override(monkeypatch):
 
 
 @pytest.mark.parametrize("value", ["two", "-1", "0", "1.5"])
-def test_bad_numbers_are_refused_with_the_variable_named(monkeypatch, value):
-    with pytest.raises(ValueError, match="WEB_WORKERS"):
+def test_bad_numbers_are_refused_with_the_variable_named(monkeypatch, capsys, value):
+    with pytest.raises(SystemExit) as stop:
         load_gunicorn_conf(monkeypatch, WEB_WORKERS=value)
+    assert stop.value.code == 4
+    assert capsys.readouterr().err.startswith("gunicorn: configuration error: WEB_WORKERS must be")
 
 
 @pytest.mark.parametrize(
