@@ -343,6 +343,39 @@ def test_container_health_check_fails_when_nothing_listens():
     assert done.returncode == 1 and "readyz unreachable" in done.stdout
 
 
+def run_backup_script(instance: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "backup_sqlite.py"), *args],
+        env={"PATH": os.environ["PATH"], "APP_ENV": "production", "INSTANCE_DIR": str(instance), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_sqlite_restore_refuses_a_file_that_is_not_this_apps_database(tmp_path):
+    # Restoring the job queue's jobs.sqlite (it sits beside cxr.sqlite) used to replace the app's
+    # database with it: 'restored', then every page failed on missing tables.
+    import sqlite3
+
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    with sqlite3.connect(instance / "cxr.sqlite") as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0007_directory_access')")
+    before = (instance / "cxr.sqlite").read_bytes()
+    with sqlite3.connect(tmp_path / "jobs.sqlite") as conn:
+        conn.execute("CREATE TABLE task (id INTEGER PRIMARY KEY, data BLOB)")
+    (tmp_path / "torn.sqlite").write_bytes(b"SQLite format 3\x00" + bytes(4000))
+    for name, reason in [("jobs.sqlite", "is not a database of this app"), ("torn.sqlite", "not a readable")]:
+        refused = run_backup_script(instance, "restore", str(tmp_path / name))
+        assert refused.returncode == 1 and reason in refused.stderr and "Traceback" not in refused.stderr
+    assert (instance / "cxr.sqlite").read_bytes() == before
+    for args, reason in [(("backup", str(tmp_path / "no" / "b.sqlite")), "no folder"), (("backup", "x"), "")]:
+        refused = run_backup_script(tmp_path / "empty", *args)
+        assert refused.returncode == 1 and reason in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_sqlite_backup_and_restore_round_trip(tmp_path):
     import sqlite3
 
@@ -350,11 +383,11 @@ def test_sqlite_backup_and_restore_round_trip(tmp_path):
     with sqlite3.connect(live) as conn:
         conn.execute("CREATE TABLE predictions (id INTEGER PRIMARY KEY, label TEXT)")
         conn.execute("INSERT INTO predictions (label) VALUES ('NORMAL'), ('PNEUMONIA')")
-    env = {"PATH": os.environ["PATH"], "APP_ENV": "production", "INSTANCE_DIR": str(tmp_path)}
-    script = [sys.executable, str(ROOT / "docker" / "backup_sqlite.py")]
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0007_directory_access')")
 
     def run(*args):
-        return subprocess.run([*script, *args], env=env, capture_output=True, text=True, timeout=60)
+        return run_backup_script(tmp_path, *args)
 
     assert run("backup", str(tmp_path / "b.sqlite")).returncode == 0
     assert run("backup", str(tmp_path / "b.sqlite")).returncode == 1  # never overwrites a backup
@@ -363,11 +396,5 @@ def test_sqlite_backup_and_restore_round_trip(tmp_path):
     assert run("restore", str(tmp_path / "b.sqlite")).returncode == 0
     with sqlite3.connect(live) as conn:
         assert conn.execute("SELECT label FROM predictions ORDER BY id").fetchall() == [("NORMAL",), ("PNEUMONIA",)]
-    refused = subprocess.run(
-        [*script, "backup", str(tmp_path / "c.sqlite")],
-        capture_output=True,
-        text=True,
-        env={**env, "DATABASE_URL": "postgresql://cxr@db/cxr"},
-        timeout=60,
-    )
+    refused = run_backup_script(tmp_path, "backup", str(tmp_path / "c.sqlite"), DATABASE_URL="postgresql://cxr@db/cxr")
     assert refused.returncode == 1 and "pg_dump" in refused.stderr
