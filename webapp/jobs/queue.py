@@ -65,6 +65,10 @@ def build_huey(config) -> Huey:
     return SqliteHuey(name, filename=str(path))
 
 
+class QueueUnavailable(RuntimeError):
+    pass
+
+
 class JobQueue:
     """The app's queue, built on first use so that creating the app touches no file or server."""
 
@@ -107,6 +111,14 @@ class JobQueue:
     def enqueue_in(self, seconds: float, name: str, *args) -> None:
         self.huey  # noqa: B018
         self._tasks[name].schedule(args=args, delay=seconds)
+
+    def check_reachable(self) -> None:
+        """Raise QueueUnavailable, with the backend's reason, when the queue cannot be read."""
+        try:
+            self.huey.pending_count()
+        except Exception as exc:  # redis-py and sqlite3 have no common base; each says why in its message
+            where = "Redis (REDIS_URL)" if self.app.config.get("REDIS_URL") else "its SQLite file in INSTANCE_DIR"
+            raise QueueUnavailable(f"the job queue on {where} cannot be reached: {exc}") from exc
 
     def pending(self) -> int:
         return self.huey.pending_count()
