@@ -18,6 +18,7 @@ from limits import parse_many
 
 from .access import request_token
 from .env import ConfigError
+from .logs import install_json_logging
 
 LIMIT_SETTINGS = ("API_RATE_LIMIT", "UPLOAD_RATE_LIMIT", "SIGN_IN_RATE_LIMIT")
 
@@ -97,6 +98,9 @@ def init_app(app: Flask) -> None:
     app.config["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"] = True
     app.config["RATELIMIT_SWALLOW_ERRORS"] = True
     limiter.init_app(app)
+    # Flask-Limiter says when it falls back and when Redis is back, but only to a NullHandler: into
+    # the app's log with them, or an administrator never learns the limits are per process for a while.
+    install_json_logging("flask-limiter")
 
 
 def retry_after_seconds() -> int:
