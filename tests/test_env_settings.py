@@ -80,7 +80,7 @@ def start(command: list[str], **env: str) -> subprocess.CompletedProcess:
     [
         ("MAX_UPLOAD_MB", "abc", "MAX_UPLOAD_MB must be a whole number, not 'abc'"),
         # audit prune deleted every audit event with a retention of 0 or below
-        ("AUDIT_RETENTION_DAYS", "-1", "AUDIT_RETENTION_DAYS must be at least 1, not -1"),
+        ("AUDIT_RETENTION_DAYS", "-1", "AUDIT_RETENTION_DAYS must be from 1 to 36500, not -1"),
         ("SESSION_COOKIE_SECURE", "ture", "SESSION_COOKIE_SECURE must be true or false"),
         # Flask-Limiter skipped a limit it could not read: the API ran unlimited
         ("API_RATE_LIMIT", "three a minute", "API_RATE_LIMIT must be limits like 20/second;600/minute"),
@@ -88,6 +88,9 @@ def start(command: list[str], **env: str) -> subprocess.CompletedProcess:
         ("DATABASE_URL", "mysql://cxr:hunter2secret@db/cxr", "DATABASE_URL must be a sqlite:/// or postgresql:// URL"),
         ("SECRET_KEY", "short", "SECRET_KEY is missing, a well-known default or shorter than 32 characters"),
         ("LOG_LEVEL", "verbose", "LOG_LEVEL must be debug, info, warning or error"),
+        # a period past what date arithmetic holds: an OverflowError traceback at start-up or in a request
+        ("SESSION_MAX_HOURS", "1000000000000", "SESSION_MAX_HOURS must be from 1 to 8760"),
+        ("WORKLIST_HOURS", "100000000000", "WORKLIST_HOURS must be from 1 to 8760"),
     ],
 )
 def test_the_app_refuses_a_bad_setting_with_one_line(tmp_path, name, value, message):
@@ -113,4 +116,6 @@ def test_the_flask_cli_refuses_a_bad_setting_with_one_line(tmp_path):
         [str(flask), "--app", "wsgi", "audit", "prune"], INSTANCE_DIR=str(tmp_path), AUDIT_RETENTION_DAYS="0"
     )
     assert result.returncode == CONFIG_ERROR_EXIT
-    assert result.stderr.strip() == "cxr-screen: configuration error: AUDIT_RETENTION_DAYS must be at least 1, not 0"
+    assert (
+        result.stderr.strip() == "cxr-screen: configuration error: AUDIT_RETENTION_DAYS must be from 1 to 36500, not 0"
+    )

@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, select
 
 from .access import issue_token, revoke_token, revoke_tokens
 from .auth.sessions import end_all_access
+from .config import MAX_RETENTION_DAYS
 from .extensions import db
 from .models import ROLES, USERNAME_PATTERN, AuditEvent, User, record_audit, utcnow
 from .passwords import password_problem
@@ -159,7 +160,10 @@ def list_users() -> None:
 
 @audit_cli.command("prune")
 @click.option(
-    "--days", type=click.IntRange(1), default=None, help="Keep this many days [default: AUDIT_RETENTION_DAYS]."
+    "--days",
+    type=click.IntRange(1, MAX_RETENTION_DAYS),
+    default=None,
+    help="Keep this many days [default: AUDIT_RETENTION_DAYS].",
 )
 def prune(days: int | None) -> None:
     """Delete audit events older than the retention period (itself an audited event)."""

@@ -20,6 +20,11 @@ SECRET_KEY_FILE = "secret_key"
 
 # Keys people copy from tutorials; starting with one of them is as bad as no key.
 INSECURE_SECRET_KEYS = frozenset({"", "dev", "changeme", "change-me", "secret", "default"})
+# Upper bounds of periods: far beyond any sensible setting, and below what date arithmetic can hold
+# (a SESSION_MAX_HOURS or `audit prune --days` of 10**8 ended in an OverflowError traceback).
+SECONDS_A_DAY, HOURS_A_YEAR, MINUTES_A_YEAR = 86400, 8760, 525600
+MAX_RETENTION_DAYS = 36500
+
 # Session cookies are signed with the key: a short one can be brute-forced offline from a single cookie.
 MIN_SECRET_KEY_LENGTH = 32
 
@@ -74,14 +79,14 @@ class Config:
     # Sign-in throttling: after this many failures (per account and address pair, and per address)
     # each further try must wait twice as long as the last, up to LOGIN_MAX_DELAY_SECONDS. Counters
     # are forgotten after LOGIN_WINDOW_MINUTES without a failure.
-    LOGIN_WINDOW_MINUTES = env_int("LOGIN_WINDOW_MINUTES", 15, minimum=1)
+    LOGIN_WINDOW_MINUTES = env_int("LOGIN_WINDOW_MINUTES", 15, minimum=1, maximum=MINUTES_A_YEAR)
     LOGIN_MAX_FAILURES_PER_ACCOUNT = env_int("LOGIN_MAX_FAILURES_PER_ACCOUNT", 5, minimum=1)
     LOGIN_MAX_FAILURES_PER_ADDRESS = env_int("LOGIN_MAX_FAILURES_PER_ADDRESS", 20, minimum=1)
-    LOGIN_MAX_DELAY_SECONDS = env_int("LOGIN_MAX_DELAY_SECONDS", 300, minimum=1)
+    LOGIN_MAX_DELAY_SECONDS = env_int("LOGIN_MAX_DELAY_SECONDS", 300, minimum=1, maximum=SECONDS_A_DAY)
 
     # Sessions end after this long without a request, and this long after sign-in in any case.
-    SESSION_IDLE_MINUTES = env_int("SESSION_IDLE_MINUTES", 30, minimum=1)
-    SESSION_MAX_HOURS = env_int("SESSION_MAX_HOURS", 12, minimum=1)
+    SESSION_IDLE_MINUTES = env_int("SESSION_IDLE_MINUTES", 30, minimum=1, maximum=MINUTES_A_YEAR)
+    SESSION_MAX_HOURS = env_int("SESSION_MAX_HOURS", 12, minimum=1, maximum=HOURS_A_YEAR)
     PERMANENT_SESSION_LIFETIME = timedelta(hours=SESSION_MAX_HOURS)
 
     # Directory sign-in (LDAP / Active Directory); off while LDAP_URL is empty. See docs/sign-in.md.
@@ -94,7 +99,7 @@ class Config:
     LDAP_ADMIN_GROUP_DN = os.environ.get("LDAP_ADMIN_GROUP_DN", "")
     LDAP_CLINICIAN_GROUP_DN = os.environ.get("LDAP_CLINICIAN_GROUP_DN", "")
     LDAP_CA_FILE = os.environ.get("LDAP_CA_FILE", "")  # PEM of the CA that signed the directory's certificate
-    LDAP_TIMEOUT_SECONDS = env_int("LDAP_TIMEOUT_SECONDS", 5, minimum=1)
+    LDAP_TIMEOUT_SECONDS = env_int("LDAP_TIMEOUT_SECONDS", 5, minimum=1, maximum=300)
     # How often the job worker asks the directory about every directory account (0: never): a leaver
     # loses sessions and tokens within this many minutes, not at a next sign-in that never comes.
     DIRECTORY_RECHECK_MINUTES = env_int("DIRECTORY_RECHECK_MINUTES", 15)
@@ -114,7 +119,7 @@ class Config:
     # File names often carry a patient's name or MRN: stored only when a site opts in.
     STORE_ORIGINAL_FILENAMES = env_bool("STORE_ORIGINAL_FILENAMES", False)
     # Audit events older than this are deleted by `flask audit prune` (7 years by default).
-    AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 2555, minimum=1)
+    AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 2555, minimum=1, maximum=MAX_RETENTION_DAYS)
 
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
@@ -132,7 +137,7 @@ class Config:
     REDIS_URL = _redis_url()
     JOBS_QUEUE_NAME = os.environ.get("JOBS_QUEUE_NAME", "cxr-jobs")
     # A worker renews its hold on a job at least this often; one silent for longer is taken to be dead.
-    JOBS_LEASE_SECONDS = env_int("JOBS_LEASE_SECONDS", 20, minimum=1)
+    JOBS_LEASE_SECONDS = env_int("JOBS_LEASE_SECONDS", 20, minimum=1, maximum=SECONDS_A_DAY)
     # The queue worker yields the CPU to the web workers: OS priority and TensorFlow threads.
     JOBS_WORKER_NICE = env_int("JOBS_WORKER_NICE", 10, maximum=19)
     JOBS_WORKER_TF_THREADS = env_int("JOBS_WORKER_TF_THREADS", 1)
@@ -150,14 +155,14 @@ class Config:
     )
     DICOM_RESULTS_DESTINATION = os.environ.get("DICOM_RESULTS_DESTINATION") or None  # AE@host:port
     # Undelivered results are retried with a doubling wait, up to this long between tries and this many tries.
-    DICOM_SEND_MAX_BACKOFF_SECONDS = env_int("DICOM_SEND_MAX_BACKOFF_SECONDS", 300, minimum=1)
+    DICOM_SEND_MAX_BACKOFF_SECONDS = env_int("DICOM_SEND_MAX_BACKOFF_SECONDS", 300, minimum=1, maximum=SECONDS_A_DAY)
     DICOM_SEND_MAX_ATTEMPTS = env_int("DICOM_SEND_MAX_ATTEMPTS", 60, minimum=1)
     # Long side of the secondary-capture image sent back (the film with its heat map).
     DICOM_CAPTURE_SIZE = env_int("DICOM_CAPTURE_SIZE", 1024, minimum=1)
     # The DICOM node gives way to the web workers (it spools and queues; screening is the queue worker's).
     DICOM_LISTENER_NICE = env_int("DICOM_LISTENER_NICE", 10, maximum=19)
     # The clinicians' worklist shows the films received from the PACS in the last hours.
-    WORKLIST_HOURS = env_int("WORKLIST_HOURS", 24, minimum=1)
+    WORKLIST_HOURS = env_int("WORKLIST_HOURS", 24, minimum=1, maximum=HOURS_A_YEAR)
 
 
 class DevelopmentConfig(Config):
