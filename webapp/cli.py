@@ -5,18 +5,18 @@ from datetime import timedelta
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
 from sqlalchemy import delete, func, select
 
 from .access import issue_token, revoke_token, revoke_tokens
 from .auth.sessions import end_all_access
+from .cli_group import AdminGroup
 from .config import MAX_RETENTION_DAYS
 from .extensions import db
 from .models import ROLES, USERNAME_PATTERN, AuditEvent, User, record_audit, utcnow
 from .passwords import password_problem
 
-users_cli = AppGroup("users", help="Create and manage user accounts and API tokens.")
-audit_cli = AppGroup("audit", help="Maintain the audit trail.")
+users_cli = AdminGroup("users", help="Create and manage user accounts and API tokens.")
+audit_cli = AdminGroup("audit", help="Maintain the audit trail.")
 
 PASSWORD_OPTION = click.option(
     "--password", prompt=True, hide_input=True, confirmation_prompt=True, help="Prompted for when not given."

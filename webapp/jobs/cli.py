@@ -6,13 +6,13 @@ import logging
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
 
+from ..cli_group import AdminGroup
 from ..inference.runtime import ModelUnavailable, analyzer_for
 from .priority import yield_cpu
 from .queue import QueueUnavailable, jobs, run_recoveries
 
-jobs_cli = AppGroup("jobs", help="Background jobs: run a worker, show the queue.")
+jobs_cli = AdminGroup("jobs", help="Background jobs: run a worker, show the queue.")
 WORKER_READY = "jobs worker ready"
 
 
