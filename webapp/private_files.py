@@ -23,6 +23,12 @@ def make_private(path: Path) -> None:
         log.warning("%s is readable by others and not ours to change; restrict it to mode 0600", path)
 
 
+def open_private(path: Path):
+    """Open a new file for writing with mode 0600 from the start, whatever the umask (films from the
+    PACS, validation archives: they carry patients' names, ids and birth dates)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE), "wb")
+
+
 def private_sqlite_file(database: str) -> None:
     """Create a SQLite database file with mode 0600 before SQLite would create it with the umask's mode
     (SQLite gives its -wal and -shm files the mode of the database file), or tighten an existing one."""

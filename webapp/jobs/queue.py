@@ -20,6 +20,8 @@ from pathlib import Path
 from flask import Flask, current_app
 from huey import Huey, RedisHuey, SqliteHuey, crontab
 
+from ..private_files import private_sqlite_file
+
 log = logging.getLogger(__name__)
 
 _TASKS: dict[str, Callable] = {}
@@ -62,6 +64,7 @@ def build_huey(config) -> Huey:
         return RedisHuey(name, url=config["REDIS_URL"])
     path = Path(config["INSTANCE_DIR"]) / "jobs.sqlite"
     path.parent.mkdir(parents=True, exist_ok=True)
+    private_sqlite_file(str(path))  # like the app's database: 0600 whatever the umask
     return SqliteHuey(name, filename=str(path))
 
 
