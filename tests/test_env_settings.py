@@ -91,6 +91,13 @@ def start(command: list[str], **env: str) -> subprocess.CompletedProcess:
         # a period past what date arithmetic holds: an OverflowError traceback at start-up or in a request
         ("SESSION_MAX_HOURS", "1000000000000", "SESSION_MAX_HOURS must be from 1 to 8760"),
         ("WORKLIST_HOURS", "100000000000", "WORKLIST_HOURS must be from 1 to 8760"),
+        # the DICOM node stopped with pynetdicom's 50-line traceback
+        ("DICOM_AE_TITLE", "CXRSCREEN-RADIOLOGY", "DICOM_AE_TITLE: an AE title is 1 to 16 printable characters"),
+        (
+            "DICOM_ALLOWED_CALLING_AETS",
+            "PACS,ORTHANC-MAIN-ARCHIVE",
+            "DICOM_ALLOWED_CALLING_AETS: an AE title is 1 to 16",
+        ),
     ],
 )
 def test_the_app_refuses_a_bad_setting_with_one_line(tmp_path, name, value, message):

@@ -54,6 +54,14 @@ def _redis_url() -> str | None:
     return url or None
 
 
+def _ae_title(name: str, title: str) -> str:
+    # DICOM's rule (PS3.5 AE value representation), checked here so the DICOM node does not stop
+    # with pynetdicom's traceback.
+    if len(title) > 16 or "\\" in title or not title.isprintable():
+        raise ConfigError(f"{name}: an AE title is 1 to 16 printable characters without a backslash, not {title!r}")
+    return title
+
+
 class Config:
     ENV_NAME = "production"
     INSTANCE_DIR = _instance_dir()
@@ -147,11 +155,13 @@ class Config:
     VALIDATION_MAX_BYTES = env_int("VALIDATION_MAX_BYTES", 2 * 1024**3, minimum=1)
 
     # The DICOM node (docs/dicom.md): where it listens, whom it accepts, where its results go.
-    DICOM_AE_TITLE = os.environ.get("DICOM_AE_TITLE", "CXRSCREEN")
+    DICOM_AE_TITLE = _ae_title("DICOM_AE_TITLE", os.environ.get("DICOM_AE_TITLE", "").strip() or "CXRSCREEN")
     DICOM_PORT = env_int("DICOM_PORT", 11112, minimum=1, maximum=65535)
     DICOM_BIND = os.environ.get("DICOM_BIND", "127.0.0.1")
     DICOM_ALLOWED_CALLING_AETS = tuple(
-        aet.strip() for aet in os.environ.get("DICOM_ALLOWED_CALLING_AETS", "").split(",") if aet.strip()
+        _ae_title("DICOM_ALLOWED_CALLING_AETS", aet.strip())
+        for aet in os.environ.get("DICOM_ALLOWED_CALLING_AETS", "").split(",")
+        if aet.strip()
     )
     DICOM_RESULTS_DESTINATION = os.environ.get("DICOM_RESULTS_DESTINATION") or None  # AE@host:port
     # Undelivered results are retried with a doubling wait, up to this long between tries and this many tries.
