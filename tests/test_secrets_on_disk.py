@@ -83,3 +83,22 @@ def test_films_from_the_pacs_archives_and_the_queue_are_private_whatever_the_uma
         }
     finally:
         os.umask(old)
+
+
+def test_a_key_file_on_a_read_only_mount_is_used_with_a_warning(tmp_path, monkeypatch, caplog):
+    # A key mounted read-only (mode 0644) stopped the start: chmod's EROFS was not the PermissionError
+    # make_private expected, and the app died with a traceback.
+    import errno
+    from pathlib import Path
+
+    key_file = tmp_path / "secret_key"
+    key_file.write_text("k" * 48)
+    key_file.chmod(0o644)
+
+    def read_only(self, mode):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "chmod", read_only)
+    app = create_app(Config, {"INSTANCE_DIR": tmp_path, "SECRET_KEY": None})
+    assert app.config["SECRET_KEY"] == "k" * 48
+    assert "readable by others and not ours to change" in caplog.text

@@ -19,7 +19,7 @@ def make_private(path: Path) -> None:
             path.chmod(PRIVATE)
     except FileNotFoundError:
         return
-    except PermissionError:
+    except OSError:  # not ours (EPERM), or a read-only mount (EROFS), e.g. a key mounted from a secret store
         log.warning("%s is readable by others and not ours to change; restrict it to mode 0600", path)
 
 
