@@ -7,7 +7,13 @@ TensorFlow's per-worker thread pool: WEB_WORKERS x INFERENCE_THREADS is about th
 import os
 import time
 
-from deploy.gunicorn_hooks import cpu_count, heartbeat_while_loading, limit_heap_growth, load_model_in_worker
+from deploy.gunicorn_hooks import (
+    bind_address,
+    cpu_count,
+    heartbeat_while_loading,
+    limit_heap_growth,
+    load_model_in_worker,
+)
 from webapp.env import env_int, exit_on_config_error
 
 # A bad value stops gunicorn with one line naming the variable, before any worker starts.
@@ -18,7 +24,7 @@ with exit_on_config_error("gunicorn"):
     workers = env_int("WEB_WORKERS", min(cores, 8), minimum=1)
     inference_threads = env_int("INFERENCE_THREADS", max(1, cores // workers), minimum=1)
 
-    bind = os.environ.get("BIND", "0.0.0.0:8000")
+    bind = bind_address(os.environ.get("BIND", ""))
     # gunicorn's gthread worker, answering the requests gunicorn refuses before the app sees them
     # (request line or headers too long, not HTTP) in the API's JSON error body, not an HTML page.
     worker_class = "deploy.gunicorn_worker.JsonRefusalWorker"

@@ -15,6 +15,18 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from webapp.env import ConfigError
+
+
+def bind_address(value: str) -> str:
+    """BIND as gunicorn takes it (host:port, host, unix:path); a port above 65535 is refused
+    here with the variable named, where gunicorn stopped with an OverflowError traceback."""
+    address = value.strip() or "0.0.0.0:8000"
+    _, colon, port = address.rpartition(":")
+    if colon and not address.startswith(("unix:", "fd://")) and port.isdigit() and int(port) > 65535:
+        raise ConfigError(f"BIND's port must be from 0 to 65535, not {port}")
+    return address
+
 
 def cpu_count(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     """Cores this process may really use: its CPU affinity, capped by a container CPU quota.

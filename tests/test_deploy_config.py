@@ -115,6 +115,20 @@ def test_bad_numbers_are_refused_with_the_variable_named(monkeypatch, capsys, va
     assert capsys.readouterr().err.startswith("gunicorn: configuration error: WEB_WORKERS must be")
 
 
+@pytest.mark.parametrize("value", ["127.0.0.1:99999", "0.0.0.0:65536"])
+def test_a_port_gunicorn_cannot_bind_is_refused_with_the_variable_named(monkeypatch, capsys, value):
+    # BIND=127.0.0.1:99999 ended in gunicorn's OverflowError traceback.
+    with pytest.raises(SystemExit) as stop:
+        load_gunicorn_conf(monkeypatch, BIND=value)
+    assert stop.value.code == 4
+    assert capsys.readouterr().err.startswith("gunicorn: configuration error: BIND's port must be from 0 to 65535")
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:8000", "[::1]:8443", "unix:/run/cxr.sock", "localhost", ""])
+def test_bind_takes_what_gunicorn_takes(monkeypatch, value):
+    assert load_gunicorn_conf(monkeypatch, BIND=value)["bind"] == (value or "0.0.0.0:8000")
+
+
 @pytest.mark.parametrize(
     "files, expected",
     [
