@@ -15,19 +15,17 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from webapp.env import ConfigError
 
-def env_int(name: str, default: int, minimum: int = 0) -> int:
-    """An integer setting from the environment; unset or empty means the default."""
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, not {value!r}") from None
-    if number < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, not {number}")
-    return number
+
+def bind_address(value: str) -> str:
+    """BIND as gunicorn takes it (host:port, host, unix:path); a port above 65535 is refused
+    here with the variable named, where gunicorn stopped with an OverflowError traceback."""
+    address = value.strip() or "0.0.0.0:8000"
+    _, colon, port = address.rpartition(":")
+    if colon and not address.startswith(("unix:", "fd://")) and port.isdigit() and int(port) > 65535:
+        raise ConfigError(f"BIND's port must be from 0 to 65535, not {port}")
+    return address
 
 
 def cpu_count(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:

@@ -13,13 +13,17 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from webapp.config import config_from_env  # noqa: E402
+from webapp.env import exit_on_config_error  # noqa: E402
+
+with exit_on_config_error("backup_sqlite"):
+    from webapp.config import config_from_env
 
 
 def live_database() -> Path:
@@ -29,12 +33,32 @@ def live_database() -> Path:
     return Path(url.database)
 
 
-def copy(source: Path, target: Path) -> None:
-    with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as src, sqlite3.connect(target) as dst:
-        src.backup(dst)
-        problems = dst.execute("PRAGMA integrity_check").fetchone()[0]
+def schema_revision(path: Path) -> str:
+    """The migration revision of the app database at `path`, read without writing; exits when the
+    file is not a sound SQLite database of this app (the job queue's jobs.sqlite sits beside it)."""
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            problems = db.execute("PRAGMA integrity_check").fetchone()[0]
+            has_version = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'").fetchone()
+            revision = db.execute("SELECT version_num FROM alembic_version").fetchone() if has_version else None
+    except sqlite3.DatabaseError as exc:
+        sys.exit(f"{path} is not a readable SQLite database: {exc}")
     if problems != "ok":
-        sys.exit(f"integrity check of {target} failed: {problems}")
+        sys.exit(f"integrity check of {path} failed: {problems}")
+    if revision is None:
+        sys.exit(f"{path} is not a database of this app (it has no schema revision)")
+    return revision[0]
+
+
+def copy(source: Path, target: Path) -> None:
+    try:
+        with (
+            closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src,
+            closing(sqlite3.connect(target)) as dst,
+        ):
+            src.backup(dst)
+    except sqlite3.Error as exc:
+        sys.exit(f"copying {source} to {target} failed: {exc}")
 
 
 def main() -> None:
@@ -46,13 +70,20 @@ def main() -> None:
     if args.action == "backup":
         if args.file.exists():
             sys.exit(f"{args.file} exists; choose a new name so no backup is overwritten")
+        if not args.file.parent.is_dir():
+            sys.exit(f"no folder {args.file.parent} to write the backup in")
+        if not live.is_file():
+            sys.exit(f"no database at {live} to back up (check INSTANCE_DIR / DATABASE_URL)")
         copy(live, args.file)
-        print(f"backed up {live} to {args.file}")
+        revision = schema_revision(args.file)
+        print(f"backed up {live} to {args.file} (schema revision {revision})")
     else:
         if not args.file.is_file():
             sys.exit(f"no backup file {args.file}")
+        # Checked before anything is written: a wrong or damaged file must leave the live database as it was.
+        revision = schema_revision(args.file)
         copy(args.file, live)
-        print(f"restored {live} from {args.file}")
+        print(f"restored {live} from {args.file} (schema revision {revision}; restart the app to migrate it)")
 
 
 if __name__ == "__main__":

@@ -17,17 +17,20 @@ export PATH="$PWD/.venv/bin:$PATH"
 # Plain http on localhost: the development profile keeps cookies usable without TLS.
 export APP_ENV="${APP_ENV:-development}"
 export BIND="${BIND:-127.0.0.1:8000}"
-mkdir -p instance
-if [ -z "${SECRET_KEY:-}" ] && [ ! -s instance/secret_key ]; then
-  (umask 077; python -c 'import secrets; print(secrets.token_hex(32))' > instance/secret_key)
+# The folder the app reads (INSTANCE_DIR, else instance/): a key written anywhere else would leave the
+# app without one, and the development profile would then sign sessions with its public fallback key.
+instance="${INSTANCE_DIR:-instance}"
+mkdir -p "$instance"
+if [ -z "${SECRET_KEY:-}" ] && [ ! -s "$instance/secret_key" ]; then
+  (umask 077; python -c 'import secrets; print(secrets.token_hex(32))' > "$instance/secret_key")
 fi
 
 flask --app wsgi db upgrade
 if [ -z "$(flask --app wsgi users list)" ]; then
   password="${ADMIN_PASSWORD:-$(python -c 'import secrets; print(secrets.token_urlsafe(12))')}"
   flask --app wsgi users create admin --role admin --password "$password"  # changed at first sign-in
-  (umask 077; echo "$password" > instance/initial_admin_password)
-  echo "First admin account: user 'admin', password '$password' (also in instance/initial_admin_password," \
+  (umask 077; echo "$password" > "$instance/initial_admin_password")
+  echo "First admin account: user 'admin', password '$password' (also in $instance/initial_admin_password," \
     "deleted at the first sign-in, where a new password is chosen)."
 fi
 echo "Serving on http://$BIND; DICOM node ${DICOM_AE_TITLE:-CXRSCREEN} on ${DICOM_BIND:-127.0.0.1}:${DICOM_PORT:-11112}"

@@ -170,6 +170,13 @@ def test_prune_deletes_only_past_retention_and_is_itself_audited(app, runner):
     assert "Deleted 1" in runner.invoke(args=["audit", "prune", "--days", "1"]).output
 
 
+def test_prune_refuses_a_retention_past_what_a_date_can_hold(app, runner):
+    # `audit prune --days 100000000` ended in an OverflowError traceback.
+    result = runner.invoke(args=["audit", "prune", "--days", "100000000"])
+    assert result.exit_code == 2 and "100000000 is not in the range 1<=x<=36500" in result.output
+    assert "Deleted 0" in runner.invoke(args=["audit", "prune", "--days", "36500"]).output
+
+
 def test_the_database_refuses_to_change_an_event(app):
     with app.app_context():
         record_audit("admin", "sign_in")

@@ -82,3 +82,31 @@ def test_admin_cannot_deactivate_self(app, client, auth, admin_user):
     client.post(f"/admin/users/{admin_user}/active", data={"csrf_token": csrf_token(client, "/admin/users")})
     with app.app_context():
         assert User.by_username("admin").active
+
+
+@pytest.mark.parametrize(
+    ("database", "reason"),
+    [
+        ("postgresql+psycopg://cxr:pw-s3cret@127.0.0.1:{port}/cxr", "Connection refused"),
+        ("sqlite:///{tmp}/no-such-folder/cxr.sqlite", "unable to open database file"),
+        ("sqlite:///{tmp}/cxr.sqlite", "no such table: "),
+    ],
+)
+@pytest.mark.parametrize("command", [["users", "list"], ["users", "deactivate", "clin"], ["audit", "prune"]])
+def test_a_database_that_cannot_be_used_is_one_line(tmp_path, database, reason, command):
+    # These ended in a 150-line SQLAlchemy traceback (PostgreSQL down, no instance folder, no migrations yet).
+    import socket
+
+    from webapp import create_app
+    from webapp.config import TestingConfig
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = database.format(port=port, tmp=tmp_path)
+    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "SQLALCHEMY_DATABASE_URI": url})
+    result = app.test_cli_runner().invoke(args=command)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: the database (DATABASE_URL) failed: ") and reason in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "pw-s3cret" not in result.output
+    assert "no such table" not in reason or "Run `flask --app wsgi db upgrade` first." in result.output

@@ -108,9 +108,25 @@ def test_inference_threads_follow_a_worker_override(monkeypatch):
 
 
 @pytest.mark.parametrize("value", ["two", "-1", "0", "1.5"])
-def test_bad_numbers_are_refused_with_the_variable_named(monkeypatch, value):
-    with pytest.raises(ValueError, match="WEB_WORKERS"):
+def test_bad_numbers_are_refused_with_the_variable_named(monkeypatch, capsys, value):
+    with pytest.raises(SystemExit) as stop:
         load_gunicorn_conf(monkeypatch, WEB_WORKERS=value)
+    assert stop.value.code == 4
+    assert capsys.readouterr().err.startswith("gunicorn: configuration error: WEB_WORKERS must be")
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:99999", "0.0.0.0:65536"])
+def test_a_port_gunicorn_cannot_bind_is_refused_with_the_variable_named(monkeypatch, capsys, value):
+    # BIND=127.0.0.1:99999 ended in gunicorn's OverflowError traceback.
+    with pytest.raises(SystemExit) as stop:
+        load_gunicorn_conf(monkeypatch, BIND=value)
+    assert stop.value.code == 4
+    assert capsys.readouterr().err.startswith("gunicorn: configuration error: BIND's port must be from 0 to 65535")
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:8000", "[::1]:8443", "unix:/run/cxr.sock", "localhost", ""])
+def test_bind_takes_what_gunicorn_takes(monkeypatch, value):
+    assert load_gunicorn_conf(monkeypatch, BIND=value)["bind"] == (value or "0.0.0.0:8000")
 
 
 @pytest.mark.parametrize(
@@ -341,6 +357,39 @@ def test_container_health_check_fails_when_nothing_listens():
     assert done.returncode == 1 and "readyz unreachable" in done.stdout
 
 
+def run_backup_script(instance: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "backup_sqlite.py"), *args],
+        env={"PATH": os.environ["PATH"], "APP_ENV": "production", "INSTANCE_DIR": str(instance), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_sqlite_restore_refuses_a_file_that_is_not_this_apps_database(tmp_path):
+    # Restoring the job queue's jobs.sqlite (it sits beside cxr.sqlite) used to replace the app's
+    # database with it: 'restored', then every page failed on missing tables.
+    import sqlite3
+
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    with sqlite3.connect(instance / "cxr.sqlite") as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0007_directory_access')")
+    before = (instance / "cxr.sqlite").read_bytes()
+    with sqlite3.connect(tmp_path / "jobs.sqlite") as conn:
+        conn.execute("CREATE TABLE task (id INTEGER PRIMARY KEY, data BLOB)")
+    (tmp_path / "torn.sqlite").write_bytes(b"SQLite format 3\x00" + bytes(4000))
+    for name, reason in [("jobs.sqlite", "is not a database of this app"), ("torn.sqlite", "not a readable")]:
+        refused = run_backup_script(instance, "restore", str(tmp_path / name))
+        assert refused.returncode == 1 and reason in refused.stderr and "Traceback" not in refused.stderr
+    assert (instance / "cxr.sqlite").read_bytes() == before
+    for args, reason in [(("backup", str(tmp_path / "no" / "b.sqlite")), "no folder"), (("backup", "x"), "")]:
+        refused = run_backup_script(tmp_path / "empty", *args)
+        assert refused.returncode == 1 and reason in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_sqlite_backup_and_restore_round_trip(tmp_path):
     import sqlite3
 
@@ -348,11 +397,11 @@ def test_sqlite_backup_and_restore_round_trip(tmp_path):
     with sqlite3.connect(live) as conn:
         conn.execute("CREATE TABLE predictions (id INTEGER PRIMARY KEY, label TEXT)")
         conn.execute("INSERT INTO predictions (label) VALUES ('NORMAL'), ('PNEUMONIA')")
-    env = {"PATH": os.environ["PATH"], "APP_ENV": "production", "INSTANCE_DIR": str(tmp_path)}
-    script = [sys.executable, str(ROOT / "docker" / "backup_sqlite.py")]
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0007_directory_access')")
 
     def run(*args):
-        return subprocess.run([*script, *args], env=env, capture_output=True, text=True, timeout=60)
+        return run_backup_script(tmp_path, *args)
 
     assert run("backup", str(tmp_path / "b.sqlite")).returncode == 0
     assert run("backup", str(tmp_path / "b.sqlite")).returncode == 1  # never overwrites a backup
@@ -361,11 +410,5 @@ def test_sqlite_backup_and_restore_round_trip(tmp_path):
     assert run("restore", str(tmp_path / "b.sqlite")).returncode == 0
     with sqlite3.connect(live) as conn:
         assert conn.execute("SELECT label FROM predictions ORDER BY id").fetchall() == [("NORMAL",), ("PNEUMONIA",)]
-    refused = subprocess.run(
-        [*script, "backup", str(tmp_path / "c.sqlite")],
-        capture_output=True,
-        text=True,
-        env={**env, "DATABASE_URL": "postgresql://cxr@db/cxr"},
-        timeout=60,
-    )
+    refused = run_backup_script(tmp_path, "backup", str(tmp_path / "c.sqlite"), DATABASE_URL="postgresql://cxr@db/cxr")
     assert refused.returncode == 1 and "pg_dump" in refused.stderr

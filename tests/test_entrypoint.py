@@ -84,6 +84,27 @@ def test_gives_up_when_the_database_never_comes(stub_bin, tmp_path):
     assert calls(tmp_path) == []  # neither migrated nor started
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            {"MAX_UPLOAD_MB": "50MB"},
+            "entrypoint: configuration error: MAX_UPLOAD_MB must be a whole number, not '50MB'",
+        ),
+        (
+            {"DB_WAIT_SECONDS": "10s"},
+            "entrypoint: configuration error: DB_WAIT_SECONDS must be a whole number of seconds",
+        ),
+    ],
+)
+def test_a_bad_setting_stops_the_start_at_once_with_one_line(stub_bin, tmp_path, setting, message):
+    # It used to be taken for a database that is down: a traceback per attempt for DB_WAIT_SECONDS.
+    done = run_entrypoint(stub_bin, tmp_path, f"sqlite:///{tmp_path}/cxr.sqlite", "true", **setting)
+    assert done.returncode == 4
+    assert done.stderr.splitlines() == [done.stderr.strip()] and done.stderr.startswith(message)
+    assert calls(tmp_path) == []
+
+
 def test_a_failed_migration_stops_the_start(stub_bin, tmp_path):
     done = run_entrypoint(
         stub_bin,

@@ -139,3 +139,20 @@ def test_jobs_status_counts_waiting_jobs(queue_app):
     upload(queue_app, labelled_films())
     result = queue_app.test_cli_runner().invoke(args=["jobs", "status"])
     assert result.exit_code == 0 and "pending\t1" in result.output and "scheduled\t0" in result.output
+
+
+@pytest.mark.parametrize("command", [["jobs", "status"], ["jobs", "worker"]])
+def test_an_unreachable_queue_is_one_line_and_the_worker_does_not_start(tmp_path, command):
+    # A worker on a Redis that is down said "jobs worker ready" and then logged two tracebacks a
+    # second (4,000 lines in 45 s); `jobs status` ended in an 80-line traceback.
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once the socket is closed
+    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "REDIS_URL": f"redis://:s3cret@127.0.0.1:{port}/0"})
+    result = app.test_cli_runner().invoke(args=command)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: the job queue on Redis (REDIS_URL) cannot be reached: ")
+    assert "Connection refused" in result.output and "s3cret" not in result.output
+    assert "ready" not in result.output

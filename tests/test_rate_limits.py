@@ -101,3 +101,27 @@ def test_counters_in_redis_are_shared_by_workers(tmp_path):
                 db.engine.dispose()
     finally:
         server.stop()
+
+
+def test_a_redis_outage_is_logged_when_counting_falls_back_to_memory(tmp_path, capsys):
+    # The fallback and the recovery were logged to a NullHandler: nothing in the log said that the
+    # limits had become per process (each worker counting alone) while Redis was away.
+    import json
+
+    server = RedisServer()
+    try:
+        app = limited_app(tmp_path, REDIS_URL=server.url, API_RATE_LIMIT="10/minute")
+        token = issue_token(app, "clin")
+        client = app.test_client()
+        assert [r.status_code for r in hammer(client, token, 2)] == [404, 404]
+    finally:
+        server.stop()
+    capsys.readouterr()
+    assert [r.status_code for r in hammer(client, token, 2)] == [404, 404]  # the app keeps answering
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    warnings = [line for line in lines if line["logger"] == "flask-limiter" and line["level"] == "warning"]
+    assert [line["message"] for line in warnings] == [
+        "Rate limit storage unreachable - falling back to in-memory storage"
+    ]
+    with app.app_context():
+        db.engine.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from .config import INSECURE_SECRET_KEYS, MIN_SECRET_KEY_LENGTH, PROJECT_DIR, SECRET_KEY_FILE, Config, config_from_env
+from .env import ConfigError
 from .extensions import csrf, db, login_manager, migrate
 from .params import BoundedIntConverter
 from .private_files import make_private
@@ -36,7 +37,7 @@ def load_secret_key(app: Flask) -> None:
     if app.config["ENV_NAME"] == "production" and (
         not key or key in INSECURE_SECRET_KEYS or len(key) < MIN_SECRET_KEY_LENGTH
     ):
-        raise RuntimeError(
+        raise ConfigError(
             f"SECRET_KEY is missing, a well-known default or shorter than {MIN_SECRET_KEY_LENGTH} characters. "
             f"Set a long random SECRET_KEY environment variable (or write one to {key_file}) before starting "
             "in production, e.g. python -c 'import secrets; print(secrets.token_hex(32))'."
@@ -50,7 +51,7 @@ def check_directory_settings(app: Flask) -> None:
 
     problem = settings_problem(app.config)
     if problem:
-        raise RuntimeError(f"Directory sign-in is misconfigured: {problem} See docs/sign-in.md.")
+        raise ConfigError(f"Directory sign-in is misconfigured: {problem} See docs/sign-in.md.")
 
 
 def register_extensions(app: Flask) -> None:

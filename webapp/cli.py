@@ -5,17 +5,18 @@ from datetime import timedelta
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
 from sqlalchemy import delete, func, select
 
 from .access import issue_token, revoke_token, revoke_tokens
 from .auth.sessions import end_all_access
+from .cli_group import AdminGroup
+from .config import MAX_RETENTION_DAYS
 from .extensions import db
 from .models import ROLES, USERNAME_PATTERN, AuditEvent, User, record_audit, utcnow
 from .passwords import password_problem
 
-users_cli = AppGroup("users", help="Create and manage user accounts and API tokens.")
-audit_cli = AppGroup("audit", help="Maintain the audit trail.")
+users_cli = AdminGroup("users", help="Create and manage user accounts and API tokens.")
+audit_cli = AdminGroup("audit", help="Maintain the audit trail.")
 
 PASSWORD_OPTION = click.option(
     "--password", prompt=True, hide_input=True, confirmation_prompt=True, help="Prompted for when not given."
@@ -159,7 +160,10 @@ def list_users() -> None:
 
 @audit_cli.command("prune")
 @click.option(
-    "--days", type=click.IntRange(1), default=None, help="Keep this many days [default: AUDIT_RETENTION_DAYS]."
+    "--days",
+    type=click.IntRange(1, MAX_RETENTION_DAYS),
+    default=None,
+    help="Keep this many days [default: AUDIT_RETENTION_DAYS].",
 )
 def prune(days: int | None) -> None:
     """Delete audit events older than the retention period (itself an audited event)."""

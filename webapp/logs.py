@@ -8,6 +8,8 @@ import os
 import sys
 from datetime import UTC, datetime
 
+from .env import ConfigError
+
 
 class JsonFormatter(logging.Formatter):
     """time, level, logger, then either the structured `fields` of the record or its message."""
@@ -44,7 +46,7 @@ def install_json_logging(logger_name: str = "webapp") -> None:
     """Send the app's logs (request lines, errors) to stdout as JSON, at LOG_LEVEL; idempotent."""
     level = logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").strip().upper())
     if not isinstance(level, int):
-        raise ValueError(f"LOG_LEVEL must be debug, info, warning or error, not {os.environ['LOG_LEVEL']!r}")
+        raise ConfigError(f"LOG_LEVEL must be debug, info, warning or error, not {os.environ['LOG_LEVEL']!r}")
     logger = logging.getLogger(logger_name)
     if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
         handler = _StdoutHandler()

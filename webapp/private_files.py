@@ -19,8 +19,14 @@ def make_private(path: Path) -> None:
             path.chmod(PRIVATE)
     except FileNotFoundError:
         return
-    except PermissionError:
+    except OSError:  # not ours (EPERM), or a read-only mount (EROFS), e.g. a key mounted from a secret store
         log.warning("%s is readable by others and not ours to change; restrict it to mode 0600", path)
+
+
+def open_private(path: Path):
+    """Open a new file for writing with mode 0600 from the start, whatever the umask (films from the
+    PACS, validation archives: they carry patients' names, ids and birth dates)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE), "wb")
 
 
 def private_sqlite_file(database: str) -> None:

@@ -14,8 +14,13 @@ import time
 from flask import Flask, current_app, request
 from flask_limiter import Limiter
 from flask_login import current_user
+from limits import parse_many
 
 from .access import request_token
+from .env import ConfigError
+from .logs import install_json_logging
+
+LIMIT_SETTINGS = ("API_RATE_LIMIT", "UPLOAD_RATE_LIMIT", "SIGN_IN_RATE_LIMIT")
 
 
 def client_address() -> str:
@@ -72,13 +77,30 @@ def limit_api_blueprint(bp) -> None:
     limiter.shared_limit(api_limit, scope="api-user", key_func=user_key)(bp)
 
 
+def check_limits(config) -> None:
+    """Refuse a limit Flask-Limiter cannot read: it would skip it without a word (errors are
+    swallowed so a Redis outage cannot take the app down), leaving the app unlimited."""
+    for name in LIMIT_SETTINGS:
+        try:
+            parse_many(config[name])
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be limits like 20/second;600/minute (Flask-Limiter notation), not {config[name]!r}"
+            ) from None
+
+
 def init_app(app: Flask) -> None:
+    if app.config["RATE_LIMITS_ENABLED"]:
+        check_limits(app.config)
     app.config["RATELIMIT_ENABLED"] = app.config["RATE_LIMITS_ENABLED"]
     app.config["RATELIMIT_STORAGE_URI"] = app.config["REDIS_URL"] or "memory://"
     # A Redis outage must not take the app down: counting falls back to memory until it is back.
     app.config["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"] = True
     app.config["RATELIMIT_SWALLOW_ERRORS"] = True
     limiter.init_app(app)
+    # Flask-Limiter says when it falls back and when Redis is back, but only to a NullHandler: into
+    # the app's log with them, or an administrator never learns the limits are per process for a while.
+    install_json_logging("flask-limiter")
 
 
 def retry_after_seconds() -> int:

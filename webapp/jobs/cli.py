@@ -6,13 +6,13 @@ import logging
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
 
+from ..cli_group import AdminGroup
 from ..inference.runtime import ModelUnavailable, analyzer_for
 from .priority import yield_cpu
-from .queue import jobs, run_recoveries
+from .queue import QueueUnavailable, jobs, run_recoveries
 
-jobs_cli = AppGroup("jobs", help="Background jobs: run a worker, show the queue.")
+jobs_cli = AdminGroup("jobs", help="Background jobs: run a worker, show the queue.")
 WORKER_READY = "jobs worker ready"
 
 
@@ -22,6 +22,8 @@ def worker(threads: int) -> None:
     """Take jobs from the queue until stopped (SIGINT finishes the running jobs, SIGTERM stops now)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     queue = jobs()
+    # Checked before the model loads: a worker on an unreachable queue would only log a traceback a second.
+    reachable_or_fail(queue)
     # The model is loaded once, here, and shared by every job this process runs (threads, not
     # forked processes: TensorFlow is not fork-safe).
     yield_cpu(current_app.config["JOBS_WORKER_NICE"], current_app.config["JOBS_WORKER_TF_THREADS"])
@@ -41,5 +43,13 @@ def worker(threads: int) -> None:
 def status() -> None:
     """Print how many jobs wait in the queue and how many are scheduled for later."""
     queue = jobs()
+    reachable_or_fail(queue)
     click.echo(f"pending\t{queue.pending()}")
     click.echo(f"scheduled\t{queue.scheduled()}")
+
+
+def reachable_or_fail(queue) -> None:
+    try:
+        queue.check_reachable()
+    except QueueUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -20,6 +20,8 @@ from pathlib import Path
 from flask import Flask, current_app
 from huey import Huey, RedisHuey, SqliteHuey, crontab
 
+from ..private_files import private_sqlite_file
+
 log = logging.getLogger(__name__)
 
 _TASKS: dict[str, Callable] = {}
@@ -62,7 +64,12 @@ def build_huey(config) -> Huey:
         return RedisHuey(name, url=config["REDIS_URL"])
     path = Path(config["INSTANCE_DIR"]) / "jobs.sqlite"
     path.parent.mkdir(parents=True, exist_ok=True)
+    private_sqlite_file(str(path))  # like the app's database: 0600 whatever the umask
     return SqliteHuey(name, filename=str(path))
+
+
+class QueueUnavailable(RuntimeError):
+    pass
 
 
 class JobQueue:
@@ -107,6 +114,14 @@ class JobQueue:
     def enqueue_in(self, seconds: float, name: str, *args) -> None:
         self.huey  # noqa: B018
         self._tasks[name].schedule(args=args, delay=seconds)
+
+    def check_reachable(self) -> None:
+        """Raise QueueUnavailable, with the backend's reason, when the queue cannot be read."""
+        try:
+            self.huey.pending_count()
+        except Exception as exc:  # redis-py and sqlite3 have no common base; each says why in its message
+            where = "Redis (REDIS_URL)" if self.app.config.get("REDIS_URL") else "its SQLite file in INSTANCE_DIR"
+            raise QueueUnavailable(f"the job queue on {where} cannot be reached: {exc}") from exc
 
     def pending(self) -> int:
         return self.huey.pending_count()

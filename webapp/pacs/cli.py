@@ -6,13 +6,13 @@ import logging
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
 
+from ..cli_group import AdminGroup
 from ..jobs.priority import yield_cpu
 from . import listener
 from .sender import DestinationError, parse_destination
 
-dicom_cli = AppGroup("dicom", help="The DICOM node: receive films from the PACS, send results back.")
+dicom_cli = AdminGroup("dicom", help="The DICOM node: receive films from the PACS, send results back.")
 LISTENER_READY = "dicom node listening"
 
 

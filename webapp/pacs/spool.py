@@ -11,6 +11,8 @@ from pathlib import Path
 
 from flask import current_app
 
+from ..private_files import open_private
+
 SPOOL, OUTBOX = "spool", "outbox"
 
 
@@ -29,7 +31,7 @@ def write(kind: str, name: str, data: bytes) -> None:
     directory = folder(kind)
     final = directory / name
     temporary = directory / f".{name}.part"
-    with open(temporary, "wb") as handle:
+    with open_private(temporary) as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())

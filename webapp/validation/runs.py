@@ -18,6 +18,7 @@ from werkzeug.datastructures import FileStorage
 from ..extensions import db
 from ..filenames import sanitize_filename
 from ..models import ITEM_PENDING, RUN_QUEUED, User, ValidationItem, ValidationRun, record_audit
+from ..private_files import open_private
 from . import tasks
 from .archive import ArchiveRejected, inspect_archive
 from .storage import archive_folder, archive_path
@@ -74,7 +75,7 @@ def create_run(user: User, upload: FileStorage | None) -> ValidationRun:
 
 def _save(upload: FileStorage, path, max_bytes: int) -> str:
     digest, size = hashlib.sha256(), 0
-    with open(path, "wb") as out:
+    with open_private(path) as out:
         while chunk := upload.stream.read(CHUNK):
             size += len(chunk)
             if size > max_bytes:

@@ -1,0 +1,128 @@
+"""Settings from the environment (webapp/env.py): a value a process cannot run with stops it at
+start-up with one line naming the variable, never a traceback or a silent fallback."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from webapp.env import CONFIG_ERROR_EXIT, ConfigError, env_bool, env_float, env_int
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("abc", "whole number"),
+        ("1.5", "whole number"),
+        ("-1", "from 1 to 65535"),
+        ("0", "from 1"),
+        ("70000", "to 65535"),
+    ],
+)
+def test_bad_whole_numbers_name_the_variable(monkeypatch, value, message):
+    monkeypatch.setenv("SOME_SETTING", value)
+    with pytest.raises(ConfigError, match=f"SOME_SETTING must be .*{message}"):
+        env_int("SOME_SETTING", 5, minimum=1, maximum=65535)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, 5), ("", 5), ("  ", 5), (" 7 ", 7), ("65535", 65535)])
+def test_unset_or_empty_means_the_default(monkeypatch, value, expected):
+    monkeypatch.delenv("SOME_SETTING", raising=False)
+    if value is not None:
+        monkeypatch.setenv("SOME_SETTING", value)
+    assert env_int("SOME_SETTING", 5, minimum=1, maximum=65535) == expected
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "inf", "-5"])
+def test_bad_numbers_are_refused(monkeypatch, value):
+    monkeypatch.setenv("SOME_MS", value)
+    with pytest.raises(ConfigError, match="SOME_MS must be a number"):
+        env_float("SOME_MS", 0.0)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("TRUE", True), ("yes", True), ("1", True), ("off", False), ("0", False)]
+)
+def test_booleans_read_the_usual_words(monkeypatch, value, expected):
+    monkeypatch.setenv("SOME_FLAG", value)
+    assert env_bool("SOME_FLAG", not expected) is expected
+
+
+@pytest.mark.parametrize("value", ["ture", "flase", "enabled", "2"])
+def test_a_mistyped_boolean_is_refused_not_read_as_false(monkeypatch, value):
+    # `RATE_LIMITS_ENABLED=ture` used to turn every rate limit off without a word.
+    monkeypatch.setenv("SOME_FLAG", value)
+    with pytest.raises(ConfigError, match=f"SOME_FLAG must be true or false.*{value}"):
+        env_bool("SOME_FLAG", True)
+
+
+def start(command: list[str], **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "APP_ENV", "LDAP_URL")}
+    return subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**base, "PYTHONPATH": str(ROOT), "SECRET_KEY": secrets.token_hex(32), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("MAX_UPLOAD_MB", "abc", "MAX_UPLOAD_MB must be a whole number, not 'abc'"),
+        # audit prune deleted every audit event with a retention of 0 or below
+        ("AUDIT_RETENTION_DAYS", "-1", "AUDIT_RETENTION_DAYS must be from 1 to 36500, not -1"),
+        ("SESSION_COOKIE_SECURE", "ture", "SESSION_COOKIE_SECURE must be true or false"),
+        # Flask-Limiter skipped a limit it could not read: the API ran unlimited
+        ("API_RATE_LIMIT", "three a minute", "API_RATE_LIMIT must be limits like 20/second;600/minute"),
+        ("REDIS_URL", "http://cache:6379", "REDIS_URL must be a redis://, rediss:// or unix:// URL"),
+        ("DATABASE_URL", "mysql://cxr:hunter2secret@db/cxr", "DATABASE_URL must be a sqlite:/// or postgresql:// URL"),
+        ("SECRET_KEY", "short", "SECRET_KEY is missing, a well-known default or shorter than 32 characters"),
+        ("LOG_LEVEL", "verbose", "LOG_LEVEL must be debug, info, warning or error"),
+        # a period past what date arithmetic holds: an OverflowError traceback at start-up or in a request
+        ("SESSION_MAX_HOURS", "1000000000000", "SESSION_MAX_HOURS must be from 1 to 8760"),
+        ("WORKLIST_HOURS", "100000000000", "WORKLIST_HOURS must be from 1 to 8760"),
+        # the DICOM node stopped with pynetdicom's 50-line traceback
+        ("DICOM_AE_TITLE", "CXRSCREEN-RADIOLOGY", "DICOM_AE_TITLE: an AE title is 1 to 16 printable characters"),
+        (
+            "DICOM_ALLOWED_CALLING_AETS",
+            "PACS,ORTHANC-MAIN-ARCHIVE",
+            "DICOM_ALLOWED_CALLING_AETS: an AE title is 1 to 16",
+        ),
+    ],
+)
+def test_the_app_refuses_a_bad_setting_with_one_line(tmp_path, name, value, message):
+    result = start([sys.executable, "-c", "import wsgi"], INSTANCE_DIR=str(tmp_path), **{name: value})
+    assert result.returncode == CONFIG_ERROR_EXIT
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"cxr-screen: configuration error: {message}")
+    assert "Traceback" not in result.stderr and "hunter2secret" not in result.stderr
+
+
+def test_gunicorn_stops_with_one_line_before_any_worker_starts(tmp_path):
+    # Every worker used to fail on its own, each with a traceback, then gunicorn's arbiter added its own.
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+    result = start(command, INSTANCE_DIR=str(tmp_path), MAX_UPLOAD_MB="abc", BIND="127.0.0.1:0", WEB_WORKERS="2")
+    assert result.returncode == CONFIG_ERROR_EXIT
+    assert "gunicorn: configuration error: MAX_UPLOAD_MB must be a whole number, not 'abc'" in result.stderr
+    assert "Traceback" not in result.stderr and "Booting worker" not in result.stderr
+
+
+def test_the_flask_cli_refuses_a_bad_setting_with_one_line(tmp_path):
+    flask = Path(sys.executable).parent / "flask"
+    result = start(
+        [str(flask), "--app", "wsgi", "audit", "prune"], INSTANCE_DIR=str(tmp_path), AUDIT_RETENTION_DAYS="0"
+    )
+    assert result.returncode == CONFIG_ERROR_EXIT
+    assert (
+        result.stderr.strip() == "cxr-screen: configuration error: AUDIT_RETENTION_DAYS must be from 1 to 36500, not 0"
+    )
