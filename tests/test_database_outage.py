@@ -1,4 +1,5 @@
-"""A database that cannot be reached mid-request: a 503 that says so, never a 500 "something went wrong"."""
+"""A database that cannot be reached, or cannot store, mid-request: a 503 that says so, never a 500
+"something went wrong"."""
 
 from __future__ import annotations
 
@@ -30,6 +31,33 @@ def app(tmp_path):
 
 
 @contextlib.contextmanager
+def inserts_failing(app, after: int):
+    """The database refuses every INSERT of a prediction after the first `after` ones, as a full disk
+    or a server gone mid-request would, on a connection the request already holds."""
+    inserted = 0
+
+    def refuse(conn, _cursor, statement, *_args):
+        nonlocal inserted
+        if statement.lstrip().upper().startswith("INSERT INTO PREDICTIONS"):
+            inserted += 1
+            if inserted > after:
+                raise conn.dialect.dbapi.OperationalError("database or disk is full (test)")
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", refuse)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse)
+
+
+def stored_predictions(app) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(Prediction))
+
+
+@contextlib.contextmanager
 def database_unreachable(app):
     """Every new connection refused by the driver, as when the server is down or its name does not
     resolve; the pool is emptied first so no request finds an open connection."""
@@ -58,8 +86,28 @@ def test_an_api_upload_during_an_outage_is_a_503_and_the_next_one_is_stored(app,
 
     stored = api_upload(client, api_token, film)  # the database is back: served as usual
     assert stored.status_code == 201
-    with app.app_context():
-        assert db.session.scalar(select(func.count()).select_from(Prediction)) == 1
+    assert stored_predictions(app) == 1
+
+
+def test_an_upload_whose_insert_fails_is_a_503_with_nothing_stored(app, client, api_token):
+    """The token was read, then the database failed (disk full): it was a 500 `screening_failed`."""
+    with inserts_failing(app, after=0):
+        refused = api_upload(client, api_token, ("film.jpeg", fixture_image("normal.jpeg")))
+    assert refused.status_code == 503
+    assert refused.get_json()["error"]["code"] == "database_unavailable"
+    assert int(refused.headers["Retry-After"]) > 0
+    assert stored_predictions(app) == 0
+
+
+def test_a_batch_keeps_the_answers_saved_before_the_database_failed(app, client, api_token):
+    films = [("a.jpeg", fixture_image("normal.jpeg")), ("b.jpeg", fixture_image("pneumonia.jpeg"))]
+    with inserts_failing(app, after=1):
+        answer = api_upload(client, api_token, *films)
+    assert answer.status_code == 207
+    first, second = answer.get_json()["predictions"]
+    assert first["label"] in ("NORMAL", "PNEUMONIA", "UNKNOWN") and first["id"]
+    assert second["error"]["code"] == "database_unavailable" and second["status"] == 503
+    assert stored_predictions(app) == 1
 
 
 def test_a_page_during_an_outage_says_the_database_is_unreachable(app, client, clinician_user, auth):
@@ -67,7 +115,7 @@ def test_a_page_during_an_outage_says_the_database_is_unreachable(app, client, c
     with database_unreachable(app):
         page = client.get("/history/")
     assert page.status_code == 503
-    assert b"database cannot be reached" in page.data
+    assert b"database is not available" in page.data
     assert b"Traceback" not in page.data
 
 

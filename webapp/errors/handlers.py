@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from ..api.errors import api_error
 from ..extensions import db, login_manager
 from ..ratelimits import retry_after_seconds
+from ..refusal import DATABASE_UNAVAILABLE
 from ..responses import wants_json
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,6 @@ MESSAGES = {
 }
 
 
-DATABASE_UNAVAILABLE = (
-    "The database cannot be reached at the moment, so nothing was saved. Please try again in a minute; "
-    "if this persists, tell IT."
-)
 # Long enough for a database restart or a replica's reconnection, short enough for a clinician to wait.
 DATABASE_RETRY_AFTER_SECONDS = 30
 
@@ -93,8 +90,9 @@ def handle_unstorable(exc: DataError):
 
 def handle_database_unavailable(exc: OperationalError):
     """The database server is down, unreachable (its name does not resolve, the network is cut), or
-    refuses the connection; SQLite's file cannot be opened or stays locked. Not the request's fault
-    and not a bug: a 503 that says so, and one log line for IT instead of a stack trace per request."""
+    refuses the connection; SQLite's file cannot be opened, stays locked, or its disk is full. Not the
+    request's fault and not a bug: a 503 that says so, and one log line for IT instead of a stack
+    trace per request."""
     with contextlib.suppress(SQLAlchemyError):
         db.session.rollback()
     reason = str(exc.orig or exc).strip().splitlines()

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from flask import current_app
+from sqlalchemy.exc import OperationalError
 
 from ..extensions import db
 from ..filenames import anonymous_filename, sanitize_filename
@@ -24,7 +25,7 @@ from ..inference.labels import NORMAL, PNEUMONIA
 from ..inference.overlay import heatmap_png
 from ..inference.runtime import ModelUnavailable, analyzer_for
 from ..models import SOURCE_UPLOAD, Prediction, User
-from ..refusal import Refusal
+from ..refusal import DATABASE_UNAVAILABLE, Refusal
 from ..site_threshold import operating_point
 from . import review_copy
 
@@ -84,6 +85,15 @@ def screen_batch(
             outcomes.append(Screened(filename, prediction=screen_upload(user, filename, data, source, index)))
         except UploadRejected as exc:
             outcomes.append(Screened(filename, rejection=exc))
+        except OperationalError:
+            # The database, not this file: the whole request is refused as such (errors/handlers.py)
+            # unless files before this one were saved, whose answers must not be lost with it.
+            db.session.rollback()
+            if not outcomes:
+                raise
+            log.error("database unavailable at file %d of an upload", index)
+            rejection = UploadRejected("database_unavailable", DATABASE_UNAVAILABLE, 503)
+            outcomes.append(Screened(filename, rejection=rejection))
         except Exception:  # a fault of ours with one file, e.g. pixels no check foresaw
             # The files before it are committed and stay answered; this one leaves nothing behind,
             # and the files after it are still screened.
