@@ -97,3 +97,37 @@ def test_level_of_a_failed_request(client, capsys, monkeypatch, failure, status,
     assert client.get("/readyz").status_code == status
     request_line = request_lines(capsys)[0]
     assert request_line["status"] == status and request_line["level"] == level
+
+
+@pytest.fixture
+def process_logging():
+    """install_process_logging() as the job worker and DICOM node call it, undone after the test."""
+    import logging
+
+    from webapp.logs import install_process_logging
+
+    root, app_logger = logging.getLogger(), logging.getLogger("webapp")
+    handlers, level, propagate = list(root.handlers), root.level, app_logger.propagate
+    install_process_logging()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    app_logger.propagate = propagate
+
+
+def test_worker_and_node_log_each_line_once_as_json(process_logging, capsys):
+    """The job worker and DICOM node wrote every app line twice (JSON on stdout, plain text on
+    stderr through logging.basicConfig), and the libraries' lines as plain text only."""
+    import logging
+
+    capsys.readouterr()
+    logging.getLogger("webapp.jobs.cli").info("jobs worker ready")
+    logging.getLogger("huey.consumer").info("Huey consumer started")
+    logging.getLogger("pynetdicom.assoc").debug("below INFO: not written")
+    written = capsys.readouterr()
+    lines = [json.loads(line) for line in written.out.splitlines()]
+    assert [(line["logger"], line["message"]) for line in lines] == [
+        ("webapp.jobs.cli", "jobs worker ready"),
+        ("huey.consumer", "Huey consumer started"),
+    ]
+    assert written.err == ""

@@ -53,3 +53,18 @@ def install_json_logging(logger_name: str = "webapp") -> None:
         handler.setFormatter(JsonFormatter())
         logger.addHandler(handler)
     logger.setLevel(level)
+
+
+def install_process_logging() -> None:
+    """For the processes the flask CLI keeps running (the job worker, the DICOM node): the libraries'
+    logs (Huey, pynetdicom) as the same JSON lines on stdout, and every line once. The app's own
+    loggers keep their handler and no longer also reach the root's, which wrote each of their lines
+    a second time, as plain text on stderr."""
+    install_json_logging()
+    root = logging.getLogger()
+    if not any(isinstance(h, _StdoutHandler) for h in root.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(JsonFormatter())
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("webapp").propagate = False

@@ -9,6 +9,7 @@ from flask import current_app
 
 from ..cli_group import AdminGroup
 from ..jobs.priority import yield_cpu
+from ..logs import install_process_logging
 from . import listener
 from .sender import DestinationError, parse_destination
 
@@ -19,7 +20,7 @@ LISTENER_READY = "dicom node listening"
 @dicom_cli.command("listen")
 def listen() -> None:
     """Serve C-ECHO and C-STORE until stopped; screening runs on the job queue (`flask jobs worker`)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    install_process_logging()
     config = current_app.config
     destination = config.get("DICOM_RESULTS_DESTINATION")
     if destination:
