@@ -30,6 +30,7 @@ COLUMNS = [
     "feedback_comment",
     "feedback_by",
     "raw_p_pneumonia",
+    "caution",
 ]
 
 
@@ -41,7 +42,7 @@ def csv_cell(value) -> str:
 
 def _probabilities(p: Prediction) -> tuple[str, str]:
     # An UNKNOWN answer makes no claim about pneumonia: p_normal/p_pneumonia stay empty and the
-    # model's score is only in raw_p_pneumonia (the last column, so existing readers keep their columns).
+    # model's score is only in raw_p_pneumonia (appended, like caution, so existing readers keep their columns).
     if p.label == UNKNOWN:
         return "", ""
     return f"{p.p_normal:.4f}", f"{p.p_pneumonia:.4f}"
@@ -76,6 +77,7 @@ def predictions_csv(predictions: Iterable[Prediction]) -> str:
                     fb.comment if fb else "",
                     fb.user.username if fb else "",
                     f"{p.p_pneumonia:.4f}",
+                    p.caution,
                 )
             ]
         )
