@@ -4,6 +4,7 @@ import logging
 
 from flask import Flask, make_response, render_template, request
 from flask_limiter.errors import RateLimitExceeded
+from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -12,6 +13,7 @@ from ..api.errors import api_error
 from ..extensions import db
 from ..ratelimits import retry_after_seconds
 from ..responses import wants_json
+from ..security import PUBLIC_ENDPOINTS, signed_out
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,14 @@ def handle_http(exc: HTTPException):
 
 
 def handle_csrf(exc: CSRFError):
+    if request.endpoint not in PUBLIC_ENDPOINTS and not current_user.is_authenticated:
+        # No session behind the form (signed out, the cookie gone): that, not the token, is the news.
+        return signed_out()
     return _respond(
-        400, "csrf_failed", "This form has expired or was not sent from this site. Reload the page and try again."
+        400,
+        "csrf_failed",
+        "Nothing was saved: this form had expired (for example after signing in again in another tab) "
+        "or was not sent from this site. Go back, reload the page and send the form again.",
     )
 
 
