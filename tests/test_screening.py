@@ -184,6 +184,27 @@ def test_replacing_another_readers_reading_is_audited(app, client, auth, clinici
     assert "consolidation" not in " ".join(details for *_, details in trail)
 
 
+def test_another_readers_review_is_not_prefilled_as_ones_own(app, client, auth, clinician_user, other_clinician):
+    """A PACS film read by one clinician, opened by another: the form used to come filled with the
+    first reader's label and comment under "Your review", so changing only the label saved the
+    first reader's words as the second reader's (a comment contradicting the reading)."""
+    with app.app_context():
+        pid = add_prediction(None, "PNEUMONIA", source="dicom")
+    auth.login("clin")
+    token = csrf_token(client, f"/predictions/{pid}")
+    data = {"csrf_token": token, "label": "PNEUMONIA", "comment": "air bronchograms in the RLL"}
+    client.post(f"/predictions/{pid}/feedback", data=data)
+    own_page = client.get(f"/predictions/{pid}").get_data(as_text=True)
+    assert "air bronchograms in the RLL</textarea>" in own_page and "Update review" in own_page
+    auth.logout()
+    auth.login("other")
+    page = client.get(f"/predictions/{pid}").get_data(as_text=True)
+    assert "Reviewed by clin: PNEUMONIA (air bronchograms in the RLL)" in page  # shown as clin's ...
+    assert "air bronchograms in the RLL</textarea>" not in page  # ... not put into other's own form
+    assert "Replace review" in page and "replaces the reading by clin" in page
+    assert "Update review" not in page
+
+
 def test_feedback_rejects_unknown_label(app, signed_in):
     pid = _one_prediction(app, signed_in)
     token = csrf_token(signed_in, f"/predictions/{pid}")
