@@ -205,6 +205,25 @@ def test_another_readers_review_is_not_prefilled_as_ones_own(app, client, auth, 
     assert "Update review" not in page
 
 
+def test_an_unknown_answer_preselects_no_reading(app, client, auth, clinician_user):
+    """UNKNOWN is no reading of the film (an adult's chest film, a score at the threshold), yet the
+    form came with "Not a chest radiograph" selected, so one click on "Confirm / correct" recorded a
+    chest film as not one, and the summary counted it as agreeing with the model."""
+    with app.app_context():
+        unknown = add_prediction(clinician_user, "UNKNOWN")
+        normal = add_prediction(clinician_user, "NORMAL")
+    auth.login()
+    page = client.get(f"/predictions/{unknown}").get_data(as_text=True)
+    assert '<option selected value="">Choose your reading</option>' in page
+    assert 'selected value="NOT_CXR"' not in page
+    assert 'name="label" required>' in page  # the browser itself refuses the blank choice
+    assert '<option selected value="NORMAL">' in client.get(f"/predictions/{normal}").get_data(as_text=True)
+    token = csrf_token(client, f"/predictions/{unknown}")
+    client.post(f"/predictions/{unknown}/feedback", data={"csrf_token": token, "label": "", "comment": "adult film"})
+    with app.app_context():
+        assert db.session.query(Feedback).count() == 0
+
+
 def test_feedback_rejects_unknown_label(app, signed_in):
     pid = _one_prediction(app, signed_in)
     token = csrf_token(signed_in, f"/predictions/{pid}")
