@@ -110,3 +110,19 @@ def test_other_pages_pass_the_checks(visit):
     page.get_by_role("link", name="Password").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Change your password")
     visit.step("pages-04-change-password")
+
+
+def test_the_header_fits_a_tablet_window(visit):
+    """On a portrait tablet (768 px) the administrator's eleven links ran off the right edge: the page
+    scrolled sideways and "Password" sat outside the window. The menu wraps now."""
+    page = visit.page
+    page.set_viewport_size({"width": 768, "height": 1024})
+    visit.sign_in("e2e-admin")
+    for path in ("/screen", "/admin/history"):
+        page.goto(path)
+        width = page.evaluate("document.documentElement.clientWidth")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, path
+        for link in page.get_by_role("navigation", name="Main").get_by_role("link").all():
+            box = link.bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= width, (path, link.inner_text())
+    visit.step("tablet-01-admin-history")
