@@ -9,7 +9,7 @@ from ..extensions import db
 from ..history.filters import HistoryFilterForm, filtered_predictions
 from ..history.routes import render_history
 from ..models import ApiToken, AuditEvent, User, record_audit, utcnow
-from ..params import MAX_PAGE, int_arg
+from ..params import page_of
 from ..responses import form_errors
 from . import bp
 from .export import predictions_csv
@@ -120,12 +120,7 @@ def reset_password(user_id: int):
 def audit():
     form = AuditFilterForm(request.args)
     valid = form.validate()
-    page = db.paginate(
-        form_query(form if valid else AuditFilterForm(formdata=None)),
-        page=int_arg("page", 1, 1, MAX_PAGE),
-        per_page=50,
-        error_out=False,
-    )
+    page = page_of(form_query(form if valid else AuditFilterForm(formdata=None)), per_page=50)
     actions = db.session.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action)).all()
     args = {name: field.data for name, field in form._fields.items() if valid and field.data}
     return render_template("admin/audit.html", page=page, form=form, actions=actions, args=args), 200 if valid else 400
