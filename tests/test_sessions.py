@@ -253,3 +253,14 @@ def test_an_expired_form_while_signed_in_says_nothing_was_saved(app, client, aut
     response = feedback_post(client, prediction_id, "token-from-before")
     assert response.status_code == 400
     assert "Nothing was saved" in response.get_data(as_text=True)
+
+
+def test_an_expired_sign_in_form_shows_the_sign_in_page_again(app, client, clinician_user):
+    """The sign-in page left open while the browser dropped its cookie: it answered with an error page
+    about a form that was not saved; now the sign-in page again, its `next` kept, saying why."""
+    response = client.post(
+        "/auth/login?next=/history/", data={"username": "clin", "password": PASSWORDS["clin"], "csrf_token": "old"}
+    )
+    assert response.status_code == 303 and response.headers["Location"] == "/auth/login?next=/history/"
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "The sign-in page had expired" in page and 'name="password"' in page

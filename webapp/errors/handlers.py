@@ -2,7 +2,7 @@
 
 import logging
 
-from flask import Flask, make_response, render_template, request
+from flask import Flask, flash, make_response, redirect, render_template, request
 from flask_limiter.errors import RateLimitExceeded
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
@@ -62,6 +62,10 @@ def handle_http(exc: HTTPException):
 
 
 def handle_csrf(exc: CSRFError):
+    if request.endpoint == "auth.login" and not wants_json():
+        # Nothing to lose but what was typed: the sign-in page again (its `next` kept) with a fresh token.
+        flash("The sign-in page had expired (or this browser refuses cookies). Please sign in again.", "error")
+        return redirect(request.full_path if request.query_string else request.path, 303)
     if request.endpoint not in PUBLIC_ENDPOINTS and not current_user.is_authenticated:
         # No session behind the form (signed out, the cookie gone): that, not the token, is the news.
         return signed_out()
