@@ -1,4 +1,6 @@
-from flask import Response, current_app, flash, redirect, render_template, request, url_for
+import secrets
+
+from flask import Response, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -74,6 +76,7 @@ def users_page(form: CreateUserForm | None = None, new_token: dict | None = None
         toggle_form=ToggleActiveForm(),
         token_form=IssueTokenForm(formdata=None),
         new_token=new_token,
+        token_form_once=secrets.token_urlsafe(16),
         default_days=current_app.config["API_TOKEN_DAYS"],
     ), 400 if form.errors else 200
 
@@ -126,11 +129,25 @@ def audit():
     return render_template("admin/audit.html", page=page, form=form, actions=actions, args=args), 200 if valid else 400
 
 
+SENT_TOKEN_FORMS = "sent_token_forms"
+ALREADY_ISSUED = (
+    "That form was already sent: its token was issued and its secret shown once. "
+    "If the secret was not copied, revoke that token and issue a new one."
+)
+
+
 @bp.route("/users/<int:user_id>/tokens", methods=["POST"])
 def issue_user_token(user_id: int):
     user = db.get_or_404(User, user_id)
     form = IssueTokenForm()
     if form.validate_on_submit():
+        sent = session.get(SENT_TOKEN_FORMS, [])
+        if form.once.data in sent:
+            # The page that showed a secret, sent again (reload, back/forward): a second live token
+            # whose secret nobody saw. Only these one-time values are kept, never a secret.
+            flash(ALREADY_ISSUED, "error")
+            return redirect(url_for("admin.users"), code=303)
+        session[SENT_TOKEN_FORMS] = [*sent, form.once.data][-20:]
         token, secret = issue_token(user, form.name.data or "", form.days.data or current_app.config["API_TOKEN_DAYS"])
         db.session.commit()
         # Shown once, on the page this POST renders (not in a redirect, not in the session cookie).
