@@ -59,6 +59,16 @@ def csrf_token(client, path: str) -> str:
     return match.group(1) or match.group(2)
 
 
+def token_form(client) -> dict[str, str]:
+    """What the admin users page's "Issue API token" form sends besides its fields: the CSRF token
+    and the form's one-time `once` value, read from the page as a browser would."""
+    html = client.get("/admin/users").get_data(as_text=True)
+    match = CSRF_RE.search(html)
+    once = re.search(r'name="once" value="([^"]+)"', html)
+    assert match and once, "no token form on /admin/users"
+    return {"csrf_token": match.group(1) or match.group(2), "once": once.group(1)}
+
+
 def fixture_image(name: str) -> bytes:
     return (IMAGES / name).read_bytes()
 

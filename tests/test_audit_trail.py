@@ -11,7 +11,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import DBAPIError
 
 from tests.factories import add_prediction
-from tests.helpers import PASSWORDS, csrf_token
+from tests.helpers import PASSWORDS, csrf_token, token_form
 from webapp.extensions import db
 from webapp.models import AuditEvent, record_audit, utcnow
 
@@ -194,9 +194,9 @@ def test_no_password_or_token_ever_reaches_it(app, client, runner, auth, admin_u
     secrets.append(runner.invoke(args=["users", "token", "newbie", "--name", "n"]).output.strip().splitlines()[-1])
     runner.invoke(args=["users", "reset-password", "newbie", "--password", secrets[1]])
     auth.login("admin")
-    page = client.post(
-        f"/admin/users/{clinician_user}/tokens", data={"csrf_token": csrf_token(client, "/admin/users"), "name": "t"}
-    ).get_data(as_text=True)
+    page = client.post(f"/admin/users/{clinician_user}/tokens", data={**token_form(client), "name": "t"}).get_data(
+        as_text=True
+    )
     secrets.append(page.split('<code class="token">')[1].split("<")[0])
     client.post(
         f"/admin/users/{clinician_user}/password",

@@ -331,3 +331,14 @@ def test_history_and_api_filter_by_source(app, client, admin_user, admin_token, 
 def test_outbox_is_for_admins(app, client, clinician_user):
     login(client, "clin")
     assert client.get("/admin/dicom/outbox").status_code == 403
+
+
+def test_worklist_shows_no_pneumonia_probability_for_unknown(app, client, clinician_user):
+    """An UNKNOWN answer makes no claim about pneumonia (docs/reading-view.md): the history says
+    "n/a", but the worklist printed the model's raw score, e.g. 0.96 beside an adult's film."""
+    with app.app_context():
+        add_prediction(None, "UNKNOWN", source="dicom", p_pneumonia=0.96, filename="adult.dcm")
+        add_prediction(None, "PNEUMONIA", source="dicom", p_pneumonia=0.91, filename="child.dcm")
+    login(client, "clin")
+    page = client.get("/worklist").get_data(as_text=True)
+    assert "0.96" not in page and "n/a" in page and "0.91" in page

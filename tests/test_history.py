@@ -101,3 +101,15 @@ def test_summary_charts(app, client, auth, rows):
     # v1: one review, agreed; v2: one review (NORMAL vs PNEUMONIA), disagreed.
     assert "<td>v1</td><td>1</td><td>1</td><td>100.0%</td>" in html
     assert "<td>v2</td><td>1</td><td>0</td><td>0.0%</td>" in html
+
+
+def test_a_page_past_the_last_shows_the_last_page(client, auth, rows):
+    """An old link or bookmark (?page=5 after the list shrank or a filter narrowed it) showed an empty
+    table saying "No predictions match these filters" above "3 predictions", with no link back;
+    the audit trail said "Page 400 of 1". Past the end, the last page is shown."""
+    auth.login("admin")
+    html = client.get("/admin/history?page=5").get_data(as_text=True)
+    assert {"n1.jpeg", "p1.jpeg", "=cmd().jpeg"} <= set(listed(client, "/admin/history?page=5"))
+    assert "No predictions match" not in html
+    audit = client.get("/admin/audit?page=400").get_data(as_text=True)
+    assert "No audit events match" not in audit and "Page 1 of 1" in audit

@@ -3,6 +3,7 @@ UNKNOWN with a reason naming the intended use, a child outside the validated age
 
 from __future__ import annotations
 
+import csv
 import io
 import pathlib
 
@@ -203,3 +204,25 @@ def test_the_result_card_shows_the_caution(auth, client, clinician_user):
     )
     assert response.status_code == 200
     assert b'class="caution"' in response.data and b"outside the validated age range" in response.data.lower()
+
+
+def test_the_printable_result_and_the_csv_keep_the_caution(auth, client, clinician_user, admin_user):
+    """The printed page is what goes into the notes, the CSV what an audit reads: a caution the
+    result card shows must be on both (the print view and the export left it out)."""
+    auth.login()
+    body = same_pixels_as_dicom(fixture_image("pneumonia.jpeg"), "012Y")
+    response = client.post(
+        "/screen",
+        data={"csrf_token": csrf_token(client, "/screen"), "files": [(io.BytesIO(body), "older_child.dcm")]},
+        content_type="multipart/form-data",
+    )
+    prediction_id = int(response.headers["Location"].rsplit("id=", 1)[1])
+    printed = client.get(f"/predictions/{prediction_id}/print")
+    assert printed.status_code == 200
+    assert b'class="caution"' in printed.data and b"outside the validated age range" in printed.data.lower()
+    auth.logout()
+    auth.login("admin")
+    exported = client.get("/admin/history.csv")
+    rows = list(csv.DictReader(io.StringIO(exported.get_data(as_text=True))))
+    assert "outside the validated age range" in rows[0]["caution"].lower()
+    assert list(rows[0])[-2:] == ["raw_p_pneumonia", "caution"]  # appended: existing columns keep their places

@@ -121,4 +121,4 @@ def test_feedback_back_to_results_still_works(client, auth, admin_user, predicti
         f"/predictions/{prediction_id}/feedback",
         data={"csrf_token": csrf_token(client, f"/predictions/{prediction_id}"), "label": "NORMAL", "back": back},
     )
-    assert response.status_code == 303 and response.headers["Location"] == back
+    assert response.status_code == 303 and response.headers["Location"] == f"{back}#prediction-{prediction_id}"

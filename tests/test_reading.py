@@ -248,7 +248,8 @@ def test_theme_refuses_bad_values_and_foreign_redirects(app, client, auth, clini
 
 
 def test_theme_needs_sign_in_and_csrf(app, client, auth, clinician_user):
-    assert client.post("/preferences/theme", data={"theme": "dark"}).status_code == 400  # no CSRF token
+    anonymous = client.post("/preferences/theme", data={"theme": "dark"})  # no session, no CSRF token
+    assert anonymous.status_code == 302 and anonymous.headers["Location"].startswith("/auth/login")
     auth.login()
     client.post("/preferences/theme", data={"theme": "dark"})  # no CSRF token
     with app.app_context():

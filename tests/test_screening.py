@@ -184,6 +184,46 @@ def test_replacing_another_readers_reading_is_audited(app, client, auth, clinici
     assert "consolidation" not in " ".join(details for *_, details in trail)
 
 
+def test_another_readers_review_is_not_prefilled_as_ones_own(app, client, auth, clinician_user, other_clinician):
+    """A PACS film read by one clinician, opened by another: the form used to come filled with the
+    first reader's label and comment under "Your review", so changing only the label saved the
+    first reader's words as the second reader's (a comment contradicting the reading)."""
+    with app.app_context():
+        pid = add_prediction(None, "PNEUMONIA", source="dicom")
+    auth.login("clin")
+    token = csrf_token(client, f"/predictions/{pid}")
+    data = {"csrf_token": token, "label": "PNEUMONIA", "comment": "air bronchograms in the RLL"}
+    client.post(f"/predictions/{pid}/feedback", data=data)
+    own_page = client.get(f"/predictions/{pid}").get_data(as_text=True)
+    assert "air bronchograms in the RLL</textarea>" in own_page and "Update review" in own_page
+    auth.logout()
+    auth.login("other")
+    page = client.get(f"/predictions/{pid}").get_data(as_text=True)
+    assert "Reviewed by clin: PNEUMONIA (air bronchograms in the RLL)" in page  # shown as clin's ...
+    assert "air bronchograms in the RLL</textarea>" not in page  # ... not put into other's own form
+    assert "Replace review" in page and "replaces the reading by clin" in page
+    assert "Update review" not in page
+
+
+def test_an_unknown_answer_preselects_no_reading(app, client, auth, clinician_user):
+    """UNKNOWN is no reading of the film (an adult's chest film, a score at the threshold), yet the
+    form came with "Not a chest radiograph" selected, so one click on "Confirm / correct" recorded a
+    chest film as not one, and the summary counted it as agreeing with the model."""
+    with app.app_context():
+        unknown = add_prediction(clinician_user, "UNKNOWN")
+        normal = add_prediction(clinician_user, "NORMAL")
+    auth.login()
+    page = client.get(f"/predictions/{unknown}").get_data(as_text=True)
+    assert '<option selected value="">Choose your reading</option>' in page
+    assert 'selected value="NOT_CXR"' not in page
+    assert 'name="label" required>' in page  # the browser itself refuses the blank choice
+    assert '<option selected value="NORMAL">' in client.get(f"/predictions/{normal}").get_data(as_text=True)
+    token = csrf_token(client, f"/predictions/{unknown}")
+    client.post(f"/predictions/{unknown}/feedback", data={"csrf_token": token, "label": "", "comment": "adult film"})
+    with app.app_context():
+        assert db.session.query(Feedback).count() == 0
+
+
 def test_feedback_rejects_unknown_label(app, signed_in):
     pid = _one_prediction(app, signed_in)
     token = csrf_token(signed_in, f"/predictions/{pid}")

@@ -183,3 +183,84 @@ def test_a_pages_own_refresh_does_not_keep_the_session_alive(app, client, auth, 
     monkeypatch.setattr(sessions, "now", lambda: start + 31 * 60)
     assert client.get(refresh).status_code == 302
     assert client.get("/screen").status_code == 302
+
+
+def test_a_form_sent_after_the_session_ended_says_so_and_leads_back_to_its_page(
+    app, client, auth, clinician_user, prediction_id, monkeypatch
+):
+    """A review typed while the session timed out: the sign-in page says it was not saved, and
+    signing in returns to the page the form was on (it used to return to the form's POST-only
+    address, a 405 page, with no word that the review was lost)."""
+    auth.login()
+    page = f"/predictions/{prediction_id}"
+    token = csrf_token(client, page)
+    start = sessions.now()
+    monkeypatch.setattr(sessions, "now", lambda: start + 31 * 60)
+    response = client.post(
+        f"{page}/feedback",
+        data={"csrf_token": token, "label": "PNEUMONIA", "comment": "typed before the timeout"},
+        headers={"Referer": f"http://localhost{page}"},
+    )
+    assert response.status_code == 302 and response.headers["Location"] == f"/auth/login?next={page}"
+    sign_in_page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "without activity" in sign_in_page and "was not saved" in sign_in_page
+    signed_in = client.post(
+        response.headers["Location"],
+        data={"username": "clin", "password": PASSWORDS["clin"], "csrf_token": csrf_token(client, "/auth/login")},
+    )
+    assert signed_in.headers["Location"] == page and client.get(page).status_code == 200
+    with app.app_context():
+        assert db.session.query(Feedback).count() == 0
+
+
+def test_a_form_sent_without_any_session_goes_to_sign_in(app, client, clinician_user, prediction_id):
+    """The browser dropped the session cookie (the absolute timeout, a restart): the form's CSRF
+    check fails, but the reason to give is the sign-in, not an 'expired form' error page."""
+    page = f"/predictions/{prediction_id}"
+    response = client.post(
+        f"{page}/feedback",
+        data={"csrf_token": "stale", "label": "PNEUMONIA", "comment": "x"},
+        headers={"Referer": f"http://localhost{page}"},
+    )
+    assert response.status_code == 302 and response.headers["Location"] == f"/auth/login?next={page}"
+    assert "was not saved" in client.get(response.headers["Location"]).get_data(as_text=True)
+    # A referrer from another site is not followed after sign-in.
+    foreign = client.post("/preferences/theme", data={"theme": "dark"}, headers={"Referer": "http://evil.example/x"})
+    assert foreign.headers["Location"] == "/auth/login"
+
+
+def test_the_upload_script_hears_that_the_session_ended(app, client, auth, clinician_user, monkeypatch):
+    """The upload page posts with Accept: application/json; it showed 'The upload failed (HTTP 200)'
+    when the answer was the sign-in page."""
+    auth.login()
+    token = csrf_token(client, "/screen")
+    start = sessions.now()
+    monkeypatch.setattr(sessions, "now", lambda: start + 31 * 60)
+    for data in ({"csrf_token": token}, {"csrf_token": "stale"}):
+        response = client.post("/screen", data=data, headers={"Accept": "application/json"})
+        assert response.status_code == 401
+        assert response.json["error"]["code"] == "signed_out"
+        assert "signed out" in response.json["error"]["message"]
+        assert "files were not sent" in response.json["error"]["message"]
+    elsewhere = client.get("/history/", headers={"Accept": "application/json"})
+    assert elsewhere.status_code == 401 and "files" not in elsewhere.json["error"]["message"]
+
+
+def test_an_expired_form_while_signed_in_says_nothing_was_saved(app, client, auth, clinician_user, prediction_id):
+    """Signed in again in another tab: this tab's form carries the old token. The page says what
+    happened to the review and how to send it again."""
+    auth.login()
+    response = feedback_post(client, prediction_id, "token-from-before")
+    assert response.status_code == 400
+    assert "Nothing was saved" in response.get_data(as_text=True)
+
+
+def test_an_expired_sign_in_form_shows_the_sign_in_page_again(app, client, clinician_user):
+    """The sign-in page left open while the browser dropped its cookie: it answered with an error page
+    about a form that was not saved; now the sign-in page again, its `next` kept, saying why."""
+    response = client.post(
+        "/auth/login?next=/history/", data={"username": "clin", "password": PASSWORDS["clin"], "csrf_token": "old"}
+    )
+    assert response.status_code == 303 and response.headers["Location"] == "/auth/login?next=/history/"
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "The sign-in page had expired" in page and 'name="password"' in page

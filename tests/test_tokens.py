@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event
 
-from tests.helpers import csrf_token
+from tests.helpers import csrf_token, token_form
 from webapp.extensions import db
 from webapp.models import ApiToken, AuditEvent, User, utcnow
 
@@ -100,7 +100,7 @@ def test_admin_page_issues_and_revokes_and_reset_revokes(app, client, auth, admi
     auth.login("admin")
     page = client.post(
         f"/admin/users/{clinician_user}/tokens",
-        data={"csrf_token": csrf_token(client, "/admin/users"), "name": "from-admin", "days": "30"},
+        data={**token_form(client), "name": "from-admin", "days": "30"},
     )
     assert page.status_code == 200 and "shown only this once" in page.get_data(as_text=True)
     with app.app_context():
@@ -143,3 +143,21 @@ def test_own_token_revoked_through_the_api(app, client, runner, clinician_user, 
 @pytest.mark.parametrize("days", ["0", "-3", "99999999999999999999", "ten"])
 def test_cli_refuses_silly_lifetimes(runner, clinician_user, days):
     assert runner.invoke(args=["users", "token", "clin", "--days", days]).exit_code != 0
+
+
+def test_the_token_form_sent_again_issues_no_second_token(app, client, auth, admin_user, clinician_user):
+    """The new secret is shown on the page the POST answers, so reloading that page (or going back
+    and forward to it) sent the form again: a second live token, its secret seen by nobody."""
+    auth.login("admin")
+    data = {**token_form(client), "name": "script"}
+    assert client.post(f"/admin/users/{clinician_user}/tokens", data=data).status_code == 200
+    again = client.post(f"/admin/users/{clinician_user}/tokens", data=data)
+    assert again.status_code == 303 and again.headers["Location"] == "/admin/users"
+    assert "already sent" in client.get("/admin/users").get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(ApiToken).filter_by(name="script")) == 1
+    # A fresh form (the page loaded again) issues the next one.
+    assert (
+        client.post(f"/admin/users/{clinician_user}/tokens", data={**token_form(client), "name": "script"}).status_code
+        == 200
+    )

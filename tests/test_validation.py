@@ -258,3 +258,25 @@ def test_an_operating_point_changed_by_another_process_applies_within_its_cache_
         db.session.commit()
         site_threshold.forget_operating_point()  # what withdrawing in this process does
         assert site_threshold.operating_point("v1") is None
+
+
+def test_times_on_the_validation_and_users_pages_say_utc(app, client, auth, admin_user, admin_token):
+    """Every other list says "(UTC)" (history, audit, worklist, outbox); the validation runs, the site
+    threshold history and the API tokens' last use gave bare times, which read as local time."""
+    from webapp.models import SiteCalibration
+
+    with app.app_context():
+        run = ValidationRun(created_by_id=admin_user, archive_name="site.zip", archive_sha256="0" * 64)
+        db.session.add(run)
+        db.session.flush()
+        db.session.add(
+            SiteCalibration(
+                validation_run_id=run.id, model_version="v1", threshold=0.4, reason="r", adopted_by_id=admin_user
+            )
+        )
+        db.session.commit()
+    auth.login("admin")
+    validation = client.get("/admin/validation/").get_data(as_text=True)
+    assert '<th scope="col">Started (UTC)</th>' in validation
+    assert '<th scope="col">Adopted (UTC)</th>' in validation and '<th scope="col">Withdrawn (UTC)</th>' in validation
+    assert '<th scope="col">Last used (UTC)</th>' in client.get("/admin/users").get_data(as_text=True)

@@ -9,8 +9,12 @@ from __future__ import annotations
 import re
 
 from flask import request
+from flask_sqlalchemy.pagination import Pagination
+from sqlalchemy import Select
 from werkzeug.exceptions import BadRequest
 from werkzeug.routing import IntegerConverter
+
+from .extensions import db
 
 # The `Integer` columns are 32-bit on PostgreSQL.
 MAX_ID = 2**31 - 1
@@ -47,3 +51,12 @@ def int_args(name: str, high: int = MAX_ID) -> list[int]:
             raise BadRequest(f"'{name}' must be a whole number from 1 to {high}.")
         values.append(int(raw))
     return values
+
+
+def page_of(query: Select, per_page: int) -> Pagination:
+    """The page the `page` argument asks for; past the last one, the last one (an old link or a
+    narrower filter must not show an empty table under a count of rows it does not list)."""
+    page = db.paginate(query, page=int_arg("page", 1, 1, MAX_PAGE), per_page=per_page, error_out=False)
+    if not page.items and page.total:
+        page = db.paginate(query, page=page.pages, per_page=per_page, error_out=False)
+    return page

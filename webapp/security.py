@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Flask, abort, current_app, redirect, request, url_for
+from urllib.parse import urlsplit
+
+from flask import Flask, abort, current_app, flash, redirect, request, url_for
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
+
+from .api.errors import api_error
+from .responses import is_local_path, wants_json
 
 # Endpoints reachable without a session. The API authenticates by bearer token instead.
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "static"})
@@ -54,11 +59,40 @@ def require_sign_in():
     if request.endpoint in PUBLIC_ENDPOINTS or request.blueprint in PUBLIC_BLUEPRINTS:
         return None
     if not current_user.is_authenticated:
-        return redirect(url_for("auth.login", next=request.full_path if request.query_string else request.path))
+        return signed_out()
     if current_user.must_change_password and request.endpoint not in PASSWORD_CHANGE_ENDPOINTS:
         # An administrator chose this password, so someone besides its owner knows it.
         return redirect(url_for("auth.change_password"))
     return None
+
+
+FILES_NOT_SENT = (
+    "You are signed out (your session ended), so the files were not sent. "
+    "Reload this page to sign in again, then send them again."
+)
+FORM_NOT_SAVED = "You were signed out before this form was sent, so it was not saved. Sign in, then enter it again."
+SIGN_IN_AGAIN = "You are signed out (your session ended). Sign in again."
+
+
+def signed_out():
+    """The answer to a browser that is not (or no longer) signed in. A page asked for is shown after
+    sign-in. A form that was sent was not saved: the user is told so, and comes back after sign-in to
+    the page the form was on (the form's own address takes only POST: that was a 405 page)."""
+    if wants_json():  # the upload page's script shows the message and keeps the chosen files
+        return api_error("signed_out", FILES_NOT_SENT if request.endpoint == "screening.upload" else SIGN_IN_AGAIN, 401)
+    if request.method in ("GET", "HEAD"):
+        return redirect(url_for("auth.login", next=request.full_path if request.query_string else request.path))
+    flash(FORM_NOT_SAVED, "error")
+    return redirect(url_for("auth.login", next=_referring_page()))
+
+
+def _referring_page() -> str | None:
+    """The page on this site that sent the form (Referrer-Policy same-origin keeps it), else None."""
+    parts = urlsplit(request.referrer or "")
+    if parts.netloc != request.host:
+        return None
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    return target if is_local_path(target) and not target.startswith(url_for("auth.login")) else None
 
 
 def add_security_headers(response):

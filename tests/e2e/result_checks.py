@@ -95,6 +95,12 @@ def check_heatmap_toggle(card: Locator) -> None:
     card.scroll_into_view_if_needed()
     toggle = card.get_by_label("Show heat map")
     heatmap = card.locator("img.heatmap")
+    if card.get_attribute("data-label") == "UNKNOWN":
+        # Like the scores, an UNKNOWN answer's heat map is no reading of the image: off until asked for.
+        expect(toggle).not_to_be_checked()
+        expect(heatmap).to_be_hidden()
+        expect(card.locator(".heatmap-note")).to_contain_text("not a reading of this image")
+        toggle.check()
     expect(toggle).to_be_checked()
     expect(heatmap).to_be_visible()
     assert image_loaded(heatmap) and image_loaded(card.locator("img.radiograph"))

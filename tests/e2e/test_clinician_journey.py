@@ -144,3 +144,20 @@ def test_clinician_cannot_open_admin_pages(visit):
     page.get_by_role("link", name="Back to screening").click()
     page.wait_for_url(re.compile(r"/screen$"))
     expect(page.get_by_role("heading", level=1)).to_have_text("Screen chest radiographs")
+
+
+def test_saving_a_review_returns_to_that_film(visit):
+    """In a batch the results page came back at its top after a review was saved, so the reader had
+    to find their place again (the fifth card sat 5,000 px down). It returns to the reviewed film."""
+    page = visit.page
+    visit.sign_in("e2e-clin")
+    choose_files(page, "normal.jpeg", "pneumonia.jpeg", "normal_2.jpeg", "pneumonia_2.jpeg")
+    page.get_by_role("button", name="Screen").click()
+    page.wait_for_url(re.compile(r"/screen/results\?"))
+    last = page.locator("article.result").last
+    last.get_by_label("Comment (optional)").fill("agree")
+    last.get_by_role("button", name="Confirm / correct").click()
+    expect(page.locator(".flash.info")).to_contain_text("Review saved")
+    reviewed = page.locator("article.result").last
+    expect(reviewed.get_by_role("heading", level=2)).to_be_in_viewport()
+    expect(reviewed.locator(".feedback")).to_contain_text("Reviewed by e2e-clin")

@@ -110,3 +110,34 @@ def test_other_pages_pass_the_checks(visit):
     page.get_by_role("link", name="Password").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Change your password")
     visit.step("pages-04-change-password")
+
+
+def test_the_header_fits_a_tablet_window(visit):
+    """On a portrait tablet (768 px) the administrator's eleven links ran off the right edge: the page
+    scrolled sideways and "Password" sat outside the window. The menu wraps now."""
+    page = visit.page
+    page.set_viewport_size({"width": 768, "height": 1024})
+    visit.sign_in("e2e-admin")
+    for path in ("/screen", "/admin/history"):
+        page.goto(path)
+        width = page.evaluate("document.documentElement.clientWidth")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, path
+        for link in page.get_by_role("navigation", name="Main").get_by_role("link").all():
+            box = link.bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= width, (path, link.inner_text())
+    visit.step("tablet-01-admin-history")
+
+
+def test_a_skip_link_leads_past_the_menu(visit):
+    """Keyboard users had to Tab through fifteen header controls (the administrator's menu, the
+    theme switch, sign-out) on every page before reaching its content (WCAG 2.4.1)."""
+    page = visit.page
+    visit.sign_in("e2e-admin")
+    page.goto("/admin/history")
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_in_viewport()  # shown while it has the focus
+    page.keyboard.press("Enter")
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Verdict")).to_be_focused()  # the first control of the page's own content

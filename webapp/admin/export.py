@@ -43,7 +43,7 @@ def csv_cell(value) -> str:
 
 def _probabilities(p: Prediction) -> tuple[str, str]:
     # An UNKNOWN answer makes no claim about pneumonia: p_normal/p_pneumonia stay empty and the
-    # model's score is only in raw_p_pneumonia (the last column, so existing readers keep their columns).
+    # model's score is only in raw_p_pneumonia (appended, like caution, so existing readers keep their columns).
     if p.label == UNKNOWN:
         return "", ""
     return f"{p.p_normal:.4f}", f"{p.p_pneumonia:.4f}"

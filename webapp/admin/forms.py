@@ -1,5 +1,5 @@
 from flask_wtf import FlaskForm
-from wtforms import IntegerField, PasswordField, SelectField, StringField, SubmitField
+from wtforms import HiddenField, IntegerField, PasswordField, SelectField, StringField, SubmitField
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
 from ..auth.forms import acceptable_password
@@ -30,6 +30,9 @@ class ToggleActiveForm(FlaskForm):
 
 
 class IssueTokenForm(FlaskForm):
+    # A new value each time the page is drawn: the form sent again (a reload of the page that shows
+    # the secret) is recognised and issues nothing (admin.routes.issue_user_token).
+    once = HiddenField(validators=[DataRequired("Reload the page and issue the token again."), Length(max=64)])
     name = StringField("Token name", validators=[Optional(), Length(max=64)])
     days = IntegerField("Valid for (days)", validators=[Optional(), NumberRange(min=1, max=3650)])
     submit = SubmitField("Issue token")

@@ -1,4 +1,6 @@
-from flask import Response, current_app, flash, redirect, render_template, request, url_for
+import secrets
+
+from flask import Response, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -9,7 +11,7 @@ from ..extensions import db
 from ..history.filters import HistoryFilterForm, filtered_predictions
 from ..history.routes import render_history
 from ..models import ApiToken, AuditEvent, User, record_audit, utcnow
-from ..params import MAX_PAGE, int_arg
+from ..params import page_of
 from ..responses import form_errors
 from . import bp
 from .export import predictions_csv
@@ -74,6 +76,7 @@ def users_page(form: CreateUserForm | None = None, new_token: dict | None = None
         toggle_form=ToggleActiveForm(),
         token_form=IssueTokenForm(formdata=None),
         new_token=new_token,
+        token_form_once=secrets.token_urlsafe(16),
         default_days=current_app.config["API_TOKEN_DAYS"],
     ), 400 if form.errors else 200
 
@@ -120,15 +123,17 @@ def reset_password(user_id: int):
 def audit():
     form = AuditFilterForm(request.args)
     valid = form.validate()
-    page = db.paginate(
-        form_query(form if valid else AuditFilterForm(formdata=None)),
-        page=int_arg("page", 1, 1, MAX_PAGE),
-        per_page=50,
-        error_out=False,
-    )
+    page = page_of(form_query(form if valid else AuditFilterForm(formdata=None)), per_page=50)
     actions = db.session.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action)).all()
     args = {name: field.data for name, field in form._fields.items() if valid and field.data}
     return render_template("admin/audit.html", page=page, form=form, actions=actions, args=args), 200 if valid else 400
+
+
+SENT_TOKEN_FORMS = "sent_token_forms"
+ALREADY_ISSUED = (
+    "That form was already sent: its token was issued and its secret shown once. "
+    "If the secret was not copied, revoke that token and issue a new one."
+)
 
 
 @bp.route("/users/<int:user_id>/tokens", methods=["POST"])
@@ -136,6 +141,13 @@ def issue_user_token(user_id: int):
     user = db.get_or_404(User, user_id)
     form = IssueTokenForm()
     if form.validate_on_submit():
+        sent = session.get(SENT_TOKEN_FORMS, [])
+        if form.once.data in sent:
+            # The page that showed a secret, sent again (reload, back/forward): a second live token
+            # whose secret nobody saw. Only these one-time values are kept, never a secret.
+            flash(ALREADY_ISSUED, "error")
+            return redirect(url_for("admin.users"), code=303)
+        session[SENT_TOKEN_FORMS] = [*sent, form.once.data][-20:]
         token, secret = issue_token(user, form.name.data or "", form.days.data or current_app.config["API_TOKEN_DAYS"])
         db.session.commit()
         # Shown once, on the page this POST renders (not in a redirect, not in the session cookie).

@@ -3,8 +3,9 @@
 import contextlib
 import logging
 
-from flask import Flask, g, make_response, render_template, request
+from flask import Flask, flash, g, make_response, redirect, render_template, request
 from flask_limiter.errors import RateLimitExceeded
+from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DataError, OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -14,6 +15,7 @@ from ..extensions import db, login_manager
 from ..ratelimits import retry_after_seconds
 from ..refusal import DATABASE_UNAVAILABLE
 from ..responses import wants_json
+from ..security import PUBLIC_ENDPOINTS, signed_out
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,18 @@ def handle_http(exc: HTTPException):
 
 
 def handle_csrf(exc: CSRFError):
+    if request.endpoint == "auth.login" and not wants_json():
+        # Nothing to lose but what was typed: the sign-in page again (its `next` kept) with a fresh token.
+        flash("The sign-in page had expired (or this browser refuses cookies). Please sign in again.", "error")
+        return redirect(request.full_path if request.query_string else request.path, 303)
+    if request.endpoint not in PUBLIC_ENDPOINTS and not current_user.is_authenticated:
+        # No session behind the form (signed out, the cookie gone): that, not the token, is the news.
+        return signed_out()
     return _respond(
-        400, "csrf_failed", "This form has expired or was not sent from this site. Reload the page and try again."
+        400,
+        "csrf_failed",
+        "Nothing was saved: this form had expired (for example after signing in again in another tab) "
+        "or was not sent from this site. Go back, reload the page and send the form again.",
     )
 
 

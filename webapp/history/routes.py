@@ -1,8 +1,7 @@
 from flask import current_app, render_template, request
 from flask_login import current_user
 
-from ..extensions import db
-from ..params import MAX_PAGE, int_arg
+from ..params import page_of
 from . import bp
 from .filters import HistoryFilterForm, filter_args, filtered_predictions
 
@@ -10,11 +9,9 @@ from .filters import HistoryFilterForm, filter_args, filtered_predictions
 def render_history(owner, title: str, endpoint: str, show_user: bool):
     form = HistoryFilterForm(request.args)
     valid = form.validate()
-    page = db.paginate(
+    page = page_of(
         filtered_predictions(form, owner) if valid else filtered_predictions(HistoryFilterForm(formdata=None), owner),
-        page=int_arg("page", 1, 1, MAX_PAGE),
-        per_page=current_app.config["HISTORY_PAGE_SIZE"],
-        error_out=False,
+        current_app.config["HISTORY_PAGE_SIZE"],
     )
     # Invalid filters: the page explains them (400) and lists unfiltered rows meanwhile.
     return render_template(

@@ -178,7 +178,10 @@ def feedback(prediction_id: int):
     db.session.commit()
     flash("Review saved. Thank you: reviews are how we measure the model.", "info")
     back = request.form.get("back", "")
-    return redirect(back if _is_results_path(back) else url_for("screening.detail", prediction_id=prediction.id), 303)
+    if _is_results_path(back):
+        # Back to this film's card, not to the top of a batch the reader is working through.
+        return redirect(f"{back}#prediction-{prediction.id}", 303)
+    return redirect(url_for("screening.detail", prediction_id=prediction.id), 303)
 
 
 def _is_results_path(target: str) -> bool:
