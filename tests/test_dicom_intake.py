@@ -84,7 +84,7 @@ def test_a_queue_that_fails_is_answered_out_of_resources_and_leaves_nothing(app,
 def test_destination_setting():
     destination = parse_destination("ORTHANC@pacs.example.org:4242")
     assert (destination.ae_title, destination.host, destination.port) == ("ORTHANC", "pacs.example.org", 4242)
-    for bad in ("pacs:4242", "ORTHANC@pacs", "@pacs:4242", "ORTHANC@pacs:port", "A" * 17 + "@pacs:1"):
+    for bad in ("pacs:4242", "ORTHANC@pacs", "@pacs:4242", "ORTHANC@pacs:port", "A" * 17 + "@pacs:1", "O@pacs:99999"):
         with pytest.raises(DestinationError):
             parse_destination(bad)
 
@@ -250,3 +250,12 @@ def test_an_unknown_films_capture_shows_its_reason_not_a_score():
     assert summary_lines(Verdict("PNEUMONIA", 0.97, 0.39, None, "v")) == [
         "PNEUMONIA  p(pneumonia) 0.97  threshold 0.39"
     ]
+
+
+def test_the_job_worker_refuses_to_start_with_a_mistyped_destination(app, runner):
+    """The worker sends the results: it started with any value and every result then failed in the
+    outbox, retried for ever (the DICOM node alone checked the setting)."""
+    app.config["DICOM_RESULTS_DESTINATION"] = "ORTHANC@pacs"
+    result = runner.invoke(args=["jobs", "worker"])
+    assert result.exit_code != 0
+    assert "DICOM_RESULTS_DESTINATION must read AE@host:port" in result.output

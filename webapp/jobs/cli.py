@@ -10,6 +10,7 @@ from flask import current_app
 from ..cli_group import AdminGroup
 from ..inference.runtime import ModelUnavailable, analyzer_for
 from ..logs import install_process_logging
+from ..pacs.cli import destination_or_fail
 from .priority import yield_cpu
 from .queue import QueueUnavailable, jobs, run_recoveries
 
@@ -21,6 +22,7 @@ WORKER_READY = "jobs worker ready"
 @click.option("--threads", default=1, show_default=True, help="Jobs run at the same time in this process.")
 def worker(threads: int) -> None:
     """Take jobs from the queue until stopped (SIGINT finishes the running jobs, SIGTERM stops now)."""
+    destination_or_fail(current_app.config)  # the worker sends the PACS results
     install_process_logging()
     queue = jobs()
     # Checked before the model loads: a worker on an unreachable queue would only log a traceback a second.

@@ -22,12 +22,7 @@ def listen() -> None:
     """Serve C-ECHO and C-STORE until stopped; screening runs on the job queue (`flask jobs worker`)."""
     install_process_logging()
     config = current_app.config
-    destination = config.get("DICOM_RESULTS_DESTINATION")
-    if destination:
-        try:
-            parse_destination(destination)
-        except DestinationError as exc:
-            raise click.ClickException(str(exc)) from exc
+    destination = destination_or_fail(config)
     allowed = ", ".join(config["DICOM_ALLOWED_CALLING_AETS"]) or "any calling AE title"
     logging.getLogger(__name__).info(
         "%s as %s on %s:%d (accepting %s; results to %s)",
@@ -43,3 +38,16 @@ def listen() -> None:
         listener.start(current_app._get_current_object(), block=True)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {config['DICOM_BIND']}:{config['DICOM_PORT']}: {exc}") from exc
+
+
+def destination_or_fail(config) -> str | None:
+    """DICOM_RESULTS_DESTINATION as set, checked at start-up by the two processes that use it (the
+    node and the job worker, which sends the results), so that a mistyped one stops them with its
+    line instead of failing every result later in the outbox."""
+    destination = config.get("DICOM_RESULTS_DESTINATION")
+    if destination:
+        try:
+            parse_destination(destination)
+        except DestinationError as exc:
+            raise click.ClickException(str(exc)) from exc
+    return destination

@@ -35,7 +35,7 @@ class Destination:
 def parse_destination(text: str) -> Destination:
     ae_title, at, address = text.strip().partition("@")
     host, colon, port = address.rpartition(":")
-    if not (at and colon and ae_title and host and port.isdigit() and len(ae_title) <= 16):
+    if not (at and colon and ae_title and host and port.isdigit() and 0 < int(port) < 65536 and len(ae_title) <= 16):
         raise DestinationError(
             f"DICOM_RESULTS_DESTINATION must read AE@host:port (e.g. ORTHANC@pacs:4242), not {text!r}"
         )
