@@ -154,7 +154,10 @@ def test_feedback_is_saved_and_updated(app, signed_in):
     with app.app_context():
         feedback = db.session.query(Feedback).one()
         assert feedback.label == "NOT_CXR" and feedback.prediction_id == pid
-    assert "Reviewed by clin" in signed_in.get(f"/predictions/{pid}").get_data(as_text=True)
+    page = signed_in.get(f"/predictions/{pid}").get_data(as_text=True)
+    # The reading in the words the form offered, not its stored code.
+    assert "Reviewed by clin: Not a chest radiograph" in page and "NOT_CXR</" not in page
+    assert "clin: NOT_CXR" not in page
 
 
 def test_replacing_another_readers_reading_is_audited(app, client, auth, clinician_user, other_clinician, admin_user):

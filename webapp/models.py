@@ -275,6 +275,11 @@ class Feedback(db.Model):
     prediction: Mapped[Prediction] = relationship(back_populates="feedback")
     user: Mapped[User] = relationship()
 
+    @property
+    def label_text(self) -> str:
+        """The reading as the form offered it ("Not a chest radiograph"), not its stored code."""
+        return FEEDBACK_LABELS.get(self.label, self.label)
+
 
 class SignInCounter(db.Model):
     """Recent failed sign-ins per key (an account and address pair, or an address), in the database so

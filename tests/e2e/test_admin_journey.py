@@ -72,7 +72,7 @@ def test_admin_reviews_history(visit, seeded_predictions):
     card.get_by_label("Comment (optional)").fill("Holiday photo uploaded by mistake")
     card.get_by_role("button", name="Confirm / correct").click()
     expect(page.locator(".flash.info")).to_contain_text("Review saved")
-    expect(page.locator("article.result")).to_contain_text("Reviewed by e2e-admin: NOT_CXR")
+    expect(page.locator("article.result")).to_contain_text("Reviewed by e2e-admin: Not a chest radiograph")
 
     # Back to the filtered list, then export exactly what it shows.
     page.goto(f"/admin/history?verdict=UNKNOWN&date_from={today}&date_to={today}")
