@@ -70,6 +70,16 @@ def test_bootstrap_interval_is_reproducible_and_brackets_the_auc():
     assert metrics.bootstrap_auc_interval([1, 1], [0.1, 0.2]) is None
 
 
+def test_no_auc_interval_from_a_handful_of_films_of_one_class():
+    """One pneumonia film among 100 normals gave an interval drawn from the normals alone."""
+    rng = np.random.default_rng(4)
+    truth = np.r_[np.ones(1, bool), np.zeros(100, bool)]
+    scores = rng.random(101)
+    assert metrics.bootstrap_auc_interval(truth, scores) is None
+    truth = np.r_[np.ones(10, bool), np.zeros(100, bool)]
+    assert metrics.bootstrap_auc_interval(truth, rng.random(110)) is not None
+
+
 def test_report_figures_by_hand():
     truths = ["PNEUMONIA", "PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL", "NORMAL"]
     scores = [0.9, 0.45, 0.2, 0.1, 0.6, 0.52]

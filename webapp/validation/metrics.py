@@ -43,15 +43,22 @@ def _average_ranks(values: np.ndarray) -> np.ndarray:
     return mean_rank[inverse]
 
 
+# Below this many films of either class a percentile bootstrap only re-draws the few films there
+# are (one pneumonia film: every resample is that film, and the interval reflects the normals alone).
+MIN_FILMS_PER_CLASS_FOR_INTERVAL = 10
+
+
 def bootstrap_auc_interval(
     truth, scores, resamples: int = 2000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float] | None:
     """Percentile bootstrap interval of the AUC, resampling films within each class (so every
-    resample has both classes); seeded, so a report reads the same every time it is drawn."""
+    resample has both classes); seeded, so a report reads the same every time it is drawn. None
+    when a class has fewer than MIN_FILMS_PER_CLASS_FOR_INTERVAL films: no interval rather than
+    a falsely narrow one."""
     truth = np.asarray(truth, bool)
     scores = np.asarray(scores, np.float64)
     pos, neg = scores[truth], scores[~truth]
-    if pos.size == 0 or neg.size == 0:
+    if min(pos.size, neg.size) < MIN_FILMS_PER_CLASS_FOR_INTERVAL:
         return None
     rng = np.random.default_rng(seed)
     labels = np.r_[np.ones(pos.size, bool), np.zeros(neg.size, bool)]

@@ -18,6 +18,7 @@ from . import bp
 from .archive import ArchiveRejected
 from .charts import reliability_svg, roc_svg
 from .forms import AdoptThresholdForm, UploadArchiveForm, WithdrawForm
+from .metrics import MIN_FILMS_PER_CLASS_FOR_INTERVAL
 from .monitoring import DEFAULT_WEEKS, MAX_WEEKS, drift_alert, weekly
 from .runs import create_run, progress, upload_limit
 from .site import AdoptionRefused, adopt, current_model_version, withdraw
@@ -110,6 +111,7 @@ def report(run_id: int):
         roc=roc_svg(metrics["roc"], metrics["operating_points"]) if metrics else "",
         reliability=reliability_svg(metrics["reliability"]) if metrics else "",
         adopt_form=AdoptThresholdForm(),
+        interval_min_films=MIN_FILMS_PER_CLASS_FOR_INTERVAL,
     )
 
 
