@@ -253,3 +253,9 @@ def test_images_are_served_privately(app, signed_in):
     review = Image.open(io.BytesIO(signed_in.get(f"/predictions/{pid}/image.png").data))
     overlay = Image.open(io.BytesIO(signed_in.get(f"/predictions/{pid}/heatmap.png").data))
     assert overlay.mode == "RGB" and overlay.size == review.size
+
+
+def test_a_repeated_id_in_the_results_address_draws_one_card(app, signed_in):
+    pid = _one_prediction(app, signed_in)
+    page = signed_in.get(f"/screen/results?id={pid}&id={pid}").get_data(as_text=True)
+    assert page.count(f'id="prediction-{pid}"') == 1

@@ -85,7 +85,8 @@ def _refused(form, errors, status):
 
 @bp.route("/screen/results")
 def results():
-    ids = int_args("id")[: current_app.config["MAX_FILES_PER_UPLOAD"]]
+    # A repeated id (an edited address) would draw its card twice, with the same element ids.
+    ids = list(dict.fromkeys(int_args("id")))[: current_app.config["MAX_FILES_PER_UPLOAD"]]
     if not ids:
         return redirect(url_for("screening.upload"))
     predictions = [visible_prediction(i) for i in ids]
