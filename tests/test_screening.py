@@ -202,7 +202,7 @@ def test_another_readers_review_is_not_prefilled_as_ones_own(app, client, auth, 
     auth.logout()
     auth.login("other")
     page = client.get(f"/predictions/{pid}").get_data(as_text=True)
-    assert "Reviewed by clin: PNEUMONIA (air bronchograms in the RLL)" in page  # shown as clin's ...
+    assert "Reviewed by clin: Pneumonia (air bronchograms in the RLL)" in page  # shown as clin's ...
     assert "air bronchograms in the RLL</textarea>" not in page  # ... not put into other's own form
     assert "Replace review" in page and "replaces the reading by clin" in page
     assert "Update review" not in page

@@ -84,7 +84,7 @@ def test_clinician_screens_and_corrects(visit):
     page.wait_for_url(re.compile(r"/screen/results\?id="))
     expect(page.locator(".flash.info")).to_contain_text("Review saved")
     normal = card_for(page, "normal.jpeg")
-    expect(normal).to_contain_text("Reviewed by e2e-clin: PNEUMONIA (Subtle retrocardiac opacity)")
+    expect(normal).to_contain_text("Reviewed by e2e-clin: Pneumonia (Subtle retrocardiac opacity)")
     expect(normal.get_by_label("Radiologist's reading")).to_have_value("PNEUMONIA")
     expect(normal.get_by_role("button", name="Update review")).to_be_visible()
     visit.step("clinician-04-review-saved")
@@ -95,7 +95,7 @@ def test_clinician_screens_and_corrects(visit):
     expect(newest.locator("td.filename").nth(0)).to_have_text("photo.jpg")
     expect(newest.locator("td.filename").nth(1)).to_have_text("pneumonia.jpeg")
     expect(newest.locator("td.filename").nth(2)).to_have_text("normal.jpeg")
-    expect(newest.nth(2).locator("td").last).to_have_text("PNEUMONIA")
+    expect(newest.nth(2).locator("td").last).to_have_text("Pneumonia")
     visit.step("clinician-05-my-predictions")
 
 
