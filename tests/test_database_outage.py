@@ -128,3 +128,35 @@ def test_every_operation_documents_the_503_and_the_upload_keeps_its_own(client, 
     upload_503 = document["paths"]["/predictions"]["post"]["responses"]["503"]
     assert upload_503["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/BatchError"}
     assert "database_unavailable" in upload_503["description"]
+
+
+@contextlib.contextmanager
+def server_gone_at_first_prediction_insert(app):
+    """The database server goes away as the film is stored: that statement and every later one fail
+    (SELECTs too, unlike a full disk)."""
+    gone = False
+
+    def refuse(conn, _cursor, statement, *_args):
+        nonlocal gone
+        gone = gone or statement.lstrip().upper().startswith("INSERT INTO PREDICTIONS")
+        if gone:
+            raise conn.dialect.dbapi.OperationalError("server closed the connection unexpectedly (test)")
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", refuse)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse)
+
+
+def test_an_api_upload_when_the_server_goes_away_is_a_503_not_a_500(app, client, api_token, caplog):
+    """The rollback expired the token's user; the request log line then read its id from the server
+    that had gone, and the 503 became a 500 with a traceback."""
+    with server_gone_at_first_prediction_insert(app):
+        refused = api_upload(client, api_token, ("film.jpeg", fixture_image("normal.jpeg")))
+    assert refused.status_code == 503
+    assert refused.get_json()["error"]["code"] == "database_unavailable"
+    logged = [r.fields for r in caplog.records if r.name == "webapp.requests" and hasattr(r, "fields")]
+    assert logged and logged[-1]["status"] == 503 and logged[-1]["user_id"] is not None
