@@ -87,6 +87,10 @@ def test_destination_setting():
     for bad in ("pacs:4242", "ORTHANC@pacs", "@pacs:4242", "ORTHANC@pacs:port", "A" * 17 + "@pacs:1", "O@pacs:99999"):
         with pytest.raises(DestinationError):
             parse_destination(bad)
+    # AE titles pynetdicom refuses when it sends: accepted here, every result then failed in the outbox.
+    for bad in ("OR\\THANC@pacs:4242", "ORT\tHANC@pacs:4242", "RADIOLOGÍA@pacs:4242"):
+        with pytest.raises(DestinationError, match="printable ASCII"):
+            parse_destination(bad)
 
 
 def test_sr_holds_the_unknown_reason_and_capture_the_banner():

@@ -92,7 +92,9 @@ def start(command: list[str], **env: str) -> subprocess.CompletedProcess:
         ("SESSION_MAX_HOURS", "1000000000000", "SESSION_MAX_HOURS must be from 1 to 8760"),
         ("WORKLIST_HOURS", "100000000000", "WORKLIST_HOURS must be from 1 to 8760"),
         # the DICOM node stopped with pynetdicom's 50-line traceback
-        ("DICOM_AE_TITLE", "CXRSCREEN-RADIOLOGY", "DICOM_AE_TITLE: an AE title is 1 to 16 printable characters"),
+        ("DICOM_AE_TITLE", "CXRSCREEN-RADIOLOGY", "DICOM_AE_TITLE: an AE title is 1 to 16 printable ASCII characters"),
+        # accepted as printable, then refused by pynetdicom at the node's start with its ValueError
+        ("DICOM_AE_TITLE", "RADIOLOGÍA", "DICOM_AE_TITLE: an AE title is 1 to 16 printable ASCII characters"),
         (
             "DICOM_ALLOWED_CALLING_AETS",
             "PACS,ORTHANC-MAIN-ARCHIVE",
