@@ -97,17 +97,7 @@ def test_sr_holds_the_unknown_reason_and_capture_the_banner():
     source = dcmread(io.BytesIO(film(1)))
     assert source.SOPClassUID == CR_IMAGE_STORAGE
     verdict = Verdict("UNKNOWN", 0.42, 0.37, "The image does not look like a chest radiograph.", "v-test")
-    sr = build_sr(source, verdict)
-    texts = {}
-
-    def walk(items):
-        for item in items:
-            if item.ValueType == "TEXT":
-                texts[item.ConceptNameCodeSequence[0].CodeMeaning] = item.TextValue
-            if "ContentSequence" in item:
-                walk(item.ContentSequence)
-
-    walk(sr.ContentSequence)
+    texts = sr_texts(build_sr(source, verdict))
     assert texts["AI screening verdict"] == "UNKNOWN"
     assert texts["Reason for UNKNOWN"] == verdict.unknown_reason
     assert texts["Disclaimer"] == BANNER
