@@ -82,7 +82,9 @@ class Config:
     # Films screened at the same moment in one process share a forward pass (inference/batching.py):
     # at most this many, collected for up to this long (0: only films already waiting; docs/serving.md).
     INFERENCE_BATCH_MAX = env_int("INFERENCE_BATCH_MAX", 8, minimum=1)
-    INFERENCE_BATCH_WINDOW_MS = env_float("INFERENCE_BATCH_WINDOW_MS", 0.0)
+    # At most a second, which every upload would wait: far past any use, and a huge value (1e300) made
+    # the batch thread's wait overflow, so it died at the first upload and every upload then hung.
+    INFERENCE_BATCH_WINDOW_MS = env_float("INFERENCE_BATCH_WINDOW_MS", 0.0, maximum=1000.0)
     MAX_UPLOAD_MB = env_int("MAX_UPLOAD_MB", 50, minimum=1)
     MAX_CONTENT_LENGTH = MAX_UPLOAD_MB * 1024 * 1024
     MAX_FILES_PER_UPLOAD = env_int("MAX_FILES_PER_UPLOAD", 20, minimum=1)
