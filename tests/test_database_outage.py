@@ -160,3 +160,44 @@ def test_an_api_upload_when_the_server_goes_away_is_a_503_not_a_500(app, client,
     assert refused.get_json()["error"]["code"] == "database_unavailable"
     logged = [r.fields for r in caplog.records if r.name == "webapp.requests" and hasattr(r, "fields")]
     assert logged and logged[-1]["status"] == 503 and logged[-1]["user_id"] is not None
+
+
+@contextlib.contextmanager
+def server_gone_after_first_prediction(app):
+    """The database server goes away once the request's first prediction is committed: every later
+    statement fails, reads included (a full disk, above, still answers them)."""
+    state = {"inserted": False, "gone": False}
+
+    def refuse(conn, _cursor, statement, *_args):
+        if state["gone"]:
+            raise conn.dialect.dbapi.OperationalError("server closed the connection unexpectedly (test)")
+        state["inserted"] = state["inserted"] or statement.lstrip().upper().startswith("INSERT INTO PREDICTIONS")
+
+    def committed(_conn):
+        state["gone"] = state["inserted"]
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", refuse)
+    event.listen(engine, "commit", committed)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse)
+        event.remove(engine, "commit", committed)
+
+
+def test_a_batch_keeps_the_saved_answers_when_the_server_goes_away(app, client, api_token):
+    """The rollback after the failure expired the saved prediction, whose answer was then read back
+    from the server that had gone: the whole batch a 503, the saved film's answer lost (a retry stores
+    it twice)."""
+    films = [("a.jpeg", fixture_image("normal.jpeg")), ("b.jpeg", fixture_image("pneumonia.jpeg"))]
+    with server_gone_after_first_prediction(app):
+        answer = api_upload(client, api_token, *films)
+    assert answer.status_code == 207
+    first, second = answer.get_json()["predictions"]
+    assert first["id"] and first["filename"] == "a.jpeg" and first["user"] == "clin"
+    assert second["error"]["code"] == "database_unavailable" and second["status"] == 503
+    assert stored_predictions(app) == 1
+    again = api_upload(client, api_token, *films)  # the server is back: the same user, as usual
+    assert again.status_code == 201 and [p["user"] for p in again.get_json()["predictions"]] == ["clin", "clin"]
