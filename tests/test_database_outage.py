@@ -201,3 +201,16 @@ def test_a_batch_keeps_the_saved_answers_when_the_server_goes_away(app, client, 
     assert stored_predictions(app) == 1
     again = api_upload(client, api_token, *films)  # the server is back: the same user, as usual
     assert again.status_code == 201 and [p["user"] for p in again.get_json()["predictions"]] == ["clin", "clin"]
+
+
+def test_a_batch_with_nothing_saved_is_a_503_even_after_a_refused_file(app, client, api_token):
+    """The first file refused (not an image), the second lost to the database: nothing was saved, so
+    the answer is the database's 503 with Retry-After, as documented; it was 415 `all_files_rejected`
+    (the tie between the two items went to the first), telling the client that its files were at fault."""
+    films = [("notes.txt", b"not an image at all"), ("b.jpeg", fixture_image("pneumonia.jpeg"))]
+    with inserts_failing(app, after=0):
+        refused = api_upload(client, api_token, *films)
+    assert refused.status_code == 503
+    assert refused.get_json()["error"]["code"] == "database_unavailable"
+    assert int(refused.headers["Retry-After"]) > 0
+    assert stored_predictions(app) == 0

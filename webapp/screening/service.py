@@ -95,7 +95,7 @@ def screen_batch(
             # The database, not this file: the whole request is refused as such (errors/handlers.py)
             # unless files before this one were saved, whose answers must not be lost with it.
             db.session.rollback()
-            if not outcomes:
+            if not any(outcome.prediction for outcome in outcomes):
                 raise
             log.error("database unavailable at file %d of an upload", index)
             rejection = UploadRejected("database_unavailable", DATABASE_UNAVAILABLE, 503)
