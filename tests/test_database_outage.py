@@ -128,3 +128,89 @@ def test_every_operation_documents_the_503_and_the_upload_keeps_its_own(client, 
     upload_503 = document["paths"]["/predictions"]["post"]["responses"]["503"]
     assert upload_503["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/BatchError"}
     assert "database_unavailable" in upload_503["description"]
+
+
+@contextlib.contextmanager
+def server_gone_at_first_prediction_insert(app):
+    """The database server goes away as the film is stored: that statement and every later one fail
+    (SELECTs too, unlike a full disk)."""
+    gone = False
+
+    def refuse(conn, _cursor, statement, *_args):
+        nonlocal gone
+        gone = gone or statement.lstrip().upper().startswith("INSERT INTO PREDICTIONS")
+        if gone:
+            raise conn.dialect.dbapi.OperationalError("server closed the connection unexpectedly (test)")
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", refuse)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse)
+
+
+def test_an_api_upload_when_the_server_goes_away_is_a_503_not_a_500(app, client, api_token, caplog):
+    """The rollback expired the token's user; the request log line then read its id from the server
+    that had gone, and the 503 became a 500 with a traceback."""
+    with server_gone_at_first_prediction_insert(app):
+        refused = api_upload(client, api_token, ("film.jpeg", fixture_image("normal.jpeg")))
+    assert refused.status_code == 503
+    assert refused.get_json()["error"]["code"] == "database_unavailable"
+    logged = [r.fields for r in caplog.records if r.name == "webapp.requests" and hasattr(r, "fields")]
+    assert logged and logged[-1]["status"] == 503 and logged[-1]["user_id"] is not None
+
+
+@contextlib.contextmanager
+def server_gone_after_first_prediction(app):
+    """The database server goes away once the request's first prediction is committed: every later
+    statement fails, reads included (a full disk, above, still answers them)."""
+    state = {"inserted": False, "gone": False}
+
+    def refuse(conn, _cursor, statement, *_args):
+        if state["gone"]:
+            raise conn.dialect.dbapi.OperationalError("server closed the connection unexpectedly (test)")
+        state["inserted"] = state["inserted"] or statement.lstrip().upper().startswith("INSERT INTO PREDICTIONS")
+
+    def committed(_conn):
+        state["gone"] = state["inserted"]
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", refuse)
+    event.listen(engine, "commit", committed)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse)
+        event.remove(engine, "commit", committed)
+
+
+def test_a_batch_keeps_the_saved_answers_when_the_server_goes_away(app, client, api_token):
+    """The rollback after the failure expired the saved prediction, whose answer was then read back
+    from the server that had gone: the whole batch a 503, the saved film's answer lost (a retry stores
+    it twice)."""
+    films = [("a.jpeg", fixture_image("normal.jpeg")), ("b.jpeg", fixture_image("pneumonia.jpeg"))]
+    with server_gone_after_first_prediction(app):
+        answer = api_upload(client, api_token, *films)
+    assert answer.status_code == 207
+    first, second = answer.get_json()["predictions"]
+    assert first["id"] and first["filename"] == "a.jpeg" and first["user"] == "clin"
+    assert second["error"]["code"] == "database_unavailable" and second["status"] == 503
+    assert stored_predictions(app) == 1
+    again = api_upload(client, api_token, *films)  # the server is back: the same user, as usual
+    assert again.status_code == 201 and [p["user"] for p in again.get_json()["predictions"]] == ["clin", "clin"]
+
+
+def test_a_batch_with_nothing_saved_is_a_503_even_after_a_refused_file(app, client, api_token):
+    """The first file refused (not an image), the second lost to the database: nothing was saved, so
+    the answer is the database's 503 with Retry-After, as documented; it was 415 `all_files_rejected`
+    (the tie between the two items went to the first), telling the client that its files were at fault."""
+    films = [("notes.txt", b"not an image at all"), ("b.jpeg", fixture_image("pneumonia.jpeg"))]
+    with inserts_failing(app, after=0):
+        refused = api_upload(client, api_token, *films)
+    assert refused.status_code == 503
+    assert refused.get_json()["error"]["code"] == "database_unavailable"
+    assert int(refused.headers["Retry-After"]) > 0
+    assert stored_predictions(app) == 0

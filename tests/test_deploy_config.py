@@ -390,6 +390,18 @@ def test_sqlite_restore_refuses_a_file_that_is_not_this_apps_database(tmp_path):
         assert refused.returncode == 1 and reason in refused.stderr and "Traceback" not in refused.stderr
 
 
+def test_sqlite_backup_refuses_a_bad_app_env_with_one_line(tmp_path):
+    # The import of the settings was guarded, but APP_ENV is read when the database is looked up:
+    # APP_ENV=prod ended in a ConfigError traceback.
+    refused = run_backup_script(tmp_path, "backup", str(tmp_path / "b.sqlite"), APP_ENV="prod")
+    assert refused.returncode == 4 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip() == (
+        "backup_sqlite: configuration error: APP_ENV must be one of ['development', 'production', 'testing'], "
+        "not 'prod'"
+    )
+    assert not (tmp_path / "b.sqlite").exists()
+
+
 def test_sqlite_backup_and_restore_round_trip(tmp_path):
     import sqlite3
 

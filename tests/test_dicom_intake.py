@@ -87,23 +87,17 @@ def test_destination_setting():
     for bad in ("pacs:4242", "ORTHANC@pacs", "@pacs:4242", "ORTHANC@pacs:port", "A" * 17 + "@pacs:1", "O@pacs:99999"):
         with pytest.raises(DestinationError):
             parse_destination(bad)
+    # AE titles pynetdicom refuses when it sends: accepted here, every result then failed in the outbox.
+    for bad in ("OR\\THANC@pacs:4242", "ORT\tHANC@pacs:4242", "RADIOLOGÍA@pacs:4242"):
+        with pytest.raises(DestinationError, match="printable ASCII"):
+            parse_destination(bad)
 
 
 def test_sr_holds_the_unknown_reason_and_capture_the_banner():
     source = dcmread(io.BytesIO(film(1)))
     assert source.SOPClassUID == CR_IMAGE_STORAGE
     verdict = Verdict("UNKNOWN", 0.42, 0.37, "The image does not look like a chest radiograph.", "v-test")
-    sr = build_sr(source, verdict)
-    texts = {}
-
-    def walk(items):
-        for item in items:
-            if item.ValueType == "TEXT":
-                texts[item.ConceptNameCodeSequence[0].CodeMeaning] = item.TextValue
-            if "ContentSequence" in item:
-                walk(item.ContentSequence)
-
-    walk(sr.ContentSequence)
+    texts = sr_texts(build_sr(source, verdict))
     assert texts["AI screening verdict"] == "UNKNOWN"
     assert texts["Reason for UNKNOWN"] == verdict.unknown_reason
     assert texts["Disclaimer"] == BANNER

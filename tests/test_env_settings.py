@@ -47,6 +47,14 @@ def test_bad_numbers_are_refused(monkeypatch, value):
         env_float("SOME_MS", 0.0)
 
 
+def test_a_number_past_its_maximum_is_refused(monkeypatch):
+    monkeypatch.setenv("SOME_MS", "1e300")
+    with pytest.raises(ConfigError, match="SOME_MS must be a number from 0 to 1000, not '1e300'"):
+        env_float("SOME_MS", 0.0, maximum=1000.0)
+    monkeypatch.setenv("SOME_MS", "1000")
+    assert env_float("SOME_MS", 0.0, maximum=1000.0) == 1000.0
+
+
 @pytest.mark.parametrize(
     ("value", "expected"), [("TRUE", True), ("yes", True), ("1", True), ("off", False), ("0", False)]
 )
@@ -91,8 +99,12 @@ def start(command: list[str], **env: str) -> subprocess.CompletedProcess:
         # a period past what date arithmetic holds: an OverflowError traceback at start-up or in a request
         ("SESSION_MAX_HOURS", "1000000000000", "SESSION_MAX_HOURS must be from 1 to 8760"),
         ("WORKLIST_HOURS", "100000000000", "WORKLIST_HOURS must be from 1 to 8760"),
+        # the batch thread's wait overflowed at the first upload: it died and every upload hung
+        ("INFERENCE_BATCH_WINDOW_MS", "1e300", "INFERENCE_BATCH_WINDOW_MS must be a number from 0 to 1000"),
         # the DICOM node stopped with pynetdicom's 50-line traceback
-        ("DICOM_AE_TITLE", "CXRSCREEN-RADIOLOGY", "DICOM_AE_TITLE: an AE title is 1 to 16 printable characters"),
+        ("DICOM_AE_TITLE", "CXRSCREEN-RADIOLOGY", "DICOM_AE_TITLE: an AE title is 1 to 16 printable ASCII characters"),
+        # accepted as printable, then refused by pynetdicom at the node's start with its ValueError
+        ("DICOM_AE_TITLE", "RADIOLOGÍA", "DICOM_AE_TITLE: an AE title is 1 to 16 printable ASCII characters"),
         (
             "DICOM_ALLOWED_CALLING_AETS",
             "PACS,ORTHANC-MAIN-ARCHIVE",

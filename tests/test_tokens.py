@@ -161,3 +161,16 @@ def test_the_token_form_sent_again_issues_no_second_token(app, client, auth, adm
         client.post(f"/admin/users/{clinician_user}/tokens", data={**token_form(client), "name": "script"}).status_code
         == 200
     )
+
+
+def test_a_page_back_from_an_issued_token_still_issues_one_for_another_user(
+    app, client, auth, admin_user, clinician_user
+):
+    """The users page draws one value for all its rows: after issuing for one user and going back to
+    that page, issuing for another user was refused as "already sent", saying a token had been issued."""
+    auth.login("admin")
+    data = {**token_form(client), "name": "script"}
+    assert client.post(f"/admin/users/{clinician_user}/tokens", data=data).status_code == 200
+    other = client.post(f"/admin/users/{admin_user}/tokens", data=data)
+    assert other.status_code == 200 and "shown only this once" in other.get_data(as_text=True)
+    assert client.post(f"/admin/users/{admin_user}/tokens", data=data).status_code == 303  # that one again

@@ -54,11 +54,19 @@ def _redis_url() -> str | None:
     return url or None
 
 
+AE_TITLE_RULE = "an AE title is 1 to 16 printable ASCII characters without a backslash"
+
+
+def ae_title_ok(title: str) -> bool:
+    """DICOM's rule (PS3.5 AE value representation) as pynetdicom enforces it, the one home for it:
+    the settings (here) and DICOM_RESULTS_DESTINATION (pacs/sender.py) are checked by it, so that
+    neither the DICOM node stops, nor every result fails, on pynetdicom's ValueError."""
+    return 0 < len(title.strip()) <= 16 and "\\" not in title and all(" " <= ch <= "~" for ch in title)
+
+
 def _ae_title(name: str, title: str) -> str:
-    # DICOM's rule (PS3.5 AE value representation), checked here so the DICOM node does not stop
-    # with pynetdicom's traceback.
-    if len(title) > 16 or "\\" in title or not title.isprintable():
-        raise ConfigError(f"{name}: an AE title is 1 to 16 printable characters without a backslash, not {title!r}")
+    if not ae_title_ok(title):
+        raise ConfigError(f"{name}: {AE_TITLE_RULE}, not {title!r}")
     return title
 
 
@@ -74,7 +82,9 @@ class Config:
     # Films screened at the same moment in one process share a forward pass (inference/batching.py):
     # at most this many, collected for up to this long (0: only films already waiting; docs/serving.md).
     INFERENCE_BATCH_MAX = env_int("INFERENCE_BATCH_MAX", 8, minimum=1)
-    INFERENCE_BATCH_WINDOW_MS = env_float("INFERENCE_BATCH_WINDOW_MS", 0.0)
+    # At most a second, which every upload would wait: far past any use, and a huge value (1e300) made
+    # the batch thread's wait overflow, so it died at the first upload and every upload then hung.
+    INFERENCE_BATCH_WINDOW_MS = env_float("INFERENCE_BATCH_WINDOW_MS", 0.0, maximum=1000.0)
     MAX_UPLOAD_MB = env_int("MAX_UPLOAD_MB", 50, minimum=1)
     MAX_CONTENT_LENGTH = MAX_UPLOAD_MB * 1024 * 1024
     MAX_FILES_PER_UPLOAD = env_int("MAX_FILES_PER_UPLOAD", 20, minimum=1)

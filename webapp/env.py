@@ -45,7 +45,7 @@ def env_int(name: str, default: int, minimum: int = 0, maximum: int | None = Non
     return number
 
 
-def env_float(name: str, default: float, minimum: float = 0.0) -> float:
+def env_float(name: str, default: float, minimum: float = 0.0, maximum: float | None = None) -> float:
     value = _raw(name)
     if not value:
         return default
@@ -53,8 +53,9 @@ def env_float(name: str, default: float, minimum: float = 0.0) -> float:
         number = float(value)
     except ValueError:
         raise ConfigError(f"{name} must be a number, not {value!r}") from None
-    if not math.isfinite(number) or number < minimum:
-        raise ConfigError(f"{name} must be a number of at least {minimum:g}, not {value!r}")
+    if not math.isfinite(number) or number < minimum or (maximum is not None and number > maximum):
+        allowed = f"from {minimum:g} to {maximum:g}" if maximum is not None else f"of at least {minimum:g}"
+        raise ConfigError(f"{name} must be a number {allowed}, not {value!r}")
     return number
 
 

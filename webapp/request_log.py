@@ -14,6 +14,7 @@ import time
 import uuid
 
 from flask import Flask, g, request
+from sqlalchemy import inspect
 
 from .logs import install_json_logging
 
@@ -38,9 +39,14 @@ def start_request() -> None:
 
 
 def _user_id() -> int | None:
-    # Only users the request already loaded: logging must not cost a database query.
+    # Only users the request already loaded: logging must not cost a database query. The id comes
+    # from the row's identity, which a rollback leaves in place: reading `user.id` after one (a
+    # database gone mid-request) queried the database that had just failed, and turned the 503 into a 500.
     user = g.get("api_user") or g.get("_login_user")
-    return getattr(user, "id", None)
+    state = inspect(user, raiseerr=False) if user is not None else None
+    if state is None:  # no user, or Flask-Login's anonymous one
+        return getattr(user, "id", None)
+    return state.identity[0] if state.identity else None
 
 
 def log_request(response):

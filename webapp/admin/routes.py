@@ -142,12 +142,14 @@ def issue_user_token(user_id: int):
     form = IssueTokenForm()
     if form.validate_on_submit():
         sent = session.get(SENT_TOKEN_FORMS, [])
-        if form.once.data in sent:
+        # One value is drawn per page, shared by every user's row: what was sent is that row's form.
+        once = f"{user.id}:{form.once.data}"
+        if once in sent:
             # The page that showed a secret, sent again (reload, back/forward): a second live token
             # whose secret nobody saw. Only these one-time values are kept, never a secret.
             flash(ALREADY_ISSUED, "error")
             return redirect(url_for("admin.users"), code=303)
-        session[SENT_TOKEN_FORMS] = [*sent, form.once.data][-20:]
+        session[SENT_TOKEN_FORMS] = [*sent, once][-20:]
         token, secret = issue_token(user, form.name.data or "", form.days.data or current_app.config["API_TOKEN_DAYS"])
         db.session.commit()
         # Shown once, on the page this POST renders (not in a redirect, not in the session cookie).

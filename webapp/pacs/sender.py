@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pydicom import dcmread
 from pynetdicom import AE
 
+from ..config import AE_TITLE_RULE, ae_title_ok
+
 # Success, and the Warning statuses a PACS answers when it stored the object with changes.
 _STORED = {0x0000, 0xB000, 0xB007, 0xB006}
 
@@ -35,9 +37,9 @@ class Destination:
 def parse_destination(text: str) -> Destination:
     ae_title, at, address = text.strip().partition("@")
     host, colon, port = address.rpartition(":")
-    if not (at and colon and ae_title and host and port.isdigit() and 0 < int(port) < 65536 and len(ae_title) <= 16):
+    if not (at and colon and host and port.isdigit() and 0 < int(port) < 65536 and ae_title_ok(ae_title)):
         raise DestinationError(
-            f"DICOM_RESULTS_DESTINATION must read AE@host:port (e.g. ORTHANC@pacs:4242), not {text!r}"
+            f"DICOM_RESULTS_DESTINATION must read AE@host:port (e.g. ORTHANC@pacs:4242; {AE_TITLE_RULE}), not {text!r}"
         )
     return Destination(ae_title, host, int(port))
 

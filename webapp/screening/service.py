@@ -82,14 +82,20 @@ def screen_batch(
     for index, (raw_name, data) in enumerate(uploads, start=1):
         filename = sanitize_filename(raw_name)
         try:
-            outcomes.append(Screened(filename, prediction=screen_upload(user, filename, data, source, index)))
+            # Each saved prediction leaves the session with its own copy of the user, all loaded: a
+            # later file's database failure rolls the session back, which expires what is still in it,
+            # and the saved films' answers would then be read back from the database that just failed.
+            prediction = screen_upload(db.session.merge(user, load=False), filename, data, source, index)
+            db.session.expunge(prediction.user)
+            db.session.expunge(prediction)
+            outcomes.append(Screened(filename, prediction=prediction))
         except UploadRejected as exc:
             outcomes.append(Screened(filename, rejection=exc))
         except OperationalError:
             # The database, not this file: the whole request is refused as such (errors/handlers.py)
             # unless files before this one were saved, whose answers must not be lost with it.
             db.session.rollback()
-            if not outcomes:
+            if not any(outcome.prediction for outcome in outcomes):
                 raise
             log.error("database unavailable at file %d of an upload", index)
             rejection = UploadRejected("database_unavailable", DATABASE_UNAVAILABLE, 503)
