@@ -104,15 +104,18 @@ def process_logging():
     """install_process_logging() as the job worker and DICOM node call it, undone after the test."""
     import logging
 
-    from webapp.logs import install_process_logging
+    from webapp.logs import install_json_logging, install_process_logging
 
-    root, app_logger = logging.getLogger(), logging.getLogger("webapp")
-    handlers, level, propagate = list(root.handlers), root.level, app_logger.propagate
+    root = logging.getLogger()
+    own = [logging.getLogger(name) for name in ("webapp", "flask-limiter")]
+    handlers, level, propagate = list(root.handlers), root.level, [logger.propagate for logger in own]
+    install_json_logging("flask-limiter")  # as the app's rate limits do
     install_process_logging()
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-    app_logger.propagate = propagate
+    for logger, was in zip(own, propagate, strict=True):
+        logger.propagate = was
 
 
 def test_worker_and_node_log_each_line_once_as_json(process_logging, capsys):
@@ -124,10 +127,12 @@ def test_worker_and_node_log_each_line_once_as_json(process_logging, capsys):
     logging.getLogger("webapp.jobs.cli").info("jobs worker ready")
     logging.getLogger("huey.consumer").info("Huey consumer started")
     logging.getLogger("pynetdicom.assoc").debug("below INFO: not written")
+    logging.getLogger("flask-limiter").warning("Rate limit storage unreachable")
     written = capsys.readouterr()
     lines = [json.loads(line) for line in written.out.splitlines()]
     assert [(line["logger"], line["message"]) for line in lines] == [
         ("webapp.jobs.cli", "jobs worker ready"),
         ("huey.consumer", "Huey consumer started"),
+        ("flask-limiter", "Rate limit storage unreachable"),
     ]
     assert written.err == ""

@@ -57,9 +57,9 @@ def install_json_logging(logger_name: str = "webapp") -> None:
 
 def install_process_logging() -> None:
     """For the processes the flask CLI keeps running (the job worker, the DICOM node): the libraries'
-    logs (Huey, pynetdicom) as the same JSON lines on stdout, and every line once. The app's own
-    loggers keep their handler and no longer also reach the root's, which wrote each of their lines
-    a second time, as plain text on stderr."""
+    logs (Huey, pynetdicom) as the same JSON lines on stdout, and every line once: a logger with its
+    own handler (install_json_logging) no longer also reaches the root's, which wrote each of its
+    lines a second time."""
     install_json_logging()
     root = logging.getLogger()
     if not any(isinstance(h, _StdoutHandler) for h in root.handlers):
@@ -67,4 +67,8 @@ def install_process_logging() -> None:
         handler.setFormatter(JsonFormatter())
         root.addHandler(handler)
     root.setLevel(logging.INFO)
-    logging.getLogger("webapp").propagate = False
+    # The app's loggers and Flask-Limiter's (install_json_logging) write their own lines: not twice.
+    for name in list(logging.root.manager.loggerDict):
+        logger = logging.getLogger(name)
+        if any(isinstance(h, _StdoutHandler) for h in logger.handlers):
+            logger.propagate = False
