@@ -25,7 +25,7 @@ def test_create_refuses_duplicates_and_short_passwords(runner, clinician_user):
     assert "12 characters" in runner.invoke(args=["users", "create", "dr-x", "--password", "short"]).output
 
 
-@pytest.mark.parametrize("name", ["CLIN", "Clin", "a b", "x", "al\u0131ce", "dr/x"])
+@pytest.mark.parametrize("name", ["CLIN", "Clin", "a b", "x", "al\u0131ce", "dr/x", "PACS", "pacs"])
 def test_create_refuses_case_variants_and_names_outside_the_pattern(app, runner, clinician_user, name):
     result = runner.invoke(args=["users", "create", name, "--password", "a-long-password"])
     assert result.exit_code != 0
