@@ -115,6 +115,15 @@ def test_bad_numbers_are_refused_with_the_variable_named(monkeypatch, capsys, va
     assert capsys.readouterr().err.startswith("gunicorn: configuration error: WEB_WORKERS must be")
 
 
+@pytest.mark.parametrize("name", ["WEB_TIMEOUT", "WEB_GRACEFUL_TIMEOUT", "MODEL_LOAD_TIMEOUT"])
+def test_a_period_past_a_day_is_refused(monkeypatch, capsys, name):
+    # A period of 10**20 s would overflow gunicorn's or the model loader's wait.
+    with pytest.raises(SystemExit) as stop:
+        load_gunicorn_conf(monkeypatch, **{name: str(10**20)})
+    assert stop.value.code == 4
+    assert capsys.readouterr().err.startswith(f"gunicorn: configuration error: {name} must be from")
+
+
 @pytest.mark.parametrize("value", ["127.0.0.1:99999", "0.0.0.0:65536"])
 def test_a_port_gunicorn_cannot_bind_is_refused_with_the_variable_named(monkeypatch, capsys, value):
     # BIND=127.0.0.1:99999 ended in gunicorn's OverflowError traceback.
