@@ -16,9 +16,10 @@ class Refusal(Exception):
     status: int = 422
 
 
-# The database is down, unreachable or full: not the request's fault and not a bug (errors/handlers.py
-# answers it for any request; the upload service for a file after others of its batch were saved).
+# The database is down, unreachable, full or otherwise unusable (the cause goes to the log, not to the
+# user): not the request's fault and not a bug (errors/handlers.py answers it for any request; the
+# upload service for a file after others of its batch were saved).
 DATABASE_UNAVAILABLE = (
-    "The database is not available at the moment (unreachable, or out of space), so nothing was saved. "
-    "Please try again in a minute; if this persists, tell IT."
+    "The database is not available at the moment, so nothing was saved. Please try again in a minute; "
+    "if this persists, tell IT (the server's log names the cause)."
 )
