@@ -289,6 +289,23 @@ def test_compose_files_fit_the_image():
     assert postgres["worker"]["environment"]["DATABASE_URL"] == postgres["app"]["environment"]["DATABASE_URL"]
 
 
+def test_every_service_of_the_image_gets_the_same_settings():
+    # The worker sends the PACS results under DICOM_AE_TITLE, yet only the DICOM node got it: a site
+    # that set its own AE title had its results sent as CXRSCREEN (and refused by a PACS that checks
+    # the calling AE); the outbox page said "nowhere" as the app lacked DICOM_RESULTS_DESTINATION;
+    # and with the PostgreSQL override the DICOM node kept writing to SQLite in the volume.
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    of_the_image = [name for name, service in services.items() if service["image"] == services["app"]["image"]]
+    assert of_the_image == ["app", "worker", "dicom"]
+    for name in of_the_image:
+        assert services[name]["environment"] == services["app"]["environment"], name
+    for setting in ("DICOM_AE_TITLE", "DICOM_ALLOWED_CALLING_AETS", "DICOM_RESULTS_DESTINATION"):
+        assert setting in services["app"]["environment"]
+    postgres = yaml.safe_load((ROOT / "docker-compose.postgres.yml").read_text())["services"]
+    for name in of_the_image:
+        assert postgres[name]["environment"]["DATABASE_URL"] == postgres["app"]["environment"]["DATABASE_URL"], name
+
+
 def test_https_stack_publishes_only_the_proxy_and_shares_one_configuration():
     services = yaml.safe_load((ROOT / "docker-compose.https.yml").read_text())["services"]
     assert [name for name, service in services.items() if "ports" in service] == ["proxy"]
