@@ -10,6 +10,7 @@ import re
 import runpy
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -420,7 +421,13 @@ def test_sqlite_backup_and_restore_round_trip(tmp_path):
     def run(*args):
         return run_backup_script(tmp_path, *args)
 
-    assert run("backup", str(tmp_path / "b.sqlite")).returncode == 0
+    umask = os.umask(0o022)  # the usual one, under which the copy was written 0644
+    try:
+        assert run("backup", str(tmp_path / "b.sqlite")).returncode == 0
+    finally:
+        os.umask(umask)
+    # The copy holds every patient's data: it was written 0644 (umask) into the instance volume.
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("b.sqlite*")} == {"b.sqlite": 0o600}
     assert run("backup", str(tmp_path / "b.sqlite")).returncode == 1  # never overwrites a backup
     with sqlite3.connect(live) as conn:
         conn.execute("DELETE FROM predictions")
