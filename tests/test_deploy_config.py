@@ -309,7 +309,9 @@ def test_every_service_of_the_image_gets_the_same_settings():
 
 def test_https_stack_publishes_only_the_proxy_and_shares_one_configuration():
     services = yaml.safe_load((ROOT / "docker-compose.https.yml").read_text())["services"]
-    assert [name for name, service in services.items() if "ports" in service] == ["proxy"]
+    # Only the proxy publishes a port, and the DICOM node its DICOM port (DICOM is no HTTP to proxy).
+    assert [name for name, service in services.items() if "ports" in service] == ["proxy", "dicom"]
+    assert services["dicom"]["ports"] == ["${DICOM_PORT:-11112}:11112"]
     assert services["proxy"]["ports"] == ["${HTTPS_BIND:-0.0.0.0}:${HTTPS_PORT:-443}:8443"]
     assert services["app2"]["profiles"] == ["replicas"]
     for replica in ("app", "app2"):
@@ -328,6 +330,15 @@ def test_https_stack_publishes_only_the_proxy_and_shares_one_configuration():
     assert services["worker"]["environment"] == services["app"]["environment"]
     assert services["worker"]["command"][-2:] == ["jobs", "worker"]
     assert services["worker"]["volumes"] == services["app"]["volumes"] == ["instance:/app/instance"]
+    # The DICOM node was missing: the stack "for a hospital network" took no films from the PACS, the
+    # docs said to add it with `<<: *app` (which brings the web health check along), and the worker
+    # lacked the DICOM settings it sends the results with.
+    assert services["dicom"]["command"][-2:] == ["dicom", "listen"] and services["dicom"]["profiles"] == ["dicom"]
+    assert services["dicom"]["environment"] == services["app"]["environment"]
+    assert services["dicom"]["volumes"] == services["app"]["volumes"]  # its spool, for the worker
+    assert services["dicom"]["healthcheck"] == services["worker"]["healthcheck"] == {"disable": True}
+    for setting in ("DICOM_AE_TITLE", "DICOM_ALLOWED_CALLING_AETS", "DICOM_RESULTS_DESTINATION"):
+        assert setting in services["worker"]["environment"]
 
 
 class _Probe(http.server.BaseHTTPRequestHandler):
