@@ -447,3 +447,32 @@ def test_sqlite_backup_and_restore_round_trip(tmp_path):
         assert conn.execute("SELECT label FROM predictions ORDER BY id").fetchall() == [("NORMAL",), ("PNEUMONIA",)]
     refused = run_backup_script(tmp_path, "backup", str(tmp_path / "c.sqlite"), DATABASE_URL="postgresql://cxr@db/cxr")
     assert refused.returncode == 1 and "pg_dump" in refused.stderr
+
+
+def test_a_sqlite_migration_waits_for_the_one_in_progress(tmp_path):
+    # podman-compose starts the app, the worker and the DICOM node at once (podman 4.3 has no
+    # service_healthy) and each entrypoint migrates: three at once on a fresh SQLite file failed one
+    # or two of them in most runs ("table audit_events already exists", "expected to match one row
+    # when updating ... alembic_version"). Another process holding the lock stands for one migrating.
+    import fcntl
+
+    env = {
+        **os.environ,
+        "APP_ENV": "production",
+        "SECRET_KEY": "k" * 40,
+        "INSTANCE_DIR": str(tmp_path),
+        "PYTHONPATH": str(ROOT),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    env.pop("DATABASE_URL", None)
+    with open(tmp_path / "cxr.sqlite.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        start = subprocess.Popen(
+            [sys.executable, "docker/migrate.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        with pytest.raises(subprocess.TimeoutExpired):
+            start.wait(timeout=10)  # waits its turn: an upgrade alone takes a few seconds
+        assert not (tmp_path / "cxr.sqlite").exists()
+    output = start.communicate(timeout=300)[0].decode()
+    assert start.returncode == 0, output
+    assert "Running upgrade  -> 0001" in output
