@@ -272,6 +272,8 @@ def test_dockerignore_keeps_secrets_and_bulk_out_but_the_model_in():
         if line.strip() and not line.startswith("#")
     }
     assert {".git", ".venv", "instance/*", ".env", "tests"} <= ignored
+    # The backups the docs copy off the server land in the folder the admin runs compose in.
+    assert {"*.sqlite", "*.dump"} <= ignored
     assert not any(pattern.startswith(("webapp", "migrations", "docker/")) for pattern in ignored)
 
 
