@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from webapp.env import exit_on_config_error  # noqa: E402
+from webapp.private_files import private_sqlite_file  # noqa: E402
 
 with exit_on_config_error("backup_sqlite"):
     from webapp.config import config_from_env
@@ -75,6 +76,8 @@ def main() -> None:
             sys.exit(f"no folder {args.file.parent} to write the backup in")
         if not live.is_file():
             sys.exit(f"no database at {live} to back up (check INSTANCE_DIR / DATABASE_URL)")
+        # A backup holds every patient's data: mode 0600 like the live file, not the umask's 0644.
+        private_sqlite_file(str(args.file))
         copy(live, args.file)
         revision = schema_revision(args.file)
         print(f"backed up {live} to {args.file} (schema revision {revision})")

@@ -7,6 +7,27 @@ cd "$(dirname "$0")/.."
 # As PID 1 the shell ignores SIGTERM unless it says otherwise: `docker stop` while waiting must work.
 trap 'exit 143' TERM INT
 
+# A restart policy (compose: unless-stopped) starts the container again whatever its exit status, and
+# podman does so at once: a bad setting restarted it about 3 times a second, each time with its line.
+# The container's own /tmp outlives a restart (not a re-creation), so a start within 10 s of the
+# previous one (which failed at once; Docker's own rule) first waits, twice as long each time, 1 s up
+# to 60 s.
+last_start="${TMPDIR:-/tmp}/cxr-entrypoint-last-start"
+delay=0
+if [ -r "$last_start" ]; then
+  read -r previous previous_delay < "$last_start" || true
+  ran=$(( $(date +%s) - ${previous:-0} ))
+  if [ "$ran" -lt 10 ]; then
+    delay=$(( ${previous_delay:-0} * 2 ))
+    [ "$delay" -ge 1 ] || delay=1
+    [ "$delay" -le 60 ] || delay=60
+    echo "entrypoint: the previous start ended after ${ran} s; waiting ${delay} s before this one" >&2
+    sleep "$delay" &
+    wait $!
+  fi
+fi
+echo "$(date +%s) ${delay}" > "$last_start" 2>/dev/null || true
+
 wait_seconds="${DB_WAIT_SECONDS:-60}"
 case "$wait_seconds" in
   '' | *[!0-9]*)

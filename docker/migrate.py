@@ -2,14 +2,17 @@
 
 App containers sharing one PostgreSQL database start together (compose, a scaled deployment) and
 would run the upgrade side by side, racing to create the same tables. A session-level advisory lock
-makes them take turns: the first migrates, the others then find the schema current. SQLite is one
-node's file and needs no lock. Called by docker/entrypoint.sh; exits with the upgrade's status.
+makes them take turns: the first migrates, the others then find the schema current. SQLite's file
+is shared the same way by the web app, the job worker and the DICOM node on one node (podman-compose
+starts all three at once: podman 4.3 has no `service_healthy`), so an exclusive lock on a file beside
+the database does the same there. Called by docker/entrypoint.sh; exits with the upgrade's status.
 """
 
+import fcntl
 import subprocess
 import sys
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from webapp.config import config_from_env
 
@@ -20,6 +23,15 @@ UPGRADE = ["flask", "--app", "wsgi", "db", "upgrade"]
 
 def main() -> int:
     url = config_from_env().SQLALCHEMY_DATABASE_URI
+    if url.startswith("sqlite"):
+        database = make_url(url).database
+        if not database or database == ":memory:":
+            return subprocess.call(UPGRADE)
+        # Three processes upgrading one file at once failed two of three runs here ("table
+        # audit_events already exists"). The lock goes with the process, however it ends.
+        with open(f"{database}.migrate-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return subprocess.call(UPGRADE)
     if not url.startswith("postgresql"):
         return subprocess.call(UPGRADE)
     engine = create_engine(url)

@@ -2,8 +2,9 @@
 # The image, really built and run: builds it (on a Debian base made here with debootstrap, see
 # container_engine.sh), starts one container on a loopback port and checks it from the outside:
 # /healthz and /readyz, the non-root user, the image's HEALTHCHECK, the sign-in page, one
-# prediction through the API with a token made inside the container, and a clean stop within the
-# grace period. Prints the build time, image size, start-to-ready time and memory.
+# prediction through the API with a token made inside the container, a clean stop within the
+# grace period, the DICOM node's clean stop, and the back-off of a bad setting under a restart
+# policy. Prints the build time, image size, start-to-ready time and memory.
 #   CONTAINER_ENGINE=docker ./scripts/container_smoke.sh      # same checks with Docker
 #   CXR_FILM=path/to/film.jpeg                                # default: one official test film
 # Needs root. The container is removed on exit, whatever happened.
@@ -17,7 +18,8 @@ film="${CXR_FILM:-../shared/data/chest_xray/test/PNEUMONIA/person100_bacteria_47
 name="cxr-smoke-$$"
 grace=40
 # -v: the anonymous volume of the image's VOLUME goes too.
-trap '"$engine" rm -f -v "$name" >/dev/null 2>&1 || true' EXIT
+# One name per call: podman 4.3 removes none of several names when one of them does not exist.
+trap 'for c in "$name" "$name-dicom" "$name-bad"; do "$engine" rm -f -v "$c" >/dev/null 2>&1 || true; done' EXIT
 
 started=$SECONDS
 build_image "$cxr_image" Dockerfile "$python_base"
@@ -124,6 +126,36 @@ if [ "$exit_code" != 0 ] || [ "$stop_seconds" -ge "$grace" ]; then
 fi
 ! "$engine" logs "$name" 2>&1 | grep -q Traceback || die "a traceback in the container's log"
 say "stopped cleanly in $stop_seconds s (exit 0)"
+
+# The DICOM node is PID 1 in its container too (the compose files' `dicom` service): it used to
+# ignore SIGTERM there and be killed at the end of the grace period, exit 137.
+"$engine" run -d --name "$name-dicom" -e SECRET_KEY="$(python3 -c 'import secrets; print(secrets.token_hex(32))')" \
+  "$cxr_image" flask --app wsgi dicom listen >/dev/null
+for _ in $(seq 120); do
+  "$engine" logs "$name-dicom" 2>&1 | grep -q "dicom node listening" && break
+  sleep 0.5
+done
+"$engine" logs "$name-dicom" 2>&1 | grep -q "dicom node listening" || die "the DICOM node did not start"
+dicom_stop_started=$SECONDS
+"$engine" stop -t 10 "$name-dicom" >/dev/null
+dicom_stop_seconds=$((SECONDS - dicom_stop_started))
+exit_code="$("$engine" inspect --format '{{.State.ExitCode}}' "$name-dicom")"
+if [ "$exit_code" != 0 ] || [ "$dicom_stop_seconds" -ge 10 ]; then
+  die "the DICOM node's stop took $dicom_stop_seconds s, exit code $exit_code"
+fi
+say "DICOM node stopped cleanly in $dicom_stop_seconds s (exit 0)"
+
+# A bad setting under a restart policy (compose: unless-stopped): podman restarts at once, so the
+# entrypoint backs off (1 s, 2 s, 4 s...); it used to restart about 3 times a second.
+"$engine" run -d --name "$name-bad" --restart always -e MAX_UPLOAD_MB=50MB \
+  -e SECRET_KEY="$(python3 -c 'import secrets; print(secrets.token_hex(32))')" "$cxr_image" >/dev/null
+sleep 8
+starts="$("$engine" logs "$name-bad" 2>&1 | grep -c "configuration error: MAX_UPLOAD_MB" || true)"
+"$engine" rm -f -v "$name-bad" >/dev/null 2>&1
+if [ "$starts" -lt 1 ] || [ "$starts" -gt 5 ]; then
+  die "a bad setting under a restart policy: $starts starts in 8 s (expected 1-5, backing off)"
+fi
+say "bad setting under a restart policy: $starts starts in 8 s, each with its one line"
 
 printf 'container_smoke: engine %s, build %s s, image %s MB, start-to-ready %s s, memory %s, stop %s s\n' \
   "$engine" "$build_seconds" "$size_mb" "$ready_seconds" "$memory" "$stop_seconds"

@@ -10,6 +10,7 @@ import re
 import runpy
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -280,6 +281,8 @@ def test_dockerignore_keeps_secrets_and_bulk_out_but_the_model_in():
         if line.strip() and not line.startswith("#")
     }
     assert {".git", ".venv", "instance/*", ".env", "tests"} <= ignored
+    # The backups the docs copy off the server land in the folder the admin runs compose in.
+    assert {"*.sqlite", "*.dump"} <= ignored
     assert not any(pattern.startswith(("webapp", "migrations", "docker/")) for pattern in ignored)
 
 
@@ -298,9 +301,28 @@ def test_compose_files_fit_the_image():
     assert postgres["worker"]["environment"]["DATABASE_URL"] == postgres["app"]["environment"]["DATABASE_URL"]
 
 
+def test_every_service_of_the_image_gets_the_same_settings():
+    # The worker sends the PACS results under DICOM_AE_TITLE, yet only the DICOM node got it: a site
+    # that set its own AE title had its results sent as CXRSCREEN (and refused by a PACS that checks
+    # the calling AE); the outbox page said "nowhere" as the app lacked DICOM_RESULTS_DESTINATION;
+    # and with the PostgreSQL override the DICOM node kept writing to SQLite in the volume.
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    of_the_image = [name for name, service in services.items() if service["image"] == services["app"]["image"]]
+    assert of_the_image == ["app", "worker", "dicom"]
+    for name in of_the_image:
+        assert services[name]["environment"] == services["app"]["environment"], name
+    for setting in ("DICOM_AE_TITLE", "DICOM_ALLOWED_CALLING_AETS", "DICOM_RESULTS_DESTINATION"):
+        assert setting in services["app"]["environment"]
+    postgres = yaml.safe_load((ROOT / "docker-compose.postgres.yml").read_text())["services"]
+    for name in of_the_image:
+        assert postgres[name]["environment"]["DATABASE_URL"] == postgres["app"]["environment"]["DATABASE_URL"], name
+
+
 def test_https_stack_publishes_only_the_proxy_and_shares_one_configuration():
     services = yaml.safe_load((ROOT / "docker-compose.https.yml").read_text())["services"]
-    assert [name for name, service in services.items() if "ports" in service] == ["proxy"]
+    # Only the proxy publishes a port, and the DICOM node its DICOM port (DICOM is no HTTP to proxy).
+    assert [name for name, service in services.items() if "ports" in service] == ["proxy", "dicom"]
+    assert services["dicom"]["ports"] == ["${DICOM_PORT:-11112}:11112"]
     assert services["proxy"]["ports"] == ["${HTTPS_BIND:-0.0.0.0}:${HTTPS_PORT:-443}:8443"]
     assert services["app2"]["profiles"] == ["replicas"]
     for replica in ("app", "app2"):
@@ -319,6 +341,15 @@ def test_https_stack_publishes_only_the_proxy_and_shares_one_configuration():
     assert services["worker"]["environment"] == services["app"]["environment"]
     assert services["worker"]["command"][-2:] == ["jobs", "worker"]
     assert services["worker"]["volumes"] == services["app"]["volumes"] == ["instance:/app/instance"]
+    # The DICOM node was missing: the stack "for a hospital network" took no films from the PACS, the
+    # docs said to add it with `<<: *app` (which brings the web health check along), and the worker
+    # lacked the DICOM settings it sends the results with.
+    assert services["dicom"]["command"][-2:] == ["dicom", "listen"] and services["dicom"]["profiles"] == ["dicom"]
+    assert services["dicom"]["environment"] == services["app"]["environment"]
+    assert services["dicom"]["volumes"] == services["app"]["volumes"]  # its spool, for the worker
+    assert services["dicom"]["healthcheck"] == services["worker"]["healthcheck"] == {"disable": True}
+    for setting in ("DICOM_AE_TITLE", "DICOM_ALLOWED_CALLING_AETS", "DICOM_RESULTS_DESTINATION"):
+        assert setting in services["worker"]["environment"]
 
 
 class _Probe(http.server.BaseHTTPRequestHandler):
@@ -424,7 +455,13 @@ def test_sqlite_backup_and_restore_round_trip(tmp_path):
     def run(*args):
         return run_backup_script(tmp_path, *args)
 
-    assert run("backup", str(tmp_path / "b.sqlite")).returncode == 0
+    umask = os.umask(0o022)  # the usual one, under which the copy was written 0644
+    try:
+        assert run("backup", str(tmp_path / "b.sqlite")).returncode == 0
+    finally:
+        os.umask(umask)
+    # The copy holds every patient's data: it was written 0644 (umask) into the instance volume.
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("b.sqlite*")} == {"b.sqlite": 0o600}
     assert run("backup", str(tmp_path / "b.sqlite")).returncode == 1  # never overwrites a backup
     with sqlite3.connect(live) as conn:
         conn.execute("DELETE FROM predictions")
@@ -433,3 +470,32 @@ def test_sqlite_backup_and_restore_round_trip(tmp_path):
         assert conn.execute("SELECT label FROM predictions ORDER BY id").fetchall() == [("NORMAL",), ("PNEUMONIA",)]
     refused = run_backup_script(tmp_path, "backup", str(tmp_path / "c.sqlite"), DATABASE_URL="postgresql://cxr@db/cxr")
     assert refused.returncode == 1 and "pg_dump" in refused.stderr
+
+
+def test_a_sqlite_migration_waits_for_the_one_in_progress(tmp_path):
+    # podman-compose starts the app, the worker and the DICOM node at once (podman 4.3 has no
+    # service_healthy) and each entrypoint migrates: three at once on a fresh SQLite file failed one
+    # or two of them in most runs ("table audit_events already exists", "expected to match one row
+    # when updating ... alembic_version"). Another process holding the lock stands for one migrating.
+    import fcntl
+
+    env = {
+        **os.environ,
+        "APP_ENV": "production",
+        "SECRET_KEY": "k" * 40,
+        "INSTANCE_DIR": str(tmp_path),
+        "PYTHONPATH": str(ROOT),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    env.pop("DATABASE_URL", None)
+    with open(tmp_path / "cxr.sqlite.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        start = subprocess.Popen(
+            [sys.executable, "docker/migrate.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        with pytest.raises(subprocess.TimeoutExpired):
+            start.wait(timeout=10)  # waits its turn: an upgrade alone takes a few seconds
+        assert not (tmp_path / "cxr.sqlite").exists()
+    output = start.communicate(timeout=300)[0].decode()
+    assert start.returncode == 0, output
+    assert "Running upgrade  -> 0001" in output

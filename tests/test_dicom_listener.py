@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pynetdicom import AE
@@ -14,8 +22,10 @@ from pynetdicom.sop_class import (
 )
 
 from tests.dicom_films import MODALITY_AE
+from tests.live_app import free_port
 from webapp.pacs import listener
 
+ROOT = Path(__file__).resolve().parent.parent
 SCREENED = (
     ComputedRadiographyImageStorage,
     DigitalXRayImageStorageForPresentation,
@@ -52,3 +62,43 @@ def test_deflated_is_rejected_for_every_class_and_other_syntaxes_accepted(port):
     assert not {sop for sop, syntax in accepted if syntax == DeflatedExplicitVRLittleEndian}
     assert (ComputedRadiographyImageStorage, ExplicitVRLittleEndian) in accepted
     assert (CTImageStorage, ExplicitVRLittleEndian) in accepted
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_sigterm_stops_the_node_cleanly(tmp_path):
+    # As PID 1 in its container the node ignored SIGTERM (no default action there): `docker stop`
+    # waited 10 s and killed it, exit 137. Outside a container SIGTERM killed it outright (-15).
+    port = free_port()
+    env = {
+        **os.environ,
+        "APP_ENV": "production",
+        "SECRET_KEY": "k" * 40,
+        "INSTANCE_DIR": str(tmp_path),
+        "DICOM_PORT": str(port),
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("DATABASE_URL", None)
+    node = subprocess.Popen(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "dicom", "listen"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for line in node.stdout:
+            if "dicom node listening" in line:
+                break
+        deadline = time.monotonic() + 30
+        while not listening(port):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(timeout=30) == 0
+    finally:
+        node.kill()

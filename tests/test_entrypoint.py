@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ def entrypoint_env(stub_bin: Path, tmp_path: Path, database_url: str, **env: str
         "APP_ENV": "production",
         "INSTANCE_DIR": str(tmp_path),
         "STUB_LOG": str(tmp_path / "calls.log"),
+        "TMPDIR": str(tmp_path),  # the restart back-off's note, one per container (test)
         **env,
     }
 
@@ -103,6 +105,22 @@ def test_a_bad_setting_stops_the_start_at_once_with_one_line(stub_bin, tmp_path,
     assert done.returncode == 4
     assert done.stderr.splitlines() == [done.stderr.strip()] and done.stderr.startswith(message)
     assert calls(tmp_path) == []
+
+
+def test_a_start_right_after_a_failed_one_waits_twice_as_long_each_time(stub_bin, tmp_path):
+    # compose restarts a container that exits (restart: unless-stopped) and podman does so at once: a
+    # bad setting restarted about 3 times a second, its line each time, for as long as nobody looked.
+    started = []
+    for _ in range(3):
+        started.append(time.monotonic())
+        done = run_entrypoint(stub_bin, tmp_path, f"sqlite:///{tmp_path}/cxr.sqlite", "true", MAX_UPLOAD_MB="50MB")
+        assert done.returncode == 4
+        started[-1] = (time.monotonic() - started[-1], done.stderr.splitlines())
+    (first, first_lines), (second, second_lines), (third, third_lines) = started
+    assert len(first_lines) == 1 and first < 5  # a fresh container: the line at once, no wait
+    assert second_lines[0].endswith("waiting 1 s before this one") and second >= 1
+    assert third_lines[0].endswith("waiting 2 s before this one") and third >= 2
+    assert second_lines[1:] == third_lines[1:] == first_lines
 
 
 def test_a_failed_migration_stops_the_start(stub_bin, tmp_path):

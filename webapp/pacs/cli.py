@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 import click
 from flask import current_app
@@ -34,6 +35,10 @@ def listen() -> None:
         destination or "nowhere: DICOM_RESULTS_DESTINATION is not set",
     )
     yield_cpu(config["DICOM_LISTENER_NICE"], tf_threads=0)  # uploads first (jobs/priority.py)
+    # In a container the node is PID 1, which the kernel gives no default action for SIGTERM:
+    # `docker stop` waited out its grace period and killed it (137). SIGTERM now stops it as Ctrl-C
+    # does: pynetdicom closes the server and waits for the associations in progress.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         listener.start(current_app._get_current_object(), block=True)
     except OSError as exc:
