@@ -31,6 +31,18 @@ def app(tmp_path):
 
 
 @contextlib.contextmanager
+def statements_refused(app, refuse):
+    """`refuse(conn, cursor, statement, ...)` runs before every statement the app sends, and may raise."""
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", refuse)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse)
+
+
+@contextlib.contextmanager
 def inserts_failing(app, after: int):
     """The database refuses every INSERT of a prediction after the first `after` ones, as a full disk
     or a server gone mid-request would, on a connection the request already holds."""
@@ -43,13 +55,8 @@ def inserts_failing(app, after: int):
             if inserted > after:
                 raise conn.dialect.dbapi.OperationalError("database or disk is full (test)")
 
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", refuse)
-    try:
+    with statements_refused(app, refuse):
         yield
-    finally:
-        event.remove(engine, "before_cursor_execute", refuse)
 
 
 def stored_predictions(app) -> int:
@@ -142,13 +149,8 @@ def server_gone_at_first_prediction_insert(app):
         if gone:
             raise conn.dialect.dbapi.OperationalError("server closed the connection unexpectedly (test)")
 
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", refuse)
-    try:
+    with statements_refused(app, refuse):
         yield
-    finally:
-        event.remove(engine, "before_cursor_execute", refuse)
 
 
 def test_an_api_upload_when_the_server_goes_away_is_a_503_not_a_500(app, client, api_token, caplog):

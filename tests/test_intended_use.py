@@ -192,15 +192,20 @@ def test_the_api_returns_the_caution(client, api_token):
     assert plain.json["predictions"][0]["caution"] is None
 
 
-def test_the_result_card_shows_the_caution(auth, client, clinician_user):
-    auth.login()
+def upload_older_childs_film(client, **kwargs):
+    """A 12-year-old's film through the upload page: answered, with the age-range caution."""
     body = same_pixels_as_dicom(fixture_image("pneumonia.jpeg"), "012Y")
-    response = client.post(
+    return client.post(
         "/screen",
         data={"csrf_token": csrf_token(client, "/screen"), "files": [(io.BytesIO(body), "older_child.dcm")]},
         content_type="multipart/form-data",
-        follow_redirects=True,
+        **kwargs,
     )
+
+
+def test_the_result_card_shows_the_caution(auth, client, clinician_user):
+    auth.login()
+    response = upload_older_childs_film(client, follow_redirects=True)
     assert response.status_code == 200
     assert b'class="caution"' in response.data and b"outside the validated age range" in response.data.lower()
 
@@ -209,12 +214,7 @@ def test_the_printable_result_keeps_the_caution(auth, client, clinician_user):
     """The printed page is what goes into the notes: a caution the result card shows must be on it
     (the print view left it out). The CSV's `caution` column: test_reading.py."""
     auth.login()
-    body = same_pixels_as_dicom(fixture_image("pneumonia.jpeg"), "012Y")
-    response = client.post(
-        "/screen",
-        data={"csrf_token": csrf_token(client, "/screen"), "files": [(io.BytesIO(body), "older_child.dcm")]},
-        content_type="multipart/form-data",
-    )
+    response = upload_older_childs_film(client)
     prediction_id = int(response.headers["Location"].rsplit("id=", 1)[1])
     printed = client.get(f"/predictions/{prediction_id}/print")
     assert printed.status_code == 200
