@@ -55,7 +55,7 @@ def install_json_logging(logger_name: str = "webapp") -> None:
     logger.setLevel(level)
 
 
-def install_process_logging() -> None:
+def install_process_logging(*filters: logging.Filter) -> None:
     """For the processes the flask CLI keeps running (the job worker, the DICOM node): the libraries'
     logs (Huey, pynetdicom) as the same JSON lines on stdout, and every line once: a logger with its
     own handler (install_json_logging) no longer also reaches the root's, which wrote each of its
@@ -66,6 +66,10 @@ def install_process_logging() -> None:
         handler = _StdoutHandler()
         handler.setFormatter(JsonFormatter())
         root.addHandler(handler)
+    for handler in root.handlers:
+        if isinstance(handler, _StdoutHandler):
+            for extra in filters:  # e.g. the job worker's (jobs/outage_log.py), for the libraries' lines
+                handler.addFilter(extra)
     root.setLevel(logging.INFO)
     # The app's loggers and Flask-Limiter's (install_json_logging) write their own lines: not twice.
     for name in list(logging.root.manager.loggerDict):

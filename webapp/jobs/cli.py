@@ -11,6 +11,7 @@ from ..cli_group import AdminGroup
 from ..inference.runtime import ModelUnavailable, analyzer_for
 from ..logs import install_process_logging
 from ..pacs.cli import destination_or_fail
+from .outage_log import QueueOutageFilter
 from .priority import yield_cpu
 from .queue import QueueUnavailable, jobs, run_recoveries
 
@@ -23,7 +24,7 @@ WORKER_READY = "jobs worker ready"
 def worker(threads: int) -> None:
     """Take jobs from the queue until stopped (SIGINT finishes the running jobs, SIGTERM stops now)."""
     destination_or_fail(current_app.config)  # the worker sends the PACS results
-    install_process_logging()
+    install_process_logging(QueueOutageFilter())  # a Redis outage: one line a minute, not a traceback a second
     queue = jobs()
     # Checked before the model loads: a worker on an unreachable queue would only log a traceback a second.
     reachable_or_fail(queue)

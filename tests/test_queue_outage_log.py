@@ -1,0 +1,45 @@
+"""The job worker's log while its queue cannot be reached: one line a minute naming the error, not
+Huey's traceback twice a second (about 7,200 tracebacks an hour while Redis was down)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import redis
+
+from webapp.jobs.outage_log import QueueOutageFilter
+
+
+def record(name: str, message: str, error: BaseException | None) -> logging.LogRecord:
+    exc_info = None
+    if error is not None:
+        try:
+            raise error
+        except BaseException:
+            exc_info = sys.exc_info()
+    return logging.LogRecord(name, logging.ERROR, __file__, 1, message, (), exc_info)
+
+
+def test_a_queue_outage_is_one_line_a_minute_without_the_traceback():
+    clock = iter([100.0, 100.5, 130.0, 161.0]).__next__
+    outage = QueueOutageFilter(clock=clock)
+    lost = redis.exceptions.ConnectionError("Error 111 connecting to redis:6379. Connection refused.")
+    first = record("huey.consumer.Worker-1", "Error reading from queue", lost)
+    assert outage.filter(first)
+    assert first.exc_info is None and first.exc_text is None  # no traceback
+    assert first.getMessage() == (
+        "Error reading from queue: ConnectionError: Error 111 connecting to redis:6379. Connection refused. "
+        "(the job queue cannot be reached; this is logged once a minute until it can)"
+    )
+    assert not outage.filter(record("huey.consumer.Scheduler", "Error reading schedule.", lost))  # 0.5 s later
+    assert not outage.filter(record("huey.consumer.Worker-1", "Error reading from queue", lost))  # 30 s later
+    assert outage.filter(record("huey.consumer.Worker-1", "Error reading from queue", lost))  # 61 s later
+
+
+def test_other_errors_keep_their_traceback():
+    outage = QueueOutageFilter(clock=lambda: 0.0)
+    failed = record("huey.consumer.Worker-1", "Unhandled error during execution", ValueError("a bug"))
+    assert outage.filter(failed) and failed.exc_info is not None
+    elsewhere = record("webapp.jobs.cli", "database", redis.exceptions.ConnectionError("x"))
+    assert outage.filter(elsewhere) and elsewhere.exc_info is not None
