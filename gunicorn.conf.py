@@ -14,10 +14,7 @@ from deploy.gunicorn_hooks import (
     limit_heap_growth,
     load_model_in_worker,
 )
-from webapp.env import env_int, exit_on_config_error
-
-# Periods up to a day: a larger one overflowed gunicorn's and the model loader's waits.
-DAY_SECONDS = 86_400
+from webapp.env import SECONDS_A_DAY, env_int, exit_on_config_error
 
 # A bad value stops gunicorn with one line naming the variable, before any worker starts.
 with exit_on_config_error("gunicorn"):
@@ -41,11 +38,11 @@ with exit_on_config_error("gunicorn"):
     # No preload: TensorFlow is not fork-safe, so each worker loads the model after the fork.
     preload_app = False
     # A worker silent this long is killed: far above the slowest legitimate upload.
-    timeout = env_int("WEB_TIMEOUT", 120, minimum=1, maximum=DAY_SECONDS)
+    timeout = env_int("WEB_TIMEOUT", 120, minimum=1, maximum=SECONDS_A_DAY)
     # The model load in post_worker_init (TensorFlow import + load + warm-up: seconds on an idle
     # server, over a minute on a starved one) keeps the worker's heartbeat going up to this bound.
-    model_load_timeout = env_int("MODEL_LOAD_TIMEOUT", 600, maximum=DAY_SECONDS)
-    graceful_timeout = env_int("WEB_GRACEFUL_TIMEOUT", 30, maximum=DAY_SECONDS)
+    model_load_timeout = env_int("MODEL_LOAD_TIMEOUT", 600, maximum=SECONDS_A_DAY)
+    graceful_timeout = env_int("WEB_GRACEFUL_TIMEOUT", 30, maximum=SECONDS_A_DAY)
     # Keep-alive needs connection slots beyond the threads; without them every answer closes its
     # connection (gunicorn would warn at each start), and a connection that sends nothing is closed as
     # soon as gunicorn gives up waiting for it instead of holding a slot for 5 s more.

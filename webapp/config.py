@@ -10,7 +10,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-from .env import ConfigError, env_bool, env_float, env_int
+from .env import HOURS_A_YEAR, MINUTES_A_YEAR, SECONDS_A_DAY, ConfigError, env_bool, env_float, env_int, env_str
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
@@ -20,9 +20,7 @@ SECRET_KEY_FILE = "secret_key"
 
 # Keys people copy from tutorials; starting with one of them is as bad as no key.
 INSECURE_SECRET_KEYS = frozenset({"", "dev", "changeme", "change-me", "secret", "default"})
-# Upper bounds of periods: far beyond any sensible setting, and below what date arithmetic can hold
-# (a SESSION_MAX_HOURS or `audit prune --days` of 10**8 ended in an OverflowError traceback).
-SECONDS_A_DAY, HOURS_A_YEAR, MINUTES_A_YEAR = 86400, 8760, 525600
+# `audit prune --days` of 10**8 ended in an OverflowError traceback: bounded like the periods (env.py).
 MAX_RETENTION_DAYS = 36500
 
 # Session cookies are signed with the key: a short one can be brute-forced offline from a single cookie.
@@ -31,12 +29,12 @@ MIN_SECRET_KEY_LENGTH = 32
 
 def _instance_dir() -> Path:
     # Flask needs an absolute instance path; a relative one is taken from where the process starts.
-    value = os.environ.get("INSTANCE_DIR", "").strip()
+    value = env_str("INSTANCE_DIR", "")
     return Path(value).resolve() if value else DEFAULT_INSTANCE_DIR
 
 
 def _database_url(instance_dir: Path) -> str:
-    url = os.environ.get("DATABASE_URL", "").strip() or f"sqlite:///{instance_dir / 'cxr.sqlite'}"
+    url = env_str("DATABASE_URL", f"sqlite:///{instance_dir / 'cxr.sqlite'}")
     # psycopg 3 is the driver we ship; accept the common bare postgres:// spellings.
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
@@ -48,7 +46,7 @@ def _database_url(instance_dir: Path) -> str:
 
 
 def _redis_url() -> str | None:
-    url = os.environ.get("REDIS_URL", "").strip()
+    url = env_str("REDIS_URL", "")
     if url and not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("REDIS_URL must be a redis://, rediss:// or unix:// URL (see docs/deployment.md)")
     return url or None
@@ -127,11 +125,11 @@ class Config:
     # Rate limits in Flask-Limiter notation, per token and per user: far above what a person
     # clicking or a well-behaved script sends, low enough to stop a runaway loop in seconds.
     RATE_LIMITS_ENABLED = env_bool("RATE_LIMITS_ENABLED", True)
-    API_RATE_LIMIT = os.environ.get("API_RATE_LIMIT", "").strip() or "20/second;600/minute"
-    UPLOAD_RATE_LIMIT = os.environ.get("UPLOAD_RATE_LIMIT", "").strip() or "10/second;300/minute"
+    API_RATE_LIMIT = env_str("API_RATE_LIMIT", "20/second;600/minute")
+    UPLOAD_RATE_LIMIT = env_str("UPLOAD_RATE_LIMIT", "10/second;300/minute")
     # Sign-in form posts per client address: each refused one is an audit row, so this bounds what a
     # flood of attempts can add to the permanent trail (docs/security.md).
-    SIGN_IN_RATE_LIMIT = os.environ.get("SIGN_IN_RATE_LIMIT", "").strip() or "30/minute"
+    SIGN_IN_RATE_LIMIT = env_str("SIGN_IN_RATE_LIMIT", "30/minute")
     # Decoded size one upload may need (pixels x channels x bytes per sample), checked from the header.
     DECODE_MEMORY_MB = env_int("DECODE_MEMORY_MB", 100, minimum=1)
     # File names often carry a patient's name or MRN: stored only when a site opts in.
@@ -165,7 +163,7 @@ class Config:
     VALIDATION_MAX_BYTES = env_int("VALIDATION_MAX_BYTES", 2 * 1024**3, minimum=1)
 
     # The DICOM node (docs/dicom.md): where it listens, whom it accepts, where its results go.
-    DICOM_AE_TITLE = _ae_title("DICOM_AE_TITLE", os.environ.get("DICOM_AE_TITLE", "").strip() or "CXRSCREEN")
+    DICOM_AE_TITLE = _ae_title("DICOM_AE_TITLE", env_str("DICOM_AE_TITLE", "CXRSCREEN"))
     DICOM_PORT = env_int("DICOM_PORT", 11112, minimum=1, maximum=65535)
     DICOM_BIND = os.environ.get("DICOM_BIND", "127.0.0.1")
     DICOM_ALLOWED_CALLING_AETS = tuple(
@@ -209,7 +207,7 @@ CONFIGS = {"production": Config, "development": DevelopmentConfig, "testing": Te
 
 
 def config_from_env() -> type[Config]:
-    name = os.environ.get("APP_ENV", "").strip() or "production"
+    name = env_str("APP_ENV", "production")
     try:
         return CONFIGS[name]
     except KeyError:

@@ -23,12 +23,22 @@ FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 CONFIG_ERROR_EXIT = 4
 
 
+# Upper bounds of periods: far beyond any sensible setting, and below what date arithmetic and
+# timed waits can hold (a SESSION_MAX_HOURS of 10**8 ended in an OverflowError traceback).
+SECONDS_A_DAY, HOURS_A_YEAR, MINUTES_A_YEAR = 86400, 8760, 525600
+
+
 class ConfigError(RuntimeError):
     """A setting the app cannot run with; the message names the variable and what it takes."""
 
 
 def _raw(name: str) -> str:
     return os.environ.get(name, "").strip()
+
+
+def env_str(name: str, default: str) -> str:
+    """The variable as set, blanks stripped; unset or empty is `default`."""
+    return _raw(name) or default
 
 
 def env_int(name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
