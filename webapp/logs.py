@@ -42,16 +42,27 @@ class _StdoutHandler(logging.StreamHandler):
         pass
 
 
+def _stdout_handler(logger: logging.Logger) -> _StdoutHandler | None:
+    return next((h for h in logger.handlers if isinstance(h, _StdoutHandler)), None)
+
+
+def _json_handler(logger: logging.Logger) -> _StdoutHandler:
+    """The logger's JSON handler on stdout, added the first time (so every install is idempotent)."""
+    handler = _stdout_handler(logger)
+    if handler is None:
+        handler = _StdoutHandler()
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+    return handler
+
+
 def install_json_logging(logger_name: str = "webapp") -> None:
     """Send the app's logs (request lines, errors) to stdout as JSON, at LOG_LEVEL; idempotent."""
     level = logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").strip().upper())
     if not isinstance(level, int):
         raise ConfigError(f"LOG_LEVEL must be debug, info, warning or error, not {os.environ['LOG_LEVEL']!r}")
     logger = logging.getLogger(logger_name)
-    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
-        handler = _StdoutHandler()
-        handler.setFormatter(JsonFormatter())
-        logger.addHandler(handler)
+    _json_handler(logger)
     logger.setLevel(level)
 
 
@@ -62,17 +73,12 @@ def install_process_logging(*filters: logging.Filter) -> None:
     lines a second time."""
     install_json_logging()
     root = logging.getLogger()
-    if not any(isinstance(h, _StdoutHandler) for h in root.handlers):
-        handler = _StdoutHandler()
-        handler.setFormatter(JsonFormatter())
-        root.addHandler(handler)
-    for handler in root.handlers:
-        if isinstance(handler, _StdoutHandler):
-            for extra in filters:  # e.g. the job worker's (jobs/outage_log.py), for the libraries' lines
-                handler.addFilter(extra)
+    handler = _json_handler(root)
+    for extra in filters:  # e.g. the job worker's (jobs/outage_log.py), for the libraries' lines
+        handler.addFilter(extra)
     root.setLevel(logging.INFO)
     # The app's loggers and Flask-Limiter's (install_json_logging) write their own lines: not twice.
     for name in list(logging.root.manager.loggerDict):
         logger = logging.getLogger(name)
-        if any(isinstance(h, _StdoutHandler) for h in logger.handlers):
+        if _stdout_handler(logger) is not None:
             logger.propagate = False
