@@ -10,6 +10,8 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 
+from .refusal import database_reason
+
 
 class AdminGroup(AppGroup):
     def invoke(self, ctx: click.Context):
@@ -20,10 +22,7 @@ class AdminGroup(AppGroup):
 
 
 def database_problem(exc: Exception) -> str:
-    # The driver's first line says why (refused, no such table, disk full); never the URL, which may
-    # hold a password, and never the statement's values (hide_parameters).
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    reason = lines[0] if lines else type(exc).__name__
+    reason = database_reason(exc)
     hint = (
         " Run `flask --app wsgi db upgrade` first." if "no such table" in reason or "does not exist" in reason else ""
     )

@@ -23,3 +23,10 @@ DATABASE_UNAVAILABLE = (
     "The database is not available at the moment, so nothing was saved. Please try again in a minute; "
     "if this persists, tell IT (the server's log names the cause)."
 )
+
+
+def database_reason(exc: Exception) -> str:
+    """The driver's first line of a database error (refused, no such table, disk full): for the log or
+    an administrator's shell. Never the URL, which may hold a password, nor the statement's values."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

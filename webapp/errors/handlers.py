@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from ..api.errors import api_error
 from ..extensions import db, login_manager
 from ..ratelimits import retry_after_seconds
-from ..refusal import DATABASE_UNAVAILABLE
+from ..refusal import DATABASE_UNAVAILABLE, database_reason
 from ..responses import wants_json
 from ..security import PUBLIC_ENDPOINTS, signed_out
 
@@ -107,13 +107,12 @@ def handle_database_unavailable(exc: OperationalError):
     trace per request."""
     with contextlib.suppress(SQLAlchemyError):
         db.session.rollback()
-    reason = str(exc.orig or exc).strip().splitlines()
     log.error(
         "database unavailable on %s %s: %s: %s",
         request.method,
         request.path,
         type(exc.orig or exc).__name__,
-        reason[0] if reason else "",
+        database_reason(exc),
     )
     # The page's header shows the signed-in user, whose row cannot be read now: shown signed out.
     g._login_user = login_manager.anonymous_user()
