@@ -43,7 +43,7 @@ def make_user(app, username: str, role: str) -> int:
 
 def issue_token(app, username: str) -> str:
     with app.app_context():
-        token = ApiToken.issue(User.by_username(username))
+        _, token = ApiToken.create(User.by_username(username))
         db.session.commit()
         return token
 

@@ -37,7 +37,7 @@ def test_token_is_printed_on_last_line(app, client, runner, clinician_user):
     result = runner.invoke(args=["users", "token", "clin"])
     token = result.output.strip().splitlines()[-1]
     with app.app_context():
-        assert ApiToken.user_for(token).username == "clin"
+        assert ApiToken.authenticate(token).user.username == "clin"
     response = client.get("/api/v1/predictions/1", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 404
 

@@ -158,10 +158,6 @@ class ApiToken(db.Model):
         db.session.add(row)
         return row, secret
 
-    @classmethod
-    def issue(cls, user: User, name: str = "", days: int = 90) -> str:
-        return cls.create(user, name, days)[1]
-
     @property
     def state(self) -> str:
         if self.revoked_at is not None:
@@ -199,11 +195,6 @@ class ApiToken(db.Model):
             db.session.commit()
             set_committed_value(found, "last_used_at", now)  # what the row now holds, not a change to write
         return found
-
-    @classmethod
-    def user_for(cls, token: str) -> User | None:
-        found = cls.authenticate(token)
-        return found.user if found else None
 
 
 # Where a film came from: the upload page, the API, or the PACS through the DICOM node.
