@@ -335,3 +335,39 @@ def test_a_json_body_over_the_upload_limit_is_a_documented_413(app, client, admi
     )
     assert response.status_code == 413 and response.json["error"]["code"] == "too_large"
     assert "413" in document["paths"]["/site-calibration"]["post"]["responses"]
+
+
+EXAMPLE_DOCS = (API_DOC, API_DOC.parent / "validation.md")
+
+
+def example_blocks(language: str) -> list[str]:
+    """The ```language code blocks of docs/api.md and docs/validation.md, shell line continuations joined."""
+    blocks = []
+    for doc in EXAMPLE_DOCS:
+        blocks += re.findall(rf"```{language}\n(.*?)```", doc.read_text(), flags=re.S)
+    return [block.replace("\\\n", " ") for block in blocks]
+
+
+def test_every_operation_has_a_curl_and_a_python_example(document):
+    """The API docs promise each endpoint with a curl and a Python requests example; the token and
+    validation operations had only a curl line or none."""
+    curl_lines = [line for block in example_blocks("bash") for line in block.splitlines() if "curl " in line]
+    python = "\n".join(example_blocks("python"))
+    missing = []
+    for path, item in document["paths"].items():
+        # {id} in the document is a number or a Python expression in an example.
+        shape = re.sub(r"\\\{[a-z_]+\\\}", r"(?:\\d+|\\{[^}]+\\})", re.escape(path)) + r"(?=[\"'?\s]|$)"
+        for method in (m for m in item if m != "parameters"):
+            sent = {"delete": "-X DELETE", "post": "-F |-d "}.get(method)
+            in_curl = any(
+                re.search(r"(?:\$BASE|/api/v1)" + shape, line)
+                and (re.search(sent, line) if sent else not re.search("-X |-F |-d ", line))
+                for line in curl_lines
+            )
+            in_python = re.search(rf"session\.{method}\(\s*f\"\{{BASE\}}{shape}", python)
+            missing += [
+                f"{label} {method.upper()} {path}"
+                for label, found in (("curl", in_curl), ("python", in_python))
+                if not found
+            ]
+    assert not missing
