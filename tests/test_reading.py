@@ -301,8 +301,8 @@ def test_history_and_csv_keep_unknown_scores_in_their_own_column(app, client, au
     table = list(csv.DictReader(io.StringIO(client.get("/admin/history.csv").get_data(as_text=True))))
     rows = {r["label"]: r for r in table}
     assert rows["UNKNOWN"]["p_pneumonia"] == "" and rows["UNKNOWN"]["p_normal"] == ""
-    assert rows["UNKNOWN"]["raw_p_pneumonia"] == "0.5000"
-    assert rows["PNEUMONIA"]["p_pneumonia"] == rows["PNEUMONIA"]["raw_p_pneumonia"] == "0.9000"
+    assert rows["UNKNOWN"]["raw_p_pneumonia"] == "0.500000"
+    assert rows["PNEUMONIA"]["p_pneumonia"] == rows["PNEUMONIA"]["raw_p_pneumonia"] == "0.900000"
 
 
 def test_the_csv_export_carries_the_caution(app, client, auth, admin_user):
