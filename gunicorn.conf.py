@@ -65,9 +65,6 @@ loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 # between two servers run by the same user; containers are managed from outside instead.
 control_socket_disable = True
 
-# TensorFlow's C++ start-up chatter is not useful in a service log; real errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 
 def on_starting(server):
     """Build the app once in the master before any worker starts, to check its settings: a bad one

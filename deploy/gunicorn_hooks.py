@@ -101,7 +101,9 @@ def limit_heap_growth() -> bool:
 
 def set_inference_threads(threads: int, log: logging.Logger) -> None:
     """Size TensorFlow's thread pools; only possible before TensorFlow runs its first operation."""
-    import tensorflow as tf
+    from webapp.inference.tensorflow_env import tensorflow
+
+    tf = tensorflow()
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)

@@ -1,3 +1,6 @@
+import csv
+import io
+
 import pytest
 from sqlalchemy import event
 
@@ -155,6 +158,26 @@ def test_get_own_other_and_missing(app, client, api_token, clinician_user, other
     assert client.get(f"/api/v1/predictions/{from_the_pacs}", headers=headers).json["user"] == "PACS"
     assert client.get(f"/api/v1/predictions/{theirs}", headers=headers).status_code == 403
     assert client.get("/api/v1/predictions/999", headers=headers).json["error"]["code"] == "not_found"
+
+
+def test_scores_and_the_threshold_they_meet_come_to_the_same_places(app, client, auth, admin_token, clinician_user):
+    """The answer gave the probabilities to 6 places but the threshold in full (the card's is
+    0.3866968637933607), and the history CSV gave all of them to 4: one rule now, inference/scores.py."""
+    with app.app_context():
+        row = db.session.get(Prediction, add_prediction(clinician_user, "NORMAL", p_pneumonia=0.123456789))
+        row.threshold = 0.3866968637933607
+        db.session.commit()
+        prediction_id = row.id
+    answer = client.get(f"/api/v1/predictions/{prediction_id}", headers={"Authorization": f"Bearer {admin_token}"})
+    assert answer.json["threshold"] == 0.386697 and answer.json["probabilities"]["PNEUMONIA"] == 0.123457
+    auth.login("admin")
+    (exported,) = csv.DictReader(io.StringIO(client.get("/admin/history.csv").get_data(as_text=True)))
+    assert [exported[c] for c in ("p_normal", "p_pneumonia", "threshold", "raw_p_pneumonia")] == [
+        "0.876543",
+        "0.123457",
+        "0.386697",
+        "0.123457",
+    ]
 
 
 def test_list_is_for_admins(client, api_token):

@@ -110,3 +110,30 @@ def test_a_database_that_cannot_be_used_is_one_line(tmp_path, database, reason, 
     assert result.output.startswith("Error: the database (DATABASE_URL) failed: ") and reason in result.output
     assert len(result.output.strip().splitlines()) == 1 and "pw-s3cret" not in result.output
     assert "no such table" not in reason or "Run `flask --app wsgi db upgrade` first." in result.output
+
+
+@pytest.mark.parametrize(
+    ("database", "reason"),
+    [
+        ("postgresql+psycopg://cxr:pw-s3cret@127.0.0.1:{port}/cxr", "Connection refused"),
+        ("sqlite:///{tmp}/no-such-folder/cxr.sqlite", "unable to open database file"),
+    ],
+)
+def test_db_upgrade_on_a_database_that_cannot_be_reached_is_one_line(tmp_path, database, reason):
+    """`flask db upgrade` (Flask-Migrate's command, run by the container's entrypoint) printed a
+    150-line traceback; it now fails like the other shell commands, on one line, exit status 1."""
+    import socket
+
+    from webapp import create_app
+    from webapp.config import TestingConfig
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = database.format(port=port, tmp=tmp_path)
+    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "SQLALCHEMY_DATABASE_URI": url})
+    result = app.test_cli_runner().invoke(args=["db", "upgrade"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: the database (DATABASE_URL) failed: ")
+    assert reason in result.output and len(result.output.strip().splitlines()) == 1
+    assert "pw-s3cret" not in result.output and "db upgrade` first" not in result.output

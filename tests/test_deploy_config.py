@@ -4,6 +4,7 @@ image recipe (Dockerfile, lock file, .dockerignore), compose files and the conta
 from __future__ import annotations
 
 import http.server
+import json
 import logging
 import os
 import re
@@ -499,3 +500,38 @@ def test_a_sqlite_migration_waits_for_the_one_in_progress(tmp_path):
     output = start.communicate(timeout=300)[0].decode()
     assert start.returncode == 0, output
     assert "Running upgrade  -> 0001" in output
+
+
+WORKER_START = """
+import logging, pathlib, sys
+from deploy import gunicorn_hooks
+from webapp import create_app
+from webapp.config import TestingConfig
+from webapp.logs import install_json_logging
+
+app = create_app(TestingConfig, {"INSTANCE_DIR": pathlib.Path(sys.argv[1])})
+install_json_logging("webapp")
+gunicorn_hooks.load_model_in_worker(app, 1, logging.getLogger("webapp.worker"))
+from tensorflow.python.util import _pywrap_util_port
+logging.getLogger("webapp.worker").warning("onednn=%s", _pywrap_util_port.IsMklEnabled())
+"""
+
+
+def test_a_worker_starts_with_json_lines_only_and_onednn_on(tmp_path):
+    """TensorFlow's oneDNN notice came twice, as plain text, at every worker's start, whatever
+    TF_CPP_MIN_LOG_LEVEL said; the notice goes, oneDNN stays on (it is measured faster)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_")}
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER_START, str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert "oneDNN" not in done.stderr
+    assert [json.loads(line)["message"] for line in lines if "onednn=" in line] == ["onednn=True"]
+    for line in lines:
+        json.loads(line)  # every line, the worker's own included

@@ -123,6 +123,30 @@ def test_local_account_wins_over_a_directory_entry_of_the_same_name(app, client,
     assert client.get(ADMIN_PAGE).status_code == 403
 
 
+def test_a_directory_entry_named_pacs_is_refused(app, client, auth, directory, caplog):
+    """PACS is the user every film from the PACS shows, and what the history's ?user=PACS finds: a
+    directory account of that name signed in as a clinician, and its films passed for the PACS's."""
+    dn, password = _dn("pacs"), "pacs-directory-pass"
+    group = directory.app_settings()["LDAP_CLINICIAN_GROUP_DN"]
+    with directory.admin() as conn:
+        person = {"uid": "pacs", "cn": "Pacs Example", "sn": "Example", "userPassword": password}
+        assert conn.add(dn, ["inetOrgPerson"], person), conn.result
+        assert conn.modify(group, {"member": [(MODIFY_ADD, [dn])]}), conn.result
+    try:
+        for typed in ("pacs", "PACS"):
+            response = auth.login(typed, password)
+            assert response.status_code == 401, typed
+            assert "reserved" in response.get_data(as_text=True)
+            assert client.get("/screen").status_code == 302
+        assert "is reserved for films from the PACS" in caplog.text
+        with app.app_context():
+            assert db.session.query(User).count() == 0
+    finally:
+        with directory.admin() as conn:
+            conn.modify(group, {"member": [(MODIFY_DELETE, [dn])]})
+            conn.delete(dn)
+
+
 def test_role_follows_the_groups_at_every_sign_in(app, client, auth, directory):
     assert sign_in_as(auth, "alice").status_code == 302
     assert client.get(ADMIN_PAGE).status_code == 403

@@ -6,12 +6,14 @@ import io
 import logging
 
 import pytest
+from werkzeug.datastructures import FileStorage, Headers
+from werkzeug.http import parse_options_header
 
 from tests.helpers import PASSWORDS, csrf_token, fixture_image, issue_token, make_user, reset_database
 from webapp import create_app
 from webapp.config import TestingConfig
 from webapp.extensions import db
-from webapp.filenames import MAX_LENGTH, anonymous_filename, sanitize_filename
+from webapp.filenames import MAX_LENGTH, anonymous_filename, sanitize_filename, sent_filename
 
 NAME = "DOE_JANE_MRN555123_chest.jpg"
 SECRET = "MRN555123"
@@ -117,3 +119,49 @@ def test_a_long_name_keeps_its_extension():
     assert len(shortened) == MAX_LENGTH and shortened.endswith("a.dcm")
     assert anonymous_filename(7, 2, shortened) == "upload-7-2.dcm"
     assert sanitize_filename("b" * 300) == "b" * MAX_LENGTH
+
+
+WINDOWS_PATH = "C:\\Users\\drsmith\\films\\" + NAME
+
+
+def test_a_windows_path_keeps_only_its_last_part(tmp_path):
+    """Browsers and Windows clients send C:\\Users\\drsmith\\films\\x.jpg with its backslashes bare; read as
+    escapes, they vanished and the answer, the results page and the stored name said
+    "C:Usersdrsmithfilmsx.jpg": the folder names, a user's name among them, echoed and kept."""
+    app = file_app(tmp_path, STORE_ORIGINAL_FILENAMES=True)
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {issue_token(app, 'clin')}"}
+    image = fixture_image("normal.jpeg")
+    posted = client.post("/api/v1/predictions", headers=headers, data={"file": (io.BytesIO(image), WINDOWS_PATH)})
+    (item,) = posted.json["predictions"]
+    assert item["filename"] == NAME
+    assert client.get(f"/api/v1/predictions/{item['id']}", headers=headers).json["filename"] == NAME
+
+    sign_in(client, "clin")
+    page = client.post(
+        "/screen",
+        data={"csrf_token": csrf_token(client, "/screen"), "files": [(io.BytesIO(image), WINDOWS_PATH)]},
+        content_type="multipart/form-data",
+    )
+    assert NAME in client.get(page.headers["Location"]).get_data(as_text=True)
+    assert b"drsmith" not in database_bytes(app, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("disposition", "expected"),
+    [
+        ('form-data; name="file"; filename="C:\\Users\\dr\\x.jpg"', "x.jpg"),  # sent verbatim, as browsers do
+        ('form-data; name="file"; filename="C:\\\\Users\\\\dr\\\\x.jpg"', "x.jpg"),  # escaped, as RFC 2616 has it
+        ('form-data; name="file"; filename=C:\\Users\\dr\\x.jpg', "x.jpg"),  # unquoted
+        ('form-data; name="file"; filename="a\\"b.jpg"', 'a"b.jpg'),  # an escaped quote is not a separator
+        ('form-data; name="file"; filename="../../etc/x.jpg"', "x.jpg"),
+        ('form-data; name="file"; filename="x.jpg"; filename*=UTF-8\'\'%C3%A9.jpg', "é.jpg"),  # RFC 5987 wins
+    ],
+)
+def test_the_sent_name_is_cut_at_either_separator(disposition, expected):
+    upload = FileStorage(  # as werkzeug's form parser makes it
+        io.BytesIO(b""),
+        filename=parse_options_header(disposition)[1].get("filename"),
+        headers=Headers({"Content-Disposition": disposition}),
+    )
+    assert sanitize_filename(sent_filename(upload)) == expected

@@ -1,6 +1,13 @@
+import shutil
+import time
+
 import pytest
 
 from tests.helpers import app_with_model_file
+from tests.redis_server import free_port, redis_server  # noqa: F401  (session fixture)
+from webapp import create_app
+from webapp.config import TestingConfig
+from webapp.health import routes as health_routes
 
 
 def test_healthz(client):
@@ -24,3 +31,28 @@ def test_readyz_503_when_model_missing_or_corrupt(tmp_path, content, caplog):
     errors = [r for r in caplog.records if r.levelname == "ERROR" and "model could not be loaded" in r.getMessage()]
     assert len(errors) == 1  # one clear error, not one per probe
     assert client.get("/healthz").status_code == 200
+
+
+def test_readyz_503_when_the_instance_disk_is_nearly_full(client, monkeypatch):
+    """A full disk answered every upload with a 503 while /readyz still said ready."""
+    free = 10 * 1024 * 1024
+    monkeypatch.setattr(health_routes.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12, free))
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.json["status"] == "unavailable"
+    assert response.json["reasons"] == [
+        f"disk nearly full: 10 MB free in the instance folder (INSTANCE_DIR), under {health_routes.MIN_FREE_MB} MB"
+    ]
+    assert client.get("/healthz").json == {"status": "ok"}
+
+
+def test_readyz_names_an_unreachable_queue_without_leaving_the_pool(tmp_path, redis_server):  # noqa: F811
+    """Redis down was not mentioned at all; it is now, as a warning: screening needs no queue, and a
+    Redis outage reaches every replica, so 503 would stop screening everywhere (health/routes.py)."""
+    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    started = time.monotonic()
+    response = app.test_client().get("/readyz")
+    assert time.monotonic() - started < 5
+    assert response.status_code == 200 and response.json["status"] == "ready"
+    assert response.json["warnings"] == ["job queue unreachable: Redis (REDIS_URL): ConnectionError"]
+    reachable = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "REDIS_URL": redis_server.url})
+    assert reachable.test_client().get("/readyz").json["warnings"] == []

@@ -271,11 +271,17 @@ def test_print_view(app, client, auth, clinician_user, other_clinician):
         "Printed by",
         "clin,",
         "Intended use",
-        f"/predictions/{mine}/heatmap.png",
         f"/predictions/{mine}/image.png",
+        "Heat map not printed",
     ):
         assert text in html, text
     assert '<details class="model-scores" open>' in html  # the record shows the scores, greyed
+    # Like the screen, which hides it on UNKNOWN: the heat map is printed for an answered film only.
+    assert f"/predictions/{mine}/heatmap.png" not in html
+    with app.app_context():
+        answered = add_prediction(clinician_user, "PNEUMONIA")
+    html = client.get(f"/predictions/{answered}/print").get_data(as_text=True)
+    assert f"/predictions/{answered}/heatmap.png" in html and "Heat map not printed" not in html
     assert client.get(f"/predictions/{theirs}/print").status_code == 403
 
 
@@ -301,8 +307,8 @@ def test_history_and_csv_keep_unknown_scores_in_their_own_column(app, client, au
     table = list(csv.DictReader(io.StringIO(client.get("/admin/history.csv").get_data(as_text=True))))
     rows = {r["label"]: r for r in table}
     assert rows["UNKNOWN"]["p_pneumonia"] == "" and rows["UNKNOWN"]["p_normal"] == ""
-    assert rows["UNKNOWN"]["raw_p_pneumonia"] == "0.5000"
-    assert rows["PNEUMONIA"]["p_pneumonia"] == rows["PNEUMONIA"]["raw_p_pneumonia"] == "0.9000"
+    assert rows["UNKNOWN"]["raw_p_pneumonia"] == "0.500000"
+    assert rows["PNEUMONIA"]["p_pneumonia"] == rows["PNEUMONIA"]["raw_p_pneumonia"] == "0.900000"
 
 
 def test_the_csv_export_carries_the_caution(app, client, auth, admin_user):

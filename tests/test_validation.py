@@ -280,3 +280,10 @@ def test_times_on_the_validation_and_users_pages_say_utc(app, client, auth, admi
     assert '<th scope="col">Started (UTC)</th>' in validation
     assert '<th scope="col">Adopted (UTC)</th>' in validation and '<th scope="col">Withdrawn (UTC)</th>' in validation
     assert '<th scope="col">Last used (UTC)</th>' in client.get("/admin/users").get_data(as_text=True)
+
+
+def test_an_archive_sent_with_a_windows_path_keeps_only_its_name(app, client, admin_token):
+    response = post_archive(client, admin_token, zip_bytes(labelled_films()), name="C:\\Users\\drsmith\\site.zip")
+    assert response.status_code == 202
+    run = client.get(f"/api/v1/validation-runs/{response.get_json()['id']}", headers=bearer(admin_token))
+    assert run.get_json()["archive"] == "site.zip"

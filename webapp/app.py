@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from .cli_group import migration_commands
 from .config import INSECURE_SECRET_KEYS, MIN_SECRET_KEY_LENGTH, PROJECT_DIR, SECRET_KEY_FILE, Config, config_from_env
 from .env import ConfigError
 from .extensions import csrf, db, login_manager, migrate
@@ -60,6 +61,7 @@ def register_extensions(app: Flask) -> None:
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_DIR / "migrations"))
+    app.cli.add_command(migration_commands(app.cli.commands["db"]), "db")  # replaces Flask-Migrate's own
     csrf.init_app(app)
     login_manager.init_app(app)
     ratelimits.init_app(app)

@@ -14,16 +14,27 @@ from .refusal import database_reason
 
 
 class AdminGroup(AppGroup):
+    upgrade_hint = True  # a missing table means "not migrated yet", except in the migration commands
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except (OperationalError, InterfaceError, ProgrammingError) as exc:
-            raise click.ClickException(database_problem(exc)) from None
+            raise click.ClickException(database_problem(exc, self.upgrade_hint)) from None
 
 
-def database_problem(exc: Exception) -> str:
-    reason = database_reason(exc)
-    hint = (
-        " Run `flask --app wsgi db upgrade` first." if "no such table" in reason or "does not exist" in reason else ""
+def migration_commands(group: click.Group) -> AdminGroup:
+    """Flask-Migrate's `db` group, its commands and options unchanged, with the same one-line error:
+    `db upgrade` on a database that was down printed Flask-Migrate's 150-line traceback."""
+    wrapped = AdminGroup(
+        group.name, commands=group.commands, params=group.params, callback=group.callback, help=group.help
     )
+    wrapped.upgrade_hint = False
+    return wrapped
+
+
+def database_problem(exc: Exception, upgrade_hint: bool = True) -> str:
+    reason = database_reason(exc)
+    missing = "no such table" in reason or "does not exist" in reason
+    hint = " Run `flask --app wsgi db upgrade` first." if upgrade_hint and missing else ""
     return f"the database (DATABASE_URL) failed: {reason}.{hint}"

@@ -114,9 +114,9 @@ class User(UserMixin, db.Model):
         """Whether a new local account named `username` would look like an existing one: "Clin" beside
         "clin" splits one person's trail in two, or passes for someone else in it. PACS_SUBMITTER is
         taken too: it is the user every film from the PACS shows (and the history's user filter finds)."""
-        folded = folded_username(username)
-        if folded == PACS_SUBMITTER.lower():
+        if reserved_username(username):
             return True
+        folded = folded_username(username)
         return db.session.scalar(select(cls.id).where(func.lower(cls.username) == folded)) is not None
 
 
@@ -202,6 +202,12 @@ SOURCE_UPLOAD, SOURCE_API, SOURCE_DICOM = "upload", "api", "dicom"
 SOURCES = (SOURCE_UPLOAD, SOURCE_API, SOURCE_DICOM)
 # Who a film from the PACS is shown as having come from (it has no user).
 PACS_SUBMITTER = "PACS"
+
+
+def reserved_username(username: str) -> bool:
+    """Whether the name is no one's, local or from the directory: PACS_SUBMITTER, in any spelling,
+    is the user every film from the PACS shows and what the history's user filter finds them by."""
+    return folded_username(username) == PACS_SUBMITTER.lower()
 
 
 class Prediction(db.Model):

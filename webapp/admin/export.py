@@ -7,6 +7,7 @@ import io
 from collections.abc import Iterable
 
 from ..inference.labels import UNKNOWN
+from ..inference.scores import score_text
 from ..models import Prediction
 
 COLUMNS = [
@@ -46,7 +47,7 @@ def _probabilities(p: Prediction) -> tuple[str, str]:
     # model's score is only in raw_p_pneumonia (appended, like caution, so existing readers keep their columns).
     if p.label == UNKNOWN:
         return "", ""
-    return f"{p.p_normal:.4f}", f"{p.p_pneumonia:.4f}"
+    return score_text(p.p_normal), score_text(p.p_pneumonia)
 
 
 def predictions_csv(predictions: Iterable[Prediction]) -> str:
@@ -70,14 +71,14 @@ def predictions_csv(predictions: Iterable[Prediction]) -> str:
                     p.height,
                     p.label,
                     *_probabilities(p),
-                    f"{p.threshold:.4f}",
+                    score_text(p.threshold),
                     p.model_version,
                     p.unknown_reason,
                     p.latency_ms,
                     fb.label if fb else "",
                     fb.comment if fb else "",
                     fb.user.username if fb else "",
-                    f"{p.p_pneumonia:.4f}",
+                    score_text(p.p_pneumonia),
                     p.caution,
                 )
             ]

@@ -14,6 +14,7 @@ from marshmallow import Schema
 from ..access import request_token, revoke_token
 from ..audit_log import audit_query
 from ..extensions import db
+from ..filenames import sent_filename
 from ..history.filters import prediction_query
 from ..models import SOURCE_API, ApiToken, Prediction, record_audit
 from ..ratelimits import upload_per_token, upload_per_user
@@ -131,7 +132,7 @@ def create_predictions(upload):
     results, and a refused file leaves nothing behind.
     """
     try:
-        outcomes = screen_batch(g.api_user, ((f.filename, f.read()) for f in upload["file"]), source=SOURCE_API)
+        outcomes = screen_batch(g.api_user, ((sent_filename(f), f.read()) for f in upload["file"]), source=SOURCE_API)
     except UploadRejected as exc:
         return api_error(exc.code, exc.message, exc.status)
     refused = [outcome for outcome in outcomes if outcome.rejection]

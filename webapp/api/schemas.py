@@ -14,6 +14,7 @@ from marshmallow import EXCLUDE, Schema, fields, post_dump, validate
 from marshmallow.utils import missing
 
 from ..inference.labels import NORMAL, PNEUMONIA, VERDICTS
+from ..inference.scores import rounded
 from ..models import FEEDBACK_LABELS, SOURCES, Prediction
 from ..screening.service import Screened
 
@@ -79,10 +80,10 @@ class UtcDateTime(fields.DateTime):
 
 
 class Rounded(fields.Float):
-    """Probabilities to 6 places: more digits say nothing about a calibrated score."""
+    """A probability or a threshold, to inference/scores.py's places."""
 
     def _serialize(self, value, attr, obj, **kwargs):
-        return None if value is None else round(float(value), 6)
+        return None if value is None else rounded(value)
 
 
 class Inline(fields.Nested):
@@ -138,7 +139,7 @@ class PredictionSchema(ResponseSchema):
     )
     model_version = fields.String(required=True)
     created_at = UtcDateTime(required=True)
-    threshold = fields.Float(required=True, metadata={"description": "PNEUMONIA probability at or above which"})
+    threshold = Rounded(required=True, metadata={"description": "PNEUMONIA probability at or above which"})
     site_calibration_id = fields.Integer(
         allow_none=True, metadata={"description": "the site operating point the threshold came from; null: the card's"}
     )

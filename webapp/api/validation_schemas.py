@@ -6,7 +6,7 @@ from marshmallow import Schema, fields, validate
 
 from ..models import RUN_STATES
 from ..validation.monitoring import DEFAULT_WEEKS, MAX_WEEKS
-from .schemas import ResponseSchema, UtcDateTime
+from .schemas import ResponseSchema, Rounded, UtcDateTime
 
 INTERVAL = fields.List(fields.Float(), allow_none=True, metadata={"description": "95% interval [low, high]"})
 
@@ -26,13 +26,13 @@ class RunMetricsSchema(ResponseSchema):
     specificity = fields.Float(allow_none=True, metadata={"description": "over answered films"})
     specificity_ci = INTERVAL
     ece = fields.Float(allow_none=True)
-    threshold = fields.Float(required=True, metadata={"description": "the threshold in force for the run"})
+    threshold = Rounded(required=True, metadata={"description": "the threshold in force for the run"})
     refused = fields.Integer(metadata={"description": "unreadable films, not scored"})
 
 
 class OperatingPointSchema(ResponseSchema):
     name = fields.String(metadata={"example": "max Youden J"})
-    threshold = fields.Float(required=True)
+    threshold = Rounded(required=True)
     sensitivity = fields.Float(allow_none=True)
     specificity = fields.Float(allow_none=True)
 
@@ -54,7 +54,7 @@ class ValidationRunSchema(RunCreatedSchema):
 
 class SiteCalibrationSchema(ResponseSchema):
     id = fields.Integer(required=True)
-    threshold = fields.Float(required=True)
+    threshold = Rounded(required=True)
     validation_run_id = fields.Integer(required=True)
     model_version = fields.String(required=True)
     reason = fields.String(required=True)

@@ -7,15 +7,30 @@ known and an unknown name: every name costs exactly one Argon2 verification, loc
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from ..extensions import db
-from ..models import DIRECTORY, NO_LOCAL_PASSWORD, User, folded_username, record_audit
+from ..models import (
+    DIRECTORY,
+    NO_LOCAL_PASSWORD,
+    PACS_SUBMITTER,
+    User,
+    folded_username,
+    record_audit,
+    reserved_username,
+)
 from ..passwords import verify_nothing
 from . import directory
 from .sessions import end_all_access
 
+log = logging.getLogger(__name__)
+
 WRONG = "Unknown username or wrong password."
+RESERVED_NAME = (
+    f"The account name {PACS_SUBMITTER} is reserved in CXR Screen for films received from the PACS, so a "
+    "directory account of that name cannot sign in. Ask your IT service desk for an account with another name."
+)
 NOT_IN_GROUP = (
     "Your directory account is not in a group that may use CXR Screen. "
     "Ask your IT service desk to add you to the clinicians' or administrators' group."
@@ -46,6 +61,9 @@ def check(username: str, password: str) -> Outcome:
     # One local row per directory entry, keyed on the entry's own name (directory.entry_name):
     # "ALICE" and a full-width "ａｌｉｃｅ" reach alice's row, and her deactivation.
     name = answer.name or folded_username(username)
+    if reserved_username(name):
+        log.warning("directory sign-in refused for %r: the name is reserved for films from the PACS", name)
+        return Outcome(None, RESERVED_NAME)
     user = User.by_username(name)
     if user is not None and not user.from_directory:
         return Outcome(None)  # "Admin" in the directory never becomes the local "admin"

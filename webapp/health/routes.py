@@ -1,4 +1,10 @@
-"""Probes for orchestrators and load balancers; outside the sign-in wall, JSON only."""
+"""Probes for orchestrators and load balancers; outside the sign-in wall, JSON only.
+
+/readyz is polled every few seconds by every balancer and by the container's HEALTHCHECK, so each
+check is one cheap call: the model already loaded, `SELECT 1`, a statvfs, a Redis PING.
+"""
+
+import shutil
 
 from flask import current_app, jsonify
 from sqlalchemy import text
@@ -6,12 +12,25 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..extensions import db
 from ..inference.runtime import ModelUnavailable, analyzer_for
+from ..jobs.queue import jobs
 from . import bp
+
+# Below this much free space in INSTANCE_DIR (the SQLite database and job queue, validation archives)
+# writes there start failing within a few uploads (on SQLite each then answers 503): time to send
+# the traffic elsewhere and to tell the operator why.
+MIN_FREE_MB = 256
 
 
 @bp.route("/healthz")
 def healthz():
     return jsonify(status="ok")
+
+
+def _disk_problem() -> str | None:
+    free_mb = shutil.disk_usage(current_app.config["INSTANCE_DIR"]).free // (1024 * 1024)
+    if free_mb < MIN_FREE_MB:
+        return f"disk nearly full: {free_mb} MB free in the instance folder (INSTANCE_DIR), under {MIN_FREE_MB} MB"
+    return None
 
 
 @bp.route("/readyz")
@@ -27,6 +46,12 @@ def readyz():
     except SQLAlchemyError as exc:
         db.session.rollback()
         problems.append(f"database unreachable: {type(exc).__name__}")
+    if disk := _disk_problem():
+        problems.append(disk)
+    # Said, but not a reason to take the replica out: screening needs no queue (only validation runs
+    # and the PACS's films do, and they wait in it), and a Redis outage reaches every replica at once,
+    # so failing on it would turn a delay of queued jobs into no screening anywhere.
+    warnings = [queue] if (queue := jobs().probe()) else []
     if problems:
-        return jsonify(status="unavailable", reasons=problems), 503
-    return jsonify(status="ready", model_version=model_version)
+        return jsonify(status="unavailable", reasons=problems, warnings=warnings), 503
+    return jsonify(status="ready", model_version=model_version, warnings=warnings)

@@ -40,6 +40,9 @@ class Analyzer:
         """`max_batch`, `batch_window_ms`: how `analyze` calls made at the same time share a forward
         pass (batching.MicroBatcher); `analyze_batch` always runs the films it is given at once."""
         # Imported here so that merely importing the web app does not pull in TensorFlow.
+        from .tensorflow_env import tensorflow
+
+        tensorflow()  # first, so that Keras finds it imported quietly
         import keras
 
         from .forward import build_forward

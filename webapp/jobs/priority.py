@@ -19,7 +19,8 @@ def yield_cpu(niceness: int, tf_threads: int) -> None:
         except OSError as exc:  # not allowed here (some containers): carry on at normal priority
             log.warning("could not lower the worker's priority: %s", exc)
     if tf_threads > 0:
-        import tensorflow as tf
+        from ..inference.tensorflow_env import tensorflow
 
+        tf = tensorflow()
         tf.config.threading.set_intra_op_parallelism_threads(tf_threads)
         tf.config.threading.set_inter_op_parallelism_threads(tf_threads)

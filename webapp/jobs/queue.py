@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
 from flask import Flask, current_app
 from huey import Huey, RedisHuey, SqliteHuey, crontab
 
@@ -28,6 +29,7 @@ _TASKS: dict[str, Callable] = {}
 _RECOVERIES: list[Callable[..., int]] = []
 _PERIODIC: list[tuple[str, str, Callable]] = []  # (task name, config key of its interval in minutes, fn)
 RECOVERY_TASK = "jobs.recover"
+PROBE_TIMEOUT_SECONDS = 1.0
 
 
 def task(name: str):
@@ -80,6 +82,7 @@ class JobQueue:
         self._huey: Huey | None = None
         self._tasks: dict[str, Callable] = {}
         self._lock = threading.Lock()  # gunicorn threads may enqueue the first job at the same moment
+        self._probe: redis.Redis | None = None
 
     @property
     def huey(self) -> Huey:
@@ -122,6 +125,22 @@ class JobQueue:
         except Exception as exc:  # redis-py and sqlite3 have no common base; each says why in its message
             where = "Redis (REDIS_URL)" if self.app.config.get("REDIS_URL") else "its SQLite file in INSTANCE_DIR"
             raise QueueUnavailable(f"the job queue on {where} cannot be reached: {exc}") from exc
+
+    def probe(self) -> str | None:
+        """Why the Redis queue cannot be reached, for /readyz, or None (also with the SQLite queue, a file
+        beside the database that the probe's disk check covers). A client of its own with short
+        timeouts: Huey's has none, and a probe must not hang on a Redis that does not answer."""
+        url = self.app.config.get("REDIS_URL")
+        if not url:
+            return None
+        if self._probe is None:
+            seconds = PROBE_TIMEOUT_SECONDS
+            self._probe = redis.Redis.from_url(url, socket_connect_timeout=seconds, socket_timeout=seconds)
+        try:
+            self._probe.ping()
+        except redis.RedisError as exc:
+            return f"job queue unreachable: Redis (REDIS_URL): {type(exc).__name__}"
+        return None
 
     def pending(self) -> int:
         return self.huey.pending_count()

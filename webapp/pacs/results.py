@@ -28,6 +28,7 @@ from pydicom.valuerep import TM
 from ..inference.age import parse_date
 from ..inference.labels import NORMAL, PNEUMONIA, UNKNOWN
 from ..inference.overlay import overlay_rgb
+from ..inference.scores import rounded
 from ..notes import INTENDED_USE
 
 # highdicom logs the UIDs of the datasets it copies from at INFO: UIDs identify a patient's study.
@@ -104,8 +105,8 @@ def build_sr(source: Dataset, verdict: Verdict) -> Dataset:
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="AI screening result"),
         algorithm_id=hd.sr.AlgorithmIdentification(name=MANUFACTURER, version=verdict.model_version[:64]),
         measurements=[
-            hd.sr.Measurement(name=PROBABILITY_CONCEPT, value=round(verdict.p_pneumonia, 6), unit=UNITLESS),
-            hd.sr.Measurement(name=THRESHOLD_CONCEPT, value=round(verdict.threshold, 6), unit=UNITLESS),
+            hd.sr.Measurement(name=PROBABILITY_CONCEPT, value=rounded(verdict.p_pneumonia), unit=UNITLESS),
+            hd.sr.Measurement(name=THRESHOLD_CONCEPT, value=rounded(verdict.threshold), unit=UNITLESS),
         ],
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(VERDICT_CONCEPT, VERDICT_CODES[verdict.label])],
         source_images=[

@@ -2,6 +2,7 @@ from flask import Response, abort, current_app, flash, jsonify, redirect, render
 from flask_login import current_user
 
 from ..extensions import db
+from ..filenames import sent_filename
 from ..inference.overlay import layer_png, stored_overlay_png
 from ..models import Feedback, Prediction, record_audit, utcnow
 from ..notes import INTENDED_USE, NOTES
@@ -56,7 +57,9 @@ def upload():
     if not form.validate_on_submit():
         return _refused(form, [{"filename": "", "message": form_errors(form)}], 400)
     try:
-        outcomes = screen_batch(current_user, ((f.filename, f.read()) for f in form.files.data if f and f.filename))
+        outcomes = screen_batch(
+            current_user, ((sent_filename(f), f.read()) for f in form.files.data if f and f.filename)
+        )
     except UploadRejected as exc:
         return _refused(form, [{"filename": "", "message": exc.message, "code": exc.code}], exc.status)
     ids = [o.prediction.id for o in outcomes if o.prediction]

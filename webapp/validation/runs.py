@@ -16,7 +16,7 @@ from sqlalchemy import func, insert, select
 from werkzeug.datastructures import FileStorage
 
 from ..extensions import db
-from ..filenames import sanitize_filename
+from ..filenames import sanitize_filename, sent_filename
 from ..models import ITEM_PENDING, RUN_QUEUED, User, ValidationItem, ValidationRun, record_audit
 from ..private_files import open_private
 from . import tasks
@@ -46,7 +46,7 @@ def create_run(user: User, upload: FileStorage | None) -> ValidationRun:
         films = inspect_archive(upload_path, max_files=current_app.config["VALIDATION_MAX_FILES"], max_bytes=max_bytes)
         run = ValidationRun(
             created_by_id=user.id,
-            archive_name=sanitize_filename(upload.filename),
+            archive_name=sanitize_filename(sent_filename(upload)),
             archive_sha256=digest,
             status=RUN_QUEUED,
         )
