@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -102,3 +103,22 @@ def test_sigterm_stops_the_node_cleanly(tmp_path):
         assert node.wait(timeout=30) == 0
     finally:
         node.kill()
+
+
+def test_a_rejected_association_is_logged_with_its_calling_ae_and_reason(app, caplog):
+    # Found by the PACS review: the node's log said only pynetdicom's "Rejecting Association", so an
+    # administrator could not see which AE title or host was turned away, nor why.
+    app.config.update(DICOM_PORT=0, DICOM_ALLOWED_CALLING_AETS=(MODALITY_AE,))
+    server = listener.start(app, block=False)
+    try:
+        caplog.set_level(logging.WARNING, logger="webapp.pacs.listener")
+        ae = AE(ae_title="MODALTY")  # one letter missing, the commonest mistake
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", server.server_address[1], ae_title="CXRSCREEN")
+        assert assoc.is_rejected
+        deadline = time.monotonic() + 5
+        while "rejected" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.shutdown()
+    assert "'MODALTY' at 127.0.0.1 rejected: its calling AE title is not in DICOM_ALLOWED_CALLING_AETS" in caplog.text

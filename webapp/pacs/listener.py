@@ -45,6 +45,27 @@ def build_ae(config) -> AE:
     return ae
 
 
+# Why pynetdicom rejected an association, by (result source, diagnostic) of the A-ASSOCIATE-RJ it sent.
+REJECTION_REASONS = {
+    (0x01, 0x03): "its calling AE title is not in DICOM_ALLOWED_CALLING_AETS",
+    (0x01, 0x07): "the called AE title is not this node's",
+    (0x03, 0x02): "too many associations at once (local limit exceeded); the sender should try again",
+}
+
+
+def on_rejected(event) -> None:
+    """pynetdicom's own line says only "Rejecting Association": a PACS administrator wiring up a new
+    modality could not tell from the node's log which AE title (a typo, a case) or which host was
+    turned away, nor why. AE titles and addresses name equipment, not patients."""
+    rejection = event.assoc.acceptor.primitive
+    key = (getattr(rejection, "result_source", None), getattr(rejection, "diagnostic", None))
+    reason = REJECTION_REASONS.get(key, f"source {key[0]}, reason {key[1]}")
+    requestor = event.assoc.requestor
+    log.warning(
+        "dicom: association from calling AE %r at %s rejected: %s", requestor.ae_title, requestor.address, reason
+    )
+
+
 def handlers(app: Flask) -> list:
     def on_echo(event) -> int:
         return SUCCESS
@@ -70,7 +91,7 @@ def handlers(app: Flask) -> list:
             finally:
                 db.session.remove()
 
-    return [(evt.EVT_C_ECHO, on_echo), (evt.EVT_C_STORE, on_store)]
+    return [(evt.EVT_C_ECHO, on_echo), (evt.EVT_C_STORE, on_store), (evt.EVT_REJECTED, on_rejected)]
 
 
 def start(app: Flask, *, block: bool):
