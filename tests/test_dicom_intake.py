@@ -171,6 +171,22 @@ def test_results_are_built_from_real_world_headers(values):
     assert str(sr.PatientName) == str(source.PatientName)  # the film's own patient module, as it came
 
 
+def test_results_carry_the_films_patient_and_study_bytes_even_in_a_wrong_character_set():
+    # Found by the PACS review: a modality declaring UTF-8 (ISO_IR 192) but writing Latin-1 sent
+    # "M\xfcller"; the SR and SC said "M\xef\xbf\xbdller" (U+FFFD), another name than the film's.
+    names = {"PatientName": b"M\xfcller^J\xfcrgen ", "StudyDescription": b"Thorax p.a. \xdcbersicht "}
+    data = with_header(film(0), SpecificCharacterSet="ISO_IR 192", **names)
+    verdict = Verdict("NORMAL", 0.1, 0.5, None, "v-test")
+    pixels, heatmap = np.full((64, 64), 0.5, np.float32), np.zeros((8, 8), np.float32)
+    for result in (
+        build_sr(dcmread(io.BytesIO(data)), verdict),
+        build_capture(dcmread(io.BytesIO(data)), verdict, pixels, heatmap),
+    ):
+        written = dcmread(io.BytesIO(encode(result)))
+        assert written.SpecificCharacterSet == "ISO_IR 192"
+        assert {keyword: written.get_item(keyword).value for keyword in names} == names
+
+
 @pytest.mark.app_config(DICOM_RESULTS_DESTINATION="PACS@127.0.0.1:1")
 def test_results_that_cannot_be_built_keep_the_prediction(app, monkeypatch, caplog):
     def strict(*args):

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import highdicom as hd
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from pydicom import Dataset, dcmwrite
+from pydicom import DataElement, Dataset, dcmwrite
+from pydicom.datadict import dictionary_VR
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
@@ -93,6 +94,7 @@ class Verdict:
 
 
 def build_sr(source: Dataset, verdict: Verdict) -> Dataset:
+    film_elements = _patient_and_study(source)
     reference = _reference(source)
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
@@ -142,11 +144,12 @@ def build_sr(source: Dataset, verdict: Verdict) -> Dataset:
         is_complete=True,
         series_description=f"{MANUFACTURER} AI result (SR) - not for diagnostic use",
     )
-    return _with_patient_and_study(sr, source)
+    return _with(sr, film_elements)
 
 
 def build_capture(source: Dataset, verdict: Verdict, pixels: np.ndarray, heatmap: np.ndarray) -> Dataset:
     """`pixels`: the film as decoded, grey in [0, 1] at the size to show; `heatmap`: the model's map."""
+    film_elements = _patient_and_study(source)
     reference = _reference(source)
     rgb = _with_banner(overlay_rgb(pixels, heatmap), verdict)
     capture = hd.sc.SCImage(
@@ -171,7 +174,7 @@ def build_capture(source: Dataset, verdict: Verdict, pixels: np.ndarray, heatmap
     source_image.ReferencedSOPClassUID = reference.SOPClassUID
     source_image.ReferencedSOPInstanceUID = reference.SOPInstanceUID
     capture.SourceImageSequence = [source_image]
-    return _with_patient_and_study(capture, source)
+    return _with(capture, film_elements)
 
 
 def encode(dataset: Dataset) -> bytes:
@@ -186,7 +189,7 @@ def _reference(source: Dataset) -> Dataset:
     highdicom checks them strictly, and real headers often fail: sex "U" or "MALE", a time written
     "10:10:10", a date "1980-01-02" or a year alone. Such a value is normalised when its meaning is
     plain, else left out here; the result still carries the film's own elements as they came
-    (_with_patient_and_study), so it files with its film in the PACS."""
+    (_patient_and_study), so it files with its film in the PACS."""
     reference = Dataset()
     for keyword in ("PatientID", "PatientName", "AccessionNumber", "StudyID", "ReferringPhysicianName"):
         setattr(reference, keyword, source.get(keyword, None) or None)
@@ -222,10 +225,29 @@ def _time(value) -> str | None:
         return None
 
 
-def _with_patient_and_study(result: Dataset, source: Dataset) -> Dataset:
+def _patient_and_study(source: Dataset) -> list[DataElement]:
+    """The film's Patient and Study elements as the modality wrote them. Text is copied as its bytes,
+    never decoded and encoded again: a film whose bytes do not fit its declared character set (ISO_IR
+    192 declared, Latin-1 written: a common misconfiguration) gave results whose name had U+FFFD for each
+    such letter (the film's bytes, decoded with replacement, then encoded): another patient name than
+    the film's to a PACS that reconciles names. Every copied element but the sequences is text, whose
+    bytes do not depend on the byte order.
+
+    Called before anything else reads the source: reading an element decodes it in place."""
+    elements = []
     for keyword in PATIENT_AND_STUDY:
-        if keyword in source:
-            result[keyword] = source[keyword]
+        if keyword not in source:
+            continue
+        element = source.get_item(keyword)
+        vr = dictionary_VR(element.tag)
+        raw = element.is_raw and vr != "SQ" and isinstance(element.value, bytes)
+        elements.append(DataElement(element.tag, vr, element.value) if raw else source[keyword])
+    return elements
+
+
+def _with(result: Dataset, elements: list[DataElement]) -> Dataset:
+    for element in elements:
+        result[element.tag] = element
     return result
 
 
