@@ -10,6 +10,9 @@ import pytest
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
+from pydicom.uid import ImplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import ComprehensiveSRStorage
 from sqlalchemy import func, select
 
 from tests.dicom_films import CR_IMAGE_STORAGE, film
@@ -26,7 +29,7 @@ from webapp.models import (
 )
 from webapp.pacs import intake, spool, tasks
 from webapp.pacs.results import BANNER, Verdict, build_capture, build_sr, encode, summary_lines
-from webapp.pacs.sender import DestinationError, parse_destination
+from webapp.pacs.sender import Destination, DestinationError, SendError, parse_destination, send
 
 
 def arrival(data: bytes) -> intake.Arrival:
@@ -269,3 +272,45 @@ def test_the_job_worker_refuses_to_start_with_a_mistyped_destination(app, runner
     result = runner.invoke(args=["jobs", "worker"])
     assert result.exit_code != 0
     assert "DICOM_RESULTS_DESTINATION must read AE@host:port" in result.output
+
+
+def test_results_reach_a_pacs_that_takes_only_the_default_transfer_syntax():
+    # Found by the PACS review: a PACS taking only Implicit VR Little Endian (the one syntax every SCP
+    # must take) accepted no context for our Explicit VR results; each try failed as "cannot be reached".
+    stored = []
+
+    def on_store(event):
+        stored.append(event.dataset)
+        return 0x0000
+
+    pacs = AE(ae_title="PACS")
+    pacs.add_supported_context(ComprehensiveSRStorage, ImplicitVRLittleEndian)
+    server = pacs.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    sr = encode(build_sr(dcmread(io.BytesIO(film(0))), Verdict("NORMAL", 0.1, 0.5, None, "v-test")))
+    try:
+        send(Destination("PACS", "127.0.0.1", server.server_address[1]), "CXRSCREEN", sr)
+        with pytest.raises(SendError, match="does not take Secondary Capture Image Storage objects"):
+            capture = build_capture(
+                dcmread(io.BytesIO(film(0))),
+                Verdict("NORMAL", 0.1, 0.5, None, "v-test"),
+                np.full((64, 64), 0.5, np.float32),
+                np.zeros((8, 8), np.float32),
+            )
+            send(Destination("PACS", "127.0.0.1", server.server_address[1]), "CXRSCREEN", encode(capture))
+    finally:
+        server.shutdown()
+    assert [str(ds.SOPInstanceUID) for ds in stored] == [str(dcmread(io.BytesIO(sr)).SOPInstanceUID)]
+
+
+def test_a_pacs_that_refuses_the_association_is_reported_with_its_reason():
+    # The outbox said only "refused the association": not that the PACS does not know our AE title.
+    pacs = AE(ae_title="PACS")
+    pacs.add_supported_context(ComprehensiveSRStorage)
+    pacs.require_calling_aet = ["SOMEONE"]
+    server = pacs.start_server(("127.0.0.1", 0), block=False)
+    sr = encode(build_sr(dcmread(io.BytesIO(film(0))), Verdict("NORMAL", 0.1, 0.5, None, "v-test")))
+    try:
+        with pytest.raises(SendError, match=r"Calling AE title not recognised \(this node calls as CXRSCREEN\)"):
+            send(Destination("PACS", "127.0.0.1", server.server_address[1]), "CXRSCREEN", sr)
+    finally:
+        server.shutdown()
