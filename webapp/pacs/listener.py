@@ -13,7 +13,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from ..extensions import db
-from .intake import OUT_OF_RESOURCES, SUCCESS, Arrival, receive
+from .intake import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS, Arrival, receive
 
 log = logging.getLogger(__name__)
 # pynetdicom's DEBUG output dumps whole datasets (patient name included): never below INFO.
@@ -71,15 +71,29 @@ def handlers(app: Flask) -> list:
         return SUCCESS
 
     def on_store(event) -> int:
+        try:
+            dataset = event.dataset
+            study_instance_uid = str(dataset.get("StudyInstanceUID", ""))
+            modality = str(dataset.get("Modality", ""))
+        except MemoryError:
+            log.error("dicom: C-STORE could not be taken (MemoryError); answered Out of Resources")
+            return OUT_OF_RESOURCES
+        except Exception as exc:  # noqa: BLE001  e.g. a sequence never closed: no retry will read it
+            # Out of Resources told the PACS to send it again, for ever, and its operator to look for a
+            # full disk here. Only the type is logged: the message may quote the dataset.
+            log.warning(
+                "dicom: C-STORE refused: its data set cannot be read (%s); answered Cannot Understand",
+                type(exc).__name__,
+            )
+            return CANNOT_UNDERSTAND
         with app.app_context():
             try:
-                dataset = event.dataset
                 return receive(
                     Arrival(
                         sop_class_uid=str(event.request.AffectedSOPClassUID),
                         sop_instance_uid=str(event.request.AffectedSOPInstanceUID),
-                        study_instance_uid=str(dataset.get("StudyInstanceUID", "")),
-                        modality=str(dataset.get("Modality", "")),
+                        study_instance_uid=study_instance_uid,
+                        modality=modality,
                         calling_aet=str(event.assoc.requestor.ae_title),
                         file_bytes=event.encoded_dataset(),
                     )
