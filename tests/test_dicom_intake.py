@@ -314,3 +314,21 @@ def test_a_pacs_that_refuses_the_association_is_reported_with_its_reason():
             send(Destination("PACS", "127.0.0.1", server.server_address[1]), "CXRSCREEN", sr)
     finally:
         server.shutdown()
+
+
+@pytest.mark.app_config(DICOM_RESULTS_DESTINATION="PACS@127.0.0.1:1")
+def test_results_of_a_film_without_a_series_uid_say_so(app):
+    # Found by the PACS review: the outbox said "(KeyError)", which no administrator can act on.
+    ds = dcmread(io.BytesIO(film(0)))
+    del ds.SeriesInstanceUID
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    with app.app_context():
+        assert intake.receive(arrival(buffer.getvalue())) == intake.SUCCESS
+    drain(app)
+    with app.app_context():
+        errors = {result.kind: result.last_error for result in db.session.scalar(select(DicomReceipt)).results}
+    assert errors == {
+        kind: f"The {kind} could not be built from the film (the film has no SeriesInstanceUID); it was not sent."
+        for kind in ("SR", "SC")
+    }

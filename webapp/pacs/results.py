@@ -81,6 +81,11 @@ PATIENT_AND_STUDY = (
 )
 
 
+class MissingIdentifier(ValueError):
+    """The film lacks a UID its results must reference. Its message names the element, never a value,
+    so the outbox can show it: "(KeyError)" told the administrator nothing."""
+
+
 @dataclass(frozen=True)
 class Verdict:
     label: str
@@ -198,6 +203,8 @@ def _reference(source: Dataset) -> Dataset:
     reference.StudyDate = _date(source.get("StudyDate", None))
     reference.StudyTime = _time(source.get("StudyTime", None))
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID"):
+        if not source.get(keyword):
+            raise MissingIdentifier(f"the film has no {keyword}")
         setattr(reference, keyword, source[keyword].value)
     # No Specific Character Set: the values above are already decoded, and highdicom refuses common
     # ones ("\\ISO 2022 IR 87", a lone "ISO 2022 IR 100"); the film's own is copied onto the result.
