@@ -332,3 +332,13 @@ def test_results_of_a_film_without_a_series_uid_say_so(app):
         kind: f"The {kind} could not be built from the film (the film has no SeriesInstanceUID); it was not sent."
         for kind in ("SR", "SC")
     }
+
+
+def test_the_capture_of_a_lossy_film_says_it_went_through_lossy_compression():
+    # Found by the PACS review: the capture of a JPEG-baseline film (Lossy Image Compression 01) had no
+    # Lossy Image Compression, where PS3.3 C.7.6.1.1.5 says once 01, never reset.
+    verdict = Verdict("NORMAL", 0.1, 0.5, None, "v-test")
+    pixels, heatmap = np.full((64, 64), 0.5, np.float32), np.zeros((8, 8), np.float32)
+    lossy = dcmread(io.BytesIO(with_header(film(0), LossyImageCompression="01")))
+    assert build_capture(lossy, verdict, pixels, heatmap).LossyImageCompression == "01"
+    assert "LossyImageCompression" not in build_capture(dcmread(io.BytesIO(film(0))), verdict, pixels, heatmap)

@@ -173,6 +173,10 @@ def build_capture(source: Dataset, verdict: Verdict, pixels: np.ndarray, heatmap
     )
     capture.PatientOrientation = source.get("PatientOrientation", "")
     capture.BurnedInAnnotation = "YES"
+    if str(source.get("LossyImageCompression", "")).strip() == "01":
+        # Made from a film that went through lossy compression: PS3.3 C.7.6.1.1.5, once 01 never reset,
+        # so a viewer keeps flagging the capture as lossy (highdicom leaves it out).
+        capture.LossyImageCompression = "01"
     capture.ImageType = ["DERIVED", "SECONDARY"]
     capture.DerivationDescription = f"{BANNER}: AI heat map over the film ({verdict.label})"
     source_image = Dataset()
