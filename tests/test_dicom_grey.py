@@ -232,3 +232,26 @@ def test_a_colour_jpeg_capture_is_not_converted_whole_to_rgb():
     assert image.colourfulness > 0.2
     # 27 bytes a pixel at peak through the whole-frame conversion, 15 without it
     assert peak <= 18 * 1200 * 1200
+
+
+def twelve_bit(pixels: np.ndarray, signed: bool, high_bit_15: bool = False) -> bytes:
+    """A 12-bit CR film; with `high_bit_15`, stored as older CR readers do: in the top 12 of the 16
+    bits (High Bit 15), with an overlay's bits set in the 4 below."""
+    data = dicom(pixels.astype(np.int16 if signed else np.uint16), bits_stored=12, modality="CR", signed=signed)
+    if not high_bit_15:
+        return data
+    ds = dcmread(io.BytesIO(data))
+    ds.HighBit = 15
+    ds.PixelData = ((pixels.astype(np.int32) << 4 | 0xF) & 0xFFFF).astype(np.uint16).tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_stored_bits_above_bit_zero_read_as_the_film(signed):
+    # Found by the PACS review: a CR with Bits Stored 12 and High Bit 15 came out as stripes (pydicom
+    # keeps the low 12 bits) and the model answered UNKNOWN, where dcmtk's viewer showed the chest.
+    pixels = RAMP.astype(np.int32) - (2048 if signed else 0)
+    expected = decode(twelve_bit(pixels, signed)).pixels
+    np.testing.assert_array_equal(decode(twelve_bit(pixels, signed, high_bit_15=True)).pixels, expected)

@@ -10,6 +10,9 @@ import pytest
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
+from pydicom.uid import ImplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import ComprehensiveSRStorage
 from sqlalchemy import func, select
 
 from tests.dicom_films import CR_IMAGE_STORAGE, film
@@ -26,7 +29,7 @@ from webapp.models import (
 )
 from webapp.pacs import intake, spool, tasks
 from webapp.pacs.results import BANNER, Verdict, build_capture, build_sr, encode, summary_lines
-from webapp.pacs.sender import DestinationError, parse_destination
+from webapp.pacs.sender import Destination, DestinationError, SendError, parse_destination, send
 
 
 def arrival(data: bytes) -> intake.Arrival:
@@ -171,6 +174,22 @@ def test_results_are_built_from_real_world_headers(values):
     assert str(sr.PatientName) == str(source.PatientName)  # the film's own patient module, as it came
 
 
+def test_results_carry_the_films_patient_and_study_bytes_even_in_a_wrong_character_set():
+    # Found by the PACS review: a modality declaring UTF-8 (ISO_IR 192) but writing Latin-1 sent
+    # "M\xfcller"; the SR and SC said "M\xef\xbf\xbdller" (U+FFFD), another name than the film's.
+    names = {"PatientName": b"M\xfcller^J\xfcrgen ", "StudyDescription": b"Thorax p.a. \xdcbersicht "}
+    data = with_header(film(0), SpecificCharacterSet="ISO_IR 192", **names)
+    verdict = Verdict("NORMAL", 0.1, 0.5, None, "v-test")
+    pixels, heatmap = np.full((64, 64), 0.5, np.float32), np.zeros((8, 8), np.float32)
+    for result in (
+        build_sr(dcmread(io.BytesIO(data)), verdict),
+        build_capture(dcmread(io.BytesIO(data)), verdict, pixels, heatmap),
+    ):
+        written = dcmread(io.BytesIO(encode(result)))
+        assert written.SpecificCharacterSet == "ISO_IR 192"
+        assert {keyword: written.get_item(keyword).value for keyword in names} == names
+
+
 @pytest.mark.app_config(DICOM_RESULTS_DESTINATION="PACS@127.0.0.1:1")
 def test_results_that_cannot_be_built_keep_the_prediction(app, monkeypatch, caplog):
     def strict(*args):
@@ -253,3 +272,73 @@ def test_the_job_worker_refuses_to_start_with_a_mistyped_destination(app, runner
     result = runner.invoke(args=["jobs", "worker"])
     assert result.exit_code != 0
     assert "DICOM_RESULTS_DESTINATION must read AE@host:port" in result.output
+
+
+def test_results_reach_a_pacs_that_takes_only_the_default_transfer_syntax():
+    # Found by the PACS review: a PACS taking only Implicit VR Little Endian (the one syntax every SCP
+    # must take) accepted no context for our Explicit VR results; each try failed as "cannot be reached".
+    stored = []
+
+    def on_store(event):
+        stored.append(event.dataset)
+        return 0x0000
+
+    pacs = AE(ae_title="PACS")
+    pacs.add_supported_context(ComprehensiveSRStorage, ImplicitVRLittleEndian)
+    server = pacs.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    sr = encode(build_sr(dcmread(io.BytesIO(film(0))), Verdict("NORMAL", 0.1, 0.5, None, "v-test")))
+    try:
+        send(Destination("PACS", "127.0.0.1", server.server_address[1]), "CXRSCREEN", sr)
+        with pytest.raises(SendError, match="does not take Secondary Capture Image Storage objects"):
+            capture = build_capture(
+                dcmread(io.BytesIO(film(0))),
+                Verdict("NORMAL", 0.1, 0.5, None, "v-test"),
+                np.full((64, 64), 0.5, np.float32),
+                np.zeros((8, 8), np.float32),
+            )
+            send(Destination("PACS", "127.0.0.1", server.server_address[1]), "CXRSCREEN", encode(capture))
+    finally:
+        server.shutdown()
+    assert [str(ds.SOPInstanceUID) for ds in stored] == [str(dcmread(io.BytesIO(sr)).SOPInstanceUID)]
+
+
+def test_a_pacs_that_refuses_the_association_is_reported_with_its_reason():
+    # The outbox said only "refused the association": not that the PACS does not know our AE title.
+    pacs = AE(ae_title="PACS")
+    pacs.add_supported_context(ComprehensiveSRStorage)
+    pacs.require_calling_aet = ["SOMEONE"]
+    server = pacs.start_server(("127.0.0.1", 0), block=False)
+    sr = encode(build_sr(dcmread(io.BytesIO(film(0))), Verdict("NORMAL", 0.1, 0.5, None, "v-test")))
+    try:
+        with pytest.raises(SendError, match=r"Calling AE title not recognised \(this node calls as CXRSCREEN\)"):
+            send(Destination("PACS", "127.0.0.1", server.server_address[1]), "CXRSCREEN", sr)
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.app_config(DICOM_RESULTS_DESTINATION="PACS@127.0.0.1:1")
+def test_results_of_a_film_without_a_series_uid_say_so(app):
+    # Found by the PACS review: the outbox said "(KeyError)", which no administrator can act on.
+    ds = dcmread(io.BytesIO(film(0)))
+    del ds.SeriesInstanceUID
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    with app.app_context():
+        assert intake.receive(arrival(buffer.getvalue())) == intake.SUCCESS
+    drain(app)
+    with app.app_context():
+        errors = {result.kind: result.last_error for result in db.session.scalar(select(DicomReceipt)).results}
+    assert errors == {
+        kind: f"The {kind} could not be built from the film (the film has no SeriesInstanceUID); it was not sent."
+        for kind in ("SR", "SC")
+    }
+
+
+def test_the_capture_of_a_lossy_film_says_it_went_through_lossy_compression():
+    # Found by the PACS review: the capture of a JPEG-baseline film (Lossy Image Compression 01) had no
+    # Lossy Image Compression, where PS3.3 C.7.6.1.1.5 says once 01, never reset.
+    verdict = Verdict("NORMAL", 0.1, 0.5, None, "v-test")
+    pixels, heatmap = np.full((64, 64), 0.5, np.float32), np.zeros((8, 8), np.float32)
+    lossy = dcmread(io.BytesIO(with_header(film(0), LossyImageCompression="01")))
+    assert build_capture(lossy, verdict, pixels, heatmap).LossyImageCompression == "01"
+    assert "LossyImageCompression" not in build_capture(dcmread(io.BytesIO(film(0))), verdict, pixels, heatmap)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import signal
 import socket
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pynetdicom import AE
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import (
     ComputedRadiographyImageStorage,
     CTImageStorage,
@@ -20,9 +23,12 @@ from pynetdicom.sop_class import (
     DigitalXRayImageStorageForProcessing,
     Verification,
 )
+from sqlalchemy import func, select
 
 from tests.dicom_films import MODALITY_AE
 from tests.live_app import free_port
+from webapp.extensions import db
+from webapp.models import DicomReceipt
 from webapp.pacs import listener
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,3 +108,50 @@ def test_sigterm_stops_the_node_cleanly(tmp_path):
         assert node.wait(timeout=30) == 0
     finally:
         node.kill()
+
+
+def test_a_rejected_association_is_logged_with_its_calling_ae_and_reason(app, caplog):
+    # Found by the PACS review: the node's log said only pynetdicom's "Rejecting Association", so an
+    # administrator could not see which AE title or host was turned away, nor why.
+    app.config.update(DICOM_PORT=0, DICOM_ALLOWED_CALLING_AETS=(MODALITY_AE,))
+    server = listener.start(app, block=False)
+    try:
+        caplog.set_level(logging.WARNING, logger="webapp.pacs.listener")
+        ae = AE(ae_title="MODALTY")  # one letter missing, the commonest mistake
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", server.server_address[1], ae_title="CXRSCREEN")
+        assert assoc.is_rejected
+        deadline = time.monotonic() + 5
+        while "rejected" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.shutdown()
+    assert "'MODALTY' at 127.0.0.1 rejected: its calling AE title is not in DICOM_ALLOWED_CALLING_AETS" in caplog.text
+
+
+def test_a_data_set_that_cannot_be_read_is_answered_cannot_understand(port, app, caplog):
+    # Found by the PACS review: a data set with a sequence never closed was answered Out of Resources,
+    # which tells the PACS to send it again (for ever) and its operator to look for a full disk here.
+    caplog.set_level(logging.WARNING, logger="webapp.pacs.listener")
+    # (0008,1115) SQ of undefined length, an item of undefined length, one element, then nothing.
+    unclosed = (
+        b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff"
+        + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+        + b"\x08\x00\x50\x11UI\x04\x001.2."
+    )
+    ae = AE(ae_title=MODALITY_AE)
+    ae.add_requested_context(DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="CXRSCREEN")
+    request = C_STORE()
+    request.MessageID, request.Priority = 1, 2
+    request.AffectedSOPClassUID, request.AffectedSOPInstanceUID = DigitalXRayImageStorageForPresentation, "1.2.3.4"
+    request.DataSet = io.BytesIO(unclosed)
+    try:
+        assoc.dimse.send_msg(request, assoc.accepted_contexts[0].context_id)
+        _, response = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc.release()
+    assert response.Status == 0xC000
+    assert "its data set cannot be read" in caplog.text
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(DicomReceipt)) == 0

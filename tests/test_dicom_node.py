@@ -342,3 +342,25 @@ def test_worklist_shows_no_pneumonia_probability_for_unknown(app, client, clinic
     login(client, "clin")
     page = client.get("/worklist").get_data(as_text=True)
     assert "0.96" not in page and "n/a" in page and "0.91" in page
+
+
+def test_outbox_lists_refused_films_with_their_reason(app, client, admin_user):
+    """Found by the PACS review: a refused film (1 pixel wide, no pixel data...) has no prediction and
+    no result, and the outbox showed only "refused 1": its reason was in the worker's log alone."""
+    with app.app_context():
+        db.session.add(
+            DicomReceipt(
+                sop_key="a" * 64,
+                study_key="b" * 64,
+                calling_aet="MODALITY",
+                sop_class_uid="1.2.840.10008.5.1.4.1.1.1.1",
+                modality="DX",
+                state=RECEIPT_REFUSED,
+                error="too_small: The image is 500x1 pixels; at least 32 pixels on each side are needed.",
+            )
+        )
+        db.session.commit()
+    login(client, "admin")
+    page = client.get("/admin/dicom/outbox").get_data(as_text=True)
+    assert "The image is 500x1 pixels; at least 32 pixels on each side are needed." in page
+    assert "MODALITY" in page

@@ -32,6 +32,9 @@ SCREEN_TASK = "dicom.screen"
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700  # "Refused: out of resources": the sender keeps the film and tries again
+# "Error: cannot understand": a data set that cannot be parsed, so the sender stops sending it and its
+# operator sees the failure (sending it again would fail the same way).
+CANNOT_UNDERSTAND = 0xC000
 
 
 @dataclass(frozen=True)

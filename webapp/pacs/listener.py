@@ -13,7 +13,7 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from ..extensions import db
-from .intake import OUT_OF_RESOURCES, SUCCESS, Arrival, receive
+from .intake import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS, Arrival, receive
 
 log = logging.getLogger(__name__)
 # pynetdicom's DEBUG output dumps whole datasets (patient name included): never below INFO.
@@ -45,20 +45,55 @@ def build_ae(config) -> AE:
     return ae
 
 
+# Why pynetdicom rejected an association, by (result source, diagnostic) of the A-ASSOCIATE-RJ it sent.
+REJECTION_REASONS = {
+    (0x01, 0x03): "its calling AE title is not in DICOM_ALLOWED_CALLING_AETS",
+    (0x01, 0x07): "the called AE title is not this node's",
+    (0x03, 0x02): "too many associations at once (local limit exceeded); the sender should try again",
+}
+
+
+def on_rejected(event) -> None:
+    """pynetdicom's own line says only "Rejecting Association": a PACS administrator wiring up a new
+    modality could not tell from the node's log which AE title (a typo, a case) or which host was
+    turned away, nor why. AE titles and addresses name equipment, not patients."""
+    rejection = event.assoc.acceptor.primitive
+    key = (getattr(rejection, "result_source", None), getattr(rejection, "diagnostic", None))
+    reason = REJECTION_REASONS.get(key, f"source {key[0]}, reason {key[1]}")
+    requestor = event.assoc.requestor
+    log.warning(
+        "dicom: association from calling AE %r at %s rejected: %s", requestor.ae_title, requestor.address, reason
+    )
+
+
 def handlers(app: Flask) -> list:
     def on_echo(event) -> int:
         return SUCCESS
 
     def on_store(event) -> int:
+        try:
+            dataset = event.dataset
+            study_instance_uid = str(dataset.get("StudyInstanceUID", ""))
+            modality = str(dataset.get("Modality", ""))
+        except MemoryError:
+            log.error("dicom: C-STORE could not be taken (MemoryError); answered Out of Resources")
+            return OUT_OF_RESOURCES
+        except Exception as exc:  # noqa: BLE001  e.g. a sequence never closed: no retry will read it
+            # Out of Resources told the PACS to send it again, for ever, and its operator to look for a
+            # full disk here. Only the type is logged: the message may quote the dataset.
+            log.warning(
+                "dicom: C-STORE refused: its data set cannot be read (%s); answered Cannot Understand",
+                type(exc).__name__,
+            )
+            return CANNOT_UNDERSTAND
         with app.app_context():
             try:
-                dataset = event.dataset
                 return receive(
                     Arrival(
                         sop_class_uid=str(event.request.AffectedSOPClassUID),
                         sop_instance_uid=str(event.request.AffectedSOPInstanceUID),
-                        study_instance_uid=str(dataset.get("StudyInstanceUID", "")),
-                        modality=str(dataset.get("Modality", "")),
+                        study_instance_uid=study_instance_uid,
+                        modality=modality,
                         calling_aet=str(event.assoc.requestor.ae_title),
                         file_bytes=event.encoded_dataset(),
                     )
@@ -70,7 +105,7 @@ def handlers(app: Flask) -> list:
             finally:
                 db.session.remove()
 
-    return [(evt.EVT_C_ECHO, on_echo), (evt.EVT_C_STORE, on_store)]
+    return [(evt.EVT_C_ECHO, on_echo), (evt.EVT_C_STORE, on_store), (evt.EVT_REJECTED, on_rejected)]
 
 
 def start(app: Flask, *, block: bool):

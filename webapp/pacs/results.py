@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import highdicom as hd
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from pydicom import Dataset, dcmwrite
+from pydicom import DataElement, Dataset, dcmwrite
+from pydicom.datadict import dictionary_VR
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
@@ -81,6 +82,11 @@ PATIENT_AND_STUDY = (
 )
 
 
+class MissingIdentifier(ValueError):
+    """The film lacks a UID its results must reference. Its message names the element, never a value,
+    so the outbox can show it: "(KeyError)" told the administrator nothing."""
+
+
 @dataclass(frozen=True)
 class Verdict:
     label: str
@@ -94,6 +100,7 @@ class Verdict:
 
 
 def build_sr(source: Dataset, verdict: Verdict) -> Dataset:
+    film_elements = _patient_and_study(source)
     reference = _reference(source)
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
@@ -143,11 +150,12 @@ def build_sr(source: Dataset, verdict: Verdict) -> Dataset:
         is_complete=True,
         series_description=f"{MANUFACTURER} AI result (SR) - not for diagnostic use",
     )
-    return _with_patient_and_study(sr, source)
+    return _with(sr, film_elements)
 
 
 def build_capture(source: Dataset, verdict: Verdict, pixels: np.ndarray, heatmap: np.ndarray) -> Dataset:
     """`pixels`: the film as decoded, grey in [0, 1] at the size to show; `heatmap`: the model's map."""
+    film_elements = _patient_and_study(source)
     reference = _reference(source)
     rgb = _with_banner(overlay_rgb(pixels, heatmap), verdict)
     capture = hd.sc.SCImage(
@@ -166,13 +174,17 @@ def build_capture(source: Dataset, verdict: Verdict, pixels: np.ndarray, heatmap
     )
     capture.PatientOrientation = source.get("PatientOrientation", "")
     capture.BurnedInAnnotation = "YES"
+    if str(source.get("LossyImageCompression", "")).strip() == "01":
+        # Made from a film that went through lossy compression: PS3.3 C.7.6.1.1.5, once 01 never reset,
+        # so a viewer keeps flagging the capture as lossy (highdicom leaves it out).
+        capture.LossyImageCompression = "01"
     capture.ImageType = ["DERIVED", "SECONDARY"]
     capture.DerivationDescription = f"{BANNER}: AI heat map over the film ({verdict.label})"
     source_image = Dataset()
     source_image.ReferencedSOPClassUID = reference.SOPClassUID
     source_image.ReferencedSOPInstanceUID = reference.SOPInstanceUID
     capture.SourceImageSequence = [source_image]
-    return _with_patient_and_study(capture, source)
+    return _with(capture, film_elements)
 
 
 def encode(dataset: Dataset) -> bytes:
@@ -187,7 +199,7 @@ def _reference(source: Dataset) -> Dataset:
     highdicom checks them strictly, and real headers often fail: sex "U" or "MALE", a time written
     "10:10:10", a date "1980-01-02" or a year alone. Such a value is normalised when its meaning is
     plain, else left out here; the result still carries the film's own elements as they came
-    (_with_patient_and_study), so it files with its film in the PACS."""
+    (_patient_and_study), so it files with its film in the PACS."""
     reference = Dataset()
     for keyword in ("PatientID", "PatientName", "AccessionNumber", "StudyID", "ReferringPhysicianName"):
         setattr(reference, keyword, source.get(keyword, None) or None)
@@ -196,6 +208,8 @@ def _reference(source: Dataset) -> Dataset:
     reference.StudyDate = _date(source.get("StudyDate", None))
     reference.StudyTime = _time(source.get("StudyTime", None))
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID"):
+        if not source.get(keyword):
+            raise MissingIdentifier(f"the film has no {keyword}")
         setattr(reference, keyword, source[keyword].value)
     # No Specific Character Set: the values above are already decoded, and highdicom refuses common
     # ones ("\\ISO 2022 IR 87", a lone "ISO 2022 IR 100"); the film's own is copied onto the result.
@@ -223,10 +237,29 @@ def _time(value) -> str | None:
         return None
 
 
-def _with_patient_and_study(result: Dataset, source: Dataset) -> Dataset:
+def _patient_and_study(source: Dataset) -> list[DataElement]:
+    """The film's Patient and Study elements as the modality wrote them. Text is copied as its bytes,
+    never decoded and encoded again: a film whose bytes do not fit its declared character set (ISO_IR
+    192 declared, Latin-1 written: a common misconfiguration) gave results whose name had U+FFFD for each
+    such letter (the film's bytes, decoded with replacement, then encoded): another patient name than
+    the film's to a PACS that reconciles names. Every copied element but the sequences is text, whose
+    bytes do not depend on the byte order.
+
+    Called before anything else reads the source: reading an element decodes it in place."""
+    elements = []
     for keyword in PATIENT_AND_STUDY:
-        if keyword in source:
-            result[keyword] = source[keyword]
+        if keyword not in source:
+            continue
+        element = source.get_item(keyword)
+        vr = dictionary_VR(element.tag)
+        raw = element.is_raw and vr != "SQ" and isinstance(element.value, bytes)
+        elements.append(DataElement(element.tag, vr, element.value) if raw else source[keyword])
+    return elements
+
+
+def _with(result: Dataset, elements: list[DataElement]) -> Dataset:
+    for element in elements:
+        result[element.tag] = element
     return result
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from ..extensions import db
 from ..inference.labels import NORMAL, PNEUMONIA, UNKNOWN
 from ..models import (
+    RECEIPT_REFUSED,
     RECEIPT_STATES,
     RESULT_FAILED,
     RESULT_STATES,
@@ -86,12 +87,21 @@ def outbox():
         db.session.execute(select(DicomReceipt.state, func.count()).group_by(DicomReceipt.state)).all()
     )
     copies = db.session.scalar(select(func.coalesce(func.sum(DicomReceipt.copies - 1), 0)))
+    # A refused film has no prediction and no result: without its reason here, the only trace of it
+    # the administrator had was a count (the reason was in the worker's log alone).
+    refused = db.session.scalars(
+        select(DicomReceipt)
+        .where(DicomReceipt.state == RECEIPT_REFUSED)
+        .order_by(DicomReceipt.received_at.desc(), DicomReceipt.id.desc())
+        .limit(OUTBOX_PAGE_SIZE)
+    ).all()
     return render_template(
         "pacs/outbox.html",
         results=results,
         result_counts={state: result_counts.get(state, 0) for state in RESULT_STATES},
         receipt_counts={state: receipt_counts.get(state, 0) for state in RECEIPT_STATES},
         duplicates=copies,
+        refused=refused,
         destination=current_app.config.get("DICOM_RESULTS_DESTINATION"),
         form=FlaskForm(),
         failed=RESULT_FAILED,

@@ -8,6 +8,7 @@ import io
 from dataclasses import dataclass
 
 from pydicom import dcmread
+from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE
 
 from ..config import AE_TITLE_RULE, ae_title_ok
@@ -49,11 +50,14 @@ def send(destination: Destination, calling_ae_title: str, data: bytes, timeout: 
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.connection_timeout = min(timeout, 10.0)
-    ae.add_requested_context(dataset.SOPClassUID, dataset.file_meta.TransferSyntaxUID)
+    # Implicit VR Little Endian too: the one transfer syntax every DICOM SCP must take (PS3.5 10.1). A
+    # PACS set to take only it accepted no context for our Explicit VR files, and every result failed
+    # (as "cannot be reached"); pynetdicom re-encodes an uncompressed data set for the accepted one.
+    syntaxes = list(dict.fromkeys([dataset.file_meta.TransferSyntaxUID, ImplicitVRLittleEndian]))
+    ae.add_requested_context(dataset.SOPClassUID, syntaxes)
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
     if not assoc.is_established:
-        reason = "refused the association" if assoc.is_rejected else "cannot be reached"
-        raise SendError(f"{destination} {reason}")
+        raise SendError(f"{destination} {_not_established(assoc, dataset, calling_ae_title)}")
     try:
         status = assoc.send_c_store(dataset)
     finally:
@@ -63,3 +67,13 @@ def send(destination: Destination, calling_ae_title: str, data: bytes, timeout: 
         raise SendError(f"{destination} gave no answer to the C-STORE (connection lost or timed out)")
     if code not in _STORED:
         raise SendError(f"{destination} answered the C-STORE with status 0x{code:04X}")
+
+
+def _not_established(assoc, dataset, calling_ae_title: str) -> str:
+    """Why the PACS did not take the association, in words an administrator can act on."""
+    if assoc.is_rejected:
+        rejection = assoc.acceptor.primitive
+        return f"refused the association: {rejection.reason_str} (this node calls as {calling_ae_title})"
+    if assoc.rejected_contexts:  # pynetdicom aborts an association with no context accepted
+        return f"does not take {dataset.SOPClassUID.name} objects (it refused their presentation context)"
+    return "cannot be reached"

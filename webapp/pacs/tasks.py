@@ -49,7 +49,7 @@ from ..models import (
 from ..screening.service import analyse
 from . import spool
 from .intake import SCREEN_TASK
-from .results import Verdict, build_capture, build_sr, encode
+from .results import MissingIdentifier, Verdict, build_capture, build_sr, encode
 from .sender import SendError, parse_destination, send
 
 log = logging.getLogger(__name__)
@@ -168,8 +168,10 @@ def build_results(receipt_id: int, data: bytes, analysis) -> list[DicomResult]:
             spool.write(spool.OUTBOX, name, encode(build(dcmread(io.BytesIO(data)))))
         except Exception as exc:  # noqa: BLE001  the prediction stands whatever happens to its results
             spool.delete(spool.OUTBOX, name)
-            # Only the type: highdicom's and pydicom's messages quote the offending header value.
-            error = f"The {kind} could not be built from the film ({type(exc).__name__}); it was not sent."
+            # Only the type (or the name of a missing UID): highdicom's and pydicom's messages quote the
+            # offending header value.
+            why = str(exc) if isinstance(exc, MissingIdentifier) else type(exc).__name__
+            error = f"The {kind} could not be built from the film ({why}); it was not sent."
             log.error("dicom: receipt %d: %s", receipt_id, error)
             results.append(DicomResult(receipt_id=receipt_id, kind=kind, state=RESULT_FAILED, last_error=error))
             continue
