@@ -331,6 +331,18 @@ def test_lateral_views_and_other_body_parts_are_flagged(extra, words):
     assert words in decode(dicom(gradient(), extra=extra)).unknown_reason
 
 
+def test_raw_detector_images_are_flagged():
+    # A DX "For Processing" image is the detector's raw data, before the vendor's processing makes a
+    # film of it: not what the model was trained on, nor what a radiologist reads.
+    reason = decode(dicom(gradient(), extra={"PresentationIntentType": "FOR PROCESSING"})).unknown_reason
+    assert "For Processing" in reason and "For Presentation" in reason
+
+
+@pytest.mark.parametrize("intent", ["FOR PRESENTATION", ""])
+def test_presentation_images_are_not_flagged(intent):
+    assert decode(dicom(gradient(), extra={"PresentationIntentType": intent})).unknown_reason is None
+
+
 @pytest.mark.parametrize("body_part", ["CHEST", "PORT CHEST", "THORAX"])
 def test_chest_body_parts_are_not_flagged(body_part):
     assert decode(dicom(gradient(), extra={"BodyPartExamined": body_part})).unknown_reason is None

@@ -54,6 +54,7 @@ _FACT_KEYWORDS = (
     "BodyPartExamined",
     "PhotometricInterpretation",
     "BitsStored",
+    "PresentationIntentType",
 )
 _PIXEL_KEYWORDS = (
     "SamplesPerPixel",
@@ -489,6 +490,12 @@ def _modality_reason(facts: dict[str, str]) -> str | None:
     if view in _NOT_FRONTAL_VIEWS:
         return (
             f"The DICOM file is a {view} (lateral or oblique) view; the model reads frontal (PA/AP) chest films only."
+        )
+    if facts.get("PresentationIntentType", "").upper() == "FOR PROCESSING":
+        # The detector's raw data: the vendor's processing has not yet made a film of it.
+        return (
+            "The DICOM file is a raw detector image (For Processing); the model reads films prepared "
+            "for reading (For Presentation)."
         )
     body_part = facts.get("BodyPartExamined", "").upper()
     if any(part in body_part for part in _NOT_CHEST_PARTS):
