@@ -280,3 +280,15 @@ def test_times_on_the_validation_and_users_pages_say_utc(app, client, auth, admi
     assert '<th scope="col">Started (UTC)</th>' in validation
     assert '<th scope="col">Adopted (UTC)</th>' in validation and '<th scope="col">Withdrawn (UTC)</th>' in validation
     assert '<th scope="col">Last used (UTC)</th>' in client.get("/admin/users").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("nesting", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000])
+def test_a_deeply_nested_calibration_body_is_bad_json_not_500(app, client, admin_token, nesting):
+    """Found by pen-testing: 100,000 nested brackets (200 KB) made the JSON parser raise
+    RecursionError, which `get_json(silent=True)` does not catch: 500 and a stack trace."""
+    response = client.post(
+        "/api/v1/site-calibration",
+        headers={**bearer(admin_token), "Content-Type": "application/json"},
+        data=nesting,
+    )
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_json"
