@@ -57,8 +57,24 @@ def exchange(server, raw: bytes) -> tuple[int, dict[str, str], bytes]:
         (b"THIS IS NOT HTTP\r\n\r\n", 400, "bad_request"),
         (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400, "bad_request"),
         (b"GET / HTTP/1.1\r\nHost: a\r\nBad\x01Name: x\r\n\r\n", 400, "bad_request"),
+        # Found by pen-testing: these two were gunicorn's HTML pages, echoing the header's value.
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: br, chunked\r\n\r\n0\r\n\r\n",
+            501,
+            "unsupported_transfer_coding",
+        ),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\nhi", 417, "expectation_failed"),
     ],
-    ids=["long request line", "too many headers", "one huge header", "not HTTP", "malformed header", "bad name"],
+    ids=[
+        "long request line",
+        "too many headers",
+        "one huge header",
+        "not HTTP",
+        "malformed header",
+        "bad name",
+        "unknown transfer coding",
+        "unknown expectation",
+    ],
 )
 def test_requests_gunicorn_refuses_get_the_api_error_body(server, raw, status, code):
     answered, headers, body = exchange(server, raw)
