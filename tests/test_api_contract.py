@@ -335,3 +335,18 @@ def test_a_json_body_over_the_upload_limit_is_a_documented_413(app, client, admi
     )
     assert response.status_code == 413 and response.json["error"]["code"] == "too_large"
     assert "413" in document["paths"]["/site-calibration"]["post"]["responses"]
+
+
+@pytest.mark.parametrize("coding", ["gzip, chunked", "deflate, chunked", "compress,chunked"])
+def test_a_body_compressed_in_its_transfer_encoding_is_415(app, client, api_token, coding):
+    """Found by pen-testing a running gunicorn: `Transfer-Encoding: gzip, chunked` is accepted there, and
+    the body reaches the app still gzipped; read as it came it looked empty: 400 `no_file`, the wrong lead."""
+    image = fixture_image("normal.jpeg")
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="n.jpeg"\r\n\r\n' + image + b"\r\n--b--\r\n"
+    response = client.post(
+        "/api/v1/predictions",
+        headers={"Transfer-Encoding": coding, "Content-Type": "multipart/form-data; boundary=b"} | auth(api_token),
+        # As gunicorn passes a chunked body on: de-chunked, of no declared length, still compressed.
+        environ_overrides={"wsgi.input": io.BytesIO(gzip.compress(body)), "wsgi.input_terminated": True},
+    )
+    assert response.status_code == 415 and response.json["error"]["code"] == "unsupported_encoding"
