@@ -113,6 +113,7 @@ def change_password():
             form.current_password.errors.append("That is not your current password.")
             _password_change_failed(user, "wrong current password")
         elif form.new_password.data == form.current_password.data:
+            throttle.succeeded(attempt)  # the current password was right: no failed guess to count
             form.new_password.errors.append("Choose a password different from the current one.")
         else:
             throttle.succeeded(attempt)
