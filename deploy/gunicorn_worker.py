@@ -10,6 +10,8 @@ HTML page. An integration script of the JSON API then gets the one answer that i
 from __future__ import annotations
 
 import json
+import socket
+import struct
 from datetime import datetime
 
 from gunicorn import util
@@ -84,6 +86,24 @@ def error_response(status: int, reason: str, code: str, message: str) -> bytes:
 
 
 class JsonRefusalWorker(ThreadWorker):
+    # A client that stops sending in the middle of its request (headers or body: a laptop put to
+    # sleep mid-upload, a script killed with its connection half-open) held a request thread for as
+    # long as the connection stayed open; two such connections per worker and the app answered
+    # nobody. Each read from the client now gives up after this long without a byte (nginx's
+    # client_header_timeout and client_body_timeout, 60 s by default, count the same way); a slow but
+    # moving upload is not affected. Past it the read fails with EAGAIN: gunicorn closes the
+    # connection while reading headers, and werkzeug reads it as a client gone while reading the
+    # body (400, nothing written). A client that stalls on purpose, again and again, is still the
+    # buffering proxy's to stop (docs/serving.md, "Connections per worker").
+    read_timeout_seconds = 60
+
+    def enqueue_req(self, conn):
+        # SO_RCVTIMEO, not socket.settimeout: gunicorn makes the socket blocking again before each
+        # request, which resets Python's timeout but not the kernel's.
+        seconds = struct.pack("ll", self.read_timeout_seconds, 0)
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, seconds)
+        super().enqueue_req(conn)
+
     def handle_error(self, req, client, addr, exc):
         answer = refusal(exc)
         if answer is None:
