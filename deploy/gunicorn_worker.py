@@ -4,12 +4,14 @@ A request line longer than `limit_request_line`, more or larger header fields th
 or bytes that are not HTTP never reach the app: gunicorn answers them from `handle_error` with an
 HTML page. An integration script of the JSON API then gets the one answer that is not
 `{"error": {"code", "message"}}`. This worker gives those refusals the same status gunicorn does
-(400, 414, 431) and the API's body; anything else (a fault in the app, TLS) is left to gunicorn.
+(400, 414, 417, 431, 501) and the API's body; anything else (a fault in the app, TLS) is left to gunicorn.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import struct
 from datetime import datetime
 
 from gunicorn import util
@@ -18,7 +20,7 @@ from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.gthread import ThreadWorker
 
 # gunicorn's own status for each refusal (gunicorn.workers.base.Worker.handle_error).
-TOO_LONG = {
+STATUS_OF = {
     errors.LimitRequestLine: (
         414,
         "URI Too Long",
@@ -30,6 +32,21 @@ TOO_LONG = {
         "Request Header Fields Too Large",
         "headers_too_large",
         "The request carries more header fields, or a longer one, than this server accepts.",
+    ),
+    # A Transfer-Encoding gunicorn does not know (RFC 9112 6.1: 501), and an Expect other than
+    # 100-continue (RFC 9110 10.1.1: 417): gunicorn's HTML page until a pen-test sent them.
+    errors.UnsupportedTransferCoding: (
+        501,
+        "Not Implemented",
+        "unsupported_transfer_coding",
+        "The request's Transfer-Encoding is not one this server reads: send the body as it is "
+        "(Content-Length) or chunked.",
+    ),
+    errors.ExpectationFailed: (
+        417,
+        "Expectation Failed",
+        "expectation_failed",
+        "The request's Expect header asks for something this server does not do: only 100-continue is understood.",
     ),
 }
 MALFORMED = (
@@ -51,7 +68,7 @@ def refusal(exc: BaseException) -> tuple[int, str, str, str] | None:
     """(status, reason, code, message) for a request gunicorn refuses to parse, else None."""
     if isinstance(exc, APP_FAULTS):
         return None
-    for kind, answer in TOO_LONG.items():
+    for kind, answer in STATUS_OF.items():
         if isinstance(exc, kind):
             return answer
     if isinstance(exc, MALFORMED):
@@ -69,6 +86,24 @@ def error_response(status: int, reason: str, code: str, message: str) -> bytes:
 
 
 class JsonRefusalWorker(ThreadWorker):
+    # A client that stops sending in the middle of its request (headers or body: a laptop put to
+    # sleep mid-upload, a script killed with its connection half-open) held a request thread for as
+    # long as the connection stayed open; two such connections per worker and the app answered
+    # nobody. Each read from the client now gives up after this long without a byte (nginx's
+    # client_header_timeout and client_body_timeout, 60 s by default, count the same way); a slow but
+    # moving upload is not affected. Past it the read fails with EAGAIN: gunicorn closes the
+    # connection while reading headers, and werkzeug reads it as a client gone while reading the
+    # body (400, nothing written). A client that stalls on purpose, again and again, is still the
+    # buffering proxy's to stop (docs/serving.md, "Connections per worker").
+    read_timeout_seconds = 60
+
+    def enqueue_req(self, conn):
+        # SO_RCVTIMEO, not socket.settimeout: gunicorn makes the socket blocking again before each
+        # request, which resets Python's timeout but not the kernel's.
+        seconds = struct.pack("ll", self.read_timeout_seconds, 0)
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, seconds)
+        super().enqueue_req(conn)
+
     def handle_error(self, req, client, addr, exc):
         answer = refusal(exc)
         if answer is None:

@@ -371,3 +371,18 @@ def test_every_operation_has_a_curl_and_a_python_example(document):
                 if not found
             ]
     assert not missing
+
+
+@pytest.mark.parametrize("coding", ["gzip, chunked", "deflate, chunked", "compress,chunked"])
+def test_a_body_compressed_in_its_transfer_encoding_is_415(app, client, api_token, coding):
+    """Found by pen-testing a running gunicorn: `Transfer-Encoding: gzip, chunked` is accepted there, and
+    the body reaches the app still gzipped; read as it came it looked empty: 400 `no_file`, the wrong lead."""
+    image = fixture_image("normal.jpeg")
+    body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="n.jpeg"\r\n\r\n' + image + b"\r\n--b--\r\n"
+    response = client.post(
+        "/api/v1/predictions",
+        headers={"Transfer-Encoding": coding, "Content-Type": "multipart/form-data; boundary=b"} | auth(api_token),
+        # As gunicorn passes a chunked body on: de-chunked, of no declared length, still compressed.
+        environ_overrides={"wsgi.input": io.BytesIO(gzip.compress(body)), "wsgi.input_terminated": True},
+    )
+    assert response.status_code == 415 and response.json["error"]["code"] == "unsupported_encoding"

@@ -336,3 +336,20 @@ def test_the_recheck_is_on_the_workers_schedule(app, directory):
         assert "auth.directory_recheck" not in {
             task.name for task in jobs().huey.read_periodic(datetime(2026, 12, 3, 10, 16))
         }
+
+
+def test_a_directory_name_differing_from_a_local_one_only_in_case_is_refused(app, client, auth, directory):
+    """Found by review: the Users page refuses "alice" beside a local "Alice" (one person's trail split
+    in two, or someone passing for another), but directory sign-in as alice created the row "alice"
+    beside it; the check (User.name_taken) was not applied to a directory account's first sign-in."""
+    with app.app_context():
+        local = User(username="Alice", role="admin")
+        local.set_password("the-local-alice-password")
+        db.session.add(local)
+        db.session.commit()
+    response = sign_in_as(auth, "alice")
+    assert response.status_code == 401 and "already used here by another account" in response.get_data(as_text=True)
+    with app.app_context():
+        assert [u.username for u in db.session.query(User).order_by(User.id)] == ["Alice"]
+        failed = db.session.query(AuditEvent).filter_by(action="sign_in_failed").one()
+        assert "already used here" in failed.details

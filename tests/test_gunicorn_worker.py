@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 
 import pytest
 from gunicorn.http import errors
 
-from deploy.gunicorn_worker import refusal
+from deploy.gunicorn_worker import JsonRefusalWorker, refusal
 from tests.live_app import LiveApp
 
 WORKER = "deploy.gunicorn_worker.JsonRefusalWorker"
@@ -57,8 +58,24 @@ def exchange(server, raw: bytes) -> tuple[int, dict[str, str], bytes]:
         (b"THIS IS NOT HTTP\r\n\r\n", 400, "bad_request"),
         (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400, "bad_request"),
         (b"GET / HTTP/1.1\r\nHost: a\r\nBad\x01Name: x\r\n\r\n", 400, "bad_request"),
+        # Found by pen-testing: these two were gunicorn's HTML pages, echoing the header's value.
+        (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: br, chunked\r\n\r\n0\r\n\r\n",
+            501,
+            "unsupported_transfer_coding",
+        ),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\nhi", 417, "expectation_failed"),
     ],
-    ids=["long request line", "too many headers", "one huge header", "not HTTP", "malformed header", "bad name"],
+    ids=[
+        "long request line",
+        "too many headers",
+        "one huge header",
+        "not HTTP",
+        "malformed header",
+        "bad name",
+        "unknown transfer coding",
+        "unknown expectation",
+    ],
 )
 def test_requests_gunicorn_refuses_get_the_api_error_body(server, raw, status, code):
     answered, headers, body = exchange(server, raw)
@@ -84,3 +101,65 @@ def test_a_refused_request_whose_line_was_read_is_in_the_access_log(server):
 def test_a_header_the_app_sends_wrong_is_left_to_gunicorn_as_a_fault():
     assert refusal(errors.InvalidResponseHeader("bad\nvalue")) is None
     assert refusal(errors.InvalidHeader("X"))[:3] == (400, "Bad Request", "bad_request")
+
+
+class QuickReadTimeoutWorker(JsonRefusalWorker):
+    """The project's worker with a one-second read timeout, so the test waits seconds, not minutes."""
+
+    read_timeout_seconds = 1
+
+
+def read_the_body(environ, start_response):
+    body = environ["wsgi.input"].read()  # as the app's form parser does
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+@pytest.fixture(scope="module")
+def quick_server():
+    with LiveApp("read-timeout") as app:
+        worker = "tests.test_gunicorn_worker.QuickReadTimeoutWorker"
+        app.argv = [sys.executable, "-m", "gunicorn", "--worker-class", worker, "--threads", "2", "--workers", "1"]
+        app.argv += ["--bind", f"127.0.0.1:{app.port}", "tests.test_gunicorn_worker:read_the_body"]
+        app.start()
+        app.wait_ready("/", timeout=60)
+        yield app
+
+
+@pytest.mark.parametrize(
+    "stalled",
+    [
+        b"GET / HTTP/1.1\r\nHost: a\r\n",  # headers never finished
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly-part",  # body never finished
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",  # chunk never finished
+    ],
+    ids=["headers", "body", "chunk"],
+)
+def test_clients_that_stop_sending_do_not_hold_the_request_threads(quick_server, stalled):
+    """Found by pen-testing the app's gunicorn: two connections that sent half a request and waited
+    (one per request thread) left every other client unanswered for as long as they stayed open;
+    now for the read timeout."""
+    stallers = [socket.create_connection(("127.0.0.1", quick_server.port)) for _ in range(2)]
+    try:
+        for sock in stallers:
+            sock.sendall(stalled)
+        started = time.monotonic()
+        answered, _, body = exchange(quick_server, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok")
+        assert (answered, body) == (200, b"ok")
+        assert time.monotonic() - started < 8  # the read timeout (1 s), not the stallers' patience
+    finally:
+        for sock in stallers:
+            sock.close()
+
+
+def test_a_slow_but_moving_body_is_read_whole(quick_server):
+    """The timeout is per read: a client that keeps sending, each piece within it, is served."""
+    with socket.create_connection(("127.0.0.1", quick_server.port), timeout=20) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 6\r\n\r\n")
+        for piece in (b"ab", b"cd", b"ef"):
+            time.sleep(0.6)
+            sock.sendall(piece)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 200") and received.endswith(b"abcdef")

@@ -60,3 +60,26 @@ def test_the_users_page_refuses_a_case_variant_of_an_existing_name(app, client, 
         assert response.status_code == 400 and "taken" in response.get_data(as_text=True), name
     with app.app_context():
         assert sorted(u.username for u in db.session.query(User)) == ["admin", "clin"]
+
+
+def test_a_wrong_current_password_on_the_password_page_is_audited(app, client, auth, clinician_user):
+    """Found by pen-testing: eight guesses at the current password on the Password page (the last
+    ones delayed by the throttle) left no row at all, while one at sign-in leaves `sign_in_failed`."""
+    auth.login()
+    guesses = [f"guess-number-{i}-x" for i in range(7)]
+    for guess in guesses:
+        response = client.post(
+            "/auth/password",
+            data={
+                "csrf_token": csrf_token(client, "/auth/password"),
+                "current_password": guess,
+                "new_password": "a-brand-new-passphrase",
+                "confirm": "a-brand-new-passphrase",
+            },
+        )
+        assert response.status_code == 400
+    failures = [(e.actor, e.target, e.details) for e in events(app) if e.action == "password_change_failed"]
+    assert failures[:5] == [("clin", "clin", "wrong current password")] * 5
+    assert failures[5:] == [("clin", "clin", "delayed after repeated failures")] * 2
+    written = " ".join(f"{e.actor} {e.action} {e.target} {e.details}" for e in events(app))
+    assert not any(guess in written for guess in guesses)

@@ -131,3 +131,15 @@ def test_current_password_guesses_are_delayed_like_sign_ins(client, auth, clinic
         assert change(client, "a-guessed-password", "a-fine-new-passphrase").status_code == 400
     response = change(client, PASSWORDS["clin"], "a-fine-new-passphrase")
     assert response.status_code == 400 and "Too many wrong passwords" in response.get_data(as_text=True)
+
+
+def test_repeating_the_current_password_as_the_new_one_is_no_failed_guess(app, client, auth, clinician_user):
+    """Found by review: "choose a password different from the current one" came after the current
+    password had been verified, yet the throttle's claim was kept as a failure. Five such tries and
+    the owner, who never typed a wrong password, was told to wait, here and at the next sign-in."""
+    auth.login()
+    for _ in range(6):
+        response = change(client, PASSWORDS["clin"], PASSWORDS["clin"])
+        assert "different from the current one" in response.get_data(as_text=True)
+    response = change(client, PASSWORDS["clin"], "a-fresh-passphrase-7")
+    assert response.status_code == 303

@@ -287,3 +287,15 @@ def test_an_archive_sent_with_a_windows_path_keeps_only_its_name(app, client, ad
     assert response.status_code == 202
     run = client.get(f"/api/v1/validation-runs/{response.get_json()['id']}", headers=bearer(admin_token))
     assert run.get_json()["archive"] == "site.zip"
+
+
+@pytest.mark.parametrize("nesting", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000])
+def test_a_deeply_nested_calibration_body_is_bad_json_not_500(app, client, admin_token, nesting):
+    """Found by pen-testing: 100,000 nested brackets (200 KB) made the JSON parser raise
+    RecursionError, which `get_json(silent=True)` does not catch: 500 and a stack trace."""
+    response = client.post(
+        "/api/v1/site-calibration",
+        headers={**bearer(admin_token), "Content-Type": "application/json"},
+        data=nesting,
+    )
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_json"

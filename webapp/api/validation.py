@@ -142,7 +142,10 @@ def get_validation_run(run_id: int):
 @bp.doc(operationId="adoptSiteCalibration", requestBody=CALIBRATION_BODY)
 def adopt_site_calibration():
     """Adopt a threshold from a finished validation run as the site operating point"""
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the JSON parser goes (`silent` covers only ValueError)
+        body = None
     if not isinstance(body, dict):
         return api_error(
             "bad_json", 'Send JSON: {"validation_run_id": <id>, "threshold": <0..1>, "reason": "..."}.', 400

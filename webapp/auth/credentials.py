@@ -36,6 +36,11 @@ NOT_IN_GROUP = (
     "Ask your IT service desk to add you to the clinicians' or administrators' group."
 )
 
+NAME_TAKEN = (
+    "Your directory account's name is already used here by another account, so it cannot sign in. "
+    "Ask your IT service desk."
+)
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -67,6 +72,10 @@ def check(username: str, password: str) -> Outcome:
     user = User.by_username(name)
     if user is not None and not user.from_directory:
         return Outcome(None)  # "Admin" in the directory never becomes the local "admin"
+    if user is None and User.name_taken(name):
+        # A new row must not look like an existing one ("Dr.Lee" local, "dr.lee" from the directory):
+        # the rule the Users page and the CLI apply to every new name.
+        return Outcome(None, NAME_TAKEN)
     if answer.role is None:
         if user is not None:
             end_all_access(user)  # taken out of both groups: whatever session is left ends too

@@ -108,9 +108,12 @@ def change_password():
         attempt = throttle.claim(user.username, request.remote_addr or "unknown")
         if not attempt.granted:
             form.current_password.errors.append(f"Too many wrong passwords: wait {attempt.wait_seconds} seconds.")
+            _password_change_failed(user, "delayed after repeated failures")
         elif not user.check_password(form.current_password.data):
             form.current_password.errors.append("That is not your current password.")
+            _password_change_failed(user, "wrong current password")
         elif form.new_password.data == form.current_password.data:
+            throttle.succeeded(attempt)  # the current password was right: no failed guess to count
             form.new_password.errors.append("Choose a password different from the current one.")
         else:
             throttle.succeeded(attempt)
@@ -123,3 +126,10 @@ def change_password():
             flash("Password changed. You were signed out everywhere else.", "info")
             return redirect(url_for("screening.upload"), code=303)
     return render_template("auth/password.html", form=form), 400 if form.errors else 200
+
+
+def _password_change_failed(user: User, reason: str) -> None:
+    """A wrong current password is a failed authentication like a wrong one at sign-in (someone at an
+    unlocked workstation guessing it), so it is in the trail too; what was typed never is."""
+    record_audit(user.username, "password_change_failed", user.username, reason)
+    db.session.commit()

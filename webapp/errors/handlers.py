@@ -7,8 +7,11 @@ from flask import Flask, flash, g, make_response, redirect, render_template, req
 from flask_limiter.errors import RateLimitExceeded
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from gunicorn.http.errors import ParseException
 from sqlalchemy.exc import DataError, OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
+
+from deploy.gunicorn_worker import refusal
 
 from ..api.errors import api_error
 from ..extensions import db, login_manager
@@ -121,6 +124,17 @@ def handle_database_unavailable(exc: OperationalError):
     return response
 
 
+def handle_malformed_body(exc: ParseException):
+    """gunicorn parses a chunked body only as the view reads it, so a bad chunk size, a missing chunk
+    terminator or a malformed trailer is raised inside the app, past the worker that answers such
+    requests before they reach it (deploy/gunicorn_worker.py): the client's fault, answered as that
+    worker answers it (400, or 431 for an oversized trailer), not as a 500 with a stack trace logged."""
+    db.session.rollback()
+    status, _reason, code, message = refusal(exc) or (400, "", "bad_request", "The request is not well-formed HTTP.")
+    log.warning("malformed request body on %s %s: %s", request.method, request.path, type(exc).__name__)
+    return _respond(status, code, message)
+
+
 def handle_unexpected(exc: Exception):
     db.session.rollback()  # leave nothing half-written behind the error
     log.exception("unhandled error on %s %s", request.method, request.path)
@@ -133,5 +147,6 @@ def register(app: Flask) -> None:
     app.register_error_handler(DataError, handle_unstorable)
     app.register_error_handler(OperationalError, handle_database_unavailable)
     app.register_error_handler(HTTPException, handle_http)
+    app.register_error_handler(ParseException, handle_malformed_body)
     app.register_error_handler(InternalServerError, handle_unexpected)
     app.register_error_handler(Exception, handle_unexpected)
