@@ -9,7 +9,9 @@ HTML page. An integration script of the JSON API then gets the one answer that i
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import socket
 import struct
 from datetime import datetime
@@ -85,6 +87,23 @@ def error_response(status: int, reason: str, code: str, message: str) -> bytes:
     return head.encode("latin-1") + body
 
 
+class StalledClientLine(logging.Filter):
+    """gunicorn logs a read that timed out (below) as "Socket error processing request." with its
+    traceback; a client that stopped sending is an everyday event, so it becomes one warning line."""
+
+    def __init__(self, seconds: int):
+        super().__init__()
+        self.seconds = seconds
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OSError) and exc.errno == errno.EAGAIN:
+            record.msg, record.args = "closed a connection whose client stopped sending for %d s", (self.seconds,)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 class JsonRefusalWorker(ThreadWorker):
     # A client that stops sending in the middle of its request (headers or body: a laptop put to
     # sleep mid-upload, a script killed with its connection half-open) held a request thread for as
@@ -96,6 +115,10 @@ class JsonRefusalWorker(ThreadWorker):
     # body (400, nothing written). A client that stalls on purpose, again and again, is still the
     # buffering proxy's to stop (docs/serving.md, "Connections per worker").
     read_timeout_seconds = 60
+
+    def init_process(self):
+        self.log.error_log.addFilter(StalledClientLine(self.read_timeout_seconds))
+        super().init_process()
 
     def enqueue_req(self, conn):
         # SO_RCVTIMEO, not socket.settimeout: gunicorn makes the socket blocking again before each

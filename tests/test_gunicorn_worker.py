@@ -152,6 +152,19 @@ def test_clients_that_stop_sending_do_not_hold_the_request_threads(quick_server,
             sock.close()
 
 
+def test_a_client_that_stops_sending_is_one_log_line_not_a_traceback(quick_server):
+    """A stalled client is an everyday event (a laptop asleep mid-upload), not a fault: gunicorn logged
+    each as "Socket error processing request." with a 20-line traceback of the timed-out read."""
+    with socket.create_connection(("127.0.0.1", quick_server.port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        deadline = time.monotonic() + 10
+        while "stopped sending" not in quick_server.log_tail(50) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    log = quick_server.log_tail(200)
+    assert "closed a connection whose client stopped sending for 1 s" in log
+    assert "BlockingIOError" not in log and "Socket error processing request" not in log
+
+
 def test_a_slow_but_moving_body_is_read_whole(quick_server):
     """The timeout is per read: a client that keeps sending, each piece within it, is served."""
     with socket.create_connection(("127.0.0.1", quick_server.port), timeout=20) as sock:
