@@ -135,6 +135,18 @@ def statements(app):
 LISTS = ["/history/?page=2", "/admin/history?verdict=NORMAL", "/admin/history.csv", "/api/v1/predictions?per_page=2"]
 
 
+def test_no_list_or_export_reads_the_images(client, auth, rows, admin_token, statements):
+    # Found by the site review: with real review copies (0.3-0.5 MB each) and 10,000 predictions
+    # the CSV export loaded every copy into the worker (4.7 GB of memory for a 2 MB file).
+    auth.login("admin")
+    for path in LISTS:
+        response = client.get(path, headers={"Authorization": f"Bearer {admin_token}"} if "/api/" in path else {})
+        assert response.status_code == 200, path
+    reads = [s for s in statements if "FROM predictions" in s]
+    assert reads and not [s for s in reads if "review_png" in s or "heatmap_png" in s]
+    assert client.get(f"/predictions/{rows['n1']}/image.png").status_code == 200  # a film's own page still has it
+
+
 def test_history_pages_sort_ids_not_rows(client, auth, rows, admin_token, statements):
     # Found by the site review: on SQLite a deep page of a filtered history sorted whole rows, and the
     # columns stored behind each review copy made that read every copy (22 s for a clinician's last page).
