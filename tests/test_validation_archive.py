@@ -46,6 +46,15 @@ def test_labels_csv_paths_are_relative_to_the_csv(tmp_path):
     assert inspect(tmp_path, zip_bytes(members)) == [Film("set/img/a.jpeg", "PNEUMONIA"), Film("set/b.jpeg", "NORMAL")]
 
 
+def test_appledouble_files_beside_the_films_are_no_films(tmp_path):
+    # Found by the site review: films copied by a Mac onto a USB stick or share carry "._<name>"
+    # siblings; they were scored as refused films, and beside a labels.csv refused the whole archive.
+    folders = {"NORMAL/a.jpeg": FILM, "NORMAL/._a.jpeg": b"\x00\x05\x16\x07", "._NORMAL": b"\x00\x05\x16\x07"}
+    assert inspect(tmp_path, zip_bytes(folders)) == [Film("NORMAL/a.jpeg", "NORMAL")]
+    listed = {"labels.csv": b"file,label\na.jpeg,NORMAL\n", "a.jpeg": FILM, "._a.jpeg": b"x", "._labels.csv": b"x"}
+    assert inspect(tmp_path, zip_bytes(listed)) == [Film("a.jpeg", "NORMAL")]
+
+
 def test_the_fixture_archive_is_accepted(tmp_path):
     assert len(inspect(tmp_path, zip_bytes(labelled_films(copies=2)))) == 8
 

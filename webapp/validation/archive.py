@@ -33,6 +33,9 @@ ARCHIVE_EXTENSIONS = frozenset({".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".
 ARCHIVE_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"7z\xbc\xaf", b"Rar!", b"BZh", b"\xfd7zXZ", b"ustar")
 # Files that operating systems add to archives on their own; they are no films and carry no label.
 JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+# macOS keeps a file's metadata in an AppleDouble sibling "._<name>" on disks without resource forks
+# (a USB stick, a network share), and those travel into a ZIP made from there, beside every film.
+APPLEDOUBLE_PREFIX = "._"
 
 
 class ArchiveRejected(Refusal):
@@ -88,7 +91,8 @@ def _members(archive: zipfile.ZipFile, *, max_files: int, max_bytes: int) -> lis
 
 def _is_junk(name: str) -> bool:
     name = name.replace("\\", "/")
-    return name.startswith("__MACOSX/") or posixpath.basename(name).lower() in JUNK_NAMES
+    base = posixpath.basename(name)
+    return name.startswith("__MACOSX/") or base.lower() in JUNK_NAMES or base.startswith(APPLEDOUBLE_PREFIX)
 
 
 def _check_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> None:
