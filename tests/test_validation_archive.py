@@ -55,6 +55,19 @@ def test_appledouble_files_beside_the_films_are_no_films(tmp_path):
     assert inspect(tmp_path, zip_bytes(listed)) == [Film("a.jpeg", "NORMAL")]
 
 
+def test_labels_csv_from_windows_names_folders_with_backslashes(tmp_path):
+    # Found by the site review: a labels.csv written on Windows ("imgs\\a.jpeg") matched no member,
+    # whether the ZIP's own names used "/" or "\\" (each refused as missing_file).
+    csv = b"file,label\r\nimgs\\a.jpeg,Normal\r\nimgs\\b.jpeg,Pneumonia\r\n"
+    slashes = {"site/labels.csv": csv, "site/imgs/a.jpeg": FILM, "site/imgs/b.jpeg": FILM}
+    assert inspect(tmp_path, zip_bytes(slashes)) == [
+        Film("site/imgs/a.jpeg", "NORMAL"),
+        Film("site/imgs/b.jpeg", "PNEUMONIA"),
+    ]
+    backslashes = {"site\\labels.csv": csv, "site\\imgs\\a.jpeg": FILM, "site\\imgs\\b.jpeg": FILM}
+    assert [f.truth for f in inspect(tmp_path, zip_bytes(backslashes))] == ["NORMAL", "PNEUMONIA"]
+
+
 def test_the_fixture_archive_is_accepted(tmp_path):
     assert len(inspect(tmp_path, zip_bytes(labelled_films(copies=2)))) == 8
 
