@@ -280,3 +280,40 @@ def test_times_on_the_validation_and_users_pages_say_utc(app, client, auth, admi
     assert '<th scope="col">Started (UTC)</th>' in validation
     assert '<th scope="col">Adopted (UTC)</th>' in validation and '<th scope="col">Withdrawn (UTC)</th>' in validation
     assert '<th scope="col">Last used (UTC)</th>' in client.get("/admin/users").get_data(as_text=True)
+
+
+def test_an_admin_cancels_a_queued_or_running_run(app, client, auth, admin_user, admin_token):
+    # Found by the site review: a run started on the wrong archive (5,000 films) could not be stopped;
+    # it held the worker until its end and its archive stayed on the server meanwhile.
+    from webapp.jobs.leases import LeaseLost
+    from webapp.validation import tasks
+    from webapp.validation.storage import archive_path
+
+    auth.login("admin")
+    queued = post_archive(client, admin_token, zip_bytes(labelled_films())).get_json()["id"]
+    running = post_archive(client, admin_token, zip_bytes(labelled_films())).get_json()["id"]
+    with app.app_context():
+        assert tasks.claim(running, "worker-a")  # a job holds the second run's lease
+        assert archive_path(queued).is_file() and archive_path(running).is_file()
+    token = csrf_token(client, f"/admin/validation/{queued}")
+    assert 'id="cancel-run"' in client.get(f"/admin/validation/{running}").get_data(as_text=True)
+    for run_id in (queued, running):
+        response = client.post(f"/admin/validation/{run_id}/cancel", data={"csrf_token": token})
+        assert response.status_code == 303
+        page = client.get(response.headers["Location"]).get_data(as_text=True)
+        assert "was cancelled" in page and "Cancelled by admin." in page and 'id="cancel-run"' not in page
+    drain(app)  # the queued jobs find their runs ended
+    with app.app_context():
+        with pytest.raises(LeaseLost):  # the job holding the running one stops at its next write
+            tasks.process(running, "worker-a")
+        db.session.rollback()
+        for run_id in (queued, running):
+            run = db.session.get(ValidationRun, run_id)
+            assert (run.status, run.error, run.lease_owner) == ("failed", "Cancelled by admin.", None)
+            assert not archive_path(run_id).exists()
+        states = set(db.session.scalars(select(ValidationItem.state)))
+        trail = [(e.action, e.actor, e.target) for e in db.session.query(AuditEvent)]
+    assert states == {"pending"}  # nothing was scored after the cancellation
+    assert ("validation.cancel", "admin", f"validation run {queued}") in trail
+    again = client.post(f"/admin/validation/{queued}/cancel", data={"csrf_token": token})
+    assert "had already ended" in client.get(again.headers["Location"]).get_data(as_text=True)

@@ -67,7 +67,9 @@ def run_validation(run_id: int) -> None:
             enqueue_in(max(wait, 1.0) + 1.0, TASK, run_id)
         return
     try:
-        with leases.stop_if_lease_lost(log, "validation run %d: lease lost to another job; stopping", run_id):
+        with leases.stop_if_lease_lost(
+            log, "validation run %d: lease lost (another job took it over, or it was cancelled); stopping", run_id
+        ):
             process(run_id, owner)
     except ModelUnavailable as exc:
         fail(run_id, f"The model could not be loaded: {exc}")
