@@ -122,6 +122,22 @@ def test_missing_archive_field_and_oversized_archive(app, client, admin_token):
     assert run_count(app) == 0
 
 
+def test_an_archive_over_the_request_limit_is_told_the_archive_limit(app, client, auth, admin_user, admin_token):
+    # Found by the site review: past the request limit (archive limit + 1 MiB for the form) the page
+    # and the API named that request limit, "larger than 2149 MB", for the documented 2 GB (2147 MB).
+    app.config["VALIDATION_MAX_BYTES"] = 3_000_000
+    body = b"PK" + bytes(5_000_000)
+    api = post_archive(client, admin_token, body).get_json()["error"]["message"]
+    auth.login("admin")
+    page = client.post(
+        "/admin/validation/",
+        data={"csrf_token": csrf_token(client, "/admin/validation/"), "archive": (io.BytesIO(body), "big.zip")},
+    )
+    assert page.status_code == 413
+    assert api == "The archive is larger than 3 MB." and api in page.get_data(as_text=True)
+    assert run_count(app) == 0
+
+
 def test_site_threshold_is_adopted_used_shown_and_withdrawn(app, client, admin_token, auth, admin_user):
     run_id = finished_run(app, client, admin_token, labelled_films(copies=25))  # 50 films of each class
     refused = client.post(

@@ -20,7 +20,7 @@ from .charts import reliability_svg, roc_svg
 from .forms import AdoptThresholdForm, CancelRunForm, UploadArchiveForm, WithdrawForm
 from .metrics import MIN_FILMS_PER_CLASS_FOR_INTERVAL
 from .monitoring import DEFAULT_WEEKS, MAX_WEEKS, drift_alert, weekly
-from .runs import cancel, create_run, progress, upload_limit
+from .runs import cancel, create_run, progress, too_large, upload_limit
 from .site import AdoptionRefused, adopt, current_model_version, withdraw
 
 CSV_COLUMNS = [
@@ -75,7 +75,7 @@ def index():
         form = UploadArchiveForm()
         valid = form.validate_on_submit()
     except RequestEntityTooLarge:
-        flash(f"The archive is larger than {upload_limit() / 1e6:.0f} MB.", "error")
+        flash(too_large().message, "error")
         return _index_page(UploadArchiveForm(formdata=None), 413)
     if not valid:
         flash(form_errors(form), "error")

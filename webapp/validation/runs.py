@@ -42,6 +42,13 @@ def upload_limit() -> int:
     return current_app.config["VALIDATION_MAX_BYTES"] + CHUNK
 
 
+def too_large() -> ArchiveRejected:
+    """The refusal of an archive over VALIDATION_MAX_BYTES, naming that limit (not the request's, which
+    adds room for the form around the archive), the same on the page and the API."""
+    limit_mb = current_app.config["VALIDATION_MAX_BYTES"] / 1e6
+    return ArchiveRejected("archive_too_large", f"The archive is larger than {limit_mb:.0f} MB.", 413)
+
+
 def create_run(user: User, upload: FileStorage | None) -> ValidationRun:
     """A queued run for the uploaded archive; raises ArchiveRejected (nothing stored) if unusable."""
     if upload is None or not upload.filename:
@@ -115,7 +122,7 @@ def _save(upload: FileStorage, path, max_bytes: int) -> str:
         while chunk := upload.stream.read(CHUNK):
             size += len(chunk)
             if size > max_bytes:
-                raise ArchiveRejected("archive_too_large", f"The archive is larger than {max_bytes / 1e6:.0f} MB.", 413)
+                raise too_large()
             digest.update(chunk)
             out.write(chunk)
     return digest.hexdigest()
