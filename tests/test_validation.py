@@ -333,3 +333,18 @@ def test_an_admin_cancels_a_queued_or_running_run(app, client, auth, admin_user,
     assert ("validation.cancel", "admin", f"validation run {queued}") in trail
     again = client.post(f"/admin/validation/{queued}/cancel", data={"csrf_token": token})
     assert "had already ended" in client.get(again.headers["Location"]).get_data(as_text=True)
+
+
+def test_the_report_names_films_present_more_than_once(app, client, auth, admin_user, admin_token):
+    # Found by the site review: the same film exported twice (once under each label, too) was
+    # scored and counted twice with nothing on the report to say so.
+    members = labelled_films()
+    normal = next(name for name in members if "/NORMAL/" in name)
+    members["site/2026/NORMAL/copy of the first.jpeg"] = members[normal]
+    members["site/2026/PNEUMONIA/relabelled.jpeg"] = members[normal]
+    run_id = finished_run(app, client, admin_token, members)
+    auth.login("admin")
+    html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    assert "Films present more than once (2)" in html
+    assert "copy of the first.jpeg" in html and "relabelled.jpeg</span>: the same file as" in html
+    assert html.count("with the other label") == 1
