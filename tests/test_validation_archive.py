@@ -68,6 +68,14 @@ def test_labels_csv_from_windows_names_folders_with_backslashes(tmp_path):
     assert [f.truth for f in inspect(tmp_path, zip_bytes(backslashes))] == ["NORMAL", "PNEUMONIA"]
 
 
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_labels_csv_saved_by_a_spreadsheet_with_semicolons_or_tabs(tmp_path, separator):
+    # Found by the site review: Excel in most of Europe saves "CSV" as file;label, refused as
+    # bad_labels_csv ("needs a header row with the columns file,label") though the header was there.
+    csv = f"file{separator}label\r\na, b.jpeg{separator}Normal\r\n".encode()
+    assert inspect(tmp_path, zip_bytes({"labels.csv": csv, "a, b.jpeg": FILM})) == [Film("a, b.jpeg", "NORMAL")]
+
+
 def test_the_fixture_archive_is_accepted(tmp_path):
     assert len(inspect(tmp_path, zip_bytes(labelled_films(copies=2)))) == 8
 

@@ -25,6 +25,9 @@ from ..refusal import Refusal
 TRUTHS = (NORMAL, PNEUMONIA)
 LABELS_CSV = "labels.csv"
 MAX_LABELS_CSV_BYTES = 16 * 1024 * 1024
+# Spreadsheets save "CSV" with a semicolon where a comma is the decimal mark (most of Europe), and
+# with tabs as "text"; the header row (file,label) says which one a labels.csv uses.
+LABELS_CSV_DELIMITERS = ",;\t"
 # Films compress a little (JPEG, PNG) or up to a few times (raw DICOM); a member that inflates
 # more than this, and to more than a megabyte, is a zip bomb, not a film.
 MAX_COMPRESSION_RATIO = 100
@@ -155,6 +158,11 @@ def _films_from_folders(members: list[zipfile.ZipInfo]) -> list[Film]:
     return films
 
 
+def _delimiter(text: str) -> str:
+    header = text.split("\n", 1)[0]
+    return max(LABELS_CSV_DELIMITERS, key=header.count)
+
+
 def _films_from_csv(archive: zipfile.ZipFile, labels: zipfile.ZipInfo, members: list[zipfile.ZipInfo]) -> list[Film]:
     if labels.file_size > MAX_LABELS_CSV_BYTES:
         raise ArchiveRejected("bad_labels_csv", "labels.csv is larger than 16 MB.")
@@ -163,7 +171,7 @@ def _films_from_csv(archive: zipfile.ZipFile, labels: zipfile.ZipInfo, members: 
         text = archive.read(labels).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ArchiveRejected("bad_labels_csv", "labels.csv is not UTF-8 text.") from exc
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text), delimiter=_delimiter(text))
     columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
     if "file" not in columns or "label" not in columns:
         raise ArchiveRejected("bad_labels_csv", "labels.csv needs a header row with the columns file,label.")
