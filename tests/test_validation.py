@@ -348,3 +348,29 @@ def test_the_report_names_films_present_more_than_once(app, client, auth, admin_
     assert "Films present more than once (2)" in html
     assert "copy of the first.jpeg" in html and "relabelled.jpeg</span>: the same file as" in html
     assert html.count("with the other label") == 1
+
+
+def test_a_long_run_gives_its_worker_thread_to_jobs_queued_meanwhile(app, client, admin_token, monkeypatch):
+    # Found by the site review: with the one worker thread that run.sh starts, a film from the PACS
+    # sent during a 5,000-film run was screened only when the run ended (55 s later for small films;
+    # hours for a site's real films). A run now works in slices and queues each next slice behind
+    # the jobs waiting, here a PACS film's job.
+    from webapp.validation import tasks
+
+    monkeypatch.setattr(tasks, "SLICE_SECONDS", 0.0, raising=False)  # every batch of 16 ends a slice
+    run_id = post_archive(client, admin_token, zip_bytes(labelled_films(copies=10))).get_json()["id"]
+    with app.app_context():
+        tasks.enqueue("dicom.screen", 123456)  # a film from the PACS, queued while the run waits
+    huey = app.extensions["jobs"].huey
+    huey.execute(huey.dequeue())  # the run's first slice
+    queued = [huey.dequeue() for _ in range(2)]
+    assert [job.name.rsplit(".", 2)[-2:] for job in queued] == [["dicom", "screen"], ["validation", "run"]]
+    with app.app_context():
+        assert db.session.get(ValidationRun, run_id).status == "running"
+        assert db.session.scalar(select(func.count()).where(ValidationItem.state != "pending")) == tasks.BATCH
+    huey.execute(queued[1])
+    drain(app)  # the remaining slices
+    with app.app_context():
+        run = db.session.get(ValidationRun, run_id)
+        states = db.session.execute(select(ValidationItem.state, func.count()).group_by(ValidationItem.state)).all()
+    assert run.status == "done" and run.metrics["n"] == 40 and states == [("done", 40)]

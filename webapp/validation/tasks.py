@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import zipfile
 
 from flask import current_app
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 
 TASK = "validation.run"
 BATCH = 16  # films per forward pass and per transaction
+# A run gives its worker thread back this often: it hands its lease back and queues its next slice
+# behind the jobs waiting now, so films from the PACS are screened during a long run, not after it.
+SLICE_SECONDS = 10.0
 
 
 def start(run_id: int) -> None:
@@ -104,6 +108,7 @@ def process(run_id: int, owner: str) -> None:
         fail(run_id, "The uploaded archive is no longer on the server; upload it again.")
         return
     review_size = current_app.config["REVIEW_IMAGE_SIZE"]
+    slice_ends = time.monotonic() + SLICE_SECONDS
     with zipfile.ZipFile(path) as archive:
         while True:
             items = db.session.execute(
@@ -124,7 +129,21 @@ def process(run_id: int, owner: str) -> None:
                 )
             renew(run_id, owner)
             db.session.commit()
+            if time.monotonic() > slice_ends:
+                give_turn(run_id, owner)
+                return
     finish(run_id, owner)
+
+
+def give_turn(run_id: int, owner: str) -> None:
+    """End this slice: the lease lapses now (so the next job, or recovery if the queue is down, takes
+    the run at once) and the next slice is queued behind the jobs already waiting."""
+    leases.update_held(ValidationRun, run_id, owner, lease_until=utcnow())
+    db.session.commit()
+    try:
+        enqueue(TASK, run_id)
+    except Exception:  # the queue is down: the run's lease has lapsed, so recovery queues it again
+        log.exception("validation run %d: its next slice could not be queued now; recovery will", run_id)
 
 
 def analyse_batch(archive, analyzer, entries: list[str], threshold: float, review_size: int) -> list[dict]:
