@@ -76,6 +76,13 @@ def test_labels_csv_saved_by_a_spreadsheet_with_semicolons_or_tabs(tmp_path, sep
     assert inspect(tmp_path, zip_bytes({"labels.csv": csv, "a, b.jpeg": FILM})) == [Film("a, b.jpeg", "NORMAL")]
 
 
+def test_folder_entries_written_with_backslashes_are_folders(tmp_path):
+    # Found by the site review: an archive whose folder entries were named "Export\\NORMAL\\" (as
+    # Windows' PowerShell writes them) was refused: "not inside a NORMAL or PNEUMONIA folder: Export/".
+    members = {"Export\\": b"", "Export\\NORMAL\\": b"", "Export\\NORMAL\\a.jpeg": FILM}
+    assert inspect(tmp_path, zip_bytes(members)) == [Film("Export\\NORMAL\\a.jpeg", "NORMAL")]
+
+
 def test_the_fixture_archive_is_accepted(tmp_path):
     assert len(inspect(tmp_path, zip_bytes(labelled_films(copies=2)))) == 8
 

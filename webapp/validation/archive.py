@@ -71,7 +71,8 @@ def inspect_archive(path: Path, *, max_files: int, max_bytes: int) -> list[Film]
 
 
 def _members(archive: zipfile.ZipFile, *, max_files: int, max_bytes: int) -> list[zipfile.ZipInfo]:
-    members = [m for m in archive.infolist() if not m.is_dir() and not _is_junk(m.filename)]
+    # A folder's own entry ends in "/", or in "\\" when Windows tools wrote the names (is_dir() misses those).
+    members = [m for m in archive.infolist() if not _posix(m.filename).endswith("/") and not _is_junk(m.filename)]
     if not members:
         raise ArchiveRejected("empty_archive", "The archive contains no files.")
     if len(members) > max_files:
