@@ -155,3 +155,15 @@ def test_history_pages_sort_ids_not_rows(client, auth, rows, admin_token, statem
         client.get(path, headers={"Authorization": f"Bearer {admin_token}"} if "/api/" in path else {})
     paged = [s for s in statements if "FROM predictions" in s and "LIMIT" in s and "ORDER BY" in s]
     assert paged and all(s.split("FROM predictions")[0].split() == ["SELECT", "predictions.id"] for s in paged)
+
+
+def test_the_csv_export_reads_the_readings_in_one_query(app, client, auth, admin_user, clinician_user, statements):
+    # Found by the site review: exporting 10,000 predictions sent 10,010 queries, one per row's reading.
+    with app.app_context():
+        for i in range(30):
+            add_prediction(clinician_user, "NORMAL", DAY1, "v1", f"f{i}.jpeg", feedback="NORMAL")
+    auth.login("admin")
+    statements.clear()
+    response = client.get("/admin/history.csv")
+    assert response.status_code == 200 and len(response.get_data(as_text=True).splitlines()) == 31
+    assert len([s for s in statements if "FROM feedback" in s]) == 1
