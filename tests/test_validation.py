@@ -374,3 +374,26 @@ def test_a_long_run_gives_its_worker_thread_to_jobs_queued_meanwhile(app, client
         run = db.session.get(ValidationRun, run_id)
         states = db.session.execute(select(ValidationItem.state, func.count()).group_by(ValidationItem.state)).all()
     assert run.status == "done" and run.metrics["n"] == 40 and states == [("done", 40)]
+
+
+def test_archives_that_no_run_will_read_are_removed_by_the_sweep(app, client, admin_token):
+    # Found by the site review: a web worker killed while it saved a 1.5 GB upload left its
+    # upload-<id>.zip (patients' films) in instance/validation for good, with no run to remove it.
+    import os
+    import time
+
+    from webapp.validation import storage, tasks
+
+    queued = post_archive(client, admin_token, zip_bytes(labelled_films())).get_json()["id"]
+    with app.app_context():
+        folder = storage.archive_folder()
+        old = time.time() - 3600  # an hour untouched
+        cut_short, being_saved = folder / "upload-0123abcd.zip", folder / "upload-4567ef.zip"
+        ended = folder / "run-999.zip"  # a run that ended (or never was) while its file stayed
+        for path in (cut_short, being_saved, ended):
+            path.write_bytes(b"PK films")
+        for path in (cut_short, ended, storage.archive_path(queued)):
+            os.utime(path, (old, old))
+        tasks.resume_validation_runs(on_start=True)
+        assert not cut_short.exists() and not ended.exists()
+        assert being_saved.exists() and storage.archive_path(queued).exists()  # in use: kept

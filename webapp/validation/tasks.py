@@ -42,7 +42,7 @@ from ..models import (
 from ..screening import review_copy
 from ..site_threshold import active_calibration
 from .report import run_metrics
-from .storage import archive_path
+from .storage import archive_path, remove_orphans
 
 log = logging.getLogger(__name__)
 
@@ -218,9 +218,12 @@ def fail(run_id: int, message: str) -> None:
 def resume_validation_runs(*, on_start: bool = False) -> int:
     """Re-enqueue runs that a dead worker left: running with a lapsed lease, or queued while the
     queue holds nothing (their message was lost). A worker that starts re-enqueues every unfinished
-    run: the one it replaces may have died holding one."""
+    run: the one it replaces may have died holding one. Archives that no run will read are removed."""
     now = utcnow()
-    query = select(ValidationRun.id).where(ValidationRun.status.in_((RUN_QUEUED, RUN_RUNNING)))
+    unfinished = select(ValidationRun.id).where(ValidationRun.status.in_((RUN_QUEUED, RUN_RUNNING)))
+    if removed := remove_orphans(set(db.session.scalars(unfinished))):
+        log.info("removed %d validation archive(s) that no run will read", removed)
+    query = unfinished
     if not on_start:
         stale = ValidationRun.lease_until < now
         if jobs().pending():
