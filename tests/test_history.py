@@ -113,3 +113,57 @@ def test_a_page_past_the_last_shows_the_last_page(client, auth, rows):
     assert "No predictions match" not in html
     audit = client.get("/admin/audit?page=400").get_data(as_text=True)
     assert "No audit events match" not in audit and "Page 1 of 1" in audit
+
+
+@pytest.fixture
+def statements(app):
+    """The SQL the app sends while the test runs."""
+    from sqlalchemy import event
+
+    sent: list[str] = []
+    with app.app_context():
+        engine = db.engine
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        sent.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    yield sent
+    event.remove(engine, "before_cursor_execute", record)
+
+
+LISTS = ["/history/?page=2", "/admin/history?verdict=NORMAL", "/admin/history.csv", "/api/v1/predictions?per_page=2"]
+
+
+def test_no_list_or_export_reads_the_images(client, auth, rows, admin_token, statements):
+    # Found by the site review: with real review copies (0.3-0.5 MB each) and 10,000 predictions
+    # the CSV export loaded every copy into the worker (4.7 GB of memory for a 2 MB file).
+    auth.login("admin")
+    for path in LISTS:
+        response = client.get(path, headers={"Authorization": f"Bearer {admin_token}"} if "/api/" in path else {})
+        assert response.status_code == 200, path
+    reads = [s for s in statements if "FROM predictions" in s]
+    assert reads and not [s for s in reads if "review_png" in s or "heatmap_png" in s]
+    assert client.get(f"/predictions/{rows['n1']}/image.png").status_code == 200  # a film's own page still has it
+
+
+def test_history_pages_sort_ids_not_rows(client, auth, rows, admin_token, statements):
+    # Found by the site review: on SQLite a deep page of a filtered history sorted whole rows, and the
+    # columns stored behind each review copy made that read every copy (22 s for a clinician's last page).
+    auth.login("admin")
+    for path in LISTS[:2] + LISTS[3:]:
+        client.get(path, headers={"Authorization": f"Bearer {admin_token}"} if "/api/" in path else {})
+    paged = [s for s in statements if "FROM predictions" in s and "LIMIT" in s and "ORDER BY" in s]
+    assert paged and all(s.split("FROM predictions")[0].split() == ["SELECT", "predictions.id"] for s in paged)
+
+
+def test_the_csv_export_reads_the_readings_in_one_query(app, client, auth, admin_user, clinician_user, statements):
+    # Found by the site review: exporting 10,000 predictions sent 10,010 queries, one per row's reading.
+    with app.app_context():
+        for i in range(30):
+            add_prediction(clinician_user, "NORMAL", DAY1, "v1", f"f{i}.jpeg", feedback="NORMAL")
+    auth.login("admin")
+    statements.clear()
+    response = client.get("/admin/history.csv")
+    assert response.status_code == 200 and len(response.get_data(as_text=True).splitlines()) == 31
+    assert len([s for s in statements if "FROM feedback" in s]) == 1

@@ -122,6 +122,22 @@ def test_missing_archive_field_and_oversized_archive(app, client, admin_token):
     assert run_count(app) == 0
 
 
+def test_an_archive_over_the_request_limit_is_told_the_archive_limit(app, client, auth, admin_user, admin_token):
+    # Found by the site review: past the request limit (archive limit + 1 MiB for the form) the page
+    # and the API named that request limit, "larger than 2149 MB", for the documented 2 GB (2147 MB).
+    app.config["VALIDATION_MAX_BYTES"] = 3_000_000
+    body = b"PK" + bytes(5_000_000)
+    api = post_archive(client, admin_token, body).get_json()["error"]["message"]
+    auth.login("admin")
+    page = client.post(
+        "/admin/validation/",
+        data={"csrf_token": csrf_token(client, "/admin/validation/"), "archive": (io.BytesIO(body), "big.zip")},
+    )
+    assert page.status_code == 413
+    assert api == "The archive is larger than 3 MB." and api in page.get_data(as_text=True)
+    assert run_count(app) == 0
+
+
 def test_site_threshold_is_adopted_used_shown_and_withdrawn(app, client, admin_token, auth, admin_user):
     run_id = finished_run(app, client, admin_token, labelled_films(copies=25))  # 50 films of each class
     refused = client.post(
@@ -299,3 +315,104 @@ def test_a_deeply_nested_calibration_body_is_bad_json_not_500(app, client, admin
         data=nesting,
     )
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "bad_json"
+
+
+def test_an_admin_cancels_a_queued_or_running_run(app, client, auth, admin_user, admin_token):
+    # Found by the site review: a run started on the wrong archive (5,000 films) could not be stopped;
+    # it held the worker until its end and its archive stayed on the server meanwhile.
+    from webapp.jobs.leases import LeaseLost
+    from webapp.validation import tasks
+    from webapp.validation.storage import archive_path
+
+    auth.login("admin")
+    queued = post_archive(client, admin_token, zip_bytes(labelled_films())).get_json()["id"]
+    running = post_archive(client, admin_token, zip_bytes(labelled_films())).get_json()["id"]
+    with app.app_context():
+        assert tasks.claim(running, "worker-a")  # a job holds the second run's lease
+        assert archive_path(queued).is_file() and archive_path(running).is_file()
+    token = csrf_token(client, f"/admin/validation/{queued}")
+    assert 'id="cancel-run"' in client.get(f"/admin/validation/{running}").get_data(as_text=True)
+    for run_id in (queued, running):
+        response = client.post(f"/admin/validation/{run_id}/cancel", data={"csrf_token": token})
+        assert response.status_code == 303
+        page = client.get(response.headers["Location"]).get_data(as_text=True)
+        assert "was cancelled" in page and "Cancelled by admin." in page and 'id="cancel-run"' not in page
+    drain(app)  # the queued jobs find their runs ended
+    with app.app_context():
+        with pytest.raises(LeaseLost):  # the job holding the running one stops at its next write
+            tasks.process(running, "worker-a")
+        db.session.rollback()
+        for run_id in (queued, running):
+            run = db.session.get(ValidationRun, run_id)
+            assert (run.status, run.error, run.lease_owner) == ("failed", "Cancelled by admin.", None)
+            assert not archive_path(run_id).exists()
+        states = set(db.session.scalars(select(ValidationItem.state)))
+        trail = [(e.action, e.actor, e.target) for e in db.session.query(AuditEvent)]
+    assert states == {"pending"}  # nothing was scored after the cancellation
+    assert ("validation.cancel", "admin", f"validation run {queued}") in trail
+    again = client.post(f"/admin/validation/{queued}/cancel", data={"csrf_token": token})
+    assert "had already ended" in client.get(again.headers["Location"]).get_data(as_text=True)
+
+
+def test_the_report_names_films_present_more_than_once(app, client, auth, admin_user, admin_token):
+    # Found by the site review: the same film exported twice (once under each label, too) was
+    # scored and counted twice with nothing on the report to say so.
+    members = labelled_films()
+    normal = next(name for name in members if "/NORMAL/" in name)
+    members["site/2026/NORMAL/copy of the first.jpeg"] = members[normal]
+    members["site/2026/PNEUMONIA/relabelled.jpeg"] = members[normal]
+    run_id = finished_run(app, client, admin_token, members)
+    auth.login("admin")
+    html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    assert "Films present more than once (2)" in html
+    assert "copy of the first.jpeg" in html and "relabelled.jpeg</span>: the same file as" in html
+    assert html.count("with the other label") == 1
+
+
+def test_a_long_run_gives_its_worker_thread_to_jobs_queued_meanwhile(app, client, admin_token, monkeypatch):
+    # Found by the site review: with the one worker thread that run.sh starts, a film from the PACS
+    # sent during a 5,000-film run was screened only when the run ended (55 s later for small films;
+    # hours for a site's real films). A run now works in slices and queues each next slice behind
+    # the jobs waiting, here a PACS film's job.
+    from webapp.validation import tasks
+
+    monkeypatch.setattr(tasks, "SLICE_SECONDS", 0.0, raising=False)  # every batch of 16 ends a slice
+    run_id = post_archive(client, admin_token, zip_bytes(labelled_films(copies=10))).get_json()["id"]
+    with app.app_context():
+        tasks.enqueue("dicom.screen", 123456)  # a film from the PACS, queued while the run waits
+    huey = app.extensions["jobs"].huey
+    huey.execute(huey.dequeue())  # the run's first slice
+    queued = [huey.dequeue() for _ in range(2)]
+    assert [job.name.rsplit(".", 2)[-2:] for job in queued] == [["dicom", "screen"], ["validation", "run"]]
+    with app.app_context():
+        assert db.session.get(ValidationRun, run_id).status == "running"
+        assert db.session.scalar(select(func.count()).where(ValidationItem.state != "pending")) == tasks.BATCH
+    huey.execute(queued[1])
+    drain(app)  # the remaining slices
+    with app.app_context():
+        run = db.session.get(ValidationRun, run_id)
+        states = db.session.execute(select(ValidationItem.state, func.count()).group_by(ValidationItem.state)).all()
+    assert run.status == "done" and run.metrics["n"] == 40 and states == [("done", 40)]
+
+
+def test_archives_that_no_run_will_read_are_removed_by_the_sweep(app, client, admin_token):
+    # Found by the site review: a web worker killed while it saved a 1.5 GB upload left its
+    # upload-<id>.zip (patients' films) in instance/validation for good, with no run to remove it.
+    import os
+    import time
+
+    from webapp.validation import storage, tasks
+
+    queued = post_archive(client, admin_token, zip_bytes(labelled_films())).get_json()["id"]
+    with app.app_context():
+        folder = storage.archive_folder()
+        old = time.time() - 3600  # an hour untouched
+        cut_short, being_saved = folder / "upload-0123abcd.zip", folder / "upload-4567ef.zip"
+        ended = folder / "run-999.zip"  # a run that ended (or never was) while its file stayed
+        for path in (cut_short, being_saved, ended):
+            path.write_bytes(b"PK films")
+        for path in (cut_short, ended, storage.archive_path(queued)):
+            os.utime(path, (old, old))
+        tasks.resume_validation_runs(on_start=True)
+        assert not cut_short.exists() and not ended.exists()
+        assert being_saved.exists() and storage.archive_path(queued).exists()  # in use: kept

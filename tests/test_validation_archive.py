@@ -46,6 +46,43 @@ def test_labels_csv_paths_are_relative_to_the_csv(tmp_path):
     assert inspect(tmp_path, zip_bytes(members)) == [Film("set/img/a.jpeg", "PNEUMONIA"), Film("set/b.jpeg", "NORMAL")]
 
 
+def test_appledouble_files_beside_the_films_are_no_films(tmp_path):
+    # Found by the site review: films copied by a Mac onto a USB stick or share carry "._<name>"
+    # siblings; they were scored as refused films, and beside a labels.csv refused the whole archive.
+    folders = {"NORMAL/a.jpeg": FILM, "NORMAL/._a.jpeg": b"\x00\x05\x16\x07", "._NORMAL": b"\x00\x05\x16\x07"}
+    assert inspect(tmp_path, zip_bytes(folders)) == [Film("NORMAL/a.jpeg", "NORMAL")]
+    listed = {"labels.csv": b"file,label\na.jpeg,NORMAL\n", "a.jpeg": FILM, "._a.jpeg": b"x", "._labels.csv": b"x"}
+    assert inspect(tmp_path, zip_bytes(listed)) == [Film("a.jpeg", "NORMAL")]
+
+
+def test_labels_csv_from_windows_names_folders_with_backslashes(tmp_path):
+    # Found by the site review: a labels.csv written on Windows ("imgs\\a.jpeg") matched no member,
+    # whether the ZIP's own names used "/" or "\\" (each refused as missing_file).
+    csv = b"file,label\r\nimgs\\a.jpeg,Normal\r\nimgs\\b.jpeg,Pneumonia\r\n"
+    slashes = {"site/labels.csv": csv, "site/imgs/a.jpeg": FILM, "site/imgs/b.jpeg": FILM}
+    assert inspect(tmp_path, zip_bytes(slashes)) == [
+        Film("site/imgs/a.jpeg", "NORMAL"),
+        Film("site/imgs/b.jpeg", "PNEUMONIA"),
+    ]
+    backslashes = {"site\\labels.csv": csv, "site\\imgs\\a.jpeg": FILM, "site\\imgs\\b.jpeg": FILM}
+    assert [f.truth for f in inspect(tmp_path, zip_bytes(backslashes))] == ["NORMAL", "PNEUMONIA"]
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_labels_csv_saved_by_a_spreadsheet_with_semicolons_or_tabs(tmp_path, separator):
+    # Found by the site review: Excel in most of Europe saves "CSV" as file;label, refused as
+    # bad_labels_csv ("needs a header row with the columns file,label") though the header was there.
+    csv = f"file{separator}label\r\na, b.jpeg{separator}Normal\r\n".encode()
+    assert inspect(tmp_path, zip_bytes({"labels.csv": csv, "a, b.jpeg": FILM})) == [Film("a, b.jpeg", "NORMAL")]
+
+
+def test_folder_entries_written_with_backslashes_are_folders(tmp_path):
+    # Found by the site review: an archive whose folder entries were named "Export\\NORMAL\\" (as
+    # Windows' PowerShell writes them) was refused: "not inside a NORMAL or PNEUMONIA folder: Export/".
+    members = {"Export\\": b"", "Export\\NORMAL\\": b"", "Export\\NORMAL\\a.jpeg": FILM}
+    assert inspect(tmp_path, zip_bytes(members)) == [Film("Export\\NORMAL\\a.jpeg", "NORMAL")]
+
+
 def test_the_fixture_archive_is_accepted(tmp_path):
     assert len(inspect(tmp_path, zip_bytes(labelled_films(copies=2)))) == 8
 

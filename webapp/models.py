@@ -241,8 +241,10 @@ class Prediction(db.Model):
     # The site operating point the threshold came from; None: the model card's threshold.
     site_calibration_id: Mapped[int | None] = mapped_column(ForeignKey("site_calibrations.id"))
     facts: Mapped[dict] = mapped_column(JSON, default=dict)  # non-identifying acquisition facts only
-    review_png: Mapped[bytes] = mapped_column(LargeBinary)  # de-identified, downscaled copy
-    heatmap_png: Mapped[bytes] = mapped_column(LargeBinary)
+    # Loaded only when read (a film's own page): the review copy is 0.3-0.5 MB, and the lists and
+    # the CSV export, which never show it, would otherwise carry it for every row they read or sort.
+    review_png: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # de-identified, downscaled copy
+    heatmap_png: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
 
     user: Mapped[User | None] = relationship()
     feedback: Mapped[Feedback | None] = relationship(back_populates="prediction", uselist=False)

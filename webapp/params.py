@@ -10,7 +10,7 @@ import re
 
 from flask import request
 from flask_sqlalchemy.pagination import Pagination
-from sqlalchemy import Select
+from sqlalchemy import Select, select
 from werkzeug.exceptions import BadRequest
 from werkzeug.routing import IntegerConverter
 
@@ -53,10 +53,26 @@ def int_args(name: str, high: int = MAX_ID) -> list[int]:
     return values
 
 
+def paginate(query: Select, page: int, per_page: int) -> Pagination:
+    """One page of `query`, a select of one mapped class with an `id`, found by its ids first.
+
+    Sorting and skipping rows then read only the ids and the sort keys, never whole rows: on SQLite
+    the columns added after a prediction's review copy (0.3-0.5 MB) are stored behind it, so a deep
+    page of a filtered history sorted every candidate row's image chain (22 s for a clinician's
+    last page among 10,000 predictions). Only the rows of the page are loaded.
+    """
+    entity = query.column_descriptions[0]["entity"]
+    found = db.paginate(query.with_only_columns(entity.id), page=page, per_page=per_page, error_out=False)
+    if found.items:
+        rows = {row.id: row for row in db.session.scalars(select(entity).where(entity.id.in_(found.items)))}
+        found.items = [rows[key] for key in found.items]
+    return found
+
+
 def page_of(query: Select, per_page: int) -> Pagination:
     """The page the `page` argument asks for; past the last one, the last one (an old link or a
     narrower filter must not show an empty table under a count of rows it does not list)."""
-    page = db.paginate(query, page=int_arg("page", 1, 1, MAX_PAGE), per_page=per_page, error_out=False)
+    page = paginate(query, int_arg("page", 1, 1, MAX_PAGE), per_page)
     if not page.items and page.total:
-        page = db.paginate(query, page=page.pages, per_page=per_page, error_out=False)
+        page = paginate(query, page.pages, per_page)
     return page

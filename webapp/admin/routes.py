@@ -3,6 +3,7 @@ import secrets
 from flask import Response, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from ..access import issue_token, revoke_token
 from ..audit_log import AuditFilterForm, form_query
@@ -10,7 +11,7 @@ from ..auth.sessions import end_all_access
 from ..extensions import db
 from ..history.filters import HistoryFilterForm, filtered_predictions
 from ..history.routes import render_history
-from ..models import ApiToken, AuditEvent, User, record_audit, utcnow
+from ..models import ApiToken, AuditEvent, Prediction, User, record_audit, utcnow
 from ..params import page_of
 from ..responses import form_errors
 from . import bp
@@ -30,7 +31,8 @@ def export_csv():
     if not form.validate():
         flash("The export filters are not valid: " + form_errors(form), "error")
         return redirect(url_for("admin.history"))
-    predictions = db.session.scalars(filtered_predictions(form)).all()
+    # Each row's reading in one query for all rows, not one query per row (10,000 for 10,000 rows).
+    predictions = db.session.scalars(filtered_predictions(form).options(selectinload(Prediction.feedback))).all()
     filters = ", ".join(f"{k}={v}" for k, v in request.args.items() if v) or "none"
     record_audit(current_user.username, "export", f"CSV, {len(predictions)} rows", f"filters: {filters}")
     db.session.commit()

@@ -17,6 +17,7 @@ from ..extensions import db
 from ..filenames import sent_filename
 from ..history.filters import prediction_query
 from ..models import SOURCE_API, ApiToken, Prediction, record_audit
+from ..params import paginate
 from ..ratelimits import upload_per_token, upload_per_user
 from ..screening.service import UploadRejected, screen_batch
 from . import BASE_PATH, bp, examples
@@ -65,7 +66,7 @@ def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str
         @wraps(view)
         def listing(arguments: dict):
             page_number, per_page = arguments.pop("page"), arguments.pop("per_page")
-            found = db.paginate(view(arguments), page=page_number, per_page=per_page, error_out=False)
+            found = paginate(view(arguments), page_number, per_page)
             if audited:
                 audit_export(len(found.items), arguments, page_number, per_page)
             return {

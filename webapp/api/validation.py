@@ -12,7 +12,7 @@ from ..models import ValidationRun
 from ..site_threshold import active_calibration
 from ..validation.archive import ArchiveRejected
 from ..validation.monitoring import weekly
-from ..validation.runs import create_run, progress, upload_limit
+from ..validation.runs import create_run, progress, too_large, upload_limit
 from ..validation.site import AdoptionRefused, adopt, current_model_version, withdraw
 from . import bp
 from .auth import admin_token_required
@@ -92,7 +92,8 @@ def create_validation_run():
     try:
         upload = request.files.get("archive")
     except RequestEntityTooLarge:
-        return api_error("archive_too_large", f"The archive is larger than {upload_limit() / 1e6:.0f} MB.", 413)
+        refusal = too_large()
+        return api_error(refusal.code, refusal.message, refusal.status)
     try:
         run = create_run(g.api_user, upload)
     except ArchiveRejected as exc:

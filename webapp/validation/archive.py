@@ -25,6 +25,9 @@ from ..refusal import Refusal
 TRUTHS = (NORMAL, PNEUMONIA)
 LABELS_CSV = "labels.csv"
 MAX_LABELS_CSV_BYTES = 16 * 1024 * 1024
+# Spreadsheets save "CSV" with a semicolon where a comma is the decimal mark (most of Europe), and
+# with tabs as "text"; the header row (file,label) says which one a labels.csv uses.
+LABELS_CSV_DELIMITERS = ",;\t"
 # Films compress a little (JPEG, PNG) or up to a few times (raw DICOM); a member that inflates
 # more than this, and to more than a megabyte, is a zip bomb, not a film.
 MAX_COMPRESSION_RATIO = 100
@@ -33,6 +36,9 @@ ARCHIVE_EXTENSIONS = frozenset({".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".
 ARCHIVE_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"7z\xbc\xaf", b"Rar!", b"BZh", b"\xfd7zXZ", b"ustar")
 # Files that operating systems add to archives on their own; they are no films and carry no label.
 JUNK_NAMES = frozenset({".ds_store", "thumbs.db", "desktop.ini"})
+# macOS keeps a file's metadata in an AppleDouble sibling "._<name>" on disks without resource forks
+# (a USB stick, a network share), and those travel into a ZIP made from there, beside every film.
+APPLEDOUBLE_PREFIX = "._"
 
 
 class ArchiveRejected(Refusal):
@@ -52,7 +58,7 @@ def inspect_archive(path: Path, *, max_files: int, max_bytes: int) -> list[Film]
     try:
         with zipfile.ZipFile(path) as archive:
             members = _members(archive, max_files=max_files, max_bytes=max_bytes)
-            labels_csv = [m for m in members if posixpath.basename(m.filename).lower() == LABELS_CSV]
+            labels_csv = [m for m in members if posixpath.basename(_posix(m.filename)).lower() == LABELS_CSV]
             if len(labels_csv) > 1:
                 raise ArchiveRejected("several_label_files", "The archive holds more than one labels.csv.")
             if labels_csv:
@@ -65,7 +71,8 @@ def inspect_archive(path: Path, *, max_files: int, max_bytes: int) -> list[Film]
 
 
 def _members(archive: zipfile.ZipFile, *, max_files: int, max_bytes: int) -> list[zipfile.ZipInfo]:
-    members = [m for m in archive.infolist() if not m.is_dir() and not _is_junk(m.filename)]
+    # A folder's own entry ends in "/", or in "\\" when Windows tools wrote the names (is_dir() misses those).
+    members = [m for m in archive.infolist() if not _posix(m.filename).endswith("/") and not _is_junk(m.filename)]
     if not members:
         raise ArchiveRejected("empty_archive", "The archive contains no files.")
     if len(members) > max_files:
@@ -86,14 +93,20 @@ def _members(archive: zipfile.ZipFile, *, max_files: int, max_bytes: int) -> lis
     return members
 
 
+def _posix(name: str) -> str:
+    """A member name or a labels.csv path with "/" between folders: archives made on Windows use "\\"."""
+    return name.replace("\\", "/")
+
+
 def _is_junk(name: str) -> bool:
-    name = name.replace("\\", "/")
-    return name.startswith("__MACOSX/") or posixpath.basename(name).lower() in JUNK_NAMES
+    name = _posix(name)
+    base = posixpath.basename(name)
+    return name.startswith("__MACOSX/") or base.lower() in JUNK_NAMES or base.startswith(APPLEDOUBLE_PREFIX)
 
 
 def _check_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> None:
     name = member.filename
-    parts = name.replace("\\", "/").split("/")
+    parts = _posix(name).split("/")
     if name.startswith(("/", "\\")) or ".." in parts or (len(parts[0]) == 2 and parts[0][1] == ":"):
         raise ArchiveRejected("unsafe_path", f"Refused: the member name {name!r} points outside the archive.", 400)
     if member.flag_bits & 0x1:
@@ -116,7 +129,7 @@ def _head(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
 
 
 def _label_folder(name: str) -> str | None:
-    for folder in reversed(name.replace("\\", "/").split("/")[:-1]):
+    for folder in reversed(_posix(name).split("/")[:-1]):
         if folder.upper() in TRUTHS:
             return folder.upper()
     return None
@@ -129,7 +142,7 @@ def _films_from_folders(members: list[zipfile.ZipInfo]) -> list[Film]:
         if truth:
             films.append(Film(member.filename, truth))
         else:
-            unlabelled[posixpath.dirname(member.filename.replace("\\", "/")) or "(top level)"] += 1
+            unlabelled[posixpath.dirname(_posix(member.filename)) or "(top level)"] += 1
     if not films:
         raise ArchiveRejected(
             "no_labels",
@@ -146,19 +159,24 @@ def _films_from_folders(members: list[zipfile.ZipInfo]) -> list[Film]:
     return films
 
 
+def _delimiter(text: str) -> str:
+    header = text.split("\n", 1)[0]
+    return max(LABELS_CSV_DELIMITERS, key=header.count)
+
+
 def _films_from_csv(archive: zipfile.ZipFile, labels: zipfile.ZipInfo, members: list[zipfile.ZipInfo]) -> list[Film]:
     if labels.file_size > MAX_LABELS_CSV_BYTES:
         raise ArchiveRejected("bad_labels_csv", "labels.csv is larger than 16 MB.")
-    base = posixpath.dirname(labels.filename)
+    base = posixpath.dirname(_posix(labels.filename))
     try:
         text = archive.read(labels).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ArchiveRejected("bad_labels_csv", "labels.csv is not UTF-8 text.") from exc
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text), delimiter=_delimiter(text))
     columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
     if "file" not in columns or "label" not in columns:
         raise ArchiveRejected("bad_labels_csv", "labels.csv needs a header row with the columns file,label.")
-    by_name = {m.filename: m for m in members}
+    by_name = {_posix(m.filename): m for m in members}
     truths: dict[str, str] = {}
     for line, row in enumerate(reader, start=2):
         file = (row.get(columns["file"]) or "").strip()
@@ -167,7 +185,7 @@ def _films_from_csv(archive: zipfile.ZipFile, labels: zipfile.ZipInfo, members: 
             raise ArchiveRejected(
                 "unknown_label", f"labels.csv line {line}: label {label!r} is neither NORMAL nor PNEUMONIA."
             )
-        entry = posixpath.normpath(posixpath.join(base, file)) if file else ""
+        entry = posixpath.normpath(posixpath.join(base, _posix(file))) if file else ""
         if entry not in by_name:
             raise ArchiveRejected("missing_file", f"labels.csv line {line}: {file!r} is not in the archive.")
         if entry in truths:
@@ -175,10 +193,10 @@ def _films_from_csv(archive: zipfile.ZipFile, labels: zipfile.ZipInfo, members: 
         truths[entry] = label
     if not truths:
         raise ArchiveRejected("no_labels", "labels.csv lists no films.")
-    unlisted = [m.filename for m in members if m.filename not in truths]
+    unlisted = [m.filename for m in members if _posix(m.filename) not in truths]
     if unlisted:
         raise ArchiveRejected(
             "unlabelled_files",
             f"{len(unlisted)} file(s) in the archive are not in labels.csv, e.g. {unlisted[0]!r}.",
         )
-    return [Film(m.filename, truths[m.filename]) for m in members]
+    return [Film(m.filename, truths[_posix(m.filename)]) for m in members]

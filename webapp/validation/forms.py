@@ -17,3 +17,7 @@ class AdoptThresholdForm(FlaskForm):
 
 class WithdrawForm(FlaskForm):
     submit = SubmitField("Withdraw the site threshold")
+
+
+class CancelRunForm(FlaskForm):
+    submit = SubmitField("Cancel this run")

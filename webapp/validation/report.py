@@ -23,6 +23,7 @@ TARGET_SENSITIVITIES = (0.95, 0.98)
 ROC_POINTS_KEPT = 300
 WORST_ERRORS = 12
 REFUSED_LISTED = 500
+DUPLICATES_LISTED = 500
 
 
 def reason_category(reason: str | None) -> str:
@@ -41,6 +42,7 @@ def run_metrics(run: ValidationRun) -> dict:
             ValidationItem.p_pneumonia,
             ValidationItem.unknown_reason,
             ValidationItem.refusal,
+            ValidationItem.sha256,
         )
         .where(ValidationItem.run_id == run.id)
         .order_by(ValidationItem.id)
@@ -54,6 +56,7 @@ def run_metrics(run: ValidationRun) -> dict:
     result["refused"] = len(refused)
     result["refused_files"] = [{"entry": r.entry, "reason": r.refusal} for r in refused[:REFUSED_LISTED]]
     result["films_in_archive"] = len(rows)
+    result["duplicates"] = duplicates(scored)
     wrong = [r for r in scored if r.label in (NORMAL, PNEUMONIA) and r.label != r.truth]
     wrong.sort(key=lambda r: -abs((r.truth == PNEUMONIA) - r.p_pneumonia))
     result["worst_errors"] = [r.id for r in wrong[:WORST_ERRORS]]
@@ -113,3 +116,16 @@ def operating_points(truth: np.ndarray, score: np.ndarray, threshold: float) -> 
         sensitivity, specificity = metrics.rates_at(truth, score, value)
         points.append({"name": name, "threshold": float(value), "sensitivity": sensitivity, "specificity": specificity})
     return points
+
+
+def duplicates(scored) -> list[dict]:
+    """Scored films whose bytes are those of an earlier film of the run (the same film exported twice):
+    each is counted again in every figure, and under both labels when the copies disagree. The report
+    names them so the site can judge; the figures keep them, as the archive said."""
+    first: dict[str, object] = {}
+    found = []
+    for row in scored:
+        earlier = first.setdefault(row.sha256, row)
+        if earlier is not row:
+            found.append({"entry": row.entry, "same_as": earlier.entry, "labels_differ": row.truth != earlier.truth})
+    return found[:DUPLICATES_LISTED]

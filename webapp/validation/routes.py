@@ -17,10 +17,10 @@ from ..site_threshold import active_calibration
 from . import bp
 from .archive import ArchiveRejected
 from .charts import reliability_svg, roc_svg
-from .forms import AdoptThresholdForm, UploadArchiveForm, WithdrawForm
+from .forms import AdoptThresholdForm, CancelRunForm, UploadArchiveForm, WithdrawForm
 from .metrics import MIN_FILMS_PER_CLASS_FOR_INTERVAL
 from .monitoring import DEFAULT_WEEKS, MAX_WEEKS, drift_alert, weekly
-from .runs import create_run, progress, upload_limit
+from .runs import cancel, create_run, progress, too_large, upload_limit
 from .site import AdoptionRefused, adopt, current_model_version, withdraw
 
 CSV_COLUMNS = [
@@ -75,7 +75,7 @@ def index():
         form = UploadArchiveForm()
         valid = form.validate_on_submit()
     except RequestEntityTooLarge:
-        flash(f"The archive is larger than {upload_limit() / 1e6:.0f} MB.", "error")
+        flash(too_large().message, "error")
         return _index_page(UploadArchiveForm(formdata=None), 413)
     if not valid:
         flash(form_errors(form), "error")
@@ -111,6 +111,7 @@ def report(run_id: int):
         roc=roc_svg(metrics["roc"], metrics["operating_points"]) if metrics else "",
         reliability=reliability_svg(metrics["reliability"]) if metrics else "",
         adopt_form=AdoptThresholdForm(),
+        cancel_form=CancelRunForm(),
         interval_min_films=MIN_FILMS_PER_CLASS_FOR_INTERVAL,
     )
 
@@ -169,6 +170,17 @@ def adopt_threshold(run_id: int):
             flash(exc.message, "error")
         else:
             flash(f"Site threshold {calibration.threshold:.3f} is now in force for new predictions.", "info")
+    return redirect(url_for("validation.report", run_id=run.id), code=303)
+
+
+@bp.route("/<int:run_id>/cancel", methods=["POST"])
+def cancel_run(run_id: int):
+    run = _run_or_404(run_id)
+    if CancelRunForm().validate_on_submit():
+        if cancel(run.id, current_user):
+            flash(f"Validation run {run.id} was cancelled; its archive is removed.", "info")
+        else:
+            flash(f"Validation run {run.id} had already ended ({run.status}); nothing was cancelled.", "error")
     return redirect(url_for("validation.report", run_id=run.id), code=303)
 
 

@@ -12,12 +12,22 @@ import os
 import uuid
 
 from flask import current_app
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 from werkzeug.datastructures import FileStorage
 
 from ..extensions import db
 from ..filenames import sanitize_filename, sent_filename
-from ..models import ITEM_PENDING, RUN_QUEUED, User, ValidationItem, ValidationRun, record_audit
+from ..models import (
+    ITEM_PENDING,
+    RUN_FAILED,
+    RUN_QUEUED,
+    RUN_RUNNING,
+    User,
+    ValidationItem,
+    ValidationRun,
+    record_audit,
+    utcnow,
+)
 from ..private_files import open_private
 from . import tasks
 from .archive import ArchiveRejected, inspect_archive
@@ -30,6 +40,13 @@ CHUNK = 1024 * 1024
 def upload_limit() -> int:
     """The largest request body a validation upload may send: the archive limit plus form overhead."""
     return current_app.config["VALIDATION_MAX_BYTES"] + CHUNK
+
+
+def too_large() -> ArchiveRejected:
+    """The refusal of an archive over VALIDATION_MAX_BYTES, naming that limit (not the request's, which
+    adds room for the form around the archive), the same on the page and the API."""
+    limit_mb = current_app.config["VALIDATION_MAX_BYTES"] / 1e6
+    return ArchiveRejected("archive_too_large", f"The archive is larger than {limit_mb:.0f} MB.", 413)
 
 
 def create_run(user: User, upload: FileStorage | None) -> ValidationRun:
@@ -73,13 +90,39 @@ def create_run(user: User, upload: FileStorage | None) -> ValidationRun:
     return run
 
 
+def cancel(run_id: int, user: User) -> bool:
+    """Stop a queued or running run (False if it had already ended): it ends as failed, "cancelled by
+    <user>", and its archive is removed. The lease is cleared in the same statement, so a job working
+    on the run fails its next renewal (leases.update_held) and stops, writing nothing more; a job
+    still queued for it finds it ended and returns."""
+    ended = db.session.execute(
+        update(ValidationRun)
+        .where(ValidationRun.id == run_id, ValidationRun.status.in_((RUN_QUEUED, RUN_RUNNING)))
+        .values(
+            status=RUN_FAILED,
+            error=f"Cancelled by {user.username}.",
+            finished_at=utcnow(),
+            lease_owner=None,
+            lease_until=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if ended.rowcount != 1:
+        db.session.rollback()
+        return False
+    record_audit(user.username, "validation.cancel", f"validation run {run_id}", "")
+    db.session.commit()
+    archive_path(run_id).unlink(missing_ok=True)
+    return True
+
+
 def _save(upload: FileStorage, path, max_bytes: int) -> str:
     digest, size = hashlib.sha256(), 0
     with open_private(path) as out:
         while chunk := upload.stream.read(CHUNK):
             size += len(chunk)
             if size > max_bytes:
-                raise ArchiveRejected("archive_too_large", f"The archive is larger than {max_bytes / 1e6:.0f} MB.", 413)
+                raise too_large()
             digest.update(chunk)
             out.write(chunk)
     return digest.hexdigest()

@@ -5,6 +5,8 @@ Workers on other machines (REDIS_URL) must see the same instance folder (a share
 
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
 
 from flask import current_app
@@ -16,3 +18,27 @@ def archive_folder() -> Path:
 
 def archive_path(run_id: int) -> Path:
     return archive_folder() / f"run-{run_id}.zip"
+
+
+# An upload still being saved is written to at least every few seconds; one untouched this long was
+# cut short (its web worker killed) and will never become a run.
+ORPHAN_SECONDS = 600
+
+
+def remove_orphans(live_run_ids: set[int]) -> int:
+    """Remove the archives no run will read, patients' films all: uploads cut short before their run
+    was created, and a run's archive left after the run ended (its process died before removing it).
+    Only files untouched for ORPHAN_SECONDS, so an upload being saved or just renamed to its run's
+    name is never taken. Returns how many were removed."""
+    folder = archive_folder()
+    cutoff = time.time() - ORPHAN_SECONDS
+    removed = 0
+    for path in [*folder.glob("upload-*.zip"), *folder.glob("run-*.zip")]:
+        run_id = path.stem.removeprefix("run-")
+        if run_id.isdigit() and int(run_id) in live_run_ids:
+            continue
+        with contextlib.suppress(FileNotFoundError):  # another worker's sweep took it first
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import zipfile
 
 from flask import current_app
@@ -41,12 +42,15 @@ from ..models import (
 from ..screening import review_copy
 from ..site_threshold import active_calibration
 from .report import run_metrics
-from .storage import archive_path
+from .storage import archive_path, remove_orphans
 
 log = logging.getLogger(__name__)
 
 TASK = "validation.run"
 BATCH = 16  # films per forward pass and per transaction
+# A run gives its worker thread back this often: it hands its lease back and queues its next slice
+# behind the jobs waiting now, so films from the PACS are screened during a long run, not after it.
+SLICE_SECONDS = 10.0
 
 
 def start(run_id: int) -> None:
@@ -67,7 +71,9 @@ def run_validation(run_id: int) -> None:
             enqueue_in(max(wait, 1.0) + 1.0, TASK, run_id)
         return
     try:
-        with leases.stop_if_lease_lost(log, "validation run %d: lease lost to another job; stopping", run_id):
+        with leases.stop_if_lease_lost(
+            log, "validation run %d: lease lost (another job took it over, or it was cancelled); stopping", run_id
+        ):
             process(run_id, owner)
     except ModelUnavailable as exc:
         fail(run_id, f"The model could not be loaded: {exc}")
@@ -102,6 +108,7 @@ def process(run_id: int, owner: str) -> None:
         fail(run_id, "The uploaded archive is no longer on the server; upload it again.")
         return
     review_size = current_app.config["REVIEW_IMAGE_SIZE"]
+    slice_ends = time.monotonic() + SLICE_SECONDS
     with zipfile.ZipFile(path) as archive:
         while True:
             items = db.session.execute(
@@ -122,7 +129,21 @@ def process(run_id: int, owner: str) -> None:
                 )
             renew(run_id, owner)
             db.session.commit()
+            if time.monotonic() > slice_ends:
+                give_turn(run_id, owner)
+                return
     finish(run_id, owner)
+
+
+def give_turn(run_id: int, owner: str) -> None:
+    """End this slice: the lease lapses now (so the next job, or recovery if the queue is down, takes
+    the run at once) and the next slice is queued behind the jobs already waiting."""
+    leases.update_held(ValidationRun, run_id, owner, lease_until=utcnow())
+    db.session.commit()
+    try:
+        enqueue(TASK, run_id)
+    except Exception:  # the queue is down: the run's lease has lapsed, so recovery queues it again
+        log.exception("validation run %d: its next slice could not be queued now; recovery will", run_id)
 
 
 def analyse_batch(archive, analyzer, entries: list[str], threshold: float, review_size: int) -> list[dict]:
@@ -197,9 +218,12 @@ def fail(run_id: int, message: str) -> None:
 def resume_validation_runs(*, on_start: bool = False) -> int:
     """Re-enqueue runs that a dead worker left: running with a lapsed lease, or queued while the
     queue holds nothing (their message was lost). A worker that starts re-enqueues every unfinished
-    run: the one it replaces may have died holding one."""
+    run: the one it replaces may have died holding one. Archives that no run will read are removed."""
     now = utcnow()
-    query = select(ValidationRun.id).where(ValidationRun.status.in_((RUN_QUEUED, RUN_RUNNING)))
+    unfinished = select(ValidationRun.id).where(ValidationRun.status.in_((RUN_QUEUED, RUN_RUNNING)))
+    if removed := remove_orphans(set(db.session.scalars(unfinished))):
+        log.info("removed %d validation archive(s) that no run will read", removed)
+    query = unfinished
     if not on_start:
         stale = ValidationRun.lease_until < now
         if jobs().pending():
