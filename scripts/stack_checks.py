@@ -311,7 +311,11 @@ def check_refusals(args) -> str:
         expect(kind == "application/json", f"{what}: answered {kind!r}, not the error body: {answer.text[:200]}")
         expect(json.loads(answer.body)["error"]["code"] == code, f"{what}: {answer.text[:200]}")
     refused = ", ".join(f"{what} ({by}, {status})" for what, by, status, *_ in cases)
-    return f"refused before the app, each in the API's error body: {refused}"
+    # A validation archive may be far larger than a film (docs/validation.md): the proxy passes it on,
+    # and here the app answers it (no token).
+    archive = client.request("POST", "/api/v1/validation-runs", bytes(60 << 20), octets)
+    expect(archive.status == 401, f"a 60 MB validation archive: answered {archive.status}, not the app's 401")
+    return f"refused before the app, each in the API's error body: {refused}; a 60 MB archive passed to the app"
 
 
 CHECKS = {
