@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import signal
@@ -13,9 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pynetdicom import AE
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import (
     ComputedRadiographyImageStorage,
     CTImageStorage,
@@ -129,7 +131,7 @@ def test_a_rejected_association_is_logged_with_its_calling_ae_and_reason(app, ca
     assert "'MODALTY' at 127.0.0.1 rejected: its calling AE title is not in DICOM_ALLOWED_CALLING_AETS" in caplog.text
 
 
-def test_a_data_set_that_cannot_be_read_is_answered_cannot_understand(port, app, caplog):
+def test_a_data_set_that_cannot_be_read_is_answered_cannot_understand(port, app, caplog, tmp_path, monkeypatch):
     # Found by the PACS review: a data set with a sequence never closed was answered Out of Resources,
     # which tells the PACS to send it again (for ever) and its operator to look for a full disk here.
     caplog.set_level(logging.WARNING, logger="webapp.pacs.listener")
@@ -139,16 +141,22 @@ def test_a_data_set_that_cannot_be_read_is_answered_cannot_understand(port, app,
         + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
         + b"\x08\x00\x50\x11UI\x04\x001.2."
     )
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = DigitalXRayImageStorageForPresentation, "1.2.3.4"
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    header = DicomBytesIO()
+    header.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(header, meta)
+    film = tmp_path / "unclosed.dcm"
+    film.write_bytes(header.getvalue() + unclosed)
+    # pynetdicom sends a file's data set as it is stored, unparsed, in this mode: the association's
+    # own C-STORE, so its answer is read by the association, not raced for by a second reader.
+    monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)
     ae = AE(ae_title=MODALITY_AE)
     ae.add_requested_context(DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian)
     assoc = ae.associate("127.0.0.1", port, ae_title="CXRSCREEN")
-    request = C_STORE()
-    request.MessageID, request.Priority = 1, 2
-    request.AffectedSOPClassUID, request.AffectedSOPInstanceUID = DigitalXRayImageStorageForPresentation, "1.2.3.4"
-    request.DataSet = io.BytesIO(unclosed)
     try:
-        assoc.dimse.send_msg(request, assoc.accepted_contexts[0].context_id)
-        _, response = assoc.dimse.get_msg(block=True)
+        response = assoc.send_c_store(film)
     finally:
         assoc.release()
     assert response.Status == 0xC000
