@@ -19,14 +19,12 @@ from ..extensions import db
 from ..filenames import sanitize_filename, sent_filename
 from ..models import (
     ITEM_PENDING,
-    RUN_FAILED,
     RUN_QUEUED,
     RUN_RUNNING,
     User,
     ValidationItem,
     ValidationRun,
     record_audit,
-    utcnow,
 )
 from ..private_files import open_private
 from . import tasks
@@ -98,13 +96,7 @@ def cancel(run_id: int, user: User) -> bool:
     ended = db.session.execute(
         update(ValidationRun)
         .where(ValidationRun.id == run_id, ValidationRun.status.in_((RUN_QUEUED, RUN_RUNNING)))
-        .values(
-            status=RUN_FAILED,
-            error=f"Cancelled by {user.username}.",
-            finished_at=utcnow(),
-            lease_owner=None,
-            lease_until=None,
-        )
+        .values(**tasks.ended_unfinished(f"Cancelled by {user.username}."))
         .execution_options(synchronize_session=False)
     )
     if ended.rowcount != 1:

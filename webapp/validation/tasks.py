@@ -200,16 +200,15 @@ def finish(run_id: int, owner: str) -> None:
     archive_path(run_id).unlink(missing_ok=True)  # the archive is kept only while the run needs it
 
 
+def ended_unfinished(message: str) -> dict:
+    """The columns of a run that ends without finishing (failed, or cancelled by an admin): why and
+    when, and no job holding it. Its archive goes too, once committed."""
+    return {"status": RUN_FAILED, "error": message, "finished_at": utcnow(), "lease_owner": None, "lease_until": None}
+
+
 def fail(run_id: int, message: str) -> None:
     db.session.rollback()
-    run = db.session.get(ValidationRun, run_id)
-    run.status, run.error, run.finished_at, run.lease_owner, run.lease_until = (
-        RUN_FAILED,
-        message,
-        utcnow(),
-        None,
-        None,
-    )
+    db.session.execute(update(ValidationRun).where(ValidationRun.id == run_id).values(**ended_unfinished(message)))
     db.session.commit()
     archive_path(run_id).unlink(missing_ok=True)
 
