@@ -4,7 +4,8 @@ A request line longer than `limit_request_line`, more or larger header fields th
 or bytes that are not HTTP never reach the app: gunicorn answers them from `handle_error` with an
 HTML page. An integration script of the JSON API then gets the one answer that is not
 `{"error": {"code", "message"}}`. This worker gives those refusals the same status gunicorn does
-(400, 414, 417, 431, 501) and the API's body; anything else (a fault in the app, TLS) is left to gunicorn.
+(400, 414, 417, 431, 501) and the API's body, from the app's own table
+(webapp/errors/http_refusals.py); anything else (a fault in the app, TLS) is left to gunicorn.
 """
 
 from __future__ import annotations
@@ -21,61 +22,7 @@ from gunicorn.http import errors
 from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.gthread import ThreadWorker
 
-# gunicorn's own status for each refusal (gunicorn.workers.base.Worker.handle_error).
-STATUS_OF = {
-    errors.LimitRequestLine: (
-        414,
-        "URI Too Long",
-        "uri_too_long",
-        "The request line (method, address and query string) is longer than this server accepts.",
-    ),
-    errors.LimitRequestHeaders: (
-        431,
-        "Request Header Fields Too Large",
-        "headers_too_large",
-        "The request carries more header fields, or a longer one, than this server accepts.",
-    ),
-    # A Transfer-Encoding gunicorn does not know (RFC 9112 6.1: 501), and an Expect other than
-    # 100-continue (RFC 9110 10.1.1: 417): gunicorn's HTML page until a pen-test sent them.
-    errors.UnsupportedTransferCoding: (
-        501,
-        "Not Implemented",
-        "unsupported_transfer_coding",
-        "The request's Transfer-Encoding is not one this server reads: send the body as it is "
-        "(Content-Length) or chunked.",
-    ),
-    errors.ExpectationFailed: (
-        417,
-        "Expectation Failed",
-        "expectation_failed",
-        "The request's Expect header asks for something this server does not do: only 100-continue is understood.",
-    ),
-}
-MALFORMED = (
-    errors.InvalidRequestLine,
-    errors.InvalidRequestMethod,
-    errors.InvalidHTTPVersion,
-    errors.InvalidHeader,
-    errors.InvalidHeaderName,
-    errors.ObsoleteFolding,
-    errors.InvalidChunkSize,
-    errors.ChunkMissingTerminator,
-    errors.InvalidChunkExtension,
-)
-# Subclasses of InvalidHeader(Name) raised for a header the app tried to send: the app's fault.
-APP_FAULTS = (errors.InvalidResponseHeader, errors.InvalidResponseHeaderName)
-
-
-def refusal(exc: BaseException) -> tuple[int, str, str, str] | None:
-    """(status, reason, code, message) for a request gunicorn refuses to parse, else None."""
-    if isinstance(exc, APP_FAULTS):
-        return None
-    for kind, answer in STATUS_OF.items():
-        if isinstance(exc, kind):
-            return answer
-    if isinstance(exc, MALFORMED):
-        return 400, "Bad Request", "bad_request", "The request is not well-formed HTTP."
-    return None
+from webapp.errors.http_refusals import refusal
 
 
 def error_response(status: int, reason: str, code: str, message: str) -> bytes:

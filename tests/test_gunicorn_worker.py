@@ -15,8 +15,9 @@ import time
 import pytest
 from gunicorn.http import errors
 
-from deploy.gunicorn_worker import JsonRefusalWorker, refusal
+from deploy.gunicorn_worker import JsonRefusalWorker
 from tests.live_app import LiveApp
+from webapp.errors.http_refusals import refusal
 
 WORKER = "deploy.gunicorn_worker.JsonRefusalWorker"
 

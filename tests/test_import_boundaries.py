@@ -1,4 +1,5 @@
-"""The inference package and the training package import without Flask; no module imports itself back."""
+"""The inference package and the training package import without Flask; no module imports itself back;
+the web app depends on neither the training code nor the deployment glue around it."""
 
 from __future__ import annotations
 
@@ -88,3 +89,12 @@ def test_the_web_app_never_imports_training():
     for name, deps in _graph().items():
         if name.startswith("webapp"):
             assert not any(dep.startswith("training") for dep in deps), name
+
+
+def test_the_web_app_never_imports_the_deployment_glue():
+    """deploy/ runs around the app (gunicorn's hooks and worker class) and may import it, not the
+    reverse: errors/handlers.py imported the refusal table from deploy/gunicorn_worker.py, so the
+    app could not be served or tested without the gunicorn glue beside it."""
+    for name, deps in _graph().items():
+        if name.startswith("webapp"):
+            assert not any(dep.startswith("deploy") for dep in deps), name

@@ -11,14 +11,13 @@ from gunicorn.http.errors import ParseException
 from sqlalchemy.exc import DataError, OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
-from deploy.gunicorn_worker import refusal
-
 from ..api.errors import api_error
 from ..extensions import db, login_manager
 from ..ratelimits import retry_after_seconds
 from ..refusal import DATABASE_UNAVAILABLE, database_reason
 from ..responses import wants_json
 from ..security import PUBLIC_ENDPOINTS, signed_out
+from .http_refusals import BAD_REQUEST, refusal
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +126,11 @@ def handle_database_unavailable(exc: OperationalError):
 def handle_malformed_body(exc: ParseException):
     """gunicorn parses a chunked body only as the view reads it, so a bad chunk size, a missing chunk
     terminator or a malformed trailer is raised inside the app, past the worker that answers such
-    requests before they reach it (deploy/gunicorn_worker.py): the client's fault, answered as that
-    worker answers it (400, or 431 for an oversized trailer), not as a 500 with a stack trace logged."""
+    requests before they reach it (deploy/gunicorn_worker.py): the client's fault, answered from the
+    table that worker answers from (http_refusals.py: 400, or 431 for an oversized trailer), not as a
+    500 with a stack trace logged."""
     db.session.rollback()
-    status, _reason, code, message = refusal(exc) or (400, "", "bad_request", "The request is not well-formed HTTP.")
+    status, _reason, code, message = refusal(exc) or BAD_REQUEST
     log.warning("malformed request body on %s %s: %s", request.method, request.path, type(exc).__name__)
     return _respond(status, code, message)
 
