@@ -1,8 +1,8 @@
 """The gunicorn worker of gunicorn.conf.py refuses what gunicorn refuses, in the API's JSON error body.
 
-A real gunicorn with that worker class serves a one-line WSGI app here (no model to load), and raw
-sockets send what no HTTP client library would: a 5 KB request line, 150 headers, bytes that are
-not HTTP.
+A real gunicorn with that worker class serves a one-line WSGI app here (no model to load, none of the
+project's other settings), and raw sockets send what no HTTP client library would: a 5 KB request
+line, 150 headers, bytes that are not HTTP.
 """
 
 from __future__ import annotations
@@ -27,11 +27,21 @@ def hello(environ, start_response):
     return [b"hello"]
 
 
+def bare_gunicorn(app: LiveApp, worker: str, wsgi: str, *options: str) -> list[str]:
+    """gunicorn serving `wsgi` with `worker` and gunicorn's defaults. Without `--config` gunicorn reads
+    ./gunicorn.conf.py, the project's (the server runs in the repository): it built the whole app in
+    the master and loaded the model in each worker for a one-line app, about 10 s and a traceback per
+    worker in the log ("'function' object has no attribute 'config'")."""
+    config = app.instance / "bare.gunicorn.conf.py"
+    config.write_text("# gunicorn's defaults, not the project's gunicorn.conf.py\n")
+    return [sys.executable, "-m", "gunicorn", "--config", str(config), "--worker-class", worker, *options, wsgi]
+
+
 @pytest.fixture(scope="module")
 def server():
     with LiveApp("refusals") as app:
-        app.argv = [sys.executable, "-m", "gunicorn", "--worker-class", WORKER, "--threads", "2"]
-        app.argv += ["--bind", f"127.0.0.1:{app.port}", "--access-logfile", "-", "tests.test_gunicorn_worker:hello"]
+        options = ["--threads", "2", "--bind", f"127.0.0.1:{app.port}", "--access-logfile", "-"]
+        app.argv = bare_gunicorn(app, WORKER, "tests.test_gunicorn_worker:hello", *options)
         app.start()
         app.wait_ready("/", timeout=60)
         yield app
@@ -91,6 +101,14 @@ def test_the_worker_still_serves_the_app(server):
     assert (answered, body) == (200, b"hello")
 
 
+def test_the_test_server_runs_without_the_project_settings(server):
+    """Only the worker class is the project's: no app built in the master, no model loaded in a worker
+    (whose failure on this one-line app was logged before the worker served its first request)."""
+    log = server.log_text()
+    assert f"Using worker: {WORKER}" in log
+    assert "Traceback" not in log and "preparing the model" not in log
+
+
 def test_a_refused_request_whose_line_was_read_is_in_the_access_log(server):
     # Two Content-Lengths: a request-smuggling attempt, which the access log must show.
     raw = b"POST /smuggle HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nbody"
@@ -120,8 +138,8 @@ def read_the_body(environ, start_response):
 def quick_server():
     with LiveApp("read-timeout") as app:
         worker = "tests.test_gunicorn_worker.QuickReadTimeoutWorker"
-        app.argv = [sys.executable, "-m", "gunicorn", "--worker-class", worker, "--threads", "2", "--workers", "1"]
-        app.argv += ["--bind", f"127.0.0.1:{app.port}", "tests.test_gunicorn_worker:read_the_body"]
+        options = ["--threads", "2", "--workers", "1", "--bind", f"127.0.0.1:{app.port}"]
+        app.argv = bare_gunicorn(app, worker, "tests.test_gunicorn_worker:read_the_body", *options)
         app.start()
         app.wait_ready("/", timeout=60)
         yield app
