@@ -112,6 +112,19 @@ def test_out_of_contract_query_is_400_with_the_error_body(client, admin_token, q
     assert response.json["error"]["message"].startswith(f"{name}: ")
 
 
+@pytest.mark.parametrize("listing", ["predictions", "audit-events"])
+def test_dates_the_wrong_way_round_are_400_not_an_empty_page(client, admin_token, listing):
+    response = client.get(f"/api/v1/{listing}?date_from=2026-12-05&date_to=2026-12-01", headers=auth(admin_token))
+    assert response.status_code == 400
+    assert response.json["error"] == {
+        "code": "invalid_filter",
+        "message": "date_to: date_from (2026-12-05) is after date_to (2026-12-01), so no day can match: "
+        "swap the two dates.",
+    }
+    same_day = client.get(f"/api/v1/{listing}?date_from=2026-12-05&date_to=2026-12-05", headers=auth(admin_token))
+    assert same_day.status_code == 200
+
+
 def test_extreme_but_valid_filters_answer_200(app, client, admin_token, clinician_user):
     with app.app_context():
         add_prediction(clinician_user)

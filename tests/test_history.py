@@ -55,6 +55,18 @@ def test_invalid_filter_shows_error(client, auth, rows):
     assert response.status_code == 400 and "Not a valid date" in response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("path", ["/history/", "/admin/history", "/admin/audit"])
+def test_dates_the_wrong_way_round_are_explained(client, auth, rows, path):
+    """From after To matched nothing and the page said only that no predictions match, as if none
+    had been made (reproduced with the history form's own date fields)."""
+    auth.login("admin")
+    response = client.get(f"{path}?date_from={D2}&date_to={D1}")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert f"&#39;From&#39; ({D2}) is after &#39;To&#39; ({D1}), so no day can match: swap the two dates." in html
+    assert client.get(f"{path}?date_from={D1}&date_to={D1}").status_code == 200  # one day is a range
+
+
 def test_clinician_sees_only_own(client, auth, rows):
     auth.login("clin")
     assert listed(client, "/history/") == {"n1.jpeg", "p1.jpeg"}

@@ -9,6 +9,7 @@ from sqlalchemy import Select, select
 from wtforms import DateField, StringField
 from wtforms.validators import Length, Optional
 
+from .date_range import not_before_date_from
 from .models import AuditEvent
 
 
@@ -19,7 +20,7 @@ class AuditFilterForm(FlaskForm):
     action = StringField("Action", validators=[Optional(), Length(max=64)])
     user = StringField("User", validators=[Optional(), Length(max=64)])
     date_from = DateField("From", validators=[Optional()])
-    date_to = DateField("To", validators=[Optional()])
+    date_to = DateField("To", validators=[Optional(), not_before_date_from])
 
 
 def audit_query(

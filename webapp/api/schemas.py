@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from flask_smorest.fields import Upload
-from marshmallow import EXCLUDE, Schema, fields, post_dump, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_dump, validate, validates_schema
 from marshmallow.utils import missing
 
+from ..date_range import backwards
 from ..inference.labels import NORMAL, PNEUMONIA, VERDICTS
 from ..inference.scores import rounded
 from ..models import FEEDBACK_LABELS, SOURCES, Prediction
@@ -224,7 +225,17 @@ class UploadSchema(Schema):
     )
 
 
-class PredictionFilterSchema(Schema):
+class DaysFilterSchema(Schema):
+    """A listing filtered by UTC days, `date_from` to `date_to`, both inclusive: never backwards."""
+
+    @validates_schema
+    def days_in_order(self, data, **kwargs):
+        message = backwards(data.get("date_from"), data.get("date_to"), "date_from", "date_to")
+        if message:
+            raise ValidationError(message, field_name="date_to")
+
+
+class PredictionFilterSchema(DaysFilterSchema):
     error_code = "invalid_filter"  # read by errors.ArgumentParser
 
     verdict = fields.String(validate=validate.OneOf(VERDICTS))
@@ -279,7 +290,7 @@ class AuditEventPageSchema(ResponseSchema):
     pages = fields.Integer(required=True)
 
 
-class AuditFilterSchema(Schema):
+class AuditFilterSchema(DaysFilterSchema):
     error_code = "invalid_filter"  # read by errors.ArgumentParser
 
     action = fields.String(validate=[validate.Length(max=64), PRINTABLE], metadata={"example": "sign_in"})

@@ -9,6 +9,7 @@ from sqlalchemy import Select, or_, select
 from wtforms import DateField, SelectField, StringField
 from wtforms.validators import Optional
 
+from ..date_range import not_before_date_from
 from ..extensions import db
 from ..models import LABELS, PACS_SUBMITTER, SOURCES, Feedback, Prediction, User
 
@@ -19,7 +20,7 @@ class HistoryFilterForm(FlaskForm):
 
     verdict = SelectField("Verdict", choices=[("", "Any")] + [(x, x.title()) for x in LABELS], validators=[Optional()])
     date_from = DateField("From", validators=[Optional()])
-    date_to = DateField("To", validators=[Optional()])
+    date_to = DateField("To", validators=[Optional(), not_before_date_from])
     user = StringField("User", validators=[Optional()])
     model_version = SelectField("Model version", choices=[("", "Any")], validate_choice=False, validators=[Optional()])
     source = SelectField("Source", choices=[("", "Any")] + [(s, s) for s in SOURCES], validators=[Optional()])
