@@ -76,6 +76,27 @@ def test_labels_csv_saved_by_a_spreadsheet_with_semicolons_or_tabs(tmp_path, sep
     assert inspect(tmp_path, zip_bytes({"labels.csv": csv, "a, b.jpeg": FILM})) == [Film("a, b.jpeg", "NORMAL")]
 
 
+@pytest.mark.parametrize(
+    ("encoding", "said"),
+    [
+        ("cp1252", "not UTF-8 text (line 2 has a character in another encoding"),  # Excel's plain "CSV"
+        ("latin-1", "not UTF-8 text (line 2 has a character in another encoding"),
+        ("utf-16", 'UTF-16 text (Excel\'s "Unicode Text")'),  # with its byte-order mark, as Excel saves it
+        ("utf-16-le", 'UTF-16 text (Excel\'s "Unicode Text")'),  # without: ASCII then decodes as UTF-8
+    ],
+)
+def test_labels_csv_in_another_encoding_is_told_how_to_save_it(tmp_path, encoding, said):
+    """Found by the leftovers review: every such file was answered "labels.csv is not UTF-8 text.", which
+    names no way out (Excel offers four kinds of CSV); an ASCII-only UTF-16 file without its byte-order
+    mark was refused as having no file,label header."""
+    name = "a.jpeg" if encoding == "utf-16-le" else "Résumé.jpeg"
+    csv = f"file\tlabel\r\n{name}\tNormal\r\n".encode(encoding)
+    error = refused(tmp_path, zip_bytes({"labels.csv": csv, name: FILM}))
+    assert error.code == "bad_labels_csv"
+    assert error.message.startswith(f"labels.csv is {said}")
+    assert 'save it again as "CSV UTF-8 (Comma delimited)" in Excel' in error.message
+
+
 def test_folder_entries_written_with_backslashes_are_folders(tmp_path):
     # Found by the site review: an archive whose folder entries were named "Export\\NORMAL\\" (as
     # Windows' PowerShell writes them) was refused: "not inside a NORMAL or PNEUMONIA folder: Export/".

@@ -164,14 +164,37 @@ def _delimiter(text: str) -> str:
     return max(LABELS_CSV_DELIMITERS, key=header.count)
 
 
+# How to make the file readable, in the words of the spreadsheet that most sites save it with.
+SAVE_AS_UTF8 = (
+    'save it again as "CSV UTF-8 (Comma delimited)" in Excel (in LibreOffice: Text CSV, character set '
+    "Unicode (UTF-8)) and put it back in the ZIP."
+)
+
+
+def _labels_text(data: bytes) -> str:
+    """labels.csv as text, or a refusal that says which encoding it has and how to save it as UTF-8."""
+    # Excel's "Unicode Text" is UTF-16 with a byte-order mark; without one, ASCII text in UTF-16
+    # still decodes as UTF-8 with a NUL beside every letter, and was refused for its header.
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00\x00" in (data[0:4:2], data[1:4:2]):
+        raise ArchiveRejected(
+            "bad_labels_csv", f'labels.csv is UTF-16 text (Excel\'s "Unicode Text"), not UTF-8: {SAVE_AS_UTF8}'
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ArchiveRejected(
+            "bad_labels_csv",
+            f"labels.csv is not UTF-8 text (line {line} has a character in another encoding, such as "
+            f'Excel\'s plain "CSV (Comma delimited)", which is Windows-1252 or Latin-1): {SAVE_AS_UTF8}',
+        ) from exc
+
+
 def _films_from_csv(archive: zipfile.ZipFile, labels: zipfile.ZipInfo, members: list[zipfile.ZipInfo]) -> list[Film]:
     if labels.file_size > MAX_LABELS_CSV_BYTES:
         raise ArchiveRejected("bad_labels_csv", "labels.csv is larger than 16 MB.")
     base = posixpath.dirname(_posix(labels.filename))
-    try:
-        text = archive.read(labels).decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ArchiveRejected("bad_labels_csv", "labels.csv is not UTF-8 text.") from exc
+    text = _labels_text(archive.read(labels))
     reader = csv.DictReader(io.StringIO(text), delimiter=_delimiter(text))
     columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
     if "file" not in columns or "label" not in columns:
