@@ -97,6 +97,17 @@ def test_labels_csv_in_another_encoding_is_told_how_to_save_it(tmp_path, encodin
     assert 'save it again as "CSV UTF-8 (Comma delimited)" in Excel' in error.message
 
 
+def test_labels_csv_the_csv_module_cannot_read_is_refused_not_a_500(tmp_path):
+    """Found by the leftovers review: a field past the csv module's limit (131,072 characters) raised
+    csv.Error out of the archive check, and the upload answered 500."""
+    csv = b"file,label\r\n" + b"x" * 200_000 + b",NORMAL\r\n"
+    error = refused(tmp_path, zip_bytes({"labels.csv": csv, "a.jpeg": FILM}))
+    assert (error.code, error.message) == (
+        "bad_labels_csv",
+        "labels.csv cannot be read as CSV: field larger than field limit (131072).",
+    )
+
+
 def test_folder_entries_written_with_backslashes_are_folders(tmp_path):
     # Found by the site review: an archive whose folder entries were named "Export\\NORMAL\\" (as
     # Windows' PowerShell writes them) was refused: "not inside a NORMAL or PNEUMONIA folder: Export/".

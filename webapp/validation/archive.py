@@ -196,12 +196,16 @@ def _films_from_csv(archive: zipfile.ZipFile, labels: zipfile.ZipInfo, members: 
     base = posixpath.dirname(_posix(labels.filename))
     text = _labels_text(archive.read(labels))
     reader = csv.DictReader(io.StringIO(text), delimiter=_delimiter(text))
-    columns = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
+    try:
+        header, rows = reader.fieldnames or [], list(reader)
+    except csv.Error as exc:  # e.g. a field past the csv module's limit (128 K characters): not a 500
+        raise ArchiveRejected("bad_labels_csv", f"labels.csv cannot be read as CSV: {exc}.") from exc
+    columns = {(name or "").strip().lower(): name for name in header}
     if "file" not in columns or "label" not in columns:
         raise ArchiveRejected("bad_labels_csv", "labels.csv needs a header row with the columns file,label.")
     by_name = {_posix(m.filename): m for m in members}
     truths: dict[str, str] = {}
-    for line, row in enumerate(reader, start=2):
+    for line, row in enumerate(rows, start=2):
         file = (row.get(columns["file"]) or "").strip()
         label = (row.get(columns["label"]) or "").strip().upper()
         if label not in TRUTHS:
