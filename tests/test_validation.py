@@ -114,6 +114,16 @@ def test_bad_archives_create_nothing(app, client, admin_token, data, status):
     assert not folder.exists() or not any(folder.iterdir())
 
 
+def test_an_archive_sent_as_a_text_part_is_told_to_send_a_file_part(app, client, admin_token):
+    """A part named `archive` without a filename is text to multipart: the answer said only "Send the
+    archive as a ZIP file in the form field 'archive'", which such a client believes it did."""
+    text = zip_bytes(labelled_films(copies=1)).decode("latin-1")
+    response = client.post("/api/v1/validation-runs", headers=bearer(admin_token), data={"archive": text})
+    assert response.status_code == 400 and response.json["error"]["code"] == "no_file"
+    assert "in a file part named 'archive', with a filename" in response.json["error"]["message"]
+    assert run_count(app) == 0
+
+
 def test_missing_archive_field_and_oversized_archive(app, client, admin_token):
     assert client.post("/api/v1/validation-runs", headers=bearer(admin_token)).status_code == 400
     app.config["VALIDATION_MAX_BYTES"] = 10_000

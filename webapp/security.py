@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, current_app, flash, redirect, request, url_for
+from flask import Flask, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -41,12 +41,28 @@ def register(app: Flask) -> None:
     app.after_request(add_security_headers)
 
 
+# A NUL in a multipart form's text part is binary data: a file sent without a filename, which
+# werkzeug reads as text (curl -F 'files=<film.dcm' where -F 'files=@film.dcm' was meant).
+FILE_SENT_AS_TEXT = (
+    "The form field '{name}' holds binary data sent as text, not as a file: send it as a file part with "
+    "a filename (curl -F '{name}=@path/to/file', not -F '{name}=<path/to/file'). The API takes films in "
+    "file parts named 'file' (docs/api.md)."
+)
+
+
 def refuse_nul_characters():
     """A NUL in a page's query or form value is never meant and PostgreSQL cannot store one: a 400
     here, not a database error later. The API's query schemas refuse it themselves, with the
     parameter named (`invalid_filter`), and its bodies are files, read after the token check."""
     if request.blueprint == "api":
         return None
+    if request.mimetype == "multipart/form-data":
+        binary = next((name for name, value in request.form.items(multi=True) if "\x00" in value), None)
+        if binary is not None:
+            message = FILE_SENT_AS_TEXT.format(name=binary)
+            if wants_json():
+                return api_error("no_file", message, 400)
+            return render_template("errors/error.html", status=400, message=message), 400
     fields = (request.args, request.form)
     if any("\x00" in key or "\x00" in value for values in fields for key, value in values.items(multi=True)):
         abort(400, "A field of the request contains a NUL character. Remove it and try again.")

@@ -50,7 +50,12 @@ def too_large() -> ArchiveRejected:
 def create_run(user: User, upload: FileStorage | None) -> ValidationRun:
     """A queued run for the uploaded archive; raises ArchiveRejected (nothing stored) if unusable."""
     if upload is None or not upload.filename:
-        raise ArchiveRejected("no_file", "Send the archive as a ZIP file in the form field 'archive'.", 400)
+        raise ArchiveRejected(
+            "no_file",
+            "Send the archive as a ZIP file in a file part named 'archive', with a filename "
+            "(curl -F archive=@site.zip; a part without a filename is read as text).",
+            400,
+        )
     max_bytes = current_app.config["VALIDATION_MAX_BYTES"]
     folder = archive_folder()
     folder.mkdir(parents=True, exist_ok=True)
