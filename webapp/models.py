@@ -437,9 +437,12 @@ class DicomReceipt(db.Model):
     results: Mapped[list[DicomResult]] = relationship(back_populates="receipt", order_by="DicomResult.id")
 
 
-# States of a result in the outbox.
-RESULT_PENDING, RESULT_SENT, RESULT_FAILED = "pending", "sent", "failed"
-RESULT_STATES = (RESULT_PENDING, RESULT_SENT, RESULT_FAILED)
+# States of a result in the outbox. Failed: not delivered after every try (or never built); refused:
+# the PACS refused it in a way no later try changes (its configuration must), so it was not tried again.
+RESULT_PENDING, RESULT_SENT, RESULT_FAILED, RESULT_REFUSED = "pending", "sent", "failed", "refused"
+RESULT_STATES = (RESULT_PENDING, RESULT_SENT, RESULT_FAILED, RESULT_REFUSED)
+# The results an administrator may send again or discard.
+RESULT_UNDELIVERED = (RESULT_FAILED, RESULT_REFUSED)
 
 
 class DicomResult(db.Model):
