@@ -14,7 +14,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import ComprehensiveSRStorage, CTImageStorage
 from sqlalchemy import select
 
-from tests.dicom_films import film
+from tests.dicom_films import DEVICE_UID, film
 from tests.helpers import csrf_token, drain
 from tests.orthanc_server import OrthancServer
 from tests.redis_server import free_port
@@ -49,7 +49,7 @@ def pacs(status: int = 0x0000, storage_class=ComprehensiveSRStorage, calling_aet
 def outbox_result(app, port: int) -> int:
     """A screened film's SR waiting in the outbox for the PACS on `port`."""
     app.config["DICOM_RESULTS_DESTINATION"] = f"PACS@127.0.0.1:{port}"
-    sr = encode(build_sr(dcmread(io.BytesIO(film(0))), Verdict("NORMAL", 0.1, 0.5, None, "v-test")))
+    sr = encode(build_sr(dcmread(io.BytesIO(film(0))), Verdict("NORMAL", 0.1, 0.5, None, "v-test"), DEVICE_UID))
     with app.app_context():
         receipt = DicomReceipt(
             sop_key="a" * 64,

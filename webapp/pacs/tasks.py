@@ -51,6 +51,7 @@ from ..models import (
 )
 from ..screening.service import analyse
 from . import spool
+from .device import device_uid
 from .intake import SCREEN_TASK
 from .results import MissingIdentifier, Verdict, build_capture, build_sr, encode
 from .sender import Refused, SendError, parse_destination, send
@@ -162,7 +163,7 @@ def build_results(receipt_id: int, data: bytes, analysis) -> list[DicomResult]:
         return build_capture(source, verdict, pixels, analysis.heatmap)
 
     results = []
-    for kind, build in (("SR", lambda source: build_sr(source, verdict)), ("SC", capture)):
+    for kind, build in (("SR", lambda source: build_sr(source, verdict, device_uid())), ("SC", capture)):
         # Named after the receipt: a job that dies before committing leaves files the next one overwrites.
         name = f"{receipt_id}-{kind.lower()}.dcm"
         try:
