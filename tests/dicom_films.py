@@ -18,6 +18,8 @@ FILMS = ("pneumonia.jpeg", "normal.jpeg", "pneumonia_2.jpeg", "normal_2.jpeg")
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 MODALITY_AE = "MODALITY"
+# A Device Observer UID for SRs built outside an app (the app draws its own: webapp/pacs/device.py).
+DEVICE_UID = "1.2.826.0.1.3680043.8.498.1"
 
 
 def film(index: int, modality: str = "CR") -> bytes:

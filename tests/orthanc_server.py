@@ -33,7 +33,8 @@ def orthanc_binary() -> str | None:
 
 
 class OrthancServer:
-    def __init__(self, node_ae_title: str, node_port: int, niceness: int = 0):
+    def __init__(self, node_ae_title: str, node_port: int, niceness: int = 0, settings: dict | None = None):
+        """`settings`: Orthanc configuration over the defaults below (a PACS configured otherwise)."""
         self.node_ae_title, self.node_port = node_ae_title, node_port
         binary = orthanc_binary()
         if binary is None:
@@ -62,6 +63,7 @@ class OrthancServer:
                     "DicomModalities": {"cxrscreen": [node_ae_title, "127.0.0.1", node_port]},
                     "Plugins": [],
                     "StableAge": 2,
+                    **(settings or {}),
                 }
             )
         )

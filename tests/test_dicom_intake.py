@@ -4,6 +4,7 @@ the destination setting, and the SR and secondary capture built for a film."""
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -15,8 +16,10 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import ComprehensiveSRStorage
 from sqlalchemy import func, select
 
-from tests.dicom_films import CR_IMAGE_STORAGE, film
+from tests.dicom_films import CR_IMAGE_STORAGE, DEVICE_UID, film
 from tests.helpers import drain
+from webapp import create_app
+from webapp.config import TestingConfig
 from webapp.extensions import db
 from webapp.models import (
     RECEIPT_QUEUED,
@@ -25,9 +28,11 @@ from webapp.models import (
     RESULT_FAILED,
     RESULT_PENDING,
     DicomReceipt,
+    DicomResult,
     Prediction,
 )
 from webapp.pacs import intake, spool, tasks
+from webapp.pacs.device import device_uid
 from webapp.pacs.results import BANNER, Verdict, build_capture, build_sr, encode, summary_lines
 from webapp.pacs.sender import Destination, DestinationError, SendError, parse_destination, send
 
@@ -100,7 +105,7 @@ def test_sr_holds_the_unknown_reason_and_capture_the_banner():
     source = dcmread(io.BytesIO(film(1)))
     assert source.SOPClassUID == CR_IMAGE_STORAGE
     verdict = Verdict("UNKNOWN", 0.42, 0.37, "The image does not look like a chest radiograph.", "v-test")
-    texts = sr_texts(build_sr(source, verdict))
+    texts = sr_texts(build_sr(source, verdict, DEVICE_UID))
     assert texts["AI screening verdict"] == "UNKNOWN"
     assert texts["Reason for UNKNOWN"] == verdict.unknown_reason
     assert texts["Disclaimer"] == BANNER
@@ -168,7 +173,7 @@ def with_header(data: bytes, **values) -> bytes:
 def test_results_are_built_from_real_world_headers(values):
     source = dcmread(io.BytesIO(with_header(film(0), **values)))
     verdict = Verdict("NORMAL", 0.1, 0.5, None, "v-test")
-    sr = dcmread(io.BytesIO(encode(build_sr(source, verdict))))
+    sr = dcmread(io.BytesIO(encode(build_sr(source, verdict, DEVICE_UID))))
     capture = encode(build_capture(source, verdict, np.full((64, 64), 0.5, np.float32), np.zeros((8, 8), np.float32)))
     assert sr.StudyInstanceUID == source.StudyInstanceUID and capture
     assert str(sr.PatientName) == str(source.PatientName)  # the film's own patient module, as it came
@@ -182,7 +187,7 @@ def test_results_carry_the_films_patient_and_study_bytes_even_in_a_wrong_charact
     verdict = Verdict("NORMAL", 0.1, 0.5, None, "v-test")
     pixels, heatmap = np.full((64, 64), 0.5, np.float32), np.zeros((8, 8), np.float32)
     for result in (
-        build_sr(dcmread(io.BytesIO(data)), verdict),
+        build_sr(dcmread(io.BytesIO(data)), verdict, DEVICE_UID),
         build_capture(dcmread(io.BytesIO(data)), verdict, pixels, heatmap),
     ):
         written = dcmread(io.BytesIO(encode(result)))
@@ -229,8 +234,8 @@ def test_the_caution_goes_into_the_sr_and_is_burned_into_the_capture():
     caution = "Outside the validated age range: the DICOM header gives an age outside 1 to 5 years; take care."
     plain = Verdict("NORMAL", 0.1, 0.39, None, "v-test")
     cautioned = Verdict("NORMAL", 0.1, 0.39, None, "v-test", caution)
-    assert sr_texts(build_sr(source, cautioned))["Caution"] == caution
-    assert sr_texts(build_sr(source, plain))["Caution"] == "none"
+    assert sr_texts(build_sr(source, cautioned, DEVICE_UID))["Caution"] == caution
+    assert sr_texts(build_sr(source, plain, DEVICE_UID))["Caution"] == "none"
     pixels = np.full((400, 300), 0.5, np.float32)
 
     def black_rows_at_the_bottom(verdict) -> int:
@@ -286,7 +291,7 @@ def test_results_reach_a_pacs_that_takes_only_the_default_transfer_syntax():
     pacs = AE(ae_title="PACS")
     pacs.add_supported_context(ComprehensiveSRStorage, ImplicitVRLittleEndian)
     server = pacs.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
-    sr = encode(build_sr(dcmread(io.BytesIO(film(0))), Verdict("NORMAL", 0.1, 0.5, None, "v-test")))
+    sr = encode(build_sr(dcmread(io.BytesIO(film(0))), Verdict("NORMAL", 0.1, 0.5, None, "v-test"), DEVICE_UID))
     try:
         send(Destination("PACS", "127.0.0.1", server.server_address[1]), "CXRSCREEN", sr)
         with pytest.raises(SendError, match="does not take Secondary Capture Image Storage objects"):
@@ -308,7 +313,7 @@ def test_a_pacs_that_refuses_the_association_is_reported_with_its_reason():
     pacs.add_supported_context(ComprehensiveSRStorage)
     pacs.require_calling_aet = ["SOMEONE"]
     server = pacs.start_server(("127.0.0.1", 0), block=False)
-    sr = encode(build_sr(dcmread(io.BytesIO(film(0))), Verdict("NORMAL", 0.1, 0.5, None, "v-test")))
+    sr = encode(build_sr(dcmread(io.BytesIO(film(0))), Verdict("NORMAL", 0.1, 0.5, None, "v-test"), DEVICE_UID))
     try:
         with pytest.raises(SendError, match=r"Calling AE title not recognised \(this node calls as CXRSCREEN\)"):
             send(Destination("PACS", "127.0.0.1", server.server_address[1]), "CXRSCREEN", sr)
@@ -342,3 +347,35 @@ def test_the_capture_of_a_lossy_film_says_it_went_through_lossy_compression():
     lossy = dcmread(io.BytesIO(with_header(film(0), LossyImageCompression="01")))
     assert build_capture(lossy, verdict, pixels, heatmap).LossyImageCompression == "01"
     assert "LossyImageCompression" not in build_capture(dcmread(io.BytesIO(film(0))), verdict, pixels, heatmap)
+
+
+def device_observer_uid(sr) -> str:
+    """The Device Observer UID of the SR's observation context (TID 1004)."""
+    for item in sr.ContentSequence:
+        if item.ConceptNameCodeSequence[0].CodeMeaning == "Device Observer UID":
+            return str(item.UID)
+    raise AssertionError("the SR names no device observer")
+
+
+@pytest.mark.app_config(DICOM_RESULTS_DESTINATION="PACS@127.0.0.1:1")
+def test_the_reports_of_one_installation_name_one_device(app, tmp_path):
+    """Found by the PACS review: the Device Observer UID was drawn anew for every report, so a PACS or a
+    registry grouping reports by the device that made them saw a new device per film."""
+    with app.app_context():
+        for index in (0, 1):
+            assert intake.receive(arrival(film(index))) == intake.SUCCESS
+    drain(app)
+    with app.app_context():
+        names = db.session.scalars(select(DicomResult.file_name).where(DicomResult.kind == "SR")).all()
+        uids = {device_observer_uid(dcmread(spool.folder(spool.OUTBOX) / name)) for name in names}
+    assert len(names) == 2 and len(uids) == 1
+    uid = uids.pop()
+    # PS3.5 9.1: at most 64 characters, digits and dots, no component with a leading zero.
+    assert len(uid) <= 64 and re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+", uid), uid
+    # The same app started again keeps it; another installation (its own instance folder) has its own.
+    again = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path})
+    other = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path / "other"})
+    with again.app_context():
+        assert device_uid() == uid
+    with other.app_context():
+        assert device_uid() not in (uid, "")

@@ -3,10 +3,11 @@
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select
 
-from tests.helpers import reset_database
+from tests.helpers import AuthActions, csrf_token, reset_database
 from webapp.extensions import db
+from webapp.models import DIRECTORY, LOCAL, NO_LOCAL_PASSWORD, ApiToken, AuditEvent, User
 
 TABLES = {"users", "api_tokens", "predictions", "feedback", "sign_in_counters", "audit_events", "alembic_version"}
 
@@ -30,3 +31,61 @@ def test_downgrade_then_upgrade(app):
         assert not {"users", "predictions"} & set(inspect(db.engine).get_table_names())
         upgrade()
         assert set(inspect(db.engine).get_table_names()) >= TABLES
+
+
+def _directory_account(name: str) -> User:
+    """A row as directory sign-in made it (before it refused the reserved name), with an API token."""
+    user = User(username=name, role="clinician", source=DIRECTORY, password_hash=NO_LOCAL_PASSWORD)
+    db.session.add(user)
+    _, user.secret = ApiToken.create(user)
+    db.session.commit()
+    return user
+
+
+def _signed_in_browser(app, user: User):
+    """A browser holding a session of that account, started before the upgrade (as a local account
+    for the moment of the sign-in: directory sign-in refuses the name now)."""
+    password = "a-long-enough-test-passphrase"
+    user.source = LOCAL
+    user.set_password(password)
+    db.session.commit()
+    browser = app.test_client()
+    assert AuthActions(browser).login(user.username, password).status_code == 302
+    user.source, user.password_hash = DIRECTORY, NO_LOCAL_PASSWORD
+    db.session.commit()
+    return browser
+
+
+def test_the_upgrade_deactivates_a_directory_account_named_pacs(app, client, auth, runner, admin_user):
+    """Found by the PACS review: directory sign-in refuses an entry named pacs (PACS is the user every
+    film from the PACS shows), but a row it made before that fix kept its sessions and tokens, and its
+    uploads went on passing for the PACS's. Migration 0008 ends it; other accounts are untouched."""
+    with app.app_context():
+        downgrade(revision="0007_directory_access")
+        pacs, alice = _directory_account("pacs"), _directory_account("alice")
+        pacs_id, pacs_secret, alice_secret = pacs.id, pacs.secret, alice.secret
+        browser = _signed_in_browser(app, pacs)
+
+    def api(secret: str) -> int:
+        return client.get("/api/v1/tokens", headers={"Authorization": f"Bearer {secret}"}).status_code
+
+    assert (api(pacs_secret), browser.get("/screen").status_code) == (200, 200)  # before the upgrade
+    with app.app_context():
+        upgrade()
+        pacs = db.session.get(User, pacs_id)
+        assert (pacs.active, pacs.directory_access, pacs.session_version) == (False, False, 1)
+        trail = db.session.execute(select(AuditEvent.actor, AuditEvent.action, AuditEvent.target)).all()
+        assert {("migration", "user_deactivated", "pacs"), ("migration", "token_revoked", "pacs")} <= set(trail)
+        assert User.by_username("alice").active
+    assert (api(pacs_secret), api(alice_secret)) == (401, 200)
+    assert browser.get("/screen").status_code == 302
+    # Neither the Users page nor the CLI turns it back on.
+    auth.login("admin")
+    page = client.post(
+        f"/admin/users/{pacs_id}/active", data={"csrf_token": csrf_token(client, "/admin/users")}, follow_redirects=True
+    ).get_data(as_text=True)
+    assert "reserved for films from the PACS" in page
+    result = runner.invoke(args=["users", "activate", "pacs"])
+    assert result.exit_code != 0 and "reserved for films from the PACS" in result.output
+    with app.app_context():
+        assert not db.session.get(User, pacs_id).active

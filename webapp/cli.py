@@ -12,7 +12,7 @@ from .auth.sessions import end_all_access
 from .cli_group import AdminGroup
 from .config import MAX_RETENTION_DAYS
 from .extensions import db
-from .models import ROLES, USERNAME_PATTERN, AuditEvent, User, record_audit, utcnow
+from .models import RESERVED_ACCOUNT, ROLES, USERNAME_PATTERN, AuditEvent, User, record_audit, utcnow
 from .passwords import password_problem
 
 users_cli = AdminGroup("users", help="Create and manage user accounts and API tokens.")
@@ -124,6 +124,8 @@ def activate(name: str) -> None:
 
 def _set_active(name: str, active: bool) -> None:
     user = _user_or_fail(name)
+    if active and user.under_reserved_name:
+        raise click.ClickException(RESERVED_ACCOUNT.format(name=user.username))
     user.active = active
     if not active:
         end_all_access(user)

@@ -99,6 +99,13 @@ class User(UserMixin, db.Model):
     def from_directory(self) -> bool:
         return self.source == DIRECTORY
 
+    @property
+    def under_reserved_name(self) -> bool:
+        """A directory account named PACS_SUBMITTER, made before directory sign-in refused that name:
+        migration 0008 deactivated it, and it may not be activated again (its films would pass for
+        the PACS's)."""
+        return self.from_directory and reserved_username(self.username)
+
     def set_password(self, password: str) -> None:
         self.password_hash = hash_password(password)
 
@@ -202,6 +209,13 @@ SOURCE_UPLOAD, SOURCE_API, SOURCE_DICOM = "upload", "api", "dicom"
 SOURCES = (SOURCE_UPLOAD, SOURCE_API, SOURCE_DICOM)
 # Who a film from the PACS is shown as having come from (it has no user).
 PACS_SUBMITTER = "PACS"
+
+
+# Why an administrator cannot activate such an account (User.under_reserved_name), on the page and in the CLI.
+RESERVED_ACCOUNT = (
+    "{name} is a directory account under the name reserved for films from the PACS; it stays deactivated, "
+    "or its films would pass for the PACS's. Its owner needs a directory account with another name."
+)
 
 
 def reserved_username(username: str) -> bool:
@@ -437,9 +451,12 @@ class DicomReceipt(db.Model):
     results: Mapped[list[DicomResult]] = relationship(back_populates="receipt", order_by="DicomResult.id")
 
 
-# States of a result in the outbox.
-RESULT_PENDING, RESULT_SENT, RESULT_FAILED = "pending", "sent", "failed"
-RESULT_STATES = (RESULT_PENDING, RESULT_SENT, RESULT_FAILED)
+# States of a result in the outbox. Failed: not delivered after every try (or never built); refused:
+# the PACS refused it in a way no later try changes (its configuration must), so it was not tried again.
+RESULT_PENDING, RESULT_SENT, RESULT_FAILED, RESULT_REFUSED = "pending", "sent", "failed", "refused"
+RESULT_STATES = (RESULT_PENDING, RESULT_SENT, RESULT_FAILED, RESULT_REFUSED)
+# The results an administrator may send again or discard.
+RESULT_UNDELIVERED = (RESULT_FAILED, RESULT_REFUSED)
 
 
 class DicomResult(db.Model):

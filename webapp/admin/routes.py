@@ -11,7 +11,7 @@ from ..auth.sessions import end_all_access
 from ..extensions import db
 from ..history.filters import HistoryFilterForm, filtered_predictions
 from ..history.routes import render_history
-from ..models import ApiToken, AuditEvent, Prediction, User, record_audit, utcnow
+from ..models import RESERVED_ACCOUNT, ApiToken, AuditEvent, Prediction, User, record_audit, utcnow
 from ..params import page_of
 from ..responses import form_errors
 from . import bp
@@ -89,6 +89,8 @@ def toggle_active(user_id: int):
     if ToggleActiveForm().validate_on_submit():
         if user.id == current_user.id:
             flash("You cannot deactivate your own account.", "error")
+        elif not user.active and user.under_reserved_name:
+            flash(RESERVED_ACCOUNT.format(name=user.username), "error")
         else:
             user.active = not user.active
             if not user.active:

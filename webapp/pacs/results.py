@@ -99,13 +99,14 @@ class Verdict:
     caution: str | None = None
 
 
-def build_sr(source: Dataset, verdict: Verdict) -> Dataset:
+def build_sr(source: Dataset, verdict: Verdict, device_uid: str) -> Dataset:
+    """`device_uid`: the installation's Device Observer UID (device.py), the same in every report."""
     film_elements = _patient_and_study(source)
     reference = _reference(source)
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(), name=MANUFACTURER, model_name=verdict.model_version[:64]
+            uid=device_uid, name=MANUFACTURER, model_name=verdict.model_version[:64]
         ),
     )
     group = hd.sr.MeasurementsAndQualitativeEvaluations(

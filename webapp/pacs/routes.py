@@ -16,8 +16,8 @@ from ..inference.labels import NORMAL, PNEUMONIA, UNKNOWN
 from ..models import (
     RECEIPT_REFUSED,
     RECEIPT_STATES,
-    RESULT_FAILED,
     RESULT_STATES,
+    RESULT_UNDELIVERED,
     SOURCE_DICOM,
     DicomReceipt,
     DicomResult,
@@ -104,17 +104,18 @@ def outbox():
         refused=refused,
         destination=current_app.config.get("DICOM_RESULTS_DESTINATION"),
         form=FlaskForm(),
-        failed=RESULT_FAILED,
+        undelivered=RESULT_UNDELIVERED,
     )
 
 
 def _act_on_failed_result(result_id: int, action: str, act: Callable[[DicomResult], None], message: str):
-    """An administrator's retry or discard of a result whose delivery failed (409 for any other), audited."""
+    """An administrator's retry or discard of a result whose delivery failed or was refused (409 for any
+    other), audited."""
     require_admin()
     if not FlaskForm().validate_on_submit():
         abort(400)
     result = db.get_or_404(DicomResult, result_id)
-    if result.state != RESULT_FAILED or not result.file_name:
+    if result.state not in RESULT_UNDELIVERED or not result.file_name:
         abort(409)
     record_audit(current_user.username, action, f"result {result_id}")
     act(result)

@@ -1,6 +1,8 @@
 """C-STORE of one result to DICOM_RESULTS_DESTINATION (AE@host:port). Any failure (PACS down, association
 refused, a non-success status) is a SendError with a message an administrator can act on; the outbox
-(tasks.py) retries it later."""
+(tasks.py) retries it later. A refusal no later try can change (Refused: the PACS does not know our AE
+title, takes no SR, says the data set is not what it can store) is not retried: the PACS's
+configuration has to change first, and the administrator then sends the result again from the outbox."""
 
 from __future__ import annotations
 
@@ -10,11 +12,22 @@ from dataclasses import dataclass
 from pydicom import dcmread
 from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE
+from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING, STORAGE_SERVICE_CLASS_STATUS
+from pynetdicom.status import code_to_category as status_category
 
 from ..config import AE_TITLE_RULE, ae_title_ok
 
-# Success, and the Warning statuses a PACS answers when it stored the object with changes.
-_STORED = {0x0000, 0xB000, 0xB007, 0xB006}
+# A Warning C-STORE status still means stored, with changes (PS3.4 B.2.3).
+_STORED = (STATUS_SUCCESS, STATUS_WARNING)
+# The failure statuses a PACS answers while it is short of something, which a later try may not meet:
+# Out of Resources (PS3.4 B.2.3), Processing Failure, Duplicate Invocation and Resource Limitation
+# (PS3.7 C). Every other failure the Storage service defines (SOP class not supported, not authorised,
+# data set does not match the SOP class, cannot understand...) answers the same to every try; a status
+# it does not define is retried, as before.
+_TRANSIENT_FAILURES = frozenset({0x0110, 0x0210, 0x0213, *range(0xA700, 0xA800)})
+# A-ASSOCIATE-RJ result (PS3.8 9.3.4): rejected-permanent, as opposed to 0x02 rejected-transient
+# (pynetdicom names the values only as text, result_str).
+_REJECTED_PERMANENT = 0x01
 
 
 class DestinationError(ValueError):
@@ -23,6 +36,10 @@ class DestinationError(ValueError):
 
 class SendError(RuntimeError):
     pass
+
+
+class Refused(SendError):
+    """A refusal that trying again cannot change: the result is not tried again."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +74,7 @@ def send(destination: Destination, calling_ae_title: str, data: bytes, timeout: 
     ae.add_requested_context(dataset.SOPClassUID, syntaxes)
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
     if not assoc.is_established:
-        raise SendError(f"{destination} {_not_established(assoc, dataset, calling_ae_title)}")
+        raise _not_established(destination, assoc, dataset, calling_ae_title)
     try:
         status = assoc.send_c_store(dataset)
     finally:
@@ -65,15 +82,23 @@ def send(destination: Destination, calling_ae_title: str, data: bytes, timeout: 
     code = getattr(status, "Status", None)
     if code is None:
         raise SendError(f"{destination} gave no answer to the C-STORE (connection lost or timed out)")
-    if code not in _STORED:
-        raise SendError(f"{destination} answered the C-STORE with status 0x{code:04X}")
+    category = status_category(code)
+    if category in _STORED:
+        return
+    meaning = STORAGE_SERVICE_CLASS_STATUS.get(code, (category, "a status the Storage service does not define"))[1]
+    message = f"{destination} answered the C-STORE with status 0x{code:04X} ({meaning})"
+    permanent = category == STATUS_FAILURE and code in STORAGE_SERVICE_CLASS_STATUS and code not in _TRANSIENT_FAILURES
+    raise (Refused if permanent else SendError)(message)
 
 
-def _not_established(assoc, dataset, calling_ae_title: str) -> str:
+def _not_established(destination: Destination, assoc, dataset, calling_ae_title: str) -> SendError:
     """Why the PACS did not take the association, in words an administrator can act on."""
     if assoc.is_rejected:
         rejection = assoc.acceptor.primitive
-        return f"refused the association: {rejection.reason_str} (this node calls as {calling_ae_title})"
+        why = f"{destination} refused the association: {rejection.reason_str} (this node calls as {calling_ae_title})"
+        return Refused(why) if rejection.result == _REJECTED_PERMANENT else SendError(why)
     if assoc.rejected_contexts:  # pynetdicom aborts an association with no context accepted
-        return f"does not take {dataset.SOPClassUID.name} objects (it refused their presentation context)"
-    return "cannot be reached"
+        return Refused(
+            f"{destination} does not take {dataset.SOPClassUID.name} objects (it refused their presentation context)"
+        )
+    return SendError(f"{destination} cannot be reached")

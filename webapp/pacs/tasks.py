@@ -9,8 +9,10 @@ spool file is deleted by recovery): each film gets exactly one prediction and on
 
 Delivering a result: one C-STORE, tried first by the job that screened the film; on failure the
 wait before the next try doubles up to DICOM_SEND_MAX_BACKOFF_SECONDS, so a PACS down for minutes
-gets its results minutes later. A result is delivered, then its file (the only copy of the
-patient's name the node ever keeps) is deleted.
+gets its results minutes later. A refusal no try can change (sender.Refused) ends the tries at once:
+the result is listed as refused, with the PACS's reason, until an administrator sends it again. A
+result is delivered, then its file (the only copy of the patient's name the node ever keeps) is
+deleted.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from ..models import (
     RECEIPT_SCREENING,
     RESULT_FAILED,
     RESULT_PENDING,
+    RESULT_REFUSED,
     RESULT_SENT,
     SOURCE_DICOM,
     DicomReceipt,
@@ -48,9 +51,10 @@ from ..models import (
 )
 from ..screening.service import analyse
 from . import spool
+from .device import device_uid
 from .intake import SCREEN_TASK
 from .results import MissingIdentifier, Verdict, build_capture, build_sr, encode
-from .sender import SendError, parse_destination, send
+from .sender import Refused, SendError, parse_destination, send
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +163,7 @@ def build_results(receipt_id: int, data: bytes, analysis) -> list[DicomResult]:
         return build_capture(source, verdict, pixels, analysis.heatmap)
 
     results = []
-    for kind, build in (("SR", lambda source: build_sr(source, verdict)), ("SC", capture)):
+    for kind, build in (("SR", lambda source: build_sr(source, verdict, device_uid())), ("SC", capture)):
         # Named after the receipt: a job that dies before committing leaves files the next one overwrites.
         name = f"{receipt_id}-{kind.lower()}.dcm"
         try:
@@ -214,6 +218,9 @@ def deliver(result_id: int) -> None:
             raise SendError("DICOM_RESULTS_DESTINATION is not set")
         destination = parse_destination(config["DICOM_RESULTS_DESTINATION"])
         send(destination, config["DICOM_AE_TITLE"], spool.read(spool.OUTBOX, result.file_name))
+    except Refused as exc:
+        refused(result, str(exc))
+        return
     except (SendError, ValueError, OSError) as exc:
         retry_later(result, str(exc) or type(exc).__name__)
         return
@@ -243,15 +250,24 @@ def retry_later(result: DicomResult, error: str) -> None:
     enqueue_in(wait, SEND_TASK, result.id)
 
 
+def refused(result: DicomResult, error: str) -> None:
+    """The PACS refused the result for a reason no later try changes: tried again, it was refused 60
+    times over four and a half hours. It waits, with the reason, for an administrator's retry."""
+    result.attempts += 1
+    result.state, result.last_error, result.lease_until = RESULT_REFUSED, error[:500], None
+    db.session.commit()
+    log.error("dicom: result %d refused by the PACS, not tried again: %s", result.id, error)
+
+
 def requeue(result: DicomResult) -> None:
-    """An administrator's retry of a failed result: back to pending, tried now."""
+    """An administrator's retry of a failed or refused result: back to pending, tried now."""
     result.state, result.attempts, result.next_attempt_at, result.lease_until = RESULT_PENDING, 0, utcnow(), None
     db.session.commit()
     enqueue(SEND_TASK, result.id)
 
 
 def discard(result: DicomResult) -> None:
-    """An administrator gives up on a failed result: its file (with the patient's name) is deleted."""
+    """An administrator gives up on a failed or refused result: its file (with the patient's name) is deleted."""
     file_name = result.file_name
     result.file_name = None
     result.last_error = (result.last_error or "") + " (discarded by an administrator)"

@@ -1,0 +1,188 @@
+"""A result the PACS refuses: for good (our AE title unknown to it, no SR taken, a failure status that
+answers every try the same) it is not tried again, and the outbox says why; for now (out of
+resources, too many associations, down) it is tried again later. The PACS is a pynetdicom SCP on a
+loopback port, set to refuse as a misconfigured PACS does, or Orthanc configured not to know us."""
+
+from __future__ import annotations
+
+import io
+from contextlib import contextmanager
+
+import pytest
+from pydicom import dcmread
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import ComprehensiveSRStorage, CTImageStorage
+from sqlalchemy import select
+
+from tests.dicom_films import DEVICE_UID, film
+from tests.helpers import csrf_token, drain
+from tests.orthanc_server import OrthancServer
+from tests.redis_server import free_port
+from webapp.extensions import db
+from webapp.models import RECEIPT_SCREENED, RESULT_PENDING, RESULT_REFUSED, RESULT_SENT, DicomReceipt, DicomResult
+from webapp.pacs import spool, tasks
+from webapp.pacs.results import Verdict, build_sr, encode
+
+NODE_AE = "CXRSCREEN"
+
+
+@contextmanager
+def pacs(status: int = 0x0000, storage_class=ComprehensiveSRStorage, calling_aets=(), maximum_associations=10):
+    """A PACS on a free loopback port that answers every C-STORE with `status`; yields (port, stores)."""
+    stores = []
+
+    def on_store(event):
+        stores.append(event.dataset.SOPInstanceUID)
+        return status
+
+    ae = AE(ae_title="PACS")
+    ae.add_supported_context(storage_class)
+    ae.require_calling_aet = list(calling_aets)
+    ae.maximum_associations = maximum_associations
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        yield server.server_address[1], stores
+    finally:
+        server.shutdown()
+
+
+def outbox_result(app, port: int) -> int:
+    """A screened film's SR waiting in the outbox for the PACS on `port`."""
+    app.config["DICOM_RESULTS_DESTINATION"] = f"PACS@127.0.0.1:{port}"
+    sr = encode(build_sr(dcmread(io.BytesIO(film(0))), Verdict("NORMAL", 0.1, 0.5, None, "v-test"), DEVICE_UID))
+    with app.app_context():
+        receipt = DicomReceipt(
+            sop_key="a" * 64,
+            study_key="b" * 64,
+            calling_aet="MODALITY",
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.1",
+            modality="CR",
+            state=RECEIPT_SCREENED,
+        )
+        db.session.add(receipt)
+        db.session.flush()
+        name = f"{receipt.id}-sr.dcm"
+        spool.write(spool.OUTBOX, name, sr)
+        result = DicomResult(receipt_id=receipt.id, kind="SR", file_name=name)
+        db.session.add(result)
+        db.session.commit()
+        return result.id
+
+
+def deliver(app, result_id: int) -> DicomResult:
+    with app.app_context():
+        tasks.deliver(result_id)
+        result = db.session.get(DicomResult, result_id)
+        db.session.expunge(result)
+        return result
+
+
+def retries_waiting(app) -> int:
+    """Jobs on the queue: Huey queues a delayed job at once, with the time it may run."""
+    jobs = app.extensions["jobs"]
+    return jobs.pending() + jobs.scheduled()
+
+
+PERMANENT = {
+    "calling AE title unknown": (
+        {"calling_aets": ["SOMEONE"]},
+        f"refused the association: Calling AE title not recognised (this node calls as {NODE_AE})",
+        0,
+    ),
+    "no SR taken": (
+        {"storage_class": CTImageStorage},
+        "does not take Comprehensive SR Storage objects (it refused their presentation context)",
+        0,
+    ),
+    "SOP class not supported": ({"status": 0x0122}, "status 0x0122 (Refused: SOP Class Not Supported)", 1),
+    "data set does not match": ({"status": 0xA900}, "status 0xA900 (Data Set Does Not Match SOP Class)", 1),
+    "cannot understand": ({"status": 0xC000}, "status 0xC000 (Cannot Understand)", 1),
+}
+
+
+@pytest.mark.parametrize("refusal", PERMANENT)
+def test_a_permanent_refusal_ends_after_one_try_with_its_reason(app, client, auth, admin_user, refusal):
+    """Found by the PACS review: a PACS that does not know our AE title, takes no SR, or answers a
+    failure status that says the object itself is refused, was asked again 60 times over 4.5 hours,
+    each try answered the same, and the outbox said "pending" until the last."""
+    settings, reason, stores_expected = PERMANENT[refusal]
+    with pacs(**settings) as (port, stores):
+        result_id = outbox_result(app, port)
+        result = deliver(app, result_id)
+    assert (result.state, result.attempts, len(stores)) == (RESULT_REFUSED, 1, stores_expected)
+    assert reason in result.last_error
+    assert retries_waiting(app) == 0  # no later try scheduled
+    auth.login("admin")
+    page = client.get("/admin/dicom/outbox").get_data(as_text=True)
+    assert "refused" in page and reason in page and f"/admin/dicom/outbox/{result_id}/retry" in page
+    # The administrator fixes the PACS's configuration and sends the result again.
+    with pacs() as (port, stores):
+        app.config["DICOM_RESULTS_DESTINATION"] = f"PACS@127.0.0.1:{port}"
+        token = csrf_token(client, "/admin/dicom/outbox")
+        assert client.post(f"/admin/dicom/outbox/{result_id}/retry", data={"csrf_token": token}).status_code == 302
+        drain(app)
+        assert len(stores) == 1
+    with app.app_context():
+        assert db.session.get(DicomResult, result_id).state == RESULT_SENT
+
+
+@contextmanager
+def busy_pacs():
+    """A PACS that takes one association at a time, already taken: it rejects ours as transient."""
+    with pacs(maximum_associations=1) as (port, stores):
+        other = AE(ae_title="OTHER")
+        other.add_requested_context(ComprehensiveSRStorage)
+        held = other.associate("127.0.0.1", port, ae_title="PACS")
+        assert held.is_established
+        try:
+            yield port, stores
+        finally:
+            held.release()
+
+
+TRANSIENT = {
+    "out of resources": (lambda: pacs(status=0xA700), "status 0xA700 (Refused: Out of Resources)"),
+    "too many associations": (busy_pacs, "refused the association: Local limit exceeded"),
+    "processing failure": (lambda: pacs(status=0x0110), "status 0x0110 (Processing Failure)"),
+}
+
+
+@pytest.mark.parametrize("failure", TRANSIENT)
+def test_a_transient_refusal_is_tried_again(app, failure):
+    start, reason = TRANSIENT[failure]
+    with start() as (port, _):
+        result = deliver(app, outbox_result(app, port))
+    assert (result.state, result.attempts) == (RESULT_PENDING, 1)
+    assert reason in result.last_error
+    assert retries_waiting(app) == 1
+
+
+def test_a_pacs_that_cannot_be_reached_is_tried_again(app):
+    result = deliver(app, outbox_result(app, free_port()))
+    assert (result.state, result.attempts) == (RESULT_PENDING, 1) and "cannot be reached" in result.last_error
+    assert retries_waiting(app) == 1
+
+
+def test_the_outbox_counts_refused_results(app, client, auth, admin_user):
+    with pacs(status=0x0122) as (port, _):
+        deliver(app, outbox_result(app, port))
+    auth.login("admin")
+    assert "refused 1" in client.get("/admin/dicom/outbox").get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalars(select(DicomResult.state)).all() == [RESULT_REFUSED]
+
+
+def test_orthanc_that_does_not_know_our_ae_title_refuses_once(app):
+    """A real PACS: Orthanc that checks the called AE title and stores only from the modalities it
+    knows (not us) rejects the association permanently; the result is refused after one try."""
+    orthanc = OrthancServer(
+        "SOMEONE", free_port(), settings={"DicomAlwaysAllowStore": False, "DicomCheckCalledAet": True}
+    )
+    try:
+        result_id = outbox_result(app, orthanc.dicom_port)
+        result = deliver(app, result_id)
+        assert (result.state, result.attempts, retries_waiting(app)) == (RESULT_REFUSED, 1, 0)
+        assert "refused the association: Called AE title not recognised" in result.last_error
+        assert orthanc.instance_ids() == []
+    finally:
+        orthanc.stop(remove=True)
