@@ -407,7 +407,7 @@ RECEIPT_STATES = (RECEIPT_QUEUED, RECEIPT_SCREENING, RECEIPT_SCREENED, RECEIPT_S
 
 
 class DicomReceipt(db.Model):
-    """One SOP instance the PACS sent. Identified only by keyed hashes of its UIDs (pacs/pseudonyms.py):
+    """One SOP instance the PACS sent. Identified only by keyed hashes of its UIDs (webapp/pseudonyms.py):
     the unique `sop_key` makes a second copy of the same instance a no-op."""
 
     __tablename__ = "dicom_receipts"

@@ -20,8 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from ..extensions import db
 from ..jobs.queue import enqueue
 from ..models import RECEIPT_QUEUED, RECEIPT_REFUSED, RECEIPT_SKIPPED, DicomReceipt
+from ..pseudonyms import keyed_hash
 from . import spool
-from .pseudonyms import keyed_hash
 
 log = logging.getLogger(__name__)
 
