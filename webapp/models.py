@@ -243,7 +243,7 @@ class Prediction(db.Model):
     facts: Mapped[dict] = mapped_column(JSON, default=dict)  # non-identifying acquisition facts only
     # Loaded only when read (a film's own page): the review copy is 0.3-0.5 MB, and the lists and
     # the CSV export, which never show it, would otherwise carry it for every row they read or sort.
-    review_png: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # de-identified, downscaled copy
+    review_png: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # pixels only: burned-in text stays
     heatmap_png: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
 
     user: Mapped[User | None] = relationship()
@@ -376,7 +376,7 @@ class ValidationItem(db.Model):
     feature_distance: Mapped[float | None] = mapped_column(Float)
     unknown_reason: Mapped[str | None] = mapped_column(Text)
     refusal: Mapped[str | None] = mapped_column(Text)  # why an unreadable film was refused
-    review_png: Mapped[bytes | None] = mapped_column(LargeBinary)  # de-identified, downscaled copy
+    review_png: Mapped[bytes | None] = mapped_column(LargeBinary)  # pixels only: burned-in text stays
     heatmap_png: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
