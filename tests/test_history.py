@@ -92,6 +92,20 @@ def test_csv_export_with_filters_is_audited(app, client, auth, rows):
     assert "CSV, 2 rows" in client.get("/admin/audit").get_data(as_text=True)
 
 
+def test_the_csv_exports_trail_names_only_the_filters_it_applied(app, client, auth, rows):
+    # Parameters the form does not read were written into the trail as filters: an export of every row
+    # read "filters: User=other, ..." (a misspelt filter, ignored) and took any text, newlines too.
+    auth.login("admin")
+    response = client.get("/admin/history.csv?User=other&page=7&note=%0Afiltered+by+request&verdict=PNEUMONIA")
+    assert len(list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))) == 1
+    with app.app_context():
+        event = db.session.query(AuditEvent).filter_by(action="export").one()
+        assert (event.target, event.details) == ("CSV, 1 rows", "filters: verdict=PNEUMONIA")
+    client.get("/admin/history.csv?User=other")
+    with app.app_context():
+        assert db.session.query(AuditEvent.details).filter_by(action="export").all()[-1] == ("filters: none",)
+
+
 def test_summary_charts(app, client, auth, rows):
     auth.login("admin")
     html = client.get("/admin/summary").get_data(as_text=True)

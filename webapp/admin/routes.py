@@ -9,7 +9,7 @@ from ..access import issue_token, revoke_token
 from ..audit_log import AuditFilterForm, form_query
 from ..auth.sessions import end_all_access
 from ..extensions import db
-from ..history.filters import HistoryFilterForm, filtered_predictions
+from ..history.filters import HistoryFilterForm, filter_args, filtered_predictions
 from ..history.routes import render_history
 from ..models import ApiToken, AuditEvent, Prediction, User, record_audit, utcnow
 from ..params import page_of
@@ -33,7 +33,9 @@ def export_csv():
         return redirect(url_for("admin.history"))
     # Each row's reading in one query for all rows, not one query per row (10,000 for 10,000 rows).
     predictions = db.session.scalars(filtered_predictions(form).options(selectinload(Prediction.feedback))).all()
-    filters = ", ".join(f"{k}={v}" for k, v in request.args.items() if v) or "none"
+    # The filters the export applied, as the form read them: not the query string, whose other
+    # parameters (a misspelt `User=`, any text) would read in the trail as filters that were not applied.
+    filters = ", ".join(f"{k}={v}" for k, v in filter_args(form).items()) or "none"
     record_audit(current_user.username, "export", f"CSV, {len(predictions)} rows", f"filters: {filters}")
     db.session.commit()
     stamp = utcnow().strftime("%Y%m%d-%H%M%S")
