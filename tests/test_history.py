@@ -106,6 +106,23 @@ def test_the_csv_exports_trail_names_only_the_filters_it_applied(app, client, au
         assert db.session.query(AuditEvent.details).filter_by(action="export").all()[-1] == ("filters: none",)
 
 
+def test_each_page_of_the_admin_history_is_in_the_audit_trail(app, client, auth, rows):
+    # Every user's patients, 25 a page, read without a trace, when each page of the same list through
+    # the API (GET /api/v1/predictions) is an audit row. A clinician's own list stays out of the trail.
+    auth.login("clin")
+    client.get("/history/")
+    auth.logout()
+    auth.login("admin")
+    client.get("/admin/history?verdict=PNEUMONIA&User=x")
+    client.get("/admin/history?date_from=yesterday")  # refused filters: the unfiltered rows it shows
+    with app.app_context():
+        viewed = db.session.query(AuditEvent).filter_by(action="history_viewed").order_by(AuditEvent.id).all()
+        assert [(e.actor, e.target, e.details) for e in viewed] == [
+            ("admin", "1 rows", "filters: verdict=PNEUMONIA; page=1"),
+            ("admin", "3 rows", "filters: none; page=1"),
+        ]
+
+
 def test_summary_charts(app, client, auth, rows):
     auth.login("admin")
     html = client.get("/admin/summary").get_data(as_text=True)
