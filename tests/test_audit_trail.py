@@ -134,6 +134,21 @@ def test_admin_page_filters_and_paginates(app, client, auth, admin_user):
     assert client.get("/admin/audit?page=99999999999999999999").status_code == 400
 
 
+def test_who_opened_one_film_is_one_filter_on_the_page_and_the_api(app, client, auth, admin_user, admin_token):
+    # An auditor asked "who opened film 3?" had to read the whole trail: there was no filter on the target.
+    with app.app_context():
+        for name, target in (("dr.a", "prediction 3"), ("dr.b", "prediction 37"), ("dr.c", "prediction 3")):
+            record_audit(name, "prediction_viewed", target, "detail page")
+        db.session.commit()
+    found = events(client, admin_token, "?target=prediction%203")
+    assert [e["user"] for e in found["events"]] == ["dr.c", "dr.a"]  # whole targets: not "prediction 37"
+    auth.login("admin")
+    rows = client.get("/admin/audit?target=prediction+3").get_data(as_text=True).split("<tbody>")[1]
+    assert "dr.a" in rows and "dr.c" in rows and "dr.b" not in rows
+    assert client.get("/api/v1/audit-events?target=x%0Ay", headers=bearer(admin_token)).status_code == 400
+    assert client.get("/admin/audit?target=" + "x" * 256).status_code == 400
+
+
 @pytest.mark.parametrize(
     "recorded_ip",
     [

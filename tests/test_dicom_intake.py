@@ -4,7 +4,9 @@ the destination setting, and the SR and secondary capture built for a film."""
 from __future__ import annotations
 
 import io
+import os
 import re
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import ComprehensiveSRStorage
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from tests.dicom_films import CR_IMAGE_STORAGE, DEVICE_UID, film
 from tests.helpers import drain
@@ -87,6 +90,36 @@ def test_a_queue_that_fails_is_answered_out_of_resources_and_leaves_nothing(app,
     with app.app_context():  # the PACS sends it again later: taken this time
         assert intake.receive(arrival(data)) == intake.SUCCESS
     assert left_behind(app)[0] == 1
+
+
+def test_a_database_that_fails_at_the_receipt_leaves_no_film_on_disk(app, monkeypatch):
+    # SQLite locked by another writer past its timeout: the PACS is told to send the film again, so the
+    # copy already spooled (the patient's name and ID in it) must go, not wait on disk for ever.
+    def locked(receipt):
+        raise OperationalError("INSERT INTO dicom_receipts", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(intake, "record", locked)
+    with app.app_context(), pytest.raises(OperationalError):  # the listener answers Out of Resources
+        intake.receive(arrival(film(0)))
+    assert left_behind(app) == (0, [], 0)
+
+
+def test_recovery_removes_films_and_results_no_row_names_once_abandoned(app):
+    # What a listener or a worker killed between writing a file and committing its row leaves behind.
+    data = film(0)
+    with app.app_context():
+        assert intake.receive(arrival(data)) == intake.SUCCESS  # a film named by its receipt: kept
+        spool.write(spool.SPOOL, "killed-listener.dcm", data)
+        spool.write(spool.OUTBOX, "7-sr.dcm", data)
+        spool.write(spool.SPOOL, "just-written.dcm", data)
+        old = time.time() - spool.ORPHAN_SECONDS - 60
+        for kind, name in ((spool.SPOOL, "killed-listener.dcm"), (spool.OUTBOX, "7-sr.dcm")):
+            os.utime(spool.folder(kind) / name, (old, old))
+        named = db.session.scalar(select(DicomReceipt.spool_name))
+        os.utime(spool.folder(spool.SPOOL) / named, (old, old))
+        tasks.recover()
+        assert sorted(p.name for p in spool.folder(spool.SPOOL).iterdir()) == sorted([named, "just-written.dcm"])
+        assert list(spool.folder(spool.OUTBOX).iterdir()) == []
 
 
 def test_destination_setting():

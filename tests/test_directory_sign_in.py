@@ -309,6 +309,10 @@ def test_the_periodic_recheck_ends_a_leavers_session_and_tokens_once(app, client
             assert [(e.actor, e.details) for e in ended] == [
                 ("directory", "directory re-check: in neither group, or disabled")
             ]
+            # The token went with it, by the directory's hand: it was in the trail as revoked by "cli",
+            # someone at the server's shell.
+            revoked = db.session.query(AuditEvent).filter_by(action="token_revoked", target="alice").all()
+            assert [e.actor for e in revoked] == ["directory"]
         assert client.get("/screen").status_code == 302
         assert client.get("/api/v1/tokens", headers=bearer).status_code == 401
     finally:
@@ -317,6 +321,30 @@ def test_the_periodic_recheck_ends_a_leavers_session_and_tokens_once(app, client
     assert sign_in_as(AuthActions(app.test_client()), "alice").status_code == 302
     with app.app_context():
         assert User.by_username("alice").directory_access
+
+
+def test_a_leaver_found_at_sign_in_is_in_the_trail_as_the_recheck_would_write_it(app, client, auth, directory):
+    # Refused at sign-in for being in neither group: sessions and tokens ended, but the trail had no
+    # access_ended row (the re-check then passed the account by) and the tokens' revocation said "cli".
+    assert sign_in_as(auth, "alice").status_code == 302
+    issue_token(app, "alice")
+    _take_out_of_clinicians(directory, "alice")
+    try:
+        for _ in range(2):
+            assert sign_in_as(AuthActions(app.test_client()), "alice").status_code == 401
+        assert client.get("/screen").status_code == 302
+        with app.app_context():
+            assert recheck_directory_accounts() == 0
+            trail = [
+                (e.actor, e.action, e.details)
+                for e in db.session.query(AuditEvent)
+                .filter(AuditEvent.action.in_(("access_ended", "token_revoked")), AuditEvent.target == "alice")
+                .order_by(AuditEvent.id)
+            ]
+    finally:
+        _put_back_in_clinicians(directory, "alice")
+    why = "directory at sign-in: in neither group, or disabled"
+    assert trail == [("directory", "token_revoked", f"token 1 ''; {why}"), ("directory", "access_ended", why)]
 
 
 def test_a_directory_that_cannot_be_asked_ends_nobodys_access(app, client, auth, own_ldap_server):

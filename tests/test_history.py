@@ -104,6 +104,37 @@ def test_csv_export_with_filters_is_audited(app, client, auth, rows):
     assert "CSV, 2 rows" in client.get("/admin/audit").get_data(as_text=True)
 
 
+def test_the_csv_exports_trail_names_only_the_filters_it_applied(app, client, auth, rows):
+    # Parameters the form does not read were written into the trail as filters: an export of every row
+    # read "filters: User=other, ..." (a misspelt filter, ignored) and took any text, newlines too.
+    auth.login("admin")
+    response = client.get("/admin/history.csv?User=other&page=7&note=%0Afiltered+by+request&verdict=PNEUMONIA")
+    assert len(list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))) == 1
+    with app.app_context():
+        event = db.session.query(AuditEvent).filter_by(action="export").one()
+        assert (event.target, event.details) == ("CSV, 1 rows", "filters: verdict=PNEUMONIA")
+    client.get("/admin/history.csv?User=other")
+    with app.app_context():
+        assert db.session.query(AuditEvent.details).filter_by(action="export").all()[-1] == ("filters: none",)
+
+
+def test_each_page_of_the_admin_history_is_in_the_audit_trail(app, client, auth, rows):
+    # Every user's patients, 25 a page, read without a trace, when each page of the same list through
+    # the API (GET /api/v1/predictions) is an audit row. A clinician's own list stays out of the trail.
+    auth.login("clin")
+    client.get("/history/")
+    auth.logout()
+    auth.login("admin")
+    client.get("/admin/history?verdict=PNEUMONIA&User=x")
+    client.get("/admin/history?date_from=yesterday")  # refused filters: the unfiltered rows it shows
+    with app.app_context():
+        viewed = db.session.query(AuditEvent).filter_by(action="history_viewed").order_by(AuditEvent.id).all()
+        assert [(e.actor, e.target, e.details) for e in viewed] == [
+            ("admin", "1 rows", "filters: verdict=PNEUMONIA; page=1"),
+            ("admin", "3 rows", "filters: none; page=1"),
+        ]
+
+
 def test_summary_charts(app, client, auth, rows):
     auth.login("admin")
     html = client.get("/admin/summary").get_data(as_text=True)

@@ -1,9 +1,11 @@
 """The migrations, not create_all(), build the schema, and they match the models."""
 
+from datetime import UTC, datetime
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 
 from tests.helpers import AuthActions, csrf_token, reset_database
 from webapp.extensions import db
@@ -89,3 +91,17 @@ def test_the_upgrade_deactivates_a_directory_account_named_pacs(app, client, aut
     assert result.exit_code != 0 and "reserved for films from the PACS" in result.output
     with app.app_context():
         assert not db.session.get(User, pacs_id).active
+
+
+def test_counters_keyed_on_a_typed_name_in_clear_are_dropped(app):
+    # Until 0009 the per-account counter's key held the name as typed, which may be a password.
+    with app.app_context():
+        downgrade(revision="0008_reserved_name")
+        for key in ("pair:hunter2-typed-as-name|10.0.0.1", "addr:10.0.0.1"):
+            db.session.execute(
+                text("INSERT INTO sign_in_counters (key, failures, last_failure_at) VALUES (:key, 3, :at)"),
+                {"key": key, "at": datetime(2026, 12, 1, tzinfo=UTC)},
+            )
+        db.session.commit()
+        upgrade()
+        assert db.session.scalars(text("SELECT key FROM sign_in_counters")).all() == ["addr:10.0.0.1"]

@@ -276,6 +276,9 @@ def test_print_view(app, client, auth, clinician_user, other_clinician):
     ):
         assert text in html, text
     assert '<details class="model-scores" open>' in html  # the record shows the scores, greyed
+    # The paper said "de-identified review copy" above a film whose burned-in name it printed: only the
+    # header is gone, a name written into the pixels by the modality is printed with the film.
+    assert "de-identified" not in html and "text burned into the image" in html
     # Like the screen, which hides it on UNKNOWN: the heat map is printed for an answered film only.
     assert f"/predictions/{mine}/heatmap.png" not in html
     with app.app_context():

@@ -80,6 +80,23 @@ def test_progressive_delays_after_the_allowance(app, client, clinician_user, mon
     assert post_login(client, "clin", PASSWORDS["clin"]).status_code == 302  # and the owner gets in
 
 
+def test_a_name_typed_at_sign_in_is_kept_nowhere_in_clear(app, client, clinician_user):
+    # A password typed into the username field: the audit trail keeps "(unknown)", but the throttle's
+    # counter row kept the text itself, with the address, until that same text signed in successfully.
+    typed = "Tr0ub4dor&3-Secret"
+    for _ in range(6):  # past the allowance: the counter is still what delays the guesser
+        assert post_login(client, typed, "wrong-password-1").status_code in (401, 429)
+    assert post_login(client, typed, "wrong-password-1").status_code == 429
+    with app.app_context():
+        kept = [
+            str(value)
+            for table in db.metadata.sorted_tables
+            for row in db.session.execute(table.select())
+            for value in row
+        ]
+    assert not [value for value in kept if typed.lower() in value.lower()]
+
+
 def test_delays_are_capped(app, clinician_user):
     with app.test_request_context():
         app.config["LOGIN_MAX_DELAY_SECONDS"] = 300

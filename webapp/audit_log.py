@@ -19,19 +19,30 @@ class AuditFilterForm(FlaskForm):
 
     action = StringField("Action", validators=[Optional(), Length(max=64)])
     user = StringField("User", validators=[Optional(), Length(max=64)])
+    target = StringField("Target", validators=[Optional(), Length(max=255)])
     date_from = DateField("From", validators=[Optional()])
     date_to = DateField("To", validators=[Optional(), not_before_date_from])
 
 
 def audit_query(
-    *, action: str | None = None, user: str | None = None, date_from: date | None = None, date_to: date | None = None
+    *,
+    action: str | None = None,
+    user: str | None = None,
+    target: str | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
 ) -> Select:
-    """Newest first, narrowed by action, user (the actor) and UTC days, both inclusive."""
+    """Newest first, narrowed by action, user (the actor), target and UTC days, both inclusive.
+
+    The target is matched whole ("prediction 37" is not "prediction 371"): it is how an auditor answers
+    "who opened this patient's film, and who exported or changed it", without reading the whole trail."""
     query = select(AuditEvent).order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
     if action:
         query = query.where(AuditEvent.action == action.strip())
     if user:
         query = query.where(AuditEvent.actor == user.strip())
+    if target:
+        query = query.where(AuditEvent.target == target.strip())
     if date_from:
         query = query.where(AuditEvent.created_at >= datetime.combine(date_from, time.min, tzinfo=UTC))
     if date_to:
@@ -42,5 +53,9 @@ def audit_query(
 
 def form_query(form: AuditFilterForm) -> Select:
     return audit_query(
-        action=form.action.data, user=form.user.data, date_from=form.date_from.data, date_to=form.date_to.data
+        action=form.action.data,
+        user=form.user.data,
+        target=form.target.data,
+        date_from=form.date_from.data,
+        date_to=form.date_to.data,
     )

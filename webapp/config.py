@@ -87,7 +87,7 @@ class Config:
     MAX_CONTENT_LENGTH = MAX_UPLOAD_MB * 1024 * 1024
     MAX_FILES_PER_UPLOAD = env_int("MAX_FILES_PER_UPLOAD", 20, minimum=1)
     HISTORY_PAGE_SIZE = 25
-    # Long side of the de-identified copy kept for review (the film viewer's full resolution).
+    # Long side of the header-free copy kept for review (the film viewer's full resolution).
     REVIEW_IMAGE_SIZE = env_int("REVIEW_IMAGE_SIZE", 1024, minimum=1)
     # Make a big film's full-size copy after answering the upload (webapp/screening/review_copy.py).
     REVIEW_COPY_IN_BACKGROUND = env_bool("REVIEW_COPY_IN_BACKGROUND", True)

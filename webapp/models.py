@@ -257,7 +257,7 @@ class Prediction(db.Model):
     facts: Mapped[dict] = mapped_column(JSON, default=dict)  # non-identifying acquisition facts only
     # Loaded only when read (a film's own page): the review copy is 0.3-0.5 MB, and the lists and
     # the CSV export, which never show it, would otherwise carry it for every row they read or sort.
-    review_png: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # de-identified, downscaled copy
+    review_png: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # pixels only: burned-in text stays
     heatmap_png: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
 
     user: Mapped[User | None] = relationship()
@@ -390,7 +390,7 @@ class ValidationItem(db.Model):
     feature_distance: Mapped[float | None] = mapped_column(Float)
     unknown_reason: Mapped[str | None] = mapped_column(Text)
     refusal: Mapped[str | None] = mapped_column(Text)  # why an unreadable film was refused
-    review_png: Mapped[bytes | None] = mapped_column(LargeBinary)  # de-identified, downscaled copy
+    review_png: Mapped[bytes | None] = mapped_column(LargeBinary)  # pixels only: burned-in text stays
     heatmap_png: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
@@ -421,7 +421,7 @@ RECEIPT_STATES = (RECEIPT_QUEUED, RECEIPT_SCREENING, RECEIPT_SCREENED, RECEIPT_S
 
 
 class DicomReceipt(db.Model):
-    """One SOP instance the PACS sent. Identified only by keyed hashes of its UIDs (pacs/pseudonyms.py):
+    """One SOP instance the PACS sent. Identified only by keyed hashes of its UIDs (webapp/pseudonyms.py):
     the unique `sop_key` makes a second copy of the same instance a no-op."""
 
     __tablename__ = "dicom_receipts"

@@ -9,7 +9,7 @@ from ..access import issue_token, revoke_token
 from ..audit_log import AuditFilterForm, form_query
 from ..auth.sessions import end_all_access
 from ..extensions import db
-from ..history.filters import HistoryFilterForm, filtered_predictions
+from ..history.filters import HistoryFilterForm, filtered_predictions, filters_text
 from ..history.routes import render_history
 from ..models import RESERVED_ACCOUNT, ApiToken, AuditEvent, Prediction, User, record_audit, utcnow
 from ..params import page_of
@@ -22,7 +22,7 @@ from .summary import agreement_per_version, verdicts_per_day
 
 @bp.route("/history")
 def history():
-    return render_history(None, "Prediction history", "admin.history", show_user=True)
+    return render_history(None, "Prediction history", "admin.history", show_user=True, audited=True)
 
 
 @bp.route("/history.csv")
@@ -33,8 +33,9 @@ def export_csv():
         return redirect(url_for("admin.history"))
     # Each row's reading in one query for all rows, not one query per row (10,000 for 10,000 rows).
     predictions = db.session.scalars(filtered_predictions(form).options(selectinload(Prediction.feedback))).all()
-    filters = ", ".join(f"{k}={v}" for k, v in request.args.items() if v) or "none"
-    record_audit(current_user.username, "export", f"CSV, {len(predictions)} rows", f"filters: {filters}")
+    # The filters the export applied, as the form read them: not the query string, whose other
+    # parameters (a misspelt `User=`, any text) would read in the trail as filters that were not applied.
+    record_audit(current_user.username, "export", f"CSV, {len(predictions)} rows", filters_text(form))
     db.session.commit()
     stamp = utcnow().strftime("%Y%m%d-%H%M%S")
     return Response(

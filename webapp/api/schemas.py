@@ -295,6 +295,10 @@ class AuditFilterSchema(DaysFilterSchema):
 
     action = fields.String(validate=[validate.Length(max=64), PRINTABLE], metadata={"example": "sign_in"})
     user = fields.String(validate=[validate.Length(max=64), PRINTABLE], metadata={"description": "username"})
+    target = fields.String(
+        validate=[validate.Length(max=255), PRINTABLE],
+        metadata={"description": "what the action was on, matched whole", "example": "prediction 37"},
+    )
     date_from = fields.Date(metadata={"description": "first day (UTC), inclusive"})
     date_to = fields.Date(metadata={"description": "last day (UTC), inclusive"})
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))

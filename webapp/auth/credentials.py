@@ -78,7 +78,12 @@ def check(username: str, password: str) -> Outcome:
         return Outcome(None, NAME_TAKEN)
     if answer.role is None:
         if user is not None:
-            end_all_access(user)  # taken out of both groups: whatever session is left ends too
+            # Taken out of both groups: whatever session and token are left end too, and the trail says so
+            # as the re-check would have (which from now on passes this account by), once.
+            why = "directory at sign-in: in neither group, or disabled"
+            end_all_access(user, reason=why, actor=directory.ACTOR)
+            if user.directory_access:
+                record_audit(directory.ACTOR, "access_ended", user.username, why)
             user.directory_access = False
             db.session.commit()
         return Outcome(None, NOT_IN_GROUP)
@@ -96,7 +101,7 @@ def _sync(user: User | None, username: str, role: str) -> User:
         record_audit(username, "role_changed", username, f"from the directory: {user.role} -> {role}")
         user.role = role
         # Tokens too: a script's token issued to a clinician must not become an administrator's.
-        end_all_access(user, reason="role changed in the directory")
+        end_all_access(user, reason="role changed in the directory", actor=directory.ACTOR)
     user.directory_access = True
     db.session.commit()
     return user

@@ -39,6 +39,9 @@ class DirectoryAnswer:
 # The attribute LDAP_USER_FILTER matches the typed name against, e.g. uid in (uid={username}).
 _NAME_ATTRIBUTE = re.compile(r"\(([A-Za-z][A-Za-z0-9-]*)=\{username\}\)")
 MAX_NAME_LENGTH = 64  # the users table's column
+# The audit trail's actor for what the directory's answer does to an account (at sign-in or re-check):
+# nobody signed in did it, and "cli" would say someone at the server's shell did.
+ACTOR = "directory"
 
 
 def name_attribute(user_filter: str) -> str | None:

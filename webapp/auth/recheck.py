@@ -23,8 +23,6 @@ from .sessions import end_all_access
 
 log = logging.getLogger(__name__)
 
-ACTOR = "directory"  # the audit trail's actor for what the re-check does
-
 
 @periodic("auth.directory_recheck", "DIRECTORY_RECHECK_MINUTES")
 def recheck_directory_accounts() -> int:
@@ -45,14 +43,16 @@ def recheck_directory_accounts() -> int:
         if answer.found and answer.role == user.role:
             continue
         if answer.found and answer.role is not None:
-            record_audit(ACTOR, "role_changed", user.username, f"directory re-check: {user.role} -> {answer.role}")
+            record_audit(
+                directory.ACTOR, "role_changed", user.username, f"directory re-check: {user.role} -> {answer.role}"
+            )
             user.role = answer.role
-            end_all_access(user, reason="role changed in the directory")
+            end_all_access(user, reason="role changed in the directory", actor=directory.ACTOR)
         else:
             why = "no longer in the directory" if not answer.found else "in neither group, or disabled"
             user.directory_access = False
-            end_all_access(user, reason=f"directory re-check: {why}")
-            record_audit(ACTOR, "access_ended", user.username, f"directory re-check: {why}")
+            end_all_access(user, reason=f"directory re-check: {why}", actor=directory.ACTOR)
+            record_audit(directory.ACTOR, "access_ended", user.username, f"directory re-check: {why}")
             ended += 1
         db.session.commit()
     return ended

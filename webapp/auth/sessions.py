@@ -52,12 +52,13 @@ def end_sessions(user: User) -> None:
     user.session_version += 1
 
 
-def end_all_access(user: User, reason: str = "access ended") -> int:
+def end_all_access(user: User, reason: str = "access ended", actor: str | None = None) -> int:
     """End everything `user` is signed in with (the caller commits): a password reset by someone else,
     deactivation. The one place where a user's access ends: sessions, and API tokens (revoked and
-    audited, `reason` in the trail). Returns how many tokens were revoked."""
+    audited, `reason` in the trail, by `actor`: the signed-in user or "cli" when None, see access.py).
+    Returns how many tokens were revoked."""
     end_sessions(user)
-    return revoke_tokens(user, reason=reason)
+    return revoke_tokens(user, actor=actor, reason=reason)
 
 
 def still_valid(user: User) -> bool:

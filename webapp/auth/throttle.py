@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..extensions import db
 from ..models import SignInCounter, utcnow
+from ..pseudonyms import keyed_hash
 
 FIRST_DELAY_SECONDS = 15
 # Compare-and-set rounds lost to a concurrent attempt before this one gives up and asks to retry.
@@ -40,8 +41,11 @@ class Claim:
 def _keys(username: str, address: str) -> dict[str, int]:
     cfg = current_app.config
     address = address[:64]
+    # The name as typed may be a password typed into the wrong field: the counter keeps only its keyed
+    # hash (the audit trail keeps no unknown name at all), never the text.
+    name = keyed_hash(username.lower(), "sign-in-name")
     return {
-        f"pair:{username.lower()}|{address}": cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"],
+        f"pair:{name}|{address}": cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"],
         f"addr:{address}": cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"],
     }
 

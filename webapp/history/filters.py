@@ -90,6 +90,11 @@ def prediction_query(
     return query
 
 
+def filters_text(form: HistoryFilterForm) -> str:
+    """The filters a list or export applied, as the audit trail gives them: "filters: verdict=NORMAL"."""
+    return "filters: " + (", ".join(f"{name}={value}" for name, value in filter_args(form).items()) or "none")
+
+
 def filter_args(form: HistoryFilterForm) -> dict[str, str]:
     """The active filters as query arguments, so pagination and export links keep them."""
     return {

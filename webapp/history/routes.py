@@ -1,18 +1,26 @@
 from flask import current_app, render_template, request
 from flask_login import current_user
 
+from ..extensions import db
+from ..models import record_audit
 from ..params import page_of
 from . import bp
-from .filters import HistoryFilterForm, filter_args, filtered_predictions
+from .filters import HistoryFilterForm, filter_args, filtered_predictions, filters_text
 
 
-def render_history(owner, title: str, endpoint: str, show_user: bool):
+def render_history(owner, title: str, endpoint: str, show_user: bool, audited: bool = False):
+    """`audited`: the page lists other people's patients (the administrators' history), so each page
+    read is in the audit trail, as each page of GET /api/v1/predictions is."""
     form = HistoryFilterForm(request.args)
     valid = form.validate()
     page = page_of(
         filtered_predictions(form, owner) if valid else filtered_predictions(HistoryFilterForm(formdata=None), owner),
         current_app.config["HISTORY_PAGE_SIZE"],
     )
+    if audited:
+        shown = filters_text(form if valid else HistoryFilterForm(formdata=None))
+        record_audit(current_user.username, "history_viewed", f"{len(page.items)} rows", f"{shown}; page={page.page}")
+        db.session.commit()
     # Invalid filters: the page explains them (400) and lists unfiltered rows meanwhile.
     return render_template(
         "history/list.html",

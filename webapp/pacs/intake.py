@@ -10,6 +10,7 @@ either fails it is told to try again later (Out of Resources) and nothing is lef
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -19,8 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from ..extensions import db
 from ..jobs.queue import enqueue
 from ..models import RECEIPT_QUEUED, RECEIPT_REFUSED, RECEIPT_SKIPPED, DicomReceipt
+from ..pseudonyms import keyed_hash
 from . import spool
-from .pseudonyms import keyed_hash
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,9 @@ def receive(arrival: Arrival) -> int:
         log.exception("dicom: could not spool a received film")
         spool.delete(spool.SPOOL, receipt.spool_name)
         return OUT_OF_RESOURCES
-    if not record(receipt):
+    with removed_on_error(receipt.spool_name):
+        recorded = record(receipt)
+    if not recorded:
         spool.delete(spool.SPOOL, receipt.spool_name)  # a concurrent copy of the same instance won
         return SUCCESS
     try:
@@ -108,13 +111,14 @@ def receive_again(sop_key: str, arrival: Arrival) -> int:
         spool.delete(spool.SPOOL, spool_name)
         return OUT_OF_RESOURCES
     # One statement, conditional on the refused state: of two copies arriving at once only one takes it.
-    taken = db.session.execute(
-        update(DicomReceipt)
-        .where(DicomReceipt.sop_key == sop_key, DicomReceipt.state == RECEIPT_REFUSED)
-        .values(state=RECEIPT_QUEUED, spool_name=spool_name, error=None, copies=DicomReceipt.copies + 1)
-        .execution_options(synchronize_session=False)
-    )
-    db.session.commit()
+    with removed_on_error(spool_name):
+        taken = db.session.execute(
+            update(DicomReceipt)
+            .where(DicomReceipt.sop_key == sop_key, DicomReceipt.state == RECEIPT_REFUSED)
+            .values(state=RECEIPT_QUEUED, spool_name=spool_name, error=None, copies=DicomReceipt.copies + 1)
+            .execution_options(synchronize_session=False)
+        )
+        db.session.commit()
     if taken.rowcount != 1:
         spool.delete(spool.SPOOL, spool_name)
         already_received(sop_key)
@@ -135,6 +139,18 @@ def receive_again(sop_key: str, arrival: Arrival) -> int:
         return OUT_OF_RESOURCES
     log.info("dicom: receipt %d, refused before, spooled and queued again", receipt_id)
     return SUCCESS
+
+
+@contextlib.contextmanager
+def removed_on_error(spool_name: str):
+    """Delete the spooled film if its receipt cannot be written (SQLite locked, PostgreSQL gone): the PACS
+    is answered Out of Resources and sends the film again, so this copy, the patient's name in it, would be
+    named by no row and deleted by nobody (recovery's sweep only catches what a killed process leaves)."""
+    try:
+        yield
+    except Exception:
+        spool.delete(spool.SPOOL, spool_name)
+        raise
 
 
 def already_received(sop_key: str) -> bool:

@@ -5,8 +5,10 @@ no reader ever sees half of one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import time
 from pathlib import Path
 
 from flask import current_app
@@ -14,10 +16,18 @@ from flask import current_app
 from ..private_files import open_private
 
 SPOOL, OUTBOX = "spool", "outbox"
+# A file is named by its row within a second of being written (the receipt's insert, or the screening
+# job's commit). One untouched this long that no row names was left by a process killed in between
+# (or by a half-written `.part`): it will never be read, and it holds a patient's name.
+ORPHAN_SECONDS = 600
+
+
+def location(kind: str) -> Path:
+    return Path(current_app.config["INSTANCE_DIR"]) / "dicom" / kind
 
 
 def folder(kind: str) -> Path:
-    path = Path(current_app.config["INSTANCE_DIR"]) / "dicom" / kind
+    path = location(kind)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -54,3 +64,21 @@ def read(kind: str, name: str) -> bytes:
 def delete(kind: str, name: str | None) -> None:
     if name:
         (folder(kind) / name).unlink(missing_ok=True)
+
+
+def remove_orphans(kind: str, named: set[str]) -> int:
+    """Delete the files of `kind` that no row names (`named`) and nobody has touched for ORPHAN_SECONDS;
+    returns how many."""
+    directory = location(kind)
+    if not directory.is_dir():  # no film ever came (and none is made here for a site without the node)
+        return 0
+    cutoff = time.time() - ORPHAN_SECONDS
+    removed = 0
+    for path in directory.iterdir():
+        if path.name in named or not path.is_file():
+            continue
+        with contextlib.suppress(FileNotFoundError):  # another worker's recovery took it first
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed

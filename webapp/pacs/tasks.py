@@ -278,7 +278,8 @@ def discard(result: DicomResult) -> None:
 @recovery
 def recover(*, on_start: bool = False) -> int:
     """Put back what dead workers or lost queue messages left: films not screened (queued, or held by a
-    lapsed lease), results overdue for delivery; and delete spool files of films already screened."""
+    lapsed lease), results overdue for delivery; and delete spool files of films already screened, and
+    files no row names at all."""
     now = utcnow()
     unfinished = DicomReceipt.state.in_((RECEIPT_QUEUED, RECEIPT_SCREENING))
     stale = or_(DicomReceipt.lease_until.is_(None), DicomReceipt.lease_until < now)
@@ -313,4 +314,16 @@ def recover(*, on_start: bool = False) -> int:
         spool.delete(spool.SPOOL, name)
         db.session.execute(update(DicomReceipt).where(DicomReceipt.id == receipt_id).values(spool_name=None))
     db.session.commit()
+    remove_unnamed_files()
     return len(receipt_ids) + len(overdue)
+
+
+def remove_unnamed_files() -> None:
+    """Films and results on disk that no row names: a listener or worker killed between writing the file
+    and committing its row (the PACS sends the film again, the job writes its results again)."""
+    spooled = set(db.session.scalars(select(DicomReceipt.spool_name).where(DicomReceipt.spool_name.is_not(None))))
+    waiting = set(db.session.scalars(select(DicomResult.file_name).where(DicomResult.file_name.is_not(None))))
+    db.session.commit()
+    removed = spool.remove_orphans(spool.SPOOL, spooled) + spool.remove_orphans(spool.OUTBOX, waiting)
+    if removed:
+        log.info("dicom: removed %d file(s) in the spool or outbox that no film or result names", removed)

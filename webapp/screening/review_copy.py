@@ -1,6 +1,7 @@
-"""The de-identified review copy of an upload: the film the viewer shows, up to REVIEW_IMAGE_SIZE.
+"""The review copy of an upload: the film the viewer shows, up to REVIEW_IMAGE_SIZE.
 
-Only decoded pixels are kept: no file header, EXIF or DICOM field survives this copy.
+Only decoded pixels are kept: no file header, EXIF or DICOM field survives this copy. It is not
+de-identified: text a modality burned into the pixels (a name, an ID, a date) is part of the image.
 
 The model reads the film reduced to about its input size. A film bigger than that needs a second,
 larger decode and a PNG of up to a megapixel for its review copy: several times the cost of the
