@@ -2,7 +2,7 @@
 
 Revision ID: 0009_sign_in_counter_names
 Revises: 0008_reserved_name
-Create Date: 2026-12-05 00:00:00
+Create Date: 2026-12-04 22:00:00
 
 The per-account counters were keyed on the typed name in clear, which may be a password typed into the
 username field; they are now keyed on its keyed hash (webapp/auth/throttle.py). The old rows would
