@@ -2,12 +2,12 @@ import csv
 import io
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from tests.factories import add_prediction
 from tests.helpers import api_upload, fixture_image, issue_token
 from webapp.extensions import db
-from webapp.models import Prediction
+from webapp.models import AuditEvent, Prediction
 
 
 def count(app):
@@ -158,6 +158,9 @@ def test_get_own_other_and_missing(app, client, api_token, clinician_user, other
     assert client.get(f"/api/v1/predictions/{from_the_pacs}", headers=headers).json["user"] == "PACS"
     assert client.get(f"/api/v1/predictions/{theirs}", headers=headers).status_code == 403
     assert client.get("/api/v1/predictions/999", headers=headers).json["error"]["code"] == "not_found"
+    with app.app_context():
+        refused = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "prediction_view_refused")).all()
+        assert [(e.actor, e.target, e.details) for e in refused] == [("clin", f"prediction {theirs}", "api")]
 
 
 def test_scores_and_the_threshold_they_meet_come_to_the_same_places(app, client, auth, admin_token, clinician_user):

@@ -3,6 +3,7 @@ import io
 
 import pytest
 from PIL import Image
+from sqlalchemy import select
 
 from tests.factories import add_prediction
 from tests.helpers import csrf_token, fixture_image
@@ -242,6 +243,17 @@ def test_other_clinicians_cannot_see_a_prediction(app, client, auth, signed_in, 
     for path in (f"/predictions/{pid}", f"/predictions/{pid}/image.png", f"/screen/results?id={pid}"):
         assert client.get(path).status_code == 403
     assert client.get("/predictions/99999").status_code == 404
+    # Each refused look is in the audit trail, with the view it was refused.
+    with app.app_context():
+        refused = db.session.execute(
+            select(AuditEvent.actor, AuditEvent.target, AuditEvent.details).where(
+                AuditEvent.action == "prediction_view_refused"
+            )
+        ).all()
+    target = f"prediction {pid}"
+    assert sorted(refused) == sorted(
+        ("other", target, view) for view in ("screening.detail", "screening.image", "screening.results")
+    )
 
 
 def test_images_are_served_privately(app, signed_in):

@@ -170,6 +170,8 @@ def get_prediction(id: int):  # `id`: the path parameter's published name
     if prediction is None:
         return api_error("not_found", f"No prediction {id}.", 404)
     if not prediction.visible_to(g.api_user):
+        record_audit(g.api_user.username, "prediction_view_refused", f"prediction {prediction.id}", "api")
+        db.session.commit()
         return api_error("forbidden", "You can only read your own predictions.", 403)
     record_audit(g.api_user.username, "prediction_viewed", f"prediction {prediction.id}", "api")
     db.session.commit()

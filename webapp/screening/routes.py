@@ -20,6 +20,9 @@ def visible_prediction(prediction_id: int) -> Prediction:
     if prediction is None:
         abort(404)
     if not prediction.visible_to(current_user):
+        # Someone else's patient: a refused look is in the trail too, or probing would leave no trace.
+        record_audit(current_user.username, "prediction_view_refused", f"prediction {prediction.id}", request.endpoint)
+        db.session.commit()
         abort(403)
     return prediction
 
