@@ -1,4 +1,5 @@
-"""Files that hold patient data or secrets are readable by the app's own user only (mode 0600)."""
+"""Files that hold patient data or secrets are readable by the app's own user only (mode 0600), and
+those a killed process abandoned are swept up."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import contextlib
 import logging
 import os
 import stat
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 PRIVATE = 0o600
@@ -39,3 +42,16 @@ def private_sqlite_file(database: str) -> None:
         with contextlib.suppress(FileExistsError):  # another worker created it first
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE))
     make_private(path)
+
+
+def remove_untouched(paths: Iterable[Path], seconds: float) -> int:
+    """Delete those of `paths` nobody has written for `seconds` (a file still being written is touched
+    every few seconds); returns how many. Another worker's sweep may take one first."""
+    cutoff = time.time() - seconds
+    removed = 0
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+    return removed

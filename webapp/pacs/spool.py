@@ -5,15 +5,13 @@ no reader ever sees half of one."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import time
 from pathlib import Path
 
 from flask import current_app
 
-from ..private_files import open_private
+from ..private_files import open_private, remove_untouched
 
 SPOOL, OUTBOX = "spool", "outbox"
 # A file is named by its row within a second of being written (the receipt's insert, or the screening
@@ -72,13 +70,5 @@ def remove_orphans(kind: str, named: set[str]) -> int:
     directory = location(kind)
     if not directory.is_dir():  # no film ever came (and none is made here for a site without the node)
         return 0
-    cutoff = time.time() - ORPHAN_SECONDS
-    removed = 0
-    for path in directory.iterdir():
-        if path.name in named or not path.is_file():
-            continue
-        with contextlib.suppress(FileNotFoundError):  # another worker's recovery took it first
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
-                removed += 1
-    return removed
+    unnamed = (path for path in directory.iterdir() if path.name not in named and path.is_file())
+    return remove_untouched(unnamed, ORPHAN_SECONDS)

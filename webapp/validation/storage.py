@@ -5,11 +5,11 @@ Workers on other machines (REDIS_URL) must see the same instance folder (a share
 
 from __future__ import annotations
 
-import contextlib
-import time
 from pathlib import Path
 
 from flask import current_app
+
+from ..private_files import remove_untouched
 
 
 def archive_folder() -> Path:
@@ -31,14 +31,10 @@ def remove_orphans(live_run_ids: set[int]) -> int:
     Only files untouched for ORPHAN_SECONDS, so an upload being saved or just renamed to its run's
     name is never taken. Returns how many were removed."""
     folder = archive_folder()
-    cutoff = time.time() - ORPHAN_SECONDS
-    removed = 0
-    for path in [*folder.glob("upload-*.zip"), *folder.glob("run-*.zip")]:
-        run_id = path.stem.removeprefix("run-")
-        if run_id.isdigit() and int(run_id) in live_run_ids:
-            continue
-        with contextlib.suppress(FileNotFoundError):  # another worker's sweep took it first
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
-                removed += 1
-    return removed
+    archives = [*folder.glob("upload-*.zip"), *folder.glob("run-*.zip")]
+    return remove_untouched((path for path in archives if not _read_by_a_live_run(path, live_run_ids)), ORPHAN_SECONDS)
+
+
+def _read_by_a_live_run(path: Path, live_run_ids: set[int]) -> bool:
+    run_id = path.stem.removeprefix("run-")
+    return run_id.isdigit() and int(run_id) in live_run_ids
