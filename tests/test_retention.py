@@ -1,5 +1,5 @@
 """`flask --app wsgi predictions prune`: predictions past PREDICTION_RETENTION_DAYS go, with every row
-and file that belongs to them."""
+and file that belongs to them; and `audit prune` also deletes lapsed sign-in counters."""
 
 from datetime import timedelta
 
@@ -19,6 +19,7 @@ from webapp.models import (
     DicomResult,
     Feedback,
     Prediction,
+    SignInCounter,
     WorklistRead,
     utcnow,
 )
@@ -189,3 +190,21 @@ def test_every_table_that_references_a_prediction_is_deleted_with_it(app):
         names = [table.name for table in dependent_tables()]
     assert {"feedback", "worklist_reads", "dicom_receipts", "dicom_results"} <= set(names)
     assert names.index("dicom_results") < names.index("dicom_receipts")  # children first
+
+
+def test_audit_prune_deletes_lapsed_sign_in_counters(app, runner):
+    # A counter keeps a client address; one quiet for a whole window was only deleted at the next
+    # granted sign-in try, so the last ones before a quiet spell stayed indefinitely.
+    with app.app_context():
+        window = timedelta(minutes=app.config["LOGIN_WINDOW_MINUTES"])
+        db.session.add_all(
+            [
+                SignInCounter(key="addr:203.0.113.9", failures=3, last_failure_at=utcnow() - window * 2),
+                SignInCounter(key="addr:198.51.100.7", failures=1, last_failure_at=utcnow()),
+            ]
+        )
+        db.session.commit()
+    result = runner.invoke(args=["audit", "prune"])
+    assert result.exit_code == 0 and "and 1 lapsed sign-in counter(s)." in result.output
+    with app.app_context():
+        assert list(db.session.scalars(select(SignInCounter.key))) == ["addr:198.51.100.7"]

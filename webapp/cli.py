@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, select
 
 from .access import issue_token, revoke_token, revoke_tokens
 from .auth.sessions import end_all_access
+from .auth.throttle import forget_lapsed
 from .cli_group import AdminGroup
 from .config import MAX_RETENTION_DAYS
 from .extensions import db
@@ -175,14 +176,17 @@ def _days_option(setting: str):
 @audit_cli.command("prune")
 @_days_option("AUDIT_RETENTION_DAYS")
 def prune(days: int | None) -> None:
-    """Delete audit events older than the retention period (itself an audited event)."""
+    """Delete audit events older than the retention period (itself an audited event), and lapsed
+    sign-in counters."""
     days = days or current_app.config["AUDIT_RETENTION_DAYS"]
-    cutoff = utcnow() - timedelta(days=days)
+    now = utcnow()
+    cutoff = now - timedelta(days=days)
     count = db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.created_at < cutoff))
     db.session.execute(delete(AuditEvent).where(AuditEvent.created_at < cutoff))
     record_audit("cli", "audit_pruned", f"{count} events", f"older than {days} days (before {cutoff:%Y-%m-%d})")
+    counters = forget_lapsed(now)
     db.session.commit()
-    click.echo(f"Deleted {count} audit event(s) older than {days} days.")
+    click.echo(f"Deleted {count} audit event(s) older than {days} days and {counters} lapsed sign-in counter(s).")
 
 
 @predictions_cli.command("prune")
