@@ -89,6 +89,8 @@ def start(command: list[str], **env: str) -> subprocess.CompletedProcess:
         ("MAX_UPLOAD_MB", "abc", "MAX_UPLOAD_MB must be a whole number, not 'abc'"),
         # audit prune deleted every audit event with a retention of 0 or below
         ("AUDIT_RETENTION_DAYS", "-1", "AUDIT_RETENTION_DAYS must be from 1 to 36500, not -1"),
+        # 0 is not "keep for ever" (that is unset): it would delete every prediction
+        ("PREDICTION_RETENTION_DAYS", "0", "PREDICTION_RETENTION_DAYS must be from 1 to 36500, not 0"),
         ("SESSION_COOKIE_SECURE", "ture", "SESSION_COOKIE_SECURE must be true or false"),
         # Flask-Limiter skipped a limit it could not read: the API ran unlimited
         ("API_RATE_LIMIT", "three a minute", "API_RATE_LIMIT must be limits like 20/second;600/minute"),

@@ -109,11 +109,12 @@ def register_request_hooks(app: Flask) -> None:
 
 
 def register_cli(app: Flask) -> None:
-    from .cli import audit_cli, users_cli
+    from .cli import audit_cli, predictions_cli, users_cli
     from .jobs.cli import jobs_cli
     from .pacs.cli import dicom_cli
 
     app.cli.add_command(users_cli)
     app.cli.add_command(audit_cli)
+    app.cli.add_command(predictions_cli)
     app.cli.add_command(jobs_cli)
     app.cli.add_command(dicom_cli)

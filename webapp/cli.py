@@ -1,4 +1,5 @@
-"""`flask --app wsgi users ...`: account administration from the server's shell."""
+"""`flask --app wsgi users ...`: account administration from the server's shell; `audit prune` and
+`predictions prune`: retention."""
 
 import re
 from datetime import timedelta
@@ -9,14 +10,17 @@ from sqlalchemy import delete, func, select
 
 from .access import issue_token, revoke_token, revoke_tokens
 from .auth.sessions import end_all_access
+from .auth.throttle import forget_lapsed
 from .cli_group import AdminGroup
 from .config import MAX_RETENTION_DAYS
 from .extensions import db
 from .models import RESERVED_ACCOUNT, ROLES, USERNAME_PATTERN, AuditEvent, User, record_audit, utcnow
 from .passwords import password_problem
+from .retention import prune_predictions
 
 users_cli = AdminGroup("users", help="Create and manage user accounts and API tokens.")
 audit_cli = AdminGroup("audit", help="Maintain the audit trail.")
+predictions_cli = AdminGroup("predictions", help="Delete predictions past the retention period.")
 
 PASSWORD_OPTION = click.option(
     "--password", prompt=True, hide_input=True, confirmation_prompt=True, help="Prompted for when not given."
@@ -160,19 +164,54 @@ def list_users() -> None:
         click.echo(f"{user.username}\t{user.role}\t{'active' if user.active else 'deactivated'}\t{user.source}")
 
 
+def _days_option(setting: str):
+    return click.option(
+        "--days",
+        type=click.IntRange(1, MAX_RETENTION_DAYS),
+        default=None,
+        help=f"Keep this many days [default: {setting}].",
+    )
+
+
 @audit_cli.command("prune")
-@click.option(
-    "--days",
-    type=click.IntRange(1, MAX_RETENTION_DAYS),
-    default=None,
-    help="Keep this many days [default: AUDIT_RETENTION_DAYS].",
-)
+@_days_option("AUDIT_RETENTION_DAYS")
 def prune(days: int | None) -> None:
-    """Delete audit events older than the retention period (itself an audited event)."""
+    """Delete audit events older than the retention period (itself an audited event), and lapsed
+    sign-in counters."""
     days = days or current_app.config["AUDIT_RETENTION_DAYS"]
-    cutoff = utcnow() - timedelta(days=days)
+    now = utcnow()
+    cutoff = now - timedelta(days=days)
     count = db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.created_at < cutoff))
     db.session.execute(delete(AuditEvent).where(AuditEvent.created_at < cutoff))
     record_audit("cli", "audit_pruned", f"{count} events", f"older than {days} days (before {cutoff:%Y-%m-%d})")
+    counters = forget_lapsed(now)
     db.session.commit()
-    click.echo(f"Deleted {count} audit event(s) older than {days} days.")
+    click.echo(f"Deleted {count} audit event(s) older than {days} days and {counters} lapsed sign-in counter(s).")
+
+
+@predictions_cli.command("prune")
+@_days_option("PREDICTION_RETENTION_DAYS")
+def prune_predictions_command(days: int | None) -> None:
+    """Delete predictions older than the retention period with their readings, worklist reads, DICOM
+    receipts and results (rows and files); one audited event. A film whose result is still on its
+    way to the PACS is kept until a later run."""
+    days = days or current_app.config["PREDICTION_RETENTION_DAYS"]
+    if days is None:
+        raise click.ClickException(
+            "No retention period for predictions: set PREDICTION_RETENTION_DAYS or give --days N "
+            "(without either, predictions are kept for ever)."
+        )
+    cutoff = utcnow() - timedelta(days=days)
+    pruned = prune_predictions(cutoff)
+    count = pruned.rows.pop("predictions", 0)
+    belonging = ", ".join(f"{n} {table}" for table, n in sorted(pruned.rows.items()) if n) or "nothing else"
+    kept = f"; {pruned.kept_in_use} kept: a result still on its way to the PACS" if pruned.kept_in_use else ""
+    summary = f"with {belonging} and {pruned.files} file(s){kept}"
+    record_audit(
+        "cli",
+        "predictions_pruned",
+        f"{count} predictions",
+        f"older than {days} days (before {cutoff:%Y-%m-%d}) {summary}",
+    )
+    db.session.commit()
+    click.echo(f"Deleted {count} prediction(s) older than {days} days {summary}.")

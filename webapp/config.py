@@ -136,6 +136,9 @@ class Config:
     STORE_ORIGINAL_FILENAMES = env_bool("STORE_ORIGINAL_FILENAMES", False)
     # Audit events older than this are deleted by `flask audit prune` (7 years by default).
     AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 2555, minimum=1, maximum=MAX_RETENTION_DAYS)
+    # Predictions (films, verdicts, readings, DICOM receipts) older than this are deleted by `flask
+    # predictions prune`; unset: kept for ever (0 stands for unset, and cannot be set: it is not a period).
+    PREDICTION_RETENTION_DAYS = env_int("PREDICTION_RETENTION_DAYS", 0, minimum=1, maximum=MAX_RETENTION_DAYS) or None
 
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     REMEMBER_COOKIE_SECURE = SESSION_COOKIE_SECURE
