@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from tests.factories import add_prediction
+from webapp import retention
 from webapp.extensions import db
 from webapp.models import (
     RECEIPT_REFUSED,
@@ -173,7 +174,7 @@ def test_prune_works_in_batches_and_never_reads_the_images(app, clinician_user):
         for name, listener in listeners.items():
             event.listen(db.engine, name, listener)
         try:
-            pruned = prune_predictions(utcnow() - timedelta(days=50), batch_size=2)
+            pruned = prune_predictions(utcnow() - timedelta(days=50), "older than 50 days", batch_size=2)
         finally:
             for name, listener in listeners.items():
                 event.remove(db.engine, name, listener)
@@ -181,6 +182,32 @@ def test_prune_works_in_batches_and_never_reads_the_images(app, clinician_user):
         assert db.session.scalar(select(func.count()).select_from(Prediction)) == 0
     assert len(commits) >= 3  # batches of 2, 2 and 1, each its own transaction
     assert statements and not [s for s in statements if "review_png" in s or "heatmap_png" in s]
+
+
+def test_each_batch_is_in_the_trail_in_its_own_transaction(app, clinician_user, monkeypatch):
+    """A prune that fails part-way (here the third batch) leaves the batches it deleted audited: the
+    audit row is written with each batch, not once at the end."""
+    with app.app_context():
+        for _ in range(5):
+            _film(clinician_user, 100)
+        deleting = retention.delete_predictions
+        batches = []
+
+        def failing_on_the_third(ids):
+            batches.append(ids)
+            if len(batches) == 3:
+                raise RuntimeError("the database went away")
+            return deleting(ids)
+
+        monkeypatch.setattr(retention, "delete_predictions", failing_on_the_third)
+        with pytest.raises(RuntimeError):
+            prune_predictions(utcnow() - timedelta(days=50), "older than 50 days", batch_size=2)
+        db.session.rollback()
+        trail = db.session.scalars(
+            select(AuditEvent.target).where(AuditEvent.action == "predictions_pruned").order_by(AuditEvent.id)
+        ).all()
+        assert trail == ["2 predictions", "2 predictions"]
+        assert db.session.scalar(select(func.count()).select_from(Prediction)) == 1
 
 
 def test_every_table_that_references_a_prediction_is_deleted_with_it(app):

@@ -16,7 +16,7 @@ from .config import MAX_RETENTION_DAYS
 from .extensions import db
 from .models import RESERVED_ACCOUNT, ROLES, USERNAME_PATTERN, AuditEvent, User, record_audit, utcnow
 from .passwords import password_problem
-from .retention import prune_predictions
+from .retention import described, prune_predictions
 
 users_cli = AdminGroup("users", help="Create and manage user accounts and API tokens.")
 audit_cli = AdminGroup("audit", help="Maintain the audit trail.")
@@ -193,7 +193,7 @@ def prune(days: int | None) -> None:
 @_days_option("PREDICTION_RETENTION_DAYS")
 def prune_predictions_command(days: int | None) -> None:
     """Delete predictions older than the retention period with their readings, worklist reads, DICOM
-    receipts and results (rows and files); one audited event. A film whose result is still on its
+    receipts and results (rows and files); an audited event per batch of 500. A film whose result is still on its
     way to the PACS is kept until a later run."""
     days = days or current_app.config["PREDICTION_RETENTION_DAYS"]
     if days is None:
@@ -202,16 +202,8 @@ def prune_predictions_command(days: int | None) -> None:
             "(without either, predictions are kept for ever)."
         )
     cutoff = utcnow() - timedelta(days=days)
-    pruned = prune_predictions(cutoff)
-    count = pruned.rows.pop("predictions", 0)
-    belonging = ", ".join(f"{n} {table}" for table, n in sorted(pruned.rows.items()) if n) or "nothing else"
+    period = f"older than {days} days (before {cutoff:%Y-%m-%d})"
+    pruned = prune_predictions(cutoff, period)
     kept = f"; {pruned.kept_in_use} kept: a result still on its way to the PACS" if pruned.kept_in_use else ""
-    summary = f"with {belonging} and {pruned.files} file(s){kept}"
-    record_audit(
-        "cli",
-        "predictions_pruned",
-        f"{count} predictions",
-        f"older than {days} days (before {cutoff:%Y-%m-%d}) {summary}",
-    )
-    db.session.commit()
-    click.echo(f"Deleted {count} prediction(s) older than {days} days {summary}.")
+    belonging = described(pruned.rows, pruned.files)
+    click.echo(f"Deleted {pruned.rows['predictions']} prediction(s) older than {days} days {belonging}{kept}.")

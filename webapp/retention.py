@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Table, delete, exists, false, or_, select
 
 from .extensions import db
-from .models import RESULT_PENDING, DicomReceipt, DicomResult, Prediction
+from .models import RESULT_PENDING, DicomReceipt, DicomResult, Prediction, record_audit
 from .pacs import spool
 
 # Predictions deleted per transaction: a 100,000-row prune holds no long lock and no giant transaction.
@@ -99,16 +99,29 @@ def delete_predictions(ids: list[int]) -> tuple[Counter, list[tuple[str, str]]]:
     return counts, files
 
 
-def prune_predictions(cutoff: datetime, batch_size: int = BATCH_SIZE) -> Pruned:
-    """Delete the predictions made before `cutoff` that are not in use, a batch per transaction."""
+def described(rows: Counter, files: int) -> str:
+    """'with 3 feedback, 1 dicom_receipts and 1 file(s)': what went with the predictions."""
+    belonging = ", ".join(f"{n} {table}" for table, n in sorted(rows.items()) if n and table != "predictions")
+    return f"with {belonging or 'nothing else'} and {files} file(s)"
+
+
+def prune_predictions(cutoff: datetime, period: str, batch_size: int = BATCH_SIZE) -> Pruned:
+    """Delete the predictions made before `cutoff` that are not in use, a batch per transaction, each
+    with its `predictions_pruned` audit row (`period` says which, e.g. "older than 365 days")."""
     pruned = Pruned()
     for ids in _batches(cutoff, batch_size):
         counts, files = delete_predictions(ids)
+        # In the batch's own transaction: a prune that fails part-way leaves no deleted film untraced.
+        what = f"{period} {described(counts, len(files))}"
+        record_audit("cli", "predictions_pruned", f"{len(ids)} predictions", what)
         db.session.commit()
         pruned.rows.update(counts)
         for kind, name in files:
             spool.delete(kind, name)
         pruned.files += len(files)
+    if not pruned.rows["predictions"]:  # a run that found nothing is in the trail too: the policy ran
+        record_audit("cli", "predictions_pruned", "0 predictions", f"{period} {described(pruned.rows, 0)}")
+        db.session.commit()
     old = Prediction.created_at < cutoff
     pruned.kept_in_use = db.session.scalar(select(db.func.count()).select_from(Prediction).where(old, IN_USE))
     return pruned
