@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 
 from webapp.extensions import db
-from webapp.models import Feedback, Prediction
+from webapp.models import Feedback, Prediction, PredictionImages
 
 PNG_1PX = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010800000000"
@@ -40,8 +40,7 @@ def add_prediction(
         latency_ms=12.0,
         facts={},
         unknown_reason="not a chest radiograph" if label == "UNKNOWN" else None,
-        review_png=PNG_1PX,
-        heatmap_png=PNG_1PX,
+        images=PredictionImages(review_png=PNG_1PX, heatmap_png=PNG_1PX),
         created_at=when or datetime.now(UTC),
     )
     db.session.add(row)

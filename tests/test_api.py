@@ -41,9 +41,9 @@ def test_one_upload(app, client, api_token):
     assert count(app) == 1
 
 
-def test_an_upload_runs_three_statements(app, client, api_token):
-    # The request path's database work (docs/serving.md): the token lookup, the row, its neutral
-    # name. A new film has no reading yet, so answering it must not look one up.
+def test_an_upload_runs_four_statements(app, client, api_token):
+    # The request path's database work (docs/serving.md): the token lookup, the row, its images (a
+    # table of their own), its neutral name. A new film has no reading yet: no look-up for one.
     api_upload(client, api_token, ("normal.jpeg", fixture_image("normal.jpeg")))  # notes the token's first use
     statements = []
 
@@ -59,9 +59,10 @@ def test_an_upload_runs_three_statements(app, client, api_token):
         finally:
             event.remove(db.engine, "before_cursor_execute", note)
     assert response.status_code == 201 and "feedback" not in response.json["predictions"][0]
-    token_lookup, insert, name = statements
+    token_lookup, insert, images, name = statements
     assert "FROM API_TOKENS" in token_lookup and token_lookup.startswith("SELECT"), statements
-    assert insert.startswith("INSERT INTO PREDICTIONS"), statements
+    assert insert.startswith("INSERT INTO PREDICTIONS "), statements
+    assert images.startswith("INSERT INTO PREDICTION_IMAGES "), statements
     assert name.startswith("UPDATE PREDICTIONS SET FILENAME"), statements
 
 

@@ -33,6 +33,7 @@ from webapp.models import (
     DicomReceipt,
     DicomResult,
     Prediction,
+    PredictionImages,
 )
 from webapp.pacs import intake, spool, tasks
 from webapp.pacs.device import device_uid
@@ -159,6 +160,7 @@ def test_a_refused_film_sent_again_is_screened_and_a_screened_one_only_counted(a
     drain(app)
     with app.app_context():
         assert db.session.scalar(select(DicomReceipt.state)) == RECEIPT_REFUSED
+        assert db.session.scalar(select(func.count()).select_from(PredictionImages)) == 0
         assert intake.receive(arrival(data)) == intake.SUCCESS  # the re-send the refusal asked for
         receipt = db.session.scalar(select(DicomReceipt))
         assert (receipt.state, receipt.error, receipt.copies) == (RECEIPT_QUEUED, None, 2)
@@ -167,6 +169,9 @@ def test_a_refused_film_sent_again_is_screened_and_a_screened_one_only_counted(a
     with app.app_context():
         receipt = db.session.scalar(select(DicomReceipt))
         assert receipt.state == RECEIPT_SCREENED and receipt.prediction_id is not None
+        # Stored with the prediction, in its own table: the worklist's film and heat map.
+        images = receipt.prediction.images
+        assert images.review_png.startswith(b"\x89PNG") and images.heatmap_png.startswith(b"\x89PNG")
         assert intake.receive(arrival(data)) == intake.SUCCESS  # a duplicate of a screened film
     assert drain(app) == 0
     with app.app_context():

@@ -175,7 +175,13 @@ def statements(app):
     event.remove(engine, "before_cursor_execute", record)
 
 
-LISTS = ["/history/?page=2", "/admin/history?verdict=NORMAL", "/admin/history.csv", "/api/v1/predictions?per_page=2"]
+LISTS = [
+    "/history/?page=2",
+    "/admin/history?verdict=NORMAL",
+    "/admin/history.csv",
+    "/api/v1/predictions?per_page=2",
+    "/admin/validation/monitoring",
+]
 
 
 def test_no_list_or_export_reads_the_images(client, auth, rows, admin_token, statements):
@@ -186,7 +192,7 @@ def test_no_list_or_export_reads_the_images(client, auth, rows, admin_token, sta
         response = client.get(path, headers={"Authorization": f"Bearer {admin_token}"} if "/api/" in path else {})
         assert response.status_code == 200, path
     reads = [s for s in statements if "FROM predictions" in s]
-    assert reads and not [s for s in reads if "review_png" in s or "heatmap_png" in s]
+    assert reads and not [s for s in statements if "prediction_images" in s or "review_png" in s]
     assert client.get(f"/predictions/{rows['n1']}/image.png").status_code == 200  # a film's own page still has it
 
 

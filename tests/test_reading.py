@@ -63,7 +63,7 @@ def test_review_copy_size_comes_from_the_setting(app, client, auth, clinician_us
     )
     with app.app_context():
         row = db.session.query(Prediction).one()
-        assert png_size(row.review_png) == (512, 384)
+        assert png_size(row.images.review_png) == (512, 384)
         assert (row.width, row.height) == (2000, 1500)
 
 
@@ -101,7 +101,7 @@ def upload_page(app, *files: tuple[bytes, str]):
 
 def stored_copy_size(app, prediction_id: int) -> tuple[int, int]:
     with app.app_context():
-        return png_size(db.session.get(Prediction, prediction_id).review_png)
+        return png_size(db.session.get(Prediction, prediction_id).images.review_png)
 
 
 def test_big_films_get_their_full_copy_after_the_answer(background_app):

@@ -101,7 +101,7 @@ def test_prune_deletes_old_predictions_with_everything_that_belongs_to_them(app,
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines() == [
         "Deleted 2 prediction(s) older than 365 days with 1 dicom_receipts, 2 dicom_results, 1 feedback, "
-        "1 worklist_reads and 2 file(s); 1 kept: a result still on its way to the PACS."
+        "2 prediction_images, 1 worklist_reads and 2 file(s); 1 kept: a result still on its way to the PACS."
     ]
     with app.app_context():
         assert set(db.session.scalars(select(Prediction.id))) == {sending, new}

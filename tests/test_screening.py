@@ -8,7 +8,7 @@ from sqlalchemy import select
 from tests.factories import add_prediction
 from tests.helpers import csrf_token, fixture_image
 from webapp.extensions import db
-from webapp.models import LABELS, AuditEvent, Feedback, Prediction
+from webapp.models import LABELS, AuditEvent, Feedback, Prediction, PredictionImages
 
 
 def upload(client, *files, accept=None):
@@ -59,9 +59,22 @@ def test_upload_two_real_radiographs(app, signed_in, clinician_user):
         assert row.label in LABELS
         assert abs(row.p_normal + row.p_pneumonia - 1) < 1e-5
         assert 0 < row.threshold < 1 and row.model_version and row.latency_ms > 0
-        review = Image.open(io.BytesIO(row.review_png))
+        review = Image.open(io.BytesIO(row.images.review_png))
         assert review.format == "PNG" and review.mode == "L" and max(review.size) <= 320
-        assert Image.open(io.BytesIO(row.heatmap_png)).format == "PNG"
+        assert Image.open(io.BytesIO(row.images.heatmap_png)).format == "PNG"
+
+
+def test_a_film_whose_images_cannot_be_stored_leaves_no_prediction(app, signed_in, monkeypatch):
+    # The images live in their own table (prediction_images): they are written in the prediction's
+    # transaction, so a failure there (here a heat map the NOT NULL column refuses) keeps neither.
+    from webapp.screening import service
+
+    monkeypatch.setattr(service, "heatmap_png", lambda heatmap: None)
+    response = upload(signed_in, ("a.jpeg", fixture_image("normal.jpeg")), accept="application/json")
+    assert response.status_code == 500 and "Traceback" not in response.get_data(as_text=True)
+    assert count(app) == 0
+    with app.app_context():
+        assert db.session.query(PredictionImages).count() == 0
 
 
 def test_result_notes_match_verdict(app, signed_in):

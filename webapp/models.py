@@ -255,12 +255,10 @@ class Prediction(db.Model):
     # The site operating point the threshold came from; None: the model card's threshold.
     site_calibration_id: Mapped[int | None] = mapped_column(ForeignKey("site_calibrations.id"))
     facts: Mapped[dict] = mapped_column(JSON, default=dict)  # non-identifying acquisition facts only
-    # Loaded only when read (a film's own page): the review copy is 0.3-0.5 MB, and the lists and
-    # the CSV export, which never show it, would otherwise carry it for every row they read or sort.
-    review_png: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # pixels only: burned-in text stays
-    heatmap_png: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
 
     user: Mapped[User | None] = relationship()
+    # Written with the row (same flush, same transaction), deleted with it; loaded only when read.
+    images: Mapped[PredictionImages] = relationship(back_populates="prediction", cascade="all, delete-orphan")
     feedback: Mapped[Feedback | None] = relationship(back_populates="prediction", uselist=False)
     site_calibration: Mapped[SiteCalibration | None] = relationship()
 
@@ -275,6 +273,24 @@ class Prediction(db.Model):
     def visible_to(self, user: User) -> bool:
         # Films from the PACS are on every clinician's worklist.
         return user.is_admin or self.user_id == user.id or self.source == SOURCE_DICOM
+
+
+class PredictionImages(db.Model):
+    """A prediction's stored images, in a table of their own. In the predictions table the review
+    copy (tens of KB to 0.5 MB) sat in each row ahead of the columns later migrations added, and
+    SQLite stores a row's columns in order: every query that read one of those (the monitoring's
+    scores, the lists' caution) walked each row's image overflow pages, whatever was deferred."""
+
+    __tablename__ = "prediction_images"
+
+    # The database removes them with their prediction (PostgreSQL; SQLite leaves foreign keys
+    # unenforced, so there the ORM cascade on Prediction.images does it).
+    prediction_id: Mapped[int] = mapped_column(ForeignKey("predictions.id", ondelete="CASCADE"), primary_key=True)
+    # Deferred: the heat-map layer needs only the map, not the review copy beside it.
+    review_png: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)  # de-identified, downscaled copy
+    heatmap_png: Mapped[bytes] = mapped_column(LargeBinary)
+
+    prediction: Mapped[Prediction] = relationship(back_populates="images")
 
 
 class Feedback(db.Model):

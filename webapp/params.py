@@ -56,10 +56,11 @@ def int_args(name: str, high: int = MAX_ID) -> list[int]:
 def paginate(query: Select, page: int, per_page: int) -> Pagination:
     """One page of `query`, a select of one mapped class with an `id`, found by its ids first.
 
-    Sorting and skipping rows then read only the ids and the sort keys, never whole rows: on SQLite
-    the columns added after a prediction's review copy (0.3-0.5 MB) are stored behind it, so a deep
-    page of a filtered history sorted every candidate row's image chain (22 s for a clinician's
-    last page among 10,000 predictions). Only the rows of the page are loaded.
+    Sorting and skipping rows then read only the ids and the sort keys, never whole rows: when the
+    images were still in the predictions table (before migration 0010), a deep page of a filtered
+    history sorted every candidate row's image chain (22 s for a clinician's last page among 10,000
+    predictions); rows are small now, and the sort still carries no more than it needs. Only the
+    rows of the page are loaded.
     """
     entity = query.column_descriptions[0]["entity"]
     found = db.paginate(query.with_only_columns(entity.id), page=page, per_page=per_page, error_out=False)

@@ -36,7 +36,7 @@ from ..extensions import db
 from ..inference.decode import DecodeError, decode
 from ..inference.image import DecodedImage
 from ..inference.overlay import png_bytes
-from ..models import Prediction
+from ..models import PredictionImages
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,9 @@ def _upgrade(app: Flask, prediction_id: int, data: bytes, size: int) -> None:
         larger = decode(data, target_size=size, memory_mb=app.config["DECODE_MEMORY_MB"])
         png = review_png(larger.pixels, size)
         with app.app_context():
-            db.session.execute(update(Prediction).where(Prediction.id == prediction_id).values(review_png=png))
+            db.session.execute(
+                update(PredictionImages).where(PredictionImages.prediction_id == prediction_id).values(review_png=png)
+            )
             db.session.commit()
     except Exception:
         log.exception("review copy of prediction %s not enlarged; the interim copy stays", prediction_id)

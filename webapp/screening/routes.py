@@ -144,24 +144,24 @@ def reviewable_prediction(prediction_id: int) -> Prediction:
     """The prediction with its full-size review copy, if this process is still making it."""
     prediction = visible_prediction(prediction_id)
     if review_copy.wait_for(prediction.id):
-        db.session.refresh(prediction)
+        db.session.refresh(prediction.images)
     return prediction
 
 
 @bp.route("/predictions/<int:prediction_id>/image.png")
 def image(prediction_id: int):
-    return _png(viewed(reviewable_prediction(prediction_id), "image").review_png)
+    return _png(viewed(reviewable_prediction(prediction_id), "image").images.review_png)
 
 
 @bp.route("/predictions/<int:prediction_id>/heatmap.png")
 def heatmap(prediction_id: int):
     prediction = viewed(reviewable_prediction(prediction_id), "heat map")
-    return _png(stored_overlay_png(prediction.review_png, prediction.heatmap_png))
+    return _png(stored_overlay_png(prediction.images.review_png, prediction.images.heatmap_png))
 
 
 @bp.route("/predictions/<int:prediction_id>/heatmap-layer.png")
 def heatmap_layer(prediction_id: int):
-    return _png(layer_png(viewed(visible_prediction(prediction_id), "heat map layer").heatmap_png))
+    return _png(layer_png(viewed(visible_prediction(prediction_id), "heat map layer").images.heatmap_png))
 
 
 @bp.route("/predictions/<int:prediction_id>/feedback", methods=["POST"])

@@ -24,7 +24,7 @@ from ..inference.image import DecodedImage
 from ..inference.labels import NORMAL, PNEUMONIA
 from ..inference.overlay import heatmap_png
 from ..inference.runtime import ModelUnavailable, analyzer_for
-from ..models import SOURCE_UPLOAD, Prediction, User
+from ..models import SOURCE_UPLOAD, Prediction, PredictionImages, User
 from ..refusal import DATABASE_UNAVAILABLE, Refusal
 from ..site_threshold import operating_point
 from . import review_copy
@@ -165,9 +165,8 @@ def analyse(
         unknown_reason=analysis.unknown_reason,
         caution=analysis.caution,
         facts=dict(image.facts),
-        review_png=review,
         # The map alone; the coloured overlay is drawn only when a page shows it.
-        heatmap_png=heatmap_png(analysis.heatmap),
+        images=PredictionImages(review_png=review, heatmap_png=heatmap_png(analysis.heatmap)),
         latency_ms=0.0,
         # A new film has no reading yet: said here, the answer needs no SELECT to find that out.
         feedback=None,
