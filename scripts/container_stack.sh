@@ -199,7 +199,8 @@ check_backup_and_restore() {
   # The procedure of docs/deployment.md: pg_dump -Fc while running; lose data; stop the app;
   # pg_restore --clean --if-exists; start the app; the data are back and the app serves.
   local query="SELECT (SELECT count(*) FROM users) || '/' || (SELECT count(*) FROM predictions) || '/' ||
-    (SELECT count(*) FROM audit_events) || '/' || (SELECT version_num FROM alembic_version)"
+    (SELECT count(*) FROM prediction_images) || '/' || (SELECT count(*) FROM audit_events) || '/' ||
+    (SELECT version_num FROM alembic_version)"
   local before after service
   before="$(psql_value "$query")"
   "$engine" exec "$(container db)" pg_dump -U cxr -Fc cxr > "$work/cxr.dump"
@@ -208,14 +209,14 @@ check_backup_and_restore() {
   for service in "${replicas[@]}"; do "$engine" stop -t 40 "$(container "$service")" >/dev/null; done
   "$engine" exec -i "$(container db)" pg_restore -U cxr -d cxr --clean --if-exists < "$work/cxr.dump"
   after="$(psql_value "$query")"
-  [ "$before" = "$after" ] || die "restored users/predictions/audit/schema $after, not $before"
+  [ "$before" = "$after" ] || die "restored users/predictions/images/audit/schema $after, not $before"
   for service in "${replicas[@]}"; do "$engine" start "$(container "$service")" >/dev/null; done
   wait_for_replicas
   # nginx looked the replicas' addresses up when it started: restarted, it looks again (its
   # entrypoint waits until the names resolve; a reload right after the replicas' start could not).
   "$engine" restart "$(container proxy)" >/dev/null
   wait_for_proxy
-  say "backup and restore: $(stat -c %s "$work/cxr.dump") byte dump; users/predictions/audit/schema $after restored"
+  say "backup and restore: $(stat -c %s "$work/cxr.dump") byte dump; users/predictions/images/audit/schema $after restored"
   check_https_journey  # the restored database serves sign-in and a new upload
 }
 
