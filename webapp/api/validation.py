@@ -11,6 +11,7 @@ from ..extensions import db
 from ..models import ValidationRun
 from ..site_threshold import active_calibration
 from ..validation.archive import ArchiveRejected
+from ..validation.deletion import DeletionRefused, delete_run
 from ..validation.monitoring import weekly
 from ..validation.runs import create_run, progress, too_large, upload_limit
 from ..validation.site import AdoptionRefused, adopt, current_model_version, withdraw
@@ -123,6 +124,26 @@ def get_validation_run(run_id: int):
         "metrics": metrics or None,
         "operating_points": metrics.get("operating_points", []),
     }
+
+
+@bp.route(f"/validation-runs/<int(min=1, max={MAX_ID}):run_id>", methods=["DELETE"])
+@admin_token_required
+@bp.response(204, description="The run, its films' names, review copies, figures and archive are deleted.")
+@bp.alt_response(404, schema=ErrorSchema, description="No such run.")
+@bp.alt_response(
+    409,
+    schema=ErrorSchema,
+    description="`run_working`: still queued or running (cancel it first, on its report page); "
+    "`run_adopted`: a site threshold was adopted from it.",
+)
+@bp.doc(operationId="deleteValidationRun")
+def delete_validation_run(run_id: int):
+    """Delete an ended validation run with everything kept for it (audited)"""
+    try:
+        delete_run(run_id, g.api_user.username)
+    except DeletionRefused as exc:
+        return api_error(exc.code, exc.message, exc.status)
+    return None
 
 
 @bp.route("/site-calibration", methods=["POST"])
