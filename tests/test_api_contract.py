@@ -51,6 +51,7 @@ def test_every_operation_declares_auth_rate_limit_and_error_body(document):
         ("/tokens/{id}", "delete"),
         ("/validation-runs", "post"),
         ("/validation-runs/{run_id}", "get"),
+        ("/validation-runs/{run_id}", "delete"),
         ("/site-calibration", "post"),
         ("/site-calibration", "get"),
         ("/site-calibration", "delete"),

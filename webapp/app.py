@@ -112,9 +112,11 @@ def register_cli(app: Flask) -> None:
     from .cli import audit_cli, predictions_cli, users_cli
     from .jobs.cli import jobs_cli
     from .pacs.cli import dicom_cli
+    from .validation.cli import validation_cli
 
     app.cli.add_command(users_cli)
     app.cli.add_command(audit_cli)
     app.cli.add_command(predictions_cli)
     app.cli.add_command(jobs_cli)
     app.cli.add_command(dicom_cli)
+    app.cli.add_command(validation_cli)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 
 from flask import g, request
+from flask.views import MethodView
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..extensions import db
 from ..models import ValidationRun
 from ..site_threshold import active_calibration
 from ..validation.archive import ArchiveRejected
+from ..validation.deletion import DeletionRefused, delete_run
 from ..validation.monitoring import weekly
 from ..validation.runs import create_run, progress, too_large, upload_limit
 from ..validation.site import AdoptionRefused, adopt, current_model_version, withdraw
@@ -101,28 +103,50 @@ def create_validation_run():
     return run
 
 
-@bp.route(f"/validation-runs/<int(min=1, max={MAX_ID}):run_id>", methods=["GET"])
-@admin_token_required
-@bp.response(200, ValidationRunSchema)
-@bp.alt_response(404, schema=ErrorSchema, description="No such run.")
-@bp.doc(operationId="getValidationRun")
-def get_validation_run(run_id: int):
-    """A validation run: status, progress and, once done, its figures and proposed operating points"""
-    run = db.session.get(ValidationRun, run_id) if run_id <= MAX_ID else None
-    if run is None:
-        return api_error("not_found", f"No validation run {run_id}.", 404)
-    metrics = run.metrics or {}
-    return {
-        "id": run.id,
-        "status": run.status,
-        "progress": progress(run),
-        "archive_name": run.archive_name,
-        "created_at": run.created_at,
-        "model_version": run.model_version,
-        "error": run.error,
-        "metrics": metrics or None,
-        "operating_points": metrics.get("operating_points", []),
-    }
+# GET and DELETE share one rule (a MethodView), not a rule each: Werkzeug tries the rules of one path
+# in turn, and an id the converter refuses (0, past MAX_ID) after the other method's rule had matched
+# the path answered 405 "use GET" instead of 404 (found by Schemathesis: DELETE /validation-runs/0).
+@bp.route(f"/validation-runs/<int(min=1, max={MAX_ID}):run_id>")
+class ValidationRunById(MethodView):
+    @admin_token_required
+    @bp.response(200, ValidationRunSchema)
+    @bp.alt_response(404, schema=ErrorSchema, description="No such run.")
+    @bp.doc(operationId="getValidationRun")
+    def get(self, run_id: int):
+        """A validation run: status, progress and, once done, its figures and proposed operating points"""
+        run = db.session.get(ValidationRun, run_id) if run_id <= MAX_ID else None
+        if run is None:
+            return api_error("not_found", f"No validation run {run_id}.", 404)
+        metrics = run.metrics or {}
+        return {
+            "id": run.id,
+            "status": run.status,
+            "progress": progress(run),
+            "archive_name": run.archive_name,
+            "created_at": run.created_at,
+            "model_version": run.model_version,
+            "error": run.error,
+            "metrics": metrics or None,
+            "operating_points": metrics.get("operating_points", []),
+        }
+
+    @admin_token_required
+    @bp.response(204, description="The run, its films' names, review copies, figures and archive are deleted.")
+    @bp.alt_response(404, schema=ErrorSchema, description="No such run.")
+    @bp.alt_response(
+        409,
+        schema=ErrorSchema,
+        description="`run_working`: still queued or running (cancel it first, on its report page); "
+        "`run_adopted`: a site threshold was adopted from it.",
+    )
+    @bp.doc(operationId="deleteValidationRun")
+    def delete(self, run_id: int):
+        """Delete an ended validation run with everything kept for it (audited)"""
+        try:
+            delete_run(run_id, g.api_user.username)
+        except DeletionRefused as exc:
+            return api_error(exc.code, exc.message, exc.status)
+        return None
 
 
 @bp.route("/site-calibration", methods=["POST"])

@@ -1,6 +1,6 @@
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
-from wtforms import FloatField, StringField, SubmitField
+from wtforms import BooleanField, FloatField, StringField, SubmitField
 from wtforms.validators import DataRequired, Length, NumberRange
 
 
@@ -21,3 +21,12 @@ class WithdrawForm(FlaskForm):
 
 class CancelRunForm(FlaskForm):
     submit = SubmitField("Cancel this run")
+
+
+class DeleteRunForm(FlaskForm):
+    # A tick as well as the button: deleting cannot be undone, and a stray click must not do it.
+    confirm = BooleanField(
+        "I have finished reviewing this run: delete it, its films' names, review copies and figures for good",
+        validators=[DataRequired("Tick the box to confirm the deletion.")],
+    )
+    submit = SubmitField("Delete this run")

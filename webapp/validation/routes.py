@@ -17,7 +17,8 @@ from ..site_threshold import active_calibration
 from . import bp
 from .archive import ArchiveRejected
 from .charts import reliability_svg, roc_svg
-from .forms import AdoptThresholdForm, CancelRunForm, UploadArchiveForm, WithdrawForm
+from .deletion import DeletionRefused, delete_run, deletion_problem
+from .forms import AdoptThresholdForm, CancelRunForm, DeleteRunForm, UploadArchiveForm, WithdrawForm
 from .metrics import MIN_FILMS_PER_CLASS_FOR_INTERVAL
 from .monitoring import DEFAULT_WEEKS, MAX_WEEKS, drift_alert, weekly
 from .runs import cancel, create_run, progress, too_large, upload_limit
@@ -112,6 +113,8 @@ def report(run_id: int):
         reliability=reliability_svg(metrics["reliability"]) if metrics else "",
         adopt_form=AdoptThresholdForm(),
         cancel_form=CancelRunForm(),
+        delete_form=DeleteRunForm(),
+        delete_problem=deletion_problem(run),
         interval_min_films=MIN_FILMS_PER_CLASS_FOR_INTERVAL,
     )
 
@@ -182,6 +185,22 @@ def cancel_run(run_id: int):
         else:
             flash(f"Validation run {run.id} had already ended ({run.status}); nothing was cancelled.", "error")
     return redirect(url_for("validation.report", run_id=run.id), code=303)
+
+
+@bp.route("/<int:run_id>/delete", methods=["POST"])
+def delete(run_id: int):
+    run = _run_or_404(run_id)
+    if not form_accepted(DeleteRunForm(), f"Validation run {run.id} was not deleted"):
+        return redirect(url_for("validation.report", run_id=run.id), code=303)
+    try:
+        films = delete_run(run.id, current_user.username)
+    except DeletionRefused as exc:
+        flash(exc.message, "error")
+        if exc.status == 404:  # deleted by another administrator meanwhile
+            return redirect(url_for("validation.index"), code=303)
+        return redirect(url_for("validation.report", run_id=run_id), code=303)
+    flash(f"Validation run {run_id} was deleted with its {films} films' names, review copies and figures.", "info")
+    return redirect(url_for("validation.index"), code=303)
 
 
 @bp.route("/calibration/withdraw", methods=["POST"])
