@@ -87,7 +87,12 @@ def main() -> None:
         # Checked before anything is written: a wrong or damaged file must leave the live database as it was.
         revision = schema_revision(args.file)
         copy(args.file, live)
-        print(f"restored {live} from {args.file} (schema revision {revision}; restart the app to migrate it)")
+        # gunicorn alone does not migrate: a backup from before an upgrade needs `db upgrade` first
+        # (the container's entrypoint runs it at every start), else /readyz names the old revision.
+        print(
+            f"restored {live} from {args.file} (schema revision {revision}); run `flask --app wsgi db upgrade`,"
+            " then restart the app, job worker and DICOM node (in the container, restarting them does both)"
+        )
 
 
 if __name__ == "__main__":

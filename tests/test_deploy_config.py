@@ -24,7 +24,7 @@ import yaml
 from gunicorn.config import Config as GunicornConfig
 
 from deploy import gunicorn_hooks
-from tests.helpers import app_with_model_file
+from tests.helpers import app_with_model_file, reset_database
 from webapp import create_app
 from webapp.config import TestingConfig
 
@@ -203,6 +203,8 @@ def test_worker_hook_loads_the_shipped_model(tmp_path, caplog):
     app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path})
     gunicorn_hooks.load_model_in_worker(app, 1, logging.getLogger("test.gunicorn.error"))
     assert any("worker ready" in r.getMessage() for r in caplog.records)
+    with app.app_context():
+        reset_database()  # a database no one migrated is not ready either
     assert app.test_client().get("/readyz").status_code == 200
 
 

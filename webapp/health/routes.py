@@ -1,7 +1,8 @@
 """Probes for orchestrators and load balancers; outside the sign-in wall, JSON only.
 
 /readyz is polled every few seconds by every balancer and by the container's HEALTHCHECK, so each
-check is one cheap call: the model already loaded, `SELECT 1`, a statvfs, a Redis PING.
+check is one cheap call: the model already loaded, `SELECT 1` and the schema revision, a statvfs,
+a Redis PING.
 """
 
 import shutil
@@ -13,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..extensions import db
 from ..inference.runtime import ModelUnavailable, analyzer_for
 from ..jobs.queue import jobs
+from ..schema import schema_behind
 from . import bp
 
 # Below this much free space in INSTANCE_DIR (the SQLite database and job queue, validation archives)
@@ -46,6 +48,9 @@ def readyz():
     except SQLAlchemyError as exc:
         db.session.rollback()
         problems.append(f"database unreachable: {type(exc).__name__}")
+    else:
+        if schema := schema_behind(db.session):
+            problems.append(schema)
     if disk := _disk_problem():
         problems.append(disk)
     # Said, but not a reason to take the replica out: screening needs no queue (only validation runs
