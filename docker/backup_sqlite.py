@@ -86,6 +86,8 @@ def main() -> None:
             sys.exit(f"no backup file {args.file}")
         # Checked before anything is written: a wrong or damaged file must leave the live database as it was.
         revision = schema_revision(args.file)
+        # On a new server there is no live file yet: SQLite would create it with the umask's mode.
+        private_sqlite_file(str(live))
         copy(args.file, live)
         # gunicorn alone does not migrate: a backup from before an upgrade needs `db upgrade` first
         # (the container's entrypoint runs it at every start), else /readyz names the old revision.

@@ -475,6 +475,26 @@ def test_sqlite_backup_and_restore_round_trip(tmp_path):
     assert refused.returncode == 1 and "pg_dump" in refused.stderr
 
 
+def test_sqlite_restore_on_a_new_server_writes_a_private_database(tmp_path):
+    """Disaster recovery: the backup restored into an empty instance folder. The live database was
+    created by SQLite with the umask's mode, 0644: every patient's data readable by any local user
+    until the app next opened it."""
+    import sqlite3
+
+    backup = tmp_path / "b.sqlite"
+    with sqlite3.connect(backup) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0007_directory_access')")
+    instance = tmp_path / "new-server"
+    instance.mkdir()
+    umask = os.umask(0o022)
+    try:
+        assert run_backup_script(instance, "restore", str(backup)).returncode == 0
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((instance / "cxr.sqlite").stat().st_mode) == 0o600
+
+
 def test_a_sqlite_migration_waits_for_the_one_in_progress(tmp_path):
     # podman-compose starts the app, the worker and the DICOM node at once (podman 4.3 has no
     # service_healthy) and each entrypoint migrates: three at once on a fresh SQLite file failed one
