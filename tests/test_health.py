@@ -1,5 +1,7 @@
+import os
 import shutil
 import time
+from unittest.mock import ANY
 
 import pytest
 from flask_migrate import downgrade, upgrade
@@ -93,3 +95,29 @@ def test_readyz_ready_on_a_schema_newer_than_the_code(app, client):
         db.session.execute(text("UPDATE alembic_version SET version_num = '9999_from_a_later_release'"))
         db.session.commit()
     assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_503_when_the_sqlite_database_cannot_be_written(tmp_path, monkeypatch):
+    """An instance folder mounted read-only: every request answered 503 "attempt to write a readonly
+    database" while /readyz said ready (found with a read-only bind mount under gunicorn)."""
+    app = create_app(
+        TestingConfig, {"INSTANCE_DIR": tmp_path, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/cxr.sqlite"}
+    )
+    with app.app_context():
+        reset_database()
+    client = app.test_client()
+    assert client.get("/readyz").json == {"status": "ready", "model_version": ANY, "warnings": []}
+    real_access = os.access
+    monkeypatch.setattr(
+        health_routes.os,
+        "access",
+        lambda path, mode: False if str(path).startswith(str(tmp_path)) else real_access(path, mode),
+    )
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json["reasons"] == [
+        f"database not writable: {tmp_path}/cxr.sqlite or its folder is read-only or not this user's to write"
+    ]
+    assert response.json["warnings"] == [
+        "instance folder (INSTANCE_DIR) not writable: validation archives and films from the PACS cannot be kept"
+    ]
