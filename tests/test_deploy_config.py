@@ -495,6 +495,27 @@ def test_sqlite_restore_on_a_new_server_writes_a_private_database(tmp_path):
     assert stat.S_IMODE((instance / "cxr.sqlite").stat().st_mode) == 0o600
 
 
+def test_sqlite_backup_of_the_live_wal_database_is_one_file(tmp_path):
+    """The app runs SQLite in WAL mode: a backup then left backup.sqlite-shm and backup.sqlite-wal
+    beside it (opened read-only to be checked, it could not remove them), which the documented `rm`
+    of the backup left behind in the instance volume. It is one self-contained file, and restores."""
+    import sqlite3
+
+    live = tmp_path / "cxr.sqlite"
+    with sqlite3.connect(live) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0007_directory_access')")
+    assert run_backup_script(tmp_path, "backup", str(tmp_path / "b.sqlite")).returncode == 0
+    assert sorted(p.name for p in tmp_path.glob("b.sqlite*")) == ["b.sqlite"]
+    with sqlite3.connect(live) as conn:
+        conn.execute("DELETE FROM alembic_version")
+    assert run_backup_script(tmp_path, "restore", str(tmp_path / "b.sqlite")).returncode == 0
+    with sqlite3.connect(live) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0007_directory_access",)]
+
+
 def test_a_sqlite_migration_waits_for_the_one_in_progress(tmp_path):
     # podman-compose starts the app, the worker and the DICOM node at once (podman 4.3 has no
     # service_healthy) and each entrypoint migrates: three at once on a fresh SQLite file failed one
