@@ -52,13 +52,17 @@ def schema_revision(path: Path) -> str:
     return revision[0]
 
 
-def copy(source: Path, target: Path) -> None:
+def copy(source: Path, target: Path, standalone: bool = False) -> None:
     try:
         with (
             closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as src,
             closing(sqlite3.connect(target)) as dst,
         ):
             src.backup(dst)
+            if standalone:
+                # The copy of the app's WAL-mode database was in WAL mode too: checked read-only, it
+                # then kept -shm and -wal files beside it, which the `rm` of the backup left behind.
+                dst.execute("PRAGMA journal_mode=DELETE")
     except sqlite3.Error as exc:
         sys.exit(f"copying {source} to {target} failed: {exc}")
 
@@ -78,7 +82,7 @@ def main() -> None:
             sys.exit(f"no database at {live} to back up (check INSTANCE_DIR / DATABASE_URL)")
         # A backup holds every patient's data: mode 0600 like the live file, not the umask's 0644.
         private_sqlite_file(str(args.file))
-        copy(live, args.file)
+        copy(live, args.file, standalone=True)
         revision = schema_revision(args.file)
         print(f"backed up {live} to {args.file} (schema revision {revision})")
     else:
@@ -86,8 +90,15 @@ def main() -> None:
             sys.exit(f"no backup file {args.file}")
         # Checked before anything is written: a wrong or damaged file must leave the live database as it was.
         revision = schema_revision(args.file)
+        # On a new server there is no live file yet: SQLite would create it with the umask's mode.
+        private_sqlite_file(str(live))
         copy(args.file, live)
-        print(f"restored {live} from {args.file} (schema revision {revision}; restart the app to migrate it)")
+        # gunicorn alone does not migrate: a backup from before an upgrade needs `db upgrade` first
+        # (the container's entrypoint runs it at every start), else /readyz names the old revision.
+        print(
+            f"restored {live} from {args.file} (schema revision {revision}); run `flask --app wsgi db upgrade`,"
+            " then restart the app, job worker and DICOM node (in the container, restarting them does both)"
+        )
 
 
 if __name__ == "__main__":

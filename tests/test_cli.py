@@ -112,6 +112,18 @@ def test_a_database_that_cannot_be_used_is_one_line(tmp_path, database, reason, 
     assert "no such table" not in reason or "Run `flask --app wsgi db upgrade` first." in result.output
 
 
+def test_a_schema_behind_the_code_says_to_migrate(app, runner, clinician_user):
+    """A backup restored from before an upgrade: SQLite's "no such column" gave no hint (only a
+    missing table did), so the administrator was left with the driver's words."""
+    from flask_migrate import downgrade
+
+    with app.app_context():
+        downgrade(revision="-1")  # the last migration adds a column to users
+    result = runner.invoke(args=["users", "list"])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert result.output.rstrip().endswith("Run `flask --app wsgi db upgrade` first.")
+
+
 @pytest.mark.parametrize(
     ("database", "reason"),
     [

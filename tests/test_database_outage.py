@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 
 import pytest
 from sqlalchemy import event, func, select
 
-from tests.helpers import api_upload, fixture_image, reset_database
+from tests.helpers import api_upload, csrf_token, fixture_image, reset_database
 from webapp.app import create_app
 from webapp.config import TestingConfig
 from webapp.extensions import db
@@ -94,6 +95,24 @@ def test_an_api_upload_during_an_outage_is_a_503_and_the_next_one_is_stored(app,
     stored = api_upload(client, api_token, film)  # the database is back: served as usual
     assert stored.status_code == 201
     assert stored_predictions(app) == 1
+
+
+def test_an_outage_is_one_log_line_not_the_rate_limiters_traceback(app, client, api_token, auth, caplog):
+    """The rate limiter's keys (the token, the signed-in user) are read from the database: during an
+    outage Flask-Limiter logged "Rate limit storage unreachable - falling back to in-memory storage"
+    (its storage is memory or Redis, and was fine), then "Failed to rate limit" with a 60-line
+    traceback, then "storage recovered", on every API call and upload, beside the handler's one line."""
+    auth.login()
+    form = {"csrf_token": csrf_token(client, "/screen"), "files": (io.BytesIO(fixture_image("normal.jpeg")), "a.jpeg")}
+    with database_unreachable(app):
+        assert client.post("/screen", data=form, content_type="multipart/form-data").status_code == 503
+        assert client.get("/api/v1/predictions/1", headers={"Authorization": f"Bearer {api_token}"}).status_code == 503
+        assert api_upload(client, api_token, ("film.jpeg", fixture_image("normal.jpeg"))).status_code == 503
+    limiter_lines = [r.getMessage() for r in caplog.records if r.name.startswith("flask-limiter")]
+    assert limiter_lines == []
+    assert not [r for r in caplog.records if r.exc_info]
+    outage_lines = [r for r in caplog.records if r.getMessage().startswith("database unavailable on ")]
+    assert len(outage_lines) == 3
 
 
 def test_an_upload_whose_insert_fails_is_a_503_with_nothing_stored(app, client, api_token):

@@ -24,7 +24,7 @@ import yaml
 from gunicorn.config import Config as GunicornConfig
 
 from deploy import gunicorn_hooks
-from tests.helpers import app_with_model_file
+from tests.helpers import app_with_model_file, reset_database
 from webapp import create_app
 from webapp.config import TestingConfig
 
@@ -203,6 +203,8 @@ def test_worker_hook_loads_the_shipped_model(tmp_path, caplog):
     app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path})
     gunicorn_hooks.load_model_in_worker(app, 1, logging.getLogger("test.gunicorn.error"))
     assert any("worker ready" in r.getMessage() for r in caplog.records)
+    with app.app_context():
+        reset_database()  # a database no one migrated is not ready either
     assert app.test_client().get("/readyz").status_code == 200
 
 
@@ -471,6 +473,47 @@ def test_sqlite_backup_and_restore_round_trip(tmp_path):
         assert conn.execute("SELECT label FROM predictions ORDER BY id").fetchall() == [("NORMAL",), ("PNEUMONIA",)]
     refused = run_backup_script(tmp_path, "backup", str(tmp_path / "c.sqlite"), DATABASE_URL="postgresql://cxr@db/cxr")
     assert refused.returncode == 1 and "pg_dump" in refused.stderr
+
+
+def test_sqlite_restore_on_a_new_server_writes_a_private_database(tmp_path):
+    """Disaster recovery: the backup restored into an empty instance folder. The live database was
+    created by SQLite with the umask's mode, 0644: every patient's data readable by any local user
+    until the app next opened it."""
+    import sqlite3
+
+    backup = tmp_path / "b.sqlite"
+    with sqlite3.connect(backup) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0007_directory_access')")
+    instance = tmp_path / "new-server"
+    instance.mkdir()
+    umask = os.umask(0o022)
+    try:
+        assert run_backup_script(instance, "restore", str(backup)).returncode == 0
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((instance / "cxr.sqlite").stat().st_mode) == 0o600
+
+
+def test_sqlite_backup_of_the_live_wal_database_is_one_file(tmp_path):
+    """The app runs SQLite in WAL mode: a backup then left backup.sqlite-shm and backup.sqlite-wal
+    beside it (opened read-only to be checked, it could not remove them), which the documented `rm`
+    of the backup left behind in the instance volume. It is one self-contained file, and restores."""
+    import sqlite3
+
+    live = tmp_path / "cxr.sqlite"
+    with sqlite3.connect(live) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0007_directory_access')")
+    assert run_backup_script(tmp_path, "backup", str(tmp_path / "b.sqlite")).returncode == 0
+    assert sorted(p.name for p in tmp_path.glob("b.sqlite*")) == ["b.sqlite"]
+    with sqlite3.connect(live) as conn:
+        conn.execute("DELETE FROM alembic_version")
+    assert run_backup_script(tmp_path, "restore", str(tmp_path / "b.sqlite")).returncode == 0
+    with sqlite3.connect(live) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0007_directory_access",)]
 
 
 def test_a_sqlite_migration_waits_for_the_one_in_progress(tmp_path):

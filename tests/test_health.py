@@ -1,12 +1,17 @@
+import os
 import shutil
 import time
+from unittest.mock import ANY
 
 import pytest
+from flask_migrate import downgrade, upgrade
+from sqlalchemy import text
 
-from tests.helpers import app_with_model_file
+from tests.helpers import app_with_model_file, reset_database
 from tests.redis_server import free_port, redis_server  # noqa: F401  (session fixture)
 from webapp import create_app
 from webapp.config import TestingConfig
+from webapp.extensions import db
 from webapp.health import routes as health_routes
 
 
@@ -49,6 +54,8 @@ def test_readyz_names_an_unreachable_queue_without_leaving_the_pool(tmp_path, re
     """Redis down was not mentioned at all; it is now, as a warning: screening needs no queue, and a
     Redis outage reaches every replica, so 503 would stop screening everywhere (health/routes.py)."""
     app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    with app.app_context():
+        reset_database()
     started = time.monotonic()
     response = app.test_client().get("/readyz")
     assert time.monotonic() - started < 5
@@ -56,3 +63,61 @@ def test_readyz_names_an_unreachable_queue_without_leaving_the_pool(tmp_path, re
     assert response.json["warnings"] == ["job queue unreachable: Redis (REDIS_URL): ConnectionError"]
     reachable = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "REDIS_URL": redis_server.url})
     assert reachable.test_client().get("/readyz").json["warnings"] == []
+
+
+def test_readyz_503_while_the_database_schema_is_behind(app, client):
+    """A backup restored from before an upgrade, or a database no one migrated: /readyz said ready
+    while every request failed on a missing column with 503 "try again in a minute"."""
+    with app.app_context():
+        downgrade(revision="-1")
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    [reason] = response.json["reasons"]
+    assert reason.startswith("database schema is at revision ") and "run `flask --app wsgi db upgrade`" in reason
+    with app.app_context():
+        upgrade()
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_503_on_a_database_never_migrated(tmp_path):
+    empty = f"sqlite:///{tmp_path / 'empty.sqlite'}"  # the suite's PostgreSQL is migrated by other tests
+    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "SQLALCHEMY_DATABASE_URI": empty})
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    [reason] = response.json["reasons"]
+    assert reason.startswith("database schema is at revision (none), this version needs ")
+    assert reason.endswith(": run `flask --app wsgi db upgrade`")
+
+
+def test_readyz_ready_on_a_schema_newer_than_the_code(app, client):
+    """An old replica during a rolling upgrade stays in the pool: the migrations only add."""
+    with app.app_context():
+        db.session.execute(text("UPDATE alembic_version SET version_num = '9999_from_a_later_release'"))
+        db.session.commit()
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readyz_503_when_the_sqlite_database_cannot_be_written(tmp_path, monkeypatch):
+    """An instance folder mounted read-only: every request answered 503 "attempt to write a readonly
+    database" while /readyz said ready (found with a read-only bind mount under gunicorn)."""
+    app = create_app(
+        TestingConfig, {"INSTANCE_DIR": tmp_path, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/cxr.sqlite"}
+    )
+    with app.app_context():
+        reset_database()
+    client = app.test_client()
+    assert client.get("/readyz").json == {"status": "ready", "model_version": ANY, "warnings": []}
+    real_access = os.access
+    monkeypatch.setattr(
+        health_routes.os,
+        "access",
+        lambda path, mode: False if str(path).startswith(str(tmp_path)) else real_access(path, mode),
+    )
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json["reasons"] == [
+        f"database not writable: {tmp_path}/cxr.sqlite or its folder is read-only or not this user's to write"
+    ]
+    assert response.json["warnings"] == [
+        "instance folder (INSTANCE_DIR) not writable: validation archives and films from the PACS cannot be kept"
+    ]

@@ -135,6 +135,16 @@ def test_each_page_of_the_admin_history_is_in_the_audit_trail(app, client, auth,
         ]
 
 
+def test_csv_times_are_utc_and_say_so(app, client, auth, admin_user, clinician_user):
+    """The export's created_at was a bare '2026-12-04T23:30:00' on SQLite (a spreadsheet reads it as
+    local time) and carried the PostgreSQL session's offset there: now the API's form, with a Z."""
+    with app.app_context():
+        add_prediction(clinician_user, when=datetime(2026, 12, 4, 23, 30, 5, 250000, tzinfo=UTC))
+    auth.login("admin")
+    [row] = csv.DictReader(io.StringIO(client.get("/admin/history.csv").get_data(as_text=True)))
+    assert row["created_at"] == "2026-12-04T23:30:05.250000Z"
+
+
 def test_summary_charts(app, client, auth, rows):
     auth.login("admin")
     html = client.get("/admin/summary").get_data(as_text=True)

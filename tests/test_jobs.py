@@ -156,3 +156,17 @@ def test_an_unreachable_queue_is_one_line_and_the_worker_does_not_start(tmp_path
     assert result.output.startswith("Error: the job queue on Redis (REDIS_URL) cannot be reached: ")
     assert "Connection refused" in result.output and "s3cret" not in result.output
     assert "ready" not in result.output
+
+
+@pytest.mark.parametrize("threads", ["0", "-1"])
+def test_a_worker_without_threads_is_refused(runner, monkeypatch, threads):
+    """`jobs worker --threads 0` said "jobs worker ready (..., 0 thread(s))" and then ran no job at
+    all: validation runs and films from the PACS waited in the queue for ever, without a word."""
+
+    def started(_config):  # the worker's first step: reaching it means the option was taken
+        raise RuntimeError("the worker started")
+
+    monkeypatch.setattr("webapp.jobs.cli.destination_or_fail", started)
+    result = runner.invoke(args=["jobs", "worker", "--threads", threads])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"Invalid value for '--threads': {threads} is not in the range x>=1." in result.output

@@ -35,6 +35,8 @@ def migration_commands(group: click.Group) -> AdminGroup:
 
 def database_problem(exc: Exception, upgrade_hint: bool = True) -> str:
     reason = database_reason(exc)
-    missing = "no such table" in reason or "does not exist" in reason
+    # A table or column missing (SQLite says "no such", PostgreSQL "does not exist"): a database never
+    # migrated, or restored from a backup made before an upgrade.
+    missing = "no such table" in reason or "no such column" in reason or "does not exist" in reason
     hint = " Run `flask --app wsgi db upgrade` first." if upgrade_hint and missing else ""
     return f"the database (DATABASE_URL) failed: {reason}.{hint}"

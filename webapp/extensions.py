@@ -2,6 +2,7 @@
 
 import sqlite3
 
+import psycopg
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -41,3 +42,14 @@ def _sqlite_write_ahead_log(dbapi_connection, _record) -> None:
     # upload here, still durable), and readers never wait for a worker that is writing.
     if isinstance(dbapi_connection, sqlite3.Connection):
         dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+
+@event.listens_for(Engine, "connect")
+def _postgresql_session_in_utc(dbapi_connection, _record) -> None:
+    # PostgreSQL hands timestamptz values back in the session's TimeZone, which comes from the
+    # server's postgresql.conf (initdb takes the host's zone), ALTER DATABASE/ROLE or PGTZ: in a
+    # hospital's Europe/Berlin cluster every page and printed report labelled "UTC" showed local
+    # time. Every time we store and show is UTC, so the session is too, whatever the server says.
+    if isinstance(dbapi_connection, psycopg.Connection):
+        dbapi_connection.execute("SET TIME ZONE 'UTC'")
+        dbapi_connection.commit()

@@ -57,6 +57,11 @@ def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a Z: the API's times and the CSV export's, whatever the database."""
+    return as_utc(moment).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 # Local account names (directory names are the directory's own; see auth/directory.py).
 USERNAME_PATTERN = r"^[A-Za-z0-9._-]{2,64}$"
 

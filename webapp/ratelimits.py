@@ -9,15 +9,19 @@ RATE_LIMITS_ENABLED=false turns the whole mechanism off (benchmarks, bulk jobs t
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import time
 
 from flask import Flask, current_app, request
 from flask_limiter import Limiter
 from flask_login import current_user
 from limits import parse_many
+from sqlalchemy.exc import SQLAlchemyError
 
 from .access import request_token
 from .env import ConfigError
+from .extensions import db
 from .logs import install_json_logging
 
 LIMIT_SETTINGS = ("API_RATE_LIMIT", "UPLOAD_RATE_LIMIT", "SIGN_IN_RATE_LIMIT")
@@ -27,12 +31,32 @@ def client_address() -> str:
     return f"addr:{request.remote_addr or 'unknown'}"
 
 
+def _read_from_database(key_func):
+    """A key read from the database (the token, the signed-in user) falls back to the address while
+    the database cannot answer: the view then answers that request 503 with one log line
+    (errors/handlers.py). Raised inside Flask-Limiter, the failure was taken for its storage's:
+    "Rate limit storage unreachable", a 60-line traceback and "recovered", on every request."""
+
+    @functools.wraps(key_func)
+    def key() -> str:
+        try:
+            return key_func()
+        except SQLAlchemyError:
+            with contextlib.suppress(SQLAlchemyError):
+                db.session.rollback()
+            return client_address()
+
+    return key
+
+
+@_read_from_database
 def token_key() -> str:
     """One bucket per API token; requests without a valid token share their address's bucket."""
     token = request_token()
     return f"token:{token.id}" if token else client_address()
 
 
+@_read_from_database
 def user_key() -> str:
     """One bucket per user, whichever token or browser session the request came with."""
     token = request_token() if request.blueprint == "api" else None

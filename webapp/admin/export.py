@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from ..inference.labels import UNKNOWN
 from ..inference.scores import score_text
-from ..models import Prediction
+from ..models import Prediction, iso_utc
 
 COLUMNS = [
     "id",
@@ -61,7 +61,7 @@ def predictions_csv(predictions: Iterable[Prediction]) -> str:
                 csv_cell(v)
                 for v in (
                     p.id,
-                    p.created_at.isoformat(),
+                    iso_utc(p.created_at),  # labelled: a bare time reads as local in a spreadsheet
                     p.submitter,
                     p.filename,
                     p.sha256,

@@ -7,8 +7,6 @@ return and become the OpenAPI document's `components.schemas`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from flask_smorest.fields import Upload
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_dump, validate, validates_schema
 from marshmallow.utils import missing
@@ -16,7 +14,7 @@ from marshmallow.utils import missing
 from ..date_range import backwards
 from ..inference.labels import NORMAL, PNEUMONIA, VERDICTS
 from ..inference.scores import rounded
-from ..models import FEEDBACK_LABELS, SOURCES, Prediction
+from ..models import FEEDBACK_LABELS, SOURCES, Prediction, iso_utc
 from ..screening.service import Screened
 
 # Ids are INTEGER keys, 32-bit on PostgreSQL: a larger number names no row, and the database would
@@ -66,13 +64,6 @@ class BatchErrorSchema(ErrorSchema):
 
 
 # --- predictions ------------------------------------------------------------
-
-
-def iso_utc(moment: datetime) -> str:
-    """ISO 8601 in UTC with a Z (SQLite hands back naive datetimes; every time we store is UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class UtcDateTime(fields.DateTime):

@@ -1,10 +1,13 @@
 """Probes for orchestrators and load balancers; outside the sign-in wall, JSON only.
 
 /readyz is polled every few seconds by every balancer and by the container's HEALTHCHECK, so each
-check is one cheap call: the model already loaded, `SELECT 1`, a statvfs, a Redis PING.
+check is one cheap call: the model already loaded, `SELECT 1` and the schema revision, a statvfs,
+access(2) on the database file and the instance folder, a Redis PING.
 """
 
+import os
 import shutil
+from pathlib import Path
 
 from flask import current_app, jsonify
 from sqlalchemy import text
@@ -13,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..extensions import db
 from ..inference.runtime import ModelUnavailable, analyzer_for
 from ..jobs.queue import jobs
+from ..schema import schema_behind
 from . import bp
 
 # Below this much free space in INSTANCE_DIR (the SQLite database and job queue, validation archives)
@@ -33,6 +37,26 @@ def _disk_problem() -> str | None:
     return None
 
 
+def _write_problem() -> str | None:
+    """A SQLite database on a read-only mount, or not this user's to write, fails every request with
+    503 (reads too: sign-in, a token's last use and the audit trail write), yet answered ready."""
+    url = db.engine.url
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    path = Path(url.database)
+    if os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK)):
+        return None
+    return f"database not writable: {path} or its folder is read-only or not this user's to write"
+
+
+def _instance_warning() -> str | None:
+    # Not a reason to leave the pool on PostgreSQL: screening writes nothing there (validation
+    # archives, the SQLite job queue and the PACS's films do).
+    if os.access(current_app.config["INSTANCE_DIR"], os.W_OK):
+        return None
+    return "instance folder (INSTANCE_DIR) not writable: validation archives and films from the PACS cannot be kept"
+
+
 @bp.route("/readyz")
 def readyz():
     problems = []
@@ -46,12 +70,17 @@ def readyz():
     except SQLAlchemyError as exc:
         db.session.rollback()
         problems.append(f"database unreachable: {type(exc).__name__}")
+    else:
+        if schema := schema_behind(db.session):
+            problems.append(schema)
     if disk := _disk_problem():
         problems.append(disk)
+    if unwritable := _write_problem():
+        problems.append(unwritable)
     # Said, but not a reason to take the replica out: screening needs no queue (only validation runs
     # and the PACS's films do, and they wait in it), and a Redis outage reaches every replica at once,
     # so failing on it would turn a delay of queued jobs into no screening anywhere.
-    warnings = [queue] if (queue := jobs().probe()) else []
+    warnings = [warning for warning in (jobs().probe(), _instance_warning()) if warning]
     if problems:
         return jsonify(status="unavailable", reasons=problems, warnings=warnings), 503
     return jsonify(status="ready", model_version=model_version, warnings=warnings)

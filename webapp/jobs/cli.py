@@ -20,7 +20,14 @@ WORKER_READY = "jobs worker ready"
 
 
 @jobs_cli.command("worker")
-@click.option("--threads", default=1, show_default=True, help="Jobs run at the same time in this process.")
+# At least one: a worker with none said "ready" and then ran no job at all, for ever.
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Jobs run at the same time in this process.",
+)
 def worker(threads: int) -> None:
     """Take jobs from the queue until stopped (SIGINT finishes the running jobs, SIGTERM stops now)."""
     destination_or_fail(current_app.config)  # the worker sends the PACS results
