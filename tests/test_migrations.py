@@ -105,3 +105,33 @@ def test_counters_keyed_on_a_typed_name_in_clear_are_dropped(app):
         db.session.commit()
         upgrade()
         assert db.session.scalars(text("SELECT key FROM sign_in_counters")).all() == ["addr:10.0.0.1"]
+
+
+def test_operating_points_left_in_force_together_are_reduced_to_the_applied_one(app, admin_user):
+    # Until 0010 two adoptions at the same moment could both stay in force; the app applied the latest.
+    with app.app_context():
+        downgrade(revision="0009_sign_in_counter_names")
+        db.session.execute(
+            text(
+                "INSERT INTO validation_runs (id, created_at, created_by_id, archive_name, archive_sha256, status) "
+                "VALUES (1, :at, :admin, 'a.zip', '', 'done')"
+            ),
+            {"at": datetime(2026, 12, 1, tzinfo=UTC), "admin": admin_user},
+        )
+        for calibration_id, version, day in ((1, "v1", 1), (2, "v1", 2), (3, "v1", 3), (4, "v2", 1)):
+            db.session.execute(
+                text(
+                    "INSERT INTO site_calibrations (id, created_at, validation_run_id, model_version, threshold, "
+                    "reason, adopted_by_id) VALUES (:id, :at, 1, :version, 0.5, 'r', :admin)"
+                ),
+                {
+                    "id": calibration_id,
+                    "version": version,
+                    "admin": admin_user,
+                    "at": datetime(2026, 12, day, tzinfo=UTC),
+                },
+            )
+        db.session.commit()
+        upgrade()
+        rows = db.session.execute(text("SELECT id, withdrawn_at IS NULL FROM site_calibrations ORDER BY id")).all()
+        assert [(row[0], bool(row[1])) for row in rows] == [(1, False), (2, False), (3, True), (4, True)]

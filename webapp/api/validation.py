@@ -131,7 +131,9 @@ def get_validation_run(run_id: int):
 @bp.response(201, SiteCalibrationSchema)
 @bp.alt_response(400, schema=ErrorSchema, description="`bad_json`, `bad_threshold`.")
 @bp.alt_response(404, schema=ErrorSchema, description="No such run.")
-@bp.alt_response(409, schema=ErrorSchema, description="`run_not_done`.")
+@bp.alt_response(
+    409, schema=ErrorSchema, description="`run_not_done`; `adopted_meanwhile`: another adoption won at the same moment."
+)
 @bp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
 @bp.alt_response(415, schema=ErrorSchema, description="`unsupported_encoding`: a body sent with a Content-Encoding.")
 @bp.alt_response(422, schema=ErrorSchema, description="`too_few_films` (under 50 of a class), `other_model_version`.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from flask import current_app
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..inference.model_card import ModelCardError, read_card
@@ -77,7 +78,18 @@ def adopt(run: ValidationRun, threshold: float, reason: str, user: User) -> Site
         created_at=now,
     )
     db.session.add(calibration)
-    db.session.flush()
+    try:
+        db.session.flush()
+    except IntegrityError as exc:
+        # Another adoption for this version went in force between our look and our write (the
+        # database allows one): this one is refused, so the admin sees which won before choosing again.
+        db.session.rollback()
+        raise AdoptionRefused(
+            "adopted_meanwhile",
+            "Another site threshold was adopted for this model at the same moment, so this one was not. "
+            "Reload to see the one in force, then adopt again if it is not the one you want.",
+            409,
+        ) from exc
     record_audit(
         user.username,
         "site_calibration.adopt",
