@@ -65,7 +65,7 @@ def test_admin_pages_manage_users_and_are_audited(app, client, auth, admin_user,
         data={"csrf_token": token, "username": "new.doc", "role": "clinician", "password": "a-long-password"},
     )
     assert response.status_code == 303
-    client.post(f"/admin/users/{clinician_user}/active", data={"csrf_token": token})
+    client.post(f"/admin/users/{clinician_user}/active", data={"csrf_token": token, "active": "0"})
     client.post(f"/admin/users/{clinician_user}/password", data={"csrf_token": token, "password": "another-long-one"})
     with app.app_context():
         actions = {e.action for e in db.session.query(AuditEvent).filter_by(actor="admin")}
@@ -79,7 +79,9 @@ def test_admin_cannot_deactivate_self(app, client, auth, admin_user):
     from tests.helpers import csrf_token
 
     auth.login("admin")
-    client.post(f"/admin/users/{admin_user}/active", data={"csrf_token": csrf_token(client, "/admin/users")})
+    client.post(
+        f"/admin/users/{admin_user}/active", data={"csrf_token": csrf_token(client, "/admin/users"), "active": "0"}
+    )
     with app.app_context():
         assert User.by_username("admin").active
 

@@ -84,7 +84,9 @@ def test_the_upgrade_deactivates_a_directory_account_named_pacs(app, client, aut
     # Neither the Users page nor the CLI turns it back on.
     auth.login("admin")
     page = client.post(
-        f"/admin/users/{pacs_id}/active", data={"csrf_token": csrf_token(client, "/admin/users")}, follow_redirects=True
+        f"/admin/users/{pacs_id}/active",
+        data={"csrf_token": csrf_token(client, "/admin/users"), "active": "1"},
+        follow_redirects=True,
     ).get_data(as_text=True)
     assert "reserved for films from the PACS" in page
     result = runner.invoke(args=["users", "activate", "pacs"])
