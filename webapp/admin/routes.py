@@ -3,6 +3,7 @@ import secrets
 from flask import Response, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from ..access import issue_token, revoke_token
@@ -54,17 +55,20 @@ def summary():
 def users():
     form = CreateUserForm()
     if form.validate_on_submit():
-        if User.name_taken(form.username.data):
-            form.username.errors.append("That username is taken (names differing only in case count as the same).")
-        else:
+        if not User.name_taken(form.username.data):
             # The administrator knows this password: its owner replaces it at first sign-in.
             user = User(username=form.username.data, role=form.role.data, must_change_password=True)
             user.set_password(form.password.data)
             db.session.add(user)
             record_audit(current_user.username, "user_created", user.username, f"role={user.role}")
-            db.session.commit()
-            flash(f"User {user.username} created.", "info")
-            return redirect(url_for("admin.users"), code=303)
+            try:
+                db.session.commit()
+            except IntegrityError:  # the same name created between the check and here (a double-click)
+                db.session.rollback()
+            else:
+                flash(f"User {user.username} created.", "info")
+                return redirect(url_for("admin.users"), code=303)
+        form.username.errors.append("That username is taken (names differing only in case count as the same).")
     return users_page(form)
 
 
