@@ -430,13 +430,9 @@ def test_archives_that_no_run_will_read_are_removed_by_the_sweep(app, client, ad
         assert being_saved.exists() and storage.archive_path(queued).exists()  # in use: kept
 
 
-def test_two_adoptions_at_once_leave_one_operating_point_in_force(tmp_path, monkeypatch):
-    """Two admins adopting at the same moment both saw no operating point in force and both put theirs
-    in force; the later was applied, and withdrawing it silently brought back the other instead of the
-    card's threshold. Both requests are held after that look until both have made it."""
-    app = threadable_app(tmp_path)
+def adoptable_run(app) -> tuple[str, int]:
+    """An admin's API token and a finished run of this model with 50 scored films of each class, as rows."""
     admin = make_user(app, "admin", "admin")
-    token = issue_token(app, "admin")
     with app.app_context():
         run = ValidationRun(
             created_by_id=admin,
@@ -453,6 +449,15 @@ def test_two_adoptions_at_once_leave_one_operating_point_in_force(tmp_path, monk
             )
         db.session.commit()
         run_id = run.id
+    return issue_token(app, "admin"), run_id
+
+
+def test_two_adoptions_at_once_leave_one_operating_point_in_force(tmp_path, monkeypatch):
+    """Two admins adopting at the same moment both saw no operating point in force and both put theirs
+    in force; the later was applied, and withdrawing it silently brought back the other instead of the
+    card's threshold. Both requests are held after that look until both have made it."""
+    app = threadable_app(tmp_path)
+    token, run_id = adoptable_run(app)
     both_looked = threading.Barrier(2)
     look = site.active_calibration
 
@@ -475,6 +480,44 @@ def test_two_adoptions_at_once_leave_one_operating_point_in_force(tmp_path, monk
     client = app.test_client()
     assert client.delete("/api/v1/site-calibration", headers=bearer(token)).status_code == 204
     assert client.get("/api/v1/site-calibration", headers=bearer(token)).status_code == 404  # the card's again
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_a_withdrawal_crossing_an_adoption_does_not_claim_the_cards_threshold(tmp_path, monkeypatch):
+    """A withdrawal that looked up the operating point in force just before another admin adopted a new
+    one withdrew the old one again, answered 204 ("new predictions use the model card's threshold")
+    and left the new one in force. The withdrawal is held after its look until the adoption is saved."""
+    app = threadable_app(tmp_path)
+    token, run_id = adoptable_run(app)
+    client = app.test_client()
+    body = {"validation_run_id": run_id, "threshold": 0.4}
+    assert client.post("/api/v1/site-calibration", headers=bearer(token), json=body).status_code == 201
+    looked, adopted = threading.Event(), threading.Event()
+    look = site.active_calibration
+
+    def withdrawal_looks_then_waits(version):
+        found = look(version)
+        if threading.current_thread().name == "withdrawal":
+            looked.set()
+            adopted.wait(timeout=30)
+        return found
+
+    monkeypatch.setattr(site, "active_calibration", withdrawal_looks_then_waits)
+    answer = []
+    withdrawal = threading.Thread(
+        name="withdrawal",
+        target=lambda: answer.append(app.test_client().delete("/api/v1/site-calibration", headers=bearer(token))),
+    )
+    withdrawal.start()
+    assert looked.wait(timeout=30)
+    body["threshold"] = 0.6
+    assert client.post("/api/v1/site-calibration", headers=bearer(token), json=body).status_code == 201
+    adopted.set()
+    withdrawal.join(timeout=60)
+    assert answer[0].status_code == 409 and answer[0].get_json()["error"]["code"] == "changed_meanwhile"
+    assert client.get("/api/v1/site-calibration", headers=bearer(token)).get_json()["threshold"] == 0.6
     with app.app_context():
         db.session.remove()
         db.engine.dispose()

@@ -192,6 +192,7 @@ def get_site_calibration():
 @admin_token_required
 @bp.response(204)
 @bp.alt_response(404, schema=ErrorSchema, description="No site threshold was in force.")
+@bp.alt_response(409, schema=ErrorSchema, description="`changed_meanwhile`: another admin changed it at that moment.")
 @bp.alt_response(
     503, schema=ErrorSchema, description="`model_unavailable`; `database_unavailable` (with `Retry-After`)."
 )
