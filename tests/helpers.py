@@ -7,7 +7,9 @@ imports them like any module instead of reaching into conftest.
 from __future__ import annotations
 
 import io
+import os
 import re
+import threading
 from pathlib import Path
 
 from flask_migrate import upgrade
@@ -30,6 +32,32 @@ def reset_database() -> None:
     with db.engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
     upgrade()
+
+
+def threadable_app(tmp_path: Path, **overrides):
+    """An app, its schema built, that request threads can share: in-memory SQLite is one shared
+    connection, so on SQLite each thread gets its own connection to a file (PostgreSQL: as configured)."""
+    if not os.environ.get("TEST_DATABASE_URL"):
+        overrides.setdefault("SQLALCHEMY_DATABASE_URI", f"sqlite:///{tmp_path / 'threads.sqlite'}")
+    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, **overrides})
+    with app.app_context():
+        reset_database()
+    return app
+
+
+def in_parallel(*calls):
+    """Run each call in its own thread, all started together; their results, in order."""
+    results = [None] * len(calls)
+
+    def run(index, call):
+        results[index] = call()
+
+    threads = [threading.Thread(target=run, args=item) for item in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results
 
 
 def make_user(app, username: str, role: str) -> int:

@@ -1,5 +1,8 @@
+import threading
+
 import pytest
 
+from tests.helpers import PASSWORDS, in_parallel, make_user, threadable_app
 from webapp.extensions import db
 from webapp.models import ApiToken, AuditEvent, User
 
@@ -65,7 +68,7 @@ def test_admin_pages_manage_users_and_are_audited(app, client, auth, admin_user,
         data={"csrf_token": token, "username": "new.doc", "role": "clinician", "password": "a-long-password"},
     )
     assert response.status_code == 303
-    client.post(f"/admin/users/{clinician_user}/active", data={"csrf_token": token})
+    client.post(f"/admin/users/{clinician_user}/active", data={"csrf_token": token, "active": "0"})
     client.post(f"/admin/users/{clinician_user}/password", data={"csrf_token": token, "password": "another-long-one"})
     with app.app_context():
         actions = {e.action for e in db.session.query(AuditEvent).filter_by(actor="admin")}
@@ -79,9 +82,41 @@ def test_admin_cannot_deactivate_self(app, client, auth, admin_user):
     from tests.helpers import csrf_token
 
     auth.login("admin")
-    client.post(f"/admin/users/{admin_user}/active", data={"csrf_token": csrf_token(client, "/admin/users")})
+    client.post(
+        f"/admin/users/{admin_user}/active", data={"csrf_token": csrf_token(client, "/admin/users"), "active": "0"}
+    )
     with app.app_context():
         assert User.by_username("admin").active
+
+
+def test_one_account_created_twice_at_once_is_refused_once_not_a_500(tmp_path, monkeypatch):
+    """The Users page's Create user sent twice at once (a double-click, two administrators) passed the
+    "name taken" check twice; the second insert broke the unique name and its administrator got a 500.
+    Both requests are held after that check until both have made it."""
+    app = threadable_app(tmp_path, WTF_CSRF_ENABLED=False)
+    make_user(app, "admin", "admin")
+    both_checked = threading.Barrier(2)
+    taken = User.name_taken
+
+    def check_then_wait(name):
+        answer = taken(name)
+        both_checked.wait(timeout=30)
+        return answer
+
+    monkeypatch.setattr(User, "name_taken", staticmethod(check_then_wait))
+
+    def create():
+        client = app.test_client()
+        client.post("/auth/login", data={"username": "admin", "password": PASSWORDS["admin"]})
+        form = {"username": "new.doc", "role": "clinician", "password": "a-long-password"}
+        response = client.post("/admin/users", data=form)
+        return response.status_code, "That username is taken" in response.get_data(as_text=True)
+
+    assert sorted(in_parallel(create, create)) == [(303, False), (400, True)]
+    with app.app_context():
+        assert db.session.query(User).filter_by(username="new.doc").count() == 1
+        db.session.remove()
+        db.engine.dispose()
 
 
 @pytest.mark.parametrize(
@@ -118,7 +153,7 @@ def test_a_schema_behind_the_code_says_to_migrate(app, runner, clinician_user):
     from flask_migrate import downgrade
 
     with app.app_context():
-        downgrade(revision="-1")  # the last migration adds a column to users
+        downgrade(revision="0003_audit")  # before 0007 added users.directory_access
     result = runner.invoke(args=["users", "list"])
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
     assert result.output.rstrip().endswith("Run `flask --app wsgi db upgrade` first.")

@@ -6,6 +6,7 @@ loopback port, set to refuse as a misconfigured PACS does, or Orthanc configured
 from __future__ import annotations
 
 import io
+import threading
 from contextlib import contextmanager
 
 import pytest
@@ -15,12 +16,20 @@ from pynetdicom.sop_class import ComprehensiveSRStorage, CTImageStorage
 from sqlalchemy import select
 
 from tests.dicom_films import DEVICE_UID, film
-from tests.helpers import csrf_token, drain
+from tests.helpers import PASSWORDS, csrf_token, drain, in_parallel, make_user, threadable_app
 from tests.orthanc_server import OrthancServer
 from tests.redis_server import free_port
 from webapp.extensions import db
-from webapp.models import RECEIPT_SCREENED, RESULT_PENDING, RESULT_REFUSED, RESULT_SENT, DicomReceipt, DicomResult
-from webapp.pacs import spool, tasks
+from webapp.models import (
+    RECEIPT_SCREENED,
+    RESULT_PENDING,
+    RESULT_REFUSED,
+    RESULT_SENT,
+    AuditEvent,
+    DicomReceipt,
+    DicomResult,
+)
+from webapp.pacs import routes, spool, tasks
 from webapp.pacs.results import Verdict, build_sr, encode
 
 NODE_AE = "CXRSCREEN"
@@ -186,3 +195,43 @@ def test_orthanc_that_does_not_know_our_ae_title_refuses_once(app):
         assert orthanc.instance_ids() == []
     finally:
         orthanc.stop(remove=True)
+
+
+def test_a_retry_and_a_discard_at_once_leave_one_of_them_done(tmp_path, monkeypatch):
+    """A retry and a discard of one refused result at the same moment (two administrators on the
+    outbox) both passed the "still undelivered" check: the retry put it back to pending, the discard
+    deleted its file, and the result stayed pending for ever with no file to send, its delivery job
+    failing on every recovery. Both requests are held after that check until both have made it."""
+    app = threadable_app(tmp_path, WTF_CSRF_ENABLED=False)
+    make_user(app, "admin", "admin")
+    result_id = outbox_result(app, free_port())
+    with app.app_context():
+        db.session.get(DicomResult, result_id).state = RESULT_REFUSED
+        db.session.commit()
+    both_checked = threading.Barrier(2)
+    audit = routes.record_audit
+
+    def audit_after_both_checked(*args):
+        both_checked.wait(timeout=30)
+        return audit(*args)
+
+    monkeypatch.setattr(routes, "record_audit", audit_after_both_checked)
+
+    def act(action):
+        def post():
+            client = app.test_client()
+            client.post("/auth/login", data={"username": "admin", "password": PASSWORDS["admin"]})
+            return client.post(f"/admin/dicom/outbox/{result_id}/{action}").status_code
+
+        return post
+
+    assert in_parallel(act("retry"), act("discard")) == [302, 302]
+    with app.app_context():
+        result = db.session.get(DicomResult, result_id)
+        retried = result.state == RESULT_PENDING
+        assert retried == (result.file_name is not None)  # sent again with its file, or discarded: not both
+        assert spool.location(spool.OUTBOX).joinpath(f"{result.receipt_id}-sr.dcm").exists() == retried
+        audited = [event.action for event in db.session.scalars(select(AuditEvent)) if event.action != "sign_in"]
+        assert audited == ["dicom.result_retry" if retried else "dicom.result_discard"]  # only the one that acted
+        db.session.remove()
+        db.engine.dispose()

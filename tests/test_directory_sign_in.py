@@ -1,13 +1,14 @@
 """Directory sign-in against a real OpenLDAP server (tests/ldap_server.py)."""
 
 import re
+import threading
 from datetime import datetime
 
 import pytest
 from argon2 import PasswordHasher
 from ldap3 import MODIFY_ADD, MODIFY_DELETE
 
-from tests.helpers import AuthActions, issue_token
+from tests.helpers import AuthActions, in_parallel, issue_token, threadable_app
 from tests.ldap_server import DIRECTORY_PEOPLE, free_loopback_port
 from webapp import create_app
 from webapp.auth import directory as directory_module
@@ -381,3 +382,30 @@ def test_a_directory_name_differing_from_a_local_one_only_in_case_is_refused(app
         assert [u.username for u in db.session.query(User).order_by(User.id)] == ["Alice"]
         failed = db.session.query(AuditEvent).filter_by(action="sign_in_failed").one()
         assert "already used here" in failed.details
+
+
+def test_a_first_sign_in_sent_twice_at_once_signs_in_twice(tmp_path, ldap_server, monkeypatch):
+    """A directory user's first sign-in sent twice at the same moment (a double-click, two tabs): both
+    found no local row and both inserted one; the second broke the unique name and answered a 500.
+    Both requests are held after that look until both have made it."""
+    app = threadable_app(tmp_path, WTF_CSRF_ENABLED=False, **ldap_server.app_settings())
+    both_looked = threading.Barrier(2)
+    taken = User.name_taken
+
+    def look_then_wait(name):
+        answer = taken(name)
+        both_looked.wait(timeout=30)
+        return answer
+
+    monkeypatch.setattr(User, "name_taken", staticmethod(look_then_wait))
+
+    def sign_in():
+        form = {"username": "alice", "password": DIRECTORY_PEOPLE["alice"][0]}
+        return app.test_client().post("/auth/login", data=form).status_code
+
+    assert in_parallel(sign_in, sign_in) == [302, 302]
+    with app.app_context():
+        assert db.session.query(User).filter_by(username="alice").count() == 1
+        assert db.session.query(AuditEvent).filter_by(action="user_created", target="alice").count() == 1
+        db.session.remove()
+        db.engine.dispose()

@@ -31,7 +31,7 @@ def test_identity_events_are_audited_without_passwords(app, client, auth, admin_
     new_user = {"csrf_token": token, "username": "new.doc", "role": "clinician", "password": typed[3]}
     admin.post("/admin/users", data=new_user)
     admin.post(f"/admin/users/{clinician_user}/password", data={"csrf_token": token, "password": typed[3]})
-    admin.post(f"/admin/users/{clinician_user}/active", data={"csrf_token": token})
+    admin.post(f"/admin/users/{clinician_user}/active", data={"csrf_token": token, "active": "0"})
 
     trail = [(e.actor, e.action, e.target) for e in events(app)]
     for expected in [

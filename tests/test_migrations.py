@@ -94,7 +94,9 @@ def test_the_upgrade_deactivates_a_directory_account_named_pacs(app, client, aut
     # Neither the Users page nor the CLI turns it back on.
     auth.login("admin")
     page = client.post(
-        f"/admin/users/{pacs_id}/active", data={"csrf_token": csrf_token(client, "/admin/users")}, follow_redirects=True
+        f"/admin/users/{pacs_id}/active",
+        data={"csrf_token": csrf_token(client, "/admin/users"), "active": "1"},
+        follow_redirects=True,
     ).get_data(as_text=True)
     assert "reserved for films from the PACS" in page
     result = runner.invoke(args=["users", "activate", "pacs"])
@@ -192,3 +194,33 @@ def test_a_predictions_images_go_with_it(app):
 def test_the_predictions_table_holds_no_images():
     # Any image column here would again sit in front of the columns later migrations add.
     assert not [c.name for c in Prediction.__table__.columns if isinstance(c.type, LargeBinary)]
+
+
+def test_operating_points_left_in_force_together_are_reduced_to_the_applied_one(app, admin_user):
+    # Until 0011 two adoptions at the same moment could both stay in force; the app applied the latest.
+    with app.app_context():
+        downgrade(revision="0010_prediction_images")
+        db.session.execute(
+            text(
+                "INSERT INTO validation_runs (id, created_at, created_by_id, archive_name, archive_sha256, status) "
+                "VALUES (1, :at, :admin, 'a.zip', '', 'done')"
+            ),
+            {"at": datetime(2026, 12, 1, tzinfo=UTC), "admin": admin_user},
+        )
+        for calibration_id, version, day in ((1, "v1", 1), (2, "v1", 2), (3, "v1", 3), (4, "v2", 1)):
+            db.session.execute(
+                text(
+                    "INSERT INTO site_calibrations (id, created_at, validation_run_id, model_version, threshold, "
+                    "reason, adopted_by_id) VALUES (:id, :at, 1, :version, 0.5, 'r', :admin)"
+                ),
+                {
+                    "id": calibration_id,
+                    "version": version,
+                    "admin": admin_user,
+                    "at": datetime(2026, 12, day, tzinfo=UTC),
+                },
+            )
+        db.session.commit()
+        upgrade()
+        rows = db.session.execute(text("SELECT id, withdrawn_at IS NULL FROM site_calibrations ORDER BY id")).all()
+        assert [(row[0], bool(row[1])) for row in rows] == [(1, False), (2, False), (3, True), (4, True)]

@@ -1,12 +1,13 @@
 import hashlib
 import io
+import threading
 
 import pytest
 from PIL import Image
 from sqlalchemy import select
 
 from tests.factories import add_prediction
-from tests.helpers import csrf_token, fixture_image
+from tests.helpers import PASSWORDS, csrf_token, fixture_image, in_parallel, make_user, threadable_app
 from webapp.extensions import db
 from webapp.models import LABELS, AuditEvent, Feedback, Prediction, PredictionImages
 
@@ -284,3 +285,36 @@ def test_a_repeated_id_in_the_results_address_draws_one_card(app, signed_in):
     pid = _one_prediction(app, signed_in)
     page = signed_in.get(f"/screen/results?id={pid}&id={pid}").get_data(as_text=True)
     assert page.count(f'id="prediction-{pid}"') == 1
+
+
+def test_a_double_clicked_first_reading_is_saved_once(tmp_path, monkeypatch):
+    """Two saves of a film's first reading at once (a double-click on Save, two readers of one PACS
+    film) both found no reading and both inserted one: the second broke the one-reading-per-film
+    rule and its reader got a 500. Both requests are held after that lookup until both have made it."""
+    app = threadable_app(tmp_path, WTF_CSRF_ENABLED=False)
+    clinician = make_user(app, "clin", "clinician")
+    with app.app_context():
+        pid = add_prediction(clinician)
+    both_looked = threading.Barrier(2)
+    held = []
+    add = db.session.add
+
+    def add_after_both_looked(row, *args, **kwargs):
+        if isinstance(row, Feedback) and len(held) < 2:
+            held.append(row)
+            both_looked.wait(timeout=30)
+        return add(row, *args, **kwargs)
+
+    monkeypatch.setattr(db.session, "add", add_after_both_looked)
+    clients = [app.test_client(), app.test_client()]
+    for client in clients:
+        client.post("/auth/login", data={"username": "clin", "password": PASSWORDS["clin"]})
+
+    def save(client, label):
+        return lambda: client.post(f"/predictions/{pid}/feedback", data={"label": label, "comment": ""}).status_code
+
+    assert in_parallel(save(clients[0], "PNEUMONIA"), save(clients[1], "NORMAL")) == [303, 303]
+    with app.app_context():
+        assert db.session.query(Feedback).filter_by(prediction_id=pid).count() == 1
+        db.session.remove()
+        db.engine.dispose()

@@ -8,7 +8,7 @@ from tests.factories import add_prediction
 from tests.helpers import PASSWORDS, AuthActions, csrf_token
 from webapp.auth import sessions
 from webapp.extensions import db
-from webapp.models import Feedback, User
+from webapp.models import AuditEvent, Feedback, User
 
 PAGES = ["/screen", "/history/", "/predictions/{pid}"]
 
@@ -95,11 +95,30 @@ def test_deactivation_from_admin_page_ends_sessions(app, client, auth, admin_use
     auth.login()
     admin = app.test_client()
     AuthActions(admin).login("admin")
-    admin.post(f"/admin/users/{clinician_user}/active", data={"csrf_token": csrf_token(admin, "/admin/users")})
+    admin.post(
+        f"/admin/users/{clinician_user}/active", data={"csrf_token": csrf_token(admin, "/admin/users"), "active": "0"}
+    )
     with app.app_context():
         db.session.get(User, clinician_user).active = True  # reactivated: the old session still must not return
         db.session.commit()
     assert client.get("/screen").status_code == 302
+
+
+def test_a_double_clicked_deactivate_leaves_the_account_deactivated(app, client, auth, admin_user, clinician_user):
+    """The button toggled: a double-click on Deactivate (the second POST arriving once the first was
+    saved) turned the account of someone who had left back on. The form now says which state it wants."""
+    auth.login("admin")
+    page = client.get("/admin/users").get_data(as_text=True)
+    button = re.search(rf'action="/admin/users/{clinician_user}/active">(.*?)</form>', page, re.S).group(1)
+    fields = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', button))
+    assert "Deactivate" in button
+    client.post(f"/admin/users/{clinician_user}/active", data=fields)
+    second = client.post(f"/admin/users/{clinician_user}/active", data=fields, follow_redirects=True)
+    assert "User clin was already deactivated." in second.get_data(as_text=True)
+    with app.app_context():
+        assert not db.session.get(User, clinician_user).active
+        trail = db.session.query(AuditEvent).filter_by(target="clin").all()
+        assert [event.action for event in trail if event.action.startswith("user_")] == ["user_deactivated"]
 
 
 def test_idle_timeout(app, client, auth, clinician_user, monkeypatch):

@@ -1,13 +1,12 @@
 """Sign-in resists guessing without letting anyone lock others out, and does not reveal which names exist."""
 
-import os
 import threading
 from datetime import timedelta
 
 import pytest
 from argon2 import PasswordHasher
 
-from tests.helpers import PASSWORDS, csrf_token, make_user, reset_database
+from tests.helpers import PASSWORDS, csrf_token, make_user, reset_database, threadable_app
 from webapp import create_app
 from webapp.auth import throttle
 from webapp.config import TestingConfig
@@ -133,13 +132,7 @@ def test_forwarded_for_is_used_behind_a_trusted_proxy(tmp_path):
 
 
 def test_parallel_attempts_get_no_more_than_the_allowance_of_checks(tmp_path, verifications):
-    overrides = {"INSTANCE_DIR": tmp_path, "WTF_CSRF_ENABLED": False}
-    if not os.environ.get("TEST_DATABASE_URL"):
-        # Threads need a database file they can each connect to (in-memory SQLite is one shared connection).
-        overrides["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'parallel.sqlite'}"
-    app = create_app(TestingConfig, overrides)
-    with app.app_context():
-        reset_database()
+    app = threadable_app(tmp_path, WTF_CSRF_ENABLED=False)
     make_user(app, "clin", "clinician")
     verifications.clear()
     start = threading.Barrier(40)

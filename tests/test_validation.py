@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 
 import pytest
 from PIL import Image
 from sqlalchemy import func, select, update
 
 from tests.archives import labelled_films, zip_bytes
-from tests.helpers import csrf_token, drain, fixture_image
+from tests.helpers import csrf_token, drain, fixture_image, in_parallel, issue_token, make_user, threadable_app
 from tests.image_samples import encode
 from webapp.extensions import db
 from webapp.models import AuditEvent, Prediction, ValidationItem, ValidationRun
+from webapp.validation import site
 
 CORRUPT = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 
@@ -426,3 +428,96 @@ def test_archives_that_no_run_will_read_are_removed_by_the_sweep(app, client, ad
         tasks.resume_validation_runs(on_start=True)
         assert not cut_short.exists() and not ended.exists()
         assert being_saved.exists() and storage.archive_path(queued).exists()  # in use: kept
+
+
+def adoptable_run(app) -> tuple[str, int]:
+    """An admin's API token and a finished run of this model with 50 scored films of each class, as rows."""
+    admin = make_user(app, "admin", "admin")
+    with app.app_context():
+        run = ValidationRun(
+            created_by_id=admin,
+            archive_name="site.zip",
+            archive_sha256="0" * 64,
+            status="done",
+            model_version=site.current_model_version(),
+        )
+        db.session.add(run)
+        db.session.flush()
+        for truth in ("NORMAL", "PNEUMONIA"):
+            db.session.add_all(
+                ValidationItem(run_id=run.id, entry=f"{truth}/{i}.png", truth=truth, state="done") for i in range(50)
+            )
+        db.session.commit()
+        run_id = run.id
+    return issue_token(app, "admin"), run_id
+
+
+def test_two_adoptions_at_once_leave_one_operating_point_in_force(tmp_path, monkeypatch):
+    """Two admins adopting at the same moment both saw no operating point in force and both put theirs
+    in force; the later was applied, and withdrawing it silently brought back the other instead of the
+    card's threshold. Both requests are held after that look until both have made it."""
+    app = threadable_app(tmp_path)
+    token, run_id = adoptable_run(app)
+    both_looked = threading.Barrier(2)
+    look = site.active_calibration
+
+    def look_then_wait(version):
+        found = look(version)
+        both_looked.wait(timeout=30)
+        return found
+
+    monkeypatch.setattr(site, "active_calibration", look_then_wait)
+
+    def adopt(threshold):
+        body = {"validation_run_id": run_id, "threshold": threshold}
+        return lambda: app.test_client().post("/api/v1/site-calibration", headers=bearer(token), json=body)
+
+    answers = in_parallel(adopt(0.4), adopt(0.6))
+    monkeypatch.setattr(site, "active_calibration", look)
+    assert sorted(answer.status_code for answer in answers) == [201, 409]
+    refused = next(answer for answer in answers if answer.status_code == 409)
+    assert refused.get_json()["error"]["code"] == "adopted_meanwhile"
+    client = app.test_client()
+    assert client.delete("/api/v1/site-calibration", headers=bearer(token)).status_code == 204
+    assert client.get("/api/v1/site-calibration", headers=bearer(token)).status_code == 404  # the card's again
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_a_withdrawal_crossing_an_adoption_does_not_claim_the_cards_threshold(tmp_path, monkeypatch):
+    """A withdrawal that looked up the operating point in force just before another admin adopted a new
+    one withdrew the old one again, answered 204 ("new predictions use the model card's threshold")
+    and left the new one in force. The withdrawal is held after its look until the adoption is saved."""
+    app = threadable_app(tmp_path)
+    token, run_id = adoptable_run(app)
+    client = app.test_client()
+    body = {"validation_run_id": run_id, "threshold": 0.4}
+    assert client.post("/api/v1/site-calibration", headers=bearer(token), json=body).status_code == 201
+    looked, adopted = threading.Event(), threading.Event()
+    look = site.active_calibration
+
+    def withdrawal_looks_then_waits(version):
+        found = look(version)
+        if threading.current_thread().name == "withdrawal":
+            looked.set()
+            adopted.wait(timeout=30)
+        return found
+
+    monkeypatch.setattr(site, "active_calibration", withdrawal_looks_then_waits)
+    answer = []
+    withdrawal = threading.Thread(
+        name="withdrawal",
+        target=lambda: answer.append(app.test_client().delete("/api/v1/site-calibration", headers=bearer(token))),
+    )
+    withdrawal.start()
+    assert looked.wait(timeout=30)
+    body["threshold"] = 0.6
+    assert client.post("/api/v1/site-calibration", headers=bearer(token), json=body).status_code == 201
+    adopted.set()
+    withdrawal.join(timeout=60)
+    assert answer[0].status_code == 409 and answer[0].get_json()["error"]["code"] == "changed_meanwhile"
+    assert client.get("/api/v1/site-calibration", headers=bearer(token)).get_json()["threshold"] == 0.6
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()

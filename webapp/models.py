@@ -25,6 +25,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     true,
     update,
 )
@@ -419,6 +420,17 @@ class SiteCalibration(db.Model):
     """A site operating point: a threshold adopted from a validation run for one model version."""
 
     __tablename__ = "site_calibrations"
+    # At most one in force per model version, held by the database: two adoptions at the same moment
+    # would otherwise both go in force, and withdrawing the later would silently bring back the other.
+    __table_args__ = (
+        Index(
+            "uq_site_calibrations_in_force",
+            "model_version",
+            unique=True,
+            sqlite_where=text("withdrawn_at IS NULL"),
+            postgresql_where=text("withdrawn_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

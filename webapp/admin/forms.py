@@ -1,6 +1,6 @@
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, IntegerField, PasswordField, SelectField, StringField, SubmitField
-from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
+from wtforms.validators import AnyOf, DataRequired, Length, NumberRange, Optional, Regexp
 
 from ..auth.forms import acceptable_password
 from ..models import ROLES, USERNAME_PATTERN
@@ -27,6 +27,12 @@ class ResetPasswordForm(FlaskForm):
 
 class ToggleActiveForm(FlaskForm):
     submit = SubmitField("Change")
+
+
+class SetActiveForm(FlaskForm):
+    # The state the button asks for, not "the other one": a double-click on Deactivate (the second
+    # POST arriving after the first is saved) turned the account back on.
+    active = HiddenField(validators=[AnyOf(("0", "1"), message="Reload the Users page and try again.")])
 
 
 class IssueTokenForm(FlaskForm):

@@ -3,6 +3,7 @@ import secrets
 from flask import Response, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from ..access import issue_token, revoke_token
@@ -16,7 +17,7 @@ from ..params import page_of
 from ..responses import form_errors
 from . import bp
 from .export import predictions_csv
-from .forms import CreateUserForm, IssueTokenForm, ResetPasswordForm, ToggleActiveForm
+from .forms import CreateUserForm, IssueTokenForm, ResetPasswordForm, SetActiveForm, ToggleActiveForm
 from .summary import agreement_per_version, verdicts_per_day
 
 
@@ -54,17 +55,20 @@ def summary():
 def users():
     form = CreateUserForm()
     if form.validate_on_submit():
-        if User.name_taken(form.username.data):
-            form.username.errors.append("That username is taken (names differing only in case count as the same).")
-        else:
+        if not User.name_taken(form.username.data):
             # The administrator knows this password: its owner replaces it at first sign-in.
             user = User(username=form.username.data, role=form.role.data, must_change_password=True)
             user.set_password(form.password.data)
             db.session.add(user)
             record_audit(current_user.username, "user_created", user.username, f"role={user.role}")
-            db.session.commit()
-            flash(f"User {user.username} created.", "info")
-            return redirect(url_for("admin.users"), code=303)
+            try:
+                db.session.commit()
+            except IntegrityError:  # the same name created between the check and here (a double-click)
+                db.session.rollback()
+            else:
+                flash(f"User {user.username} created.", "info")
+                return redirect(url_for("admin.users"), code=303)
+        form.username.errors.append("That username is taken (names differing only in case count as the same).")
     return users_page(form)
 
 
@@ -87,18 +91,24 @@ def users_page(form: CreateUserForm | None = None, new_token: dict | None = None
 @bp.route("/users/<int:user_id>/active", methods=["POST"])
 def toggle_active(user_id: int):
     user = db.get_or_404(User, user_id)
-    if ToggleActiveForm().validate_on_submit():
+    form = SetActiveForm()
+    if form.validate_on_submit():
+        wanted = form.active.data == "1"
         if user.id == current_user.id:
             flash("You cannot deactivate your own account.", "error")
-        elif not user.active and user.under_reserved_name:
+        elif wanted == user.active:  # a double-click's second POST, or another administrator's came first
+            flash(f"User {user.username} was already {'active' if user.active else 'deactivated'}.", "info")
+        elif wanted and user.under_reserved_name:
             flash(RESERVED_ACCOUNT.format(name=user.username), "error")
         else:
-            user.active = not user.active
+            user.active = wanted
             if not user.active:
                 end_all_access(user)
             record_audit(current_user.username, "user_activated" if user.active else "user_deactivated", user.username)
             db.session.commit()
             flash(f"User {user.username} is now {'active' if user.active else 'deactivated'}.", "info")
+    else:
+        flash("Nothing was changed: " + form_errors(form), "error")
     return redirect(url_for("admin.users"), code=303)
 
 

@@ -155,7 +155,9 @@ class ValidationRunById(MethodView):
 @bp.response(201, SiteCalibrationSchema)
 @bp.alt_response(400, schema=ErrorSchema, description="`bad_json`, `bad_threshold`.")
 @bp.alt_response(404, schema=ErrorSchema, description="No such run.")
-@bp.alt_response(409, schema=ErrorSchema, description="`run_not_done`.")
+@bp.alt_response(
+    409, schema=ErrorSchema, description="`run_not_done`; `adopted_meanwhile`: another adoption won at the same moment."
+)
 @bp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
 @bp.alt_response(415, schema=ErrorSchema, description="`unsupported_encoding`: a body sent with a Content-Encoding.")
 @bp.alt_response(422, schema=ErrorSchema, description="`too_few_films` (under 50 of a class), `other_model_version`.")
@@ -214,6 +216,7 @@ def get_site_calibration():
 @admin_token_required
 @bp.response(204)
 @bp.alt_response(404, schema=ErrorSchema, description="No site threshold was in force.")
+@bp.alt_response(409, schema=ErrorSchema, description="`changed_meanwhile`: another admin changed it at that moment.")
 @bp.alt_response(
     503, schema=ErrorSchema, description="`model_unavailable`; `database_unavailable` (with `Retry-After`)."
 )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError
+
 from ..extensions import db
 from ..models import (
     DIRECTORY,
@@ -87,7 +89,16 @@ def check(username: str, password: str) -> Outcome:
             user.directory_access = False
             db.session.commit()
         return Outcome(None, NOT_IN_GROUP)
-    user = _sync(user, name, answer.role)
+    try:
+        user = _sync(user, name, answer.role)
+    except IntegrityError:
+        # The person's first sign-in sent twice at once (a double-click, two tabs): the other request
+        # made the row between our look and our insert; this one signs in to it, as the next would.
+        db.session.rollback()
+        user = User.by_username(name)
+        if user is None or not user.from_directory:
+            return Outcome(None)
+        user = _sync(user, name, answer.role)
     return Outcome(user) if user.active else Outcome(None)
 
 

@@ -108,7 +108,7 @@ def outbox():
     )
 
 
-def _act_on_failed_result(result_id: int, action: str, act: Callable[[DicomResult], None], message: str):
+def _act_on_failed_result(result_id: int, action: str, act: Callable[[DicomResult], bool], message: str):
     """An administrator's retry or discard of a result whose delivery failed or was refused (409 for any
     other), audited."""
     require_admin()
@@ -118,8 +118,11 @@ def _act_on_failed_result(result_id: int, action: str, act: Callable[[DicomResul
     if result.state not in RESULT_UNDELIVERED or not result.file_name:
         abort(409)
     record_audit(current_user.username, action, f"result {result_id}")
-    act(result)
-    flash(message, "success")
+    if act(result):
+        flash(message, "success")
+    else:  # another administrator's retry or discard came first (the act wrote nothing)
+        db.session.rollback()
+        flash(f"Result {result_id} was retried or discarded by someone else meanwhile; nothing was changed.", "error")
     return redirect(url_for("pacs.outbox"))
 
 

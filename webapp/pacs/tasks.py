@@ -26,7 +26,7 @@ import numpy as np
 from flask import current_app
 from PIL import Image
 from pydicom import dcmread
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from ..extensions import db
@@ -44,6 +44,7 @@ from ..models import (
     RESULT_PENDING,
     RESULT_REFUSED,
     RESULT_SENT,
+    RESULT_UNDELIVERED,
     SOURCE_DICOM,
     DicomReceipt,
     DicomResult,
@@ -259,20 +260,44 @@ def refused(result: DicomResult, error: str) -> None:
     log.error("dicom: result %d refused by the PACS, not tried again: %s", result.id, error)
 
 
-def requeue(result: DicomResult) -> None:
-    """An administrator's retry of a failed or refused result: back to pending, tried now."""
-    result.state, result.attempts, result.next_attempt_at, result.lease_until = RESULT_PENDING, 0, utcnow(), None
+def requeue(result: DicomResult) -> bool:
+    """An administrator's retry of a failed or refused result: back to pending, tried now. False, with
+    nothing written, when it no longer waits for one (retried or discarded meanwhile)."""
+    if not _if_still_undelivered(result, state=RESULT_PENDING, attempts=0, next_attempt_at=utcnow(), lease_until=None):
+        return False
     db.session.commit()
     enqueue(SEND_TASK, result.id)
+    return True
 
 
-def discard(result: DicomResult) -> None:
-    """An administrator gives up on a failed or refused result: its file (with the patient's name) is deleted."""
+def discard(result: DicomResult) -> bool:
+    """An administrator gives up on a failed or refused result: its file (with the patient's name) is
+    deleted. False, with nothing written, when it no longer waits for that (retried or discarded meanwhile)."""
     file_name = result.file_name
-    result.file_name = None
-    result.last_error = (result.last_error or "") + " (discarded by an administrator)"
+    note = func.coalesce(DicomResult.last_error, "").concat(" (discarded by an administrator)")
+    if not _if_still_undelivered(result, file_name=None, last_error=note):
+        return False
     db.session.commit()
     spool.delete(spool.OUTBOX, file_name)
+    return True
+
+
+def _if_still_undelivered(result: DicomResult, **values) -> bool:
+    """Write `values`, in the caller's transaction, only if the result still waits for an administrator
+    as the caller saw it: check and write in one statement, so that of a retry and a discard at the same
+    moment (two administrators, a double-click) one acts and the other finds it done. A retry and a
+    discard both acting left it pending with no file to send, failing for ever."""
+    written = db.session.execute(
+        update(DicomResult)
+        .where(
+            DicomResult.id == result.id,
+            DicomResult.state.in_(RESULT_UNDELIVERED),
+            DicomResult.file_name == result.file_name,
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return written.rowcount == 1
 
 
 @recovery

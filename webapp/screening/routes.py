@@ -1,5 +1,6 @@
 from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
+from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..filenames import sent_filename
@@ -170,6 +171,23 @@ def feedback(prediction_id: int):
     form = FeedbackForm()
     if not form_accepted(form, "The review was not saved"):
         return redirect(url_for("screening.detail", prediction_id=prediction.id)), 303
+    label, comment = form.label.data, (form.comment.data or "").strip()
+    try:
+        _save_reading(prediction, label, comment)
+    except IntegrityError:
+        # The film's first reading saved twice at once (a double-click, two readers of a PACS film):
+        # the other request's row is in now, so this one replaces it as any later save would.
+        db.session.rollback()
+        _save_reading(prediction, label, comment)
+    flash("Review saved. Thank you: reviews are how we measure the model.", "info")
+    back = request.form.get("back", "")
+    if _is_results_path(back):
+        # Back to this film's card, not to the top of a batch the reader is working through.
+        return redirect(f"{back}#prediction-{prediction.id}", 303)
+    return redirect(url_for("screening.detail", prediction_id=prediction.id), 303)
+
+
+def _save_reading(prediction: Prediction, label: str, comment: str) -> None:
     review = prediction.feedback or Feedback(prediction=prediction)
     # Replacing another reader's reading (a PACS film has several possible readers) keeps the
     # earlier reading in the trail: who read it and what they said (the comment's text stays out).
@@ -177,18 +195,12 @@ def feedback(prediction_id: int):
         f", replacing {review.label} by {review.user.username}" if review.user_id not in (None, current_user.id) else ""
     )
     review.user_id = current_user.id
-    review.label = form.label.data
-    review.comment = (form.comment.data or "").strip()
+    review.label = label
+    review.comment = comment
     db.session.add(review)
     if replaced or (current_user.is_admin and prediction.user_id != current_user.id):
         record_audit(current_user.username, "feedback.save", f"prediction {prediction.id}", review.label + replaced)
     db.session.commit()
-    flash("Review saved. Thank you: reviews are how we measure the model.", "info")
-    back = request.form.get("back", "")
-    if _is_results_path(back):
-        # Back to this film's card, not to the top of a batch the reader is working through.
-        return redirect(f"{back}#prediction-{prediction.id}", 303)
-    return redirect(url_for("screening.detail", prediction_id=prediction.id), 303)
 
 
 def _is_results_path(target: str) -> bool:

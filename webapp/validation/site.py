@@ -8,7 +8,8 @@ card's threshold until the site validates that version too.
 from __future__ import annotations
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..inference.model_card import ModelCardError, read_card
@@ -77,7 +78,18 @@ def adopt(run: ValidationRun, threshold: float, reason: str, user: User) -> Site
         created_at=now,
     )
     db.session.add(calibration)
-    db.session.flush()
+    try:
+        db.session.flush()
+    except IntegrityError as exc:
+        # Another adoption for this version went in force between our look and our write (the
+        # database allows one): this one is refused, so the admin sees which won before choosing again.
+        db.session.rollback()
+        raise AdoptionRefused(
+            "adopted_meanwhile",
+            "Another site threshold was adopted for this model at the same moment, so this one was not. "
+            "Reload to see the one in force, then adopt again if it is not the one you want.",
+            409,
+        ) from exc
     record_audit(
         user.username,
         "site_calibration.adopt",
@@ -94,7 +106,24 @@ def withdraw(user: User) -> SiteCalibration | None:
     calibration = active_calibration(current_model_version())
     if calibration is None:
         return None
-    calibration.withdrawn_at, calibration.withdrawn_by_id = utcnow(), user.id
+    now = utcnow()
+    # Only if still in force, checked and written in one statement: withdrawing again one that another
+    # administrator has just replaced would say "back to the card's threshold" with theirs in force.
+    withdrawn = db.session.execute(
+        update(SiteCalibration)
+        .where(SiteCalibration.id == calibration.id, SiteCalibration.withdrawn_at.is_(None))
+        .values(withdrawn_at=now, withdrawn_by_id=user.id)
+        .execution_options(synchronize_session=False)
+    )
+    if withdrawn.rowcount != 1:
+        db.session.rollback()
+        raise AdoptionRefused(
+            "changed_meanwhile",
+            "The site threshold in force was changed by someone else while this was sent, so nothing was "
+            "withdrawn. Reload to see which threshold is in force now.",
+            409,
+        )
+    calibration.withdrawn_at, calibration.withdrawn_by_id = now, user.id
     record_audit(
         user.username,
         "site_calibration.withdraw",
