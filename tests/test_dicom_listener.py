@@ -44,7 +44,7 @@ SCREENED = (
 @pytest.fixture
 def port(app):
     app.config.update(DICOM_PORT=0, DICOM_ALLOWED_CALLING_AETS=())
-    server = listener.start(app, block=False)
+    server = listener.start(app)
     yield server.server_address[1]
     server.shutdown()
 
@@ -77,10 +77,8 @@ def listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_sigterm_stops_the_node_cleanly(tmp_path):
-    # As PID 1 in its container the node ignored SIGTERM (no default action there): `docker stop`
-    # waited 10 s and killed it, exit 137. Outside a container SIGTERM killed it outright (-15).
-    port = free_port()
+def _node(tmp_path: Path, port: int) -> subprocess.Popen:
+    """`flask dicom listen` as an administrator starts it, on `port`."""
     env = {
         **os.environ,
         "APP_ENV": "production",
@@ -90,7 +88,7 @@ def test_sigterm_stops_the_node_cleanly(tmp_path):
         "PYTHONPATH": str(ROOT),
     }
     env.pop("DATABASE_URL", None)
-    node = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "flask", "--app", "wsgi", "dicom", "listen"],
         cwd=ROOT,
         env=env,
@@ -98,6 +96,28 @@ def test_sigterm_stops_the_node_cleanly(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def test_a_port_in_use_is_one_error_and_never_announced_as_listening(tmp_path):
+    # The node logged "dicom node listening" before it bound the port, so a taken or mistyped address
+    # read as a node that started and then failed.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        node = _node(tmp_path, taken.getsockname()[1])
+        try:
+            output, _ = node.communicate(timeout=60)
+        finally:
+            node.kill()
+    assert node.returncode == 1
+    assert "cannot listen on 127.0.0.1:" in output and "dicom node listening" not in output
+
+
+def test_sigterm_stops_the_node_cleanly(tmp_path):
+    # As PID 1 in its container the node ignored SIGTERM (no default action there): `docker stop`
+    # waited 10 s and killed it, exit 137. Outside a container SIGTERM killed it outright (-15).
+    port = free_port()
+    node = _node(tmp_path, port)
     try:
         for line in node.stdout:
             if "dicom node listening" in line:
@@ -116,7 +136,7 @@ def test_a_rejected_association_is_logged_with_its_calling_ae_and_reason(app, ca
     # Found by the PACS review: the node's log said only pynetdicom's "Rejecting Association", so an
     # administrator could not see which AE title or host was turned away, nor why.
     app.config.update(DICOM_PORT=0, DICOM_ALLOWED_CALLING_AETS=(MODALITY_AE,))
-    server = listener.start(app, block=False)
+    server = listener.start(app)
     try:
         caplog.set_level(logging.WARNING, logger="webapp.pacs.listener")
         ae = AE(ae_title="MODALTY")  # one letter missing, the commonest mistake

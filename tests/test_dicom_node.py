@@ -62,7 +62,7 @@ def node(tmp_path, orthanc_server):  # noqa: F811
     make_user(app, "clin", "clinician")
     app.token = issue_token(app, "clin")
     orthanc_server.clear()
-    server = listener.start(app, block=False)
+    server = listener.start(app)
     yield app
     server.shutdown()
     with app.app_context():

@@ -24,23 +24,26 @@ def listen() -> None:
     install_process_logging()
     config = current_app.config
     destination = destination_or_fail(config)
-    allowed = ", ".join(config["DICOM_ALLOWED_CALLING_AETS"]) or "any calling AE title"
-    logging.getLogger(__name__).info(
-        "%s as %s on %s:%d (accepting %s; results to %s)",
-        LISTENER_READY,
-        config["DICOM_AE_TITLE"],
-        config["DICOM_BIND"],
-        config["DICOM_PORT"],
-        allowed,
-        destination or "nowhere: DICOM_RESULTS_DESTINATION is not set",
-    )
     yield_cpu(config["DICOM_LISTENER_NICE"], tf_threads=0)  # uploads first (jobs/priority.py)
     # In a container the node is PID 1, which the kernel gives no default action for SIGTERM:
     # `docker stop` waited out its grace period and killed it (137). SIGTERM now stops it as Ctrl-C
     # does: pynetdicom closes the server and waits for the associations in progress.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    allowed = ", ".join(config["DICOM_ALLOWED_CALLING_AETS"]) or "any calling AE title"
+
+    def listening() -> None:
+        logging.getLogger(__name__).info(
+            "%s as %s on %s:%d (accepting %s; results to %s)",
+            LISTENER_READY,
+            config["DICOM_AE_TITLE"],
+            config["DICOM_BIND"],
+            config["DICOM_PORT"],
+            allowed,
+            destination or "nowhere: DICOM_RESULTS_DESTINATION is not set",
+        )
+
     try:
-        listener.start(current_app._get_current_object(), block=True)
+        listener.serve(current_app._get_current_object(), listening)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {config['DICOM_BIND']}:{config['DICOM_PORT']}: {exc}") from exc
 

@@ -6,6 +6,8 @@ DICOM_ALLOWED_CALLING_AETS (when set) are rejected at association, before any da
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 
 from flask import Flask
 from pydicom.uid import DeflatedExplicitVRLittleEndian
@@ -108,9 +110,23 @@ def handlers(app: Flask) -> list:
     return [(evt.EVT_C_ECHO, on_echo), (evt.EVT_C_STORE, on_store), (evt.EVT_REJECTED, on_rejected)]
 
 
-def start(app: Flask, *, block: bool):
-    """Listen on DICOM_BIND:DICOM_PORT; with block=False returns the server (tests stop it with shutdown())."""
-    config = app.config
-    ae = build_ae(config)
-    address = (config["DICOM_BIND"], int(config["DICOM_PORT"]))
-    return ae.start_server(address, block=block, evt_handlers=handlers(app))
+def start(app: Flask):
+    """Listen on DICOM_BIND:DICOM_PORT in a thread of its own; returns the server (stopped with shutdown())."""
+    return build_ae(app.config).start_server(_address(app.config), block=False, evt_handlers=handlers(app))
+
+
+def serve(app: Flask, on_listening: Callable[[], None]) -> None:
+    """Listen on DICOM_BIND:DICOM_PORT until interrupted (Ctrl-C, or SIGTERM made one). `on_listening` runs
+    once the port is bound, so that the node's "listening" line is never followed by a bind error."""
+    server = start(app)  # binds the port, or raises OSError
+    try:
+        on_listening()  # inside: a SIGTERM right after the line is a clean stop too
+        threading.Event().wait()  # for ever: the server has its own thread
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()  # closes the socket and waits for the associations in progress
+
+
+def _address(config) -> tuple[str, int]:
+    return config["DICOM_BIND"], int(config["DICOM_PORT"])
