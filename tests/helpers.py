@@ -6,6 +6,7 @@ imports them like any module instead of reaching into conftest.
 
 from __future__ import annotations
 
+import inspect
 import io
 import os
 import re
@@ -43,6 +44,21 @@ def threadable_app(tmp_path: Path, **overrides):
     with app.app_context():
         reset_database()
     return app
+
+
+def held_after_answering(monkeypatch, owner, name: str) -> None:
+    """Replace `owner.name` (a look-up) by one that, having answered, waits until a second call has
+    answered too: two requests racing through it then both act on what they saw before either wrote."""
+    both_answered = threading.Barrier(2)
+    look = getattr(owner, name)
+
+    def answer_then_wait(*args):
+        answer = look(*args)
+        both_answered.wait(timeout=30)
+        return answer
+
+    static = isinstance(inspect.getattr_static(owner, name), staticmethod)
+    monkeypatch.setattr(owner, name, staticmethod(answer_then_wait) if static else answer_then_wait)
 
 
 def in_parallel(*calls):

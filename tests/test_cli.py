@@ -1,8 +1,6 @@
-import threading
-
 import pytest
 
-from tests.helpers import PASSWORDS, in_parallel, make_user, threadable_app
+from tests.helpers import PASSWORDS, held_after_answering, in_parallel, make_user, threadable_app
 from webapp.extensions import db
 from webapp.models import ApiToken, AuditEvent, User
 
@@ -95,15 +93,7 @@ def test_one_account_created_twice_at_once_is_refused_once_not_a_500(tmp_path, m
     Both requests are held after that check until both have made it."""
     app = threadable_app(tmp_path, WTF_CSRF_ENABLED=False)
     make_user(app, "admin", "admin")
-    both_checked = threading.Barrier(2)
-    taken = User.name_taken
-
-    def check_then_wait(name):
-        answer = taken(name)
-        both_checked.wait(timeout=30)
-        return answer
-
-    monkeypatch.setattr(User, "name_taken", staticmethod(check_then_wait))
+    held_after_answering(monkeypatch, User, "name_taken")
 
     def create():
         client = app.test_client()

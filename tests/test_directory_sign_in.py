@@ -1,14 +1,13 @@
 """Directory sign-in against a real OpenLDAP server (tests/ldap_server.py)."""
 
 import re
-import threading
 from datetime import datetime
 
 import pytest
 from argon2 import PasswordHasher
 from ldap3 import MODIFY_ADD, MODIFY_DELETE
 
-from tests.helpers import AuthActions, in_parallel, issue_token, threadable_app
+from tests.helpers import AuthActions, held_after_answering, in_parallel, issue_token, threadable_app
 from tests.ldap_server import DIRECTORY_PEOPLE, free_loopback_port
 from webapp import create_app
 from webapp.auth import directory as directory_module
@@ -389,15 +388,7 @@ def test_a_first_sign_in_sent_twice_at_once_signs_in_twice(tmp_path, ldap_server
     found no local row and both inserted one; the second broke the unique name and answered a 500.
     Both requests are held after that look until both have made it."""
     app = threadable_app(tmp_path, WTF_CSRF_ENABLED=False, **ldap_server.app_settings())
-    both_looked = threading.Barrier(2)
-    taken = User.name_taken
-
-    def look_then_wait(name):
-        answer = taken(name)
-        both_looked.wait(timeout=30)
-        return answer
-
-    monkeypatch.setattr(User, "name_taken", staticmethod(look_then_wait))
+    held_after_answering(monkeypatch, User, "name_taken")
 
     def sign_in():
         form = {"username": "alice", "password": DIRECTORY_PEOPLE["alice"][0]}

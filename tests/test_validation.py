@@ -12,7 +12,16 @@ from PIL import Image
 from sqlalchemy import func, select, update
 
 from tests.archives import labelled_films, zip_bytes
-from tests.helpers import csrf_token, drain, fixture_image, in_parallel, issue_token, make_user, threadable_app
+from tests.helpers import (
+    csrf_token,
+    drain,
+    fixture_image,
+    held_after_answering,
+    in_parallel,
+    issue_token,
+    make_user,
+    threadable_app,
+)
 from tests.image_samples import encode
 from webapp.extensions import db
 from webapp.models import AuditEvent, Prediction, ValidationItem, ValidationRun
@@ -458,22 +467,14 @@ def test_two_adoptions_at_once_leave_one_operating_point_in_force(tmp_path, monk
     card's threshold. Both requests are held after that look until both have made it."""
     app = threadable_app(tmp_path)
     token, run_id = adoptable_run(app)
-    both_looked = threading.Barrier(2)
-    look = site.active_calibration
-
-    def look_then_wait(version):
-        found = look(version)
-        both_looked.wait(timeout=30)
-        return found
-
-    monkeypatch.setattr(site, "active_calibration", look_then_wait)
+    held_after_answering(monkeypatch, site, "active_calibration")
 
     def adopt(threshold):
         body = {"validation_run_id": run_id, "threshold": threshold}
         return lambda: app.test_client().post("/api/v1/site-calibration", headers=bearer(token), json=body)
 
     answers = in_parallel(adopt(0.4), adopt(0.6))
-    monkeypatch.setattr(site, "active_calibration", look)
+    monkeypatch.undo()  # the look-up answers at once again
     assert sorted(answer.status_code for answer in answers) == [201, 409]
     refused = next(answer for answer in answers if answer.status_code == 409)
     assert refused.get_json()["error"]["code"] == "adopted_meanwhile"
