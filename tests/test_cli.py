@@ -56,6 +56,16 @@ def test_deactivate_activate_and_reset(app, runner, clinician_user):
     assert "No user named" in runner.invoke(args=["users", "deactivate", "nobody"]).output
 
 
+def test_the_only_active_administrator_is_not_deactivated(app, runner, admin_user):
+    # The Users page refuses an administrator's own account; the shell deactivated the last one.
+    result = runner.invoke(args=["users", "deactivate", "admin"])
+    assert result.exit_code == 1 and "admin is the only active administrator" in result.output
+    runner.invoke(args=["users", "create", "second", "--role", "admin", "--password", "a-long-enough-password"])
+    assert runner.invoke(args=["users", "deactivate", "admin"]).exit_code == 0
+    with app.app_context():
+        assert not User.by_username("admin").active
+
+
 def test_admin_pages_manage_users_and_are_audited(app, client, auth, admin_user, clinician_user):
     from tests.helpers import csrf_token
 

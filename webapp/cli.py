@@ -126,10 +126,22 @@ def activate(name: str) -> None:
     _set_active(name, True)
 
 
+def _other_active_admins(user: User) -> int:
+    return db.session.scalar(
+        select(func.count()).select_from(User).where(User.role == "admin", User.active, User.id != user.id)
+    )
+
+
 def _set_active(name: str, active: bool) -> None:
     user = _user_or_fail(name)
     if active and user.under_reserved_name:
         raise click.ClickException(RESERVED_ACCOUNT.format(name=user.username))
+    if not active and user.active and user.is_admin and not _other_active_admins(user):
+        # The Users page cannot do this (an administrator may not deactivate their own account).
+        raise click.ClickException(
+            f"{name} is the only active administrator: nobody could manage accounts or read the audit "
+            "trail. Create or activate another administrator first (flask --app wsgi users create NAME --role admin)."
+        )
     user.active = active
     if not active:
         end_all_access(user)
