@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from webapp.env import exit_on_config_error  # noqa: E402
 from webapp.private_files import private_sqlite_file  # noqa: E402
+from webapp.schema import UPGRADE_COMMAND  # noqa: E402
 
 with exit_on_config_error("backup_sqlite"):
     from webapp.config import config_from_env
@@ -96,7 +97,7 @@ def main() -> None:
         # gunicorn alone does not migrate: a backup from before an upgrade needs `db upgrade` first
         # (the container's entrypoint runs it at every start), else /readyz names the old revision.
         print(
-            f"restored {live} from {args.file} (schema revision {revision}); run `flask --app wsgi db upgrade`,"
+            f"restored {live} from {args.file} (schema revision {revision}); run `{UPGRADE_COMMAND}`,"
             " then restart the app, job worker and DICOM node (in the container, restarting them does both)"
         )
 

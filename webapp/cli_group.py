@@ -11,6 +11,7 @@ from flask.cli import AppGroup
 from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 
 from .refusal import database_reason
+from .schema import UPGRADE_COMMAND
 
 
 class AdminGroup(AppGroup):
@@ -38,5 +39,5 @@ def database_problem(exc: Exception, upgrade_hint: bool = True) -> str:
     # A table or column missing (SQLite says "no such", PostgreSQL "does not exist"): a database never
     # migrated, or restored from a backup made before an upgrade.
     missing = "no such table" in reason or "no such column" in reason or "does not exist" in reason
-    hint = " Run `flask --app wsgi db upgrade` first." if upgrade_hint and missing else ""
+    hint = f" Run `{UPGRADE_COMMAND}` first." if upgrade_hint and missing else ""
     return f"the database (DATABASE_URL) failed: {reason}.{hint}"

@@ -33,6 +33,12 @@ class BoundedIntConverter(IntegerConverter):
         return number
 
 
+def row_by_id(model, row_id: int):
+    """The row of `model` with id `row_id`, or None: an id beyond the 32-bit column names no row (and
+    PostgreSQL would fail the query rather than answer none)."""
+    return db.session.get(model, row_id) if 0 < row_id <= MAX_ID else None
+
+
 def int_arg(name: str, default: int, low: int, high: int) -> int:
     """Query argument `name` as an int in [low, high]; missing or empty gives `default`."""
     raw = request.args.get(name, "").strip()

@@ -8,8 +8,8 @@ from flask import g, request
 from flask.views import MethodView
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..extensions import db
 from ..models import ValidationRun
+from ..params import row_by_id
 from ..site_threshold import active_calibration
 from ..validation.archive import ArchiveRejected
 from ..validation.deletion import DeletionRefused, delete_run
@@ -114,7 +114,7 @@ class ValidationRunById(MethodView):
     @bp.doc(operationId="getValidationRun")
     def get(self, run_id: int):
         """A validation run: status, progress and, once done, its figures and proposed operating points"""
-        run = db.session.get(ValidationRun, run_id) if run_id <= MAX_ID else None
+        run = row_by_id(ValidationRun, run_id)
         if run is None:
             return api_error("not_found", f"No validation run {run_id}.", 404)
         metrics = run.metrics or {}
@@ -185,7 +185,7 @@ def adopt_site_calibration():
         return api_error("bad_json", "validation_run_id must be an integer and threshold a number.", 400)
     if not isinstance(reason, str) or len(reason) > 500 or CONTROL_CHARACTERS.search(reason):
         return api_error("bad_json", "reason must be a string of at most 500 printable characters.", 400)
-    run = db.session.get(ValidationRun, run_id) if 0 < run_id <= MAX_ID else None
+    run = row_by_id(ValidationRun, run_id)
     if run is None:
         return api_error("not_found", f"No validation run {run_id}.", 404)
     try:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..api.schemas import MAX_ID
 from ..cli_group import AdminGroup
-from ..extensions import db
 from ..models import ValidationRun
+from ..params import row_by_id
 from .deletion import DeletionRefused, delete_run
 
 validation_cli = AdminGroup("validation", help="Validation runs on the site's own labelled films.")
@@ -18,7 +17,7 @@ validation_cli = AdminGroup("validation", help="Validation runs on the site's ow
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (scripts).")
 def delete(run_id: int, yes: bool) -> None:
     """Delete the ended run RUN_ID: its films' names, review copies, figures and archive (audited)."""
-    run = db.session.get(ValidationRun, run_id) if run_id <= MAX_ID else None
+    run = row_by_id(ValidationRun, run_id)
     if run is None:
         raise click.ClickException(f"No validation run {run_id}.")
     # A mistyped id deletes another run for good: say which one, unless a script said --yes.

@@ -22,9 +22,9 @@ import logging
 from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import IntegrityError
 
-from ..api.schemas import MAX_ID
 from ..extensions import db
 from ..models import RUN_DONE, RUN_FAILED, SiteCalibration, ValidationItem, ValidationRun, record_audit
+from ..params import row_by_id
 from ..refusal import Refusal
 from .storage import archive_path
 
@@ -57,7 +57,7 @@ def deletion_problem(run: ValidationRun) -> DeletionRefused | None:
 def delete_run(run_id: int, actor: str) -> int:
     """Delete the ended run `run_id` and everything kept for it, audited as `actor`; returns how many
     films it had. Raises DeletionRefused (404 for no such run, 409 otherwise) having deleted nothing."""
-    run = db.session.get(ValidationRun, run_id) if 0 < run_id <= MAX_ID else None
+    run = row_by_id(ValidationRun, run_id)
     if run is None:
         raise DeletionRefused("not_found", f"No validation run {run_id}.", 404)
     problem = deletion_problem(run)

@@ -7,11 +7,11 @@ from sqlalchemy import select
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..admin.export import csv_cell
-from ..api.schemas import MAX_ID
 from ..extensions import db
 from ..inference.model_card import ModelCardError, read_card
 from ..inference.overlay import stored_overlay_png
 from ..models import SiteCalibration, ValidationItem, ValidationRun, record_audit
+from ..params import row_by_id
 from ..responses import form_accepted, form_errors
 from ..site_threshold import active_calibration
 from . import bp
@@ -40,8 +40,7 @@ CSV_COLUMNS = [
 
 
 def _run_or_404(run_id: int) -> ValidationRun:
-    # Ids are 32-bit on PostgreSQL: a larger number names no run (and the query would fail).
-    run = db.session.get(ValidationRun, run_id) if run_id <= MAX_ID else None
+    run = row_by_id(ValidationRun, run_id)
     if run is None:
         abort(404)
     return run
@@ -143,7 +142,7 @@ def films_csv(run_id: int):
 
 def _item(run_id: int, item_id: int, what: str) -> ValidationItem:
     """A validation film, its look in the audit trail: these are patients' films like any upload's."""
-    item = db.session.get(ValidationItem, item_id) if item_id <= MAX_ID else None
+    item = row_by_id(ValidationItem, item_id)
     if item is None or item.run_id != run_id or item.review_png is None:
         abort(404)
     record_audit(current_user.username, "prediction_viewed", f"validation run {run_id} film {item_id}", what)
