@@ -25,10 +25,6 @@ class ResetPasswordForm(FlaskForm):
     submit = SubmitField("Reset password")
 
 
-class ToggleActiveForm(FlaskForm):
-    submit = SubmitField("Change")
-
-
 class SetActiveForm(FlaskForm):
     # The state the button asks for, not "the other one": a double-click on Deactivate (the second
     # POST arriving after the first is saved) turned the account back on.

@@ -2,6 +2,7 @@ import secrets
 
 from flask import Response, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
+from flask_wtf import FlaskForm
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
@@ -17,7 +18,7 @@ from ..params import page_of
 from ..responses import form_errors
 from . import bp
 from .export import predictions_csv
-from .forms import CreateUserForm, IssueTokenForm, ResetPasswordForm, SetActiveForm, ToggleActiveForm
+from .forms import CreateUserForm, IssueTokenForm, ResetPasswordForm, SetActiveForm
 from .summary import agreement_per_version, verdicts_per_day
 
 
@@ -80,7 +81,6 @@ def users_page(form: CreateUserForm | None = None, new_token: dict | None = None
         form=form,
         users=all_users,
         reset_form=ResetPasswordForm(),
-        toggle_form=ToggleActiveForm(),
         token_form=IssueTokenForm(formdata=None),
         new_token=new_token,
         token_form_once=secrets.token_urlsafe(16),
@@ -176,7 +176,7 @@ def issue_user_token(user_id: int):
 @bp.route("/tokens/<int:token_id>/revoke", methods=["POST"])
 def revoke_user_token(token_id: int):
     token = db.get_or_404(ApiToken, token_id)
-    if ToggleActiveForm().validate_on_submit():
+    if FlaskForm().validate_on_submit():  # the CSRF token only
         if revoke_token(token):
             db.session.commit()
             flash(f"Token {token.id} of {token.user.username} revoked.", "info")
