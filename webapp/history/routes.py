@@ -13,22 +13,20 @@ def render_history(owner, title: str, endpoint: str, show_user: bool, audited: b
     read is in the audit trail, as each page of GET /api/v1/predictions is."""
     form = HistoryFilterForm(request.args)
     valid = form.validate()
-    page = page_of(
-        filtered_predictions(form, owner) if valid else filtered_predictions(HistoryFilterForm(formdata=None), owner),
-        current_app.config["HISTORY_PAGE_SIZE"],
-    )
+    # Invalid filters: the page explains them (400) and lists unfiltered rows meanwhile.
+    applied = form if valid else HistoryFilterForm(formdata=None)
+    page = page_of(filtered_predictions(applied, owner), current_app.config["HISTORY_PAGE_SIZE"])
     if audited:
-        shown = filters_text(form if valid else HistoryFilterForm(formdata=None))
+        shown = filters_text(applied)
         record_audit(current_user.username, "history_viewed", f"{len(page.items)} rows", f"{shown}; page={page.page}")
         db.session.commit()
-    # Invalid filters: the page explains them (400) and lists unfiltered rows meanwhile.
     return render_template(
         "history/list.html",
         form=form,
         page=page,
         title=title,
         endpoint=endpoint,
-        args=filter_args(form) if valid else {},
+        args=filter_args(applied),
         show_user=show_user,
     ), 200 if valid else 400
 
