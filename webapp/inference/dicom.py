@@ -190,7 +190,7 @@ def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int 
             f"DICOM images with photometric interpretation {photometric or 'unknown'} are not supported.",
         )
     # In place from here on: each full-size float copy of a 4300 x 4300 film is 70 MB (the peak was
-    # 305 MB with three of them; see docs/inputs.md).
+    # 305 MB with three of them; see docs/security.md, "What the budget does not bound").
     del frame
     pixels = pixels.astype(np.float32, copy=False)
     pixels = shrink(np.clip(pixels, 0.0, 1.0, out=pixels), target_size)
