@@ -65,18 +65,32 @@ def test_deactivated_user_costs_the_same_check(app, client, clinician_user, veri
 
 
 def test_progressive_delays_after_the_allowance(app, client, clinician_user, monkeypatch):
+    # The throttle's clock stands still: each wait is then exact, whatever the password checks took.
+    start = utcnow()
+    monkeypatch.setattr(throttle, "utcnow", lambda: start)
     for _ in range(5):
         assert post_login(client, "clin", "wrong-password-1").status_code == 401
     response = post_login(client, "clin", PASSWORDS["clin"])  # even the right password waits now
     assert response.status_code == 429 and response.headers["Retry-After"] == "15"
     assert "wait 15 seconds" in response.get_data(as_text=True)
-    start = utcnow()
     monkeypatch.setattr(throttle, "utcnow", lambda: start + timedelta(seconds=16))
     assert post_login(client, "clin", "wrong-password-1").status_code == 401  # one more try allowed ...
     response = post_login(client, "clin", PASSWORDS["clin"])
     assert response.status_code == 429 and response.headers["Retry-After"] == "30"  # ... then twice the wait
     monkeypatch.setattr(throttle, "utcnow", lambda: start + timedelta(seconds=47))
     assert post_login(client, "clin", PASSWORDS["clin"]).status_code == 302  # and the owner gets in
+
+
+def test_the_wait_given_is_never_shorter_than_the_wait(app, client, clinician_user, monkeypatch):
+    # 14.4 s still to wait was answered "Retry-After: 14" (rounded to the nearest second): a client that
+    # came back after 14 s was refused again.
+    start = utcnow()
+    monkeypatch.setattr(throttle, "utcnow", lambda: start)
+    for _ in range(5):
+        post_login(client, "clin", "wrong-password-1")
+    monkeypatch.setattr(throttle, "utcnow", lambda: start + timedelta(seconds=0.6))
+    response = post_login(client, "clin", PASSWORDS["clin"])
+    assert response.status_code == 429 and response.headers["Retry-After"] == "15"
 
 
 def test_a_name_typed_at_sign_in_is_kept_nowhere_in_clear(app, client, clinician_user):

@@ -12,6 +12,7 @@ parallel attempts therefore get exactly the allowance of password checks, never 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -93,7 +94,7 @@ def _try_claim(keys: dict[str, int]) -> int | None:
             waits.append((ready_at - now).total_seconds())
     if waits and max(waits) > 0:
         db.session.rollback()
-        return max(1, round(max(waits)))
+        return max(1, math.ceil(max(waits)))  # never shorter than the wait: a client that obeys it gets in
     for key in keys:
         row = rows.get(key)
         if row is None:
