@@ -18,6 +18,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -64,11 +65,8 @@ def operation_of(record: dict, operations: list[str]) -> str:
     path = record["path"].removeprefix("/api/v1")
     for operation in operations:
         method, template = operation.split(" ", 1)
-        prefix = template.split("{", 1)[0]
-        same_shape = path == template or (
-            "{" in template and path.startswith(prefix) and "/" not in path[len(prefix) :]
-        )
-        if same_shape and record["method"] == method:
+        shape = re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(template))  # {run_id}: one path segment
+        if re.fullmatch(shape, path) and record["method"] == method:
             return operation
     return f"{record['method']} (undeclared method or path)"
 

@@ -52,6 +52,7 @@ def test_every_operation_declares_auth_rate_limit_and_error_body(document):
         ("/validation-runs", "post"),
         ("/validation-runs/{run_id}", "get"),
         ("/validation-runs/{run_id}", "delete"),
+        ("/validation-runs/{run_id}/redaction", "post"),
         ("/site-calibration", "post"),
         ("/site-calibration", "get"),
         ("/site-calibration", "delete"),

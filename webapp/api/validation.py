@@ -14,6 +14,7 @@ from ..site_threshold import active_calibration
 from ..validation.archive import ArchiveRejected
 from ..validation.deletion import DeletionRefused, delete_run
 from ..validation.monitoring import weekly
+from ..validation.redaction import RedactionRefused, redact_run
 from ..validation.runs import create_run, progress, too_large, upload_limit
 from ..validation.site import AdoptionRefused, adopt, current_model_version, withdraw
 from . import bp
@@ -24,6 +25,7 @@ from .schemas import MAX_ID, ErrorSchema
 from .validation_schemas import (
     MonitoringQuerySchema,
     MonitoringSchema,
+    RedactionSchema,
     RunCreatedSchema,
     SiteCalibrationSchema,
     ValidationRunSchema,
@@ -147,6 +149,22 @@ class ValidationRunById(MethodView):
         except DeletionRefused as exc:
             return api_error(exc.code, exc.message, exc.status)
         return None
+
+
+@bp.route(f"/validation-runs/<int(min=1, max={MAX_ID}):run_id>/redaction", methods=["POST"])
+@admin_token_required
+@bp.response(200, RedactionSchema)
+@bp.alt_response(404, schema=ErrorSchema, description="No such run.")
+@bp.alt_response(409, schema=ErrorSchema, description="`run_working`: still queued or running.")
+@bp.doc(operationId="redactValidationRun")
+def redact_validation_run(run_id: int):
+    """Replace an ended run's film names with `film <id>` and delete their review copies and heat maps; the
+    figures stay (audited; a second call changes nothing)"""
+    try:
+        films = redact_run(run_id, g.api_user.username)
+    except RedactionRefused as exc:
+        return api_error(exc.code, exc.message, exc.status)
+    return {"run_id": run_id, "films_redacted": films}
 
 
 @bp.route("/site-calibration", methods=["POST"])

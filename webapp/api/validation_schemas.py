@@ -52,6 +52,13 @@ class ValidationRunSchema(RunCreatedSchema):
     operating_points = fields.List(fields.Nested(OperatingPointSchema), required=True)
 
 
+class RedactionSchema(ResponseSchema):
+    run_id = fields.Integer(required=True)
+    films_redacted = fields.Integer(
+        required=True, metadata={"description": "films whose name or pictures were removed now (0: none were left)"}
+    )
+
+
 class SiteCalibrationSchema(ResponseSchema):
     id = fields.Integer(required=True)
     threshold = Rounded(required=True)

@@ -30,3 +30,13 @@ class DeleteRunForm(FlaskForm):
         validators=[DataRequired("Tick the box to confirm the deletion.")],
     )
     submit = SubmitField("Delete this run")
+
+
+class RedactRunForm(FlaskForm):
+    # A tick as well as the button, as for deleting: the names and pictures cannot be brought back.
+    # Its own field name: on the report page beside the delete form, "confirm" would be two elements' id.
+    confirm_redaction = BooleanField(
+        "I have finished reviewing this run's films: remove their names, review copies and heat maps for good",
+        validators=[DataRequired("Tick the box to confirm the redaction.")],
+    )
+    submit = SubmitField("Remove names and pictures")

@@ -18,9 +18,10 @@ from . import bp
 from .archive import ArchiveRejected
 from .charts import reliability_svg, roc_svg
 from .deletion import DeletionRefused, delete_run, deletion_problem
-from .forms import AdoptThresholdForm, CancelRunForm, DeleteRunForm, UploadArchiveForm, WithdrawForm
+from .forms import AdoptThresholdForm, CancelRunForm, DeleteRunForm, RedactRunForm, UploadArchiveForm, WithdrawForm
 from .metrics import MIN_FILMS_PER_CLASS_FOR_INTERVAL
 from .monitoring import DEFAULT_WEEKS, MAX_WEEKS, drift_alert, weekly
+from .redaction import RedactionRefused, redact_run, redaction_problem
 from .runs import cancel, create_run, progress, too_large, upload_limit
 from .site import AdoptionRefused, adopt, current_model_version, withdraw
 
@@ -114,6 +115,8 @@ def report(run_id: int):
         cancel_form=CancelRunForm(),
         delete_form=DeleteRunForm(),
         delete_problem=deletion_problem(run),
+        redact_form=RedactRunForm(),
+        redact_problem=redaction_problem(run),
         interval_min_films=MIN_FILMS_PER_CLASS_FOR_INTERVAL,
     )
 
@@ -200,6 +203,22 @@ def delete(run_id: int):
         return redirect(url_for("validation.report", run_id=run_id), code=303)
     flash(f"Validation run {run_id} was deleted with its {films} films' names, review copies and figures.", "info")
     return redirect(url_for("validation.index"), code=303)
+
+
+@bp.route("/<int:run_id>/redact", methods=["POST"])
+def redact(run_id: int):
+    run = _run_or_404(run_id)
+    if form_accepted(RedactRunForm(), f"The films of validation run {run.id} were not redacted"):
+        try:
+            films = redact_run(run.id, current_user.username)
+        except RedactionRefused as exc:
+            flash(exc.message, "error")
+            if exc.status == 404:  # deleted by another administrator meanwhile
+                return redirect(url_for("validation.index"), code=303)
+        else:
+            done = f"The names, review copies and heat maps of {films} films were removed; the figures stay."
+            flash(done if films else f"Validation run {run.id} had no names or pictures left to remove.", "info")
+    return redirect(url_for("validation.report", run_id=run.id), code=303)
 
 
 @bp.route("/calibration/withdraw", methods=["POST"])
