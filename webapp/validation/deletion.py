@@ -23,13 +23,12 @@ from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
-from ..models import RUN_DONE, RUN_FAILED, SiteCalibration, ValidationItem, ValidationRun, record_audit
-from ..params import row_by_id
+from ..models import SiteCalibration, ValidationItem, ValidationRun, record_audit
 from ..refusal import Refusal
+from .ended import ENDED, ended_run, still_working
 from .storage import archive_path
 
 log = logging.getLogger(__name__)
-ENDED = (RUN_DONE, RUN_FAILED)
 
 
 class DeletionRefused(Refusal):
@@ -38,12 +37,9 @@ class DeletionRefused(Refusal):
 
 def deletion_problem(run: ValidationRun) -> DeletionRefused | None:
     """Why `run` cannot be deleted, or None: the one rule for the page's button and every caller."""
-    if run.status not in ENDED:
-        return DeletionRefused(
-            "run_working",
-            f"Validation run {run.id} is still {run.status}: cancel it first, then delete it.",
-            409,
-        )
+    working = still_working(run, DeletionRefused, "cancel it first, then delete it.")
+    if working:
+        return working
     if _adopted(run.id):
         return DeletionRefused(
             "run_adopted",
@@ -57,12 +53,7 @@ def deletion_problem(run: ValidationRun) -> DeletionRefused | None:
 def delete_run(run_id: int, actor: str) -> int:
     """Delete the ended run `run_id` and everything kept for it, audited as `actor`; returns how many
     films it had. Raises DeletionRefused (404 for no such run, 409 otherwise) having deleted nothing."""
-    run = row_by_id(ValidationRun, run_id)
-    if run is None:
-        raise DeletionRefused("not_found", f"No validation run {run_id}.", 404)
-    problem = deletion_problem(run)
-    if problem:
-        raise problem
+    ended_run(run_id, DeletionRefused, deletion_problem)
     gone = 0
     try:
         films = db.session.execute(

@@ -19,9 +19,8 @@ from sqlalchemy import String, cast, literal, or_, select, update
 
 from ..extensions import db
 from ..models import ValidationItem, ValidationRun, record_audit
-from ..params import row_by_id
 from ..refusal import Refusal
-from .deletion import ENDED
+from .ended import ended_run, still_working
 
 
 class RedactionRefused(Refusal):
@@ -34,25 +33,14 @@ def film_name(item_id: int) -> str:
 
 def redaction_problem(run: ValidationRun) -> RedactionRefused | None:
     """Why `run` cannot be redacted now, or None: the one rule for the page's button and every caller."""
-    if run.status not in ENDED:  # its job may be writing films (names, copies) at this moment
-        return RedactionRefused(
-            "run_working",
-            f"Validation run {run.id} is still {run.status}: cancel it or wait for it to end, then redact it.",
-            409,
-        )
-    return None
+    return still_working(run, RedactionRefused, "cancel it or wait for it to end, then redact it.")
 
 
 def redact_run(run_id: int, actor: str) -> int:
     """Replace the names of the ended run `run_id`'s films and delete their review copies and heat maps,
     audited as `actor`; returns how many films were changed (0: nothing was left to redact). Raises
     RedactionRefused (404 no such run, 409 still working) having changed nothing."""
-    run = row_by_id(ValidationRun, run_id)
-    if run is None:
-        raise RedactionRefused("not_found", f"No validation run {run_id}.", 404)
-    problem = redaction_problem(run)
-    if problem:
-        raise problem
+    run = ended_run(run_id, RedactionRefused, redaction_problem)
     try:
         films = select(ValidationItem.entry, ValidationItem.id).where(ValidationItem.run_id == run_id)
         names = dict(db.session.execute(films).all())

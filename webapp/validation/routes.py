@@ -12,6 +12,7 @@ from ..inference.model_card import ModelCardError, read_card
 from ..inference.overlay import stored_overlay_png
 from ..models import SiteCalibration, ValidationItem, ValidationRun, record_audit
 from ..params import row_by_id
+from ..refusal import Refusal
 from ..responses import form_accepted, form_errors
 from ..site_threshold import active_calibration
 from . import bp
@@ -197,10 +198,7 @@ def delete(run_id: int):
     try:
         films = delete_run(run.id, current_user.username)
     except DeletionRefused as exc:
-        flash(exc.message, "error")
-        if exc.status == 404:  # deleted by another administrator meanwhile
-            return redirect(url_for("validation.index"), code=303)
-        return redirect(url_for("validation.report", run_id=run_id), code=303)
+        return _refused(exc, run.id)
     flash(f"Validation run {run_id} was deleted with its {films} films' names, review copies and figures.", "info")
     return redirect(url_for("validation.index"), code=303)
 
@@ -212,13 +210,19 @@ def redact(run_id: int):
         try:
             films = redact_run(run.id, current_user.username)
         except RedactionRefused as exc:
-            flash(exc.message, "error")
-            if exc.status == 404:  # deleted by another administrator meanwhile
-                return redirect(url_for("validation.index"), code=303)
-        else:
-            done = f"The names, review copies and heat maps of {films} films were removed; the figures stay."
-            flash(done if films else f"Validation run {run.id} had no names or pictures left to remove.", "info")
+            return _refused(exc, run.id)
+        done = f"The names, review copies and heat maps of {films} films were removed; the figures stay."
+        flash(done if films else f"Validation run {run.id} had no names or pictures left to remove.", "info")
     return redirect(url_for("validation.report", run_id=run.id), code=303)
+
+
+def _refused(exc: Refusal, run_id: int):
+    """Back to the run's report with the reason, or to the list when the run is gone (deleted by another
+    administrator meanwhile)."""
+    flash(exc.message, "error")
+    if exc.status == 404:
+        return redirect(url_for("validation.index"), code=303)
+    return redirect(url_for("validation.report", run_id=run_id), code=303)
 
 
 @bp.route("/calibration/withdraw", methods=["POST"])
