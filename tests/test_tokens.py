@@ -174,3 +174,20 @@ def test_a_page_back_from_an_issued_token_still_issues_one_for_another_user(
     other = client.post(f"/admin/users/{admin_user}/tokens", data=data)
     assert other.status_code == 200 and "shown only this once" in other.get_data(as_text=True)
     assert client.post(f"/admin/users/{admin_user}/tokens", data=data).status_code == 303  # that one again
+
+
+def test_a_token_issued_to_a_directory_leaver_is_refused(app, client, runner):
+    # A directory account the re-check (or a refused sign-in) found in neither group: its sessions and
+    # tokens ended, and the re-check passes it by from then on. A token an administrator issues it
+    # afterwards (Users page or CLI) lived for its 90 days, past the leaver promise of docs/sign-in.md.
+    with app.app_context():
+        leaver = User(username="alice", role="clinician", source="directory", password_hash="!directory")
+        leaver.directory_access = False
+        db.session.add(leaver)
+        db.session.commit()
+    token = cli_token(runner, "alice")
+    assert_refused(client, token)
+    with app.app_context():  # back in a group at a later sign-in: access is restored, the token's too
+        User.by_username("alice").directory_access = True
+        db.session.commit()
+    assert client.get("/api/v1/tokens", headers=bearer(token)).status_code == 200

@@ -179,7 +179,7 @@ class ApiToken(db.Model):
 
     @classmethod
     def authenticate(cls, token: str) -> ApiToken | None:
-        """The live token (with its active user loaded) behind `token`, or None; notes its use."""
+        """The live token (with its user, active and with access, loaded) behind `token`, or None; notes its use."""
         now = utcnow()
         found = db.session.scalar(
             select(cls)
@@ -190,6 +190,8 @@ class ApiToken(db.Model):
                 cls.revoked_at.is_(None),
                 cls.expires_at > now,
                 User.active.is_(True),
+                # A directory leaver's tokens were revoked, and one issued since must not bring them back.
+                User.directory_access.is_(True),
             )
         )
         if found is not None and (
