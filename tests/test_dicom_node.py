@@ -303,13 +303,40 @@ def test_worklist_triage_order_and_read_state(app, client, clinician_user, other
     assert positions == sorted(positions)
     assert f'/worklist/{ids["upload"]}"' not in page and f'/worklist/{ids["old"]}"' not in page
     assert page.count("<strong>unread</strong>") == 4
-    opened = client.get(f"/worklist/{ids['likely']}")
+    opened = client.get(f"/worklist/{ids['likely']}", headers=FROM_THE_WORKLIST)
     assert opened.status_code == 302 and opened.headers["Location"].endswith(f"/predictions/{ids['likely']}")
     assert client.get(opened.headers["Location"]).status_code == 200  # the usual result page, with feedback
     assert client.get("/worklist").get_data(as_text=True).count("<strong>unread</strong>") == 3
     other = app.test_client()
     login(other, "other")
     assert other.get("/worklist").get_data(as_text=True).count("<strong>unread</strong>") == 4
+
+
+# What a browser sends with a click on the worklist's link (Fetch Metadata; Referrer-Policy same-origin).
+FROM_THE_WORKLIST = {"Sec-Fetch-Site": "same-origin", "Referer": "http://localhost/worklist"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site", "Referer": "https://evil.example/"},
+        {"Sec-Fetch-Site": "same-site", "Referer": "https://wiki.hospital.example/"},
+        {"Referer": "https://evil.example/"},  # a browser without Fetch Metadata
+        {},  # nor a Referer: nothing says the reader's own click sent it
+    ],
+)
+def test_another_site_cannot_mark_films_read(app, client, clinician_user, headers):
+    # A page elsewhere that sends the reader's browser to /worklist/<id> (a link, or a window it opens and
+    # walks through the ids) marked those films read for them: the worklist's one triage signal, gone
+    # from films nobody looked at. The film still opens; only the reader's own click marks it read.
+    with app.app_context():
+        film_id = add_prediction(None, "PNEUMONIA", source="dicom", filename="pacs-7.dcm")
+    login(client, "clin")
+    opened = client.get(f"/worklist/{film_id}", headers=headers)
+    assert opened.status_code == 302 and opened.headers["Location"].endswith(f"/predictions/{film_id}")
+    assert client.get("/worklist").get_data(as_text=True).count("<strong>unread</strong>") == 1
+    client.get(f"/worklist/{film_id}", headers={"Sec-Fetch-Site": "none"})  # typed or bookmarked by the reader
+    assert "<strong>unread</strong>" not in client.get("/worklist").get_data(as_text=True)
 
 
 def test_history_and_api_filter_by_source(app, client, admin_user, admin_token, clinician_user):

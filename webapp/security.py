@@ -111,6 +111,18 @@ def _referring_page() -> str | None:
     return target if is_local_path(target) and not target.startswith(url_for("auth.login")) else None
 
 
+def navigated_from_this_site() -> bool:
+    """Whether the browser says this GET is the user's own doing: a link on one of our pages, or an
+    address they typed or bookmarked. Fetch Metadata (Sec-Fetch-Site) where the browser sends it, else
+    a Referer on this host (Referrer-Policy same-origin keeps ours). For a GET that records something
+    (a film opened from the worklist): the session cookie (SameSite=Lax) rides along on any top-level
+    navigation, so another site could otherwise make the record for the user."""
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    return bool(request.referrer) and urlsplit(request.referrer).netloc == request.host
+
+
 def add_security_headers(response):
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")

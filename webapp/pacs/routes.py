@@ -26,6 +26,7 @@ from ..models import (
     record_audit,
     utcnow,
 )
+from ..security import navigated_from_this_site
 from . import bp
 from .tasks import discard, requeue
 
@@ -64,15 +65,18 @@ def worklist():
 
 @bp.route("/worklist/<int:prediction_id>")
 def open_film(prediction_id: int):
-    """Mark the film read for this user, then show the usual result page (verdict, heat map, feedback)."""
+    """Mark the film read for this user, then show the usual result page (verdict, heat map, feedback).
+    Only the reader's own click marks it: another site sending their browser here must not empty the
+    worklist's unread marks (the film still opens)."""
     prediction = db.session.get(Prediction, prediction_id)
     if prediction is None or prediction.source != SOURCE_DICOM:
         abort(404)
-    db.session.add(WorklistRead(user_id=current_user.id, prediction_id=prediction_id))
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()  # read before: nothing to add
+    if navigated_from_this_site():
+        db.session.add(WorklistRead(user_id=current_user.id, prediction_id=prediction_id))
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()  # read before: nothing to add
     return redirect(url_for("screening.detail", prediction_id=prediction_id))
 
 
