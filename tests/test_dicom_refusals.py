@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from contextlib import contextmanager
 
 import pytest
 from pydicom import dcmread
-from pynetdicom import AE, evt
+from pynetdicom import AE, acse, evt
 from pynetdicom.sop_class import ComprehensiveSRStorage, CTImageStorage
 from sqlalchemy import select
 
@@ -167,6 +168,33 @@ def test_a_transient_refusal_is_tried_again(app, failure):
     assert retries_waiting(app) == 1
 
 
+@pytest.mark.parametrize("rejection", ["calling AE title unknown", "too many associations"])
+def test_a_rejection_read_late_is_still_a_rejection(app, monkeypatch, rejection):
+    """Found by the PACS review, as one failure in six runs of the Orthanc test below: when our thread
+    looked at the association after pynetdicom's had read the PACS's A-ASSOCIATE-RJ and closed the
+    connection, pynetdicom aborted and reported no rejection, and a permanent refusal was "cannot be
+    reached", tried 60 times. A slow machine is made here by holding our thread after the request."""
+    send_request = acse.ACSE.send_request
+
+    def slow_send_request(self):
+        send_request(self)
+        time.sleep(0.5)  # pynetdicom's thread meanwhile sends, reads the rejection, closes
+
+    monkeypatch.setattr(acse.ACSE, "send_request", slow_send_request)
+    start, state, reason = {
+        "calling AE title unknown": (
+            lambda: pacs(calling_aets=["SOMEONE"]),
+            RESULT_REFUSED,
+            "refused the association: Calling AE title not recognised",
+        ),
+        "too many associations": (busy_pacs, RESULT_PENDING, "refused the association: Local limit exceeded"),
+    }[rejection]
+    with start() as (port, _):
+        result = deliver(app, outbox_result(app, port))
+    assert (result.state, result.attempts) == (state, 1)
+    assert reason in result.last_error
+
+
 def test_a_pacs_that_cannot_be_reached_is_tried_again(app):
     result = deliver(app, outbox_result(app, free_port()))
     assert (result.state, result.attempts) == (RESULT_PENDING, 1) and "cannot be reached" in result.last_error
@@ -191,7 +219,7 @@ def test_orthanc_that_does_not_know_our_ae_title_refuses_once(app):
     try:
         result_id = outbox_result(app, orthanc.dicom_port)
         result = deliver(app, result_id)
-        assert (result.state, result.attempts, retries_waiting(app)) == (RESULT_REFUSED, 1, 0)
+        assert (result.state, result.attempts, retries_waiting(app)) == (RESULT_REFUSED, 1, 0), result.last_error
         assert "refused the association: Called AE title not recognised" in result.last_error
         assert orthanc.instance_ids() == []
     finally:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pydicom import dcmread
 from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE, evt
-from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ
 from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING, STORAGE_SERVICE_CLASS_STATUS
 from pynetdicom.status import code_to_category as status_category
 
@@ -84,7 +84,7 @@ def send(destination: Destination, calling_ae_title: str, data: bytes, timeout: 
     on_pdu = (evt.EVT_PDU_RECV, lambda event: received.append(event.pdu))
     assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, evt_handlers=[on_pdu])
     if not assoc.is_established:
-        raise _not_established(destination, assoc, dataset, calling_ae_title)
+        raise _not_established(destination, assoc, received, dataset, calling_ae_title)
     try:
         status = assoc.send_c_store(dataset)
     finally:
@@ -108,10 +108,16 @@ def send(destination: Destination, calling_ae_title: str, data: bytes, timeout: 
     raise (Refused if permanent else SendError)(message)
 
 
-def _not_established(destination: Destination, assoc, dataset, calling_ae_title: str) -> SendError:
-    """Why the PACS did not take the association, in words an administrator can act on."""
-    if assoc.is_rejected:
-        rejection = assoc.acceptor.primitive
+def _not_established(destination: Destination, assoc, received: list, dataset, calling_ae_title: str) -> SendError:
+    """Why the PACS did not take the association, in words an administrator can act on.
+
+    The rejection is read from the A-ASSOCIATE-RJ received when pynetdicom lost it: if our thread looks
+    only after pynetdicom's has read the rejection and closed the connection (a busy machine),
+    pynetdicom aborts and says neither rejected nor why; a permanent refusal then read as "cannot be
+    reached" and was tried 60 times (one run in six of the Orthanc test on the shared 2-core machine)."""
+    rejections = [pdu for pdu in received if isinstance(pdu, A_ASSOCIATE_RJ)]
+    if assoc.is_rejected or rejections:
+        rejection = assoc.acceptor.primitive if assoc.is_rejected else rejections[0]
         why = f"{destination} refused the association: {rejection.reason_str} (this node calls as {calling_ae_title})"
         return Refused(why) if rejection.result == _REJECTED_PERMANENT else SendError(why)
     if assoc.rejected_contexts:  # pynetdicom aborts an association with no context accepted
