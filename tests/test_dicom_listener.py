@@ -23,6 +23,7 @@ from pynetdicom.sop_class import (
     CTImageStorage,
     DigitalXRayImageStorageForPresentation,
     DigitalXRayImageStorageForProcessing,
+    StudyRootQueryRetrieveInformationModelFind,
     Verification,
 )
 from sqlalchemy import func, select
@@ -149,6 +150,28 @@ def test_a_rejected_association_is_logged_with_its_calling_ae_and_reason(app, ca
     finally:
         server.shutdown()
     assert "'MODALTY' at 127.0.0.1 rejected: its calling AE title is not in DICOM_ALLOWED_CALLING_AETS" in caplog.text
+
+
+def test_refused_presentation_contexts_are_logged_with_the_calling_ae_and_why(port, caplog):
+    # Found by the PACS review: dcmsend of a private Siemens object, a deflated-only film or a findscu
+    # each failed at the sender ("No Acceptable Presentation Contexts") while the node's log said only
+    # "Accepting Association" and "Association Released".
+    caplog.set_level(logging.WARNING, logger="webapp.pacs.listener")
+    ae = AE(ae_title=MODALITY_AE)
+    ae.add_requested_context(ComputedRadiographyImageStorage, [ExplicitVRLittleEndian])
+    ae.add_requested_context(ComputedRadiographyImageStorage, [DeflatedExplicitVRLittleEndian])
+    ae.add_requested_context("1.3.12.2.1107.5.9.1", [ExplicitVRLittleEndian])
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", port, ae_title="CXRSCREEN")
+    assert assoc.is_established
+    assoc.release()
+    deadline = time.monotonic() + 5
+    while "refused" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert f"calling AE '{MODALITY_AE}' at 127.0.0.1: 3 presentation context(s) refused" in caplog.text
+    assert "Computed Radiography Image Storage: none of the transfer syntaxes proposed is taken here" in caplog.text
+    assert "1.3.12.2.1107.5.9.1: not taken here" in caplog.text
+    assert "Study Root Query/Retrieve Information Model - FIND: not taken here" in caplog.text
 
 
 def test_a_data_set_that_cannot_be_read_is_answered_cannot_understand(port, app, caplog, tmp_path, monkeypatch):
