@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
+import subprocess
 import time
 
 import numpy as np
@@ -150,6 +152,36 @@ def test_sr_holds_the_unknown_reason_and_capture_the_banner():
     top, middle = rgb[:10], rgb[200]
     assert top.min() == 0 and (top[..., 0] > 200).any()  # the black band with the yellow warning
     assert abs(int(middle[150, 0]) - 128) <= 2  # the film itself, untouched where the map is cold
+
+
+@pytest.mark.parametrize(("film_value", "capture_value"), [("CHEST", "CHEST"), ("chest ", "CHEST"), ("", None)])
+def test_the_capture_carries_the_films_body_part(film_value, capture_value):
+    """Found by the PACS review: dciodvfy flagged every secondary capture, "Missing attribute Type 2C
+    Conditional Element=<Laterality>": without the film's body part it cannot tell a chest (not
+    paired) from a paired one."""
+    source = dcmread(io.BytesIO(film(1)))
+    source.BodyPartExamined = film_value
+    verdict = Verdict("NORMAL", 0.1, 0.5, None, "v-test")
+    capture = build_capture(source, verdict, np.full((64, 64), 0.5), np.zeros((8, 8)))
+    assert capture.get("BodyPartExamined") == capture_value
+
+
+def test_the_results_pass_dciodvfy(tmp_path):
+    """dicom3tools' validator on the SR and the capture, where it is installed (apt-get install dicom3tools)."""
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy is not installed (apt-get install dicom3tools)")
+    source = dcmread(io.BytesIO(film(1)))
+    verdict = Verdict("PNEUMONIA", 0.9, 0.5, None, "v-test")
+    results = {
+        "sr": build_sr(source, verdict, DEVICE_UID),
+        "sc": build_capture(source, verdict, np.full((64, 64), 0.5), np.zeros((8, 8))),
+    }
+    for name, dataset in results.items():
+        path = tmp_path / f"{name}.dcm"
+        path.write_bytes(encode(dataset))
+        report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+        errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+        assert errors == [], name
 
 
 def test_a_refused_film_sent_again_is_screened_and_a_screened_one_only_counted(app):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
@@ -23,12 +25,14 @@ from pynetdicom.sop_class import (
     CTImageStorage,
     DigitalXRayImageStorageForPresentation,
     DigitalXRayImageStorageForProcessing,
+    StudyRootQueryRetrieveInformationModelFind,
     Verification,
 )
 from sqlalchemy import func, select
 
-from tests.dicom_films import MODALITY_AE
+from tests.dicom_films import MODALITY_AE, film
 from tests.live_app import free_port
+from tests.orthanc_server import NODE_AE_TITLE, OrthancServer
 from webapp.extensions import db
 from webapp.models import DicomReceipt
 from webapp.pacs import listener
@@ -151,6 +155,28 @@ def test_a_rejected_association_is_logged_with_its_calling_ae_and_reason(app, ca
     assert "'MODALTY' at 127.0.0.1 rejected: its calling AE title is not in DICOM_ALLOWED_CALLING_AETS" in caplog.text
 
 
+def test_refused_presentation_contexts_are_logged_with_the_calling_ae_and_why(port, caplog):
+    # Found by the PACS review: dcmsend of a private Siemens object, a deflated-only film or a findscu
+    # each failed at the sender ("No Acceptable Presentation Contexts") while the node's log said only
+    # "Accepting Association" and "Association Released".
+    caplog.set_level(logging.WARNING, logger="webapp.pacs.listener")
+    ae = AE(ae_title=MODALITY_AE)
+    ae.add_requested_context(ComputedRadiographyImageStorage, [ExplicitVRLittleEndian])
+    ae.add_requested_context(ComputedRadiographyImageStorage, [DeflatedExplicitVRLittleEndian])
+    ae.add_requested_context("1.3.12.2.1107.5.9.1", [ExplicitVRLittleEndian])
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", port, ae_title="CXRSCREEN")
+    assert assoc.is_established
+    assoc.release()
+    deadline = time.monotonic() + 5
+    while "refused" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert f"calling AE '{MODALITY_AE}' at 127.0.0.1: 3 presentation context(s) refused" in caplog.text
+    assert "Computed Radiography Image Storage: none of the transfer syntaxes proposed is taken here" in caplog.text
+    assert "1.3.12.2.1107.5.9.1: not taken here" in caplog.text
+    assert "Study Root Query/Retrieve Information Model - FIND: not taken here" in caplog.text
+
+
 def test_a_data_set_that_cannot_be_read_is_answered_cannot_understand(port, app, caplog, tmp_path, monkeypatch):
     # Found by the PACS review: a data set with a sequence never closed was answered Out of Resources,
     # which tells the PACS to send it again (for ever) and its operator to look for a full disk here.
@@ -183,3 +209,34 @@ def test_a_data_set_that_cannot_be_read_is_answered_cannot_understand(port, app,
     assert "its data set cannot be read" in caplog.text
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(DicomReceipt)) == 0
+
+
+def test_the_documented_orthanc_route_sends_again_a_film_the_node_turned_away(port, app, tmp_path):
+    """Found by the PACS review: the routing rule docs/dicom.md gave (Lua SendToModality) tries once. A
+    film routed while the node held its 10 associations was logged by Orthanc as "Unable to send
+    instance" and never reached the node, though the docs said the sender retries. The rule the docs
+    give now (the last Lua block) resubmits the failed store job."""
+    rule = re.findall(r"```lua\n(.*?)```", (ROOT / "docs" / "dicom.md").read_text(), re.S)[-1]
+    (tmp_path / "route.lua").write_text(rule)
+    held = []
+    for _ in range(10):  # the node's limit: Orthanc's association is the eleventh
+        ae = AE(ae_title="HOLDER")
+        ae.add_requested_context(Verification)
+        held.append(ae.associate("127.0.0.1", port, ae_title="CXRSCREEN"))
+    assert all(assoc.is_established for assoc in held)
+    orthanc = OrthancServer(NODE_AE_TITLE, port, settings={"LuaScripts": [str(tmp_path / "route.lua")]})
+    try:
+        assert requests.post(orthanc.url + "/instances", data=film(0), timeout=30).ok
+        time.sleep(3)  # Orthanc tries, and is turned away, meanwhile
+        for assoc in held:
+            assoc.release()
+        deadline = time.monotonic() + 30
+        received = 0
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.2)
+            with app.app_context():
+                received = db.session.scalar(select(func.count()).select_from(DicomReceipt))
+                db.session.remove()
+        assert received == 1
+    finally:
+        orthanc.stop(remove=True)

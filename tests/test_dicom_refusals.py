@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from contextlib import contextmanager
 
 import pytest
 from pydicom import dcmread
-from pynetdicom import AE, evt
+from pynetdicom import AE, acse, evt
 from pynetdicom.sop_class import ComprehensiveSRStorage, CTImageStorage
 from sqlalchemy import select
 
@@ -28,6 +29,7 @@ from webapp.models import (
     AuditEvent,
     DicomReceipt,
     DicomResult,
+    utcnow,
 )
 from webapp.pacs import routes, spool, tasks
 from webapp.pacs.results import Verdict, build_sr, encode
@@ -166,6 +168,33 @@ def test_a_transient_refusal_is_tried_again(app, failure):
     assert retries_waiting(app) == 1
 
 
+@pytest.mark.parametrize("rejection", ["calling AE title unknown", "too many associations"])
+def test_a_rejection_read_late_is_still_a_rejection(app, monkeypatch, rejection):
+    """Found by the PACS review, as one failure in six runs of the Orthanc test below: when our thread
+    looked at the association after pynetdicom's had read the PACS's A-ASSOCIATE-RJ and closed the
+    connection, pynetdicom aborted and reported no rejection, and a permanent refusal was "cannot be
+    reached", tried 60 times. A slow machine is made here by holding our thread after the request."""
+    send_request = acse.ACSE.send_request
+
+    def slow_send_request(self):
+        send_request(self)
+        time.sleep(0.5)  # pynetdicom's thread meanwhile sends, reads the rejection, closes
+
+    monkeypatch.setattr(acse.ACSE, "send_request", slow_send_request)
+    start, state, reason = {
+        "calling AE title unknown": (
+            lambda: pacs(calling_aets=["SOMEONE"]),
+            RESULT_REFUSED,
+            "refused the association: Calling AE title not recognised",
+        ),
+        "too many associations": (busy_pacs, RESULT_PENDING, "refused the association: Local limit exceeded"),
+    }[rejection]
+    with start() as (port, _):
+        result = deliver(app, outbox_result(app, port))
+    assert (result.state, result.attempts) == (state, 1)
+    assert reason in result.last_error
+
+
 def test_a_pacs_that_cannot_be_reached_is_tried_again(app):
     result = deliver(app, outbox_result(app, free_port()))
     assert (result.state, result.attempts) == (RESULT_PENDING, 1) and "cannot be reached" in result.last_error
@@ -190,9 +219,85 @@ def test_orthanc_that_does_not_know_our_ae_title_refuses_once(app):
     try:
         result_id = outbox_result(app, orthanc.dicom_port)
         result = deliver(app, result_id)
-        assert (result.state, result.attempts, retries_waiting(app)) == (RESULT_REFUSED, 1, 0)
+        assert (result.state, result.attempts, retries_waiting(app)) == (RESULT_REFUSED, 1, 0), result.last_error
         assert "refused the association: Called AE title not recognised" in result.last_error
         assert orthanc.instance_ids() == []
+    finally:
+        orthanc.stop(remove=True)
+
+
+def deliver_when_due(app, result_id: int) -> DicomResult:
+    """The result's next try, now rather than after its back-off."""
+    with app.app_context():
+        db.session.get(DicomResult, result_id).next_attempt_at = utcnow()
+        db.session.commit()
+    return deliver(app, result_id)
+
+
+ABORTED = "accepted the association and then aborted the C-STORE without a status"
+
+
+@contextmanager
+def aborting_pacs(aborts: int):
+    """A PACS that aborts the association at each of the first `aborts` C-STOREs, then stores."""
+    stores = []
+
+    def on_store(event):
+        if len(stores) < aborts:
+            stores.append(None)
+            event.assoc.abort()
+            return 0xA700  # never reaches us: the association is gone
+        stores.append(event.dataset.SOPInstanceUID)
+        return 0x0000
+
+    ae = AE(ae_title="PACS")
+    ae.add_supported_context(ComprehensiveSRStorage)
+    server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    try:
+        yield server.server_address[1], stores
+    finally:
+        server.shutdown()
+
+
+def test_a_pacs_that_aborts_every_store_is_refused_after_three_tries_in_a_row(app, client, auth, admin_user):
+    """Found by the PACS review (Orthanc, below): an abort right after the C-STORE request read as a
+    lost connection, "gave no answer to the C-STORE", and was tried 60 times over 4.5 hours."""
+    with aborting_pacs(aborts=10) as (port, stores):
+        result_id = outbox_result(app, port)
+        tries = [deliver(app, result_id)] + [deliver_when_due(app, result_id) for _ in range(2)]
+    assert [(t.state, t.attempts) for t in tries] == [(RESULT_PENDING, 1), (RESULT_PENDING, 2), (RESULT_REFUSED, 3)]
+    assert all(ABORTED in t.last_error for t in tries) and "is this node declared in the PACS" in tries[0].last_error
+    assert "aborted 1 of 3 tries in a row" in tries[0].last_error and "aborted 2 of 3" in tries[1].last_error
+    assert tries[2].last_error.endswith("(aborted 3 tries in a row; not tried again)") and len(stores) == 3
+    auth.login("admin")
+    assert "is this node declared in the PACS" in client.get("/admin/dicom/outbox").get_data(as_text=True)
+
+
+def test_aborts_that_are_not_in_a_row_stay_retried(app):
+    """A PACS that fell over mid-store: aborted, then unreachable, then aborted again, then back."""
+    with aborting_pacs(aborts=10) as (port, _):
+        result_id = outbox_result(app, port)
+        deliver(app, result_id)
+        deliver_when_due(app, result_id)
+    down = deliver_when_due(app, result_id)  # the PACS is gone: the row of aborts is broken
+    assert (down.state, down.attempts) == (RESULT_PENDING, 3) and "cannot be reached" in down.last_error
+    with aborting_pacs(aborts=1) as (port, stores):
+        app.config["DICOM_RESULTS_DESTINATION"] = f"PACS@127.0.0.1:{port}"
+        aborted = deliver_when_due(app, result_id)
+        delivered = deliver_when_due(app, result_id)
+    assert (aborted.state, aborted.attempts) == (RESULT_PENDING, 4) and "aborted 1 of 3" in aborted.last_error
+    assert (delivered.state, len(stores)) == (RESULT_SENT, 2)
+
+
+def test_orthanc_that_does_not_list_our_node_as_a_modality_is_refused_after_three_tries(app):
+    """A real PACS: Orthanc that lets anyone echo but stores only from the modalities it lists (not
+    us) accepts the association and aborts at the C-STORE, with no status."""
+    orthanc = OrthancServer("SOMEONE", free_port(), settings={"DicomAlwaysAllowStore": False})
+    try:
+        result_id = outbox_result(app, orthanc.dicom_port)
+        tries = [deliver(app, result_id)] + [deliver_when_due(app, result_id) for _ in range(2)]
+        assert [t.state for t in tries] == [RESULT_PENDING, RESULT_PENDING, RESULT_REFUSED]
+        assert ABORTED in tries[2].last_error and orthanc.instance_ids() == []
     finally:
         orthanc.stop(remove=True)
 

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 
 from flask import Flask
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
@@ -68,6 +68,36 @@ def on_rejected(event) -> None:
     )
 
 
+# Why a presentation context was refused, by its result (PS3.8 9.3.3.2).
+CONTEXT_REFUSALS = {
+    0x03: "not taken here (the node takes Verification and the public storage classes only)",
+    0x04: "none of the transfer syntaxes proposed is taken here (deflated is refused)",
+}
+
+
+def on_accepted(event) -> None:
+    """A context the node refused leaves the sender unable to send that kind of object (dcmtk: "No
+    Acceptable Presentation Contexts"; Orthanc: "Cannot transcode"), while pynetdicom's lines here
+    said only "Accepting Association": an administrator asked why a modality's private objects,
+    deflated films or C-FIND fail could not see it in the node's log. SOP class and transfer syntax
+    names name no patient."""
+    refused = sorted(
+        {
+            f"{UID(context.abstract_syntax).name}: {CONTEXT_REFUSALS.get(context.result, f'result {context.result}')}"
+            for context in event.assoc.rejected_contexts
+        }
+    )
+    if refused:
+        requestor = event.assoc.requestor
+        log.warning(
+            "dicom: association from calling AE %r at %s: %d presentation context(s) refused: %s",
+            requestor.ae_title,
+            requestor.address,
+            len(event.assoc.rejected_contexts),
+            "; ".join(refused),
+        )
+
+
 def handlers(app: Flask) -> list:
     def on_echo(event) -> int:
         return SUCCESS
@@ -107,7 +137,12 @@ def handlers(app: Flask) -> list:
             finally:
                 db.session.remove()
 
-    return [(evt.EVT_C_ECHO, on_echo), (evt.EVT_C_STORE, on_store), (evt.EVT_REJECTED, on_rejected)]
+    return [
+        (evt.EVT_C_ECHO, on_echo),
+        (evt.EVT_C_STORE, on_store),
+        (evt.EVT_REJECTED, on_rejected),
+        (evt.EVT_ACCEPTED, on_accepted),
+    ]
 
 
 def start(app: Flask):

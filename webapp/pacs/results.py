@@ -154,6 +154,11 @@ def build_sr(source: Dataset, verdict: Verdict, device_uid: str) -> Dataset:
     return _with(sr, film_elements)
 
 
+# A Code String as PS3.5 defines it (upper case, digits, space, underscore; 16 at most): a film's
+# value outside it (lower case, say) is normalised or left out, never copied into an invalid result.
+_BODY_PART = re.compile(r"[A-Z0-9_ ]{1,16}")
+
+
 def build_capture(source: Dataset, verdict: Verdict, pixels: np.ndarray, heatmap: np.ndarray) -> Dataset:
     """`pixels`: the film as decoded, grey in [0, 1] at the size to show; `heatmap`: the model's map."""
     film_elements = _patient_and_study(source)
@@ -174,6 +179,11 @@ def build_capture(source: Dataset, verdict: Verdict, pixels: np.ndarray, heatmap
         series_description=f"{MANUFACTURER} AI heat map - not for diagnostic use",
     )
     capture.PatientOrientation = source.get("PatientOrientation", "")
+    body_part = str(source.get("BodyPartExamined", "")).strip().upper()
+    if _BODY_PART.fullmatch(body_part):
+        # The film's body part (CHEST): without it Laterality (Type 2C, required for a paired body part)
+        # cannot be judged absent with reason, and dciodvfy flagged every capture as missing it.
+        capture.BodyPartExamined = body_part
     capture.BurnedInAnnotation = "YES"
     if str(source.get("LossyImageCompression", "")).strip() == "01":
         # Made from a film that went through lossy compression: PS3.3 C.7.6.1.1.5, once 01 never reset,

@@ -55,12 +55,18 @@ from . import spool
 from .device import device_uid
 from .intake import SCREEN_TASK
 from .results import MissingIdentifier, Verdict, build_capture, build_sr, encode
-from .sender import Refused, SendError, parse_destination, send
+from .sender import Refused, SendError, StoreAborted, parse_destination, send
 
 log = logging.getLogger(__name__)
 
 SEND_TASK = "dicom.send"
 FIRST_RETRY_SECONDS = 5
+LAST_ERROR_CHARS = 500
+# A PACS that accepts the association and aborts the C-STORE this many tries in a row (over 15 s of
+# back-off) is taken to refuse the node: Orthanc does so to an AE title it does not list, and each try
+# was answered the same, 60 times over 4.5 hours, as "gave no answer". A PACS that fell over mid-store
+# is unreachable or answers at the next try, which breaks the row.
+ABORTS_BEFORE_REFUSAL = 3
 
 
 @task(SCREEN_TASK)
@@ -222,6 +228,13 @@ def deliver(result_id: int) -> None:
     except Refused as exc:
         refused(result, str(exc))
         return
+    except StoreAborted as exc:
+        aborts = aborts_in_a_row(result.last_error, str(exc))
+        if aborts >= ABORTS_BEFORE_REFUSAL:
+            refused(result, f"{exc} (aborted {aborts} tries in a row; not tried again)")
+        else:
+            retry_later(result, aborted_note(str(exc), aborts))
+        return
     except (SendError, ValueError, OSError) as exc:
         retry_later(result, str(exc) or type(exc).__name__)
         return
@@ -234,10 +247,23 @@ def deliver(result_id: int) -> None:
     log.info("dicom: result %d (%s of receipt %d) delivered", result.id, result.kind, result.receipt_id)
 
 
+def aborted_note(error: str, aborts: int) -> str:
+    return f"{error} (aborted {aborts} of {ABORTS_BEFORE_REFUSAL} tries in a row before it is taken as a refusal)"
+
+
+def aborts_in_a_row(last_error: str | None, error: str) -> int:
+    """The tries in a row, this one included, that the PACS aborted so: the last error, as retry_later
+    wrote it, says how many came before (no column counts them)."""
+    for before in range(ABORTS_BEFORE_REFUSAL - 1, 0, -1):
+        if last_error == aborted_note(error, before)[:LAST_ERROR_CHARS]:
+            return before + 1
+    return 1
+
+
 def retry_later(result: DicomResult, error: str) -> None:
     config = current_app.config
     result.attempts += 1
-    result.last_error = error[:500]
+    result.last_error = error[:LAST_ERROR_CHARS]
     result.lease_until = None
     if result.attempts >= config["DICOM_SEND_MAX_ATTEMPTS"]:
         result.state = RESULT_FAILED
@@ -255,7 +281,7 @@ def refused(result: DicomResult, error: str) -> None:
     """The PACS refused the result for a reason no later try changes: tried again, it was refused 60
     times over four and a half hours. It waits, with the reason, for an administrator's retry."""
     result.attempts += 1
-    result.state, result.last_error, result.lease_until = RESULT_REFUSED, error[:500], None
+    result.state, result.last_error, result.lease_until = RESULT_REFUSED, error[:LAST_ERROR_CHARS], None
     db.session.commit()
     log.error("dicom: result %d refused by the PACS, not tried again: %s", result.id, error)
 
