@@ -14,7 +14,7 @@ from deploy.gunicorn_hooks import (
     limit_heap_growth,
     load_model_in_worker,
 )
-from webapp.env import SECONDS_A_DAY, env_int, exit_on_config_error
+from webapp.env import SECONDS_A_DAY, env_int, env_str, exit_on_config_error
 
 # A bad value stops gunicorn with one line naming the variable, before any worker starts.
 with exit_on_config_error("gunicorn"):
@@ -60,7 +60,7 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm
 # Set GUNICORN_ACCESS_LOG=- to have it as well.
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = env_str("LOG_LEVEL", "info").lower()
 # gunicorn's runtime control socket (resize, reload) is one more door to guard and would clash
 # between two servers run by the same user; containers are managed from outside instead.
 control_socket_disable = True

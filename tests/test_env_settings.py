@@ -140,3 +140,28 @@ def test_the_flask_cli_refuses_a_bad_setting_with_one_line(tmp_path):
     assert (
         result.stderr.strip() == "cxr-screen: configuration error: AUDIT_RETENTION_DAYS must be from 1 to 36500, not 0"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("MODEL_PATH", str(ROOT / "webapp" / "weights" / "cxr_pneumonia.keras")),
+        ("LDAP_USER_FILTER", "(uid={username})"),
+        ("JOBS_QUEUE_NAME", "cxr-jobs"),
+        # empty was every interface, where the default is the loopback
+        ("DICOM_BIND", "127.0.0.1"),
+    ],
+)
+def test_a_text_setting_set_but_empty_is_its_default(tmp_path, name, expected):
+    # docs/deployment.md: "a variable that is set but empty counts as unset (its default), as compose
+    # passes ${VAR:-}"; these four were taken as the empty text itself.
+    code = f"from webapp.config import Config; print(Config.{name})"
+    result = start([sys.executable, "-c", code], INSTANCE_DIR=str(tmp_path), **{name: ""})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
+
+
+def test_an_empty_log_level_is_the_default(tmp_path):
+    # `LOG_LEVEL: ${LOG_LEVEL:-}` stopped the app: "LOG_LEVEL must be debug, info, warning or error, not ''".
+    result = start([sys.executable, "-c", "import wsgi"], INSTANCE_DIR=str(tmp_path), LOG_LEVEL="")
+    assert result.returncode == 0, result.stderr
