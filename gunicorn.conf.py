@@ -1,4 +1,4 @@
-"""gunicorn settings, each overridable from the environment (see the README's configuration table).
+"""gunicorn settings, each overridable from the environment (docs/deployment.md, Configuration).
 
 Inference is CPU-bound, so the defaults split the machine's cores between worker processes and
 TensorFlow's per-worker thread pool: WEB_WORKERS x INFERENCE_THREADS is about the core count.
