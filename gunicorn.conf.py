@@ -41,8 +41,8 @@ with exit_on_config_error("gunicorn"):
     timeout = env_int("WEB_TIMEOUT", 120, minimum=1, maximum=SECONDS_A_DAY)
     # The model load in post_worker_init (TensorFlow import + load + warm-up: seconds on an idle
     # server, over a minute on a starved one) keeps the worker's heartbeat going up to this bound.
-    model_load_timeout = env_int("MODEL_LOAD_TIMEOUT", 600, maximum=SECONDS_A_DAY)
-    graceful_timeout = env_int("WEB_GRACEFUL_TIMEOUT", 30, maximum=SECONDS_A_DAY)
+    model_load_timeout = env_int("MODEL_LOAD_TIMEOUT", 600, minimum=1, maximum=SECONDS_A_DAY)
+    graceful_timeout = env_int("WEB_GRACEFUL_TIMEOUT", 30, minimum=1, maximum=SECONDS_A_DAY)
     # Keep-alive needs connection slots beyond the threads; without them every answer closes its
     # connection (gunicorn would warn at each start), and a connection that sends nothing is closed as
     # soon as gunicorn gives up waiting for it instead of holding a slot for 5 s more.

@@ -101,6 +101,8 @@ def start(command: list[str], **env: str) -> subprocess.CompletedProcess:
         # a period past what date arithmetic holds: an OverflowError traceback at start-up or in a request
         ("SESSION_MAX_HOURS", "1000000000000", "SESSION_MAX_HOURS must be from 1 to 8760"),
         ("WORKLIST_HOURS", "100000000000", "WORKLIST_HOURS must be from 1 to 8760"),
+        # docs/deployment.md: a count of at least 1; TensorFlow read 0 as every core, the worker no longer yielded
+        ("JOBS_WORKER_TF_THREADS", "0", "JOBS_WORKER_TF_THREADS must be at least 1, not 0"),
         # the batch thread's wait overflowed at the first upload: it died and every upload hung
         ("INFERENCE_BATCH_WINDOW_MS", "1e300", "INFERENCE_BATCH_WINDOW_MS must be a number from 0 to 1000"),
         # the DICOM node stopped with pynetdicom's 50-line traceback
@@ -129,6 +131,23 @@ def test_gunicorn_stops_with_one_line_before_any_worker_starts(tmp_path):
     assert result.returncode == CONFIG_ERROR_EXIT
     assert "gunicorn: configuration error: MAX_UPLOAD_MB must be a whole number, not 'abc'" in result.stderr
     assert "Traceback" not in result.stderr and "Booting worker" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        # 0 stopped the heartbeat at once: a worker whose model loads slower than WEB_TIMEOUT was killed
+        ("MODEL_LOAD_TIMEOUT", "MODEL_LOAD_TIMEOUT must be from 1 to 86400, not 0"),
+        # 0 cut every request in flight at a restart, where the setting is the time given to finish them
+        ("WEB_GRACEFUL_TIMEOUT", "WEB_GRACEFUL_TIMEOUT must be from 1 to 86400, not 0"),
+    ],
+)
+def test_gunicorn_periods_are_at_least_a_second(tmp_path, name, message):
+    # docs/deployment.md: "a size, count, period or port of at least 1".
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+    result = start(command, INSTANCE_DIR=str(tmp_path), BIND="127.0.0.1:0", **{name: "0"})
+    assert result.returncode == CONFIG_ERROR_EXIT
+    assert f"gunicorn: configuration error: {message}" in result.stderr
 
 
 def test_the_flask_cli_refuses_a_bad_setting_with_one_line(tmp_path):

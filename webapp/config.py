@@ -159,7 +159,8 @@ class Config:
     JOBS_LEASE_SECONDS = env_int("JOBS_LEASE_SECONDS", 20, minimum=1, maximum=SECONDS_A_DAY)
     # The queue worker yields the CPU to the web workers: OS priority and TensorFlow threads.
     JOBS_WORKER_NICE = env_int("JOBS_WORKER_NICE", 10, maximum=19)
-    JOBS_WORKER_TF_THREADS = env_int("JOBS_WORKER_TF_THREADS", 1)
+    # At least 1: TensorFlow reads 0 as "as many as the machine has", the opposite of yielding.
+    JOBS_WORKER_TF_THREADS = env_int("JOBS_WORKER_TF_THREADS", 1, minimum=1)
 
     # Validation runs (docs/validation.md): the largest labelled archive an admin may upload.
     VALIDATION_MAX_FILES = env_int("VALIDATION_MAX_FILES", 5000, minimum=1)
