@@ -1,4 +1,4 @@
-"""gunicorn settings, each overridable from the environment (see the README's configuration table).
+"""gunicorn settings, each overridable from the environment (docs/deployment.md, Configuration).
 
 Inference is CPU-bound, so the defaults split the machine's cores between worker processes and
 TensorFlow's per-worker thread pool: WEB_WORKERS x INFERENCE_THREADS is about the core count.
@@ -14,7 +14,7 @@ from deploy.gunicorn_hooks import (
     limit_heap_growth,
     load_model_in_worker,
 )
-from webapp.env import SECONDS_A_DAY, env_int, exit_on_config_error
+from webapp.env import SECONDS_A_DAY, env_int, env_str, exit_on_config_error
 
 # A bad value stops gunicorn with one line naming the variable, before any worker starts.
 with exit_on_config_error("gunicorn"):
@@ -41,8 +41,8 @@ with exit_on_config_error("gunicorn"):
     timeout = env_int("WEB_TIMEOUT", 120, minimum=1, maximum=SECONDS_A_DAY)
     # The model load in post_worker_init (TensorFlow import + load + warm-up: seconds on an idle
     # server, over a minute on a starved one) keeps the worker's heartbeat going up to this bound.
-    model_load_timeout = env_int("MODEL_LOAD_TIMEOUT", 600, maximum=SECONDS_A_DAY)
-    graceful_timeout = env_int("WEB_GRACEFUL_TIMEOUT", 30, maximum=SECONDS_A_DAY)
+    model_load_timeout = env_int("MODEL_LOAD_TIMEOUT", 600, minimum=1, maximum=SECONDS_A_DAY)
+    graceful_timeout = env_int("WEB_GRACEFUL_TIMEOUT", 30, minimum=1, maximum=SECONDS_A_DAY)
     # Keep-alive needs connection slots beyond the threads; without them every answer closes its
     # connection (gunicorn would warn at each start), and a connection that sends nothing is closed as
     # soon as gunicorn gives up waiting for it instead of holding a slot for 5 s more.
@@ -60,7 +60,7 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm
 # Set GUNICORN_ACCESS_LOG=- to have it as well.
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = env_str("LOG_LEVEL", "info").lower()
 # gunicorn's runtime control socket (resize, reload) is one more door to guard and would clash
 # between two servers run by the same user; containers are managed from outside instead.
 control_socket_disable = True

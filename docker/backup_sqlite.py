@@ -32,7 +32,10 @@ def live_database() -> Path:
     with exit_on_config_error("backup_sqlite"):  # APP_ENV is read here, not at the import
         url = make_url(config_from_env().SQLALCHEMY_DATABASE_URI)
     if url.get_backend_name() != "sqlite" or not url.database:
-        sys.exit("DATABASE_URL is not a SQLite file; for PostgreSQL use pg_dump / pg_restore (see the README).")
+        sys.exit(
+            "DATABASE_URL is not a SQLite file; for PostgreSQL use pg_dump / pg_restore"
+            " (docs/deployment.md, Backup and restore)."
+        )
     return Path(url.database)
 
 

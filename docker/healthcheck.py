@@ -8,7 +8,8 @@ import sys
 import urllib.error
 import urllib.request
 
-port = os.environ.get("BIND", "0.0.0.0:8000").rsplit(":", 1)[-1]
+# Empty counts as unset, as for every setting (compose passes ${BIND:-}).
+port = (os.environ.get("BIND", "").strip() or "0.0.0.0:8000").rsplit(":", 1)[-1]
 try:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=4) as response:
         sys.exit(0 if response.status == 200 else 1)

@@ -101,6 +101,8 @@ def start(command: list[str], **env: str) -> subprocess.CompletedProcess:
         # a period past what date arithmetic holds: an OverflowError traceback at start-up or in a request
         ("SESSION_MAX_HOURS", "1000000000000", "SESSION_MAX_HOURS must be from 1 to 8760"),
         ("WORKLIST_HOURS", "100000000000", "WORKLIST_HOURS must be from 1 to 8760"),
+        # docs/deployment.md: a count of at least 1; TensorFlow read 0 as every core, the worker no longer yielded
+        ("JOBS_WORKER_TF_THREADS", "0", "JOBS_WORKER_TF_THREADS must be at least 1, not 0"),
         # the batch thread's wait overflowed at the first upload: it died and every upload hung
         ("INFERENCE_BATCH_WINDOW_MS", "1e300", "INFERENCE_BATCH_WINDOW_MS must be a number from 0 to 1000"),
         # the DICOM node stopped with pynetdicom's 50-line traceback
@@ -131,6 +133,23 @@ def test_gunicorn_stops_with_one_line_before_any_worker_starts(tmp_path):
     assert "Traceback" not in result.stderr and "Booting worker" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        # 0 stopped the heartbeat at once: a worker whose model loads slower than WEB_TIMEOUT was killed
+        ("MODEL_LOAD_TIMEOUT", "MODEL_LOAD_TIMEOUT must be from 1 to 86400, not 0"),
+        # 0 cut every request in flight at a restart, where the setting is the time given to finish them
+        ("WEB_GRACEFUL_TIMEOUT", "WEB_GRACEFUL_TIMEOUT must be from 1 to 86400, not 0"),
+    ],
+)
+def test_gunicorn_periods_are_at_least_a_second(tmp_path, name, message):
+    # docs/deployment.md: "a size, count, period or port of at least 1".
+    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+    result = start(command, INSTANCE_DIR=str(tmp_path), BIND="127.0.0.1:0", **{name: "0"})
+    assert result.returncode == CONFIG_ERROR_EXIT
+    assert f"gunicorn: configuration error: {message}" in result.stderr
+
+
 def test_the_flask_cli_refuses_a_bad_setting_with_one_line(tmp_path):
     flask = Path(sys.executable).parent / "flask"
     result = start(
@@ -140,3 +159,28 @@ def test_the_flask_cli_refuses_a_bad_setting_with_one_line(tmp_path):
     assert (
         result.stderr.strip() == "cxr-screen: configuration error: AUDIT_RETENTION_DAYS must be from 1 to 36500, not 0"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("MODEL_PATH", str(ROOT / "webapp" / "weights" / "cxr_pneumonia.keras")),
+        ("LDAP_USER_FILTER", "(uid={username})"),
+        ("JOBS_QUEUE_NAME", "cxr-jobs"),
+        # empty was every interface, where the default is the loopback
+        ("DICOM_BIND", "127.0.0.1"),
+    ],
+)
+def test_a_text_setting_set_but_empty_is_its_default(tmp_path, name, expected):
+    # docs/deployment.md: "a variable that is set but empty counts as unset (its default), as compose
+    # passes ${VAR:-}"; these four were taken as the empty text itself.
+    code = f"from webapp.config import Config; print(Config.{name})"
+    result = start([sys.executable, "-c", code], INSTANCE_DIR=str(tmp_path), **{name: ""})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
+
+
+def test_an_empty_log_level_is_the_default(tmp_path):
+    # `LOG_LEVEL: ${LOG_LEVEL:-}` stopped the app: "LOG_LEVEL must be debug, info, warning or error, not ''".
+    result = start([sys.executable, "-c", "import wsgi"], INSTANCE_DIR=str(tmp_path), LOG_LEVEL="")
+    assert result.returncode == 0, result.stderr

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import time
+
+import pytest
 import redis
 
 from tests.helpers import csrf_token, fixture_image, issue_token, make_user, reset_database
@@ -101,6 +106,38 @@ def test_counters_in_redis_are_shared_by_workers(tmp_path):
                 db.engine.dispose()
     finally:
         server.stop()
+
+
+# Before the outage test: the one global limiter keeps counting in memory for a while after it.
+def test_a_redis_socket_given_as_unix_url_holds_the_counters(tmp_path):
+    # docs/deployment.md: REDIS_URL is "a redis://, rediss:// or unix:// URL". A unix:// one passed the
+    # settings check, then stopped create_app with limits' "unknown storage scheme" traceback.
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server); .ci/run installs it")
+    socket_path = tmp_path / "redis.sock"
+    server = subprocess.Popen(
+        [binary, "--port", "0", "--unixsocket", str(socket_path), "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        url = f"unix://{socket_path}"
+        deadline = time.monotonic() + 10
+        while True:  # ready once it answers: a request before that would be counted in memory instead
+            try:
+                redis.Redis.from_url(url, socket_timeout=1).ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.05)
+        app = limited_app(tmp_path, REDIS_URL=url, API_RATE_LIMIT="3/minute")
+        token = issue_token(app, "clin")
+        assert [r.status_code for r in hammer(app.test_client(), token, 4)] == [404, 404, 404, 429]
+        keys = redis.Redis.from_url(url).keys("*")
+        assert any(b"/token:" in key for key in keys), keys
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def test_a_redis_outage_is_logged_when_counting_falls_back_to_memory(tmp_path, capsys):

@@ -76,7 +76,7 @@ class Config:
     # hide_parameters: a database error's log line names the statement, never the values (a
     # clinician's comment, a name typed at sign-in).
     SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "hide_parameters": True}
-    MODEL_PATH = Path(os.environ.get("MODEL_PATH", DEFAULT_MODEL_PATH))
+    MODEL_PATH = Path(env_str("MODEL_PATH", str(DEFAULT_MODEL_PATH)))
     # Films screened at the same moment in one process share a forward pass (inference/batching.py):
     # at most this many, collected for up to this long (0: only films already waiting; docs/serving.md).
     INFERENCE_BATCH_MAX = env_int("INFERENCE_BATCH_MAX", 8, minimum=1)
@@ -111,7 +111,7 @@ class Config:
     LDAP_BIND_DN = os.environ.get("LDAP_BIND_DN", "")
     LDAP_BIND_PASSWORD = os.environ.get("LDAP_BIND_PASSWORD", "")
     LDAP_USER_BASE = os.environ.get("LDAP_USER_BASE", "")
-    LDAP_USER_FILTER = os.environ.get("LDAP_USER_FILTER", "(uid={username})")
+    LDAP_USER_FILTER = env_str("LDAP_USER_FILTER", "(uid={username})")
     LDAP_ADMIN_GROUP_DN = os.environ.get("LDAP_ADMIN_GROUP_DN", "")
     LDAP_CLINICIAN_GROUP_DN = os.environ.get("LDAP_CLINICIAN_GROUP_DN", "")
     LDAP_CA_FILE = os.environ.get("LDAP_CA_FILE", "")  # PEM of the CA that signed the directory's certificate
@@ -154,12 +154,13 @@ class Config:
     # Redis, when set, holds the rate-limit counters (shared by every worker and replica; per process in
     # memory otherwise) and the background jobs (docs/jobs.md; Huey on SQLite in the instance folder otherwise).
     REDIS_URL = _redis_url()
-    JOBS_QUEUE_NAME = os.environ.get("JOBS_QUEUE_NAME", "cxr-jobs")
+    JOBS_QUEUE_NAME = env_str("JOBS_QUEUE_NAME", "cxr-jobs")
     # A worker renews its hold on a job at least this often; one silent for longer is taken to be dead.
     JOBS_LEASE_SECONDS = env_int("JOBS_LEASE_SECONDS", 20, minimum=1, maximum=SECONDS_A_DAY)
     # The queue worker yields the CPU to the web workers: OS priority and TensorFlow threads.
     JOBS_WORKER_NICE = env_int("JOBS_WORKER_NICE", 10, maximum=19)
-    JOBS_WORKER_TF_THREADS = env_int("JOBS_WORKER_TF_THREADS", 1)
+    # At least 1: TensorFlow reads 0 as "as many as the machine has", the opposite of yielding.
+    JOBS_WORKER_TF_THREADS = env_int("JOBS_WORKER_TF_THREADS", 1, minimum=1)
 
     # Validation runs (docs/validation.md): the largest labelled archive an admin may upload.
     VALIDATION_MAX_FILES = env_int("VALIDATION_MAX_FILES", 5000, minimum=1)
@@ -168,7 +169,8 @@ class Config:
     # The DICOM node (docs/dicom.md): where it listens, whom it accepts, where its results go.
     DICOM_AE_TITLE = _ae_title("DICOM_AE_TITLE", env_str("DICOM_AE_TITLE", "CXRSCREEN"))
     DICOM_PORT = env_int("DICOM_PORT", 11112, minimum=1, maximum=65535)
-    DICOM_BIND = os.environ.get("DICOM_BIND", "127.0.0.1")
+    # Empty is the default too: an empty bind address would be every interface, not the loopback.
+    DICOM_BIND = env_str("DICOM_BIND", "127.0.0.1")
     DICOM_ALLOWED_CALLING_AETS = tuple(
         _ae_title("DICOM_ALLOWED_CALLING_AETS", aet.strip())
         for aet in os.environ.get("DICOM_ALLOWED_CALLING_AETS", "").split(",")

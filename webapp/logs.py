@@ -8,7 +8,7 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from .env import ConfigError
+from .env import ConfigError, env_str
 
 
 class JsonFormatter(logging.Formatter):
@@ -58,7 +58,7 @@ def _json_handler(logger: logging.Logger) -> _StdoutHandler:
 
 def install_json_logging(logger_name: str = "webapp") -> None:
     """Send the app's logs (request lines, errors) to stdout as JSON, at LOG_LEVEL; idempotent."""
-    level = logging.getLevelName(os.environ.get("LOG_LEVEL", "INFO").strip().upper())
+    level = logging.getLevelName(env_str("LOG_LEVEL", "info").upper())
     if not isinstance(level, int):
         raise ConfigError(f"LOG_LEVEL must be debug, info, warning or error, not {os.environ['LOG_LEVEL']!r}")
     logger = logging.getLogger(logger_name)

@@ -113,11 +113,20 @@ def check_limits(config) -> None:
             ) from None
 
 
+def storage_uri(redis_url: str | None) -> str:
+    """REDIS_URL as Flask-Limiter's storage: the limits library calls a Redis socket redis+unix://,
+    where redis-py (the job queue, /readyz) and docs/deployment.md say unix://; given as such, it
+    stopped the app at start-up with limits' "unknown storage scheme" traceback."""
+    if redis_url and redis_url.startswith("unix://"):
+        return "redis+" + redis_url
+    return redis_url or "memory://"
+
+
 def init_app(app: Flask) -> None:
     if app.config["RATE_LIMITS_ENABLED"]:
         check_limits(app.config)
     app.config["RATELIMIT_ENABLED"] = app.config["RATE_LIMITS_ENABLED"]
-    app.config["RATELIMIT_STORAGE_URI"] = app.config["REDIS_URL"] or "memory://"
+    app.config["RATELIMIT_STORAGE_URI"] = storage_uri(app.config["REDIS_URL"])
     # A Redis outage must not take the app down: counting falls back to memory until it is back.
     app.config["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"] = True
     app.config["RATELIMIT_SWALLOW_ERRORS"] = True
