@@ -114,7 +114,7 @@ def test_prune_deletes_old_predictions_with_everything_that_belongs_to_them(app,
         assert not any(_exists(*f) for f in old_files)
         assert all(_exists(*f) for f in new_files + sending_files)
         (event_,) = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "predictions_pruned"))
-        assert event_.actor == "cli" and event_.target == "2 predictions"
+        assert event_.actor == "cli:operator" and event_.target == "2 predictions"
         assert event_.details.startswith("older than 365 days (before ")
         assert "1 feedback" in event_.details and "2 file(s)" in event_.details
     assert plain != old

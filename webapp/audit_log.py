@@ -11,6 +11,7 @@ from wtforms.validators import Length, Optional
 
 from .date_range import not_before_date_from
 from .models import AuditEvent
+from .shell_actor import actor_is
 
 
 class AuditFilterForm(FlaskForm):
@@ -32,7 +33,8 @@ def audit_query(
     date_from: date | None = None,
     date_to: date | None = None,
 ) -> Select:
-    """Newest first, narrowed by action, user (the actor), target and UTC days, both inclusive.
+    """Newest first, narrowed by action, user (the actor: `cli` is every shell command), target and UTC
+    days, both inclusive.
 
     The target is matched whole ("prediction 37" is not "prediction 371"): it is how an auditor answers
     "who opened this patient's film, and who exported or changed it", without reading the whole trail."""
@@ -40,7 +42,7 @@ def audit_query(
     if action:
         query = query.where(AuditEvent.action == action.strip())
     if user:
-        query = query.where(AuditEvent.actor == user.strip())
+        query = query.where(actor_is(AuditEvent.actor, user.strip()))
     if target:
         query = query.where(AuditEvent.target == target.strip())
     if date_from:

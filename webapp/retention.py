@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Table, delete, exists, false, or_, select
 from .extensions import db
 from .models import RESULT_PENDING, DicomReceipt, DicomResult, Prediction, record_audit
 from .pacs import spool
+from .shell_actor import shell_actor
 
 # Predictions deleted per transaction: a 100,000-row prune holds no long lock and no giant transaction.
 BATCH_SIZE = 500
@@ -113,14 +114,14 @@ def prune_predictions(cutoff: datetime, period: str, batch_size: int = BATCH_SIZ
         counts, files = delete_predictions(ids)
         # In the batch's own transaction: a prune that fails part-way leaves no deleted film untraced.
         what = f"{period} {described(counts, len(files))}"
-        record_audit("cli", "predictions_pruned", f"{len(ids)} predictions", what)
+        record_audit(shell_actor(), "predictions_pruned", f"{len(ids)} predictions", what)
         db.session.commit()
         pruned.rows.update(counts)
         for kind, name in files:
             spool.delete(kind, name)
         pruned.files += len(files)
     if not pruned.rows["predictions"]:  # a run that found nothing is in the trail too: the policy ran
-        record_audit("cli", "predictions_pruned", "0 predictions", f"{period} {described(pruned.rows, 0)}")
+        record_audit(shell_actor(), "predictions_pruned", "0 predictions", f"{period} {described(pruned.rows, 0)}")
         db.session.commit()
     old = Prediction.created_at < cutoff
     pruned.kept_in_use = db.session.scalar(select(db.func.count()).select_from(Prediction).where(old, IN_USE))

@@ -7,6 +7,7 @@ import click
 from ..cli_group import AdminGroup
 from ..models import ValidationRun
 from ..params import row_by_id
+from ..shell_actor import shell_actor
 from .deletion import DeletionRefused, delete_run
 
 validation_cli = AdminGroup("validation", help="Validation runs on the site's own labelled films.")
@@ -25,7 +26,7 @@ def delete(run_id: int, yes: bool) -> None:
     if not yes and not click.confirm(question):
         raise click.ClickException("Nothing was deleted.")
     try:
-        films = delete_run(run_id, "cli")
+        films = delete_run(run_id, shell_actor())
     except DeletionRefused as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"Deleted validation run {run_id} with its {films} films.")
