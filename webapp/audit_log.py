@@ -10,7 +10,8 @@ from wtforms import DateField, StringField
 from wtforms.validators import Length, Optional
 
 from .date_range import not_before_date_from
-from .models import AuditEvent
+from .extensions import db
+from .models import AuditEvent, record_audit
 from .shell_actor import actor_is
 
 
@@ -61,3 +62,11 @@ def form_query(form: AuditFilterForm) -> Select:
         date_from=form.date_from.data,
         date_to=form.date_to.data,
     )
+
+
+def record_trail_viewed(actor: str, rows: int, filters: dict, page: int) -> None:
+    """Reading the trail is in the trail, one row per page read on the admin page or the API, as each
+    page of the history is: it names who opened which patient's film, and from where."""
+    shown = ", ".join(f"{name}={value}" for name, value in filters.items() if value) or "none"
+    record_audit(actor, "audit_viewed", f"{rows} rows", f"filters: {shown}; page={page}")
+    db.session.commit()

@@ -21,7 +21,7 @@ from .deletion import DeletionRefused, delete_run, deletion_problem
 from .forms import AdoptThresholdForm, CancelRunForm, DeleteRunForm, UploadArchiveForm, WithdrawForm
 from .metrics import MIN_FILMS_PER_CLASS_FOR_INTERVAL
 from .monitoring import DEFAULT_WEEKS, MAX_WEEKS, drift_alert, weekly
-from .runs import cancel, create_run, progress, too_large, upload_limit
+from .runs import cancel, create_run, progress, record_report_viewed, too_large, upload_limit
 from .site import AdoptionRefused, adopt, current_model_version, withdraw
 
 CSV_COLUMNS = [
@@ -91,6 +91,7 @@ def index():
 @bp.route("/<int:run_id>")
 def report(run_id: int):
     run = _run_or_404(run_id)
+    record_report_viewed(run, current_user.username, "report page")
     metrics = run.metrics or {}
     worst = []
     if metrics.get("worst_errors"):
