@@ -16,7 +16,7 @@ from .config import MAX_RETENTION_DAYS
 from .extensions import db
 from .models import RESERVED_ACCOUNT, ROLES, USERNAME_PATTERN, AuditEvent, User, record_audit, utcnow
 from .passwords import password_problem
-from .retention import described, prune_predictions
+from .retention import count_prune, described, prune_predictions
 from .shell_actor import shell_actor
 
 users_cli = AdminGroup("users", help="Create and manage user accounts and API tokens.")
@@ -204,7 +204,8 @@ def prune(days: int | None) -> None:
 
 @predictions_cli.command("prune")
 @_days_option("PREDICTION_RETENTION_DAYS")
-def prune_predictions_command(days: int | None) -> None:
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing, record nothing.")
+def prune_predictions_command(days: int | None, dry_run: bool) -> None:
     """Delete predictions older than the retention period with their readings, worklist reads, DICOM
     receipts and results (rows and files); an audited event per batch of 500. A film whose result is still on its
     way to the PACS is kept until a later run."""
@@ -216,7 +217,8 @@ def prune_predictions_command(days: int | None) -> None:
         )
     cutoff = utcnow() - timedelta(days=days)
     period = f"older than {days} days (before {cutoff:%Y-%m-%d})"
-    pruned = prune_predictions(cutoff, period)
+    pruned = count_prune(cutoff) if dry_run else prune_predictions(cutoff, period)
     kept = f"; {pruned.kept_in_use} kept: a result still on its way to the PACS" if pruned.kept_in_use else ""
     belonging = described(pruned.rows, pruned.files)
-    click.echo(f"Deleted {pruned.rows['predictions']} prediction(s) older than {days} days {belonging}{kept}.")
+    done = "Would delete (dry run: nothing was deleted)" if dry_run else "Deleted"
+    click.echo(f"{done} {pruned.rows['predictions']} prediction(s) older than {days} days {belonging}{kept}.")
