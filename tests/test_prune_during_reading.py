@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 from tests.factories import add_prediction
 from tests.helpers import AuthActions, csrf_token, make_user, threadable_app
 from webapp.extensions import db
-from webapp.models import AuditEvent, Feedback, User, utcnow
+from webapp.models import AuditEvent, Feedback, User, WorklistRead, utcnow
+from webapp.pacs import routes as pacs_routes
 from webapp.retention import prune_predictions
 from webapp.screening import routes
 
@@ -49,9 +50,37 @@ def test_a_reading_saved_as_its_film_is_pruned_is_refused_clearly(tmp_path, monk
     )
 
     assert answer.status_code == 410
-    assert "Your reading was not saved: this film was deleted while you were reading it" in answer.get_data(
-        as_text=True
-    )
+    assert "This film was deleted while you had it open" in answer.get_data(as_text=True)
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Feedback)) == 0
         assert db.session.scalars(select(AuditEvent.action).where(AuditEvent.action == "predictions_pruned")).all()
+
+
+def test_a_worklist_film_opened_as_it_is_pruned_leaves_no_read_behind(tmp_path, monkeypatch):
+    app = threadable_app(tmp_path)
+    make_user(app, "clin", "clinician")
+    with app.app_context():
+        film = add_prediction(None, source="dicom", when=utcnow() - timedelta(days=400))
+    client = app.test_client()
+    AuthActions(client).login("clin")
+    marked = pacs_routes.WorklistRead
+
+    def pruned_meanwhile(**columns):
+        # The request has the film; the prune deletes it now, before the read is written.
+        pruning = threading.Thread(target=lambda: _prune(app))
+        pruning.start()
+        pruning.join(timeout=60)
+        return marked(**columns)
+
+    monkeypatch.setattr(pacs_routes, "WorklistRead", pruned_meanwhile)
+    answer = client.get(f"/worklist/{film}")
+
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(WorklistRead)) == 0  # SQLite: 1, of no film
+    assert answer.status_code == 410  # PostgreSQL: the key error was taken for "read before", then a 404
+    assert "This film was deleted while you had it open" in answer.get_data(as_text=True)
+
+
+def _prune(app) -> None:
+    with app.app_context():
+        prune_predictions(utcnow() - timedelta(days=365), "older than 365 days")

@@ -26,6 +26,7 @@ from ..models import (
     record_audit,
     utcnow,
 )
+from ..pruned_meanwhile import FILM_PRUNED, film_kept
 from . import bp
 from .tasks import discard, requeue
 
@@ -70,9 +71,17 @@ def open_film(prediction_id: int):
         abort(404)
     db.session.add(WorklistRead(user_id=current_user.id, prediction_id=prediction_id))
     try:
-        db.session.commit()
+        kept = film_kept(prediction_id)
     except IntegrityError:
-        db.session.rollback()  # read before: nothing to add
+        db.session.rollback()  # read before (or, on PostgreSQL, the film pruned meanwhile: asked below)
+        kept = film_kept(prediction_id)
+    else:
+        if kept:
+            db.session.commit()
+        else:
+            db.session.rollback()
+    if not kept:
+        abort(410, FILM_PRUNED)
     return redirect(url_for("screening.detail", prediction_id=prediction_id))
 
 

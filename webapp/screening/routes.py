@@ -1,6 +1,5 @@
 from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -10,6 +9,7 @@ from ..inference.overlay import layer_png, stored_overlay_png
 from ..models import Feedback, Prediction, record_audit, utcnow
 from ..notes import INTENDED_USE, NOTES
 from ..params import int_args
+from ..pruned_meanwhile import FILM_PRUNED, film_kept
 from ..ratelimits import upload_per_user
 from ..responses import form_accepted, form_errors, is_local_path, wants_json
 from . import bp, review_copy
@@ -182,7 +182,7 @@ def feedback(prediction_id: int):
         # film was pruned meanwhile: PostgreSQL's key check waited for the prune, then failed (an
         # INSERT), or the reading being replaced went with it (an UPDATE of no row).
         db.session.rollback()
-        saved = _film_exists(prediction_id) and _save_reading(prediction, label, comment)
+        saved = film_kept(prediction_id) and _save_reading(prediction, label, comment)
     if not saved:
         abort(410, FILM_PRUNED)
     flash("Review saved. Thank you: reviews are how we measure the model.", "info")
@@ -191,12 +191,6 @@ def feedback(prediction_id: int):
         # Back to this film's card, not to the top of a batch the reader is working through.
         return redirect(f"{back}#prediction-{prediction.id}", 303)
     return redirect(url_for("screening.detail", prediction_id=prediction.id), 303)
-
-
-FILM_PRUNED = (
-    "Your reading was not saved: this film was deleted while you were reading it, past the site's "
-    "retention period for screening results (flask predictions prune)."
-)
 
 
 def _save_reading(prediction: Prediction, label: str, comment: str) -> bool:
@@ -213,19 +207,11 @@ def _save_reading(prediction: Prediction, label: str, comment: str) -> bool:
     db.session.add(review)
     if replaced or (current_user.is_admin and prediction.user_id != current_user.id):
         record_audit(current_user.username, "feedback.save", f"prediction {prediction.id}", review.label + replaced)
-    # Written, then the film looked for: on SQLite the write holds the database's one write lock, so
-    # the look sees any prune committed meanwhile and none can follow before this commits. SQLite checks
-    # no foreign key: a reading of a pruned film was saved, its comment outliving the film.
-    db.session.flush()
-    if not _film_exists(prediction.id):
+    if not film_kept(prediction.id):
         db.session.rollback()
         return False
     db.session.commit()
     return True
-
-
-def _film_exists(prediction_id: int) -> bool:
-    return db.session.scalar(select(Prediction.id).where(Prediction.id == prediction_id)) is not None
 
 
 def _is_results_path(target: str) -> bool:
