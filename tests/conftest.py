@@ -17,6 +17,14 @@ from webapp.extensions import db
 pytest_plugins = ["tests.ldap_server"]
 
 
+@pytest.fixture(autouse=True)
+def shell_user(monkeypatch) -> str:
+    """The account shell commands are audited as (`cli:operator`), the same on every machine and in CI."""
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    monkeypatch.setenv("LOGNAME", "operator")
+    return "operator"
+
+
 @pytest.fixture
 def app(request, tmp_path):
     # A module or test can change settings: pytestmark = pytest.mark.app_config(NAME=value, ...)

@@ -181,7 +181,7 @@ def test_prune_deletes_only_past_retention_and_is_itself_audited(app, runner):
     assert result.exit_code == 0 and "Deleted 1 audit event(s) older than 2555 days" in result.output
     with app.app_context():
         left = {(e.actor, e.action) for e in db.session.scalars(db.select(AuditEvent))}
-    assert left == {("b", "sign_in"), ("cli", "audit_pruned")}
+    assert left == {("b", "sign_in"), ("cli:operator", "audit_pruned")}
     assert "Deleted 1" in runner.invoke(args=["audit", "prune", "--days", "1"]).output
 
 

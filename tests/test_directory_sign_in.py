@@ -309,7 +309,7 @@ def test_the_periodic_recheck_ends_a_leavers_session_and_tokens_once(app, client
             assert [(e.actor, e.details) for e in ended] == [
                 ("directory", "directory re-check: in neither group, or disabled")
             ]
-            # The token went with it, by the directory's hand: it was in the trail as revoked by "cli",
+            # The token went with it, by the directory's hand: it was in the trail as revoked by "cli:NAME",
             # someone at the server's shell.
             revoked = db.session.query(AuditEvent).filter_by(action="token_revoked", target="alice").all()
             assert [e.actor for e in revoked] == ["directory"]

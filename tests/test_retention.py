@@ -114,10 +114,40 @@ def test_prune_deletes_old_predictions_with_everything_that_belongs_to_them(app,
         assert not any(_exists(*f) for f in old_files)
         assert all(_exists(*f) for f in new_files + sending_files)
         (event_,) = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "predictions_pruned"))
-        assert event_.actor == "cli" and event_.target == "2 predictions"
+        assert event_.actor == "cli:operator" and event_.target == "2 predictions"
         assert event_.details.startswith("older than 365 days (before ")
         assert "1 feedback" in event_.details and "2 file(s)" in event_.details
     assert plain != old
+
+
+def _table_sizes() -> dict[str, int]:
+    return {t.name: db.session.scalar(select(func.count()).select_from(t)) for t in db.metadata.sorted_tables}
+
+
+def test_a_dry_run_counts_what_the_prune_would_delete_and_deletes_nothing(app, runner, clinician_user):
+    with app.app_context():
+        _, old_files = _film(clinician_user, 400, reading=True, read=True, dicom=[RESULT_SENT, RESULT_FAILED])
+        _film(clinician_user, 366)
+        _film(None, 400, dicom=[RESULT_PENDING])
+        _, new_files = _film(clinician_user, 10, reading=True, read=True, dicom=[RESULT_FAILED])
+        before = _table_sizes()
+        # Batches of one film: the counts add up across batches as the deletions do.
+        counted = retention.count_prune(utcnow() - timedelta(days=365), batch_size=1)
+    belonging = (
+        "2 prediction(s) older than 365 days with 1 dicom_receipts, 2 dicom_results, 1 feedback, "
+        "2 prediction_images, 1 worklist_reads and 2 file(s); 1 kept: a result still on its way to the PACS."
+    )
+
+    dry = runner.invoke(args=["predictions", "prune", "--days", "365", "--dry-run"])
+
+    assert dry.exit_code == 0, dry.output
+    assert dry.output.strip().splitlines() == [f"Would delete (dry run: nothing was deleted) {belonging}"]
+    with app.app_context():
+        assert _table_sizes() == before  # not a row deleted, and no predictions_pruned event
+        assert all(_exists(*f) for f in old_files + new_files)
+    real = runner.invoke(args=["predictions", "prune", "--days", "365"])
+    assert real.output.strip().splitlines() == [f"Deleted {belonging}"]
+    assert (counted.rows["predictions"], counted.rows["feedback"], counted.files) == (2, 1, 2)
 
 
 @pytest.mark.app_config(PREDICTION_RETENTION_DAYS=30)

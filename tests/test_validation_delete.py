@@ -130,7 +130,7 @@ def test_the_shell_command_names_the_run_and_asks_first(app, client, runner, adm
     assert result.exit_code == 0, result.output
     assert f"Deleted validation run {run_id} with its 5 films." in result.output
     assert kept(app, run_id) == (False, 0, False)
-    assert deletions(app) == [("cli", f"validation run {run_id}", "5 films")]
+    assert deletions(app) == [("cli:operator", f"validation run {run_id}", "5 films")]
     unknown = runner.invoke(args=["validation", "delete", str(run_id), "--yes"])
     assert unknown.exit_code == 1 and f"No validation run {run_id}." in unknown.output
     assert "Traceback" not in unknown.output

@@ -144,6 +144,7 @@ def test_the_shell_command_names_the_run_and_asks_first(app, client, runner, adm
     assert result.exit_code == 0, result.output
     assert f"heat maps of 6 films of validation run {run_id}." in result.output
     assert not any(name.startswith("site/") for name in snapshot_names(app, run_id))
+    assert redactions(app) == [("cli:operator", f"validation run {run_id}", "6 films")]
     again = runner.invoke(args=["validation", "redact", str(run_id), "--yes"])
     assert again.exit_code == 0 and "no names or pictures left to remove" in again.output
     unknown = runner.invoke(args=["validation", "redact", "999", "--yes"])

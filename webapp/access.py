@@ -3,7 +3,7 @@ of a user's). Every step is audited, and no secret ever reaches the audit trail 
 token's id and name).
 
 `actor` is who did it, for the audit trail: by default the signed-in user (or the token's
-owner on the API), and "cli" outside a request.
+owner on the API), and the shell's (`cli:NAME`, shell_actor.py) outside a request.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from flask_login import current_user
 
 from .extensions import db
 from .models import ApiToken, User, record_audit, utcnow
+from .shell_actor import shell_actor
 
 
 def request_token() -> ApiToken | None:
@@ -32,7 +33,7 @@ def _default_actor() -> str:
         user = g.get("api_user") or (current_user if current_user.is_authenticated else None)
         if user is not None:
             return user.username
-    return "cli"
+    return shell_actor()
 
 
 def issue_token(user: User, name: str = "", days: int = 90, actor: str | None = None) -> tuple[ApiToken, str]:

@@ -10,7 +10,9 @@ from wtforms import DateField, StringField
 from wtforms.validators import Length, Optional
 
 from .date_range import not_before_date_from
-from .models import AuditEvent
+from .extensions import db
+from .models import AuditEvent, record_audit
+from .shell_actor import actor_is
 
 
 class AuditFilterForm(FlaskForm):
@@ -32,7 +34,8 @@ def audit_query(
     date_from: date | None = None,
     date_to: date | None = None,
 ) -> Select:
-    """Newest first, narrowed by action, user (the actor), target and UTC days, both inclusive.
+    """Newest first, narrowed by action, user (the actor: `cli` is every shell command), target and UTC
+    days, both inclusive.
 
     The target is matched whole ("prediction 37" is not "prediction 371"): it is how an auditor answers
     "who opened this patient's film, and who exported or changed it", without reading the whole trail."""
@@ -40,7 +43,7 @@ def audit_query(
     if action:
         query = query.where(AuditEvent.action == action.strip())
     if user:
-        query = query.where(AuditEvent.actor == user.strip())
+        query = query.where(actor_is(AuditEvent.actor, user.strip()))
     if target:
         query = query.where(AuditEvent.target == target.strip())
     if date_from:
@@ -59,3 +62,11 @@ def form_query(form: AuditFilterForm) -> Select:
         date_from=form.date_from.data,
         date_to=form.date_to.data,
     )
+
+
+def record_trail_viewed(actor: str, rows: int, filters: dict, page: int) -> None:
+    """Reading the trail is in the trail, one row per page read on the admin page or the API, as each
+    page of the history is: it names who opened which patient's film, and from where."""
+    shown = ", ".join(f"{name}={value}" for name, value in filters.items() if value) or "none"
+    record_audit(actor, "audit_viewed", f"{rows} rows", f"filters: {shown}; page={page}")
+    db.session.commit()

@@ -16,7 +16,8 @@ from .config import MAX_RETENTION_DAYS
 from .extensions import db
 from .models import RESERVED_ACCOUNT, ROLES, USERNAME_PATTERN, AuditEvent, User, record_audit, utcnow
 from .passwords import password_problem
-from .retention import described, prune_predictions
+from .retention import count_prune, described, prune_predictions
+from .shell_actor import shell_actor
 
 users_cli = AdminGroup("users", help="Create and manage user accounts and API tokens.")
 audit_cli = AdminGroup("audit", help="Maintain the audit trail.")
@@ -62,7 +63,7 @@ def create(name: str, role: str, password: str, change_at_sign_in: bool) -> None
     user = User(username=name, role=role, must_change_password=change_at_sign_in)
     user.set_password(password)
     db.session.add(user)
-    record_audit("cli", "user_created", name, f"role={role}")
+    record_audit(shell_actor(), "user_created", name, f"role={role}")
     db.session.commit()
     click.echo(f"Created {role} {name}.")
 
@@ -74,7 +75,7 @@ def create(name: str, role: str, password: str, change_at_sign_in: bool) -> None
 def token(name: str, token_name: str, days: int | None) -> None:
     """Issue a new API token for NAME (printed once, on the last line)."""
     user = _user_or_fail(name)
-    row, value = issue_token(user, token_name, days or current_app.config["API_TOKEN_DAYS"], actor="cli")
+    row, value = issue_token(user, token_name, days or current_app.config["API_TOKEN_DAYS"], actor=shell_actor())
     db.session.commit()
     click.echo(
         f"New API token {row.id} for {name}, valid until {row.expires_at:%Y-%m-%d} "
@@ -99,14 +100,14 @@ def revoke_token_command(name: str, token_id: int | None) -> None:
     """Revoke NAME's token TOKEN_ID, or all of NAME's tokens when no id is given."""
     user = _user_or_fail(name)
     if token_id is None:
-        count = revoke_tokens(user, actor="cli")
+        count = revoke_tokens(user, actor=shell_actor())
         db.session.commit()
         click.echo(f"Revoked {count} token(s) of {name}.")
         return
     row = next((t for t in user.tokens if t.id == token_id), None)
     if row is None:
         raise click.ClickException(f"{name} has no token {token_id}.")
-    if not revoke_token(row, actor="cli"):
+    if not revoke_token(row, actor=shell_actor()):
         raise click.ClickException(f"Token {token_id} of {name} was already revoked.")
     db.session.commit()
     click.echo(f"Revoked token {token_id} of {name}.")
@@ -146,7 +147,7 @@ def _set_active(name: str, active: bool) -> None:
     if not active:
         end_all_access(user)
     word = "activate" if active else "deactivate"
-    record_audit("cli", f"user_{word}d", name)
+    record_audit(shell_actor(), f"user_{word}d", name)
     db.session.commit()
     click.echo(f"{word.capitalize()}d {name}.")
 
@@ -164,7 +165,7 @@ def reset_password(name: str, password: str, change_at_sign_in: bool) -> None:
     user.set_password(password)
     user.must_change_password = change_at_sign_in
     revoked = end_all_access(user, reason="password reset")
-    record_audit("cli", "password_reset", name)
+    record_audit(shell_actor(), "password_reset", name)
     db.session.commit()
     click.echo(f"Password of {name} reset; {revoked} API token(s) revoked.")
 
@@ -195,7 +196,7 @@ def prune(days: int | None) -> None:
     cutoff = now - timedelta(days=days)
     count = db.session.scalar(select(func.count()).select_from(AuditEvent).where(AuditEvent.created_at < cutoff))
     db.session.execute(delete(AuditEvent).where(AuditEvent.created_at < cutoff))
-    record_audit("cli", "audit_pruned", f"{count} events", f"older than {days} days (before {cutoff:%Y-%m-%d})")
+    record_audit(shell_actor(), "audit_pruned", f"{count} events", f"older than {days} days (before {cutoff:%Y-%m-%d})")
     counters = forget_lapsed(now)
     db.session.commit()
     click.echo(f"Deleted {count} audit event(s) older than {days} days and {counters} lapsed sign-in counter(s).")
@@ -203,7 +204,8 @@ def prune(days: int | None) -> None:
 
 @predictions_cli.command("prune")
 @_days_option("PREDICTION_RETENTION_DAYS")
-def prune_predictions_command(days: int | None) -> None:
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing, record nothing.")
+def prune_predictions_command(days: int | None, dry_run: bool) -> None:
     """Delete predictions older than the retention period with their readings, worklist reads, DICOM
     receipts and results (rows and files); an audited event per batch of 500. A film whose result is still on its
     way to the PACS is kept until a later run."""
@@ -215,7 +217,8 @@ def prune_predictions_command(days: int | None) -> None:
         )
     cutoff = utcnow() - timedelta(days=days)
     period = f"older than {days} days (before {cutoff:%Y-%m-%d})"
-    pruned = prune_predictions(cutoff, period)
+    pruned = count_prune(cutoff) if dry_run else prune_predictions(cutoff, period)
     kept = f"; {pruned.kept_in_use} kept: a result still on its way to the PACS" if pruned.kept_in_use else ""
     belonging = described(pruned.rows, pruned.files)
-    click.echo(f"Deleted {pruned.rows['predictions']} prediction(s) older than {days} days {belonging}{kept}.")
+    done = "Would delete (dry run: nothing was deleted)" if dry_run else "Deleted"
+    click.echo(f"{done} {pruned.rows['predictions']} prediction(s) older than {days} days {belonging}{kept}.")

@@ -339,7 +339,7 @@ class AuditEvent(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-    actor: Mapped[str] = mapped_column(String(64), index=True)  # a username, or "cli" for the command line
+    actor: Mapped[str] = mapped_column(String(64), index=True)  # a username, or "cli:NAME" (shell_actor.py)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # the signed-in user behind the action
     action: Mapped[str] = mapped_column(String(64), index=True)
     target: Mapped[str] = mapped_column(String(255), default="")

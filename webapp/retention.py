@@ -15,11 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Table, delete, exists, false, or_, select
+from sqlalchemy import ColumnElement, Table, delete, exists, false, func, or_, select
 
 from .extensions import db
 from .models import RESULT_PENDING, DicomReceipt, DicomResult, Prediction, record_audit
 from .pacs import spool
+from .shell_actor import shell_actor
 
 # Predictions deleted per transaction: a 100,000-row prune holds no long lock and no giant transaction.
 BATCH_SIZE = 500
@@ -82,15 +83,33 @@ def _doomed(table: Table, ids: list[int], owners: set[Table], memo: dict) -> Col
     return memo[table]
 
 
+def _belonging(ids: list[int]) -> Iterator[tuple[Table, ColumnElement[bool]]]:
+    """Each table with the condition selecting its rows that belong to the predictions `ids`, children
+    before their parents (the order they can be deleted in)."""
+    tables = [*dependent_tables(), Prediction.__table__]
+    owners, memo = set(tables), {}
+    for table in tables:
+        yield table, _doomed(table, ids, owners, memo)
+
+
+def count_predictions(ids: list[int]) -> tuple[Counter, int]:
+    """What delete_predictions(ids) would delete: the rows by table and the files, deleting nothing."""
+    counts: Counter = Counter()
+    files = 0
+    for table, condition in _belonging(ids):
+        counts[table.name] += db.session.scalar(select(func.count()).select_from(table).where(condition))
+        if table in FILES:
+            named = FILES[table][1].is_not(None)
+            files += db.session.scalar(select(func.count()).select_from(table).where(condition, named))
+    return counts, files
+
+
 def delete_predictions(ids: list[int]) -> tuple[Counter, list[tuple[str, str]]]:
     """Delete the predictions `ids` and every row that belongs to them, in the caller's transaction.
     Returns the deleted rows by table and the files (kind, name) to remove once it is committed."""
-    tables = [*dependent_tables(), Prediction.__table__]
-    owners, memo = set(tables), {}
     counts: Counter = Counter()
     files: list[tuple[str, str]] = []
-    for table in tables:
-        condition = _doomed(table, ids, owners, memo)
+    for table, condition in _belonging(ids):
         if table in FILES:
             kind, column = FILES[table]
             names = db.session.scalars(select(column).where(condition, column.is_not(None)))
@@ -113,34 +132,49 @@ def prune_predictions(cutoff: datetime, period: str, batch_size: int = BATCH_SIZ
         counts, files = delete_predictions(ids)
         # In the batch's own transaction: a prune that fails part-way leaves no deleted film untraced.
         what = f"{period} {described(counts, len(files))}"
-        record_audit("cli", "predictions_pruned", f"{len(ids)} predictions", what)
+        record_audit(shell_actor(), "predictions_pruned", f"{len(ids)} predictions", what)
         db.session.commit()
         pruned.rows.update(counts)
         for kind, name in files:
             spool.delete(kind, name)
         pruned.files += len(files)
     if not pruned.rows["predictions"]:  # a run that found nothing is in the trail too: the policy ran
-        record_audit("cli", "predictions_pruned", "0 predictions", f"{period} {described(pruned.rows, 0)}")
+        record_audit(shell_actor(), "predictions_pruned", "0 predictions", f"{period} {described(pruned.rows, 0)}")
         db.session.commit()
-    old = Prediction.created_at < cutoff
-    pruned.kept_in_use = db.session.scalar(select(db.func.count()).select_from(Prediction).where(old, IN_USE))
+    pruned.kept_in_use = _kept_in_use(cutoff)
     return pruned
 
 
-def _batches(cutoff: datetime, batch_size: int) -> Iterator[list[int]]:
+def count_prune(cutoff: datetime, batch_size: int = BATCH_SIZE) -> Pruned:
+    """What prune_predictions(cutoff) would delete if it ran now (`predictions prune --dry-run`):
+    the same batches, counted, not locked; nothing is deleted or written to the audit trail."""
+    pruned = Pruned()
+    for ids in _batches(cutoff, batch_size, lock=False):
+        counts, files = count_predictions(ids)
+        pruned.rows.update(counts)
+        pruned.files += files
+    pruned.kept_in_use = _kept_in_use(cutoff)
+    return pruned
+
+
+def _kept_in_use(cutoff: datetime) -> int:
+    old = Prediction.created_at < cutoff
+    return db.session.scalar(select(func.count()).select_from(Prediction).where(old, IN_USE))
+
+
+def _batches(cutoff: datetime, batch_size: int, lock: bool = True) -> Iterator[list[int]]:
     last = 0
     while True:
         # Locked until the batch commits, so that no reading or worklist read is added to a film
         # while it is being deleted (PostgreSQL; SQLite has one writer at a time anyway).
-        ids = list(
-            db.session.scalars(
-                select(Prediction.id)
-                .where(Prediction.created_at < cutoff, Prediction.id > last, ~IN_USE)
-                .order_by(Prediction.id)
-                .limit(batch_size)
-                .with_for_update()
-            )
+        # (`lock` False: a count, which need not hold anyone up.)
+        query = (
+            select(Prediction.id)
+            .where(Prediction.created_at < cutoff, Prediction.id > last, ~IN_USE)
+            .order_by(Prediction.id)
+            .limit(batch_size)
         )
+        ids = list(db.session.scalars(query.with_for_update() if lock else query))
         if not ids:
             db.session.commit()
             return

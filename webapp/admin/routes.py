@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from ..access import issue_token, revoke_token
-from ..audit_log import AuditFilterForm, form_query
+from ..audit_log import AuditFilterForm, form_query, record_trail_viewed
 from ..auth.sessions import end_all_access
 from ..extensions import db
 from ..history.filters import HistoryFilterForm, filtered_predictions, filters_text
@@ -141,6 +141,7 @@ def audit():
     page = page_of(form_query(form if valid else AuditFilterForm(formdata=None)), per_page=50)
     actions = db.session.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action)).all()
     args = {name: field.data for name, field in form._fields.items() if valid and field.data}
+    record_trail_viewed(current_user.username, len(page.items), args, page.page)
     return render_template("admin/audit.html", page=page, form=form, actions=actions, args=args), 200 if valid else 400
 
 

@@ -6,13 +6,14 @@ The pattern (docs/api.md "Adding an endpoint"): `@bp.route` then `@token_require
 and one `@bp.alt_response` per other status the operation can answer. A paged listing uses `@paged`.
 """
 
+from collections.abc import Callable
 from functools import wraps
 
 from flask import current_app, g, jsonify
 from marshmallow import Schema
 
 from ..access import request_token, revoke_token
-from ..audit_log import audit_query
+from ..audit_log import audit_query, record_trail_viewed
 from ..extensions import db
 from ..filenames import sent_filename
 from ..history.filters import prediction_query
@@ -42,6 +43,9 @@ from .schemas import (
 )
 from .spec import openapi_document
 
+# Writes a page read to the audit trail: (rows on the page, the filters applied, page, per_page).
+Audited = Callable[[int, dict, int, int], None]
+
 
 def audit_export(rows: int, filters: dict, page: int, per_page: int) -> None:
     """A page of patients' records read by a script is an export, one audit row per request like the
@@ -53,13 +57,26 @@ def audit_export(rows: int, filters: dict, page: int, per_page: int) -> None:
     db.session.commit()
 
 
-def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str, *, audited: bool = False, **response):
+def audit_trail_read(rows: int, filters: dict, page: int, per_page: int) -> None:
+    record_trail_viewed(g.api_user.username, rows, filters, page)
+
+
+def paged(
+    key: str,
+    filters: type[Schema],
+    page: type[Schema],
+    operation_id: str,
+    *,
+    audited: Audited | None = None,
+    **response,
+):
     """The decorators of a paged listing, in place of its arguments, response and doc lines.
 
     `filters` (a query-string schema with `page` and `per_page`) is parsed; the view gets the other
     filters and returns a query, newest first; the answer is one page of it,
     `{key: [...], "page", "per_page", "total", "pages"}`, documented by the `page` schema.
-    `audited`: the rows are patients' records, so each page read is written to the audit trail.
+    `audited(rows, filters, page, per_page)`: writes each page read to the audit trail (the rows are
+    patients' records, or the trail itself).
     """
 
     def decorate(view):
@@ -68,7 +85,7 @@ def paged(key: str, filters: type[Schema], page: type[Schema], operation_id: str
             page_number, per_page = arguments.pop("page"), arguments.pop("per_page")
             found = paginate(view(arguments), page_number, per_page)
             if audited:
-                audit_export(len(found.items), arguments, page_number, per_page)
+                audited(len(found.items), arguments, page_number, per_page)
             return {
                 key: found.items,
                 "page": found.page,
@@ -181,7 +198,12 @@ def get_prediction(id: int):  # `id`: the path parameter's published name
 @bp.route("/predictions", methods=["GET"])
 @admin_token_required
 @paged(
-    "predictions", PredictionFilterSchema, PredictionPageSchema, "listPredictions", audited=True, example=examples.PAGE
+    "predictions",
+    PredictionFilterSchema,
+    PredictionPageSchema,
+    "listPredictions",
+    audited=audit_export,
+    example=examples.PAGE,
 )
 def list_predictions(filters: dict):
     """List predictions (administrators)
@@ -194,12 +216,20 @@ def list_predictions(filters: dict):
 
 @bp.route("/audit-events", methods=["GET"])
 @admin_token_required
-@paged("events", AuditFilterSchema, AuditEventPageSchema, "listAuditEvents", example=examples.AUDIT_PAGE)
+@paged(
+    "events",
+    AuditFilterSchema,
+    AuditEventPageSchema,
+    "listAuditEvents",
+    audited=audit_trail_read,
+    example=examples.AUDIT_PAGE,
+)
 def list_audit_events(filters: dict):
     """The audit trail (administrators)
 
     Who did what, when and from which address: sign-ins, views of films, exports, token and user
-    administration. Filters combine (AND); `user` is the acting user name.
+    administration. Filters combine (AND); `user` is the acting user name. Each page read is itself
+    written to the trail (action `audit_viewed`, with the row count, the filters and the page).
     """
     return audit_query(**filters)
 

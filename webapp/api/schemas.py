@@ -264,7 +264,7 @@ class TokenListSchema(ResponseSchema):
 class AuditEventSchema(ResponseSchema):
     id = fields.Integer(required=True)
     time = UtcDateTime(required=True, attribute="created_at")
-    user = fields.String(required=True, attribute="actor", metadata={"description": "user name, or cli"})
+    user = fields.String(required=True, attribute="actor", metadata={"description": "user name, or cli:NAME"})
     action = fields.String(required=True, metadata={"example": "prediction_viewed"})
     detail = fields.Method("detail_text", required=True, metadata={"description": "target and details"})
     ip = fields.String(required=True, metadata={"description": "client address; empty for the command line"})
@@ -285,7 +285,10 @@ class AuditFilterSchema(DaysFilterSchema):
     error_code = "invalid_filter"  # read by errors.ArgumentParser
 
     action = fields.String(validate=[validate.Length(max=64), PRINTABLE], metadata={"example": "sign_in"})
-    user = fields.String(validate=[validate.Length(max=64), PRINTABLE], metadata={"description": "username"})
+    user = fields.String(
+        validate=[validate.Length(max=64), PRINTABLE],
+        metadata={"description": "the acting user name; cli: every shell command"},
+    )
     target = fields.String(
         validate=[validate.Length(max=255), PRINTABLE],
         metadata={"description": "what the action was on, matched whole", "example": "prediction 37"},

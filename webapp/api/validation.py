@@ -15,7 +15,7 @@ from ..validation.archive import ArchiveRejected
 from ..validation.deletion import DeletionRefused, delete_run
 from ..validation.monitoring import weekly
 from ..validation.redaction import RedactionRefused, redact_run
-from ..validation.runs import create_run, progress, too_large, upload_limit
+from ..validation.runs import create_run, progress, record_report_viewed, too_large, upload_limit
 from ..validation.site import AdoptionRefused, adopt, current_model_version, withdraw
 from . import bp
 from .auth import admin_token_required
@@ -119,6 +119,7 @@ class ValidationRunById(MethodView):
         run = row_by_id(ValidationRun, run_id)
         if run is None:
             return api_error("not_found", f"No validation run {run_id}.", 404)
+        record_report_viewed(run, g.api_user.username, "api")
         metrics = run.metrics or {}
         return {
             "id": run.id,

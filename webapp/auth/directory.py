@@ -40,7 +40,7 @@ class DirectoryAnswer:
 _NAME_ATTRIBUTE = re.compile(r"\(([A-Za-z][A-Za-z0-9-]*)=\{username\}\)")
 MAX_NAME_LENGTH = 64  # the users table's column
 # The audit trail's actor for what the directory's answer does to an account (at sign-in or re-check):
-# nobody signed in did it, and "cli" would say someone at the server's shell did.
+# nobody signed in did it, and "cli:NAME" would say someone at the server's shell did.
 ACTOR = "directory"
 
 

@@ -55,7 +55,7 @@ def end_sessions(user: User) -> None:
 def end_all_access(user: User, reason: str = "access ended", actor: str | None = None) -> int:
     """End everything `user` is signed in with (the caller commits): a password reset by someone else,
     deactivation. The one place where a user's access ends: sessions, and API tokens (revoked and
-    audited, `reason` in the trail, by `actor`: the signed-in user or "cli" when None, see access.py).
+    audited, `reason` in the trail, by `actor`: the signed-in user or the shell's `cli:NAME` when None, see access.py).
     Returns how many tokens were revoked."""
     end_sessions(user)
     return revoke_tokens(user, actor=actor, reason=reason)

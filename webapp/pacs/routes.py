@@ -26,6 +26,7 @@ from ..models import (
     record_audit,
     utcnow,
 )
+from ..pruned_meanwhile import FILM_PRUNED, film_kept
 from ..security import navigated_from_this_site
 from . import bp
 from .tasks import discard, requeue
@@ -71,12 +72,21 @@ def open_film(prediction_id: int):
     prediction = db.session.get(Prediction, prediction_id)
     if prediction is None or prediction.source != SOURCE_DICOM:
         abort(404)
-    if navigated_from_this_site():
-        db.session.add(WorklistRead(user_id=current_user.id, prediction_id=prediction_id))
-        try:
+    if not navigated_from_this_site():
+        return redirect(url_for("screening.detail", prediction_id=prediction_id))
+    db.session.add(WorklistRead(user_id=current_user.id, prediction_id=prediction_id))
+    try:
+        kept = film_kept(prediction_id)
+    except IntegrityError:
+        db.session.rollback()  # read before (or, on PostgreSQL, the film pruned meanwhile: asked below)
+        kept = film_kept(prediction_id)
+    else:
+        if kept:
             db.session.commit()
-        except IntegrityError:
-            db.session.rollback()  # read before: nothing to add
+        else:
+            db.session.rollback()
+    if not kept:
+        abort(410, FILM_PRUNED)
     return redirect(url_for("screening.detail", prediction_id=prediction_id))
 
 

@@ -1,6 +1,7 @@
 from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 
 from ..extensions import db
 from ..filenames import sent_filename
@@ -8,6 +9,7 @@ from ..inference.overlay import layer_png, stored_overlay_png
 from ..models import Feedback, Prediction, record_audit, utcnow
 from ..notes import INTENDED_USE, NOTES
 from ..params import int_args
+from ..pruned_meanwhile import FILM_PRUNED, film_kept
 from ..ratelimits import upload_per_user
 from ..responses import form_accepted, form_errors, is_local_path, wants_json
 from . import bp, review_copy
@@ -173,12 +175,16 @@ def feedback(prediction_id: int):
         return redirect(url_for("screening.detail", prediction_id=prediction.id)), 303
     label, comment = form.label.data, (form.comment.data or "").strip()
     try:
-        _save_reading(prediction, label, comment)
-    except IntegrityError:
+        saved = _save_reading(prediction, label, comment)
+    except (IntegrityError, StaleDataError):
         # The film's first reading saved twice at once (a double-click, two readers of a PACS film):
-        # the other request's row is in now, so this one replaces it as any later save would.
+        # the other request's row is in now, so this one replaces it as any later save would. Or the
+        # film was pruned meanwhile: PostgreSQL's key check waited for the prune, then failed (an
+        # INSERT), or the reading being replaced went with it (an UPDATE of no row).
         db.session.rollback()
-        _save_reading(prediction, label, comment)
+        saved = film_kept(prediction_id) and _save_reading(prediction, label, comment)
+    if not saved:
+        abort(410, FILM_PRUNED)
     flash("Review saved. Thank you: reviews are how we measure the model.", "info")
     back = request.form.get("back", "")
     if _is_results_path(back):
@@ -187,7 +193,8 @@ def feedback(prediction_id: int):
     return redirect(url_for("screening.detail", prediction_id=prediction.id), 303)
 
 
-def _save_reading(prediction: Prediction, label: str, comment: str) -> None:
+def _save_reading(prediction: Prediction, label: str, comment: str) -> bool:
+    """Save the reading and commit; False, saving nothing, when the film was deleted meanwhile."""
     review = prediction.feedback or Feedback(prediction=prediction)
     # Replacing another reader's reading (a PACS film has several possible readers) keeps the
     # earlier reading in the trail: who read it and what they said (the comment's text stays out).
@@ -200,7 +207,11 @@ def _save_reading(prediction: Prediction, label: str, comment: str) -> None:
     db.session.add(review)
     if replaced or (current_user.is_admin and prediction.user_id != current_user.id):
         record_audit(current_user.username, "feedback.save", f"prediction {prediction.id}", review.label + replaced)
+    if not film_kept(prediction.id):
+        db.session.rollback()
+        return False
     db.session.commit()
+    return True
 
 
 def _is_results_path(target: str) -> bool:

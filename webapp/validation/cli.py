@@ -8,6 +8,7 @@ import click
 from ..cli_group import AdminGroup
 from ..models import ValidationRun
 from ..params import row_by_id
+from ..shell_actor import shell_actor
 from .deletion import DeletionRefused, delete_run
 from .redaction import RedactionRefused, redact_run
 
@@ -21,7 +22,7 @@ def delete(run_id: int, yes: bool) -> None:
     """Delete the ended run RUN_ID: its films' names, review copies, figures and archive (audited)."""
     _confirm("Delete", run_id, yes, "Nothing was deleted.")
     try:
-        films = delete_run(run_id, "cli")
+        films = delete_run(run_id, shell_actor())
     except DeletionRefused as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"Deleted validation run {run_id} with its {films} films.")
@@ -35,7 +36,7 @@ def redact(run_id: int, yes: bool) -> None:
     maps; the figures stay (audited)."""
     _confirm("Remove the films' names and pictures from", run_id, yes, "Nothing was changed.")
     try:
-        films = redact_run(run_id, "cli")
+        films = redact_run(run_id, shell_actor())
     except RedactionRefused as exc:
         raise click.ClickException(exc.message) from None
     if films:

@@ -23,7 +23,7 @@ from .forms import AdoptThresholdForm, CancelRunForm, DeleteRunForm, RedactRunFo
 from .metrics import MIN_FILMS_PER_CLASS_FOR_INTERVAL
 from .monitoring import DEFAULT_WEEKS, MAX_WEEKS, drift_alert, weekly
 from .redaction import RedactionRefused, redact_run, redaction_problem
-from .runs import cancel, create_run, progress, too_large, upload_limit
+from .runs import cancel, create_run, progress, record_report_viewed, too_large, upload_limit
 from .site import AdoptionRefused, adopt, current_model_version, withdraw
 
 CSV_COLUMNS = [
@@ -93,6 +93,7 @@ def index():
 @bp.route("/<int:run_id>")
 def report(run_id: int):
     run = _run_or_404(run_id)
+    record_report_viewed(run, current_user.username, "report page")
     metrics = run.metrics or {}
     worst = []
     if metrics.get("worst_errors"):

@@ -35,6 +35,17 @@ log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
 
 
+def record_report_viewed(run: ValidationRun, actor: str, via: str) -> None:
+    """A finished run's report names films as they were named in the archive (often after the patient:
+    the worst errors, the refused and duplicate members), on the report page and in the API's answer,
+    so each look at it is in the audit trail, as each page of the history is. A run still working
+    shows only its progress: the page's timed refresh and a script's polling are recorded from the
+    answer that carries the report on."""
+    if run.metrics:
+        record_audit(actor, "validation_report_viewed", f"validation run {run.id}", via)
+        db.session.commit()
+
+
 def upload_limit() -> int:
     """The largest request body a validation upload may send: the archive limit plus form overhead."""
     return current_app.config["VALIDATION_MAX_BYTES"] + CHUNK

@@ -1,0 +1,86 @@
+"""A reading saved on a film that `predictions prune` deletes at that very moment.
+
+On PostgreSQL the prune locks its batch's films until it commits; a reading saved meanwhile waited on
+that lock, then failed on the foreign key: the reader got a 500. On SQLite, which checks no foreign
+key, the reading was written anyway ("Review saved"): a reading, free-text comment included, of a film
+that no longer exists, outliving the retention period its film was deleted for. Both now answer 410
+with what happened, and save nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from sqlalchemy import func, select
+
+from tests.factories import add_prediction
+from tests.helpers import AuthActions, csrf_token, make_user, threadable_app
+from webapp.extensions import db
+from webapp.models import AuditEvent, Feedback, User, WorklistRead, utcnow
+from webapp.pacs import routes as pacs_routes
+from webapp.retention import prune_predictions
+from webapp.screening import routes
+
+
+def test_a_reading_saved_as_its_film_is_pruned_is_refused_clearly(tmp_path, monkeypatch):
+    app = threadable_app(tmp_path)  # the prune runs on its own connection, as the shell command does
+    make_user(app, "clin", "clinician")
+    with app.app_context():
+        film = add_prediction(User.by_username("clin").id, when=utcnow() - timedelta(days=400))
+    client = app.test_client()
+    AuthActions(client).login("clin")
+    token = csrf_token(client, f"/predictions/{film}")
+    accepted = routes.form_accepted
+
+    def pruned_meanwhile(form, refused):
+        # The reader's request has the film; the prune deletes it now, before the reading is written.
+        def prune():
+            with app.app_context():
+                prune_predictions(utcnow() - timedelta(days=365), "older than 365 days")
+
+        pruning = threading.Thread(target=prune)
+        pruning.start()
+        pruning.join(timeout=60)
+        return accepted(form, refused)
+
+    monkeypatch.setattr(routes, "form_accepted", pruned_meanwhile)
+    answer = client.post(
+        f"/predictions/{film}/feedback", data={"csrf_token": token, "label": "PNEUMONIA", "comment": "left lower lobe"}
+    )
+
+    assert answer.status_code == 410
+    assert "This film was deleted while you had it open" in answer.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Feedback)) == 0
+        assert db.session.scalars(select(AuditEvent.action).where(AuditEvent.action == "predictions_pruned")).all()
+
+
+def test_a_worklist_film_opened_as_it_is_pruned_leaves_no_read_behind(tmp_path, monkeypatch):
+    app = threadable_app(tmp_path)
+    make_user(app, "clin", "clinician")
+    with app.app_context():
+        film = add_prediction(None, source="dicom", when=utcnow() - timedelta(days=400))
+    client = app.test_client()
+    AuthActions(client).login("clin")
+    marked = pacs_routes.WorklistRead
+
+    def pruned_meanwhile(**columns):
+        # The request has the film; the prune deletes it now, before the read is written.
+        pruning = threading.Thread(target=lambda: _prune(app))
+        pruning.start()
+        pruning.join(timeout=60)
+        return marked(**columns)
+
+    monkeypatch.setattr(pacs_routes, "WorklistRead", pruned_meanwhile)
+    answer = client.get(f"/worklist/{film}")
+
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(WorklistRead)) == 0  # SQLite: 1, of no film
+    assert answer.status_code == 410  # PostgreSQL: the key error was taken for "read before", then a 404
+    assert "This film was deleted while you had it open" in answer.get_data(as_text=True)
+
+
+def _prune(app) -> None:
+    with app.app_context():
+        prune_predictions(utcnow() - timedelta(days=365), "older than 365 days")
