@@ -73,7 +73,7 @@ def test_a_worklist_film_opened_as_it_is_pruned_leaves_no_read_behind(tmp_path, 
         return marked(**columns)
 
     monkeypatch.setattr(pacs_routes, "WorklistRead", pruned_meanwhile)
-    answer = client.get(f"/worklist/{film}")
+    answer = client.get(f"/worklist/{film}", headers={"Sec-Fetch-Site": "same-origin"})  # the reader's click
 
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(WorklistRead)) == 0  # SQLite: 1, of no film
