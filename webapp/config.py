@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from .env import HOURS_A_YEAR, MINUTES_A_YEAR, SECONDS_A_DAY, ConfigError, env_bool, env_float, env_int, env_str
+from .inference.image import DEFAULT_DECODE_MEMORY_MB
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
@@ -130,8 +131,8 @@ class Config:
     # Sign-in form posts per client address: each refused one is an audit row, so this bounds what a
     # flood of attempts can add to the permanent trail (docs/security.md).
     SIGN_IN_RATE_LIMIT = env_str("SIGN_IN_RATE_LIMIT", "30/minute")
-    # Decoded size one upload may need (pixels x channels x bytes per sample), checked from the header.
-    DECODE_MEMORY_MB = env_int("DECODE_MEMORY_MB", 100, minimum=1)
+    # Memory one decode may hold at its peak (each decoder's measured cost), checked from the header.
+    DECODE_MEMORY_MB = env_int("DECODE_MEMORY_MB", DEFAULT_DECODE_MEMORY_MB, minimum=1)
     # File names often carry a patient's name or MRN: stored only when a site opts in.
     STORE_ORIGINAL_FILENAMES = env_bool("STORE_ORIGINAL_FILENAMES", False)
     # Audit events older than this are deleted by `flask audit prune` (7 years by default).

@@ -17,8 +17,7 @@ import io
 import re
 import warnings
 
-import numpy as np
-from PIL import Image, ImageFile, ImageMode, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from .image import (
     LOW_RES_SIDE,
@@ -28,10 +27,10 @@ from .image import (
     check_dimensions,
     check_memory,
     on_8bit_levels,
-    scale_to_unit,
-    shrink,
+    refuse_non_finite,
     too_large,
 )
+from .raster import peak_bytes, stored_bytes_per_pixel, to_gray
 from .structure import (
     FULL_CHECK,
     GREY_FILL_TEST,
@@ -94,7 +93,7 @@ _BAD_PREAMBLES = (b"MZ", b"\x7fELF", b"PK", b"%PDF", b"#!", b"\xca\xfe\xba\xbe",
 def decode(data: bytes, *, target_size: int | None = None, memory_mb: int | None = None) -> DecodedImage:
     """Decode `data` or raise DecodeError. `target_size` is the model's input side:
     big images may be reduced on the way, but never below that many pixels. `memory_mb`
-    caps the decoded pixels (default DEFAULT_DECODE_MEMORY_MB), checked before decoding."""
+    caps the decode's peak memory (default DEFAULT_DECODE_MEMORY_MB), checked before decoding."""
     data = _with_dicom_preamble(data)
     kind = sniff(data)
     _refuse_polyglots(data, kind)
@@ -107,7 +106,7 @@ def decode(data: bytes, *, target_size: int | None = None, memory_mb: int | None
             image = _on_grey_levels(dicom.decode_dicom(data, target_size=target_size, memory_mb=memory_mb))
         else:
             image = _decode_raster(data, kind, target_size, memory_mb)
-        _refuse_non_finite(image.pixels)
+        refuse_non_finite(image.pixels)
         return _with_shape_checks(image)
     except DecodeError:
         raise
@@ -226,81 +225,32 @@ def _decode_raster(data: bytes, kind: str, target_size: int | None, memory_mb: i
     if target_size and image.format in ("JPEG", "MPO"):
         # DCT-domain scaling (1/2, 1/4, 1/8) keeps both sides >= target_size.
         image.draft(image.mode if image.mode in ("L", "RGB") else None, (target_size, target_size))
-    check_memory(*image.size, *_decoded_sample_shape(image), memory_mb)  # after draft: what load() allocates
+    # after draft: what load() allocates, and what to_gray adds to it at its peak
+    check_memory(*image.size, peak_bytes(image, target_size), memory_mb)
     image.load()  # the full decode happens here, inside the caller's error handling
     if still_to_check == FULL_CHECK or (still_to_check == GREY_FILL_TEST and may_hide_a_grey_fill(image)):
         check_entropy_data(data, image.mode)  # before orientation: the grey fill is the last stored pixel
-    image, (width, height) = _orient(image, (width, height))
-    pixels, colourfulness = _to_gray(image, target_size)
+    image, (width, height) = _orient(image, (width, height), memory_mb, target_size)
+    pixels, colourfulness = to_gray(image, target_size)
     return DecodedImage(pixels, kind, width, height, colourfulness)
 
 
-def _decoded_sample_shape(image: Image.Image) -> tuple[int, int]:
-    """Channels and bytes per sample of the decoded pixels, from the header. A palette image
-    counts as the RGB(A) it is converted to."""
-    if image.mode in ("P", "PA"):
-        return (4 if image.mode == "PA" or "transparency" in image.info else 3), 1
-    return len(image.getbands()), np.dtype(ImageMode.getmode(image.mode).typestr).itemsize
-
-
-def _orient(image: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, tuple[int, int]]:
-    """Apply the EXIF orientation; a broken EXIF block leaves the pixels as stored."""
+def _orient(
+    image: Image.Image, size: tuple[int, int], memory_mb: int | None, target_size: int | None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Apply the EXIF orientation; a broken EXIF block leaves the pixels as stored. Turning the image
+    makes a second stored copy, which must fit in the budget with the rest of the decode."""
     try:
         orientation = image.getexif().get(0x0112, 1)
     except Exception:  # noqa: BLE001  unreadable metadata must not cost a readable image
         return image, size
     if orientation not in range(2, 9):
         return image, size
+    stored = image.width * image.height * stored_bytes_per_pixel(image.mode)
+    check_memory(*image.size, max(peak_bytes(image, target_size), 2 * stored), memory_mb)
     oriented = ImageOps.exif_transpose(image)
     swapped = orientation in (5, 6, 7, 8)
     return oriented, (size[1], size[0]) if swapped else size
-
-
-def _to_gray(image: Image.Image, target_size: int | None) -> tuple[np.ndarray, float]:
-    mode = image.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        values = np.asarray(image)
-        if values.dtype.kind == "f":
-            _refuse_non_finite(values)
-        # An 8-bit film in a 16-bit PNG: onto the 8-bit decoder's levels (8-bit rasters below are on
-        # them by construction, so the upload path's JPEGs pay nothing for this).
-        return on_8bit_levels(shrink(scale_to_unit(values), target_size)), 0.0
-    if mode == "1":
-        image = image.convert("L")
-    elif mode in ("LA", "La", "PA", "RGBA", "RGBa") or (mode == "P" and "transparency" in image.info):
-        image = _flatten_alpha(image)
-    elif mode not in ("L", "RGB"):
-        image = image.convert("RGB")  # palette, CMYK, YCbCr, LAB...
-    if target_size:
-        factor = min(image.size) // target_size
-        if factor >= 2:
-            image = image.reduce(factor)
-    colourfulness = 0.0
-    if image.mode == "RGB":
-        colourfulness = colourfulness_of(image)
-        image = image.convert("L")
-    pixels = np.asarray(image, dtype=np.float32)
-    pixels *= np.float32(1 / 255)
-    return pixels, colourfulness
-
-
-def _flatten_alpha(image: Image.Image) -> Image.Image:
-    """Transparent areas become white: that is how the browser and every image viewer
-    showed the file to the person who uploaded it (and how the not-CXR training data
-    were flattened)."""
-    rgba = image.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
-
-
-def colourfulness_of(rgb: Image.Image) -> float:
-    """Mean per-pixel channel spread (max - min over R, G, B), on a box-reduced copy of
-    about 64 pixels a side, so the cost does not grow with the image."""
-    factor = max(1, min(rgb.size) // 64)
-    small = np.asarray(rgb.reduce(factor) if factor > 1 else rgb)
-    r, g, b = small[..., 0], small[..., 1], small[..., 2]
-    spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
-    return float(spread.mean()) / 255.0
 
 
 def _on_grey_levels(image: DecodedImage) -> DecodedImage:
@@ -328,17 +278,6 @@ def _with_shape_checks(image: DecodedImage) -> DecodedImage:
         image.facts,
         reason,
     )
-
-
-def _refuse_non_finite(values: np.ndarray) -> None:
-    """NaN or infinity has no grey level: zeroing it would invent tissue, and later stages
-    (histograms, comparisons) misbehave on it. Also the last guard for every decoder's output."""
-    if not np.isfinite(values).all():
-        raise DecodeError(
-            "invalid_pixels",
-            "The image holds pixel values that are not numbers (NaN or infinity), so it cannot be read as a "
-            "radiograph. Export the film as 8- or 16-bit integer data (PNG, TIFF or DICOM).",
-        )
 
 
 def _decoder_failure(kind: str, exc: Exception) -> DecodeError:

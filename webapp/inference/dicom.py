@@ -30,7 +30,7 @@ from pydicom.uid import (
 )
 
 from .age import REFERENCE_DATE_KEYWORDS, age_from_header
-from .image import DecodedImage, DecodeError, check_dimensions, check_memory, scale_to_unit, shrink
+from .image import MB, DecodedImage, DecodeError, check_dimensions, check_memory, scale_to_unit, shrink
 
 
 def keep_header_values_out_of_logs() -> None:
@@ -153,9 +153,16 @@ def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int 
         )
     rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     check_dimensions(columns, rows)
-    # One frame is decoded: its samples at the allocated width.
+    # One frame is decoded: its samples at the allocated width three times (the file's copy, the frame,
+    # its bits shifted down) beside float32 grey levels, and for grey films the grey-level table's
+    # int32 index: peaks measured at 10, 11 and 13 bytes a pixel for 16-bit, 8-bit and 8-bit RGB films
+    # (docs/security.md), counted as 3 x the samples' bytes + 4, and at least 11. Plus what the
+    # allocator keeps of freed steps: arrays under glibc's 32 MB mmap threshold come from its heap,
+    # which does not give all of them back (a 2000 x 2000 16-bit film: 14 bytes a pixel).
     samples, bits = int(ds.get("SamplesPerPixel") or 1), int(ds.get("BitsAllocated") or 8)
-    check_memory(columns, rows, samples, max(1, (bits + 7) // 8), memory_mb)
+    pixels = columns * rows
+    per_pixel = max(3 * samples * max(1, (bits + 7) // 8) + 4, 11)
+    check_memory(columns, rows, pixels * per_pixel + min(4 * pixels, 32 * MB), memory_mb)
     if tsyntax.is_encapsulated:
         _check_frame_header(ds, tsyntax, rows, columns)
 
@@ -190,7 +197,7 @@ def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int 
             f"DICOM images with photometric interpretation {photometric or 'unknown'} are not supported.",
         )
     # In place from here on: each full-size float copy of a 4300 x 4300 film is 70 MB (the peak was
-    # 305 MB with three of them; see docs/security.md, "What the budget does not bound").
+    # 305 MB with three of them; see docs/security.md, "Memory budget per decode").
     del frame
     pixels = pixels.astype(np.float32, copy=False)
     pixels = shrink(np.clip(pixels, 0.0, 1.0, out=pixels), target_size)

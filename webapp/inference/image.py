@@ -15,10 +15,10 @@ import numpy as np
 MAX_PIXELS = 36_000_000
 # No real radiograph is longer than this on one side; a 60000x100 "image" is an attack.
 MAX_SIDE = 16_384
-# Memory one decode may take by default, counted as pixels x channels x bytes per sample from
-# the header: room for an 18.5 MP detector image as 16-bit gray (37 MB) or 8-bit RGB (55 MB),
-# while a 6000x6000 RGBA PNG (144 MB raw, about 0.65 GB at the peak of decoding) is refused.
-DEFAULT_DECODE_MEMORY_MB = 100
+# Memory one decode may take at its peak by default, each decoder's measured cost for the image
+# from its header (docs/security.md): room for the costliest ordinary film, a 4300 x 4300 detector
+# image as a 16-bit DICOM (226 MB), with an eighth to spare (16-bit DICOM films up to 21 megapixels).
+DEFAULT_DECODE_MEMORY_MB = 512
 MB = 1024 * 1024
 # Smaller than this on the short side there is nothing left to read.
 MIN_SIDE = 32
@@ -61,13 +61,20 @@ def scale_to_unit(values: np.ndarray) -> np.ndarray:
     data have no such convention and are scaled by their own min/max.
     """
     if values.dtype.kind in "ui":
-        low, high = int(values.min()), int(values.max())
+        return scale_with(values, int(values.min()), int(values.max()))
+    values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    return scale_with(values, float(values.min()), float(values.max()))
+
+
+def scale_with(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """scale_to_unit's map, given the extremes of the whole image: `values` may be one band of it
+    (pointwise, so band by band gives the same pixels). Integers take int extremes; floats are finite."""
+    if values.dtype.kind in "ui":
         if low >= 0:
             bits = max(8, high.bit_length())
             return values.astype(np.float32) * np.float32(1 / (2**bits - 1))
         return ((values.astype(np.float32) - low) / max(high - low, 1)).astype(np.float32)
-    values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = float(values.min()), float(values.max())
+    values = values.astype(np.float32, copy=False)
     if low >= 0 and high <= 1:
         return values
     if high <= low:
@@ -109,12 +116,27 @@ def shrink(pixels: np.ndarray, target_size: int | None) -> np.ndarray:
     (the array counterpart of JPEG draft mode)."""
     if not target_size:
         return pixels
-    factor = min(pixels.shape) // target_size
+    return shrink_by(pixels, min(pixels.shape) // target_size)
+
+
+def shrink_by(pixels: np.ndarray, factor: int) -> np.ndarray:
+    """Box-average factor x factor blocks; the rows and columns after the last whole block are left out."""
     if factor < 2:
         return pixels
     h, w = (pixels.shape[0] // factor) * factor, (pixels.shape[1] // factor) * factor
     blocks = pixels[:h, :w].reshape(h // factor, factor, w // factor, factor)
     return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def refuse_non_finite(values: np.ndarray) -> None:
+    """NaN or infinity has no grey level: zeroing it would invent tissue, and later stages
+    (histograms, comparisons) misbehave on it. Also the last guard for every decoder's output."""
+    if not np.isfinite(values).all():
+        raise DecodeError(
+            "invalid_pixels",
+            "The image holds pixel values that are not numbers (NaN or infinity), so it cannot be read as a "
+            "radiograph. Export the film as 8- or 16-bit integer data (PNG, TIFF or DICOM).",
+        )
 
 
 def check_dimensions(width: int, height: int) -> None:
@@ -130,15 +152,15 @@ def check_dimensions(width: int, height: int) -> None:
         )
 
 
-def check_memory(width: int, height: int, channels: int, bytes_per_sample: int, budget_mb: int | None) -> None:
-    """Refuse, from the header alone, an image whose decoded pixels would exceed the budget."""
+def check_memory(width: int, height: int, peak_bytes: int, budget_mb: int | None) -> None:
+    """Refuse, from the header alone, an image whose decode would hold more than the budget at its
+    peak (`peak_bytes`: each decoder's measured cost for this image, see docs/security.md)."""
     budget = (budget_mb or DEFAULT_DECODE_MEMORY_MB) * MB
-    needed = width * height * channels * bytes_per_sample
-    if needed > budget:
+    if peak_bytes > budget:
         raise DecodeError(
             "too_large_to_decode",
-            f"Decoding this image ({width}x{height} pixels, {channels} channel(s) of {bytes_per_sample} byte(s)) "
-            f"would need {needed / MB:.0f} MB of memory; this server decodes at most {budget // MB} MB per image. "
+            f"Decoding this image ({width}x{height} pixels) would need {peak_bytes / MB:.0f} MB of memory; "
+            f"this server decodes at most {budget // MB} MB per image. "
             "Export the film as 8-bit grayscale or at a smaller size.",
         )
 

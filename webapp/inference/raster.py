@@ -1,0 +1,174 @@
+"""A decoded Pillow image to grey float pixels one band of rows at a time, and what that costs at the peak.
+
+Pillow keeps every multi-band image at 4 bytes a pixel, and turning a whole one grey made full-size
+copies: flattening alpha over white an RGBA copy, a white background, the composite and an RGB copy;
+a palette or CMYK image an RGB copy; 16-bit or float data a bytes copy and float32 ones. A 6000 x 6000
+grey+alpha PNG counted at 69 MB peaked at 687 MB. Here each band goes through the same steps and is
+reduced to the size the caller asked for before the next band is read, so the peak is the stored image,
+one band's copies and the result. Bands are whole multiples of the reduction factor, so every box that
+Pillow's `reduce` and `shrink` average holds the same pixels as on the whole image: the result is
+identical to the whole-image steps (tests/test_decode_memory.py compares them on every mode).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from .image import on_8bit_levels, refuse_non_finite, scale_to_unit, scale_with, shrink_by
+
+HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+# Pixels in one band: its working copies (at most ~24 bytes a pixel, when alpha is flattened) stay
+# near 10 MB, and a 224 px JPEG, the usual upload, is one band and never cropped.
+_BAND_PIXELS = 1 << 19
+# Bytes a pixel of one band's working copies, per path, from what each step allocates (checked
+# against the measured peaks, tests/test_decode_memory.py): the crop, then each conversion's output
+# (Pillow keeps any multi-band image at 4 bytes a pixel). Flattening alpha: crop, RGBA, background,
+# composite, RGB (20, measured 20). Palette, CMYK...: crop and RGB. High-bit data: the crop, its bytes
+# as an array, float32 and the scaled float32, i.e. twice the stored width and 8 (I;16: 12, I/F: 16).
+_BAND_BYTES = {"alpha": 24, "convert": 8, "bilevel": 2, "plain": 0}
+# Bytes a pixel of the result (after reduction): 8-bit data end as a grey image, its bytes and the
+# float32 array (an RGB result and its grey conversion alive together take less); high-bit data as
+# the float32 array, which `on_8bit_levels` snaps in place.
+_RESULT_BYTES = {"high_bit": 4}  # 6 for 8-bit data
+
+
+def reduction(size: tuple[int, int], target_size: int | None) -> int:
+    """The integer factor both sides are divided by: both stay >= target_size (1: none)."""
+    factor = min(size) // target_size if target_size else 1
+    return factor if factor >= 2 else 1
+
+
+def peak_bytes(image: Image.Image, target_size: int | None) -> int:
+    """Memory `load()` and `to_gray` will hold at the peak, from the header of an opened image
+    (after any JPEG draft): the stored pixels as Pillow keeps them, one band's copies, the result."""
+    width, height = image.size
+    factor = reduction(image.size, target_size)
+    rows = min(_band_rows(width, height, factor), height)
+    result = -(-width // factor) * -(-height // factor)
+    path, stored = _path(image), stored_bytes_per_pixel(image.mode)
+    band = rows * width * (2 * stored + 8 if path == "high_bit" else _BAND_BYTES[path])
+    return width * height * stored + band + result * _RESULT_BYTES.get(path, 6)
+
+
+def stored_bytes_per_pixel(mode: str) -> int:
+    """What Pillow allocates a pixel: 1 byte for L, P and 1, 2 for I;16, 4 for everything else."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def to_gray(image: Image.Image, target_size: int | None) -> tuple[np.ndarray, float]:
+    """Grey float32 in [0, 1] (reduced by `reduction`) and the colourfulness of a colour image."""
+    factor = reduction(image.size, target_size)
+    if image.mode in HIGH_BIT_MODES:
+        return _high_bit_gray(image, factor), 0.0
+    path = _path(image)
+    if path == "plain" or _band_rows(*image.size, factor) >= image.height:
+        image = _converted(image, path)  # one band: the whole image, never cropped
+        if factor > 1:
+            image = image.reduce(factor)
+    else:
+        image = _reduced_in_bands(image, path, factor)
+    colourfulness = 0.0
+    if image.mode == "RGB":
+        colourfulness = colourfulness_of(image)
+        image = image.convert("L")
+    pixels = np.asarray(image, dtype=np.float32)
+    pixels *= np.float32(1 / 255)
+    return pixels, colourfulness
+
+
+def _path(image: Image.Image) -> str:
+    mode = image.mode
+    if mode in HIGH_BIT_MODES:
+        return "high_bit"
+    if mode == "1":
+        return "bilevel"
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+        return "alpha"
+    return "plain" if mode in ("L", "RGB") else "convert"
+
+
+def _converted(image: Image.Image, path: str) -> Image.Image:
+    """L or RGB: what the grey conversion starts from."""
+    if path == "bilevel":
+        return image.convert("L")
+    if path == "alpha":
+        return _flatten_alpha(image)
+    if path == "convert":
+        return image.convert("RGB")  # palette, CMYK, YCbCr, LAB...
+    return image
+
+
+def _band_rows(width: int, height: int, factor: int) -> int:
+    """Rows in one band: a whole multiple of the reduction factor."""
+    return max(1, _BAND_PIXELS // (width * factor)) * factor
+
+
+def _reduced_in_bands(image: Image.Image, path: str, factor: int) -> Image.Image:
+    rows = _band_rows(*image.size, factor)
+    result = None
+    for top in range(0, image.height, rows):
+        band = _converted(image.crop((0, top, image.width, min(top + rows, image.height))), path)
+        if factor > 1:
+            band = band.reduce(factor)
+        if result is None:
+            result = Image.new(band.mode, (band.width, -(-image.height // factor)))
+        result.paste(band, (0, top // factor))
+    return result
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    """Transparent areas become white: that is how the browser and every image viewer
+    showed the file to the person who uploaded it (and how the not-CXR training data
+    were flattened)."""
+    rgba = image.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def colourfulness_of(rgb: Image.Image) -> float:
+    """Mean per-pixel channel spread (max - min over R, G, B), on a box-reduced copy of
+    about 64 pixels a side, so the cost does not grow with the image."""
+    factor = max(1, min(rgb.size) // 64)
+    small = np.asarray(rgb.reduce(factor) if factor > 1 else rgb)
+    r, g, b = small[..., 0], small[..., 1], small[..., 2]
+    spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)
+    return float(spread.mean()) / 255.0
+
+
+def _high_bit_gray(image: Image.Image, factor: int) -> np.ndarray:
+    """16-bit, 32-bit or float data, scaled by the whole image's extremes (`scale_with`) one band at a
+    time into the (shrunk) float32 result; NaN or infinity is refused before anything is scaled."""
+    width, height = image.size
+    rows = _band_rows(width, height, factor)
+    if rows >= height:  # one band: the whole image at once
+        values = np.asarray(image)
+        _extremes(values)  # refuses NaN and infinity
+        return on_8bit_levels(shrink_by(scale_to_unit(values), factor))
+    bands = [(top, min(top + rows, height)) for top in range(0, height, rows)]
+    extremes = [_extremes(_rows(image, top, bottom)) for top, bottom in bands]
+    low, high = min(low for low, _ in extremes), max(high for _, high in extremes)
+    used = (height // factor) * factor  # shrink_by leaves out the rows after the last whole box
+    result = np.empty((height // factor, width // factor), np.float32)
+    for top, bottom in bands:
+        bottom = min(bottom, used)
+        if top >= bottom:
+            break
+        result[top // factor : bottom // factor] = shrink_by(scale_with(_rows(image, top, bottom), low, high), factor)
+    return on_8bit_levels(result)
+
+
+def _extremes(values: np.ndarray) -> tuple[float, float]:
+    """(min, max) as scale_to_unit takes them (ints for integer data); NaN or infinity is refused."""
+    if values.dtype.kind in "ui":
+        return int(values.min()), int(values.max())
+    refuse_non_finite(values)
+    return float(values.min()), float(values.max())
+
+
+def _rows(image: Image.Image, top: int, bottom: int) -> np.ndarray:
+    whole = (top, bottom) == (0, image.height)
+    return np.asarray(image if whole else image.crop((0, top, image.width, bottom)))
