@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import event
 
-from tests.helpers import csrf_token, token_form
+from tests.helpers import (
+    PASSWORDS,
+    csrf_token,
+    held_after_answering,
+    in_parallel,
+    make_user,
+    threadable_app,
+    token_form,
+)
+from webapp.admin.forms import IssueTokenForm
 from webapp.extensions import db
 from webapp.models import ApiToken, AuditEvent, User, utcnow
 
@@ -174,3 +184,40 @@ def test_a_page_back_from_an_issued_token_still_issues_one_for_another_user(
     other = client.post(f"/admin/users/{admin_user}/tokens", data=data)
     assert other.status_code == 200 and "shown only this once" in other.get_data(as_text=True)
     assert client.post(f"/admin/users/{admin_user}/tokens", data=data).status_code == 303  # that one again
+
+
+def _two_browsers_of_one_session(app):
+    """Two clients holding the same signed-in session cookie: one browser's double-click."""
+    first, second = app.test_client(), app.test_client()
+    first.post("/auth/login", data={"username": "admin", "password": PASSWORDS["admin"]})
+    second.set_cookie("session", first.get_cookie("session").value)
+    return first, second
+
+
+def test_the_token_form_sent_twice_at_once_issues_one_token_not_two(tmp_path, monkeypatch):
+    """ "Issue API token" double-clicked: both POSTs carry the same session cookie, and the form's
+    one-time value was remembered in that cookie, so each found it unused and each issued a token;
+    the browser shows only the last answer, so one live token's secret was seen by nobody. Both are
+    held after the form is read until both have read it."""
+    app = threadable_app(tmp_path, WTF_CSRF_ENABLED=False)
+    make_user(app, "admin", "admin")
+    clin = make_user(app, "clin", "clinician")
+    browsers = _two_browsers_of_one_session(app)
+    once = re.search(r'name="once" value="([^"]+)"', browsers[0].get("/admin/users").get_data(as_text=True))[1]
+    held_after_answering(monkeypatch, IssueTokenForm, "validate_on_submit")
+
+    def issue(browser):
+        def post():
+            status = browser.post(f"/admin/users/{clin}/tokens", data={"once": once, "name": "script"}).status_code
+            return status, "already sent: it issued token 1" in browser.get("/admin/users").get_data(as_text=True)
+
+        return post
+
+    assert sorted(in_parallel(*(issue(b) for b in browsers))) == [(200, False), (303, True)]
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(ApiToken)) == 1
+        assert (
+            db.session.scalar(db.select(db.func.count()).select_from(AuditEvent).filter_by(action="token_issued")) == 1
+        )
+        db.session.remove()
+        db.engine.dispose()

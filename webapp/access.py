@@ -35,9 +35,12 @@ def _default_actor() -> str:
     return "cli"
 
 
-def issue_token(user: User, name: str = "", days: int = 90, actor: str | None = None) -> tuple[ApiToken, str]:
-    """A new token for `user`: the row and the secret. The caller commits and shows the secret once."""
-    token, secret = ApiToken.create(user, name.strip()[:64], days)
+def issue_token(
+    user: User, name: str = "", days: int = 90, actor: str | None = None, form_once: str | None = None
+) -> tuple[ApiToken, str]:
+    """A new token for `user`: the row and the secret. The caller commits and shows the secret once.
+    Raises IntegrityError when `form_once` (the admin page form's one-time value) already issued one."""
+    token, secret = ApiToken.create(user, name.strip()[:64], days, form_once)
     db.session.flush()  # the id names the token in the audit trail and on the admin page
     record_audit(
         actor or _default_actor(),

@@ -140,6 +140,10 @@ def _token_digest(token: str) -> str:
 
 class ApiToken(db.Model):
     __tablename__ = "api_tokens"
+    # One token per sent form: the page's one-time value is kept with the token it issued, so the form
+    # sent again (a reload, a double-click's second POST racing the first) breaks this index and issues
+    # nothing, in every worker (a value kept in the session cookie was seen unused by both clicks).
+    __table_args__ = (Index("uq_api_tokens_form_once", "user_id", "form_once", unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
@@ -149,6 +153,8 @@ class ApiToken(db.Model):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The admin page form's one-time value that issued it (admin.routes.issue_user_token); None: the CLI.
+    form_once: Mapped[str | None] = mapped_column(String(64))
 
     user: Mapped[User] = relationship(back_populates="tokens")
 
@@ -157,7 +163,7 @@ class ApiToken(db.Model):
     LAST_USED_RESOLUTION = timedelta(minutes=1)
 
     @classmethod
-    def create(cls, user: User, name: str = "", days: int = 90) -> tuple[ApiToken, str]:
+    def create(cls, user: User, name: str = "", days: int = 90, form_once: str | None = None) -> tuple[ApiToken, str]:
         """Add a new token for `user` valid for `days`: the row and its secret (only the digest is stored)."""
         secret = secrets.token_urlsafe(32)
         now = utcnow()
@@ -167,6 +173,7 @@ class ApiToken(db.Model):
             token_digest=_token_digest(secret),
             created_at=now,
             expires_at=now + timedelta(days=days),
+            form_once=form_once,
         )
         db.session.add(row)
         return row, secret
