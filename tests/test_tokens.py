@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from flask_wtf import FlaskForm
 from sqlalchemy import event
 
 from tests.helpers import (
@@ -13,6 +14,7 @@ from tests.helpers import (
     csrf_token,
     held_after_answering,
     in_parallel,
+    issue_token,
     make_user,
     threadable_app,
     token_form,
@@ -218,6 +220,36 @@ def test_the_token_form_sent_twice_at_once_issues_one_token_not_two(tmp_path, mo
         assert db.session.scalar(db.select(db.func.count()).select_from(ApiToken)) == 1
         assert (
             db.session.scalar(db.select(db.func.count()).select_from(AuditEvent).filter_by(action="token_issued")) == 1
+        )
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_one_token_revoked_twice_at_once_is_audited_once(tmp_path, monkeypatch):
+    """Revoke double-clicked (or two administrators at once): each request found the token live, so
+    each revoked it and each wrote a `token_revoked` row. Both are held after the form is read."""
+    app = threadable_app(tmp_path, WTF_CSRF_ENABLED=False)
+    make_user(app, "admin", "admin")
+    make_user(app, "clin", "clinician")
+    issue_token(app, "clin")
+    with app.app_context():
+        token_id = db.session.scalar(db.select(ApiToken.id))
+    browsers = _two_browsers_of_one_session(app)
+    held_after_answering(monkeypatch, FlaskForm, "validate_on_submit")
+
+    def revoke(browser):
+        def post():
+            browser.post(f"/admin/tokens/{token_id}/revoke")
+            return browser.get("/admin/users").get_data(as_text=True)
+
+        return post
+
+    pages = in_parallel(*(revoke(b) for b in browsers))
+    assert sorted("already revoked" in page for page in pages) == [False, True]
+    with app.app_context():
+        assert db.session.get(ApiToken, token_id).state == "revoked"
+        assert (
+            db.session.scalar(db.select(db.func.count()).select_from(AuditEvent).filter_by(action="token_revoked")) == 1
         )
         db.session.remove()
         db.engine.dispose()
