@@ -2,10 +2,12 @@
 
 from datetime import UTC, datetime
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import LargeBinary, func, insert, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 
 from tests.factories import add_prediction
 from tests.helpers import AuthActions, csrf_token, reset_database
@@ -243,3 +245,41 @@ def test_operating_points_left_in_force_together_are_reduced_to_the_applied_one(
         upgrade()
         rows = db.session.execute(text("SELECT id, withdrawn_at IS NULL FROM site_calibrations ORDER BY id")).all()
         assert [(row[0], bool(row[1])) for row in rows] == [(1, False), (2, False), (3, True), (4, True)]
+
+
+def test_names_differing_only_in_case_are_kept_and_no_new_one_can_join_them(app, admin_user, capsys):
+    """Until 0013 only the app's check kept "Alice" from beside "alice" (two created at once both
+    passed it); the database refuses that now. Accounts that already differ only in case (made before
+    that check, or by directory sign-in until 4 December) are kept and named in a warning, not merged,
+    renamed or allowed to stop the upgrade, and their name stays taken in every case."""
+    with app.app_context():
+        downgrade(revision="0012_token_form_once")
+        for name in ("Clin", "clin", "CLIN", "other"):
+            _user_row(name)
+        upgrade()  # logs through alembic.ini's console handler (it replaces the handlers pytest adds)
+        assert [u.username for u in db.session.scalars(select(User).order_by(User.id))] == [
+            "admin",
+            "Clin",
+            "clin",
+            "CLIN",
+            "other",
+        ]
+        warned = [line for line in capsys.readouterr().err.splitlines() if "differs only in case" in line]
+        assert len(warned) == 2 and all("'Clin'" in line for line in warned)
+        for name in ("cLin", "Other", "ADMIN"):
+            _user_row(name, expect_refused=True)
+        _user_row("new.doc")
+        downgrade(revision="0012_token_form_once")  # and up again, those rows in place
+        upgrade()
+        _user_row("CLIN.")
+        _user_row("Clin.", expect_refused=True)
+
+
+def _user_row(name: str, expect_refused: bool = False) -> None:
+    db.session.add(User(username=name, role="clinician", password_hash="x"))
+    if expect_refused:
+        with pytest.raises(IntegrityError):
+            db.session.commit()
+        db.session.rollback()
+    else:
+        db.session.commit()

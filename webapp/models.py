@@ -133,6 +133,12 @@ class User(UserMixin, db.Model):
         return db.session.scalar(select(cls.id).where(func.lower(cls.username) == folded)) is not None
 
 
+# What name_taken checks, held by the database too: "Alice" and "alice" created at the same moment both
+# passed that check before either was saved. The callers answer the second's IntegrityError as "taken".
+# (Accounts that already differed only in case when migration 0013 came are left out of it there.)
+Index("uq_users_username_folded", func.lower(User.username), unique=True)
+
+
 def _token_digest(token: str) -> str:
     # API tokens are long random strings, so a fast hash is enough; only the digest is stored.
     return hashlib.sha256(token.encode()).hexdigest()

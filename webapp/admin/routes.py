@@ -64,7 +64,7 @@ def users():
             record_audit(current_user.username, "user_created", user.username, f"role={user.role}")
             try:
                 db.session.commit()
-            except IntegrityError:  # the same name created between the check and here (a double-click)
+            except IntegrityError:  # the name, in any case, created between the check and here (a double-click)
                 db.session.rollback()
             else:
                 flash(f"User {user.username} created.", "info")

@@ -96,7 +96,9 @@ def check(username: str, password: str) -> Outcome:
         # made the row between our look and our insert; this one signs in to it, as the next would.
         db.session.rollback()
         user = User.by_username(name)
-        if user is None or not user.from_directory:
+        if user is None:  # not that name: a local one differing only in case, saved at the same moment
+            return Outcome(None, NAME_TAKEN)
+        if not user.from_directory:
             return Outcome(None)
         user = _sync(user, name, answer.role)
     return Outcome(user) if user.active else Outcome(None)
