@@ -50,7 +50,7 @@ def login():
                 throttle.succeeded(attempt)
                 return _signed_in(outcome.user)
             flash(outcome.refusal, "error")
-            record_audit(_audited_name(username), "sign_in_failed", details=outcome.refusal)
+            record_audit(_audited_name(username), "sign_in_failed", details=outcome.audited)
             db.session.commit()
             status = 401
     elif form.is_submitted():
