@@ -15,7 +15,7 @@ from webapp.auth.recheck import recheck_directory_accounts
 from webapp.config import TestingConfig
 from webapp.extensions import db
 from webapp.jobs.queue import jobs
-from webapp.models import DIRECTORY, AuditEvent, User
+from webapp.models import DIRECTORY, NO_LOCAL_PASSWORD, AuditEvent, User
 
 ADMIN_PAGE = "/admin/users"
 
@@ -455,5 +455,30 @@ def test_a_first_sign_in_refused_by_the_database_at_the_last_moment_is_told_the_
     assert response.status_code == 401 and "already used here" in response.get_data(as_text=True)
     with app.app_context():
         assert [u.username for u in db.session.query(User)] == ["Alice"]
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_a_sign_in_sent_twice_at_once_after_a_role_change_changes_the_role_once(tmp_path, ldap_server, monkeypatch):
+    """alice, an administrator here, moved to the clinicians' group, signs in with a double-click:
+    each request found the old role, so each wrote `role_changed` and ended all access, the second
+    ending the session the first had just begun. Both are held after each look-up of the account."""
+    app = threadable_app(tmp_path, WTF_CSRF_ENABLED=False, **ldap_server.app_settings())
+    with app.app_context():
+        db.session.add(User(username="alice", role="admin", source=DIRECTORY, password_hash=NO_LOCAL_PASSWORD))
+        db.session.commit()
+    held_after_answering(monkeypatch, User, "by_username")
+    browsers = [app.test_client(), app.test_client()]
+
+    def sign_in(browser):
+        form = {"username": "alice", "password": DIRECTORY_PEOPLE["alice"][0]}
+        return lambda: browser.post("/auth/login", data=form).status_code
+
+    assert in_parallel(*(sign_in(b) for b in browsers)) == [302, 302]
+    monkeypatch.undo()
+    assert [b.get("/screen").status_code for b in browsers] == [200, 200]
+    with app.app_context():
+        assert db.session.query(AuditEvent).filter_by(action="role_changed").count() == 1
+        assert User.by_username("alice").role == "clinician"
         db.session.remove()
         db.engine.dispose()

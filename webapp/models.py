@@ -115,6 +115,23 @@ class User(UserMixin, db.Model):
     def set_password(self, password: str) -> None:
         self.password_hash = hash_password(password)
 
+    def take_role(self, role: str) -> bool:
+        """Give the account `role` unless another request changed its role since this row was read;
+        whether this one did (the caller then audits it and ends the old role's access). Conditional, so
+        of two at once (a double-clicked sign-in after a directory move, a sign-in beside the re-check)
+        one does: both wrote role_changed, and the second ended the session the first had just begun."""
+        changed = db.session.execute(
+            update(User)
+            .where(User.id == self.id, User.role == self.role)
+            .values(role=role)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if changed:
+            set_committed_value(self, "role", role)
+        else:
+            db.session.refresh(self)  # the other's role, and the session version it began under
+        return bool(changed)
+
     def check_password(self, password: str) -> bool:
         return verify_password(self.password_hash, password)
 

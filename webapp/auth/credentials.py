@@ -123,10 +123,11 @@ def _sync(user: User | None, username: str, role: str) -> User:
         db.session.add(user)
         record_audit(username, "user_created", username, f"from the directory, role={role}")
     elif user.role != role:
-        record_audit(username, "role_changed", username, f"from the directory: {user.role} -> {role}")
-        user.role = role
-        # Tokens too: a script's token issued to a clinician must not become an administrator's.
-        end_all_access(user, reason="role changed in the directory", actor=directory.ACTOR)
+        old_role = user.role
+        if user.take_role(role):
+            record_audit(username, "role_changed", username, f"from the directory: {old_role} -> {role}")
+            # Tokens too: a script's token issued to a clinician must not become an administrator's.
+            end_all_access(user, reason="role changed in the directory", actor=directory.ACTOR)
     user.directory_access = True
     db.session.commit()
     return user
