@@ -2,7 +2,7 @@ import pytest
 
 from tests.helpers import csrf_token
 from webapp.extensions import db
-from webapp.models import User
+from webapp.models import AuditEvent, User
 
 PROTECTED_PAGES = [
     "/",
@@ -125,10 +125,23 @@ def test_throttled_per_address(app, client, auth, clinician_user):
 
 
 def test_deactivated_user_cannot_sign_in(app, client, auth, clinician_user):
+    """Refused with the message any wrong password gets (the page must not tell a guesser which
+    accounts exist or are deactivated), but the audit trail says why: it recorded that same generic
+    refusal, so an administrator could not see a leaver trying their old, right password."""
     with app.app_context():
         db.session.get(User, clinician_user).active = False
         db.session.commit()
-    assert auth.login().status_code == 401
+    for password in (None, "not-the-password"):
+        response = auth.login("clin", password)
+        page = response.get_data(as_text=True)
+        assert response.status_code == 401 and "Unknown username or wrong password." in page
+        assert "deactivated" not in page
+    with app.app_context():
+        failed = db.session.scalars(db.select(AuditEvent).filter_by(action="sign_in_failed").order_by(AuditEvent.id))
+        assert [(e.actor, e.details) for e in failed] == [
+            ("clin", "account deactivated (password right)"),
+            ("clin", "account deactivated (password wrong)"),
+        ]
 
 
 def test_session_of_deactivated_user_ends(app, client, auth, clinician_user):

@@ -184,3 +184,40 @@ def test_db_upgrade_on_a_database_that_cannot_be_reached_is_one_line(tmp_path, d
     assert result.output.startswith("Error: the database (DATABASE_URL) failed: ")
     assert reason in result.output and len(result.output.strip().splitlines()) == 1
     assert "pw-s3cret" not in result.output and "db upgrade` first" not in result.output
+
+
+def test_names_differing_only_in_case_created_at_once_make_one_account(tmp_path, monkeypatch):
+    """ "Alice" and "alice" created at the same moment (two administrators, a page and the shell): both
+    passed the case-insensitive "name taken" check before either was saved, and the unique name,
+    case-sensitive, let both in: two accounts for one person. Both are held after that check."""
+    app = threadable_app(tmp_path, WTF_CSRF_ENABLED=False)
+    make_user(app, "admin", "admin")
+    held_after_answering(monkeypatch, User, "name_taken")
+
+    def create(name):
+        def post():
+            client = app.test_client()
+            client.post("/auth/login", data={"username": "admin", "password": PASSWORDS["admin"]})
+            form = {"username": name, "role": "clinician", "password": "a-long-password"}
+            response = client.post("/admin/users", data=form)
+            return response.status_code, "That username is taken" in response.get_data(as_text=True)
+
+        return post
+
+    assert sorted(in_parallel(create("Alice"), create("alice"))) == [(303, False), (400, True)]
+    with app.app_context():
+        assert db.session.query(User).filter(db.func.lower(User.username) == "alice").count() == 1
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_the_shell_told_a_name_was_taken_at_the_last_moment_says_so(app, runner, monkeypatch):
+    """`users create Alice` while "alice" is saved on the Users page between its check and its own
+    save (as test_names_differing_only_in_case_created_at_once_make_one_account holds two requests):
+    the database refuses it, and the shell says the name is taken, not a traceback."""
+    make_user(app, "clin", "clinician")
+    monkeypatch.setattr(User, "name_taken", staticmethod(lambda name: False))  # the check came first
+    result = runner.invoke(args=["users", "create", "Clin", "--password", "a-long-password"])
+    assert result.exit_code == 1 and "already exists (names differing only in case" in result.output
+    with app.app_context():
+        assert [u.username for u in db.session.query(User)] == ["clin"]

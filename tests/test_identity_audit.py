@@ -1,6 +1,15 @@
 """Sign-ins, failures, sign-outs and account changes land in the audit trail, never a password."""
 
-from tests.helpers import PASSWORDS, AuthActions, csrf_token
+from tests.helpers import (
+    PASSWORDS,
+    AuthActions,
+    csrf_token,
+    held_after_answering,
+    in_parallel,
+    make_user,
+    threadable_app,
+)
+from webapp.admin.forms import SetActiveForm
 from webapp.extensions import db
 from webapp.models import AuditEvent, User
 
@@ -83,3 +92,31 @@ def test_a_wrong_current_password_on_the_password_page_is_audited(app, client, a
     assert failures[5:] == [("clin", "clin", "delayed after repeated failures")] * 2
     written = " ".join(f"{e.actor} {e.action} {e.target} {e.details}" for e in events(app))
     assert not any(guess in written for guess in guesses)
+
+
+def test_one_account_deactivated_twice_at_once_is_deactivated_once(tmp_path, monkeypatch):
+    """Deactivate double-clicked, or two administrators at once: each request found the account active,
+    so each deactivated it, wrote `user_deactivated` and said "now deactivated". Both are held after
+    the form is read."""
+    app = threadable_app(tmp_path, WTF_CSRF_ENABLED=False)
+    make_user(app, "admin", "admin")
+    clin = make_user(app, "clin", "clinician")
+    admins = []
+    for _ in range(2):
+        admins.append(app.test_client())
+        admins[-1].post("/auth/login", data={"username": "admin", "password": PASSWORDS["admin"]})
+    held_after_answering(monkeypatch, SetActiveForm, "validate_on_submit")
+
+    def deactivate(client):
+        def post():
+            client.post(f"/admin/users/{clin}/active", data={"active": "0"})
+            return "already deactivated" in client.get("/admin/users").get_data(as_text=True)
+
+        return post
+
+    assert sorted(in_parallel(*(deactivate(c) for c in admins))) == [False, True]
+    with app.app_context():
+        assert not db.session.get(User, clin).active
+        assert db.session.query(AuditEvent).filter_by(action="user_deactivated").count() == 1
+        db.session.remove()
+        db.engine.dispose()

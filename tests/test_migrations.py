@@ -2,15 +2,27 @@
 
 from datetime import UTC, datetime
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import LargeBinary, func, inspect, select, text
+from sqlalchemy import LargeBinary, func, insert, inspect, select, text
+from sqlalchemy.exc import IntegrityError
 
 from tests.factories import add_prediction
 from tests.helpers import AuthActions, csrf_token, reset_database
 from webapp.extensions import db
-from webapp.models import DIRECTORY, LOCAL, NO_LOCAL_PASSWORD, ApiToken, AuditEvent, Prediction, PredictionImages, User
+from webapp.models import (
+    DIRECTORY,
+    LOCAL,
+    NO_LOCAL_PASSWORD,
+    ApiToken,
+    AuditEvent,
+    Prediction,
+    PredictionImages,
+    User,
+    _token_digest,
+)
 
 TABLES = {
     "users",
@@ -46,10 +58,18 @@ def test_downgrade_then_upgrade(app):
 
 
 def _directory_account(name: str) -> User:
-    """A row as directory sign-in made it (before it refused the reserved name), with an API token."""
+    """A row as directory sign-in made it (before it refused the reserved name), with an API token
+    (its row written with the columns of that revision: the model's has later ones)."""
     user = User(username=name, role="clinician", source=DIRECTORY, password_hash=NO_LOCAL_PASSWORD)
     db.session.add(user)
-    _, user.secret = ApiToken.create(user)
+    db.session.flush()
+    user.secret = f"{name}-token-secret"
+    token = {
+        "user_id": user.id,
+        "token_digest": _token_digest(user.secret),
+        "expires_at": datetime(2100, 1, 1, tzinfo=UTC),
+    }
+    db.session.execute(insert(ApiToken.__table__).values(token))
     db.session.commit()
     return user
 
@@ -81,7 +101,8 @@ def test_the_upgrade_deactivates_a_directory_account_named_pacs(app, client, aut
     def api(secret: str) -> int:
         return client.get("/api/v1/tokens", headers={"Authorization": f"Bearer {secret}"}).status_code
 
-    assert (api(pacs_secret), browser.get("/screen").status_code) == (200, 200)  # before the upgrade
+    # Before the upgrade (the API is not asked: the token model has columns from after 0007).
+    assert browser.get("/screen").status_code == 200
     with app.app_context():
         upgrade()
         pacs = db.session.get(User, pacs_id)
@@ -224,3 +245,41 @@ def test_operating_points_left_in_force_together_are_reduced_to_the_applied_one(
         upgrade()
         rows = db.session.execute(text("SELECT id, withdrawn_at IS NULL FROM site_calibrations ORDER BY id")).all()
         assert [(row[0], bool(row[1])) for row in rows] == [(1, False), (2, False), (3, True), (4, True)]
+
+
+def test_names_differing_only_in_case_are_kept_and_no_new_one_can_join_them(app, admin_user, capsys):
+    """Until 0013 only the app's check kept "Alice" from beside "alice" (two created at once both
+    passed it); the database refuses that now. Accounts that already differ only in case (made before
+    that check, or by directory sign-in until 4 December) are kept and named in a warning, not merged,
+    renamed or allowed to stop the upgrade, and their name stays taken in every case."""
+    with app.app_context():
+        downgrade(revision="0012_token_form_once")
+        for name in ("Clin", "clin", "CLIN", "other"):
+            _user_row(name)
+        upgrade()  # logs through alembic.ini's console handler (it replaces the handlers pytest adds)
+        assert [u.username for u in db.session.scalars(select(User).order_by(User.id))] == [
+            "admin",
+            "Clin",
+            "clin",
+            "CLIN",
+            "other",
+        ]
+        warned = [line for line in capsys.readouterr().err.splitlines() if "differs only in case" in line]
+        assert len(warned) == 2 and all("'Clin'" in line for line in warned)
+        for name in ("cLin", "Other", "ADMIN"):
+            _user_row(name, expect_refused=True)
+        _user_row("new.doc")
+        downgrade(revision="0012_token_form_once")  # and up again, those rows in place
+        upgrade()
+        _user_row("CLIN.")
+        _user_row("Clin.", expect_refused=True)
+
+
+def _user_row(name: str, expect_refused: bool = False) -> None:
+    db.session.add(User(username=name, role="clinician", password_hash="x"))
+    if expect_refused:
+        with pytest.raises(IntegrityError):
+            db.session.commit()
+        db.session.rollback()
+    else:
+        db.session.commit()

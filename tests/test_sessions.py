@@ -3,9 +3,20 @@
 import re
 
 import pytest
+from flask_wtf import FlaskForm
+from sqlalchemy import update
 
 from tests.factories import add_prediction
-from tests.helpers import PASSWORDS, AuthActions, csrf_token
+from tests.helpers import (
+    PASSWORDS,
+    AuthActions,
+    csrf_token,
+    held_after_answering,
+    in_parallel,
+    make_user,
+    threadable_app,
+)
+from webapp.auth import routes as auth_routes
 from webapp.auth import sessions
 from webapp.extensions import db
 from webapp.models import AuditEvent, Feedback, User
@@ -283,3 +294,90 @@ def test_an_expired_sign_in_form_shows_the_sign_in_page_again(app, client, clini
     assert response.status_code == 303 and response.headers["Location"] == "/auth/login?next=/history/"
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "The sign-in page had expired" in page and 'name="password"' in page
+
+
+def test_a_password_reset_at_the_moment_of_a_password_change_still_ends_that_session(tmp_path, monkeypatch):
+    """An administrator resets clin's password (to lock someone out) while, signed in, that someone
+    changes it. Both requests read the session version before either wrote, and both wrote the same
+    next value: the session the change began went on, with a password of its own choosing or the
+    administrator's. Both are held after their form is read."""
+    app = threadable_app(tmp_path, WTF_CSRF_ENABLED=False)
+    make_user(app, "admin", "admin")
+    clin = make_user(app, "clin", "clinician")
+    admin, intruder = app.test_client(), app.test_client()
+    admin.post("/auth/login", data={"username": "admin", "password": PASSWORDS["admin"]})
+    intruder.post("/auth/login", data={"username": "clin", "password": PASSWORDS["clin"]})
+    held_after_answering(monkeypatch, FlaskForm, "validate_on_submit")
+
+    def reset():
+        return admin.post(f"/admin/users/{clin}/password", data={"password": "the-admins-new-pass-1"}).status_code
+
+    def change():
+        new = "the-intruders-pass-1"
+        form = {"current_password": PASSWORDS["clin"], "new_password": new, "confirm": new}
+        return intruder.post("/auth/password", data=form).status_code
+
+    in_parallel(reset, change)
+    after = intruder.get("/screen")  # signed out, whichever was saved first
+    assert after.status_code == 302 and after.headers["Location"].startswith("/auth/login")
+    with app.app_context():
+        user = db.session.get(User, clin)
+        assert user.must_change_password and user.check_password("the-admins-new-pass-1")
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_a_password_change_after_a_sign_out_elsewhere_is_not_made(tmp_path, monkeypatch):
+    """The order the test above may not meet: clin signs out on another workstation (every session
+    ends) after this request checked the current password and before it saved the new one. The change
+    is not made and this browser is signed out too, told why."""
+    app = threadable_app(tmp_path, WTF_CSRF_ENABLED=False)
+    clin = make_user(app, "clin", "clinician")
+    browser = app.test_client()
+    browser.post("/auth/login", data={"username": "clin", "password": PASSWORDS["clin"]})
+    checked = auth_routes.verify_password
+
+    def checked_then_signed_out_elsewhere(password_hash, password):
+        answer = checked(password_hash, password)
+        with app.app_context(), db.engine.begin() as conn:
+            conn.execute(update(User).where(User.id == clin).values(session_version=User.session_version + 1))
+        return answer
+
+    monkeypatch.setattr(auth_routes, "verify_password", checked_then_signed_out_elsewhere)
+    new = "a-brand-new-password-1"
+    response = browser.post(
+        "/auth/password", data={"current_password": PASSWORDS["clin"], "new_password": new, "confirm": new}
+    )
+    assert response.status_code == 303 and response.headers["Location"] == "/auth/login"
+    assert "Your password was not changed" in browser.get("/auth/login").get_data(as_text=True)
+    assert browser.get("/screen").status_code == 302
+    monkeypatch.undo()
+    with app.app_context():
+        assert db.session.get(User, clin).check_password(PASSWORDS["clin"])
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_a_password_change_sent_twice_at_once_is_made_once_and_stays_signed_in(tmp_path, monkeypatch):
+    """Change password double-clicked: the browser shows the second answer. Its compare-and-set finds
+    the hash the first one wrote; that is this very change, not a reset elsewhere, so it must not say
+    "not changed" and sign the person out. Both are held after reading the form."""
+    app = threadable_app(tmp_path, WTF_CSRF_ENABLED=False)
+    make_user(app, "clin", "clinician")
+    first = app.test_client()
+    first.post("/auth/login", data={"username": "clin", "password": PASSWORDS["clin"]})
+    second = copy_of(app, first)
+    held_after_answering(monkeypatch, FlaskForm, "validate_on_submit")
+    new = "a-brand-new-password-1"
+    form = {"current_password": PASSWORDS["clin"], "new_password": new, "confirm": new}
+
+    def change(browser):
+        return lambda: browser.post("/auth/password", data=form).headers["Location"]
+
+    assert in_parallel(change(first), change(second)) == ["/screen", "/screen"]
+    monkeypatch.undo()
+    assert [b.get("/screen").status_code for b in (first, second)] == [200, 200]
+    with app.app_context():
+        assert db.session.query(AuditEvent).filter_by(action="password_changed").count() == 1
+        db.session.remove()
+        db.engine.dispose()

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
+from flask_wtf import FlaskForm
 from sqlalchemy import event
 
-from tests.helpers import csrf_token, token_form
+from tests.helpers import (
+    PASSWORDS,
+    csrf_token,
+    held_after_answering,
+    in_parallel,
+    issue_token,
+    make_user,
+    threadable_app,
+    token_form,
+)
+from webapp.admin.forms import IssueTokenForm
 from webapp.extensions import db
 from webapp.models import ApiToken, AuditEvent, User, utcnow
 
@@ -191,3 +203,70 @@ def test_a_token_issued_to_a_directory_leaver_is_refused(app, client, runner):
         User.by_username("alice").directory_access = True
         db.session.commit()
     assert client.get("/api/v1/tokens", headers=bearer(token)).status_code == 200
+
+
+def _two_browsers_of_one_session(app):
+    """Two clients holding the same signed-in session cookie: one browser's double-click."""
+    first, second = app.test_client(), app.test_client()
+    first.post("/auth/login", data={"username": "admin", "password": PASSWORDS["admin"]})
+    second.set_cookie("session", first.get_cookie("session").value)
+    return first, second
+
+
+def test_the_token_form_sent_twice_at_once_issues_one_token_not_two(tmp_path, monkeypatch):
+    """ "Issue API token" double-clicked: both POSTs carry the same session cookie, and the form's
+    one-time value was remembered in that cookie, so each found it unused and each issued a token;
+    the browser shows only the last answer, so one live token's secret was seen by nobody. Both are
+    held after the form is read until both have read it."""
+    app = threadable_app(tmp_path, WTF_CSRF_ENABLED=False)
+    make_user(app, "admin", "admin")
+    clin = make_user(app, "clin", "clinician")
+    browsers = _two_browsers_of_one_session(app)
+    once = re.search(r'name="once" value="([^"]+)"', browsers[0].get("/admin/users").get_data(as_text=True))[1]
+    held_after_answering(monkeypatch, IssueTokenForm, "validate_on_submit")
+
+    def issue(browser):
+        def post():
+            status = browser.post(f"/admin/users/{clin}/tokens", data={"once": once, "name": "script"}).status_code
+            return status, "already sent: it issued token 1" in browser.get("/admin/users").get_data(as_text=True)
+
+        return post
+
+    assert sorted(in_parallel(*(issue(b) for b in browsers))) == [(200, False), (303, True)]
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(ApiToken)) == 1
+        assert (
+            db.session.scalar(db.select(db.func.count()).select_from(AuditEvent).filter_by(action="token_issued")) == 1
+        )
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_one_token_revoked_twice_at_once_is_audited_once(tmp_path, monkeypatch):
+    """Revoke double-clicked (or two administrators at once): each request found the token live, so
+    each revoked it and each wrote a `token_revoked` row. Both are held after the form is read."""
+    app = threadable_app(tmp_path, WTF_CSRF_ENABLED=False)
+    make_user(app, "admin", "admin")
+    make_user(app, "clin", "clinician")
+    issue_token(app, "clin")
+    with app.app_context():
+        token_id = db.session.scalar(db.select(ApiToken.id))
+    browsers = _two_browsers_of_one_session(app)
+    held_after_answering(monkeypatch, FlaskForm, "validate_on_submit")
+
+    def revoke(browser):
+        def post():
+            browser.post(f"/admin/tokens/{token_id}/revoke")
+            return browser.get("/admin/users").get_data(as_text=True)
+
+        return post
+
+    pages = in_parallel(*(revoke(b) for b in browsers))
+    assert sorted("already revoked" in page for page in pages) == [False, True]
+    with app.app_context():
+        assert db.session.get(ApiToken, token_id).state == "revoked"
+        assert (
+            db.session.scalar(db.select(db.func.count()).select_from(AuditEvent).filter_by(action="token_revoked")) == 1
+        )
+        db.session.remove()
+        db.engine.dispose()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from flask import g, has_request_context, request
 from flask_login import current_user
+from sqlalchemy import update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .extensions import db
 from .models import ApiToken, User, record_audit, utcnow
@@ -36,9 +38,12 @@ def _default_actor() -> str:
     return shell_actor()
 
 
-def issue_token(user: User, name: str = "", days: int = 90, actor: str | None = None) -> tuple[ApiToken, str]:
-    """A new token for `user`: the row and the secret. The caller commits and shows the secret once."""
-    token, secret = ApiToken.create(user, name.strip()[:64], days)
+def issue_token(
+    user: User, name: str = "", days: int = 90, actor: str | None = None, form_once: str | None = None
+) -> tuple[ApiToken, str]:
+    """A new token for `user`: the row and the secret. The caller commits and shows the secret once.
+    Raises IntegrityError when `form_once` (the admin page form's one-time value) already issued one."""
+    token, secret = ApiToken.create(user, name.strip()[:64], days, form_once)
     db.session.flush()  # the id names the token in the audit trail and on the admin page
     record_audit(
         actor or _default_actor(),
@@ -50,10 +55,22 @@ def issue_token(user: User, name: str = "", days: int = 90, actor: str | None = 
 
 
 def revoke_token(token: ApiToken, actor: str | None = None, reason: str = "") -> bool:
-    """Revoke one token; False when it was already revoked."""
+    """Revoke one token; False when it was already revoked (`token` then shows when)."""
     if token.revoked_at is not None:
         return False
-    token.revoked_at = utcnow()
+    # Conditional, so of two revocations at once (a double-click, two administrators) only the one that
+    # revoked it says so and writes the audit row: the other waits for it, then changes nothing.
+    now = utcnow()
+    revoked = db.session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == token.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not revoked:
+        db.session.refresh(token, ["revoked_at"])
+        return False
+    set_committed_value(token, "revoked_at", now)  # what the row now holds, not a change to write
     details = f"token {token.id} {token.name!r}" + (f"; {reason}" if reason else "")
     record_audit(actor or _default_actor(), "token_revoked", token.user.username, details)
     return True

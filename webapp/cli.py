@@ -7,6 +7,7 @@ from datetime import timedelta
 import click
 from flask import current_app
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 
 from .access import issue_token, revoke_token, revoke_tokens
 from .auth.sessions import end_all_access
@@ -57,14 +58,19 @@ def create(name: str, role: str, password: str, change_at_sign_in: bool) -> None
     """Create a user NAME with a role."""
     if not re.fullmatch(USERNAME_PATTERN, name):
         raise click.ClickException("A user name is 2 to 64 letters, digits, dots, dashes and underscores.")
+    taken = f"User {name!r} already exists (names differing only in case count as the same)."
     if User.name_taken(name):
-        raise click.ClickException(f"User {name!r} already exists (names differing only in case count as the same).")
+        raise click.ClickException(taken)
     _check_password(password)
     user = User(username=name, role=role, must_change_password=change_at_sign_in)
     user.set_password(password)
     db.session.add(user)
     record_audit(shell_actor(), "user_created", name, f"role={role}")
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:  # the name, in some case, created on the Users page between the check and here
+        db.session.rollback()
+        raise click.ClickException(taken) from None
     click.echo(f"Created {role} {name}.")
 
 

@@ -115,6 +115,23 @@ class User(UserMixin, db.Model):
     def set_password(self, password: str) -> None:
         self.password_hash = hash_password(password)
 
+    def take_role(self, role: str) -> bool:
+        """Give the account `role` unless another request changed its role since this row was read;
+        whether this one did (the caller then audits it and ends the old role's access). Conditional, so
+        of two at once (a double-clicked sign-in after a directory move, a sign-in beside the re-check)
+        one does: both wrote role_changed, and the second ended the session the first had just begun."""
+        changed = db.session.execute(
+            update(User)
+            .where(User.id == self.id, User.role == self.role)
+            .values(role=role)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if changed:
+            set_committed_value(self, "role", role)
+        else:
+            db.session.refresh(self)  # the other's role, and the session version it began under
+        return bool(changed)
+
     def check_password(self, password: str) -> bool:
         return verify_password(self.password_hash, password)
 
@@ -133,6 +150,12 @@ class User(UserMixin, db.Model):
         return db.session.scalar(select(cls.id).where(func.lower(cls.username) == folded)) is not None
 
 
+# What name_taken checks, held by the database too: "Alice" and "alice" created at the same moment both
+# passed that check before either was saved. The callers answer the second's IntegrityError as "taken".
+# (Accounts that already differed only in case when migration 0013 came are left out of it there.)
+Index("uq_users_username_folded", func.lower(User.username), unique=True)
+
+
 def _token_digest(token: str) -> str:
     # API tokens are long random strings, so a fast hash is enough; only the digest is stored.
     return hashlib.sha256(token.encode()).hexdigest()
@@ -140,6 +163,10 @@ def _token_digest(token: str) -> str:
 
 class ApiToken(db.Model):
     __tablename__ = "api_tokens"
+    # One token per sent form: the page's one-time value is kept with the token it issued, so the form
+    # sent again (a reload, a double-click's second POST racing the first) breaks this index and issues
+    # nothing, in every worker (a value kept in the session cookie was seen unused by both clicks).
+    __table_args__ = (Index("uq_api_tokens_form_once", "user_id", "form_once", unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
@@ -149,6 +176,8 @@ class ApiToken(db.Model):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The admin page form's one-time value that issued it (admin.routes.issue_user_token); None: the CLI.
+    form_once: Mapped[str | None] = mapped_column(String(64))
 
     user: Mapped[User] = relationship(back_populates="tokens")
 
@@ -157,7 +186,7 @@ class ApiToken(db.Model):
     LAST_USED_RESOLUTION = timedelta(minutes=1)
 
     @classmethod
-    def create(cls, user: User, name: str = "", days: int = 90) -> tuple[ApiToken, str]:
+    def create(cls, user: User, name: str = "", days: int = 90, form_once: str | None = None) -> tuple[ApiToken, str]:
         """Add a new token for `user` valid for `days`: the row and its secret (only the digest is stored)."""
         secret = secrets.token_urlsafe(32)
         now = utcnow()
@@ -167,6 +196,7 @@ class ApiToken(db.Model):
             token_digest=_token_digest(secret),
             created_at=now,
             expires_at=now + timedelta(days=days),
+            form_once=form_once,
         )
         db.session.add(row)
         return row, secret

@@ -32,8 +32,8 @@ class SetActiveForm(FlaskForm):
 
 
 class IssueTokenForm(FlaskForm):
-    # A new value each time the page is drawn: the form sent again (a reload of the page that shows
-    # the secret) is recognised and issues nothing (admin.routes.issue_user_token).
+    # A new value each time the page is drawn, kept with the token it issues: the form sent again (a
+    # reload of the page that shows the secret, a double-click) issues nothing (ApiToken.form_once).
     once = HiddenField(validators=[DataRequired("Reload the page and issue the token again."), Length(max=64)])
     name = StringField("Token name", validators=[Optional(), Length(max=64)])
     days = IntegerField("Valid for (days)", validators=[Optional(), NumberRange(min=1, max=3650)])

@@ -1,11 +1,12 @@
 import secrets
 
-from flask import Response, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Response, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..access import issue_token, revoke_token
 from ..audit_log import AuditFilterForm, form_query, record_trail_viewed
@@ -64,7 +65,7 @@ def users():
             record_audit(current_user.username, "user_created", user.username, f"role={user.role}")
             try:
                 db.session.commit()
-            except IntegrityError:  # the same name created between the check and here (a double-click)
+            except IntegrityError:  # the name, in any case, created between the check and here (a double-click)
                 db.session.rollback()
             else:
                 flash(f"User {user.username} created.", "info")
@@ -94,14 +95,16 @@ def toggle_active(user_id: int):
     form = SetActiveForm()
     if form.validate_on_submit():
         wanted = form.active.data == "1"
+        already = f"User {user.username} was already {'active' if wanted else 'deactivated'}."
         if user.id == current_user.id:
             flash("You cannot deactivate your own account.", "error")
         elif wanted == user.active:  # a double-click's second POST, or another administrator's came first
-            flash(f"User {user.username} was already {'active' if user.active else 'deactivated'}.", "info")
+            flash(already, "info")
         elif wanted and user.under_reserved_name:
             flash(RESERVED_ACCOUNT.format(name=user.username), "error")
+        elif not _set_active(user, wanted):  # ... or came while this one was on its way
+            flash(already, "info")
         else:
-            user.active = wanted
             if not user.active:
                 end_all_access(user)
             record_audit(current_user.username, "user_activated" if user.active else "user_deactivated", user.username)
@@ -110,6 +113,19 @@ def toggle_active(user_id: int):
     else:
         flash("Nothing was changed: " + form_errors(form), "error")
     return redirect(url_for("admin.users"), code=303)
+
+
+def _set_active(user: User, wanted: bool) -> bool:
+    """Whether this request changed it: conditional, so of two at once (a double-click, two
+    administrators) only one ends the access, audits it and says so; both used to."""
+    changed = db.session.execute(
+        update(User)
+        .where(User.id == user.id, User.active.is_(not wanted))
+        .values(active=wanted)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    set_committed_value(user, "active", wanted)  # what the row holds now, whoever wrote it
+    return bool(changed)
 
 
 @bp.route("/users/<int:user_id>/password", methods=["POST"])
@@ -145,10 +161,10 @@ def audit():
     return render_template("admin/audit.html", page=page, form=form, actions=actions, args=args), 200 if valid else 400
 
 
-SENT_TOKEN_FORMS = "sent_token_forms"
 ALREADY_ISSUED = (
-    "That form was already sent: its token was issued and its secret shown once. "
-    "If the secret was not copied, revoke that token and issue a new one."
+    "That form was already sent: it issued token {id}, whose secret was shown once, on the page that "
+    "answered it (after a double-click the browser shows only the last answer). If the secret was not "
+    "copied, revoke token {id} and issue a new one."
 )
 
 
@@ -157,17 +173,21 @@ def issue_user_token(user_id: int):
     user = db.get_or_404(User, user_id)
     form = IssueTokenForm()
     if form.validate_on_submit():
-        sent = session.get(SENT_TOKEN_FORMS, [])
-        # One value is drawn per page, shared by every user's row: what was sent is that row's form.
-        once = f"{user.id}:{form.once.data}"
-        if once in sent:
-            # The page that showed a secret, sent again (reload, back/forward): a second live token
-            # whose secret nobody saw. Only these one-time values are kept, never a secret.
-            flash(ALREADY_ISSUED, "error")
+        days = form.days.data or current_app.config["API_TOKEN_DAYS"]
+        try:
+            # One value is drawn per page, shared by every user's row: the token keeps it with its
+            # user, so what was sent is that row's form (ApiToken's unique index).
+            token, secret = issue_token(user, form.name.data or "", days, form_once=form.once.data)
+            db.session.commit()
+        except IntegrityError:
+            # The form sent again: a reload of the page that showed the secret, or a double-click's
+            # other POST, which waited for this one's insert. No second live token whose secret nobody saw.
+            db.session.rollback()
+            issued = db.session.scalar(select(ApiToken.id).filter_by(user_id=user.id, form_once=form.once.data))
+            if issued is None:
+                raise
+            flash(ALREADY_ISSUED.format(id=issued), "error")
             return redirect(url_for("admin.users"), code=303)
-        session[SENT_TOKEN_FORMS] = [*sent, once][-20:]
-        token, secret = issue_token(user, form.name.data or "", form.days.data or current_app.config["API_TOKEN_DAYS"])
-        db.session.commit()
         # Shown once, on the page this POST renders (not in a redirect, not in the session cookie).
         return users_page(new_token={"user": user.username, "id": token.id, "secret": secret})
     flash("Token not issued: " + form_errors(form), "error")

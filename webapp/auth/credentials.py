@@ -44,19 +44,31 @@ NAME_TAKEN = (
 )
 
 
+def deactivated(password_right: bool) -> str:
+    """Why a deactivated account's sign-in failed, for the audit trail only: the person is told WRONG,
+    as for any other name, so that the page does not say which accounts exist or are deactivated."""
+    return f"account deactivated (password {'right' if password_right else 'wrong'})"
+
+
 @dataclass(frozen=True)
 class Outcome:
     user: User | None
-    refusal: str = WRONG
+    refusal: str = WRONG  # what the person is shown
+    reason: str | None = None  # what the audit trail says instead, when that is more than the refusal
+
+    @property
+    def audited(self) -> str:
+        return self.reason or self.refusal
 
 
 def check(username: str, password: str) -> Outcome:
     """Raises directory.DirectoryUnavailable when only the directory could answer and it cannot."""
     user = User.by_username(username)
     if user is not None and not user.from_directory:
-        if user.check_password(password) and user.active:
-            return Outcome(user)
-        return Outcome(None)
+        password_right = user.check_password(password)
+        if not user.active:
+            return Outcome(None, reason=deactivated(password_right))
+        return Outcome(user) if password_right else Outcome(None)
     # Local names cost an Argon2 check; so does every other name, or its timing would tell local
     # accounts (the break-glass admin first) from directory ones and from names that do not exist.
     verify_nothing(password)
@@ -96,10 +108,12 @@ def check(username: str, password: str) -> Outcome:
         # made the row between our look and our insert; this one signs in to it, as the next would.
         db.session.rollback()
         user = User.by_username(name)
-        if user is None or not user.from_directory:
+        if user is None:  # not that name: a local one differing only in case, saved at the same moment
+            return Outcome(None, NAME_TAKEN)
+        if not user.from_directory:
             return Outcome(None)
         user = _sync(user, name, answer.role)
-    return Outcome(user) if user.active else Outcome(None)
+    return Outcome(user) if user.active else Outcome(None, reason=deactivated(password_right=True))
 
 
 def _sync(user: User | None, username: str, role: str) -> User:
@@ -109,10 +123,11 @@ def _sync(user: User | None, username: str, role: str) -> User:
         db.session.add(user)
         record_audit(username, "user_created", username, f"from the directory, role={role}")
     elif user.role != role:
-        record_audit(username, "role_changed", username, f"from the directory: {user.role} -> {role}")
-        user.role = role
-        # Tokens too: a script's token issued to a clinician must not become an administrator's.
-        end_all_access(user, reason="role changed in the directory", actor=directory.ACTOR)
+        old_role = user.role
+        if user.take_role(role):
+            record_audit(username, "role_changed", username, f"from the directory: {old_role} -> {role}")
+            # Tokens too: a script's token issued to a clinician must not become an administrator's.
+            end_all_access(user, reason="role changed in the directory", actor=directory.ACTOR)
     user.directory_access = True
     db.session.commit()
     return user

@@ -43,11 +43,12 @@ def recheck_directory_accounts() -> int:
         if answer.found and answer.role == user.role:
             continue
         if answer.found and answer.role is not None:
-            record_audit(
-                directory.ACTOR, "role_changed", user.username, f"directory re-check: {user.role} -> {answer.role}"
-            )
-            user.role = answer.role
-            end_all_access(user, reason="role changed in the directory", actor=directory.ACTOR)
+            old_role = user.role
+            if user.take_role(answer.role):  # else a sign-in took it meanwhile, and ended the old access
+                record_audit(
+                    directory.ACTOR, "role_changed", user.username, f"directory re-check: {old_role} -> {answer.role}"
+                )
+                end_all_access(user, reason="role changed in the directory", actor=directory.ACTOR)
         else:
             why = "no longer in the directory" if not answer.found else "in neither group, or disabled"
             user.directory_access = False

@@ -2,9 +2,12 @@ import logging
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, logout_user
+from sqlalchemy import update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..extensions import db
 from ..models import User, record_audit
+from ..passwords import hash_password, verify_password
 from ..ratelimits import sign_in_per_address
 from ..responses import safe_next
 from . import bp, credentials, sessions, throttle
@@ -50,7 +53,7 @@ def login():
                 throttle.succeeded(attempt)
                 return _signed_in(outcome.user)
             flash(outcome.refusal, "error")
-            record_audit(_audited_name(username), "sign_in_failed", details=outcome.refusal)
+            record_audit(_audited_name(username), "sign_in_failed", details=outcome.audited)
             db.session.commit()
             status = 401
     elif form.is_submitted():
@@ -103,13 +106,16 @@ def change_password():
         return render_template("auth/password.html", form=None), 200
     form = ChangePasswordForm()
     if form.validate_on_submit():
+        # What this request checks and then replaces (_replace_password), as read before the throttle,
+        # whose rollback on a lost race reloads the row: a double-click's other request may have changed it.
+        seen = (user.password_hash, user.session_version)
         # The current password is guessed no faster here than at sign-in (a session left open is not
         # a way to learn the password and keep the account).
         attempt = throttle.claim(user.username, request.remote_addr or "unknown")
         if not attempt.granted:
             form.current_password.errors.append(f"Too many wrong passwords: wait {attempt.wait_seconds} seconds.")
             _password_change_failed(user, "delayed after repeated failures")
-        elif not user.check_password(form.current_password.data):
+        elif not verify_password(seen[0], form.current_password.data):
             form.current_password.errors.append("That is not your current password.")
             _password_change_failed(user, "wrong current password")
         elif form.new_password.data == form.current_password.data:
@@ -117,15 +123,55 @@ def change_password():
             form.new_password.errors.append("Choose a password different from the current one.")
         else:
             throttle.succeeded(attempt)
-            user.set_password(form.new_password.data)
-            user.must_change_password = False
-            sessions.end_sessions(user)  # any other session, maybe a stolen one, ends here
-            record_audit(user.username, "password_changed", user.username)
-            db.session.commit()
+            if _replace_password(user, seen, form.new_password.data):
+                record_audit(user.username, "password_changed", user.username)
+                db.session.commit()
+            elif not _already_made(user, form.new_password.data):
+                logout_user()
+                session.clear()
+                flash(CHANGED_ELSEWHERE, "error")
+                return redirect(url_for("auth.login"), code=303)
             sessions.begin(user)  # ... and this one goes on under the new version
             flash("Password changed. You were signed out everywhere else.", "info")
             return redirect(url_for("screening.upload"), code=303)
     return render_template("auth/password.html", form=form), 400 if form.errors else 200
+
+
+CHANGED_ELSEWHERE = (
+    "Your password was not changed: your account changed elsewhere a moment ago (a password reset by "
+    "an administrator, a sign-out or a password change in another window). Please sign in again."
+)
+
+
+def _replace_password(user: User, seen: tuple[str, int], new_password: str) -> bool:
+    """The user's own password change, as a compare-and-set on the hash the current password was just
+    checked against and on this session's version (`seen`): an administrator's reset (or a sign-out,
+    another change) saved in between wins and ends this session too. Read, then written, the reset's
+    new password was overwritten by this one and the session this change began went on."""
+    new_hash = hash_password(new_password)
+    seen_hash, seen_version = seen
+    version = db.session.scalar(
+        update(User)
+        .where(User.id == user.id, User.password_hash == seen_hash, User.session_version == seen_version)
+        # Every other session, maybe a stolen one, ends here (sessions.end_sessions, in the same statement).
+        .values(password_hash=new_hash, must_change_password=False, session_version=User.session_version + 1)
+        .returning(User.session_version)
+        .execution_options(synchronize_session=False)
+    )
+    if version is None:
+        db.session.rollback()
+        return False
+    for name, value in (("password_hash", new_hash), ("must_change_password", False), ("session_version", version)):
+        set_committed_value(user, name, value)  # what the row now holds, for sessions.begin
+    return True
+
+
+def _already_made(user: User, new_password: str) -> bool:
+    """Whether the row, read again, holds this very change: the form sent twice at once (a double-click,
+    whose answer the browser shows is the second's), the other request having made it. A reset by an
+    administrator holds another password, and asks for a new one at the next sign-in."""
+    db.session.refresh(user)
+    return not user.must_change_password and user.check_password(new_password)
 
 
 def _password_change_failed(user: User, reason: str) -> None:

@@ -49,7 +49,10 @@ def begin(user: User) -> None:
 def end_sessions(user: User) -> None:
     """End every browser session of `user` at once (the caller commits): sign-out, own password
     change, a role change. The user's API tokens are left alone."""
-    user.session_version += 1
+    # In the database, not version-read-plus-one: two ends at once (a reset as the user changes their
+    # password, a sign-out elsewhere) both read the same version and wrote the same next one, so the
+    # session one of them began carried a version the other had meant to end.
+    user.session_version = User.session_version + 1
 
 
 def end_all_access(user: User, reason: str = "access ended", actor: str | None = None) -> int:
