@@ -190,19 +190,50 @@ def test_a_page_back_from_an_issued_token_still_issues_one_for_another_user(
 
 def test_a_token_issued_to_a_directory_leaver_is_refused(app, client, runner):
     # A directory account the re-check (or a refused sign-in) found in neither group: its sessions and
-    # tokens ended, and the re-check passes it by from then on. A token an administrator issues it
+    # tokens ended, and the re-check passes it by from then on. A token an administrator issued it
     # afterwards (Users page or CLI) lived for its 90 days, past the leaver promise of docs/sign-in.md.
+    # Such a token is no longer issued (below); one that got past that check is refused all the same.
     with app.app_context():
         leaver = User(username="alice", role="clinician", source="directory", password_hash="!directory")
-        leaver.directory_access = False
         db.session.add(leaver)
         db.session.commit()
     token = cli_token(runner, "alice")
+    with app.app_context():
+        User.by_username("alice").directory_access = False
+        db.session.commit()
     assert_refused(client, token)
     with app.app_context():  # back in a group at a later sign-in: access is restored, the token's too
         User.by_username("alice").directory_access = True
         db.session.commit()
     assert client.get("/api/v1/tokens", headers=bearer(token)).status_code == 200
+
+
+@pytest.mark.parametrize("how", ["deactivated", "leaver"])
+def test_no_token_is_issued_that_would_be_refused_at_every_use(app, client, runner, auth, admin_user, how):
+    """The Users page and the shell issued a token to a deactivated account or a directory leaver: its
+    secret was shown once, then refused at every use, and the administrator found out from a script."""
+    with app.app_context():
+        user = User(username="alice", role="clinician", source="directory", password_hash="!directory")
+        user.active, user.directory_access = how != "deactivated", how != "leaver"
+        db.session.add(user)
+        db.session.commit()
+        user_id = user.id
+    why = "is deactivated: activate the account first" if how == "deactivated" else "has no access from the directory"
+    shell = runner.invoke(args=["users", "token", "alice"])
+    assert shell.exit_code == 1 and f"No token issued: alice {why}" in shell.output
+    auth.login("admin")
+    page = client.get("/admin/users").get_data(as_text=True)
+    once = re.search(r'name="once" value="([^"]+)"', page)[1]
+    data = {"csrf_token": csrf_token(client, "/admin/users"), "once": once, "name": "script"}
+    answer = client.post(f"/admin/users/{user_id}/tokens", data=data)
+    assert answer.status_code == 303 and f"No token issued: alice {why}" in client.get("/admin/users").get_data(
+        as_text=True
+    )
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(ApiToken)) == 0
+        assert (
+            db.session.scalar(db.select(db.func.count()).select_from(AuditEvent).filter_by(action="token_issued")) == 0
+        )
 
 
 def _two_browsers_of_one_session(app):

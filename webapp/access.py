@@ -15,6 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from .extensions import db
 from .models import ApiToken, User, record_audit, utcnow
+from .refusal import Refusal
 from .shell_actor import shell_actor
 
 
@@ -30,6 +31,10 @@ def request_token() -> ApiToken | None:
     return g.api_token
 
 
+class TokenRefused(Refusal):
+    """A token that would be refused at every use, so it is not issued."""
+
+
 def _default_actor() -> str:
     if has_request_context():
         user = g.get("api_user") or (current_user if current_user.is_authenticated else None)
@@ -42,7 +47,17 @@ def issue_token(
     user: User, name: str = "", days: int = 90, actor: str | None = None, form_once: str | None = None
 ) -> tuple[ApiToken, str]:
     """A new token for `user`: the row and the secret. The caller commits and shows the secret once.
-    Raises IntegrityError when `form_once` (the admin page form's one-time value) already issued one."""
+    Raises TokenRefused for an account whose tokens would not be honoured, and IntegrityError when
+    `form_once` (the admin page form's one-time value) already issued one."""
+    if not user.may_use_tokens:
+        # A secret shown once and refused at every use: the administrator would find out from a script.
+        why = (
+            "is deactivated: activate the account first"
+            if not user.active
+            else "has no access from the directory (in neither group at its last check): access, tokens "
+            "included, comes back when they sign in again once in a group"
+        )
+        raise TokenRefused("token_refused", f"No token issued: {user.username} {why}.", 409)
     token, secret = ApiToken.create(user, name.strip()[:64], days, form_once)
     db.session.flush()  # the id names the token in the audit trail and on the admin page
     record_audit(

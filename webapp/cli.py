@@ -9,7 +9,7 @@ from flask import current_app
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from .access import issue_token, revoke_token, revoke_tokens
+from .access import TokenRefused, issue_token, revoke_token, revoke_tokens
 from .auth.sessions import end_all_access
 from .auth.throttle import forget_lapsed
 from .cli_group import AdminGroup
@@ -81,7 +81,10 @@ def create(name: str, role: str, password: str, change_at_sign_in: bool) -> None
 def token(name: str, token_name: str, days: int | None) -> None:
     """Issue a new API token for NAME (printed once, on the last line)."""
     user = _user_or_fail(name)
-    row, value = issue_token(user, token_name, days or current_app.config["API_TOKEN_DAYS"], actor=shell_actor())
+    try:
+        row, value = issue_token(user, token_name, days or current_app.config["API_TOKEN_DAYS"], actor=shell_actor())
+    except TokenRefused as exc:
+        raise click.ClickException(exc.message) from None
     db.session.commit()
     click.echo(
         f"New API token {row.id} for {name}, valid until {row.expires_at:%Y-%m-%d} "

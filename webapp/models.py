@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
     false,
     func,
     or_,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     true,
     update,
 )
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, contains_eager, mapped_column, relationship
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -100,6 +102,17 @@ class User(UserMixin, db.Model):
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @hybrid_property
+    def may_use_tokens(self) -> bool:
+        """Whether the account's API tokens are honoured: active and, from the directory, not a leaver
+        (a leaver's tokens were revoked, and one issued since must not bring the access back)."""
+        return self.active and self.directory_access
+
+    @may_use_tokens.inplace.expression
+    @classmethod
+    def _may_use_tokens_expression(cls):
+        return and_(cls.active.is_(True), cls.directory_access.is_(True))
 
     @property
     def from_directory(self) -> bool:
@@ -219,9 +232,7 @@ class ApiToken(db.Model):
                 cls.token_digest == _token_digest(token),
                 cls.revoked_at.is_(None),
                 cls.expires_at > now,
-                User.active.is_(True),
-                # A directory leaver's tokens were revoked, and one issued since must not bring them back.
-                User.directory_access.is_(True),
+                User.may_use_tokens,
             )
         )
         if found is not None and (

@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ..access import issue_token, revoke_token
+from ..access import TokenRefused, issue_token, revoke_token
 from ..audit_log import AuditFilterForm, form_query, record_trail_viewed
 from ..auth.sessions import end_all_access
 from ..extensions import db
@@ -179,6 +179,9 @@ def issue_user_token(user_id: int):
             # user, so what was sent is that row's form (ApiToken's unique index).
             token, secret = issue_token(user, form.name.data or "", days, form_once=form.once.data)
             db.session.commit()
+        except TokenRefused as exc:
+            flash(exc.message, "error")
+            return redirect(url_for("admin.users"), code=303)
         except IntegrityError:
             # The form sent again: a reload of the page that showed the secret, or a double-click's
             # other POST, which waited for this one's insert. No second live token whose secret nobody saw.
