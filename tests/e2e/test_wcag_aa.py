@@ -50,3 +50,32 @@ def test_the_focus_ring_stands_out_in_both_themes(visit):
         page.goto("/admin/history")
         weak = [(text, round(ratio, 2)) for text, ratio in focus_ring_contrasts(page) if ratio < 3]
         assert not weak, f"[{scheme}] focus rings under 3:1: {weak}"
+
+
+# 1280 CSS px at 400% zoom, or a phone: content reflows into one column (WCAG 1.4.10).
+NARROW = {"width": 320, "height": 800}
+
+
+def sticking_out(page: Page, selector: str) -> list[str]:
+    """Elements under `selector` whose right edge passes the window's (scrolling the whole page sideways)."""
+    return page.evaluate(
+        """(selector) => {
+          const width = document.documentElement.clientWidth;
+          return Array.from(document.querySelectorAll(selector + ', ' + selector + ' *'))
+            .filter((e) => e.getBoundingClientRect().right > width + 1)
+            .map((e) => `${e.tagName.toLowerCase()}#${e.id} ${Math.round(e.getBoundingClientRect().right)}`);
+        }""",
+        selector,
+    )
+
+
+def test_the_history_filters_fit_a_narrow_window(visit, seeded_predictions):
+    """The model version filter is as wide as its longest option (a 35-character version): at 320 px
+    it pushed the filter form, and with it the page, 70 px past the window's edge."""
+    page = visit.page
+    page.set_viewport_size(NARROW)
+    visit.sign_in("e2e-admin")
+    for path in ("/admin/history", "/history/"):
+        page.goto(path)
+        assert not sticking_out(page, "form.filters"), (path, sticking_out(page, "form.filters"))
+    visit.step("narrow-01-history-filters")
