@@ -79,3 +79,32 @@ def test_the_history_filters_fit_a_narrow_window(visit, seeded_predictions):
         page.goto(path)
         assert not sticking_out(page, "form.filters"), (path, sticking_out(page, "form.filters"))
     visit.step("narrow-01-history-filters")
+
+
+TABLE_PAGES = [
+    "/history/",
+    "/admin/history",
+    "/admin/summary",
+    "/admin/users",
+    "/admin/audit",
+    "/admin/validation/",
+    "/admin/validation/monitoring",
+    "/worklist",
+    "/admin/dicom/outbox",
+]
+
+
+def test_pages_with_tables_reflow_at_320_px(visit, seeded_predictions):
+    """A table of six to nine columns is wider than 320 px; it widened the page itself, so headings,
+    filters and the menu all scrolled sideways with it. Only the table may scroll, in its own region
+    that the keyboard can reach."""
+    page = visit.page
+    page.set_viewport_size(NARROW)
+    visit.sign_in("e2e-admin")
+    for path in TABLE_PAGES:
+        page.goto(path)
+        widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert widths[0] <= widths[1], (path, widths, sticking_out(page, "main")[:5])
+        for region in page.locator(".table-scroll").all():
+            assert region.get_attribute("tabindex") == "0" and region.get_attribute("aria-label"), path
+    visit.step("narrow-02-users")
