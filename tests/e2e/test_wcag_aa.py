@@ -108,3 +108,15 @@ def test_pages_with_tables_reflow_at_320_px(visit, seeded_predictions):
         for region in page.locator(".table-scroll").all():
             assert region.get_attribute("tabindex") == "0" and region.get_attribute("aria-label"), path
     visit.step("narrow-02-users")
+
+
+def test_the_printable_result_reflows_at_320_px(visit, seeded_predictions):
+    """The printable result keeps two columns (films; verdict and notes) at every width: at 320 px
+    the notes column ran 25 px past the window and the sheet scrolled sideways."""
+    page = visit.page
+    page.set_viewport_size(NARROW)
+    visit.sign_in("e2e-clin")
+    for name in ("pneumonia.jpeg", "photo.jpg"):
+        page.goto(f"/predictions/{seeded_predictions[name]['id']}/print")
+        assert not sticking_out(page, "main"), (name, sticking_out(page, "main")[:5])
+    visit.step("narrow-03-printable")
