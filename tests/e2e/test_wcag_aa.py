@@ -3,7 +3,7 @@ contrast (1.4.11), reflow at 320 CSS px, i.e. 1280 px at 400% zoom (1.4.10)."""
 
 from __future__ import annotations
 
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 # Contrast of two colours by WCAG's relative luminance, computed in the page from computed styles.
 _CONTRAST_JS = """
@@ -120,3 +120,27 @@ def test_the_printable_result_reflows_at_320_px(visit, seeded_predictions):
         page.goto(f"/predictions/{seeded_predictions[name]['id']}/print")
         assert not sticking_out(page, "main"), (name, sticking_out(page, "main")[:5])
     visit.step("narrow-03-printable")
+
+
+def test_the_page_wide_single_keys_can_be_turned_off(visit, seeded_predictions):
+    """j, k and ? act anywhere on the results page; a speech-input user saying a word outside a text
+    field jumped between films. WCAG 2.1.4 asks for a way to turn such keys off."""
+    page = visit.page
+    visit.sign_in("e2e-clin")
+    page.goto("/screen/results?" + "&".join(f"id={p['id']}" for p in seeded_predictions.values()))
+    films = page.locator("article.result .pane-film")
+    page.locator("h1").click()
+    page.keyboard.press("j")
+    expect(films.first).to_be_focused()
+
+    page.get_by_text("Keyboard shortcuts").click()
+    switch = page.get_by_label("Single-key shortcuts")
+    expect(switch).to_be_checked()
+    switch.uncheck()
+    for _ in range(2):  # on this page, then after a reload (the choice is kept)
+        page.locator("h1").click()
+        page.keyboard.press("j")
+        page.keyboard.press("?")
+        assert page.evaluate("document.activeElement.closest('article.result')") is None
+        page.reload()
+    expect(page.locator("#page-keys")).not_to_be_checked()
