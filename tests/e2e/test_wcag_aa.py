@@ -144,3 +144,21 @@ def test_the_page_wide_single_keys_can_be_turned_off(visit, seeded_predictions):
         assert page.evaluate("document.activeElement.closest('article.result')") is None
         page.reload()
     expect(page.locator("#page-keys")).not_to_be_checked()
+
+
+def test_a_refused_sign_in_is_read_out_first(visit):
+    """After a refused sign-in the page came back with the focus on the username field: a screen
+    reader said "Username, edit" and never the refusal printed above the form (WCAG 3.3.1, 4.1.3).
+    The refusal now takes the focus as an alert; the next Tab reaches the username."""
+    page = visit.page
+    visit.console.allow(r"status of 401")
+    page.goto("/auth/login")
+    page.get_by_label("Username").fill("e2e-nobody")  # no real account's failure count grows
+    page.get_by_label("Password").fill("not the password at all")
+    page.get_by_role("button", name="Sign in").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_be_focused()
+    expect(alert).to_contain_text("password")
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Username")).to_be_focused()
+    visit.step("sign-in-refused")
