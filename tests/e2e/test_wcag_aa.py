@@ -3,7 +3,11 @@ contrast (1.4.11), reflow at 320 CSS px, i.e. 1280 px at 400% zoom (1.4.10)."""
 
 from __future__ import annotations
 
+import re
+
 from playwright.sync_api import Page, expect
+
+from tests.e2e.paths import IMAGES
 
 # Contrast of two colours by WCAG's relative luminance, computed in the page from computed styles.
 _CONTRAST_JS = """
@@ -162,3 +166,25 @@ def test_a_refused_sign_in_is_read_out_first(visit):
     page.keyboard.press("Tab")
     expect(page.get_by_label("Username")).to_be_focused()
     visit.step("sign-in-refused")
+
+
+def test_the_results_are_read_out_after_an_upload(visit):
+    """After an upload the results page opened with the focus at the top of the document: a screen
+    reader started on the skip link and the sixteen header controls, and nothing said the films had
+    been screened or how. The batch's verdict counts now take the focus on arrival."""
+    page = visit.page
+    visit.sign_in("e2e-clin")
+    page.get_by_label("Choose files").set_input_files([IMAGES / "pneumonia.jpeg", IMAGES / "normal.jpeg"])
+    page.get_by_role("button", name="Screen").click()
+    page.wait_for_url(re.compile(r"/screen/results\?"))
+    counts = page.locator(".batch-counts")
+    expect(counts).to_be_focused()
+    expect(counts).to_contain_text("2 films")
+    expect(counts).to_contain_text("PNEUMONIA 1")
+
+    # A saved review returns to its film (#prediction-N): that film keeps the view, not the counts.
+    card = page.locator("article.result").last
+    card.get_by_role("button", name="Confirm / correct").click()
+    page.wait_for_url(re.compile(r"#prediction-\d+$"))
+    expect(counts).not_to_be_focused()
+    assert card.bounding_box()["y"] < 200, "the page did not stay on the reviewed film"
