@@ -1,8 +1,11 @@
-"""A form's errors reach a screen-reader user: the refused control is marked invalid and described
-by its error message, so the message is read when the control gets the focus (WCAG 3.3.1, 1.3.1)."""
+"""Errors reach a screen-reader user: a refused control is marked invalid and described by its error
+message, so the message is read when the control gets the focus (WCAG 3.3.1, 1.3.1); an error page's
+title says what happened."""
 
 from __future__ import annotations
 
+import html
+import re
 from html.parser import HTMLParser
 
 import pytest
@@ -64,3 +67,15 @@ def test_a_refused_filter_is_tied_to_its_field(client, auth, admin_user, path):
     auth.login("admin")
     page = client.get(f"{path}?date_from=yesterday").get_data(as_text=True)
     assert "Not a valid date" in error_read_with(page, "date_from")
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [("/no/such/page", "There is nothing at this address."), ("/admin/users", "You do not have access")],
+)
+def test_an_error_pages_title_says_what_happened(client, auth, clinician_user, path, words):
+    """The title of an error page was the bare status ("404 · CXR Screen"), the first thing a screen
+    reader says on arrival (WCAG 2.4.2)."""
+    auth.login()
+    title = re.search(r"<title>(.*?)</title>", client.get(path).get_data(as_text=True), flags=re.S).group(1)
+    assert words in html.unescape(title), title
