@@ -188,3 +188,19 @@ def test_the_results_are_read_out_after_an_upload(visit):
     page.wait_for_url(re.compile(r"#prediction-\d+$"))
     expect(counts).not_to_be_focused()
     assert card.bounding_box()["y"] < 200, "the page did not stay on the reviewed film"
+
+
+def test_the_bars_are_a_named_group(visit, seeded_predictions):
+    """The bars' box had an aria-label on a plain div, which the accessibility tree drops: a screen
+    reader met "Normal 3.1%" with nothing saying these were calibrated probabilities, or on UNKNOWN
+    the model's scores shown for transparency only."""
+    page = visit.page
+    visit.sign_in("e2e-clin")
+    page.goto("/screen/results?" + "&".join(f"id={p['id']}" for p in seeded_predictions.values()))
+    answered = page.locator(f"#prediction-{seeded_predictions['pneumonia.jpeg']['id']}")
+    bars = answered.get_by_role("group", name="Calibrated probabilities")
+    expect(bars).to_have_count(1)
+    expect(bars.get_by_role("img", name=re.compile(r"^Pneumonia \d+\.\d%$"))).to_have_count(1)
+    unknown = page.locator(f"#prediction-{seeded_predictions['photo.jpg']['id']}")
+    unknown.get_by_text("Show model scores").click()
+    expect(unknown.get_by_role("group", name="Model scores")).to_have_count(1)
