@@ -3,6 +3,7 @@ with the admin banner when the PSI passes the alert level."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import numpy as np
@@ -83,6 +84,17 @@ def test_a_shifted_week_passes_the_alert_level_and_admins_see_a_banner(app, admi
     page = admin_client.get("/admin/validation/monitoring").get_data(as_text=True)
     assert 'id="drift-banner"' in page and "PSI" in page
     assert 'id="drift-banner"' in admin_client.get("/screen").get_data(as_text=True)
+
+
+def test_the_week_in_alert_says_so_in_words(app, admin_client, admin_user):
+    """The week whose PSI passed the alert level was marked only by red text (the row's class): a
+    colour-blind administrator could not tell it from the others (WCAG 1.4.1)."""
+    reference_run(app, admin_user)
+    add_week(app, admin_user, 0.9 + 0.1 * np.random.default_rng(2).random(100))
+    page = admin_client.get("/admin/validation/monitoring").get_data(as_text=True)
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", page.split('id="monitoring"')[1], flags=re.S)
+    this_week = re.sub(r"<[^>]+>", "", rows[1])
+    assert "above the alert level" in this_week, this_week
 
 
 def test_too_few_films_or_no_reference_give_no_statistic(app, admin_client, admin_user):

@@ -29,6 +29,26 @@ def auto_refresh_url() -> str:
     return url_for(request.endpoint, **arguments)
 
 
+# The query argument that stops a page's timed refresh (WCAG 2.2.1): each reload sends a screen
+# reader back to the top of the page and takes the keyboard focus away.
+STOP_REFRESH = "refresh"
+
+
+def refresh_stopped() -> bool:
+    return request.args.get(STOP_REFRESH) == "off"
+
+
+def refresh_switch_url() -> str:
+    """This page's address with its timed refresh switched the other way: stopped, or going again."""
+    arguments = {**request.view_args, **request.args.to_dict()}
+    arguments.pop(AUTO_REFRESH, None)
+    if refresh_stopped():
+        arguments.pop(STOP_REFRESH)
+    else:
+        arguments[STOP_REFRESH] = "off"
+    return url_for(request.endpoint, **arguments)
+
+
 def now() -> int:
     return int(time.time())
 

@@ -1,9 +1,32 @@
 // Reading a batch by keyboard: j / k move to the next / previous film, ? shows the shortcut list.
-// Keys typed into a form field are left alone; the film viewer handles its own keys first.
+// Keys typed into a form field are left alone; the film viewer handles its own keys first; a
+// checkbox in the shortcut list turns these keys off.
 (function () {
   "use strict";
   const cards = Array.from(document.querySelectorAll("article.result"));
   const shortcuts = document.getElementById("shortcuts");
+  // The page keys can be turned off (WCAG 2.1.4: speech input and stray key presses); the choice
+  // stays in this browser.
+  const OFF_KEY = "cxr-page-keys-off";
+  const pageKeys = document.getElementById("page-keys");
+  let keysOn = true;
+  try {
+    keysOn = localStorage.getItem(OFF_KEY) !== "true";
+  } catch (ignored) {
+    // storage refused (a locked-down profile): the keys stay on for this page
+  }
+  if (pageKeys) {
+    pageKeys.checked = keysOn;
+    pageKeys.addEventListener("change", () => {
+      keysOn = pageKeys.checked;
+      try {
+        if (keysOn) localStorage.removeItem(OFF_KEY);
+        else localStorage.setItem(OFF_KEY, "true");
+      } catch (ignored) {
+        // not remembered, but still off on this page
+      }
+    });
+  }
 
   function current() {
     const focused = document.activeElement && document.activeElement.closest("article.result");
@@ -28,7 +51,7 @@
   }
 
   document.addEventListener("keydown", (event) => {
-    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (!keysOn || event.ctrlKey || event.metaKey || event.altKey) return;
     if (event.target.closest("input, select, textarea, [contenteditable]")) return;
     if (event.key === "j") go(1);
     else if (event.key === "k") go(-1);
