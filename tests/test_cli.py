@@ -56,6 +56,20 @@ def test_deactivate_activate_and_reset(app, runner, clinician_user):
     assert "No user named" in runner.invoke(args=["users", "deactivate", "nobody"]).output
 
 
+def test_an_account_already_deactivated_is_not_deactivated_again(app, runner, clinician_user):
+    """The shell deactivated (and activated) again an account already so: its access was ended and a
+    `user_deactivated` row written each time, and one beside the Users page's at the same moment did
+    the same (the page's change is conditional since 5 December; the shell now shares it)."""
+    assert runner.invoke(args=["users", "deactivate", "clin"]).output.strip() == "Deactivated clin."
+    again = runner.invoke(args=["users", "deactivate", "clin"])
+    assert again.exit_code == 0 and again.output.strip() == "clin was already deactivated."
+    assert runner.invoke(args=["users", "activate", "clin"]).output.strip() == "Activated clin."
+    assert runner.invoke(args=["users", "activate", "clin"]).output.strip() == "clin was already active."
+    with app.app_context():
+        actions = db.session.scalars(db.select(AuditEvent.action).where(AuditEvent.target == "clin")).all()
+    assert sorted(a for a in actions if a.startswith("user_")) == ["user_activated", "user_deactivated"]
+
+
 def test_the_only_active_administrator_is_not_deactivated(app, runner, admin_user):
     # The Users page refuses an administrator's own account; the shell deactivated the last one.
     result = runner.invoke(args=["users", "deactivate", "admin"])

@@ -152,7 +152,10 @@ def _set_active(name: str, active: bool) -> None:
             f"{name} is the only active administrator: nobody could manage accounts or read the audit "
             "trail. Create or activate another administrator first (flask --app wsgi users create NAME --role admin)."
         )
-    user.active = active
+    if not user.set_active(active):  # already so, or made so by someone else a moment ago
+        db.session.rollback()
+        click.echo(f"{name} was already {'active' if active else 'deactivated'}.")
+        return
     if not active:
         end_all_access(user)
     word = "activate" if active else "deactivate"

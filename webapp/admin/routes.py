@@ -3,10 +3,9 @@ import secrets
 from flask import Response, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
-from sqlalchemy.orm.attributes import set_committed_value
 
 from ..access import TokenRefused, issue_token, revoke_token
 from ..audit_log import AuditFilterForm, form_query, record_trail_viewed
@@ -102,7 +101,7 @@ def toggle_active(user_id: int):
             flash(already, "info")
         elif wanted and user.under_reserved_name:
             flash(RESERVED_ACCOUNT.format(name=user.username), "error")
-        elif not _set_active(user, wanted):  # ... or came while this one was on its way
+        elif not user.set_active(wanted):  # ... or came while this one was on its way
             flash(already, "info")
         else:
             if not user.active:
@@ -113,19 +112,6 @@ def toggle_active(user_id: int):
     else:
         flash("Nothing was changed: " + form_errors(form), "error")
     return redirect(url_for("admin.users"), code=303)
-
-
-def _set_active(user: User, wanted: bool) -> bool:
-    """Whether this request changed it: conditional, so of two at once (a double-click, two
-    administrators) only one ends the access, audits it and says so; both used to."""
-    changed = db.session.execute(
-        update(User)
-        .where(User.id == user.id, User.active.is_(not wanted))
-        .values(active=wanted)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    set_committed_value(user, "active", wanted)  # what the row holds now, whoever wrote it
-    return bool(changed)
 
 
 @bp.route("/users/<int:user_id>/password", methods=["POST"])
