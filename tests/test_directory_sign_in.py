@@ -351,6 +351,31 @@ def test_a_leaver_found_at_sign_in_is_in_the_trail_as_the_recheck_would_write_it
     assert trail == [("directory", "token_revoked", f"token 1 ''; {why}"), ("directory", "access_ended", why)]
 
 
+def test_a_leaver_refused_at_sign_in_while_the_recheck_asks_about_them_is_ended_once(
+    app, client, auth, directory, monkeypatch
+):
+    # The re-check reads the accounts with access, then asks the directory about each; a sign-in of the
+    # same leaver, refused in that moment, ended the access first. Both wrote access_ended.
+    from webapp.auth import directory as directory_module
+
+    assert sign_in_as(auth, "alice").status_code == 302
+    _take_out_of_clinicians(directory, "alice")
+    lookup = directory_module.lookup
+
+    def refused_sign_in_meanwhile(name):
+        assert sign_in_as(AuthActions(app.test_client()), "alice").status_code == 401
+        return lookup(name)
+
+    monkeypatch.setattr(directory_module, "lookup", refused_sign_in_meanwhile)
+    try:
+        with app.app_context():
+            assert recheck_directory_accounts() == 0  # the sign-in had ended it
+            ended = db.session.query(AuditEvent).filter_by(action="access_ended", target="alice").all()
+            assert [e.details for e in ended] == ["directory at sign-in: in neither group, or disabled"]
+    finally:
+        _put_back_in_clinicians(directory, "alice")
+
+
 def test_a_directory_that_cannot_be_asked_ends_nobodys_access(app, client, auth, own_ldap_server):
     app.config.update(own_ldap_server.app_settings())
     assert sign_in_as(auth, "alice").status_code == 302

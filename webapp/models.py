@@ -141,6 +141,18 @@ class User(UserMixin, db.Model):
         set_committed_value(self, "active", wanted)  # what the row holds now, whoever wrote it
         return bool(changed)
 
+    def lose_directory_access(self) -> bool:
+        """Record that the directory gives this account no role; whether this request did. Conditional, so
+        of a sign-in refused at the moment the re-check finds the leaver, one writes `access_ended`."""
+        changed = db.session.execute(
+            update(User)
+            .where(User.id == self.id, User.directory_access.is_(True))
+            .values(directory_access=False)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        set_committed_value(self, "directory_access", False)
+        return bool(changed)
+
     def take_role(self, role: str) -> bool:
         """Give the account `role` unless another request changed its role since this row was read;
         whether this one did (the caller then audits it and ends the old role's access). Conditional, so

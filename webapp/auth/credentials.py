@@ -96,9 +96,8 @@ def check(username: str, password: str) -> Outcome:
             # as the re-check would have (which from now on passes this account by), once.
             why = "directory at sign-in: in neither group, or disabled"
             end_all_access(user, reason=why, actor=directory.ACTOR)
-            if user.directory_access:
+            if user.lose_directory_access():  # not already ended (by the re-check, or at this very moment)
                 record_audit(directory.ACTOR, "access_ended", user.username, why)
-            user.directory_access = False
             db.session.commit()
         return Outcome(None, NOT_IN_GROUP)
     try:

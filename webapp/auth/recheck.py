@@ -51,9 +51,9 @@ def recheck_directory_accounts() -> int:
                 end_all_access(user, reason="role changed in the directory", actor=directory.ACTOR)
         else:
             why = "no longer in the directory" if not answer.found else "in neither group, or disabled"
-            user.directory_access = False
-            end_all_access(user, reason=f"directory re-check: {why}", actor=directory.ACTOR)
-            record_audit(directory.ACTOR, "access_ended", user.username, f"directory re-check: {why}")
-            ended += 1
+            if user.lose_directory_access():  # else a refused sign-in found the leaver meanwhile, and ended it
+                end_all_access(user, reason=f"directory re-check: {why}", actor=directory.ACTOR)
+                record_audit(directory.ACTOR, "access_ended", user.username, f"directory re-check: {why}")
+                ended += 1
         db.session.commit()
     return ended
