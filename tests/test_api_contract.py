@@ -401,3 +401,11 @@ def test_a_body_compressed_in_its_transfer_encoding_is_415(app, client, api_toke
         environ_overrides={"wsgi.input": io.BytesIO(gzip.compress(body)), "wsgi.input_terminated": True},
     )
     assert response.status_code == 415 and response.json["error"]["code"] == "unsupported_encoding"
+
+
+def test_the_example_prediction_has_every_field_the_api_answers_with(document):
+    """docs/api.md's example Prediction lacked `source` and `site_calibration_id` (found by the docs
+    review): a client written from the example did not know the fields were there."""
+    example = re.search(r"A Prediction:\n\n```json\n(.*?)```", API_DOC.read_text(), flags=re.S)[1]
+    fields = document["components"]["schemas"]["Prediction"]["properties"]
+    assert set(json.loads(example)) == set(fields) - {"feedback"}  # feedback: only once a reading is saved
