@@ -1,8 +1,10 @@
 import logging
+from contextlib import contextmanager
 from logging.config import fileConfig
 
 from alembic import context
 from flask import current_app
+from sqlalchemy import event
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
@@ -88,11 +90,40 @@ def run_migrations_online():
 
     connectable = get_engine()
 
-    with connectable.connect() as connection:
-        context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
+    with connectable.connect() as connection, _sqlite_all_or_nothing(connection) as sqlite_args:
+        context.configure(connection=connection, target_metadata=get_metadata(), **conf_args, **sqlite_args)
 
         with context.begin_transaction():
             context.run_migrations()
+
+
+@contextmanager
+def _sqlite_all_or_nothing(connection):
+    """The whole upgrade (or downgrade) in one SQLite transaction, as it is on PostgreSQL.
+
+    Python's sqlite3 opens a transaction only before an INSERT, UPDATE or DELETE, so until then each
+    CREATE TABLE or ALTER committed by itself: an upgrade stopped between two statements (the old app's
+    write holding the lock, a full disk) left a table behind with the revision unchanged, and every
+    later `db upgrade` failed on it ('table prediction_images already exists'). SQLite's DDL is
+    transactional; the driver's own BEGIN is switched off and an explicit one (IMMEDIATE: the write
+    lock at once, so a busy database refuses the upgrade before it changes anything) begins it.
+    """
+    if connection.dialect.name != "sqlite":
+        yield {}
+        return
+    driver = connection.connection.driver_connection
+    isolation = driver.isolation_level
+    driver.isolation_level = None  # no implicit BEGIN/COMMIT; commit() and rollback() still end ours
+
+    def begin_immediate(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    event.listen(connection, "begin", begin_immediate)
+    try:
+        yield {"transactional_ddl": True}
+    finally:
+        event.remove(connection, "begin", begin_immediate)
+        driver.isolation_level = isolation  # the pooled connection goes back as the app expects it
 
 
 if context.is_offline_mode():

@@ -6,7 +6,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import LargeBinary, func, insert, inspect, select, text
+from sqlalchemy import LargeBinary, event, func, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from tests.factories import add_prediction
@@ -283,3 +283,37 @@ def _user_row(name: str, expect_refused: bool = False) -> None:
         db.session.rollback()
     else:
         db.session.commit()
+
+
+class UpgradeCutShort(Exception):
+    """Not a RuntimeError: flask_migrate turns those into a log line and exit status 1."""
+
+
+def test_an_upgrade_cut_short_changes_nothing_and_can_be_run_again(app):
+    """On SQLite each statement of a migration outside a DML transaction committed by itself: an upgrade
+    stopped after 0010's CREATE TABLE (the old app's write holding the lock: 'database is locked', found
+    upgrading a release at 0008 while it still ran) left prediction_images behind with the revision still
+    at 0009, and every `db upgrade` after that failed with 'table prediction_images already exists'.
+    An upgrade is now one transaction: stopped anywhere, it leaves the schema as it was."""
+    with app.app_context():
+        downgrade(revision="0009_sign_in_counter_names")
+        with db.engine.begin() as conn:
+            _film_before_0010(conn)
+
+        def stop_after_create(_conn, _cursor, statement, *_args):
+            if statement.lstrip().startswith("CREATE TABLE prediction_images"):
+                raise UpgradeCutShort
+
+        event.listen(db.engine, "after_cursor_execute", stop_after_create)
+        try:
+            with pytest.raises(UpgradeCutShort):
+                upgrade()
+        finally:
+            event.remove(db.engine, "after_cursor_execute", stop_after_create)
+        with db.engine.connect() as conn:
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0009_sign_in_counter_names"
+        assert "prediction_images" not in inspect(db.engine).get_table_names()
+
+        upgrade()
+        assert db.session.get(Prediction, 7).images.review_png == REVIEW
+        db.session.remove()
