@@ -16,13 +16,16 @@ from .cli_group import AdminGroup
 from .config import MAX_RETENTION_DAYS
 from .extensions import db
 from .models import RESERVED_ACCOUNT, ROLES, USERNAME_PATTERN, AuditEvent, User, record_audit, utcnow
+from .neutral_names import neutralise, sent_names
 from .passwords import password_problem
 from .retention import count_prune, described, prune_predictions
 from .shell_actor import shell_actor
 
 users_cli = AdminGroup("users", help="Create and manage user accounts and API tokens.")
 audit_cli = AdminGroup("audit", help="Maintain the audit trail.")
-predictions_cli = AdminGroup("predictions", help="Delete predictions past the retention period.")
+predictions_cli = AdminGroup(
+    "predictions", help="Delete predictions past the retention period; neutral names for uploads stored as sent."
+)
 
 PASSWORD_OPTION = click.option(
     "--password", prompt=True, hide_input=True, confirmation_prompt=True, help="Prompted for when not given."
@@ -234,3 +237,22 @@ def prune_predictions_command(days: int | None, dry_run: bool) -> None:
     belonging = described(pruned.rows, pruned.files)
     done = "Would delete (dry run: nothing was deleted)" if dry_run else "Deleted"
     click.echo(f"{done} {pruned.rows['predictions']} prediction(s) older than {days} days {belonging}{kept}.")
+
+
+@predictions_cli.command("neutral-names")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (scripts).")
+def neutral_names_command(yes: bool) -> None:
+    """Store every upload kept under the name it was sent with (before 2 December, or while
+    STORE_ORIGINAL_FILENAMES was set) under its neutral name, upload-<id>-<n>.<ext> (audited)."""
+    if current_app.config["STORE_ORIGINAL_FILENAMES"]:
+        raise click.ClickException(
+            "STORE_ORIGINAL_FILENAMES is set: this site keeps the names as sent. Unset it first, or the next "
+            "uploads keep theirs."
+        )
+    count = len(sent_names())
+    if not count:
+        click.echo("Every upload is already stored under a neutral name.")
+        return
+    if not yes and not click.confirm(f"Replace the stored names of {count} upload(s)? The names as sent are not kept"):
+        raise click.ClickException("Nothing was changed.")
+    click.echo(f"{neutralise(shell_actor())} upload(s) are now stored under a neutral name.")
