@@ -214,6 +214,11 @@ def test_the_user_filter_finds_rows_by_the_user_they_show(app, client, admin_tok
         rows = client.get(f"/api/v1/predictions?user={name}", headers=headers).json["predictions"]
         assert [(row["id"], row["user"]) for row in rows] == [(expected, name)]
     assert client.get("/api/v1/predictions?user=nobody", headers=headers).json["total"] == 0
+    # Names are compared as accounts are (none can differ from another only in case or full-width
+    # letters): "pacs" and "CLIN" found nothing.
+    for typed, expected in (("pacs", from_the_pacs), ("CLIN", mine), ("\uff43lin", mine)):
+        rows = client.get(f"/api/v1/predictions?user={typed}", headers=headers).json["predictions"]
+        assert [row["id"] for row in rows] == [expected], typed
 
 
 def test_deactivated_users_token_stops_working(app, client, api_token, runner):

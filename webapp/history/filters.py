@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time
 
 from flask_wtf import FlaskForm
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, func, or_, select
 from wtforms import DateField, SelectField, StringField
 from wtforms.validators import Optional
 
 from ..date_range import not_before_date_from
 from ..extensions import db
-from ..models import LABELS, PACS_SUBMITTER, SOURCES, Feedback, Prediction, User
+from ..models import LABELS, PACS_SUBMITTER, SOURCES, Feedback, Prediction, User, folded_username
 
 
 class HistoryFilterForm(FlaskForm):
@@ -66,11 +66,14 @@ def prediction_query(
     if owner is not None:
         query = query.where(Prediction.user_id == owner.id)
     elif user:
-        name = user.strip()
-        by_account = Prediction.user_id.in_(select(User.id).where(User.username == name))
+        # Compared as names are (User.name_taken): "dr.lee" finds Dr.Lee's films, as no other account
+        # can be called that (it found none, and "pacs" none of the PACS's).
+        name = folded_username(user)
+        by_account = Prediction.user_id.in_(select(User.id).where(func.lower(User.username) == name))
         # The films from the PACS have no account; their rows show PACS_SUBMITTER as the user, so that
         # name finds them too (it found nothing, though the answers said user "PACS").
-        query = query.where(or_(by_account, Prediction.user_id.is_(None)) if name == PACS_SUBMITTER else by_account)
+        pacs = name == PACS_SUBMITTER.lower()
+        query = query.where(or_(by_account, Prediction.user_id.is_(None)) if pacs else by_account)
     if verdict:
         query = query.where(Prediction.label == verdict)
     if date_from:
