@@ -32,6 +32,11 @@ _BAND_BYTES = {"alpha": 24, "convert": 8, "bilevel": 2, "plain": 0}
 # float32 array (an RGB result and its grey conversion alive together take less); high-bit data as
 # the float32 array, which `on_8bit_levels` snaps in place.
 _RESULT_BYTES = {"high_bit": 4}  # 6 for 8-bit data
+# Bytes a pixel a format's decoder holds beside the stored pixels while load() runs. Pillow reads every
+# WebP, animated or not, through libwebp's animation decoder: its RGBA canvas, the previous frame's and
+# the frame handed over as a bytes copy (measured 16 bytes a pixel at the peak, stored pixels included;
+# a 6000 x 6000 WebP peaked at 550 MB). Other formats decode straight into the stored pixels.
+_DECODER_BYTES = {"WEBP": 12}
 
 
 def reduction(size: tuple[int, int], target_size: int | None) -> int:
@@ -42,14 +47,16 @@ def reduction(size: tuple[int, int], target_size: int | None) -> int:
 
 def peak_bytes(image: Image.Image, target_size: int | None) -> int:
     """Memory `load()` and `to_gray` will hold at the peak, from the header of an opened image
-    (after any JPEG draft): the stored pixels as Pillow keeps them, one band's copies, the result."""
+    (after any JPEG draft): the stored pixels as Pillow keeps them and the decoder's own buffers, one
+    band's copies, the result."""
     width, height = image.size
     factor = reduction(image.size, target_size)
     rows = min(_band_rows(width, height, factor), height)
     result = -(-width // factor) * -(-height // factor)
     path, stored = _path(image), stored_bytes_per_pixel(image.mode)
     band = rows * width * (2 * stored + 8 if path == "high_bit" else _BAND_BYTES[path])
-    return width * height * stored + band + result * _RESULT_BYTES.get(path, 6)
+    decoding = stored + _DECODER_BYTES.get(image.format, 0)
+    return width * height * decoding + band + result * _RESULT_BYTES.get(path, 6)
 
 
 def stored_bytes_per_pixel(mode: str) -> int:
