@@ -32,11 +32,13 @@ _BAND_BYTES = {"alpha": 24, "convert": 8, "bilevel": 2, "plain": 0}
 # float32 array (an RGB result and its grey conversion alive together take less); high-bit data as
 # the float32 array, which `on_8bit_levels` snaps in place.
 _RESULT_BYTES = {"high_bit": 4}  # 6 for 8-bit data
-# Bytes a pixel a format's decoder holds beside the stored pixels while load() runs. Pillow reads every
-# WebP, animated or not, through libwebp's animation decoder: its RGBA canvas, the previous frame's and
-# the frame handed over as a bytes copy (measured 16 bytes a pixel at the peak, stored pixels included;
-# a 6000 x 6000 WebP peaked at 550 MB). Other formats decode straight into the stored pixels.
-_DECODER_BYTES = {"WEBP": 12}
+# Bytes a pixel a decoder holds beside the stored pixels while load() runs, by Pillow's format or codec
+# name. Pillow reads every WebP, animated or not, through libwebp's animation decoder: its RGBA canvas,
+# the previous frame's and the frame handed over as a bytes copy (measured 16 bytes a pixel at the peak,
+# stored pixels included; a 6000 x 6000 WebP peaked at 550 MB). A run-length BMP is expanded by Python
+# into a growing bytearray, then copied to bytes (measured 3 bytes a pixel with the stored one). Other
+# formats decode straight into the stored pixels.
+_DECODER_BYTES = {"WEBP": 12, "bmp_rle": 2}
 
 
 def reduction(size: tuple[int, int], target_size: int | None) -> int:
@@ -55,7 +57,8 @@ def peak_bytes(image: Image.Image, target_size: int | None) -> int:
     result = -(-width // factor) * -(-height // factor)
     path, stored = _path(image), stored_bytes_per_pixel(image.mode)
     band = rows * width * (2 * stored + 8 if path == "high_bit" else _BAND_BYTES[path])
-    decoding = stored + _DECODER_BYTES.get(image.format, 0)
+    codecs = {image.format, *(tile[0] for tile in getattr(image, "tile", ()))}  # tile: files only
+    decoding = stored + max(_DECODER_BYTES.get(name, 0) for name in codecs)
     return width * height * decoding + band + result * _RESULT_BYTES.get(path, 6)
 
 
