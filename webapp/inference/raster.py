@@ -59,7 +59,25 @@ def peak_bytes(image: Image.Image, target_size: int | None) -> int:
     band = rows * width * (2 * stored + 8 if path == "high_bit" else _BAND_BYTES[path])
     codecs = {image.format, *(tile[0] for tile in getattr(image, "tile", ()))}  # tile: files only
     decoding = stored + max(_DECODER_BYTES.get(name, 0) for name in codecs)
-    return width * height * decoding + band + result * _RESULT_BYTES.get(path, 6)
+    libtiff = _libtiff_buffer_bytes(image) if "libtiff" in codecs else 0
+    return width * height * decoding + libtiff + band + result * _RESULT_BYTES.get(path, 6)
+
+
+def _libtiff_buffer_bytes(tiff: Image.Image) -> int:
+    """A compressed TIFF goes through libtiff, which decodes one strip or tile at a time into a buffer
+    of its decoded size: tiny for the usual 8 KB to 64 KB strips, but a file stored as one strip (as
+    some writers do) holds the whole image a second time (a 3000 x 3000 grey TIFF: 17 MB, counted 9).
+    Subsampled YCbCr is read as RGBA, 4 bytes a pixel."""
+    tags = tiff.tag_v2
+    bits = tags.get(258, (8,))
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    samples = int(tags.get(277, 1) or 1)
+    bits_per_pixel = max(sum(bits), bits[0] * samples, 32 if tags.get(262) == 6 else 0)
+    if 322 in tags and 323 in tags:  # tiled
+        columns, rows = int(tags[322]), int(tags[323])
+    else:
+        columns, rows = tiff.width, min(int(tags.get(278, tiff.height) or tiff.height), tiff.height)
+    return rows * -(-columns * bits_per_pixel // 8)
 
 
 def coefficient_bytes(jpeg: Image.Image, size: tuple[int, int]) -> int:
