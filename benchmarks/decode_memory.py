@@ -76,16 +76,36 @@ def film(mode: str, side: int) -> tuple[str, bytes]:
         image = Image.fromarray(_pattern(side, 4096).astype(np.float32))
     elif mode.startswith("JPEG"):
         image = Image.fromarray(grey).convert(mode.split()[1])
+    elif mode == "WEBP":
+        image = Image.fromarray(grey).convert("RGB")
     else:
         image = Image.fromarray(grey).convert(mode if mode != "P+t" else "P")
     if mode == "P+t":
         image.info["transparency"] = 0
     fmt = "TIFF" if mode in ("I", "F", "CMYK") else ("JPEG" if mode.startswith("JPEG") else "PNG")
+    fmt = "WEBP" if mode == "WEBP" else fmt
     image.save(buffer, fmt, **({"transparency": 0} if mode == "P+t" else {}))
-    return f"{mode} {fmt}" if not mode.startswith("JPEG") else mode, buffer.getvalue()
+    return mode if mode.startswith(("JPEG", "WEBP")) else f"{mode} {fmt}", buffer.getvalue()
 
 
-MODES = ("L", "LA", "RGB", "RGBA", "P", "P+t", "1", "I;16", "I", "F", "CMYK", "JPEG L", "JPEG RGB", "DICOM", "DICOM+")
+MODES = (
+    "L",
+    "LA",
+    "RGB",
+    "RGBA",
+    "P",
+    "P+t",
+    "1",
+    "I;16",
+    "I",
+    "F",
+    "CMYK",
+    "JPEG L",
+    "JPEG RGB",
+    "WEBP",
+    "DICOM",
+    "DICOM+",
+)
 
 
 def main() -> None:

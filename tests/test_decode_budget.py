@@ -49,7 +49,7 @@ def test_a_140_kb_6000x6000_rgba_png_is_refused_from_its_header(rgba_bomb):
     error = refusal(rgba_bomb, memory_mb=100)
     assert error.code == "too_large_to_decode"
     # 6000*6000*4 bytes as Pillow stores it, and one band of the alpha flattening (78 rows x 24 bytes)
-    assert "6000x6000" in error.message and "148 MB" in error.message
+    assert "6000x6000" in error.message and "149 MB" in error.message
     # Refused before decoding: a full decode of this file takes seconds and ~0.65 GB.
     assert time.perf_counter() - started < 1.0
 
@@ -63,6 +63,14 @@ def test_channels_and_sample_width_count():
     assert refusal(png(gray16), memory_mb=8).code == "too_large_to_decode"
     assert decode(png(gray16), target_size=224, memory_mb=9).format == "PNG"
     assert decode(png(gradient(1000, 1000)), target_size=224, memory_mb=2).format == "PNG"  # 8-bit gray: 1.3 MB
+
+
+def test_a_need_just_over_the_budget_is_not_shown_as_the_budget():
+    """An 8-bit 1100 x 1000 PNG needs 1.05 MB: rounded to nearest, the refusal said it would need 1 MB
+    and that the server decodes at most 1 MB."""
+    with pytest.raises(DecodeError) as refused:
+        decode(png(gradient(1100, 1000)), target_size=224, memory_mb=1)
+    assert "would need 2 MB of memory; this server decodes at most 1 MB" in refused.value.message
 
 
 def test_jpeg_counts_what_dct_scaling_leaves():

@@ -30,7 +30,7 @@ from .image import (
     refuse_non_finite,
     too_large,
 )
-from .raster import peak_bytes, stored_bytes_per_pixel, to_gray
+from .raster import coefficient_bytes, peak_bytes, stored_bytes_per_pixel, to_gray
 from .structure import (
     FULL_CHECK,
     GREY_FILL_TEST,
@@ -225,8 +225,11 @@ def _decode_raster(data: bytes, kind: str, target_size: int | None, memory_mb: i
     if target_size and image.format in ("JPEG", "MPO"):
         # DCT-domain scaling (1/2, 1/4, 1/8) keeps both sides >= target_size.
         image.draft(image.mode if image.mode in ("L", "RGB") else None, (target_size, target_size))
-    # after draft: what load() allocates, and what to_gray adds to it at its peak
-    check_memory(*image.size, peak_bytes(image, target_size), memory_mb)
+    # after draft: what load() allocates, and what to_gray adds to it at its peak. FULL_CHECK: a JPEG in
+    # more than one scan (progressive, or a scan per component), whose coefficients libjpeg buffers
+    # whole (also a single arithmetic-coded scan, which is rare and thus counted high).
+    buffered = coefficient_bytes(image, (width, height)) if still_to_check == FULL_CHECK else 0
+    check_memory(*image.size, peak_bytes(image, target_size) + buffered, memory_mb)
     image.load()  # the full decode happens here, inside the caller's error handling
     if still_to_check == FULL_CHECK or (still_to_check == GREY_FILL_TEST and may_hide_a_grey_fill(image)):
         check_entropy_data(data, image.mode)  # before orientation: the grey fill is the last stored pixel

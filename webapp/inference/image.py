@@ -154,12 +154,13 @@ def check_dimensions(width: int, height: int) -> None:
 
 def check_memory(width: int, height: int, peak_bytes: int, budget_mb: int | None) -> None:
     """Refuse, from the header alone, an image whose decode would hold more than the budget at its
-    peak (`peak_bytes`: each decoder's measured cost for this image, see docs/security.md)."""
+    peak (`peak_bytes`: each decoder's measured cost for this image, see docs/security.md). The need is
+    given rounded up: rounded to nearest, a need just over the budget read as the budget itself."""
     budget = (budget_mb or DEFAULT_DECODE_MEMORY_MB) * MB
     if peak_bytes > budget:
         raise DecodeError(
             "too_large_to_decode",
-            f"Decoding this image ({width}x{height} pixels) would need {peak_bytes / MB:.0f} MB of memory; "
+            f"Decoding this image ({width}x{height} pixels) would need {-(-peak_bytes // MB)} MB of memory; "
             f"this server decodes at most {budget // MB} MB per image. "
             "Export the film as 8-bit grayscale or at a smaller size.",
         )

@@ -32,6 +32,13 @@ _BAND_BYTES = {"alpha": 24, "convert": 8, "bilevel": 2, "plain": 0}
 # float32 array (an RGB result and its grey conversion alive together take less); high-bit data as
 # the float32 array, which `on_8bit_levels` snaps in place.
 _RESULT_BYTES = {"high_bit": 4}  # 6 for 8-bit data
+# Bytes a pixel a decoder holds beside the stored pixels while load() runs, by Pillow's format or codec
+# name. Pillow reads every WebP, animated or not, through libwebp's animation decoder: its RGBA canvas,
+# the previous frame's and the frame handed over as a bytes copy (measured 16 bytes a pixel at the peak,
+# stored pixels included; a 6000 x 6000 WebP peaked at 550 MB). A run-length BMP is expanded by Python
+# into a growing bytearray, then copied to bytes (measured 3 bytes a pixel with the stored one). Other
+# formats decode straight into the stored pixels.
+_DECODER_BYTES = {"WEBP": 12, "bmp_rle": 2}
 
 
 def reduction(size: tuple[int, int], target_size: int | None) -> int:
@@ -42,14 +49,50 @@ def reduction(size: tuple[int, int], target_size: int | None) -> int:
 
 def peak_bytes(image: Image.Image, target_size: int | None) -> int:
     """Memory `load()` and `to_gray` will hold at the peak, from the header of an opened image
-    (after any JPEG draft): the stored pixels as Pillow keeps them, one band's copies, the result."""
+    (after any JPEG draft): the stored pixels as Pillow keeps them and the decoder's own buffers, one
+    band's copies, the result."""
     width, height = image.size
     factor = reduction(image.size, target_size)
     rows = min(_band_rows(width, height, factor), height)
     result = -(-width // factor) * -(-height // factor)
     path, stored = _path(image), stored_bytes_per_pixel(image.mode)
     band = rows * width * (2 * stored + 8 if path == "high_bit" else _BAND_BYTES[path])
-    return width * height * stored + band + result * _RESULT_BYTES.get(path, 6)
+    codecs = {image.format, *(tile[0] for tile in getattr(image, "tile", ()))}  # tile: files only
+    decoding = stored + max(_DECODER_BYTES.get(name, 0) for name in codecs)
+    libtiff = _libtiff_buffer_bytes(image) if "libtiff" in codecs else 0
+    return width * height * decoding + libtiff + band + result * _RESULT_BYTES.get(path, 6)
+
+
+def _libtiff_buffer_bytes(tiff: Image.Image) -> int:
+    """A compressed TIFF goes through libtiff, which decodes one strip or tile at a time into a buffer
+    of its decoded size: tiny for the usual 8 KB to 64 KB strips, but a file stored as one strip (as
+    some writers do) holds the whole image a second time (a 3000 x 3000 grey TIFF: 17 MB, counted 9).
+    Subsampled YCbCr is read as RGBA, 4 bytes a pixel."""
+    tags = tiff.tag_v2
+    bits = tags.get(258, (8,))
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    samples = int(tags.get(277, 1) or 1)
+    bits_per_pixel = max(sum(bits), bits[0] * samples, 32 if tags.get(262) == 6 else 0)
+    if 322 in tags and 323 in tags:  # tiled
+        columns, rows = int(tags[322]), int(tags[323])
+    else:
+        columns, rows = tiff.width, min(int(tags.get(278, tiff.height) or tiff.height), tiff.height)
+    return rows * -(-columns * bits_per_pixel // 8)
+
+
+def coefficient_bytes(jpeg: Image.Image, size: tuple[int, int]) -> int:
+    """What libjpeg holds to decode a JPEG in more than one scan: every DCT coefficient of the full-size
+    image (`size`, before any draft: DCT scaling does not shrink it) until the last scan, 2 bytes each,
+    64 a block, each component at its sampling with its blocks padded to whole MCUs. Measured 3 bytes a
+    pixel for a 4:2:0 colour film, 2 for grey, 8 for CMYK (a 6000 x 6000 progressive CMYK JPEG: 279 MB)."""
+    width, height = size
+    h_max = max(h for _, h, _, _ in jpeg.layer)
+    v_max = max(v for _, _, v, _ in jpeg.layer)
+    total = 0
+    for _, h, v, _ in jpeg.layer:
+        columns, rows = -(-width * h // (h_max * 8)), -(-height * v // (v_max * 8))
+        total += -(-columns // h) * h * -(-rows // v) * v
+    return total * 64 * 2
 
 
 def stored_bytes_per_pixel(mode: str) -> int:
