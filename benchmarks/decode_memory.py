@@ -34,8 +34,12 @@ decode(warm_up, target_size=224)  # the decoder's lazy imports, outside the meas
 def status_mb(field):
     with open("/proc/self/status") as status:
         return int(status.read().split(field + ":")[1].split()[0]) / 1024
-with open("/proc/self/clear_refs", "w") as refs:
-    refs.write("5")  # resets the peak (VmHWM) to what is resident now
+try:
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # resets the peak (VmHWM) to what is resident now
+except OSError:  # not Linux, or a sandbox that forbids it: nothing to measure
+    print("null")
+    sys.exit()
 before = status_mb("VmRSS")
 try:
     decode(data, target_size=224, memory_mb=100_000)
@@ -108,6 +112,24 @@ MODES = (
 )
 
 
+def measure(warm_up: bytes, data: bytes, folder: Path, root: Path = ROOT) -> dict | None:
+    """One decode of `data` in a fresh process of `root`'s decoder, after `warm_up` (a small file of the
+    same kind): its outcome, peak growth and count; None where the peak cannot be reset."""
+    paths = folder / "warm-up", folder / "film"
+    paths[0].write_bytes(warm_up)
+    paths[1].write_bytes(data)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, *map(str, paths)],
+        cwd=root,
+        env={"PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT
     modes = sys.argv[2].split(",") if len(sys.argv) > 2 else MODES
@@ -115,19 +137,8 @@ def main() -> None:
         for side in SIDES:
             for mode in modes:
                 label, data = film(mode, side)
-                paths = Path(folder) / "warm-up", Path(folder) / "film"
-                paths[0].write_bytes(film(mode, 64)[1])
-                paths[1].write_bytes(data)
-                done = subprocess.run(
-                    [sys.executable, "-c", PROBE, *map(str, paths)],
-                    cwd=root,
-                    env={"PYTHONPATH": str(root)},
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                result = json.loads(done.stdout.strip().splitlines()[-1])
-                print(json.dumps({"file": label, "side": side, **result}), flush=True)
+                result = measure(film(mode, 64)[1], data, Path(folder), root)
+                print(json.dumps({"file": label, "side": side, **(result or {})}), flush=True)
 
 
 if __name__ == "__main__":

@@ -5,23 +5,20 @@ pixels of the whole-image steps it replaced."""
 from __future__ import annotations
 
 import io
-import json
 import re
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.decode_memory import measure
 from tests.image_samples import dicom
 from webapp.inference import raster
 from webapp.inference.decode import decode
 from webapp.inference.image import DEFAULT_DECODE_MEMORY_MB, DecodeError, on_8bit_levels, scale_to_unit, shrink
 
-ROOT = Path(__file__).resolve().parent.parent
 MODES = ("L", "LA", "RGB", "RGBA", "P", "P+t", "1", "CMYK", "I;16", "I", "F")
 
 
@@ -74,26 +71,6 @@ def test_bands_give_the_whole_image_pixels(mode, size, target, monkeypatch):
     pixels, colourfulness = raster.to_gray(image, target)
     assert pixels.dtype == np.float32 and pixels.shape == expected.shape
     assert np.array_equal(pixels, expected) and colourfulness == colour
-
-
-PROBE = """
-import json, sys
-from webapp.inference.decode import decode
-warm_up, data = (open(path, "rb").read() for path in sys.argv[1:3])
-decode(warm_up, target_size=224)  # the decoder's lazy imports, outside the measurement
-def status_mb(field):
-    with open("/proc/self/status") as status:
-        return int(status.read().split(field + ":")[1].split()[0]) / 1024
-try:
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")  # the peak (VmHWM) starts again from what is resident now
-except OSError:  # not Linux, or a sandbox that forbids it: nothing to measure
-    print("null")
-    sys.exit()
-before = status_mb("VmRSS")
-decode(data, target_size=224, memory_mb=100_000)
-print(json.dumps(status_mb("VmHWM") - before))
-"""
 
 
 def film(mode: str, side: int) -> bytes:
@@ -152,18 +129,8 @@ def _runs(row: bytes, size: int) -> list[bytes]:
 def peak_mb(mode: str, side: int, tmp_path: Path) -> float | None:
     """The growth of a fresh process's peak resident memory over one decode of the film, after a
     64 px film of the same kind has been decoded (the decoder's lazy imports are not the file's)."""
-    paths = tmp_path / "warm-up", tmp_path / "film"
-    paths[0].write_bytes(film(mode, 64))
-    paths[1].write_bytes(film(mode, side))
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, *map(str, paths)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = measure(film(mode, 64), film(mode, side), tmp_path)
+    return None if result is None else result["peak_growth_mb"]
 
 
 def counted_mb(data: bytes) -> float:

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from flask import g, has_request_context, request
 from flask_login import current_user
-from sqlalchemy import update
-from sqlalchemy.orm.attributes import set_committed_value
 
 from .extensions import db
-from .models import ApiToken, User, record_audit, utcnow
+from .models import ApiToken, User, changed_if, record_audit, utcnow
 from .refusal import Refusal
 from .shell_actor import shell_actor
 
@@ -75,17 +73,9 @@ def revoke_token(token: ApiToken, actor: str | None = None, reason: str = "") ->
         return False
     # Conditional, so of two revocations at once (a double-click, two administrators) only the one that
     # revoked it says so and writes the audit row: the other waits for it, then changes nothing.
-    now = utcnow()
-    revoked = db.session.execute(
-        update(ApiToken)
-        .where(ApiToken.id == token.id, ApiToken.revoked_at.is_(None))
-        .values(revoked_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if not revoked:
+    if not changed_if(token, ApiToken.revoked_at.is_(None), revoked_at=utcnow()):
         db.session.refresh(token, ["revoked_at"])
         return False
-    set_committed_value(token, "revoked_at", now)  # what the row now holds, not a change to write
     details = f"token {token.id} {token.name!r}" + (f"; {reason}" if reason else "")
     record_audit(actor or _default_actor(), "token_revoked", token.user.username, details)
     return True

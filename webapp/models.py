@@ -74,6 +74,21 @@ def folded_username(username: str) -> str:
     return unicodedata.normalize("NFKC", username).strip().lower()
 
 
+def changed_if(row: db.Model, condition, **values) -> bool:
+    """Write `values` to `row` in the database only where `condition` still holds there; whether it did.
+    Of two requests that both read the row before either wrote (a double-click, two administrators, a
+    page beside the shell), one changes it and the other learns it came second: the one that changed it
+    audits and says so. On success the loaded row shows the values without another query."""
+    model = type(row)
+    changed = db.session.execute(
+        update(model).where(model.id == row.id, condition).values(**values).execution_options(synchronize_session=False)
+    ).rowcount
+    if changed:
+        for name, value in values.items():
+            set_committed_value(row, name, value)  # what the row now holds, not a change to write
+    return bool(changed)
+
+
 class User(UserMixin, db.Model):
     __tablename__ = "users"
 
@@ -129,46 +144,28 @@ class User(UserMixin, db.Model):
         self.password_hash = hash_password(password)
 
     def set_active(self, wanted: bool) -> bool:
-        """Activate or deactivate the account; whether this request changed it. Conditional, so of two at
-        once (a double-click, two administrators, the Users page beside the shell) only one ends the
-        access, audits it and says so; both used to."""
-        changed = db.session.execute(
-            update(User)
-            .where(User.id == self.id, User.active.is_(not wanted))
-            .values(active=wanted)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        """Activate or deactivate the account; whether this request changed it (of two at once, only one
+        ends the access, audits it and says so; both used to)."""
+        changed = changed_if(self, User.active.is_(not wanted), active=wanted)
         set_committed_value(self, "active", wanted)  # what the row holds now, whoever wrote it
-        return bool(changed)
+        return changed
 
     def lose_directory_access(self) -> bool:
-        """Record that the directory gives this account no role; whether this request did. Conditional, so
-        of a sign-in refused at the moment the re-check finds the leaver, one writes `access_ended`."""
-        changed = db.session.execute(
-            update(User)
-            .where(User.id == self.id, User.directory_access.is_(True))
-            .values(directory_access=False)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        """Record that the directory gives this account no role; whether this request did (of a sign-in
+        refused at the moment the re-check finds the leaver, one writes `access_ended`)."""
+        changed = changed_if(self, User.directory_access.is_(True), directory_access=False)
         set_committed_value(self, "directory_access", False)
-        return bool(changed)
+        return changed
 
     def take_role(self, role: str) -> bool:
         """Give the account `role` unless another request changed its role since this row was read;
         whether this one did (the caller then audits it and ends the old role's access). Conditional, so
         of two at once (a double-clicked sign-in after a directory move, a sign-in beside the re-check)
         one does: both wrote role_changed, and the second ended the session the first had just begun."""
-        changed = db.session.execute(
-            update(User)
-            .where(User.id == self.id, User.role == self.role)
-            .values(role=role)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if changed:
-            set_committed_value(self, "role", role)
-        else:
+        changed = changed_if(self, User.role == self.role, role=role)
+        if not changed:
             db.session.refresh(self)  # the other's role, and the session version it began under
-        return bool(changed)
+        return changed
 
     def check_password(self, password: str) -> bool:
         return verify_password(self.password_hash, password)
