@@ -20,13 +20,15 @@ from .image import on_8bit_levels, refuse_non_finite, scale_to_unit, scale_with,
 HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 # Pixels in one band: its working copies (at most ~24 bytes a pixel, when alpha is flattened) stay
-# near 10 MB, and a 224 px JPEG, the usual upload, is one band and never cropped.
-_BAND_PIXELS = 1 << 19
+# near 100 MB. A film up to 2048 x 2048 (a 224 px JPEG, the usual upload; a detector's 16-bit PNG) is
+# one band and takes the whole-image steps: with half-megapixel bands, a 2048 x 2048 16-bit PNG's
+# review copy, converted on a thread after its answer, cost the next upload 15 ms (p50 91 -> 106 ms).
+_BAND_PIXELS = 1 << 22
 # Bytes a pixel of one band's working copies, per path, from what each step allocates (checked
 # against the measured peaks, tests/test_decode_memory.py): the crop, then each conversion's output
 # (Pillow keeps any multi-band image at 4 bytes a pixel). Flattening alpha: crop, RGBA, background,
 # composite, RGB (20, measured 20). Palette, CMYK...: crop and RGB. High-bit data: the crop, its bytes
-# as an array, float32 and the scaled float32, i.e. twice the stored width and 8 (I;16: 12, I/F: 16).
+# as an array, float32 and the scaled float32, i.e. twice the stored width and 10 (I;16: 14, I/F: 18).
 _BAND_BYTES = {"alpha": 24, "convert": 8, "bilevel": 2, "plain": 0}
 # Bytes a pixel of the result (after reduction): 8-bit data end as a grey image, its bytes and the
 # float32 array (an RGB result and its grey conversion alive together take less); high-bit data as
@@ -56,7 +58,9 @@ def peak_bytes(image: Image.Image, target_size: int | None) -> int:
     rows = min(_band_rows(width, height, factor), height)
     result = -(-width // factor) * -(-height // factor)
     path, stored = _path(image), stored_bytes_per_pixel(image.mode)
-    band = rows * width * (2 * stored + 8 if path == "high_bit" else _BAND_BYTES[path])
+    # High-bit: 2 bytes a pixel above the two float32 copies, for a band that is the whole image
+    # (a 2000 x 2000 float TIFF peaked at 83 MB, counted 77 without them).
+    band = rows * width * (2 * stored + 10 if path == "high_bit" else _BAND_BYTES[path])
     codecs = {image.format, *(tile[0] for tile in getattr(image, "tile", ()))}  # tile: files only
     decoding = stored + max(_DECODER_BYTES.get(name, 0) for name in codecs)
     libtiff = _libtiff_buffer_bytes(image) if "libtiff" in codecs else 0
