@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .image import on_8bit_levels, refuse_non_finite, scale_to_unit, scale_with, shrink_by
+from .image import on_8bit_levels, refuse_non_finite, scale_with, shrink_by
 
 HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
@@ -191,10 +191,9 @@ def _high_bit_gray(image: Image.Image, factor: int) -> np.ndarray:
     time into the (shrunk) float32 result; NaN or infinity is refused before anything is scaled."""
     width, height = image.size
     rows = _band_rows(width, height, factor)
-    if rows >= height:  # one band: the whole image at once
+    if rows >= height:  # one band: the whole image at once, scaled by its extremes as the bands are
         values = np.asarray(image)
-        _extremes(values)  # refuses NaN and infinity
-        return on_8bit_levels(shrink_by(scale_to_unit(values), factor))
+        return on_8bit_levels(shrink_by(scale_with(values, *_extremes(values)), factor))
     bands = [(top, min(top + rows, height)) for top in range(0, height, rows)]
     extremes = [_extremes(_rows(image, top, bottom)) for top, bottom in bands]
     low, high = min(low for low, _ in extremes), max(high for _, high in extremes)
