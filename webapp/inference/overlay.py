@@ -12,7 +12,9 @@ import zlib
 import numpy as np
 from PIL import Image
 
-# Anchors of a perceptually ordered blue -> yellow -> red map (value, R, G, B).
+# Anchors of a blue -> green -> yellow -> red map (value, R, G, B): the order readers know from
+# Grad-CAM figures. Its lightness is not monotonic (CIE L* 10, 49, 73, 87, then 46 for the red top),
+# so strength is also carried by opacity (_weight: weak evidence stays transparent).
 _ANCHORS = np.array(
     [
         [0.00, 0.05, 0.05, 0.35],
