@@ -21,7 +21,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import safe_dn
 
-from ..models import folded_username
+from ..models import directory_configured, folded_username
 
 
 class DirectoryUnavailable(Exception):
@@ -63,8 +63,7 @@ def entry_name(entry, attribute: str | None, typed: str) -> str:
     return folded_username(typed)
 
 
-def configured() -> bool:
-    return bool(current_app.config["LDAP_URL"])
+configured = directory_configured  # LDAP_URL set: directory sign-in is on
 
 
 def settings_problem(config) -> str | None:
