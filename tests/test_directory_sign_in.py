@@ -376,14 +376,19 @@ def test_a_leaver_refused_at_sign_in_while_the_recheck_asks_about_them_is_ended_
         _put_back_in_clinicians(directory, "alice")
 
 
-def test_a_directory_that_cannot_be_asked_ends_nobodys_access(app, client, auth, own_ldap_server):
+def test_a_directory_that_cannot_be_asked_ends_nobodys_access(app, client, auth, own_ldap_server, caplog):
+    # However long it lasts (docs/sign-in.md, "Directory outage"): sessions and tokens go on, with a warning.
     app.config.update(own_ldap_server.app_settings())
     assert sign_in_as(auth, "alice").status_code == 302
+    bearer = {"Authorization": f"Bearer {issue_token(app, 'alice')}"}
     own_ldap_server.stop()
     with app.app_context():
-        assert recheck_directory_accounts() == 0
+        for _ in range(2):
+            assert recheck_directory_accounts() == 0
         assert db.session.query(AuditEvent).filter_by(action="access_ended").count() == 0
+    assert caplog.text.count("directory re-check stopped, nobody's access changed") == 2
     assert client.get("/screen").status_code == 200
+    assert client.get("/api/v1/tokens", headers=bearer).status_code == 200
 
 
 def test_the_recheck_is_on_the_workers_schedule(app, directory):
