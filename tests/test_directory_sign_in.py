@@ -376,14 +376,19 @@ def test_a_leaver_refused_at_sign_in_while_the_recheck_asks_about_them_is_ended_
         _put_back_in_clinicians(directory, "alice")
 
 
-def test_a_directory_that_cannot_be_asked_ends_nobodys_access(app, client, auth, own_ldap_server):
+def test_a_directory_that_cannot_be_asked_ends_nobodys_access(app, client, auth, own_ldap_server, caplog):
+    # However long it lasts (docs/sign-in.md, "Directory outage"): sessions and tokens go on, with a warning.
     app.config.update(own_ldap_server.app_settings())
     assert sign_in_as(auth, "alice").status_code == 302
+    bearer = {"Authorization": f"Bearer {issue_token(app, 'alice')}"}
     own_ldap_server.stop()
     with app.app_context():
-        assert recheck_directory_accounts() == 0
+        for _ in range(2):
+            assert recheck_directory_accounts() == 0
         assert db.session.query(AuditEvent).filter_by(action="access_ended").count() == 0
+    assert caplog.text.count("directory re-check stopped, nobody's access changed") == 2
     assert client.get("/screen").status_code == 200
+    assert client.get("/api/v1/tokens", headers=bearer).status_code == 200
 
 
 def test_the_recheck_is_on_the_workers_schedule(app, directory):
@@ -507,3 +512,26 @@ def test_a_sign_in_sent_twice_at_once_after_a_role_change_changes_the_role_once(
         assert User.by_username("alice").role == "clinician"
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "setting", ["LDAP_USER_BASE", "LDAP_CLINICIAN_GROUP_DN"], ids=["people-base-missing", "group-missing"]
+)
+def test_a_base_the_directory_does_not_have_is_no_answer_about_anyone(app, client, auth, directory, setting, caplog):
+    """Found by review: the search's noSuchObject was read as "no entry", so a typo in LDAP_USER_BASE (or
+    an OU renamed in the directory) made the next re-check end every directory account's access and
+    revoke its tokens as if everyone had left, audited "no longer in the directory"; a missing group,
+    as if nobody were in it. It is the directory not answering, as documented: nothing changes."""
+    assert sign_in_as(auth, "alice").status_code == 302
+    bearer = {"Authorization": f"Bearer {issue_token(app, 'alice')}"}
+    app.config[setting] = "ou=renamed,dc=hospital,dc=test"
+    with app.app_context():
+        assert recheck_directory_accounts() == 0
+        assert (
+            db.session.query(AuditEvent).filter(AuditEvent.action.in_(("access_ended", "token_revoked"))).count() == 0
+        )
+        assert User.by_username("alice").role == "clinician"
+    assert "nobody's access changed" in caplog.text and "noSuchObject" in caplog.text
+    assert client.get("/screen").status_code == 200 and client.get("/api/v1/tokens", headers=bearer).status_code == 200
+    response = sign_in_as(AuthActions(app.test_client()), "alice")
+    assert response.status_code == 503 and "staff directory cannot be reached" in response.get_data(as_text=True)

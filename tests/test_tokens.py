@@ -188,11 +188,16 @@ def test_a_page_back_from_an_issued_token_still_issues_one_for_another_user(
     assert client.post(f"/admin/users/{admin_user}/tokens", data=data).status_code == 303  # that one again
 
 
+# Directory sign-in on, for accounts from the directory; nothing here asks it.
+DIRECTORY_ON = "ldap://directory.invalid"
+
+
 def test_a_token_issued_to_a_directory_leaver_is_refused(app, client, runner):
     # A directory account the re-check (or a refused sign-in) found in neither group: its sessions and
     # tokens ended, and the re-check passes it by from then on. A token an administrator issued it
     # afterwards (Users page or CLI) lived for its 90 days, past the leaver promise of docs/sign-in.md.
     # Such a token is no longer issued (below); one that got past that check is refused all the same.
+    app.config["LDAP_URL"] = DIRECTORY_ON  # with it off, every directory account is cut off (test_directory_off.py)
     with app.app_context():
         leaver = User(username="alice", role="clinician", source="directory", password_hash="!directory")
         db.session.add(leaver)
@@ -212,6 +217,7 @@ def test_a_token_issued_to_a_directory_leaver_is_refused(app, client, runner):
 def test_no_token_is_issued_that_would_be_refused_at_every_use(app, client, runner, auth, admin_user, how):
     """The Users page and the shell issued a token to a deactivated account or a directory leaver: its
     secret was shown once, then refused at every use, and the administrator found out from a script."""
+    app.config["LDAP_URL"] = DIRECTORY_ON
     with app.app_context():
         user = User(username="alice", role="clinician", source="directory", password_hash="!directory")
         user.active, user.directory_access = how != "deactivated", how != "leaver"

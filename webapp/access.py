@@ -17,13 +17,18 @@ from .refusal import Refusal
 from .shell_actor import shell_actor
 
 
+def bearer_secret() -> str:
+    """The secret the request's `Authorization: Bearer` header carries; empty when none."""
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    return secret.strip() if scheme.lower() == "bearer" else ""
+
+
 def request_token() -> ApiToken | None:
     """The live API token the request carries (Authorization: Bearer), looked up once per
     request: the rate limiter asks before the view runs."""
     if "api_token" not in g:
-        scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
-        secret = secret.strip()
-        g.api_token = ApiToken.authenticate(secret) if scheme.lower() == "bearer" and secret else None
+        secret = bearer_secret()
+        g.api_token = ApiToken.authenticate(secret) if secret else None
         if g.api_token is not None:
             g.api_user = g.api_token.user
     return g.api_token
@@ -49,12 +54,18 @@ def issue_token(
     `form_once` (the admin page form's one-time value) already issued one."""
     if not user.may_use_tokens:
         # A secret shown once and refused at every use: the administrator would find out from a script.
-        why = (
-            "is deactivated: activate the account first"
-            if not user.active
-            else "has no access from the directory (in neither group at its last check): access, tokens "
-            "included, comes back when they sign in again once in a group"
-        )
+        if not user.active:
+            why = "is deactivated: activate the account first"
+        elif user.cut_off:
+            why = (
+                "is an account from the staff directory, and directory sign-in is switched off: make it a local "
+                f"account first (flask --app wsgi users make-local {user.username})"
+            )
+        else:
+            why = (
+                "has no access from the directory (in neither group at its last check): access, tokens "
+                "included, comes back when they sign in again once in a group"
+            )
         raise TokenRefused("token_refused", f"No token issued: {user.username} {why}.", 409)
     token, secret = ApiToken.create(user, name.strip()[:64], days, form_once)
     db.session.flush()  # the id names the token in the audit trail and on the admin page

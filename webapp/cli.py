@@ -10,12 +10,12 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from .access import TokenRefused, issue_token, revoke_token, revoke_tokens
-from .auth.sessions import end_all_access
+from .auth.sessions import end_all_access, end_sessions
 from .auth.throttle import forget_lapsed
 from .cli_group import AdminGroup
 from .config import MAX_RETENTION_DAYS
 from .extensions import db
-from .models import RESERVED_ACCOUNT, ROLES, USERNAME_PATTERN, AuditEvent, User, record_audit, utcnow
+from .models import LOCAL, RESERVED_ACCOUNT, ROLES, USERNAME_PATTERN, AuditEvent, User, record_audit, utcnow
 from .neutral_names import neutralise, sent_names
 from .passwords import password_problem
 from .retention import count_prune, described, prune_predictions
@@ -174,6 +174,11 @@ def _set_active(name: str, active: bool) -> None:
 def reset_password(name: str, password: str, change_at_sign_in: bool) -> None:
     """Set a new password for NAME; every session NAME has open ends."""
     user = _user_or_fail(name)
+    if user.cut_off:
+        raise click.ClickException(
+            f"{name} is an account from the staff directory, and directory sign-in is switched off: to keep it, "
+            f"make it a local account with a password (flask --app wsgi users make-local {name})."
+        )
     if user.from_directory:
         raise click.ClickException(f"{name} signs in through the staff directory: reset the password there.")
     _check_password(password)
@@ -185,11 +190,41 @@ def reset_password(name: str, password: str, change_at_sign_in: bool) -> None:
     click.echo(f"Password of {name} reset; {revoked} API token(s) revoked.")
 
 
+@users_cli.command("make-local")
+@click.argument("name")
+@PASSWORD_OPTION
+@CHANGE_OPTION
+def make_local(name: str, password: str, change_at_sign_in: bool) -> None:
+    """Keep directory account NAME as a local account with a password (e.g. with directory sign-in
+    switched off): the directory no longer decides its sign-in or its role; its history is kept."""
+    user = _user_or_fail(name)
+    if not user.from_directory:
+        raise click.ClickException(f"{name} is already a local account.")
+    if user.under_reserved_name:
+        raise click.ClickException(RESERVED_ACCOUNT.format(name=user.username))
+    _check_password(password)
+    user.source = LOCAL
+    user.set_password(password)
+    user.must_change_password = change_at_sign_in
+    user.directory_access = True  # the directory's say over it ends here, its refusal included
+    end_sessions(user)  # sessions begun through the directory end: from now on the password signs in
+    tokens = sum(token.state == "active" for token in user.tokens)
+    record_audit(shell_actor(), "user_made_local", name, f"was a directory account; {tokens} live API token(s) kept")
+    db.session.commit()
+    click.echo(
+        f"{name} is now a local {user.role} account with a password; {tokens} live API token(s) kept "
+        f"(flask --app wsgi users revoke-token {name} revokes them; users token {name} issues a new one)."
+    )
+
+
 @users_cli.command("list")
 def list_users() -> None:
     """List accounts with their role and state."""
     for user in db.session.scalars(db.select(User).order_by(User.username)):
-        click.echo(f"{user.username}\t{user.role}\t{'active' if user.active else 'deactivated'}\t{user.source}")
+        state = "active" if user.active else "deactivated"
+        if user.active and user.cut_off:
+            state = "no access (directory sign-in switched off)"
+        click.echo(f"{user.username}\t{user.role}\t{state}\t{user.source}")
 
 
 def _days_option(setting: str):

@@ -7,7 +7,7 @@ import secrets
 import unicodedata
 from datetime import UTC, datetime, timedelta
 
-from flask import g, has_request_context, request
+from flask import current_app, g, has_request_context, request
 from flask_login import UserMixin, current_user
 from sqlalchemy import (
     JSON,
@@ -24,6 +24,7 @@ from sqlalchemy import (
     and_,
     false,
     func,
+    literal,
     or_,
     select,
     text,
@@ -43,6 +44,13 @@ ROLES = ("clinician", "admin")
 LOCAL, DIRECTORY = "local", "directory"
 # Stored instead of a hash for directory accounts: no password ever verifies against it.
 NO_LOCAL_PASSWORD = "!directory"
+
+
+def directory_configured() -> bool:
+    """Whether directory sign-in is switched on (LDAP_URL set)."""
+    return bool(current_app.config["LDAP_URL"])
+
+
 # "system" follows the browser's prefers-color-scheme; the others pin the reading-room theme.
 THEMES = ("system", "light", "dark")
 LABELS = VERDICTS
@@ -121,17 +129,27 @@ class User(UserMixin, db.Model):
     @hybrid_property
     def may_use_tokens(self) -> bool:
         """Whether the account's API tokens are honoured: active and, from the directory, not a leaver
-        (a leaver's tokens were revoked, and one issued since must not bring the access back)."""
-        return self.active and self.directory_access
+        (a leaver's tokens were revoked, and one issued since must not bring the access back) and not
+        cut off (directory sign-in switched off)."""
+        return self.active and self.directory_access and not self.cut_off
 
     @may_use_tokens.inplace.expression
     @classmethod
     def _may_use_tokens_expression(cls):
-        return and_(cls.active.is_(True), cls.directory_access.is_(True))
+        directory_on = or_(cls.source != DIRECTORY, literal(directory_configured()))
+        return and_(cls.active.is_(True), cls.directory_access.is_(True), directory_on)
 
     @property
     def from_directory(self) -> bool:
         return self.source == DIRECTORY
+
+    @property
+    def cut_off(self) -> bool:
+        """A directory account while directory sign-in is switched off: its password and role come from
+        the directory, which nothing asks any more (not the sign-in, not the re-check), so a leaver would
+        keep the sessions and tokens they had. It has no access at all (fail closed) until directory
+        sign-in is on again or an administrator makes it local (`users make-local`)."""
+        return self.from_directory and not directory_configured()
 
     @property
     def under_reserved_name(self) -> bool:
@@ -173,6 +191,15 @@ class User(UserMixin, db.Model):
     @classmethod
     def by_username(cls, username: str) -> User | None:
         return db.session.scalar(select(cls).where(cls.username == username))
+
+    @classmethod
+    def cut_off_accounts_exist(cls) -> bool:
+        """Whether directory sign-in is switched off while active directory accounts exist (User.cut_off):
+        the sign-in page says so to everyone, not per name, which would tell who has an account."""
+        if directory_configured():
+            return False
+        account = select(cls.id).where(cls.source == DIRECTORY, cls.active.is_(True)).limit(1)
+        return db.session.scalar(account) is not None
 
     @classmethod
     def name_taken(cls, username: str) -> bool:
@@ -241,6 +268,15 @@ class ApiToken(db.Model):
         if self.revoked_at is not None:
             return "revoked"
         return "expired" if as_utc(self.expires_at) <= utcnow() else "active"
+
+    @classmethod
+    def cut_off_owner(cls, token: str) -> User | None:
+        """The active directory account whose token (revoked or not) `token` is, while directory sign-in
+        is switched off (User.cut_off); None otherwise. Asked only of a refused token, to say why."""
+        if directory_configured():  # nobody is cut off: no query for every refused guess
+            return None
+        found = db.session.scalar(select(cls).where(cls.token_digest == _token_digest(token)))
+        return found.user if found is not None and found.user.active and found.user.cut_off else None
 
     @classmethod
     def authenticate(cls, token: str) -> ApiToken | None:

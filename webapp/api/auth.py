@@ -7,7 +7,10 @@ from http import HTTPStatus
 
 from flask import g
 
-from ..access import request_token
+from ..access import bearer_secret, request_token
+from ..auth.sessions import end_cut_off
+from ..extensions import db
+from ..models import ApiToken
 from . import bp
 from .errors import api_error
 
@@ -33,11 +36,7 @@ def token_required(view):
     @wraps(view)
     def wrapped(*args, **kwargs):
         if request_token() is None:
-            response = api_error(
-                "unauthorized",
-                "A valid API token is required: Authorization: Bearer <token>. Revoked or expired tokens are refused.",
-                401,
-            )
+            response = api_error("unauthorized", _refusal(), 401)
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
         return view(*args, **kwargs)
@@ -47,6 +46,26 @@ def token_required(view):
         if status.value not in declared:  # the view's own description (e.g. `model_unavailable`) stays
             wrapped = bp.alt_response(status.value, response=status.name)(wrapped)
     return wrapped
+
+
+TOKEN_REQUIRED = "A valid API token is required: Authorization: Bearer <token>. Revoked or expired tokens are refused."
+DIRECTORY_OFF = (
+    "This token belongs to {name}, an account from the staff directory, and directory sign-in is switched off "
+    "on this CXR Screen, so its tokens are refused (and were revoked). An administrator can make it a local "
+    "account (flask --app wsgi users make-local {name}) and issue it a new token."
+)
+
+
+def _refusal() -> str:
+    """Why the request's token is refused: a directory account's while directory sign-in is switched off
+    says so (and ends that account's access, once); anything else gets the general answer."""
+    secret = bearer_secret()
+    owner = ApiToken.cut_off_owner(secret) if secret else None
+    if owner is None:
+        return TOKEN_REQUIRED
+    if end_cut_off(owner):
+        db.session.commit()
+    return DIRECTORY_OFF.format(name=owner.username)
 
 
 def admin_required(view):

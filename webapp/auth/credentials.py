@@ -24,7 +24,7 @@ from ..models import (
 )
 from ..passwords import verify_nothing
 from . import directory
-from .sessions import end_all_access
+from .sessions import DIRECTORY_OFF_REASON, end_all_access, end_cut_off
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,13 @@ def check(username: str, password: str) -> Outcome:
     # accounts (the break-glass admin first) from directory ones and from names that do not exist.
     verify_nothing(password)
     if not directory.configured():
-        return Outcome(None)
+        if user is None:
+            return Outcome(None)
+        # A directory account, and nothing to check its password with: refused (the page says, for every
+        # name, that directory accounts cannot sign in now), its access ended here if nothing has yet.
+        if user.active and end_cut_off(user):
+            db.session.commit()
+        return Outcome(None, reason=DIRECTORY_OFF_REASON)
     answer = directory.authenticate(username, password)
     if not answer.password_ok:
         return Outcome(None)

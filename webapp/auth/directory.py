@@ -21,7 +21,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import safe_dn
 
-from ..models import folded_username
+from ..models import directory_configured, folded_username
 
 
 class DirectoryUnavailable(Exception):
@@ -63,8 +63,7 @@ def entry_name(entry, attribute: str | None, typed: str) -> str:
     return folded_username(typed)
 
 
-def configured() -> bool:
-    return bool(current_app.config["LDAP_URL"])
+configured = directory_configured  # LDAP_URL set: directory sign-in is on
 
 
 def settings_problem(config) -> str | None:
@@ -128,13 +127,29 @@ def _same_dn(a: str, b: str) -> bool:
         return a.strip().lower() == b.strip().lower()
 
 
+# A search's result codes that are answers: success, and sizeLimitExceeded (more than one entry matched,
+# an ambiguous name: nobody). Anything else (noSuchObject: LDAP_USER_BASE or a group's DN missing, a
+# referral, refused rights) says nothing about the person.
+_ANSWERS = (0, 4)
+
+
+def _search(service: Connection, base: str, query: str, **options) -> list:
+    """The entries a search found; DirectoryUnavailable when the directory did not answer the question.
+    Read as "no entry", a base that does not exist (a typo in LDAP_USER_BASE, an OU renamed) made the
+    re-check end every directory account's access as if everyone had left."""
+    service.search(base, query, **options)
+    if service.result.get("result") not in _ANSWERS:
+        raise DirectoryUnavailable(f"search of {base!r} refused: {service.result.get('description')}")
+    return list(service.entries)
+
+
 def _in_group(service: Connection, user_dn: str, member_of: list[str], group_dn: str) -> bool:
     if not group_dn:
         return False
     if any(_same_dn(dn, group_dn) for dn in member_of):
         return True
-    service.search(group_dn, f"(member={escape_filter_chars(user_dn)})", search_scope=BASE, attributes=["cn"])
-    return bool(service.entries)
+    query = f"(member={escape_filter_chars(user_dn)})"
+    return bool(_search(service, group_dn, query, search_scope=BASE, attributes=["cn"]))
 
 
 @contextmanager
@@ -177,10 +192,10 @@ def _find(service: Connection, username: str):
     query = cfg["LDAP_USER_FILTER"].format(username=escape_filter_chars(username))
     attribute = name_attribute(cfg["LDAP_USER_FILTER"])
     wanted = ["memberOf", "userAccountControl", *([attribute] if attribute else [])]
-    service.search(cfg["LDAP_USER_BASE"], query, search_scope=SUBTREE, attributes=wanted, size_limit=2)
-    if len(service.entries) != 1:  # nobody, or an ambiguous filter: no one whose password to check
+    entries = _search(service, cfg["LDAP_USER_BASE"], query, search_scope=SUBTREE, attributes=wanted, size_limit=2)
+    if len(entries) != 1:  # nobody, or an ambiguous filter: no one whose password to check
         return None, ""
-    entry = service.entries[0]
+    entry = entries[0]
     return entry, entry_name(entry, attribute, username)
 
 

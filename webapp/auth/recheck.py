@@ -27,11 +27,20 @@ log = logging.getLogger(__name__)
 @periodic("auth.directory_recheck", "DIRECTORY_RECHECK_MINUTES")
 def recheck_directory_accounts() -> int:
     """Ask the directory about every directory account with access; returns how many lost it."""
-    if not directory.configured():
-        return 0
     accounts = db.session.scalars(
         select(User).where(User.source == DIRECTORY, User.active.is_(True), User.directory_access.is_(True))
     ).all()
+    if not directory.configured():
+        # Not a sign that directory sign-in is off: the worker may just lack the app's LDAP_* settings,
+        # and ending every account here would then revoke everyone's tokens after each sign-in. Where
+        # it is off, the app refuses these accounts at every use (User.cut_off) and ends them there.
+        if accounts:
+            log.warning(
+                "directory re-check: LDAP_URL is not set for the job worker, so %d directory account(s) are "
+                "not re-checked; if directory sign-in is on, give the worker the app's LDAP_* settings",
+                len(accounts),
+            )
+        return 0
     ended = 0
     for user in accounts:
         try:

@@ -58,7 +58,7 @@ def login():
             status = 401
     elif form.is_submitted():
         status = 400
-    return render_template("auth/login.html", form=form), status, headers
+    return render_template("auth/login.html", form=form, directory_off=User.cut_off_accounts_exist()), status, headers
 
 
 def _audited_name(username: str) -> str:

@@ -9,13 +9,18 @@ any of those is refused after it. Idle and absolute timeouts are timestamps in t
 
 from __future__ import annotations
 
+import logging
 import time
 
 from flask import current_app, flash, request, session, url_for
 from flask_login import login_user
 
 from ..access import revoke_tokens
-from ..models import User
+from ..extensions import db
+from ..models import User, record_audit
+from .directory import ACTOR
+
+log = logging.getLogger(__name__)
 
 VERSION, SIGNED_IN_AT, SEEN_AT = "session_version", "signed_in_at", "seen_at"
 # The query argument a page's own timed refresh adds (auto_refresh_url): not a person at the keyboard.
@@ -84,12 +89,40 @@ def end_all_access(user: User, reason: str = "access ended", actor: str | None =
     return revoke_tokens(user, actor=actor, reason=reason)
 
 
+# Shown to a directory account's session refused while directory sign-in is switched off (User.cut_off).
+DIRECTORY_OFF = (
+    "Your account comes from the staff directory, and directory sign-in is switched off on this CXR Screen, "
+    "so it cannot be used. Ask your IT service desk: an administrator can make it a local account with its "
+    "own password."
+)
+DIRECTORY_OFF_REASON = "directory sign-in switched off (LDAP_URL empty)"
+
+
+def end_cut_off(user: User) -> bool:
+    """A directory account met while directory sign-in is switched off (its session, a token, a sign-in):
+    end its sessions and tokens and say so in the audit trail and the log, once (the caller commits), as
+    for a leaver. Revoked, not just refused: LDAP_URL set again later, maybe to another directory whose
+    "alice" is someone else, must not bring the old alice's tokens back with a sign-in. Whether this
+    request ended it."""
+    if not user.lose_directory_access():  # already ended: by another request, or the re-check
+        return False
+    # The directory's actor, as for a leaver: nobody signed in did it.
+    end_all_access(user, reason=DIRECTORY_OFF_REASON, actor=ACTOR)
+    record_audit(ACTOR, "access_ended", user.username, DIRECTORY_OFF_REASON)
+    log.warning("directory account %s has no access: %s", user.username, DIRECTORY_OFF_REASON)
+    return True
+
+
 def still_valid(user: User) -> bool:
     """Whether the current request's session may act for `user`; ends it (with a message) when not."""
     cfg = current_app.config
     moment = now()
     reason = None
-    if session.get(VERSION) != user.session_version or not user.active:
+    if user.cut_off and user.active:
+        reason = DIRECTORY_OFF
+        if end_cut_off(user):
+            db.session.commit()
+    elif session.get(VERSION) != user.session_version or not user.active:
         reason = "Your session has ended. Please sign in again."
     elif moment - session.get(SIGNED_IN_AT, 0) > cfg["SESSION_MAX_HOURS"] * 3600:
         reason = f"Sessions last at most {cfg['SESSION_MAX_HOURS']} hours. Please sign in again."
