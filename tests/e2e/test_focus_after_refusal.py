@@ -49,3 +49,39 @@ def test_a_refused_upload_without_script_takes_the_focus(browser, live_server, t
         expect(page.locator("#upload-errors")).to_be_focused()
     finally:
         context.close()
+
+
+def test_a_refused_form_puts_the_focus_on_its_first_refused_field(visit, seeded_predictions):
+    """A form the server sent back with errors (a new password typed twice differently, a username
+    taken, the history and audit filters with From after To) came back with the focus at the top of
+    the page: a screen reader read the menu and never said the form had been refused. The first
+    refused field now takes the focus, and a screen reader reads its label, "invalid" and the reason."""
+    page = visit.page
+    visit.console.allow(r"status of 400")
+    visit.sign_in("e2e-admin")
+
+    page.goto("/auth/password")
+    page.get_by_label("Current password").fill("not checked: the new ones differ")
+    page.get_by_label("New password", exact=True).fill("a long enough new phrase 1")
+    page.get_by_label("New password again").fill("a long enough new phrase 2")
+    page.keyboard.press("Enter")
+    page.wait_for_load_state()
+    refused = page.get_by_label("New password again")
+    expect(refused).to_be_focused()
+    expect(refused).to_have_accessible_description(re.compile("differ"))
+
+    page.goto("/admin/users")
+    page.get_by_label("Username", exact=True).fill("e2e-clin")
+    page.get_by_label("Initial password").fill("a long enough new phrase 1")
+    page.get_by_label("Initial password").press("Enter")
+    page.wait_for_load_state()
+    expect(page.get_by_label("Username", exact=True)).to_be_focused()
+
+    for path in ("/history/", "/admin/history", "/admin/audit"):
+        page.goto(path)
+        page.get_by_label("From", exact=True).fill("2026-12-05")
+        page.get_by_label("To", exact=True).fill("2026-12-01")
+        page.get_by_role("button", name="Filter").press("Enter")
+        page.wait_for_url(re.compile(r"date_to=2026-12-01"))
+        expect(page.get_by_label("To", exact=True)).to_be_focused()
+        expect(page.get_by_label("To", exact=True)).to_have_accessible_description(re.compile("swap the two dates"))
