@@ -85,3 +85,4 @@ def test_a_refused_form_puts_the_focus_on_its_first_refused_field(visit, seeded_
         page.wait_for_url(re.compile(r"date_to=2026-12-01"))
         expect(page.get_by_label("To", exact=True)).to_be_focused()
         expect(page.get_by_label("To", exact=True)).to_have_accessible_description(re.compile("swap the two dates"))
+    visit.step("refused-audit-filters")  # axe on a refused form, in both themes
