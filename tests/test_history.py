@@ -67,6 +67,16 @@ def test_dates_the_wrong_way_round_are_explained(client, auth, rows, path):
     assert client.get(f"{path}?date_from={D1}&date_to={D1}").status_code == 200  # one day is a range
 
 
+@pytest.mark.parametrize("path", ["/history/", "/admin/history", "/admin/audit"])
+def test_a_refused_filter_says_the_list_is_unfiltered(client, auth, rows, path):
+    """With From after To the page listed every row under the form still showing the filters entered
+    (a verdict chosen, say): the list looked filtered. It now says the filters were not applied."""
+    auth.login("admin")
+    refused = client.get(f"{path}?verdict=PNEUMONIA&date_from={D2}&date_to={D1}").get_data(as_text=True)
+    assert 'id="filters-refused"' in refused and "These filters were not applied" in refused
+    assert 'id="filters-refused"' not in client.get(f"{path}?date_from={D1}&date_to={D2}").get_data(as_text=True)
+
+
 def test_clinician_sees_only_own(client, auth, rows):
     auth.login("clin")
     assert listed(client, "/history/") == {"n1.jpeg", "p1.jpeg"}

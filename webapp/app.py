@@ -10,6 +10,7 @@ from .env import ConfigError
 from .extensions import csrf, db, login_manager, migrate
 from .params import BoundedIntConverter
 from .private_files import make_private
+from .responses import takes_error_focus
 
 
 def create_app(config_class: type[Config] | None = None, overrides: dict | None = None) -> Flask:
@@ -22,6 +23,7 @@ def create_app(config_class: type[Config] | None = None, overrides: dict | None 
     check_directory_settings(app)
     register_extensions(app)
     register_blueprints(app)
+    app.add_template_global(takes_error_focus)
     register_errorhandlers(app)
     register_request_hooks(app)
     register_cli(app)

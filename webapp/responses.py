@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import flash, request, url_for
+from flask import flash, g, request, url_for
 from flask_wtf import FlaskForm
 
 PROBES = ("/healthz", "/readyz")
@@ -23,6 +23,16 @@ def wants_json() -> bool:
 def form_errors(form: FlaskForm) -> str:
     """All of a form's validation messages as one sentence for a flash or a JSON error."""
     return "; ".join(message for messages in form.errors.values() for message in messages)
+
+
+def takes_error_focus(field) -> bool:
+    """Whether this refused field is the page's first: that one gets `autofocus` (the field macro).
+    A refused form came back with the focus at the top of the page, so a screen reader said nothing
+    of the refusal; on the field it reads the label, "invalid" and the reason tied to it."""
+    if not field.errors or g.get("error_focus_taken"):
+        return False
+    g.error_focus_taken = True
+    return True
 
 
 def form_accepted(form: FlaskForm, refused: str) -> bool:

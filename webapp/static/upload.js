@@ -73,6 +73,15 @@
     return a.name === b.name && a.size === b.size && a.lastModified === b.lastModified;
   }
 
+  // The Screen button was disabled while the upload ran, which dropped the keyboard focus to the
+  // page itself: the refusal takes it, as the sign-in page's does, and the next Tab goes on from there.
+  function refused(messages) {
+    progress.hidden = true;
+    submit.disabled = false;
+    showErrors(messages);
+    errors.focus();
+  }
+
   // Files picked and files dropped add up, so one can pick two films and then drop a third.
   function choose(files) {
     Array.from(files).forEach(function (file) {
@@ -126,17 +135,13 @@
       let body = null;
       try { body = JSON.parse(xhr.responseText); } catch (ignored) { body = null; }
       if (body && body.redirect) { window.location.assign(body.redirect); return; }
-      progress.hidden = true;
-      submit.disabled = false;
       const messages = body && body.errors ? body.errors.map(function (e) {
         return (e.filename ? e.filename + ": " : "") + e.message;
       }) : [body && body.error ? body.error.message : "The upload failed (HTTP " + xhr.status + ")."];
-      showErrors(messages);
+      refused(messages);
     });
     xhr.addEventListener("error", function () {
-      progress.hidden = true;
-      submit.disabled = false;
-      showErrors(["The server could not be reached. Check the connection and try again."]);
+      refused(["The server could not be reached. Check the connection and try again."]);
     });
     progress.hidden = false;
     bar.value = 0;

@@ -28,6 +28,30 @@
     }
   });
 
+  // The tool strip follows the WAI-ARIA toolbar pattern its role announces: one Tab stop (the
+  // button last used), Left/Right move between the buttons and wrap, Home/End go to the ends.
+  // Only buttons take part: a slider or field placed in the strip would keep its own arrow keys.
+  function rovingFocus(toolbar) {
+    const buttons = Array.from(toolbar.querySelectorAll("button"));
+    const tabStop = (chosen) => {
+      for (const button of buttons) button.tabIndex = button === chosen ? 0 : -1;
+    };
+    tabStop(buttons[0]);
+    // A click or a programmatic focus moves the Tab stop too.
+    toolbar.addEventListener("focusin", (event) => {
+      if (buttons.includes(event.target)) tabStop(event.target);
+    });
+    toolbar.addEventListener("keydown", (event) => {
+      const index = buttons.indexOf(event.target);
+      if (index === -1 || event.ctrlKey || event.metaKey || event.altKey || event.shiftKey) return;
+      const last = buttons.length - 1;
+      const next = { ArrowRight: index + 1, ArrowLeft: index - 1, Home: 0, End: last }[event.key];
+      if (next === undefined) return;
+      event.preventDefault();
+      buttons[next > last ? 0 : next < 0 ? last : next].focus();
+    });
+  }
+
   function setUp(root) {
     const filmPane = root.querySelector(".pane-film");
     const stages = root.querySelectorAll(".stage");
@@ -119,6 +143,7 @@
       preset: (button) => setGrey(Number(button.dataset.window) / 100, Number(button.dataset.level) / 100),
       reset: reset,
     };
+    rovingFocus(root.querySelector(".viewer-tools"));
     root.querySelector(".viewer-tools").addEventListener("click", (event) => {
       const button = event.target.closest("button[data-action]");
       if (button) actions[button.dataset.action](button);
