@@ -217,6 +217,9 @@ def test_reading_a_batch(visit, seeded_predictions):
     page.keyboard.press("j")
     unknown = card_for(page, "photo.jpg")
     expect(unknown.locator(".pane-film")).to_be_focused()
+    # The focused film's name says its verdict: a screen reader moving with j/k hears it.
+    said = re.compile(r"^Film photo\.jpg, answered UNKNOWN:")
+    expect(unknown.locator(".pane-film")).to_have_attribute("aria-label", said)
     assert page.url.endswith(f"#prediction-{seeded_predictions['photo.jpg']['id']}")
     page.keyboard.press("j")
     expect(card_for(page, "normal.jpeg").locator(".pane-film")).to_be_focused()
