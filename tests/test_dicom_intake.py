@@ -39,7 +39,7 @@ from webapp.models import (
 )
 from webapp.pacs import intake, spool, tasks
 from webapp.pacs.device import device_uid
-from webapp.pacs.results import BANNER, Verdict, build_capture, build_sr, encode, summary_lines
+from webapp.pacs.results import BANNER, SCHEME, Verdict, build_capture, build_sr, encode, summary_lines
 from webapp.pacs.sender import Destination, DestinationError, SendError, parse_destination, send
 
 
@@ -180,8 +180,32 @@ def test_the_results_pass_dciodvfy(tmp_path):
         path = tmp_path / f"{name}.dcm"
         path.write_bytes(encode(dataset))
         report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
-        errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
-        assert errors == [], name
+        lines = (report.stdout + report.stderr).splitlines()
+        assert [line for line in lines if line.startswith("Error")] == [], name
+        # dciodvfy checks a Coding Scheme Designator against its own list of the standard's schemes, which
+        # no private one is in, declared or not: that warning alone is expected, for the SR only.
+        expected = f"Warning - Unrecognized defined term <{SCHEME}> for value 1 of attribute <Coding Scheme Designator>"
+        assert [line for line in lines if line.startswith("Warning") and line != expected] == [], name
+
+
+def test_the_sr_declares_its_private_coding_scheme():
+    """Found by the PACS review: the SR used 99CXRSCREEN without a Coding Scheme Identification Sequence
+    item (PS3.3 C.12.1.1.4), so nothing in the object said what the scheme is or who answers for it."""
+    sr = build_sr(dcmread(io.BytesIO(film(1))), Verdict("NORMAL", 0.1, 0.5, None, "v-test"), DEVICE_UID)
+    used = set()
+
+    def walk(dataset):
+        for element in dataset:
+            if element.keyword == "CodingSchemeDesignator":
+                used.add(element.value)
+            elif element.VR == "SQ" and element.keyword != "CodingSchemeIdentificationSequence":
+                for item in element.value:
+                    walk(item)
+
+    walk(sr)
+    declared = {item.CodingSchemeDesignator: item for item in sr.CodingSchemeIdentificationSequence}
+    assert {designator for designator in used if designator.startswith("99")} == {SCHEME} == set(declared)
+    assert declared[SCHEME].CodingSchemeName and declared[SCHEME].CodingSchemeResponsibleOrganization == "CXR Screen"
 
 
 def test_a_refused_film_sent_again_is_screened_and_a_screened_one_only_counted(app):

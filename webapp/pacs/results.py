@@ -38,8 +38,14 @@ logging.getLogger("highdicom").setLevel(logging.WARNING)
 MANUFACTURER = "CXR Screen"
 BANNER = "AI RESULT - NOT FOR DIAGNOSTIC USE"
 SR_SERIES_NUMBER, SC_SERIES_NUMBER = 9901, 9902
-# Our own coding scheme for the concepts no standard code names (PS3.16 8.2: private schemes start 99).
+# Our own coding scheme for the concepts no standard code names (PS3.16 8.2: private schemes start 99),
+# declared in each SR's Coding Scheme Identification Sequence (PS3.3 C.12.1.1.4) with its name and who
+# answers for it: a receiving system, or a reader of the SR, learns what "99CXRSCREEN" is from the
+# object itself (until 5 December it was used undeclared).
 SCHEME = "99CXRSCREEN"
+SCHEME_DECLARATION = hd.coding_schemes.CodingSchemeIdentificationItem(
+    designator=SCHEME, name="CXR Screen AI screening concepts", responsible_organization=MANUFACTURER
+)
 VERDICT_CONCEPT = Code("VERDICT", SCHEME, "AI screening verdict")
 PROBABILITY_CONCEPT = Code("P-PNEUMONIA", SCHEME, "Calibrated probability of pneumonia")
 THRESHOLD_CONCEPT = Code("THRESHOLD", SCHEME, "Decision threshold")
@@ -150,6 +156,7 @@ def build_sr(source: Dataset, verdict: Verdict, device_uid: str) -> Dataset:
         manufacturer=MANUFACTURER,
         is_complete=True,
         series_description=f"{MANUFACTURER} AI result (SR) - not for diagnostic use",
+        coding_schemes=[SCHEME_DECLARATION],
     )
     return _with(sr, film_elements)
 
