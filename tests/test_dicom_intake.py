@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.uid import ImplicitVRLittleEndian
@@ -164,6 +164,62 @@ def test_the_capture_carries_the_films_body_part(film_value, capture_value):
     verdict = Verdict("NORMAL", 0.1, 0.5, None, "v-test")
     capture = build_capture(source, verdict, np.full((64, 64), 0.5), np.zeros((8, 8)))
     assert capture.get("BodyPartExamined") == capture_value
+
+
+def code_item(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def dciodvfy_lines(tmp_path, dataset) -> list[str]:
+    path = tmp_path / "result.dcm"
+    path.write_bytes(encode(dataset))
+    report = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (report.stdout + report.stderr).splitlines() if line.startswith(("Error", "Warning"))]
+
+
+@pytest.mark.parametrize(
+    ("anatomy", "capture_laterality"),
+    [
+        # A DX chest film as the DX IOD has it: coded Anatomic Region (Type 1), no Body Part Examined.
+        ({"AnatomicRegionSequence": [code_item("51185008", "SCT", "Thorax")], "ImageLaterality": "U"}, None),
+        # A paired part (a hand sent by a "route everything" rule): its side goes with it.
+        ({"BodyPartExamined": "HAND", "ImageLaterality": "L"}, "L"),
+        ({"BodyPartExamined": "HAND", "Laterality": "R"}, "R"),
+    ],
+)
+def test_the_capture_carries_the_films_anatomy_and_passes_dciodvfy(anatomy, capture_laterality, tmp_path):
+    """Found by the PACS review: a capture made from a film without Body Part Examined drew dciodvfy's
+    "Missing attribute Type 2C Conditional Element=<Laterality>" even when the film named its anatomy
+    as DX films must, in Anatomic Region Sequence: the capture dropped it."""
+    source = dcmread(io.BytesIO(film(1)))
+    del source.BodyPartExamined
+    for keyword, value in anatomy.items():
+        setattr(source, keyword, value)
+    capture = build_capture(
+        source, Verdict("NORMAL", 0.1, 0.5, None, "v-test"), np.full((64, 64), 0.5), np.zeros((8, 8))
+    )
+    assert capture.get("Laterality") == capture_laterality
+    if "AnatomicRegionSequence" in anatomy:
+        assert [item.CodeValue for item in capture.AnatomicRegionSequence] == ["51185008"]
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy is not installed (apt-get install dicom3tools)")
+    assert dciodvfy_lines(tmp_path, capture) == []
+
+
+def test_a_film_naming_no_anatomy_gives_a_capture_naming_none():
+    # Nothing invented: not CHEST (the screening may have found no chest on it), not an empty Laterality.
+    # dciodvfy flags such a capture as missing Laterality, as it flags the film itself: it reads a body
+    # part it is not told as possibly paired.
+    source = dcmread(io.BytesIO(film(1)))
+    del source.BodyPartExamined
+    source.AnatomicRegionSequence = [code_item("51185008", "SCT", "")]  # malformed: no meaning
+    source.ImageLaterality = "B"
+    capture = build_capture(
+        source, Verdict("NORMAL", 0.1, 0.5, None, "v-test"), np.full((64, 64), 0.5), np.zeros((8, 8))
+    )
+    assert not {"BodyPartExamined", "AnatomicRegionSequence", "Laterality"} & set(capture.dir())
 
 
 def test_the_results_pass_dciodvfy(tmp_path):
