@@ -99,10 +99,16 @@ def test_every_decodable_syntax_has_a_real_film_here():
         assert undecodable not in DECODABLE_TRANSFER_SYNTAXES
 
 
-@pytest.fixture(scope="module")
-def uncompressed(tmp_path_factory) -> tuple[Path, np.ndarray]:
+@pytest.fixture(scope="module", params=[8, 12], ids=["8-bit", "12-bit"])
+def uncompressed(request, tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """The fixture film uncompressed: 8 bits, and 12 bits stored in 16 (as most CR and DX films are)."""
+    ds = dcmread(io.BytesIO(film(0)))
+    if request.param == 12:
+        ds.PixelData = (ds.pixel_array.astype(np.uint16) * 16 + 7).tobytes()
+        ds["PixelData"].VR = "OW"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
     path = tmp_path_factory.mktemp("films") / "film.dcm"
-    path.write_bytes(film(0))
+    ds.save_as(path, enforce_file_format=True)
     return path, decode(path.read_bytes(), target_size=None).pixels
 
 
