@@ -172,7 +172,10 @@ def test_refused_presentation_contexts_are_logged_with_the_calling_ae_and_why(po
     while "refused" not in caplog.text and time.monotonic() < deadline:
         time.sleep(0.05)
     assert f"calling AE '{MODALITY_AE}' at 127.0.0.1: 3 presentation context(s) refused" in caplog.text
-    assert "Computed Radiography Image Storage: none of the transfer syntaxes proposed is taken here" in caplog.text
+    assert (
+        "Computed Radiography Image Storage: none of the transfer syntaxes proposed (the first: Deflated Explicit "
+        "VR Little Endian) is one the screening decodes" in caplog.text
+    )
     assert "1.3.12.2.1107.5.9.1: not taken here" in caplog.text
     assert "Study Root Query/Retrieve Information Model - FIND: not taken here" in caplog.text
 

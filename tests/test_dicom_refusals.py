@@ -289,6 +289,28 @@ def test_aborts_that_are_not_in_a_row_stay_retried(app):
     assert (delivered.state, len(stores)) == (RESULT_SENT, 2)
 
 
+def test_aborts_are_counted_whatever_the_length_of_the_error(app, monkeypatch):
+    """The count was read back out of the last error's text, cut to 500 characters: for a PACS whose
+    address is long enough (host names run to 253 characters) the cut fell on the count, "aborted 1 of
+    3" read as "aborted 2 of 3", and the result was refused after 2 tries. It is a column now."""
+    result_id = outbox_result(app, free_port())
+    host = ".".join(["pacs-" + "a" * 57] * 4)  # 251 characters: a DNS name may have 253
+
+    def aborted(destination, calling_ae_title, data):
+        raise tasks.StoreAborted(f"PACS@{host}:4242 {ABORTED}: is this node declared in the PACS? " + "." * 180)
+
+    monkeypatch.setattr(tasks, "send", aborted)
+    tries = [deliver(app, result_id)] + [deliver_when_due(app, result_id) for _ in range(2)]
+    assert [(t.state, t.aborts_in_a_row) for t in tries] == [
+        (RESULT_PENDING, 1),
+        (RESULT_PENDING, 2),
+        (RESULT_REFUSED, 3),
+    ]
+    with app.app_context():
+        tasks.requeue(db.session.get(DicomResult, result_id))  # an administrator's retry starts a new row
+        assert db.session.get(DicomResult, result_id).aborts_in_a_row == 0
+
+
 def test_orthanc_that_does_not_list_our_node_as_a_modality_is_refused_after_three_tries(app):
     """A real PACS: Orthanc that lets anyone echo but stores only from the modalities it lists (not
     us) accepts the association and aborts at the C-STORE, with no status."""

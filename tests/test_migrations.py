@@ -317,3 +317,49 @@ def test_an_upgrade_cut_short_changes_nothing_and_can_be_run_again(app):
         upgrade()
         assert db.session.get(Prediction, 7).images.review_png == REVIEW
         db.session.remove()
+
+
+def _outbox_before_0014(conn) -> None:
+    """Results as 0013 kept them: the PACS's aborts in a row stated only at the end of the last error."""
+    now = datetime(2026, 12, 5, 4, 0, tzinfo=UTC)
+    conn.execute(
+        text(
+            "INSERT INTO dicom_receipts (id, received_at, sop_key, study_key, calling_aet, sop_class_uid, modality,"
+            " state, copies) VALUES (1, :now, :key, :key, 'MODALITY', '1.2.840.10008.5.1.4.1.1.1', 'CR', 'screened', 1)"
+        ),
+        {"now": now, "key": "a" * 64},
+    )
+    aborted = "PACS@pacs:4242 accepted the association and then aborted the C-STORE without a status"
+    rows = [
+        (1, "pending", f"{aborted} (aborted 2 of 3 tries in a row before it is taken as a refusal)"),
+        (2, "pending", "PACS@pacs:4242 cannot be reached (connection refused)"),
+        (3, "refused", f"{aborted} (aborted 3 tries in a row; not tried again)"),
+        (4, "pending", None),
+    ]
+    for result_id, state, last_error in rows:
+        conn.execute(
+            text(
+                "INSERT INTO dicom_results (id, receipt_id, kind, created_at, state, attempts, next_attempt_at,"
+                " last_error) VALUES (:id, 1, 'SR', :now, :state, 2, :now, :error)"
+            ),
+            {"id": result_id, "now": now, "state": state, "error": last_error},
+        )
+
+
+def test_the_aborts_in_a_row_move_from_the_last_error_to_a_column(app):
+    # The count was parsed out of the last error (cut to 500 characters: a long PACS address cut the
+    # count off). 0014 gives it a column and carries the count of a result waiting to be tried again.
+    with app.app_context():
+        downgrade(revision="0013_username_case")
+        with db.engine.begin() as conn:
+            _outbox_before_0014(conn)
+        upgrade()
+        with db.engine.connect() as conn:
+            counts = conn.execute(text("SELECT id, aborts_in_a_row FROM dicom_results ORDER BY id")).all()
+        assert [tuple(row) for row in counts] == [(1, 2), (2, 0), (3, 0), (4, 0)]
+
+        downgrade(revision="0013_username_case")
+        assert "aborts_in_a_row" not in {c["name"] for c in inspect(db.engine).get_columns("dicom_results")}
+        with db.engine.connect() as conn:
+            assert conn.scalar(text("SELECT count(*) FROM dicom_results")) == 4
+        upgrade()

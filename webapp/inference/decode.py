@@ -285,15 +285,12 @@ def _with_shape_checks(image: DecodedImage) -> DecodedImage:
 
 def _decoder_failure(kind: str, exc: Exception) -> DecodeError:
     if kind == "DICOM":
-        # pydicom raises NotImplementedError for a transfer syntax it has no decoder for (MPEG-2,
-        # H.264, HEVC, retired JPEG processes) and ValueError for a private one: the file is fine.
-        if isinstance(exc, NotImplementedError) or "not a transfer syntax" in str(exc).lower():
-            return DecodeError(
-                "unsupported_dicom",
-                "The DICOM image is compressed in a format this server cannot decode (for example MPEG-2, H.264, "
-                "a retired JPEG process or a vendor's private compression). Export it uncompressed "
-                "(Explicit VR Little Endian) and upload again.",
-            )
+        # decode_dicom() refuses a transfer syntax it has no decoder for before decoding; a plugin may
+        # still find a variant of a known one it cannot decode (NotImplementedError): the file is fine.
+        if isinstance(exc, NotImplementedError):
+            from .dicom import undecodable_syntax
+
+            return undecodable_syntax()
         return DecodeError("corrupt_dicom", "The DICOM file is damaged or incomplete and cannot be read.")
     text = str(exc).lower()
     if isinstance(exc, EOFError) or "truncated" in text or "premature end" in text:

@@ -16,6 +16,7 @@ import logging
 import struct
 import warnings
 from collections.abc import Sequence
+from importlib.util import find_spec
 
 import numpy as np
 from pydicom import config, dcmread
@@ -23,6 +24,8 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, convert_color_space, get_decoder, pixel_array
 from pydicom.tag import Tag
 from pydicom.uid import (
+    UID,
+    AllTransferSyntaxes,
     DeflatedExplicitVRLittleEndian,
     JPEG2000TransferSyntaxes,
     JPEGLSTransferSyntaxes,
@@ -46,6 +49,29 @@ def keep_header_values_out_of_logs() -> None:
 
 
 keep_header_values_out_of_logs()
+
+
+def _decodable_transfer_syntaxes() -> tuple[UID, ...]:
+    """The transfer syntaxes decode_dicom() reads here: those for which pydicom has an installed pixel
+    decoder (its own for uncompressed and RLE; pylibjpeg, pyjpegls or Pillow for the JPEG family), less
+    deflated, which is refused before pydicom would inflate it without bound, and less JPEG 2000 when
+    openjpeg, which reads the frame header checked before decoding, is missing. The DICOM node accepts a
+    film to be screened in these only (pacs/listener.py): one it could not decode is refused at
+    association, where the sender can send it again in another syntax, not after Success."""
+    decodable = []
+    for uid in AllTransferSyntaxes:
+        if uid == DeflatedExplicitVRLittleEndian or (uid in JPEG2000TransferSyntaxes and not find_spec("openjpeg")):
+            continue
+        try:
+            available = get_decoder(uid).is_available
+        except NotImplementedError:  # MPEG, HEVC, JPEG XL, JPIP...: pydicom has no decoder at all
+            continue
+        if available:
+            decodable.append(uid)
+    return tuple(decodable)
+
+
+DECODABLE_TRANSFER_SYNTAXES = _decodable_transfer_syntaxes()
 
 # Non-identifying acquisition facts that may be shown next to a verdict.
 _FACT_KEYWORDS = (
@@ -151,6 +177,8 @@ def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int 
             "dicom_no_pixel_data",
             "The DICOM file has no image in it (it may be a report or a structured document).",
         )
+    if tsyntax not in DECODABLE_TRANSFER_SYNTAXES:
+        raise undecodable_syntax()
     rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     check_dimensions(columns, rows)
     # One frame is decoded: its samples at the allocated width three times (the file's copy, the frame,
@@ -202,6 +230,15 @@ def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int 
     pixels = pixels.astype(np.float32, copy=False)
     pixels = shrink(np.clip(pixels, 0.0, 1.0, out=pixels), target_size)
     return DecodedImage(pixels, "DICOM", columns, rows, colourfulness, facts, _modality_reason(facts), _age(ds))
+
+
+def undecodable_syntax() -> DecodeError:
+    return DecodeError(
+        "unsupported_dicom",
+        "The DICOM image is compressed in a format this server cannot decode (for example MPEG-2, H.264, "
+        "JPEG XL, a retired JPEG process or a vendor's private compression). Export it uncompressed "
+        "(Explicit VR Little Endian) and upload again.",
+    )
 
 
 def _check_frame_header(ds, tsyntax, rows: int, columns: int) -> None:

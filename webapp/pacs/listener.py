@@ -1,6 +1,7 @@
 """The node on the network (pynetdicom): Verification (C-ECHO) and Storage (C-STORE) of every storage
-SOP class in every transfer syntax but deflated, so that whatever a routing rule sends is acknowledged;
-intake.py decides what is screened. Calling AE titles outside
+SOP class, so that whatever a routing rule sends is acknowledged: the screened classes in the transfer
+syntaxes the decoder reads, the others in every transfer syntax but deflated; intake.py decides what
+is screened. Calling AE titles outside
 DICOM_ALLOWED_CALLING_AETS (when set) are rejected at association, before any data is sent."""
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification
 
 from ..extensions import db
-from .intake import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SUCCESS, Arrival, receive
+from ..inference.dicom import DECODABLE_TRANSFER_SYNTAXES
+from .intake import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SCREENED_SOP_CLASSES, SUCCESS, Arrival, receive
 
 log = logging.getLogger(__name__)
 # pynetdicom's DEBUG output dumps whole datasets (patient name included): never below INFO.
@@ -31,13 +33,20 @@ MAX_PDU_BYTES = 1024 * 1024
 # another transfer syntax it proposed (every sender supports Implicit VR Little Endian), or fails
 # where its operator sees it, rather than hear Success.
 ACCEPTED_TRANSFER_SYNTAXES = [uid for uid in ALL_TRANSFER_SYNTAXES if uid != DeflatedExplicitVRLittleEndian]
+# A film to be screened only in a syntax the decoder reads (webapp/inference/dicom.py says which): accepted
+# in JPEG XL, MPEG or HEVC it was answered Success and then refused at screening, seen on the outbox page
+# only, while a context refused here (result 0x04) lets the sender use another syntax it proposed.
+SCREENED_TRANSFER_SYNTAXES = list(DECODABLE_TRANSFER_SYNTAXES)
 
 
 def build_ae(config) -> AE:
     ae = AE(ae_title=config["DICOM_AE_TITLE"])
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
+        screened = context.abstract_syntax in SCREENED_SOP_CLASSES
+        ae.add_supported_context(
+            context.abstract_syntax, SCREENED_TRANSFER_SYNTAXES if screened else ACCEPTED_TRANSFER_SYNTAXES
+        )
     ae.require_calling_aet = list(config["DICOM_ALLOWED_CALLING_AETS"])
     ae.maximum_pdu_size = MAX_PDU_BYTES
     # A PACS that stalls mid-association must not hold a thread for ever.
@@ -71,8 +80,24 @@ def on_rejected(event) -> None:
 # Why a presentation context was refused, by its result (PS3.8 9.3.3.2).
 CONTEXT_REFUSALS = {
     0x03: "not taken here (the node takes Verification and the public storage classes only)",
-    0x04: "none of the transfer syntaxes proposed is taken here (deflated is refused)",
+    0x04: "none of the transfer syntaxes proposed (the first: {syntax}) is taken here (deflated is refused)",
 }
+# A screened class in a syntax the decoder does not read (JPEG XL, MPEG, HEVC...) or deflated.
+SCREENED_SYNTAX_REFUSAL = (
+    "none of the transfer syntaxes proposed (the first: {syntax}) is one the screening decodes; send the film "
+    "uncompressed or in one listed in docs/dicom.md"
+)
+
+
+def refusal(context) -> str:
+    """Why one presentation context was refused, for the node's log. pynetdicom keeps only the first
+    transfer syntax the sender proposed in a refused context."""
+    syntax = UID(context.transfer_syntax[0]).name if context.transfer_syntax else "none"
+    if context.result == 0x04 and context.abstract_syntax in SCREENED_SOP_CLASSES:
+        why = SCREENED_SYNTAX_REFUSAL
+    else:
+        why = CONTEXT_REFUSALS.get(context.result, f"result {context.result}")
+    return f"{UID(context.abstract_syntax).name}: {why.format(syntax=syntax)}"
 
 
 def on_accepted(event) -> None:
@@ -81,12 +106,7 @@ def on_accepted(event) -> None:
     said only "Accepting Association": an administrator asked why a modality's private objects,
     deflated films or C-FIND fail could not see it in the node's log. SOP class and transfer syntax
     names name no patient."""
-    refused = sorted(
-        {
-            f"{UID(context.abstract_syntax).name}: {CONTEXT_REFUSALS.get(context.result, f'result {context.result}')}"
-            for context in event.assoc.rejected_contexts
-        }
-    )
+    refused = sorted({refusal(context) for context in event.assoc.rejected_contexts})
     if refused:
         requestor = event.assoc.requestor
         log.warning(

@@ -38,8 +38,14 @@ logging.getLogger("highdicom").setLevel(logging.WARNING)
 MANUFACTURER = "CXR Screen"
 BANNER = "AI RESULT - NOT FOR DIAGNOSTIC USE"
 SR_SERIES_NUMBER, SC_SERIES_NUMBER = 9901, 9902
-# Our own coding scheme for the concepts no standard code names (PS3.16 8.2: private schemes start 99).
+# Our own coding scheme for the concepts no standard code names (PS3.16 8.2: private schemes start 99),
+# declared in each SR's Coding Scheme Identification Sequence (PS3.3 C.12.1.1.4) with its name and who
+# answers for it: a receiving system, or a reader of the SR, learns what "99CXRSCREEN" is from the
+# object itself (until 5 December it was used undeclared).
 SCHEME = "99CXRSCREEN"
+SCHEME_DECLARATION = hd.coding_schemes.CodingSchemeIdentificationItem(
+    designator=SCHEME, name="CXR Screen AI screening concepts", responsible_organization=MANUFACTURER
+)
 VERDICT_CONCEPT = Code("VERDICT", SCHEME, "AI screening verdict")
 PROBABILITY_CONCEPT = Code("P-PNEUMONIA", SCHEME, "Calibrated probability of pneumonia")
 THRESHOLD_CONCEPT = Code("THRESHOLD", SCHEME, "Decision threshold")
@@ -150,6 +156,7 @@ def build_sr(source: Dataset, verdict: Verdict, device_uid: str) -> Dataset:
         manufacturer=MANUFACTURER,
         is_complete=True,
         series_description=f"{MANUFACTURER} AI result (SR) - not for diagnostic use",
+        coding_schemes=[SCHEME_DECLARATION],
     )
     return _with(sr, film_elements)
 
@@ -179,11 +186,7 @@ def build_capture(source: Dataset, verdict: Verdict, pixels: np.ndarray, heatmap
         series_description=f"{MANUFACTURER} AI heat map - not for diagnostic use",
     )
     capture.PatientOrientation = source.get("PatientOrientation", "")
-    body_part = str(source.get("BodyPartExamined", "")).strip().upper()
-    if _BODY_PART.fullmatch(body_part):
-        # The film's body part (CHEST): without it Laterality (Type 2C, required for a paired body part)
-        # cannot be judged absent with reason, and dciodvfy flagged every capture as missing it.
-        capture.BodyPartExamined = body_part
+    _with_anatomy(capture, source)
     capture.BurnedInAnnotation = "YES"
     if str(source.get("LossyImageCompression", "")).strip() == "01":
         # Made from a film that went through lossy compression: PS3.3 C.7.6.1.1.5, once 01 never reset,
@@ -196,6 +199,39 @@ def build_capture(source: Dataset, verdict: Verdict, pixels: np.ndarray, heatmap
     source_image.ReferencedSOPInstanceUID = reference.SOPInstanceUID
     capture.SourceImageSequence = [source_image]
     return _with(capture, film_elements)
+
+
+def _with_anatomy(capture: Dataset, source: Dataset) -> None:
+    """The film's anatomy on its capture: its body part (CHEST), its coded Anatomic Region (what a DX film
+    must give, PS3.3 C.8.11.5, where Body Part Examined is optional) and its laterality. Laterality is
+    Type 2C, required for a paired body part: without the film's anatomy it cannot be judged absent with
+    reason, and dciodvfy flagged the capture of every film that gave none as missing it (until 5 December
+    the Anatomic Region was dropped, so a DX chest film without Body Part Examined drew that error). A
+    film that names no anatomy at all gives a capture that names none either: nothing is invented."""
+    body_part = str(source.get("BodyPartExamined", "")).strip().upper()
+    if _BODY_PART.fullmatch(body_part):
+        capture.BodyPartExamined = body_part
+    regions = [_code(item) for item in source.get("AnatomicRegionSequence", None) or []]
+    if regions and all(regions):
+        capture.AnatomicRegionSequence = regions
+    # Laterality takes R or L; a DX film says it as Image Laterality (also U, unpaired, or B, both).
+    for keyword in ("Laterality", "ImageLaterality"):
+        laterality = str(source.get(keyword, "")).strip().upper()
+        if laterality in ("R", "L"):
+            capture.Laterality = laterality
+            break
+
+
+def _code(item: Dataset) -> Dataset | None:
+    """A Code Sequence item of the film reduced to its code (value, scheme, meaning); None when one is
+    missing, so that a malformed item is never copied into the result."""
+    code = Dataset()
+    for keyword in ("CodeValue", "CodingSchemeDesignator", "CodeMeaning"):
+        value = str(item.get(keyword, "")).strip()
+        if not value:
+            return None
+        setattr(code, keyword, value)
+    return code
 
 
 def encode(dataset: Dataset) -> bytes:

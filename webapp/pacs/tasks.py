@@ -229,11 +229,11 @@ def deliver(result_id: int) -> None:
         refused(result, str(exc))
         return
     except StoreAborted as exc:
-        aborts = aborts_in_a_row(result.last_error, str(exc))
+        aborts = result.aborts_in_a_row + 1
         if aborts >= ABORTS_BEFORE_REFUSAL:
-            refused(result, f"{exc} (aborted {aborts} tries in a row; not tried again)")
+            refused(result, f"{exc} (aborted {aborts} tries in a row; not tried again)", aborts)
         else:
-            retry_later(result, aborted_note(str(exc), aborts))
+            retry_later(result, aborted_note(str(exc), aborts), aborts)
         return
     except (SendError, ValueError, OSError) as exc:
         retry_later(result, str(exc) or type(exc).__name__)
@@ -241,7 +241,7 @@ def deliver(result_id: int) -> None:
     file_name = result.file_name
     result.state, result.sent_at, result.file_name, result.lease_until = RESULT_SENT, utcnow(), None, None
     result.attempts += 1
-    result.last_error = None
+    result.last_error, result.aborts_in_a_row = None, 0
     db.session.commit()
     spool.delete(spool.OUTBOX, file_name)
     log.info("dicom: result %d (%s of receipt %d) delivered", result.id, result.kind, result.receipt_id)
@@ -251,19 +251,11 @@ def aborted_note(error: str, aborts: int) -> str:
     return f"{error} (aborted {aborts} of {ABORTS_BEFORE_REFUSAL} tries in a row before it is taken as a refusal)"
 
 
-def aborts_in_a_row(last_error: str | None, error: str) -> int:
-    """The tries in a row, this one included, that the PACS aborted so: the last error, as retry_later
-    wrote it, says how many came before (no column counts them)."""
-    for before in range(ABORTS_BEFORE_REFUSAL - 1, 0, -1):
-        if last_error == aborted_note(error, before)[:LAST_ERROR_CHARS]:
-            return before + 1
-    return 1
-
-
-def retry_later(result: DicomResult, error: str) -> None:
+def retry_later(result: DicomResult, error: str, aborts: int = 0) -> None:
+    """`aborts`: the tries in a row, this one included, the PACS accepted and aborted (0: this one was not)."""
     config = current_app.config
     result.attempts += 1
-    result.last_error = error[:LAST_ERROR_CHARS]
+    result.last_error, result.aborts_in_a_row = error[:LAST_ERROR_CHARS], aborts
     result.lease_until = None
     if result.attempts >= config["DICOM_SEND_MAX_ATTEMPTS"]:
         result.state = RESULT_FAILED
@@ -277,11 +269,12 @@ def retry_later(result: DicomResult, error: str) -> None:
     enqueue_in(wait, SEND_TASK, result.id)
 
 
-def refused(result: DicomResult, error: str) -> None:
+def refused(result: DicomResult, error: str, aborts: int = 0) -> None:
     """The PACS refused the result for a reason no later try changes: tried again, it was refused 60
     times over four and a half hours. It waits, with the reason, for an administrator's retry."""
     result.attempts += 1
     result.state, result.last_error, result.lease_until = RESULT_REFUSED, error[:LAST_ERROR_CHARS], None
+    result.aborts_in_a_row = aborts
     db.session.commit()
     log.error("dicom: result %d refused by the PACS, not tried again: %s", result.id, error)
 
@@ -289,7 +282,9 @@ def refused(result: DicomResult, error: str) -> None:
 def requeue(result: DicomResult) -> bool:
     """An administrator's retry of a failed or refused result: back to pending, tried now. False, with
     nothing written, when it no longer waits for one (retried or discarded meanwhile)."""
-    if not _if_still_undelivered(result, state=RESULT_PENDING, attempts=0, next_attempt_at=utcnow(), lease_until=None):
+    if not _if_still_undelivered(
+        result, state=RESULT_PENDING, attempts=0, aborts_in_a_row=0, next_attempt_at=utcnow(), lease_until=None
+    ):
         return False
     db.session.commit()
     enqueue(SEND_TASK, result.id)
