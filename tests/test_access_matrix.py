@@ -41,6 +41,7 @@ ACCESS = {
     "screening.image": SIGNED_IN,
     "screening.heatmap": SIGNED_IN,
     "screening.heatmap_layer": SIGNED_IN,
+    "screening.heatmap_key": SIGNED_IN,
     "screening.feedback": SIGNED_IN,
     "history.mine": SIGNED_IN,
     "pacs.worklist": SIGNED_IN,

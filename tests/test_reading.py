@@ -21,7 +21,7 @@ from webapp import create_app
 from webapp.config import TestingConfig
 from webapp.extensions import db
 from webapp.inference.decode import decode
-from webapp.inference.overlay import heatmap_png, layer_png
+from webapp.inference.overlay import colourise, heatmap_png, layer_png
 from webapp.models import Prediction, User
 from webapp.screening import review_copy
 from webapp.screening.batch import reading_order, summarise
@@ -170,6 +170,21 @@ def test_heatmap_layer_route(app, client, auth, clinician_user, other_clinician)
     assert response.status_code == 200 and response.mimetype == "image/png"
     assert "no-store" in response.headers["Cache-Control"]
     assert client.get(f"/predictions/{theirs}/heatmap-layer.png").status_code == 403
+
+
+def test_the_heatmap_key_is_drawn_in_the_maps_own_colours_beside_the_film(app, client, auth, clinician_user):
+    with app.app_context():
+        mine = add_prediction(clinician_user)
+    auth.login()
+    response = client.get("/heatmap-key.png")
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    with Image.open(io.BytesIO(response.data)) as key:
+        row = np.asarray(key.convert("RGB"))[0].astype(int)
+    expected = np.rint(colourise(np.array([0.0, 1.0], np.float32)) * 255).astype(int)
+    assert (row[0] == expected[0]).all() and (row[-1] == expected[1]).all()  # weakest left, strongest right
+    for page in (f"/predictions/{mine}", f"/predictions/{mine}/print"):
+        html = client.get(page).get_data(as_text=True)
+        assert 'src="/heatmap-key.png"' in html and "stronger evidence" in html, page
 
 
 def _p(label: str, p: float, reason: str | None = None):

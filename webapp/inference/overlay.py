@@ -54,6 +54,12 @@ def colourise(heatmap: np.ndarray) -> np.ndarray:
     return _LUT[np.rint(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8)]
 
 
+def legend_png(width: int = 128, height: int = 10) -> bytes:
+    """The colour key the pages show beside the map: its colours from weakest (left) to strongest."""
+    ramp = colourise(np.linspace(0.0, 1.0, width, dtype=np.float32))
+    return png_bytes(Image.fromarray(np.rint(np.repeat(ramp[None], height, axis=0) * 255).astype(np.uint8), mode="RGB"))
+
+
 def _weight(heat: np.ndarray) -> np.ndarray:
     # Weak activations stay transparent so the film itself remains readable.
     return np.clip(heat * 1.5 - 0.2, 0.0, 1.0)

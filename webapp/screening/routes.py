@@ -5,7 +5,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from ..extensions import db
 from ..filenames import sent_filename
-from ..inference.overlay import layer_png, stored_overlay_png
+from ..inference.overlay import layer_png, legend_png, stored_overlay_png
 from ..models import Feedback, Prediction, record_audit, utcnow
 from ..notes import INTENDED_USE, NOTES
 from ..params import int_args
@@ -165,6 +165,11 @@ def heatmap(prediction_id: int):
 @bp.route("/predictions/<int:prediction_id>/heatmap-layer.png")
 def heatmap_layer(prediction_id: int):
     return _png(layer_png(viewed(visible_prediction(prediction_id), "heat map layer").images.heatmap_png))
+
+
+@bp.route("/heatmap-key.png")
+def heatmap_key():
+    return _png(legend_png())
 
 
 @bp.route("/predictions/<int:prediction_id>/feedback", methods=["POST"])
