@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 _TASKS: dict[str, Callable] = {}
 _RECOVERIES: list[Callable[..., int]] = []
-_PERIODIC: list[tuple[str, str, Callable]] = []  # (task name, config key of its interval in minutes, fn)
+# (task name, config key of its interval in minutes or None for every minute, fn)
+_PERIODIC: list[tuple[str, str | None, Callable]] = []
 RECOVERY_TASK = "jobs.recover"
 PROBE_TIMEOUT_SECONDS = 1.0
 
@@ -49,9 +50,10 @@ def recovery(fn: Callable[..., int]) -> Callable[..., int]:
     return fn
 
 
-def periodic(name: str, minutes_setting: str):
+def periodic(name: str, minutes_setting: str | None = None):
     """Declare `fn()` as the job `name`, run by every worker's scheduler every N minutes, N the
-    config value `minutes_setting` (1 to 59; 0 turns it off). It must be safe to run twice."""
+    config value `minutes_setting` (1 to 59; 0 turns it off), or every minute without one. It must be
+    safe to run twice."""
 
     def register(fn: Callable) -> Callable:
         _PERIODIC.append((name, minutes_setting, fn))
@@ -93,7 +95,7 @@ class JobQueue:
                     self._tasks[name] = huey.task(name=name)(self._in_app_context(fn))
                 huey.periodic_task(crontab(minute="*"), name=RECOVERY_TASK)(self._in_app_context(run_recoveries))
                 for name, setting, fn in _PERIODIC:
-                    minutes = int(self.app.config[setting])
+                    minutes = int(self.app.config[setting]) if setting else 1
                     if minutes > 0:
                         every = crontab(minute=f"*/{minutes}")
                         huey.periodic_task(every, name=name)(self._in_app_context(fn))
@@ -130,17 +132,22 @@ class JobQueue:
         """Why the Redis queue cannot be reached, for /readyz, or None (also with the SQLite queue, a file
         beside the database that the probe's disk check covers). A client of its own with short
         timeouts: Huey's has none, and a probe must not hang on a Redis that does not answer."""
-        url = self.app.config.get("REDIS_URL")
-        if not url:
+        client = self.redis_client()
+        if client is None:
             return None
-        if self._probe is None:
-            seconds = PROBE_TIMEOUT_SECONDS
-            self._probe = redis.Redis.from_url(url, socket_connect_timeout=seconds, socket_timeout=seconds)
         try:
-            self._probe.ping()
+            client.ping()
         except redis.RedisError as exc:
             return f"job queue unreachable: Redis (REDIS_URL): {type(exc).__name__}"
         return None
+
+    def redis_client(self) -> redis.Redis | None:
+        """The probe's client (short timeouts) on REDIS_URL, or None without Redis."""
+        url = self.app.config.get("REDIS_URL")
+        if url and self._probe is None:
+            seconds = PROBE_TIMEOUT_SECONDS
+            self._probe = redis.Redis.from_url(url, socket_connect_timeout=seconds, socket_timeout=seconds)
+        return self._probe if url else None
 
     def pending(self) -> int:
         return self.huey.pending_count()
