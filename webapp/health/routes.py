@@ -2,8 +2,8 @@
 
 /readyz is polled every few seconds by every balancer and by the container's HEALTHCHECK, so each
 check is one cheap call: the model already loaded, `SELECT 1` and the schema revision, a statvfs,
-access(2) on the database file and the instance folder, a Redis PING and one pipeline recording this
-replica's settings (jobs/agreement.py).
+access(2) on the database file and the instance folder, a Redis PING, the queue's length and when a
+worker was last seen, and one pipeline recording this replica's settings (jobs/agreement.py).
 """
 
 import os
@@ -88,10 +88,9 @@ def readyz():
     # Said, but not a reason to take the replica out: screening needs no queue (only validation runs
     # and the PACS's films do, and they wait in it), and a Redis outage reaches every replica at once,
     # so failing on it would turn a delay of queued jobs into no screening anywhere.
-    queue = jobs().probe()
-    warnings = [
-        warning for warning in (queue, None if queue else _disagreement(model_version), _instance_warning()) if warning
-    ]
+    unreachable = jobs().probe()
+    queue = [unreachable] if unreachable else [jobs().silent_worker(), _disagreement(model_version)]
+    warnings = [warning for warning in (*queue, _instance_warning()) if warning]
     if problems:
         return jsonify(status="unavailable", reasons=problems, warnings=warnings), 503
     return jsonify(status="ready", model_version=model_version, warnings=warnings)

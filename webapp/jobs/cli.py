@@ -44,6 +44,7 @@ def worker(threads: int) -> None:
     except ModelUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
     backend = "Redis" if current_app.config.get("REDIS_URL") else f"SQLite in {current_app.config['INSTANCE_DIR']}"
+    queue.worker_alive()  # /readyz stops warning that jobs wait with no worker
     check_worker_settings()  # a SECRET_KEY or model other than the replicas': said now, not found out later
     # A worker that starts may be the replacement of one that was killed mid-job.
     run_recoveries(on_start=True)

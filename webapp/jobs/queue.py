@@ -12,8 +12,11 @@ Tasks run inside an application context of the app that built the queue.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +34,12 @@ _RECOVERIES: list[Callable[..., int]] = []
 _PERIODIC: list[tuple[str, str | None, Callable]] = []
 RECOVERY_TASK = "jobs.recover"
 PROBE_TIMEOUT_SECONDS = 1.0
+# A worker records in the queue's own storage that it is there: when it starts, then with the jobs it runs
+# (at least the recovery sweep, every minute), at most every SEEN_EVERY_SECONDS. Jobs waiting with no
+# worker seen for WORKER_SILENT_SECONDS are a warning on /readyz.
+WORKER_SEEN = "jobs-worker-seen"
+SEEN_EVERY_SECONDS = 30.0
+WORKER_SILENT_SECONDS = 180
 
 
 def task(name: str):
@@ -85,6 +94,7 @@ class JobQueue:
         self._tasks: dict[str, Callable] = {}
         self._lock = threading.Lock()  # gunicorn threads may enqueue the first job at the same moment
         self._probe: redis.Redis | None = None
+        self._seen_written = 0.0
 
     @property
     def huey(self) -> Huey:
@@ -106,6 +116,7 @@ class JobQueue:
         app = self.app
 
         def run(*args):
+            self.worker_alive()
             with app.app_context():
                 return fn(*args)
 
@@ -148,6 +159,32 @@ class JobQueue:
             seconds = PROBE_TIMEOUT_SECONDS
             self._probe = redis.Redis.from_url(url, socket_connect_timeout=seconds, socket_timeout=seconds)
         return self._probe if url else None
+
+    def worker_alive(self) -> None:
+        """Record that a worker takes this queue's jobs (at most every SEEN_EVERY_SECONDS); never fails a job."""
+        now = time.time()
+        if now - self._seen_written < SEEN_EVERY_SECONDS:
+            return
+        self._seen_written = now
+        with contextlib.suppress(redis.RedisError, sqlite3.Error, OSError):
+            self.huey.put(WORKER_SEEN, now)
+
+    def silent_worker(self) -> str | None:
+        """For /readyz: jobs wait and no worker has been seen for WORKER_SILENT_SECONDS, or None. Until
+        5 December a worker that never started, or had died, left validation runs and the PACS's films
+        waiting with every replica ready and silent."""
+        try:
+            waiting = self.pending()
+            seen = self.huey.get(WORKER_SEEN, peek=True) if waiting else None
+        except (redis.RedisError, sqlite3.Error, OSError):
+            return None  # the probe, or the instance folder's check, says why
+        if not waiting or (seen is not None and time.time() - seen < WORKER_SILENT_SECONDS):
+            return None
+        last = "never seen on this queue" if seen is None else f"last seen {int(time.time() - seen) // 60} minutes ago"
+        return (
+            f"no job worker: {waiting} job(s) wait in the queue and a worker was {last} (validation runs and "
+            "films from the PACS wait for one: start `flask --app wsgi jobs worker`)"
+        )
 
     def pending(self) -> int:
         return self.huey.pending_count()
