@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from tests.dicom_films import CR_IMAGE_STORAGE, DEVICE_UID, film
-from tests.helpers import drain
+from tests.helpers import drain, reset_database
 from webapp import create_app
 from webapp.config import TestingConfig
 from webapp.extensions import db
@@ -93,6 +93,34 @@ def test_a_queue_that_fails_is_answered_out_of_resources_and_leaves_nothing(app,
     with app.app_context():  # the PACS sends it again later: taken this time
         assert intake.receive(arrival(data)) == intake.SUCCESS
     assert left_behind(app)[0] == 1
+
+
+def test_an_unreachable_redis_is_one_log_line_per_film_not_a_traceback(tmp_path):
+    # The PACS keeps sending during a Redis outage (each film answered Out of Resources, sent again
+    # later): the node logged a 40-line traceback for every one of them.
+    import logging
+
+    from tests.redis_server import free_port
+
+    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    kept = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = kept.append
+    intake.log.addHandler(handler)  # the app's JSON logging does not propagate to pytest's capture
+    try:
+        with app.app_context():
+            reset_database()
+            assert intake.receive(arrival(film(0))) == intake.OUT_OF_RESOURCES
+            assert db.session.scalar(select(func.count()).select_from(DicomReceipt)) == 0
+    finally:
+        intake.log.removeHandler(handler)
+    [record] = kept
+    assert record.exc_info is None
+    assert re.fullmatch(
+        r"dicom: could not queue receipt \d+; the PACS is told to send it again: the job queue cannot be "
+        r"reached \(ConnectionError: Error 111 connecting to 127\.0\.0\.1:\d+\. Connection refused\.\)",
+        record.getMessage(),
+    )
 
 
 def test_a_database_that_fails_at_the_receipt_leaves_no_film_on_disk(app, monkeypatch):

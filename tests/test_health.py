@@ -65,6 +65,39 @@ def test_readyz_names_an_unreachable_queue_without_leaving_the_pool(tmp_path, re
     assert reachable.test_client().get("/readyz").json["warnings"] == []
 
 
+@pytest.mark.parametrize("on_redis", [False, True])
+def test_readyz_warns_while_jobs_wait_with_no_job_worker(tmp_path, redis_server, on_redis):  # noqa: F811
+    """A worker that never started, or died, left validation runs and the PACS's films waiting while every
+    replica answered ready with no warning (found with two replicas, a worker and Redis: all workers
+    killed mid-run, the run showed "running 16 of 80" for as long as none was started)."""
+    from webapp.jobs import queue as job_queue
+
+    settings = {"INSTANCE_DIR": tmp_path, "JOBS_QUEUE_NAME": f"silent-{on_redis}-{time.monotonic_ns()}"}
+    app = create_app(TestingConfig, {**settings, "REDIS_URL": redis_server.url if on_redis else None})
+    with app.app_context():
+        reset_database()
+    client = app.test_client()
+    assert client.get("/readyz").json["warnings"] == []  # nothing waits: no worker needed
+    with app.app_context():
+        job_queue.jobs().enqueue("validation.run", 123456)
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json["warnings"] == [
+        "no job worker: 1 job(s) wait in the queue and a worker was never seen on this queue (validation runs and "
+        "films from the PACS wait for one: start `flask --app wsgi jobs worker`)"
+    ]
+    # A worker runs a job (here the recovery sweep, as every idle worker does each minute): seen.
+    worker_side = create_app(TestingConfig, {**settings, "REDIS_URL": redis_server.url if on_redis else None})
+    with worker_side.app_context():
+        job_queue.jobs()._in_app_context(lambda: None)()
+    assert client.get("/readyz").json["warnings"] == []
+    with worker_side.app_context():  # ... and then not for over three minutes
+        job_queue.jobs().huey.put(job_queue.WORKER_SEEN, time.time() - job_queue.WORKER_SILENT_SECONDS - 60)
+    assert "a worker was last seen 4 minutes ago" in client.get("/readyz").json["warnings"][0]
+    with app.app_context():
+        job_queue.jobs().huey.flush()
+
+
 def test_readyz_503_while_the_database_schema_is_behind(app, client):
     """A backup restored from before an upgrade, or a database no one migrated: /readyz said ready
     while every request failed on a missing column with 503 "try again in a minute"."""

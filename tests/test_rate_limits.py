@@ -108,6 +108,36 @@ def test_counters_in_redis_are_shared_by_workers(tmp_path):
         server.stop()
 
 
+def test_deployments_sharing_one_redis_count_apart(tmp_path):
+    # docs/jobs.md: JOBS_QUEUE_NAME "separates deployments that share one Redis". The queues were kept
+    # apart, the rate-limit counters were not: five calls with token 1 of a test site used up the limit
+    # of token 1 (another user, another database) of the production site, whose first call got a 429.
+    server = RedisServer()
+    try:
+        sites = []
+        for name in ("cxr-prod", "cxr-test"):
+            folder = tmp_path / name
+            folder.mkdir()
+            app = limited_app(
+                folder,
+                REDIS_URL=server.url,
+                API_RATE_LIMIT="5/minute",
+                JOBS_QUEUE_NAME=name,
+                SQLALCHEMY_DATABASE_URI=f"sqlite:///{folder / 'site.sqlite'}",
+            )
+            sites.append((app, issue_token(app, "clin")))
+        (prod, prod_token), (test, test_token) = sites
+        assert [r.status_code for r in hammer(test.test_client(), test_token, 6)] == [404] * 5 + [429]
+        assert [r.status_code for r in hammer(prod.test_client(), prod_token, 6)] == [404] * 5 + [429]
+        keys = redis.Redis.from_url(server.url).keys("*")
+        assert any(b"/cxr-prod/token:" in key for key in keys) and any(b"/cxr-test/token:" in key for key in keys)
+        for app, _ in sites:
+            with app.app_context():
+                db.engine.dispose()
+    finally:
+        server.stop()
+
+
 # Before the outage test: the one global limiter keeps counting in memory for a while after it.
 def test_a_redis_socket_given_as_unix_url_holds_the_counters(tmp_path):
     # docs/deployment.md: REDIS_URL is "a redis://, rediss:// or unix:// URL". A unix:// one passed the

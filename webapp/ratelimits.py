@@ -27,8 +27,15 @@ from .logs import install_json_logging
 LIMIT_SETTINGS = ("API_RATE_LIMIT", "UPLOAD_RATE_LIMIT", "SIGN_IN_RATE_LIMIT")
 
 
+def scoped(key: str) -> str:
+    """A counter's key within this deployment. Deployments may share one Redis, kept apart by
+    JOBS_QUEUE_NAME (docs/jobs.md); their token and user ids overlap, so until 5 December a script on
+    one (a test site) used up the limits of the other's token and user of the same id."""
+    return f"{current_app.config['JOBS_QUEUE_NAME']}/{key}"
+
+
 def client_address() -> str:
-    return f"addr:{request.remote_addr or 'unknown'}"
+    return scoped(f"addr:{request.remote_addr or 'unknown'}")
 
 
 def _read_from_database(key_func):
@@ -53,7 +60,7 @@ def _read_from_database(key_func):
 def token_key() -> str:
     """One bucket per API token; requests without a valid token share their address's bucket."""
     token = request_token()
-    return f"token:{token.id}" if token else client_address()
+    return scoped(f"token:{token.id}") if token else client_address()
 
 
 @_read_from_database
@@ -61,9 +68,9 @@ def user_key() -> str:
     """One bucket per user, whichever token or browser session the request came with."""
     token = request_token() if request.blueprint == "api" else None
     if token is not None:
-        return f"user:{token.user_id}"
+        return scoped(f"user:{token.user_id}")
     if current_user.is_authenticated:
-        return f"user:{current_user.id}"
+        return scoped(f"user:{current_user.id}")
     return client_address()
 
 

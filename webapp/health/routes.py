@@ -2,7 +2,8 @@
 
 /readyz is polled every few seconds by every balancer and by the container's HEALTHCHECK, so each
 check is one cheap call: the model already loaded, `SELECT 1` and the schema revision, a statvfs,
-access(2) on the database file and the instance folder, a Redis PING.
+access(2) on the database file and the instance folder, a Redis PING, the queue's length and when a
+worker was last seen, and one pipeline recording this replica's settings (jobs/agreement.py).
 """
 
 import os
@@ -15,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..extensions import db
 from ..inference.runtime import ModelUnavailable, analyzer_for
+from ..jobs.agreement import disagreement, replica_settings
 from ..jobs.queue import jobs
 from ..schema import schema_behind
 from . import bp
@@ -57,6 +59,12 @@ def _instance_warning() -> str | None:
     return "instance folder (INSTANCE_DIR) not writable: validation archives and films from the PACS cannot be kept"
 
 
+def _disagreement(model_version: str | None) -> str | None:
+    """Settings this replica runs with that another instance on the same Redis runs otherwise (agreement.py)."""
+    client = jobs().redis_client()
+    return disagreement(client, replica_settings(model_version)) if client else None
+
+
 @bp.route("/readyz")
 def readyz():
     problems = []
@@ -80,7 +88,9 @@ def readyz():
     # Said, but not a reason to take the replica out: screening needs no queue (only validation runs
     # and the PACS's films do, and they wait in it), and a Redis outage reaches every replica at once,
     # so failing on it would turn a delay of queued jobs into no screening anywhere.
-    warnings = [warning for warning in (jobs().probe(), _instance_warning()) if warning]
+    unreachable = jobs().probe()
+    queue = [unreachable] if unreachable else [jobs().silent_worker(), _disagreement(model_version)]
+    warnings = [warning for warning in (*queue, _instance_warning()) if warning]
     if problems:
         return jsonify(status="unavailable", reasons=problems, warnings=warnings), 503
     return jsonify(status="ready", model_version=model_version, warnings=warnings)

@@ -11,6 +11,7 @@ from ..cli_group import AdminGroup
 from ..inference.runtime import ModelUnavailable, analyzer_for
 from ..logs import install_process_logging
 from ..pacs.cli import destination_or_fail
+from .agreement import check_worker_settings
 from .outage_log import QueueOutageFilter
 from .priority import yield_cpu
 from .queue import QueueUnavailable, jobs, run_recoveries
@@ -43,6 +44,8 @@ def worker(threads: int) -> None:
     except ModelUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
     backend = "Redis" if current_app.config.get("REDIS_URL") else f"SQLite in {current_app.config['INSTANCE_DIR']}"
+    queue.worker_alive()  # /readyz stops warning that jobs wait with no worker
+    check_worker_settings()  # a SECRET_KEY or model other than the replicas': said now, not found out later
     # A worker that starts may be the replacement of one that was killed mid-job.
     run_recoveries(on_start=True)
     consumer = queue.huey.create_consumer(workers=threads, worker_type="thread", periodic=True)

@@ -1,8 +1,10 @@
-"""What the job worker logs while its queue cannot be reached.
+"""What the job worker, and whoever enqueues, log while the queue cannot be reached.
 
 Huey's consumer logs a full traceback each time a read of the queue fails, and it tries about twice a
 second, so a Redis outage of an hour wrote some 7,200 tracebacks. Those records become one line naming
-the error, at most once a minute; everything else passes as it is.
+the error, at most once a minute; everything else passes as it is. A job that cannot be enqueued
+(`log_not_queued`) is one line naming the error too: the DICOM node wrote a traceback for every film a
+PACS sent during the outage.
 """
 
 from __future__ import annotations
@@ -39,3 +41,16 @@ class QueueOutageFilter(logging.Filter):
         )
         record.args, record.exc_info, record.exc_text = (), None, None
         return True
+
+
+def log_not_queued(log: logging.Logger, error: BaseException, message: str, *args) -> None:
+    """`message` for a job that could not be enqueued: with the reason in one line while the queue cannot
+    be reached (an outage, not a bug), with the traceback otherwise."""
+    if isinstance(error, UNREACHABLE):
+        reason = str(error).strip().splitlines()
+        log.error(
+            f"{message}: the job queue cannot be reached ({type(error).__name__}: {reason[0] if reason else ''})",
+            *args,
+        )
+    else:
+        log.error(message, *args, exc_info=error)

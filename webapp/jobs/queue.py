@@ -12,8 +12,11 @@ Tasks run inside an application context of the app that built the queue.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,9 +30,16 @@ log = logging.getLogger(__name__)
 
 _TASKS: dict[str, Callable] = {}
 _RECOVERIES: list[Callable[..., int]] = []
-_PERIODIC: list[tuple[str, str, Callable]] = []  # (task name, config key of its interval in minutes, fn)
+# (task name, config key of its interval in minutes or None for every minute, fn)
+_PERIODIC: list[tuple[str, str | None, Callable]] = []
 RECOVERY_TASK = "jobs.recover"
 PROBE_TIMEOUT_SECONDS = 1.0
+# A worker records in the queue's own storage that it is there: when it starts, then with the jobs it runs
+# (at least the recovery sweep, every minute), at most every SEEN_EVERY_SECONDS. Jobs waiting with no
+# worker seen for WORKER_SILENT_SECONDS are a warning on /readyz.
+WORKER_SEEN = "jobs-worker-seen"
+SEEN_EVERY_SECONDS = 30.0
+WORKER_SILENT_SECONDS = 180
 
 
 def task(name: str):
@@ -49,9 +59,10 @@ def recovery(fn: Callable[..., int]) -> Callable[..., int]:
     return fn
 
 
-def periodic(name: str, minutes_setting: str):
+def periodic(name: str, minutes_setting: str | None = None):
     """Declare `fn()` as the job `name`, run by every worker's scheduler every N minutes, N the
-    config value `minutes_setting` (1 to 59; 0 turns it off). It must be safe to run twice."""
+    config value `minutes_setting` (1 to 59; 0 turns it off), or every minute without one. It must be
+    safe to run twice."""
 
     def register(fn: Callable) -> Callable:
         _PERIODIC.append((name, minutes_setting, fn))
@@ -83,6 +94,7 @@ class JobQueue:
         self._tasks: dict[str, Callable] = {}
         self._lock = threading.Lock()  # gunicorn threads may enqueue the first job at the same moment
         self._probe: redis.Redis | None = None
+        self._seen_written = 0.0
 
     @property
     def huey(self) -> Huey:
@@ -93,7 +105,7 @@ class JobQueue:
                     self._tasks[name] = huey.task(name=name)(self._in_app_context(fn))
                 huey.periodic_task(crontab(minute="*"), name=RECOVERY_TASK)(self._in_app_context(run_recoveries))
                 for name, setting, fn in _PERIODIC:
-                    minutes = int(self.app.config[setting])
+                    minutes = int(self.app.config[setting]) if setting else 1
                     if minutes > 0:
                         every = crontab(minute=f"*/{minutes}")
                         huey.periodic_task(every, name=name)(self._in_app_context(fn))
@@ -104,6 +116,7 @@ class JobQueue:
         app = self.app
 
         def run(*args):
+            self.worker_alive()
             with app.app_context():
                 return fn(*args)
 
@@ -130,17 +143,48 @@ class JobQueue:
         """Why the Redis queue cannot be reached, for /readyz, or None (also with the SQLite queue, a file
         beside the database that the probe's disk check covers). A client of its own with short
         timeouts: Huey's has none, and a probe must not hang on a Redis that does not answer."""
-        url = self.app.config.get("REDIS_URL")
-        if not url:
+        client = self.redis_client()
+        if client is None:
             return None
-        if self._probe is None:
-            seconds = PROBE_TIMEOUT_SECONDS
-            self._probe = redis.Redis.from_url(url, socket_connect_timeout=seconds, socket_timeout=seconds)
         try:
-            self._probe.ping()
+            client.ping()
         except redis.RedisError as exc:
             return f"job queue unreachable: Redis (REDIS_URL): {type(exc).__name__}"
         return None
+
+    def redis_client(self) -> redis.Redis | None:
+        """The probe's client (short timeouts) on REDIS_URL, or None without Redis."""
+        url = self.app.config.get("REDIS_URL")
+        if url and self._probe is None:
+            seconds = PROBE_TIMEOUT_SECONDS
+            self._probe = redis.Redis.from_url(url, socket_connect_timeout=seconds, socket_timeout=seconds)
+        return self._probe if url else None
+
+    def worker_alive(self) -> None:
+        """Record that a worker takes this queue's jobs (at most every SEEN_EVERY_SECONDS); never fails a job."""
+        now = time.time()
+        if now - self._seen_written < SEEN_EVERY_SECONDS:
+            return
+        self._seen_written = now
+        with contextlib.suppress(redis.RedisError, sqlite3.Error, OSError):
+            self.huey.put(WORKER_SEEN, now)
+
+    def silent_worker(self) -> str | None:
+        """For /readyz: jobs wait and no worker has been seen for WORKER_SILENT_SECONDS, or None. Until
+        5 December a worker that never started, or had died, left validation runs and the PACS's films
+        waiting with every replica ready and silent."""
+        try:
+            waiting = self.pending()
+            seen = self.huey.get(WORKER_SEEN, peek=True) if waiting else None
+        except (redis.RedisError, sqlite3.Error, OSError):
+            return None  # the probe, or the instance folder's check, says why
+        if not waiting or (seen is not None and time.time() - seen < WORKER_SILENT_SECONDS):
+            return None
+        last = "never seen on this queue" if seen is None else f"last seen {int(time.time() - seen) // 60} minutes ago"
+        return (
+            f"no job worker: {waiting} job(s) wait in the queue and a worker was {last} (validation runs and "
+            "films from the PACS wait for one: start `flask --app wsgi jobs worker`)"
+        )
 
     def pending(self) -> int:
         return self.huey.pending_count()

@@ -18,6 +18,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
+from ..jobs.outage_log import log_not_queued
 from ..jobs.queue import enqueue
 from ..models import RECEIPT_QUEUED, RECEIPT_REFUSED, RECEIPT_SKIPPED, DicomReceipt
 from ..pseudonyms import keyed_hash
@@ -83,8 +84,8 @@ def receive(arrival: Arrival) -> int:
         return SUCCESS
     try:
         enqueue(SCREEN_TASK, receipt.id)
-    except Exception:  # the queue is unreachable: undo, and let the PACS send it again later
-        log.exception("dicom: could not queue receipt %d", receipt.id)
+    except Exception as exc:  # the queue is unreachable: undo, and let the PACS send it again later
+        log_not_queued(log, exc, "dicom: could not queue receipt %d; the PACS is told to send it again", receipt.id)
         db.session.execute(db.delete(DicomReceipt).where(DicomReceipt.id == receipt.id))
         db.session.commit()
         spool.delete(spool.SPOOL, receipt.spool_name)
@@ -126,8 +127,8 @@ def receive_again(sop_key: str, arrival: Arrival) -> int:
     receipt_id = db.session.scalar(db.select(DicomReceipt.id).where(DicomReceipt.sop_key == sop_key))
     try:
         enqueue(SCREEN_TASK, receipt_id)
-    except Exception:  # the queue is unreachable: refused as before, and the PACS sends it again later
-        log.exception("dicom: could not queue receipt %d", receipt_id)
+    except Exception as exc:  # the queue is unreachable: refused as before, and the PACS sends it again later
+        log_not_queued(log, exc, "dicom: could not queue receipt %d; the PACS is told to send it again", receipt_id)
         db.session.execute(
             update(DicomReceipt)
             .where(DicomReceipt.id == receipt_id)

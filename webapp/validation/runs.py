@@ -17,6 +17,7 @@ from werkzeug.datastructures import FileStorage
 
 from ..extensions import db
 from ..filenames import sanitize_filename, sent_filename
+from ..jobs.outage_log import log_not_queued
 from ..models import (
     ITEM_PENDING,
     RUN_QUEUED,
@@ -99,8 +100,8 @@ def create_run(user: User, upload: FileStorage | None) -> ValidationRun:
         raise
     try:
         tasks.start(run.id)
-    except Exception:  # the queue is down: the run stays queued and recovery enqueues it later
-        log.exception("validation run %d could not be queued now; recovery will queue it", run.id)
+    except Exception as exc:  # the queue is down: the run stays queued and recovery enqueues it later
+        log_not_queued(log, exc, "validation run %d could not be queued now; recovery will queue it", run.id)
     return run
 
 

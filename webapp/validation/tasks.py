@@ -26,6 +26,7 @@ from ..inference.overlay import heatmap_png
 from ..inference.runtime import ModelUnavailable, analyzer_for
 from ..jobs import leases
 from ..jobs.leases import lease
+from ..jobs.outage_log import log_not_queued
 from ..jobs.queue import enqueue, enqueue_in, jobs, recovery, task
 from ..models import (
     ITEM_DONE,
@@ -142,8 +143,8 @@ def give_turn(run_id: int, owner: str) -> None:
     db.session.commit()
     try:
         enqueue(TASK, run_id)
-    except Exception:  # the queue is down: the run's lease has lapsed, so recovery queues it again
-        log.exception("validation run %d: its next slice could not be queued now; recovery will", run_id)
+    except Exception as exc:  # the queue is down: the run's lease has lapsed, so recovery queues it again
+        log_not_queued(log, exc, "validation run %d: its next slice could not be queued now; recovery will", run_id)
 
 
 def analyse_batch(archive, analyzer, entries: list[str], threshold: float, review_size: int) -> list[dict]:
