@@ -110,7 +110,7 @@ def test_feedback_back_link_cannot_split_headers_or_leave_the_site(client, auth,
         data={"csrf_token": csrf_token(client, f"/predictions/{prediction_id}"), "label": "NORMAL", "back": back},
     )
     assert response.status_code == 303
-    assert response.headers["Location"] == f"/predictions/{prediction_id}"
+    assert response.headers["Location"] == f"/predictions/{prediction_id}#review-{prediction_id}"
     assert "evil" not in str(response.headers)
 
 
@@ -121,4 +121,4 @@ def test_feedback_back_to_results_still_works(client, auth, admin_user, predicti
         f"/predictions/{prediction_id}/feedback",
         data={"csrf_token": csrf_token(client, f"/predictions/{prediction_id}"), "label": "NORMAL", "back": back},
     )
-    assert response.status_code == 303 and response.headers["Location"] == f"{back}#prediction-{prediction_id}"
+    assert response.status_code == 303 and response.headers["Location"] == f"{back}#review-{prediction_id}"

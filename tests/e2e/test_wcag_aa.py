@@ -182,11 +182,14 @@ def test_the_results_are_read_out_after_an_upload(visit):
     expect(counts).to_contain_text("2 films")
     expect(counts).to_contain_text("PNEUMONIA 1")
 
-    # A saved review returns to its film (#prediction-N): that film keeps the view, not the counts.
+    # A saved review returns to its film (#review-N): that film keeps the view, not the counts, and the
+    # focus is on the saved reading, so a screen reader confirms it (the flash at the top goes unread).
     card = page.locator("article.result").last
     card.get_by_role("button", name="Confirm / correct").click()
-    page.wait_for_url(re.compile(r"#prediction-\d+$"))
+    page.wait_for_url(re.compile(r"#review-\d+$"))
     expect(counts).not_to_be_focused()
+    expect(card.locator("p[id^=review-]")).to_be_focused()
+    expect(card.locator("p[id^=review-]")).to_contain_text("Reviewed by e2e-clin")
     assert card.bounding_box()["y"] < 200, "the page did not stay on the reviewed film"
 
 

@@ -192,10 +192,16 @@ def feedback(prediction_id: int):
         abort(410, FILM_PRUNED)
     flash("Review saved. Thank you: reviews are how we measure the model.", "info")
     back = request.form.get("back", "")
+    # Back to this film's saved reading (review_anchor), not to the top of a batch the reader is working through.
     if _is_results_path(back):
-        # Back to this film's card, not to the top of a batch the reader is working through.
-        return redirect(f"{back}#prediction-{prediction.id}", 303)
-    return redirect(url_for("screening.detail", prediction_id=prediction.id), 303)
+        return redirect(f"{back}#{review_anchor(prediction.id)}", 303)
+    return redirect(url_for("screening.detail", prediction_id=prediction.id, _anchor=review_anchor(prediction.id)), 303)
+
+
+@bp.app_template_global()
+def review_anchor(prediction_id: int) -> str:
+    """The id of a card's saved-reading line (_result_card.html), which takes the focus after a save."""
+    return f"review-{prediction_id}"
 
 
 def _save_reading(prediction: Prediction, label: str, comment: str) -> bool:
