@@ -97,7 +97,7 @@ def decode(data: bytes, *, target_size: int | None = None, memory_mb: int | None
     data = _with_dicom_preamble(data)
     kind = sniff(data)
     _refuse_polyglots(data, kind)
-    if kind == "DICOM" and _looks_like_bare_dicom_data_set(data[132:]):
+    if kind == "DICOM" and _looks_like_bare_dicom_data_set(data[132 : 132 + 1024]):
         raise _BARE_DICOM_DATA_SET  # 'DICM' but no file meta information: the transfer syntax is unknown
     try:
         if kind == "DICOM":
