@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.decode_memory import measure
-from tests.image_samples import dicom
+from tests.image_samples import dicom, float_film
 from webapp.inference import raster
 from webapp.inference.decode import decode
 from webapp.inference.image import DEFAULT_DECODE_MEMORY_MB, DecodeError, on_8bit_levels, scale_to_unit, shrink
@@ -80,6 +80,9 @@ def film(mode: str, side: int) -> bytes:
     grey = ((x + 3 * y) % 256).astype(np.uint8)
     if mode == "DICOM":
         return dicom(grey.astype(np.uint16) * 15 + 100, bits_stored=12)
+    if mode.startswith("DICOM float"):  # rescaled: the grey chain's float64 steps
+        values = grey.astype(np.float32) * 3.5 - 100
+        return float_film(values, double=mode.endswith("64"), RescaleSlope=2.5, RescaleIntercept=-10)
     if mode == "DICOM 8-bit":
         return dicom(grey // 2 + 5)
     if mode == "DICOM RGB":
@@ -144,7 +147,19 @@ def counted_mb(data: bytes) -> float:
 
 @pytest.mark.parametrize(
     "mode",
-    (*MODES, "JPEG", "JPEG progressive", "WEBP", "BMP RLE", "TIFF one strip", "DICOM", "DICOM 8-bit", "DICOM RGB"),
+    (
+        *MODES,
+        "JPEG",
+        "JPEG progressive",
+        "WEBP",
+        "BMP RLE",
+        "TIFF one strip",
+        "DICOM",
+        "DICOM 8-bit",
+        "DICOM RGB",
+        "DICOM float32",
+        "DICOM float64",
+    ),
 )
 def test_the_budget_counts_the_true_peak(mode, tmp_path):
     """Each mode's peak resident growth for one decode is within what the budget counts for it (plus
@@ -153,7 +168,8 @@ def test_the_budget_counts_the_true_peak(mode, tmp_path):
     (libwebp's own canvases): counted 16 MB, peaked at 61 MB; a run-length BMP (expanded in Python):
     counted 4 MB, peaked at 12 MB; a progressive JPEG (libjpeg buffers every coefficient of the whole
     image, whatever the DCT scaling): counted under 1 MB, peaked at 12 MB; a compressed TIFF in one strip
-    (libtiff's strip buffer): counted 4 MB, peaked at 8."""
+    (libtiff's strip buffer): counted 4 MB, peaked at 8; a rescaled float32 DICOM (the grey chain in
+    float64 on the whole film): counted 77 MB, peaked at 92."""
     side = 2000
     counted, peak = counted_mb(film(mode, side)), peak_mb(mode, side, tmp_path)
     if peak is None:

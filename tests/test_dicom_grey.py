@@ -17,7 +17,7 @@ from pydicom.pixels import convert_color_space
 from pydicom.tag import Tag
 from pydicom.uid import JPEGBaseline8Bit
 
-from tests.image_samples import dicom, encode
+from tests.image_samples import dicom, encode, float_film
 from webapp.inference import dicom as dicom_module
 from webapp.inference.decode import DecodeError, decode
 from webapp.inference.image import scale_to_unit
@@ -98,21 +98,6 @@ def test_without_padding_declared_the_bright_rows_count():
     plain = decode(dicom(ANATOMY, bits_stored=16, modality="CR")).pixels
     image = decode(padded(ANATOMY, 20, 0xFFFF, 16)).pixels
     assert image[20:].mean() < plain[20:].mean() / 4  # what padding did before it was recognised
-
-
-def float_film(pixels: np.ndarray, double: bool = False) -> bytes:
-    ds = dcmread(io.BytesIO(dicom(np.zeros(pixels.shape, np.uint16), bits_stored=16, modality="CR")))
-    del ds.PixelData
-    del ds.BitsStored, ds.HighBit, ds.PixelRepresentation  # not used with float pixel data
-    ds.BitsAllocated = 64 if double else 32
-    data = pixels.astype(np.float64 if double else np.float32).tobytes()
-    if double:
-        ds.DoubleFloatPixelData = data
-    else:
-        ds.FloatPixelData = data
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -255,3 +240,31 @@ def test_stored_bits_above_bit_zero_read_as_the_film(signed):
     pixels = RAMP.astype(np.int32) - (2048 if signed else 0)
     expected = decode(twelve_bit(pixels, signed)).pixels
     np.testing.assert_array_equal(decode(twelve_bit(pixels, signed, high_bit_15=True)).pixels, expected)
+
+
+@pytest.mark.parametrize(
+    "values, extra",
+    [
+        ("noise", {}),
+        ("noise", {"RescaleSlope": 2.5, "RescaleIntercept": -10}),
+        ("noise", {"RescaleSlope": -0.001, "RescaleIntercept": 7}),
+        ("noise", {"RescaleSlope": 1e306, "RescaleIntercept": 0}),  # overflows: scaled by the image's extremes
+        ("constant", {}),  # no range: scaled by the image's extremes
+        ("wide int32", {}),
+        ("wide int32", {"RescaleSlope": 0.5, "RescaleIntercept": 3}),
+    ],
+)
+def test_the_chain_in_bands_gives_the_whole_image_pixels(values, extra, monkeypatch):
+    """Float data (and 32-bit values too spread for a table) go through the grey chain band by band
+    of rows, so that its float64 steps hold a band and not the film: the pixels are those of the whole
+    image at once, bit for bit (odd sizes, bands of a few rows)."""
+    monkeypatch.setattr(dicom_module, "_BAND_PIXELS", 1000)
+    noise = np.random.default_rng(3).normal(0, 300, (301, 257))
+    if values == "wide int32":
+        data = dicom((noise * 10_000).astype(np.int32), signed=True, modality="CR", extra=extra)
+    else:
+        data = float_film(np.full_like(noise, 42.0) if values == "constant" else noise, **extra)
+    frame = dcmread(io.BytesIO(data)).pixel_array
+    banded = dicom_module._grey_in_bands(frame, dcmread(io.BytesIO(data)))
+    whole = dicom_module._grey_chain(frame, dcmread(io.BytesIO(data)))
+    assert banded.dtype == np.float32 and np.array_equal(banded, whole)

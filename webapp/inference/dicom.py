@@ -30,7 +30,18 @@ from pydicom.uid import (
 )
 
 from .age import REFERENCE_DATE_KEYWORDS, age_from_header
-from .image import MB, DecodedImage, DecodeError, check_dimensions, check_memory, scale_to_unit, shrink
+from .image import (
+    MB,
+    DecodedImage,
+    DecodeError,
+    as_scaled_to_unit,
+    check_dimensions,
+    check_memory,
+    extremes,
+    scale_to_unit,
+    scale_with,
+    shrink,
+)
 
 
 def keep_header_values_out_of_logs() -> None:
@@ -267,7 +278,7 @@ def _grey_levels(stored: np.ndarray, ds) -> np.ndarray:
     is one table lookup: exact, and ~20x faster than float64 arithmetic on a film."""
     low, high = (int(stored.min()), int(stored.max())) if stored.dtype.kind in "ui" else (0, -1)
     if not 0 <= high - low < _MAX_TABLE:
-        return _grey_chain(stored, ds)  # float data, or 32-bit values spread too wide
+        return _grey_in_bands(stored, ds)  # float data, or 32-bit values spread too wide
     padding = _padding(stored, ds)
     # Padding (e.g. 0xFFFF around the detector's field) is not image: left in, it would set the range
     # and squeeze the anatomy into a few grey levels (PS3.3 C.7.5.1.1.2).
@@ -313,20 +324,58 @@ def _grey_chain(values: np.ndarray, ds, stored: np.ndarray | None = None) -> np.
     """The chain itself, scaled by the output range the VOI step defines (so a window
     means what it says) or, with no VOI in the file, by the declared range of the
     stored values. `stored` is the whole frame when `values` is only its value set."""
-    stored = values if stored is None else stored
-    values = apply_modality_lut(values, ds)
+    bounds = _output_range(values if stored is None else stored, ds)
+    values = _voi(apply_modality_lut(values, ds), ds)
+    return scale_to_unit(values) if bounds is None else _scaled(values, bounds)
+
+
+def _voi(values: np.ndarray, ds) -> np.ndarray:
     if ds.get("VOILUTSequence"):
-        bounds = apply_voi(apply_modality_lut(_stored_extremes(stored, ds), ds), ds)
-        values = apply_voi(values, ds)
-    elif _usable_window(ds):
-        values = apply_windowing(values, ds)
+        return apply_voi(values, ds)
+    return apply_windowing(values, ds) if _usable_window(ds) else values
+
+
+def _output_range(stored: np.ndarray, ds) -> tuple[float, float] | None:
+    """(low, high) of the chain's output: the window's output range, or the stored extremes through
+    the chain. None when that range is empty or not finite (the image's own extremes are used then)."""
+    if _usable_window(ds) and not ds.get("VOILUTSequence"):
         bounds = apply_windowing(np.array([-np.inf, np.inf]), ds)
     else:
-        bounds = apply_modality_lut(_stored_extremes(stored, ds), ds)
+        bounds = _voi(apply_modality_lut(_stored_extremes(stored, ds), ds), ds)
     low, high = float(np.min(bounds)), float(np.max(bounds))
-    if not np.isfinite([low, high]).all() or high <= low:
-        return scale_to_unit(values)
+    return (low, high) if np.isfinite([low, high]).all() and high > low else None
+
+
+def _scaled(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    low, high = bounds
     return ((np.asarray(values, dtype=np.float64) - low) / (high - low)).astype(np.float32)
+
+
+# Rows of this many pixels at a time: the chain's float64 steps take about 20 bytes a pixel.
+_BAND_PIXELS = 1 << 18
+
+
+def _grey_in_bands(stored: np.ndarray, ds) -> np.ndarray:
+    """_grey_chain(stored, ds), band by band of rows into one float32 image. Every step is pointwise,
+    so the pixels are the whole-image chain's; its float64 copies are a band's, not the film's (a
+    rescaled 3000 x 3000 float32 film peaked at 206 MB through the whole-image chain, counted 170)."""
+    rows = max(1, _BAND_PIXELS // stored.shape[1])
+    bands = [slice(start, start + rows) for start in range(0, stored.shape[0], rows)]
+    bounds = _output_range(stored, ds)
+    grey = np.empty(stored.shape, dtype=np.float32)
+
+    def mapped(band: slice) -> np.ndarray:
+        return _voi(apply_modality_lut(stored[band], ds), ds)
+
+    if bounds is not None:
+        for band in bands:
+            grey[band] = _scaled(mapped(band), bounds)
+        return grey
+    # Range empty or not finite: scale_to_unit's map, with the extremes of the whole mapped image.
+    lows, highs = zip(*(extremes(as_scaled_to_unit(mapped(band))) for band in bands), strict=True)
+    for band in bands:
+        grey[band] = scale_with(as_scaled_to_unit(mapped(band)), min(lows), max(highs))
+    return grey
 
 
 _VOI_FUNCTIONS = {"LINEAR": 1.0, "LINEAR_EXACT": 0.0, "SIGMOID": 0.0}  # width must be >= 1, > 0, > 0
