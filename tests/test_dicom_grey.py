@@ -250,6 +250,8 @@ def test_stored_bits_above_bit_zero_read_as_the_film(signed):
         ("noise", {"RescaleSlope": -0.001, "RescaleIntercept": 7}),
         ("noise", {"RescaleSlope": 1e306, "RescaleIntercept": 0}),  # overflows: scaled by the image's extremes
         ("constant", {}),  # no range: scaled by the image's extremes
+        ("noise", {"WindowCenter": 40, "WindowWidth": 700}),
+        ("noise", {"WindowCenter": 40, "WindowWidth": 700, "VOILUTFunction": "SIGMOID", "RescaleSlope": 2}),
         ("wide int32", {}),
         ("wide int32", {"RescaleSlope": 0.5, "RescaleIntercept": 3}),
     ],
@@ -264,7 +266,32 @@ def test_the_chain_in_bands_gives_the_whole_image_pixels(values, extra, monkeypa
         data = dicom((noise * 10_000).astype(np.int32), signed=True, modality="CR", extra=extra)
     else:
         data = float_film(np.full_like(noise, 42.0) if values == "constant" else noise, **extra)
-    frame = dcmread(io.BytesIO(data)).pixel_array
-    banded = dicom_module._grey_in_bands(frame, dcmread(io.BytesIO(data)))
-    whole = dicom_module._grey_chain(frame, dcmread(io.BytesIO(data)))
+    ds = dcmread(io.BytesIO(data))
+    frame = ds.pixel_array
+    banded = dicom_module._grey_levels(frame, ds)  # by bands: too many values for a table
+    whole = dicom_module._grey_chain(frame, ds)
     assert banded.dtype == np.float32 and np.array_equal(banded, whole)
+
+
+FLOAT_RAMP = np.tile(np.linspace(-100.0, 900.0, 256), (256, 1))
+
+
+@pytest.mark.parametrize("double", [False, True])
+def test_a_windowed_float_film_is_shown_through_its_window(double):
+    """Float pixel data has no Bits Stored or Pixel Representation; pydicom's windowing reads them, and
+    a float film with a window was refused as damaged (an AttributeError inside pydicom)."""
+    image = decode(float_film(FLOAT_RAMP, double, WindowCenter=300, WindowWidth=401)).pixels
+    expected = np.clip((FLOAT_RAMP - 299.5) / 400 + 0.5, 0, 1)  # LINEAR: PS3.3 C.11.2.1.2.1
+    np.testing.assert_allclose(image, expected, atol=1e-6)
+    sigmoid = float_film(FLOAT_RAMP, double, WindowCenter=300, WindowWidth=401, VOILUTFunction="SIGMOID")
+    np.testing.assert_allclose(decode(sigmoid).pixels, 1 / (1 + np.exp(-4 * (FLOAT_RAMP - 300) / 401)), atol=1e-6)
+
+
+@pytest.mark.parametrize(("double", "high_bit"), [(False, 31), (True, 63)])
+def test_integer_bit_layout_left_on_a_float_film_does_not_cut_its_floats(double, high_bit):
+    """Bits Stored 16 and High Bit 31 copied onto a float film from an integer one: the floats' bits were
+    shifted and masked as if they were 16-bit samples, and the model got a pattern of noise (pixels up to
+    0.76 away from the film's)."""
+    plain = decode(float_film(FLOAT_RAMP, double)).pixels
+    stray = decode(float_film(FLOAT_RAMP, double, BitsStored=16, HighBit=high_bit, PixelRepresentation=1)).pixels
+    np.testing.assert_array_equal(stray, plain)

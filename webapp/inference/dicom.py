@@ -277,6 +277,11 @@ def _grey_levels(stored: np.ndarray, ds) -> np.ndarray:
     integer data the chain runs once per distinct value (at most 65536) and the image
     is one table lookup: exact, and ~20x faster than float64 arithmetic on a film."""
     low, high = (int(stored.min()), int(stored.max())) if stored.dtype.kind in "ui" else (0, -1)
+    if stored.dtype.kind == "f":
+        # Float pixel data has no Bits Stored or Pixel Representation, and any the file carries (copied
+        # from an integer film) mean nothing; pydicom's windowing reads both, for its output range only,
+        # which is scaled to [0, 1] here anyway: without them a windowed float film was called damaged.
+        ds.BitsStored, ds.PixelRepresentation = 16, 0
     if not 0 <= high - low < _MAX_TABLE:
         return _grey_in_bands(stored, ds)  # float data, or 32-bit values spread too wide
     padding = _padding(stored, ds)
@@ -420,6 +425,8 @@ def _high_bit_layout(ds, tsyntax, samples: int) -> BitLayout | None:
     keeps the low bits, which turns such a film into stripes where dcmtk and PACS viewers show it."""
     if tsyntax.is_encapsulated or samples != 1:
         return None  # a codec gives the samples at bit 0 whatever High Bit says
+    if "PixelData" not in ds:
+        return None  # Float or Double Float Pixel Data: IEEE floats, whose bits are not stored bits
     try:
         allocated, stored = int(ds.get("BitsAllocated") or 0), int(ds.get("BitsStored") or 0)
         high_bit = ds.get("HighBit")
