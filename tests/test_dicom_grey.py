@@ -12,6 +12,7 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import convert_color_space
 from pydicom.tag import Tag
@@ -295,3 +296,46 @@ def test_integer_bit_layout_left_on_a_float_film_does_not_cut_its_floats(double,
     plain = decode(float_film(FLOAT_RAMP, double)).pixels
     stray = decode(float_film(FLOAT_RAMP, double, BitsStored=16, HighBit=high_bit, PixelRepresentation=1)).pixels
     np.testing.assert_array_equal(stray, plain)
+
+
+def with_lut(data: bytes, sequence: str, descriptor: list[int], entries: list[int]) -> bytes:
+    ds = dcmread(io.BytesIO(data))
+    item = Dataset()
+    item.add_new("LUTDescriptor", "US", descriptor)
+    item.add_new("LUTData", "US", entries)
+    setattr(ds, sequence, [item])
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "sequence, descriptor, entries",
+    [
+        ("VOILUTSequence", [4096, 0, 0], list(range(4096))),  # no entry size
+        ("VOILUTSequence", [4096, 0, 40], list(range(4096))),  # no 40-bit entries
+        ("VOILUTSequence", [4096, 0, 16], list(range(10))),  # fewer entries than declared
+        ("ModalityLUTSequence", [4096, 0], list(range(4096))),  # a descriptor of two values
+    ],
+)
+def test_a_malformed_lut_is_refused_naming_it(sequence, descriptor, entries):
+    """A VOI LUT whose descriptor gives 0 or 40 bits an entry was refused as 'compressed in a format this
+    server cannot decode (MPEG-2, H.264...)': pydicom's NotImplementedError read as a missing codec, on
+    an uncompressed film. Any table that cannot be applied is a damaged file, and the message says which."""
+    with pytest.raises(DecodeError) as raised:
+        decode(with_lut(dicom(RAMP, bits_stored=12, modality="CR"), sequence, descriptor, entries))
+    assert raised.value.code == "corrupt_dicom" and "LUT" in raised.value.message
+
+
+def test_samples_in_24_bit_words_are_not_called_compressed():
+    """Bits Allocated 24 (no numpy type holds it) on an uncompressed film was refused as 'compressed in a
+    format this server cannot decode'; the message now says what the file holds and what to export."""
+    ds = dcmread(io.BytesIO(dicom(RAMP, bits_stored=12, modality="CR")))
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 24, 24, 23
+    ds.PixelData = bytes(RAMP.size * 3)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    with pytest.raises(DecodeError) as raised:
+        decode(buffer.getvalue())
+    assert raised.value.code == "unsupported_dicom" and "24-bit" in raised.value.message
+    assert "compressed" not in raised.value.message

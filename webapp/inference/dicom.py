@@ -182,7 +182,16 @@ def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int 
         _check_frame_header(ds, tsyntax, rows, columns)
 
     _check_rescale(ds)
-    frame, colour_space = _first_frame(data, tsyntax, samples, _high_bit_layout(ds, tsyntax, samples))
+    try:
+        frame, colour_space = _first_frame(data, tsyntax, samples, _high_bit_layout(ds, tsyntax, samples))
+    except NotImplementedError as exc:
+        if tsyntax.is_compressed:
+            raise  # a codec that is not installed: decode() names it
+        raise DecodeError(
+            "unsupported_dicom",
+            f"The DICOM image stores its samples in {bits}-bit words, which cannot be read; "
+            "export it with 8 or 16 bits allocated.",
+        ) from exc
     # A compressed film's fragments, read for the frame header check, are not needed again.
     for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
         if keyword in ds:
@@ -200,7 +209,17 @@ def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int 
         # Colour DICOM (RGB, or YBR that pydicom has already converted to RGB).
         pixels, colourfulness = _grey_from_colour(frame, colour_space)
     elif frame.ndim == 2 and photometric in ("MONOCHROME1", "MONOCHROME2", ""):
-        pixels = _grey_levels(frame, ds)
+        try:
+            pixels = _grey_levels(frame, ds)
+        except _LUT_ERRORS as exc:
+            # pydicom's errors for a table that cannot be applied: its descriptor names an entry size
+            # there is no type for (0 or 40 bits, said to be an unsupported compression before), it
+            # holds fewer entries than it declares, or it is missing; or a Modality LUT on float data.
+            raise DecodeError(
+                "corrupt_dicom",
+                "The DICOM file's Modality LUT or VOI LUT (or window) cannot be applied to its image: "
+                "the table or its descriptor is malformed; the file is damaged.",
+            ) from exc
         # MONOCHROME1 shows high values dark, and so does MONOCHROME2 with an INVERSE Presentation LUT
         # Shape (a viewer inverts it). The DX IOD pairs MONOCHROME1 with INVERSE: one inversion, not two.
         inverse = str(ds.get("PresentationLUTShape", "")).strip().upper() == "INVERSE"
@@ -270,6 +289,7 @@ def _j2k_frame_size(frame: bytes) -> tuple[int, int]:
 
 
 _MAX_TABLE = 1 << 20
+_LUT_ERRORS = (ValueError, TypeError, IndexError, KeyError, AttributeError, NotImplementedError, struct.error)
 
 
 def _grey_levels(stored: np.ndarray, ds) -> np.ndarray:
