@@ -21,6 +21,7 @@ import numpy as np
 from pydicom import config, dcmread
 from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, convert_color_space, get_decoder, pixel_array
+from pydicom.pixels.utils import _array_common
 from pydicom.tag import Tag
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -179,7 +180,7 @@ def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int 
     per_pixel = max(3 * samples * max(1, (bits + 7) // 8) + 4, 11)
     check_memory(columns, rows, pixels * per_pixel + min(4 * pixels, 32 * MB), memory_mb)
     if tsyntax.is_encapsulated:
-        _check_frame_header(ds, tsyntax, rows, columns)
+        _check_frame_header(ds, data, tsyntax, rows, columns)
 
     _check_rescale(ds)
     try:
@@ -192,10 +193,6 @@ def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int 
             f"The DICOM image stores its samples in {bits}-bit words, which cannot be read; "
             "export it with 8 or 16 bits allocated.",
         ) from exc
-    # A compressed film's fragments, read for the frame header check, are not needed again.
-    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
-        if keyword in ds:
-            del ds[keyword]
     if frame.dtype.kind == "f" and not np.isfinite(frame).all():
         # NaN or infinity in Float Pixel Data would turn every grey level downstream into NaN.
         raise DecodeError(
@@ -238,7 +235,7 @@ def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int 
     return DecodedImage(pixels, "DICOM", columns, rows, colourfulness, facts, _modality_reason(facts), _age(ds))
 
 
-def _check_frame_header(ds, tsyntax, rows: int, columns: int) -> None:
+def _check_frame_header(ds, data: bytes, tsyntax, rows: int, columns: int) -> None:
     """The codecs allocate what the compressed frame's own header claims, not what
     Rows/Columns say: read that header first, so a 64x64 DICOM cannot smuggle in a
     30000x30000 JPEG."""
@@ -249,7 +246,10 @@ def _check_frame_header(ds, tsyntax, rows: int, columns: int) -> None:
     else:
         return  # RLE decodes into the size the dataset declares
     frames = int(ds.get("NumberOfFrames") or 1)
-    first = next(generate_frames(ds.PixelData, number_of_frames=frames))
+    # From the file, not ds.PixelData: that would read every frame's fragments (a 20-frame JPEG film's 30 MB).
+    stream = io.BytesIO(data)
+    stream.seek(ds.get_item("PixelData", keep_deferred=True).value_tell)
+    first = next(generate_frames(stream, number_of_frames=frames))
     frame_rows, frame_columns = read_size(first)
     if (frame_rows, frame_columns) != (rows, columns):
         raise DecodeError(
@@ -485,7 +485,11 @@ def _first_frame(data: bytes, tsyntax, samples: int, layout: BitLayout | None) -
         if layout:
             return _shifted_down(pixel_array(io.BytesIO(data), index=0, correct_unused_bits=False), layout), ""
         return pixel_array(io.BytesIO(data), index=0), ""
-    frame, meta = get_decoder(tsyntax).as_array(dcmread(io.BytesIO(data)), index=0, as_rgb=False)
+    # As pixel_array reads one frame from a file (its own _array_common), but keeping the decoder's account
+    # of the colour space: given the whole data set instead, the decoder copied every frame of the film.
+    stream = io.BytesIO(data)
+    _, options = _array_common(stream, [], as_rgb=False)
+    frame, meta = get_decoder(tsyntax).as_array(stream, index=0, validate=True, **options)
     return frame, str(meta.get("photometric_interpretation", "RGB")).upper()
 
 
