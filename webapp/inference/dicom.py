@@ -146,7 +146,11 @@ _NOT_CHEST_PARTS = (
 )
 
 
-def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int | None = None) -> DecodedImage:
+def decode_dicom(
+    data: bytes, *, target_size: int | None = None, memory_mb: int | None = None, copied_bytes: int = 0
+) -> DecodedImage:
+    """`copied_bytes`: memory the caller spent on the file for this decode (decode() copies a file to
+    give it back its preamble), counted with the decode's own."""
     try:
         # The pixels stay in `data` until the one frame needed is read from it: parsed with the header, a
         # multi-frame film's every frame was copied (a 20-frame 1000 x 1000 film peaked at 42 MB, counted 15).
@@ -178,7 +182,7 @@ def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int 
     samples, bits = int(ds.get("SamplesPerPixel") or 1), int(ds.get("BitsAllocated") or 8)
     pixels = columns * rows
     per_pixel = max(3 * samples * max(1, (bits + 7) // 8) + 4, 11)
-    check_memory(columns, rows, pixels * per_pixel + min(4 * pixels, 32 * MB), memory_mb)
+    check_memory(columns, rows, pixels * per_pixel + min(4 * pixels, 32 * MB) + copied_bytes, memory_mb)
     if tsyntax.is_encapsulated:
         _check_frame_header(ds, data, tsyntax, rows, columns)
 
