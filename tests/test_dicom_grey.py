@@ -249,7 +249,6 @@ def test_stored_bits_above_bit_zero_read_as_the_film(signed):
         ("noise", {}),
         ("noise", {"RescaleSlope": 2.5, "RescaleIntercept": -10}),
         ("noise", {"RescaleSlope": -0.001, "RescaleIntercept": 7}),
-        ("noise", {"RescaleSlope": 1e306, "RescaleIntercept": 0}),  # overflows: scaled by the image's extremes
         ("constant", {}),  # no range: scaled by the image's extremes
         ("noise", {"WindowCenter": 40, "WindowWidth": 700}),
         ("noise", {"WindowCenter": 40, "WindowWidth": 700, "VOILUTFunction": "SIGMOID", "RescaleSlope": 2}),
@@ -339,3 +338,28 @@ def test_samples_in_24_bit_words_are_not_called_compressed():
         decode(buffer.getvalue())
     assert raised.value.code == "unsupported_dicom" and "24-bit" in raised.value.message
     assert "compressed" not in raised.value.message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        with_raw(dicom(RAMP, bits_stored=12, modality="CR"), RescaleSlope=b"1e305", RescaleIntercept=b"0"),
+        with_raw(dicom(RAMP, bits_stored=12, modality="CR"), RescaleSlope=b"1e305", RescaleIntercept=b"1e308"),
+        float_film(FLOAT_RAMP, RescaleSlope=1e306, RescaleIntercept=0),
+        float_film(np.where(FLOAT_RAMP > 300, 1.7e308, -1.7e308), double=True),
+    ],
+    ids=["slope", "slope and intercept", "float32 rescaled", "float64 span"],
+)
+def test_pixel_values_beyond_any_number_are_refused_naming_the_rescale(data):
+    """Rescale Slope 1e305 on a 12-bit film took its pixels beyond float64: the film came out blank
+    (UNKNOWN, 'every pixel has the same value'), and a float film's span overflowed into NaN (refused as
+    'not numbers'). Both now say that the values, after the rescale, exceed any number."""
+    with pytest.raises(DecodeError) as raised:
+        decode(data)
+    assert raised.value.code == "corrupt_dicom" and "Rescale Slope" in raised.value.message
+
+
+def test_a_large_rescale_that_fits_still_shows_the_film():
+    plain = decode(dicom(RAMP, bits_stored=12, modality="CR")).pixels
+    large = with_raw(dicom(RAMP, bits_stored=12, modality="CR"), RescaleSlope=b"4e304", RescaleIntercept=b"0")
+    np.testing.assert_allclose(decode(large).pixels, plain, atol=1e-6)

@@ -212,6 +212,8 @@ def decode_dicom(
     elif frame.ndim == 2 and photometric in ("MONOCHROME1", "MONOCHROME2", ""):
         try:
             pixels = _grey_levels(frame, ds)
+        except DecodeError:
+            raise  # a ValueError too, but one that says what it is
         except _LUT_ERRORS as exc:
             # pydicom's errors for a table that cannot be applied: its descriptor names an entry size
             # there is no type for (0 or 40 bits, said to be an unsupported compression before), it
@@ -367,10 +369,21 @@ def _voi(values: np.ndarray, ds) -> np.ndarray:
 def _output_range(stored: np.ndarray, ds) -> tuple[float, float] | None:
     """(low, high) of the chain's output: the window's output range, or the stored extremes through
     the chain. None when that range is empty or not finite (the image's own extremes are used then)."""
+    rescaled = apply_modality_lut(_stored_extremes(stored, ds), ds)
+    with np.errstate(over="ignore", invalid="ignore"):
+        span = np.ptp(np.asarray(rescaled, dtype=np.float64))
+    if not np.isfinite(span):
+        # A slope of 1e305 on 12-bit data, or float data from -1e308 to 1e308: no float64 holds the span,
+        # and the film came out blank (UNKNOWN, "every pixel has the same value") or NaN (refused as such).
+        raise DecodeError(
+            "corrupt_dicom",
+            "The DICOM file's pixel values, after its Rescale Slope and Rescale Intercept, span more than "
+            "the range of numbers a computer holds; the file is damaged.",
+        )
     if _usable_window(ds) and not ds.get("VOILUTSequence"):
         bounds = apply_windowing(np.array([-np.inf, np.inf]), ds)
     else:
-        bounds = _voi(apply_modality_lut(_stored_extremes(stored, ds), ds), ds)
+        bounds = _voi(rescaled, ds)
     low, high = float(np.min(bounds)), float(np.max(bounds))
     return (low, high) if np.isfinite([low, high]).all() and high > low else None
 
