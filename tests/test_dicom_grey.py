@@ -363,3 +363,14 @@ def test_a_large_rescale_that_fits_still_shows_the_film():
     plain = decode(dicom(RAMP, bits_stored=12, modality="CR")).pixels
     large = with_raw(dicom(RAMP, bits_stored=12, modality="CR"), RescaleSlope=b"4e304", RescaleIntercept=b"0")
     np.testing.assert_allclose(decode(large).pixels, plain, atol=1e-6)
+
+
+def test_an_8_bit_voi_lut_over_a_12_bit_film_is_not_wrapped():
+    """A VOI LUT of 4096 entries of 8 bits (12-bit film in, 8-bit grey out): pydicom's apply_voi held the
+    indices in uint8, the entries' type, so every index wrapped modulo 256 and the film came out as
+    stripes (values 0, 257, 514... all read entry 0 and showed black)."""
+    lut = [value >> 4 for value in range(4096)]
+    data = with_lut(dicom(RAMP, bits_stored=12, modality="CR"), "VOILUTSequence", [4096, 0, 8], lut)
+    np.testing.assert_allclose(decode(data).pixels, (RAMP >> 4) / 255, atol=1e-6)
+    small = with_lut(dicom((RAMP >> 4).astype(np.uint8), modality="CR"), "VOILUTSequence", [256, 0, 8], lut[::16])
+    np.testing.assert_allclose(decode(small).pixels, (RAMP >> 4) / 255, atol=1e-6)  # 256 entries: as before

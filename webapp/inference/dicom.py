@@ -303,11 +303,7 @@ def _grey_levels(stored: np.ndarray, ds) -> np.ndarray:
     integer data the chain runs once per distinct value (at most 65536) and the image
     is one table lookup: exact, and ~20x faster than float64 arithmetic on a film."""
     low, high = (int(stored.min()), int(stored.max())) if stored.dtype.kind in "ui" else (0, -1)
-    if stored.dtype.kind == "f":
-        # Float pixel data has no Bits Stored or Pixel Representation, and any the file carries (copied
-        # from an integer film) mean nothing; pydicom's windowing reads both, for its output range only,
-        # which is scaled to [0, 1] here anyway: without them a windowed float film was called damaged.
-        ds.BitsStored, ds.PixelRepresentation = 16, 0
+    _as_pydicom_reads_it(ds, floats=stored.dtype.kind == "f")
     if not 0 <= high - low < _MAX_TABLE:
         return _grey_in_bands(stored, ds)  # float data, or 32-bit values spread too wide
     padding = _padding(stored, ds)
@@ -319,6 +315,22 @@ def _grey_levels(stored: np.ndarray, ds) -> np.ndarray:
     if padding is not None:
         grey[padding] = np.clip(grey[padding], 0.0, 1.0)  # beyond the image's range: shown at its nearer end
     return grey
+
+
+def _as_pydicom_reads_it(ds, floats: bool) -> None:
+    """The header as pydicom's grey-level functions need it to give the standard's result."""
+    if floats:
+        # Float pixel data has no Bits Stored or Pixel Representation, and any the file carries (copied
+        # from an integer film) mean nothing; pydicom's windowing reads both, for its output range only,
+        # which is scaled to [0, 1] here anyway: without them a windowed float film was called damaged.
+        ds.BitsStored, ds.PixelRepresentation = 16, 0
+    lut = (ds.get("VOILUTSequence") or [None])[0]
+    descriptor = list(lut.get("LUTDescriptor") or []) if lut is not None else []
+    if len(descriptor) == 3 and descriptor[2] == 8:
+        # pydicom's apply_voi indexes the table through an array of the entries' type: uint8 for 8-bit
+        # entries, so with more than 256 entries (a 12-bit film's 4096) every index wrapped modulo 256 and
+        # the film came out in stripes. Read as 16-bit entries, the same values index without wrapping.
+        lut.LUTDescriptor = [*descriptor[:2], 16]
 
 
 def _padding(stored: np.ndarray, ds) -> np.ndarray | None:
