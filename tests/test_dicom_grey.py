@@ -374,3 +374,19 @@ def test_an_8_bit_voi_lut_over_a_12_bit_film_is_not_wrapped():
     np.testing.assert_allclose(decode(data).pixels, (RAMP >> 4) / 255, atol=1e-6)
     small = with_lut(dicom((RAMP >> 4).astype(np.uint8), modality="CR"), "VOILUTSequence", [256, 0, 8], lut[::16])
     np.testing.assert_allclose(decode(small).pixels, (RAMP >> 4) / 255, atol=1e-6)  # 256 entries: as before
+
+
+@pytest.mark.parametrize("double", [False, True])
+@pytest.mark.parametrize("with_limit", [False, True])
+def test_float_padding_does_not_set_the_grey_range(double, with_limit):
+    """Float films mark 'no data' with Float (or Double Float) Pixel Padding Value, often -3.4e38: left
+    in the range, it squeezed the anatomy into one grey level (all white beside a black band, and the
+    model read that)."""
+    keyword = "DoubleFloatPixelPaddingValue" if double else "FloatPixelPaddingValue"
+    padding = {keyword: -3.4e38, **({keyword.replace("Value", "RangeLimit"): -1e30} if with_limit else {})}
+    padded = FLOAT_RAMP.copy()
+    padded[:40] = -3.4e38
+    plain = decode(float_film(FLOAT_RAMP, double)).pixels
+    image = decode(float_film(padded, double, **padding)).pixels
+    np.testing.assert_array_equal(image[40:], plain[40:])
+    assert image[:40].max() == 0.0  # below the image's range: shown at its dark end

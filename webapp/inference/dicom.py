@@ -87,6 +87,10 @@ _PIXEL_KEYWORDS = (
     "PresentationLUTShape",
     "PixelPaddingValue",
     "PixelPaddingRangeLimit",
+    "FloatPixelPaddingValue",
+    "FloatPixelPaddingRangeLimit",
+    "DoubleFloatPixelPaddingValue",
+    "DoubleFloatPixelPaddingRangeLimit",
 )
 _AGE_KEYWORDS = ("PatientAge", "PatientBirthDate", *REFERENCE_DATE_KEYWORDS)
 # Elements longer than this (the pixel data, a long LUT) are read from the file only when used.
@@ -333,13 +337,22 @@ def _as_pydicom_reads_it(ds, floats: bool) -> None:
         lut.LUTDescriptor = [*descriptor[:2], 16]
 
 
+_FLOAT_PADDING = {
+    4: ("FloatPixelPaddingValue", "FloatPixelPaddingRangeLimit"),
+    8: ("DoubleFloatPixelPaddingValue", "DoubleFloatPixelPaddingRangeLimit"),
+}
+
+
 def _padding(stored: np.ndarray, ds) -> np.ndarray | None:
     """Which pixels are padding: equal to Pixel Padding Value or, with Pixel Padding Range Limit,
     between the two inclusive. None when there is none, or when nothing but padding would remain."""
     try:
-        value, limit = (
-            _stored_value(ds.get(keyword), ds) for keyword in ("PixelPaddingValue", "PixelPaddingRangeLimit")
-        )
+        if stored.dtype.kind == "f":  # Float or Double Float Pixel Padding Value: the floats themselves
+            value, limit = (_first_number(ds.get(keyword)) for keyword in _FLOAT_PADDING[stored.dtype.itemsize])
+        else:
+            value, limit = (
+                _stored_value(ds.get(keyword), ds) for keyword in ("PixelPaddingValue", "PixelPaddingRangeLimit")
+            )
     except Exception:  # noqa: BLE001  a value pydicom cannot convert is no padding
         return None
     if value is None:
@@ -415,7 +428,10 @@ def _grey_in_bands(stored: np.ndarray, ds) -> np.ndarray:
     rescaled 3000 x 3000 float32 film peaked at 206 MB through the whole-image chain, counted 170)."""
     rows = max(1, _BAND_PIXELS // stored.shape[1])
     bands = [slice(start, start + rows) for start in range(0, stored.shape[0], rows)]
-    bounds = _output_range(stored, ds)
+    # Padding sets no part of the range (see _grey_levels); beyond it, it ends clipped at the nearer end.
+    padding = _padding(stored, ds)
+    bounds = _output_range(stored if padding is None else stored[~padding], ds)
+    del padding
     grey = np.empty(stored.shape, dtype=np.float32)
 
     def mapped(band: slice) -> np.ndarray:
