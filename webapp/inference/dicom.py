@@ -38,9 +38,9 @@ from .image import (
     as_scaled_to_unit,
     check_dimensions,
     check_memory,
-    extremes,
     scale_to_unit,
     scale_with,
+    scaling_extremes,
     shrink,
 )
 
@@ -442,7 +442,7 @@ def _grey_in_bands(stored: np.ndarray, ds) -> np.ndarray:
             grey[band] = _scaled(mapped(band), bounds)
         return grey
     # Range empty or not finite: scale_to_unit's map, with the extremes of the whole mapped image.
-    lows, highs = zip(*(extremes(as_scaled_to_unit(mapped(band))) for band in bands), strict=True)
+    lows, highs = zip(*(scaling_extremes(as_scaled_to_unit(mapped(band))) for band in bands), strict=True)
     for band in bands:
         grey[band] = scale_with(as_scaled_to_unit(mapped(band)), min(lows), max(highs))
     return grey

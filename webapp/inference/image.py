@@ -61,7 +61,7 @@ def scale_to_unit(values: np.ndarray) -> np.ndarray:
     data have no such convention and are scaled by their own min/max.
     """
     values = as_scaled_to_unit(values)
-    return scale_with(values, *extremes(values))
+    return scale_with(values, *scaling_extremes(values))
 
 
 def as_scaled_to_unit(values: np.ndarray) -> np.ndarray:
@@ -72,7 +72,7 @@ def as_scaled_to_unit(values: np.ndarray) -> np.ndarray:
     return np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def extremes(values: np.ndarray) -> tuple[int, int] | tuple[float, float]:
+def scaling_extremes(values: np.ndarray) -> tuple[int, int] | tuple[float, float]:
     """(lowest, highest) as scale_with takes them: ints for integers, floats for float data."""
     number = int if values.dtype.kind in "ui" else float
     return number(values.min()), number(values.max())
