@@ -390,3 +390,23 @@ def test_float_padding_does_not_set_the_grey_range(double, with_limit):
     image = decode(float_film(padded, double, **padding)).pixels
     np.testing.assert_array_equal(image[40:], plain[40:])
     assert image[:40].max() == 0.0  # below the image's range: shown at its dark end
+
+
+def without_planar_configuration(data: bytes) -> bytes:
+    ds = dcmread(io.BytesIO(data))
+    del ds.PlanarConfiguration
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["JPEG capture", "RGB"])
+def test_a_colour_film_without_planar_configuration_reads_as_interleaved(kind):
+    """Planar Configuration (required with three samples) left out, as capture devices do: pydicom raised
+    'missing required element' and the film was refused as damaged. It reads as interleaved samples, the
+    usual layout and the only one a JPEG codec gives."""
+    rgb = np.stack([RAMP >> 4, RAMP >> 5, 255 - (RAMP >> 4)], axis=-1).astype(np.uint8)
+    data = colour_jpeg_dicom(256) if kind == "JPEG capture" else dicom(rgb, modality="CR")
+    plain, bare = decode(data), decode(without_planar_configuration(data))
+    np.testing.assert_array_equal(bare.pixels, plain.pixels)
+    assert bare.colourfulness == plain.colourfulness

@@ -534,6 +534,9 @@ def _first_frame(data: bytes, tsyntax, samples: int, layout: BitLayout | None) -
     # of the colour space: given the whole data set instead, the decoder copied every frame of the film.
     stream = io.BytesIO(data)
     _, options = _array_common(stream, [], as_rgb=False)
+    # Planar Configuration is required with three samples, but capture devices leave it out, JPEG ones
+    # above all (the codec, not the element, lays out the samples): read as interleaved, as viewers do.
+    options.setdefault("planar_configuration", 0)
     frame, meta = get_decoder(tsyntax).as_array(stream, index=0, validate=True, **options)
     return frame, str(meta.get("photometric_interpretation", "RGB")).upper()
 
