@@ -186,7 +186,11 @@ def decode_dicom(
     samples, bits = int(ds.get("SamplesPerPixel") or 1), int(ds.get("BitsAllocated") or 8)
     pixels = columns * rows
     per_pixel = max(3 * samples * max(1, (bits + 7) // 8) + 4, 11)
-    check_memory(columns, rows, pixels * per_pixel + min(4 * pixels, 32 * MB) + copied_bytes, memory_mb)
+    # A compressed frame is read whole before the codec sees it, piece by piece (about 120 bytes of
+    # Python objects a fragment, in pydicom and again in its decoder), beside the samples it decodes to.
+    compressed, pieces = _first_frame_extent(_at_pixel_data(ds, data), ds) if tsyntax.is_encapsulated else (0, 0)
+    held = pixels * per_pixel + min(4 * pixels, 32 * MB) + copied_bytes + compressed + 256 * pieces
+    check_memory(columns, rows, held, memory_mb)
     if tsyntax.is_encapsulated:
         _check_frame_header(ds, data, tsyntax, rows, columns)
 
@@ -257,9 +261,7 @@ def _check_frame_header(ds, data: bytes, tsyntax, rows: int, columns: int) -> No
         return  # RLE decodes into the size the dataset declares
     frames = int(ds.get("NumberOfFrames") or 1)
     # From the file, not ds.PixelData: that would read every frame's fragments (a 20-frame JPEG film's 30 MB).
-    stream = io.BytesIO(data)
-    stream.seek(ds.get_item("PixelData", keep_deferred=True).value_tell)
-    first = next(generate_frames(stream, number_of_frames=frames))
+    first = next(generate_frames(_at_pixel_data(ds, data), number_of_frames=frames))
     frame_rows, frame_columns = read_size(first)
     if (frame_rows, frame_columns) != (rows, columns):
         raise DecodeError(
@@ -267,6 +269,46 @@ def _check_frame_header(ds, data: bytes, tsyntax, rows: int, columns: int) -> No
             f"The DICOM file says {columns}x{rows} pixels but its compressed image is "
             f"{frame_columns}x{frame_rows}; the file is damaged or forged.",
         )
+
+
+def _at_pixel_data(ds, data: bytes) -> io.BytesIO:
+    """The file, positioned at the start of the Pixel Data's value (left unread in `ds`)."""
+    stream = io.BytesIO(data)
+    stream.seek(ds.get_item("PixelData", keep_deferred=True).value_tell)
+    return stream
+
+
+# A compressed frame in more fragments than this is forged: a 64 x 64 JPEG film followed by 5 million empty
+# fragments (a 38 MB upload) took 612 MB and 17 s to decode, pydicom holding every fragment. Writers use
+# one fragment a frame or pieces of a few KB (a 30 MB frame in 4 KB pieces is 7,700 of them).
+_MAX_FRAGMENTS = 100_000
+_ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian, as every encapsulated transfer syntax is
+
+
+def _first_frame_extent(stream: io.BytesIO, ds) -> tuple[int, int]:
+    """(bytes, fragments) of the first compressed frame and the Basic Offset Table, from the item headers
+    alone: no fragment is read. The first frame ends where the offset table puts the second; without a
+    table it is one fragment when there are as many as frames, and all of them otherwise (the bound)."""
+    frames = int(ds.get("NumberOfFrames") or 1)
+    header = stream.read(8)
+    table = struct.unpack_from("<L", header, 4)[0] if len(header) == 8 and header[:4] == _ITEM else 0
+    offsets = struct.unpack(f"<{min(table, 8) // 4}L", stream.read(min(table, 8) // 4 * 4))
+    stream.seek(table - min(table, 8) // 4 * 4, 1)
+    start, lengths = stream.tell(), []
+    while len(header := stream.read(8)) == 8 and header[:4] == _ITEM:  # to the sequence's end
+        if frames > 1 and len(offsets) > 1 and stream.tell() - 8 - start >= offsets[1]:
+            break  # the second frame
+        lengths.append(struct.unpack_from("<L", header, 4)[0])
+        if len(lengths) > _MAX_FRAGMENTS:
+            raise DecodeError(
+                "corrupt_dicom",
+                f"The DICOM file's compressed image is split into more than {_MAX_FRAGMENTS:,} fragments; "
+                "the file is damaged or forged.",
+            )
+        stream.seek(lengths[-1], 1)
+    if frames > 1 and len(offsets) < 2 and len(lengths) == frames:
+        lengths = lengths[:1]  # a fragment a frame, as pydicom reads it
+    return table + 8 * len(lengths) + sum(lengths), len(lengths)
 
 
 # Start-of-frame markers of the JPEG family (all SOFn but DHT/JPG/DAC, plus JPEG-LS).
