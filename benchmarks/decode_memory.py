@@ -70,6 +70,13 @@ def film(mode: str, side: int) -> tuple[str, bytes]:
 
         if mode == "DICOM":
             return "DICOM 12 in 16 bits, from 0", dicom(_pattern(side, 4096).astype(np.uint16), bits_stored=12)
+        if mode in ("DICOM F32", "DICOM F64"):  # Float / Double Float Pixel Data through a rescale
+            from tests.image_samples import float_film
+
+            double = mode.endswith("64")
+            values = _pattern(side, 4096) * 0.25 - 100
+            label = f"DICOM float{64 if double else 32}, rescaled"
+            return label, float_film(values, double=double, RescaleSlope=2.5, RescaleIntercept=-10)
         # lowest value above 0: the grey-level table is indexed through an int32 copy
         return "DICOM 12 in 16 bits, from 100", dicom(_pattern(side, 3900).astype(np.uint16) + 100, bits_stored=12)
     if mode == "I;16":
@@ -109,6 +116,8 @@ MODES = (
     "WEBP",
     "DICOM",
     "DICOM+",
+    "DICOM F32",
+    "DICOM F64",
 )
 
 

@@ -127,6 +127,24 @@ def dicom(
     return _write(ds)
 
 
+def float_film(pixels: np.ndarray, double: bool = False, **extra) -> bytes:
+    """A CR film in Float Pixel Data (float32) or Double Float Pixel Data (float64), which have no Bits
+    Stored, High Bit or Pixel Representation; `extra` sets further elements (a rescale, a window...)."""
+    ds = _base_dataset("CR", extra)
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    if pixels.ndim == 3:
+        ds.NumberOfFrames = pixels.shape[0]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = ds.get("PhotometricInterpretation", "MONOCHROME2")  # unless `extra` set it
+    ds.BitsAllocated = 64 if double else 32
+    data = np.ascontiguousarray(pixels, dtype=np.float64 if double else np.float32).tobytes()
+    if double:
+        ds.DoubleFloatPixelData = data
+    else:
+        ds.FloatPixelData = data
+    return _write(ds)
+
+
 def dicom_jpeg(pixels: np.ndarray, quality: int = 95) -> bytes:
     """An 8-bit JPEG Baseline DICOM, the commonest compressed PACS export: a Pillow
     JPEG encapsulated as the single fragment of the Pixel Data."""

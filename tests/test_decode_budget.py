@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import issue_token
-from tests.image_samples import dicom, gradient, jpeg, png
+from tests.image_samples import dicom, float_film, gradient, jpeg, png
 from webapp.extensions import db
 from webapp.inference.decode import decode
 from webapp.inference.image import DecodeError
@@ -127,3 +127,21 @@ def test_budget_comes_from_the_config(app, client, clinician_user):
         "/api/v1/predictions", headers={"Authorization": f"Bearer {token}"}, data={"file": (io.BytesIO(rgb), "rgb.png")}
     )
     assert response.status_code == 413 and "at most 1 MB" in response.json["error"]["message"]
+
+
+@pytest.mark.parametrize(("double", "need"), [(False, 20), (True, 31)])
+def test_a_float_dicom_just_over_the_budget_is_refused_before_its_pixels_are_read(double, need):
+    """Float Pixel Data (4-byte samples) and Double Float Pixel Data (8-byte) count 16 and 28 bytes a
+    pixel plus 4 of allocator slack: a 1000 x 1000 film needs 20 and 31 MB. One MB less and it is refused
+    from the header, without a single copy of its pixels (3.8 or 7.6 MB) being made."""
+    y, x = np.ogrid[:1000, :1000]
+    data = float_film((x + 3.0 * y) % 256 * 3.5 - 100, double=double, RescaleSlope=2.5, RescaleIntercept=-10)
+    tracemalloc.start()
+    try:
+        error = refusal(data, memory_mb=need - 1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert error.code == "too_large_to_decode" and f"need {need} MB" in error.message
+    assert peak < 1_000_000
+    assert decode(data, target_size=224, memory_mb=need).width == 1000

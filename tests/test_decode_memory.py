@@ -10,11 +10,13 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
+from pydicom.encaps import encapsulate
 
 from benchmarks.decode_memory import measure
-from tests.image_samples import dicom
+from tests.image_samples import dicom, dicom_jpeg, float_film, jpeg
 from webapp.inference import raster
 from webapp.inference.decode import decode
 from webapp.inference.image import DEFAULT_DECODE_MEMORY_MB, DecodeError, on_8bit_levels, scale_to_unit, shrink
@@ -80,6 +82,9 @@ def film(mode: str, side: int) -> bytes:
     grey = ((x + 3 * y) % 256).astype(np.uint8)
     if mode == "DICOM":
         return dicom(grey.astype(np.uint16) * 15 + 100, bits_stored=12)
+    if mode.startswith("DICOM float"):  # rescaled: the grey chain's float64 steps
+        values = grey.astype(np.float32) * 3.5 - 100
+        return float_film(values, double=mode.endswith("64"), RescaleSlope=2.5, RescaleIntercept=-10)
     if mode == "DICOM 8-bit":
         return dicom(grey // 2 + 5)
     if mode == "DICOM RGB":
@@ -144,7 +149,19 @@ def counted_mb(data: bytes) -> float:
 
 @pytest.mark.parametrize(
     "mode",
-    (*MODES, "JPEG", "JPEG progressive", "WEBP", "BMP RLE", "TIFF one strip", "DICOM", "DICOM 8-bit", "DICOM RGB"),
+    (
+        *MODES,
+        "JPEG",
+        "JPEG progressive",
+        "WEBP",
+        "BMP RLE",
+        "TIFF one strip",
+        "DICOM",
+        "DICOM 8-bit",
+        "DICOM RGB",
+        "DICOM float32",
+        "DICOM float64",
+    ),
 )
 def test_the_budget_counts_the_true_peak(mode, tmp_path):
     """Each mode's peak resident growth for one decode is within what the budget counts for it (plus
@@ -153,12 +170,48 @@ def test_the_budget_counts_the_true_peak(mode, tmp_path):
     (libwebp's own canvases): counted 16 MB, peaked at 61 MB; a run-length BMP (expanded in Python):
     counted 4 MB, peaked at 12 MB; a progressive JPEG (libjpeg buffers every coefficient of the whole
     image, whatever the DCT scaling): counted under 1 MB, peaked at 12 MB; a compressed TIFF in one strip
-    (libtiff's strip buffer): counted 4 MB, peaked at 8."""
+    (libtiff's strip buffer): counted 4 MB, peaked at 8; a rescaled float32 DICOM (the grey chain in
+    float64 on the whole film): counted 77 MB, peaked at 92."""
     side = 2000
     counted, peak = counted_mb(film(mode, side)), peak_mb(mode, side, tmp_path)
     if peak is None:
         pytest.skip("the peak resident memory cannot be reset here (Linux's /proc/self/clear_refs)")
     assert peak <= counted + 2, (counted, peak)
+
+
+def multi_frame(kind: str, side: int, frames: int = 20) -> bytes:
+    """A film of `frames` side x side frames: 12 bits in 16, 8-bit RGB, or JPEG Baseline (a frame a fragment)."""
+    y, x = np.ogrid[:side, :side]
+    grey = ((x * 7 + 3 * y) % 3900 + 100).astype(np.uint16)
+    if kind == "grey":
+        return dicom(np.stack([grey] * frames), bits_stored=12)
+    one = dicom_jpeg((grey >> 4).astype(np.uint8)) if kind == "JPEG" else None
+    ds = pydicom.dcmread(io.BytesIO(one or dicom(np.stack([(grey >> 4).astype(np.uint8)] * 3, axis=-1))))
+    if kind == "JPEG":
+        ds.PixelData = encapsulate([jpeg(np.asarray(noisy("L", side, side)), quality=100)] * frames)
+    else:
+        ds.PixelData = ds.PixelData * frames
+    ds.NumberOfFrames = frames
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["grey", "RGB", "JPEG", "grey without preamble"])
+def test_a_multi_frame_dicom_is_counted_by_its_one_frame(kind, tmp_path):
+    """Only the first frame is decoded, and only it is counted; the film's other frames must not be
+    copied on the way. 20 frames of 1000 x 1000: a 16-bit film (a 40 MB file) counted 15 MB and peaked at
+    42 (the file copied to look for its file meta information, and again as the header's Pixel Data); an
+    RGB film (10 frames) counted 17 and peaked at 31 (the colour decoder was given the whole data set); a
+    JPEG film (30 MB of fragments) counted 15 and peaked at 36 (every fragment read to find the first
+    frame's header). A file without its 128-byte preamble is copied to restore it, and the copy is counted
+    (the 16-bit film without it peaked at 48 MB, counted 15)."""
+    films = [multi_frame(kind.split()[0], side, 10 if kind == "RGB" else 20) for side in (64, 1000)]
+    films = [film[128:] if kind.endswith("without preamble") else film for film in films]
+    counted, result = counted_mb(films[1]), measure(*films, tmp_path)
+    if result is None:
+        pytest.skip("the peak resident memory cannot be reset here (Linux's /proc/self/clear_refs)")
+    assert result["outcome"] == "decoded" and result["peak_growth_mb"] <= counted + 2, (counted, result)
 
 
 def test_turning_an_oriented_film_is_counted():
@@ -187,3 +240,35 @@ def test_the_default_budget_takes_ordinary_films():
     assert decode(film("JPEG", 3000), target_size=224).width == 3000
     rgb = Image.new("RGB", (4000, 4000))
     assert raster.peak_bytes(rgb, 224) < 100 * 2**20
+
+
+def fragment_flood(empty: int) -> bytes:
+    """A 64 x 64 JPEG Baseline film whose one frame goes on in `empty` empty fragments after the JPEG."""
+    grey = np.asarray(noisy("L", 64, 64))
+    ds = pydicom.dcmread(io.BytesIO(dicom_jpeg(grey)))
+    encoded = jpeg(grey)
+    encoded += bytes(len(encoded) % 2)
+
+    def item(value: bytes) -> bytes:
+        return b"\xfe\xff\x00\xe0" + struct.pack("<L", len(value)) + value
+
+    ds.PixelData = item(b"") + item(encoded) + item(b"") * empty + b"\xfe\xff\xdd\xe0" + bytes(4)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_a_frame_in_many_fragments_counts_them(tmp_path):
+    """pydicom holds every fragment of the frame as a Python object, twice (the header check, the decoder):
+    a 64 x 64 JPEG film in 50,000 fragments counted under 1 MB and peaked at 6.5 (5 million fragments, a
+    38 MB upload: 612 MB and 17 s). The fragments are counted from their item headers before any is read."""
+    counted, result = counted_mb(fragment_flood(50_000)), measure(fragment_flood(0), fragment_flood(50_000), tmp_path)
+    if result is None:
+        pytest.skip("the peak resident memory cannot be reset here (Linux's /proc/self/clear_refs)")
+    assert result["outcome"] == "decoded" and result["peak_growth_mb"] <= counted + 2, (counted, result)
+
+
+def test_a_frame_in_more_fragments_than_any_writer_uses_is_refused():
+    with pytest.raises(DecodeError) as refused:
+        decode(fragment_flood(200_000), target_size=224)
+    assert refused.value.code == "corrupt_dicom" and "fragments" in refused.value.message

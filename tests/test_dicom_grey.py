@@ -12,12 +12,13 @@ from PIL import Image
 from pydicom import dcmread
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import convert_color_space
 from pydicom.tag import Tag
 from pydicom.uid import JPEGBaseline8Bit
 
-from tests.image_samples import dicom, encode
+from tests.image_samples import dicom, encode, float_film
 from webapp.inference import dicom as dicom_module
 from webapp.inference.decode import DecodeError, decode
 from webapp.inference.image import scale_to_unit
@@ -98,21 +99,6 @@ def test_without_padding_declared_the_bright_rows_count():
     plain = decode(dicom(ANATOMY, bits_stored=16, modality="CR")).pixels
     image = decode(padded(ANATOMY, 20, 0xFFFF, 16)).pixels
     assert image[20:].mean() < plain[20:].mean() / 4  # what padding did before it was recognised
-
-
-def float_film(pixels: np.ndarray, double: bool = False) -> bytes:
-    ds = dcmread(io.BytesIO(dicom(np.zeros(pixels.shape, np.uint16), bits_stored=16, modality="CR")))
-    del ds.PixelData
-    del ds.BitsStored, ds.HighBit, ds.PixelRepresentation  # not used with float pixel data
-    ds.BitsAllocated = 64 if double else 32
-    data = pixels.astype(np.float64 if double else np.float32).tobytes()
-    if double:
-        ds.DoubleFloatPixelData = data
-    else:
-        ds.FloatPixelData = data
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -255,3 +241,172 @@ def test_stored_bits_above_bit_zero_read_as_the_film(signed):
     pixels = RAMP.astype(np.int32) - (2048 if signed else 0)
     expected = decode(twelve_bit(pixels, signed)).pixels
     np.testing.assert_array_equal(decode(twelve_bit(pixels, signed, high_bit_15=True)).pixels, expected)
+
+
+@pytest.mark.parametrize(
+    "values, extra",
+    [
+        ("noise", {}),
+        ("noise", {"RescaleSlope": 2.5, "RescaleIntercept": -10}),
+        ("noise", {"RescaleSlope": -0.001, "RescaleIntercept": 7}),
+        ("constant", {}),  # no range: scaled by the image's extremes
+        ("noise", {"WindowCenter": 40, "WindowWidth": 700}),
+        ("noise", {"WindowCenter": 40, "WindowWidth": 700, "VOILUTFunction": "SIGMOID", "RescaleSlope": 2}),
+        ("wide int32", {}),
+        ("wide int32", {"RescaleSlope": 0.5, "RescaleIntercept": 3}),
+    ],
+)
+def test_the_chain_in_bands_gives_the_whole_image_pixels(values, extra, monkeypatch):
+    """Float data (and 32-bit values too spread for a table) go through the grey chain band by band
+    of rows, so that its float64 steps hold a band and not the film: the pixels are those of the whole
+    image at once, bit for bit (odd sizes, bands of a few rows)."""
+    monkeypatch.setattr(dicom_module, "_BAND_PIXELS", 1000)
+    noise = np.random.default_rng(3).normal(0, 300, (301, 257))
+    if values == "wide int32":
+        data = dicom((noise * 10_000).astype(np.int32), signed=True, modality="CR", extra=extra)
+    else:
+        data = float_film(np.full_like(noise, 42.0) if values == "constant" else noise, **extra)
+    ds = dcmread(io.BytesIO(data))
+    frame = ds.pixel_array
+    banded = dicom_module._grey_levels(frame, ds)  # by bands: too many values for a table
+    whole = dicom_module._grey_chain(frame, ds)
+    assert banded.dtype == np.float32 and np.array_equal(banded, whole)
+
+
+FLOAT_RAMP = np.tile(np.linspace(-100.0, 900.0, 256), (256, 1))
+
+
+@pytest.mark.parametrize("double", [False, True])
+def test_a_windowed_float_film_is_shown_through_its_window(double):
+    """Float pixel data has no Bits Stored or Pixel Representation; pydicom's windowing reads them, and
+    a float film with a window was refused as damaged (an AttributeError inside pydicom)."""
+    image = decode(float_film(FLOAT_RAMP, double, WindowCenter=300, WindowWidth=401)).pixels
+    expected = np.clip((FLOAT_RAMP - 299.5) / 400 + 0.5, 0, 1)  # LINEAR: PS3.3 C.11.2.1.2.1
+    np.testing.assert_allclose(image, expected, atol=1e-6)
+    sigmoid = float_film(FLOAT_RAMP, double, WindowCenter=300, WindowWidth=401, VOILUTFunction="SIGMOID")
+    np.testing.assert_allclose(decode(sigmoid).pixels, 1 / (1 + np.exp(-4 * (FLOAT_RAMP - 300) / 401)), atol=1e-6)
+
+
+@pytest.mark.parametrize(("double", "high_bit"), [(False, 31), (True, 63)])
+def test_integer_bit_layout_left_on_a_float_film_does_not_cut_its_floats(double, high_bit):
+    """Bits Stored 16 and High Bit 31 copied onto a float film from an integer one: the floats' bits were
+    shifted and masked as if they were 16-bit samples, and the model got a pattern of noise (pixels up to
+    0.76 away from the film's)."""
+    plain = decode(float_film(FLOAT_RAMP, double)).pixels
+    stray = decode(float_film(FLOAT_RAMP, double, BitsStored=16, HighBit=high_bit, PixelRepresentation=1)).pixels
+    np.testing.assert_array_equal(stray, plain)
+
+
+def with_lut(data: bytes, sequence: str, descriptor: list[int], entries: list[int]) -> bytes:
+    ds = dcmread(io.BytesIO(data))
+    item = Dataset()
+    item.add_new("LUTDescriptor", "US", descriptor)
+    item.add_new("LUTData", "US", entries)
+    setattr(ds, sequence, [item])
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "sequence, descriptor, entries",
+    [
+        ("VOILUTSequence", [4096, 0, 0], list(range(4096))),  # no entry size
+        ("VOILUTSequence", [4096, 0, 40], list(range(4096))),  # no 40-bit entries
+        ("VOILUTSequence", [4096, 0, 16], list(range(10))),  # fewer entries than declared
+        ("ModalityLUTSequence", [4096, 0], list(range(4096))),  # a descriptor of two values
+    ],
+)
+def test_a_malformed_lut_is_refused_naming_it(sequence, descriptor, entries):
+    """A VOI LUT whose descriptor gives 0 or 40 bits an entry was refused as 'compressed in a format this
+    server cannot decode (MPEG-2, H.264...)': pydicom's NotImplementedError read as a missing codec, on
+    an uncompressed film. Any table that cannot be applied is a damaged file, and the message says which."""
+    with pytest.raises(DecodeError) as raised:
+        decode(with_lut(dicom(RAMP, bits_stored=12, modality="CR"), sequence, descriptor, entries))
+    assert raised.value.code == "corrupt_dicom" and "LUT" in raised.value.message
+
+
+def test_samples_in_24_bit_words_are_not_called_compressed():
+    """Bits Allocated 24 (no numpy type holds it) on an uncompressed film was refused as 'compressed in a
+    format this server cannot decode'; the message now says what the file holds and what to export."""
+    ds = dcmread(io.BytesIO(dicom(RAMP, bits_stored=12, modality="CR")))
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 24, 24, 23
+    ds.PixelData = bytes(RAMP.size * 3)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    with pytest.raises(DecodeError) as raised:
+        decode(buffer.getvalue())
+    assert raised.value.code == "unsupported_dicom" and "24-bit" in raised.value.message
+    assert "compressed" not in raised.value.message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        with_raw(dicom(RAMP, bits_stored=12, modality="CR"), RescaleSlope=b"1e305", RescaleIntercept=b"0"),
+        with_raw(dicom(RAMP, bits_stored=12, modality="CR"), RescaleSlope=b"1e305", RescaleIntercept=b"1e308"),
+        float_film(FLOAT_RAMP, RescaleSlope=1e306, RescaleIntercept=0),
+        float_film(np.where(FLOAT_RAMP > 300, 1.7e308, -1.7e308), double=True),
+    ],
+    ids=["slope", "slope and intercept", "float32 rescaled", "float64 span"],
+)
+def test_pixel_values_beyond_any_number_are_refused_naming_the_rescale(data):
+    """Rescale Slope 1e305 on a 12-bit film took its pixels beyond float64: the film came out blank
+    (UNKNOWN, 'every pixel has the same value'), and a float film's span overflowed into NaN (refused as
+    'not numbers'). Both now say that the values, after the rescale, exceed any number."""
+    with pytest.raises(DecodeError) as raised:
+        decode(data)
+    assert raised.value.code == "corrupt_dicom" and "Rescale Slope" in raised.value.message
+
+
+def test_a_large_rescale_that_fits_still_shows_the_film():
+    plain = decode(dicom(RAMP, bits_stored=12, modality="CR")).pixels
+    large = with_raw(dicom(RAMP, bits_stored=12, modality="CR"), RescaleSlope=b"4e304", RescaleIntercept=b"0")
+    np.testing.assert_allclose(decode(large).pixels, plain, atol=1e-6)
+
+
+def test_an_8_bit_voi_lut_over_a_12_bit_film_is_not_wrapped():
+    """A VOI LUT of 4096 entries of 8 bits (12-bit film in, 8-bit grey out): pydicom's apply_voi held the
+    indices in uint8, the entries' type, so every index wrapped modulo 256 and the film came out as
+    stripes (values 0, 257, 514... all read entry 0 and showed black)."""
+    lut = [value >> 4 for value in range(4096)]
+    data = with_lut(dicom(RAMP, bits_stored=12, modality="CR"), "VOILUTSequence", [4096, 0, 8], lut)
+    np.testing.assert_allclose(decode(data).pixels, (RAMP >> 4) / 255, atol=1e-6)
+    small = with_lut(dicom((RAMP >> 4).astype(np.uint8), modality="CR"), "VOILUTSequence", [256, 0, 8], lut[::16])
+    np.testing.assert_allclose(decode(small).pixels, (RAMP >> 4) / 255, atol=1e-6)  # 256 entries: as before
+
+
+@pytest.mark.parametrize("double", [False, True])
+@pytest.mark.parametrize("with_limit", [False, True])
+def test_float_padding_does_not_set_the_grey_range(double, with_limit):
+    """Float films mark 'no data' with Float (or Double Float) Pixel Padding Value, often -3.4e38: left
+    in the range, it squeezed the anatomy into one grey level (all white beside a black band, and the
+    model read that)."""
+    keyword = "DoubleFloatPixelPaddingValue" if double else "FloatPixelPaddingValue"
+    padding = {keyword: -3.4e38, **({keyword.replace("Value", "RangeLimit"): -1e30} if with_limit else {})}
+    padded = FLOAT_RAMP.copy()
+    padded[:40] = -3.4e38
+    plain = decode(float_film(FLOAT_RAMP, double)).pixels
+    image = decode(float_film(padded, double, **padding)).pixels
+    np.testing.assert_array_equal(image[40:], plain[40:])
+    assert image[:40].max() == 0.0  # below the image's range: shown at its dark end
+
+
+def without_planar_configuration(data: bytes) -> bytes:
+    ds = dcmread(io.BytesIO(data))
+    del ds.PlanarConfiguration
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["JPEG capture", "RGB"])
+def test_a_colour_film_without_planar_configuration_reads_as_interleaved(kind):
+    """Planar Configuration (required with three samples) left out, as capture devices do: pydicom raised
+    'missing required element' and the film was refused as damaged. It reads as interleaved samples, the
+    usual layout and the only one a JPEG codec gives."""
+    rgb = np.stack([RAMP >> 4, RAMP >> 5, 255 - (RAMP >> 4)], axis=-1).astype(np.uint8)
+    data = colour_jpeg_dicom(256) if kind == "JPEG capture" else dicom(rgb, modality="CR")
+    plain, bare = decode(data), decode(without_planar_configuration(data))
+    np.testing.assert_array_equal(bare.pixels, plain.pixels)
+    assert bare.colourfulness == plain.colourfulness

@@ -94,16 +94,20 @@ def decode(data: bytes, *, target_size: int | None = None, memory_mb: int | None
     """Decode `data` or raise DecodeError. `target_size` is the model's input side:
     big images may be reduced on the way, but never below that many pixels. `memory_mb`
     caps the decode's peak memory (default DEFAULT_DECODE_MEMORY_MB), checked before decoding."""
-    data = _with_dicom_preamble(data)
+    given, data = data, _with_dicom_preamble(data)
     kind = sniff(data)
     _refuse_polyglots(data, kind)
-    if kind == "DICOM" and _looks_like_bare_dicom_data_set(data[132:]):
+    if kind == "DICOM" and _looks_like_bare_dicom_data_set(data[132 : 132 + 1024]):
         raise _BARE_DICOM_DATA_SET  # 'DICM' but no file meta information: the transfer syntax is unknown
     try:
         if kind == "DICOM":
             from . import dicom  # pydicom is only imported when needed
 
-            image = _on_grey_levels(dicom.decode_dicom(data, target_size=target_size, memory_mb=memory_mb))
+            # A file given back its preamble is a copy of the caller's, held while it decodes: counted.
+            copied = 0 if data is given else len(data)
+            image = _on_grey_levels(
+                dicom.decode_dicom(data, target_size=target_size, memory_mb=memory_mb, copied_bytes=copied)
+            )
         else:
             image = _decode_raster(data, kind, target_size, memory_mb)
         refuse_non_finite(image.pixels)

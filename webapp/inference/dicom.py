@@ -22,6 +22,7 @@ import numpy as np
 from pydicom import config, dcmread
 from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, convert_color_space, get_decoder, pixel_array
+from pydicom.pixels.utils import _array_common
 from pydicom.tag import Tag
 from pydicom.uid import (
     UID,
@@ -33,7 +34,18 @@ from pydicom.uid import (
 )
 
 from .age import REFERENCE_DATE_KEYWORDS, age_from_header
-from .image import MB, DecodedImage, DecodeError, check_dimensions, check_memory, scale_to_unit, shrink
+from .image import (
+    MB,
+    DecodedImage,
+    DecodeError,
+    as_scaled_to_unit,
+    check_dimensions,
+    check_memory,
+    scale_to_unit,
+    scale_with,
+    scaling_extremes,
+    shrink,
+)
 
 
 def keep_header_values_out_of_logs() -> None:
@@ -101,8 +113,14 @@ _PIXEL_KEYWORDS = (
     "PresentationLUTShape",
     "PixelPaddingValue",
     "PixelPaddingRangeLimit",
+    "FloatPixelPaddingValue",
+    "FloatPixelPaddingRangeLimit",
+    "DoubleFloatPixelPaddingValue",
+    "DoubleFloatPixelPaddingRangeLimit",
 )
 _AGE_KEYWORDS = ("PatientAge", "PatientBirthDate", *REFERENCE_DATE_KEYWORDS)
+# Elements longer than this (the pixel data, a long LUT) are read from the file only when used.
+_DEFER_BYTES = 64 * 1024
 _NEEDED_TAGS = [Tag(k) for k in _FACT_KEYWORDS + _PIXEL_KEYWORDS + _AGE_KEYWORDS] + [
     Tag(0x7FE0, 0x0010),  # Pixel Data
     Tag(0x7FE0, 0x0008),  # Float Pixel Data
@@ -158,9 +176,15 @@ _NOT_CHEST_PARTS = (
 )
 
 
-def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int | None = None) -> DecodedImage:
+def decode_dicom(
+    data: bytes, *, target_size: int | None = None, memory_mb: int | None = None, copied_bytes: int = 0
+) -> DecodedImage:
+    """`copied_bytes`: memory the caller spent on the file for this decode (decode() copies a file to
+    give it back its preamble), counted with the decode's own."""
     try:
-        ds = dcmread(io.BytesIO(data), specific_tags=_NEEDED_TAGS)
+        # The pixels stay in `data` until the one frame needed is read from it: parsed with the header, a
+        # multi-frame film's every frame was copied (a 20-frame 1000 x 1000 film peaked at 42 MB, counted 15).
+        ds = dcmread(io.BytesIO(data), defer_size=_DEFER_BYTES, specific_tags=_NEEDED_TAGS)
     except Exception as exc:  # noqa: BLE001  any parse failure is a damaged file
         raise _corrupt() from exc
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -190,16 +214,25 @@ def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int 
     samples, bits = int(ds.get("SamplesPerPixel") or 1), int(ds.get("BitsAllocated") or 8)
     pixels = columns * rows
     per_pixel = max(3 * samples * max(1, (bits + 7) // 8) + 4, 11)
-    check_memory(columns, rows, pixels * per_pixel + min(4 * pixels, 32 * MB), memory_mb)
+    # A compressed frame is read whole before the codec sees it, piece by piece (about 120 bytes of
+    # Python objects a fragment, in pydicom and again in its decoder), beside the samples it decodes to.
+    compressed, pieces = _first_frame_extent(_at_pixel_data(ds, data), ds) if tsyntax.is_encapsulated else (0, 0)
+    held = pixels * per_pixel + min(4 * pixels, 32 * MB) + copied_bytes + compressed + 256 * pieces
+    check_memory(columns, rows, held, memory_mb)
     if tsyntax.is_encapsulated:
-        _check_frame_header(ds, tsyntax, rows, columns)
+        _check_frame_header(ds, data, tsyntax, rows, columns)
 
     _check_rescale(ds)
-    frame, colour_space = _first_frame(data, tsyntax, samples, _high_bit_layout(ds, tsyntax, samples))
-    # The header's copy of the pixels is not read again: a 16-bit 4300 x 4300 film's is 35 MB.
-    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
-        if keyword in ds:
-            del ds[keyword]
+    try:
+        frame, colour_space = _first_frame(data, tsyntax, samples, _high_bit_layout(ds, tsyntax, samples))
+    except NotImplementedError as exc:
+        if tsyntax.is_compressed:
+            raise  # a codec that is not installed: decode() names it
+        raise DecodeError(
+            "unsupported_dicom",
+            f"The DICOM image stores its samples in {bits}-bit words, which cannot be read; "
+            "export it with 8 or 16 bits allocated.",
+        ) from exc
     if frame.dtype.kind == "f" and not np.isfinite(frame).all():
         # NaN or infinity in Float Pixel Data would turn every grey level downstream into NaN.
         raise DecodeError(
@@ -213,7 +246,19 @@ def decode_dicom(data: bytes, *, target_size: int | None = None, memory_mb: int 
         # Colour DICOM (RGB, or YBR that pydicom has already converted to RGB).
         pixels, colourfulness = _grey_from_colour(frame, colour_space)
     elif frame.ndim == 2 and photometric in ("MONOCHROME1", "MONOCHROME2", ""):
-        pixels = _grey_levels(frame, ds)
+        try:
+            pixels = _grey_levels(frame, ds)
+        except DecodeError:
+            raise  # a ValueError too, but one that says what it is
+        except _LUT_ERRORS as exc:
+            # pydicom's errors for a table that cannot be applied: its descriptor names an entry size
+            # there is no type for (0 or 40 bits, said to be an unsupported compression before), it
+            # holds fewer entries than it declares, or it is missing; or a Modality LUT on float data.
+            raise DecodeError(
+                "corrupt_dicom",
+                "The DICOM file's Modality LUT or VOI LUT (or window) cannot be applied to its image: "
+                "the table or its descriptor is malformed; the file is damaged.",
+            ) from exc
         # MONOCHROME1 shows high values dark, and so does MONOCHROME2 with an INVERSE Presentation LUT
         # Shape (a viewer inverts it). The DX IOD pairs MONOCHROME1 with INVERSE: one inversion, not two.
         inverse = str(ds.get("PresentationLUTShape", "")).strip().upper() == "INVERSE"
@@ -241,7 +286,7 @@ def undecodable_syntax() -> DecodeError:
     )
 
 
-def _check_frame_header(ds, tsyntax, rows: int, columns: int) -> None:
+def _check_frame_header(ds, data: bytes, tsyntax, rows: int, columns: int) -> None:
     """The codecs allocate what the compressed frame's own header claims, not what
     Rows/Columns say: read that header first, so a 64x64 DICOM cannot smuggle in a
     30000x30000 JPEG."""
@@ -252,7 +297,8 @@ def _check_frame_header(ds, tsyntax, rows: int, columns: int) -> None:
     else:
         return  # RLE decodes into the size the dataset declares
     frames = int(ds.get("NumberOfFrames") or 1)
-    first = next(generate_frames(ds.PixelData, number_of_frames=frames))
+    # From the file, not ds.PixelData: that would read every frame's fragments (a 20-frame JPEG film's 30 MB).
+    first = next(generate_frames(_at_pixel_data(ds, data), number_of_frames=frames))
     frame_rows, frame_columns = read_size(first)
     if (frame_rows, frame_columns) != (rows, columns):
         raise DecodeError(
@@ -260,6 +306,46 @@ def _check_frame_header(ds, tsyntax, rows: int, columns: int) -> None:
             f"The DICOM file says {columns}x{rows} pixels but its compressed image is "
             f"{frame_columns}x{frame_rows}; the file is damaged or forged.",
         )
+
+
+def _at_pixel_data(ds, data: bytes) -> io.BytesIO:
+    """The file, positioned at the start of the Pixel Data's value (left unread in `ds`)."""
+    stream = io.BytesIO(data)
+    stream.seek(ds.get_item("PixelData", keep_deferred=True).value_tell)
+    return stream
+
+
+# A compressed frame in more fragments than this is forged: a 64 x 64 JPEG film followed by 5 million empty
+# fragments (a 38 MB upload) took 612 MB and 17 s to decode, pydicom holding every fragment. Writers use
+# one fragment a frame or pieces of a few KB (a 30 MB frame in 4 KB pieces is 7,700 of them).
+_MAX_FRAGMENTS = 100_000
+_ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian, as every encapsulated transfer syntax is
+
+
+def _first_frame_extent(stream: io.BytesIO, ds) -> tuple[int, int]:
+    """(bytes, fragments) of the first compressed frame and the Basic Offset Table, from the item headers
+    alone: no fragment is read. The first frame ends where the offset table puts the second; without a
+    table it is one fragment when there are as many as frames, and all of them otherwise (the bound)."""
+    frames = int(ds.get("NumberOfFrames") or 1)
+    header = stream.read(8)
+    table = struct.unpack_from("<L", header, 4)[0] if len(header) == 8 and header[:4] == _ITEM else 0
+    offsets = struct.unpack(f"<{min(table, 8) // 4}L", stream.read(min(table, 8) // 4 * 4))
+    stream.seek(table - min(table, 8) // 4 * 4, 1)
+    start, lengths = stream.tell(), []
+    while len(header := stream.read(8)) == 8 and header[:4] == _ITEM:  # to the sequence's end
+        if frames > 1 and len(offsets) > 1 and stream.tell() - 8 - start >= offsets[1]:
+            break  # the second frame
+        lengths.append(struct.unpack_from("<L", header, 4)[0])
+        if len(lengths) > _MAX_FRAGMENTS:
+            raise DecodeError(
+                "corrupt_dicom",
+                f"The DICOM file's compressed image is split into more than {_MAX_FRAGMENTS:,} fragments; "
+                "the file is damaged or forged.",
+            )
+        stream.seek(lengths[-1], 1)
+    if frames > 1 and len(offsets) < 2 and len(lengths) == frames:
+        lengths = lengths[:1]  # a fragment a frame, as pydicom reads it
+    return table + 8 * len(lengths) + sum(lengths), len(lengths)
 
 
 # Start-of-frame markers of the JPEG family (all SOFn but DHT/JPG/DAC, plus JPEG-LS).
@@ -292,6 +378,7 @@ def _j2k_frame_size(frame: bytes) -> tuple[int, int]:
 
 
 _MAX_TABLE = 1 << 20
+_LUT_ERRORS = (ValueError, TypeError, IndexError, KeyError, AttributeError, NotImplementedError, struct.error)
 
 
 def _grey_levels(stored: np.ndarray, ds) -> np.ndarray:
@@ -299,8 +386,9 @@ def _grey_levels(stored: np.ndarray, ds) -> np.ndarray:
     integer data the chain runs once per distinct value (at most 65536) and the image
     is one table lookup: exact, and ~20x faster than float64 arithmetic on a film."""
     low, high = (int(stored.min()), int(stored.max())) if stored.dtype.kind in "ui" else (0, -1)
+    _as_pydicom_reads_it(ds, floats=stored.dtype.kind == "f")
     if not 0 <= high - low < _MAX_TABLE:
-        return _grey_chain(stored, ds)  # float data, or 32-bit values spread too wide
+        return _grey_in_bands(stored, ds)  # float data, or 32-bit values spread too wide
     padding = _padding(stored, ds)
     # Padding (e.g. 0xFFFF around the detector's field) is not image: left in, it would set the range
     # and squeeze the anatomy into a few grey levels (PS3.3 C.7.5.1.1.2).
@@ -312,13 +400,38 @@ def _grey_levels(stored: np.ndarray, ds) -> np.ndarray:
     return grey
 
 
+def _as_pydicom_reads_it(ds, floats: bool) -> None:
+    """The header as pydicom's grey-level functions need it to give the standard's result."""
+    if floats:
+        # Float pixel data has no Bits Stored or Pixel Representation, and any the file carries (copied
+        # from an integer film) mean nothing; pydicom's windowing reads both, for its output range only,
+        # which is scaled to [0, 1] here anyway: without them a windowed float film was called damaged.
+        ds.BitsStored, ds.PixelRepresentation = 16, 0
+    lut = (ds.get("VOILUTSequence") or [None])[0]
+    descriptor = list(lut.get("LUTDescriptor") or []) if lut is not None else []
+    if len(descriptor) == 3 and descriptor[2] == 8:
+        # pydicom's apply_voi indexes the table through an array of the entries' type: uint8 for 8-bit
+        # entries, so with more than 256 entries (a 12-bit film's 4096) every index wrapped modulo 256 and
+        # the film came out in stripes. Read as 16-bit entries, the same values index without wrapping.
+        lut.LUTDescriptor = [*descriptor[:2], 16]
+
+
+_FLOAT_PADDING = {
+    4: ("FloatPixelPaddingValue", "FloatPixelPaddingRangeLimit"),
+    8: ("DoubleFloatPixelPaddingValue", "DoubleFloatPixelPaddingRangeLimit"),
+}
+
+
 def _padding(stored: np.ndarray, ds) -> np.ndarray | None:
     """Which pixels are padding: equal to Pixel Padding Value or, with Pixel Padding Range Limit,
     between the two inclusive. None when there is none, or when nothing but padding would remain."""
     try:
-        value, limit = (
-            _stored_value(ds.get(keyword), ds) for keyword in ("PixelPaddingValue", "PixelPaddingRangeLimit")
-        )
+        if stored.dtype.kind == "f":  # Float or Double Float Pixel Padding Value: the floats themselves
+            value, limit = (_first_number(ds.get(keyword)) for keyword in _FLOAT_PADDING[stored.dtype.itemsize])
+        else:
+            value, limit = (
+                _stored_value(ds.get(keyword), ds) for keyword in ("PixelPaddingValue", "PixelPaddingRangeLimit")
+            )
     except Exception:  # noqa: BLE001  a value pydicom cannot convert is no padding
         return None
     if value is None:
@@ -346,20 +459,72 @@ def _grey_chain(values: np.ndarray, ds, stored: np.ndarray | None = None) -> np.
     """The chain itself, scaled by the output range the VOI step defines (so a window
     means what it says) or, with no VOI in the file, by the declared range of the
     stored values. `stored` is the whole frame when `values` is only its value set."""
-    stored = values if stored is None else stored
-    values = apply_modality_lut(values, ds)
+    bounds = _output_range(values if stored is None else stored, ds)
+    values = _voi(apply_modality_lut(values, ds), ds)
+    return scale_to_unit(values) if bounds is None else _scaled(values, bounds)
+
+
+def _voi(values: np.ndarray, ds) -> np.ndarray:
     if ds.get("VOILUTSequence"):
-        bounds = apply_voi(apply_modality_lut(_stored_extremes(stored, ds), ds), ds)
-        values = apply_voi(values, ds)
-    elif _usable_window(ds):
-        values = apply_windowing(values, ds)
+        return apply_voi(values, ds)
+    return apply_windowing(values, ds) if _usable_window(ds) else values
+
+
+def _output_range(stored: np.ndarray, ds) -> tuple[float, float] | None:
+    """(low, high) of the chain's output: the window's output range, or the stored extremes through
+    the chain. None when that range is empty or not finite (the image's own extremes are used then)."""
+    rescaled = apply_modality_lut(_stored_extremes(stored, ds), ds)
+    with np.errstate(over="ignore", invalid="ignore"):
+        span = np.ptp(np.asarray(rescaled, dtype=np.float64))
+    if not np.isfinite(span):
+        # A slope of 1e305 on 12-bit data, or float data from -1e308 to 1e308: no float64 holds the span,
+        # and the film came out blank (UNKNOWN, "every pixel has the same value") or NaN (refused as such).
+        raise DecodeError(
+            "corrupt_dicom",
+            "The DICOM file's pixel values, after its Rescale Slope and Rescale Intercept, span more than "
+            "the range of numbers a computer holds; the file is damaged.",
+        )
+    if _usable_window(ds) and not ds.get("VOILUTSequence"):
         bounds = apply_windowing(np.array([-np.inf, np.inf]), ds)
     else:
-        bounds = apply_modality_lut(_stored_extremes(stored, ds), ds)
+        bounds = _voi(rescaled, ds)
     low, high = float(np.min(bounds)), float(np.max(bounds))
-    if not np.isfinite([low, high]).all() or high <= low:
-        return scale_to_unit(values)
+    return (low, high) if np.isfinite([low, high]).all() and high > low else None
+
+
+def _scaled(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    low, high = bounds
     return ((np.asarray(values, dtype=np.float64) - low) / (high - low)).astype(np.float32)
+
+
+# Rows of this many pixels at a time: the chain's float64 steps take about 20 bytes a pixel.
+_BAND_PIXELS = 1 << 18
+
+
+def _grey_in_bands(stored: np.ndarray, ds) -> np.ndarray:
+    """_grey_chain(stored, ds), band by band of rows into one float32 image. Every step is pointwise,
+    so the pixels are the whole-image chain's; its float64 copies are a band's, not the film's (a
+    rescaled 3000 x 3000 float32 film peaked at 206 MB through the whole-image chain, counted 170)."""
+    rows = max(1, _BAND_PIXELS // stored.shape[1])
+    bands = [slice(start, start + rows) for start in range(0, stored.shape[0], rows)]
+    # Padding sets no part of the range (see _grey_levels); beyond it, it ends clipped at the nearer end.
+    padding = _padding(stored, ds)
+    bounds = _output_range(stored if padding is None else stored[~padding], ds)
+    del padding
+    grey = np.empty(stored.shape, dtype=np.float32)
+
+    def mapped(band: slice) -> np.ndarray:
+        return _voi(apply_modality_lut(stored[band], ds), ds)
+
+    if bounds is not None:
+        for band in bands:
+            grey[band] = _scaled(mapped(band), bounds)
+        return grey
+    # Range empty or not finite: scale_to_unit's map, with the extremes of the whole mapped image.
+    lows, highs = zip(*(scaling_extremes(as_scaled_to_unit(mapped(band))) for band in bands), strict=True)
+    for band in bands:
+        grey[band] = scale_with(as_scaled_to_unit(mapped(band)), min(lows), max(highs))
+    return grey
 
 
 _VOI_FUNCTIONS = {"LINEAR": 1.0, "LINEAR_EXACT": 0.0, "SIGMOID": 0.0}  # width must be >= 1, > 0, > 0
@@ -404,6 +569,8 @@ def _high_bit_layout(ds, tsyntax, samples: int) -> BitLayout | None:
     keeps the low bits, which turns such a film into stripes where dcmtk and PACS viewers show it."""
     if tsyntax.is_encapsulated or samples != 1:
         return None  # a codec gives the samples at bit 0 whatever High Bit says
+    if "PixelData" not in ds:
+        return None  # Float or Double Float Pixel Data: IEEE floats, whose bits are not stored bits
     try:
         allocated, stored = int(ds.get("BitsAllocated") or 0), int(ds.get("BitsStored") or 0)
         high_bit = ds.get("HighBit")
@@ -442,7 +609,14 @@ def _first_frame(data: bytes, tsyntax, samples: int, layout: BitLayout | None) -
         if layout:
             return _shifted_down(pixel_array(io.BytesIO(data), index=0, correct_unused_bits=False), layout), ""
         return pixel_array(io.BytesIO(data), index=0), ""
-    frame, meta = get_decoder(tsyntax).as_array(dcmread(io.BytesIO(data)), index=0, as_rgb=False)
+    # As pixel_array reads one frame from a file (its own _array_common), but keeping the decoder's account
+    # of the colour space: given the whole data set instead, the decoder copied every frame of the film.
+    stream = io.BytesIO(data)
+    _, options = _array_common(stream, [], as_rgb=False)
+    # Planar Configuration is required with three samples, but capture devices leave it out, JPEG ones
+    # above all (the codec, not the element, lays out the samples): read as interleaved, as viewers do.
+    options.setdefault("planar_configuration", 0)
+    frame, meta = get_decoder(tsyntax).as_array(stream, index=0, validate=True, **options)
     return frame, str(meta.get("photometric_interpretation", "RGB")).upper()
 
 

@@ -60,10 +60,22 @@ def scale_to_unit(values: np.ndarray) -> np.ndarray:
     (to that ulp) whatever container it came in. Signed or float
     data have no such convention and are scaled by their own min/max.
     """
+    values = as_scaled_to_unit(values)
+    return scale_with(values, *scaling_extremes(values))
+
+
+def as_scaled_to_unit(values: np.ndarray) -> np.ndarray:
+    """The values scale_to_unit scales: integers as they are, floats in float32 with NaN and infinity
+    as 0 (pointwise: band by band, with the extremes of all bands, scale_with gives the same pixels)."""
     if values.dtype.kind in "ui":
-        return scale_with(values, int(values.min()), int(values.max()))
-    values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    return scale_with(values, float(values.min()), float(values.max()))
+        return values
+    return np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def scaling_extremes(values: np.ndarray) -> tuple[int, int] | tuple[float, float]:
+    """(lowest, highest) as scale_with takes them: ints for integers, floats for float data."""
+    number = int if values.dtype.kind in "ui" else float
+    return number(values.min()), number(values.max())
 
 
 def scale_with(values: np.ndarray, low: float, high: float) -> np.ndarray:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .image import on_8bit_levels, refuse_non_finite, scale_with, shrink_by
+from .image import on_8bit_levels, refuse_non_finite, scale_with, scaling_extremes, shrink_by
 
 HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
@@ -207,12 +207,11 @@ def _high_bit_gray(image: Image.Image, factor: int) -> np.ndarray:
     return on_8bit_levels(result)
 
 
-def _extremes(values: np.ndarray) -> tuple[float, float]:
+def _extremes(values: np.ndarray) -> tuple[int, int] | tuple[float, float]:
     """(min, max) as scale_to_unit takes them (ints for integer data); NaN or infinity is refused."""
-    if values.dtype.kind in "ui":
-        return int(values.min()), int(values.max())
-    refuse_non_finite(values)
-    return float(values.min()), float(values.max())
+    if values.dtype.kind not in "ui":
+        refuse_non_finite(values)
+    return scaling_extremes(values)
 
 
 def _rows(image: Image.Image, top: int, bottom: int) -> np.ndarray:
