@@ -92,6 +92,7 @@ def test_the_upgrade_deactivates_a_directory_account_named_pacs(app, client, aut
     """Found by the PACS review: directory sign-in refuses an entry named pacs (PACS is the user every
     film from the PACS shows), but a row it made before that fix kept its sessions and tokens, and its
     uploads went on passing for the PACS's. Migration 0008 ends it; other accounts are untouched."""
+    app.config["LDAP_URL"] = "ldap://directory.invalid"  # off, every directory account is cut off (test_directory_off)
     with app.app_context():
         downgrade(revision="0007_directory_access")
         pacs, alice = _directory_account("pacs"), _directory_account("alice")
