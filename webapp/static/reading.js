@@ -50,6 +50,17 @@
     return Math.min(cards.length - 1, Math.max(0, index));
   }
 
+  // After a save the page opens at the film's saved-reading line (#review-N), which takes the focus so a
+  // screen reader confirms what was saved; the reader sees the film's card from its top, as j/k show it.
+  const saved = location.hash.startsWith("#review-") && document.getElementById(location.hash.slice(1));
+  const savedCard = saved && saved.closest("article.result");
+  if (savedCard) {
+    window.addEventListener("load", () => {
+      saved.focus({ preventScroll: true });
+      savedCard.scrollIntoView({ block: "start" });
+    });
+  }
+
   document.addEventListener("keydown", (event) => {
     if (!keysOn || event.ctrlKey || event.metaKey || event.altKey) return;
     if (event.target.closest("input, select, textarea, [contenteditable]")) return;
