@@ -63,9 +63,11 @@ rootpw {root_password}
 directory {run}/db
 overlay memberof
 
-access to attrs=userPassword by anonymous auth by * none
+{extra_access}access to attrs=userPassword by anonymous auth by * none
 access to * by users read by * none
 """
+# A directory whose service account may not read the entries' identity (entryUUID), as some hide it.
+HIDE_IDENTITY = "access to attrs=entryUUID by * none\n"
 
 
 def _entry(dn: str, *lines: str) -> str:
@@ -167,6 +169,7 @@ class LdapServer:
     run_dir: Path
     tls: bool = False  # also serve ldaps:// (and StartTLS on ldap://) with a certificate from a test CA
     certificate_ip: str = "127.0.0.1"  # the address the certificate names (the server listens on 127.0.0.1)
+    extra_access: str = ""  # slapd access lines before the usual ones (HIDE_IDENTITY)
     port: int = field(default_factory=free_loopback_port)
     tls_port: int = field(default_factory=free_loopback_port)
     process: subprocess.Popen | None = None
@@ -197,7 +200,13 @@ class LdapServer:
     def build(self) -> None:
         (self.run_dir / "db").mkdir(parents=True)
         conf = self.run_dir / "slapd.conf"
-        config = CONFIG.format(run=self.run_dir, suffix=SUFFIX, root_dn=ROOT_DN, root_password=ROOT_PASSWORD)
+        config = CONFIG.format(
+            run=self.run_dir,
+            suffix=SUFFIX,
+            root_dn=ROOT_DN,
+            root_password=ROOT_PASSWORD,
+            extra_access=self.extra_access,
+        )
         if self.tls:
             make_certificates(self.run_dir, self.certificate_ip)
             # TLS settings are global: they must come before the first "database" line.
@@ -249,12 +258,14 @@ def slapd_missing() -> bool:
     return not all(Path(p).exists() for p in SLAPD_PATHS) and not shutil.which("slapd")
 
 
-def started_server(run_dir: Path, tls: bool = False, certificate_ip: str = "127.0.0.1") -> LdapServer:
+def started_server(
+    run_dir: Path, tls: bool = False, certificate_ip: str = "127.0.0.1", extra_access: str = ""
+) -> LdapServer:
     if slapd_missing():
         pytest.skip("slapd is not installed (Debian: apt-get install slapd ldap-utils); .ci/run installs it")
     if tls and not shutil.which("openssl"):
         pytest.skip("openssl is not installed (Debian: apt-get install openssl); needed for the test certificates")
-    server = LdapServer(run_dir, tls=tls, certificate_ip=certificate_ip)
+    server = LdapServer(run_dir, tls=tls, certificate_ip=certificate_ip, extra_access=extra_access)
     server.build()
     server.start()
     server.add_admins_group()

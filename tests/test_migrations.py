@@ -58,8 +58,7 @@ def test_downgrade_then_upgrade(app):
 
 
 def _directory_account(name: str) -> User:
-    """A row as directory sign-in made it (before it refused the reserved name), with an API token
-    (its row written with the columns of that revision: the model's has later ones)."""
+    """A row as directory sign-in made it (before it refused the reserved name), with an API token."""
     user = User(username=name, role="clinician", source=DIRECTORY, password_hash=NO_LOCAL_PASSWORD)
     db.session.add(user)
     db.session.flush()
@@ -92,9 +91,11 @@ def test_the_upgrade_deactivates_a_directory_account_named_pacs(app, client, aut
     """Found by the PACS review: directory sign-in refuses an entry named pacs (PACS is the user every
     film from the PACS shows), but a row it made before that fix kept its sessions and tokens, and its
     uploads went on passing for the PACS's. Migration 0008 ends it; other accounts are untouched."""
-    app.config["LDAP_URL"] = "ldap://directory.invalid"  # off, every directory account is cut off (test_directory_off)
+    # Made with this code's models, then taken back to 0007 with them (the app cannot run on a schema
+    # that old: its models have later columns, such as 0015's users.directory_entry_id). Directory
+    # sign-in on (never asked here): with it off both accounts would be refused anyway (User.cut_off).
+    app.config["LDAP_URL"] = "ldap://127.0.0.1:9"
     with app.app_context():
-        downgrade(revision="0007_directory_access")
         pacs, alice = _directory_account("pacs"), _directory_account("alice")
         pacs_id, pacs_secret, alice_secret = pacs.id, pacs.secret, alice.secret
         browser = _signed_in_browser(app, pacs)
@@ -102,9 +103,9 @@ def test_the_upgrade_deactivates_a_directory_account_named_pacs(app, client, aut
     def api(secret: str) -> int:
         return client.get("/api/v1/tokens", headers={"Authorization": f"Bearer {secret}"}).status_code
 
-    # Before the upgrade (the API is not asked: the token model has columns from after 0007).
     assert browser.get("/screen").status_code == 200
     with app.app_context():
+        downgrade(revision="0007_directory_access")
         upgrade()
         pacs = db.session.get(User, pacs_id)
         assert (pacs.active, pacs.directory_access, pacs.session_version) == (False, False, 1)
@@ -277,12 +278,15 @@ def test_names_differing_only_in_case_are_kept_and_no_new_one_can_join_them(app,
 
 
 def _user_row(name: str, expect_refused: bool = False) -> None:
-    db.session.add(User(username=name, role="clinician", password_hash="x"))
+    # Written with the columns given (and their defaults), not the model's: at 0012 the table lacks
+    # later ones (0015's directory_entry_id).
+    row = insert(User.__table__).values(username=name, role="clinician", password_hash="x")
     if expect_refused:
         with pytest.raises(IntegrityError):
-            db.session.commit()
+            db.session.execute(row)
         db.session.rollback()
     else:
+        db.session.execute(row)
         db.session.commit()
 
 
@@ -363,4 +367,38 @@ def test_the_aborts_in_a_row_move_from_the_last_error_to_a_column(app):
         assert "aborts_in_a_row" not in {c["name"] for c in inspect(db.engine).get_columns("dicom_results")}
         with db.engine.connect() as conn:
             assert conn.scalar(text("SELECT count(*) FROM dicom_results")) == 4
+        upgrade()
+
+
+def test_directory_accounts_keep_their_rows_and_await_their_entrys_identity(app):
+    # 0015 keeps the directory entry's objectGUID / entryUUID; a migration cannot ask the directory, so an
+    # existing account has none until its next sign-in or re-check records it (tests/test_directory_identity.py).
+    with app.app_context():
+        downgrade(revision="0014_outbox_abort_count")
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO users (username, password_hash, role, active, theme, created_at, source,"
+                    " session_version, must_change_password, directory_access) VALUES ('alice', :hash,"
+                    " 'clinician', :yes, 'system', :now, :source, 3, :no, :yes)"
+                ),
+                {
+                    "hash": NO_LOCAL_PASSWORD,
+                    "now": datetime(2026, 12, 5, tzinfo=UTC),
+                    "source": DIRECTORY,
+                    "yes": True,
+                    "no": False,
+                },
+            )
+        upgrade()
+        alice = User.by_username("alice")
+        assert (alice.source, alice.session_version, alice.directory_entry_id) == (DIRECTORY, 3, None)
+        alice.directory_entry_id = "00112233-4455-6677-8899-aabbccddeeff"
+        db.session.commit()
+        db.session.remove()
+
+        downgrade(revision="0014_outbox_abort_count")
+        assert "directory_entry_id" not in {c["name"] for c in inspect(db.engine).get_columns("users")}
+        with db.engine.connect() as conn:
+            assert conn.scalar(text("SELECT username FROM users")) == "alice"
         upgrade()

@@ -217,6 +217,35 @@ def make_local(name: str, password: str, change_at_sign_in: bool) -> None:
     )
 
 
+@users_cli.command("rename")
+@click.argument("name")
+@click.argument("new_name")
+def rename(name: str, new_name: str) -> None:
+    """Give account NAME the name NEW_NAME, its history kept: e.g. a directory name now held by someone
+    else (docs/sign-in.md), whose first sign-in then makes them an account of their own under it."""
+    user = _user_or_fail(name)
+    if not re.fullmatch(USERNAME_PATTERN, new_name):
+        raise click.ClickException("A user name is 2 to 64 letters, digits, dots, dashes and underscores.")
+    taken = f"User {new_name!r} already exists (names differing only in case count as the same)."
+    if User.name_taken(new_name):
+        raise click.ClickException(taken)
+    user.username = new_name
+    ended = ""
+    if user.from_directory:
+        # Its sign-in and role came from the entry under the old name, which no longer reaches this row:
+        # nothing begun under that name goes on (a sign-in under the new name, if the directory has the
+        # same entry under it, restores the access).
+        revoked = end_all_access(user, reason=f"renamed from {name}")
+        ended = f"; its sessions ended and {revoked} API token(s) revoked"
+    record_audit(shell_actor(), "user_renamed", new_name, f"was {name}")
+    try:
+        db.session.commit()
+    except IntegrityError:  # the name, in some case, created elsewhere between the check and here
+        db.session.rollback()
+        raise click.ClickException(taken) from None
+    click.echo(f"Renamed {name} to {new_name}{ended}.")
+
+
 @users_cli.command("list")
 def list_users() -> None:
     """List accounts with their role and state."""

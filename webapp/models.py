@@ -115,6 +115,10 @@ class User(UserMixin, db.Model):
     # A directory account: whether the directory gave it a role at its last check (sign-in, or the
     # periodic re-check in auth/recheck.py, which ends a leaver's access once and only once).
     directory_access: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # A directory account: the entry's objectGUID / entryUUID (auth/directory.py, entry_identity), so
+    # that another person given the same name (a reused sAMAccountName, another directory) is refused
+    # instead of signing in to this account. None: not known yet, or the directory hides it.
+    directory_entry_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
 

@@ -43,6 +43,13 @@ NAME_TAKEN = (
     "Ask your IT service desk."
 )
 
+# Said to a person whose directory entry is another entry than the one the account under that name was
+# made for. Like NAME_TAKEN, it says no more about the earlier account than that the name is in use.
+NAME_OF_EARLIER_ACCOUNT = (
+    "Your directory account's name belongs to an earlier account here, held by another directory entry, so "
+    "it cannot sign in until an administrator resolves this. Ask your IT service desk."
+)
+
 
 def deactivated(password_right: bool) -> str:
     """Why a deactivated account's sign-in failed, for the audit trail only: the person is told WRONG,
@@ -96,6 +103,8 @@ def check(username: str, password: str) -> Outcome:
         # A new row must not look like an existing one ("Dr.Lee" local, "dr.lee" from the directory):
         # the rule the Users page and the CLI apply to every new name.
         return Outcome(None, NAME_TAKEN)
+    if user is not None and (refused := _someone_else(user, answer.identity)):
+        return refused
     if answer.role is None:
         if user is not None:
             # Taken out of both groups: whatever session and token are left end too, and the trail says so
@@ -107,7 +116,7 @@ def check(username: str, password: str) -> Outcome:
             db.session.commit()
         return Outcome(None, NOT_IN_GROUP)
     try:
-        user = _sync(user, name, answer.role)
+        user = _sync(user, name, answer.role, answer.identity)
     except IntegrityError:
         # The person's first sign-in sent twice at once (a double-click, two tabs): the other request
         # made the row between our look and our insert; this one signs in to it, as the next would.
@@ -117,17 +126,44 @@ def check(username: str, password: str) -> Outcome:
             return Outcome(None, NAME_TAKEN)
         if not user.from_directory:
             return Outcome(None)
-        user = _sync(user, name, answer.role)
+        if refused := _someone_else(user, answer.identity):
+            return refused
+        user = _sync(user, name, answer.role, answer.identity)
     return Outcome(user) if user.active else Outcome(None, reason=deactivated(password_right=True))
 
 
-def _sync(user: User | None, username: str, role: str) -> User:
-    """The local row behind a directory account, with the role its groups give today."""
+def _someone_else(user: User, identity: str | None) -> Outcome | None:
+    """Refused when the directory's entry under `user`'s name is another entry than the account's
+    (directory.identity_changed), else None (its identity recorded here if the row had none yet). The
+    earlier holder's access then ends as a leaver's does, since the directory no longer vouches for them
+    under that name; their row and history stay for an administrator to resolve (`users rename`)."""
+    directory.record_identity(user, identity, "directory at sign-in")
+    if not directory.identity_changed(user.directory_entry_id, identity):
+        db.session.commit()
+        return None
+    why = directory.someone_else(user.directory_entry_id, identity)
+    log.warning(
+        "directory sign-in refused for %r: %s; an administrator must resolve it (docs/sign-in.md)", user.username, why
+    )
+    end_all_access(user, reason=f"directory at sign-in: {why}", actor=directory.ACTOR)
+    if user.lose_directory_access():  # not already ended (by the re-check, or an earlier attempt)
+        record_audit(directory.ACTOR, "access_ended", user.username, f"directory at sign-in: {why}")
+    db.session.commit()
+    return Outcome(None, NAME_OF_EARLIER_ACCOUNT, reason=why)
+
+
+def _sync(user: User | None, username: str, role: str, identity: str | None) -> User:
+    """The local row behind a directory account, with the role its groups give today (and, new, the
+    identity of its entry)."""
     if user is None:
-        user = User(username=username, role=role, source=DIRECTORY, password_hash=NO_LOCAL_PASSWORD)
+        user = User(
+            username=username, role=role, source=DIRECTORY, password_hash=NO_LOCAL_PASSWORD, directory_entry_id=identity
+        )
         db.session.add(user)
-        record_audit(username, "user_created", username, f"from the directory, role={role}")
-    elif user.role != role:
+        record_audit(username, "user_created", username, f"from the directory, role={role}{directory.shown(identity)}")
+        db.session.commit()
+        return user
+    if user.role != role:
         old_role = user.role
         if user.take_role(role):
             record_audit(username, "role_changed", username, f"from the directory: {old_role} -> {role}")

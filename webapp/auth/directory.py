@@ -9,11 +9,14 @@ failing that, from the group's `member` list (groupOfNames).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import ssl
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 
 from flask import current_app
 from ldap3 import BASE, NONE, SUBTREE, Connection, Server, Tls
@@ -21,7 +24,10 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import safe_dn
 
-from ..models import directory_configured, folded_username
+from ..extensions import db
+from ..models import User, changed_if, directory_configured, folded_username, record_audit
+
+log = logging.getLogger(__name__)
 
 
 class DirectoryUnavailable(Exception):
@@ -34,6 +40,7 @@ class DirectoryAnswer:
     password_ok: bool = False
     role: str | None = None  # "admin", "clinician", or None when in neither group
     name: str = ""  # the entry's own user name, lower-cased: the key of its local row
+    identity: str | None = None  # the entry's stable identity (entry_identity), None if it shows none
 
 
 # The attribute LDAP_USER_FILTER matches the typed name against, e.g. uid in (uid={username}).
@@ -61,6 +68,70 @@ def entry_name(entry, attribute: str | None, typed: str) -> str:
     if names and len(names[0]) <= MAX_NAME_LENGTH:
         return names[0]
     return folded_username(typed)
+
+
+# What identifies an entry for as long as it exists, whatever its name: Active Directory's objectGUID
+# (16 bytes), OpenLDAP's entryUUID (RFC 4530, text; operational, so sent only when asked for by name).
+# A name alone is not enough: Active Directory gives a leaver's sAMAccountName to the next person, and
+# LDAP_URL pointed at another directory (a merger, a test directory) finds another person under it.
+IDENTITY_ATTRIBUTES = ("objectGUID", "entryUUID")
+
+
+def entry_identity(entry) -> str | None:
+    """The entry's stable identity as the users table keeps it (users.directory_entry_id): the UUID in
+    its canonical text form, lower-case, the same form for both attributes. objectGUID is read from the
+    raw bytes (little-endian, as Windows writes GUIDs), since ldap3 without a schema would pass some
+    16-byte values through as text. None when the entry shows neither (a directory that hides them)."""
+    raw = entry.entry_raw_attributes
+    guid = raw.get("objectGUID") or []
+    if len(guid) == 1 and len(guid[0]) == 16:
+        return str(uuid.UUID(bytes_le=bytes(guid[0])))
+    entry_uuid = raw.get("entryUUID") or []
+    if len(entry_uuid) == 1:
+        try:
+            return str(uuid.UUID(bytes(entry_uuid[0]).decode("ascii")))
+        except (UnicodeDecodeError, ValueError):
+            pass
+    _hidden_identity()
+    return None
+
+
+@cache  # once per process: every sign-in and every re-check would say it again
+def _hidden_identity() -> None:
+    log.warning(
+        "the directory shows no objectGUID or entryUUID for its entries: directory accounts are told apart by "
+        "name alone, so a name given to someone else reaches the earlier holder's account; let the service "
+        "account read one of them (docs/sign-in.md)"
+    )
+
+
+def identity_changed(stored: str | None, seen: str | None) -> bool:
+    """Whether the entry now under an account's name is another entry than the one the account was made
+    for: someone else holds the name. Unknown on either side (an account from before 0015 not yet
+    checked, a directory that hides the attributes) is not a change."""
+    return stored is not None and seen is not None and stored != seen
+
+
+def someone_else(stored: str, seen: str) -> str:
+    """The audit trail's and the log's words for identity_changed."""
+    return f"the directory entry under this name is another one (entry {seen}; the account's is {stored})"
+
+
+def shown(identity: str | None) -> str:
+    """An identity as the audit trail's details add it."""
+    return f", directory entry {identity}" if identity else ""
+
+
+def record_identity(user: User, identity: str | None, when: str) -> None:
+    """Keep the identity of the entry under the name of `user`, an account made before 0015 (the caller
+    commits). Conditional: of two requests at once one records it, and the other reads what the row
+    holds then, to compare with identity_changed."""
+    if user.directory_entry_id is not None or identity is None:
+        return
+    if changed_if(user, User.directory_entry_id.is_(None), directory_entry_id=identity):
+        record_audit(ACTOR, "directory_identity_recorded", user.username, f"{when}{shown(identity)}")
+    else:
+        db.session.refresh(user)
 
 
 configured = directory_configured  # LDAP_URL set: directory sign-in is on
@@ -183,7 +254,7 @@ def lookup(username: str) -> DirectoryAnswer:
         entry, name = _find(service, username)
         if entry is None:
             return DirectoryAnswer(found=False)
-        return DirectoryAnswer(found=True, role=_role(service, entry), name=name)
+        return DirectoryAnswer(found=True, role=_role(service, entry), name=name, identity=entry_identity(entry))
 
 
 def _find(service: Connection, username: str):
@@ -191,7 +262,7 @@ def _find(service: Connection, username: str):
     cfg = current_app.config
     query = cfg["LDAP_USER_FILTER"].format(username=escape_filter_chars(username))
     attribute = name_attribute(cfg["LDAP_USER_FILTER"])
-    wanted = ["memberOf", "userAccountControl", *([attribute] if attribute else [])]
+    wanted = ["memberOf", "userAccountControl", *IDENTITY_ATTRIBUTES, *([attribute] if attribute else [])]
     entries = _search(service, cfg["LDAP_USER_BASE"], query, search_scope=SUBTREE, attributes=wanted, size_limit=2)
     if len(entries) != 1:  # nobody, or an ambiguous filter: no one whose password to check
         return None, ""
@@ -230,4 +301,6 @@ def _check(server: Server, service: Connection, username: str, password: str) ->
             return DirectoryAnswer(found=True)
     finally:
         person.unbind()
-    return DirectoryAnswer(found=True, password_ok=True, role=_role(service, entry), name=name)
+    return DirectoryAnswer(
+        found=True, password_ok=True, role=_role(service, entry), name=name, identity=entry_identity(entry)
+    )

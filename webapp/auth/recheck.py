@@ -3,7 +3,8 @@
 Directory accounts are otherwise asked about only when their owner signs in, so someone taken out
 of the groups (or disabled in Active Directory) kept a 12-hour session and API tokens valid for up
 to ten years. Every DIRECTORY_RECHECK_MINUTES the job worker asks the directory about each active
-directory account that still has access: in neither group, disabled or gone -> sessions and tokens
+directory account that still has access: in neither group, disabled, gone, or the name now another
+entry's (another objectGUID / entryUUID: a reused name, another directory) -> sessions and tokens
 end (once: `User.directory_access` remembers it); another role -> the role follows and the old
 sessions and tokens end, as at sign-in. A directory that cannot be asked changes nothing: an outage
 must not sign the whole hospital out.
@@ -49,20 +50,31 @@ def recheck_directory_accounts() -> int:
             log.warning("directory re-check stopped, nobody's access changed: %s", exc)
             db.session.rollback()
             return ended
-        if answer.found and answer.role == user.role:
-            continue
-        if answer.found and answer.role is not None:
+        if answer.found:
+            directory.record_identity(user, answer.identity, "directory re-check")
+        someone_else = answer.found and directory.identity_changed(user.directory_entry_id, answer.identity)
+        if not answer.found:
+            why = "no longer in the directory"
+        elif someone_else:  # the name is another person's now: for the account's holder, as good as gone
+            why = directory.someone_else(user.directory_entry_id, answer.identity)
+        elif answer.role is None:
+            why = "in neither group, or disabled"
+        else:
+            why = None
+        if why is None and answer.role != user.role:
             old_role = user.role
             if user.take_role(answer.role):  # else a sign-in took it meanwhile, and ended the old access
                 record_audit(
                     directory.ACTOR, "role_changed", user.username, f"directory re-check: {old_role} -> {answer.role}"
                 )
                 end_all_access(user, reason="role changed in the directory", actor=directory.ACTOR)
-        else:
-            why = "no longer in the directory" if not answer.found else "in neither group, or disabled"
-            if user.lose_directory_access():  # else a refused sign-in found the leaver meanwhile, and ended it
-                end_all_access(user, reason=f"directory re-check: {why}", actor=directory.ACTOR)
-                record_audit(directory.ACTOR, "access_ended", user.username, f"directory re-check: {why}")
-                ended += 1
+        elif why is not None and user.lose_directory_access():  # else a refused sign-in ended it meanwhile
+            end_all_access(user, reason=f"directory re-check: {why}", actor=directory.ACTOR)
+            record_audit(directory.ACTOR, "access_ended", user.username, f"directory re-check: {why}")
+            if someone_else:
+                log.warning(
+                    "directory re-check ended %r's access: %s; an administrator must resolve it", user.username, why
+                )
+            ended += 1
         db.session.commit()
     return ended
