@@ -103,6 +103,8 @@ def start(command: list[str], **env: str) -> subprocess.CompletedProcess:
         ("WORKLIST_HOURS", "100000000000", "WORKLIST_HOURS must be from 1 to 8760"),
         # docs/deployment.md: a count of at least 1; TensorFlow read 0 as every core, the worker no longer yielded
         ("JOBS_WORKER_TF_THREADS", "0", "JOBS_WORKER_TF_THREADS must be at least 1, not 0"),
+        # a city alone is no zone name: every page would have failed at its first time
+        ("DISPLAY_TIMEZONE", "Berlin", "DISPLAY_TIMEZONE must be an IANA time zone name such as Europe/Berlin"),
         # the batch thread's wait overflowed at the first upload: it died and every upload hung
         ("INFERENCE_BATCH_WINDOW_MS", "1e300", "INFERENCE_BATCH_WINDOW_MS must be a number from 0 to 1000"),
         # the DICOM node stopped with pynetdicom's 50-line traceback

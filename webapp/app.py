@@ -24,6 +24,7 @@ def create_app(config_class: type[Config] | None = None, overrides: dict | None 
     register_extensions(app)
     register_blueprints(app)
     app.add_template_global(takes_error_focus)
+    register_local_time(app)
     register_errorhandlers(app)
     register_request_hooks(app)
     register_cli(app)
@@ -94,6 +95,12 @@ def register_blueprints(app: Flask) -> None:
         app.register_blueprint(blueprint)
     register_api(app)  # through flask-smorest, which builds the OpenAPI document from the routes
     csrf.exempt(api_bp)  # bearer tokens, no cookies: nothing for a forged request to ride on
+
+
+def register_local_time(app: Flask) -> None:
+    from . import local_time
+
+    local_time.init_app(app)
 
 
 def register_errorhandlers(app: Flask) -> None:

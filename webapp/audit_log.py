@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, tzinfo
 
 from flask_wtf import FlaskForm
 from sqlalchemy import Select, select
@@ -11,6 +11,7 @@ from wtforms.validators import Length, Optional
 
 from .date_range import not_before_date_from
 from .extensions import db
+from .local_time import day_bounds, display_zone
 from .models import AuditEvent, record_audit
 from .shell_actor import actor_is
 
@@ -33,9 +34,10 @@ def audit_query(
     target: str | None = None,
     date_from: date | None = None,
     date_to: date | None = None,
+    zone: tzinfo = UTC,
 ) -> Select:
-    """Newest first, narrowed by action, user (the actor: `cli` is every shell command), target and UTC
-    days, both inclusive.
+    """Newest first, narrowed by action, user (the actor: `cli` is every shell command), target and
+    days in `zone` (UTC for the API, the display zone on the page), both inclusive.
 
     The target is matched whole ("prediction 37" is not "prediction 371"): it is how an auditor answers
     "who opened this patient's film, and who exported or changed it", without reading the whole trail."""
@@ -46,11 +48,11 @@ def audit_query(
         query = query.where(actor_is(AuditEvent.actor, user.strip()))
     if target:
         query = query.where(AuditEvent.target == target.strip())
-    if date_from:
-        query = query.where(AuditEvent.created_at >= datetime.combine(date_from, time.min, tzinfo=UTC))
-    if date_to:
-        # The whole last day, without stepping past it (date.max + 1 day would overflow).
-        query = query.where(AuditEvent.created_at <= datetime.combine(date_to, time.max, tzinfo=UTC))
+    start, end = day_bounds(date_from, date_to, zone)
+    if start:
+        query = query.where(AuditEvent.created_at >= start)
+    if end:
+        query = query.where(AuditEvent.created_at < end)
     return query
 
 
@@ -61,6 +63,7 @@ def form_query(form: AuditFilterForm) -> Select:
         target=form.target.data,
         date_from=form.date_from.data,
         date_to=form.date_to.data,
+        zone=display_zone(),
     )
 
 

@@ -10,7 +10,17 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
-from .env import HOURS_A_YEAR, MINUTES_A_YEAR, SECONDS_A_DAY, ConfigError, env_bool, env_float, env_int, env_str
+from .env import (
+    HOURS_A_YEAR,
+    MINUTES_A_YEAR,
+    SECONDS_A_DAY,
+    ConfigError,
+    env_bool,
+    env_float,
+    env_int,
+    env_str,
+    env_zone,
+)
 from .inference.image import DEFAULT_DECODE_MEMORY_MB
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -187,6 +197,9 @@ class Config:
     DICOM_LISTENER_NICE = env_int("DICOM_LISTENER_NICE", 10, maximum=19)
     # The clinicians' worklist shows the films received from the PACS in the last hours.
     WORKLIST_HOURS = env_int("WORKLIST_HOURS", 24, minimum=1, maximum=HOURS_A_YEAR)
+    # The zone (IANA name) the pages show times in and whose days their date filters mean; the API
+    # and the exports stay in UTC (webapp/local_time.py, docs/deployment.md).
+    DISPLAY_TIMEZONE = env_zone("DISPLAY_TIMEZONE", "UTC")
 
 
 class DevelopmentConfig(Config):

@@ -1,4 +1,6 @@
-"""A filter's days (`date_from`, `date_to`: UTC, both inclusive) must not run backwards.
+"""A filter's days (`date_from`, `date_to`, both inclusive) must not run backwards.
+
+The days are the display zone's on the pages (webapp/local_time.py) and UTC in the API.
 
 A range whose first day comes after its last matches nothing, and the history said only "No
 predictions match these filters", as if there were none. One rule for the history and audit filters,

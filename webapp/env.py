@@ -15,6 +15,8 @@ import math
 import os
 import sys
 from contextlib import contextmanager
+from datetime import UTC, tzinfo
+from zoneinfo import ZoneInfo, available_timezones
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
@@ -78,6 +80,26 @@ def env_bool(name: str, default: bool) -> bool:
     if value in FALSE_WORDS:
         return False
     raise ConfigError(f"{name} must be true or false (also 1/0, yes/no, on/off), not {_raw(name)!r}")
+
+
+def zone_named(name: str, value: str) -> tzinfo:
+    """The IANA time zone `value` (Europe/Berlin), set as `name`. UTC needs no zone data; any other
+    name needs the system's tz database or the `tzdata` package (requirements.txt), and a name that
+    is in neither ("Berlin", "CET+1", a folder such as "Europe") stops the process."""
+    if value == "UTC":
+        return UTC
+    if value not in available_timezones():
+        raise ConfigError(
+            f"{name} must be an IANA time zone name such as Europe/Berlin or America/New_York, not {value!r}"
+        )
+    return ZoneInfo(value)
+
+
+def env_zone(name: str, default: str) -> str:
+    """The zone's name as set (checked by zone_named), unset or empty is `default`."""
+    value = env_str(name, default)
+    zone_named(name, value)
+    return value
 
 
 @contextmanager

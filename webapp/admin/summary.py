@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
 
 from ..extensions import db
-from ..models import LABELS, VERDICT_FOR_READING, Feedback, Prediction
+from ..local_time import day_bounds, display_zone
+from ..models import LABELS, VERDICT_FOR_READING, Feedback, Prediction, as_utc
 
 
 def verdicts_per_day(days: int = 30) -> list[dict]:
-    """One entry per calendar day (UTC), quiet days included, so the chart's x axis is real time."""
-    today = datetime.now(UTC).date()
+    """One entry per calendar day in the display zone (the days the history's filters mean), quiet
+    days included, so the chart's x axis is real time."""
+    zone = display_zone()
+    today = datetime.now(zone).date()
     first = today - timedelta(days=days - 1)
-    since = datetime.combine(first, datetime.min.time(), tzinfo=UTC)
+    since, _ = day_bounds(first, None, zone)
     rows = db.session.execute(
         select(Prediction.created_at, Prediction.label).where(Prediction.created_at >= since)
     ).all()
     counts: dict[date, dict[str, int]] = defaultdict(lambda: dict.fromkeys(LABELS, 0))
     for created_at, label in rows:
-        counts[created_at.date()][label] += 1
+        counts[as_utc(created_at).astimezone(zone).date()][label] += 1
     return [{"day": (first + timedelta(days=i)).isoformat(), **counts[first + timedelta(days=i)]} for i in range(days)]
 
 

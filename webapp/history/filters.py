@@ -1,8 +1,11 @@
-"""The history filters, shared by the clinician's own list, the admin list, CSV export and the API."""
+"""The history filters, shared by the clinician's own list, the admin list, CSV export and the API.
+
+The pages and their CSV export read a day in the display zone (DISPLAY_TIMEZONE), so the export
+holds the rows the list shows; the API's days are UTC (docs/api.md)."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, tzinfo
 
 from flask_wtf import FlaskForm
 from sqlalchemy import Select, func, or_, select
@@ -11,6 +14,7 @@ from wtforms.validators import Optional
 
 from ..date_range import not_before_date_from
 from ..extensions import db
+from ..local_time import day_bounds, display_zone
 from ..models import LABELS, PACS_SUBMITTER, SOURCES, Feedback, Prediction, User, folded_username
 
 
@@ -39,6 +43,7 @@ class HistoryFilterForm(FlaskForm):
 def filtered_predictions(form: HistoryFilterForm, owner: User | None = None) -> Select:
     """Newest first. `owner` limits the list to one user's predictions (a clinician's own)."""
     return prediction_query(
+        zone=display_zone(),
         verdict=form.verdict.data,
         date_from=form.date_from.data,
         date_to=form.date_to.data,
@@ -60,8 +65,10 @@ def prediction_query(
     source: str | None = None,
     reviewed: str | None = None,
     owner: User | None = None,
+    zone: tzinfo = UTC,
 ) -> Select:
-    """The filters as plain values (the API validates them with its own schema). Newest first."""
+    """The filters as plain values (the API validates them with its own schema), the days in `zone`.
+    Newest first."""
     query = select(Prediction).order_by(Prediction.created_at.desc(), Prediction.id.desc())
     if owner is not None:
         query = query.where(Prediction.user_id == owner.id)
@@ -76,11 +83,11 @@ def prediction_query(
         query = query.where(or_(by_account, Prediction.user_id.is_(None)) if pacs else by_account)
     if verdict:
         query = query.where(Prediction.label == verdict)
-    if date_from:
-        query = query.where(Prediction.created_at >= datetime.combine(date_from, time.min, tzinfo=UTC))
-    if date_to:
-        # The whole last day, without stepping past it (date.max + 1 day would overflow).
-        query = query.where(Prediction.created_at <= datetime.combine(date_to, time.max, tzinfo=UTC))
+    start, end = day_bounds(date_from, date_to, zone)
+    if start:
+        query = query.where(Prediction.created_at >= start)
+    if end:
+        query = query.where(Prediction.created_at < end)
     if model_version:
         query = query.where(Prediction.model_version == model_version)
     if source:
