@@ -109,3 +109,16 @@ def test_population_stability_index_by_hand():
     assert metrics.population_stability_index(reference, [0, 0, 0, 0], bins=2) == pytest.approx(expected)
     assert metrics.population_stability_index(reference, reference) == pytest.approx(0.0, abs=1e-12)
     assert metrics.population_stability_index([], [1.0]) is None
+
+
+def test_no_auc_interval_when_the_classes_are_perfectly_separated():
+    # 10 films a class, every pneumonia film above every normal one: each resample is separated too,
+    # and the percentile interval was (1.0, 1.0), a certainty 20 films cannot give.
+    truth = [1] * 10 + [0] * 10
+    scores = list(np.linspace(0.6, 0.9, 10)) + list(np.linspace(0.1, 0.4, 10))
+    assert metrics.auc(truth, scores) == 1.0
+    assert metrics.bootstrap_auc_interval(truth, scores) is None
+    assert metrics.bootstrap_auc_interval(truth, [1 - s for s in scores]) is None  # inverted: AUC 0
+    scores[0] = 0.35  # one pneumonia film among the normals: the AUC is 0.98 and the interval real
+    low, high = metrics.bootstrap_auc_interval(truth, scores)
+    assert low < 0.98 <= high
