@@ -122,3 +122,27 @@ def test_no_auc_interval_when_the_classes_are_perfectly_separated():
     scores[0] = 0.35  # one pneumonia film among the normals: the AUC is 0.98 and the interval real
     low, high = metrics.bootstrap_auc_interval(truth, scores)
     assert low < 0.98 <= high
+
+
+def test_population_stability_index_sees_a_shift_off_a_tied_reference():
+    # Every reference score is 0.5, so all nine quantile edges were 0.5 and its bin ran from 0.5 up:
+    # a week scoring 0.9 throughout fell in the same bin and read PSI 0. 0.5 is now a bin of its own.
+    psi = metrics.population_stability_index([0.5] * 100, [0.9] * 100)
+    expected = 2 * (1 - 1e-4) * math.log(1 / 1e-4)  # all the share moves from one bin to another
+    assert psi == pytest.approx(expected)
+    assert psi > 0.25
+    assert metrics.population_stability_index([0.5] * 100, [0.5] * 100) == 0.0
+    # Half the reference tied at 1.0: the week moving that half to 0.99 is seen too.
+    reference = list(np.linspace(0, 0.9, 100)) + [1.0] * 100
+    assert metrics.population_stability_index(reference, list(np.linspace(0, 0.9, 100)) + [0.99] * 100) > 0.25
+    # Untied scores keep the ten quantile bins they always had.
+    rng = np.random.default_rng(3)
+    continuous = rng.random(600)
+    current = rng.random(150)
+    edges = np.quantile(continuous, np.linspace(0, 1, 11)[1:-1])
+    p = np.bincount(np.searchsorted(edges, continuous, side="right"), minlength=10) / 600
+    q = np.bincount(np.searchsorted(edges, current, side="right"), minlength=10) / 150
+    p, q = np.maximum(p, 1e-4), np.maximum(q, 1e-4)
+    assert metrics.population_stability_index(continuous, current) == pytest.approx(
+        float(np.sum((q - p) * np.log(q / p)))
+    )

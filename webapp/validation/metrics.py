@@ -141,12 +141,17 @@ def expected_calibration_error(truth, scores, bins: int = 15) -> float | None:
 
 def population_stability_index(reference, current, bins: int = 10, floor: float = 1e-4) -> float | None:
     """PSI of `current` against `reference` over the reference's quantile bins:
-    sum((q - p) * ln(q / p)), with each bin's share floored so an empty bin stays finite."""
+    sum((q - p) * ln(q / p)), with each bin's share floored so an empty bin stays finite.
+    A value the reference holds so often that several quantiles fall on it gets a bin of its own:
+    merged into the bin above, a week whose scores all moved off it and upwards (every reference
+    film 0.5, every film of the week 0.9) read PSI 0."""
     reference = np.asarray(reference, np.float64)
     current = np.asarray(current, np.float64)
     if reference.size == 0 or current.size == 0:
         return None
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+    quantiles, repeats = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]), return_counts=True)
+    # With side="right" below, the bin [v, nextafter(v)) holds exactly the films scoring v.
+    edges = np.union1d(quantiles, np.nextafter(quantiles[repeats > 1], np.inf))
     p = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=edges.size + 1) / reference.size
     q = np.bincount(np.searchsorted(edges, current, side="right"), minlength=edges.size + 1) / current.size
     p, q = np.maximum(p, floor), np.maximum(q, floor)
