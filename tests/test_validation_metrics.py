@@ -146,3 +146,12 @@ def test_population_stability_index_sees_a_shift_off_a_tied_reference():
     assert metrics.population_stability_index(continuous, current) == pytest.approx(
         float(np.sum((q - p) * np.log(q / p)))
     )
+
+
+def test_youden_ties_go_to_the_highest_threshold_despite_rounding():
+    # 3 pneumonia, 6 normal films: at 0.93, J = 2/3 - 0; at 0.70, J = 1 - 2/6. Equal, but as floats the
+    # second was larger by one ulp, and the proposal was 0.70 (specificity 0.67) instead of 0.93 (1.0).
+    truth = [0, 0, 0, 0, 1, 0, 1, 0, 1]
+    scores = [0.78, 0.78, 0.11, 0.06, 0.7, 0.61, 0.93, 0.65, 0.97]
+    assert metrics.youden_threshold(truth, scores) == 0.93
+    assert metrics.rates_at(truth, scores, 0.93) == (2 / 3, 1.0)

@@ -108,11 +108,18 @@ def threshold_for_sensitivity(truth, scores, target: float) -> float | None:
 
 def youden_threshold(truth, scores) -> float | None:
     """The threshold maximising sensitivity + specificity - 1 (the highest one among ties)."""
+    truth = np.asarray(truth, bool)
     points = roc_points(truth, scores)[1:]
-    if not points or not np.asarray(truth, bool).any() or np.asarray(truth, bool).all():
+    if not points or not truth.any() or truth.all():
         return None
-    best = max(points, key=lambda point: (point[2] - point[1], point[0]))
-    return best[0]
+    positives, negatives = int(truth.sum()), int((~truth).sum())
+
+    # J times positives x negatives, in integers: as floats 1 - 1/3 exceeded 2/3 - 0 by one ulp, and the
+    # tie went to the lower, less specific threshold.
+    def scaled_j(point: tuple[float, float, float]) -> int:
+        return round(point[2] * positives) * negatives - round(point[1] * negatives) * positives
+
+    return max(points, key=lambda point: (scaled_j(point), point[0]))[0]
 
 
 def reliability(truth, scores, bins: int = 15) -> list[dict]:
