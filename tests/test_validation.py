@@ -97,7 +97,7 @@ def test_a_run_reports_progress_then_metrics_and_counts_unreadable_films_as_refu
         "threshold",
     }
     assert metrics["n"] == 8 and metrics["refused"] == 1
-    assert {"threshold", "sensitivity", "specificity"} <= set(body["operating_points"][0])
+    assert {"threshold", "sensitivity", "specificity", "uncertain_rate"} <= set(body["operating_points"][0])
     with app.app_context():
         # validation films never enter the clinical history
         assert db.session.scalar(select(func.count()).select_from(Prediction)) == 0

@@ -84,7 +84,7 @@ def test_report_figures_by_hand():
     truths = ["PNEUMONIA", "PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL", "NORMAL"]
     scores = [0.9, 0.45, 0.2, 0.1, 0.6, 0.52]
     verdicts = ["PNEUMONIA", "UNKNOWN", "NORMAL", "NORMAL", "PNEUMONIA", "UNKNOWN"]
-    result = figures(truths, scores, verdicts, 0.5)
+    result = figures(truths, scores, verdicts, 0.5, 0.05)
     assert result["n"] == 6 and result["unknown"] == 2 and result["unknown_rate"] == pytest.approx(1 / 3)
     # answered: one true positive, one false negative; one true negative, one false positive
     assert result["sensitivity"] == 0.5 and result["specificity"] == 0.5
@@ -155,3 +155,18 @@ def test_youden_ties_go_to_the_highest_threshold_despite_rounding():
     scores = [0.78, 0.78, 0.11, 0.06, 0.7, 0.61, 0.93, 0.65, 0.97]
     assert metrics.youden_threshold(truth, scores) == 0.93
     assert metrics.rates_at(truth, scores, 0.93) == (2 / 3, 1.0)
+
+
+def test_each_operating_point_says_how_many_films_it_would_leave_unknown():
+    # A site whose model scores pneumonia films 0.95-0.99: the most specific point reaching sensitivity
+    # 0.95 sits at 0.952, where every film within the band of 0.05 is answered UNKNOWN in service. The
+    # report showed only its sensitivity and specificity by score (95% and 100%), not that it would
+    # leave every pneumonia film unanswered.
+    truths = ["PNEUMONIA"] * 20 + ["NORMAL"] * 20
+    scores = list(np.linspace(0.95, 0.99, 20)) + list(np.linspace(0.01, 0.90, 20))
+    points = {p["name"]: p for p in figures(truths, scores, ["UNKNOWN"] * 40, 0.387, 0.05)["operating_points"]}
+    proposal = points["sensitivity 0.95"]
+    assert proposal["threshold"] == scores[1] and proposal["sensitivity"] == 0.95
+    assert proposal["uncertain_rate"] == pytest.approx(20 / 40)
+    in_force = np.abs(np.array(scores) - 0.387) < 0.05
+    assert points["in force"]["uncertain_rate"] == pytest.approx(in_force.mean())

@@ -35,6 +35,10 @@ class OperatingPointSchema(ResponseSchema):
     threshold = Rounded(required=True)
     sensitivity = fields.Float(allow_none=True)
     specificity = fields.Float(allow_none=True)
+    uncertain_rate = fields.Float(
+        allow_none=True,
+        metadata={"description": "share of scored films within the model's uncertainty band of the threshold"},
+    )
 
 
 class RunCreatedSchema(ResponseSchema):
