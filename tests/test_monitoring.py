@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from tests.factories import add_prediction
 from webapp.extensions import db
 from webapp.models import Prediction, ValidationItem, ValidationRun
+from webapp.validation.metrics import population_stability_index
 from webapp.validation.monitoring import PSI_ALERT
 from webapp.validation.site import current_model_version
 
@@ -120,7 +122,7 @@ def test_a_small_validation_run_is_no_drift_reference(app, admin_client, admin_u
 
 
 def test_without_a_large_enough_run_there_is_no_reference(app, admin_client, admin_user):
-    reference_run(app, admin_user, films=99)
+    reference_run(app, admin_user, films=499)
     add_week(app, admin_user, [0.95] * 100)
     body = admin_client.get("/admin/validation/monitoring.json").get_json()
     assert body["reference_run_id"] is None and body["weeks"][-1]["psi"] == {}
@@ -147,3 +149,19 @@ def test_the_apis_weeks_parameter_is_declared_and_checked(client, admin_token):
     document = client.get("/api/v1/openapi.json", headers=headers).json["paths"]["/monitoring"]["get"]
     assert [(p["name"], p["in"], p["schema"]["maximum"]) for p in document["parameters"]] == [("weeks", "query", 104)]
     assert "400" in document["responses"]
+
+
+def test_a_100_film_run_is_no_drift_reference(app, admin_client, admin_user):
+    # A 100-film run was a reference: weeks of 100 films scored exactly like it passed the alert level
+    # on one of the three scores in about half the weeks. Seed 8: this week's P(pneumonia) is one of them.
+    run_id = reference_run(app, admin_user, films=100, seed=8)
+    week = np.random.default_rng(9).random(100)
+    with app.app_context():
+        reference = [item.p_pneumonia for item in db.session.scalars(select(ValidationItem).filter_by(run_id=run_id))]
+    assert population_stability_index(reference, week) > PSI_ALERT  # noise alone, same distribution
+    add_week(app, admin_user, week)
+    body = admin_client.get("/admin/validation/monitoring.json").get_json()
+    assert body["reference_run_id"] is None and body["min_reference_films"] == 500
+    assert body["weeks"][-1]["psi"] == {} and not body["weeks"][-1]["drift_alert"]
+    page = admin_client.get("/admin/validation/monitoring").get_data(as_text=True)
+    assert "at least 500 scored films: drift cannot be measured" in page

@@ -97,7 +97,7 @@ def test_a_run_reports_progress_then_metrics_and_counts_unreadable_films_as_refu
         "threshold",
     }
     assert metrics["n"] == 8 and metrics["refused"] == 1
-    assert {"threshold", "sensitivity", "specificity"} <= set(body["operating_points"][0])
+    assert {"threshold", "sensitivity", "specificity", "uncertain_rate"} <= set(body["operating_points"][0])
     with app.app_context():
         # validation films never enter the clinical history
         assert db.session.scalar(select(func.count()).select_from(Prediction)) == 0
@@ -522,3 +522,19 @@ def test_a_withdrawal_crossing_an_adoption_does_not_claim_the_cards_threshold(tm
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+def test_the_report_adopts_any_threshold_the_api_adopts(app, client, admin_token, auth, admin_user):
+    # The page's form allowed 0.001-0.999 while adopt() and the API allow (0, 1): a proposed operating
+    # point above 0.999 (a run the model scores confidently) had an Adopt button that always refused.
+    run_id = finished_run(app, client, admin_token, labelled_films(copies=25))
+    auth.login("admin")
+    page = f"/admin/validation/{run_id}"
+    for threshold, adopted in (("0.9995", True), ("1", False), ("nan", False)):
+        data = {"csrf_token": csrf_token(client, page), "threshold": threshold, "reason": "confident site"}
+        response = client.post(f"{page}/adopt", data=data, follow_redirects=True)
+        assert response.status_code == 200
+        in_force = client.get("/api/v1/site-calibration", headers=bearer(admin_token)).get_json()
+        assert (in_force["threshold"] == float(threshold)) is adopted
+        if not adopted:
+            assert "strictly between 0 and 1" in response.get_data(as_text=True)

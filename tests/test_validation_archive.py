@@ -40,6 +40,13 @@ def test_folders_label_films_at_any_depth_in_any_case(tmp_path):
     ]
 
 
+def test_label_folders_with_spaces_around_their_names_are_labels(tmp_path):
+    # labels.csv labels were trimmed, label folders were not: "PNEUMONIA /a.jpeg" was refused as a file
+    # outside the label folders ("PNEUMONIA / (1)"), the space invisible in the message.
+    films = inspect(tmp_path, zip_bytes({"PNEUMONIA /a.jpeg": FILM, " normal/b.jpeg": FILM}))
+    assert films == [Film("PNEUMONIA /a.jpeg", "PNEUMONIA"), Film(" normal/b.jpeg", "NORMAL")]
+
+
 def test_labels_csv_paths_are_relative_to_the_csv(tmp_path):
     members = {"set/labels.csv": b"file,label\nimg/a.jpeg,pneumonia\nb.jpeg,NORMAL\n", "set/img/a.jpeg": FILM}
     members["set/b.jpeg"] = FILM

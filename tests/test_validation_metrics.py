@@ -84,7 +84,7 @@ def test_report_figures_by_hand():
     truths = ["PNEUMONIA", "PNEUMONIA", "PNEUMONIA", "NORMAL", "NORMAL", "NORMAL"]
     scores = [0.9, 0.45, 0.2, 0.1, 0.6, 0.52]
     verdicts = ["PNEUMONIA", "UNKNOWN", "NORMAL", "NORMAL", "PNEUMONIA", "UNKNOWN"]
-    result = figures(truths, scores, verdicts, 0.5)
+    result = figures(truths, scores, verdicts, 0.5, 0.05)
     assert result["n"] == 6 and result["unknown"] == 2 and result["unknown_rate"] == pytest.approx(1 / 3)
     # answered: one true positive, one false negative; one true negative, one false positive
     assert result["sensitivity"] == 0.5 and result["specificity"] == 0.5
@@ -109,3 +109,64 @@ def test_population_stability_index_by_hand():
     assert metrics.population_stability_index(reference, [0, 0, 0, 0], bins=2) == pytest.approx(expected)
     assert metrics.population_stability_index(reference, reference) == pytest.approx(0.0, abs=1e-12)
     assert metrics.population_stability_index([], [1.0]) is None
+
+
+def test_no_auc_interval_when_the_classes_are_perfectly_separated():
+    # 10 films a class, every pneumonia film above every normal one: each resample is separated too,
+    # and the percentile interval was (1.0, 1.0), a certainty 20 films cannot give.
+    truth = [1] * 10 + [0] * 10
+    scores = list(np.linspace(0.6, 0.9, 10)) + list(np.linspace(0.1, 0.4, 10))
+    assert metrics.auc(truth, scores) == 1.0
+    assert metrics.bootstrap_auc_interval(truth, scores) is None
+    assert metrics.bootstrap_auc_interval(truth, [1 - s for s in scores]) is None  # inverted: AUC 0
+    scores[0] = 0.35  # one pneumonia film among the normals: the AUC is 0.98 and the interval real
+    low, high = metrics.bootstrap_auc_interval(truth, scores)
+    assert low < 0.98 <= high
+
+
+def test_population_stability_index_sees_a_shift_off_a_tied_reference():
+    # Every reference score is 0.5, so all nine quantile edges were 0.5 and its bin ran from 0.5 up:
+    # a week scoring 0.9 throughout fell in the same bin and read PSI 0. 0.5 is now a bin of its own.
+    psi = metrics.population_stability_index([0.5] * 100, [0.9] * 100)
+    expected = 2 * (1 - 1e-4) * math.log(1 / 1e-4)  # all the share moves from one bin to another
+    assert psi == pytest.approx(expected)
+    assert psi > 0.25
+    assert metrics.population_stability_index([0.5] * 100, [0.5] * 100) == 0.0
+    # Half the reference tied at 1.0: the week moving that half to 0.99 is seen too.
+    reference = list(np.linspace(0, 0.9, 100)) + [1.0] * 100
+    assert metrics.population_stability_index(reference, list(np.linspace(0, 0.9, 100)) + [0.99] * 100) > 0.25
+    # Untied scores keep the ten quantile bins they always had.
+    rng = np.random.default_rng(3)
+    continuous = rng.random(600)
+    current = rng.random(150)
+    edges = np.quantile(continuous, np.linspace(0, 1, 11)[1:-1])
+    p = np.bincount(np.searchsorted(edges, continuous, side="right"), minlength=10) / 600
+    q = np.bincount(np.searchsorted(edges, current, side="right"), minlength=10) / 150
+    p, q = np.maximum(p, 1e-4), np.maximum(q, 1e-4)
+    assert metrics.population_stability_index(continuous, current) == pytest.approx(
+        float(np.sum((q - p) * np.log(q / p)))
+    )
+
+
+def test_youden_ties_go_to_the_highest_threshold_despite_rounding():
+    # 3 pneumonia, 6 normal films: at 0.93, J = 2/3 - 0; at 0.70, J = 1 - 2/6. Equal, but as floats the
+    # second was larger by one ulp, and the proposal was 0.70 (specificity 0.67) instead of 0.93 (1.0).
+    truth = [0, 0, 0, 0, 1, 0, 1, 0, 1]
+    scores = [0.78, 0.78, 0.11, 0.06, 0.7, 0.61, 0.93, 0.65, 0.97]
+    assert metrics.youden_threshold(truth, scores) == 0.93
+    assert metrics.rates_at(truth, scores, 0.93) == (2 / 3, 1.0)
+
+
+def test_each_operating_point_says_how_many_films_it_would_leave_unknown():
+    # A site whose model scores pneumonia films 0.95-0.99: the most specific point reaching sensitivity
+    # 0.95 sits at 0.952, where every film within the band of 0.05 is answered UNKNOWN in service. The
+    # report showed only its sensitivity and specificity by score (95% and 100%), not that it would
+    # leave every pneumonia film unanswered.
+    truths = ["PNEUMONIA"] * 20 + ["NORMAL"] * 20
+    scores = list(np.linspace(0.95, 0.99, 20)) + list(np.linspace(0.01, 0.90, 20))
+    points = {p["name"]: p for p in figures(truths, scores, ["UNKNOWN"] * 40, 0.387, 0.05)["operating_points"]}
+    proposal = points["sensitivity 0.95"]
+    assert proposal["threshold"] == scores[1] and proposal["sensitivity"] == 0.95
+    assert proposal["uncertain_rate"] == pytest.approx(20 / 40)
+    in_force = np.abs(np.array(scores) - 0.387) < 0.05
+    assert points["in force"]["uncertain_rate"] == pytest.approx(in_force.mean())

@@ -35,6 +35,10 @@ class OperatingPointSchema(ResponseSchema):
     threshold = Rounded(required=True)
     sensitivity = fields.Float(allow_none=True)
     specificity = fields.Float(allow_none=True)
+    uncertain_rate = fields.Float(
+        allow_none=True,
+        metadata={"description": "share of scored films within the model's uncertainty band of the threshold"},
+    )
 
 
 class RunCreatedSchema(ResponseSchema):
@@ -107,7 +111,10 @@ class MonitoringSchema(ResponseSchema):
     model_version = fields.String(required=True)
     reference_run_id = fields.Integer(allow_none=True)
     psi_alert_level = fields.Float(required=True)
-    min_films_for_drift = fields.Integer(required=True)
+    min_films_for_drift = fields.Integer(required=True, metadata={"description": "films a week needs for drift"})
+    min_reference_films = fields.Integer(
+        required=True, metadata={"description": "scored films a validation run needs to be the drift reference"}
+    )
     weeks = fields.List(
         fields.Nested(WeekSchema), required=True, metadata={"description": "one entry per week, oldest first"}
     )

@@ -130,8 +130,10 @@ def _head(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
 
 def _label_folder(name: str) -> str | None:
     for folder in reversed(_posix(name).split("/")[:-1]):
-        if folder.upper() in TRUTHS:
-            return folder.upper()
+        # Spaces around the name, as labels.csv's labels may have them: macOS and Linux keep a
+        # folder typed "PNEUMONIA " as it is, and the refusal showed the space nobody could see.
+        if folder.strip().upper() in TRUTHS:
+            return folder.strip().upper()
     return None
 
 

@@ -1,7 +1,7 @@
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import BooleanField, FloatField, StringField, SubmitField
-from wtforms.validators import DataRequired, Length, NumberRange
+from wtforms.validators import DataRequired, InputRequired, Length
 
 
 class UploadArchiveForm(FlaskForm):
@@ -10,7 +10,9 @@ class UploadArchiveForm(FlaskForm):
 
 
 class AdoptThresholdForm(FlaskForm):
-    threshold = FloatField("Threshold", validators=[DataRequired(), NumberRange(min=0.001, max=0.999)])
+    # The range is adopt()'s rule (strictly between 0 and 1), as for the API: a narrower one here
+    # refused proposed operating points below 0.001 or above 0.999 that the report offered to adopt.
+    threshold = FloatField("Threshold", validators=[InputRequired()])
     reason = StringField("Reason", validators=[DataRequired(), Length(min=5, max=500)])
     submit = SubmitField("Adopt as the site threshold")
 

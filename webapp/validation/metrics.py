@@ -54,11 +54,13 @@ def bootstrap_auc_interval(
     """Percentile bootstrap interval of the AUC, resampling films within each class (so every
     resample has both classes); seeded, so a report reads the same every time it is drawn. None
     when a class has fewer than MIN_FILMS_PER_CLASS_FOR_INTERVAL films: no interval rather than
-    a falsely narrow one."""
+    a falsely narrow one. None too when the AUC is 0 or 1: with the classes perfectly separated every
+    resample is separated as well, and the interval would be a point (1.000-1.000), claiming
+    certainty that 10 or 20 films cannot give."""
     truth = np.asarray(truth, bool)
     scores = np.asarray(scores, np.float64)
     pos, neg = scores[truth], scores[~truth]
-    if min(pos.size, neg.size) < MIN_FILMS_PER_CLASS_FOR_INTERVAL:
+    if min(pos.size, neg.size) < MIN_FILMS_PER_CLASS_FOR_INTERVAL or auc(truth, scores) in (0.0, 1.0):
         return None
     rng = np.random.default_rng(seed)
     labels = np.r_[np.ones(pos.size, bool), np.zeros(neg.size, bool)]
@@ -106,11 +108,18 @@ def threshold_for_sensitivity(truth, scores, target: float) -> float | None:
 
 def youden_threshold(truth, scores) -> float | None:
     """The threshold maximising sensitivity + specificity - 1 (the highest one among ties)."""
+    truth = np.asarray(truth, bool)
     points = roc_points(truth, scores)[1:]
-    if not points or not np.asarray(truth, bool).any() or np.asarray(truth, bool).all():
+    if not points or not truth.any() or truth.all():
         return None
-    best = max(points, key=lambda point: (point[2] - point[1], point[0]))
-    return best[0]
+    positives, negatives = int(truth.sum()), int((~truth).sum())
+
+    # J times positives x negatives, in integers: as floats 1 - 1/3 exceeded 2/3 - 0 by one ulp, and the
+    # tie went to the lower, less specific threshold.
+    def scaled_j(point: tuple[float, float, float]) -> int:
+        return round(point[2] * positives) * negatives - round(point[1] * negatives) * positives
+
+    return max(points, key=lambda point: (scaled_j(point), point[0]))[0]
 
 
 def reliability(truth, scores, bins: int = 15) -> list[dict]:
@@ -139,12 +148,17 @@ def expected_calibration_error(truth, scores, bins: int = 15) -> float | None:
 
 def population_stability_index(reference, current, bins: int = 10, floor: float = 1e-4) -> float | None:
     """PSI of `current` against `reference` over the reference's quantile bins:
-    sum((q - p) * ln(q / p)), with each bin's share floored so an empty bin stays finite."""
+    sum((q - p) * ln(q / p)), with each bin's share floored so an empty bin stays finite.
+    A value the reference holds so often that several quantiles fall on it gets a bin of its own:
+    merged into the bin above, a week whose scores all moved off it and upwards (every reference
+    film 0.5, every film of the week 0.9) read PSI 0."""
     reference = np.asarray(reference, np.float64)
     current = np.asarray(current, np.float64)
     if reference.size == 0 or current.size == 0:
         return None
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+    quantiles, repeats = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]), return_counts=True)
+    # With side="right" below, the bin [v, nextafter(v)) holds exactly the films scoring v.
+    edges = np.union1d(quantiles, np.nextafter(quantiles[repeats > 1], np.inf))
     p = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=edges.size + 1) / reference.size
     q = np.bincount(np.searchsorted(edges, current, side="right"), minlength=edges.size + 1) / current.size
     p, q = np.maximum(p, floor), np.maximum(q, floor)

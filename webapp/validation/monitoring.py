@@ -2,7 +2,7 @@
 radiologists, and drift of the model's scores from the validation reference.
 
 The reference is the latest finished validation run of the model version in service (the site's
-own labelled films) with at least MIN_FILMS scored films. Drift is the population stability index
+own labelled films) with at least MIN_REFERENCE_FILMS scored films. Drift is the population stability index
 (PSI, metrics.py) of a week's calibrated P(pneumonia), chest-radiograph probability and feature
 distance against that run's; a week passes the alert level when any of the three does, over at
 least MIN_FILMS films.
@@ -24,10 +24,14 @@ from .report import reason_category
 # PSI: below 0.1 no real change, 0.1-0.25 a moderate shift, above 0.25 a major one (the usual reading).
 PSI_ALERT = 0.25
 # Sampling noise alone gives a PSI of about (bins - 1) * (1/n + 1/n_reference): 0.1 for 100 films
-# against a 600-film reference, 0.3 for 30 films. Below this many films a week gets no statistic, and
-# a validation run is no reference: the noise term is the reference's as much as the week's (a
-# 20-film trial run against weeks of the very same films alarmed in four weeks out of five).
+# against a 600-film reference, 0.3 for 30 films. Below this many films a week gets no statistic.
 MIN_FILMS = 100
+# The noise term is the reference's as much as the week's: against a 100-film run, weeks of 100
+# films drawn from the very same scores passed the alert level on one of the three scores in about
+# half the weeks (23% per score; 20-film trial runs did in four weeks out of five). From 500 films
+# on, 2% per score, 6% for any of the three, close to the week's own noise (1.5% per score with
+# an endless reference). A smaller run is no reference.
+MIN_REFERENCE_FILMS = 500
 SCORES = ("p_pneumonia", "chest_probability", "feature_distance")
 # How many weeks one request may ask for (two years), and how many it gets when it does not say.
 DEFAULT_WEEKS, MAX_WEEKS = 12, 104
@@ -47,7 +51,11 @@ def reference_run(model_version: str) -> ValidationRun | None:
     )
     return db.session.scalar(
         select(ValidationRun)
-        .where(ValidationRun.status == RUN_DONE, ValidationRun.model_version == model_version, scored >= MIN_FILMS)
+        .where(
+            ValidationRun.status == RUN_DONE,
+            ValidationRun.model_version == model_version,
+            scored >= MIN_REFERENCE_FILMS,
+        )
         .order_by(ValidationRun.id.desc())
         .limit(1)
     )
@@ -88,6 +96,7 @@ def weekly(model_version: str, weeks: int = DEFAULT_WEEKS, now: datetime | None 
         "reference_run_id": run.id if run else None,
         "psi_alert_level": PSI_ALERT,
         "min_films_for_drift": MIN_FILMS,
+        "min_reference_films": MIN_REFERENCE_FILMS,
         "weeks": [
             week_figures(first + timedelta(weeks=i), by_week[first + timedelta(weeks=i)], reference)
             for i in range(weeks)
@@ -106,7 +115,7 @@ def week_figures(start: date, rows: list, reference: dict[str, list[float]] | No
     if reference is not None and films >= MIN_FILMS:
         for i, score in enumerate(SCORES):
             values = [row[3 + i] for row in rows if row[3 + i] is not None]
-            enough = len(values) >= MIN_FILMS and len(reference[score]) >= MIN_FILMS
+            enough = len(values) >= MIN_FILMS and len(reference[score]) >= MIN_REFERENCE_FILMS
             drift[score] = metrics.population_stability_index(reference[score], values) if enough else None
     return {
         "week": start.isoformat(),

@@ -31,7 +31,7 @@ def reason_category(reason: str | None) -> str:
     return (reason or "no reason given").split(":", 1)[0].strip()
 
 
-def run_metrics(run: ValidationRun) -> dict:
+def run_metrics(run: ValidationRun, uncertainty_band: float) -> dict:
     rows = db.session.execute(
         select(
             ValidationItem.id,
@@ -50,7 +50,11 @@ def run_metrics(run: ValidationRun) -> dict:
     scored = [r for r in rows if r.state == ITEM_DONE]
     refused = [r for r in rows if r.state == ITEM_REFUSED]
     result = figures(
-        [r.truth for r in scored], [r.p_pneumonia for r in scored], [r.label for r in scored], run.threshold
+        [r.truth for r in scored],
+        [r.p_pneumonia for r in scored],
+        [r.label for r in scored],
+        run.threshold,
+        uncertainty_band,
     )
     result["unknown_reasons"] = dict(Counter(reason_category(r.unknown_reason) for r in scored if r.label == UNKNOWN))
     result["refused"] = len(refused)
@@ -63,8 +67,11 @@ def run_metrics(run: ValidationRun) -> dict:
     return result
 
 
-def figures(truths: list[str], scores: list[float], verdicts: list[str], threshold: float) -> dict:
-    """Every figure of the report from the scored films' truths, probabilities and verdicts."""
+def figures(
+    truths: list[str], scores: list[float], verdicts: list[str], threshold: float, uncertainty_band: float
+) -> dict:
+    """Every figure of the report from the scored films' truths, probabilities and verdicts;
+    `uncertainty_band` is the model's (films this close to a threshold are answered UNKNOWN)."""
     truth = np.array([t == PNEUMONIA for t in truths], bool)
     score = np.array(scores, np.float64)
     verdict = np.array(verdicts, object)
@@ -97,13 +104,16 @@ def figures(truths: list[str], scores: list[float], verdicts: list[str], thresho
         "ece": metrics.expected_calibration_error(truth, score),
         "reliability": metrics.reliability(truth, score),
         "roc": [[roc[i][1], roc[i][2]] for i in keep],
-        "operating_points": operating_points(truth, score, threshold),
+        "operating_points": operating_points(truth, score, threshold, uncertainty_band),
     }
 
 
-def operating_points(truth: np.ndarray, score: np.ndarray, threshold: float) -> list[dict]:
+def operating_points(truth: np.ndarray, score: np.ndarray, threshold: float, uncertainty_band: float) -> list[dict]:
     """The threshold in force and the proposals: the most specific points reaching each target
-    sensitivity, and the one with the largest Youden J (sensitivity + specificity - 1)."""
+    sensitivity, and the one with the largest Youden J (sensitivity + specificity - 1). Each says
+    what share of the films score within the model's uncertainty band of it: in service those are
+    answered UNKNOWN ("Uncertain"), which a point's sensitivity and specificity (every film by its
+    score) do not show: a point at 0.95 would leave most pneumonia films unanswered."""
     candidates = [("in force", threshold)]
     candidates += [
         (f"sensitivity {t:.2f}", metrics.threshold_for_sensitivity(truth, score, t)) for t in TARGET_SENSITIVITIES
@@ -114,7 +124,16 @@ def operating_points(truth: np.ndarray, score: np.ndarray, threshold: float) -> 
         if value is None:
             continue
         sensitivity, specificity = metrics.rates_at(truth, score, value)
-        points.append({"name": name, "threshold": float(value), "sensitivity": sensitivity, "specificity": specificity})
+        uncertain = float((np.abs(score - value) < uncertainty_band).mean()) if score.size else None
+        points.append(
+            {
+                "name": name,
+                "threshold": float(value),
+                "sensitivity": sensitivity,
+                "specificity": specificity,
+                "uncertain_rate": uncertain,
+            }
+        )
     return points
 
 

@@ -133,7 +133,7 @@ def process(run_id: int, owner: str) -> None:
             if time.monotonic() > slice_ends:
                 give_turn(run_id, owner)
                 return
-    finish(run_id, owner)
+    finish(run_id, owner, analyzer.params.policy.uncertainty_band)
 
 
 def give_turn(run_id: int, owner: str) -> None:
@@ -184,7 +184,7 @@ def analyse_batch(archive, analyzer, entries: list[str], threshold: float, revie
     return results
 
 
-def finish(run_id: int, owner: str) -> None:
+def finish(run_id: int, owner: str, uncertainty_band: float) -> None:
     run = db.session.get(ValidationRun, run_id)
     # Only the lease holder may finish the run: the ownership check and the update are one statement.
     leases.update_held(
@@ -192,7 +192,7 @@ def finish(run_id: int, owner: str) -> None:
         run_id,
         owner,
         status=RUN_DONE,
-        metrics=run_metrics(run),
+        metrics=run_metrics(run, uncertainty_band),
         finished_at=utcnow(),
         lease_owner=None,
         lease_until=None,
