@@ -7,6 +7,8 @@ import re
 
 from playwright.sync_api import expect
 
+from tests.e2e.paths import IMAGES
+
 
 def test_a_new_api_token_takes_the_focus(visit):
     """After "Issue API token" the page came back with the focus at the top of the document: a screen
@@ -21,3 +23,24 @@ def test_a_new_api_token_takes_the_focus(visit):
     expect(section).to_be_focused()
     expect(section.locator("code.token")).not_to_be_empty()
     visit.step("admin-new-token")
+
+
+def test_the_upload_progress_region_exists_before_its_first_update(visit):
+    """The progress text's live region sat inside the hidden progress box, and the script showed the
+    box and wrote "0%" into it in the same moment: a region that appears with its text already in it
+    is not announced, so a screen reader missed the first update (and, on a fast link, the only one
+    before "Analysing…"). The live region is now in the page from the start, empty."""
+    page = visit.page
+    visit.sign_in("e2e-clin")
+    status = page.locator("#progress-text")
+    expect(status).to_have_attribute("aria-live", "polite")
+    expect(status).to_be_empty()
+    assert page.evaluate("(e) => e.closest('[hidden]') === null", status.element_handle()), (
+        "the live region is inside a hidden box when the page loads"
+    )
+    page.get_by_label("Choose files").set_input_files([IMAGES / "normal.jpeg"])
+    # Hold the upload's answer so the progress can be read while it runs.
+    page.route("**/screen", lambda route: None if route.request.method == "POST" else route.continue_())
+    page.get_by_role("button", name="Screen").click()
+    expect(page.locator("#progress")).to_be_visible()
+    expect(status).to_have_text(re.compile(r"^(\d+%|Analysing…)$"))
