@@ -44,3 +44,27 @@ def test_the_upload_progress_region_exists_before_its_first_update(visit):
     page.get_by_role("button", name="Screen").click()
     expect(page.locator("#progress")).to_be_visible()
     expect(status).to_have_text(re.compile(r"^(\d+%|Analysing…)$"))
+
+
+def test_the_printable_result_reads_in_order_and_says_the_verdict_once(visit, seeded_predictions):
+    """Emulating print: the printable result read "Verdict: PNEUMONIA PNEUMONIA" (the word, then the
+    coloured badge that repeats it for the paper). Checked with it: the reading order is film, heat
+    map (or, on UNKNOWN, why none is printed), verdict, reason, scores, facts, notes."""
+    page = visit.page
+    visit.sign_in("e2e-clin")
+    page.emulate_media(media="print")
+    for name, verdict in (("pneumonia.jpeg", "PNEUMONIA"), ("photo.jpg", "UNKNOWN")):
+        page.goto(f"/predictions/{seeded_predictions[name]['id']}/print")
+        # Compared whole: a snapshot template matches when it lists only some of the children.
+        spoken = page.locator(".verdict-line").aria_snapshot()
+        assert spoken == f'- paragraph:\n  - text: "Verdict:"\n  - strong: {verdict}', spoken
+        order = page.locator("main").inner_text()
+        if verdict == "UNKNOWN":
+            marks = ["Heat map not printed: with an UNKNOWN answer it is not a reading of this image.", "Verdict:"]
+            marks += ["Why UNKNOWN:", "Shown for transparency only"]
+        else:
+            marks = ["Heat map: where the model looked", "Verdict:"]
+        marks += ["Model version", "Intended use"]
+        places = [order.find(mark) for mark in marks]
+        assert -1 not in places and places == sorted(places), (name, list(zip(marks, places, strict=True)))
+    page.emulate_media(media="screen")
