@@ -77,6 +77,7 @@
   // page itself: the refusal takes it, as the sign-in page's does, and the next Tab goes on from there.
   function refused(messages) {
     progress.hidden = true;
+    barText.textContent = "";
     submit.disabled = false;
     showErrors(messages);
     errors.focus();

@@ -1,0 +1,53 @@
+"""The validation report's charts, read as a screen reader reads them: each is one image, so each must
+say where its numbers are as text. The report is rendered in process (the browser journeys' server runs
+no job worker) and opened in Chromium."""
+
+from __future__ import annotations
+
+import io
+import re
+
+from playwright.sync_api import expect
+
+from tests.archives import labelled_films, zip_bytes
+from tests.helpers import csrf_token, drain
+from webapp.extensions import db
+from webapp.models import ValidationRun
+
+
+def test_each_chart_points_to_its_numbers_as_text(app, client, auth, admin_user, browser):
+    """The ROC curve's only text was the AUC and the operating-points table: its curve, drawn from up
+    to 300 points, had no text equivalent, and neither chart said where its text was (an image named
+    "ROC curve" and nothing more). Each chart is now described by the summary of a table of the very
+    numbers it draws, as the reliability diagram's bins already were."""
+    auth.login("admin")
+    token = csrf_token(client, "/admin/validation/")
+    response = client.post(
+        "/admin/validation/",
+        data={"csrf_token": token, "archive": (io.BytesIO(zip_bytes(labelled_films(copies=3))), "site.zip")},
+    )
+    assert response.status_code == 303
+    drain(app)
+    html = client.get(response.headers["Location"]).get_data(as_text=True)
+    with app.app_context():
+        run = db.session.scalars(db.select(ValidationRun)).one()
+        drawn = run.metrics["roc"]
+
+    page = browser.new_page()
+    try:
+        page.set_content(html)
+        roc = page.get_by_role("img", name="ROC curve")
+        expect(roc).to_have_accessible_description(re.compile(r"^The curve's points as a table"))
+        reliability = page.get_by_role("img", name=re.compile(r"^Reliability diagram"))
+        expect(reliability).to_have_accessible_description("The diagram's bins as a table")
+
+        page.get_by_text("The curve's points as a table").click()
+        table = page.get_by_role("table", name=re.compile(r"^ROC curve points"))
+        expect(table).to_be_visible()
+        rows = table.locator("tbody tr")
+        expect(rows).to_have_count(len(drawn))
+        first, last = rows.first.locator("td"), rows.last.locator("td")
+        expect(first).to_have_text([f"{drawn[0][0]:.3f}", f"{drawn[0][1]:.3f}"])
+        expect(last).to_have_text([f"{drawn[-1][0]:.3f}", f"{drawn[-1][1]:.3f}"])
+    finally:
+        page.close()
