@@ -238,5 +238,21 @@ def test_unknown_api_path_is_json_404(client):
     assert response.status_code == 404 and response.json["error"]["code"]
 
 
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/api/v1//predictions/1"),
+        ("GET", "/api//v1/tokens"),
+        ("POST", "/api/v1//predictions"),
+        ("DELETE", "/api/v1//tokens/1"),
+    ],
+)
+def test_an_api_path_with_an_empty_segment_is_a_json_404_not_an_html_redirect(client, api_token, method, path):
+    # werkzeug merged the slashes and answered 308 with an HTML page: a script re-sent its upload.
+    response = client.open(path, method=method, headers={"Authorization": f"Bearer {api_token}"})
+    assert response.status_code == 404 and response.is_json and response.json["error"]["code"] == "not_found"
+    assert "Location" not in response.headers
+
+
 def test_second_token_for_admin(app, admin_user):
     assert issue_token(app, "admin") != issue_token(app, "admin")
