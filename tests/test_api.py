@@ -124,6 +124,42 @@ def test_missing_file_field(client, api_token):
     assert response.status_code == 400 and response.json["error"]["code"] == "no_file"
 
 
+@pytest.mark.parametrize(
+    "disposition, boundary",
+    [
+        ('form-data; name="file"; filename="\u00e9l\u00e8ve.jpg"'.encode("latin-1"), "XyZ"),  # raw Latin-1 name
+        (b'form-data; name="file"; filename="a.jpg"', "Other"),  # a boundary the body does not use
+    ],
+)
+def test_a_multipart_body_that_cannot_be_read_is_not_called_a_missing_filename(
+    app, client, api_token, disposition, boundary
+):
+    # werkzeug drops such a body silently: the answer said "a part without a filename", which it had.
+    body = b"--XyZ\r\nContent-Disposition: " + disposition + b"\r\nContent-Type: image/jpeg\r\n\r\n"
+    body += fixture_image("normal.jpeg") + b"\r\n--XyZ--\r\n"
+    response = client.post(
+        "/api/v1/predictions",
+        data=body,
+        content_type=f"multipart/form-data; boundary={boundary}",
+        headers={"Authorization": f"Bearer {api_token}"},
+    )
+    assert response.status_code == 400 and response.json["error"]["code"] == "no_file"
+    assert "No part could be read" in response.json["error"]["message"]
+    assert count(app) == 0
+
+
+def test_a_filename_in_rfc_5987_form_is_read(client, api_token):
+    body = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''%C3%A9l%C3%A8ve.jpeg\r\n\r\n"
+    body += fixture_image("normal.jpeg") + b"\r\n--XyZ--\r\n"
+    response = client.post(
+        "/api/v1/predictions",
+        data=body,
+        content_type="multipart/form-data; boundary=XyZ",
+        headers={"Authorization": f"Bearer {api_token}"},
+    )
+    assert response.status_code == 201 and response.json["predictions"][0]["filename"] == "\u00e9l\u00e8ve.jpeg"
+
+
 def test_file_name_is_sanitized(client, api_token):
     response = api_upload(client, api_token, ("../../etc/pa\x00ss<b>.jpeg", fixture_image("normal.jpeg")))
     name = response.json["predictions"][0]["filename"]
