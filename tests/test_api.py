@@ -30,6 +30,29 @@ def test_requests_without_a_valid_token_get_401(client, api_token, header):
         assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        ({"Authorization": "bearer {t}"}, 200),
+        ({"Authorization": "BEARER   {t}  "}, 200),
+        ({"Authorization": "Bearer {t}, Bearer {t}"}, 401),  # how two Authorization headers arrive
+        ({"Cookie": "token={t}; access_token={t}"}, 401),
+    ],
+)
+def test_the_forms_of_a_token_docs_api_describes(client, api_token, headers, status):
+    headers = {name: value.format(t=api_token) for name, value in headers.items()}
+    response = client.get("/api/v1/tokens", headers=headers)
+    assert response.status_code == status and response.is_json
+    assert client.get(f"/api/v1/tokens?access_token={api_token}").status_code == 401
+
+
+def test_options_needs_no_token_and_grants_no_other_origin(client):
+    preflight = {"Origin": "https://ris.example", "Access-Control-Request-Method": "POST"}
+    response = client.options("/api/v1/predictions", headers=preflight)
+    assert response.status_code == 200 and set(response.headers["Allow"].split(", ")) >= {"GET", "POST"}
+    assert not any(name.lower().startswith("access-control-") for name, _ in response.headers)
+
+
 def test_one_upload(app, client, api_token):
     response = api_upload(client, api_token, ("normal.jpeg", fixture_image("normal.jpeg")))
     assert response.status_code == 201
