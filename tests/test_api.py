@@ -30,6 +30,29 @@ def test_requests_without_a_valid_token_get_401(client, api_token, header):
         assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
+@pytest.mark.parametrize(
+    "headers, status",
+    [
+        ({"Authorization": "bearer {t}"}, 200),
+        ({"Authorization": "BEARER   {t}  "}, 200),
+        ({"Authorization": "Bearer {t}, Bearer {t}"}, 401),  # how two Authorization headers arrive
+        ({"Cookie": "token={t}; access_token={t}"}, 401),
+    ],
+)
+def test_the_forms_of_a_token_docs_api_describes(client, api_token, headers, status):
+    headers = {name: value.format(t=api_token) for name, value in headers.items()}
+    response = client.get("/api/v1/tokens", headers=headers)
+    assert response.status_code == status and response.is_json
+    assert client.get(f"/api/v1/tokens?access_token={api_token}").status_code == 401
+
+
+def test_options_needs_no_token_and_grants_no_other_origin(client):
+    preflight = {"Origin": "https://ris.example", "Access-Control-Request-Method": "POST"}
+    response = client.options("/api/v1/predictions", headers=preflight)
+    assert response.status_code == 200 and set(response.headers["Allow"].split(", ")) >= {"GET", "POST"}
+    assert not any(name.lower().startswith("access-control-") for name, _ in response.headers)
+
+
 def test_one_upload(app, client, api_token):
     response = api_upload(client, api_token, ("normal.jpeg", fixture_image("normal.jpeg")))
     assert response.status_code == 201
@@ -122,6 +145,42 @@ def test_all_rejected_batch(app, client, api_token):
 def test_missing_file_field(client, api_token):
     response = client.post("/api/v1/predictions", headers={"Authorization": f"Bearer {api_token}"}, data={})
     assert response.status_code == 400 and response.json["error"]["code"] == "no_file"
+
+
+@pytest.mark.parametrize(
+    "disposition, boundary",
+    [
+        ('form-data; name="file"; filename="\u00e9l\u00e8ve.jpg"'.encode("latin-1"), "XyZ"),  # raw Latin-1 name
+        (b'form-data; name="file"; filename="a.jpg"', "Other"),  # a boundary the body does not use
+    ],
+)
+def test_a_multipart_body_that_cannot_be_read_is_not_called_a_missing_filename(
+    app, client, api_token, disposition, boundary
+):
+    # werkzeug drops such a body silently: the answer said "a part without a filename", which it had.
+    body = b"--XyZ\r\nContent-Disposition: " + disposition + b"\r\nContent-Type: image/jpeg\r\n\r\n"
+    body += fixture_image("normal.jpeg") + b"\r\n--XyZ--\r\n"
+    response = client.post(
+        "/api/v1/predictions",
+        data=body,
+        content_type=f"multipart/form-data; boundary={boundary}",
+        headers={"Authorization": f"Bearer {api_token}"},
+    )
+    assert response.status_code == 400 and response.json["error"]["code"] == "no_file"
+    assert "No part could be read" in response.json["error"]["message"]
+    assert count(app) == 0
+
+
+def test_a_filename_in_rfc_5987_form_is_read(client, api_token):
+    body = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''%C3%A9l%C3%A8ve.jpeg\r\n\r\n"
+    body += fixture_image("normal.jpeg") + b"\r\n--XyZ--\r\n"
+    response = client.post(
+        "/api/v1/predictions",
+        data=body,
+        content_type="multipart/form-data; boundary=XyZ",
+        headers={"Authorization": f"Bearer {api_token}"},
+    )
+    assert response.status_code == 201 and response.json["predictions"][0]["filename"] == "\u00e9l\u00e8ve.jpeg"
 
 
 def test_file_name_is_sanitized(client, api_token):
@@ -236,6 +295,22 @@ def test_openapi_document(client, api_token):
 def test_unknown_api_path_is_json_404(client):
     response = client.get("/api/v1/nothing")
     assert response.status_code == 404 and response.json["error"]["code"]
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/api/v1//predictions/1"),
+        ("GET", "/api//v1/tokens"),
+        ("POST", "/api/v1//predictions"),
+        ("DELETE", "/api/v1//tokens/1"),
+    ],
+)
+def test_an_api_path_with_an_empty_segment_is_a_json_404_not_an_html_redirect(client, api_token, method, path):
+    # werkzeug merged the slashes and answered 308 with an HTML page: a script re-sent its upload.
+    response = client.open(path, method=method, headers={"Authorization": f"Bearer {api_token}"})
+    assert response.status_code == 404 and response.is_json and response.json["error"]["code"] == "not_found"
+    assert "Location" not in response.headers
 
 
 def test_second_token_for_admin(app, admin_user):

@@ -104,6 +104,8 @@ def test_document_response_schemas_match_what_is_served(app, client, admin_token
         "user=" + "u" * 65,
         "user=a%00b",
         "model_version=%1b[31m",
+        "user=",  # was read as no filter: every user's films, for a client that meant one user
+        "model_version=",
     ],
 )
 def test_out_of_contract_query_is_400_with_the_error_body(client, admin_token, query):
@@ -112,6 +114,12 @@ def test_out_of_contract_query_is_400_with_the_error_body(client, admin_token, q
     assert response.json["error"]["code"] == "invalid_filter"
     name = query.split("=")[0]
     assert response.json["error"]["message"].startswith(f"{name}: ")
+
+
+@pytest.mark.parametrize("query", ["user=", "action=", "target="])
+def test_an_empty_audit_filter_is_400_not_the_whole_trail(client, admin_token, query):
+    response = client.get(f"/api/v1/audit-events?{query}", headers=auth(admin_token))
+    assert response.status_code == 400 and response.json["error"]["code"] == "invalid_filter"
 
 
 @pytest.mark.parametrize("listing", ["predictions", "audit-events"])

@@ -14,6 +14,14 @@ BASE_PATH = "/api/v1"
 class ApiBlueprint(Blueprint):
     ARGUMENTS_PARSER = ArgumentParser()
 
+    def add_url_rule(self, rule, endpoint=None, view_func=None, provide_automatic_options=None, **options):
+        """API paths are matched as written: werkzeug would otherwise answer `/api/v1//predictions` with
+        a 308 to `/api/v1/predictions` and an HTML page as its body (Flask hands routing redirects to no
+        error handler), and a script would re-send its upload there. An address with an empty segment
+        is an unknown path, 404 with the error body like any other (docs/api.md)."""
+        options.setdefault("merge_slashes", False)
+        super().add_url_rule(rule, endpoint, view_func, provide_automatic_options, **options)
+
     def errors(self, *answers: tuple[int, object, str | None]):
         """The refusals an operation can answer, as one table of (status, schema, description): one
         `alt_response` each, in the order of a written decorator stack. A schema given as a string

@@ -38,6 +38,13 @@ def describe(messages, field: str = "") -> str:
     return f"{field}: {text}" if field else text
 
 
+UNREADABLE_MULTIPART = (
+    "No part could be read from the multipart body: the boundary in its Content-Type must be the one in "
+    "the body, and each part's headers must be UTF-8 (a file name in another encoding goes in "
+    "filename*=UTF-8''..., RFC 7578)."
+)
+
+
 class ArgumentParser(FlaskParser):
     """Request parsing for the API: a schema violation is a 400 with the shared error body.
 
@@ -58,6 +65,14 @@ class ArgumentParser(FlaskParser):
         if repeated:
             raise ValidationError(repeated)
         return super().load_querystring(req, schema)
+
+    def load_files(self, req, schema):
+        """werkzeug's form parser gives up silently on a multipart body it cannot read (a part header in
+        Latin-1 bytes, as curl sends `-F file=@élève.jpg` from a Latin-1 file system; a boundary other than
+        the Content-Type's), and the client was told it had sent no part with a filename, which it had."""
+        if req.mimetype == "multipart/form-data" and not req.files and not req.form and req.content_length != 0:
+            raise ApiError(getattr(schema, "error_code", "invalid_request"), UNREADABLE_MULTIPART, 400)
+        return super().load_files(req, schema)
 
     def handle_error(self, error, req, schema, *, error_status_code, error_headers):
         raise ApiError(

@@ -216,6 +216,12 @@ class UploadSchema(Schema):
     )
 
 
+def filter_text(max_length: int) -> list:
+    """A free-text filter's rules. Empty is refused, not read as no filter: `user=` listed every user's
+    films, so a client that sent an empty field for "this user" exported them all and took it for one's."""
+    return [validate.Length(min=1, max=max_length), PRINTABLE]
+
+
 class DaysFilterSchema(Schema):
     """A listing filtered by UTC days, `date_from` to `date_to`, both inclusive: never backwards."""
 
@@ -232,8 +238,8 @@ class PredictionFilterSchema(DaysFilterSchema):
     verdict = fields.String(validate=validate.OneOf(VERDICTS))
     date_from = fields.Date(metadata={"description": "first day (UTC), inclusive", "example": "2026-01-01"})
     date_to = fields.Date(metadata={"description": "last day (UTC), inclusive", "example": "2026-01-31"})
-    user = fields.String(validate=[validate.Length(max=64), PRINTABLE], metadata={"description": "username"})
-    model_version = fields.String(validate=[validate.Length(max=64), PRINTABLE])
+    user = fields.String(validate=filter_text(64), metadata={"description": "username"})
+    model_version = fields.String(validate=filter_text(64))
     source = fields.String(validate=validate.OneOf(SOURCES), metadata={"description": "where the films came from"})
     reviewed = fields.String(
         validate=validate.OneOf(["yes", "no"]), metadata={"description": "with or without a radiologist reading"}
@@ -284,13 +290,13 @@ class AuditEventPageSchema(ResponseSchema):
 class AuditFilterSchema(DaysFilterSchema):
     error_code = "invalid_filter"  # read by errors.ArgumentParser
 
-    action = fields.String(validate=[validate.Length(max=64), PRINTABLE], metadata={"example": "sign_in"})
+    action = fields.String(validate=filter_text(64), metadata={"example": "sign_in"})
     user = fields.String(
-        validate=[validate.Length(max=64), PRINTABLE],
+        validate=filter_text(64),
         metadata={"description": "the acting user name; cli: every shell command"},
     )
     target = fields.String(
-        validate=[validate.Length(max=255), PRINTABLE],
+        validate=filter_text(255),
         metadata={"description": "what the action was on, matched whole", "example": "prediction 37"},
     )
     date_from = fields.Date(metadata={"description": "first day (UTC), inclusive"})
