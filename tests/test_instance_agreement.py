@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 
 import pytest
 import redis
@@ -119,3 +120,15 @@ def test_the_job_worker_logs_a_model_other_than_the_replicas(replica, monkeypatc
     assert "model version (" in record.getMessage() and "'an-older-model'" in record.getMessage()
     monkeypatch.undo()
     assert "model version" in warnings_of(app)[0]
+
+
+def test_the_agreement_task_is_scheduled_on_redis_only(replica, tmp_path):
+    """On the embedded SQLite queue the every-minute task did nothing (no Redis to compare with) but put
+    Huey's "Executing jobs.settings_agreement" lines in the worker's log every minute."""
+    minute = datetime(2026, 12, 5, 6, 1)
+    with replica().app_context():
+        assert "jobs.settings_agreement" in {task.name for task in jobs().huey.read_periodic(minute)}
+    alone = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path / "alone", "REDIS_URL": ""})
+    with alone.app_context():
+        due = {task.name for task in jobs().huey.read_periodic(minute)}
+    assert "jobs.settings_agreement" not in due and "jobs.recover" in due

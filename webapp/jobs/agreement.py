@@ -83,9 +83,10 @@ def disagreement(client: redis.Redis, settings: dict[str, str], now: float | Non
     )
 
 
-@periodic("jobs.settings_agreement")
+@periodic("jobs.settings_agreement", needs_redis=True)
 def check_worker_settings() -> None:
-    """The job worker's part, at its start and every minute: record its settings, log any difference."""
+    """The job worker's part, at its start and every minute: record its settings, log any difference.
+    Only with Redis: a worker on the SQLite queue shares it with no other instance."""
     client = jobs().redis_client()
     if client is None:
         return
