@@ -6,12 +6,16 @@ failed passwords (reproduced with two gunicorn replicas on one PostgreSQL and on
 
 from __future__ import annotations
 
+import ast
 import logging
 import uuid
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 import redis
 
+import webapp
 from tests.helpers import reset_database
 from tests.redis_server import redis_server  # noqa: F401  (session fixture)
 from webapp import create_app
@@ -119,3 +123,30 @@ def test_the_job_worker_logs_a_model_other_than_the_replicas(replica, monkeypatc
     assert "model version (" in record.getMessage() and "'an-older-model'" in record.getMessage()
     monkeypatch.undo()
     assert "model version" in warnings_of(app)[0]
+
+
+def test_the_agreement_task_is_scheduled_on_redis_only(replica, tmp_path):
+    """On the embedded SQLite queue the every-minute task did nothing (no Redis to compare with) but put
+    Huey's "Executing jobs.settings_agreement" lines in the worker's log every minute."""
+    minute = datetime(2026, 12, 5, 6, 1)
+    with replica().app_context():
+        assert "jobs.settings_agreement" in {task.name for task in jobs().huey.read_periodic(minute)}
+    alone = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path / "alone", "REDIS_URL": ""})
+    with alone.app_context():
+        due = {task.name for task in jobs().huey.read_periodic(minute)}
+    assert "jobs.settings_agreement" not in due and "jobs.recover" in due
+
+
+def test_only_the_dicom_node_hashes_uids_so_it_needs_no_part_in_the_check():
+    """The DICOM node records no settings (agreement.py says why): the keyed hashes of UIDs it writes
+    are made and matched by the node alone. Were any other process to compute one (a replica looking a
+    film up by its UID, say), a node with another SECRET_KEY would silently fail to match, and the node
+    would have to record its key like the worker does."""
+    root = Path(webapp.__file__).parent
+    uid_hashing = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            called = isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None))
+            if called == "keyed_hash" and len(node.args) == 1 and not node.keywords:  # the "dicom-uid" purpose
+                uid_hashing.add(path.relative_to(root).as_posix())
+    assert uid_hashing == {"pacs/intake.py"}

@@ -291,6 +291,8 @@ def test_print_view(app, client, auth, clinician_user, other_clinician):
     ):
         assert text in html, text
     assert '<details class="model-scores" open>' in html  # the record shows the scores, greyed
+    # Printed twice (under the bars and again in the facts list): once, under the bars it is read against.
+    assert html.count("Decision threshold") == 1
     # The paper said "de-identified review copy" above a film whose burned-in name it printed: only the
     # header is gone, a name written into the pixels by the modality is printed with the film.
     assert "de-identified" not in html and "text burned into the image" in html

@@ -100,6 +100,10 @@ def test_revoke_one_or_all_from_the_cli(app, client, runner, clinician_user):
     assert_refused(client, third)
     listing = runner.invoke(args=["users", "tokens", "clin"]).output
     assert listing.count("revoked") == 3
+    # The times are UTC and say so: a bare "2026-12-05 05:47" on a server in Berlin read as local time.
+    times = r"expires \d{4}-\d\d-\d\d UTC\t(never used|\d{4}-\d\d-\d\d \d\d:\d\d UTC)$"
+    assert all(re.search(times, line) for line in listing.splitlines()), listing
+    assert re.search(r"valid until \d{4}-\d\d-\d\d UTC ", runner.invoke(args=["users", "token", "clin"]).output)
 
 
 def test_password_reset_from_the_cli_revokes_tokens(app, client, runner, clinician_user, api_token):

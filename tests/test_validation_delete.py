@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import threading
 
 import pytest
@@ -125,6 +126,7 @@ def test_the_shell_command_names_the_run_and_asks_first(app, client, runner, adm
     run_id = finished_run(app, client, admin_token)
     declined = runner.invoke(args=["validation", "delete", str(run_id)], input="n\n")
     assert declined.exit_code == 1 and "s.zip, done" in declined.output and "Nothing was deleted." in declined.output
+    assert re.search(r"uploaded \d{4}-\d\d-\d\d UTC\)", declined.output), declined.output  # says its zone
     assert kept(app, run_id) == (True, 5, True)
     result = runner.invoke(args=["validation", "delete", str(run_id)], input="y\n")
     assert result.exit_code == 0, result.output

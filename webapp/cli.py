@@ -15,6 +15,7 @@ from .auth.throttle import forget_lapsed
 from .cli_group import AdminGroup
 from .config import MAX_RETENTION_DAYS
 from .extensions import db
+from .local_time import utc_time
 from .models import LOCAL, RESERVED_ACCOUNT, ROLES, USERNAME_PATTERN, AuditEvent, User, record_audit, utcnow
 from .neutral_names import neutralise, sent_names
 from .passwords import password_problem
@@ -90,7 +91,7 @@ def token(name: str, token_name: str, days: int | None) -> None:
         raise click.ClickException(exc.message) from None
     db.session.commit()
     click.echo(
-        f"New API token {row.id} for {name}, valid until {row.expires_at:%Y-%m-%d} "
+        f"New API token {row.id} for {name}, valid until {utc_time(row.expires_at, 'day')} "
         "(store it now; it is not shown again):"
     )
     click.echo(value)
@@ -101,8 +102,8 @@ def token(name: str, token_name: str, days: int | None) -> None:
 def list_tokens(name: str) -> None:
     """List NAME's API tokens: id, name, state, expiry, last use."""
     for row in _user_or_fail(name).tokens:
-        used = f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never used"
-        click.echo(f"{row.id}\t{row.name or '-'}\t{row.state}\texpires {row.expires_at:%Y-%m-%d}\t{used}")
+        used = utc_time(row.last_used_at) if row.last_used_at else "never used"
+        click.echo(f"{row.id}\t{row.name or '-'}\t{row.state}\texpires {utc_time(row.expires_at, 'day')}\t{used}")
 
 
 @users_cli.command("revoke-token")

@@ -2,7 +2,8 @@
 
 The one home for both: every page and the printable result show a stored (UTC) time through the
 `local_time` template filter, and the history and audit filters turn a day into UTC bounds through
-`day_bounds`. The JSON API, the CSV and audit exports keep UTC with a Z (docs/api.md).
+`day_bounds`. The JSON API, the CSV and audit exports keep UTC with a Z (docs/api.md); the shell
+commands print UTC through `utc_time`, saying so (a bare "2026-12-05 05:47" read as local time).
 
 Each time carries its zone's abbreviation (CET, CEST; "+04" where the zone has none), so the hour
 that occurs twice when the clocks go back reads as two different times.
@@ -36,6 +37,11 @@ def local_time(moment: datetime | None, precision: str = "minutes") -> str:
         offset = local.strftime("%z")
         label = f"{label} UTC{offset[:3]}:{offset[3:]}"
     return f"{local.strftime(FORMATS[precision])} {label}"
+
+
+def utc_time(moment: datetime, precision: str = "minutes") -> str:
+    """ "2026-12-05 05:47 UTC": a stored time as the shell commands print it."""
+    return f"{as_utc(moment).astimezone(UTC).strftime(FORMATS[precision])} UTC"
 
 
 def day_bounds(date_from: date | None, date_to: date | None, zone: tzinfo) -> tuple[datetime | None, datetime | None]:

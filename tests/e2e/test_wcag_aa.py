@@ -114,6 +114,34 @@ def test_pages_with_tables_reflow_at_320_px(visit, seeded_predictions):
     visit.step("narrow-02-users")
 
 
+def test_the_users_actions_are_reachable_at_320_px_without_sideways_scrolling(visit, seeded_predictions):
+    """At 320 px the Users table kept its five columns, so every account's forms (deactivate, reset
+    password, issue a token) and each token's Revoke sat past the window's edge, reached only by
+    scrolling the table sideways. Below the breakpoint each row is a card, each value beside its
+    column's name; at 1280 px the table is unchanged."""
+    page = visit.page
+    visit.sign_in("e2e-admin")
+    controls = "table.history td.actions button, table.history td.actions input:not([type=hidden])"
+    page.set_viewport_size(NARROW)
+    page.goto("/admin/users")
+    width = page.evaluate("document.documentElement.clientWidth")
+    assert page.locator(controls).count() > 3
+    for control in page.locator(controls).all():
+        box = control.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= width + 1, (control.get_attribute("id"), box)
+    for region in page.locator(".table-scroll").all():
+        assert region.evaluate("(e) => e.scrollWidth <= e.clientWidth + 1")
+    cell = page.locator("table.history tbody td[data-label='Role']").first
+    label = cell.evaluate("(e) => getComputedStyle(e, '::before').content")
+    assert label == '"Role"', label
+    visit.step("narrow-04-users-cards")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto("/admin/users")
+    assert page.locator("table.history thead").first.is_visible()
+    assert page.locator("table.history tbody tr").first.evaluate("(e) => getComputedStyle(e).display") == "table-row"
+    assert cell.evaluate("(e) => getComputedStyle(e, '::before').content") in ("none", "normal")
+
+
 def test_the_printable_result_reflows_at_320_px(visit, seeded_predictions):
     """The printable result keeps two columns (films; verdict and notes) at every width: at 320 px
     the notes column ran 25 px past the window and the sheet scrolled sideways."""

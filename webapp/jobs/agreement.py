@@ -14,6 +14,13 @@ a replica on every /readyz, the job worker when it starts and every minute. Two 
 WINDOW_SECONDS are named in /readyz's warnings and in the worker's log. SECRET_KEY is written as a
 keyed hash of a constant (pseudonyms.py), never the key. A value everyone stopped using (a key
 rotated on every instance) is forgotten WINDOW_SECONDS later.
+
+The DICOM node (`flask dicom listen`) takes no part, on purpose: it screens nothing (no model), serves
+no session and counts no sign-in, and the keyed hashes of UIDs it writes (pacs/intake.py: a film sent
+again is matched to its receipt) are computed and compared by the node alone; no replica or worker
+computes one. A key other than the replicas' changes nothing there; only the node's own key changing
+matters (docs/deployment.md, "Changing SECRET_KEY"). tests/test_instance_agreement.py checks that the
+UID hash stays the node's alone: a use elsewhere would need the node in this check.
 """
 
 from __future__ import annotations
@@ -83,9 +90,10 @@ def disagreement(client: redis.Redis, settings: dict[str, str], now: float | Non
     )
 
 
-@periodic("jobs.settings_agreement")
+@periodic("jobs.settings_agreement", needs_redis=True)
 def check_worker_settings() -> None:
-    """The job worker's part, at its start and every minute: record its settings, log any difference."""
+    """The job worker's part, at its start and every minute: record its settings, log any difference.
+    Only with Redis: a worker on the SQLite queue shares it with no other instance."""
     client = jobs().redis_client()
     if client is None:
         return

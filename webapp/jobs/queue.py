@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 
 _TASKS: dict[str, Callable] = {}
 _RECOVERIES: list[Callable[..., int]] = []
-# (task name, config key of its interval in minutes or None for every minute, fn)
-_PERIODIC: list[tuple[str, str | None, Callable]] = []
+# (task name, config key of its interval in minutes or None for every minute, needs Redis, fn)
+_PERIODIC: list[tuple[str, str | None, bool, Callable]] = []
 RECOVERY_TASK = "jobs.recover"
 PROBE_TIMEOUT_SECONDS = 1.0
 # A worker records in the queue's own storage that it is there: when it starts, then with the jobs it runs
@@ -59,13 +59,14 @@ def recovery(fn: Callable[..., int]) -> Callable[..., int]:
     return fn
 
 
-def periodic(name: str, minutes_setting: str | None = None):
+def periodic(name: str, minutes_setting: str | None = None, needs_redis: bool = False):
     """Declare `fn()` as the job `name`, run by every worker's scheduler every N minutes, N the
     config value `minutes_setting` (1 to 59; 0 turns it off), or every minute without one. It must be
-    safe to run twice."""
+    safe to run twice. `needs_redis`: not scheduled on the SQLite queue, where it would have nothing to
+    do but put Huey's "Executing ..." lines in the worker's log every minute."""
 
     def register(fn: Callable) -> Callable:
-        _PERIODIC.append((name, minutes_setting, fn))
+        _PERIODIC.append((name, minutes_setting, needs_redis, fn))
         return fn
 
     return register
@@ -104,9 +105,9 @@ class JobQueue:
                 for name, fn in _TASKS.items():
                     self._tasks[name] = huey.task(name=name)(self._in_app_context(fn))
                 huey.periodic_task(crontab(minute="*"), name=RECOVERY_TASK)(self._in_app_context(run_recoveries))
-                for name, setting, fn in _PERIODIC:
+                for name, setting, needs_redis, fn in _PERIODIC:
                     minutes = int(self.app.config[setting]) if setting else 1
-                    if minutes > 0:
+                    if minutes > 0 and (self.app.config.get("REDIS_URL") or not needs_redis):
                         every = crontab(minute=f"*/{minutes}")
                         huey.periodic_task(every, name=name)(self._in_app_context(fn))
                 self._huey = huey

@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from ..cli_group import AdminGroup
+from ..local_time import utc_time
 from ..models import ValidationRun
 from ..params import row_by_id
 from ..shell_actor import shell_actor
@@ -51,6 +52,6 @@ def _confirm(action: str, run_id: int, yes: bool, declined: str) -> None:
     run = row_by_id(ValidationRun, run_id)
     if run is None:
         raise click.ClickException(f"No validation run {run_id}.")
-    which = f"validation run {run.id} ({run.archive_name}, {run.status}, uploaded {run.created_at:%Y-%m-%d})"
+    which = f"validation run {run.id} ({run.archive_name}, {run.status}, uploaded {utc_time(run.created_at, 'day')})"
     if not yes and not click.confirm(f"{action} {which}?"):
         raise click.ClickException(declined)
