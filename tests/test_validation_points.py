@@ -71,3 +71,13 @@ def test_a_large_enough_run_is_not_flagged(app, client, auth):
     auth.login("admin")
     html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
     assert "98.0% (96.9&ndash;98.7%)" in html and 'id="shortfall"' not in html
+
+
+def test_a_run_of_one_class_draws_no_roc_curve_and_says_why(app, client, auth):
+    # Only normal films: every point of the "curve" has sensitivity 0, a flat line beside "AUC n/a".
+    run_id = stored_run(app, ["NORMAL"] * 60, [i / 60 for i in range(60)], ["NORMAL"] * 60)
+    auth.login("admin")
+    html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    assert 'aria-labelledby="roc-title"' not in html and 'id="roc-points"' not in html
+    assert "No ROC curve and no AUC: all 60 scored films are normal." in html
+    assert 'aria-labelledby="reliability-title"' in html  # the other chart still drawn

@@ -114,7 +114,8 @@ def report(run_id: int):
         worst=worst,
         points=points_with_intervals(metrics) if metrics else [],
         shortfall_flagged=SHORTFALL_FLAGGED,
-        roc=roc_svg(metrics["roc"], metrics["operating_points"]) if metrics else "",
+        # One class only: the points would draw a flat line along an axis, a curve that means nothing.
+        roc=roc_svg(metrics["roc"], metrics["operating_points"]) if metrics and metrics["auc"] is not None else "",
         reliability=reliability_svg(metrics["reliability"]) if metrics else "",
         adopt_form=AdoptThresholdForm(),
         cancel_form=CancelRunForm(),
