@@ -110,8 +110,16 @@ class WeekSchema(ResponseSchema):
         keys=fields.String(), values=fields.Float(), required=True, metadata={"description": "share of the films"}
     )
     reviewed = fields.Integer(required=True, metadata={"description": "films with a radiologist reading"})
+    reviewed_unknown = fields.Integer(
+        required=True, metadata={"description": "of those, films the model answered UNKNOWN (left out of agreement)"}
+    )
     agreement = fields.Float(
-        required=True, allow_none=True, metadata={"description": "share of readings agreeing; null without any"}
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "share of the reviewed films the model answered NORMAL or PNEUMONIA whose reading agrees; "
+            "null without any"
+        },
     )
     psi = fields.Dict(
         keys=fields.String(),
