@@ -81,3 +81,18 @@ def test_a_run_of_one_class_draws_no_roc_curve_and_says_why(app, client, auth):
     assert 'aria-labelledby="roc-title"' not in html and 'id="roc-points"' not in html
     assert "No ROC curve and no AUC: all 60 scored films are normal." in html
     assert 'aria-labelledby="reliability-title"' in html  # the other chart still drawn
+
+
+def test_the_two_sensitivities_at_the_threshold_in_force_are_told_apart(app, client, auth):
+    # 40 pneumonia films answered PNEUMONIA (0.9); 10 answered UNKNOWN, scoring 0.48 just under the
+    # threshold: the summary's sensitivity (answers) is 100%, the "in force" row's (scores) 80%.
+    truths = ["PNEUMONIA"] * 50 + ["NORMAL"] * 50
+    scores = [0.9] * 40 + [0.48] * 10 + [0.1] * 50
+    verdicts = ["PNEUMONIA"] * 40 + ["UNKNOWN"] * 10 + ["NORMAL"] * 50
+    run_id = stored_run(app, truths, scores, verdicts)
+    auth.login("admin")
+    html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    note = " ".join(html.split('id="in-force-note">', 1)[1].split("</p>", 1)[0].split())
+    assert "<strong>100.0%</strong> in the summary is of the <em>answers</em>" in note
+    assert '<strong>80.0%</strong> in the "in force" row is by <em>score</em>: of all 50 pneumonia films' in note
+    assert "10 films were answered UNKNOWN" in note
