@@ -162,8 +162,8 @@ def test_summary_charts(app, client, auth, rows):
     assert f"<td>{D1}</td><td>1</td><td>0</td><td>0</td>" in html
     assert f"<td>{D2}</td><td>0</td><td>1</td><td>1</td>" in html
     # v1: one review, agreed; v2: one review (NORMAL vs PNEUMONIA), disagreed.
-    assert "<td>v1</td><td>1</td><td>1</td><td>100.0%</td>" in html
-    assert "<td>v2</td><td>1</td><td>0</td><td>0.0%</td>" in html
+    assert "<td>v1</td><td>1</td><td>0</td><td>1</td><td>100.0%</td>" in html
+    assert "<td>v2</td><td>1</td><td>0</td><td>0</td><td>0.0%</td>" in html
 
 
 def test_a_page_past_the_last_shows_the_last_page(client, auth, rows):

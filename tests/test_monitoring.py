@@ -165,3 +165,34 @@ def test_a_100_film_run_is_no_drift_reference(app, admin_client, admin_user):
     assert body["weeks"][-1]["psi"] == {} and not body["weeks"][-1]["drift_alert"]
     page = admin_client.get("/admin/validation/monitoring").get_data(as_text=True)
     assert "at least 500 scored films: drift cannot be measured" in page
+
+
+def test_unknown_answers_are_no_disagreement_and_are_counted_apart(app, admin_client, admin_user):
+    """The model's UNKNOWN is no answer: a radiologist reading "pneumonia" on a film the model declined
+    is not the model disagreeing. Counted as disagreement, a week of 6 right answers and 4 UNKNOWN
+    films read agreement 60%."""
+    with app.app_context():
+        version = current_model_version()
+        for label, reading in [("PNEUMONIA", "PNEUMONIA")] * 5 + [("NORMAL", "NORMAL"), ("NORMAL", "NOT_CXR")]:
+            add_prediction(admin_user, label=label, version=version, when=datetime.now(UTC), feedback=reading)
+        for reading in ("PNEUMONIA", "PNEUMONIA", "NORMAL", "NOT_CXR"):
+            add_prediction(admin_user, label="UNKNOWN", version=version, when=datetime.now(UTC), feedback=reading)
+        add_prediction(admin_user, label="UNKNOWN", version=version, when=datetime.now(UTC))  # not reviewed
+    week = admin_client.get("/admin/validation/monitoring.json").get_json()["weeks"][-1]
+    assert week["reviewed"] == 11 and week["reviewed_unknown"] == 4
+    assert week["agreement"] == pytest.approx(6 / 7)
+    html = admin_client.get("/admin/validation/monitoring").get_data(as_text=True)
+    assert "85.7% of 7 answered films; 4 reviewed UNKNOWN, not counted" in html
+    summary = admin_client.get("/admin/summary").get_data(as_text=True)
+    assert f"<td>{version}</td><td>11</td><td>4</td><td>6</td><td>85.7%</td>" in summary
+
+
+def test_a_week_whose_reviewed_films_were_all_unknown_has_no_agreement(app, admin_client, admin_user):
+    with app.app_context():
+        version = current_model_version()
+        add_prediction(admin_user, label="UNKNOWN", version=version, when=datetime.now(UTC), feedback="PNEUMONIA")
+    week = admin_client.get("/admin/validation/monitoring.json").get_json()["weeks"][-1]
+    assert week["reviewed"] == 1 and week["reviewed_unknown"] == 1 and week["agreement"] is None
+    html = admin_client.get("/admin/validation/monitoring").get_data(as_text=True)
+    assert "no answered film reviewed; 1 reviewed UNKNOWN, not counted" in html
+    assert "n/a</td>" in admin_client.get("/admin/summary").get_data(as_text=True)

@@ -59,6 +59,29 @@ FEEDBACK_LABELS = {NORMAL: "Normal", PNEUMONIA: "Pneumonia", "NOT_CXR": "Not a c
 VERDICT_FOR_READING = {NORMAL: NORMAL, PNEUMONIA: PNEUMONIA, "NOT_CXR": UNKNOWN}
 
 
+def reading_agreement(pairs) -> dict:
+    """Agreement of the model with the radiologists over (model verdict, radiologist reading) pairs.
+    An UNKNOWN answer is no answer: the model declined the film, so it neither agrees nor disagrees
+    (counted as disagreement, a week of "Uncertain" films read as pneumonia looked like a model that
+    misreads them); such films are counted apart as `reviewed_unknown`. The validation report counts
+    answered films only in the same way. A film the model answered and the radiologist read as not a
+    chest radiograph is a disagreement."""
+    reviewed = unknown = agreed = 0
+    for verdict, reading in pairs:
+        reviewed += 1
+        if verdict == UNKNOWN:
+            unknown += 1
+        else:
+            agreed += VERDICT_FOR_READING[reading] == verdict
+    answered = reviewed - unknown
+    return {
+        "reviewed": reviewed,
+        "reviewed_unknown": unknown,
+        "agreed": agreed,
+        "agreement": agreed / answered if answered else None,
+    }
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..local_time import day_bounds, display_zone
-from ..models import LABELS, VERDICT_FOR_READING, Feedback, Prediction, as_utc
+from ..models import LABELS, Feedback, Prediction, as_utc, reading_agreement
 
 
 def verdicts_per_day(days: int = 30) -> list[dict]:
@@ -34,8 +34,7 @@ def agreement_per_version() -> list[dict]:
             Feedback, Feedback.prediction_id == Prediction.id
         )
     ).all()
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    pairs: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for version, label, reading in rows:
-        totals[version][0] += VERDICT_FOR_READING[reading] == label
-        totals[version][1] += 1
-    return [{"model_version": v, "agreed": a, "reviewed": n, "rate": a / n} for v, (a, n) in sorted(totals.items())]
+        pairs[version].append((label, reading))
+    return [{"model_version": v, **reading_agreement(p)} for v, p in sorted(pairs.items())]

@@ -15,6 +15,7 @@ from ..validation.archive import ArchiveRejected
 from ..validation.deletion import DeletionRefused, delete_run
 from ..validation.monitoring import weekly
 from ..validation.redaction import RedactionRefused, redact_run
+from ..validation.report import points_with_intervals
 from ..validation.runs import create_run, progress, record_report_viewed, too_large, upload_limit
 from ..validation.site import AdoptionRefused, adopt, current_model_version, withdraw
 from . import bp
@@ -130,7 +131,7 @@ class ValidationRunById(MethodView):
             "model_version": run.model_version,
             "error": run.error,
             "metrics": metrics or None,
-            "operating_points": metrics.get("operating_points", []),
+            "operating_points": points_with_intervals(metrics) if metrics else [],
         }
 
     @admin_token_required

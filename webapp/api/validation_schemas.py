@@ -6,6 +6,7 @@ from marshmallow import Schema, fields, validate
 
 from ..models import RUN_STATES
 from ..validation.monitoring import DEFAULT_WEEKS, MAX_WEEKS
+from ..validation.report import SHORTFALL_FLAGGED
 from .schemas import ResponseSchema, Rounded, UtcDateTime
 
 INTERVAL = fields.List(fields.Float(), allow_none=True, metadata={"description": "95% interval [low, high]"})
@@ -33,8 +34,22 @@ class RunMetricsSchema(ResponseSchema):
 class OperatingPointSchema(ResponseSchema):
     name = fields.String(metadata={"example": "max Youden J"})
     threshold = Rounded(required=True)
-    sensitivity = fields.Float(allow_none=True)
-    specificity = fields.Float(allow_none=True)
+    sensitivity = fields.Float(allow_none=True, metadata={"description": "every scored film by its score"})
+    sensitivity_ci = fields.List(
+        fields.Float(), allow_none=True, metadata={"description": "Wilson 95% interval [low, high] of the sensitivity"}
+    )
+    specificity = fields.Float(allow_none=True, metadata={"description": "every scored film by its score"})
+    specificity_ci = fields.List(
+        fields.Float(), allow_none=True, metadata={"description": "Wilson 95% interval [low, high] of the specificity"}
+    )
+    target = fields.Float(
+        allow_none=True, metadata={"description": "the sensitivity this point was chosen to reach; null: none"}
+    )
+    short_of_target = fields.Boolean(
+        metadata={
+            "description": f"the sensitivity interval's lower end lies more than {SHORTFALL_FLAGGED} below `target`"
+        }
+    )
     uncertain_rate = fields.Float(
         allow_none=True,
         metadata={"description": "share of scored films within the model's uncertainty band of the threshold"},
@@ -95,8 +110,16 @@ class WeekSchema(ResponseSchema):
         keys=fields.String(), values=fields.Float(), required=True, metadata={"description": "share of the films"}
     )
     reviewed = fields.Integer(required=True, metadata={"description": "films with a radiologist reading"})
+    reviewed_unknown = fields.Integer(
+        required=True, metadata={"description": "of those, films the model answered UNKNOWN (left out of agreement)"}
+    )
     agreement = fields.Float(
-        required=True, allow_none=True, metadata={"description": "share of readings agreeing; null without any"}
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "share of the reviewed films the model answered NORMAL or PNEUMONIA whose reading agrees; "
+            "null without any"
+        },
     )
     psi = fields.Dict(
         keys=fields.String(),

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from ..extensions import db
 from ..inference.labels import VERDICTS
-from ..models import ITEM_DONE, RUN_DONE, VERDICT_FOR_READING, Feedback, Prediction, ValidationItem, ValidationRun
+from ..models import ITEM_DONE, RUN_DONE, Feedback, Prediction, ValidationItem, ValidationRun, reading_agreement
 from . import metrics
 from .report import reason_category
 
@@ -109,8 +109,7 @@ def week_figures(start: date, rows: list, reference: dict[str, list[float]] | No
     films = len(rows)
     verdicts = Counter(row[1] for row in rows)
     reasons = Counter(reason_category(row[2]) for row in rows if row[1] == "UNKNOWN")
-    reviewed = [row for row in rows if row[-1]]
-    agreed = sum(VERDICT_FOR_READING[row[-1]] == row[1] for row in reviewed)
+    agreement = reading_agreement((row[1], row[-1]) for row in rows if row[-1])
     drift = {}
     if reference is not None and films >= MIN_FILMS:
         for i, score in enumerate(SCORES):
@@ -123,8 +122,9 @@ def week_figures(start: date, rows: list, reference: dict[str, list[float]] | No
         "verdicts": {v: verdicts.get(v, 0) for v in VERDICTS},
         "unknown_rate": verdicts.get("UNKNOWN", 0) / films if films else None,
         "unknown_reasons": {reason: count / films for reason, count in reasons.items()},
-        "reviewed": len(reviewed),
-        "agreement": agreed / len(reviewed) if reviewed else None,
+        "reviewed": agreement["reviewed"],
+        "reviewed_unknown": agreement["reviewed_unknown"],
+        "agreement": agreement["agreement"],
         "psi": drift,
         "drift_alert": any(value is not None and value > PSI_ALERT for value in drift.values()),
     }

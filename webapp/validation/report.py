@@ -20,6 +20,10 @@ from ..models import ITEM_DONE, ITEM_REFUSED, ValidationItem, ValidationRun
 from . import metrics
 
 TARGET_SENSITIVITIES = (0.95, 0.98)
+# A proposal named for a target sensitivity is flagged on the report when the lower end of its
+# sensitivity's 95% interval lies more than this below the target: 49 of 50 pneumonia films is
+# "sensitivity 0.98" with a lower bound of 0.895, five times the misses the name promises.
+SHORTFALL_FLAGGED = 0.02
 ROC_POINTS_KEPT = 300
 WORST_ERRORS = 12
 REFUSED_LISTED = 500
@@ -135,6 +139,35 @@ def operating_points(truth: np.ndarray, score: np.ndarray, threshold: float, unc
             }
         )
     return points
+
+
+def points_with_intervals(figures: dict) -> list[dict]:
+    """A run's operating points, each sensitivity and specificity with its Wilson 95% interval (the
+    one metrics.wilson_interval of the headline figures) and, for a proposal named for a target
+    sensitivity, `target` and `short_of_target` (the interval's lower end more than SHORTFALL_FLAGGED
+    below it). Worked out on reading from the films behind each rate (a rate is a count over a class),
+    so runs stored before the intervals existed show them too."""
+    pneumonia, normal = figures["classes"][PNEUMONIA], figures["classes"][NORMAL]
+    targets = {f"sensitivity {t:.2f}": t for t in TARGET_SENSITIVITIES}
+    points = []
+    for point in figures.get("operating_points", []):
+        sensitivity_ci = _interval(point["sensitivity"], pneumonia)
+        target = targets.get(point["name"])
+        short = target is not None and sensitivity_ci is not None and sensitivity_ci[0] < target - SHORTFALL_FLAGGED
+        points.append(
+            {
+                **point,
+                "sensitivity_ci": sensitivity_ci,
+                "specificity_ci": _interval(point["specificity"], normal),
+                "target": target,
+                "short_of_target": short,
+            }
+        )
+    return points
+
+
+def _interval(rate: float | None, films: int) -> tuple[float, float] | None:
+    return None if rate is None else metrics.wilson_interval(round(rate * films), films)
 
 
 def duplicates(scored) -> list[dict]:

@@ -23,6 +23,7 @@ from .forms import AdoptThresholdForm, CancelRunForm, DeleteRunForm, RedactRunFo
 from .metrics import MIN_FILMS_PER_CLASS_FOR_INTERVAL
 from .monitoring import DEFAULT_WEEKS, MAX_WEEKS, drift_alert, weekly
 from .redaction import RedactionRefused, redact_run, redaction_problem
+from .report import SHORTFALL_FLAGGED, points_with_intervals
 from .runs import cancel, create_run, progress, record_report_viewed, too_large, upload_limit
 from .site import AdoptionRefused, adopt, current_model_version, withdraw
 
@@ -111,7 +112,10 @@ def report(run_id: int):
         progress=progress(run),
         card=card_metrics,
         worst=worst,
-        roc=roc_svg(metrics["roc"], metrics["operating_points"]) if metrics else "",
+        points=points_with_intervals(metrics) if metrics else [],
+        shortfall_flagged=SHORTFALL_FLAGGED,
+        # One class only: the points would draw a flat line along an axis, a curve that means nothing.
+        roc=roc_svg(metrics["roc"], metrics["operating_points"]) if metrics and metrics["auc"] is not None else "",
         reliability=reliability_svg(metrics["reliability"]) if metrics else "",
         adopt_form=AdoptThresholdForm(),
         cancel_form=CancelRunForm(),

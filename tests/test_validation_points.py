@@ -1,0 +1,98 @@
+"""The report's operating points as a site reads them before adopting one: each rate with its interval,
+and a plain warning when the run is too small to show the sensitivity a proposal is named for."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import issue_token, make_user
+from webapp.extensions import db
+from webapp.models import ValidationRun
+from webapp.validation import site
+from webapp.validation.report import figures
+
+
+def stored_run(app, truths, scores, verdicts, threshold=0.5) -> int:
+    """A finished run whose stored figures are report.figures() over these films (no films as rows:
+    the report and the API read the stored figures)."""
+    admin = make_user(app, "admin", "admin")
+    with app.app_context():
+        metrics = figures(truths, scores, verdicts, threshold, 0.05)
+        metrics.update(unknown_reasons={}, refused=0, refused_files=[], films_in_archive=len(truths))
+        metrics.update(duplicates=[], worst_errors=[])
+        run = ValidationRun(
+            created_by_id=admin,
+            archive_name="site.zip",
+            archive_sha256="0" * 64,
+            status="done",
+            model_version=site.current_model_version(),
+            threshold=threshold,
+            metrics=metrics,
+        )
+        db.session.add(run)
+        db.session.commit()
+        return run.id
+
+
+def fifty_and_fifty(app) -> int:
+    # 49 of 50 pneumonia films score 0.9, one 0.1; the normals score 0.2: "sensitivity 0.98" is 49/50.
+    truths = ["PNEUMONIA"] * 50 + ["NORMAL"] * 50
+    scores = [0.9] * 49 + [0.1] + [0.2] * 50
+    verdicts = ["PNEUMONIA"] * 49 + ["NORMAL"] * 51
+    return stored_run(app, truths, scores, verdicts)
+
+
+def test_each_operating_point_has_wilson_intervals_in_the_api(app, client):
+    run_id = fifty_and_fifty(app)
+    token = issue_token(app, "admin")
+    body = client.get(f"/api/v1/validation-runs/{run_id}", headers={"Authorization": f"Bearer {token}"}).get_json()
+    points = {p["name"]: p for p in body["operating_points"]}
+    point = points["sensitivity 0.98"]
+    assert point["sensitivity"] == 0.98 and point["sensitivity_ci"] == pytest.approx([0.8950, 0.9965], abs=1e-4)
+    assert point["specificity"] == 1.0 and point["specificity_ci"] == pytest.approx([0.9287, 1.0], abs=1e-4)
+    assert point["target"] == 0.98 and point["short_of_target"] is True
+    assert points["max Youden J"]["target"] is None and points["max Youden J"]["short_of_target"] is False
+    assert points["in force"]["sensitivity_ci"] == pytest.approx([0.8950, 0.9965], abs=1e-4)
+
+
+def test_the_report_says_when_a_proposal_may_fall_far_short_of_its_name(app, client, auth):
+    run_id = fifty_and_fifty(app)
+    auth.login("admin")
+    html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    assert "98.0% (89.5&ndash;99.6%)" in html
+    assert "could be as low as 89.5%" in html and 'id="shortfall"' in html
+
+
+def test_a_large_enough_run_is_not_flagged(app, client, auth):
+    # 980 of 1000 pneumonia films: Wilson lower bound 0.969, within 0.02 of 0.98.
+    truths = ["PNEUMONIA"] * 1000 + ["NORMAL"] * 100
+    scores = [0.9] * 980 + [0.1] * 20 + [0.2] * 100
+    run_id = stored_run(app, truths, scores, ["UNKNOWN"] * 1100)
+    auth.login("admin")
+    html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    assert "98.0% (96.9&ndash;98.7%)" in html and 'id="shortfall"' not in html
+
+
+def test_a_run_of_one_class_draws_no_roc_curve_and_says_why(app, client, auth):
+    # Only normal films: every point of the "curve" has sensitivity 0, a flat line beside "AUC n/a".
+    run_id = stored_run(app, ["NORMAL"] * 60, [i / 60 for i in range(60)], ["NORMAL"] * 60)
+    auth.login("admin")
+    html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    assert 'aria-labelledby="roc-title"' not in html and 'id="roc-points"' not in html
+    assert "No ROC curve and no AUC: all 60 scored films are normal." in html
+    assert 'aria-labelledby="reliability-title"' in html  # the other chart still drawn
+
+
+def test_the_two_sensitivities_at_the_threshold_in_force_are_told_apart(app, client, auth):
+    # 40 pneumonia films answered PNEUMONIA (0.9); 10 answered UNKNOWN, scoring 0.48 just under the
+    # threshold: the summary's sensitivity (answers) is 100%, the "in force" row's (scores) 80%.
+    truths = ["PNEUMONIA"] * 50 + ["NORMAL"] * 50
+    scores = [0.9] * 40 + [0.48] * 10 + [0.1] * 50
+    verdicts = ["PNEUMONIA"] * 40 + ["UNKNOWN"] * 10 + ["NORMAL"] * 50
+    run_id = stored_run(app, truths, scores, verdicts)
+    auth.login("admin")
+    html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    note = " ".join(html.split('id="in-force-note">', 1)[1].split("</p>", 1)[0].split())
+    assert "<strong>100.0%</strong> in the summary is of the <em>answers</em>" in note
+    assert '<strong>80.0%</strong> in the "in force" row is by <em>score</em>: of all 50 pneumonia films' in note
+    assert "10 films were answered UNKNOWN" in note
