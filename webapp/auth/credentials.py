@@ -24,7 +24,7 @@ from ..models import (
 )
 from ..passwords import verify_nothing
 from . import directory
-from .sessions import DIRECTORY_OFF_REASON, end_all_access, end_cut_off
+from .sessions import DIRECTORY_OFF_REASON, end_all_access, end_cut_off, end_directory_access
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +109,7 @@ def check(username: str, password: str) -> Outcome:
         if user is not None:
             # Taken out of both groups: whatever session and token are left end too, and the trail says so
             # as the re-check would have (which from now on passes this account by), once.
-            why = "directory at sign-in: in neither group, or disabled"
-            end_all_access(user, reason=why, actor=directory.ACTOR)
-            if user.lose_directory_access():  # not already ended (by the re-check, or at this very moment)
-                record_audit(directory.ACTOR, "access_ended", user.username, why)
+            end_directory_access(user, "directory at sign-in: in neither group, or disabled")
             db.session.commit()
         return Outcome(None, NOT_IN_GROUP)
     try:
@@ -145,9 +142,7 @@ def _someone_else(user: User, identity: str | None) -> Outcome | None:
     log.warning(
         "directory sign-in refused for %r: %s; an administrator must resolve it (docs/sign-in.md)", user.username, why
     )
-    end_all_access(user, reason=f"directory at sign-in: {why}", actor=directory.ACTOR)
-    if user.lose_directory_access():  # not already ended (by the re-check, or an earlier attempt)
-        record_audit(directory.ACTOR, "access_ended", user.username, f"directory at sign-in: {why}")
+    end_directory_access(user, f"directory at sign-in: {why}")
     db.session.commit()
     return Outcome(None, NAME_OF_EARLIER_ACCOUNT, reason=why)
 

@@ -20,7 +20,7 @@ from ..extensions import db
 from ..jobs.queue import periodic
 from ..models import DIRECTORY, User, record_audit
 from . import directory
-from .sessions import end_all_access
+from .sessions import end_all_access, end_directory_access
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,7 @@ def recheck_directory_accounts() -> int:
                     directory.ACTOR, "role_changed", user.username, f"directory re-check: {old_role} -> {answer.role}"
                 )
                 end_all_access(user, reason="role changed in the directory", actor=directory.ACTOR)
-        elif why is not None and user.lose_directory_access():  # else a refused sign-in ended it meanwhile
-            end_all_access(user, reason=f"directory re-check: {why}", actor=directory.ACTOR)
-            record_audit(directory.ACTOR, "access_ended", user.username, f"directory re-check: {why}")
+        elif why is not None and end_directory_access(user, f"directory re-check: {why}"):
             if someone_else:
                 log.warning(
                     "directory re-check ended %r's access: %s; an administrator must resolve it", user.username, why

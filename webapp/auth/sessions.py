@@ -89,6 +89,18 @@ def end_all_access(user: User, reason: str = "access ended", actor: str | None =
     return revoke_tokens(user, actor=actor, reason=reason)
 
 
+def end_directory_access(user: User, why: str) -> bool:
+    """The directory no longer vouches for `user` (a leaver, in neither group, another entry under its
+    name, directory sign-in switched off): end its sessions and tokens and write `access_ended`, once,
+    as the directory, since nobody signed in did it (the caller commits). Whether this request ended
+    it: of a refused sign-in and the re-check meeting the same account at once, one does."""
+    if not user.lose_directory_access():  # already ended: by another request, or the re-check
+        return False
+    end_all_access(user, reason=why, actor=ACTOR)
+    record_audit(ACTOR, "access_ended", user.username, why)
+    return True
+
+
 # Shown to a directory account's session refused while directory sign-in is switched off (User.cut_off).
 DIRECTORY_OFF = (
     "Your account comes from the staff directory, and directory sign-in is switched off on this CXR Screen, "
@@ -104,11 +116,8 @@ def end_cut_off(user: User) -> bool:
     for a leaver. Revoked, not just refused: LDAP_URL set again later, maybe to another directory whose
     "alice" is someone else, must not bring the old alice's tokens back with a sign-in. Whether this
     request ended it."""
-    if not user.lose_directory_access():  # already ended: by another request, or the re-check
+    if not end_directory_access(user, DIRECTORY_OFF_REASON):
         return False
-    # The directory's actor, as for a leaver: nobody signed in did it.
-    end_all_access(user, reason=DIRECTORY_OFF_REASON, actor=ACTOR)
-    record_audit(ACTOR, "access_ended", user.username, DIRECTORY_OFF_REASON)
     log.warning("directory account %s has no access: %s", user.username, DIRECTORY_OFF_REASON)
     return True
 
