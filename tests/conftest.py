@@ -12,6 +12,7 @@ from tests.helpers import AuthActions, issue_token, make_user, reset_database
 from webapp import create_app
 from webapp.config import TestingConfig
 from webapp.extensions import db
+from webapp.pacs import listener
 
 # Fixtures that start servers (slapd) live in their own modules.
 pytest_plugins = ["tests.ldap_server"]
@@ -36,6 +37,15 @@ def app(request, tmp_path):
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture
+def dicom_port(app) -> int:
+    """The app's DICOM node on a free loopback port, taking any calling AE title."""
+    app.config.update(DICOM_PORT=0, DICOM_ALLOWED_CALLING_AETS=())
+    server = listener.start(app)
+    yield server.server_address[1]
+    server.shutdown()
 
 
 @pytest.fixture

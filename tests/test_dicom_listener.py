@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import requests
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -45,15 +44,7 @@ SCREENED = (
 )
 
 
-@pytest.fixture
-def port(app):
-    app.config.update(DICOM_PORT=0, DICOM_ALLOWED_CALLING_AETS=())
-    server = listener.start(app)
-    yield server.server_address[1]
-    server.shutdown()
-
-
-def test_deflated_is_rejected_for_every_class_and_other_syntaxes_accepted(port):
+def test_deflated_is_rejected_for_every_class_and_other_syntaxes_accepted(dicom_port):
     # Not only the screened classes: pynetdicom inflates any deflated data set without limit when the
     # handler reads it (a 128 KiB CT of zeros is 128 MB), so a deflated CT was a memory bomb too.
     deflated_only = (*SCREENED, CTImageStorage)
@@ -63,7 +54,7 @@ def test_deflated_is_rejected_for_every_class_and_other_syntaxes_accepted(port):
         ae.add_requested_context(sop_class, [DeflatedExplicitVRLittleEndian])
     ae.add_requested_context(ComputedRadiographyImageStorage, [ExplicitVRLittleEndian])
     ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
-    assoc = ae.associate("127.0.0.1", port, ae_title="CXRSCREEN")
+    assoc = ae.associate("127.0.0.1", dicom_port, ae_title="CXRSCREEN")
     assert assoc.is_established
     try:
         accepted = {(c.abstract_syntax, c.transfer_syntax[0]) for c in assoc.accepted_contexts}
@@ -155,7 +146,7 @@ def test_a_rejected_association_is_logged_with_its_calling_ae_and_reason(app, ca
     assert "'MODALTY' at 127.0.0.1 rejected: its calling AE title is not in DICOM_ALLOWED_CALLING_AETS" in caplog.text
 
 
-def test_refused_presentation_contexts_are_logged_with_the_calling_ae_and_why(port, caplog):
+def test_refused_presentation_contexts_are_logged_with_the_calling_ae_and_why(dicom_port, caplog):
     # Found by the PACS review: dcmsend of a private Siemens object, a deflated-only film or a findscu
     # each failed at the sender ("No Acceptable Presentation Contexts") while the node's log said only
     # "Accepting Association" and "Association Released".
@@ -165,7 +156,7 @@ def test_refused_presentation_contexts_are_logged_with_the_calling_ae_and_why(po
     ae.add_requested_context(ComputedRadiographyImageStorage, [DeflatedExplicitVRLittleEndian])
     ae.add_requested_context("1.3.12.2.1107.5.9.1", [ExplicitVRLittleEndian])
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate("127.0.0.1", port, ae_title="CXRSCREEN")
+    assoc = ae.associate("127.0.0.1", dicom_port, ae_title="CXRSCREEN")
     assert assoc.is_established
     assoc.release()
     deadline = time.monotonic() + 5
@@ -180,7 +171,7 @@ def test_refused_presentation_contexts_are_logged_with_the_calling_ae_and_why(po
     assert "Study Root Query/Retrieve Information Model - FIND: not taken here" in caplog.text
 
 
-def test_a_data_set_that_cannot_be_read_is_answered_cannot_understand(port, app, caplog, tmp_path, monkeypatch):
+def test_a_data_set_that_cannot_be_read_is_answered_cannot_understand(dicom_port, app, caplog, tmp_path, monkeypatch):
     # Found by the PACS review: a data set with a sequence never closed was answered Out of Resources,
     # which tells the PACS to send it again (for ever) and its operator to look for a full disk here.
     caplog.set_level(logging.WARNING, logger="webapp.pacs.listener")
@@ -203,7 +194,7 @@ def test_a_data_set_that_cannot_be_read_is_answered_cannot_understand(port, app,
     monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)
     ae = AE(ae_title=MODALITY_AE)
     ae.add_requested_context(DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", port, ae_title="CXRSCREEN")
+    assoc = ae.associate("127.0.0.1", dicom_port, ae_title="CXRSCREEN")
     try:
         response = assoc.send_c_store(film)
     finally:
@@ -214,7 +205,7 @@ def test_a_data_set_that_cannot_be_read_is_answered_cannot_understand(port, app,
         assert db.session.scalar(select(func.count()).select_from(DicomReceipt)) == 0
 
 
-def test_the_documented_orthanc_route_sends_again_a_film_the_node_turned_away(port, app, tmp_path):
+def test_the_documented_orthanc_route_sends_again_a_film_the_node_turned_away(dicom_port, app, tmp_path):
     """Found by the PACS review: the routing rule docs/dicom.md gave (Lua SendToModality) tries once. A
     film routed while the node held its 10 associations was logged by Orthanc as "Unable to send
     instance" and never reached the node, though the docs said the sender retries. The rule the docs
@@ -225,9 +216,9 @@ def test_the_documented_orthanc_route_sends_again_a_film_the_node_turned_away(po
     for _ in range(10):  # the node's limit: Orthanc's association is the eleventh
         ae = AE(ae_title="HOLDER")
         ae.add_requested_context(Verification)
-        held.append(ae.associate("127.0.0.1", port, ae_title="CXRSCREEN"))
+        held.append(ae.associate("127.0.0.1", dicom_port, ae_title="CXRSCREEN"))
     assert all(assoc.is_established for assoc in held)
-    orthanc = OrthancServer(NODE_AE_TITLE, port, settings={"LuaScripts": [str(tmp_path / "route.lua")]})
+    orthanc = OrthancServer(NODE_AE_TITLE, dicom_port, settings={"LuaScripts": [str(tmp_path / "route.lua")]})
     try:
         assert requests.post(orthanc.url + "/instances", data=film(0), timeout=30).ok
         time.sleep(3)  # Orthanc tries, and is turned away, meanwhile

@@ -37,7 +37,7 @@ from webapp.extensions import db
 from webapp.inference.decode import decode
 from webapp.inference.dicom import DECODABLE_TRANSFER_SYNTAXES
 from webapp.models import RECEIPT_SCREENED, DicomReceipt
-from webapp.pacs import listener, spool
+from webapp.pacs import spool
 
 JPEG_XL = UID("1.2.840.10008.1.2.4.112")
 HEVC = UID("1.2.840.10008.1.2.4.107")
@@ -129,14 +129,6 @@ def test_each_accepted_syntax_decodes_from_a_real_encoded_film(syntax, uncompres
         assert 0 < difference.mean() < 0.02
 
 
-@pytest.fixture
-def node(app):
-    app.config.update(DICOM_PORT=0, DICOM_ALLOWED_CALLING_AETS=())
-    server = listener.start(app)
-    yield server.server_address[1]
-    server.shutdown()
-
-
 def nothing_stored(app) -> bool:
     with app.app_context():
         rows = db.session.scalar(select(func.count()).select_from(DicomReceipt))
@@ -153,12 +145,12 @@ REFUSED_LINE = "none of the transfer syntaxes proposed (the first: {}) is one th
 
 
 @pytest.mark.parametrize("syntax", [JPEG_XL, MPEG2MPML, HEVC, JPEG2000_PART2])
-def test_a_film_proposed_only_in_a_syntax_not_decoded_is_refused_at_association(node, app, caplog, syntax):
+def test_a_film_proposed_only_in_a_syntax_not_decoded_is_refused_at_association(dicom_port, app, caplog, syntax):
     caplog.set_level(logging.WARNING, logger="webapp.pacs.listener")
     ae = AE(ae_title=MODALITY_AE)
     ae.add_requested_context(ComputedRadiographyImageStorage, [syntax])
     ae.add_requested_context(DigitalXRayImageStorageForPresentation, [syntax, DeflatedExplicitVRLittleEndian])
-    assoc = ae.associate("127.0.0.1", node, ae_title="CXRSCREEN")
+    assoc = ae.associate("127.0.0.1", dicom_port, ae_title="CXRSCREEN")
     assert not assoc.is_established  # no context accepted: pynetdicom aborts, as any sender would
     wait_for(caplog, "refused")
     assert f"'{MODALITY_AE}' at 127.0.0.1: 2 presentation context(s) refused" in caplog.text
@@ -166,12 +158,12 @@ def test_a_film_proposed_only_in_a_syntax_not_decoded_is_refused_at_association(
     assert nothing_stored(app)
 
 
-def test_a_film_proposed_in_an_undecodable_and_a_decodable_syntax_is_taken_in_the_decodable_one(node, app):
+def test_a_film_proposed_in_an_undecodable_and_a_decodable_syntax_is_taken_in_the_decodable_one(dicom_port, app):
     ds = dcmread(io.BytesIO(film(0)))
     ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
     ae = AE(ae_title=MODALITY_AE)
     ae.add_requested_context(ComputedRadiographyImageStorage, [JPEG_XL, MPEG2MPML, JPEG2000Lossless])
-    assoc = ae.associate("127.0.0.1", node, ae_title="CXRSCREEN")
+    assoc = ae.associate("127.0.0.1", dicom_port, ae_title="CXRSCREEN")
     assert assoc.is_established
     try:
         assert [c.transfer_syntax[0] for c in assoc.accepted_contexts] == [JPEG2000Lossless]
@@ -183,11 +175,11 @@ def test_a_film_proposed_in_an_undecodable_and_a_decodable_syntax_is_taken_in_th
         assert db.session.scalar(select(DicomReceipt.state)) == RECEIPT_SCREENED
 
 
-def test_other_classes_are_still_taken_in_any_syntax_but_deflated(node):
+def test_other_classes_are_still_taken_in_any_syntax_but_deflated(dicom_port):
     # Skipped unscreened, they need no decoder: a "route everything" rule must not fail on them.
     ae = AE(ae_title=MODALITY_AE)
     ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", [MPEG2MPML])  # CT
-    assoc = ae.associate("127.0.0.1", node, ae_title="CXRSCREEN")
+    assoc = ae.associate("127.0.0.1", dicom_port, ae_title="CXRSCREEN")
     assert assoc.is_established
     assoc.release()
 
@@ -203,14 +195,14 @@ def storescu(port: int, path: Path, *options: str) -> subprocess.CompletedProces
     )
 
 
-def test_storescu_is_refused_an_mpeg2_only_film_and_nothing_is_stored(node, app, caplog, tmp_path):
+def test_storescu_is_refused_an_mpeg2_only_film_and_nothing_is_stored(dicom_port, app, caplog, tmp_path):
     caplog.set_level(logging.WARNING, logger="webapp.pacs.listener")
     ds = dcmread(io.BytesIO(film(0)))
     ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")  # encapsulated pixel data, relabelled MPEG-2
     ds.file_meta.TransferSyntaxUID = MPEG2MPML
     path = tmp_path / "mpeg2.dcm"
     ds.save_as(path, enforce_file_format=True)
-    sent = storescu(node, path, "-xm")
+    sent = storescu(dicom_port, path, "-xm")
     assert sent.returncode != 0
     assert "no presentation context" in (sent.stdout + sent.stderr).lower()
     wait_for(caplog, "refused")
@@ -218,7 +210,7 @@ def test_storescu_is_refused_an_mpeg2_only_film_and_nothing_is_stored(node, app,
     assert nothing_stored(app)
 
 
-def test_storescu_proposing_mpeg2_and_jpeg_lossless_in_one_context_sends_in_jpeg_lossless(node, app, tmp_path):
+def test_storescu_proposing_mpeg2_and_jpeg_lossless_in_one_context_sends_in_jpeg_lossless(dicom_port, app, tmp_path):
     source = tmp_path / "film.dcm"
     source.write_bytes(film(0))
     jpeg = tmp_path / "jpeg.dcm"
@@ -231,7 +223,7 @@ def test_storescu_proposing_mpeg2_and_jpeg_lossless_in_one_context_sends_in_jpeg
         "PresentationContext1 = ComputedRadiographyImageStorage\\Mixed\n"
         "[[Profiles]]\n[Mixed]\nPresentationContexts = Contexts\n"
     )
-    sent = storescu(node, jpeg, "-xf", str(config), "Mixed")
+    sent = storescu(dicom_port, jpeg, "-xf", str(config), "Mixed")
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert drain(app) == 1
     with app.app_context():

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from tests.factories import add_prediction
+from tests.factories import add_prediction, add_validation_run
 from webapp.extensions import db
-from webapp.models import Prediction, ValidationItem, ValidationRun
+from webapp.models import Prediction, ValidationItem
 from webapp.validation.metrics import population_stability_index
 from webapp.validation.monitoring import PSI_ALERT
 from webapp.validation.site import current_model_version
@@ -20,32 +20,20 @@ from webapp.validation.site import current_model_version
 
 def reference_run(app, admin_user, films: int = 600, seed: int = 0) -> int:
     """A finished validation run whose films scored evenly over [0, 1]."""
-    rng = np.random.default_rng(seed)
+    scores = np.random.default_rng(seed).random(films)
+    items = (
+        {
+            "entry": "x",
+            "truth": "NORMAL",
+            "state": "done",
+            "p_pneumonia": float(value),
+            "chest_probability": 0.99,
+            "feature_distance": float(value),
+        }
+        for value in scores
+    )
     with app.app_context():
-        run = ValidationRun(
-            created_by_id=admin_user,
-            archive_name="ref.zip",
-            archive_sha256="0" * 64,
-            status="done",
-            model_version=current_model_version(),
-            threshold=0.5,
-        )
-        db.session.add(run)
-        db.session.flush()
-        for value in rng.random(films):
-            db.session.add(
-                ValidationItem(
-                    run_id=run.id,
-                    entry="x",
-                    truth="NORMAL",
-                    state="done",
-                    p_pneumonia=float(value),
-                    chest_probability=0.99,
-                    feature_distance=float(value),
-                )
-            )
-        db.session.commit()
-        return run.id
+        return add_validation_run(admin_user, items, archive_name="ref.zip", threshold=0.5)
 
 
 def add_week(app, user_id: int, scores, feedback=None) -> None:

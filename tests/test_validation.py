@@ -12,6 +12,7 @@ from PIL import Image
 from sqlalchemy import func, select, update
 
 from tests.archives import labelled_films, zip_bytes
+from tests.factories import add_validation_run
 from tests.helpers import (
     csrf_token,
     drain,
@@ -24,6 +25,7 @@ from tests.helpers import (
 )
 from tests.image_samples import encode
 from webapp.extensions import db
+from webapp.inference.labels import CLASSES
 from webapp.models import AuditEvent, Prediction, ValidationItem, ValidationRun
 from webapp.validation import site
 
@@ -441,23 +443,10 @@ def test_archives_that_no_run_will_read_are_removed_by_the_sweep(app, client, ad
 
 def adoptable_run(app) -> tuple[str, int]:
     """An admin's API token and a finished run of this model with 50 scored films of each class, as rows."""
+    films = [{"entry": f"{truth}/{i}.png", "truth": truth, "state": "done"} for truth in CLASSES for i in range(50)]
     admin = make_user(app, "admin", "admin")
     with app.app_context():
-        run = ValidationRun(
-            created_by_id=admin,
-            archive_name="site.zip",
-            archive_sha256="0" * 64,
-            status="done",
-            model_version=site.current_model_version(),
-        )
-        db.session.add(run)
-        db.session.flush()
-        for truth in ("NORMAL", "PNEUMONIA"):
-            db.session.add_all(
-                ValidationItem(run_id=run.id, entry=f"{truth}/{i}.png", truth=truth, state="done") for i in range(50)
-            )
-        db.session.commit()
-        run_id = run.id
+        run_id = add_validation_run(admin, films)
     return issue_token(app, "admin"), run_id
 
 

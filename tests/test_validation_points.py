@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from tests.factories import add_validation_run
 from tests.helpers import issue_token, make_user
-from webapp.extensions import db
-from webapp.models import ValidationRun
-from webapp.validation import site
 from webapp.validation.report import figures
 
 
-def stored_run(app, truths, scores, verdicts, threshold=0.5) -> int:
+def run_with_figures(app, truths, scores, verdicts, threshold=0.5) -> int:
     """A finished run whose stored figures are report.figures() over these films (no films as rows:
     the report and the API read the stored figures)."""
     admin = make_user(app, "admin", "admin")
@@ -20,18 +18,7 @@ def stored_run(app, truths, scores, verdicts, threshold=0.5) -> int:
         metrics = figures(truths, scores, verdicts, threshold, 0.05)
         metrics.update(unknown_reasons={}, refused=0, refused_files=[], films_in_archive=len(truths))
         metrics.update(duplicates=[], worst_errors=[])
-        run = ValidationRun(
-            created_by_id=admin,
-            archive_name="site.zip",
-            archive_sha256="0" * 64,
-            status="done",
-            model_version=site.current_model_version(),
-            threshold=threshold,
-            metrics=metrics,
-        )
-        db.session.add(run)
-        db.session.commit()
-        return run.id
+        return add_validation_run(admin, threshold=threshold, metrics=metrics)
 
 
 def fifty_and_fifty(app) -> int:
@@ -39,7 +26,7 @@ def fifty_and_fifty(app) -> int:
     truths = ["PNEUMONIA"] * 50 + ["NORMAL"] * 50
     scores = [0.9] * 49 + [0.1] + [0.2] * 50
     verdicts = ["PNEUMONIA"] * 49 + ["NORMAL"] * 51
-    return stored_run(app, truths, scores, verdicts)
+    return run_with_figures(app, truths, scores, verdicts)
 
 
 def test_each_operating_point_has_wilson_intervals_in_the_api(app, client):
@@ -67,7 +54,7 @@ def test_a_large_enough_run_is_not_flagged(app, client, auth):
     # 980 of 1000 pneumonia films: Wilson lower bound 0.969, within 0.02 of 0.98.
     truths = ["PNEUMONIA"] * 1000 + ["NORMAL"] * 100
     scores = [0.9] * 980 + [0.1] * 20 + [0.2] * 100
-    run_id = stored_run(app, truths, scores, ["UNKNOWN"] * 1100)
+    run_id = run_with_figures(app, truths, scores, ["UNKNOWN"] * 1100)
     auth.login("admin")
     html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
     assert "98.0% (96.9&ndash;98.7%)" in html and 'id="shortfall"' not in html
@@ -75,7 +62,7 @@ def test_a_large_enough_run_is_not_flagged(app, client, auth):
 
 def test_a_run_of_one_class_draws_no_roc_curve_and_says_why(app, client, auth):
     # Only normal films: every point of the "curve" has sensitivity 0, a flat line beside "AUC n/a".
-    run_id = stored_run(app, ["NORMAL"] * 60, [i / 60 for i in range(60)], ["NORMAL"] * 60)
+    run_id = run_with_figures(app, ["NORMAL"] * 60, [i / 60 for i in range(60)], ["NORMAL"] * 60)
     auth.login("admin")
     html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
     assert 'aria-labelledby="roc-title"' not in html and 'id="roc-points"' not in html
@@ -89,7 +76,7 @@ def test_the_two_sensitivities_at_the_threshold_in_force_are_told_apart(app, cli
     truths = ["PNEUMONIA"] * 50 + ["NORMAL"] * 50
     scores = [0.9] * 40 + [0.48] * 10 + [0.1] * 50
     verdicts = ["PNEUMONIA"] * 40 + ["UNKNOWN"] * 10 + ["NORMAL"] * 50
-    run_id = stored_run(app, truths, scores, verdicts)
+    run_id = run_with_figures(app, truths, scores, verdicts)
     auth.login("admin")
     html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
     note = " ".join(html.split('id="in-force-note">', 1)[1].split("</p>", 1)[0].split())
