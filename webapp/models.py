@@ -36,7 +36,7 @@ from sqlalchemy.orm import Mapped, contains_eager, mapped_column, relationship
 from sqlalchemy.orm.attributes import set_committed_value
 
 from .extensions import db
-from .inference.labels import NORMAL, PNEUMONIA, UNKNOWN, VERDICTS
+from .inference.labels import NORMAL, PNEUMONIA, VERDICTS
 from .passwords import hash_password, verify_password
 
 ROLES = ("clinician", "admin")
@@ -55,31 +55,6 @@ def directory_configured() -> bool:
 THEMES = ("system", "light", "dark")
 LABELS = VERDICTS
 FEEDBACK_LABELS = {NORMAL: "Normal", PNEUMONIA: "Pneumonia", "NOT_CXR": "Not a chest radiograph"}
-# The model's verdict that agrees with each radiologist reading.
-VERDICT_FOR_READING = {NORMAL: NORMAL, PNEUMONIA: PNEUMONIA, "NOT_CXR": UNKNOWN}
-
-
-def reading_agreement(pairs) -> dict:
-    """Agreement of the model with the radiologists over (model verdict, radiologist reading) pairs.
-    An UNKNOWN answer is no answer: the model declined the film, so it neither agrees nor disagrees
-    (counted as disagreement, a week of "Uncertain" films read as pneumonia looked like a model that
-    misreads them); such films are counted apart as `reviewed_unknown`. The validation report counts
-    answered films only in the same way. A film the model answered and the radiologist read as not a
-    chest radiograph is a disagreement."""
-    reviewed = unknown = agreed = 0
-    for verdict, reading in pairs:
-        reviewed += 1
-        if verdict == UNKNOWN:
-            unknown += 1
-        else:
-            agreed += VERDICT_FOR_READING[reading] == verdict
-    answered = reviewed - unknown
-    return {
-        "reviewed": reviewed,
-        "reviewed_unknown": unknown,
-        "agreed": agreed,
-        "agreement": agreed / answered if answered else None,
-    }
 
 
 def utcnow() -> datetime:

@@ -9,7 +9,8 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..local_time import day_bounds, display_zone
-from ..models import LABELS, Feedback, Prediction, as_utc, reading_agreement
+from ..models import LABELS, Feedback, Prediction, as_utc
+from ..validation.metrics import reading_agreement
 
 
 def verdicts_per_day(days: int = 30) -> list[dict]:

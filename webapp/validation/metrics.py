@@ -1,7 +1,9 @@
-"""Diagnostic-accuracy statistics for a validation run, in plain NumPy (no Flask, no training code).
+"""Diagnostic-accuracy statistics for a validation run, and the model's agreement with radiologists'
+readings, in plain NumPy (no Flask, no training code).
 
 Conventions: `truth` is 1 for PNEUMONIA and 0 for NORMAL; `scores` are calibrated P(pneumonia);
-a film is called positive when its score is >= the threshold.
+a film is called positive when its score is >= the threshold. reading_agreement pairs verdicts with
+readings instead.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from ..inference.labels import NORMAL, PNEUMONIA, UNKNOWN
 
 Z95 = 1.959963984540054  # the 97.5th percentile of the standard normal distribution
 
@@ -163,3 +167,30 @@ def population_stability_index(reference, current, bins: int = 10, floor: float 
     q = np.bincount(np.searchsorted(edges, current, side="right"), minlength=edges.size + 1) / current.size
     p, q = np.maximum(p, floor), np.maximum(q, floor)
     return float(np.sum((q - p) * np.log(q / p)))
+
+
+# The model's verdict that agrees with each radiologist reading.
+VERDICT_FOR_READING = {NORMAL: NORMAL, PNEUMONIA: PNEUMONIA, "NOT_CXR": UNKNOWN}
+
+
+def reading_agreement(pairs) -> dict:
+    """Agreement of the model with the radiologists over (model verdict, radiologist reading) pairs.
+    An UNKNOWN answer is no answer: the model declined the film, so it neither agrees nor disagrees
+    (counted as disagreement, a week of "Uncertain" films read as pneumonia looked like a model that
+    misreads them); such films are counted apart as `reviewed_unknown`. The validation report counts
+    answered films only in the same way. A film the model answered and the radiologist read as not a
+    chest radiograph is a disagreement."""
+    reviewed = unknown = agreed = 0
+    for verdict, reading in pairs:
+        reviewed += 1
+        if verdict == UNKNOWN:
+            unknown += 1
+        else:
+            agreed += VERDICT_FOR_READING[reading] == verdict
+    answered = reviewed - unknown
+    return {
+        "reviewed": reviewed,
+        "reviewed_unknown": unknown,
+        "agreed": agreed,
+        "agreement": agreed / answered if answered else None,
+    }

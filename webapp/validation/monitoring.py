@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from ..extensions import db
 from ..inference.labels import VERDICTS
-from ..models import ITEM_DONE, RUN_DONE, Feedback, Prediction, ValidationItem, ValidationRun, reading_agreement
+from ..models import ITEM_DONE, RUN_DONE, Feedback, Prediction, ValidationItem, ValidationRun
 from . import metrics
 from .report import reason_category
 
@@ -109,7 +109,7 @@ def week_figures(start: date, rows: list, reference: dict[str, list[float]] | No
     films = len(rows)
     verdicts = Counter(row[1] for row in rows)
     reasons = Counter(reason_category(row[2]) for row in rows if row[1] == "UNKNOWN")
-    agreement = reading_agreement((row[1], row[-1]) for row in rows if row[-1])
+    agreement = metrics.reading_agreement((row[1], row[-1]) for row in rows if row[-1])
     drift = {}
     if reference is not None and films >= MIN_FILMS:
         for i, score in enumerate(SCORES):
