@@ -7,6 +7,7 @@ import pytest
 
 from tests.helpers import issue_token, make_user
 from webapp.extensions import db
+from webapp.inference.model_card import read_card
 from webapp.models import ValidationRun
 from webapp.validation import site
 from webapp.validation.report import figures
@@ -96,3 +97,19 @@ def test_the_two_sensitivities_at_the_threshold_in_force_are_told_apart(app, cli
     assert "<strong>100.0%</strong> in the summary is of the <em>answers</em>" in note
     assert '<strong>80.0%</strong> in the "in force" row is by <em>score</em>: of all 50 pneumonia films' in note
     assert "10 films were answered UNKNOWN" in note
+
+
+def test_the_cards_figures_are_labelled_with_the_cards_threshold_not_the_runs(app, client, auth):
+    # A run made while a site threshold of 0.2 was in force: the summary's row said "Sensitivity at
+    # 0.200" across both columns, and the card's 97.7% beside it is at the card's threshold, 0.387.
+    truths = ["PNEUMONIA"] * 50 + ["NORMAL"] * 50
+    run_id = stored_run(app, truths, [0.9] * 50 + [0.1] * 50, ["PNEUMONIA"] * 50 + ["NORMAL"] * 50, threshold=0.2)
+    with app.app_context():
+        card_threshold = read_card(app.config["MODEL_PATH"], verify=False)["threshold"]
+    auth.login("admin")
+    html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    summary = html.split('id="summary"', 1)[1].split("</table>", 1)[0]
+    head, body = summary.split("<tbody>", 1)
+    assert "This site, threshold 0.200" in head
+    assert f"Model card (official test set), threshold {card_threshold:.3f}" in head
+    assert "at 0.200" not in body  # a row's label covers both columns: no threshold of one column in it

@@ -102,15 +102,17 @@ def report(run_id: int):
         by_id = {item.id: item for item in found}
         worst = [by_id[i] for i in metrics["worst_errors"] if i in by_id]
     try:
-        card_metrics = read_card(current_app.config["MODEL_PATH"], verify=False).get("metrics", {}).get("test", {})
+        card = read_card(current_app.config["MODEL_PATH"], verify=False)
     except ModelCardError:
-        card_metrics = {}
+        card = {}
     return render_template(
         "validation/report.html",
         run=run,
         m=metrics,
         progress=progress(run),
-        card=card_metrics,
+        card=card.get("metrics", {}).get("test", {}),
+        # The card's figures are at its own threshold; a run at a site threshold is at another.
+        card_threshold=card.get("threshold"),
         worst=worst,
         points=points_with_intervals(metrics) if metrics else [],
         shortfall_flagged=SHORTFALL_FLAGGED,
