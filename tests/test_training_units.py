@@ -206,3 +206,15 @@ def test_the_gate_check_counts_refusals_and_wrong_labels_per_source_and_true_lab
     assert pneumonia["wrong_label_without_gate"] == 0.5 and pneumonia["covid_called_normal"] is None
     assert normal["unknown_reasons_naming_intended_use"] == 1.0
     assert pneumonia["unknown_reasons_naming_intended_use"] == 0.0
+
+
+@pytest.mark.parametrize("argv", [["--refit"], ["--refit", "/nonexistent/gate", "--epochs", "3"]])
+def test_gate_refit_without_a_folder_or_with_other_options_is_a_usage_error(argv, capsys):
+    # `python -m training.gate --refit` read argv[1] and died with IndexError; options after the folder
+    # were silently ignored. Either is now argparse's usage error (exit 2), before anything is loaded.
+    from training.gate import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "usage: python -m training.gate --refit" in capsys.readouterr().err
