@@ -195,3 +195,11 @@ def test_a_proposal_below_the_apis_places_keeps_its_score_rather_than_zero():
     scores = [3e-7] + [0.9] * 19 + [0.0] * 20
     proposal = {p["name"]: p for p in figures(truths, scores, ["NORMAL"] * 40, 0.5, 0.05)["operating_points"]}
     assert proposal["sensitivity 0.98"]["threshold"] == 3e-7
+
+
+def test_no_auc_interval_when_every_film_has_the_same_score():
+    # 20 films a class all scoring 0.5 (a model that reads nothing): every resample is one tie, and the
+    # percentile interval was (0.5, 0.5), as certain as the separated case above.
+    truth = [1] * 20 + [0] * 20
+    assert metrics.auc(truth, [0.5] * 40) == 0.5
+    assert metrics.bootstrap_auc_interval(truth, [0.5] * 40) is None

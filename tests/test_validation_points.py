@@ -113,3 +113,13 @@ def test_the_cards_figures_are_labelled_with_the_cards_threshold_not_the_runs(ap
     assert "This site, threshold 0.200" in head
     assert f"Model card (official test set), threshold {card_threshold:.3f}" in head
     assert "at 0.200" not in body  # a row's label covers both columns: no threshold of one column in it
+
+
+def test_a_run_whose_films_all_score_alike_says_why_it_has_no_auc_interval(app, client, auth):
+    truths = ["PNEUMONIA"] * 20 + ["NORMAL"] * 20
+    run_id = stored_run(app, truths, [0.5] * 40, ["UNKNOWN"] * 40)
+    auth.login("admin")
+    html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    summary = html.split('id="summary"', 1)[1].split("</table>", 1)[0]
+    assert "0.500&ndash;0.500" not in summary and "perfectly separated" not in summary
+    assert "every film has the same score" in summary
