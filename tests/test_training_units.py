@@ -218,3 +218,16 @@ def test_gate_refit_without_a_folder_or_with_other_options_is_a_usage_error(argv
         main(argv)
     assert exit_info.value.code == 2
     assert "usage: python -m training.gate --refit" in capsys.readouterr().err
+
+
+def test_the_ensembles_help_names_the_train_options_it_passes_on(capsys):
+    # docs/model.md runs `training.ensemble --members ... --out webapp/weights --version ...`; its --help
+    # listed --members alone, so neither --out (whose default is the shipped model's folder) nor --version
+    # could be found there.
+    from training.ensemble import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "python -m training.train" in text and "--out" in text and "--version" in text
