@@ -3,6 +3,8 @@ and a plain warning when the run is too small to show the sensitivity a proposal
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.helpers import issue_token, make_user
@@ -123,3 +125,20 @@ def test_a_run_whose_films_all_score_alike_says_why_it_has_no_auc_interval(app, 
     summary = html.split('id="summary"', 1)[1].split("</table>", 1)[0]
     assert "0.500&ndash;0.500" not in summary and "perfectly separated" not in summary
     assert "every film has the same score" in summary
+
+
+def test_the_report_of_a_model_whose_card_has_no_test_figures_is_a_page_not_a_500(app, client, auth, tmp_path):
+    # A card as training.train writes it has no metrics.test until training.evaluate --update-card: every
+    # report page failed on pct(card.unknown_rate) with a 500. Its column now reads n/a.
+    truths = ["PNEUMONIA"] * 50 + ["NORMAL"] * 50
+    run_id = stored_run(app, truths, [0.9] * 50 + [0.1] * 50, ["PNEUMONIA"] * 50 + ["NORMAL"] * 50)
+    card = read_card(app.config["MODEL_PATH"], verify=False)
+    card["metrics"].pop("test")
+    (tmp_path / "served").mkdir()
+    (tmp_path / "served" / "model_card.json").write_text(json.dumps(card))
+    app.config["MODEL_PATH"] = tmp_path / "served" / "cxr_pneumonia.keras"
+    auth.login("admin")
+    response = client.get(f"/admin/validation/{run_id}")
+    assert response.status_code == 200
+    summary = response.get_data(as_text=True).split('id="summary"', 1)[1].split("</table>", 1)[0]
+    assert summary.count("n/a") >= 6  # the card's column, every row

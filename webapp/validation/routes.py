@@ -69,6 +69,10 @@ def _index_page(form, status=200):
     ), status
 
 
+# The model card's official-test figures the report sets beside the run's.
+CARD_FIGURES = ("n", "unknown_rate", "auc", "sensitivity", "specificity", "ece")
+
+
 @bp.route("/", methods=["GET", "POST"])
 def index():
     if request.method == "GET":
@@ -105,12 +109,16 @@ def report(run_id: int):
         card = read_card(current_app.config["MODEL_PATH"], verify=False)
     except ModelCardError:
         card = {}
+    # Every figure the page shows, None when absent: a card written by training.train has no test
+    # figures until training.evaluate --update-card, and the page then failed (500) on every run.
+    test_figures = card.get("metrics", {}).get("test", {})
+    card_figures = {key: test_figures.get(key) for key in CARD_FIGURES}
     return render_template(
         "validation/report.html",
         run=run,
         m=metrics,
         progress=progress(run),
-        card=card.get("metrics", {}).get("test", {}),
+        card=card_figures,
         # The card's figures are at its own threshold; a run at a site threshold is at another.
         card_threshold=card.get("threshold"),
         worst=worst,
