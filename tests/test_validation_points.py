@@ -142,3 +142,19 @@ def test_the_report_of_a_model_whose_card_has_no_test_figures_is_a_page_not_a_50
     assert response.status_code == 200
     summary = response.get_data(as_text=True).split('id="summary"', 1)[1].split("</table>", 1)[0]
     assert summary.count("n/a") >= 6  # the card's column, every row
+
+
+def test_a_run_of_another_model_version_shows_no_card_figures_of_the_model_served_now(app, client, auth):
+    # The card column was read from the weights served now: a run that measured an earlier model showed
+    # the new model's official-test figures beside its own as if they were its model's.
+    truths = ["PNEUMONIA"] * 50 + ["NORMAL"] * 50
+    run_id = stored_run(app, truths, [0.9] * 50 + [0.1] * 50, ["PNEUMONIA"] * 50 + ["NORMAL"] * 50)
+    with app.app_context():
+        card = read_card(app.config["MODEL_PATH"], verify=False)
+        db.session.get(ValidationRun, run_id).model_version = "2026.10.01-earlier"
+        db.session.commit()
+    auth.login("admin")
+    html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    summary = html.split('id="summary"', 1)[1].split("</section>", 1)[0]
+    assert f"{card['metrics']['test']['auc']:.3f}" not in summary and ">624<" not in summary
+    assert "this run measured model 2026.10.01-earlier" in summary and card["version"] in summary

@@ -109,6 +109,11 @@ def report(run_id: int):
         card = read_card(current_app.config["MODEL_PATH"], verify=False)
     except ModelCardError:
         card = {}
+    # The card beside the weights is the model this server runs now: beside a run of another version its
+    # figures would be another model's, so the column then stays empty and the page says why.
+    served_version = card.get("version")
+    if run.model_version and served_version != run.model_version:
+        card = {}
     # Every figure the page shows, None when absent: a card written by training.train has no test
     # figures until training.evaluate --update-card, and the page then failed (500) on every run.
     test_figures = card.get("metrics", {}).get("test", {})
@@ -121,6 +126,7 @@ def report(run_id: int):
         card=card_figures,
         # The card's figures are at its own threshold; a run at a site threshold is at another.
         card_threshold=card.get("threshold"),
+        served_version=served_version,
         worst=worst,
         points=points_with_intervals(metrics) if metrics else [],
         shortfall_flagged=SHORTFALL_FLAGGED,
