@@ -315,3 +315,14 @@ def test_an_api_path_with_an_empty_segment_is_a_json_404_not_an_html_redirect(cl
 
 def test_second_token_for_admin(app, admin_user):
     assert issue_token(app, "admin") != issue_token(app, "admin")
+
+
+def test_the_openapi_document_says_what_threshold_and_unknown_probabilities_mean(client, api_token):
+    # The threshold's description was a fragment ("PNEUMONIA probability at or above which") that also
+    # left out the uncertainty band, and nothing told a client that an UNKNOWN answer's probabilities
+    # are no reading of the image (the page folds them away, the history CSV leaves them empty).
+    doc = client.get("/api/v1/openapi.json", headers={"Authorization": f"Bearer {api_token}"}).json
+    fields = doc["components"]["schemas"]["Prediction"]["properties"]
+    threshold = fields["threshold"]["description"]
+    assert "uncertainty band" in threshold and "UNKNOWN" in threshold
+    assert "not a reading of the image" in fields["probabilities"]["description"]

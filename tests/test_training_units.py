@@ -206,3 +206,28 @@ def test_the_gate_check_counts_refusals_and_wrong_labels_per_source_and_true_lab
     assert pneumonia["wrong_label_without_gate"] == 0.5 and pneumonia["covid_called_normal"] is None
     assert normal["unknown_reasons_naming_intended_use"] == 1.0
     assert pneumonia["unknown_reasons_naming_intended_use"] == 0.0
+
+
+@pytest.mark.parametrize("argv", [["--refit"], ["--refit", "/nonexistent/gate", "--epochs", "3"]])
+def test_gate_refit_without_a_folder_or_with_other_options_is_a_usage_error(argv, capsys):
+    # `python -m training.gate --refit` read argv[1] and died with IndexError; options after the folder
+    # were silently ignored. Either is now argparse's usage error (exit 2), before anything is loaded.
+    from training.gate import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "usage: python -m training.gate --refit" in capsys.readouterr().err
+
+
+def test_the_ensembles_help_names_the_train_options_it_passes_on(capsys):
+    # docs/model.md runs `training.ensemble --members ... --out webapp/weights --version ...`; its --help
+    # listed --members alone, so neither --out (whose default is the shipped model's folder) nor --version
+    # could be found there.
+    from training.ensemble import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "python -m training.train" in text and "--out" in text and "--version" in text

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from training import metrics as reference
+from webapp.inference.scores import rounded
 from webapp.validation import metrics
 from webapp.validation.report import figures, reason_category
 
@@ -166,7 +167,39 @@ def test_each_operating_point_says_how_many_films_it_would_leave_unknown():
     scores = list(np.linspace(0.95, 0.99, 20)) + list(np.linspace(0.01, 0.90, 20))
     points = {p["name"]: p for p in figures(truths, scores, ["UNKNOWN"] * 40, 0.387, 0.05)["operating_points"]}
     proposal = points["sensitivity 0.95"]
-    assert proposal["threshold"] == scores[1] and proposal["sensitivity"] == 0.95
+    assert proposal["threshold"] == 0.952105 and proposal["sensitivity"] == 0.95  # scores[1], to 6 places
     assert proposal["uncertain_rate"] == pytest.approx(20 / 40)
     in_force = np.abs(np.array(scores) - 0.387) < 0.05
     assert points["in force"]["uncertain_rate"] == pytest.approx(in_force.mean())
+
+
+def test_a_proposed_threshold_read_to_the_apis_places_keeps_the_proposals_figures():
+    # The film that makes sensitivity 0.95 scores 0.2737557 (a site run on training films): the API gives
+    # thresholds to 6 places, and 0.273756, adopted as read, lost that film (sensitivity 0.947, not 0.954).
+    truths = ["PNEUMONIA"] * 20 + ["NORMAL"] * 20
+    scores = [0.2737556962982057] + [0.9] * 18 + [0.01] + [0.05] * 20
+    points = figures(truths, scores, ["NORMAL"] * 40, 0.5, 0.05)["operating_points"]
+    for point in points[1:]:
+        read = rounded(point["threshold"])  # what the API answers, and a client sends back to adopt it
+        assert metrics.rates_at(np.array(truths) == "PNEUMONIA", scores, read) == (
+            point["sensitivity"],
+            point["specificity"],
+        ), point
+    proposal = {p["name"]: p for p in points}["sensitivity 0.95"]
+    assert proposal["threshold"] == 0.273755 and proposal["sensitivity"] == 0.95
+
+
+def test_a_proposal_below_the_apis_places_keeps_its_score_rather_than_zero():
+    # Flooring 3e-7 to 6 places gives 0, which adoption refuses: the point keeps its own score.
+    truths = ["PNEUMONIA"] * 20 + ["NORMAL"] * 20
+    scores = [3e-7] + [0.9] * 19 + [0.0] * 20
+    proposal = {p["name"]: p for p in figures(truths, scores, ["NORMAL"] * 40, 0.5, 0.05)["operating_points"]}
+    assert proposal["sensitivity 0.98"]["threshold"] == 3e-7
+
+
+def test_no_auc_interval_when_every_film_has_the_same_score():
+    # 20 films a class all scoring 0.5 (a model that reads nothing): every resample is one tie, and the
+    # percentile interval was (0.5, 0.5), as certain as the separated case above.
+    truth = [1] * 20 + [0] * 20
+    assert metrics.auc(truth, [0.5] * 40) == 0.5
+    assert metrics.bootstrap_auc_interval(truth, [0.5] * 40) is None

@@ -3,10 +3,15 @@ and a plain warning when the run is too small to show the sensitivity a proposal
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.factories import add_validation_run
 from tests.helpers import issue_token, make_user
+from webapp.extensions import db
+from webapp.inference.model_card import read_card
+from webapp.models import ValidationRun
 from webapp.validation.report import figures
 
 
@@ -83,3 +88,62 @@ def test_the_two_sensitivities_at_the_threshold_in_force_are_told_apart(app, cli
     assert "<strong>100.0%</strong> in the summary is of the <em>answers</em>" in note
     assert '<strong>80.0%</strong> in the "in force" row is by <em>score</em>: of all 50 pneumonia films' in note
     assert "10 films were answered UNKNOWN" in note
+
+
+def test_the_cards_figures_are_labelled_with_the_cards_threshold_not_the_runs(app, client, auth):
+    # A run made while a site threshold of 0.2 was in force: the summary's row said "Sensitivity at
+    # 0.200" across both columns, and the card's 97.7% beside it is at the card's threshold, 0.387.
+    truths = ["PNEUMONIA"] * 50 + ["NORMAL"] * 50
+    run_id = run_with_figures(app, truths, [0.9] * 50 + [0.1] * 50, ["PNEUMONIA"] * 50 + ["NORMAL"] * 50, threshold=0.2)
+    with app.app_context():
+        card_threshold = read_card(app.config["MODEL_PATH"], verify=False)["threshold"]
+    auth.login("admin")
+    html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    summary = html.split('id="summary"', 1)[1].split("</table>", 1)[0]
+    head, body = summary.split("<tbody>", 1)
+    assert "This site, threshold 0.200" in head
+    assert f"Model card (official test set), threshold {card_threshold:.3f}" in head
+    assert "at 0.200" not in body  # a row's label covers both columns: no threshold of one column in it
+
+
+def test_a_run_whose_films_all_score_alike_says_why_it_has_no_auc_interval(app, client, auth):
+    truths = ["PNEUMONIA"] * 20 + ["NORMAL"] * 20
+    run_id = run_with_figures(app, truths, [0.5] * 40, ["UNKNOWN"] * 40)
+    auth.login("admin")
+    html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    summary = html.split('id="summary"', 1)[1].split("</table>", 1)[0]
+    assert "0.500&ndash;0.500" not in summary and "perfectly separated" not in summary
+    assert "every film has the same score" in summary
+
+
+def test_the_report_of_a_model_whose_card_has_no_test_figures_is_a_page_not_a_500(app, client, auth, tmp_path):
+    # A card as training.train writes it has no metrics.test until training.evaluate --update-card: every
+    # report page failed on pct(card.unknown_rate) with a 500. Its column now reads n/a.
+    truths = ["PNEUMONIA"] * 50 + ["NORMAL"] * 50
+    run_id = run_with_figures(app, truths, [0.9] * 50 + [0.1] * 50, ["PNEUMONIA"] * 50 + ["NORMAL"] * 50)
+    card = read_card(app.config["MODEL_PATH"], verify=False)
+    card["metrics"].pop("test")
+    (tmp_path / "served").mkdir()
+    (tmp_path / "served" / "model_card.json").write_text(json.dumps(card))
+    app.config["MODEL_PATH"] = tmp_path / "served" / "cxr_pneumonia.keras"
+    auth.login("admin")
+    response = client.get(f"/admin/validation/{run_id}")
+    assert response.status_code == 200
+    summary = response.get_data(as_text=True).split('id="summary"', 1)[1].split("</table>", 1)[0]
+    assert summary.count("n/a") >= 6  # the card's column, every row
+
+
+def test_a_run_of_another_model_version_shows_no_card_figures_of_the_model_served_now(app, client, auth):
+    # The card column was read from the weights served now: a run that measured an earlier model showed
+    # the new model's official-test figures beside its own as if they were its model's.
+    truths = ["PNEUMONIA"] * 50 + ["NORMAL"] * 50
+    run_id = run_with_figures(app, truths, [0.9] * 50 + [0.1] * 50, ["PNEUMONIA"] * 50 + ["NORMAL"] * 50)
+    with app.app_context():
+        card = read_card(app.config["MODEL_PATH"], verify=False)
+        db.session.get(ValidationRun, run_id).model_version = "2026.10.01-earlier"
+        db.session.commit()
+    auth.login("admin")
+    html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    summary = html.split('id="summary"', 1)[1].split("</section>", 1)[0]
+    assert f"{card['metrics']['test']['auc']:.3f}" not in summary and ">624<" not in summary
+    assert "this run measured model 2026.10.01-earlier" in summary and card["version"] in summary

@@ -47,7 +47,7 @@ def calibrate(model, sets: TrainingSets, x_val_shifted, args) -> dict:
     temperature = metrics.fit_temperature(both_y, both_logits)
     probs = metrics.sigmoid(both_logits / temperature)
     threshold = metrics.screening_threshold(both_y, probs, args.min_sensitivity)
-    # The smallest band that still keeps all but 1% of validation films answered.
+    # The widest band (at most 0.05) that still keeps all but 1% of validation films answered.
     distance = np.sort(np.abs(probs - threshold))
     band = float(min(0.05, distance[int(0.01 * distance.size)]))
     # Chest-head cut-off: a low one, as long as at most 0.5% of validation films fall below it.

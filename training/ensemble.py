@@ -46,7 +46,14 @@ def build_ensemble(members: list[keras.Model], size: int) -> keras.Model:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        # The other options are train's, parsed by settings.parse_args below: --help listed --members alone,
+        # so the --out and --version the documented command passes were nowhere in it.
+        epilog="Every other option is python -m training.train's (see its --help), among them --out "
+        "(default webapp/weights: the shipped model) and --version.",
+    )
     parser.add_argument("--members", type=pathlib.Path, nargs="+", required=True)
     ours, rest = parser.parse_known_args(argv)
     args = parse_args(rest, description=__doc__)

@@ -309,7 +309,10 @@ def fold(gate_dir: pathlib.Path, served_path: pathlib.Path) -> dict:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--refit"]:
-        refit(pathlib.Path(argv[1]))
+        # Parsed like --fold: a bare "--refit" was an IndexError, and anything after the folder was ignored.
+        refitter = argparse.ArgumentParser(prog="python -m training.gate --refit")
+        refitter.add_argument("--refit", type=pathlib.Path, required=True, help="a gate run's folder")
+        refit(refitter.parse_args(argv).refit)
         return 0
     if argv[:1] == ["--fold"]:
         folder = argparse.ArgumentParser(prog="python -m training.gate --fold")

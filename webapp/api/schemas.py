@@ -116,7 +116,12 @@ class PredictionSchema(ResponseSchema):
     )
     label = fields.String(required=True, validate=validate.OneOf(VERDICTS))
     probabilities = fields.Nested(
-        ProbabilitiesSchema, required=True, metadata={"description": f"calibrated {NORMAL}/{PNEUMONIA}; sum to 1"}
+        ProbabilitiesSchema,
+        required=True,
+        metadata={
+            "description": f"calibrated {NORMAL}/{PNEUMONIA}; sum to 1. With label UNKNOWN they are the model's "
+            "scores, not a reading of the image"
+        },
     )
     unknown_reason = fields.String(
         required=True, allow_none=True, metadata={"description": "why the verdict is UNKNOWN; null otherwise"}
@@ -131,7 +136,14 @@ class PredictionSchema(ResponseSchema):
     )
     model_version = fields.String(required=True)
     created_at = UtcDateTime(required=True)
-    threshold = Rounded(required=True, metadata={"description": "PNEUMONIA probability at or above which"})
+    threshold = Rounded(
+        required=True,
+        metadata={
+            "description": "the decision threshold the film was answered at: PNEUMONIA at or above it, NORMAL "
+            "below it, except that a probability within the model's uncertainty band of it (its card's "
+            "unknown.uncertainty_band) is answered UNKNOWN"
+        },
+    )
     site_calibration_id = fields.Integer(
         allow_none=True, metadata={"description": "the site operating point the threshold came from; null: the card's"}
     )

@@ -60,11 +60,14 @@ def bootstrap_auc_interval(
     when a class has fewer than MIN_FILMS_PER_CLASS_FOR_INTERVAL films: no interval rather than
     a falsely narrow one. None too when the AUC is 0 or 1: with the classes perfectly separated every
     resample is separated as well, and the interval would be a point (1.000-1.000), claiming
-    certainty that 10 or 20 films cannot give."""
+    certainty that 10 or 20 films cannot give. None too when every film has the same score: every
+    resample is one tie, and the interval read 0.500-0.500."""
     truth = np.asarray(truth, bool)
     scores = np.asarray(scores, np.float64)
     pos, neg = scores[truth], scores[~truth]
     if min(pos.size, neg.size) < MIN_FILMS_PER_CLASS_FOR_INTERVAL or auc(truth, scores) in (0.0, 1.0):
+        return None
+    if np.ptp(scores) == 0:
         return None
     rng = np.random.default_rng(seed)
     labels = np.r_[np.ones(pos.size, bool), np.zeros(neg.size, bool)]

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..inference.labels import NORMAL, PNEUMONIA, UNKNOWN, VERDICTS
+from ..inference.scores import floored
 from ..models import ITEM_DONE, ITEM_REFUSED, ValidationItem, ValidationRun
 from . import metrics
 
@@ -117,7 +118,9 @@ def operating_points(truth: np.ndarray, score: np.ndarray, threshold: float, unc
     sensitivity, and the one with the largest Youden J (sensitivity + specificity - 1). Each says
     what share of the films score within the model's uncertainty band of it: in service those are
     answered UNKNOWN ("Uncertain"), which a point's sensitivity and specificity (every film by its
-    score) do not show: a point at 0.95 would leave most pneumonia films unanswered."""
+    score) do not show: a point at 0.95 would leave most pneumonia films unanswered. A proposal's
+    threshold is its film's score floored to the places the API gives (scores.floored), and its figures
+    are counted at that number: the one an administrator reads and adopts."""
     candidates = [("in force", threshold)]
     candidates += [
         (f"sensitivity {t:.2f}", metrics.threshold_for_sensitivity(truth, score, t)) for t in TARGET_SENSITIVITIES
@@ -127,6 +130,9 @@ def operating_points(truth: np.ndarray, score: np.ndarray, threshold: float, unc
     for name, value in candidates:
         if value is None:
             continue
+        if name != "in force":
+            # Below 10**-PLACES the floor is 0, which no site may adopt: such a point keeps its score.
+            value = floored(value) or value
         sensitivity, specificity = metrics.rates_at(truth, score, value)
         uncertain = float((np.abs(score - value) < uncertainty_band).mean()) if score.size else None
         points.append(

@@ -69,6 +69,10 @@ def _index_page(form, status=200):
     ), status
 
 
+# The model card's official-test figures the report sets beside the run's.
+CARD_FIGURES = ("n", "unknown_rate", "auc", "sensitivity", "specificity", "ece")
+
+
 @bp.route("/", methods=["GET", "POST"])
 def index():
     if request.method == "GET":
@@ -102,15 +106,27 @@ def report(run_id: int):
         by_id = {item.id: item for item in found}
         worst = [by_id[i] for i in metrics["worst_errors"] if i in by_id]
     try:
-        card_metrics = read_card(current_app.config["MODEL_PATH"], verify=False).get("metrics", {}).get("test", {})
+        card = read_card(current_app.config["MODEL_PATH"], verify=False)
     except ModelCardError:
-        card_metrics = {}
+        card = {}
+    # The card beside the weights is the model this server runs now: beside a run of another version its
+    # figures would be another model's, so the column then stays empty and the page says why.
+    served_version = card.get("version")
+    if run.model_version and served_version != run.model_version:
+        card = {}
+    # Every figure the page shows, None when absent: a card written by training.train has no test
+    # figures until training.evaluate --update-card, and the page then failed (500) on every run.
+    test_figures = card.get("metrics", {}).get("test", {})
+    card_figures = {key: test_figures.get(key) for key in CARD_FIGURES}
     return render_template(
         "validation/report.html",
         run=run,
         m=metrics,
         progress=progress(run),
-        card=card_metrics,
+        card=card_figures,
+        # The card's figures are at its own threshold; a run at a site threshold is at another.
+        card_threshold=card.get("threshold"),
+        served_version=served_version,
         worst=worst,
         points=points_with_intervals(metrics) if metrics else [],
         shortfall_flagged=SHORTFALL_FLAGGED,
