@@ -90,6 +90,15 @@ def test_the_two_sensitivities_at_the_threshold_in_force_are_told_apart(app, cli
     assert "10 films were answered UNKNOWN" in note
 
 
+def test_one_film_answered_unknown_is_one_film(app, client, auth):
+    truths = ["PNEUMONIA"] * 50 + ["NORMAL"] * 50
+    verdicts = ["PNEUMONIA"] * 49 + ["UNKNOWN"] + ["NORMAL"] * 50
+    run_id = run_with_figures(app, truths, [0.9] * 49 + [0.48] + [0.1] * 50, verdicts)
+    auth.login("admin")
+    html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    assert "1 film was answered UNKNOWN." in " ".join(html.split())
+
+
 def test_the_cards_figures_are_labelled_with_the_cards_threshold_not_the_runs(app, client, auth):
     # A run made while a site threshold of 0.2 was in force: the summary's row said "Sensitivity at
     # 0.200" across both columns, and the card's 97.7% beside it is at the card's threshold, 0.387.
