@@ -103,6 +103,18 @@ def test_every_spelling_the_directory_matches_reaches_one_row_and_its_deactivati
         assert failed == ["account deactivated (password right)"] * 3
 
 
+def test_the_sign_in_delays_count_every_spelling_of_a_name_as_one(app, directory):
+    """Found by the security review on 5 December: the per-account counter was keyed on the typed name
+    lower-cased, so after alice's 5 wrong passwords her full-width spelling, or ALİCE, which the directory
+    takes for alice, had its own fresh allowance and signed in at once (32 spellings of a five-letter name)."""
+    assert AuthActions(app.test_client()).login("AL\u0130CE", DIRECTORY_PEOPLE["alice"][0]).status_code == 302
+    for attempt in range(app.config["LOGIN_MAX_FAILURES_PER_ACCOUNT"]):
+        assert AuthActions(app.test_client()).login("alice", f"wrong-{attempt}").status_code == 401
+    for spelling in ("alice", "ALICE", FULL_WIDTH_ALICE, "\uff41lice", "AL\u0130CE"):
+        response = AuthActions(app.test_client()).login(spelling, DIRECTORY_PEOPLE["alice"][0])
+        assert response.status_code == 429 and "Too many failed sign-in attempts" in response.get_data(as_text=True)
+
+
 @pytest.mark.parametrize(
     ("user_filter", "attribute"),
     [

@@ -13,6 +13,7 @@ parallel attempts therefore get exactly the allowance of password checks, never 
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,7 +22,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..extensions import db
-from ..models import SignInCounter, utcnow
+from ..models import SignInCounter, folded_username, utcnow
 from ..pseudonyms import keyed_hash
 
 FIRST_DELAY_SECONDS = 15
@@ -43,12 +44,22 @@ def _keys(username: str, address: str) -> dict[str, int]:
     cfg = current_app.config
     address = address[:64]
     # The name as typed may be a password typed into the wrong field: the counter keeps only its keyed
-    # hash (the audit trail keeps no unknown name at all), never the text.
-    name = keyed_hash(username.lower(), "sign-in-name")
+    # hash (the audit trail keeps no unknown name at all), never the text, of its spelling-free form.
+    name = keyed_hash(counted_name(username), "sign-in-name")
     return {
         f"pair:{name}|{address}": cfg["LOGIN_MAX_FAILURES_PER_ACCOUNT"],
         f"addr:{address}": cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"],
     }
+
+
+def counted_name(username: str) -> str:
+    """The name a pair's counter is kept for: every spelling a directory may take for one name gives the
+    same. OpenLDAP takes "ａｌｉｃｅ" (full-width) and "ALİCE" (lower-cased: i and a combining dot) for
+    alice, and a counter per spelling gave her account a fresh allowance for each (32 for a five-letter
+    name). Folded as account names are, then without combining marks and invisible format characters:
+    merging more names than a directory does only makes them share a counter."""
+    decomposed = unicodedata.normalize("NFKD", folded_username(username))
+    return "".join(ch for ch in decomposed if unicodedata.category(ch) not in ("Mn", "Cf"))
 
 
 def _aware(moment: datetime) -> datetime:
