@@ -101,6 +101,10 @@ def test_every_spelling_the_directory_matches_reaches_one_row_and_its_deactivati
         # The trail says why (the page does not): until 5 December it said "wrong password".
         failed = db.session.scalars(db.select(AuditEvent.details).filter_by(action="sign_in_failed")).all()
         assert failed == ["account deactivated (password right)"] * 3
+        # And whose account it was, whichever spelling reached it: until 5 December "ALICE" and the
+        # full-width spelling were recorded as "(unknown)" (found by the security review).
+        actors = db.session.scalars(db.select(AuditEvent.actor).filter_by(action="sign_in_failed")).all()
+        assert actors == ["alice"] * 3
 
 
 def test_the_sign_in_delays_count_every_spelling_of_a_name_as_one(app, directory):

@@ -195,6 +195,13 @@ class User(UserMixin, db.Model):
         return db.session.scalar(select(cls).where(cls.username == username))
 
     @classmethod
+    def directory_account_named(cls, username: str) -> User | None:
+        """The directory account whose name `username` is in another spelling (case, full-width forms):
+        its row is keyed on the entry's own name, folded (auth/directory.py, entry_name)."""
+        folded = folded_username(username)
+        return db.session.scalar(select(cls).where(func.lower(cls.username) == folded, cls.source == DIRECTORY))
+
+    @classmethod
     def cut_off_accounts_exist(cls) -> bool:
         """Whether directory sign-in is switched off while active directory accounts exist (User.cut_off):
         the sign-in page says so to everyone, not per name, which would tell who has an account."""

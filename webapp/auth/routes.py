@@ -63,8 +63,12 @@ def login():
 
 def _audited_name(username: str) -> str:
     # Only names of accounts we know reach the audit trail: what was typed for an unknown one may be
-    # a password (typed into the wrong field) and must not be kept.
-    return username if User.by_username(username) else "(unknown)"
+    # a password (typed into the wrong field) and must not be kept. A directory account is named by
+    # its own name whichever spelling reached it: the directory takes "ALICE" and a full-width
+    # "ａｌｉｃｅ" for alice, and until 5 December the trail said "(unknown)" for those attempts, her
+    # deactivated account's right password included.
+    user = User.by_username(username) or User.directory_account_named(username)
+    return user.username if user else "(unknown)"
 
 
 def _signed_in(user):
