@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from tests.factories import add_prediction
 from tests.helpers import PASSWORDS, csrf_token, token_form
 from webapp.extensions import db
-from webapp.models import AuditEvent, record_audit, utcnow
+from webapp.models import AuditEvent, User, record_audit, utcnow
 
 FIVE = {"sign_in", "sign_in_failed", "prediction_viewed", "export", "sign_out"}
 
@@ -89,6 +89,25 @@ def test_each_read_of_the_api_list_is_one_export_row(app, client, clinician_user
         ("admin", "API list, 2 rows; filters: verdict=PNEUMONIA; page=1, per_page=2"),
     ]
     assert exports[0]["ip"] == "127.0.0.1"
+
+
+def test_the_user_filter_compares_names_as_accounts_are(app, client, auth, admin_user, admin_token):
+    """docs/api.md's own example (user=dr.lee) found none of Dr.Lee's rows: the trail matched the name
+    exactly while the history's filter folds it (found by the security review on 5 December)."""
+    with app.app_context():
+        lee = User(username="Dr.Lee", role="clinician")
+        lee.set_password(PASSWORDS["clin"])
+        db.session.add(lee)
+        db.session.commit()
+    assert auth.login("Dr.Lee", PASSWORDS["clin"]).status_code == 302
+    auth.logout()
+    for spelling in ("dr.lee", "DR.LEE", "Dr.Lee", "\uff24r.Lee"):
+        listed = events(client, admin_token, f"?user={spelling}")["events"]
+        assert [e["action"] for e in listed] == ["sign_out", "sign_in"], spelling
+    auth.login("admin")
+    page = client.get("/admin/audit?user=dr.lee").get_data(as_text=True)
+    assert "Page 1 of 1 (2 events)" in page
+    assert events(client, admin_token, "?user=dr.le")["total"] == 0  # still whole names only
 
 
 def test_filters_and_pages(app, client, auth, admin_token, clinician_user):

@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import UTC, date, tzinfo
 
 from flask_wtf import FlaskForm
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, or_, select
 from wtforms import DateField, StringField
 from wtforms.validators import Length, Optional
 
 from .date_range import not_before_date_from
 from .extensions import db
 from .local_time import day_bounds, display_zone
-from .models import AuditEvent, record_audit
+from .models import AuditEvent, User, folded_username, record_audit
 from .shell_actor import actor_is
 
 
@@ -45,7 +45,7 @@ def audit_query(
     if action:
         query = query.where(AuditEvent.action == action.strip())
     if user:
-        query = query.where(actor_is(AuditEvent.actor, user.strip()))
+        query = query.where(or_(*(actor_is(AuditEvent.actor, name) for name in _actor_names(user.strip()))))
     if target:
         query = query.where(AuditEvent.target == target.strip())
     start, end = day_bounds(date_from, date_to, zone)
@@ -54,6 +54,16 @@ def audit_query(
     if end:
         query = query.where(AuditEvent.created_at < end)
     return query
+
+
+def _actor_names(user: str) -> set[str]:
+    """The names `user` finds in the trail: itself, and the account it names compared as account names
+    are (models.folded_username), as the history's user filter compares them. Until 5 December the
+    trail matched the name exactly, so `dr.lee` (docs/api.md's example) found none of Dr.Lee's rows,
+    nor `ALICE` any of alice's, and an auditor read an empty trail as "did nothing". Exact names, so
+    the actor column's index still serves the filter."""
+    account = select(User.username).where(func.lower(User.username) == folded_username(user))
+    return {user, *db.session.scalars(account)}
 
 
 def form_query(form: AuditFilterForm) -> Select:
