@@ -94,7 +94,21 @@ def test_switched_off_the_sign_in_page_says_directory_accounts_cannot_sign_in(ap
     with app.app_context():
         failed = db.session.query(AuditEvent).filter_by(action="sign_in_failed", actor="alice").one()
         assert failed.details == OFF
-    assert _access_ended(app) == [("directory", OFF)]
+    assert _access_ended(app) == []  # a sign-in attempt, anyone's, ends nothing (next test)
+
+
+def test_switched_off_a_sign_in_attempt_by_anyone_revokes_nothing(app, client, auth, directory):
+    """Found by the security review on 5 December: one sign-in attempt for alice, with any password, by
+    anyone, revoked her API tokens for good (an integration's script broke once LDAP_URL was set again)."""
+    bearer = _signed_in_alice(app, client, auth)
+    app.config["LDAP_URL"] = ""
+    assert AuthActions(app.test_client()).login("alice", "a-guess-by-anyone").status_code == 401
+    assert _access_ended(app) == []
+    with app.app_context():
+        assert db.session.query(AuditEvent).filter_by(action="token_revoked").count() == 0
+    app.config.update(directory.app_settings())
+    assert client.get("/api/v1/tokens", headers=bearer).status_code == 200
+    assert client.get("/screen").status_code == 200
 
 
 def test_a_site_that_never_had_directory_accounts_shows_no_such_note(client):

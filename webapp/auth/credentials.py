@@ -24,7 +24,7 @@ from ..models import (
 )
 from ..passwords import verify_nothing
 from . import directory
-from .sessions import DIRECTORY_OFF_REASON, end_all_access, end_cut_off, end_directory_access
+from .sessions import DIRECTORY_OFF_REASON, end_all_access, end_directory_access
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,9 @@ def check(username: str, password: str) -> Outcome:
         if user is None:
             return Outcome(None)
         # A directory account, and nothing to check its password with: refused (the page says, for every
-        # name, that directory accounts cannot sign in now), its access ended here if nothing has yet.
-        if user.active and end_cut_off(user):
-            db.session.commit()
+        # name, that directory accounts cannot sign in now). Its access is not ended here: anyone may type
+        # a name, and until 5 December one sign-in attempt with any password revoked that account's API
+        # tokens for good. Its own session or token ends it (sessions.end_cut_off); both are refused now.
         return Outcome(None, reason=DIRECTORY_OFF_REASON)
     answer = directory.authenticate(username, password)
     if not answer.password_ok:

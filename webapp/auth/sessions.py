@@ -111,7 +111,8 @@ DIRECTORY_OFF_REASON = "directory sign-in switched off (LDAP_URL empty)"
 
 
 def end_cut_off(user: User) -> bool:
-    """A directory account met while directory sign-in is switched off (its session, a token, a sign-in):
+    """A directory account met while directory sign-in is switched off (its session or a token; not a
+    sign-in attempt, which anyone can make for any name):
     end its sessions and tokens and say so in the audit trail and the log, once (the caller commits), as
     for a leaver. Revoked, not just refused: LDAP_URL set again later, maybe to another directory whose
     "alice" is someone else, must not bring the old alice's tokens back with a sign-in. Whether this
