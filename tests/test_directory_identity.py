@@ -7,9 +7,10 @@ its entries their own entryUUID, so the session's directory and a test's own are
 """
 
 import pytest
+from ldap3 import MODIFY_ADD, MODIFY_DELETE
 
 from tests.helpers import AuthActions, issue_token
-from tests.ldap_server import DIRECTORY_PEOPLE, HIDE_IDENTITY, PEOPLE, started_server
+from tests.ldap_server import CLINICIANS_GROUP, DIRECTORY_PEOPLE, HIDE_IDENTITY, PEOPLE, started_server
 from webapp.auth import directory as directory_module
 from webapp.auth.credentials import NAME_OF_EARLIER_ACCOUNT
 from webapp.auth.recheck import recheck_directory_accounts
@@ -180,3 +181,34 @@ def test_the_administrator_renames_the_earlier_account_and_the_new_holder_gets_t
     assert [(action, target, details) for _, action, target, details in renamed] == [
         ("user_renamed", "alice.2019", "was alice")
     ]
+
+
+def test_a_deactivated_entry_signs_in_under_none_of_its_names(app, directory, runner):
+    """Found by the security review on 5 December: with LDAP_USER_FILTER comparing two attributes (docs:
+    uid or mail) a first sign-in is named as typed, so alice, deactivated, signed in by her cn to a second,
+    active account of the same entry (entryUUID), her deactivation left behind."""
+    app.config["LDAP_USER_FILTER"] = "(|(uid={username})(cn={username}))"
+    assert AuthActions(app.test_client()).login("alice", ALICE_PASSWORD).status_code == 302
+    assert runner.invoke(args=["users", "deactivate", "alice"]).exit_code == 0
+    for name in ("alice", "Alice Example"):
+        assert AuthActions(app.test_client()).login(name, ALICE_PASSWORD).status_code == 401, name
+    with app.app_context():
+        assert [(u.username, u.active) for u in db.session.query(User)] == [("alice", False)]
+    assert _trail(app, "sign_in_failed")[-1][3] == "account deactivated (password right): alice, under another name"
+    # Active again, each name signs in (to an account per name, as such a filter names them).
+    assert runner.invoke(args=["users", "activate", "alice"]).exit_code == 0
+    assert AuthActions(app.test_client()).login("Alice Example", ALICE_PASSWORD).status_code == 302
+
+
+def test_a_deactivated_entry_renamed_in_the_directory_stays_deactivated(app, own_ldap_server, runner):
+    """The same with one attribute: the entry's uid changed (same entryUUID) reached a new, active account."""
+    app.config.update(own_ldap_server.app_settings())
+    assert AuthActions(app.test_client()).login("alice", ALICE_PASSWORD).status_code == 302
+    assert runner.invoke(args=["users", "deactivate", "alice"]).exit_code == 0
+    with own_ldap_server.admin() as conn:
+        assert conn.modify_dn(f"uid=alice,{PEOPLE}", "uid=alice2"), conn.result
+        moved = {"member": [(MODIFY_DELETE, [f"uid=alice,{PEOPLE}"]), (MODIFY_ADD, [f"uid=alice2,{PEOPLE}"])]}
+        assert conn.modify(CLINICIANS_GROUP, moved), conn.result
+    assert AuthActions(app.test_client()).login("alice2", ALICE_PASSWORD).status_code == 401
+    with app.app_context():
+        assert [(u.username, u.active) for u in db.session.query(User)] == [("alice", False)]

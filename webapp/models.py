@@ -195,6 +195,18 @@ class User(UserMixin, db.Model):
         return db.session.scalar(select(cls).where(cls.username == username))
 
     @classmethod
+    def deactivated_account_of_entry(cls, identity: str | None, besides: User | None) -> User | None:
+        """A deactivated account made for the directory entry `identity` other than `besides`: one entry
+        reaches several rows when its name changed in the directory, or under a filter comparing two
+        attributes (uid or mail), which names a new account as typed. The deactivation covers them all."""
+        if identity is None:
+            return None
+        query = select(cls).where(cls.directory_entry_id == identity, cls.active.is_(False))
+        if besides is not None:
+            query = query.where(cls.id != besides.id)
+        return db.session.scalar(query.order_by(cls.id).limit(1))
+
+    @classmethod
     def directory_account_named(cls, username: str) -> User | None:
         """The directory account whose name `username` is in another spelling (case, full-width forms):
         its row is keyed on the entry's own name, folded (auth/directory.py, entry_name)."""

@@ -105,6 +105,12 @@ def check(username: str, password: str) -> Outcome:
         return Outcome(None, NAME_TAKEN)
     if user is not None and (refused := _someone_else(user, answer.identity)):
         return refused
+    if (other := User.deactivated_account_of_entry(answer.identity, user)) is not None:
+        # The entry's deactivated account under another of its names: a filter comparing two attributes
+        # names a first sign-in as typed (alice by her cn made a second, active account), and a name
+        # changed in the directory reaches a new row. Until 5 December either got past the deactivation.
+        log.warning("directory sign-in refused for %r: the entry's account %r is deactivated", name, other.username)
+        return Outcome(None, reason=f"{deactivated(password_right=True)}: {other.username}, under another name")
     if answer.role is None:
         if user is not None:
             # Taken out of both groups: whatever session and token are left end too, and the trail says so
