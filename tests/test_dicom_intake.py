@@ -444,7 +444,7 @@ def test_an_unknown_films_capture_shows_its_reason_not_a_score():
     unknown = Verdict("UNKNOWN", 0.97, 0.39, "Outside the intended use: this looks like an adult's chest film.", "v")
     assert summary_lines(unknown) == ["UNKNOWN  Outside the intended use"]
     assert summary_lines(Verdict("PNEUMONIA", 0.97, 0.39, None, "v")) == [
-        "PNEUMONIA  p(pneumonia) 0.97  threshold 0.39"
+        "PNEUMONIA  p(pneumonia) 0.97  threshold 0.390"
     ]
 
 

@@ -184,7 +184,7 @@ def test_site_threshold_is_adopted_used_shown_and_withdrawn(app, client, admin_t
     assert prediction["threshold"] == 0.62 and prediction["site_calibration_id"] == adopted.get_json()["id"]
     auth.login("admin")
     page = client.get(f"/screen/results?id={prediction['id']}").get_data(as_text=True)
-    assert re.search(rf"site threshold 0\.62, from validation run {run_id}, \d{{4}}-\d\d-\d\d", page)
+    assert re.search(rf"site threshold 0\.620, from validation run {run_id}, \d{{4}}-\d\d-\d\d", page)
 
     assert client.delete("/api/v1/site-calibration", headers=bearer(admin_token)).status_code == 204
     assert client.get("/api/v1/site-calibration", headers=bearer(admin_token)).status_code == 404

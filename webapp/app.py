@@ -8,6 +8,7 @@ from .cli_group import migration_commands
 from .config import INSECURE_SECRET_KEYS, MIN_SECRET_KEY_LENGTH, PROJECT_DIR, SECRET_KEY_FILE, Config, config_from_env
 from .env import ConfigError
 from .extensions import csrf, db, login_manager, migrate
+from .inference.decide import threshold_text
 from .params import BoundedIntConverter
 from .private_files import make_private
 from .responses import takes_error_focus
@@ -24,6 +25,7 @@ def create_app(config_class: type[Config] | None = None, overrides: dict | None 
     register_extensions(app)
     register_blueprints(app)
     app.add_template_global(takes_error_focus)
+    app.add_template_filter(threshold_text, "threshold")
     register_local_time(app)
     register_errorhandlers(app)
     register_request_hooks(app)

@@ -25,6 +25,14 @@ from .labels import NORMAL, PNEUMONIA, UNKNOWN
 NOT_RECOGNISED = "Not recognised as a young child's frontal chest radiograph"
 
 
+def threshold_text(threshold: float) -> str:
+    """A decision threshold as people read it, wherever it is shown (the result card, the validation
+    pages, the PACS capture): three places everywhere, so the card's threshold reads the same on every
+    page and two site thresholds (0.208, 0.215) never read alike, as they did at two places. The API and
+    the audit trail keep the number itself."""
+    return f"{threshold:.3f}"
+
+
 @dataclass(frozen=True)
 class UnknownPolicy:
     max_colourfulness: float

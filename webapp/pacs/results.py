@@ -27,6 +27,7 @@ from pydicom.uid import generate_uid
 from pydicom.valuerep import TM
 
 from ..inference.age import parse_date
+from ..inference.decide import threshold_text
 from ..inference.labels import NORMAL, PNEUMONIA, UNKNOWN
 from ..inference.overlay import overlay_rgb
 from ..inference.scores import rounded
@@ -343,7 +344,8 @@ def summary_lines(verdict: Verdict) -> list[str]:
         headline = (verdict.unknown_reason or "no reason given").split(":", 1)[0].strip().rstrip(".")
         lines = [f"UNKNOWN  {headline[:80]}"]
     else:
-        lines = [f"{verdict.label}  p(pneumonia) {verdict.p_pneumonia:.2f}  threshold {verdict.threshold:.2f}"]
+        threshold = threshold_text(verdict.threshold)
+        lines = [f"{verdict.label}  p(pneumonia) {verdict.p_pneumonia:.2f}  threshold {threshold}"]
     if verdict.caution:
         lines.append(f"CAUTION: {verdict.caution.split(':', 1)[0]}")
     return lines

@@ -8,6 +8,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..admin.export import csv_cell
 from ..extensions import db
+from ..inference.decide import threshold_text
 from ..inference.model_card import ModelCardError, read_card
 from ..inference.overlay import stored_overlay_png
 from ..models import SiteCalibration, ValidationItem, ValidationRun, record_audit
@@ -196,7 +197,8 @@ def adopt_threshold(run_id: int):
         except AdoptionRefused as exc:
             flash(exc.message, "error")
         else:
-            flash(f"Site threshold {calibration.threshold:.3f} is now in force for new predictions.", "info")
+            threshold = threshold_text(calibration.threshold)
+            flash(f"Site threshold {threshold} is now in force for new predictions.", "info")
     return redirect(url_for("validation.report", run_id=run.id), code=303)
 
 
