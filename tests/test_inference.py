@@ -164,6 +164,12 @@ def test_probability_near_threshold_is_uncertain():
     assert label == UNKNOWN and reason.startswith("Uncertain")
 
 
+def test_the_uncertain_reason_names_the_threshold_as_the_result_card_does():
+    # At two places a site threshold of 0.386 read "0.39" here and "0.386" on the card beside it.
+    _, reason = decide(grey(), 0.40, 0.99, 1.0, 0.386, TEST_POLICY)
+    assert "is too close to the decision threshold (0.386)" in reason
+
+
 def test_colour_images_are_not_chest_radiographs():
     label, reason = decide(grey(colourfulness=0.2), 0.9, 0.99, 1.0, 0.5, TEST_POLICY)
     assert label == UNKNOWN and "colour" in reason

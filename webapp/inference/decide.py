@@ -86,6 +86,6 @@ def decide(
     if abs(p_pneumonia - threshold) < policy.uncertainty_band:
         return UNKNOWN, (
             f"Uncertain: the pneumonia probability ({p_pneumonia:.2f}) is too close to the decision "
-            f"threshold ({threshold:.2f}) to call; please read the film yourself."
+            f"threshold ({threshold_text(threshold)}) to call; please read the film yourself."
         )
     return (PNEUMONIA if p_pneumonia >= threshold else NORMAL), None
