@@ -161,6 +161,23 @@ def test_a_database_that_cannot_be_used_is_one_line(tmp_path, database, reason, 
     assert "no such table" not in reason or "Run `flask --app wsgi db upgrade` first." in result.output
 
 
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["users", "list"]])
+def test_an_instance_folder_not_made_yet_is_named(tmp_path, command):
+    """Found following the docs with INSTANCE_DIR set to a new folder: `flask --app wsgi db upgrade` said
+    only "the database (DATABASE_URL) failed: unable to open database file", naming a setting the site
+    never set (scripts/run.sh makes the folder; the command alone does not)."""
+    from webapp import create_app
+    from webapp.config import TestingConfig
+
+    folder = tmp_path / "instance"
+    app = create_app(
+        TestingConfig, {"INSTANCE_DIR": folder, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder}/cxr.sqlite"}
+    )
+    result = app.test_cli_runner().invoke(args=command)
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert f"The folder {folder} does not exist: create it (INSTANCE_DIR" in result.output
+
+
 def test_a_schema_behind_the_code_says_to_migrate(app, runner, clinician_user):
     """A backup restored from before an upgrade: SQLite's "no such column" gave no hint (only a
     missing table did), so the administrator was left with the driver's words."""
