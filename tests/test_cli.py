@@ -34,6 +34,25 @@ def test_create_refuses_case_variants_and_names_outside_the_pattern(app, runner,
         assert db.session.query(User).count() == 1
 
 
+@pytest.mark.parametrize(
+    "command", [["users", "create", "PACS", "--password", "a-long-password"], ["users", "rename", "clin", "pacs"]]
+)
+def test_the_reserved_name_is_refused_as_reserved_not_as_existing(app, client, auth, admin_user, runner, command):
+    """Found following docs/sign-in.md ("PACS is refused too: it is the user every film from the PACS
+    shows"): the shell and the Users page said "User 'PACS' already exists", and `users list` showed no
+    such user. They now say the name is reserved and why."""
+    from tests.helpers import csrf_token
+
+    make_user(app, "clin", "clinician")
+    result = runner.invoke(args=command)
+    assert result.exit_code == 1 and "is reserved: it is the user every film from the PACS shows" in result.output
+    assert "already exists" not in result.output
+    auth.login("admin")
+    form = {"csrf_token": csrf_token(client, "/admin/users"), "username": "Pacs", "role": "clinician"}
+    page = client.post("/admin/users", data={**form, "password": "a-long-password"}).get_data(as_text=True)
+    assert "The name &#39;Pacs&#39; is reserved: it is the user every film from the PACS shows." in page
+
+
 def test_token_is_printed_on_last_line(app, client, runner, clinician_user):
     result = runner.invoke(args=["users", "token", "clin"])
     token = result.output.strip().splitlines()[-1]
