@@ -6,6 +6,12 @@
 # (validation runs, films from the PACS; queue in instance/jobs.sqlite, or on REDIS_URL) and the
 # DICOM node (C-ECHO/C-STORE on 127.0.0.1:11112; docs/dicom.md).
 set -euo pipefail
+# A relative INSTANCE_DIR means the directory this script is started from (docs/deployment.md), not the
+# checkout it moves to next: `cd /srv && INSTANCE_DIR=cxr /opt/cxr/scripts/run.sh` used /opt/cxr/cxr.
+case "${INSTANCE_DIR:-/}" in
+  /*) ;;
+  *) export INSTANCE_DIR="$PWD/$INSTANCE_DIR" ;;
+esac
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

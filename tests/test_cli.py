@@ -34,6 +34,25 @@ def test_create_refuses_case_variants_and_names_outside_the_pattern(app, runner,
         assert db.session.query(User).count() == 1
 
 
+@pytest.mark.parametrize(
+    "command", [["users", "create", "PACS", "--password", "a-long-password"], ["users", "rename", "clin", "pacs"]]
+)
+def test_the_reserved_name_is_refused_as_reserved_not_as_existing(app, client, auth, admin_user, runner, command):
+    """Found following docs/sign-in.md ("PACS is refused too: it is the user every film from the PACS
+    shows"): the shell and the Users page said "User 'PACS' already exists", and `users list` showed no
+    such user. They now say the name is reserved and why."""
+    from tests.helpers import csrf_token
+
+    make_user(app, "clin", "clinician")
+    result = runner.invoke(args=command)
+    assert result.exit_code == 1 and "is reserved: it is the user every film from the PACS shows" in result.output
+    assert "already exists" not in result.output
+    auth.login("admin")
+    form = {"csrf_token": csrf_token(client, "/admin/users"), "username": "Pacs", "role": "clinician"}
+    page = client.post("/admin/users", data={**form, "password": "a-long-password"}).get_data(as_text=True)
+    assert "The name &#39;Pacs&#39; is reserved: it is the user every film from the PACS shows." in page
+
+
 def test_token_is_printed_on_last_line(app, client, runner, clinician_user):
     result = runner.invoke(args=["users", "token", "clin"])
     token = result.output.strip().splitlines()[-1]
@@ -159,6 +178,23 @@ def test_a_database_that_cannot_be_used_is_one_line(tmp_path, database, reason, 
     assert result.output.startswith("Error: the database (DATABASE_URL) failed: ") and reason in result.output
     assert len(result.output.strip().splitlines()) == 1 and "pw-s3cret" not in result.output
     assert "no such table" not in reason or "Run `flask --app wsgi db upgrade` first." in result.output
+
+
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["users", "list"]])
+def test_an_instance_folder_not_made_yet_is_named(tmp_path, command):
+    """Found following the docs with INSTANCE_DIR set to a new folder: `flask --app wsgi db upgrade` said
+    only "the database (DATABASE_URL) failed: unable to open database file", naming a setting the site
+    never set (scripts/run.sh makes the folder; the command alone does not)."""
+    from webapp import create_app
+    from webapp.config import TestingConfig
+
+    folder = tmp_path / "instance"
+    app = create_app(
+        TestingConfig, {"INSTANCE_DIR": folder, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder}/cxr.sqlite"}
+    )
+    result = app.test_cli_runner().invoke(args=command)
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert f"The folder {folder} does not exist: create it (INSTANCE_DIR" in result.output
 
 
 def test_a_schema_behind_the_code_says_to_migrate(app, runner, clinician_user):

@@ -457,6 +457,34 @@ def test_the_job_worker_refuses_to_start_with_a_mistyped_destination(app, runner
     assert "DICOM_RESULTS_DESTINATION must read AE@host:port" in result.output
 
 
+@pytest.mark.parametrize(
+    ("destination", "said"),
+    [
+        ("ORTHANC@pacs:4242", "PACS results to ORTHANC@pacs:4242"),
+        (None, "PACS no results sent: DICOM_RESULTS_DESTINATION"),
+    ],
+)
+def test_the_job_workers_ready_line_says_where_results_go(app, runner, monkeypatch, caplog, destination, said):
+    """Found following docs/dicom.md literally: the node started with DICOM_RESULTS_DESTINATION logged
+    "results to ORTHANC@...", while the worker, which builds and sends them, had none and built none
+    without a word. The worker, the one process that sends, now says where to in its own line."""
+    app.config["DICOM_RESULTS_DESTINATION"] = destination
+
+    class Consumer:
+        def run(self):
+            pass
+
+    monkeypatch.setattr("webapp.jobs.cli.install_process_logging", lambda *filters: None)
+    monkeypatch.setattr("webapp.jobs.cli.yield_cpu", lambda *args: None)  # leave the test process's priority
+    monkeypatch.setattr("webapp.jobs.cli.analyzer_for", lambda config: None)
+    monkeypatch.setattr("huey.api.Huey.create_consumer", lambda self, **options: Consumer())
+    with caplog.at_level("INFO", logger="webapp.jobs.cli"):
+        result = runner.invoke(args=["jobs", "worker"])
+    assert result.exit_code == 0, result.output
+    ready = [r.getMessage() for r in caplog.records if r.getMessage().startswith("jobs worker ready")]
+    assert len(ready) == 1 and said in ready[0]
+
+
 def test_results_reach_a_pacs_that_takes_only_the_default_transfer_syntax():
     # Found by the PACS review: a PACS taking only Implicit VR Little Endian (the one syntax every SCP
     # must take) accepted no context for our Explicit VR results; each try failed as "cannot be reached".

@@ -362,3 +362,26 @@ def test_a_retry_and_a_discard_at_once_leave_one_of_them_done(tmp_path, monkeypa
         assert audited == ["dicom.result_retry" if retried else "dicom.result_discard"]  # only the one that acted
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.mark.parametrize("action", ["retry", "discard"])
+def test_a_second_click_on_a_result_already_acted_on_is_told_so(app, client, auth, admin_user, action):
+    """Found following docs/dicom.md on the outbox: Retry pressed a second time (or by another administrator
+    on an outbox page loaded before the first) answered a bare 409 page, "A conflict happened while
+    processing the request. The resource might have been modified ...", naming neither the result nor
+    what happened. The outbox now says the result is pending (or sent) and that nothing changed."""
+    result_id = outbox_result(app, free_port())
+    with app.app_context():
+        db.session.get(DicomResult, result_id).state = RESULT_REFUSED
+        db.session.commit()
+    auth.login("admin")
+    token = csrf_token(client, "/admin/dicom/outbox")
+    assert client.post(f"/admin/dicom/outbox/{result_id}/retry", data={"csrf_token": token}).status_code == 302
+    again = client.post(f"/admin/dicom/outbox/{result_id}/{action}", data={"csrf_token": token}, follow_redirects=True)
+    page = again.get_data(as_text=True)
+    assert again.status_code == 200 and again.request.path == "/admin/dicom/outbox"
+    assert f"Result {result_id} is pending now, not waiting for a retry or discard; nothing was changed." in page
+    with app.app_context():
+        assert db.session.get(DicomResult, result_id).state == RESULT_PENDING
+        actions = [e.action for e in db.session.scalars(select(AuditEvent)) if e.action.startswith("dicom.")]
+        assert actions == ["dicom.result_retry"]  # the second click recorded nothing

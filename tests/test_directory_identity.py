@@ -167,7 +167,7 @@ def test_the_administrator_renames_the_earlier_account_and_the_new_holder_gets_t
         (["users", "rename", "nobody", "x1"], "No user named 'nobody'"),
         (["users", "rename", "alice", "a"], "2 to 64 letters"),
         (["users", "rename", "alice", "ALICE"], "already exists"),
-        (["users", "rename", "alice", "pacs"], "already exists"),
+        (["users", "rename", "alice", "pacs"], "is reserved"),
     ]:
         result = runner.invoke(args=refused)
         assert result.exit_code == 1 and message in result.output, result.output

@@ -162,6 +162,17 @@ def test_the_summary_counts_the_zones_days(app, admin_user):
     assert counts["day"] == today.isoformat() and counts["NORMAL"] == 1, counts
 
 
+@berlin
+def test_the_summary_names_the_zone_its_days_are_counted_in(app, client, auth, admin_user):
+    """Found following docs/deployment.md ("the tables' headings name the zone", "the summary counts its
+    days"): the summary's table headed its column "Day" alone, so its counts, Berlin's days, read as the
+    UTC days of the API and the CSV's created_at, which differ by the films of the first hour or two."""
+    with app.app_context():
+        add_prediction(admin_user, when=datetime.now(UTC))
+    auth.login("admin")
+    assert '<th scope="col">Day (Europe/Berlin)</th>' in page(client, "/admin/summary")
+
+
 def test_utc_stays_the_default(app, client, auth, admin_user):
     with app.app_context():
         pid = add_prediction(admin_user, when=datetime(2026, 12, 4, 23, 30, tzinfo=UTC))

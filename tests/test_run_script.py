@@ -58,3 +58,24 @@ def test_the_key_and_the_first_password_go_to_the_instance_dir_the_app_reads(tmp
     assert f"also in {instance}/initial_admin_password" in done.stdout
     assert not (repo / "instance").exists()
     assert "flask --app wsgi db upgrade" in (tmp_path / "calls.log").read_text()
+
+
+def test_a_relative_instance_dir_is_where_the_script_was_started(tmp_path):
+    """Found following docs/deployment.md ("A relative INSTANCE_DIR is taken from the directory the
+    process starts in"): run.sh moves to the checkout first, so `INSTANCE_DIR=site scripts/run.sh` started
+    in /srv put the key, the first password and the database in the checkout's site/, not /srv/site."""
+    repo = stub_checkout(tmp_path)
+    started_in = tmp_path / "srv"
+    started_in.mkdir()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "INSTANCE_DIR": "site",
+        "STUB_LOG": str(tmp_path / "calls.log"),
+    }
+    done = subprocess.run(
+        [str(repo / "scripts" / "run.sh")], cwd=started_in, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert (started_in / "site" / "secret_key").is_file() and (started_in / "site" / "initial_admin_password").is_file()
+    assert not (repo / "site").exists()

@@ -217,6 +217,23 @@ def test_a_token_issued_to_a_directory_leaver_is_refused(app, client, runner):
     assert client.get("/api/v1/tokens", headers=bearer(token)).status_code == 200
 
 
+def test_a_refused_token_does_not_blame_the_groups_for_another_entry_under_the_name(app, runner):
+    """Found following docs/sign-in.md: an account whose name the re-check found under another directory
+    entry (still in the clinicians' group) was refused a token "in neither group at its last check ...
+    comes back when they sign in again once in a group", which is false on both counts: no sign-in
+    brings that account back, an administrator renames it. The line now names every cause and where the
+    trail says which."""
+    app.config["LDAP_URL"] = DIRECTORY_ON
+    with app.app_context():
+        user = User(username="alice", role="clinician", source="directory", password_hash="!directory")
+        user.directory_access = False  # ended: its name is now another entry's
+        db.session.add(user)
+        db.session.commit()
+    shell = runner.invoke(args=["users", "token", "alice"])
+    assert shell.exit_code == 1 and "in neither group at its last check" not in shell.output
+    assert "its name now another directory entry's: the audit trail's access_ended row says which" in shell.output
+
+
 @pytest.mark.parametrize("how", ["deactivated", "leaver"])
 def test_no_token_is_issued_that_would_be_refused_at_every_use(app, client, runner, auth, admin_user, how):
     """The Users page and the shell issued a token to a deactivated account or a directory leaver: its

@@ -62,9 +62,12 @@ def issue_token(
                 f"account first (flask --app wsgi users make-local {user.username})"
             )
         else:
+            # Not only "in neither group": gone from the directory, disabled there, or the name now another
+            # entry's end it too, and for that one no sign-in brings it back (docs/sign-in.md: rename it).
             why = (
-                "has no access from the directory (in neither group at its last check): access, tokens "
-                "included, comes back when they sign in again once in a group"
+                "has no access from the directory since its last check (gone from it, in neither group, disabled "
+                "there, or its name now another directory entry's: the audit trail's access_ended row says which; "
+                "docs/sign-in.md)"
             )
         raise TokenRefused("token_refused", f"No token issued: {user.username} {why}.", 409)
     token, secret = ApiToken.create(user, name.strip()[:64], days, form_once)

@@ -16,7 +16,18 @@ from .cli_group import AdminGroup
 from .config import MAX_RETENTION_DAYS
 from .extensions import db
 from .local_time import utc_time
-from .models import LOCAL, RESERVED_ACCOUNT, ROLES, USERNAME_PATTERN, AuditEvent, User, record_audit, utcnow
+from .models import (
+    LOCAL,
+    RESERVED_ACCOUNT,
+    RESERVED_NAME_TAKEN,
+    ROLES,
+    USERNAME_PATTERN,
+    AuditEvent,
+    User,
+    record_audit,
+    reserved_username,
+    utcnow,
+)
 from .neutral_names import neutralise, sent_names
 from .passwords import password_problem
 from .retention import count_prune, described, prune_predictions
@@ -53,6 +64,14 @@ def _check_password(password: str) -> None:
         raise click.ClickException(problem)
 
 
+def _taken(name: str) -> str:
+    """Why User.name_taken refuses `name`: "PACS" said "User 'PACS' already exists", which `users list`
+    then did not show."""
+    if reserved_username(name):
+        return RESERVED_NAME_TAKEN.format(name=name)
+    return f"User {name!r} already exists (names differing only in case count as the same)."
+
+
 @users_cli.command("create")
 @click.argument("name")
 @click.option("--role", type=click.Choice(ROLES), default="clinician", show_default=True)
@@ -62,7 +81,7 @@ def create(name: str, role: str, password: str, change_at_sign_in: bool) -> None
     """Create a user NAME with a role."""
     if not re.fullmatch(USERNAME_PATTERN, name):
         raise click.ClickException("A user name is 2 to 64 letters, digits, dots, dashes and underscores.")
-    taken = f"User {name!r} already exists (names differing only in case count as the same)."
+    taken = _taken(name)
     if User.name_taken(name):
         raise click.ClickException(taken)
     _check_password(password)
@@ -227,7 +246,7 @@ def rename(name: str, new_name: str) -> None:
     user = _user_or_fail(name)
     if not re.fullmatch(USERNAME_PATTERN, new_name):
         raise click.ClickException("A user name is 2 to 64 letters, digits, dots, dashes and underscores.")
-    taken = f"User {new_name!r} already exists (names differing only in case count as the same)."
+    taken = _taken(new_name)
     if User.name_taken(new_name):
         raise click.ClickException(taken)
     user.username = new_name

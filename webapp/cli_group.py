@@ -6,8 +6,11 @@ database yet, ended in a 150-line SQLAlchemy traceback whose one useful line was
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
-from flask.cli import AppGroup
+from flask.cli import AppGroup, ScriptInfo
+from sqlalchemy import make_url
 from sqlalchemy.exc import InterfaceError, OperationalError, ProgrammingError
 
 from .refusal import database_reason
@@ -21,7 +24,8 @@ class AdminGroup(AppGroup):
         try:
             return super().invoke(ctx)
         except (OperationalError, InterfaceError, ProgrammingError) as exc:
-            raise click.ClickException(database_problem(exc, self.upgrade_hint)) from None
+            problem = database_problem(exc, self.upgrade_hint) + missing_folder(ctx)
+            raise click.ClickException(problem) from None
 
 
 def migration_commands(group: click.Group) -> AdminGroup:
@@ -32,6 +36,19 @@ def migration_commands(group: click.Group) -> AdminGroup:
     )
     wrapped.upgrade_hint = False
     return wrapped
+
+
+def missing_folder(ctx: click.Context) -> str:
+    """SQLite's "unable to open database file" when the database's folder does not exist (an INSTANCE_DIR
+    not made yet: scripts/run.sh makes it, `flask db upgrade` alone did not): which folder to create.
+    The line named only DATABASE_URL, which such a site never set. A SQLite path holds no password."""
+    url = make_url(ctx.ensure_object(ScriptInfo).load_app().config["SQLALCHEMY_DATABASE_URI"])
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return ""
+    folder = Path(url.database).parent
+    if folder.is_dir():
+        return ""
+    return f" The folder {folder} does not exist: create it (INSTANCE_DIR, unless DATABASE_URL names another file)."
 
 
 def database_problem(exc: Exception, upgrade_hint: bool = True) -> str:

@@ -346,6 +346,9 @@ RESERVED_ACCOUNT = (
 )
 
 
+RESERVED_NAME_TAKEN = "The name {name!r} is reserved: it is the user every film from the PACS shows. Choose another."
+
+
 def reserved_username(username: str) -> bool:
     """Whether the name is no one's, local or from the directory: PACS_SUBMITTER, in any spelling,
     is the user every film from the PACS shows and what the history's user filter finds them by."""

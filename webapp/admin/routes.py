@@ -13,7 +13,17 @@ from ..auth.sessions import end_all_access
 from ..extensions import db
 from ..history.filters import HistoryFilterForm, filtered_predictions, filters_text
 from ..history.routes import render_history
-from ..models import RESERVED_ACCOUNT, ApiToken, AuditEvent, Prediction, User, record_audit, utcnow
+from ..models import (
+    RESERVED_ACCOUNT,
+    RESERVED_NAME_TAKEN,
+    ApiToken,
+    AuditEvent,
+    Prediction,
+    User,
+    record_audit,
+    reserved_username,
+    utcnow,
+)
 from ..params import page_of
 from ..responses import form_errors
 from . import bp
@@ -69,7 +79,11 @@ def users():
             else:
                 flash(f"User {user.username} created.", "info")
                 return redirect(url_for("admin.users"), code=303)
-        form.username.errors.append("That username is taken (names differing only in case count as the same).")
+        form.username.errors.append(
+            RESERVED_NAME_TAKEN.format(name=form.username.data)
+            if reserved_username(form.username.data)
+            else "That username is taken (names differing only in case count as the same)."
+        )
     return users_page(form)
 
 

@@ -10,7 +10,7 @@ from flask import current_app
 from ..cli_group import AdminGroup
 from ..inference.runtime import ModelUnavailable, analyzer_for
 from ..logs import install_process_logging
-from ..pacs.cli import destination_or_fail
+from ..pacs.cli import destination_or_fail, results_destination
 from .agreement import check_worker_settings
 from .outage_log import QueueOutageFilter
 from .priority import yield_cpu
@@ -49,7 +49,8 @@ def worker(threads: int) -> None:
     # A worker that starts may be the replacement of one that was killed mid-job.
     run_recoveries(on_start=True)
     consumer = queue.huey.create_consumer(workers=threads, worker_type="thread", periodic=True)
-    logging.getLogger(__name__).info("%s (queue on %s, %d thread(s))", WORKER_READY, backend, threads)
+    results = results_destination(current_app.config)
+    logging.getLogger(__name__).info("%s (queue on %s, %d thread(s); PACS %s)", WORKER_READY, backend, threads, results)
     consumer.run()
 
 

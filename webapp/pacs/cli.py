@@ -23,7 +23,7 @@ def listen() -> None:
     """Serve C-ECHO and C-STORE until stopped; screening runs on the job queue (`flask jobs worker`)."""
     install_process_logging()
     config = current_app.config
-    destination = destination_or_fail(config)
+    destination_or_fail(config)  # a typo stops the node too, not only the worker that sends
     yield_cpu(config["DICOM_LISTENER_NICE"], tf_threads=0)  # uploads first (jobs/priority.py)
     # In a container the node is PID 1, which the kernel gives no default action for SIGTERM:
     # `docker stop` waited out its grace period and killed it (137). SIGTERM now stops it as Ctrl-C
@@ -33,13 +33,12 @@ def listen() -> None:
 
     def listening() -> None:
         logging.getLogger(__name__).info(
-            "%s as %s on %s:%d (accepting %s; results to %s)",
+            "%s as %s on %s:%d (accepting %s; the job worker screens the films and sends the results)",
             LISTENER_READY,
             config["DICOM_AE_TITLE"],
             config["DICOM_BIND"],
             config["DICOM_PORT"],
             allowed,
-            destination or "nowhere: DICOM_RESULTS_DESTINATION is not set",
         )
 
     try:
@@ -48,8 +47,16 @@ def listen() -> None:
         raise click.ClickException(f"cannot listen on {config['DICOM_BIND']}:{config['DICOM_PORT']}: {exc}") from exc
 
 
-def destination_or_fail(config) -> str | None:
-    """DICOM_RESULTS_DESTINATION as set, checked at start-up by the two processes that use it (the
+def results_destination(config) -> str:
+    """Where this process sends the PACS results, for its start-up line. Only the job worker sends
+    them, with its own DICOM_RESULTS_DESTINATION: the node's line used to name the node's value, so a
+    node given the setting and a worker not given it read "results to PACS@..." while none was built."""
+    destination = config.get("DICOM_RESULTS_DESTINATION")
+    return f"results to {destination}" if destination else "no results sent: DICOM_RESULTS_DESTINATION is not set"
+
+
+def destination_or_fail(config) -> None:
+    """Check DICOM_RESULTS_DESTINATION at start-up in the two processes that read it (the
     node and the job worker, which sends the results), so that a mistyped one stops them with its
     line instead of failing every result later in the outbox."""
     destination = config.get("DICOM_RESULTS_DESTINATION")
@@ -58,4 +65,3 @@ def destination_or_fail(config) -> str | None:
             parse_destination(destination)
         except DestinationError as exc:
             raise click.ClickException(str(exc)) from exc
-    return destination

@@ -123,14 +123,18 @@ def outbox():
 
 
 def _act_on_failed_result(result_id: int, action: str, act: Callable[[DicomResult], bool], message: str):
-    """An administrator's retry or discard of a result whose delivery failed or was refused (409 for any
-    other), audited."""
+    """An administrator's retry or discard of a result whose delivery failed or was refused, audited; for
+    any other, the outbox says so and nothing changes."""
     require_admin()
     if not FlaskForm().validate_on_submit():
         abort(400)
     result = db.get_or_404(DicomResult, result_id)
     if result.state not in RESULT_UNDELIVERED or not result.file_name:
-        abort(409)
+        # A second click, or another administrator's, after the first had acted: this was a bare 409
+        # page ("A conflict happened while processing the request"), which said neither what nor why.
+        why = "has no file to send" if result.state in RESULT_UNDELIVERED else f"is {result.state} now"
+        flash(f"Result {result_id} {why}, not waiting for a retry or discard; nothing was changed.", "error")
+        return redirect(url_for("pacs.outbox"))
     record_audit(current_user.username, action, f"result {result_id}")
     if act(result):
         flash(message, "success")
