@@ -97,7 +97,8 @@ def start(command: list[str], **env: str) -> subprocess.CompletedProcess:
         ("REDIS_URL", "http://cache:6379", "REDIS_URL must be a redis://, rediss:// or unix:// URL"),
         ("DATABASE_URL", "mysql://cxr:hunter2secret@db/cxr", "DATABASE_URL must be a sqlite:/// or postgresql:// URL"),
         ("SECRET_KEY", "short", "SECRET_KEY is missing, a well-known default or shorter than 32 characters"),
-        ("LOG_LEVEL", "verbose", "LOG_LEVEL must be debug, info, warning or error"),
+        ("LOG_LEVEL", "verbose", "LOG_LEVEL must be debug, info, warning, error or critical"),
+        ("LOG_LEVEL", "notset", "LOG_LEVEL must be debug, info, warning, error or critical"),
         # a period past what date arithmetic holds: an OverflowError traceback at start-up or in a request
         ("SESSION_MAX_HOURS", "1000000000000", "SESSION_MAX_HOURS must be from 1 to 8760"),
         ("WORKLIST_HOURS", "100000000000", "WORKLIST_HOURS must be from 1 to 8760"),

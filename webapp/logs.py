@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from datetime import UTC, datetime
 
@@ -56,14 +55,19 @@ def _json_handler(logger: logging.Logger) -> _StdoutHandler:
     return handler
 
 
+# gunicorn's levels, which it reads from the same LOG_LEVEL (gunicorn.conf.py). Python's logging took
+# "fatal", "warn" and "notset" too, which the message did not name and gunicorn refuses.
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
 def install_json_logging(logger_name: str = "webapp") -> None:
     """Send the app's logs (request lines, errors) to stdout as JSON, at LOG_LEVEL; idempotent."""
-    level = logging.getLevelName(env_str("LOG_LEVEL", "info").upper())
-    if not isinstance(level, int):
-        raise ConfigError(f"LOG_LEVEL must be debug, info, warning or error, not {os.environ['LOG_LEVEL']!r}")
+    name = env_str("LOG_LEVEL", "info").lower()
+    if name not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be {', '.join(LOG_LEVELS[:-1])} or {LOG_LEVELS[-1]}, not {name!r}")
     logger = logging.getLogger(logger_name)
     _json_handler(logger)
-    logger.setLevel(level)
+    logger.setLevel(name.upper())
 
 
 def install_process_logging(*filters: logging.Filter) -> None:
