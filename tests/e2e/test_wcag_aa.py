@@ -142,6 +142,39 @@ def test_the_users_actions_are_reachable_at_320_px_without_sideways_scrolling(vi
     assert cell.evaluate("(e) => getComputedStyle(e, '::before').content") in ("none", "normal")
 
 
+# The same window in CSS px as 1280 px at 200% zoom, a 1366 px laptop at 200%, and 320 px (400%).
+ZOOMED = [{"width": 1280, "height": 800}, {"width": 640, "height": 400}, {"width": 683, "height": 384}, NARROW]
+
+
+def test_the_users_action_fields_have_visible_labels(visit, seeded_predictions):
+    """The new-password, token-name and token-days boxes in each account's row had labels for screen
+    readers only: a sighted admin saw blank boxes (one holding 90) beside Reset password and Issue API
+    token (WCAG 3.3.2). Each label now shows above its box, within the window at every width, its
+    words the start of the box's accessible name (which still names the account, WCAG 2.5.3)."""
+    page = visit.page
+    visit.sign_in("e2e-admin")
+    page.goto("/admin/users")
+    fields = page.locator("table.history td.actions input:not([type=hidden])")
+    assert fields.count() >= 6
+    for size in ZOOMED:
+        page.set_viewport_size(size)
+        width = page.evaluate("document.documentElement.clientWidth")
+        for field in fields.all():
+            label = page.locator(f"label[for='{field.get_attribute('id')}']")
+            shown = label.evaluate(
+                "(e) => Array.from(e.childNodes).filter((n) => !(n.classList && n.classList.contains("
+                "'visually-hidden'))).map((n) => n.textContent).join('').trim()"
+            )
+            box, own = label.bounding_box(), field.bounding_box()
+            where = (size["width"], field.get_attribute("id"), box, own)
+            assert shown and box and box["x"] >= 0 and box["x"] + box["width"] <= width + 1, where
+            assert box["y"] + box["height"] <= own["y"] + 1 and abs(box["x"] - own["x"]) < 2, where  # just above
+            assert own["x"] >= 0 and own["x"] + own["width"] <= width + 1, where
+            name = field.evaluate("(e) => e.labels[0].textContent")
+            assert name.startswith(shown) and name.removeprefix(shown).strip(), (shown, name)
+    visit.step("users-visible-labels")
+
+
 def test_the_printable_result_reflows_at_320_px(visit, seeded_predictions):
     """The printable result keeps two columns (films; verdict and notes) at every width: at 320 px
     the notes column ran 25 px past the window and the sheet scrolled sideways."""
