@@ -159,6 +159,45 @@ def test_an_archive_over_the_request_limit_is_told_the_archive_limit(app, client
     assert run_count(app) == 0
 
 
+@pytest.mark.parametrize(
+    "disposition, boundary",
+    [
+        ('form-data; name="archive"; filename="\u00e9l\u00e8ve.zip"'.encode("latin-1"), "XyZ"),  # a Latin-1 name
+        (b'form-data; name="archive"; filename="a.zip"', "Other"),  # a boundary the body does not use
+    ],
+)
+@pytest.mark.parametrize("token_in", ["body", "header"])
+def test_an_unreadable_archive_upload_is_not_called_an_expired_form(
+    app, client, auth, admin_user, clinician_user, disposition, boundary, token_in
+):
+    """Found with a script posting to the validation page, as for the upload page: werkzeug reads no
+    part of such a body, and the page said the form had expired (or, with the token in a header,
+    "Choose a ZIP file."). A clinician still gets no validation page."""
+    for user in ("admin", "clin"):
+        auth.login(user)
+        token = csrf_token(client, "/admin/validation/" if user == "admin" else "/history/")
+        body = b""
+        if token_in == "body":
+            body += b'--XyZ\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n' + token.encode() + b"\r\n"
+        body += b"--XyZ\r\nContent-Disposition: " + disposition + b"\r\nContent-Type: application/zip\r\n\r\n"
+        body += zip_bytes(labelled_films()) + b"\r\n--XyZ--\r\n"
+        response = client.post(
+            "/admin/validation/",
+            data=body,
+            content_type=f"multipart/form-data; boundary={boundary}",
+            headers={"X-CSRFToken": token} if token_in == "header" else {},
+        )
+        html = response.get_data(as_text=True)
+        said = "No archive could be read from this upload, so no run was started: the boundary in its Content-Type"
+        if user == "admin":
+            assert response.status_code == 400 and said in html and "had expired" not in html
+            assert "Choose a ZIP file" not in html and "New validation run" in html  # the page itself
+        else:
+            assert response.status_code in (400, 403) and said not in html and "New validation run" not in html
+        client.post("/auth/logout", data={"csrf_token": csrf_token(client, "/history/")})
+    assert run_count(app) == 0
+
+
 def test_site_threshold_is_adopted_used_shown_and_withdrawn(app, client, admin_token, auth, admin_user):
     run_id = finished_run(app, client, admin_token, labelled_films(copies=25))  # 50 films of each class
     refused = client.post(

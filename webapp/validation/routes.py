@@ -3,6 +3,7 @@ import io
 
 from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
+from flask_wtf.csrf import CSRFError
 from sqlalchemy import select
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -11,6 +12,7 @@ from ..extensions import db
 from ..inference.model_card import ModelCardError, read_card
 from ..inference.overlay import stored_overlay_png
 from ..models import SiteCalibration, ValidationItem, ValidationRun, record_audit
+from ..multipart import WHY_UNREADABLE, answered_by_the_page, unreadable
 from ..params import row_by_id
 from ..refusal import Refusal
 from ..responses import form_accepted, form_errors
@@ -75,6 +77,8 @@ def index():
         return _index_page(UploadArchiveForm())
     request.max_content_length = upload_limit()
     try:
+        if unreadable(request):  # its CSRF token sent in a header instead (X-CSRFToken), as scripts may
+            return _unreadable_archive()
         form = UploadArchiveForm()
         valid = form.validate_on_submit()
     except RequestEntityTooLarge:
@@ -89,6 +93,28 @@ def index():
         flash(exc.message, "error")
         return _index_page(form, exc.status)
     return redirect(url_for("validation.report", run_id=run.id), code=303)
+
+
+# The validation page's words for a multipart body werkzeug could not read (multipart.py).
+UNREADABLE_ARCHIVE = f"No archive could be read from this upload, so no run was started: {WHY_UNREADABLE}."
+
+
+def _unreadable_archive():
+    flash(UNREADABLE_ARCHIVE, "error")
+    return _index_page(UploadArchiveForm(formdata=None), 400)
+
+
+@bp.errorhandler(CSRFError)
+def csrf_refused(exc: CSRFError):
+    """The CSRF token is read from the body before the view runs: in a body werkzeug could not read
+    it is missing too, and the page said the form had expired, which it had not. This blueprint's
+    admins-only check has not run yet either: it is made here."""
+    if request.endpoint == "validation.index" and answered_by_the_page(request) and current_user.is_admin:
+        return _unreadable_archive()
+    # Imported here: errors.handlers imports security, which imports the API, which imports this module.
+    from ..errors.handlers import handle_csrf
+
+    return handle_csrf(exc)
 
 
 @bp.route("/<int:run_id>")
