@@ -563,6 +563,21 @@ def test_a_withdrawal_crossing_an_adoption_does_not_claim_the_cards_threshold(tm
         db.engine.dispose()
 
 
+def test_the_report_offers_adopt_only_on_a_run_a_threshold_can_come_from(app, client, admin_token, auth, admin_user):
+    """Found on a 48-film run's report: each proposal had a reason box and an Adopt button, and each
+    try, reason typed, came back "A site threshold needs at least 50 scored films of each class". The
+    report now says so where the buttons were, and offers none."""
+    run_id = finished_run(app, client, admin_token, labelled_films(copies=3))
+    auth.login("admin")
+    page = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    assert f"/admin/validation/{run_id}/adopt" not in page and 'name="reason"' not in page
+    said = re.search(r'<p id="adopt-refused">(.*?)</p>', page, re.S)
+    assert said and "needs at least 50 scored films of each class" in said.group(1), page[-3000:]
+    big = finished_run(app, client, admin_token, labelled_films(copies=25))
+    page = client.get(f"/admin/validation/{big}").get_data(as_text=True)
+    assert f"/admin/validation/{big}/adopt" in page and 'id="adopt-refused"' not in page
+
+
 def test_the_report_adopts_any_threshold_the_api_adopts(app, client, admin_token, auth, admin_user):
     # The page's form allowed 0.001-0.999 while adopt() and the API allow (0, 1): a proposed operating
     # point above 0.999 (a run the model scores confidently) had an Adopt button that always refused.

@@ -27,7 +27,7 @@ from .monitoring import DEFAULT_WEEKS, MAX_WEEKS, drift_alert, weekly
 from .redaction import RedactionRefused, redact_run, redaction_problem
 from .report import SHORTFALL_FLAGGED, points_with_intervals
 from .runs import cancel, create_run, progress, record_report_viewed, too_large, upload_limit
-from .site import AdoptionRefused, adopt, current_model_version, withdraw
+from .site import AdoptionRefused, adopt, adoption_problem, current_model_version, withdraw
 
 CSV_COLUMNS = [
     "entry",
@@ -144,6 +144,7 @@ def report(run_id: int):
         roc=roc_svg(metrics["roc"], metrics["operating_points"]) if metrics and metrics["auc"] is not None else "",
         reliability=reliability_svg(metrics["reliability"]) if metrics else "",
         adopt_form=AdoptThresholdForm(),
+        adopt_problem=adoption_problem(run),
         cancel_form=CancelRunForm(),
         delete_form=DeleteRunForm(),
         delete_problem=deletion_problem(run),
