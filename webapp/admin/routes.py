@@ -8,13 +8,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from ..access import TokenRefused, issue_token, revoke_token
-from ..audit_log import AuditFilterForm, form_query, record_trail_viewed
+from ..audit_log import AuditFilterForm, form_query, newest_event, record_trail_viewed
 from ..auth.sessions import end_all_access
 from ..extensions import db
 from ..history.filters import HistoryFilterForm, filtered_predictions, filters_text
 from ..history.routes import render_history
 from ..models import RESERVED_ACCOUNT, ApiToken, AuditEvent, Prediction, User, record_audit, utcnow
-from ..params import page_of
+from ..params import MAX_ID, int_arg, page_of
 from ..responses import form_errors
 from . import bp
 from .export import predictions_csv
@@ -140,11 +140,14 @@ def reset_password(user_id: int):
 def audit():
     form = AuditFilterForm(request.args)
     valid = form.validate()
-    page = page_of(form_query(form if valid else AuditFilterForm(formdata=None)), per_page=50)
+    upto = int_arg("upto", 0, 1, MAX_ID) or newest_event()  # the page links carry it (form_query)
+    page = page_of(form_query(form if valid else AuditFilterForm(formdata=None), upto), per_page=50)
     actions = db.session.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action)).all()
     args = {name: field.data for name, field in form._fields.items() if valid and field.data}
     record_trail_viewed(current_user.username, len(page.items), args, page.page)
-    return render_template("admin/audit.html", page=page, form=form, actions=actions, args=args), 200 if valid else 400
+    return render_template(
+        "admin/audit.html", page=page, form=form, actions=actions, args=args, upto=upto
+    ), 200 if valid else 400
 
 
 ALREADY_ISSUED = (
