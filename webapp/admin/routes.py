@@ -1,4 +1,5 @@
 import secrets
+from datetime import timedelta
 
 from flask import Response, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -69,8 +70,32 @@ def users():
             else:
                 flash(f"User {user.username} created.", "info")
                 return redirect(url_for("admin.users"), code=303)
+        if _created_by_this_form(form):
+            flash(f"User {form.username.data} created (the form arrived twice: one account was made).", "info")
+            return redirect(url_for("admin.users"), code=303)
         form.username.errors.append("That username is taken (names differing only in case count as the same).")
     return users_page(form)
+
+
+# How long after creating an account the same form sent again is taken for a repeat, not a new request.
+REPEAT_WINDOW = timedelta(minutes=10)
+
+
+def _created_by_this_form(form: CreateUserForm) -> bool:
+    """Whether the account named in `form` is the one this same form made moments ago: a double-click's
+    other POST, or the form re-sent from the back button, was told "That username is taken" (the
+    browser shows the last answer, so the administrator read that the account was not made). Same
+    name, role and password, created by this administrator within REPEAT_WINDOW."""
+    user = User.by_username(form.username.data)
+    if user is None or user.role != form.role.data:
+        return False
+    created = select(AuditEvent.id).where(
+        AuditEvent.action == "user_created",
+        AuditEvent.actor == current_user.username,
+        AuditEvent.target == user.username,
+        AuditEvent.created_at >= utcnow() - REPEAT_WINDOW,
+    )
+    return db.session.scalar(created.limit(1)) is not None and user.check_password(form.password.data)
 
 
 def users_page(form: CreateUserForm | None = None, new_token: dict | None = None):
