@@ -578,6 +578,22 @@ def test_the_report_offers_adopt_only_on_a_run_a_threshold_can_come_from(app, cl
     assert f"/admin/validation/{big}/adopt" in page and 'id="adopt-refused"' not in page
 
 
+def test_a_reason_short_but_for_its_spaces_is_refused(app, client, admin_token, auth, admin_user):
+    """A reason of fewer than 5 characters passed the page's rule when spaces padded it to 5 ("  abcd  ")
+    and was saved without them: the rule counts what is kept now."""
+    run_id = finished_run(app, client, admin_token, labelled_films(copies=25))
+    auth.login("admin")
+    page = f"/admin/validation/{run_id}"
+    for reason in ("  abcd  ", "     x", "\t\t\t\t\tx"):
+        data = {"csrf_token": csrf_token(client, page), "threshold": "0.5", "reason": reason}
+        html = client.post(f"{page}/adopt", data=data, follow_redirects=True).get_data(as_text=True)
+        assert "The threshold was not adopted: The reason needs 5 to 500 characters." in html, reason
+        assert client.get("/api/v1/site-calibration", headers=bearer(admin_token)).status_code == 404
+    data = {"csrf_token": csrf_token(client, page), "threshold": "0.5", "reason": "  local prevalence  "}
+    client.post(f"{page}/adopt", data=data)
+    assert client.get("/api/v1/site-calibration", headers=bearer(admin_token)).json["reason"] == "local prevalence"
+
+
 def test_the_report_adopts_any_threshold_the_api_adopts(app, client, admin_token, auth, admin_user):
     # The page's form allowed 0.001-0.999 while adopt() and the API allow (0, 1): a proposed operating
     # point above 0.999 (a run the model scores confidently) had an Adopt button that always refused.

@@ -203,7 +203,7 @@ def adopt_threshold(run_id: int):
     form = AdoptThresholdForm()
     if form_accepted(form, "The threshold was not adopted"):
         try:  # adopt() refuses an unfinished run, a small one, another model version, a bad threshold
-            calibration = adopt(run, form.threshold.data, form.reason.data.strip(), current_user)
+            calibration = adopt(run, form.threshold.data, form.reason.data, current_user)
         except AdoptionRefused as exc:
             flash(exc.message, "error")
         else:
