@@ -594,6 +594,20 @@ def test_a_reason_short_but_for_its_spaces_is_refused(app, client, admin_token, 
     assert client.get("/api/v1/site-calibration", headers=bearer(admin_token)).json["reason"] == "local prevalence"
 
 
+def test_the_report_lists_refused_files_in_words_not_codes(app, client, admin_token, auth, admin_user):
+    """Seen on a run's report: "NORMAL/a.jpg: unsupported_type: The file is a text file, not a supported
+    image. ..." The code is for the CSV and the API; the page gives the words."""
+    members = labelled_films() | {"site/NORMAL/notes.jpg": b"not a film at all"}
+    run_id = finished_run(app, client, admin_token, members)
+    auth.login("admin")
+    html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    listed = re.search(r"<h3>Refused files</h3>\s*<ul>(.*?)</ul>", html, re.S).group(1)
+    assert "notes.jpg</span>: The file is a text file, not a supported image." in listed, listed
+    assert "unsupported_type" not in listed
+    csv_text = client.get(f"/admin/validation/{run_id}/films.csv").get_data(as_text=True)
+    assert "unsupported_type: The file is a text file" in csv_text  # the CSV keeps the code
+
+
 def test_the_report_adopts_any_threshold_the_api_adopts(app, client, admin_token, auth, admin_user):
     # The page's form allowed 0.001-0.999 while adopt() and the API allow (0, 1): a proposed operating
     # point above 0.999 (a run the model scores confidently) had an Adopt button that always refused.
