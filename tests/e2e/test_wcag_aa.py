@@ -147,6 +147,24 @@ def test_the_users_actions_are_reachable_at_320_px_without_sideways_scrolling(vi
     assert cell.evaluate("(e) => getComputedStyle(e, '::before').content") in ("none", "normal")
 
 
+def test_a_new_tokens_secret_fits_a_narrow_window(visit):
+    """At 320 px the secret shown once after Issue API token, 43 characters without a break, ran past
+    the window's edge: the page scrolled sideways and the end of the secret was out of sight."""
+    page = visit.page
+    page.set_viewport_size(NARROW)
+    visit.sign_in("e2e-admin")
+    page.goto("/admin/users")
+    page.get_by_label("Token name for e2e-clin").fill("narrow window")
+    page.get_by_role("button", name="Issue API token for e2e-clin").click()
+    secret = page.locator("code.token")
+    expect(secret).to_be_visible()
+    widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    box = secret.bounding_box()
+    assert widths[0] <= widths[1] and box["x"] + box["width"] <= widths[1], (widths, box)
+    assert len(secret.inner_text().strip()) >= 40 and "\n" not in secret.text_content()  # one unbroken secret
+    visit.step("narrow-05-new-token")
+
+
 # The same window in CSS px as 1280 px at 200% zoom, a 1366 px laptop at 200%, and 320 px (400%).
 ZOOMED = [{"width": 1280, "height": 800}, {"width": 640, "height": 400}, {"width": 683, "height": 384}, NARROW]
 
