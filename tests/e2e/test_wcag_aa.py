@@ -4,6 +4,7 @@ contrast (1.4.11), reflow at 320 CSS px, i.e. 1280 px at 400% zoom (1.4.10)."""
 from __future__ import annotations
 
 import re
+import zipfile
 
 from playwright.sync_api import Page, expect
 
@@ -163,6 +164,37 @@ def test_a_new_tokens_secret_fits_a_narrow_window(visit):
     assert widths[0] <= widths[1] and box["x"] + box["width"] <= widths[1], (widths, box)
     assert len(secret.inner_text().strip()) >= 40 and "\n" not in secret.text_content()  # one unbroken secret
     visit.step("narrow-05-new-token")
+
+
+LONG_NAME = "Mueller_Hans_1950_chest_radiograph_lateral_view_" * 2  # 98 characters without a break
+
+
+def test_a_message_naming_a_long_file_fits_a_narrow_window(visit, tmp_path):
+    """At 320 px a refusal that names a file carries its name unbroken: an archive member's (the
+    validation page's flash) or an upload's (the upload page's alert) widened the page to 900 px, so
+    the message's end was out of sight and the whole page scrolled sideways."""
+    page = visit.page
+    visit.console.allow(r"status of 4\d\d")
+    page.set_viewport_size(NARROW)
+    archive = tmp_path / "site.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr(f"../{LONG_NAME}.jpg", b"x")
+    film = tmp_path / f"{LONG_NAME}.jpeg"
+    film.write_bytes((IMAGES / "normal.jpeg").read_bytes()[:300])
+    visit.sign_in("e2e-admin")
+    page.goto("/admin/validation/")
+    page.get_by_label("Labelled archive (ZIP)").set_input_files(archive)
+    page.get_by_role("button", name="Start validation run").click()
+    expect(page.get_by_role("alert")).to_contain_text(LONG_NAME)
+    widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert widths[0] <= widths[1], ("validation page", widths)
+    page.goto("/screen")
+    page.get_by_label("Choose files").set_input_files(film)
+    page.get_by_role("button", name="Screen").click()
+    expect(page.locator("#upload-errors")).to_contain_text(LONG_NAME)
+    widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert widths[0] <= widths[1], ("upload page", widths)
+    visit.step("narrow-06-long-file-name")
 
 
 # The same window in CSS px as 1280 px at 200% zoom, a 1366 px laptop at 200%, and 320 px (400%).
