@@ -24,7 +24,7 @@ from tests.helpers import (
 )
 from tests.image_samples import encode
 from webapp.extensions import db
-from webapp.models import AuditEvent, Prediction, ValidationItem, ValidationRun
+from webapp.models import AuditEvent, Prediction, SiteCalibration, ValidationItem, ValidationRun
 from webapp.validation import site
 
 CORRUPT = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
@@ -606,6 +606,28 @@ def test_the_report_lists_refused_files_in_words_not_codes(app, client, admin_to
     assert "unsupported_type" not in listed
     csv_text = client.get(f"/admin/validation/{run_id}/films.csv").get_data(as_text=True)
     assert "unsupported_type: The file is a text file" in csv_text  # the CSV keeps the code
+
+
+def test_adopt_sent_twice_adopts_once(app, client, admin_token, auth, admin_user):
+    """Found re-sending the Adopt form (a double-click's second POST, the back button): the second
+    withdrew the threshold the first had just put in force and adopted it again, so the site threshold
+    history and the audit trail held two adoptions and a withdrawal for one decision. It now says the
+    threshold is already in force and changes nothing."""
+    run_id = finished_run(app, client, admin_token, labelled_films(copies=25))
+    auth.login("admin")
+    page = f"/admin/validation/{run_id}"
+    data = {"csrf_token": csrf_token(client, page), "threshold": "0.5", "reason": "local prevalence"}
+    client.post(f"{page}/adopt", data=data)
+    again = client.post(f"{page}/adopt", data=data, follow_redirects=True).get_data(as_text=True)
+    assert "Site threshold 0.500 from this run is already in force" in again
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(SiteCalibration)) == 1
+        adoptions = db.session.scalar(select(func.count()).where(AuditEvent.action == "site_calibration.adopt"))
+        assert adoptions == 1
+    other = dict(data, reason="another reason")  # not the same form: adopted, the first withdrawn
+    client.post(f"{page}/adopt", data=other)
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(SiteCalibration)) == 2
 
 
 def test_the_report_adopts_any_threshold_the_api_adopts(app, client, admin_token, auth, admin_user):

@@ -202,13 +202,40 @@ def adopt_threshold(run_id: int):
     run = _run_or_404(run_id)
     form = AdoptThresholdForm()
     if form_accepted(form, "The threshold was not adopted"):
+        already = (
+            f"Site threshold {form.threshold.data:.3f} from this run is already in force, adopted by you for this "
+            "reason (the form was sent twice?); nothing was changed."
+        )
+        if _adopted_by_this_form(run, form):
+            flash(already, "info")
+            return redirect(url_for("validation.report", run_id=run.id), code=303)
         try:  # adopt() refuses an unfinished run, a small one, another model version, a bad threshold
             calibration = adopt(run, form.threshold.data, form.reason.data, current_user)
         except AdoptionRefused as exc:
-            flash(exc.message, "error")
+            # A double-click's other request, saved a moment before this one, is "adopted meanwhile".
+            db.session.rollback()
+            if _adopted_by_this_form(run, form):
+                flash(already, "info")
+            else:
+                flash(exc.message, "error")
         else:
             flash(f"Site threshold {calibration.threshold:.3f} is now in force for new predictions.", "info")
     return redirect(url_for("validation.report", run_id=run.id), code=303)
+
+
+def _adopted_by_this_form(run: ValidationRun, form: AdoptThresholdForm) -> bool:
+    """Whether the threshold in force is the one this very form adopted: a double-click's other POST
+    (or the form re-sent from the back button) withdrew it and adopted it again, two rows in the site
+    threshold history and the trail for one decision, or, at the same moment, was refused "Another site
+    threshold was adopted ..." as the answer the browser shows."""
+    in_force = active_calibration(run.model_version or "")
+    return (
+        in_force is not None
+        and in_force.validation_run_id == run.id
+        and in_force.threshold == form.threshold.data
+        and in_force.reason == form.reason.data
+        and in_force.adopted_by_id == current_user.id
+    )
 
 
 @bp.route("/<int:run_id>/cancel", methods=["POST"])
