@@ -630,6 +630,21 @@ def test_adopt_sent_twice_adopts_once(app, client, admin_token, auth, admin_user
         assert db.session.scalar(select(func.count()).select_from(SiteCalibration)) == 2
 
 
+def test_withdraw_sent_twice_does_not_say_none_was_in_force(app, client, admin_token, auth, admin_user):
+    """The Withdraw button pressed twice: the second answer, the one the browser shows, said "No site
+    threshold was in force." right after the first had withdrawn one."""
+    run_id = finished_run(app, client, admin_token, labelled_films(copies=25))
+    body = {"validation_run_id": run_id, "threshold": 0.5, "reason": "local prevalence"}
+    assert client.post("/api/v1/site-calibration", headers=bearer(admin_token), json=body).status_code == 201
+    auth.login("admin")
+    data = {"csrf_token": csrf_token(client, "/admin/validation/")}
+    first = client.post("/admin/validation/calibration/withdraw", data=data, follow_redirects=True)
+    assert "Site threshold withdrawn" in first.get_data(as_text=True)
+    again = client.post("/admin/validation/calibration/withdraw", data=data, follow_redirects=True)
+    html = again.get_data(as_text=True)
+    assert "was in force" not in html and "No site threshold is in force (already withdrawn)" in html
+
+
 def test_the_report_adopts_any_threshold_the_api_adopts(app, client, admin_token, auth, admin_user):
     # The page's form allowed 0.001-0.999 while adopt() and the API allow (0, 1): a proposed operating
     # point above 0.999 (a run the model scores confidently) had an Adopt button that always refused.

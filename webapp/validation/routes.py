@@ -293,12 +293,10 @@ def withdraw_threshold():
         except AdoptionRefused as exc:
             flash(exc.message, "error")
         else:
-            flash(
-                "Site threshold withdrawn: new predictions use the model card's threshold."
-                if withdrawn
-                else "No site threshold was in force.",
-                "info",
-            )
+            # Not withdrawn: also the answer to a double-click's second POST, the one the browser shows,
+            # where "No site threshold was in force." read as if the withdrawal just made had not been needed.
+            done = "Site threshold withdrawn" if withdrawn else "No site threshold is in force (already withdrawn)"
+            flash(f"{done}: new predictions use the model card's threshold.", "info")
     return redirect(url_for("validation.index"), code=303)
 
 
