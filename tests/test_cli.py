@@ -134,6 +134,27 @@ def test_create_user_sent_again_says_the_account_was_made(app, client, auth, adm
         assert db.session.query(AuditEvent).filter_by(action="user_created", target="new.doc").count() == 1
 
 
+def test_reset_password_sent_again_does_not_say_no_token_was_revoked(app, client, auth, admin_user, api_token):
+    """Found double-clicking Reset password on the live server: the first POST revoked the user's API
+    token, the second set the same password again and answered "0 API token(s) revoked", the answer
+    the browser shows. The same password found in place, set moments ago by this administrator and not
+    yet replaced, now answers that it was already reset and changes nothing."""
+    from tests.helpers import csrf_token
+
+    auth.login("admin")
+    with app.app_context():
+        clin = User.by_username("clin").id
+    data = {"csrf_token": csrf_token(client, "/admin/users"), "password": "a fresh long phrase 9"}
+    first = client.post(f"/admin/users/{clin}/password", data=data, follow_redirects=True).get_data(as_text=True)
+    assert "1 API token(s) revoked" in first
+    again = client.post(f"/admin/users/{clin}/password", data=data, follow_redirects=True).get_data(as_text=True)
+    assert "0 API token(s) revoked" not in again and "was already reset to this one moments ago" in again
+    other = client.post(f"/admin/users/{clin}/password", data=data | {"password": "another long phrase 8"})
+    assert "reset; they choose their own" in client.get(other.headers["Location"]).get_data(as_text=True)
+    with app.app_context():
+        assert db.session.query(AuditEvent).filter_by(action="password_reset").count() == 2
+
+
 def test_one_account_created_twice_at_once_is_made_once_not_a_500(tmp_path, monkeypatch):
     """The Users page's Create user sent twice at once (a double-click) passed the "name taken" check
     twice; the second insert broke the unique name and its administrator got a 500. Both requests are

@@ -77,25 +77,40 @@ def users():
     return users_page(form)
 
 
-# How long after creating an account the same form sent again is taken for a repeat, not a new request.
+# How long after an administrator's action the same form sent again is taken for a repeat, not a new request.
 REPEAT_WINDOW = timedelta(minutes=10)
 
 
+def _done_moments_ago(action: str, target: str) -> bool:
+    """Whether this administrator's trail holds `action` on `target` within REPEAT_WINDOW: with the
+    same values found in place, the form now sent is that one again (a double-click's other POST, or
+    the form re-sent from the back button), whose answer is the one the browser shows."""
+    done = select(AuditEvent.id).where(
+        AuditEvent.action == action,
+        AuditEvent.actor == current_user.username,
+        AuditEvent.target == target,
+        AuditEvent.created_at >= utcnow() - REPEAT_WINDOW,
+    )
+    return db.session.scalar(done.limit(1)) is not None
+
+
 def _created_by_this_form(form: CreateUserForm) -> bool:
-    """Whether the account named in `form` is the one this same form made moments ago: a double-click's
-    other POST, or the form re-sent from the back button, was told "That username is taken" (the
-    browser shows the last answer, so the administrator read that the account was not made). Same
-    name, role and password, created by this administrator within REPEAT_WINDOW."""
+    """Whether the account named in `form` is the one this same form made moments ago: sent again, it
+    was told "That username is taken", and the administrator read that the account was not made.
+    Same name, role and password."""
     user = User.by_username(form.username.data)
     if user is None or user.role != form.role.data:
         return False
-    created = select(AuditEvent.id).where(
-        AuditEvent.action == "user_created",
-        AuditEvent.actor == current_user.username,
-        AuditEvent.target == user.username,
-        AuditEvent.created_at >= utcnow() - REPEAT_WINDOW,
+    return _done_moments_ago("user_created", user.username) and user.check_password(form.password.data)
+
+
+def _reset_by_this_form(user: User, form: ResetPasswordForm) -> bool:
+    """Whether `user`'s password is the one this same form set moments ago, not yet replaced by them."""
+    return (
+        user.must_change_password
+        and _done_moments_ago("password_reset", user.username)
+        and user.check_password(form.password.data)
     )
-    return db.session.scalar(created.limit(1)) is not None and user.check_password(form.password.data)
 
 
 def users_page(form: CreateUserForm | None = None, new_token: dict | None = None):
@@ -145,7 +160,12 @@ def reset_password(user_id: int):
     form = ResetPasswordForm()
     if user.from_directory:
         flash(f"{user.username} signs in through the staff directory: reset the password there.", "error")
-    elif form.validate_on_submit():
+    elif not form.validate_on_submit():
+        flash("Password not reset: " + form_errors(form), "error")
+    elif _reset_by_this_form(user, form):
+        # "0 API token(s) revoked" read as if the reset had revoked none: the first had revoked them.
+        flash(f"Password of {user.username} was already reset to this one moments ago; nothing was changed.", "info")
+    else:
         user.set_password(form.password.data)
         user.must_change_password = True
         revoked = end_all_access(user, reason="password reset")
@@ -156,8 +176,6 @@ def reset_password(user_id: int):
             f"{revoked} API token(s) revoked.",
             "info",
         )
-    else:
-        flash("Password not reset: " + form_errors(form), "error")
     return redirect(url_for("admin.users"), code=303)
 
 
