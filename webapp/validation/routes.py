@@ -303,8 +303,9 @@ def withdraw_threshold():
 def _monitoring_figures() -> dict:
     try:
         version = current_model_version()
-    except AdoptionRefused:
-        abort(503)
+    except AdoptionRefused as exc:
+        # Said as it is: a bare 503 read "temporarily unable ... maintenance downtime or capacity problems".
+        abort(503, exc.message)
     weeks = min(max(request.args.get("weeks", DEFAULT_WEEKS, type=int), 1), MAX_WEEKS)
     return weekly(version, weeks=weeks)
 
