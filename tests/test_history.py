@@ -38,6 +38,9 @@ def listed(client, path):
         (f"?date_from={D2}", {"p1.jpeg", "=cmd().jpeg"}),
         (f"?date_to={D1}", {"n1.jpeg"}),
         ("?user=other", {"=cmd().jpeg"}),
+        ("?user=+other+", {"=cmd().jpeg"}),
+        # A User box holding only spaces listed nothing ("No predictions match"): no name, no filter.
+        ("?user=+++", {"n1.jpeg", "p1.jpeg", "=cmd().jpeg"}),
         ("?model_version=v1", {"n1.jpeg"}),
         ("?reviewed=yes", {"n1.jpeg", "p1.jpeg"}),
         ("?reviewed=no", {"=cmd().jpeg"}),
@@ -124,6 +127,9 @@ def test_the_csv_exports_trail_names_only_the_filters_it_applied(app, client, au
         event = db.session.query(AuditEvent).filter_by(action="export").one()
         assert (event.target, event.details) == ("CSV, 1 rows", "filters: verdict=PNEUMONIA")
     client.get("/admin/history.csv?User=other")
+    with app.app_context():
+        assert db.session.query(AuditEvent.details).filter_by(action="export").all()[-1] == ("filters: none",)
+    client.get("/admin/history.csv?user=+++")  # spaces are no filter, in the trail either
     with app.app_context():
         assert db.session.query(AuditEvent.details).filter_by(action="export").all()[-1] == ("filters: none",)
 

@@ -184,3 +184,14 @@ def test_a_week_whose_reviewed_films_were_all_unknown_has_no_agreement(app, admi
     html = admin_client.get("/admin/validation/monitoring").get_data(as_text=True)
     assert "no answered film reviewed; 1 reviewed UNKNOWN, not counted" in html
     assert "n/a</td>" in admin_client.get("/admin/summary").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path", ["/admin/validation/monitoring", "/admin/validation/monitoring.json"])
+def test_monitoring_without_a_readable_model_card_says_so(app, admin_client, path):
+    """With the model card unreadable (a broken MODEL_PATH) the page answered werkzeug's 503 text,
+    "temporarily unable to service your request due to maintenance downtime or capacity problems"."""
+    app.config["MODEL_PATH"] = str(app.instance_path) + "/no-such-model"
+    response = admin_client.get(path)
+    text = response.get_data(as_text=True)
+    assert response.status_code == 503 and "The model card of this server cannot be read." in text
+    assert "maintenance downtime" not in text

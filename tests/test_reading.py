@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import sys
 import threading
 import time
@@ -16,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.factories import add_prediction
-from tests.helpers import PASSWORDS, csrf_token, fixture_image, make_user, reset_database
+from tests.helpers import PASSWORDS, csrf_token, fixture_image, make_user, reset_database, token_form
 from webapp import create_app
 from webapp.config import TestingConfig
 from webapp.extensions import db
@@ -243,6 +244,28 @@ def test_theme_is_kept_per_user(app, client, auth, clinician_user):
     # Another user's pages are not affected.
     auth.logout()
     assert 'data-theme="system"' in client.get("/auth/login").get_data(as_text=True)
+
+
+def test_the_theme_switch_on_a_page_answering_a_form_returns_to_a_page(app, client, auth, admin_user, clinician_user):
+    """Found on the Users page in Chromium: the page showing a new API token's secret answers the
+    form's POST at /admin/users/N/tokens, which takes no GET; Apply in its theme switch came back as
+    a 405 page ("That action is not allowed here"). It now returns to the page the form was on."""
+    auth.login("admin")
+    form = token_form(client)
+    issued = client.post(
+        f"/admin/users/{clinician_user}/tokens",
+        data={**form, "name": "x"},
+        headers={"Referer": "http://localhost/admin/users"},
+    )
+    html = issued.get_data(as_text=True)
+    assert issued.status_code == 200 and "New API token" in html
+    back = re.search(r'name="back" value="([^"]*)"', html).group(1)
+    response = client.post("/preferences/theme", data={"csrf_token": form["csrf_token"], "theme": "dark", "back": back})
+    assert response.status_code == 303 and response.headers["Location"].endswith("/admin/users")
+    assert client.get(response.headers["Location"]).status_code == 200
+    without_referer = client.post(f"/admin/users/{clinician_user}/tokens", data={**token_form(client), "name": "y"})
+    back = re.search(r'name="back" value="([^"]*)"', without_referer.get_data(as_text=True)).group(1)
+    assert back == "/screen"  # no page to go back to is known: the upload page, not a 405
 
 
 @pytest.mark.parametrize(

@@ -7,11 +7,13 @@ report (which lists films by their archive names, often patients' names) left no
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 
 from tests.test_validation_delete import bearer, finished_run, start_run
 from webapp.extensions import db
-from webapp.models import AuditEvent
+from webapp.models import AuditEvent, record_audit
 
 
 def recorded(app, action: str) -> list[tuple[str, str, str]]:
@@ -51,3 +53,29 @@ def test_a_run_still_working_is_not_recorded_at_each_refresh_or_poll(app, client
     assert client.get(f"/admin/validation/{run_id}?auto_refresh=1").status_code == 200
     assert client.get(f"/api/v1/validation-runs/{run_id}", headers=bearer(admin_token)).json["status"] == "queued"
     assert recorded(app, "validation_report_viewed") == []
+
+
+def test_the_trails_pages_do_not_slide_as_each_read_is_recorded(app, client, auth, admin_user):
+    """Found paging the Audit page on the live server: each page read is recorded at the top of the
+    trail, so "Older" (page 2) began with the row that had ended page 1, and each later page repeated
+    one more. The page links now hold the pages to the trail as it stood at the first page's read."""
+    auth.login("admin")
+    with app.app_context():
+        for i in range(60):
+            record_audit("someone", "test_event", f"row {i}")
+        db.session.commit()
+
+    def rows(path):
+        html = client.get(path).get_data(as_text=True)
+        body = html.split("<tbody>")[1].split("</tbody>")[0]
+        older = re.search(r'<a href="([^"]+)">Older</a>', html)
+        return re.findall(r"<tr>(.*?)</tr>", body, re.S), older and older.group(1).replace("&amp;", "&")
+
+    first, older = rows("/admin/audit")
+    assert older and "upto=" in older
+    second, _ = rows(older)
+    assert not set(first) & set(second), "a row of page 1 listed again on page 2"
+    assert len(first) == 50 and len(first) + len(second) == 61  # the sign-in and 60 events, not the reads
+    again, _ = rows(older)  # read again (reloaded): the same rows, though two reads were recorded since
+    assert again == second
+    assert "Show the newest events" in client.get(older).get_data(as_text=True)

@@ -26,7 +26,7 @@ from tests.helpers import (
 from tests.image_samples import encode
 from webapp.extensions import db
 from webapp.inference.labels import CLASSES
-from webapp.models import AuditEvent, Prediction, ValidationItem, ValidationRun
+from webapp.models import AuditEvent, Prediction, SiteCalibration, ValidationItem, ValidationRun
 from webapp.validation import site
 
 CORRUPT = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
@@ -158,6 +158,45 @@ def test_an_archive_over_the_request_limit_is_told_the_archive_limit(app, client
     )
     assert page.status_code == 413
     assert api == "The archive is larger than 3 MB." and api in page.get_data(as_text=True)
+    assert run_count(app) == 0
+
+
+@pytest.mark.parametrize(
+    "disposition, boundary",
+    [
+        ('form-data; name="archive"; filename="\u00e9l\u00e8ve.zip"'.encode("latin-1"), "XyZ"),  # a Latin-1 name
+        (b'form-data; name="archive"; filename="a.zip"', "Other"),  # a boundary the body does not use
+    ],
+)
+@pytest.mark.parametrize("token_in", ["body", "header"])
+def test_an_unreadable_archive_upload_is_not_called_an_expired_form(
+    app, client, auth, admin_user, clinician_user, disposition, boundary, token_in
+):
+    """Found with a script posting to the validation page, as for the upload page: werkzeug reads no
+    part of such a body, and the page said the form had expired (or, with the token in a header,
+    "Choose a ZIP file."). A clinician still gets no validation page."""
+    for user in ("admin", "clin"):
+        auth.login(user)
+        token = csrf_token(client, "/admin/validation/" if user == "admin" else "/history/")
+        body = b""
+        if token_in == "body":
+            body += b'--XyZ\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n' + token.encode() + b"\r\n"
+        body += b"--XyZ\r\nContent-Disposition: " + disposition + b"\r\nContent-Type: application/zip\r\n\r\n"
+        body += zip_bytes(labelled_films()) + b"\r\n--XyZ--\r\n"
+        response = client.post(
+            "/admin/validation/",
+            data=body,
+            content_type=f"multipart/form-data; boundary={boundary}",
+            headers={"X-CSRFToken": token} if token_in == "header" else {},
+        )
+        html = response.get_data(as_text=True)
+        said = "No archive could be read from this upload, so no run was started: the boundary in its Content-Type"
+        if user == "admin":
+            assert response.status_code == 400 and said in html and "had expired" not in html
+            assert "Choose a ZIP file" not in html and "New validation run" in html  # the page itself
+        else:
+            assert response.status_code in (400, 403) and said not in html and "New validation run" not in html
+        client.post("/auth/logout", data={"csrf_token": csrf_token(client, "/history/")})
     assert run_count(app) == 0
 
 
@@ -511,6 +550,88 @@ def test_a_withdrawal_crossing_an_adoption_does_not_claim_the_cards_threshold(tm
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+def test_the_report_offers_adopt_only_on_a_run_a_threshold_can_come_from(app, client, admin_token, auth, admin_user):
+    """Found on a 48-film run's report: each proposal had a reason box and an Adopt button, and each
+    try, reason typed, came back "A site threshold needs at least 50 scored films of each class". The
+    report now says so where the buttons were, and offers none."""
+    run_id = finished_run(app, client, admin_token, labelled_films(copies=3))
+    auth.login("admin")
+    page = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    assert f"/admin/validation/{run_id}/adopt" not in page and 'name="reason"' not in page
+    said = re.search(r'<p id="adopt-refused">(.*?)</p>', page, re.S)
+    assert said and "needs at least 50 scored films of each class" in said.group(1), page[-3000:]
+    big = finished_run(app, client, admin_token, labelled_films(copies=25))
+    page = client.get(f"/admin/validation/{big}").get_data(as_text=True)
+    assert f"/admin/validation/{big}/adopt" in page and 'id="adopt-refused"' not in page
+
+
+def test_a_reason_short_but_for_its_spaces_is_refused(app, client, admin_token, auth, admin_user):
+    """A reason of fewer than 5 characters passed the page's rule when spaces padded it to 5 ("  abcd  ")
+    and was saved without them: the rule counts what is kept now."""
+    run_id = finished_run(app, client, admin_token, labelled_films(copies=25))
+    auth.login("admin")
+    page = f"/admin/validation/{run_id}"
+    for reason in ("  abcd  ", "     x", "\t\t\t\t\tx"):
+        data = {"csrf_token": csrf_token(client, page), "threshold": "0.5", "reason": reason}
+        html = client.post(f"{page}/adopt", data=data, follow_redirects=True).get_data(as_text=True)
+        assert "The threshold was not adopted: The reason needs 5 to 500 characters." in html, reason
+        assert client.get("/api/v1/site-calibration", headers=bearer(admin_token)).status_code == 404
+    data = {"csrf_token": csrf_token(client, page), "threshold": "0.5", "reason": "  local prevalence  "}
+    client.post(f"{page}/adopt", data=data)
+    assert client.get("/api/v1/site-calibration", headers=bearer(admin_token)).json["reason"] == "local prevalence"
+
+
+def test_the_report_lists_refused_files_in_words_not_codes(app, client, admin_token, auth, admin_user):
+    """Seen on a run's report: "NORMAL/a.jpg: unsupported_type: The file is a text file, not a supported
+    image. ..." The code is for the CSV and the API; the page gives the words."""
+    members = labelled_films() | {"site/NORMAL/notes.jpg": b"not a film at all"}
+    run_id = finished_run(app, client, admin_token, members)
+    auth.login("admin")
+    html = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
+    listed = re.search(r"<h3>Refused files</h3>\s*<ul>(.*?)</ul>", html, re.S).group(1)
+    assert "notes.jpg</span>: The file is a text file, not a supported image." in listed, listed
+    assert "unsupported_type" not in listed
+    csv_text = client.get(f"/admin/validation/{run_id}/films.csv").get_data(as_text=True)
+    assert "unsupported_type: The file is a text file" in csv_text  # the CSV keeps the code
+
+
+def test_adopt_sent_twice_adopts_once(app, client, admin_token, auth, admin_user):
+    """Found re-sending the Adopt form (a double-click's second POST, the back button): the second
+    withdrew the threshold the first had just put in force and adopted it again, so the site threshold
+    history and the audit trail held two adoptions and a withdrawal for one decision. It now says the
+    threshold is already in force and changes nothing."""
+    run_id = finished_run(app, client, admin_token, labelled_films(copies=25))
+    auth.login("admin")
+    page = f"/admin/validation/{run_id}"
+    data = {"csrf_token": csrf_token(client, page), "threshold": "0.5", "reason": "local prevalence"}
+    client.post(f"{page}/adopt", data=data)
+    again = client.post(f"{page}/adopt", data=data, follow_redirects=True).get_data(as_text=True)
+    assert "Site threshold 0.500 from this run is already in force" in again
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(SiteCalibration)) == 1
+        adoptions = db.session.scalar(select(func.count()).where(AuditEvent.action == "site_calibration.adopt"))
+        assert adoptions == 1
+    other = dict(data, reason="another reason")  # not the same form: adopted, the first withdrawn
+    client.post(f"{page}/adopt", data=other)
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(SiteCalibration)) == 2
+
+
+def test_withdraw_sent_twice_does_not_say_none_was_in_force(app, client, admin_token, auth, admin_user):
+    """The Withdraw button pressed twice: the second answer, the one the browser shows, said "No site
+    threshold was in force." right after the first had withdrawn one."""
+    run_id = finished_run(app, client, admin_token, labelled_films(copies=25))
+    body = {"validation_run_id": run_id, "threshold": 0.5, "reason": "local prevalence"}
+    assert client.post("/api/v1/site-calibration", headers=bearer(admin_token), json=body).status_code == 201
+    auth.login("admin")
+    data = {"csrf_token": csrf_token(client, "/admin/validation/")}
+    first = client.post("/admin/validation/calibration/withdraw", data=data, follow_redirects=True)
+    assert "Site threshold withdrawn" in first.get_data(as_text=True)
+    again = client.post("/admin/validation/calibration/withdraw", data=data, follow_redirects=True)
+    html = again.get_data(as_text=True)
+    assert "was in force" not in html and "No site threshold is in force (already withdrawn)" in html
 
 
 def test_the_report_adopts_any_threshold_the_api_adopts(app, client, admin_token, auth, admin_user):

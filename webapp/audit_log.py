@@ -66,8 +66,11 @@ def _actor_names(user: str) -> set[str]:
     return {user, *db.session.scalars(account)}
 
 
-def form_query(form: AuditFilterForm) -> Select:
-    return audit_query(
+def form_query(form: AuditFilterForm, upto: int) -> Select:
+    """The page's query, up to event `upto`: the newest when the first page was read. Each page read
+    is itself in the trail, at its top, so numbered pages of the growing trail slid by a row per read
+    ("Older" began with the row that had ended the page before); the page links hold them still."""
+    query = audit_query(
         action=form.action.data,
         user=form.user.data,
         target=form.target.data,
@@ -75,6 +78,11 @@ def form_query(form: AuditFilterForm) -> Select:
         date_to=form.date_to.data,
         zone=display_zone(),
     )
+    return query.where(AuditEvent.id <= upto)
+
+
+def newest_event() -> int:
+    return db.session.scalar(select(func.coalesce(func.max(AuditEvent.id), 0)))
 
 
 def record_trail_viewed(actor: str, rows: int, filters: dict, page: int) -> None:

@@ -99,10 +99,10 @@ def signed_out():
     if request.method in ("GET", "HEAD"):
         return redirect(url_for("auth.login", next=request.full_path if request.query_string else request.path))
     flash(FORM_NOT_SAVED, "error")
-    return redirect(url_for("auth.login", next=_referring_page()))
+    return redirect(url_for("auth.login", next=referring_page()))
 
 
-def _referring_page() -> str | None:
+def referring_page() -> str | None:
     """The page on this site that sent the form (Referrer-Policy same-origin keeps it), else None."""
     parts = urlsplit(request.referrer or "")
     if parts.netloc != request.host:

@@ -25,6 +25,29 @@ def test_a_new_api_token_takes_the_focus(visit):
     visit.step("admin-new-token")
 
 
+def test_an_actions_confirmation_takes_the_focus(visit):
+    """After an action on an admin page (here revoking a token) the page came back with its
+    confirmation in a role="status" box and the focus at the top of the document: a status box that
+    is in the page when it loads is not announced, so a screen reader said nothing of what was done.
+    The confirmation now takes the focus, as a refusal does; on the sign-in page the username keeps it."""
+    page = visit.page
+    visit.sign_in("e2e-admin")
+    page.goto("/admin/users")
+    page.get_by_label("Token name for e2e-clin").fill("to revoke")
+    page.get_by_role("button", name="Issue API token for e2e-clin").click()
+    heading = page.get_by_role("heading", name=re.compile(r"^New API token \d+ for e2e-clin$"))
+    token_id = re.search(r"\d+", heading.inner_text()).group(0)
+    page.get_by_role("button", name=f"Revoke token {token_id} of e2e-clin").click()
+    confirmation = page.get_by_role("status").filter(has_text=f"Token {token_id} of e2e-clin revoked.")
+    expect(confirmation).to_be_focused()
+    page.keyboard.press("Tab")  # on into the page's content, not back to the menu
+    assert page.evaluate("document.activeElement.closest('main') !== null")
+    visit.step("admin-action-confirmed")
+    visit.sign_out()
+    expect(page.get_by_role("status").filter(has_text="signed out")).to_be_visible()
+    expect(page.get_by_label("Username")).to_be_focused()
+
+
 def test_the_upload_progress_region_exists_before_its_first_update(visit):
     """The progress text's live region sat inside the hidden progress box, and the script showed the
     box and wrote "0%" into it in the same moment: a region that appears with its text already in it

@@ -4,6 +4,7 @@ contrast (1.4.11), reflow at 320 CSS px, i.e. 1280 px at 400% zoom (1.4.10)."""
 from __future__ import annotations
 
 import re
+import zipfile
 
 from playwright.sync_api import Page, expect
 
@@ -122,15 +123,20 @@ def test_the_users_actions_are_reachable_at_320_px_without_sideways_scrolling(vi
     page = visit.page
     visit.sign_in("e2e-admin")
     controls = "table.history td.actions button, table.history td.actions input:not([type=hidden])"
+    # At 200% zoom on a 1366 or 1440 px laptop (683, 720 CSS px) the five columns were kept too, and
+    # each row's Issue API token button was cut off at the table's edge.
+    for size in (NARROW, {"width": 683, "height": 384}, {"width": 720, "height": 450}):
+        page.set_viewport_size(size)
+        page.goto("/admin/users")
+        width = page.evaluate("document.documentElement.clientWidth")
+        assert page.locator(controls).count() > 3
+        for control in page.locator(controls).all():
+            box = control.bounding_box()
+            where = (width, control.get_attribute("id") or control.text_content(), box)
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= width + 1, where
+        for region in page.locator(".table-scroll").all():
+            assert region.evaluate("(e) => e.scrollWidth <= e.clientWidth + 1"), width
     page.set_viewport_size(NARROW)
-    page.goto("/admin/users")
-    width = page.evaluate("document.documentElement.clientWidth")
-    assert page.locator(controls).count() > 3
-    for control in page.locator(controls).all():
-        box = control.bounding_box()
-        assert box and box["x"] >= 0 and box["x"] + box["width"] <= width + 1, (control.get_attribute("id"), box)
-    for region in page.locator(".table-scroll").all():
-        assert region.evaluate("(e) => e.scrollWidth <= e.clientWidth + 1")
     cell = page.locator("table.history tbody td[data-label='Role']").first
     label = cell.evaluate("(e) => getComputedStyle(e, '::before').content")
     assert label == '"Role"', label
@@ -140,6 +146,88 @@ def test_the_users_actions_are_reachable_at_320_px_without_sideways_scrolling(vi
     assert page.locator("table.history thead").first.is_visible()
     assert page.locator("table.history tbody tr").first.evaluate("(e) => getComputedStyle(e).display") == "table-row"
     assert cell.evaluate("(e) => getComputedStyle(e, '::before').content") in ("none", "normal")
+
+
+def test_a_new_tokens_secret_fits_a_narrow_window(visit):
+    """At 320 px the secret shown once after Issue API token, 43 characters without a break, ran past
+    the window's edge: the page scrolled sideways and the end of the secret was out of sight."""
+    page = visit.page
+    page.set_viewport_size(NARROW)
+    visit.sign_in("e2e-admin")
+    page.goto("/admin/users")
+    page.get_by_label("Token name for e2e-clin").fill("narrow window")
+    page.get_by_role("button", name="Issue API token for e2e-clin").click()
+    secret = page.locator("code.token")
+    expect(secret).to_be_visible()
+    widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    box = secret.bounding_box()
+    assert widths[0] <= widths[1] and box["x"] + box["width"] <= widths[1], (widths, box)
+    assert len(secret.inner_text().strip()) >= 40 and "\n" not in secret.text_content()  # one unbroken secret
+    visit.step("narrow-05-new-token")
+
+
+LONG_NAME = "Mueller_Hans_1950_chest_radiograph_lateral_view_" * 2  # 98 characters without a break
+
+
+def test_a_message_naming_a_long_file_fits_a_narrow_window(visit, tmp_path):
+    """At 320 px a refusal that names a file carries its name unbroken: an archive member's (the
+    validation page's flash) or an upload's (the upload page's alert) widened the page to 900 px, so
+    the message's end was out of sight and the whole page scrolled sideways."""
+    page = visit.page
+    visit.console.allow(r"status of 4\d\d")
+    page.set_viewport_size(NARROW)
+    archive = tmp_path / "site.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr(f"../{LONG_NAME}.jpg", b"x")
+    film = tmp_path / f"{LONG_NAME}.jpeg"
+    film.write_bytes((IMAGES / "normal.jpeg").read_bytes()[:300])
+    visit.sign_in("e2e-admin")
+    page.goto("/admin/validation/")
+    page.get_by_label("Labelled archive (ZIP)").set_input_files(archive)
+    page.get_by_role("button", name="Start validation run").click()
+    expect(page.get_by_role("alert")).to_contain_text(LONG_NAME)
+    widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert widths[0] <= widths[1], ("validation page", widths)
+    page.goto("/screen")
+    page.get_by_label("Choose files").set_input_files(film)
+    page.get_by_role("button", name="Screen").click()
+    expect(page.locator("#upload-errors")).to_contain_text(LONG_NAME)
+    widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert widths[0] <= widths[1], ("upload page", widths)
+    visit.step("narrow-06-long-file-name")
+
+
+# The same window in CSS px as 1280 px at 200% zoom, a 1366 px laptop at 200%, and 320 px (400%).
+ZOOMED = [{"width": 1280, "height": 800}, {"width": 640, "height": 400}, {"width": 683, "height": 384}, NARROW]
+
+
+def test_the_users_action_fields_have_visible_labels(visit, seeded_predictions):
+    """The new-password, token-name and token-days boxes in each account's row had labels for screen
+    readers only: a sighted admin saw blank boxes (one holding 90) beside Reset password and Issue API
+    token (WCAG 3.3.2). Each label now shows above its box, within the window at every width, its
+    words the start of the box's accessible name (which still names the account, WCAG 2.5.3)."""
+    page = visit.page
+    visit.sign_in("e2e-admin")
+    page.goto("/admin/users")
+    fields = page.locator("table.history td.actions input:not([type=hidden])")
+    assert fields.count() >= 6
+    for size in ZOOMED:
+        page.set_viewport_size(size)
+        width = page.evaluate("document.documentElement.clientWidth")
+        for field in fields.all():
+            label = page.locator(f"label[for='{field.get_attribute('id')}']")
+            shown = label.evaluate(
+                "(e) => Array.from(e.childNodes).filter((n) => !(n.classList && n.classList.contains("
+                "'visually-hidden'))).map((n) => n.textContent).join('').trim()"
+            )
+            box, own = label.bounding_box(), field.bounding_box()
+            where = (size["width"], field.get_attribute("id"), box, own)
+            assert shown and box and box["x"] >= 0 and box["x"] + box["width"] <= width + 1, where
+            assert box["y"] + box["height"] <= own["y"] + 1 and abs(box["x"] - own["x"]) < 2, where  # just above
+            assert own["x"] >= 0 and own["x"] + own["width"] <= width + 1, where
+            name = field.evaluate("(e) => e.labels[0].textContent")
+            assert name.startswith(shown) and name.removeprefix(shown).strip(), (shown, name)
+    visit.step("users-visible-labels")
 
 
 def test_the_printable_result_reflows_at_320_px(visit, seeded_predictions):

@@ -1,4 +1,5 @@
 import secrets
+from datetime import timedelta
 
 from flask import Response, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -8,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from ..access import TokenRefused, issue_token, revoke_token
-from ..audit_log import AuditFilterForm, form_query, record_trail_viewed
+from ..audit_log import AuditFilterForm, form_query, newest_event, record_trail_viewed
 from ..auth.sessions import end_all_access
 from ..extensions import db
 from ..history.filters import HistoryFilterForm, filtered_predictions, filters_text
@@ -24,7 +25,7 @@ from ..models import (
     reserved_username,
     utcnow,
 )
-from ..params import page_of
+from ..params import MAX_ID, int_arg, page_of
 from ..responses import form_errors
 from . import bp
 from .export import predictions_csv
@@ -79,12 +80,51 @@ def users():
             else:
                 flash(f"User {user.username} created.", "info")
                 return redirect(url_for("admin.users"), code=303)
+        if _created_by_this_form(form):
+            flash(f"User {form.username.data} created (the form arrived twice: one account was made).", "info")
+            return redirect(url_for("admin.users"), code=303)
         form.username.errors.append(
             RESERVED_NAME_TAKEN.format(name=form.username.data)
             if reserved_username(form.username.data)
             else "That username is taken (names differing only in case count as the same)."
         )
     return users_page(form)
+
+
+# How long after an administrator's action the same form sent again is taken for a repeat, not a new request.
+REPEAT_WINDOW = timedelta(minutes=10)
+
+
+def _done_moments_ago(action: str, target: str) -> bool:
+    """Whether this administrator's trail holds `action` on `target` within REPEAT_WINDOW: with the
+    same values found in place, the form now sent is that one again (a double-click's other POST, or
+    the form re-sent from the back button), whose answer is the one the browser shows."""
+    done = select(AuditEvent.id).where(
+        AuditEvent.action == action,
+        AuditEvent.actor == current_user.username,
+        AuditEvent.target == target,
+        AuditEvent.created_at >= utcnow() - REPEAT_WINDOW,
+    )
+    return db.session.scalar(done.limit(1)) is not None
+
+
+def _created_by_this_form(form: CreateUserForm) -> bool:
+    """Whether the account named in `form` is the one this same form made moments ago: sent again, it
+    was told "That username is taken", and the administrator read that the account was not made.
+    Same name, role and password."""
+    user = User.by_username(form.username.data)
+    if user is None or user.role != form.role.data:
+        return False
+    return _done_moments_ago("user_created", user.username) and user.check_password(form.password.data)
+
+
+def _reset_by_this_form(user: User, form: ResetPasswordForm) -> bool:
+    """Whether `user`'s password is the one this same form set moments ago, not yet replaced by them."""
+    return (
+        user.must_change_password
+        and _done_moments_ago("password_reset", user.username)
+        and user.check_password(form.password.data)
+    )
 
 
 def users_page(form: CreateUserForm | None = None, new_token: dict | None = None):
@@ -134,7 +174,12 @@ def reset_password(user_id: int):
     form = ResetPasswordForm()
     if user.from_directory:
         flash(f"{user.username} signs in through the staff directory: reset the password there.", "error")
-    elif form.validate_on_submit():
+    elif not form.validate_on_submit():
+        flash("Password not reset: " + form_errors(form), "error")
+    elif _reset_by_this_form(user, form):
+        # "0 API token(s) revoked" read as if the reset had revoked none: the first had revoked them.
+        flash(f"Password of {user.username} was already reset to this one moments ago; nothing was changed.", "info")
+    else:
         user.set_password(form.password.data)
         user.must_change_password = True
         revoked = end_all_access(user, reason="password reset")
@@ -145,8 +190,6 @@ def reset_password(user_id: int):
             f"{revoked} API token(s) revoked.",
             "info",
         )
-    else:
-        flash("Password not reset: " + form_errors(form), "error")
     return redirect(url_for("admin.users"), code=303)
 
 
@@ -154,11 +197,14 @@ def reset_password(user_id: int):
 def audit():
     form = AuditFilterForm(request.args)
     valid = form.validate()
-    page = page_of(form_query(form if valid else AuditFilterForm(formdata=None)), per_page=50)
+    upto = int_arg("upto", 0, 1, MAX_ID) or newest_event()  # the page links carry it (form_query)
+    page = page_of(form_query(form if valid else AuditFilterForm(formdata=None), upto), per_page=50)
     actions = db.session.scalars(select(AuditEvent.action).distinct().order_by(AuditEvent.action)).all()
     args = {name: field.data for name, field in form._fields.items() if valid and field.data}
     record_trail_viewed(current_user.username, len(page.items), args, page.page)
-    return render_template("admin/audit.html", page=page, form=form, actions=actions, args=args), 200 if valid else 400
+    return render_template(
+        "admin/audit.html", page=page, form=form, actions=actions, args=args, upto=upto
+    ), 200 if valid else 400
 
 
 ALREADY_ISSUED = (

@@ -8,6 +8,8 @@ from flask import jsonify
 from marshmallow import ValidationError, fields
 from webargs.flaskparser import FlaskParser
 
+from ..multipart import WHY_UNREADABLE, unreadable
+
 
 def api_error(code: str, message: str, status: int, **extra):
     response = jsonify(error={"code": code, "message": message}, **extra)
@@ -38,11 +40,7 @@ def describe(messages, field: str = "") -> str:
     return f"{field}: {text}" if field else text
 
 
-UNREADABLE_MULTIPART = (
-    "No part could be read from the multipart body: the boundary in its Content-Type must be the one in "
-    "the body, and each part's headers must be UTF-8 (a file name in another encoding goes in "
-    "filename*=UTF-8''..., RFC 7578)."
-)
+UNREADABLE_MULTIPART = f"No part could be read from the multipart body: {WHY_UNREADABLE}."
 
 
 class ArgumentParser(FlaskParser):
@@ -67,10 +65,9 @@ class ArgumentParser(FlaskParser):
         return super().load_querystring(req, schema)
 
     def load_files(self, req, schema):
-        """werkzeug's form parser gives up silently on a multipart body it cannot read (a part header in
-        Latin-1 bytes, as curl sends `-F file=@élève.jpg` from a Latin-1 file system; a boundary other than
-        the Content-Type's), and the client was told it had sent no part with a filename, which it had."""
-        if req.mimetype == "multipart/form-data" and not req.files and not req.form and req.content_length != 0:
+        """A multipart body werkzeug could not read (multipart.py) was answered as one that had sent no
+        part with a filename, which it had."""
+        if unreadable(req):
             raise ApiError(getattr(schema, "error_code", "invalid_request"), UNREADABLE_MULTIPART, 400)
         return super().load_files(req, schema)
 

@@ -72,7 +72,7 @@ def prediction_query(
     query = select(Prediction).order_by(Prediction.created_at.desc(), Prediction.id.desc())
     if owner is not None:
         query = query.where(Prediction.user_id == owner.id)
-    elif user:
+    elif user and user.strip():  # a box of spaces is no name: it found no prediction at all
         # Compared as names are (User.name_taken): "dr.lee" finds Dr.Lee's films, as no other account
         # can be called that (it found none, and "pacs" none of the PACS's).
         name = folded_username(user)
@@ -110,5 +110,5 @@ def filter_args(form: HistoryFilterForm) -> dict[str, str]:
     return {
         name: request_value
         for name, field in form._fields.items()
-        if (request_value := field.raw_data[0] if field.raw_data else "")
+        if (request_value := field.raw_data[0] if field.raw_data else "").strip()
     }

@@ -16,6 +16,7 @@ from ..inference.labels import NORMAL, PNEUMONIA, UNKNOWN
 from ..models import (
     RECEIPT_REFUSED,
     RECEIPT_STATES,
+    RESULT_SENT,
     RESULT_STATES,
     RESULT_UNDELIVERED,
     SOURCE_DICOM,
@@ -122,26 +123,34 @@ def outbox():
     )
 
 
+ALREADY_ACTED = (
+    "Result {id} was already retried or discarded (this button pressed twice, or by another administrator); "
+    "nothing was changed. Its state is now {state}."
+)
+
+
 def _act_on_failed_result(result_id: int, action: str, act: Callable[[DicomResult], bool], message: str):
-    """An administrator's retry or discard of a result whose delivery failed or was refused, audited; for
-    any other, the outbox says so and nothing changes."""
+    """An administrator's retry or discard of a result whose delivery failed or was refused, audited."""
     require_admin()
     if not FlaskForm().validate_on_submit():
         abort(400)
     result = db.get_or_404(DicomResult, result_id)
-    if result.state not in RESULT_UNDELIVERED or not result.file_name:
-        # A second click, or another administrator's, after the first had acted: this was a bare 409
-        # page ("A conflict happened while processing the request"), which said neither what nor why.
-        why = "has no file to send" if result.state in RESULT_UNDELIVERED else f"is {result.state} now"
-        flash(f"Result {result_id} {why}, not waiting for a retry or discard; nothing was changed.", "error")
-        return redirect(url_for("pacs.outbox"))
-    record_audit(current_user.username, action, f"result {result_id}")
-    if act(result):
-        flash(message, "success")
-    else:  # another administrator's retry or discard came first (the act wrote nothing)
+    # Acted on already, before this request (a double-click's second POST, the form sent again from the
+    # back button: the outbox answered with werkzeug's bare 409 page) or while it ran (the act wrote
+    # nothing): the same answer, back on the outbox.
+    if result.state in RESULT_UNDELIVERED and result.file_name:
+        record_audit(current_user.username, action, f"result {result_id}")
+        if act(result):
+            flash(message, "success")
+            return redirect(url_for("pacs.outbox"))
         db.session.rollback()
-        flash(f"Result {result_id} was retried or discarded by someone else meanwhile; nothing was changed.", "error")
+        db.session.refresh(result)
+    flash(ALREADY_ACTED.format(id=result_id, state=_state_in_words(result)), "error")
     return redirect(url_for("pacs.outbox"))
+
+
+def _state_in_words(result: DicomResult) -> str:
+    return f"{result.state}, discarded" if not result.file_name and result.state != RESULT_SENT else result.state
 
 
 @bp.route("/admin/dicom/outbox/<int:result_id>/retry", methods=["POST"])

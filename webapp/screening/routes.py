@@ -1,5 +1,6 @@
 from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
+from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -7,6 +8,7 @@ from ..extensions import db
 from ..filenames import sent_filename
 from ..inference.overlay import layer_png, legend_png, stored_overlay_png
 from ..models import Feedback, Prediction, record_audit, utcnow
+from ..multipart import WHY_UNREADABLE, answered_by_the_page, unreadable
 from ..notes import INTENDED_USE, NOTES
 from ..params import int_args
 from ..pruned_meanwhile import FILM_PRUNED, film_kept
@@ -60,6 +62,8 @@ def upload():
     form = UploadForm()
     if request.method == "GET":
         return _upload_page(form, [], 200)
+    if unreadable(request):  # its CSRF token sent in a header instead (X-CSRFToken), as scripts may
+        return _unreadable_upload()
     if not form.validate_on_submit():
         return _refused(form, [{"filename": "", "message": form_errors(form)}], 400)
     try:
@@ -84,6 +88,27 @@ def upload():
         session["sent_names"] = {str(o.prediction.id): o.filename[:80] for o in outcomes if o.prediction}
     target = url_for("screening.results", id=ids)
     return jsonify(redirect=target) if wants_json() else redirect(target, code=303)
+
+
+# The upload page's words for a multipart body werkzeug could not read (multipart.py).
+UNREADABLE_UPLOAD = f"No file could be read from this upload, so nothing was screened: {WHY_UNREADABLE}."
+
+
+def _unreadable_upload():
+    error = {"filename": "", "message": UNREADABLE_UPLOAD, "code": "no_file"}
+    return _refused(UploadForm(formdata=None), [error], 400)
+
+
+@bp.errorhandler(CSRFError)
+def csrf_refused(exc: CSRFError):
+    """The CSRF token is read from the body before the view runs: in a body werkzeug could not read
+    it is missing too, and the page said the form had expired, which it had not."""
+    if request.endpoint == "screening.upload" and answered_by_the_page(request):
+        return _unreadable_upload()
+    # Imported here: errors.handlers imports security, which imports the API, which imports this module.
+    from ..errors.handlers import handle_csrf
+
+    return handle_csrf(exc)
 
 
 def _refused(form, errors, status):

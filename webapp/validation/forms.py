@@ -13,7 +13,13 @@ class AdoptThresholdForm(FlaskForm):
     # The range is adopt()'s rule (strictly between 0 and 1), as for the API: a narrower one here
     # refused proposed operating points below 0.001 or above 0.999 that the report offered to adopt.
     threshold = FloatField("Threshold", validators=[InputRequired()])
-    reason = StringField("Reason", validators=[DataRequired(), Length(min=5, max=500)])
+    # Counted without the spaces around it, which are not kept: "  abcd  " passed as 8 characters and
+    # was saved as the 4-character reason "abcd".
+    reason = StringField(
+        "Reason",
+        filters=[lambda text: text.strip() if isinstance(text, str) else text],
+        validators=[DataRequired(), Length(min=5, max=500, message="The reason needs 5 to 500 characters.")],
+    )
     submit = SubmitField("Adopt as the site threshold")
 
 

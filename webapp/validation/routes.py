@@ -3,6 +3,7 @@ import io
 
 from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
+from flask_wtf.csrf import CSRFError
 from sqlalchemy import select
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -12,6 +13,7 @@ from ..inference.decide import threshold_text
 from ..inference.model_card import ModelCardError, read_card
 from ..inference.overlay import stored_overlay_png
 from ..models import SiteCalibration, ValidationItem, ValidationRun, record_audit
+from ..multipart import WHY_UNREADABLE, answered_by_the_page, unreadable
 from ..params import row_by_id
 from ..refusal import Refusal
 from ..responses import form_accepted, form_errors
@@ -26,7 +28,7 @@ from .monitoring import DEFAULT_WEEKS, MAX_WEEKS, drift_alert, weekly
 from .redaction import RedactionRefused, redact_run, redaction_problem
 from .report import SHORTFALL_FLAGGED, points_with_intervals
 from .runs import cancel, create_run, progress, record_report_viewed, too_large, upload_limit
-from .site import AdoptionRefused, adopt, current_model_version, withdraw
+from .site import AdoptionRefused, adopt, adoption_problem, current_model_version, withdraw
 
 CSV_COLUMNS = [
     "entry",
@@ -80,6 +82,8 @@ def index():
         return _index_page(UploadArchiveForm())
     request.max_content_length = upload_limit()
     try:
+        if unreadable(request):  # its CSRF token sent in a header instead (X-CSRFToken), as scripts may
+            return _unreadable_archive()
         form = UploadArchiveForm()
         valid = form.validate_on_submit()
     except RequestEntityTooLarge:
@@ -94,6 +98,28 @@ def index():
         flash(exc.message, "error")
         return _index_page(form, exc.status)
     return redirect(url_for("validation.report", run_id=run.id), code=303)
+
+
+# The validation page's words for a multipart body werkzeug could not read (multipart.py).
+UNREADABLE_ARCHIVE = f"No archive could be read from this upload, so no run was started: {WHY_UNREADABLE}."
+
+
+def _unreadable_archive():
+    flash(UNREADABLE_ARCHIVE, "error")
+    return _index_page(UploadArchiveForm(formdata=None), 400)
+
+
+@bp.errorhandler(CSRFError)
+def csrf_refused(exc: CSRFError):
+    """The CSRF token is read from the body before the view runs: in a body werkzeug could not read
+    it is missing too, and the page said the form had expired, which it had not. This blueprint's
+    admins-only check has not run yet either: it is made here."""
+    if request.endpoint == "validation.index" and answered_by_the_page(request) and current_user.is_admin:
+        return _unreadable_archive()
+    # Imported here: errors.handlers imports security, which imports the API, which imports this module.
+    from ..errors.handlers import handle_csrf
+
+    return handle_csrf(exc)
 
 
 @bp.route("/<int:run_id>")
@@ -135,6 +161,7 @@ def report(run_id: int):
         roc=roc_svg(metrics["roc"], metrics["operating_points"]) if metrics and metrics["auc"] is not None else "",
         reliability=reliability_svg(metrics["reliability"]) if metrics else "",
         adopt_form=AdoptThresholdForm(),
+        adopt_problem=adoption_problem(run),
         cancel_form=CancelRunForm(),
         delete_form=DeleteRunForm(),
         delete_problem=deletion_problem(run),
@@ -192,14 +219,41 @@ def adopt_threshold(run_id: int):
     run = _run_or_404(run_id)
     form = AdoptThresholdForm()
     if form_accepted(form, "The threshold was not adopted"):
+        already = (
+            f"Site threshold {form.threshold.data:.3f} from this run is already in force, adopted by you for this "
+            "reason (the form was sent twice?); nothing was changed."
+        )
+        if _adopted_by_this_form(run, form):
+            flash(already, "info")
+            return redirect(url_for("validation.report", run_id=run.id), code=303)
         try:  # adopt() refuses an unfinished run, a small one, another model version, a bad threshold
-            calibration = adopt(run, form.threshold.data, form.reason.data.strip(), current_user)
+            calibration = adopt(run, form.threshold.data, form.reason.data, current_user)
         except AdoptionRefused as exc:
-            flash(exc.message, "error")
+            # A double-click's other request, saved a moment before this one, is "adopted meanwhile".
+            db.session.rollback()
+            if _adopted_by_this_form(run, form):
+                flash(already, "info")
+            else:
+                flash(exc.message, "error")
         else:
             threshold = threshold_text(calibration.threshold)
             flash(f"Site threshold {threshold} is now in force for new predictions.", "info")
     return redirect(url_for("validation.report", run_id=run.id), code=303)
+
+
+def _adopted_by_this_form(run: ValidationRun, form: AdoptThresholdForm) -> bool:
+    """Whether the threshold in force is the one this very form adopted: a double-click's other POST
+    (or the form re-sent from the back button) withdrew it and adopted it again, two rows in the site
+    threshold history and the trail for one decision, or, at the same moment, was refused "Another site
+    threshold was adopted ..." as the answer the browser shows."""
+    in_force = active_calibration(run.model_version or "")
+    return (
+        in_force is not None
+        and in_force.validation_run_id == run.id
+        and in_force.threshold == form.threshold.data
+        and in_force.reason == form.reason.data
+        and in_force.adopted_by_id == current_user.id
+    )
 
 
 @bp.route("/<int:run_id>/cancel", methods=["POST"])
@@ -257,20 +311,19 @@ def withdraw_threshold():
         except AdoptionRefused as exc:
             flash(exc.message, "error")
         else:
-            flash(
-                "Site threshold withdrawn: new predictions use the model card's threshold."
-                if withdrawn
-                else "No site threshold was in force.",
-                "info",
-            )
+            # Not withdrawn: also the answer to a double-click's second POST, the one the browser shows,
+            # where "No site threshold was in force." read as if the withdrawal just made had not been needed.
+            done = "Site threshold withdrawn" if withdrawn else "No site threshold is in force (already withdrawn)"
+            flash(f"{done}: new predictions use the model card's threshold.", "info")
     return redirect(url_for("validation.index"), code=303)
 
 
 def _monitoring_figures() -> dict:
     try:
         version = current_model_version()
-    except AdoptionRefused:
-        abort(503)
+    except AdoptionRefused as exc:
+        # Said as it is: a bare 503 read "temporarily unable ... maintenance downtime or capacity problems".
+        abort(503, exc.message)
     weeks = min(max(request.args.get("weeks", DEFAULT_WEEKS, type=int), 1), MAX_WEEKS)
     return weekly(version, weeks=weeks)
 

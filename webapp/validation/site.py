@@ -44,13 +44,18 @@ def films_per_class(run_id: int) -> dict[str, int]:
     return counts
 
 
-def adopt(run: ValidationRun, threshold: float, reason: str, user: User) -> SiteCalibration:
-    """Put `threshold` from `run` in force for the run's model version; raises AdoptionRefused."""
+def adoption_problem(run: ValidationRun) -> AdoptionRefused | None:
+    """Why no threshold of `run` can be put in force, whichever it is; None if one can. The report
+    offers Adopt only when there is none: it offered it on every run, and each try, reason typed,
+    was refused (a run of 24 films a class: "needs at least 50")."""
     if run.status != RUN_DONE:
-        raise AdoptionRefused("run_not_done", f"Validation run {run.id} has not finished.", 409)
-    version = current_model_version()
+        return AdoptionRefused("run_not_done", f"Validation run {run.id} has not finished.", 409)
+    try:
+        version = current_model_version()
+    except AdoptionRefused as exc:
+        return exc
     if run.model_version != version:
-        raise AdoptionRefused(
+        return AdoptionRefused(
             "other_model_version",
             f"Validation run {run.id} measured model {run.model_version}; this server runs {version}. "
             "Validate the current model first.",
@@ -58,11 +63,20 @@ def adopt(run: ValidationRun, threshold: float, reason: str, user: User) -> Site
     counts = films_per_class(run.id)
     short = [f"{truth}: {n}" for truth, n in counts.items() if n < MIN_FILMS_PER_CLASS]
     if short:
-        raise AdoptionRefused(
+        return AdoptionRefused(
             "too_few_films",
             f"A site threshold needs at least {MIN_FILMS_PER_CLASS} scored films of each class; "
             f"run {run.id} has {', '.join(short)}.",
         )
+    return None
+
+
+def adopt(run: ValidationRun, threshold: float, reason: str, user: User) -> SiteCalibration:
+    """Put `threshold` from `run` in force for the run's model version; raises AdoptionRefused."""
+    problem = adoption_problem(run)
+    if problem:
+        raise problem
+    version = run.model_version
     if not 0.0 < threshold < 1.0:
         raise AdoptionRefused("bad_threshold", "The threshold must lie strictly between 0 and 1.", 400)
     now = utcnow()
