@@ -3,6 +3,7 @@ the destination setting, and the SR and secondary capture built for a film."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -75,6 +76,32 @@ def test_a_full_disk_is_answered_out_of_resources_and_leaves_nothing(app, monkey
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(spool, "write", disk_full)
+    with app.app_context():
+        assert intake.receive(arrival(film(0))) == intake.OUT_OF_RESOURCES
+    assert left_behind(app) == (0, [], 0)
+
+
+def test_a_disk_that_fills_mid_film_leaves_no_half_written_file(app, monkeypatch):
+    """Reproduced on a 40 MB tmpfs with 40 KB left: storescu's film was answered Out of Resources and
+    its first 40 KB stayed in the spool as a `.part` file (the patient's name in it) until the sweep."""
+    real_open = spool.open_private
+
+    class FillsUp:
+        def __init__(self, path):
+            self.handle = real_open(path)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, data):
+            self.handle.write(data[: len(data) // 2])
+            self.handle.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool, "open_private", FillsUp)
     with app.app_context():
         assert intake.receive(arrival(film(0))) == intake.OUT_OF_RESOURCES
     assert left_behind(app) == (0, [], 0)
