@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
 
 from tests.archives import labelled_films, zip_bytes
 from tests.helpers import drain, issue_token, item_states, make_user, reset_database
@@ -99,6 +100,36 @@ def test_a_dead_workers_run_is_finished_without_counting_a_film_twice(queue_app)
             select(func.count()).where(ValidationItem.run_id == run_id, ValidationItem.p_pneumonia == 0.5)
         )
         assert kept == 16
+
+
+def test_a_database_that_fails_mid_run_leaves_the_run_to_carry_on(queue_app, monkeypatch):
+    """Reproduced under gunicorn and the worker: another process held SQLite's write lock for 9 s (past
+    its 5 s wait) during a 300-film run, and the run ended failed for good, its error the driver's text
+    and SQL, its archive deleted; a PostgreSQL restart takes the same path."""
+    run_id = upload(queue_app, labelled_films(copies=5))  # 20 films: more than one batch
+    real_renew, renewals = tasks.renew, []
+
+    def locked_at_the_second_batch(run_id, owner):
+        renewals.append(owner)
+        if len(renewals) == 3:  # the run's start, its first batch, then its second
+            raise OperationalError("UPDATE validation_runs ...", {}, Exception("database is locked"))
+        real_renew(run_id, owner)
+
+    monkeypatch.setattr(tasks, "renew", locked_at_the_second_batch)
+    drain(queue_app)
+    with queue_app.app_context():
+        run = db.session.get(ValidationRun, run_id)
+        assert run.status == RUN_RUNNING and run.error is None
+    assert item_states(queue_app, run_id) == {ITEM_DONE: 16, ITEM_PENDING: 4}  # the failed batch rolled back
+    assert (queue_app.config["INSTANCE_DIR"] / "validation" / f"run-{run_id}.zip").exists()
+    with queue_app.app_context():
+        db.session.execute(update(ValidationRun).values(lease_until=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+        assert run_recoveries() == 1  # the lease lapsed: the run is queued again
+    drain(queue_app)
+    assert item_states(queue_app, run_id) == {ITEM_DONE: 20}
+    with queue_app.app_context():
+        assert db.session.get(ValidationRun, run_id).status == RUN_DONE
 
 
 def test_a_second_job_for_a_held_run_does_not_touch_it(queue_app):
