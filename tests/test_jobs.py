@@ -6,7 +6,7 @@ queue message is gone."""
 from __future__ import annotations
 
 import io
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, update
@@ -162,6 +162,21 @@ def test_a_queued_run_whose_message_was_lost_is_recovered(queue_app):
     with queue_app.app_context():
         assert run_recoveries() == 1
     drain(queue_app)
+    with queue_app.app_context():
+        assert db.session.get(ValidationRun, run_id).status == RUN_DONE
+
+
+def test_a_lost_message_is_recovered_beside_the_other_periodic_tasks(queue_app):
+    """Reproduced on Redis under gunicorn and the worker: a run uploaded while Redis was down ("recovery
+    will queue it") stayed queued after Redis came back, sweep after sweep. The scheduler queues the
+    sweep with the other periodic tasks due that minute (on Redis settings_agreement, every minute), and
+    the sweep took their messages for the lost run's."""
+    run_id = upload(queue_app, labelled_films())
+    huey = queue_app.extensions["jobs"].huey
+    assert huey.dequeue() is not None  # the message is gone, the run never started
+    for job in huey.read_periodic(datetime(2026, 12, 5, 8, 0)):  # what the scheduler does at 08:00
+        huey.enqueue(job)
+    drain(queue_app)  # the sweep runs first, then the other periodic tasks, then what it re-enqueued
     with queue_app.app_context():
         assert db.session.get(ValidationRun, run_id).status == RUN_DONE
 

@@ -332,7 +332,7 @@ def recover(*, on_start: bool = False) -> int:
     query = select(DicomReceipt.id).where(unfinished)
     if not on_start:
         # While the queue holds messages, queued films are on it; only lapsed leases need help.
-        if jobs().pending():
+        if jobs().pending_work():
             query = query.where(DicomReceipt.state == RECEIPT_SCREENING, DicomReceipt.lease_until < now)
         else:
             query = query.where(stale)
@@ -341,7 +341,7 @@ def recover(*, on_start: bool = False) -> int:
         enqueue(SCREEN_TASK, receipt_id)
     # A delivery a minute past its time, with nothing left on the queue, lost its message (or its worker).
     overdue = []
-    if on_start or not jobs().pending():
+    if on_start or not jobs().pending_work():
         overdue = list(
             db.session.scalars(
                 select(DicomResult.id).where(

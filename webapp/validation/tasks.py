@@ -235,7 +235,7 @@ def resume_validation_runs(*, on_start: bool = False) -> int:
     query = unfinished
     if not on_start:
         stale = ValidationRun.lease_until < now
-        if jobs().pending():
+        if jobs().pending_work():
             query = query.where(ValidationRun.status == RUN_RUNNING, stale)
         else:
             query = query.where(or_(ValidationRun.status == RUN_QUEUED, stale))
