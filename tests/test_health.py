@@ -132,6 +132,20 @@ def test_readyz_ready_on_a_schema_newer_than_the_code(app, client):
     assert client.get("/readyz").status_code == 200
 
 
+def test_readyz_503_naming_an_instance_folder_that_is_gone(tmp_path):
+    """Reproduced under gunicorn (PostgreSQL-like: the database elsewhere) with the instance folder moved
+    away: /readyz answered 500 "Something went wrong on our side" and logged a FileNotFoundError."""
+    folder = tmp_path / "instance"
+    folder.mkdir()
+    app = create_app(TestingConfig, {"INSTANCE_DIR": folder})
+    with app.app_context():
+        reset_database()
+    folder.rmdir()
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["reasons"] == [f"instance folder (INSTANCE_DIR) unusable: {folder}: No such file or directory"]
+
+
 def test_readyz_503_when_the_sqlite_database_cannot_be_written(tmp_path, monkeypatch):
     """An instance folder mounted read-only: every request answered 503 "attempt to write a readonly
     database" while /readyz said ready (found with a read-only bind mount under gunicorn)."""

@@ -33,7 +33,13 @@ def healthz():
 
 
 def _disk_problem() -> str | None:
-    free_mb = shutil.disk_usage(current_app.config["INSTANCE_DIR"]).free // (1024 * 1024)
+    folder = current_app.config["INSTANCE_DIR"]
+    try:
+        free_mb = shutil.disk_usage(folder).free // (1024 * 1024)
+    except OSError as exc:
+        # The folder gone (a volume unmounted, renamed, a stale network share): until 5 December the
+        # probe itself answered 500 with a stack trace, the one place that should say what is wrong.
+        return f"instance folder (INSTANCE_DIR) unusable: {folder}: {exc.strerror}"
     if free_mb < MIN_FREE_MB:
         return f"disk nearly full: {free_mb} MB free in the instance folder (INSTANCE_DIR), under {MIN_FREE_MB} MB"
     return None
