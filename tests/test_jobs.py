@@ -216,3 +216,26 @@ def test_a_worker_without_threads_is_refused(runner, monkeypatch, threads):
     result = runner.invoke(args=["jobs", "worker", "--threads", threads])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"Invalid value for '--threads': {threads} is not in the range x>=1." in result.output
+
+
+def test_a_worker_starts_though_its_recovery_sweep_fails(queue_app, monkeypatch, caplog):
+    """Reproduced with INSTANCE_DIR on a full tmpfs and two films from the PACS waiting: `jobs worker`
+    died at start with a 60-line traceback (its start-up sweep could not enqueue: "database or disk is
+    full"), and under ./scripts/run.sh took gunicorn and the DICOM node down with it."""
+    import sqlite3
+
+    from webapp.jobs import cli as jobs_cli
+
+    def disk_full(on_start=False):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    started = []
+    monkeypatch.setattr(jobs_cli, "run_recoveries", disk_full)
+    monkeypatch.setattr(jobs_cli, "install_process_logging", lambda *filters: None)  # keeps pytest's logging
+    monkeypatch.setattr(jobs_cli, "yield_cpu", lambda *settings: None)  # would renice the test process
+    huey = queue_app.extensions["jobs"].huey
+    consumer = type("Consumer", (), {"run": lambda self: started.append(1)})
+    monkeypatch.setattr(huey, "create_consumer", lambda **options: consumer())
+    result = queue_app.test_cli_runner().invoke(args=["jobs", "worker"])
+    assert result.exit_code == 0 and started, result.output
+    assert "the recovery sweep at start failed (OperationalError: database or disk is full)" in caplog.text
