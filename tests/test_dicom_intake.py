@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import time
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from pydicom.dataelem import DataElement
 from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import ComprehensiveSRStorage
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
 from tests.dicom_films import CR_IMAGE_STORAGE, DEVICE_UID, film
@@ -27,6 +28,7 @@ from tests.helpers import drain, reset_database
 from webapp import create_app
 from webapp.config import TestingConfig
 from webapp.extensions import db
+from webapp.jobs.queue import run_recoveries
 from webapp.models import (
     RECEIPT_QUEUED,
     RECEIPT_REFUSED,
@@ -37,6 +39,7 @@ from webapp.models import (
     DicomResult,
     Prediction,
     PredictionImages,
+    utcnow,
 )
 from webapp.pacs import intake, spool, tasks
 from webapp.pacs.device import device_uid
@@ -398,6 +401,38 @@ def test_results_carry_the_films_patient_and_study_bytes_even_in_a_wrong_charact
         written = dcmread(io.BytesIO(encode(result)))
         assert written.SpecificCharacterSet == "ISO_IR 192"
         assert {keyword: written.get_item(keyword).value for keyword in names} == names
+
+
+@pytest.mark.app_config(DICOM_RESULTS_DESTINATION="PACS@127.0.0.1:1")
+def test_a_full_disk_at_the_outbox_makes_the_film_wait_not_lose_its_result(app, monkeypatch):
+    """Reproduced with INSTANCE_DIR on a tmpfs with 100 KB free: the SR (6 KB) was written, the capture
+    (152 KB) was not, and its result was marked failed for good, "The SC could not be built from the
+    film (OSError)", with the film's spooled copy deleted: the PACS never got it, disk freed or not."""
+    real_write = spool.write
+
+    def full_at_the_capture(kind, name, data):
+        if name.endswith("-sc.dcm"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(kind, name, data)
+
+    monkeypatch.setattr(spool, "write", full_at_the_capture)
+    with app.app_context():
+        assert intake.receive(arrival(film(0))) == intake.SUCCESS
+    drain(app)
+    with app.app_context():
+        receipt = db.session.scalar(select(DicomReceipt))
+        assert receipt.state != RECEIPT_SCREENED and receipt.spool_name and not receipt.results
+        assert list(spool.folder(spool.OUTBOX).iterdir()) == []  # the SR written first went too
+        db.session.execute(update(DicomReceipt).values(lease_until=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+    monkeypatch.setattr(spool, "write", real_write)  # the disk has room again
+    with app.app_context():
+        assert run_recoveries() == 1
+    drain(app)
+    with app.app_context():
+        receipt = db.session.scalar(select(DicomReceipt))
+        assert receipt.state == RECEIPT_SCREENED
+        assert {result.kind: result.state for result in receipt.results} == {"SR": RESULT_PENDING, "SC": RESULT_PENDING}
 
 
 @pytest.mark.app_config(DICOM_RESULTS_DESTINATION="PACS@127.0.0.1:1")
