@@ -28,6 +28,10 @@ with exit_on_config_error("backup_sqlite"):
     from webapp.config import config_from_env
 
 
+# The files SQLite may leave beside a database whose writing was cut short.
+SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")
+
+
 def live_database() -> Path:
     with exit_on_config_error("backup_sqlite"):  # APP_ENV is read here, not at the import
         url = make_url(config_from_env().SQLALCHEMY_DATABASE_URI)
@@ -86,8 +90,15 @@ def main() -> None:
             sys.exit(f"no database at {live} to back up (check INSTANCE_DIR / DATABASE_URL)")
         # A backup holds every patient's data: mode 0600 like the live file, not the umask's 0644.
         private_sqlite_file(str(args.file))
-        copy(live, args.file, standalone=True)
-        revision = schema_revision(args.file)
+        try:
+            copy(live, args.file, standalone=True)
+            revision = schema_revision(args.file)
+        except SystemExit:
+            # A disk that fills mid-copy left an empty or torn file that looked like a backup, and the
+            # retry was refused because the name was taken.
+            for path in (args.file, *(args.file.with_name(args.file.name + end) for end in SQLITE_SIDE_FILES)):
+                path.unlink(missing_ok=True)
+            raise
         print(f"backed up {live} to {args.file} (schema revision {revision})")
     else:
         if not args.file.is_file():

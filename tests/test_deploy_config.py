@@ -476,6 +476,36 @@ def test_sqlite_backup_and_restore_round_trip(tmp_path):
     assert refused.returncode == 1 and "pg_dump / pg_restore (docs/deployment.md, Backup and restore)" in refused.stderr
 
 
+def test_a_sqlite_backup_cut_short_by_a_full_disk_leaves_no_file(tmp_path):
+    """Reproduced with the instance folder on a full tmpfs: `backup` failed ("database or disk is full")
+    and left an empty backup file, which the retry then refused to overwrite. The disk fills here by
+    the process's file size limit (SQLite's writes past it fail as on a full disk)."""
+    import resource
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "cxr.sqlite") as conn:
+        conn.execute("CREATE TABLE films (data BLOB)")
+        conn.execute("INSERT INTO films VALUES (?)", (os.urandom(400_000),))
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0015_directory_entry_id')")
+    limit = 100_000
+
+    def small_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "backup_sqlite.py"), "backup", str(tmp_path / "b.sqlite")],
+        env={"PATH": os.environ["PATH"], "APP_ENV": "production", "INSTANCE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=small_disk,
+    )
+    assert done.returncode == 1 and "failed" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.glob("b.sqlite*")) == []
+    assert run_backup_script(tmp_path, "backup", str(tmp_path / "b.sqlite")).returncode == 0  # space again
+
+
 def test_sqlite_restore_on_a_new_server_writes_a_private_database(tmp_path):
     """Disaster recovery: the backup restored into an empty instance folder. The live database was
     created by SQLite with the umask's mode, 0644: every patient's data readable by any local user

@@ -3,12 +3,14 @@ the destination setting, and the SR and secondary capture built for a film."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
 import shutil
 import subprocess
 import time
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from pydicom.dataelem import DataElement
 from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import ComprehensiveSRStorage
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
 from tests.dicom_films import CR_IMAGE_STORAGE, DEVICE_UID, film
@@ -26,6 +28,7 @@ from tests.helpers import drain, reset_database
 from webapp import create_app
 from webapp.config import TestingConfig
 from webapp.extensions import db
+from webapp.jobs.queue import run_recoveries
 from webapp.models import (
     RECEIPT_QUEUED,
     RECEIPT_REFUSED,
@@ -36,6 +39,7 @@ from webapp.models import (
     DicomResult,
     Prediction,
     PredictionImages,
+    utcnow,
 )
 from webapp.pacs import intake, spool, tasks
 from webapp.pacs.device import device_uid
@@ -75,6 +79,32 @@ def test_a_full_disk_is_answered_out_of_resources_and_leaves_nothing(app, monkey
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(spool, "write", disk_full)
+    with app.app_context():
+        assert intake.receive(arrival(film(0))) == intake.OUT_OF_RESOURCES
+    assert left_behind(app) == (0, [], 0)
+
+
+def test_a_disk_that_fills_mid_film_leaves_no_half_written_file(app, monkeypatch):
+    """Reproduced on a 40 MB tmpfs with 40 KB left: storescu's film was answered Out of Resources and
+    its first 40 KB stayed in the spool as a `.part` file (the patient's name in it) until the sweep."""
+    real_open = spool.open_private
+
+    class FillsUp:
+        def __init__(self, path):
+            self.handle = real_open(path)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, data):
+            self.handle.write(data[: len(data) // 2])
+            self.handle.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool, "open_private", FillsUp)
     with app.app_context():
         assert intake.receive(arrival(film(0))) == intake.OUT_OF_RESOURCES
     assert left_behind(app) == (0, [], 0)
@@ -371,6 +401,38 @@ def test_results_carry_the_films_patient_and_study_bytes_even_in_a_wrong_charact
         written = dcmread(io.BytesIO(encode(result)))
         assert written.SpecificCharacterSet == "ISO_IR 192"
         assert {keyword: written.get_item(keyword).value for keyword in names} == names
+
+
+@pytest.mark.app_config(DICOM_RESULTS_DESTINATION="PACS@127.0.0.1:1")
+def test_a_full_disk_at_the_outbox_makes_the_film_wait_not_lose_its_result(app, monkeypatch):
+    """Reproduced with INSTANCE_DIR on a tmpfs with 100 KB free: the SR (6 KB) was written, the capture
+    (152 KB) was not, and its result was marked failed for good, "The SC could not be built from the
+    film (OSError)", with the film's spooled copy deleted: the PACS never got it, disk freed or not."""
+    real_write = spool.write
+
+    def full_at_the_capture(kind, name, data):
+        if name.endswith("-sc.dcm"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(kind, name, data)
+
+    monkeypatch.setattr(spool, "write", full_at_the_capture)
+    with app.app_context():
+        assert intake.receive(arrival(film(0))) == intake.SUCCESS
+    drain(app)
+    with app.app_context():
+        receipt = db.session.scalar(select(DicomReceipt))
+        assert receipt.state != RECEIPT_SCREENED and receipt.spool_name and not receipt.results
+        assert list(spool.folder(spool.OUTBOX).iterdir()) == []  # the SR written first went too
+        db.session.execute(update(DicomReceipt).values(lease_until=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+    monkeypatch.setattr(spool, "write", real_write)  # the disk has room again
+    with app.app_context():
+        assert run_recoveries() == 1
+    drain(app)
+    with app.app_context():
+        receipt = db.session.scalar(select(DicomReceipt))
+        assert receipt.state == RECEIPT_SCREENED
+        assert {result.kind: result.state for result in receipt.results} == {"SR": RESULT_PENDING, "SC": RESULT_PENDING}
 
 
 @pytest.mark.app_config(DICOM_RESULTS_DESTINATION="PACS@127.0.0.1:1")

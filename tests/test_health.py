@@ -132,6 +132,47 @@ def test_readyz_ready_on_a_schema_newer_than_the_code(app, client):
     assert client.get("/readyz").status_code == 200
 
 
+def test_readyz_503_naming_an_instance_folder_that_is_gone(tmp_path):
+    """Reproduced under gunicorn (PostgreSQL-like: the database elsewhere) with the instance folder moved
+    away: /readyz answered 500 "Something went wrong on our side" and logged a FileNotFoundError."""
+    folder = tmp_path / "instance"
+    folder.mkdir()
+    app = create_app(TestingConfig, {"INSTANCE_DIR": folder})
+    with app.app_context():
+        reset_database()
+    folder.rmdir()
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503
+    assert response.json["reasons"] == [f"instance folder (INSTANCE_DIR) unusable: {folder}: No such file or directory"]
+
+
+def test_readyz_warns_of_work_stopped_mid_job_with_no_worker_to_take_it_over(app, client, admin_user):
+    """Reproduced under gunicorn: the job worker SIGKILLed at film 32 of a 300-film run and not restarted.
+    The run showed "running", 32/300, for good, and /readyz said ready with no warning: the dead job had
+    taken the run's queue message, so no job waited and the no-worker warning never came."""
+    from datetime import timedelta
+
+    from webapp.models import RECEIPT_SCREENING, RUN_RUNNING, DicomReceipt, ValidationRun, utcnow
+
+    with app.app_context():
+        run = ValidationRun(created_by_id=admin_user, archive_name="site.zip", archive_sha256="0" * 64)
+        run.status, run.lease_owner, run.lease_until = RUN_RUNNING, "dead-worker", utcnow() - timedelta(seconds=30)
+        film = DicomReceipt(sop_key="k", study_key="s", calling_aet="MODALITY", sop_class_uid="1.2")
+        film.state, film.lease_until = RECEIPT_SCREENING, utcnow() - timedelta(seconds=30)
+        db.session.add_all([run, film])
+        db.session.commit()
+        assert client.get("/readyz").json["warnings"] == []  # a lease just lapsed: recovery takes it
+        run.lease_until = film.lease_until = utcnow() - timedelta(minutes=4)
+        db.session.commit()
+        run_id = run.id
+    response = client.get("/readyz")
+    assert response.status_code == 200 and response.json["status"] == "ready"
+    assert response.json["warnings"] == [
+        f"stalled jobs: validation run(s) {run_id} and 1 film(s) from the PACS stopped mid-job over 3 minutes ago "
+        "and no job worker took them over (start `flask --app wsgi jobs worker`: they carry on where they stopped)"
+    ]
+
+
 def test_readyz_503_when_the_sqlite_database_cannot_be_written(tmp_path, monkeypatch):
     """An instance folder mounted read-only: every request answered 503 "attempt to write a readonly
     database" while /readyz said ready (found with a read-only bind mount under gunicorn)."""

@@ -6,10 +6,11 @@ queue message is gone."""
 from __future__ import annotations
 
 import io
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
 
 from tests.archives import labelled_films, zip_bytes
 from tests.helpers import drain, issue_token, item_states, make_user, reset_database
@@ -101,6 +102,36 @@ def test_a_dead_workers_run_is_finished_without_counting_a_film_twice(queue_app)
         assert kept == 16
 
 
+def test_a_database_that_fails_mid_run_leaves_the_run_to_carry_on(queue_app, monkeypatch):
+    """Reproduced under gunicorn and the worker: another process held SQLite's write lock for 9 s (past
+    its 5 s wait) during a 300-film run, and the run ended failed for good, its error the driver's text
+    and SQL, its archive deleted; a PostgreSQL restart takes the same path."""
+    run_id = upload(queue_app, labelled_films(copies=5))  # 20 films: more than one batch
+    real_renew, renewals = tasks.renew, []
+
+    def locked_at_the_second_batch(run_id, owner):
+        renewals.append(owner)
+        if len(renewals) == 3:  # the run's start, its first batch, then its second
+            raise OperationalError("UPDATE validation_runs ...", {}, Exception("database is locked"))
+        real_renew(run_id, owner)
+
+    monkeypatch.setattr(tasks, "renew", locked_at_the_second_batch)
+    drain(queue_app)
+    with queue_app.app_context():
+        run = db.session.get(ValidationRun, run_id)
+        assert run.status == RUN_RUNNING and run.error is None
+    assert item_states(queue_app, run_id) == {ITEM_DONE: 16, ITEM_PENDING: 4}  # the failed batch rolled back
+    assert (queue_app.config["INSTANCE_DIR"] / "validation" / f"run-{run_id}.zip").exists()
+    with queue_app.app_context():
+        db.session.execute(update(ValidationRun).values(lease_until=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+        assert run_recoveries() == 1  # the lease lapsed: the run is queued again
+    drain(queue_app)
+    assert item_states(queue_app, run_id) == {ITEM_DONE: 20}
+    with queue_app.app_context():
+        assert db.session.get(ValidationRun, run_id).status == RUN_DONE
+
+
 def test_a_second_job_for_a_held_run_does_not_touch_it(queue_app):
     run_id = upload(queue_app, labelled_films())
     with queue_app.app_context():
@@ -131,6 +162,21 @@ def test_a_queued_run_whose_message_was_lost_is_recovered(queue_app):
     with queue_app.app_context():
         assert run_recoveries() == 1
     drain(queue_app)
+    with queue_app.app_context():
+        assert db.session.get(ValidationRun, run_id).status == RUN_DONE
+
+
+def test_a_lost_message_is_recovered_beside_the_other_periodic_tasks(queue_app):
+    """Reproduced on Redis under gunicorn and the worker: a run uploaded while Redis was down ("recovery
+    will queue it") stayed queued after Redis came back, sweep after sweep. The scheduler queues the
+    sweep with the other periodic tasks due that minute (on Redis settings_agreement, every minute), and
+    the sweep took their messages for the lost run's."""
+    run_id = upload(queue_app, labelled_films())
+    huey = queue_app.extensions["jobs"].huey
+    assert huey.dequeue() is not None  # the message is gone, the run never started
+    for job in huey.read_periodic(datetime(2026, 12, 5, 8, 0)):  # what the scheduler does at 08:00
+        huey.enqueue(job)
+    drain(queue_app)  # the sweep runs first, then the other periodic tasks, then what it re-enqueued
     with queue_app.app_context():
         assert db.session.get(ValidationRun, run_id).status == RUN_DONE
 
@@ -170,3 +216,26 @@ def test_a_worker_without_threads_is_refused(runner, monkeypatch, threads):
     result = runner.invoke(args=["jobs", "worker", "--threads", threads])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"Invalid value for '--threads': {threads} is not in the range x>=1." in result.output
+
+
+def test_a_worker_starts_though_its_recovery_sweep_fails(queue_app, monkeypatch, caplog):
+    """Reproduced with INSTANCE_DIR on a full tmpfs and two films from the PACS waiting: `jobs worker`
+    died at start with a 60-line traceback (its start-up sweep could not enqueue: "database or disk is
+    full"), and under ./scripts/run.sh took gunicorn and the DICOM node down with it."""
+    import sqlite3
+
+    from webapp.jobs import cli as jobs_cli
+
+    def disk_full(on_start=False):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    started = []
+    monkeypatch.setattr(jobs_cli, "run_recoveries", disk_full)
+    monkeypatch.setattr(jobs_cli, "install_process_logging", lambda *filters: None)  # keeps pytest's logging
+    monkeypatch.setattr(jobs_cli, "yield_cpu", lambda *settings: None)  # would renice the test process
+    huey = queue_app.extensions["jobs"].huey
+    consumer = type("Consumer", (), {"run": lambda self: started.append(1)})
+    monkeypatch.setattr(huey, "create_consumer", lambda **options: consumer())
+    result = queue_app.test_cli_runner().invoke(args=["jobs", "worker"])
+    assert result.exit_code == 0 and started, result.output
+    assert "the recovery sweep at start failed (OperationalError: database or disk is full)" in caplog.text

@@ -4,6 +4,7 @@ Huey's traceback twice a second (about 7,200 tracebacks an hour while Redis was 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 
 import redis
@@ -35,6 +36,18 @@ def test_a_queue_outage_is_one_line_a_minute_without_the_traceback():
     assert not outage.filter(record("huey.consumer.Scheduler", "Error reading schedule.", lost))  # 0.5 s later
     assert not outage.filter(record("huey.consumer.Worker-1", "Error reading from queue", lost))  # 30 s later
     assert outage.filter(record("huey.consumer.Worker-1", "Error reading from queue", lost))  # 61 s later
+
+
+def test_a_full_disk_under_the_sqlite_queue_is_one_line_a_minute():
+    """Reproduced with INSTANCE_DIR on a full tmpfs: the worker logged "Error reading from queue" with a
+    sqlite3 traceback every second or so (Huey deletes the message it takes: a write)."""
+    outage = QueueOutageFilter(clock=iter([0.0, 1.4, 61.0]).__next__)
+    full = sqlite3.OperationalError("database or disk is full")
+    first = record("huey.consumer.Worker-1", "Error reading from queue", full)
+    assert outage.filter(first) and first.exc_info is None
+    assert first.getMessage().startswith("Error reading from queue: OperationalError: database or disk is full (")
+    assert not outage.filter(record("huey.consumer.Worker-1", "Error reading from queue", full))
+    assert outage.filter(record("huey.consumer.Worker-1", "Error reading from queue", full))
 
 
 def test_other_errors_keep_their_traceback():

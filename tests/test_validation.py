@@ -648,3 +648,34 @@ def test_the_report_adopts_any_threshold_the_api_adopts(app, client, admin_token
         assert (in_force["threshold"] == float(threshold)) is adopted
         if not adopted:
             assert "strictly between 0 and 1" in response.get_data(as_text=True)
+
+
+def test_a_disk_that_fills_during_an_archive_upload_is_a_clear_503_leaving_nothing(
+    app, client, auth, admin_user, admin_token, monkeypatch
+):
+    """Reproduced on a full 40 MB tmpfs INSTANCE_DIR: the upload answered 500 "Something went wrong on
+    our side" and logged a stack trace, though nothing was wrong but the disk."""
+    from webapp.validation import runs
+
+    real_open = runs.open_private
+
+    def fills_up(path):
+        handle = real_open(path)
+        handle.write = lambda data: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+        return handle
+
+    monkeypatch.setattr(runs, "open_private", fills_up)
+    api = post_archive(client, admin_token, zip_bytes(labelled_films()))
+    assert api.status_code == 503 and api.get_json()["error"]["code"] == "storage_full"
+    assert "disk is full, so nothing was saved" in api.get_json()["error"]["message"]
+    auth.login("admin")
+    page = client.post(
+        "/admin/validation/",
+        data={
+            "csrf_token": csrf_token(client, "/admin/validation/"),
+            "archive": (io.BytesIO(zip_bytes(labelled_films())), "site.zip"),
+        },
+    )
+    assert page.status_code == 503 and "disk is full, so nothing was saved" in page.get_data(as_text=True)
+    assert run_count(app) == 0
+    assert not any((app.config["INSTANCE_DIR"] / "validation").iterdir())

@@ -25,6 +25,14 @@ DATABASE_UNAVAILABLE = (
 )
 
 
+# A disk (or quota) that filled while a request wrote a file of its own (a validation archive in
+# INSTANCE_DIR, a large upload's temporary file).
+STORAGE_FULL = (
+    "The server's disk is full, so nothing was saved. Please try again later; if this persists, tell IT "
+    "(the disk that holds the server's files needs space)."
+)
+
+
 def database_reason(exc: Exception) -> str:
     """The driver's first line of a database error (refused, no such table, disk full): for the log or
     an administrator's shell. Never the URL, which may hold a password, nor the statement's values."""

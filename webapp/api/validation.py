@@ -89,6 +89,12 @@ def served_model_version() -> str:
     (413, ErrorSchema, "`archive_too_large`, `too_many_files`: over VALIDATION_MAX_BYTES or VALIDATION_MAX_FILES."),
     (415, ErrorSchema, "`not_a_zip`; `unsupported_encoding`: a body sent with a Content-Encoding (gzip ...)."),
     (422, ErrorSchema, "An unusable archive: empty, unlabelled, unknown label folder, zip bomb, nested archive ..."),
+    (
+        503,
+        ErrorSchema,
+        "`storage_full`: the server's disk filled while the archive was stored, nothing was kept; "
+        "`database_unavailable` (with `Retry-After`).",
+    ),
 )
 @bp.doc(operationId="createValidationRun", requestBody=ARCHIVE_BODY)
 def create_validation_run():

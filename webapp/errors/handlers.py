@@ -1,6 +1,7 @@
 """Every failure a user can meet becomes a clear page (or JSON for the API), never a stack trace."""
 
 import contextlib
+import errno
 import logging
 
 from flask import Flask, flash, g, make_response, redirect, render_template, request
@@ -14,7 +15,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from ..api.errors import api_error
 from ..extensions import db, login_manager
 from ..ratelimits import retry_after_seconds
-from ..refusal import DATABASE_UNAVAILABLE, database_reason
+from ..refusal import DATABASE_UNAVAILABLE, STORAGE_FULL, database_reason
 from ..responses import wants_json
 from ..security import PUBLIC_ENDPOINTS, signed_out
 from .http_refusals import BAD_REQUEST, refusal
@@ -123,6 +124,20 @@ def handle_database_unavailable(exc: OperationalError):
     return response
 
 
+def handle_os_error(exc: OSError):
+    """A disk that filled (or a quota reached) while the request wrote a file: not the request's fault
+    and not a bug, so a 503 that says so and one log line, not a 500 and a stack trace
+    (found on a full tmpfs INSTANCE_DIR: a validation archive upload answered "Something went wrong
+    on our side"). The writer has already removed what it had half-written. Any other OSError is a
+    fault of ours."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return handle_unexpected(exc)
+    with contextlib.suppress(SQLAlchemyError):
+        db.session.rollback()
+    log.error("disk full on %s %s: %s", request.method, request.path, exc)
+    return _respond(503, "storage_full", STORAGE_FULL)
+
+
 def handle_malformed_body(exc: ParseException):
     """gunicorn parses a chunked body only as the view reads it, so a bad chunk size, a missing chunk
     terminator or a malformed trailer is raised inside the app, past the worker that answers such
@@ -148,5 +163,6 @@ def register(app: Flask) -> None:
     app.register_error_handler(OperationalError, handle_database_unavailable)
     app.register_error_handler(HTTPException, handle_http)
     app.register_error_handler(ParseException, handle_malformed_body)
+    app.register_error_handler(OSError, handle_os_error)
     app.register_error_handler(InternalServerError, handle_unexpected)
     app.register_error_handler(Exception, handle_unexpected)

@@ -3,21 +3,24 @@
 /readyz is polled every few seconds by every balancer and by the container's HEALTHCHECK, so each
 check is one cheap call: the model already loaded, `SELECT 1` and the schema revision, a statvfs,
 access(2) on the database file and the instance folder, a Redis PING, the queue's length and when a
-worker was last seen, and one pipeline recording this replica's settings (jobs/agreement.py).
+worker was last seen, two indexed queries for work stopped mid-job, and one pipeline recording this
+replica's settings (jobs/agreement.py).
 """
 
 import os
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 from flask import current_app, jsonify
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..extensions import db
 from ..inference.runtime import ModelUnavailable, analyzer_for
 from ..jobs.agreement import disagreement, replica_settings
-from ..jobs.queue import jobs
+from ..jobs.queue import WORKER_SILENT_SECONDS, jobs
+from ..models import RECEIPT_SCREENING, RUN_RUNNING, DicomReceipt, ValidationRun, utcnow
 from ..schema import schema_behind
 from . import bp
 
@@ -33,7 +36,13 @@ def healthz():
 
 
 def _disk_problem() -> str | None:
-    free_mb = shutil.disk_usage(current_app.config["INSTANCE_DIR"]).free // (1024 * 1024)
+    folder = current_app.config["INSTANCE_DIR"]
+    try:
+        free_mb = shutil.disk_usage(folder).free // (1024 * 1024)
+    except OSError as exc:
+        # The folder gone (a volume unmounted, renamed, a stale network share): until 5 December the
+        # probe itself answered 500 with a stack trace, the one place that should say what is wrong.
+        return f"instance folder (INSTANCE_DIR) unusable: {folder}: {exc.strerror}"
     if free_mb < MIN_FREE_MB:
         return f"disk nearly full: {free_mb} MB free in the instance folder (INSTANCE_DIR), under {MIN_FREE_MB} MB"
     return None
@@ -65,10 +74,40 @@ def _disagreement(model_version: str | None) -> str | None:
     return disagreement(client, replica_settings(model_version)) if client else None
 
 
+def _stalled_work() -> str | None:
+    """Work whose job died with its worker (SIGKILL, out of memory) and that no worker has taken over:
+    its lease lapsed minutes ago. The queue holds no message for it (the dead job had taken it), so the
+    warning about jobs waiting with no worker never came, and the run page showed "running" with its
+    count frozen, for as long as nobody looked at the worker."""
+    cutoff = utcnow() - timedelta(seconds=WORKER_SILENT_SECONDS)
+    runs = db.session.scalars(
+        select(ValidationRun.id)
+        .where(ValidationRun.status == RUN_RUNNING, ValidationRun.lease_until < cutoff)
+        .order_by(ValidationRun.id)
+    ).all()
+    films = db.session.scalar(
+        select(func.count())
+        .select_from(DicomReceipt)
+        .where(DicomReceipt.state == RECEIPT_SCREENING, DicomReceipt.lease_until < cutoff)
+    )
+    if not runs and not films:
+        return None
+    stopped = [
+        f"validation run(s) {', '.join(map(str, runs))}" if runs else "",
+        f"{films} film(s) from the PACS" if films else "",
+    ]
+    return (
+        f"stalled jobs: {' and '.join(part for part in stopped if part)} stopped mid-job over "
+        f"{WORKER_SILENT_SECONDS // 60} minutes ago and no job worker took them over (start `flask --app wsgi "
+        "jobs worker`: they carry on where they stopped)"
+    )
+
+
 @bp.route("/readyz")
 def readyz():
     problems = []
     model_version = None
+    stalled = None
     try:
         model_version = analyzer_for(current_app.config).model_version
     except ModelUnavailable as exc:
@@ -81,6 +120,8 @@ def readyz():
     else:
         if schema := schema_behind(db.session):
             problems.append(schema)
+        else:
+            stalled = _stalled_work()
     if disk := _disk_problem():
         problems.append(disk)
     if unwritable := _write_problem():
@@ -90,7 +131,7 @@ def readyz():
     # so failing on it would turn a delay of queued jobs into no screening anywhere.
     unreachable = jobs().probe()
     queue = [unreachable] if unreachable else [jobs().silent_worker(), _disagreement(model_version)]
-    warnings = [warning for warning in (*queue, _instance_warning()) if warning]
+    warnings = [warning for warning in (*queue, stalled, _instance_warning()) if warning]
     if problems:
         return jsonify(status="unavailable", reasons=problems, warnings=warnings), 503
     return jsonify(status="ready", model_version=model_version, warnings=warnings)

@@ -47,7 +47,17 @@ def worker(threads: int) -> None:
     queue.worker_alive()  # /readyz stops warning that jobs wait with no worker
     check_worker_settings()  # a SECRET_KEY or model other than the replicas': said now, not found out later
     # A worker that starts may be the replacement of one that was killed mid-job.
-    run_recoveries(on_start=True)
+    try:
+        run_recoveries(on_start=True)
+    except Exception as exc:  # noqa: BLE001  the sweep runs again every minute; the worker must start
+        # A full disk under the SQLite queue (or the database busy) ended the worker here with a raw
+        # 60-line traceback (until 5 December; under ./scripts/run.sh that stopped gunicorn and the DICOM
+        # node too), and a restarted worker the same way, until the disk had room again.
+        logging.getLogger(__name__).error(
+            "jobs worker: the recovery sweep at start failed (%s: %s); the scheduler runs it again every minute",
+            type(exc).__name__,
+            exc,
+        )
     consumer = queue.huey.create_consumer(workers=threads, worker_type="thread", periodic=True)
     results = results_destination(current_app.config)
     logging.getLogger(__name__).info("%s (queue on %s, %d thread(s); PACS %s)", WORKER_READY, backend, threads, results)

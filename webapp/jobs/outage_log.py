@@ -10,14 +10,23 @@ PACS sent during the outage.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 
 import redis
 
 LOGGED_EVERY_SECONDS = 60.0
-# The errors of a queue that cannot be reached (server down, name not resolving, network cut), not of a bug.
-UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError, TimeoutError)
+# The errors of a queue that cannot be reached (server down, name not resolving, network cut), not of a bug;
+# on the SQLite queue, a full disk or a lock held past the wait: Huey's reads of the queue write (a taken
+# message is deleted), and on a full disk it logged a traceback every second or so (until 5 December).
+UNREACHABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+    sqlite3.OperationalError,
+)
 
 
 class QueueOutageFilter(logging.Filter):

@@ -190,6 +190,16 @@ class JobQueue:
     def pending(self) -> int:
         return self.huey.pending_count()
 
+    def pending_work(self) -> int:
+        """Jobs waiting other than the periodic ones, for the recovery sweep's "are the queued jobs'
+        messages still on the queue?". The scheduler queues the sweep together with the other periodic
+        tasks due that minute, so counting those told every sweep on Redis (settings_agreement, every
+        minute) and every 15th on SQLite (directory_recheck) that messages waited: a run or film whose
+        message was lost (queued while Redis was down, or Redis restarted) then stayed queued until a
+        worker restarted."""
+        periodic = {RECOVERY_TASK, *(name for name, *_ in _PERIODIC)}
+        return sum(1 for job in self.huey.pending() if job.name not in periodic)
+
     def scheduled(self) -> int:
         return self.huey.scheduled_count()
 

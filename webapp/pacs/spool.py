@@ -39,11 +39,17 @@ def write(kind: str, name: str, data: bytes) -> None:
     directory = folder(kind)
     final = directory / name
     temporary = directory / f".{name}.part"
-    with open_private(temporary) as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, final)
+    try:
+        with open_private(temporary) as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, final)
+    except BaseException:
+        # A disk that fills part-way: the half film holds a patient's name, and on a full disk the very
+        # space the PACS's retry needs (until 5 December it stayed until the 10-minute orphan sweep).
+        temporary.unlink(missing_ok=True)
+        raise
     sync_folder(directory)
 
 

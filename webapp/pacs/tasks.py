@@ -89,11 +89,21 @@ def screen(receipt_id: int) -> None:
         # fault, so it is not refused; it waits for the lease to lapse and is screened again.
         db.session.rollback()
         log.warning("dicom: receipt %d waits: the database was not available (%s)", receipt_id, type(exc.orig).__name__)
+    except OutboxUnwritable as exc:
+        # No room (or no permission) for its results: not the film's fault either. It waits, still spooled,
+        # and its results are built again once the disk has room (until 5 December the result was marked
+        # failed for good, "could not be built from the film (OSError)", and the film's spool copy deleted).
+        db.session.rollback()
+        log.warning("dicom: receipt %d waits: its results cannot be written to the outbox (%s)", receipt_id, exc)
     except Exception as exc:  # a film the pipeline cannot handle must not come back for ever
         db.session.rollback()
         # Only the type: the message of an error raised while reading the dataset may quote it.
         log.error("dicom: receipt %d could not be screened (%s)", receipt_id, type(exc).__name__)
         refuse(receipt_id, owner, f"Unexpected error while screening the film ({type(exc).__name__}).")
+
+
+class OutboxUnwritable(Exception):
+    """A result file could not be written to the outbox (a full disk): the screening waits and is done again."""
 
 
 def claim(receipt_id: int, owner: str) -> bool:
@@ -150,9 +160,10 @@ def refuse(receipt_id: int, owner: str, message: str) -> None:
 def build_results(receipt_id: int, data: bytes, analysis) -> list[DicomResult]:
     """The SR and the secondary capture, written to the outbox folder; none when no destination is set.
 
-    A result that cannot be built (a header highdicom will not take, a full disk) is recorded as a
-    failed result with the reason, as a failed delivery is, and the other result and the prediction
-    are kept: the film was screened, and refusing it would throw the verdict away."""
+    A result that cannot be built (a header highdicom will not take) is recorded as a failed result with
+    the reason, as a failed delivery is, and the other result and the prediction are kept: the film was
+    screened, and refusing it would throw the verdict away. One that cannot be written (a full disk)
+    raises OutboxUnwritable: built again later, it is delivered after all."""
     if not current_app.config.get("DICOM_RESULTS_DESTINATION"):
         return []
     verdict = Verdict(
@@ -176,7 +187,7 @@ def build_results(receipt_id: int, data: bytes, analysis) -> list[DicomResult]:
         try:
             # The whole dataset, Patient module included, is read here in memory and nowhere kept but in
             # the outbox files, which are deleted once delivered.
-            spool.write(spool.OUTBOX, name, encode(build(dcmread(io.BytesIO(data)))))
+            encoded = encode(build(dcmread(io.BytesIO(data))))
         except Exception as exc:  # noqa: BLE001  the prediction stands whatever happens to its results
             spool.delete(spool.OUTBOX, name)
             # Only the type (or the name of a missing UID): highdicom's and pydicom's messages quote the
@@ -186,6 +197,12 @@ def build_results(receipt_id: int, data: bytes, analysis) -> list[DicomResult]:
             log.error("dicom: receipt %d: %s", receipt_id, error)
             results.append(DicomResult(receipt_id=receipt_id, kind=kind, state=RESULT_FAILED, last_error=error))
             continue
+        try:
+            spool.write(spool.OUTBOX, name, encoded)
+        except OSError as exc:
+            for written in results:  # named by no row once the screening rolls back
+                spool.delete(spool.OUTBOX, written.file_name)
+            raise OutboxUnwritable(f"{kind}: {exc.strerror}") from exc
         results.append(DicomResult(receipt_id=receipt_id, kind=kind, file_name=name))
     return results
 
@@ -332,7 +349,7 @@ def recover(*, on_start: bool = False) -> int:
     query = select(DicomReceipt.id).where(unfinished)
     if not on_start:
         # While the queue holds messages, queued films are on it; only lapsed leases need help.
-        if jobs().pending():
+        if jobs().pending_work():
             query = query.where(DicomReceipt.state == RECEIPT_SCREENING, DicomReceipt.lease_until < now)
         else:
             query = query.where(stale)
@@ -341,7 +358,7 @@ def recover(*, on_start: bool = False) -> int:
         enqueue(SCREEN_TASK, receipt_id)
     # A delivery a minute past its time, with nothing left on the queue, lost its message (or its worker).
     overdue = []
-    if on_start or not jobs().pending():
+    if on_start or not jobs().pending_work():
         overdue = list(
             db.session.scalars(
                 select(DicomResult.id).where(

@@ -18,6 +18,7 @@ import zipfile
 
 from flask import current_app
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import OperationalError
 
 from ..extensions import db
 from ..inference.decode import DecodeError, decode
@@ -40,6 +41,7 @@ from ..models import (
     ValidationRun,
     utcnow,
 )
+from ..refusal import database_reason
 from ..screening import review_copy
 from ..site_threshold import active_calibration
 from .report import run_metrics
@@ -78,6 +80,13 @@ def run_validation(run_id: int) -> None:
             process(run_id, owner)
     except ModelUnavailable as exc:
         fail(run_id, f"The model could not be loaded: {exc}")
+    except OperationalError as exc:
+        # The database busy (SQLite locked past its wait by another process) or briefly gone (PostgreSQL
+        # restarting): not the run's fault. Until 5 December it failed the run for good with the driver's
+        # text and deleted its archive; now the batch is rolled back and the run carries on from its
+        # first pending film once its lease lapses (recovery, every minute), as a dead worker's would.
+        db.session.rollback()
+        log.warning("validation run %d waits: the database was not available (%s)", run_id, database_reason(exc))
     except Exception as exc:  # the run is marked failed with the reason; the worker lives on
         log.exception("validation run %d failed", run_id)
         fail(run_id, f"Unexpected error: {type(exc).__name__}: {exc}")
@@ -226,7 +235,7 @@ def resume_validation_runs(*, on_start: bool = False) -> int:
     query = unfinished
     if not on_start:
         stale = ValidationRun.lease_until < now
-        if jobs().pending():
+        if jobs().pending_work():
             query = query.where(ValidationRun.status == RUN_RUNNING, stale)
         else:
             query = query.where(or_(ValidationRun.status == RUN_QUEUED, stale))
