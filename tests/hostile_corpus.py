@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 from pydicom import dcmread
 from pydicom.encaps import encapsulate
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless
 
 from tests.image_samples import dicom, dicom_jpeg, encode, gradient, jpeg, png
 
@@ -183,6 +183,20 @@ def _dicom_smuggling_jpeg(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
+def dicom_j2k_tile_flood(side: int = 255) -> bytes:
+    """A 2 KB JPEG 2000 DICOM of `side` x `side` pixels whose codestream header (SIZ) claims 1 x 1 pixel
+    tiles: side**2 tiles, each of which openjpeg sets up before reading any."""
+    codestream = bytearray(encode(Image.fromarray(gradient(64, 64)), "JPEG2000", no_jp2=True))
+    struct.pack_into(">IIIIII", codestream, 8, side, side, 0, 0, 1, 1)  # Xsiz, Ysiz, offsets, XTsiz, YTsiz
+    ds = dcmread(io.BytesIO(dicom(gradient(side, side).astype(np.uint8))))
+    ds.PixelData = encapsulate([bytes(codestream) + b"\x00" * (len(codestream) % 2)])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
 def _dicom_preamble(preamble: bytes) -> bytes:
     data = dicom(gradient(64, 64))
     return preamble.ljust(128, b"\x00") + data[128:]
@@ -279,6 +293,7 @@ def hostile_corpus() -> list[Hostile]:
         Hostile("absurd.dcm", _dicom_with_rows(65_535, 65_535), ("too_large_dimensions",)),
         Hostile("smuggled-jpeg.dcm", _dicom_smuggling_jpeg(3000, 3000), ("corrupt_dicom",)),
         Hostile("short-pixels.dcm", _dicom_with_rows(4_000, 4_000), ("corrupt_dicom",)),
+        Hostile("tile-flood.dcm", dicom_j2k_tile_flood(), ("corrupt_dicom",)),
         Hostile(
             "deflated.dcm", dicom(gradient(), transfer_syntax=DeflatedExplicitVRLittleEndian), ("unsupported_dicom",)
         ),

@@ -11,9 +11,13 @@ import zlib
 
 import numpy as np
 import pytest
+from PIL import Image
+from pydicom import dcmread
+from pydicom.encaps import encapsulate
+from pydicom.uid import JPEG2000Lossless
 
 from tests.helpers import issue_token
-from tests.image_samples import dicom, float_film, gradient, jpeg, png
+from tests.image_samples import dicom, encode, float_film, gradient, jpeg, png
 from webapp.extensions import db
 from webapp.inference.decode import decode
 from webapp.inference.image import DecodeError
@@ -145,3 +149,19 @@ def test_a_float_dicom_just_over_the_budget_is_refused_before_its_pixels_are_rea
     assert error.code == "too_large_to_decode" and f"need {need} MB" in error.message
     assert peak < 1_000_000
     assert decode(data, target_size=224, memory_mb=need).width == 1000
+
+
+def test_a_jpeg_2000_film_counts_the_tiles_openjpeg_sets_up():
+    """openjpeg sets up about 9.5 KB for every tile a JPEG 2000 frame's header declares: a 512 x 512 film
+    in 4,096 tiles of 8 px was counted 4 MB, as if in one tile, and took 40 MB more than that."""
+    film = gradient(512, 512)
+    ds = dcmread(io.BytesIO(dicom(film)))
+    codestream = encode(Image.fromarray(film), "JPEG2000", no_jp2=True, tile_size=(8, 8))
+    ds.PixelData = encapsulate([codestream + b"\x00" * (len(codestream) % 2)])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    error = refusal(buffer.getvalue(), memory_mb=32)
+    assert error.code == "too_large_to_decode" and "would need 44 MB" in error.message
+    assert decode(buffer.getvalue(), target_size=None, memory_mb=44).pixels.shape == (512, 512)

@@ -67,7 +67,7 @@ def _decodable_transfer_syntaxes() -> tuple[UID, ...]:
     """The transfer syntaxes decode_dicom() reads here: those for which pydicom has an installed pixel
     decoder (its own for uncompressed and RLE; pylibjpeg, pyjpegls or Pillow for the JPEG family), less
     deflated, which is refused before pydicom would inflate it without bound, and less JPEG 2000 when
-    openjpeg, which reads the frame header checked before decoding, is missing. The DICOM node accepts a
+    pylibjpeg-openjpeg, the JPEG 2000 decoder tested here, is missing. The DICOM node accepts a
     film to be screened in these only (pacs/listener.py): one it could not decode is refused at
     association, where the sender can send it again in another syntax, not after Success."""
     decodable = []
@@ -220,7 +220,8 @@ def decode_dicom(
     held = pixels * per_pixel + min(4 * pixels, 32 * MB) + copied_bytes + compressed + 256 * pieces
     check_memory(columns, rows, held, memory_mb)
     if tsyntax.is_encapsulated:
-        _check_frame_header(ds, data, tsyntax, rows, columns)
+        # What the codec sets up from the frame's header beyond the samples (JPEG 2000: its tiles).
+        check_memory(columns, rows, held + _check_frame_header(ds, data, tsyntax, rows, columns), memory_mb)
 
     _check_rescale(ds)
     try:
@@ -286,26 +287,34 @@ def undecodable_syntax() -> DecodeError:
     )
 
 
-def _check_frame_header(ds, data: bytes, tsyntax, rows: int, columns: int) -> None:
+def _check_frame_header(ds, data: bytes, tsyntax, rows: int, columns: int) -> int:
     """The codecs allocate what the compressed frame's own header claims, not what
     Rows/Columns say: read that header first, so a 64x64 DICOM cannot smuggle in a
-    30000x30000 JPEG."""
+    30000x30000 JPEG. Returns the bytes the codec sets up beyond the samples."""
     if tsyntax in JPEGTransferSyntaxes or tsyntax in JPEGLSTransferSyntaxes:
-        read_size = _jpeg_frame_size
+        read_header = _jpeg_frame_header
     elif tsyntax in JPEG2000TransferSyntaxes:
-        read_size = _j2k_frame_size
+        read_header = _j2k_frame_header
     else:
-        return  # RLE decodes into the size the dataset declares
+        return 0  # RLE decodes into the size the dataset declares
     frames = int(ds.get("NumberOfFrames") or 1)
     # From the file, not ds.PixelData: that would read every frame's fragments (a 20-frame JPEG film's 30 MB).
     first = next(generate_frames(_at_pixel_data(ds, data), number_of_frames=frames))
-    frame_rows, frame_columns = read_size(first)
+    frame_rows, frame_columns, components, setup = read_header(first)
     if (frame_rows, frame_columns) != (rows, columns):
         raise DecodeError(
             "corrupt_dicom",
             f"The DICOM file says {columns}x{rows} pixels but its compressed image is "
             f"{frame_columns}x{frame_rows}; the file is damaged or forged.",
         )
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    if components is not None and components != samples:
+        raise DecodeError(
+            "corrupt_dicom",
+            f"The DICOM file says {samples} samples a pixel but its compressed image has {components} "
+            "components; the file is damaged or forged.",
+        )
+    return setup
 
 
 def _at_pixel_data(ds, data: bytes) -> io.BytesIO:
@@ -352,8 +361,8 @@ def _first_frame_extent(stream: io.BytesIO, ds) -> tuple[int, int]:
 _JPEG_SOF = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7}
 
 
-def _jpeg_frame_size(frame: bytes) -> tuple[int, int]:
-    """(rows, columns) from a JPEG / JPEG-LS frame header, walking the marker segments
+def _jpeg_frame_header(frame: bytes) -> tuple[int, int, None, int]:
+    """(rows, columns, None, 0) from a JPEG / JPEG-LS frame header, walking the marker segments
     (libjpeg's own parameter reader decodes far more than the header)."""
     at = 2 if frame[:2] == b"\xff\xd8" else len(frame)
     while at + 9 <= len(frame):
@@ -365,16 +374,60 @@ def _jpeg_frame_size(frame: bytes) -> tuple[int, int]:
             continue
         if marker in _JPEG_SOF:
             rows, columns = struct.unpack_from(">HH", frame, at + 5)
-            return rows, columns
+            return rows, columns, None, 0
         at += 2 + struct.unpack_from(">H", frame, at + 2)[0]
     raise DecodeError("corrupt_dicom", "The DICOM file's compressed image has no frame header.")
 
 
-def _j2k_frame_size(frame: bytes) -> tuple[int, int]:
-    from openjpeg import get_parameters  # reads the SIZ header only
+# JPEG 2000: the codestream starts with SOC and SIZ; a JP2 file (which some writers put in the Pixel
+# Data) holds it in its "jp2c" box.
+_J2K_START = b"\xff\x4f\xff\x51"
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+_SIZ = struct.Struct(">HHIIIIIIIIH")  # Lsiz, Rsiz, Xsiz, Ysiz, XOsiz, YOsiz, XTsiz, YTsiz, XTOsiz, YTOsiz, Csiz
+# openjpeg sets up about 9.5 KB for every tile the header declares before it reads any (measured: a
+# 2048 x 2048 film in 4,096 tiles of 32 px peaked 38 MB above the same film in one tile). Its header
+# reader alone took 670 MB and 5 to 8 s for a 2 KB file whose 255 x 255 frame claimed 1 x 1 tiles
+# (65,025), counted under 1 MB. Writers use one tile or tiles of 128 px and more: a 6000 x 6000 film in
+# 128 px tiles is 2,209 of them, so more than 4,096 is forged.
+_J2K_TILE_BYTES = 10 * 1024
+_MAX_J2K_TILES = 4096
 
-    header = get_parameters(frame)
-    return header["rows"], header["columns"]
+
+def _j2k_frame_header(frame: bytes) -> tuple[int, int, int, int]:
+    """(rows, columns, components, bytes openjpeg sets up for the tiles) from the SIZ marker segment,
+    read here: openjpeg's own header reader sets up every tile the header declares."""
+    at = _jp2_codestream(frame) if frame.startswith(_JP2_SIGNATURE) else 0
+    if frame[at : at + 4] != _J2K_START or len(frame) < at + 4 + _SIZ.size:
+        raise DecodeError("corrupt_dicom", "The DICOM file's compressed image has no frame header.")
+    _, _, x, y, x_origin, y_origin, tile_x, tile_y, tile_x_origin, tile_y_origin, components = _SIZ.unpack_from(
+        frame, at + 4
+    )
+    if not (x > x_origin and y > y_origin and tile_x and tile_y and x > tile_x_origin and y > tile_y_origin):
+        raise DecodeError("corrupt_dicom", "The DICOM file's compressed image has a malformed frame header.")
+    tiles = -(-(x - tile_x_origin) // tile_x) * -(-(y - tile_y_origin) // tile_y)
+    if tiles > _MAX_J2K_TILES:
+        raise DecodeError(
+            "corrupt_dicom",
+            f"The DICOM file's compressed image is split into {tiles:,} tiles (at most {_MAX_J2K_TILES:,} "
+            "are read); the file is damaged or forged.",
+        )
+    return y - y_origin, x - x_origin, components, tiles * _J2K_TILE_BYTES
+
+
+def _jp2_codestream(frame: bytes) -> int:
+    """Where the codestream starts in a JP2 file: after its "jp2c" box header (or the file's end)."""
+    at = 0
+    while at + 8 <= len(frame):
+        length, kind = struct.unpack_from(">I4s", frame, at)
+        header = 8
+        if length == 1 and at + 16 <= len(frame):  # a 64-bit length follows
+            length, header = struct.unpack_from(">Q", frame, at + 8)[0], 16
+        if kind == b"jp2c":
+            return at + header
+        if length < header:  # 0: the box runs to the end of the file
+            break
+        at += length
+    return len(frame)
 
 
 _MAX_TABLE = 1 << 20
