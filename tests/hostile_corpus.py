@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 from pydicom import dcmread
-from pydicom.encaps import encapsulate
-from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless
 
 from tests.image_samples import dicom, dicom_jpeg, encode, gradient, jpeg, png
 
@@ -197,6 +197,21 @@ def dicom_j2k_tile_flood(side: int = 255) -> bytes:
     return buffer.getvalue()
 
 
+def dicom_with_cut_frame(syntax: str, fraction: float = 0.5) -> bytes:
+    """A 256 x 256 compressed DICOM whose frame stops at `fraction` of its bytes (no EOI)."""
+    if syntax == "jpeg":
+        ds = dcmread(io.BytesIO(dicom_jpeg(gradient())))
+    else:  # JPEG-LS lossless, 12 bits stored
+        ds = dcmread(io.BytesIO(dicom(gradient(levels=4096), bits_stored=12)))
+        ds.compress(JPEGLSLossless, encoding_plugin="pyjpegls")
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    cut = frame[: int(len(frame) * fraction) // 2 * 2]
+    ds.PixelData = encapsulate([cut])
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
 def _dicom_preamble(preamble: bytes) -> bytes:
     data = dicom(gradient(64, 64))
     return preamble.ljust(128, b"\x00") + data[128:]
@@ -294,6 +309,8 @@ def hostile_corpus() -> list[Hostile]:
         Hostile("smuggled-jpeg.dcm", _dicom_smuggling_jpeg(3000, 3000), ("corrupt_dicom",)),
         Hostile("short-pixels.dcm", _dicom_with_rows(4_000, 4_000), ("corrupt_dicom",)),
         Hostile("tile-flood.dcm", dicom_j2k_tile_flood(), ("corrupt_dicom",)),
+        Hostile("cut-jpeg-frame.dcm", dicom_with_cut_frame("jpeg"), ("corrupt_dicom",)),
+        Hostile("cut-jpeg-ls-frame.dcm", dicom_with_cut_frame("jpeg-ls"), ("corrupt_dicom",)),
         Hostile(
             "deflated.dcm", dicom(gradient(), transfer_syntax=DeflatedExplicitVRLittleEndian), ("unsupported_dicom",)
         ),

@@ -374,9 +374,24 @@ def _jpeg_frame_header(frame: bytes) -> tuple[int, int, None, int]:
             continue
         if marker in _JPEG_SOF:
             rows, columns = struct.unpack_from(">HH", frame, at + 5)
+            _refuse_without_end(frame)
             return rows, columns, None, 0
         at += 2 + struct.unpack_from(">H", frame, at + 2)[0]
     raise DecodeError("corrupt_dicom", "The DICOM file's compressed image has no frame header.")
+
+
+def _refuse_without_end(frame: bytes) -> None:
+    """A JPEG or JPEG-LS frame cut short: the codecs (libjpeg, CharLS) decode what is there and fill the
+    rest (a 512 x 512 film cut at half decoded without a word, its lower half grey or smeared), where the
+    raster decoder refuses a cut JPEG. The frame must end with its EOI marker, which neither coding can
+    hold anywhere else (0xFF is followed by 0x00 or a restart marker in JPEG's entropy-coded data, by a
+    byte under 0x80 in JPEG-LS's); a fragment's padding byte, and a few more from lax writers, may follow."""
+    if b"\xff\xd9" not in frame[-8:]:
+        raise DecodeError(
+            "corrupt_dicom",
+            "The DICOM file's compressed image is incomplete: it ends before the whole picture is stored "
+            "(the file was cut short); the file is damaged.",
+        )
 
 
 # JPEG 2000: the codestream starts with SOC and SIZ; a JP2 file (which some writers put in the Pixel
