@@ -311,6 +311,7 @@ def hostile_corpus() -> list[Hostile]:
         Hostile("tile-flood.dcm", dicom_j2k_tile_flood(), ("corrupt_dicom",)),
         Hostile("cut-jpeg-frame.dcm", dicom_with_cut_frame("jpeg"), ("corrupt_dicom",)),
         Hostile("cut-jpeg-ls-frame.dcm", dicom_with_cut_frame("jpeg-ls"), ("corrupt_dicom",)),
+        Hostile("half-jpeg.dcm", dicom_jpeg(gradient())[:3000], ("corrupt_dicom",)),
         Hostile(
             "deflated.dcm", dicom(gradient(), transfer_syntax=DeflatedExplicitVRLittleEndian), ("unsupported_dicom",)
         ),

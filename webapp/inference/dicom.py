@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import struct
 import warnings
 from collections.abc import Sequence
@@ -197,6 +198,12 @@ def decode_dicom(
             "Deflated DICOM is not accepted; export the image uncompressed or JPEG-compressed.",
         )
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        if _cut_inside_encapsulated_pixels(data):
+            raise DecodeError(
+                "corrupt_dicom",
+                "The DICOM file is incomplete: it ends inside its compressed image (the file was cut short); "
+                "the file is damaged.",
+            )
         raise DecodeError(
             "dicom_no_pixel_data",
             "The DICOM file has no image in it (it may be a report or a structured document).",
@@ -276,6 +283,19 @@ def decode_dicom(
     pixels = pixels.astype(np.float32, copy=False)
     pixels = shrink(np.clip(pixels, 0.0, 1.0, out=pixels), target_size)
     return DecodedImage(pixels, "DICOM", columns, rows, colourfulness, facts, _modality_reason(facts), _age(ds))
+
+
+# Encapsulated Pixel Data's header (undefined length; explicit VR OB/OW or implicit VR) and the
+# Sequence Delimitation Item that ends its fragments.
+_ENCAPSULATED_PIXEL_DATA = re.compile(rb"\xe0\x7f\x10\x00(?:O[BW]\x00\x00)?\xff\xff\xff\xff")
+_SEQUENCE_END = b"\xfe\xff\xdd\xe0"
+
+
+def _cut_inside_encapsulated_pixels(data: bytes) -> bool:
+    """Whether the file ends inside compressed pixel data, its fragments never closed: pydicom then gives
+    back an empty data set, and a compressed film cut short in transfer was called a report without an image."""
+    found = _ENCAPSULATED_PIXEL_DATA.search(data)
+    return found is not None and data.find(_SEQUENCE_END, found.end()) < 0
 
 
 def undecodable_syntax() -> DecodeError:
