@@ -559,8 +559,9 @@ def _voi(values: np.ndarray, ds) -> np.ndarray:
 
 
 def _output_range(stored: np.ndarray, ds) -> tuple[float, float] | None:
-    """(low, high) of the chain's output: the window's output range, or the stored extremes through
-    the chain. None when that range is empty or not finite (the image's own extremes are used then)."""
+    """(low, high): the chain's outputs shown black and white, the window's output range or the stored
+    extremes through the chain. None when that range is empty or not finite (the image's own extremes
+    are used then)."""
     rescaled = apply_modality_lut(_stored_extremes(stored, ds), ds)
     with np.errstate(over="ignore", invalid="ignore"):
         span = np.ptp(np.asarray(rescaled, dtype=np.float64))
@@ -573,11 +574,15 @@ def _output_range(stored: np.ndarray, ds) -> tuple[float, float] | None:
             "the range of numbers a computer holds; the file is damaged.",
         )
     if _usable_window(ds) and not ds.get("VOILUTSequence"):
-        bounds = apply_windowing(np.array([-np.inf, np.inf]), ds)
+        # The window's output at its dark and its bright end, in that order: pydicom takes its output range
+        # from the rescaled stored range, which a negative Rescale Slope turns upside down, so its window
+        # then darkens what it should brighten (dcmtk and viewers keep it the right way up: a slope of -1
+        # with a window gave the film as a negative). Scaled from dark end to bright end, it is upright.
+        low, high = (float(end) for end in apply_windowing(np.array([-np.inf, np.inf]), ds))
     else:
         bounds = _voi(rescaled, ds)
-    low, high = float(np.min(bounds)), float(np.max(bounds))
-    return (low, high) if np.isfinite([low, high]).all() and high > low else None
+        low, high = float(np.min(bounds)), float(np.max(bounds))
+    return (low, high) if np.isfinite([low, high]).all() and high != low else None
 
 
 def _scaled(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
