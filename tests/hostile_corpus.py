@@ -212,6 +212,15 @@ def dicom_with_cut_frame(syntax: str, fraction: float = 0.5) -> bytes:
     return buffer.getvalue()
 
 
+def dicom_holding_jpeg(encoded: bytes) -> bytes:
+    """An 8-bit JPEG Baseline DICOM whose one frame is `encoded`, as it is."""
+    ds = dcmread(io.BytesIO(dicom_jpeg(gradient())))
+    ds.PixelData = encapsulate([encoded + bytes(len(encoded) % 2)])
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
 def _dicom_preamble(preamble: bytes) -> bytes:
     data = dicom(gradient(64, 64))
     return preamble.ljust(128, b"\x00") + data[128:]
@@ -312,6 +321,8 @@ def hostile_corpus() -> list[Hostile]:
         Hostile("cut-jpeg-frame.dcm", dicom_with_cut_frame("jpeg"), ("corrupt_dicom",)),
         Hostile("cut-jpeg-ls-frame.dcm", dicom_with_cut_frame("jpeg-ls"), ("corrupt_dicom",)),
         Hostile("half-jpeg.dcm", dicom_jpeg(gradient())[:3000], ("corrupt_dicom",)),
+        Hostile("cut-with-eoi.dcm", dicom_holding_jpeg(jpeg_cut_with_eoi(0.6)), ("truncated",)),
+        Hostile("first-scan-only.dcm", dicom_holding_jpeg(progressive_first_scans(1)), ("truncated",)),
         Hostile(
             "deflated.dcm", dicom(gradient(), transfer_syntax=DeflatedExplicitVRLittleEndian), ("unsupported_dicom",)
         ),

@@ -47,6 +47,7 @@ from .image import (
     scaling_extremes,
     shrink,
 )
+from .structure import check_entropy_data, check_jpeg
 
 
 def keep_header_values_out_of_logs() -> None:
@@ -379,6 +380,8 @@ def _first_frame_extent(stream: io.BytesIO, ds) -> tuple[int, int]:
 
 # Start-of-frame markers of the JPEG family (all SOFn but DHT/JPG/DAC, plus JPEG-LS).
 _JPEG_SOF = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7}
+# Of which DCT-based (not lossless, process 14, nor JPEG-LS).
+_DCT_SOF = _JPEG_SOF - {0xC3, 0xC7, 0xCB, 0xCF, 0xF7}
 
 
 def _jpeg_frame_header(frame: bytes) -> tuple[int, int, None, int]:
@@ -395,6 +398,11 @@ def _jpeg_frame_header(frame: bytes) -> tuple[int, int, None, int]:
         if marker in _JPEG_SOF:
             rows, columns = struct.unpack_from(">HH", frame, at + 5)
             _refuse_without_end(frame)
+            if marker in _DCT_SOF and frame[at + 4] == 8:
+                # An 8-bit DCT frame takes the raster JPEG's checks: one cut short with an EOI appended, or a
+                # progressive one stopping after its first scans, decodes with libjpeg's grey fill or as a blur.
+                check_jpeg(frame)
+                check_entropy_data(frame, None)
             return rows, columns, None, 0
         at += 2 + struct.unpack_from(">H", frame, at + 2)[0]
     raise DecodeError("corrupt_dicom", "The DICOM file's compressed image has no frame header.")
