@@ -221,6 +221,14 @@ def dicom_holding_jpeg(encoded: bytes) -> bytes:
     return buffer.getvalue()
 
 
+def dicom_with_length(keyword_tag: bytes, length: int) -> bytes:
+    """A 12-bit film whose element `keyword_tag` (group, element and VR as written) has its 2-byte length
+    replaced: one damaged byte, after which pydicom reads the rest of the file as other elements."""
+    data = bytearray(dicom(gradient(levels=4096), bits_stored=12))
+    struct.pack_into("<H", data, data.index(keyword_tag) + 6, length)
+    return bytes(data)
+
+
 def _dicom_preamble(preamble: bytes) -> bytes:
     data = dicom(gradient(64, 64))
     return preamble.ljust(128, b"\x00") + data[128:]
@@ -321,6 +329,8 @@ def hostile_corpus() -> list[Hostile]:
         Hostile("cut-jpeg-frame.dcm", dicom_with_cut_frame("jpeg"), ("corrupt_dicom",)),
         Hostile("cut-jpeg-ls-frame.dcm", dicom_with_cut_frame("jpeg-ls"), ("corrupt_dicom",)),
         Hostile("half-jpeg.dcm", dicom_jpeg(gradient())[:3000], ("corrupt_dicom",)),
+        Hostile("bad-length.dcm", dicom_with_length(b"\x10\x00\x10\x00PN", 0x2000), ("corrupt_dicom",)),
+        Hostile("bad-rows-length.dcm", dicom_with_length(b"\x28\x00\x10\x00US", 0x41), ("corrupt_dicom",)),
         Hostile("cut-with-eoi.dcm", dicom_holding_jpeg(jpeg_cut_with_eoi(0.6)), ("truncated",)),
         Hostile("first-scan-only.dcm", dicom_holding_jpeg(progressive_first_scans(1)), ("truncated",)),
         Hostile(

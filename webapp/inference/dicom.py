@@ -205,6 +205,12 @@ def decode_dicom(
                 "The DICOM file is incomplete: it ends inside its compressed image (the file was cut short); "
                 "the file is damaged.",
             )
+        if _holds_unread_pixel_data(data):
+            raise DecodeError(
+                "corrupt_dicom",
+                "The DICOM file holds an image, but an element before it is damaged (its length or value is "
+                "malformed), so the image cannot be read.",
+            )
         raise DecodeError(
             "dicom_no_pixel_data",
             "The DICOM file has no image in it (it may be a report or a structured document).",
@@ -297,6 +303,22 @@ def _cut_inside_encapsulated_pixels(data: bytes) -> bool:
     back an empty data set, and a compressed film cut short in transfer was called a report without an image."""
     found = _ENCAPSULATED_PIXEL_DATA.search(data)
     return found is not None and data.find(_SEQUENCE_END, found.end()) < 0
+
+
+# Pixel Data's header in explicit VR, little or big endian: OB or OW and the two reserved bytes.
+_EXPLICIT_PIXEL_DATA = re.compile(rb"(?:\xe0\x7f\x10\x00|\x7f\xe0\x00\x10)O[BW]\x00\x00")
+_IMPLICIT_PIXEL_DATA = b"\xe0\x7f\x10\x00"
+
+
+def _holds_unread_pixel_data(data: bytes) -> bool:
+    """Whether the file holds a Pixel Data element that pydicom did not read: one malformed length before
+    it (a single damaged byte) makes pydicom read the rest as other elements, and a film was called a
+    report without an image. Implicit VR has no VR to match: its Pixel Data is the last element, and its
+    length runs to the file's end."""
+    if _EXPLICIT_PIXEL_DATA.search(data):
+        return True
+    at = data.rfind(_IMPLICIT_PIXEL_DATA)
+    return at >= 0 and len(data) - at - 8 == int.from_bytes(data[at + 4 : at + 8], "little")
 
 
 def undecodable_syntax() -> DecodeError:
