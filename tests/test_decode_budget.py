@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 from pydicom import dcmread
+from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEG2000Lossless
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless
 
 from tests.helpers import issue_token
 from tests.image_samples import dicom, encode, float_film, gradient, jpeg, png
@@ -165,3 +168,34 @@ def test_a_jpeg_2000_film_counts_the_tiles_openjpeg_sets_up():
     error = refusal(buffer.getvalue(), memory_mb=32)
     assert error.code == "too_large_to_decode" and "would need 44 MB" in error.message
     assert decode(buffer.getvalue(), target_size=None, memory_mb=44).pixels.shape == (512, 512)
+
+
+def deflate_bomb(inflated_mb: int) -> bytes:
+    """A Deflated Explicit VR Little Endian DICOM whose data set, one OB element of zeros, inflates to
+    `inflated_mb` MB from about 1 KB a MB."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    header = DicomBytesIO()
+    header.is_little_endian, header.is_implicit_VR = True, False
+    write_file_meta_info(header, meta, enforce_standard=True)
+    element = b"\x09\x00\x10\x10OB\x00\x00" + struct.pack("<L", inflated_mb << 20)  # a private OB element
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate, as the transfer syntax has it
+    body = deflater.compress(element) + b"".join(deflater.compress(bytes(1 << 20)) for _ in range(inflated_mb))
+    return bytes(128) + b"DICM" + header.getvalue() + body + deflater.flush()
+
+
+def test_a_deflated_dicom_is_refused_before_it_is_inflated():
+    """pydicom inflates a deflated data set whole as it reads it, and the refusal came after the read:
+    a 500 KB upload inflated to 1 GB in 4.6 s first (and 50 MB, the upload limit, to 50 GB)."""
+    bomb = deflate_bomb(100)
+    assert len(bomb) < 150_000
+    tracemalloc.start()
+    try:
+        error = refusal(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert error.code == "unsupported_dicom" and "Deflated" in error.message
+    assert peak < 10 * 2**20
