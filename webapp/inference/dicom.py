@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from importlib.util import find_spec
 
 import numpy as np
-from pydicom import config, dcmread
+from pydicom import config
+from pydicom.dataelem import RawDataElement
 from pydicom.encaps import generate_frames
-from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.filereader import _read_file_meta_info, read_partial, read_preamble
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, convert_color_space, get_decoder, pixel_array
 from pydicom.pixels.utils import _array_common
 from pydicom.tag import Tag
@@ -184,6 +185,7 @@ def decode_dicom(
 ) -> DecodedImage:
     """`copied_bytes`: memory the caller spent on the file for this decode (decode() copies a file to
     give it back its preamble), counted with the decode's own."""
+    deflated, header = False, _HeaderReads(data)
     try:
         stream = io.BytesIO(data)
         read_preamble(stream, False)
@@ -193,9 +195,10 @@ def decode_dicom(
         if not deflated:
             # The pixels stay in `data` until the one frame needed is read from it: parsed with the header, a
             # multi-frame film's every frame was copied (a 20-frame 1000 x 1000 film peaked at 42 MB, counted 15).
-            ds = dcmread(io.BytesIO(data), defer_size=_DEFER_BYTES, specific_tags=_NEEDED_TAGS)
+            ds = read_partial(header, header.at_element, defer_size=_DEFER_BYTES, specific_tags=_NEEDED_TAGS)
     except Exception as exc:  # noqa: BLE001  any parse failure is a damaged file
-        raise _corrupt() from exc
+        # pydicom reports the read limit as "no tag to read" (an OSError): it is named here.
+        raise (_TOO_MANY_ELEMENTS if header.exhausted else _corrupt()) from exc
     if deflated:
         raise DecodeError(
             "unsupported_dicom",
@@ -204,6 +207,7 @@ def decode_dicom(
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if tsyntax is None:
         raise _corrupt()
+    _refuse_long_lut_sequences(ds, data)
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         if _cut_inside_encapsulated_pixels(data):
             raise DecodeError(
@@ -325,6 +329,60 @@ def _holds_unread_pixel_data(data: bytes) -> bool:
         return True
     at = data.rfind(_IMPLICIT_PIXEL_DATA)
     return at >= 0 and len(data) - at - 8 == int.from_bytes(data[at + 4 : at + 8], "little")
+
+
+# Reads pydicom may make of the header (the elements before the pixel data): under 100 for a film. Each
+# sequence item takes one or more and is parsed into Python objects, those of a sequence the decoder never
+# asks for too (to find its end): a 1.7 MB upload of 200,000 empty items took 9 s and 140 MB, counted
+# under 1 MB, and a 100,000-item VOI LUT Sequence 4.8 s (the 50 MB upload limit allows 30 times that).
+_HEADER_READS = 20_000
+_TOO_MANY_ELEMENTS = DecodeError(
+    "corrupt_dicom",
+    "The DICOM file's header holds far more elements than any radiograph's (sequences of many thousands "
+    "of items); the file is damaged or forged.",
+)
+
+
+class _HeaderReads(io.BytesIO):
+    """The file for pydicom's parse: refused once the header has taken more reads than any film's. The pixel
+    data's fragments are bounded apart (_MAX_FRAGMENTS), and nothing after the pixel data is parsed."""
+
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self._reads_left, self._in_header, self.exhausted = _HEADER_READS, True, False
+
+    def at_element(self, tag, vr, length) -> bool:
+        """read_partial's stop_when, called with each top-level element: stop after the pixel data."""
+        if tag >= 0x7FE00008:  # Float, Double Float or (integer) Pixel Data
+            self._in_header = False
+        return tag > 0x7FE00010
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if self._in_header:
+            self._reads_left -= 1
+            if self._reads_left < 0:
+                self.exhausted = True
+                raise _TOO_MANY_ELEMENTS
+        return super().read(size)
+
+
+# Only the first item of a LUT sequence is applied; a film has one Modality LUT and a few VOI LUTs
+# (presets). A defined-length sequence is left unparsed by the header's read and parsed whole when first
+# used: 100,000 VOI LUT items took 4.8 s.
+_MAX_LUT_ITEMS = 64
+
+
+def _refuse_long_lut_sequences(ds, data: bytes) -> None:
+    for keyword in ("ModalityLUTSequence", "VOILUTSequence"):
+        element = ds.get_item(keyword, keep_deferred=True) if keyword in ds else None
+        if isinstance(element, RawDataElement) and element.length != 0xFFFFFFFF:
+            # Unparsed (and over 64 KB, unread): its item headers are counted in the file.
+            item = _ITEM if element.is_little_endian else b"\xff\xfe\xe0\x00"
+            items = data.count(item, element.value_tell, element.value_tell + element.length)
+        else:
+            items = len(element.value or ()) if element is not None else 0
+        if items > _MAX_LUT_ITEMS:
+            raise _TOO_MANY_ELEMENTS
 
 
 def undecodable_syntax() -> DecodeError:
