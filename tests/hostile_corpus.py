@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 from pydicom import dcmread
-from pydicom.encaps import encapsulate
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless
 
 from tests.image_samples import dicom, dicom_jpeg, encode, gradient, jpeg, png
 
@@ -183,6 +183,52 @@ def _dicom_smuggling_jpeg(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
+def dicom_j2k_tile_flood(side: int = 255) -> bytes:
+    """A 2 KB JPEG 2000 DICOM of `side` x `side` pixels whose codestream header (SIZ) claims 1 x 1 pixel
+    tiles: side**2 tiles, each of which openjpeg sets up before reading any."""
+    codestream = bytearray(encode(Image.fromarray(gradient(64, 64)), "JPEG2000", no_jp2=True))
+    struct.pack_into(">IIIIII", codestream, 8, side, side, 0, 0, 1, 1)  # Xsiz, Ysiz, offsets, XTsiz, YTsiz
+    ds = dcmread(io.BytesIO(dicom(gradient(side, side).astype(np.uint8))))
+    ds.PixelData = encapsulate([bytes(codestream) + b"\x00" * (len(codestream) % 2)])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+def dicom_with_cut_frame(syntax: str, fraction: float = 0.5) -> bytes:
+    """A 256 x 256 compressed DICOM whose frame stops at `fraction` of its bytes (no EOI)."""
+    if syntax == "jpeg":
+        ds = dcmread(io.BytesIO(dicom_jpeg(gradient())))
+    else:  # JPEG-LS lossless, 12 bits stored
+        ds = dcmread(io.BytesIO(dicom(gradient(levels=4096), bits_stored=12)))
+        ds.compress(JPEGLSLossless, encoding_plugin="pyjpegls")
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    cut = frame[: int(len(frame) * fraction) // 2 * 2]
+    ds.PixelData = encapsulate([cut])
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+def dicom_holding_jpeg(encoded: bytes) -> bytes:
+    """An 8-bit JPEG Baseline DICOM whose one frame is `encoded`, as it is."""
+    ds = dcmread(io.BytesIO(dicom_jpeg(gradient())))
+    ds.PixelData = encapsulate([encoded + bytes(len(encoded) % 2)])
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+def dicom_with_length(keyword_tag: bytes, length: int) -> bytes:
+    """A 12-bit film whose element `keyword_tag` (group, element and VR as written) has its 2-byte length
+    replaced: one damaged byte, after which pydicom reads the rest of the file as other elements."""
+    data = bytearray(dicom(gradient(levels=4096), bits_stored=12))
+    struct.pack_into("<H", data, data.index(keyword_tag) + 6, length)
+    return bytes(data)
+
+
 def _dicom_preamble(preamble: bytes) -> bytes:
     data = dicom(gradient(64, 64))
     return preamble.ljust(128, b"\x00") + data[128:]
@@ -279,6 +325,14 @@ def hostile_corpus() -> list[Hostile]:
         Hostile("absurd.dcm", _dicom_with_rows(65_535, 65_535), ("too_large_dimensions",)),
         Hostile("smuggled-jpeg.dcm", _dicom_smuggling_jpeg(3000, 3000), ("corrupt_dicom",)),
         Hostile("short-pixels.dcm", _dicom_with_rows(4_000, 4_000), ("corrupt_dicom",)),
+        Hostile("tile-flood.dcm", dicom_j2k_tile_flood(), ("corrupt_dicom",)),
+        Hostile("cut-jpeg-frame.dcm", dicom_with_cut_frame("jpeg"), ("corrupt_dicom",)),
+        Hostile("cut-jpeg-ls-frame.dcm", dicom_with_cut_frame("jpeg-ls"), ("corrupt_dicom",)),
+        Hostile("half-jpeg.dcm", dicom_jpeg(gradient())[:3000], ("corrupt_dicom",)),
+        Hostile("bad-length.dcm", dicom_with_length(b"\x10\x00\x10\x00PN", 0x2000), ("corrupt_dicom",)),
+        Hostile("bad-rows-length.dcm", dicom_with_length(b"\x28\x00\x10\x00US", 0x41), ("corrupt_dicom",)),
+        Hostile("cut-with-eoi.dcm", dicom_holding_jpeg(jpeg_cut_with_eoi(0.6)), ("truncated",)),
+        Hostile("first-scan-only.dcm", dicom_holding_jpeg(progressive_first_scans(1)), ("truncated",)),
         Hostile(
             "deflated.dcm", dicom(gradient(), transfer_syntax=DeflatedExplicitVRLittleEndian), ("unsupported_dicom",)
         ),

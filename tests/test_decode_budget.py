@@ -11,9 +11,16 @@ import zlib
 
 import numpy as np
 import pytest
+from PIL import Image
+from pydicom import dcmread
+from pydicom.dataset import FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless
 
 from tests.helpers import issue_token
-from tests.image_samples import dicom, float_film, gradient, jpeg, png
+from tests.image_samples import dicom, encode, float_film, gradient, jpeg, png
 from webapp.extensions import db
 from webapp.inference.decode import decode
 from webapp.inference.image import DecodeError
@@ -145,3 +152,84 @@ def test_a_float_dicom_just_over_the_budget_is_refused_before_its_pixels_are_rea
     assert error.code == "too_large_to_decode" and f"need {need} MB" in error.message
     assert peak < 1_000_000
     assert decode(data, target_size=224, memory_mb=need).width == 1000
+
+
+def test_a_jpeg_2000_film_counts_the_tiles_openjpeg_sets_up():
+    """openjpeg sets up about 9.5 KB for every tile a JPEG 2000 frame's header declares: a 512 x 512 film
+    in 4,096 tiles of 8 px was counted 4 MB, as if in one tile, and took 40 MB more than that."""
+    film = gradient(512, 512)
+    ds = dcmread(io.BytesIO(dicom(film)))
+    codestream = encode(Image.fromarray(film), "JPEG2000", no_jp2=True, tile_size=(8, 8))
+    ds.PixelData = encapsulate([codestream + b"\x00" * (len(codestream) % 2)])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    error = refusal(buffer.getvalue(), memory_mb=32)
+    assert error.code == "too_large_to_decode" and "would need 44 MB" in error.message
+    assert decode(buffer.getvalue(), target_size=None, memory_mb=44).pixels.shape == (512, 512)
+
+
+def deflate_bomb(inflated_mb: int) -> bytes:
+    """A Deflated Explicit VR Little Endian DICOM whose data set, one OB element of zeros, inflates to
+    `inflated_mb` MB from about 1 KB a MB."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    header = DicomBytesIO()
+    header.is_little_endian, header.is_implicit_VR = True, False
+    write_file_meta_info(header, meta, enforce_standard=True)
+    element = b"\x09\x00\x10\x10OB\x00\x00" + struct.pack("<L", inflated_mb << 20)  # a private OB element
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate, as the transfer syntax has it
+    body = deflater.compress(element) + b"".join(deflater.compress(bytes(1 << 20)) for _ in range(inflated_mb))
+    return bytes(128) + b"DICM" + header.getvalue() + body + deflater.flush()
+
+
+def test_a_deflated_dicom_is_refused_before_it_is_inflated():
+    """pydicom inflates a deflated data set whole as it reads it, and the refusal came after the read:
+    a 500 KB upload inflated to 1 GB in 4.6 s first (and 50 MB, the upload limit, to 50 GB)."""
+    bomb = deflate_bomb(100)
+    assert len(bomb) < 150_000
+    tracemalloc.start()
+    try:
+        error = refusal(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert error.code == "unsupported_dicom" and "Deflated" in error.message
+    assert peak < 10 * 2**20
+
+
+def with_sequence(tag: int, item: bytes, count: int, defined_length: bool) -> bytes:
+    """A 12-bit film with a sequence of `count` copies of one encoded item inserted before its pixels."""
+    film = dicom(gradient(levels=4096), bits_stored=12)
+    header = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + b"SQ\x00\x00"
+    if defined_length:
+        sequence = header + struct.pack("<L", len(item) * count) + item * count
+    else:
+        sequence = header + b"\xff\xff\xff\xff" + item * count + b"\xfe\xff\xdd\xe0" + bytes(4)
+    at = film.index(b"\xe0\x7f\x10\x00")  # Pixel Data: the sequences' tags sort before it
+    return film[:at] + sequence + film[at:]
+
+
+def test_a_header_of_a_hundred_thousand_sequence_items_is_refused_while_it_is_read():
+    """pydicom parses every item of an undefined-length sequence into Python objects, even of one the
+    decoder never asks for (Mask Subtraction Sequence here): 200,000 empty items, a 1.7 MB upload, took 9 s
+    and 140 MB, counted under 1 MB; the 50 MB upload limit allows 30 times that."""
+    bomb = with_sequence(0x00286100, b"\xfe\xff\x00\xe0" + bytes(4), 100_000, defined_length=False)
+    started = time.perf_counter()
+    error = refusal(bomb)
+    assert error.code == "corrupt_dicom" and "far more elements" in error.message
+    assert time.perf_counter() - started < 1.0
+
+
+def test_a_lut_sequence_of_thousands_of_items_is_refused_before_it_is_parsed():
+    """A defined-length VOI LUT Sequence is parsed whole when first used (100,000 items: 4.8 s); only its
+    first item is ever applied, and a film has a few (presets)."""
+    lut = struct.pack("<HH", 0x0028, 0x3002) + b"US" + struct.pack("<HHHH", 6, 2, 0, 16)  # LUT Descriptor
+    lut += struct.pack("<HH", 0x0028, 0x3006) + b"US" + struct.pack("<HHH", 4, 0, 4095)  # LUT Data
+    item = b"\xfe\xff\x00\xe0" + struct.pack("<L", len(lut)) + lut
+    assert decode(with_sequence(0x00283010, item, 3, defined_length=True), target_size=224).format == "DICOM"
+    error = refusal(with_sequence(0x00283010, item, 1000, defined_length=True))
+    assert error.code == "corrupt_dicom" and "far more elements" in error.message

@@ -287,6 +287,26 @@ def test_a_windowed_float_film_is_shown_through_its_window(double):
     np.testing.assert_allclose(decode(sigmoid).pixels, 1 / (1 + np.exp(-4 * (FLOAT_RAMP - 300) / 401)), atol=1e-6)
 
 
+@pytest.mark.parametrize("function", ["LINEAR", "SIGMOID"])
+@pytest.mark.parametrize("kind", ["12-bit", "float"])
+def test_a_window_after_a_negative_rescale_slope_is_not_inverted(kind, function):
+    """pydicom's windowing takes its output range from the rescaled stored range, upside down when the
+    slope is negative: its window darkened what it should brighten, and the film came out as a negative
+    (dcmtk shows it upright). Through the window, the higher rescaled value is the brighter one."""
+    window = {"RescaleSlope": -1, "RescaleIntercept": 4095, "WindowCenter": 2048, "WindowWidth": 2049}
+    window["VOILUTFunction"] = function
+    if kind == "12-bit":  # a grey-level table
+        data = dicom(RAMP, bits_stored=12, modality="CR", extra=window)
+    else:  # the chain in bands
+        data = float_film(RAMP.astype(np.float32), **window)
+    rescaled = 4095.0 - RAMP
+    if function == "LINEAR":
+        expected = np.clip((rescaled - 2047.5) / 2048 + 0.5, 0, 1)  # PS3.3 C.11.2.1.2.1
+    else:
+        expected = 1 / (1 + np.exp(-4 * (rescaled - 2048) / 2049))
+    np.testing.assert_allclose(decode(data).pixels, expected, atol=1e-5)
+
+
 @pytest.mark.parametrize(("double", "high_bit"), [(False, 31), (True, 63)])
 def test_integer_bit_layout_left_on_a_float_film_does_not_cut_its_floats(double, high_bit):
     """Bits Stored 16 and High Bit 31 copied onto a float film from an integer one: the floats' bits were

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import struct
 import warnings
 from collections.abc import Sequence
 from importlib.util import find_spec
 
 import numpy as np
-from pydicom import config, dcmread
+from pydicom import config
+from pydicom.dataelem import RawDataElement
 from pydicom.encaps import generate_frames
+from pydicom.filereader import _read_file_meta_info, read_partial, read_preamble
 from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing, convert_color_space, get_decoder, pixel_array
 from pydicom.pixels.utils import _array_common
 from pydicom.tag import Tag
@@ -46,6 +49,7 @@ from .image import (
     scaling_extremes,
     shrink,
 )
+from .structure import check_entropy_data, check_jpeg
 
 
 def keep_header_values_out_of_logs() -> None:
@@ -67,7 +71,7 @@ def _decodable_transfer_syntaxes() -> tuple[UID, ...]:
     """The transfer syntaxes decode_dicom() reads here: those for which pydicom has an installed pixel
     decoder (its own for uncompressed and RLE; pylibjpeg, pyjpegls or Pillow for the JPEG family), less
     deflated, which is refused before pydicom would inflate it without bound, and less JPEG 2000 when
-    openjpeg, which reads the frame header checked before decoding, is missing. The DICOM node accepts a
+    pylibjpeg-openjpeg, the JPEG 2000 decoder tested here, is missing. The DICOM node accepts a
     film to be screened in these only (pacs/listener.py): one it could not decode is refused at
     association, where the sender can send it again in another syntax, not after Success."""
     decodable = []
@@ -181,22 +185,42 @@ def decode_dicom(
 ) -> DecodedImage:
     """`copied_bytes`: memory the caller spent on the file for this decode (decode() copies a file to
     give it back its preamble), counted with the decode's own."""
+    deflated, header = False, _HeaderReads(data)
     try:
-        # The pixels stay in `data` until the one frame needed is read from it: parsed with the header, a
-        # multi-frame film's every frame was copied (a 20-frame 1000 x 1000 film peaked at 42 MB, counted 15).
-        ds = dcmread(io.BytesIO(data), defer_size=_DEFER_BYTES, specific_tags=_NEEDED_TAGS)
+        stream = io.BytesIO(data)
+        read_preamble(stream, False)
+        # Read alone, before the data set: pydicom inflates a deflated data set whole as it reads it, without
+        # bound (a 500 KB upload inflated to 1 GB in 4.6 s when this refusal came after the read).
+        deflated = _read_file_meta_info(stream).get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+        if not deflated:
+            # The pixels stay in `data` until the one frame needed is read from it: parsed with the header, a
+            # multi-frame film's every frame was copied (a 20-frame 1000 x 1000 film peaked at 42 MB, counted 15).
+            ds = read_partial(header, header.at_element, defer_size=_DEFER_BYTES, specific_tags=_NEEDED_TAGS)
     except Exception as exc:  # noqa: BLE001  any parse failure is a damaged file
-        raise _corrupt() from exc
-    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if tsyntax is None:
-        raise _corrupt()
-    if tsyntax == DeflatedExplicitVRLittleEndian:
-        # A deflated dataset inflates without bound before we can look at it.
+        # pydicom reports the read limit as "no tag to read" (an OSError): it is named here.
+        raise (_TOO_MANY_ELEMENTS if header.exhausted else _corrupt()) from exc
+    if deflated:
         raise DecodeError(
             "unsupported_dicom",
             "Deflated DICOM is not accepted; export the image uncompressed or JPEG-compressed.",
         )
+    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if tsyntax is None:
+        raise _corrupt()
+    _refuse_long_lut_sequences(ds, data)
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        if _cut_inside_encapsulated_pixels(data):
+            raise DecodeError(
+                "corrupt_dicom",
+                "The DICOM file is incomplete: it ends inside its compressed image (the file was cut short); "
+                "the file is damaged.",
+            )
+        if _holds_unread_pixel_data(data):
+            raise DecodeError(
+                "corrupt_dicom",
+                "The DICOM file holds an image, but an element before it is damaged (its length or value is "
+                "malformed), so the image cannot be read.",
+            )
         raise DecodeError(
             "dicom_no_pixel_data",
             "The DICOM file has no image in it (it may be a report or a structured document).",
@@ -220,7 +244,8 @@ def decode_dicom(
     held = pixels * per_pixel + min(4 * pixels, 32 * MB) + copied_bytes + compressed + 256 * pieces
     check_memory(columns, rows, held, memory_mb)
     if tsyntax.is_encapsulated:
-        _check_frame_header(ds, data, tsyntax, rows, columns)
+        # What the codec sets up from the frame's header beyond the samples (JPEG 2000: its tiles).
+        check_memory(columns, rows, held + _check_frame_header(ds, data, tsyntax, rows, columns), memory_mb)
 
     _check_rescale(ds)
     try:
@@ -277,6 +302,89 @@ def decode_dicom(
     return DecodedImage(pixels, "DICOM", columns, rows, colourfulness, facts, _modality_reason(facts), _age(ds))
 
 
+# Encapsulated Pixel Data's header (undefined length; explicit VR OB/OW or implicit VR) and the
+# Sequence Delimitation Item that ends its fragments.
+_ENCAPSULATED_PIXEL_DATA = re.compile(rb"\xe0\x7f\x10\x00(?:O[BW]\x00\x00)?\xff\xff\xff\xff")
+_SEQUENCE_END = b"\xfe\xff\xdd\xe0"
+
+
+def _cut_inside_encapsulated_pixels(data: bytes) -> bool:
+    """Whether the file ends inside compressed pixel data, its fragments never closed: pydicom then gives
+    back an empty data set, and a compressed film cut short in transfer was called a report without an image."""
+    found = _ENCAPSULATED_PIXEL_DATA.search(data)
+    return found is not None and data.find(_SEQUENCE_END, found.end()) < 0
+
+
+# Pixel Data's header in explicit VR, little or big endian: OB or OW and the two reserved bytes.
+_EXPLICIT_PIXEL_DATA = re.compile(rb"(?:\xe0\x7f\x10\x00|\x7f\xe0\x00\x10)O[BW]\x00\x00")
+_IMPLICIT_PIXEL_DATA = b"\xe0\x7f\x10\x00"
+
+
+def _holds_unread_pixel_data(data: bytes) -> bool:
+    """Whether the file holds a Pixel Data element that pydicom did not read: one malformed length before
+    it (a single damaged byte) makes pydicom read the rest as other elements, and a film was called a
+    report without an image. Implicit VR has no VR to match: its Pixel Data is the last element, and its
+    length runs to the file's end."""
+    if _EXPLICIT_PIXEL_DATA.search(data):
+        return True
+    at = data.rfind(_IMPLICIT_PIXEL_DATA)
+    return at >= 0 and len(data) - at - 8 == int.from_bytes(data[at + 4 : at + 8], "little")
+
+
+# Reads pydicom may make of the header (the elements before the pixel data): under 100 for a film. Each
+# sequence item takes one or more and is parsed into Python objects, those of a sequence the decoder never
+# asks for too (to find its end): a 1.7 MB upload of 200,000 empty items took 9 s and 140 MB, counted
+# under 1 MB, and a 100,000-item VOI LUT Sequence 4.8 s (the 50 MB upload limit allows 30 times that).
+_HEADER_READS = 20_000
+_TOO_MANY_ELEMENTS = DecodeError(
+    "corrupt_dicom",
+    "The DICOM file's header holds far more elements than any radiograph's (sequences of many thousands "
+    "of items); the file is damaged or forged.",
+)
+
+
+class _HeaderReads(io.BytesIO):
+    """The file for pydicom's parse: refused once the header has taken more reads than any film's. The pixel
+    data's fragments are bounded apart (_MAX_FRAGMENTS), and nothing after the pixel data is parsed."""
+
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self._reads_left, self._in_header, self.exhausted = _HEADER_READS, True, False
+
+    def at_element(self, tag, vr, length) -> bool:
+        """read_partial's stop_when, called with each top-level element: stop after the pixel data."""
+        if tag >= 0x7FE00008:  # Float, Double Float or (integer) Pixel Data
+            self._in_header = False
+        return tag > 0x7FE00010
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if self._in_header:
+            self._reads_left -= 1
+            if self._reads_left < 0:
+                self.exhausted = True
+                raise _TOO_MANY_ELEMENTS
+        return super().read(size)
+
+
+# Only the first item of a LUT sequence is applied; a film has one Modality LUT and a few VOI LUTs
+# (presets). A defined-length sequence is left unparsed by the header's read and parsed whole when first
+# used: 100,000 VOI LUT items took 4.8 s.
+_MAX_LUT_ITEMS = 64
+
+
+def _refuse_long_lut_sequences(ds, data: bytes) -> None:
+    for keyword in ("ModalityLUTSequence", "VOILUTSequence"):
+        element = ds.get_item(keyword, keep_deferred=True) if keyword in ds else None
+        if isinstance(element, RawDataElement) and element.length != 0xFFFFFFFF:
+            # Unparsed (and over 64 KB, unread): its item headers are counted in the file.
+            item = _ITEM if element.is_little_endian else b"\xff\xfe\xe0\x00"
+            items = data.count(item, element.value_tell, element.value_tell + element.length)
+        else:
+            items = len(element.value or ()) if element is not None else 0
+        if items > _MAX_LUT_ITEMS:
+            raise _TOO_MANY_ELEMENTS
+
+
 def undecodable_syntax() -> DecodeError:
     return DecodeError(
         "unsupported_dicom",
@@ -286,26 +394,34 @@ def undecodable_syntax() -> DecodeError:
     )
 
 
-def _check_frame_header(ds, data: bytes, tsyntax, rows: int, columns: int) -> None:
+def _check_frame_header(ds, data: bytes, tsyntax, rows: int, columns: int) -> int:
     """The codecs allocate what the compressed frame's own header claims, not what
     Rows/Columns say: read that header first, so a 64x64 DICOM cannot smuggle in a
-    30000x30000 JPEG."""
+    30000x30000 JPEG. Returns the bytes the codec sets up beyond the samples."""
     if tsyntax in JPEGTransferSyntaxes or tsyntax in JPEGLSTransferSyntaxes:
-        read_size = _jpeg_frame_size
+        read_header = _jpeg_frame_header
     elif tsyntax in JPEG2000TransferSyntaxes:
-        read_size = _j2k_frame_size
+        read_header = _j2k_frame_header
     else:
-        return  # RLE decodes into the size the dataset declares
+        return 0  # RLE decodes into the size the dataset declares
     frames = int(ds.get("NumberOfFrames") or 1)
     # From the file, not ds.PixelData: that would read every frame's fragments (a 20-frame JPEG film's 30 MB).
     first = next(generate_frames(_at_pixel_data(ds, data), number_of_frames=frames))
-    frame_rows, frame_columns = read_size(first)
+    frame_rows, frame_columns, components, setup = read_header(first)
     if (frame_rows, frame_columns) != (rows, columns):
         raise DecodeError(
             "corrupt_dicom",
             f"The DICOM file says {columns}x{rows} pixels but its compressed image is "
             f"{frame_columns}x{frame_rows}; the file is damaged or forged.",
         )
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    if components is not None and components != samples:
+        raise DecodeError(
+            "corrupt_dicom",
+            f"The DICOM file says {samples} samples a pixel but its compressed image has {components} "
+            "components; the file is damaged or forged.",
+        )
+    return setup
 
 
 def _at_pixel_data(ds, data: bytes) -> io.BytesIO:
@@ -350,10 +466,12 @@ def _first_frame_extent(stream: io.BytesIO, ds) -> tuple[int, int]:
 
 # Start-of-frame markers of the JPEG family (all SOFn but DHT/JPG/DAC, plus JPEG-LS).
 _JPEG_SOF = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7}
+# Of which DCT-based (not lossless, process 14, nor JPEG-LS).
+_DCT_SOF = _JPEG_SOF - {0xC3, 0xC7, 0xCB, 0xCF, 0xF7}
 
 
-def _jpeg_frame_size(frame: bytes) -> tuple[int, int]:
-    """(rows, columns) from a JPEG / JPEG-LS frame header, walking the marker segments
+def _jpeg_frame_header(frame: bytes) -> tuple[int, int, None, int]:
+    """(rows, columns, None, 0) from a JPEG / JPEG-LS frame header, walking the marker segments
     (libjpeg's own parameter reader decodes far more than the header)."""
     at = 2 if frame[:2] == b"\xff\xd8" else len(frame)
     while at + 9 <= len(frame):
@@ -365,16 +483,80 @@ def _jpeg_frame_size(frame: bytes) -> tuple[int, int]:
             continue
         if marker in _JPEG_SOF:
             rows, columns = struct.unpack_from(">HH", frame, at + 5)
-            return rows, columns
+            _refuse_without_end(frame)
+            if marker in _DCT_SOF and frame[at + 4] == 8:
+                # An 8-bit DCT frame takes the raster JPEG's checks: one cut short with an EOI appended, or a
+                # progressive one stopping after its first scans, decodes with libjpeg's grey fill or as a blur.
+                check_jpeg(frame)
+                check_entropy_data(frame, None)
+            return rows, columns, None, 0
         at += 2 + struct.unpack_from(">H", frame, at + 2)[0]
     raise DecodeError("corrupt_dicom", "The DICOM file's compressed image has no frame header.")
 
 
-def _j2k_frame_size(frame: bytes) -> tuple[int, int]:
-    from openjpeg import get_parameters  # reads the SIZ header only
+def _refuse_without_end(frame: bytes) -> None:
+    """A JPEG or JPEG-LS frame cut short: the codecs (libjpeg, CharLS) decode what is there and fill the
+    rest (a 512 x 512 film cut at half decoded without a word, its lower half grey or smeared), where the
+    raster decoder refuses a cut JPEG. The frame must end with its EOI marker, which neither coding can
+    hold anywhere else (0xFF is followed by 0x00 or a restart marker in JPEG's entropy-coded data, by a
+    byte under 0x80 in JPEG-LS's); a fragment's padding byte, and a few more from lax writers, may follow."""
+    if b"\xff\xd9" not in frame[-8:]:
+        raise DecodeError(
+            "corrupt_dicom",
+            "The DICOM file's compressed image is incomplete: it ends before the whole picture is stored "
+            "(the file was cut short); the file is damaged.",
+        )
 
-    header = get_parameters(frame)
-    return header["rows"], header["columns"]
+
+# JPEG 2000: the codestream starts with SOC and SIZ; a JP2 file (which some writers put in the Pixel
+# Data) holds it in its "jp2c" box.
+_J2K_START = b"\xff\x4f\xff\x51"
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+_SIZ = struct.Struct(">HHIIIIIIIIH")  # Lsiz, Rsiz, Xsiz, Ysiz, XOsiz, YOsiz, XTsiz, YTsiz, XTOsiz, YTOsiz, Csiz
+# openjpeg sets up about 9.5 KB for every tile the header declares before it reads any (measured: a
+# 2048 x 2048 film in 4,096 tiles of 32 px peaked 38 MB above the same film in one tile). Its header
+# reader alone took 670 MB and 5 to 8 s for a 2 KB file whose 255 x 255 frame claimed 1 x 1 tiles
+# (65,025), counted under 1 MB. Writers use one tile or tiles of 128 px and more: a 6000 x 6000 film in
+# 128 px tiles is 2,209 of them, so more than 4,096 is forged.
+_J2K_TILE_BYTES = 10 * 1024
+_MAX_J2K_TILES = 4096
+
+
+def _j2k_frame_header(frame: bytes) -> tuple[int, int, int, int]:
+    """(rows, columns, components, bytes openjpeg sets up for the tiles) from the SIZ marker segment,
+    read here: openjpeg's own header reader sets up every tile the header declares."""
+    at = _jp2_codestream(frame) if frame.startswith(_JP2_SIGNATURE) else 0
+    if frame[at : at + 4] != _J2K_START or len(frame) < at + 4 + _SIZ.size:
+        raise DecodeError("corrupt_dicom", "The DICOM file's compressed image has no frame header.")
+    _, _, x, y, x_origin, y_origin, tile_x, tile_y, tile_x_origin, tile_y_origin, components = _SIZ.unpack_from(
+        frame, at + 4
+    )
+    if not (x > x_origin and y > y_origin and tile_x and tile_y and x > tile_x_origin and y > tile_y_origin):
+        raise DecodeError("corrupt_dicom", "The DICOM file's compressed image has a malformed frame header.")
+    tiles = -(-(x - tile_x_origin) // tile_x) * -(-(y - tile_y_origin) // tile_y)
+    if tiles > _MAX_J2K_TILES:
+        raise DecodeError(
+            "corrupt_dicom",
+            f"The DICOM file's compressed image is split into {tiles:,} tiles (at most {_MAX_J2K_TILES:,} "
+            "are read); the file is damaged or forged.",
+        )
+    return y - y_origin, x - x_origin, components, tiles * _J2K_TILE_BYTES
+
+
+def _jp2_codestream(frame: bytes) -> int:
+    """Where the codestream starts in a JP2 file: after its "jp2c" box header (or the file's end)."""
+    at = 0
+    while at + 8 <= len(frame):
+        length, kind = struct.unpack_from(">I4s", frame, at)
+        header = 8
+        if length == 1 and at + 16 <= len(frame):  # a 64-bit length follows
+            length, header = struct.unpack_from(">Q", frame, at + 8)[0], 16
+        if kind == b"jp2c":
+            return at + header
+        if length < header:  # 0: the box runs to the end of the file
+            break
+        at += length
+    return len(frame)
 
 
 _MAX_TABLE = 1 << 20
@@ -471,8 +653,9 @@ def _voi(values: np.ndarray, ds) -> np.ndarray:
 
 
 def _output_range(stored: np.ndarray, ds) -> tuple[float, float] | None:
-    """(low, high) of the chain's output: the window's output range, or the stored extremes through
-    the chain. None when that range is empty or not finite (the image's own extremes are used then)."""
+    """(low, high): the chain's outputs shown black and white, the window's output range or the stored
+    extremes through the chain. None when that range is empty or not finite (the image's own extremes
+    are used then)."""
     rescaled = apply_modality_lut(_stored_extremes(stored, ds), ds)
     with np.errstate(over="ignore", invalid="ignore"):
         span = np.ptp(np.asarray(rescaled, dtype=np.float64))
@@ -485,11 +668,15 @@ def _output_range(stored: np.ndarray, ds) -> tuple[float, float] | None:
             "the range of numbers a computer holds; the file is damaged.",
         )
     if _usable_window(ds) and not ds.get("VOILUTSequence"):
-        bounds = apply_windowing(np.array([-np.inf, np.inf]), ds)
+        # The window's output at its dark and its bright end, in that order: pydicom takes its output range
+        # from the rescaled stored range, which a negative Rescale Slope turns upside down, so its window
+        # then darkens what it should brighten (dcmtk and viewers keep it the right way up: a slope of -1
+        # with a window gave the film as a negative). Scaled from dark end to bright end, it is upright.
+        low, high = (float(end) for end in apply_windowing(np.array([-np.inf, np.inf]), ds))
     else:
         bounds = _voi(rescaled, ds)
-    low, high = float(np.min(bounds)), float(np.max(bounds))
-    return (low, high) if np.isfinite([low, high]).all() and high > low else None
+        low, high = float(np.min(bounds)), float(np.max(bounds))
+    return (low, high) if np.isfinite([low, high]).all() and high != low else None
 
 
 def _scaled(values: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
