@@ -28,7 +28,7 @@ OUT = Path(__file__).resolve().parent / "results" / "profile"
 # A sample counts for the stage named by its innermost frame that matches a marker (first match in this order).
 STAGES = (
     ("model forward pass (TensorFlow)", ("tensorflow", "_pywrap_tfe", "libtensorflow", "onednn", "dnnl")),
-    ("decode (JPEG/PNG/DICOM -> pixels)", ("inference/decode.py", "inference/dicom.py")),
+    ("decode (JPEG/PNG/DICOM -> pixels)", ("inference/decode.py", "inference/dicom")),
     ("preprocess", ("inference/preprocess.py",)),
     ("review copy and heat map PNGs", ("screening/review_copy.py", "inference/overlay.py")),
     ("decide, calibrate, gate", ("inference/decide.py", "inference/calibrate.py", "inference/intended_use.py")),

@@ -19,7 +19,7 @@ from pydicom.tag import Tag
 from pydicom.uid import JPEGBaseline8Bit
 
 from tests.image_samples import dicom, encode, float_film
-from webapp.inference import dicom as dicom_module
+from webapp.inference import dicom_grey
 from webapp.inference.decode import DecodeError, decode
 from webapp.inference.image import scale_to_unit
 
@@ -157,7 +157,7 @@ def test_colour_to_grey_matches_the_whole_frame_in_float(frame):
     expected = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     step = max(1, min(frame.shape[:2]) // 64)
     sample = rgb[::step, ::step]
-    grey, colourfulness = dicom_module._grey_from_colour(frame)
+    grey, colourfulness = dicom_grey.grey_from_colour(frame)
     np.testing.assert_allclose(grey, expected, atol=1e-5)
     assert colourfulness == pytest.approx(float((sample.max(axis=-1) - sample.min(axis=-1)).mean()), abs=1e-5)
 
@@ -168,7 +168,7 @@ def test_colour_to_grey_holds_at_most_the_grey_and_one_channel_in_float():
     stored samples, and some slack for the subsample."""
     frame = np.random.default_rng(5).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)
     tracemalloc.start()
-    dicom_module._grey_from_colour(frame)
+    dicom_grey.grey_from_colour(frame)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak <= 8.5 * frame.shape[0] * frame.shape[1]
@@ -260,7 +260,7 @@ def test_the_chain_in_bands_gives_the_whole_image_pixels(values, extra, monkeypa
     """Float data (and 32-bit values too spread for a table) go through the grey chain band by band
     of rows, so that its float64 steps hold a band and not the film: the pixels are those of the whole
     image at once, bit for bit (odd sizes, bands of a few rows)."""
-    monkeypatch.setattr(dicom_module, "_BAND_PIXELS", 1000)
+    monkeypatch.setattr(dicom_grey, "_BAND_PIXELS", 1000)
     noise = np.random.default_rng(3).normal(0, 300, (301, 257))
     if values == "wide int32":
         data = dicom((noise * 10_000).astype(np.int32), signed=True, modality="CR", extra=extra)
@@ -268,8 +268,8 @@ def test_the_chain_in_bands_gives_the_whole_image_pixels(values, extra, monkeypa
         data = float_film(np.full_like(noise, 42.0) if values == "constant" else noise, **extra)
     ds = dcmread(io.BytesIO(data))
     frame = ds.pixel_array
-    banded = dicom_module._grey_levels(frame, ds)  # by bands: too many values for a table
-    whole = dicom_module._grey_chain(frame, ds)
+    banded = dicom_grey.grey_levels(frame, ds)  # by bands: too many values for a table
+    whole = dicom_grey._grey_chain(frame, ds)
     assert banded.dtype == np.float32 and np.array_equal(banded, whole)
 
 

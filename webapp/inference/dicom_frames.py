@@ -1,0 +1,259 @@
+"""The first frame's samples out of a DICOM file.
+
+A compressed frame is checked against its own header before a codec sees it (its size, fragments,
+JPEG 2000 tiles, a stream cut short), since codecs allocate what that header claims; stored bits above
+bit 0 are moved down; only the first frame is read from the file; colour stays in the decoder's space.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+from pydicom.encaps import generate_frames
+from pydicom.pixels import get_decoder, pixel_array
+from pydicom.pixels.utils import _array_common
+from pydicom.uid import (
+    JPEG2000TransferSyntaxes,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
+)
+
+from .image import (
+    DecodeError,
+)
+from .structure import check_entropy_data, check_jpeg
+
+
+def check_frame_header(ds, data: bytes, tsyntax, rows: int, columns: int) -> int:
+    """The codecs allocate what the compressed frame's own header claims, not what
+    Rows/Columns say: read that header first, so a 64x64 DICOM cannot smuggle in a
+    30000x30000 JPEG. Returns the bytes the codec sets up beyond the samples."""
+    if tsyntax in JPEGTransferSyntaxes or tsyntax in JPEGLSTransferSyntaxes:
+        read_header = _jpeg_frame_header
+    elif tsyntax in JPEG2000TransferSyntaxes:
+        read_header = _j2k_frame_header
+    else:
+        return 0  # RLE decodes into the size the dataset declares
+    frames = int(ds.get("NumberOfFrames") or 1)
+    # From the file, not ds.PixelData: that would read every frame's fragments (a 20-frame JPEG film's 30 MB).
+    first = next(generate_frames(at_pixel_data(ds, data), number_of_frames=frames))
+    frame_rows, frame_columns, components, setup = read_header(first)
+    if (frame_rows, frame_columns) != (rows, columns):
+        raise DecodeError(
+            "corrupt_dicom",
+            f"The DICOM file says {columns}x{rows} pixels but its compressed image is "
+            f"{frame_columns}x{frame_rows}; the file is damaged or forged.",
+        )
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    if components is not None and components != samples:
+        raise DecodeError(
+            "corrupt_dicom",
+            f"The DICOM file says {samples} samples a pixel but its compressed image has {components} "
+            "components; the file is damaged or forged.",
+        )
+    return setup
+
+
+def at_pixel_data(ds, data: bytes) -> io.BytesIO:
+    """The file, positioned at the start of the Pixel Data's value (left unread in `ds`)."""
+    stream = io.BytesIO(data)
+    stream.seek(ds.get_item("PixelData", keep_deferred=True).value_tell)
+    return stream
+
+
+# A compressed frame in more fragments than this is forged: a 64 x 64 JPEG film followed by 5 million empty
+# fragments (a 38 MB upload) took 612 MB and 17 s to decode, pydicom holding every fragment. Writers use
+# one fragment a frame or pieces of a few KB (a 30 MB frame in 4 KB pieces is 7,700 of them).
+_MAX_FRAGMENTS = 100_000
+
+
+ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian, as every encapsulated transfer syntax is
+
+
+def first_frame_extent(stream: io.BytesIO, ds) -> tuple[int, int]:
+    """(bytes, fragments) of the first compressed frame and the Basic Offset Table, from the item headers
+    alone: no fragment is read. The first frame ends where the offset table puts the second; without a
+    table it is one fragment when there are as many as frames, and all of them otherwise (the bound)."""
+    frames = int(ds.get("NumberOfFrames") or 1)
+    header = stream.read(8)
+    table = struct.unpack_from("<L", header, 4)[0] if len(header) == 8 and header[:4] == ITEM else 0
+    offsets = struct.unpack(f"<{min(table, 8) // 4}L", stream.read(min(table, 8) // 4 * 4))
+    stream.seek(table - min(table, 8) // 4 * 4, 1)
+    start, lengths = stream.tell(), []
+    while len(header := stream.read(8)) == 8 and header[:4] == ITEM:  # to the sequence's end
+        if frames > 1 and len(offsets) > 1 and stream.tell() - 8 - start >= offsets[1]:
+            break  # the second frame
+        lengths.append(struct.unpack_from("<L", header, 4)[0])
+        if len(lengths) > _MAX_FRAGMENTS:
+            raise DecodeError(
+                "corrupt_dicom",
+                f"The DICOM file's compressed image is split into more than {_MAX_FRAGMENTS:,} fragments; "
+                "the file is damaged or forged.",
+            )
+        stream.seek(lengths[-1], 1)
+    if frames > 1 and len(offsets) < 2 and len(lengths) == frames:
+        lengths = lengths[:1]  # a fragment a frame, as pydicom reads it
+    return table + 8 * len(lengths) + sum(lengths), len(lengths)
+
+
+# Start-of-frame markers of the JPEG family (all SOFn but DHT/JPG/DAC, plus JPEG-LS).
+_JPEG_SOF = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7}
+
+
+# Of which DCT-based (not lossless, process 14, nor JPEG-LS).
+_DCT_SOF = _JPEG_SOF - {0xC3, 0xC7, 0xCB, 0xCF, 0xF7}
+
+
+def _jpeg_frame_header(frame: bytes) -> tuple[int, int, None, int]:
+    """(rows, columns, None, 0) from a JPEG / JPEG-LS frame header, walking the marker segments
+    (libjpeg's own parameter reader decodes far more than the header)."""
+    at = 2 if frame[:2] == b"\xff\xd8" else len(frame)
+    while at + 9 <= len(frame):
+        if frame[at] != 0xFF:
+            break
+        marker = frame[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in _JPEG_SOF:
+            rows, columns = struct.unpack_from(">HH", frame, at + 5)
+            _refuse_without_end(frame)
+            if marker in _DCT_SOF and frame[at + 4] == 8:
+                # An 8-bit DCT frame takes the raster JPEG's checks: one cut short with an EOI appended, or a
+                # progressive one stopping after its first scans, decodes with libjpeg's grey fill or as a blur.
+                check_jpeg(frame)
+                check_entropy_data(frame, None)
+            return rows, columns, None, 0
+        at += 2 + struct.unpack_from(">H", frame, at + 2)[0]
+    raise DecodeError("corrupt_dicom", "The DICOM file's compressed image has no frame header.")
+
+
+def _refuse_without_end(frame: bytes) -> None:
+    """A JPEG or JPEG-LS frame cut short: the codecs (libjpeg, CharLS) decode what is there and fill the
+    rest (a 512 x 512 film cut at half decoded without a word, its lower half grey or smeared), where the
+    raster decoder refuses a cut JPEG. The frame must end with its EOI marker, which neither coding can
+    hold anywhere else (0xFF is followed by 0x00 or a restart marker in JPEG's entropy-coded data, by a
+    byte under 0x80 in JPEG-LS's); a fragment's padding byte, and a few more from lax writers, may follow."""
+    if b"\xff\xd9" not in frame[-8:]:
+        raise DecodeError(
+            "corrupt_dicom",
+            "The DICOM file's compressed image is incomplete: it ends before the whole picture is stored "
+            "(the file was cut short); the file is damaged.",
+        )
+
+
+# JPEG 2000: the codestream starts with SOC and SIZ; a JP2 file (which some writers put in the Pixel
+# Data) holds it in its "jp2c" box.
+_J2K_START = b"\xff\x4f\xff\x51"
+
+
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+
+
+_SIZ = struct.Struct(">HHIIIIIIIIH")  # Lsiz, Rsiz, Xsiz, Ysiz, XOsiz, YOsiz, XTsiz, YTsiz, XTOsiz, YTOsiz, Csiz
+
+
+# openjpeg sets up about 9.5 KB for every tile the header declares before it reads any (measured: a
+# 2048 x 2048 film in 4,096 tiles of 32 px peaked 38 MB above the same film in one tile). Its header
+# reader alone took 670 MB and 5 to 8 s for a 2 KB file whose 255 x 255 frame claimed 1 x 1 tiles
+# (65,025), counted under 1 MB. Writers use one tile or tiles of 128 px and more: a 6000 x 6000 film in
+# 128 px tiles is 2,209 of them, so more than 4,096 is forged.
+_J2K_TILE_BYTES = 10 * 1024
+
+
+_MAX_J2K_TILES = 4096
+
+
+def _j2k_frame_header(frame: bytes) -> tuple[int, int, int, int]:
+    """(rows, columns, components, bytes openjpeg sets up for the tiles) from the SIZ marker segment,
+    read here: openjpeg's own header reader sets up every tile the header declares."""
+    at = _jp2_codestream(frame) if frame.startswith(_JP2_SIGNATURE) else 0
+    if frame[at : at + 4] != _J2K_START or len(frame) < at + 4 + _SIZ.size:
+        raise DecodeError("corrupt_dicom", "The DICOM file's compressed image has no frame header.")
+    _, _, x, y, x_origin, y_origin, tile_x, tile_y, tile_x_origin, tile_y_origin, components = _SIZ.unpack_from(
+        frame, at + 4
+    )
+    if not (x > x_origin and y > y_origin and tile_x and tile_y and x > tile_x_origin and y > tile_y_origin):
+        raise DecodeError("corrupt_dicom", "The DICOM file's compressed image has a malformed frame header.")
+    tiles = -(-(x - tile_x_origin) // tile_x) * -(-(y - tile_y_origin) // tile_y)
+    if tiles > _MAX_J2K_TILES:
+        raise DecodeError(
+            "corrupt_dicom",
+            f"The DICOM file's compressed image is split into {tiles:,} tiles (at most {_MAX_J2K_TILES:,} "
+            "are read); the file is damaged or forged.",
+        )
+    return y - y_origin, x - x_origin, components, tiles * _J2K_TILE_BYTES
+
+
+def _jp2_codestream(frame: bytes) -> int:
+    """Where the codestream starts in a JP2 file: after its "jp2c" box header (or the file's end)."""
+    at = 0
+    while at + 8 <= len(frame):
+        length, kind = struct.unpack_from(">I4s", frame, at)
+        header = 8
+        if length == 1 and at + 16 <= len(frame):  # a 64-bit length follows
+            length, header = struct.unpack_from(">Q", frame, at + 8)[0], 16
+        if kind == b"jp2c":
+            return at + header
+        if length < header:  # 0: the box runs to the end of the file
+            break
+        at += length
+    return len(frame)
+
+
+# (shift, bits stored, signed) of samples whose stored bits sit above bit 0.
+BitLayout = tuple[int, int, bool]
+
+
+def high_bit_layout(ds, tsyntax, samples: int) -> BitLayout | None:
+    """(shift, bits stored, signed) when the stored bits of uncompressed grey samples do not start at
+    bit 0, i.e. High Bit is above Bits Stored - 1; None otherwise. PS3.5 8.1.1 lets them sit anywhere
+    in the allocated bits (older CR readers write 12 bits with High Bit 15); pydicom assumes bit 0 and
+    keeps the low bits, which turns such a film into stripes where dcmtk and PACS viewers show it."""
+    if tsyntax.is_encapsulated or samples != 1:
+        return None  # a codec gives the samples at bit 0 whatever High Bit says
+    if "PixelData" not in ds:
+        return None  # Float or Double Float Pixel Data: IEEE floats, whose bits are not stored bits
+    try:
+        allocated, stored = int(ds.get("BitsAllocated") or 0), int(ds.get("BitsStored") or 0)
+        high_bit = ds.get("HighBit")
+        shift = int(high_bit) + 1 - stored if high_bit not in (None, "") else 0
+    except (TypeError, ValueError):
+        return None
+    if stored <= 0 or shift <= 0 or stored + shift > allocated:
+        return None
+    return shift, stored, int(ds.get("PixelRepresentation") or 0) == 1
+
+
+def _shifted_down(raw: np.ndarray, layout: BitLayout) -> np.ndarray:
+    """Samples read as whole allocated words -> their stored bits at bit 0 (the bits around them, an
+    overlay say, dropped), sign-extended when the pixel representation is signed."""
+    shift, stored, signed = layout
+    words = raw.view(f"u{raw.dtype.itemsize}")
+    values = (words >> shift) & ((1 << stored) - 1)
+    if not signed:
+        return values
+    values = values.astype(f"i{raw.dtype.itemsize}")
+    return np.where(values >= 1 << (stored - 1), values - (1 << stored), values).astype(values.dtype)
+
+
+def first_frame(data: bytes, tsyntax, samples: int, layout: BitLayout | None) -> tuple[np.ndarray, str]:
+    """The first frame's samples and the colour space they are in. Grey films are read frame by frame
+    from the stream. Colour is asked for as the decoder produces it: converting a YBR frame to RGB
+    is pydicom's costliest step (3.5 s and 1.1 GB for a 5700 x 5700 JPEG capture, against 0.6 s and
+    0.37 GB as YBR), and the grey we need is Y itself."""
+    if samples != 3:
+        if layout:
+            return _shifted_down(pixel_array(io.BytesIO(data), index=0, correct_unused_bits=False), layout), ""
+        return pixel_array(io.BytesIO(data), index=0), ""
+    # As pixel_array reads one frame from a file (its own _array_common), but keeping the decoder's account
+    # of the colour space: given the whole data set instead, the decoder copied every frame of the film.
+    stream = io.BytesIO(data)
+    _, options = _array_common(stream, [], as_rgb=False)
+    # Planar Configuration is required with three samples, but capture devices leave it out, JPEG ones
+    # above all (the codec, not the element, lays out the samples): read as interleaved, as viewers do.
+    options.setdefault("planar_configuration", 0)
+    frame, meta = get_decoder(tsyntax).as_array(stream, index=0, validate=True, **options)
+    return frame, str(meta.get("photometric_interpretation", "RGB")).upper()
