@@ -25,9 +25,10 @@ from tests.helpers import (
 )
 from tests.image_samples import encode
 from webapp.extensions import db
-from webapp.inference.labels import CLASSES
+from webapp.inference.labels import CLASSES, NORMAL, PNEUMONIA
 from webapp.models import AuditEvent, Prediction, SiteCalibration, ValidationItem, ValidationRun
 from webapp.validation import site
+from webapp.validation.report import figures
 
 CORRUPT = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 
@@ -562,9 +563,31 @@ def test_the_report_offers_adopt_only_on_a_run_a_threshold_can_come_from(app, cl
     assert f"/admin/validation/{run_id}/adopt" not in page and 'name="reason"' not in page
     said = re.search(r'<p id="adopt-refused">(.*?)</p>', page, re.S)
     assert said and "needs at least 50 scored films of each class" in said.group(1), page[-3000:]
-    big = finished_run(app, client, admin_token, labelled_films(copies=25))
+    big = run_of_spread_scores(app, admin_user)
     page = client.get(f"/admin/validation/{big}").get_data(as_text=True)
     assert f"/admin/validation/{big}/adopt" in page and 'id="adopt-refused"' not in page
+
+
+def run_of_spread_scores(app, admin_id: int) -> int:
+    """A finished run of 60 films a class whose proposals all lie well inside (0.05, 0.95)."""
+    truths = ["NORMAL"] * 60 + ["PNEUMONIA"] * 60
+    scores = [0.1 + 0.4 * i / 60 for i in range(60)] + [0.3 + 0.5 * i / 60 for i in range(60)]
+    with app.app_context():
+        metrics = figures(truths, scores, [PNEUMONIA if s >= 0.5 else NORMAL for s in scores], 0.5, 0.05)
+        metrics.update(unknown_reasons={}, refused=0, refused_files=[], films_in_archive=120)
+        metrics.update(duplicates=[], worst_errors=[])
+        films = [{"entry": f"{t}/{i}.png", "truth": t, "state": "done"} for i, t in enumerate(truths)]
+        return add_validation_run(admin_id, films, threshold=0.5, metrics=metrics)
+
+
+def test_a_proposal_at_a_threshold_no_site_may_adopt_has_no_adopt_button(app, client, admin_token, auth, admin_user):
+    """The fixture films, copied 25 times, score so confidently that every proposal lies at 0.9946: the
+    report offered Adopt on each, and each would have left every film over 0.95 UNKNOWN."""
+    run_id = finished_run(app, client, admin_token, labelled_films(copies=25))
+    auth.login("admin")
+    page = " ".join(client.get(f"/admin/validation/{run_id}").get_data(as_text=True).split())
+    assert f"/admin/validation/{run_id}/adopt" not in page
+    assert page.count("Not adoptable: At threshold 0.995 no film could ever be answered PNEUMONIA") == 3
 
 
 def test_a_reason_short_but_for_its_spaces_is_refused(app, client, admin_token, auth, admin_user):
@@ -640,14 +663,36 @@ def test_the_report_adopts_any_threshold_the_api_adopts(app, client, admin_token
     run_id = finished_run(app, client, admin_token, labelled_films(copies=25))
     auth.login("admin")
     page = f"/admin/validation/{run_id}"
-    for threshold, adopted in (("0.9995", True), ("1", False), ("nan", False)):
+    for threshold, adopted, why in (
+        ("0.94", True, None),
+        ("1", False, "strictly between 0 and 1"),
+        ("nan", False, "strictly between 0 and 1"),
+        ("0.9995", False, "no film could ever be answered PNEUMONIA"),
+    ):
         data = {"csrf_token": csrf_token(client, page), "threshold": threshold, "reason": "confident site"}
         response = client.post(f"{page}/adopt", data=data, follow_redirects=True)
         assert response.status_code == 200
         in_force = client.get("/api/v1/site-calibration", headers=bearer(admin_token)).get_json()
         assert (in_force["threshold"] == float(threshold)) is adopted
-        if not adopted:
-            assert "strictly between 0 and 1" in response.get_data(as_text=True)
+        if why:
+            assert why in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "threshold, never", [(0.96, "PNEUMONIA"), (0.95, "PNEUMONIA"), (0.05, "NORMAL"), (0.01, "NORMAL")]
+)
+def test_a_threshold_within_the_uncertainty_band_of_an_end_is_refused(app, client, admin_token, threshold, never):
+    """Found by the ML review: a site threshold of 0.9995 (and the report offered to adopt one) left every
+    film scoring over 0.95 UNKNOWN (too close to call) and none PNEUMONIA; one at 0.01 none NORMAL."""
+    run_id = finished_run(app, client, admin_token, labelled_films(copies=25))
+    body = {"validation_run_id": run_id, "threshold": threshold, "reason": "a site of confident scores"}
+    response = client.post("/api/v1/site-calibration", json=body, headers=bearer(admin_token))
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "bad_threshold" and f"no film could ever be answered {never}" in error["message"]
+    assert "between 0.05 and 0.95" in error["message"]
+    with app.app_context():
+        assert site.active_calibration(site.current_model_version()) is None
 
 
 def test_a_disk_that_fills_during_an_archive_upload_is_a_clear_503_leaving_nothing(

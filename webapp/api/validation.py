@@ -179,7 +179,12 @@ def redact_validation_run(run_id: int):
 @admin_token_required
 @plain_body
 @bp.response(201, SiteCalibrationSchema)
-@bp.alt_response(400, schema=ErrorSchema, description="`bad_json`, `bad_threshold`.")
+@bp.alt_response(
+    400,
+    schema=ErrorSchema,
+    description="`bad_json`; `bad_threshold`: not farther than the model's uncertainty band from 0 and 1 "
+    "(0.05-0.95 on the shipped card), so one verdict could never be given.",
+)
 @bp.alt_response(404, schema=ErrorSchema, description="No such run.")
 @bp.alt_response(
     409, schema=ErrorSchema, description="`run_not_done`; `adopted_meanwhile`: another adoption won at the same moment."

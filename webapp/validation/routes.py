@@ -28,7 +28,15 @@ from .monitoring import DEFAULT_WEEKS, MAX_WEEKS, drift_alert, weekly
 from .redaction import RedactionRefused, redact_run, redaction_problem
 from .report import SHORTFALL_FLAGGED, points_with_intervals
 from .runs import cancel, create_run, progress, record_report_viewed, too_large, upload_limit
-from .site import AdoptionRefused, adopt, adoption_problem, current_model_version, withdraw
+from .site import (
+    AdoptionRefused,
+    adopt,
+    adoption_problem,
+    current_model_version,
+    threshold_problem,
+    uncertainty_band,
+    withdraw,
+)
 
 CSV_COLUMNS = [
     "entry",
@@ -145,6 +153,15 @@ def report(run_id: int):
     # figures until training.evaluate --update-card, and the page then failed (500) on every run.
     test_figures = card.get("metrics", {}).get("test", {})
     card_figures = {key: test_figures.get(key) for key in CARD_FIGURES}
+    points = points_with_intervals(metrics) if metrics else []
+    adopt_problem, point_problems = adoption_problem(run), {}
+    if adopt_problem is None:
+        try:  # a proposal at a threshold no site may adopt gets no Adopt button that would always refuse
+            band = uncertainty_band()
+            refusals = ((p["name"], threshold_problem(p["threshold"], band)) for p in points if p["name"] != "in force")
+            point_problems = {name: refused.message for name, refused in refusals if refused}
+        except AdoptionRefused as exc:
+            adopt_problem = exc
     return render_template(
         "validation/report.html",
         run=run,
@@ -155,13 +172,14 @@ def report(run_id: int):
         card_threshold=card.get("threshold"),
         served_version=served_version,
         worst=worst,
-        points=points_with_intervals(metrics) if metrics else [],
+        points=points,
         shortfall_flagged=SHORTFALL_FLAGGED,
         # One class only: the points would draw a flat line along an axis, a curve that means nothing.
         roc=roc_svg(metrics["roc"], metrics["operating_points"]) if metrics and metrics["auc"] is not None else "",
         reliability=reliability_svg(metrics["reliability"]) if metrics else "",
         adopt_form=AdoptThresholdForm(),
-        adopt_problem=adoption_problem(run),
+        adopt_problem=adopt_problem,
+        point_problems=point_problems,
         cancel_form=CancelRunForm(),
         delete_form=DeleteRunForm(),
         delete_problem=deletion_problem(run),

@@ -12,6 +12,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
+from ..inference.decide import threshold_text
+from ..inference.labels import NORMAL, PNEUMONIA
 from ..inference.model_card import ModelCardError, read_card
 from ..models import ITEM_DONE, RUN_DONE, SiteCalibration, User, ValidationItem, ValidationRun, record_audit, utcnow
 from ..refusal import Refusal
@@ -27,10 +29,41 @@ class AdoptionRefused(Refusal):
 
 def current_model_version() -> str:
     # The card alone (no weights, no TensorFlow): the version the workers serve.
+    return str(_served_card("version"))
+
+
+def uncertainty_band() -> float:
+    """The served model's uncertainty band: films scoring this close to the threshold are UNKNOWN."""
+    return float(_served_card("unknown", "uncertainty_band"))
+
+
+def _served_card(*keys: str):
     try:
-        return str(read_card(current_app.config["MODEL_PATH"], verify=False)["version"])
-    except (ModelCardError, KeyError) as exc:
+        value = read_card(current_app.config["MODEL_PATH"], verify=False)
+        for key in keys:
+            value = value[key]
+        return value
+    except (ModelCardError, KeyError, TypeError) as exc:
         raise AdoptionRefused("model_unavailable", "The model card of this server cannot be read.", 503) from exc
+
+
+def threshold_problem(threshold: float, band: float) -> AdoptionRefused | None:
+    """Why `threshold` cannot be a site threshold; None if it can. Within `band` of the threshold a film
+    is answered UNKNOWN (too close to call), so a threshold closer than that to 1 leaves no score high
+    enough for a PNEUMONIA answer, and one as close to 0 none low enough for NORMAL: at 0.9995, adoptable
+    until 5 December, every film scoring over 0.95 would have been UNKNOWN and none PNEUMONIA."""
+    if not 0.0 < threshold < 1.0:
+        return AdoptionRefused("bad_threshold", "The threshold must lie strictly between 0 and 1.", 400)
+    if band < threshold < 1.0 - band:
+        return None
+    never = PNEUMONIA if threshold >= 0.5 else NORMAL
+    return AdoptionRefused(
+        "bad_threshold",
+        f"At threshold {threshold_text(threshold)} no film could ever be answered {never}: films scoring within "
+        f"{band:g} of the threshold are answered UNKNOWN (too close to call), and no score lies beyond that. "
+        f"Choose a threshold between {band:g} and {1.0 - band:g}.",
+        400,
+    )
 
 
 def films_per_class(run_id: int) -> dict[str, int]:
@@ -77,8 +110,8 @@ def adopt(run: ValidationRun, threshold: float, reason: str, user: User) -> Site
     if problem:
         raise problem
     version = run.model_version
-    if not 0.0 < threshold < 1.0:
-        raise AdoptionRefused("bad_threshold", "The threshold must lie strictly between 0 and 1.", 400)
+    if refused := threshold_problem(threshold, uncertainty_band()):
+        raise refused
     now = utcnow()
     previous = active_calibration(version)
     if previous:
