@@ -7,7 +7,7 @@ import pytest
 from argon2 import PasswordHasher
 from ldap3 import MODIFY_ADD, MODIFY_DELETE
 
-from tests.helpers import AuthActions, held_after_answering, in_parallel, issue_token, threadable_app
+from tests.helpers import AuthActions, held_after_answering, in_parallel, issue_token, make_user, threadable_app
 from tests.ldap_server import DIRECTORY_PEOPLE, free_loopback_port
 from webapp import create_app
 from webapp.auth import directory as directory_module
@@ -335,6 +335,12 @@ def test_the_periodic_recheck_ends_a_leavers_session_and_tokens_once(app, client
             assert [e.actor for e in revoked] == ["directory"]
         assert client.get("/screen").status_code == 302
         assert client.get("/api/v1/tokens", headers=bearer).status_code == 401
+        # Found following docs/sign-in.md: `users list` and the Users page still said "active".
+        leaver = "no access (ended by the directory: see the audit trail)"
+        assert f"alice\tclinician\t{leaver}\tdirectory" in app.test_cli_runner().invoke(args=["users", "list"]).output
+        make_user(app, "admin", "admin")
+        AuthActions(admin := app.test_client()).login("admin")
+        assert f'<td data-label="State">{leaver}</td>' in admin.get("/admin/users").get_data(as_text=True)
     finally:
         _put_back_in_clinicians(directory, "alice")
     # Back in the group, she signs in as before and is checked again from then on.

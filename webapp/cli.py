@@ -270,10 +270,7 @@ def rename(name: str, new_name: str) -> None:
 def list_users() -> None:
     """List accounts with their role and state."""
     for user in db.session.scalars(db.select(User).order_by(User.username)):
-        state = "active" if user.active else "deactivated"
-        if user.active and user.cut_off:
-            state = "no access (directory sign-in switched off)"
-        click.echo(f"{user.username}\t{user.role}\t{state}\t{user.source}")
+        click.echo(f"{user.username}\t{user.role}\t{user.state}\t{user.source}")
 
 
 def _days_option(setting: str):

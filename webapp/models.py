@@ -154,6 +154,19 @@ class User(UserMixin, db.Model):
         return self.from_directory and not directory_configured()
 
     @property
+    def state(self) -> str:
+        """The account's state as the Users page and `users list` show it. A leaver the directory re-check
+        (or a refused sign-in) found read "active" there, as if nothing had happened: only the audit
+        trail's `access_ended` row said otherwise."""
+        if not self.active:
+            return "deactivated"
+        if self.cut_off:
+            return "no access (directory sign-in switched off)"
+        if self.from_directory and not self.directory_access:
+            return "no access (ended by the directory: see the audit trail)"
+        return "active"
+
+    @property
     def under_reserved_name(self) -> bool:
         """A directory account named PACS_SUBMITTER, made before directory sign-in refused that name:
         migration 0008 deactivated it, and it may not be activated again (its films would pass for
