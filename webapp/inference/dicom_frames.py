@@ -121,13 +121,28 @@ def _jpeg_frame_header(frame: bytes) -> tuple[int, int, None, int]:
             rows, columns = struct.unpack_from(">HH", frame, at + 5)
             _refuse_without_end(frame)
             if marker in _DCT_SOF and frame[at + 4] == 8:
-                # An 8-bit DCT frame takes the raster JPEG's checks: one cut short with an EOI appended, or a
-                # progressive one stopping after its first scans, decodes with libjpeg's grey fill or as a blur.
-                check_jpeg(frame)
-                check_entropy_data(frame, None)
+                _check_dct_frame(frame)
             return rows, columns, None, 0
         at += 2 + struct.unpack_from(">H", frame, at + 2)[0]
     raise DecodeError("corrupt_dicom", "The DICOM file's compressed image has no frame header.")
+
+
+def _check_dct_frame(frame: bytes) -> None:
+    """An 8-bit DCT frame takes the raster JPEG's checks: one cut short with an EOI appended, or a
+    progressive one stopping after its first scans, decodes with libjpeg's grey fill or as a blur. Their
+    truncation refusal is reworded for a DICOM file: "upload it again" reads oddly on a PACS receipt,
+    whose sender has to re-send or re-export the study; its code stays."""
+    try:
+        check_jpeg(frame)
+        check_entropy_data(frame, None)
+    except DecodeError as exc:
+        if exc.code != "truncated":
+            raise
+        raise DecodeError(
+            "truncated",
+            "The DICOM file's compressed image is incomplete: it was cut short and its end marker appended, "
+            "so part of the picture is missing; the file is damaged.",
+        ) from exc
 
 
 def _refuse_without_end(frame: bytes) -> None:
