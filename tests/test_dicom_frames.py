@@ -3,9 +3,17 @@ missing or forged, and how their refusals read (a PACS receipt shows them to the
 
 from __future__ import annotations
 
+import io
+import shutil
+import subprocess
+
+import numpy as np
 import pytest
+from pydicom import dcmread
+from pydicom.encaps import encapsulate, generate_frames
 
 from tests.hostile_corpus import dicom_holding_jpeg, jpeg_cut_with_eoi, progressive_first_scans
+from tests.image_samples import dicom, gradient
 from webapp.inference.decode import decode
 from webapp.inference.image import DecodeError
 
@@ -22,3 +30,39 @@ def test_a_cut_jpeg_frame_is_refused_in_dicom_terms_not_asked_to_be_uploaded_aga
     assert refused.code == "truncated"
     assert "DICOM file" in refused.message
     assert "upload" not in refused.message.lower()
+
+
+def _lossless(tmp_path, *options: str) -> bytes:
+    """A 12-bit 256 x 256 film with noise, as dcmcjpeg writes it in lossless JPEG (process 14)."""
+    if shutil.which("dcmcjpeg") is None:
+        pytest.skip("dcmcjpeg is not installed (apt-get install dcmtk)")
+    noise = np.random.default_rng(7).integers(0, 32, (256, 256), dtype=np.uint16)
+    (tmp_path / "film.dcm").write_bytes(dicom(gradient(levels=4000) + noise, bits_stored=12))
+    subprocess.run(["dcmcjpeg", *options, str(tmp_path / "film.dcm"), str(tmp_path / "jpeg.dcm")], check=True)
+    return (tmp_path / "jpeg.dcm").read_bytes()
+
+
+def _cut_with_eoi(data: bytes, fraction: float) -> bytes:
+    ds = dcmread(io.BytesIO(data))
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    cut = frame[: int(len(frame) * fraction)] + b"\xff\xd9"
+    ds.PixelData = encapsulate([cut + bytes(len(cut) % 2)])
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("options", [("+e1",), ("+el",)], ids=["SV1", "process-14"])
+@pytest.mark.parametrize("fraction", [0.3, 0.9, 0.99])
+def test_a_lossless_jpeg_frame_cut_short_with_an_eoi_appended_is_refused(tmp_path, options, fraction):
+    # libjpeg decoded it without a word, the rest of the film a ramp of its zero-bit fill.
+    refused = refusal(_cut_with_eoi(_lossless(tmp_path, *options), fraction))
+    assert refused.code == "truncated"
+    assert "DICOM file" in refused.message
+
+
+@pytest.mark.parametrize("selection", range(1, 8))
+def test_complete_lossless_jpeg_films_of_every_predictor_still_decode_exactly(tmp_path, selection):
+    data = _lossless(tmp_path, "+el", "+sv", str(selection))
+    expected = decode((tmp_path / "film.dcm").read_bytes(), target_size=None).pixels
+    assert np.array_equal(decode(data, target_size=None).pixels, expected)
