@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import io
 import shutil
+import struct
 import subprocess
 
 import numpy as np
 import pytest
+from PIL import Image
 from pydicom import dcmread
 from pydicom.encaps import encapsulate, generate_frames
+from pydicom.uid import JPEG2000, JPEG2000Lossless
 
 from tests.hostile_corpus import dicom_holding_jpeg, jpeg_cut_with_eoi, progressive_first_scans
-from tests.image_samples import dicom, gradient
+from tests.image_samples import dicom, encode, gradient
 from webapp.inference.decode import decode
 from webapp.inference.image import DecodeError
 
@@ -66,3 +69,34 @@ def test_complete_lossless_jpeg_films_of_every_predictor_still_decode_exactly(tm
     data = _lossless(tmp_path, "+el", "+sv", str(selection))
     expected = decode((tmp_path / "film.dcm").read_bytes(), target_size=None).pixels
     assert np.array_equal(decode(data, target_size=None).pixels, expected)
+
+
+def _j2k_claiming(side: int) -> bytes:
+    """A 64 x 64 film's 1 KB JPEG 2000 codestream whose SIZ was rewritten to `side` x `side` in one
+    tile, in a DICOM that says the same: openjpeg decoded it leniently, as noise."""
+    codestream = bytearray(encode(Image.fromarray(gradient(64, 64)), "JPEG2000", no_jp2=True))
+    struct.pack_into(">IIIIII", codestream, 8, side, side, 0, 0, side, side)  # Xsiz, Ysiz, offsets, XTsiz, YTsiz
+    ds = dcmread(io.BytesIO(dicom(gradient(64, 64))))
+    ds.Rows = ds.Columns = side
+    ds.PixelData = encapsulate([bytes(codestream) + bytes(len(codestream) % 2)])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+def test_a_jpeg_2000_frame_with_far_too_few_bytes_for_its_size_is_refused():
+    refused = refusal(_j2k_claiming(2000))
+    assert refused.code == "corrupt_dicom"
+    assert "bytes for 2000x2000 pixels" in refused.message
+
+
+@pytest.mark.parametrize("ratio", [100, 200])
+def test_a_jpeg_2000_film_compressed_far_beyond_radiology_practice_still_decodes(ratio):
+    noise = np.random.default_rng(3).integers(0, 32, (512, 512), dtype=np.uint16)
+    ds = dcmread(io.BytesIO(dicom(gradient(512, 512, levels=4000) + noise, bits_stored=12)))
+    ds.compress(JPEG2000, encoding_plugin="pylibjpeg", j2k_cr=[ratio])
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    assert decode(buffer.getvalue(), target_size=None).pixels.shape == (512, 512)

@@ -300,6 +300,16 @@ _J2K_TILE_BYTES = 10 * 1024
 _MAX_J2K_TILES = 4096
 
 
+# openjpeg decodes a codestream whose SIZ was rewritten to a larger image leniently, the missing code
+# blocks as noise: a 1.5 KB stream of a small film claiming 2000 x 2000 in one tile decoded to noise that
+# was screened. Real films need far more bytes a pixel: measured with openjpeg on six of the dataset's
+# radiographs (224 px copies, 8 and 12 bits), lossless 2.9 to 7.7 bits a pixel, lossy 0.08 to 0.12 at
+# 1:100 and 0.04 to 0.06 at 1:200 (ratios beyond radiology's guidelines); a smooth synthetic gradient,
+# 0.34 lossless. One byte for 800 samples (0.01 bits) is 4 times below the harshest of these; the forged
+# stream had 0.003. A blank film (a few hundred bytes) falls below it too, refused rather than called blank.
+_J2K_PIXELS_A_BYTE = 800
+
+
 def _j2k_frame_header(frame: bytes) -> tuple[int, int, int, int]:
     """(rows, columns, components, bytes openjpeg sets up for the tiles) from the SIZ marker segment,
     read here: openjpeg's own header reader sets up every tile the header declares."""
@@ -317,6 +327,13 @@ def _j2k_frame_header(frame: bytes) -> tuple[int, int, int, int]:
             "corrupt_dicom",
             f"The DICOM file's compressed image is split into {tiles:,} tiles (at most {_MAX_J2K_TILES:,} "
             "are read); the file is damaged or forged.",
+        )
+    pixels = (x - x_origin) * (y - y_origin) * max(components, 1)
+    if len(frame) * _J2K_PIXELS_A_BYTE < pixels:
+        raise DecodeError(
+            "corrupt_dicom",
+            f"The DICOM file's JPEG 2000 image holds {len(frame):,} bytes for {x - x_origin}x{y - y_origin} "
+            "pixels, far fewer than any real film needs; the file is damaged or forged.",
         )
     return y - y_origin, x - x_origin, components, tiles * _J2K_TILE_BYTES
 
