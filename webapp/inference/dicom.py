@@ -24,9 +24,19 @@ from pydicom.uid import (
     AllTransferSyntaxes,
     DeflatedExplicitVRLittleEndian,
     JPEG2000TransferSyntaxes,
+    JPEGLossless,
+    JPEGLosslessSV1,
 )
 
-from .dicom_frames import at_pixel_data, check_frame_header, first_frame, first_frame_extent, high_bit_layout
+from .dicom_frames import (
+    at_pixel_data,
+    check_frame_header,
+    first_compressed_frame,
+    first_frame,
+    first_frame_extent,
+    high_bit_layout,
+    refuse_cut_lossless,
+)
 from .dicom_grey import LUT_ERRORS, check_rescale, grey_from_colour, grey_levels
 from .dicom_header import (
     DEFER_BYTES,
@@ -166,6 +176,8 @@ def decode_dicom(
             f"The DICOM image stores its samples in {bits}-bit words, which cannot be read; "
             "export it with 8 or 16 bits allocated.",
         ) from exc
+    if tsyntax in (JPEGLossless, JPEGLosslessSV1) and frame.ndim == 2:
+        refuse_cut_lossless(first_compressed_frame(ds, data), frame)
     if frame.dtype.kind == "f" and not np.isfinite(frame).all():
         # NaN or infinity in Float Pixel Data would turn every grey level downstream into NaN.
         raise DecodeError(
