@@ -71,6 +71,29 @@ def test_complete_lossless_jpeg_films_of_every_predictor_still_decode_exactly(tm
     assert np.array_equal(decode(data, target_size=None).pixels, expected)
 
 
+def _jpeg_ls(tmp_path, *options: str) -> bytes:
+    """The same 12-bit film as dcmcjls writes it in JPEG-LS."""
+    if shutil.which("dcmcjpls") is None:
+        pytest.skip("dcmcjpls is not installed (apt-get install dcmtk)")
+    noise = np.random.default_rng(7).integers(0, 32, (256, 256), dtype=np.uint16)
+    (tmp_path / "film.dcm").write_bytes(dicom(gradient(levels=4000) + noise, bits_stored=12))
+    subprocess.run(["dcmcjpls", *options, str(tmp_path / "film.dcm"), str(tmp_path / "jls.dcm")], check=True)
+    return (tmp_path / "jls.dcm").read_bytes()
+
+
+@pytest.mark.parametrize("options", [("+el",), ("+en", "+md", "2")], ids=["lossless", "near-lossless"])
+@pytest.mark.parametrize("fraction", [0.3, 0.7, 0.99])
+def test_a_jpeg_ls_frame_cut_short_with_an_eoi_appended_is_refused(tmp_path, options, fraction):
+    # pylibjpeg-libjpeg, pydicom's first choice, filled the rest with a smooth continuation, without a word.
+    assert refusal(_cut_with_eoi(_jpeg_ls(tmp_path, *options), fraction)).code == "corrupt_dicom"
+
+
+def test_a_complete_jpeg_ls_film_decodes_exactly(tmp_path):
+    data = _jpeg_ls(tmp_path, "+el")
+    expected = decode((tmp_path / "film.dcm").read_bytes(), target_size=None).pixels
+    assert np.array_equal(decode(data, target_size=None).pixels, expected)
+
+
 def _j2k_claiming(side: int) -> bytes:
     """A 64 x 64 film's 1 KB JPEG 2000 codestream whose SIZ was rewritten to `side` x `side` in one
     tile, in a DICOM that says the same: openjpeg decoded it leniently, as noise."""
