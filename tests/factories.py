@@ -3,7 +3,9 @@
 from datetime import UTC, datetime
 
 from webapp.extensions import db
+from webapp.inference.labels import NORMAL, PNEUMONIA
 from webapp.models import Feedback, Prediction, PredictionImages, ValidationItem, ValidationRun
+from webapp.validation.report import figures
 from webapp.validation.site import current_model_version
 
 PNG_1PX = bytes.fromhex(
@@ -70,3 +72,15 @@ def add_validation_run(created_by: int, items=(), **columns) -> int:
     db.session.add_all(ValidationItem(run_id=run.id, **item) for item in items)
     db.session.commit()
     return run.id
+
+
+def add_run_of_spread_scores(admin_id: int) -> int:
+    """A finished run of 60 films a class whose proposals all lie well inside (0.05, 0.95), so each can be
+    adopted (the fixture films' own run scores them too confidently: every proposal at 0.9946)."""
+    truths = [NORMAL] * 60 + [PNEUMONIA] * 60
+    scores = [0.1 + 0.4 * i / 60 for i in range(60)] + [0.3 + 0.5 * i / 60 for i in range(60)]
+    metrics = figures(truths, scores, [PNEUMONIA if s >= 0.5 else NORMAL for s in scores], 0.5, 0.05)
+    metrics.update(unknown_reasons={}, refused=0, refused_files=[], films_in_archive=120)
+    metrics.update(duplicates=[], worst_errors=[])
+    films = [{"entry": f"{t}/{i}.png", "truth": t, "state": "done"} for i, t in enumerate(truths)]
+    return add_validation_run(admin_id, films, threshold=0.5, metrics=metrics)

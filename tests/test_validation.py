@@ -12,7 +12,7 @@ from PIL import Image
 from sqlalchemy import func, select, update
 
 from tests.archives import labelled_films, zip_bytes
-from tests.factories import add_validation_run
+from tests.factories import add_run_of_spread_scores, add_validation_run
 from tests.helpers import (
     csrf_token,
     drain,
@@ -25,10 +25,9 @@ from tests.helpers import (
 )
 from tests.image_samples import encode
 from webapp.extensions import db
-from webapp.inference.labels import CLASSES, NORMAL, PNEUMONIA
+from webapp.inference.labels import CLASSES
 from webapp.models import AuditEvent, Prediction, SiteCalibration, ValidationItem, ValidationRun
 from webapp.validation import site
-from webapp.validation.report import figures
 
 CORRUPT = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 
@@ -563,21 +562,10 @@ def test_the_report_offers_adopt_only_on_a_run_a_threshold_can_come_from(app, cl
     assert f"/admin/validation/{run_id}/adopt" not in page and 'name="reason"' not in page
     said = re.search(r'<p id="adopt-refused">(.*?)</p>', page, re.S)
     assert said and "needs at least 50 scored films of each class" in said.group(1), page[-3000:]
-    big = run_of_spread_scores(app, admin_user)
+    with app.app_context():
+        big = add_run_of_spread_scores(admin_user)
     page = client.get(f"/admin/validation/{big}").get_data(as_text=True)
     assert f"/admin/validation/{big}/adopt" in page and 'id="adopt-refused"' not in page
-
-
-def run_of_spread_scores(app, admin_id: int) -> int:
-    """A finished run of 60 films a class whose proposals all lie well inside (0.05, 0.95)."""
-    truths = ["NORMAL"] * 60 + ["PNEUMONIA"] * 60
-    scores = [0.1 + 0.4 * i / 60 for i in range(60)] + [0.3 + 0.5 * i / 60 for i in range(60)]
-    with app.app_context():
-        metrics = figures(truths, scores, [PNEUMONIA if s >= 0.5 else NORMAL for s in scores], 0.5, 0.05)
-        metrics.update(unknown_reasons={}, refused=0, refused_files=[], films_in_archive=120)
-        metrics.update(duplicates=[], worst_errors=[])
-        films = [{"entry": f"{t}/{i}.png", "truth": t, "state": "done"} for i, t in enumerate(truths)]
-        return add_validation_run(admin_id, films, threshold=0.5, metrics=metrics)
 
 
 def test_a_proposal_at_a_threshold_no_site_may_adopt_has_no_adopt_button(app, client, admin_token, auth, admin_user):
