@@ -58,23 +58,24 @@ def _run_of_form(run_id: int) -> ValidationRun:
     page, as if the link were wrong: the validation page now says what happened to it."""
     run = row_by_id(ValidationRun, run_id)
     if run is None:
-        flash(_gone_text(run_id), "info")
+        who = _deleted_by(run_id)
+        if who is None:
+            flash(f"There is no validation run {run_id} (any longer); nothing was done.", "info")
+        else:
+            flash(f"Validation run {run_id} was already deleted (by {who}); nothing was done.", "info")
         abort(redirect(url_for("validation.index"), code=303))
     return run
 
 
-def _gone_text(run_id: int) -> str:
-    target = f"validation run {run_id}"
+def _deleted_by(run_id: int) -> str | None:
+    """Who deleted validation run `run_id` ("you" for the one asking), from the trail; None if no one did."""
     by = db.session.scalar(
         select(AuditEvent.actor)
-        .where(AuditEvent.action == "validation.delete", AuditEvent.target == target)
+        .where(AuditEvent.action == "validation.delete", AuditEvent.target == f"validation run {run_id}")
         .order_by(AuditEvent.id.desc())
         .limit(1)
     )
-    if by is None:
-        return f"There is no validation run {run_id} (any longer); nothing was done."
-    who = "you" if by == current_user.username else by
-    return f"Validation run {run_id} was already deleted (by {who}); nothing was done."
+    return "you" if by is not None and by == current_user.username else by
 
 
 def _index_page(form, status=200):
@@ -149,7 +150,13 @@ def csrf_refused(exc: CSRFError):
 
 @bp.route("/<int:run_id>")
 def report(run_id: int):
-    run = _run_or_404(run_id)
+    run = row_by_id(ValidationRun, run_id)
+    if run is None:
+        # A stale link (the validation page open while another administrator deleted the run, a bookmark):
+        # the bare 404 page read as a wrong address. One that never named a run stays a 404.
+        who = _deleted_by(run_id) or abort(404)
+        flash(f"Validation run {run_id} was deleted (by {who}), with its report.", "info")
+        return redirect(url_for("validation.index"), code=303)
     record_report_viewed(run, current_user.username, "report page")
     metrics = run.metrics or {}
     worst = []
