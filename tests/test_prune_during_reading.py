@@ -9,6 +9,7 @@ with what happened (the page the reading was sent from, else the reader's histor
 
 from __future__ import annotations
 
+import html
 import threading
 from datetime import timedelta
 
@@ -119,3 +120,17 @@ def test_a_reading_sent_for_a_film_pruned_since_the_page_was_drawn_says_so(app, 
     assert gone.status_code == 303 and "is no longer kept" in client.get(gone.headers["Location"]).get_data(
         as_text=True
     )
+
+
+def test_a_link_to_a_pruned_film_says_why_it_leads_nowhere(app, client, auth, clinician_user):
+    """Found by the admin pages' review: a film's link on a history page drawn before the prune answered
+    the bare "There is nothing at this address.", read as a wrong address."""
+    with app.app_context():
+        old = add_prediction(clinician_user, when=utcnow() - timedelta(days=400))
+    auth.login("clin")
+    _prune(app)
+    for path in (f"/predictions/{old}", f"/predictions/{old}/print"):
+        page = client.get(path)
+        assert page.status_code == 404, path
+        said = html.unescape(page.get_data(as_text=True))
+        assert f"There is no film {old} (any longer): films are deleted past the site's retention period" in said

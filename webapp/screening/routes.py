@@ -19,11 +19,18 @@ from .batch import reading_order, summarise
 from .forms import ACCEPTED_EXTENSIONS, FeedbackForm, UploadForm
 from .service import UploadRejected, screen_batch
 
+# A film's link followed after the film was pruned (a history page drawn before, a bookmark) answered
+# "There is nothing at this address.", read as a wrong address: the page now says the likely reason.
+FILM_NOT_KEPT = (
+    "There is no film {id} (any longer): films are deleted past the site's retention period for screening "
+    "results (flask predictions prune), and a link from before that leads nowhere."
+)
+
 
 def visible_prediction(prediction_id: int) -> Prediction:
     prediction = db.session.get(Prediction, prediction_id)
     if prediction is None:
-        abort(404)
+        abort(404, FILM_NOT_KEPT.format(id=prediction_id))
     if not prediction.visible_to(current_user):
         # Someone else's patient: a refused look is in the trail too, or probing would leave no trace.
         record_audit(current_user.username, "prediction_view_refused", f"prediction {prediction.id}", request.endpoint)
