@@ -50,8 +50,8 @@ def test_a_refused_password_change_says_why_at_each_field(client, auth, clinicia
     auth.login("clin")
     token = csrf_token(client, "/auth/password")
     page = client.post("/auth/password", data={"csrf_token": token}).get_data(as_text=True)
-    for control in ("current_password", "new_password", "confirm"):
-        assert "This field is required." in error_read_with(page, control)
+    for control, label in (("current_password", "Current"), ("new_password", "New"), ("confirm", "New")):
+        assert f"{label} password" in error_read_with(page, control)  # its field named (test_form_messages)
 
 
 def test_the_user_form_keeps_its_hint_beside_the_error(client, auth, admin_user):
@@ -59,7 +59,7 @@ def test_the_user_form_keeps_its_hint_beside_the_error(client, auth, admin_user)
     token = csrf_token(client, "/admin/users")
     page = client.post("/admin/users", data={"csrf_token": token, "username": "x" * 3}).get_data(as_text=True)
     described = error_read_with(page, "password")
-    assert "This field is required." in described and "At least 12 characters" in described
+    assert "Initial password is required." in described and "At least 12 characters" in described
 
 
 @pytest.mark.parametrize("path", ["/admin/history", "/history/", "/admin/audit"])

@@ -4,11 +4,12 @@ On PostgreSQL the prune locks its batch's films until it commits; a reading save
 that lock, then failed on the foreign key: the reader got a 500. On SQLite, which checks no foreign
 key, the reading was written anyway ("Review saved"): a reading, free-text comment included, of a film
 that no longer exists, outliving the retention period its film was deleted for. Both now answer 410
-with what happened, and save nothing.
+with what happened (the page the reading was sent from, else the reader's history), and save nothing.
 """
 
 from __future__ import annotations
 
+import html
 import threading
 from datetime import timedelta
 
@@ -49,8 +50,10 @@ def test_a_reading_saved_as_its_film_is_pruned_is_refused_clearly(tmp_path, monk
         f"/predictions/{film}/feedback", data={"csrf_token": token, "label": "PNEUMONIA", "comment": "left lower lobe"}
     )
 
-    assert answer.status_code == 410
-    assert "This film was deleted while you had it open" in answer.get_data(as_text=True)
+    assert answer.status_code == 303 and answer.headers["Location"].endswith("/history/")  # not a 410 page
+    assert "This film was deleted while you had it open" in client.get(answer.headers["Location"]).get_data(
+        as_text=True
+    )
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Feedback)) == 0
         assert db.session.scalars(select(AuditEvent.action).where(AuditEvent.action == "predictions_pruned")).all()
@@ -84,3 +87,50 @@ def test_a_worklist_film_opened_as_it_is_pruned_leaves_no_read_behind(tmp_path, 
 def _prune(app) -> None:
     with app.app_context():
         prune_predictions(utcnow() - timedelta(days=365), "older than 365 days")
+
+
+def test_a_reading_sent_for_a_film_pruned_since_the_page_was_drawn_says_so(app, client, auth, clinician_user):
+    """Found by the admin pages' review: the reader opened a batch's results, the nightly prune deleted
+    one of its films, and Save review on it answered the bare 404 page ("There is nothing at this
+    address"); the results page, reloaded, was a 404 too, for the films still there as well."""
+    with app.app_context():
+        old = add_prediction(clinician_user, when=utcnow() - timedelta(days=400))
+        new = add_prediction(clinician_user)
+    auth.login("clin")
+    results = f"/screen/results?id={old}&id={new}"
+    token = csrf_token(client, results)
+    _prune(app)
+    reading = {"csrf_token": token, "label": "NORMAL", "comment": "clear", "back": results}
+    answer = client.post(f"/predictions/{old}/feedback", data=reading)
+    assert answer.status_code == 303 and answer.headers["Location"].startswith(results)
+    page = client.get(answer.headers["Location"])
+    said = page.get_data(as_text=True)
+    assert page.status_code == 200 and "This film was deleted while you had it open" in said
+    assert f"Film {old} of this page is no longer kept" in said and f'href="/predictions/{new}"' in said
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Feedback)) == 0
+    # Sent from its own page, which is gone: the reader's history, with the same sentence.
+    answer = client.post(f"/predictions/{old}/feedback", data={**reading, "back": ""})
+    assert answer.headers["Location"].endswith("/history/")
+    assert "This film was deleted while you had it open" in client.get(answer.headers["Location"]).get_data(
+        as_text=True
+    )
+    # Every film of the page gone: the history says so, not a 404.
+    gone = client.get(f"/screen/results?id={old}")
+    assert gone.status_code == 303 and "is no longer kept" in client.get(gone.headers["Location"]).get_data(
+        as_text=True
+    )
+
+
+def test_a_link_to_a_pruned_film_says_why_it_leads_nowhere(app, client, auth, clinician_user):
+    """Found by the admin pages' review: a film's link on a history page drawn before the prune answered
+    the bare "There is nothing at this address.", read as a wrong address."""
+    with app.app_context():
+        old = add_prediction(clinician_user, when=utcnow() - timedelta(days=400))
+    auth.login("clin")
+    _prune(app)
+    for path in (f"/predictions/{old}", f"/predictions/{old}/print"):
+        page = client.get(path)
+        assert page.status_code == 404, path
+        said = html.unescape(page.get_data(as_text=True))
+        assert f"There is no film {old} (any longer): films are deleted past the site's retention period" in said

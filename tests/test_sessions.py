@@ -381,3 +381,31 @@ def test_a_password_change_sent_twice_at_once_is_made_once_and_stays_signed_in(t
         assert db.session.query(AuditEvent).filter_by(action="password_changed").count() == 1
         db.session.remove()
         db.engine.dispose()
+
+
+def test_a_password_change_sent_again_says_it_was_made(app, client, auth, clinician_user):
+    """Found by the admin pages' review: Change password double-clicked, the second POST arriving once
+    the first was done (or the form sent again from the back button), carried the page's token, which
+    the change's fresh session no longer takes; the browser showed its answer, "Nothing was saved: this
+    form had expired", read as if the password were still the old one."""
+    auth.login("clin")
+    token = csrf_token(client, "/auth/password")
+    new = "a-brand-new-password-1"
+    form = {"csrf_token": token, "current_password": PASSWORDS["clin"], "new_password": new, "confirm": new}
+    assert client.post("/auth/password", data=form).status_code == 303
+    again = client.post("/auth/password", data=form)
+    assert again.status_code == 303 and again.headers["Location"] == "/screen"
+    said = client.get("/screen").get_data(as_text=True)
+    assert auth_routes.CHANGED_ALREADY in said and "had expired" not in said
+    with app.app_context():
+        assert db.session.query(AuditEvent).filter_by(action="password_changed").count() == 1
+        assert db.session.get(User, clinician_user).check_password(new)
+    # Any other stale form is refused as before: the change's sentence is for the password form only.
+    assert "had expired" in client.post("/preferences/theme", data={"csrf_token": token}).get_data(as_text=True)
+
+
+def test_a_stale_password_form_with_no_change_made_is_refused_as_expired(client, auth, clinician_user):
+    auth.login("clin")
+    form = {"csrf_token": "stale", "current_password": PASSWORDS["clin"], "new_password": "x" * 12, "confirm": "x"}
+    refused = client.post("/auth/password", data=form)
+    assert refused.status_code == 400 and "had expired" in refused.get_data(as_text=True)

@@ -99,11 +99,47 @@ def test_an_admin_deletes_an_ended_run_on_its_report_page(app, client, auth, adm
     assert f"Validation run {run_id} was deleted with its 5 films" in index
     assert kept(app, run_id) == (False, 0, False)
     assert deletions(app) == [("admin", f"validation run {run_id}", "5 films")]
-    for path in ("", "/films.csv", f"/films/{item_id}/image.png", f"/films/{item_id}/heatmap.png"):
+    for path in ("/films.csv", f"/films/{item_id}/image.png", f"/films/{item_id}/heatmap.png"):
         assert client.get(f"/admin/validation/{run_id}{path}").status_code == 404
+    report = client.get(f"/admin/validation/{run_id}")  # a stale link to the report: the page says so
+    assert report.status_code == 303 and report.headers["Location"].endswith("/admin/validation/")
+    assert f"Validation run {run_id} was deleted (by you), with its report." in client.get("/admin/validation/").text
+    assert client.get("/admin/validation/999999").status_code == 404  # no run was ever there
     assert kept(app, other) == (True, 5, True)  # only that run
+    # The form sent again (the back button, a double-click): not a missing page, the run is gone.
     gone = client.post(f"/admin/validation/{run_id}/delete", data={"csrf_token": token, "confirm": "y"})
-    assert gone.status_code == 404
+    assert gone.status_code == 303 and gone.headers["Location"].endswith("/admin/validation/")
+    said = client.get(gone.headers["Location"]).get_data(as_text=True)
+    assert f"Validation run {run_id} was already deleted (by you); nothing was done." in said
+    assert deletions(app) == [("admin", f"validation run {run_id}", "5 films")]
+
+
+def test_a_form_of_a_run_deleted_meanwhile_says_so(app, client, auth, runner, admin_user, admin_token):
+    # Found by the admin pages' review: another administrator deleted the run while this one had its
+    # report open; Cancel, Redact or Adopt then answered the bare 404 page.
+    run_id = finished_run(app, client, admin_token)
+    auth.login("admin")
+    token = csrf_token(client, f"/admin/validation/{run_id}")
+    assert runner.invoke(args=["validation", "delete", str(run_id), "--yes"]).exit_code == 0
+    forms = {
+        "cancel": {},
+        "redact": {"confirm_redaction": "y"},
+        "adopt": {"threshold": "0.4", "reason": "site review"},
+        "delete": {"confirm": "y"},
+    }
+    for action, data in forms.items():
+        answer = client.post(f"/admin/validation/{run_id}/{action}", data={"csrf_token": token, **data})
+        assert answer.status_code == 303 and answer.headers["Location"].endswith("/admin/validation/"), action
+        said = client.get(answer.headers["Location"]).get_data(as_text=True)
+        assert f"Validation run {run_id} was already deleted (by cli:operator); nothing was done." in said, action
+    # The link to its report, on the validation page drawn before the delete.
+    report = client.get(f"/admin/validation/{run_id}")
+    assert report.status_code == 303 and report.headers["Location"].endswith("/admin/validation/")
+    said = client.get(report.headers["Location"]).get_data(as_text=True)
+    assert f"Validation run {run_id} was deleted (by cli:operator), with its report." in said
+    never = client.post("/admin/validation/999999/delete", data={"csrf_token": token, "confirm": "y"})
+    said = client.get(never.headers["Location"]).get_data(as_text=True)
+    assert "There is no validation run 999999 (any longer); nothing was done." in said
 
 
 def test_the_api_deletes_an_ended_run(app, client, admin_token):

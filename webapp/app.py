@@ -11,7 +11,7 @@ from .extensions import csrf, db, login_manager, migrate
 from .inference.decide import threshold_text
 from .params import BoundedIntConverter
 from .private_files import make_private
-from .responses import takes_error_focus
+from .responses import error_text, takes_error_focus
 
 
 def create_app(config_class: type[Config] | None = None, overrides: dict | None = None) -> Flask:
@@ -25,6 +25,7 @@ def create_app(config_class: type[Config] | None = None, overrides: dict | None 
     register_extensions(app)
     register_blueprints(app)
     app.add_template_global(takes_error_focus)
+    app.add_template_global(error_text)
     app.add_template_filter(threshold_text, "threshold")
     register_local_time(app)
     register_errorhandlers(app)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, tzinfo
+from datetime import UTC, date, timedelta, tzinfo
 
 from flask_wtf import FlaskForm
 from sqlalchemy import Select, func, or_, select
@@ -12,8 +12,24 @@ from wtforms.validators import Length, Optional
 from .date_range import not_before_date_from
 from .extensions import db
 from .local_time import day_bounds, display_zone
-from .models import AuditEvent, User, folded_username, record_audit
+from .models import AuditEvent, User, folded_username, record_audit, utcnow
 from .shell_actor import actor_is
+
+# How long after an action the same form sent again is taken for a repeat, not a new request.
+REPEAT_WINDOW = timedelta(minutes=10)
+
+
+def done_moments_ago(actor: str, action: str, target: str) -> bool:
+    """Whether `actor`'s trail holds `action` on `target` within REPEAT_WINDOW: with the same values
+    found in place, the form now sent is that one again (a double-click's other POST, or the form
+    re-sent from the back button), whose answer is the one the browser shows."""
+    done = select(AuditEvent.id).where(
+        AuditEvent.action == action,
+        AuditEvent.actor == actor,
+        AuditEvent.target == target,
+        AuditEvent.created_at >= utcnow() - REPEAT_WINDOW,
+    )
+    return db.session.scalar(done.limit(1)) is not None
 
 
 class AuditFilterForm(FlaskForm):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from flask import flash, g, request, url_for
@@ -21,8 +22,32 @@ def wants_json() -> bool:
 
 
 def form_errors(form: FlaskForm) -> str:
-    """All of a form's validation messages as one sentence for a flash or a JSON error."""
-    return "; ".join(message for messages in form.errors.values() for message in messages)
+    """All of a form's validation messages, each naming its field, as sentences for a flash or a JSON
+    error. Joined with "; " they read "Field cannot be longer than 64 characters.; Number must be
+    between 1 and 3650.", which named neither field (the admin pages' review)."""
+    return " ".join(error_text(field, message) for field in form for message in field.errors)
+
+
+# How WTForms' own messages name the field they refuse ("This field is required.", "Field cannot be
+# longer than 64 characters.", "Number must be between 1 and 3650."): the field's label goes there.
+STAND_INS = ("This field ", "Field ", "Number ")
+# A box's label is a whole sentence, and its message says which box ("Tick the box to confirm the
+# deletion."); a hidden field has no name the user ever saw, and its message says what to do.
+UNNAMED_FIELDS = ("BooleanField", "HiddenField", "CSRFTokenField")
+
+
+def error_text(field, message: str) -> str:
+    """One of `field`'s messages as a sentence naming the field, for a flash and beside the field alike
+    (a screen reader reads it alone, when the field gets the focus)."""
+    if field.type not in UNNAMED_FIELDS:
+        # "(optional)" says the field may be left empty, not what it is.
+        name = field.label.text.removesuffix(" (optional)")
+        stand_in = next((s for s in STAND_INS if message.startswith(s)), None)
+        if stand_in:
+            message = f"{name} {message.removeprefix(stand_in)}"
+        elif not re.search(rf"\b{re.escape(name)}\b", message, flags=re.IGNORECASE):
+            message = f"{name}: {message}"
+    return message if message.endswith((".", "?", "!")) else message + "."
 
 
 def takes_error_focus(field) -> bool:

@@ -1,5 +1,4 @@
 import secrets
-from datetime import timedelta
 
 from flask import Response, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -9,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from ..access import TokenRefused, issue_token, revoke_token
-from ..audit_log import AuditFilterForm, form_query, newest_event, record_trail_viewed
+from ..audit_log import AuditFilterForm, done_moments_ago, form_query, newest_event, record_trail_viewed
 from ..auth.sessions import end_all_access
 from ..extensions import db
 from ..history.filters import HistoryFilterForm, filtered_predictions, filters_text
@@ -91,23 +90,6 @@ def users():
     return users_page(form)
 
 
-# How long after an administrator's action the same form sent again is taken for a repeat, not a new request.
-REPEAT_WINDOW = timedelta(minutes=10)
-
-
-def _done_moments_ago(action: str, target: str) -> bool:
-    """Whether this administrator's trail holds `action` on `target` within REPEAT_WINDOW: with the
-    same values found in place, the form now sent is that one again (a double-click's other POST, or
-    the form re-sent from the back button), whose answer is the one the browser shows."""
-    done = select(AuditEvent.id).where(
-        AuditEvent.action == action,
-        AuditEvent.actor == current_user.username,
-        AuditEvent.target == target,
-        AuditEvent.created_at >= utcnow() - REPEAT_WINDOW,
-    )
-    return db.session.scalar(done.limit(1)) is not None
-
-
 def _created_by_this_form(form: CreateUserForm) -> bool:
     """Whether the account named in `form` is the one this same form made moments ago: sent again, it
     was told "That username is taken", and the administrator read that the account was not made.
@@ -115,14 +97,16 @@ def _created_by_this_form(form: CreateUserForm) -> bool:
     user = User.by_username(form.username.data)
     if user is None or user.role != form.role.data:
         return False
-    return _done_moments_ago("user_created", user.username) and user.check_password(form.password.data)
+    return done_moments_ago(current_user.username, "user_created", user.username) and user.check_password(
+        form.password.data
+    )
 
 
 def _reset_by_this_form(user: User, form: ResetPasswordForm) -> bool:
     """Whether `user`'s password is the one this same form set moments ago, not yet replaced by them."""
     return (
         user.must_change_password
-        and _done_moments_ago("password_reset", user.username)
+        and done_moments_ago(current_user.username, "password_reset", user.username)
         and user.check_password(form.password.data)
     )
 

@@ -2,9 +2,11 @@ import logging
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, logout_user
+from flask_wtf.csrf import CSRFError
 from sqlalchemy import update
 from sqlalchemy.orm.attributes import set_committed_value
 
+from ..audit_log import done_moments_ago
 from ..extensions import db
 from ..models import User, record_audit
 from ..passwords import hash_password, verify_password
@@ -139,6 +141,30 @@ def change_password():
             flash("Password changed. You were signed out everywhere else.", "info")
             return redirect(url_for("screening.upload"), code=303)
     return render_template("auth/password.html", form=form), 400 if form.errors else 200
+
+
+CHANGED_ALREADY = (
+    "Your password was already changed a few moments ago; this form, sent again (a double-click, or the back "
+    "button), changed nothing. Your password is the new one."
+)
+
+
+@bp.errorhandler(CSRFError)
+def csrf_refused(exc: CSRFError):
+    """A password change sent twice, the second POST after the first was done (a double-click, the back
+    button): the change began a new session, whose CSRF token is not the page's, and the answer the
+    browser shows said "Nothing was saved: this form had expired", read as if the change had failed."""
+    if (
+        request.endpoint == "auth.change_password"
+        and current_user.is_authenticated
+        and done_moments_ago(current_user.username, "password_changed", current_user.username)
+    ):
+        flash(CHANGED_ALREADY, "info")
+        return redirect(url_for("screening.upload"), code=303)
+    # Imported here: errors.handlers imports security, which imports the API, which imports this package.
+    from ..errors.handlers import handle_csrf
+
+    return handle_csrf(exc)
 
 
 CHANGED_ELSEWHERE = (

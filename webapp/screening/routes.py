@@ -19,11 +19,18 @@ from .batch import reading_order, summarise
 from .forms import ACCEPTED_EXTENSIONS, FeedbackForm, UploadForm
 from .service import UploadRejected, screen_batch
 
+# A film's link followed after the film was pruned (a history page drawn before, a bookmark) answered
+# "There is nothing at this address.", read as a wrong address: the page now says the likely reason.
+FILM_NOT_KEPT = (
+    "There is no film {id} (any longer): films are deleted past the site's retention period for screening "
+    "results (flask predictions prune), and a link from before that leads nowhere."
+)
+
 
 def visible_prediction(prediction_id: int) -> Prediction:
     prediction = db.session.get(Prediction, prediction_id)
     if prediction is None:
-        abort(404)
+        abort(404, FILM_NOT_KEPT.format(id=prediction_id))
     if not prediction.visible_to(current_user):
         # Someone else's patient: a refused look is in the trail too, or probing would leave no trace.
         record_audit(current_user.username, "prediction_view_refused", f"prediction {prediction.id}", request.endpoint)
@@ -123,7 +130,15 @@ def results():
     ids = list(dict.fromkeys(int_args("id")))[: current_app.config["MAX_FILES_PER_UPLOAD"]]
     if not ids:
         return redirect(url_for("screening.upload"))
-    predictions = [visible_prediction(i) for i in ids]
+    kept = {i for i in ids if db.session.get(Prediction, i) is not None}
+    predictions = [visible_prediction(i) for i in ids if i in kept]
+    gone = [i for i in ids if i not in kept]
+    if gone:
+        # Pruned since the upload (the page reloaded, or the answer to a reading of one of them): a 404
+        # for the whole page hid the films still kept, the reader not told why.
+        flash(_no_longer_kept(gone), "info")
+        if not predictions:
+            return redirect(url_for("history.mine"), 303)
     for prediction in predictions:
         record_audit(current_user.username, "prediction_viewed", f"prediction {prediction.id}", "results page")
     db.session.commit()
@@ -138,6 +153,16 @@ def results():
         notes=NOTES,
         intended_use=INTENDED_USE,
         feedback_form=FeedbackForm,
+    )
+
+
+def _no_longer_kept(films: list[int]) -> str:
+    named = (
+        f"Films {', '.join(map(str, films))} of this page are" if len(films) > 1 else f"Film {films[0]} of this page is"
+    )
+    return (
+        f"{named} no longer kept: films are deleted past the site's retention period for screening results "
+        "(flask predictions prune)."
     )
 
 
@@ -199,6 +224,8 @@ def heatmap_key():
 
 @bp.route("/predictions/<int:prediction_id>/feedback", methods=["POST"])
 def feedback(prediction_id: int):
+    if db.session.get(Prediction, prediction_id) is None:
+        return _film_gone()
     prediction = visible_prediction(prediction_id)
     form = FeedbackForm()
     if not form_accepted(form, "The review was not saved"):
@@ -214,13 +241,22 @@ def feedback(prediction_id: int):
         db.session.rollback()
         saved = film_kept(prediction_id) and _save_reading(prediction, label, comment)
     if not saved:
-        abort(410, FILM_PRUNED)
+        return _film_gone()
     flash("Review saved. Thank you: reviews are how we measure the model.", "info")
     back = request.form.get("back", "")
     # Back to this film's saved reading (review_anchor), not to the top of a batch the reader is working through.
     if _is_results_path(back):
         return redirect(f"{back}#{review_anchor(prediction.id)}", 303)
     return redirect(url_for("screening.detail", prediction_id=prediction.id, _anchor=review_anchor(prediction.id)), 303)
+
+
+def _film_gone():
+    """A reading sent for a film pruned since its page was drawn, or while it was being saved: back to the
+    results page it came from (which says which of its films are gone), else the reader's history, with
+    what happened. It answered the bare 404 page, or a 410 page that left the reader nowhere."""
+    flash(FILM_PRUNED, "error")
+    back = request.form.get("back", "")
+    return redirect(back if _is_results_path(back) else url_for("history.mine"), 303)
 
 
 @bp.app_template_global()

@@ -12,7 +12,7 @@ from ..extensions import db
 from ..inference.decide import threshold_text
 from ..inference.model_card import ModelCardError, read_card
 from ..inference.overlay import stored_overlay_png
-from ..models import SiteCalibration, ValidationItem, ValidationRun, record_audit
+from ..models import AuditEvent, SiteCalibration, ValidationItem, ValidationRun, record_audit
 from ..multipart import WHY_UNREADABLE, answered_by_the_page, unreadable
 from ..params import row_by_id
 from ..refusal import Refusal
@@ -58,6 +58,32 @@ def _run_or_404(run_id: int) -> ValidationRun:
     if run is None:
         abort(404)
     return run
+
+
+def _run_of_form(run_id: int) -> ValidationRun:
+    """The run a form of its report page was sent for. One deleted since (this form sent again from
+    the back button or by a double-click, or another administrator's delete) answered the bare 404
+    page, as if the link were wrong: the validation page now says what happened to it."""
+    run = row_by_id(ValidationRun, run_id)
+    if run is None:
+        who = _deleted_by(run_id)
+        if who is None:
+            flash(f"There is no validation run {run_id} (any longer); nothing was done.", "info")
+        else:
+            flash(f"Validation run {run_id} was already deleted (by {who}); nothing was done.", "info")
+        abort(redirect(url_for("validation.index"), code=303))
+    return run
+
+
+def _deleted_by(run_id: int) -> str | None:
+    """Who deleted validation run `run_id` ("you" for the one asking), from the trail; None if no one did."""
+    by = db.session.scalar(
+        select(AuditEvent.actor)
+        .where(AuditEvent.action == "validation.delete", AuditEvent.target == f"validation run {run_id}")
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    )
+    return "you" if by is not None and by == current_user.username else by
 
 
 def _index_page(form, status=200):
@@ -132,7 +158,13 @@ def csrf_refused(exc: CSRFError):
 
 @bp.route("/<int:run_id>")
 def report(run_id: int):
-    run = _run_or_404(run_id)
+    run = row_by_id(ValidationRun, run_id)
+    if run is None:
+        # A stale link (the validation page open while another administrator deleted the run, a bookmark):
+        # the bare 404 page read as a wrong address. One that never named a run stays a 404.
+        who = _deleted_by(run_id) or abort(404)
+        flash(f"Validation run {run_id} was deleted (by {who}), with its report.", "info")
+        return redirect(url_for("validation.index"), code=303)
     record_report_viewed(run, current_user.username, "report page")
     metrics = run.metrics or {}
     worst = []
@@ -234,7 +266,7 @@ def film_heatmap(run_id: int, item_id: int):
 
 @bp.route("/<int:run_id>/adopt", methods=["POST"])
 def adopt_threshold(run_id: int):
-    run = _run_or_404(run_id)
+    run = _run_of_form(run_id)
     form = AdoptThresholdForm()
     if form_accepted(form, "The threshold was not adopted"):
         already = (
@@ -276,7 +308,7 @@ def _adopted_by_this_form(run: ValidationRun, form: AdoptThresholdForm) -> bool:
 
 @bp.route("/<int:run_id>/cancel", methods=["POST"])
 def cancel_run(run_id: int):
-    run = _run_or_404(run_id)
+    run = _run_of_form(run_id)
     if CancelRunForm().validate_on_submit():
         if cancel(run.id, current_user):
             flash(f"Validation run {run.id} was cancelled; its archive is removed.", "info")
@@ -287,7 +319,7 @@ def cancel_run(run_id: int):
 
 @bp.route("/<int:run_id>/delete", methods=["POST"])
 def delete(run_id: int):
-    run = _run_or_404(run_id)
+    run = _run_of_form(run_id)
     if not form_accepted(DeleteRunForm(), f"Validation run {run.id} was not deleted"):
         return redirect(url_for("validation.report", run_id=run.id), code=303)
     try:
@@ -300,7 +332,7 @@ def delete(run_id: int):
 
 @bp.route("/<int:run_id>/redact", methods=["POST"])
 def redact(run_id: int):
-    run = _run_or_404(run_id)
+    run = _run_of_form(run_id)
     if form_accepted(RedactRunForm(), f"The films of validation run {run.id} were not redacted"):
         try:
             films = redact_run(run.id, current_user.username)
