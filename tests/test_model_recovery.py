@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import app_with_model_file, reset_database
+from tests.helpers import AuthActions, app_with_model_file, make_user, reset_database
 from webapp.extensions import db
 
 GOOD = b"a model"
@@ -93,3 +93,23 @@ def test_the_job_worker_waits_for_a_repaired_model(app, runner, monkeypatch, loa
     assert any(m.startswith("jobs worker ready") for m in messages)
     with app.app_context():
         db.session.remove()
+
+
+def test_the_upload_page_says_up_front_that_screening_is_unavailable(tmp_path, loader):
+    """Found by the resource-failure review: with the model unloadable, the upload page said nothing;
+    a clinician chose and uploaded films and only then read that screening was unavailable."""
+    app, model = broken_app(tmp_path, b"cut short")
+    make_user(app, "clin", "clinician")
+    client = app.test_client()
+    AuthActions(client).login()
+    assert "screening-unavailable" not in client.get("/screen").get_data(as_text=True)
+    assert loader == []  # the page loads no model: gunicorn's post_worker_init does, or the first upload
+    client.get("/readyz")  # the load, as at a worker's start
+    page = client.get("/screen").get_data(as_text=True)
+    assert "Screening is not available on this server right now" in page and "Please tell IT." in page
+    assert str(model) not in page and "Keras" not in page  # the cause is for the admin, on /readyz
+    assert len(loader) == 1
+    model.write_bytes(GOOD)
+    (tmp_path / "model_card.json").write_text("{}")
+    assert "screening-unavailable" not in client.get("/screen").get_data(as_text=True)
+    assert len(loader) == 1  # the next request that needs the model loads it

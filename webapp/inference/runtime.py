@@ -70,6 +70,15 @@ def get_analyzer(model_path: Path, max_batch: int = 8, batch_window_ms: float = 
     return entry
 
 
+def known_unavailable(model_path: Path) -> bool:
+    """Whether this process's load of `model_path` failed and its files are as they were then: a
+    page can say so up front without loading anything (the next request that needs the model
+    tries again once they changed)."""
+    key = Path(model_path).resolve()
+    entry = _loaded.get(key)
+    return isinstance(entry, _Failure) and _current(entry, key)
+
+
 def analyzer_for(config: Mapping):
     """The process's Analyzer for an app's settings (MODEL_PATH and the INFERENCE_BATCH_* pair)."""
     return get_analyzer(config["MODEL_PATH"], config["INFERENCE_BATCH_MAX"], config["INFERENCE_BATCH_WINDOW_MS"])

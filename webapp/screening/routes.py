@@ -17,7 +17,7 @@ from ..responses import form_accepted, form_errors, is_local_path, wants_json
 from . import bp, review_copy
 from .batch import reading_order, summarise
 from .forms import ACCEPTED_EXTENSIONS, FeedbackForm, UploadForm
-from .service import UploadRejected, screen_batch
+from .service import UploadRejected, screen_batch, screening_unavailable
 
 
 def visible_prediction(prediction_id: int) -> Prediction:
@@ -48,6 +48,7 @@ def _upload_page(form, errors, status):
         max_mb=current_app.config["MAX_UPLOAD_MB"],
         max_files=current_app.config["MAX_FILES_PER_UPLOAD"],
         intended_use=INTENDED_USE,
+        unavailable=screening_unavailable(),
     ), status
 
 
