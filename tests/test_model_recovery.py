@@ -113,3 +113,30 @@ def test_the_upload_page_says_up_front_that_screening_is_unavailable(tmp_path, l
     (tmp_path / "model_card.json").write_text("{}")
     assert "screening-unavailable" not in client.get("/screen").get_data(as_text=True)
     assert len(loader) == 1  # the next request that needs the model loads it
+
+
+def test_the_job_worker_is_seen_while_it_loads_the_model(app, runner, monkeypatch):
+    """Found by the resource-failure review (gunicorn, one job queued, then `flask jobs worker`): /readyz
+    warned "no job worker ... never seen ... start `flask --app wsgi jobs worker`" for the whole load
+    (8 s on an idle 2-core machine, over a minute on a busy one), with the worker starting."""
+    from webapp.jobs.queue import enqueue, jobs
+
+    said_while_loading = []
+
+    def load(config):
+        said_while_loading.append(jobs().silent_worker())
+
+    class Consumer:
+        def run(self):
+            pass
+
+    with app.app_context():
+        enqueue("dicom.screen", 999999)
+        assert "never seen" in jobs().silent_worker()
+    monkeypatch.setattr("webapp.jobs.cli.analyzer_for", load)
+    monkeypatch.setattr("webapp.jobs.cli.install_process_logging", lambda *filters: None)
+    monkeypatch.setattr("webapp.jobs.cli.yield_cpu", lambda *args: None)
+    monkeypatch.setattr("huey.api.Huey.create_consumer", lambda self, **options: Consumer())
+    result = runner.invoke(args=["jobs", "worker"])
+    assert result.exit_code == 0, result.output
+    assert said_while_loading == [None]

@@ -40,12 +40,17 @@ def worker(threads: int) -> None:
     queue = jobs()
     # Checked before the model loads: a worker on an unreachable queue would only log a traceback a second.
     reachable_or_fail(queue)
+    # Said before the model loads (seconds idle, over a minute on a busy machine): /readyz warned "no
+    # job worker ... never seen ... start `flask --app wsgi jobs worker`" all that time, until 5
+    # December, with the worker starting. One whose model does not load is not seen again, so the
+    # warning comes back after WORKER_SILENT_SECONDS.
+    queue.worker_alive()
     # The model is loaded once, here, and shared by every job this process runs (threads, not
     # forked processes: TensorFlow is not fork-safe).
     yield_cpu(current_app.config["JOBS_WORKER_NICE"], current_app.config["JOBS_WORKER_TF_THREADS"])
     wait_for_model(current_app.config)
     backend = "Redis" if current_app.config.get("REDIS_URL") else f"SQLite in {current_app.config['INSTANCE_DIR']}"
-    queue.worker_alive()  # /readyz stops warning that jobs wait with no worker
+    queue.worker_alive()  # again: a load on a starved machine can outlast WORKER_SILENT_SECONDS
     check_worker_settings()  # a SECRET_KEY or model other than the replicas': said now, not found out later
     # A worker that starts may be the replacement of one that was killed mid-job.
     try:
