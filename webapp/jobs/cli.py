@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import click
 from flask import current_app
@@ -18,6 +19,9 @@ from .queue import QueueUnavailable, jobs, run_recoveries
 
 jobs_cli = AdminGroup("jobs", help="Background jobs: run a worker, show the queue.")
 WORKER_READY = "jobs worker ready"
+# How often a worker whose model would not load looks at the file again: two stat calls, and a load
+# only once the file or its card changed (inference/runtime.py).
+MODEL_RECHECK_SECONDS = 10
 
 
 @jobs_cli.command("worker")
@@ -36,15 +40,17 @@ def worker(threads: int) -> None:
     queue = jobs()
     # Checked before the model loads: a worker on an unreachable queue would only log a traceback a second.
     reachable_or_fail(queue)
+    # Said before the model loads (seconds idle, over a minute on a busy machine): /readyz warned "no
+    # job worker ... never seen ... start `flask --app wsgi jobs worker`" all that time, until 5
+    # December, with the worker starting. One whose model does not load is not seen again, so the
+    # warning comes back after WORKER_SILENT_SECONDS.
+    queue.worker_alive()
     # The model is loaded once, here, and shared by every job this process runs (threads, not
     # forked processes: TensorFlow is not fork-safe).
     yield_cpu(current_app.config["JOBS_WORKER_NICE"], current_app.config["JOBS_WORKER_TF_THREADS"])
-    try:
-        analyzer_for(current_app.config)
-    except ModelUnavailable as exc:
-        raise click.ClickException(str(exc)) from exc
+    wait_for_model(current_app.config)
     backend = "Redis" if current_app.config.get("REDIS_URL") else f"SQLite in {current_app.config['INSTANCE_DIR']}"
-    queue.worker_alive()  # /readyz stops warning that jobs wait with no worker
+    queue.worker_alive()  # again: a load on a starved machine can outlast WORKER_SILENT_SECONDS
     check_worker_settings()  # a SECRET_KEY or model other than the replicas': said now, not found out later
     # A worker that starts may be the replacement of one that was killed mid-job.
     try:
@@ -71,6 +77,26 @@ def status() -> None:
     reachable_or_fail(queue)
     click.echo(f"pending\t{queue.pending()}")
     click.echo(f"scheduled\t{queue.scheduled()}")
+
+
+def wait_for_model(config) -> None:
+    """Load the model, or say why not once and wait until it loads. Until 5 December the worker exited
+    instead: under ./scripts/run.sh that stopped gunicorn and the DICOM node with it, and once restarted
+    the worker stayed down until someone started it again after the file was repaired."""
+    said = False
+    while True:
+        try:
+            analyzer_for(config)
+            return
+        except ModelUnavailable:  # runtime.py has logged why
+            if not said:
+                logging.getLogger(__name__).warning(
+                    "jobs worker: no model, so no job is taken; it is loaded once its file is repaired "
+                    "(looked at every %d s), no restart needed",
+                    MODEL_RECHECK_SECONDS,
+                )
+                said = True
+        time.sleep(MODEL_RECHECK_SECONDS)
 
 
 def reachable_or_fail(queue) -> None:

@@ -17,7 +17,7 @@ from ..responses import form_accepted, form_errors, is_local_path, wants_json
 from . import bp, review_copy
 from .batch import reading_order, summarise
 from .forms import ACCEPTED_EXTENSIONS, FeedbackForm, UploadForm
-from .service import UploadRejected, screen_batch
+from .service import UploadRejected, screen_batch, screening_unavailable
 
 # A film's link followed after the film was pruned (a history page drawn before, a bookmark) answered
 # "There is nothing at this address.", read as a wrong address: the page now says the likely reason.
@@ -55,6 +55,7 @@ def _upload_page(form, errors, status):
         max_mb=current_app.config["MAX_UPLOAD_MB"],
         max_files=current_app.config["MAX_FILES_PER_UPLOAD"],
         intended_use=INTENDED_USE,
+        unavailable=screening_unavailable(),
     ), status
 
 

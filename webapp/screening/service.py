@@ -23,7 +23,7 @@ from ..inference.decode import DecodeError, decode
 from ..inference.image import DecodedImage
 from ..inference.labels import NORMAL, PNEUMONIA
 from ..inference.overlay import heatmap_png
-from ..inference.runtime import ModelUnavailable, analyzer_for
+from ..inference.runtime import ModelUnavailable, analyzer_for, known_unavailable
 from ..models import SOURCE_UPLOAD, Prediction, PredictionImages, User
 from ..refusal import DATABASE_UNAVAILABLE, Refusal
 from ..site_threshold import operating_point
@@ -52,6 +52,12 @@ class Screened:
     rejection: UploadRejected | None = None
 
 
+# Said on the upload page before any file is chosen; the admin finds the cause on /readyz.
+SCREENING_UNAVAILABLE = (
+    "Screening is not available on this server right now: files uploaded here cannot be screened. Please tell IT."
+)
+
+
 def analyzer():
     try:
         return analyzer_for(current_app.config)
@@ -61,6 +67,13 @@ def analyzer():
             "The screening model is not available on this server right now. Please try again later or contact IT.",
             503,
         ) from exc
+
+
+def screening_unavailable() -> str | None:
+    """The upload page's notice while this worker's model failed to load and its file is unchanged;
+    None otherwise. Loads nothing: until 5 December the page said nothing, and a clinician learnt
+    that screening was down only after choosing and uploading the films."""
+    return SCREENING_UNAVAILABLE if known_unavailable(current_app.config["MODEL_PATH"]) else None
 
 
 def check_batch_size(count: int) -> None:
