@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import requests
+from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_file_meta_info
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pynetdicom import AE
@@ -33,7 +37,7 @@ from tests.dicom_films import MODALITY_AE, film
 from tests.live_app import free_port
 from tests.orthanc_server import NODE_AE_TITLE, OrthancServer
 from webapp.extensions import db
-from webapp.models import DicomReceipt
+from webapp.models import RECEIPT_SKIPPED, DicomReceipt
 from webapp.pacs import listener
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,6 +175,23 @@ def test_refused_presentation_contexts_are_logged_with_the_calling_ae_and_why(di
     assert "Study Root Query/Retrieve Information Model - FIND: not taken here" in caplog.text
 
 
+def send_as_stored(port: int, data: bytes, tmp_path: Path, monkeypatch) -> int:
+    """C-STORE the file `data` with its data set sent as it is stored, unparsed (pynetdicom's chunked mode:
+    the association's own C-STORE, so its answer is read by the association, not raced for by a second
+    reader); returns the status."""
+    stored = tmp_path / "sent.dcm"
+    stored.write_bytes(data)
+    monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)
+    sop_class = read_file_meta_info(stored).MediaStorageSOPClassUID
+    ae = AE(ae_title=MODALITY_AE)
+    ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="CXRSCREEN")
+    try:
+        return assoc.send_c_store(stored).Status
+    finally:
+        assoc.release()
+
+
 def test_a_data_set_that_cannot_be_read_is_answered_cannot_understand(dicom_port, app, caplog, tmp_path, monkeypatch):
     # Found by the PACS review: a data set with a sequence never closed was answered Out of Resources,
     # which tells the PACS to send it again (for ever) and its operator to look for a full disk here.
@@ -187,19 +208,8 @@ def test_a_data_set_that_cannot_be_read_is_answered_cannot_understand(dicom_port
     header = DicomBytesIO()
     header.write(b"\0" * 128 + b"DICM")
     write_file_meta_info(header, meta)
-    film = tmp_path / "unclosed.dcm"
-    film.write_bytes(header.getvalue() + unclosed)
-    # pynetdicom sends a file's data set as it is stored, unparsed, in this mode: the association's
-    # own C-STORE, so its answer is read by the association, not raced for by a second reader.
-    monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)
-    ae = AE(ae_title=MODALITY_AE)
-    ae.add_requested_context(DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", dicom_port, ae_title="CXRSCREEN")
-    try:
-        response = assoc.send_c_store(film)
-    finally:
-        assoc.release()
-    assert response.Status == 0xC000
+    status = send_as_stored(dicom_port, header.getvalue() + unclosed, tmp_path, monkeypatch)
+    assert status == 0xC000
     assert "its data set cannot be read" in caplog.text
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(DicomReceipt)) == 0
@@ -234,3 +244,50 @@ def test_the_documented_orthanc_route_sends_again_a_film_the_node_turned_away(di
         assert received == 1
     finally:
         orthanc.stop(remove=True)
+
+
+def flooded(data: bytes, tag: int, items: int = 100_000) -> bytes:
+    """The file `data` with an undefined-length sequence (0028,6100 Mask Subtraction or 0008,1115 Referenced
+    Series) of `items` empty items, where its tag sorts."""
+    ds = dcmread(io.BytesIO(data))
+    ds.add_new(tag, "SQ", [])  # a placeholder, written as an empty defined-length sequence
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    placeholder = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + b"SQ" + bytes(6)
+    sequence = placeholder[:8] + b"\xff\xff\xff\xff" + (b"\xfe\xff\x00\xe0" + bytes(4)) * items
+    sequence += b"\xfe\xff\xdd\xe0" + bytes(4)
+    return buffer.getvalue().replace(placeholder, sequence, 1)
+
+
+def test_a_film_flooded_with_sequence_items_is_refused_before_they_are_parsed(
+    dicom_port, app, caplog, tmp_path, monkeypatch
+):
+    """Found by the fuzzing review: the node decoded the whole data set (pynetdicom's event.dataset), so a
+    film of 100,000 empty sequence items before its pixel data (850 KB) took 1.4 to 2.2 s of the node's
+    time, was answered Success and spooled, and the screening job refused it later. A film's header is now
+    read up to its pixel data with the decoder's bound, and such a film refused while it is read."""
+    caplog.set_level(logging.WARNING, logger="webapp.pacs.listener")
+    started = time.perf_counter()
+    status = send_as_stored(dicom_port, flooded(film(0), 0x00286100), tmp_path, monkeypatch)
+    assert status == 0xC000
+    assert time.perf_counter() - started < 1.0
+    assert "far more elements than any film's (sequences of many thousands of items) before its pixel data" in (
+        caplog.text
+    )
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(DicomReceipt)) == 0
+    assert not [path for path in (tmp_path / "dicom").rglob("*") if path.is_file()]
+
+
+def test_an_object_not_screened_is_read_up_to_its_study_only(dicom_port, app, tmp_path, monkeypatch):
+    """Of an object the node only counts, the receipt needs nothing after the Study Instance UID: a flood
+    before it is refused, one after it (where an RT Structure Set or an SR holds its many items) is not
+    even read."""
+    mr = film(0, modality="MR")
+    assert send_as_stored(dicom_port, flooded(mr, 0x00081115), tmp_path, monkeypatch) == 0xC000
+    started = time.perf_counter()
+    assert send_as_stored(dicom_port, flooded(mr, 0x00286100, items=200_000), tmp_path, monkeypatch) == 0x0000
+    assert time.perf_counter() - started < 1.0
+    with app.app_context():
+        receipt = db.session.scalar(select(DicomReceipt))
+        assert (receipt.state, receipt.modality) == (RECEIPT_SKIPPED, "MR")

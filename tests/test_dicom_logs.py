@@ -34,13 +34,15 @@ def malformed_film() -> bytes:
 
 
 def c_store_event(data: bytes):
-    """What the listener's handler reads of a pynetdicom C-STORE event."""
+    """What the listener's handler reads of a pynetdicom C-STORE event: the data set as encoded (after the
+    preamble, the prefix and the file meta, whose group length is the UL value at 140)."""
     ds = dcmread(io.BytesIO(data))
+    data_set = data[144 + int.from_bytes(data[140:144], "little") :]
     return SimpleNamespace(
-        dataset=dcmread(io.BytesIO(data)),
         request=SimpleNamespace(AffectedSOPClassUID=ds.SOPClassUID, AffectedSOPInstanceUID=ds.SOPInstanceUID),
+        context=SimpleNamespace(transfer_syntax=ds.file_meta.TransferSyntaxUID),
         assoc=SimpleNamespace(requestor=SimpleNamespace(ae_title=MODALITY_AE)),
-        encoded_dataset=lambda: data,
+        encoded_dataset=lambda include_meta=True: data if include_meta else data_set,
     )
 
 

@@ -17,6 +17,7 @@ from pynetdicom.sop_class import Verification
 
 from ..extensions import db
 from ..inference.dicom import DECODABLE_TRANSFER_SYNTAXES
+from .header import TooManyElements, read_header
 from .intake import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SCREENED_SOP_CLASSES, SUCCESS, Arrival, receive
 
 log = logging.getLogger(__name__)
@@ -123,13 +124,27 @@ def handlers(app: Flask) -> list:
         return SUCCESS
 
     def on_store(event) -> int:
+        sop_class_uid = str(event.request.AffectedSOPClassUID)
+        screened = sop_class_uid in SCREENED_SOP_CLASSES
         try:
-            dataset = event.dataset
+            # Not event.dataset: pynetdicom decodes the whole data set for it (header.py says why not).
+            dataset = read_header(
+                event.encoded_dataset(include_meta=False),
+                UID(event.context.transfer_syntax),
+                screened=screened,
+            )
             study_instance_uid = str(dataset.get("StudyInstanceUID", ""))
             modality = str(dataset.get("Modality", ""))
         except MemoryError:
             log.error("dicom: C-STORE could not be taken (MemoryError); answered Out of Resources")
             return OUT_OF_RESOURCES
+        except TooManyElements:
+            log.warning(
+                "dicom: C-STORE refused: its data set holds far more elements than any film's (sequences of many "
+                "thousands of items) before %s; answered Cannot Understand",
+                "its pixel data" if screened else "its Study Instance UID",
+            )
+            return CANNOT_UNDERSTAND
         except Exception as exc:  # noqa: BLE001  e.g. a sequence never closed: no retry will read it
             # Out of Resources told the PACS to send it again, for ever, and its operator to look for a
             # full disk here. Only the type is logged: the message may quote the dataset.
@@ -142,7 +157,7 @@ def handlers(app: Flask) -> list:
             try:
                 return receive(
                     Arrival(
-                        sop_class_uid=str(event.request.AffectedSOPClassUID),
+                        sop_class_uid=sop_class_uid,
                         sop_instance_uid=str(event.request.AffectedSOPInstanceUID),
                         study_instance_uid=study_instance_uid,
                         modality=modality,
