@@ -131,6 +131,26 @@ def test_sigterm_stops_the_node_cleanly(tmp_path):
         node.kill()
 
 
+def test_sigterm_stops_the_node_within_dockers_grace_with_an_idle_connection_open(tmp_path):
+    # Found by the node-flood review: a connection that never asked for an association (a load balancer's
+    # probe, a port scan) was waited for until its ACSE timeout, 30 s, past `docker stop`'s 10 s grace,
+    # and the node was killed (137); test_sigterm_stops_the_node_cleanly's own probe sometimes did that.
+    port = free_port()
+    node = _node(tmp_path, port)
+    try:
+        for line in node.stdout:
+            if "dicom node listening" in line:
+                break
+        with socket.create_connection(("127.0.0.1", port)):
+            time.sleep(0.5)
+            stopping = time.monotonic()
+            node.send_signal(signal.SIGTERM)
+            assert node.wait(timeout=30) == 0
+            assert time.monotonic() - stopping < 8
+    finally:
+        node.kill()
+
+
 def test_a_rejected_association_is_logged_with_its_calling_ae_and_reason(app, caplog):
     # Found by the PACS review: the node's log said only pynetdicom's "Rejecting Association", so an
     # administrator could not see which AE title or host was turned away, nor why.

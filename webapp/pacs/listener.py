@@ -7,6 +7,7 @@ DICOM_ALLOWED_CALLING_AETS (when set) are rejected at association, before any da
 from __future__ import annotations
 
 import logging
+import socketserver
 import threading
 from collections.abc import Callable
 
@@ -191,10 +192,23 @@ def serve(app: Flask, on_listening: Callable[[], None]) -> None:
     server = start(app)  # binds the port, or raises OSError
     try:
         on_listening()  # inside: a SIGTERM right after the line is a clean stop too
-        threading.Event().wait()  # for ever: the server has its own thread
+        # For ever, the server has its own thread, but waking each half second: the kernel may hand SIGTERM
+        # to any of the process's threads, and a main thread blocked in a wait without a timeout never ran
+        # its handler then. The node went on serving after `docker stop`, killed at the grace's end (137).
+        never = threading.Event()
+        while not never.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
+        # A connection that has not asked for an association yet (a load balancer's probe, a port scan)
+        # was waited for up to its ACSE timeout, 30 s: past `docker stop`'s 10 s grace, so the node was
+        # killed (137). Once no connection is taken any more, such ones are aborted; associations under
+        # way, a film half sent, are waited for.
+        socketserver.BaseServer.shutdown(server)
+        for association in server.active_associations:
+            if not association.is_established:
+                association.abort(block=False)
         server.shutdown()  # closes the socket and waits for the associations in progress
 
 
