@@ -163,7 +163,7 @@ def holds_unread_pixel_data(data: bytes) -> bool:
 # sequence item takes one or more and is parsed into Python objects, those of a sequence the decoder never
 # asks for too (to find its end): a 1.7 MB upload of 200,000 empty items took 9 s and 140 MB, counted
 # under 1 MB, and a 100,000-item VOI LUT Sequence 4.8 s (the 50 MB upload limit allows 30 times that).
-_HEADER_READS = 20_000
+HEADER_READS = 20_000
 
 
 TOO_MANY_ELEMENTS = DecodeError(
@@ -179,7 +179,7 @@ class HeaderReads(io.BytesIO):
 
     def __init__(self, data: bytes):
         super().__init__(data)
-        self._reads_left, self._in_header, self.exhausted = _HEADER_READS, True, False
+        self._reads_left, self._in_header, self.exhausted = HEADER_READS, True, False
 
     def at_element(self, tag, vr, length) -> bool:
         """read_partial's stop_when, called with each top-level element: stop after the pixel data."""

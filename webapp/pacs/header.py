@@ -15,10 +15,12 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
+from ..inference.dicom_header import HEADER_READS
+
 # Reads pydicom may make of a data set before the node has what it needs: a film's header takes under 100
-# (two per element, a few per sequence item). The same bound as the decoder's header read
-# (webapp/inference/dicom.py), so that the node refuses what the screening job would.
-MAX_READS = 20_000
+# (two per element, a few per sequence item). The decoder's own bound, so that the node refuses what the
+# screening job would.
+MAX_READS = HEADER_READS
 # A film to be screened is read up to its pixel data (Float, Double Float or integer Pixel Data), never
 # into it: a flood anywhere in its header is refused here, to its sender, rather than spooled and refused
 # by the screening job. Of any other object only the receipt is kept, which needs nothing after the Study
