@@ -35,14 +35,19 @@ def test_a_cut_jpeg_frame_is_refused_in_dicom_terms_not_asked_to_be_uploaded_aga
     assert "upload" not in refused.message.lower()
 
 
-def _lossless(tmp_path, *options: str) -> bytes:
-    """A 12-bit 256 x 256 film with noise, as dcmcjpeg writes it in lossless JPEG (process 14)."""
-    if shutil.which("dcmcjpeg") is None:
-        pytest.skip("dcmcjpeg is not installed (apt-get install dcmtk)")
+def _encoded(tmp_path, tool: str, *options: str) -> bytes:
+    """A 12-bit 256 x 256 film with noise (tmp_path/film.dcm), as dcmtk's `tool` compresses it."""
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed (apt-get install dcmtk)")
     noise = np.random.default_rng(7).integers(0, 32, (256, 256), dtype=np.uint16)
     (tmp_path / "film.dcm").write_bytes(dicom(gradient(levels=4000) + noise, bits_stored=12))
-    subprocess.run(["dcmcjpeg", *options, str(tmp_path / "film.dcm"), str(tmp_path / "jpeg.dcm")], check=True)
-    return (tmp_path / "jpeg.dcm").read_bytes()
+    subprocess.run([tool, *options, str(tmp_path / "film.dcm"), str(tmp_path / "encoded.dcm")], check=True)
+    return (tmp_path / "encoded.dcm").read_bytes()
+
+
+def _lossless(tmp_path, *options: str) -> bytes:
+    """In lossless JPEG (process 14)."""
+    return _encoded(tmp_path, "dcmcjpeg", *options)
 
 
 def _cut_with_eoi(data: bytes, fraction: float) -> bytes:
@@ -72,13 +77,7 @@ def test_complete_lossless_jpeg_films_of_every_predictor_still_decode_exactly(tm
 
 
 def _jpeg_ls(tmp_path, *options: str) -> bytes:
-    """The same 12-bit film as dcmcjls writes it in JPEG-LS."""
-    if shutil.which("dcmcjpls") is None:
-        pytest.skip("dcmcjpls is not installed (apt-get install dcmtk)")
-    noise = np.random.default_rng(7).integers(0, 32, (256, 256), dtype=np.uint16)
-    (tmp_path / "film.dcm").write_bytes(dicom(gradient(levels=4000) + noise, bits_stored=12))
-    subprocess.run(["dcmcjpls", *options, str(tmp_path / "film.dcm"), str(tmp_path / "jls.dcm")], check=True)
-    return (tmp_path / "jls.dcm").read_bytes()
+    return _encoded(tmp_path, "dcmcjpls", *options)
 
 
 @pytest.mark.parametrize("options", [("+el",), ("+en", "+md", "2")], ids=["lossless", "near-lossless"])

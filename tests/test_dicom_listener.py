@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -12,6 +13,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -112,43 +114,42 @@ def test_a_port_in_use_is_one_error_and_never_announced_as_listening(tmp_path):
     assert "cannot listen on 127.0.0.1:" in output and "dicom node listening" not in output
 
 
-def test_sigterm_stops_the_node_cleanly(tmp_path):
-    # As PID 1 in its container the node ignored SIGTERM (no default action there): `docker stop`
-    # waited 10 s and killed it, exit 137. Outside a container SIGTERM killed it outright (-15).
+@contextlib.contextmanager
+def listening_node(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`flask dicom listen` on a free port, from its "listening" line on (killed at the end)."""
     port = free_port()
     node = _node(tmp_path, port)
     try:
         for line in node.stdout:
             if "dicom node listening" in line:
                 break
+        yield node, port
+    finally:
+        node.kill()
+
+
+def test_sigterm_stops_the_node_cleanly(tmp_path):
+    # As PID 1 in its container the node ignored SIGTERM (no default action there): `docker stop`
+    # waited 10 s and killed it, exit 137. Outside a container SIGTERM killed it outright (-15).
+    with listening_node(tmp_path) as (node, port):
         deadline = time.monotonic() + 30
         while not listening(port):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         node.send_signal(signal.SIGTERM)
         assert node.wait(timeout=30) == 0
-    finally:
-        node.kill()
 
 
 def test_sigterm_stops_the_node_within_dockers_grace_with_an_idle_connection_open(tmp_path):
     # Found by the node-flood review: a connection that never asked for an association (a load balancer's
     # probe, a port scan) was waited for until its ACSE timeout, 30 s, past `docker stop`'s 10 s grace,
     # and the node was killed (137); test_sigterm_stops_the_node_cleanly's own probe sometimes did that.
-    port = free_port()
-    node = _node(tmp_path, port)
-    try:
-        for line in node.stdout:
-            if "dicom node listening" in line:
-                break
-        with socket.create_connection(("127.0.0.1", port)):
-            time.sleep(0.5)
-            stopping = time.monotonic()
-            node.send_signal(signal.SIGTERM)
-            assert node.wait(timeout=30) == 0
-            assert time.monotonic() - stopping < 8
-    finally:
-        node.kill()
+    with listening_node(tmp_path) as (node, port), socket.create_connection(("127.0.0.1", port)):
+        time.sleep(0.5)
+        stopping = time.monotonic()
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(timeout=30) == 0
+        assert time.monotonic() - stopping < 8
 
 
 def test_a_rejected_association_is_logged_with_its_calling_ae_and_reason(app, caplog):

@@ -45,6 +45,11 @@ def focus_ring_contrasts(page: Page) -> list[tuple[str, float]]:
     return rings
 
 
+def page_widths(page) -> list[int]:
+    """[the document's width, the window's]: the first wider means the page scrolls sideways."""
+    return page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+
+
 def test_the_focus_ring_stands_out_in_both_themes(visit):
     """The amber ring (#f0a500) had 1.9:1 against the light theme's page: a keyboard user with low
     vision lost track of the focus. Non-text contrast needs 3:1 (WCAG 1.4.11)."""
@@ -108,7 +113,7 @@ def test_pages_with_tables_reflow_at_320_px(visit, seeded_predictions):
     visit.sign_in("e2e-admin")
     for path in TABLE_PAGES:
         page.goto(path)
-        widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        widths = page_widths(page)
         assert widths[0] <= widths[1], (path, widths, sticking_out(page, "main")[:5])
         for region in page.locator(".table-scroll").all():
             assert region.get_attribute("tabindex") == "0" and region.get_attribute("aria-label"), path
@@ -159,7 +164,7 @@ def test_a_new_tokens_secret_fits_a_narrow_window(visit):
     page.get_by_role("button", name="Issue API token for e2e-clin").click()
     secret = page.locator("code.token")
     expect(secret).to_be_visible()
-    widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    widths = page_widths(page)
     box = secret.bounding_box()
     assert widths[0] <= widths[1] and box["x"] + box["width"] <= widths[1], (widths, box)
     assert len(secret.inner_text().strip()) >= 40 and "\n" not in secret.text_content()  # one unbroken secret
@@ -186,13 +191,13 @@ def test_a_message_naming_a_long_file_fits_a_narrow_window(visit, tmp_path):
     page.get_by_label("Labelled archive (ZIP)").set_input_files(archive)
     page.get_by_role("button", name="Start validation run").click()
     expect(page.get_by_role("alert")).to_contain_text(LONG_NAME)
-    widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    widths = page_widths(page)
     assert widths[0] <= widths[1], ("validation page", widths)
     page.goto("/screen")
     page.get_by_label("Choose files").set_input_files(film)
     page.get_by_role("button", name="Screen").click()
     expect(page.locator("#upload-errors")).to_contain_text(LONG_NAME)
-    widths = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    widths = page_widths(page)
     assert widths[0] <= widths[1], ("upload page", widths)
     visit.step("narrow-06-long-file-name")
 
