@@ -10,8 +10,8 @@ import re
 from collections import Counter
 
 from tests.archives import labelled_films, zip_bytes
+from tests.factories import add_run_of_spread_scores
 from tests.helpers import drain, make_user
-from webapp.validation import site
 
 LABEL = re.compile(r"<label for=\"([^\"]+)\"[^>]*>(.*?)</label>", re.S)
 BUTTON = re.compile(r"<button([^>]*)>(.*?)</button>", re.S)
@@ -52,9 +52,9 @@ def finished_run(client, token: str, app) -> int:
     return response.get_json()["id"]
 
 
-def test_each_operating_point_is_adopted_by_name(app, client, auth, admin_user, admin_token, monkeypatch):
-    monkeypatch.setattr(site, "MIN_FILMS_PER_CLASS", 3)  # Adopt is offered only where it can be done
-    run_id = finished_run(client, admin_token, app)
+def test_each_operating_point_is_adopted_by_name(app, client, auth, admin_user):
+    with app.app_context():
+        run_id = add_run_of_spread_scores(admin_user)  # Adopt is offered only where it can be done
     auth.login("admin")
     page = client.get(f"/admin/validation/{run_id}").get_data(as_text=True)
     names = control_names(page)
