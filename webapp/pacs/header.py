@@ -9,18 +9,12 @@ before it was answered Success, spooled, and refused by the screening job later.
 
 from __future__ import annotations
 
-import io
-
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
-from ..inference.dicom_header import HEADER_READS
+from ..inference.dicom_header import HeaderReads
 
-# Reads pydicom may make of a data set before the node has what it needs: a film's header takes under 100
-# (two per element, a few per sequence item). The decoder's own bound, so that the node refuses what the
-# screening job would.
-MAX_READS = HEADER_READS
 # A film to be screened is read up to its pixel data (Float, Double Float or integer Pixel Data), never
 # into it: a flood anywhere in its header is refused here, to its sender, rather than spooled and refused
 # by the screening job. Of any other object only the receipt is kept, which needs nothing after the Study
@@ -30,19 +24,8 @@ STUDY_INSTANCE_UID = 0x0020000D
 
 
 class TooManyElements(Exception):
-    """The data set took more than MAX_READS reads before the node had what it needs."""
-
-
-class _CountedReads(io.BytesIO):
-    def __init__(self, data: bytes):
-        super().__init__(data)
-        self._reads_left = MAX_READS
-
-    def read(self, size: int | None = -1, /) -> bytes:
-        self._reads_left -= 1
-        if self._reads_left < 0:
-            raise TooManyElements
-        return super().read(size)
+    """The data set took more reads than the decoder allows a film's header (HEADER_READS) before the
+    node had what it needs: the same bound, so that the node refuses what the screening job would."""
 
 
 def read_header(encoded: bytes, syntax: UID, screened: bool) -> Dataset:
@@ -53,4 +36,10 @@ def read_header(encoded: bytes, syntax: UID, screened: bool) -> Dataset:
     def stop(tag, vr, length) -> bool:
         return tag >= PIXEL_DATA if screened else tag > STUDY_INSTANCE_UID
 
-    return read_dataset(_CountedReads(encoded), syntax.is_implicit_VR, syntax.is_little_endian, stop_when=stop)
+    stream = HeaderReads(encoded)  # the decoder's counted reads
+    try:
+        return read_dataset(stream, syntax.is_implicit_VR, syntax.is_little_endian, stop_when=stop)
+    except Exception:
+        if stream.exhausted:
+            raise TooManyElements from None
+        raise
