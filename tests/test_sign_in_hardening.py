@@ -93,6 +93,17 @@ def test_the_wait_given_is_never_shorter_than_the_wait(app, client, clinician_us
     assert response.status_code == 429 and response.headers["Retry-After"] == "15"
 
 
+def test_a_counter_under_its_allowance_never_delays_whatever_its_time(app, client, clinician_user, monkeypatch):
+    # A double-click's first post counted its try with a clock reading taken after the second's: the
+    # second then saw a failure "from the future" and was told "wait 1 seconds" (CI, 5 December). A
+    # worker or replica whose clock runs ahead does the same. Under the allowance no counter delays.
+    start = utcnow()
+    monkeypatch.setattr(throttle, "utcnow", lambda: start + timedelta(seconds=2))
+    assert post_login(client, "clin", "wrong-password-1").status_code == 401
+    monkeypatch.setattr(throttle, "utcnow", lambda: start)
+    assert post_login(client, "clin", PASSWORDS["clin"]).status_code == 302
+
+
 def test_a_name_typed_at_sign_in_is_kept_nowhere_in_clear(app, client, clinician_user):
     # A password typed into the username field: the audit trail keeps "(unknown)", but the throttle's
     # counter row kept the text itself, with the address, until that same text signed in successfully.

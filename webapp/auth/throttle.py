@@ -100,8 +100,12 @@ def _try_claim(keys: dict[str, int]) -> int | None:
     waits = []
     for key, allowance in keys.items():
         row = rows.get(key)
-        if row and now - _aware(row.last_failure_at) < window:
-            ready_at = _aware(row.last_failure_at) + timedelta(seconds=delay_seconds(row.failures, allowance))
+        # Only a counter past its allowance delays. Its time may lie ahead of `now` (a parallel attempt
+        # that read the clock later but committed first, a replica whose clock runs ahead): read as a
+        # wait, that told a double-click's second post "wait 1 seconds" with no failure behind it.
+        delay = delay_seconds(row.failures, allowance) if row else 0
+        if delay and now - _aware(row.last_failure_at) < window:
+            ready_at = _aware(row.last_failure_at) + timedelta(seconds=delay)
             waits.append((ready_at - now).total_seconds())
     if waits and max(waits) > 0:
         db.session.rollback()
