@@ -9,6 +9,7 @@ import io
 import threading
 import time
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydicom import dcmread
@@ -322,6 +323,34 @@ def test_orthanc_that_does_not_list_our_node_as_a_modality_is_refused_after_thre
         assert ABORTED in tries[2].last_error and orthanc.instance_ids() == []
     finally:
         orthanc.stop(remove=True)
+
+
+def test_a_retry_stamped_by_a_clock_running_ahead_is_tried_when_due(app, monkeypatch):
+    """Found reading deliver()'s "due" check against the clocks that write next_attempt_at: an
+    administrator's Retry on a web replica whose clock runs 5 s ahead of the job worker's stamped the
+    result 5 s in the worker's future. The worker took the message at once, found the result not due
+    and dropped it: nothing left on the queue, the result pending until the recovery sweep (a minute
+    on, and never while the queue stayed busy). It is now looked at again when it is due."""
+    with pacs() as (port, stores):
+        result_id = outbox_result(app, port)
+        with app.app_context():
+            db.session.get(DicomResult, result_id).state = RESULT_REFUSED
+            db.session.commit()
+            ahead = utcnow() + timedelta(seconds=5)
+            with monkeypatch.context() as web_replica:
+                web_replica.setattr(tasks, "utcnow", lambda: ahead)
+                assert tasks.requeue(db.session.get(DicomResult, result_id))
+        drain(app)  # the worker, its clock 5 s behind, takes the message at once
+        huey = app.extensions["jobs"].huey
+        waiting = huey.read_schedule(datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=10))
+        assert len(waiting) == 1 and retries_waiting(app) == 0  # looked at again, not dropped
+        [again] = waiting
+        due_in = (again.eta.replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds()  # Huey's etas: naive UTC
+        assert 4 <= due_in <= 6  # when it is due by the worker's clock
+        monkeypatch.setattr(tasks, "utcnow", lambda: ahead)  # the worker's clock, those 5 s later
+        huey.execute(again, timestamp=again.eta)  # the worker, when the eta comes
+    with app.app_context():
+        assert db.session.get(DicomResult, result_id).state == RESULT_SENT and len(stores) == 1
 
 
 @pytest.mark.parametrize(

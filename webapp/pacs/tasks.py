@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 from flask import current_app
@@ -48,6 +48,7 @@ from ..models import (
     SOURCE_DICOM,
     DicomReceipt,
     DicomResult,
+    as_utc,
     utcnow,
 )
 from ..screening.service import analyse
@@ -234,6 +235,7 @@ def deliver(result_id: int) -> None:
     )
     db.session.commit()
     if taken.rowcount != 1:
+        look_again_when_due(result_id, now)
         return
     result = db.session.get(DicomResult, result_id)
     config = current_app.config
@@ -262,6 +264,21 @@ def deliver(result_id: int) -> None:
     db.session.commit()
     spool.delete(spool.OUTBOX, file_name)
     log.info("dicom: result %d (%s of receipt %d) delivered", result.id, result.kind, result.receipt_id)
+
+
+def look_again_when_due(result_id: int, now: datetime) -> None:
+    """A pending result, held by no job, whose next try is not yet due by this worker's clock: its time
+    was written by another process whose clock runs ahead (an administrator's Retry on a web replica, a
+    retry released by another worker's scheduler). Until 5 December the message was dropped, and the
+    result waited for the recovery sweep (a minute, and for ever while the queue stayed busy)."""
+    result = db.session.get(DicomResult, result_id)
+    if result is None or result.state != RESULT_PENDING:
+        return  # sent, or given up
+    if result.lease_until is not None and as_utc(result.lease_until) >= now:
+        return  # a job holds it and carries on
+    wait = (as_utc(result.next_attempt_at) - now).total_seconds()
+    if wait > 0:
+        enqueue_in(wait, SEND_TASK, result_id)
 
 
 def aborted_note(error: str, aborts: int) -> str:
