@@ -130,6 +130,25 @@ def test_filters_and_pages(app, client, auth, admin_token, clinician_user):
         assert response.status_code == 400 and response.json["error"]["message"], bad
 
 
+def test_the_trail_is_in_the_order_recorded_whatever_the_clocks(app, client, auth, admin_user, admin_token):
+    """Found comparing which clocks stamp the trail: each gunicorn worker, the job worker and each
+    replica stamps its own rows. clin signs in on a replica whose clock runs 2 s ahead, and opens a film
+    through one whose clock is right, a second later: the trail, sorted by those stamps, listed the film
+    opened before the sign-in, and an auditor read events of one session in an order that never was.
+    The order is the one the rows were written in (their ids); the times shown stay each stamp."""
+    with app.app_context():
+        now = utcnow()
+        db.session.add(AuditEvent(actor="clin", action="sign_in", created_at=now + timedelta(seconds=2)))
+        db.session.commit()
+        db.session.add(AuditEvent(actor="clin", action="prediction_viewed", created_at=now + timedelta(seconds=1)))
+        db.session.commit()
+    listed = [e["action"] for e in events(client, admin_token, "?user=clin")["events"]]
+    assert listed == ["prediction_viewed", "sign_in"]  # newest first
+    auth.login("admin")
+    page = client.get("/admin/audit?user=clin").get_data(as_text=True)
+    assert page.index("<td>prediction_viewed</td>") < page.index("<td>sign_in</td>")
+
+
 def test_only_admins_read_it(client, api_token, auth, clinician_user):
     response = client.get("/api/v1/audit-events", headers=bearer(api_token))
     assert response.status_code == 403 and response.json["error"]["code"] == "forbidden"

@@ -56,8 +56,12 @@ def audit_query(
     days in `zone` (UTC for the API, the display zone on the page), both inclusive.
 
     The target is matched whole ("prediction 37" is not "prediction 371"): it is how an auditor answers
-    "who opened this patient's film, and who exported or changed it", without reading the whole trail."""
-    query = select(AuditEvent).order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
+    "who opened this patient's film, and who exported or changed it", without reading the whole trail.
+
+    Newest first in the order the rows were written (their ids), not by their times: each process
+    (gunicorn workers, the job worker, replicas) stamps its rows by its own clock, and sorted by those a
+    sign-in on a replica running 2 s ahead came after the film its session opened a second later."""
+    query = select(AuditEvent).order_by(AuditEvent.id.desc())
     if action:
         query = query.where(AuditEvent.action == action.strip())
     if user:
