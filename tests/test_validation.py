@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+from datetime import timedelta
 
 import pytest
 from PIL import Image
@@ -26,7 +27,7 @@ from tests.helpers import (
 from tests.image_samples import encode
 from webapp.extensions import db
 from webapp.inference.labels import CLASSES
-from webapp.models import AuditEvent, Prediction, SiteCalibration, ValidationItem, ValidationRun
+from webapp.models import AuditEvent, Prediction, SiteCalibration, ValidationItem, ValidationRun, utcnow
 from webapp.validation import site
 
 CORRUPT = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
@@ -455,6 +456,28 @@ def test_a_long_run_gives_its_worker_thread_to_jobs_queued_meanwhile(app, client
         run = db.session.get(ValidationRun, run_id)
         states = db.session.execute(select(ValidationItem.state, func.count()).group_by(ValidationItem.state)).all()
     assert run.status == "done" and run.metrics["n"] == 40 and states == [("done", 40)]
+
+
+def test_the_next_slice_goes_on_at_once_on_a_worker_whose_clock_runs_behind(app, client, admin_token, monkeypatch):
+    """Found comparing the clocks that write and read a run's lease: a slice ended by setting the lease
+    to its worker's "now", and the next slice, taken by a worker on another machine whose clock ran
+    1 s behind, found the lease still live: it did nothing and queued itself again for 3 s later, at
+    every slice (for a 30 s skew, a run took four times as long). A lease given up is free to any clock."""
+    from webapp.jobs import leases
+    from webapp.validation import tasks
+
+    monkeypatch.setattr(tasks, "SLICE_SECONDS", 0.0, raising=False)  # every batch of 16 ends a slice
+    run_id = post_archive(client, admin_token, zip_bytes(labelled_films(copies=10))).get_json()["id"]
+    huey = app.extensions["jobs"].huey
+    huey.execute(huey.dequeue())  # the first slice, on a worker whose clock is right
+    behind = utcnow() - timedelta(seconds=1)
+    monkeypatch.setattr(leases, "utcnow", lambda: behind)  # the next slice's worker
+    huey.execute(huey.dequeue())
+    with app.app_context():
+        done = db.session.scalar(
+            select(func.count()).where(ValidationItem.run_id == run_id, ValidationItem.state != "pending")
+        )
+    assert done == 2 * tasks.BATCH  # the second slice ran, not put off
 
 
 def test_archives_that_no_run_will_read_are_removed_by_the_sweep(app, client, admin_token):

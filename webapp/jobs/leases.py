@@ -39,20 +39,29 @@ def lease() -> timedelta:
 
 
 def claim(model, row_id: int, state, claimable: tuple[str, ...], working: str, owner: str) -> bool:
-    """Take the row for `owner` if its state is claimable and no live lease holds it; commits."""
+    """Take the row for `owner` if its state is claimable and no live lease holds it (none, one given
+    up, or one lapsed by this process's clock); commits."""
     now = utcnow()
     result = db.session.execute(
         update(model)
         .where(
             model.id == row_id,
             state.in_(claimable),
-            or_(model.lease_until.is_(None), model.lease_until < now),
+            or_(model.lease_owner.is_(None), model.lease_until.is_(None), model.lease_until < now),
         )
         .values({state.key: working, "lease_owner": owner, "lease_until": now + lease()})
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
     return result.rowcount == 1
+
+
+def give_up(model, row_id: int, owner: str) -> None:
+    """End `owner`'s lease now, in the caller's transaction, for a job on any machine to claim at once.
+    Its time says when (recovery and /readyz judge a lapse by it); no owner says it is free whatever
+    the clocks: with this process's "now" alone, a worker on another machine whose clock ran behind by
+    more than the moment between found it still held, and waited that much plus 2 s before it went on."""
+    update_held(model, row_id, owner, lease_owner=None, lease_until=utcnow())
 
 
 def update_held(model, row_id: int, owner: str, **values) -> None:

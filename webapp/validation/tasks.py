@@ -148,7 +148,7 @@ def process(run_id: int, owner: str) -> None:
 def give_turn(run_id: int, owner: str) -> None:
     """End this slice: the lease lapses now (so the next job, or recovery if the queue is down, takes
     the run at once) and the next slice is queued behind the jobs already waiting."""
-    leases.update_held(ValidationRun, run_id, owner, lease_until=utcnow())
+    leases.give_up(ValidationRun, run_id, owner)
     db.session.commit()
     try:
         enqueue(TASK, run_id)
