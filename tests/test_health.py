@@ -98,6 +98,34 @@ def test_readyz_warns_while_jobs_wait_with_no_job_worker(tmp_path, redis_server,
         job_queue.jobs().huey.flush()
 
 
+def test_a_worker_on_redis_is_seen_whatever_its_clock(tmp_path, redis_server, monkeypatch):  # noqa: F811
+    """Found comparing the clocks that write and read "worker last seen": on Redis the job worker runs on
+    another machine than the replicas, and it stamped its heartbeat by its own clock. A worker whose
+    clock ran 5 minutes behind a replica's, taking jobs every second, was "last seen 5 minutes ago" on
+    that replica's /readyz, "no job worker" (and one running 5 minutes ahead hid a dead worker for 5
+    minutes more). The heartbeat is stamped and judged by Redis's clock, the one both read."""
+    from webapp.jobs import queue as job_queue
+
+    settings = {
+        "INSTANCE_DIR": tmp_path,
+        "JOBS_QUEUE_NAME": f"clock-{time.monotonic_ns()}",
+        "REDIS_URL": redis_server.url,
+    }
+    app, worker_side = create_app(TestingConfig, settings), create_app(TestingConfig, settings)
+    with app.app_context():
+        reset_database()
+        job_queue.jobs().enqueue("validation.run", 123456)  # a job waits: the warning is due if no worker is seen
+    behind = time.time() - 300
+    with monkeypatch.context() as worker_clock, worker_side.app_context():
+        worker_clock.setattr(job_queue.time, "time", lambda: behind)
+        job_queue.jobs()._in_app_context(lambda: None)()  # the worker runs a job
+    try:
+        assert app.test_client().get("/readyz").json["warnings"] == []
+    finally:
+        with app.app_context():
+            job_queue.jobs().huey.flush()
+
+
 def test_readyz_503_while_the_database_schema_is_behind(app, client):
     """A backup restored from before an upgrade, or a database no one migrated: /readyz said ready
     while every request failed on a missing column with 503 "try again in a minute"."""

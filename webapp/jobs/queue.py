@@ -95,7 +95,7 @@ class JobQueue:
         self._tasks: dict[str, Callable] = {}
         self._lock = threading.Lock()  # gunicorn threads may enqueue the first job at the same moment
         self._probe: redis.Redis | None = None
-        self._seen_written = 0.0
+        self._seen_written: float | None = None  # time.monotonic() of the last record
 
     @property
     def huey(self) -> Huey:
@@ -161,14 +161,25 @@ class JobQueue:
             self._probe = redis.Redis.from_url(url, socket_connect_timeout=seconds, socket_timeout=seconds)
         return self._probe if url else None
 
+    def clock(self) -> float:
+        """Now, in seconds since the epoch, by the clock of the queue's storage: Redis's (TIME) on Redis,
+        whose workers and replicas run on other machines, each with its own clock; this machine's for
+        the SQLite queue, a file on it. Until 5 December the worker stamped its heartbeat by its clock
+        and each replica judged it by its own: one 5 minutes behind was "last seen 5 minutes ago"."""
+        client = self.redis_client()
+        if client is None:
+            return time.time()
+        seconds, microseconds = client.time()
+        return seconds + microseconds / 1e6
+
     def worker_alive(self) -> None:
         """Record that a worker takes this queue's jobs (at most every SEEN_EVERY_SECONDS); never fails a job."""
-        now = time.time()
-        if now - self._seen_written < SEEN_EVERY_SECONDS:
+        moment = time.monotonic()
+        if self._seen_written is not None and moment - self._seen_written < SEEN_EVERY_SECONDS:
             return
-        self._seen_written = now
+        self._seen_written = moment
         with contextlib.suppress(redis.RedisError, sqlite3.Error, OSError):
-            self.huey.put(WORKER_SEEN, now)
+            self.huey.put(WORKER_SEEN, self.clock())
 
     def silent_worker(self) -> str | None:
         """For /readyz: jobs wait and no worker has been seen for WORKER_SILENT_SECONDS, or None. Until
@@ -176,12 +187,15 @@ class JobQueue:
         waiting with every replica ready and silent."""
         try:
             waiting = self.pending()
-            seen = self.huey.get(WORKER_SEEN, peek=True) if waiting else None
+            if not waiting:
+                return None
+            seen = self.huey.get(WORKER_SEEN, peek=True)
+            silent = None if seen is None else self.clock() - seen
         except (redis.RedisError, sqlite3.Error, OSError):
             return None  # the probe, or the instance folder's check, says why
-        if not waiting or (seen is not None and time.time() - seen < WORKER_SILENT_SECONDS):
+        if silent is not None and silent < WORKER_SILENT_SECONDS:
             return None
-        last = "never seen on this queue" if seen is None else f"last seen {int(time.time() - seen) // 60} minutes ago"
+        last = "never seen on this queue" if silent is None else f"last seen {int(silent) // 60} minutes ago"
         return (
             f"no job worker: {waiting} job(s) wait in the queue and a worker was {last} (validation runs and "
             "films from the PACS wait for one: start `flask --app wsgi jobs worker`)"
