@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import logging
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -95,6 +96,21 @@ def test_a_value_no_instance_runs_any_more_is_forgotten(replica):
         later = 1000.0 + agreement.WINDOW_SECONDS + 1
         assert "SECRET_KEY" in agreement.disagreement(client, agreement.worker_settings("v1"), now=1000.0 + 1)
         assert agreement.disagreement(client, agreement.worker_settings("v1"), now=later) is None
+
+
+def test_a_replica_with_another_key_is_named_whatever_its_clock(replica, monkeypatch):
+    """Found comparing the clocks that write and read the settings' "last seen": each instance stamped
+    its settings by its own clock and judged the others' by it. A replica with another SECRET_KEY whose
+    clock ran 10 minutes behind was "not seen for 10 minutes" on the others, its key forgotten and
+    never named. They are stamped and judged by Redis's clock, the one every instance reads."""
+    first = replica()
+    assert warnings_of(first) == []
+    behind = time.time() - 600
+    with monkeypatch.context() as its_clock:
+        its_clock.setattr(time, "time", lambda: behind)  # the whole process: that replica
+        warnings_of(replica(SECRET_KEY=OTHER_KEY))
+    [warning] = warnings_of(first)
+    assert "SECRET_KEY (2 different keys)" in warning
 
 
 class Kept(logging.Handler):

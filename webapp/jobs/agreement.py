@@ -26,7 +26,6 @@ UID hash stays the node's alone: a use elsewhere would need the node in this che
 from __future__ import annotations
 
 import logging
-import time
 
 import redis
 from flask import current_app
@@ -61,10 +60,12 @@ def replica_settings(model_version: str | None) -> dict[str, str]:
 
 def disagreement(client: redis.Redis, settings: dict[str, str], now: float | None = None) -> str | None:
     """Record `settings` as this process's, and say which of them another instance ran otherwise within
-    WINDOW_SECONDS; None when all agree or Redis does not answer (the queue probe says so)."""
-    now = time.time() if now is None else now
+    WINDOW_SECONDS; None when all agree or Redis does not answer (the queue probe says so).
+    Times are Redis's (jobs().clock()): stamped by each instance's own clock, a replica whose clock ran
+    10 minutes behind was "not seen" by the others, and its other SECRET_KEY never named."""
     prefix = f"{current_app.config['JOBS_QUEUE_NAME']}:settings:"
     try:
+        now = jobs().clock() if now is None else now
         pipe = client.pipeline(transaction=False)
         for name, value in settings.items():
             pipe.hset(prefix + name, value, now)
