@@ -480,6 +480,31 @@ def test_the_next_slice_goes_on_at_once_on_a_worker_whose_clock_runs_behind(app,
     assert done == 2 * tasks.BATCH  # the second slice ran, not put off
 
 
+def test_a_run_waiting_its_turn_in_a_busy_queue_is_neither_stalled_nor_queued_twice(
+    app, client, admin_token, monkeypatch
+):
+    """Found reading how "stalled" is judged: a slice ends with its lease lapsed at once and its next
+    slice queued behind the jobs waiting. While that message waited (a backlog from the PACS), the
+    minute's recovery sweep took the lapsed lease for a dead worker's and queued the run again: one more
+    chain of slices per minute of backlog, each taking its turn (after 10 minutes, ten 10 s slices of
+    the run before each film from the PACS), and after 3 minutes /readyz called the run stalled with no
+    worker to take it over. Only a lease still held by its job when it lapses is a dead job's."""
+    from webapp.jobs.queue import run_recoveries
+    from webapp.validation import tasks
+
+    monkeypatch.setattr(tasks, "SLICE_SECONDS", 0.0, raising=False)  # every batch of 16 ends a slice
+    run_id = post_archive(client, admin_token, zip_bytes(labelled_films(copies=10))).get_json()["id"]
+    huey = app.extensions["jobs"].huey
+    huey.execute(huey.dequeue())  # the first slice; the next waits in the queue
+    with app.app_context():
+        assert run_recoveries() == 0  # a minute's sweep meanwhile
+        db.session.execute(update(ValidationRun).values(lease_until=utcnow() - timedelta(minutes=4)))
+        db.session.commit()  # ... and the backlog lasts 4 minutes
+        assert run_recoveries() == 0
+    assert [job.args for job in huey.pending()] == [(run_id,)]
+    assert client.get("/readyz").json["warnings"] == []
+
+
 def test_archives_that_no_run_will_read_are_removed_by_the_sweep(app, client, admin_token):
     # Found by the site review: a web worker killed while it saved a 1.5 GB upload left its
     # upload-<id>.zip (patients' films) in instance/validation for good, with no run to remove it.

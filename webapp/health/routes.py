@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..extensions import db
 from ..inference.runtime import ModelUnavailable, analyzer_for
 from ..jobs.agreement import disagreement, replica_settings
+from ..jobs.leases import lapsed
 from ..jobs.queue import WORKER_SILENT_SECONDS, jobs
 from ..models import RECEIPT_SCREENING, RUN_RUNNING, DicomReceipt, ValidationRun, utcnow
 from ..schema import schema_behind
@@ -82,7 +83,7 @@ def _stalled_work() -> str | None:
     cutoff = utcnow() - timedelta(seconds=WORKER_SILENT_SECONDS)
     runs = db.session.scalars(
         select(ValidationRun.id)
-        .where(ValidationRun.status == RUN_RUNNING, ValidationRun.lease_until < cutoff)
+        .where(ValidationRun.status == RUN_RUNNING, lapsed(ValidationRun, cutoff))
         .order_by(ValidationRun.id)
     ).all()
     films = db.session.scalar(

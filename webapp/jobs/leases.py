@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import or_, update
+from sqlalchemy import ColumnElement, and_, or_, update
 
 from ..extensions import db
 from ..models import as_utc, utcnow
@@ -54,6 +54,14 @@ def claim(model, row_id: int, state, claimable: tuple[str, ...], working: str, o
     )
     db.session.commit()
     return result.rowcount == 1
+
+
+def lapsed(model, moment: datetime) -> ColumnElement[bool]:
+    """Rows whose job stopped holding them (killed, or the database gone mid-job) with a lease that ran
+    out before `moment`. Not a lease given up (give_up): its row's next job waits on the queue, behind
+    others maybe. Taken for a dead job's, the recovery sweep queued a validation run again each minute
+    its next slice waited, and /readyz called it stalled after 3 minutes."""
+    return and_(model.lease_owner.is_not(None), model.lease_until < moment)
 
 
 def give_up(model, row_id: int, owner: str) -> None:

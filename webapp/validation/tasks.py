@@ -234,11 +234,10 @@ def resume_validation_runs(*, on_start: bool = False) -> int:
         log.info("removed %d validation archive(s) that no run will read", removed)
     query = unfinished
     if not on_start:
-        stale = ValidationRun.lease_until < now
-        if jobs().pending_work():
-            query = query.where(ValidationRun.status == RUN_RUNNING, stale)
+        if jobs().pending_work():  # the messages of queued runs, and of runs between slices, are on it
+            query = query.where(ValidationRun.status == RUN_RUNNING, leases.lapsed(ValidationRun, now))
         else:
-            query = query.where(or_(ValidationRun.status == RUN_QUEUED, stale))
+            query = query.where(or_(ValidationRun.status == RUN_QUEUED, ValidationRun.lease_until < now))
     run_ids = list(db.session.scalars(query))
     for run_id in run_ids:
         enqueue(TASK, run_id)
