@@ -505,6 +505,24 @@ def test_a_run_waiting_its_turn_in_a_busy_queue_is_neither_stalled_nor_queued_tw
     assert client.get("/readyz").json["warnings"] == []
 
 
+def test_a_worker_starting_while_a_run_waits_between_slices_does_not_queue_it_twice(
+    app, client, admin_token, monkeypatch
+):
+    """Found after the test above: a worker that started (a restart, a second worker) queued every
+    unfinished run again, a run whose next slice already waited on the queue too. Both messages then
+    lived on, each slice queuing the next: one more chain of slices for good per restart."""
+    from webapp.jobs.queue import run_recoveries
+    from webapp.validation import tasks
+
+    monkeypatch.setattr(tasks, "SLICE_SECONDS", 0.0, raising=False)
+    run_id = post_archive(client, admin_token, zip_bytes(labelled_films(copies=10))).get_json()["id"]
+    huey = app.extensions["jobs"].huey
+    huey.execute(huey.dequeue())  # the first slice; the next waits in the queue
+    with app.app_context():
+        assert run_recoveries(on_start=True) == 0
+    assert [job.args for job in huey.pending()] == [(run_id,)]
+
+
 def test_archives_that_no_run_will_read_are_removed_by_the_sweep(app, client, admin_token):
     # Found by the site review: a web worker killed while it saved a 1.5 GB upload left its
     # upload-<id>.zip (patients' films) in instance/validation for good, with no run to remove it.

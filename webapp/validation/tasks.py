@@ -226,18 +226,22 @@ def fail(run_id: int, message: str) -> None:
 @recovery
 def resume_validation_runs(*, on_start: bool = False) -> int:
     """Re-enqueue runs that a dead worker left: running with a lapsed lease, or queued while the
-    queue holds nothing (their message was lost). A worker that starts re-enqueues every unfinished
-    run: the one it replaces may have died holding one. Archives that no run will read are removed."""
+    queue holds nothing (their message was lost). A worker that starts also re-enqueues the runs held
+    by a job, lapsed or not: the worker it replaces may have died holding one. Archives that no run
+    will read are removed."""
     now = utcnow()
     unfinished = select(ValidationRun.id).where(ValidationRun.status.in_((RUN_QUEUED, RUN_RUNNING)))
     if removed := remove_orphans(set(db.session.scalars(unfinished))):
         log.info("removed %d validation archive(s) that no run will read", removed)
-    query = unfinished
-    if not on_start:
-        if jobs().pending_work():  # the messages of queued runs, and of runs between slices, are on it
-            query = query.where(ValidationRun.status == RUN_RUNNING, leases.lapsed(ValidationRun, now))
-        else:
-            query = query.where(or_(ValidationRun.status == RUN_QUEUED, ValidationRun.lease_until < now))
+    held = ValidationRun.lease_owner.is_not(None) if on_start else leases.lapsed(ValidationRun, now)
+    if jobs().pending_work():
+        # The messages of queued runs, and of runs between slices, are on it. Until 5 December a
+        # starting worker queued those runs again too: one more chain of slices for good, per restart.
+        query = unfinished.where(ValidationRun.status == RUN_RUNNING, held)
+    elif on_start:
+        query = unfinished
+    else:
+        query = unfinished.where(or_(ValidationRun.status == RUN_QUEUED, ValidationRun.lease_until < now))
     run_ids = list(db.session.scalars(query))
     for run_id in run_ids:
         enqueue(TASK, run_id)
