@@ -118,6 +118,39 @@ def test_big_films_get_their_full_copy_after_the_answer(background_app):
     assert stored_copy_size(app, big_id) == (1024, 768)
 
 
+def test_a_copy_a_page_waited_for_is_forgotten_when_the_wait_ends(background_app, monkeypatch):
+    """The copy was forgotten by a done-callback of its future, and a future wakes its waiters before it
+    runs its callbacks: a page that had waited could end while the copy was still listed (the copying
+    thread, at nice 19, waits long for the CPU on a busy server), and backlog() counted it. Here the copy
+    starts when the page asks and forgets slowly, as that thread would."""
+    upgrade, forget, wait_for = review_copy._upgrade, review_copy._forget, review_copy.wait_for
+    started, asked = threading.Event(), threading.Event()
+
+    def upgrade_once_asked(*arguments):
+        started.set()
+        asked.wait(30)
+        upgrade(*arguments)
+
+    def slow_forget(prediction_id):
+        time.sleep(1)
+        forget(prediction_id)
+
+    def page_waits(prediction_id):
+        asked.set()
+        return wait_for(prediction_id)
+
+    monkeypatch.setattr(review_copy, "_upgrade", upgrade_once_asked)
+    monkeypatch.setattr(review_copy, "_forget", slow_forget)
+    monkeypatch.setattr(review_copy, "wait_for", page_waits)
+    client = upload_page(background_app, (jpeg(2400), "big.jpg"))
+    with background_app.app_context():
+        big_id = db.session.scalar(db.select(Prediction.id))
+    assert started.wait(30)  # the copy has begun: the page waits for it rather than making its own
+    image = client.get(f"/predictions/{big_id}/image.png")
+    assert Image.open(io.BytesIO(image.data)).size == (1024, 768)
+    assert not wait_for(big_id) and review_copy.backlog() == 0
+
+
 def test_a_page_does_not_wait_behind_the_backlog(background_app):
     # The copying thread busy with something else: the film's copy waits its turn...
     busy = threading.Event()

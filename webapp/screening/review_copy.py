@@ -99,10 +99,9 @@ def at_upload(
 def upgrade_later(app: Flask, prediction_id: int, data: bytes, size: int) -> None:
     """Replace a committed prediction's interim copy with the full-size one, on the worker thread."""
     arguments = (app, prediction_id, data, size)
-    future = _POOL.submit(_upgrade, *arguments)
+    # Listed under the lock it is submitted under: the copy forgets itself last, so it cannot finish first.
     with _LOCK:
-        _PENDING[prediction_id] = (future, arguments)
-    future.add_done_callback(lambda _: _forget(prediction_id))
+        _PENDING[prediction_id] = (_POOL.submit(_upgrade_then_forget, *arguments), arguments)
 
 
 def backlog() -> int:
@@ -121,10 +120,21 @@ def wait_for(prediction_id: int) -> bool:
     # A failure is logged by _upgrade, and a timeout leaves the interim copy: either way it is served.
     with contextlib.suppress(Exception):
         if future.cancel():  # not started: made here, at the priority of the page that asks
+            _forget(prediction_id)
             _upgrade(*arguments)
         else:
             future.result(timeout=WAIT_S)
     return True
+
+
+def _upgrade_then_forget(app: Flask, prediction_id: int, data: bytes, size: int) -> None:
+    # Forgotten inside the copy's own call, not by a done-callback: the future's waiters wake as its
+    # result is set, before its callbacks run, and the copying thread (at nice 19) may wait long for
+    # the CPU in between; a page that had waited found the copy still listed, and backlog() counted it.
+    try:
+        _upgrade(app, prediction_id, data, size)
+    finally:
+        _forget(prediction_id)
 
 
 def _forget(prediction_id: int) -> None:
