@@ -15,7 +15,7 @@ about 20 ms (docs/serving.md). Two bounds keep that from costing anything else. 
 copies wait in a process (each holds its upload's bytes); past that an upload makes its own copy
 at once, so a stream of big films slows down instead of filling memory. And the film's image route
 does not wait behind the backlog: a copy not yet started is made there and then, one still being
-made is waited for.
+made is waited for, briefly: at nice 19 it may be getting no CPU at all on a busy server.
 """
 
 from __future__ import annotations
@@ -40,8 +40,11 @@ from ..models import PredictionImages
 
 log = logging.getLogger(__name__)
 
-# How long a page's image request waits for a copy still being made before it serves the interim one.
-WAIT_S = 10.0
+# How long a page's image request waits for a copy the copying thread has begun before making it
+# itself. That thread runs at nice 19, so on a busy server it may get almost no CPU while the page
+# waits on it (a priority inversion): pages waited 10 s, then showed the interim copy. A copy takes
+# well under this at normal priority (docs/reading-view.md).
+WAIT_S = 1.0
 # Copies waiting per process before uploads make their own (the bytes of this many uploads are held).
 BACKLOG = 8
 # Linux's nice value for the copying thread: 19, the lowest priority.
@@ -99,10 +102,9 @@ def at_upload(
 def upgrade_later(app: Flask, prediction_id: int, data: bytes, size: int) -> None:
     """Replace a committed prediction's interim copy with the full-size one, on the worker thread."""
     arguments = (app, prediction_id, data, size)
-    future = _POOL.submit(_upgrade, *arguments)
+    # Listed under the lock it is submitted under: the copy forgets itself last, so it cannot finish first.
     with _LOCK:
-        _PENDING[prediction_id] = (future, arguments)
-    future.add_done_callback(lambda _: _forget(prediction_id))
+        _PENDING[prediction_id] = (_POOL.submit(_upgrade_then_forget, *arguments), arguments)
 
 
 def backlog() -> int:
@@ -112,19 +114,34 @@ def backlog() -> int:
 
 
 def wait_for(prediction_id: int) -> bool:
-    """The full-size copy of a film this process has still to make, made now if it has not started,
-    else waited for (up to WAIT_S); True if there was one."""
+    """The full-size copy of a film this process has still to make, made now if it has not started or
+    is not done within WAIT_S, else waited for; True if there was one."""
     with _LOCK:
         future, arguments = _PENDING.get(prediction_id, (None, None))
     if future is None:
         return False
-    # A failure is logged by _upgrade, and a timeout leaves the interim copy: either way it is served.
+    # A failure is logged by _upgrade and leaves the interim copy, which is then served.
     with contextlib.suppress(Exception):
-        if future.cancel():  # not started: made here, at the priority of the page that asks
-            _upgrade(*arguments)
-        else:
-            future.result(timeout=WAIT_S)
+        if not future.cancel():  # begun on the copying thread
+            try:
+                future.result(timeout=WAIT_S)
+                return True
+            except TimeoutError:
+                pass  # starved of CPU there: made here too; its own write, later, is the same image
+        # Made here, at the priority of the page that asks.
+        _forget(prediction_id)
+        _upgrade(*arguments)
     return True
+
+
+def _upgrade_then_forget(app: Flask, prediction_id: int, data: bytes, size: int) -> None:
+    # Forgotten inside the copy's own call, not by a done-callback: the future's waiters wake as its
+    # result is set, before its callbacks run, and the copying thread (at nice 19) may wait long for
+    # the CPU in between; a page that had waited found the copy still listed, and backlog() counted it.
+    try:
+        _upgrade(app, prediction_id, data, size)
+    finally:
+        _forget(prediction_id)
 
 
 def _forget(prediction_id: int) -> None:
