@@ -1,7 +1,9 @@
 from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
 from ..extensions import db
@@ -131,7 +133,10 @@ def results():
     ids = list(dict.fromkeys(int_args("id")))[: current_app.config["MAX_FILES_PER_UPLOAD"]]
     if not ids:
         return redirect(url_for("screening.upload"))
-    kept = {i for i in ids if db.session.get(Prediction, i) is not None}
+    # One query for the films and one for their readings, held here: the session keeps rows only while
+    # something refers to them, so a look-up that dropped its row read it again in visible_prediction,
+    # and each card's reading was another query (3 a film before 5 December).
+    kept = {p.id: p for p in db.session.scalars(_films_with_readings(ids))}
     predictions = [visible_prediction(i) for i in ids if i in kept]
     gone = [i for i in ids if i not in kept]
     if gone:
@@ -155,6 +160,10 @@ def results():
         intended_use=INTENDED_USE,
         feedback_form=FeedbackForm,
     )
+
+
+def _films_with_readings(ids: list[int]):
+    return select(Prediction).where(Prediction.id.in_(ids)).options(selectinload(Prediction.feedback))
 
 
 def _no_longer_kept(films: list[int]) -> str:
