@@ -6,8 +6,9 @@ from sqlalchemy import event, select
 
 from tests.factories import add_prediction
 from tests.helpers import api_upload, fixture_image, issue_token
+from webapp.api.schemas import ResponseSchema
 from webapp.extensions import db
-from webapp.models import AuditEvent, Prediction
+from webapp.models import LABELS, AuditEvent, Prediction
 
 
 def count(app):
@@ -87,6 +88,24 @@ def test_an_upload_runs_four_statements(app, client, api_token):
     assert insert.startswith("INSERT INTO PREDICTIONS "), statements
     assert images.startswith("INSERT INTO PREDICTION_IMAGES "), statements
     assert name.startswith("UPDATE PREDICTIONS SET FILENAME"), statements
+
+
+def test_an_upload_answer_builds_no_schema(app, client, api_token, monkeypatch):
+    # Found by profiling an upload (5 December): each answered file built a PredictionSchema (and its
+    # nested schemas at the dump), copying every declared field: 0.14 ms a file, against 0.03 ms for the dump.
+    files = [("normal.jpeg", fixture_image("normal.jpeg")), ("notes.pdf", b"%PDF-1.4\n%")]
+    api_upload(client, api_token, *files)  # a first dump builds the nested schemas
+    built = []
+    init = ResponseSchema.__init__
+
+    def counted(self, *args, **kwargs):
+        built.append(type(self).__name__)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(ResponseSchema, "__init__", counted)
+    response = api_upload(client, api_token, *files)
+    assert response.status_code == 207 and response.json["predictions"][0]["label"] in LABELS
+    assert response.json["predictions"][1]["error"]["code"] and built == []
 
 
 def test_batch_with_a_rejected_item(app, client, api_token):
