@@ -4,12 +4,13 @@ import threading
 
 import pytest
 from PIL import Image
-from sqlalchemy import select
+from sqlalchemy import delete, event, select
 
 from tests.factories import add_prediction
 from tests.helpers import PASSWORDS, csrf_token, fixture_image, in_parallel, make_user, threadable_app
 from webapp.extensions import db
 from webapp.models import LABELS, AuditEvent, Feedback, Prediction, PredictionImages
+from webapp.screening import review_copy
 
 
 def upload(client, *files, accept=None):
@@ -326,6 +327,69 @@ def test_a_repeated_id_in_the_results_address_draws_one_card(app, signed_in):
     pid = _one_prediction(app, signed_in)
     page = signed_in.get(f"/screen/results?id={pid}&id={pid}").get_data(as_text=True)
     assert page.count(f'id="prediction-{pid}"') == 1
+
+
+@pytest.fixture
+def statements(app):
+    """The SQL the app sends while the test runs."""
+    sent: list[str] = []
+    with app.app_context():
+        engine = db.engine
+
+    def record(conn, cursor, statement, *args):
+        sent.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", record)
+    yield sent
+    event.remove(engine, "before_cursor_execute", record)
+
+
+def test_the_results_page_reads_its_films_once(app, signed_in, clinician_user, statements):
+    # Found by profiling the page's upload (5 December): the page looked each film up to see that it was
+    # still kept, dropped the row (the session holds rows weakly), then read it again to check who may
+    # see it, and each card's template read the film's reading on its own: 3 SELECTs a film, 60 for a
+    # page of 20. Now one for the films and one for their readings, whatever their number.
+    response = upload(signed_in, *[(f"film{i}.jpeg", fixture_image("normal.jpeg")) for i in range(3)])
+    with app.app_context():
+        first = db.session.scalar(select(Prediction.id).order_by(Prediction.id))
+        db.session.add(Feedback(prediction_id=first, user_id=clinician_user, label="NORMAL", comment="read"))
+        db.session.commit()
+    statements.clear()
+    page = signed_in.get(response.headers["Location"])
+    assert page.status_code == 200 and page.get_data(as_text=True).count('class="card result"') == 3
+    assert "Reviewed by clin" in page.get_data(as_text=True)
+    films = [s for s in statements if s.startswith("SELECT") and "FROM predictions" in s]
+    readings = [s for s in statements if s.startswith("SELECT") and "FROM feedback" in s]
+    assert len(films) == 1 and len(readings) == 1, statements
+
+
+def test_each_image_route_reads_what_it_serves_in_one_select(app, signed_in, statements):
+    # Found by profiling the page's upload (5 December): through the relationship, the film's image
+    # route read the stored heat map it does not serve, then its review copy in a second SELECT.
+    pid = _one_prediction(app, signed_in)
+    served = {"image": ["review_png"], "heatmap": ["review_png", "heatmap_png"], "heatmap-layer": ["heatmap_png"]}
+    for route, columns in served.items():
+        statements.clear()
+        assert signed_in.get(f"/predictions/{pid}/{route}.png").mimetype == "image/png"
+        reads = [s for s in statements if s.startswith("SELECT") and "FROM prediction_images" in s]
+        assert len(reads) == 1, (route, statements)
+        assert [c for c in ("review_png", "heatmap_png") if c in reads[0]] == columns, (route, reads)
+
+
+def test_a_film_pruned_while_its_image_is_asked_for_is_not_kept_not_a_500(app, signed_in, monkeypatch):
+    # The image was read through the relationship after the film's check: a prune in between (the
+    # retention job) left None there and the reader an AttributeError's 500.
+    pid = _one_prediction(app, signed_in)
+
+    def pruned_meanwhile(prediction_id):
+        with db.engine.begin() as conn:
+            conn.execute(delete(PredictionImages).where(PredictionImages.prediction_id == prediction_id))
+            conn.execute(delete(Prediction).where(Prediction.id == prediction_id))
+        return False
+
+    monkeypatch.setattr(review_copy, "wait_for", pruned_meanwhile)
+    response = signed_in.get(f"/predictions/{pid}/image.png")
+    assert response.status_code == 404 and "retention period" in response.get_data(as_text=True)
 
 
 def test_a_double_clicked_first_reading_is_saved_once(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ model card beside the .keras file, so the web app hard-codes none of them.
 from __future__ import annotations
 
 import pathlib
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,11 @@ class Analyzer:
     def analyze(self, image: DecodedImage, threshold: float | None = None) -> Analysis:
         """One film's analysis, in one forward pass with any other film being analysed at this moment."""
         return self.batcher.run(image, threshold)
+
+    def submit(self, image: DecodedImage, threshold: float | None = None) -> Future[Analysis]:
+        """`analyze`, handed to the inference thread without waiting: the caller can do other work on the
+        film meanwhile (the forward pass releases the interpreter lock) and then takes the result."""
+        return self.batcher.submit(image, threshold)
 
     def analyze_batch(self, images: list[DecodedImage], threshold: float | None = None) -> list[Analysis]:
         """One forward pass for several films; `threshold` overrides the card's (a site operating point)."""

@@ -1,13 +1,15 @@
 from flask import Response, abort, current_app, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
 from ..extensions import db
 from ..filenames import sent_filename
 from ..inference.overlay import layer_png, legend_png, stored_overlay_png
-from ..models import Feedback, Prediction, record_audit, utcnow
+from ..models import Feedback, Prediction, PredictionImages, record_audit, utcnow
 from ..multipart import WHY_UNREADABLE, answered_by_the_page, unreadable
 from ..notes import INTENDED_USE, NOTES
 from ..params import int_args
@@ -131,7 +133,10 @@ def results():
     ids = list(dict.fromkeys(int_args("id")))[: current_app.config["MAX_FILES_PER_UPLOAD"]]
     if not ids:
         return redirect(url_for("screening.upload"))
-    kept = {i for i in ids if db.session.get(Prediction, i) is not None}
+    # One query for the films and one for their readings, held here: the session keeps rows only while
+    # something refers to them, so a look-up that dropped its row read it again in visible_prediction,
+    # and each card's reading was another query (3 a film before 5 December).
+    kept = {p.id: p for p in db.session.scalars(_films_with_readings(ids))}
     predictions = [visible_prediction(i) for i in ids if i in kept]
     gone = [i for i in ids if i not in kept]
     if gone:
@@ -155,6 +160,10 @@ def results():
         intended_use=INTENDED_USE,
         feedback_form=FeedbackForm,
     )
+
+
+def _films_with_readings(ids: list[int]):
+    return select(Prediction).where(Prediction.id.in_(ids)).options(selectinload(Prediction.feedback))
 
 
 def _no_longer_kept(films: list[int]) -> str:
@@ -195,27 +204,40 @@ def _png(data: bytes) -> Response:
 
 
 def reviewable_prediction(prediction_id: int) -> Prediction:
-    """The prediction with its full-size review copy, if this process is still making it."""
+    """The prediction, once this process has made its full-size review copy if it was still making it."""
     prediction = visible_prediction(prediction_id)
-    if review_copy.wait_for(prediction.id):
-        db.session.refresh(prediction.images)
+    review_copy.wait_for(prediction.id)
     return prediction
+
+
+def stored_images(prediction: Prediction, *columns) -> tuple[bytes, ...]:
+    """The film's stored images that the route shows, in one SELECT, as they are now (a review copy made
+    after the answer included). Through the relationship an image route read the row's heat map and
+    then, in a second SELECT, its deferred review copy, whichever of the two it served."""
+    found = db.session.execute(select(*columns).where(PredictionImages.prediction_id == prediction.id)).first()
+    if found is None:  # pruned since visible_prediction found it
+        abort(404, FILM_NOT_KEPT.format(id=prediction.id))
+    return tuple(found)
 
 
 @bp.route("/predictions/<int:prediction_id>/image.png")
 def image(prediction_id: int):
-    return _png(viewed(reviewable_prediction(prediction_id), "image").images.review_png)
+    prediction = viewed(reviewable_prediction(prediction_id), "image")
+    return _png(*stored_images(prediction, PredictionImages.review_png))
 
 
 @bp.route("/predictions/<int:prediction_id>/heatmap.png")
 def heatmap(prediction_id: int):
     prediction = viewed(reviewable_prediction(prediction_id), "heat map")
-    return _png(stored_overlay_png(prediction.images.review_png, prediction.images.heatmap_png))
+    return _png(
+        stored_overlay_png(*stored_images(prediction, PredictionImages.review_png, PredictionImages.heatmap_png))
+    )
 
 
 @bp.route("/predictions/<int:prediction_id>/heatmap-layer.png")
 def heatmap_layer(prediction_id: int):
-    return _png(layer_png(viewed(visible_prediction(prediction_id), "heat map layer").images.heatmap_png))
+    prediction = viewed(visible_prediction(prediction_id), "heat map layer")
+    return _png(layer_png(*stored_images(prediction, PredictionImages.heatmap_png)))
 
 
 @bp.route("/heatmap-key.png")

@@ -156,11 +156,14 @@ def analyse(
     whether the full-size review copy is still to be made (review_copy.upgrade_later, once committed)."""
     # The site operating point in force for this model version, if any (site_threshold.py).
     point = operating_point(model.model_version)
-    analysis = model.analyze(image, threshold=point.threshold if point else None)
-    size = current_app.config["REVIEW_IMAGE_SIZE"]
-    # A big film's full-size review copy is made after the answer (see review_copy).
-    budget = current_app.config["DECODE_MEMORY_MB"]
+    pending = model.submit(image, threshold=point.threshold if point else None)
+    # The review copy needs the pixels, not the answer: made while the inference thread runs the model
+    # (PNG encoding and the forward pass both release the interpreter lock, so on two cores they overlap),
+    # where this thread used to wait for the answer first. A big film's full-size copy is made after the
+    # answer (see review_copy).
+    size, budget = current_app.config["REVIEW_IMAGE_SIZE"], current_app.config["DECODE_MEMORY_MB"]
     review, later = review_copy.at_upload(data, image, size, review_in_background, budget)
+    analysis = pending.result()
     prediction = Prediction(
         sha256=hashlib.sha256(data).hexdigest(),
         image_format=image.format,
