@@ -151,6 +151,36 @@ def test_sigterm_stops_the_node_within_dockers_grace_with_an_idle_connection_ope
         node.send_signal(signal.SIGTERM)
         assert node.wait(timeout=30) == 0
         assert time.monotonic() - stopping < 8
+        # The connection was closed as the standard closes one that never asked: until 5 December an
+        # A-ABORT the state machine does not take there put a thread's traceback in the log.
+        said = node.stdout.read()
+        assert "Traceback" not in said and "Invalid event" not in said
+
+
+def test_a_connection_that_never_asked_is_closed_at_the_stop_as_its_artim_timer_would(app, caplog):
+    # Found measuring the stop on a busy host: the stop sent such a connection an A-ABORT, an event its
+    # state (Sta2) does not take; pynetdicom's reactor thread died with a traceback in the node's log.
+    app.config.update(DICOM_PORT=0)
+    server = listener.start(app)
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_address[1])) as probe:
+            deadline = time.monotonic() + 10
+            while not server.active_associations:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            (association,) = server.active_associations
+            while association.dul.state_machine.current_state != "Sta2":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            caplog.set_level(logging.INFO, logger="pynetdicom")
+            listener._end_unestablished(association)
+            association.dul.join(timeout=10)
+            assert not association.dul.is_alive()
+            probe.settimeout(10)
+            assert probe.recv(1) == b""  # closed by the node
+    finally:
+        server.shutdown()
+    assert "Invalid event" not in caplog.text and "Aborting" not in caplog.text
 
 
 def test_a_rejected_association_is_logged_with_its_calling_ae_and_reason(app, caplog):

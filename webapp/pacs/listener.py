@@ -208,8 +208,22 @@ def serve(app: Flask, on_listening: Callable[[], None]) -> None:
         socketserver.BaseServer.shutdown(server)
         for association in server.active_associations:
             if not association.is_established:
-                association.abort(block=False)
+                _end_unestablished(association)
         server.shutdown()  # closes the socket and waits for the associations in progress
+
+
+def _end_unestablished(association) -> None:
+    """End an association not established yet. A connection that has not asked for one (Sta2) is
+    closed as its ARTIM timer would close it (PS3.8 9.2: Evt18, AA-2), on its own thread: an A-ABORT
+    is no event in that state, and the state machine's "Invalid event 'Evt15' for the current state
+    'Sta2'" put a thread's traceback in the node's log at every stop with a probe's connection open.
+    One asked for and not yet answered is aborted."""
+    dul = association.dul
+    state = dul.state_machine.current_state
+    if state == "Sta2":
+        dul.artim_timer.timeout = 0
+    elif state != "Sta1":  # Sta1: already ended, nothing to say
+        association.abort(block=False)
 
 
 def _address(config) -> tuple[str, int]:
