@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from typing import NoReturn
+
+from ..extensions import db
 
 log = logging.getLogger(__name__)
 
@@ -24,3 +28,15 @@ def yield_cpu(niceness: int, tf_threads: int) -> None:
         tf = tensorflow()
         tf.config.threading.set_intra_op_parallelism_threads(tf_threads)
         tf.config.threading.set_inter_op_parallelism_threads(tf_threads)
+
+
+def exit_at_once() -> NoReturn:
+    """End a process that gave way, its work closed, without tearing the interpreter down: that takes
+    0.4 s of CPU (some 1,700 modules), and at nice 10 on a busy host the DICOM node took 4 to 9 s to
+    exit after SIGTERM, near `docker stop`'s 10 s grace (killed past it: 137). Its database connections
+    are closed and its log flushed first; nothing else is left to write."""
+    db.engine.dispose()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -9,7 +9,7 @@ import click
 from flask import current_app
 
 from ..cli_group import AdminGroup
-from ..jobs.priority import yield_cpu
+from ..jobs.priority import exit_at_once, yield_cpu
 from ..logs import install_process_logging
 from . import listener
 from .sender import DestinationError, parse_destination
@@ -45,6 +45,7 @@ def listen() -> None:
         listener.serve(current_app._get_current_object(), listening)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {config['DICOM_BIND']}:{config['DICOM_PORT']}: {exc}") from exc
+    exit_at_once()
 
 
 def results_destination(config) -> str:
