@@ -152,8 +152,10 @@ def give_turn(run_id: int, owner: str) -> None:
     db.session.commit()
     try:
         enqueue(TASK, run_id)
-    except Exception as exc:  # the queue is down: the run's lease has lapsed, so recovery queues it again
+    except Exception as exc:  # the queue is down: the run's lease, lapsed and held again, is recovery's
         log_not_queued(log, exc, "validation run %d: its next slice could not be queued now; recovery will", run_id)
+        leases.left_to_recovery(ValidationRun, run_id, owner)
+        db.session.commit()
 
 
 def analyse_batch(archive, analyzer, entries: list[str], threshold: float, review_size: int) -> list[dict]:
