@@ -15,7 +15,7 @@ import pytest
 from pydicom import dcmread
 from pynetdicom import AE, acse, evt
 from pynetdicom.sop_class import ComprehensiveSRStorage, CTImageStorage
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tests.dicom_films import DEVICE_UID, film
 from tests.helpers import PASSWORDS, csrf_token, drain, in_parallel, make_user, threadable_app
@@ -351,6 +351,29 @@ def test_a_retry_stamped_by_a_clock_running_ahead_is_tried_when_due(app, monkeyp
         huey.execute(again, timestamp=again.eta)  # the worker, when the eta comes
     with app.app_context():
         assert db.session.get(DicomResult, result_id).state == RESULT_SENT and len(stores) == 1
+
+
+def test_a_second_message_for_a_result_tried_meanwhile_is_not_looked_at_again(app):
+    """Found reviewing look_again_when_due: a worker restarted past a retry's time found the result
+    overdue and queued it (recovery at start) while the scheduler released the retry's own message. The
+    first tried it (the PACS still down) and queued the next retry; the second, no longer due, was
+    queued again for that time too, where it used to be dropped. Both then lived on, round after round:
+    one more message per restart until the result was sent or given up."""
+    result_id = outbox_result(app, free_port())  # nobody listens there: each try fails
+    assert deliver(app, result_id).attempts == 1  # its retry scheduled
+    huey = app.extensions["jobs"].huey
+    retry = huey.dequeue()  # Huey queues a delayed job at once, with its eta
+    assert retry is not None and huey.pending_count() == 0
+    with app.app_context():
+        later = utcnow() - timedelta(minutes=5)  # the worker was down for 5 minutes past the retry's time
+        db.session.execute(update(DicomResult).values(next_attempt_at=later))
+        db.session.commit()
+        assert tasks.recover(on_start=True) == 1  # recovery's message
+    huey.execute(retry, timestamp=retry.eta)  # ... and the retry's own, released by the scheduler
+    drain(app)
+    assert retries_waiting(app) == 1  # the next retry, once
+    with app.app_context():
+        assert db.session.get(DicomResult, result_id).attempts == 2
 
 
 @pytest.mark.parametrize(

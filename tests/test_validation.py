@@ -523,6 +523,63 @@ def test_a_worker_starting_while_a_run_waits_between_slices_does_not_queue_it_tw
     assert [job.args for job in huey.pending()] == [(run_id,)]
 
 
+def test_a_slice_whose_next_could_not_be_queued_is_queued_again_while_other_jobs_wait(
+    app, client, admin_token, monkeypatch
+):
+    """Found reviewing the lease given up at a slice's end: when the queue refused the next slice's
+    message (Redis down a moment), the run was left with no job holding it and no message. Recovery
+    takes only a lease a job still held for a dead job's, so while other jobs waited (the PACS's films
+    queued once Redis was back) no sweep queued the run again and /readyz never called it stalled."""
+    from webapp.jobs.queue import run_recoveries
+    from webapp.validation import tasks
+
+    monkeypatch.setattr(tasks, "SLICE_SECONDS", 0.0, raising=False)
+    run_id = post_archive(client, admin_token, zip_bytes(labelled_films(copies=10))).get_json()["id"]
+    huey = app.extensions["jobs"].huey
+    message = huey.dequeue()
+
+    def queue_down(*args):
+        raise ConnectionError("the queue is down")
+
+    with monkeypatch.context() as outage:
+        outage.setattr(tasks, "enqueue", queue_down)
+        huey.execute(message)  # the first slice; its next could not be queued
+    assert huey.pending_count() == 0
+    other = post_archive(client, admin_token, zip_bytes(labelled_films())).get_json()["id"]  # waits on the queue
+    with app.app_context():
+        assert run_recoveries() == 1
+    assert sorted(job.args for job in huey.pending()) == sorted([(other,), (run_id,)])
+
+
+def test_a_second_message_for_a_run_a_live_job_holds_does_not_start_a_second_chain(
+    app, client, admin_token, monkeypatch
+):
+    """Found reviewing the fix above: a message that finds the run held by a live job (a second worker
+    starting while another works a slice queues every run a job holds) looked again when the lease
+    would lapse. The job had given its turn up by then and queued its next slice, but the look-again
+    took the free run too, and queued a slice of its own at its end: two chains of slices for good."""
+    from webapp.jobs.leases import lease
+    from webapp.validation import tasks
+
+    monkeypatch.setattr(tasks, "SLICE_SECONDS", 0.0, raising=False)
+    run_id = post_archive(client, admin_token, zip_bytes(labelled_films(copies=10))).get_json()["id"]
+    huey = app.extensions["jobs"].huey
+    huey.dequeue()  # worker A took the run's message ...
+    with app.app_context():
+        values = {"status": "running", "lease_owner": "worker-a", "lease_until": utcnow() + lease()}
+        db.session.execute(update(ValidationRun).values(**values))
+        db.session.commit()  # ... and works a slice
+        tasks.start(run_id)  # worker B, starting, queues the run a job holds
+    huey.execute(huey.dequeue())  # held: looked at again when the lease would lapse
+    with app.app_context():
+        tasks.give_turn(run_id, "worker-a")  # A's slice ends: its next slice is queued
+    later, next_slice = sorted((huey.dequeue(), huey.dequeue()), key=lambda job: job.eta is None)
+    huey.execute(later, timestamp=later.eta)  # the look-again, while A's next slice waits its turn
+    assert [job.args for job in huey.pending()] == []  # no second chain
+    huey.execute(next_slice)
+    assert [job.args for job in huey.pending()] == [(run_id,)]
+
+
 def test_archives_that_no_run_will_read_are_removed_by_the_sweep(app, client, admin_token):
     # Found by the site review: a web worker killed while it saved a 1.5 GB upload left its
     # upload-<id>.zip (patients' films) in instance/validation for good, with no run to remove it.

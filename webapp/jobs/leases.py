@@ -72,6 +72,19 @@ def give_up(model, row_id: int, owner: str) -> None:
     update_held(model, row_id, owner, lease_owner=None, lease_until=utcnow())
 
 
+def left_to_recovery(model, row_id: int, owner: str) -> None:
+    """A lease given up whose next job could not be queued (the queue down): `owner`'s again, lapsed
+    as given up, in the caller's transaction, so that recovery and /readyz take it for a dead job's.
+    Left free, no sweep queued it while other jobs waited (their messages on the queue), nor ever
+    called it stalled. Not if a job has taken it meanwhile."""
+    db.session.execute(
+        update(model)
+        .where(model.id == row_id, model.lease_owner.is_(None))
+        .values(lease_owner=owner)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def update_held(model, row_id: int, owner: str, **values) -> None:
     """Write `values` to the row, in the caller's transaction, only while `owner` holds its lease: the
     ownership check and the write are one statement. Raises LeaseLost, having written nothing, otherwise."""

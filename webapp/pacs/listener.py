@@ -209,7 +209,11 @@ def serve(app: Flask, on_listening: Callable[[], None]) -> None:
         for association in server.active_associations:
             if not association.is_established:
                 _end_unestablished(association)
-        server.shutdown()  # closes the socket and waits for the associations in progress
+        server.shutdown()  # closes the socket
+        # ... and the associations in progress end: the interpreter's exit waited for their connections'
+        # threads (pynetdicom's, not the server's); the node's quick exit (exit_at_once) cut a film half sent.
+        for association in server.active_associations:
+            association.dul.join()
 
 
 def _end_unestablished(association) -> None:

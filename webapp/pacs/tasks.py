@@ -219,7 +219,9 @@ def fit(pixels: np.ndarray, size: int) -> np.ndarray:
 
 
 @task(SEND_TASK)
-def deliver(result_id: int) -> None:
+def deliver(result_id: int, attempts: int | None = None) -> None:
+    """`attempts`: the result's tries when this message was queued (None: a message of before 5 December,
+    or the screening job's own first try). A message whose result was tried since is a duplicate."""
     now = utcnow()
     # Taking the result is one statement, so two jobs for the same result cannot both send it.
     taken = db.session.execute(
@@ -235,7 +237,7 @@ def deliver(result_id: int) -> None:
     )
     db.session.commit()
     if taken.rowcount != 1:
-        look_again_when_due(result_id, now)
+        look_again_when_due(result_id, now, attempts)
         return
     result = db.session.get(DicomResult, result_id)
     config = current_app.config
@@ -266,19 +268,24 @@ def deliver(result_id: int) -> None:
     log.info("dicom: result %d (%s of receipt %d) delivered", result.id, result.kind, result.receipt_id)
 
 
-def look_again_when_due(result_id: int, now: datetime) -> None:
+def look_again_when_due(result_id: int, now: datetime, attempts: int | None) -> None:
     """A pending result, held by no job, whose next try is not yet due by this worker's clock: its time
     was written by another process whose clock runs ahead (an administrator's Retry on a web replica, a
     retry released by another worker's scheduler). Until 5 December the message was dropped, and the
-    result waited for the recovery sweep (a minute, and for ever while the queue stayed busy)."""
+    result waited for the recovery sweep (a minute, and for ever while the queue stayed busy).
+    Not a message whose result was tried since it was queued: that try queued its own. Looked at again,
+    such a duplicate (recovery's at a worker's start, beside the retry's own the scheduler released
+    late) lived on beside it round after round."""
     result = db.session.get(DicomResult, result_id)
     if result is None or result.state != RESULT_PENDING:
         return  # sent, or given up
+    if attempts is not None and result.attempts != attempts:
+        return  # tried since: the next try has its message
     if result.lease_until is not None and as_utc(result.lease_until) >= now:
         return  # a job holds it and carries on
     wait = (as_utc(result.next_attempt_at) - now).total_seconds()
     if wait > 0:
-        enqueue_in(wait, SEND_TASK, result_id)
+        enqueue_in(wait, SEND_TASK, result_id, result.attempts)
 
 
 def aborted_note(error: str, aborts: int) -> str:
@@ -300,7 +307,7 @@ def retry_later(result: DicomResult, error: str, aborts: int = 0) -> None:
     result.next_attempt_at = utcnow() + timedelta(seconds=wait)
     db.session.commit()
     log.warning("dicom: result %d not delivered (try %d), next in %ds: %s", result.id, result.attempts, wait, error)
-    enqueue_in(wait, SEND_TASK, result.id)
+    enqueue_in(wait, SEND_TASK, result.id, result.attempts)
 
 
 def refused(result: DicomResult, error: str, aborts: int = 0) -> None:
@@ -321,7 +328,7 @@ def requeue(result: DicomResult) -> bool:
     ):
         return False
     db.session.commit()
-    enqueue(SEND_TASK, result.id)
+    enqueue(SEND_TASK, result.id, 0)
     return True
 
 
@@ -377,16 +384,16 @@ def recover(*, on_start: bool = False) -> int:
     overdue = []
     if on_start or not jobs().pending_work():
         overdue = list(
-            db.session.scalars(
-                select(DicomResult.id).where(
+            db.session.execute(
+                select(DicomResult.id, DicomResult.attempts).where(
                     DicomResult.state == RESULT_PENDING,
                     DicomResult.next_attempt_at < now - timedelta(seconds=60),
                     or_(DicomResult.lease_until.is_(None), DicomResult.lease_until < now),
                 )
             )
         )
-    for result_id in overdue:
-        enqueue(SEND_TASK, result_id)
+    for result_id, attempts in overdue:
+        enqueue(SEND_TASK, result_id, attempts)
     leftovers = db.session.execute(
         select(DicomReceipt.id, DicomReceipt.spool_name).where(and_(~unfinished, DicomReceipt.spool_name.is_not(None)))
     ).all()

@@ -61,17 +61,22 @@ def start(run_id: int) -> None:
 
 
 @task(TASK)
-def run_validation(run_id: int) -> None:
+def run_validation(run_id: int, held: bool = False) -> None:
+    """`held`: this message looks again at a run a live job held, to take over only if that job died."""
     owner = leases.job_owner()
     run = db.session.get(ValidationRun, run_id)
     if run is None or run.status in (RUN_DONE, RUN_FAILED):
+        return
+    if held and run.lease_owner is None:
+        # The job gave its turn up and queued its next slice itself. Taken here as well, the run went on
+        # in two chains of slices for good (a second worker starting while the first worked a slice).
         return
     if not claim(run_id, owner):
         # A live job holds it. Look again when its lease would run out: if that job died, we take over.
         db.session.refresh(run)
         wait = leases.seconds_left(run.lease_until) if run.lease_until else lease().total_seconds()
         if run.status == RUN_RUNNING:
-            enqueue_in(max(wait, 1.0) + 1.0, TASK, run_id)
+            enqueue_in(max(wait, 1.0) + 1.0, TASK, run_id, True)
         return
     try:
         with leases.stop_if_lease_lost(
@@ -152,8 +157,10 @@ def give_turn(run_id: int, owner: str) -> None:
     db.session.commit()
     try:
         enqueue(TASK, run_id)
-    except Exception as exc:  # the queue is down: the run's lease has lapsed, so recovery queues it again
+    except Exception as exc:  # the queue is down: the run's lease, lapsed and held again, is recovery's
         log_not_queued(log, exc, "validation run %d: its next slice could not be queued now; recovery will", run_id)
+        leases.left_to_recovery(ValidationRun, run_id, owner)
+        db.session.commit()
 
 
 def analyse_batch(archive, analyzer, entries: list[str], threshold: float, review_size: int) -> list[dict]:
