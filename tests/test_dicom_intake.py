@@ -540,6 +540,7 @@ def test_the_job_workers_ready_line_says_where_results_go(app, runner, monkeypat
     monkeypatch.setattr("webapp.jobs.cli.yield_cpu", lambda *args: None)  # leave the test process's priority
     monkeypatch.setattr("webapp.jobs.cli.analyzer_for", lambda config: None)
     monkeypatch.setattr("huey.api.Huey.create_consumer", lambda self, **options: Consumer())
+    monkeypatch.setattr("webapp.jobs.cli.exit_at_once", lambda: None)  # would end the test process
     with caplog.at_level("INFO", logger="webapp.jobs.cli"):
         result = runner.invoke(args=["jobs", "worker"])
     assert result.exit_code == 0, result.output

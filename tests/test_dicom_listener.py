@@ -188,6 +188,29 @@ def test_sigterm_lets_an_association_in_progress_end(tmp_path):
         assert database.execute(f"SELECT count(*) FROM {DicomReceipt.__tablename__}").fetchone() == (1,)
 
 
+def test_a_second_sigterm_while_the_node_stops_still_lets_the_association_under_way_end(tmp_path):
+    # Found stopping ./scripts/run.sh with SIGTERM: its trap and then its last line each send SIGTERM, and
+    # the second one, landing while the node waited for its associations, raised KeyboardInterrupt out of
+    # the stop: click printed "Aborted!", the node exited 1, and an association under way (a film half
+    # sent) was cut off. Ctrl-C then SIGTERM (run.sh in a terminal) did the same. Even one SIGTERM did not
+    # wait: pynetdicom's shutdown joins no association (daemon threads), so the node exited under it.
+    with listening_node(tmp_path) as (node, port):
+        ae = AE(ae_title=MODALITY_AE)
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", port, ae_title="CXRSCREEN")
+        assert assoc.is_established
+        node.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        node.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        assert node.poll() is None  # still waiting for the association
+        assert assoc.send_c_echo().Status == 0x0000
+        assoc.release()
+        assert node.wait(timeout=30) == 0
+        said = node.stdout.read()
+        assert "Aborted!" not in said and "Traceback" not in said
+
+
 def test_a_connection_that_never_asked_is_closed_at_the_stop_as_its_artim_timer_would(app, caplog):
     # Found measuring the stop on a busy host: the stop sent such a connection an A-ABORT, an event its
     # state (Sta2) does not take; pynetdicom's reactor thread died with a traceback in the node's log.

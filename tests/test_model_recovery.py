@@ -84,6 +84,7 @@ def test_the_job_worker_waits_for_a_repaired_model(app, runner, monkeypatch, loa
     monkeypatch.setattr("webapp.jobs.cli.install_process_logging", lambda *filters: None)
     monkeypatch.setattr("webapp.jobs.cli.yield_cpu", lambda *args: None)
     monkeypatch.setattr("huey.api.Huey.create_consumer", lambda self, **options: Consumer())
+    monkeypatch.setattr("webapp.jobs.cli.exit_at_once", lambda: None)  # would end the test process
     with caplog.at_level("INFO", logger="webapp.jobs.cli"):
         result = runner.invoke(args=["jobs", "worker"])
     assert result.exit_code == 0, result.output
@@ -137,6 +138,7 @@ def test_the_job_worker_is_seen_while_it_loads_the_model(app, runner, monkeypatc
     monkeypatch.setattr("webapp.jobs.cli.install_process_logging", lambda *filters: None)
     monkeypatch.setattr("webapp.jobs.cli.yield_cpu", lambda *args: None)
     monkeypatch.setattr("huey.api.Huey.create_consumer", lambda self, **options: Consumer())
+    monkeypatch.setattr("webapp.jobs.cli.exit_at_once", lambda: None)  # would end the test process
     result = runner.invoke(args=["jobs", "worker"])
     assert result.exit_code == 0, result.output
     assert said_while_loading == [None]

@@ -7,8 +7,10 @@ DICOM_ALLOWED_CALLING_AETS (when set) are rejected at association, before any da
 from __future__ import annotations
 
 import logging
+import signal
 import socketserver
 import threading
+import time
 from collections.abc import Callable
 
 from flask import Flask
@@ -29,6 +31,8 @@ logging.getLogger("pynetdicom").setLevel(logging.INFO)
 # here (docs/serving.md). This is what the node offers; pynetdicom does not refuse a sender that
 # ignores it, so it bounds nothing in memory (a C-STORE is held whole in memory either way: docs/dicom.md).
 MAX_PDU_BYTES = 1024 * 1024
+# How long a stop waits for the associations in progress: under `docker stop`'s 10 s grace.
+STOP_WAIT_SECONDS = 8
 # A deflated data set is inflated by pynetdicom without limit, whatever its class, as soon as the
 # handler reads it (942 MB for a 373 KiB CR film; a 128 KiB CT of zeros holds 128 MB), and the decoder
 # refuses a deflated film anyway. The context is rejected for every class, so a sender falls back to
@@ -205,15 +209,33 @@ def serve(app: Flask, on_listening: Callable[[], None]) -> None:
         # was waited for up to its ACSE timeout, 30 s: past `docker stop`'s 10 s grace, so the node was
         # killed (137). Once no connection is taken any more, such ones are aborted; associations under
         # way, a film half sent, are waited for.
+        # A second signal (./scripts/run.sh sends SIGTERM after Ctrl-C, and again as it ends) raised
+        # KeyboardInterrupt out of this wait: "Aborted!", exit 1, the associations cut off.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         socketserver.BaseServer.shutdown(server)
         for association in server.active_associations:
             if not association.is_established:
                 _end_unestablished(association)
-        server.shutdown()  # closes the socket
-        # ... and the associations in progress end: the interpreter's exit waited for their connections'
-        # threads (pynetdicom's, not the server's); the node's quick exit (exit_at_once) cut a film half sent.
-        for association in server.active_associations:
-            association.dul.join()
+        server.shutdown()  # closes the socket; pynetdicom waits for no association (daemon threads)
+        _wait_for_associations(server)
+
+
+def _wait_for_associations(server) -> None:
+    """Let the associations in progress end, within `docker stop`'s 10 s grace; abort those left. Until 5
+    December the node exited at once: a film half sent was cut off without a word to its sender."""
+    deadline = time.monotonic() + STOP_WAIT_SECONDS
+    under_way = [association for association in server.active_associations if association.is_established]
+    for association in under_way:
+        association.join(max(0.0, deadline - time.monotonic()))
+    for association in under_way:
+        if association.is_alive():
+            log.warning(
+                "dicom node stopping: association with %s aborted after %d s",
+                association.requestor.ae_title,
+                STOP_WAIT_SECONDS,
+            )
+            association.abort()
 
 
 def _end_unestablished(association) -> None:
