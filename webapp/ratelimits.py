@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .access import request_token
 from .env import ConfigError
 from .extensions import db
+from .limit_storage import SCHEME as MEMORY_SCHEME
 from .logs import install_json_logging
 
 LIMIT_SETTINGS = ("API_RATE_LIMIT", "UPLOAD_RATE_LIMIT", "SIGN_IN_RATE_LIMIT")
@@ -123,10 +124,11 @@ def check_limits(config) -> None:
 def storage_uri(redis_url: str | None) -> str:
     """REDIS_URL as Flask-Limiter's storage: the limits library calls a Redis socket redis+unix://,
     where redis-py (the job queue, /readyz) and docs/deployment.md say unix://; given as such, it
-    stopped the app at start-up with limits' "unknown storage scheme" traceback."""
+    stopped the app at start-up with limits' "unknown storage scheme" traceback. Without Redis, the
+    process's memory without a thread per request (limit_storage.py)."""
     if redis_url and redis_url.startswith("unix://"):
         return "redis+" + redis_url
-    return redis_url or "memory://"
+    return redis_url or f"{MEMORY_SCHEME}://"
 
 
 def init_app(app: Flask) -> None:
