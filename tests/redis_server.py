@@ -4,7 +4,10 @@ in a temporary folder, stopped at the end of the session. Skips when the binary 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -53,6 +56,16 @@ class RedisServer:
         import redis
 
         redis.Redis(port=self.port).flushall()
+
+    @contextlib.contextmanager
+    def stalled(self):
+        """The server stopped by SIGSTOP: its connections stay open and nothing answers (a network
+        partition that drops packets, a server paused), unlike an outage, where connecting is refused."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.process.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process.poll() is None:

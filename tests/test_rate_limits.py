@@ -233,3 +233,23 @@ def test_a_redis_outage_is_logged_when_counting_falls_back_to_memory(tmp_path, c
     ]
     with app.app_context():
         db.engine.dispose()
+
+
+def test_a_stalled_redis_delays_a_request_by_at_most_a_second_per_limit(tmp_path):
+    # Redis stalled (connection open, nothing answering): with redis-py's default of 5 s per call, an API
+    # call (two limits) answered after 10 s, an upload (four) after 14 s, and while the counters stayed
+    # in memory each look at whether Redis was back held a request, a page GET too, for 5 s.
+    server = RedisServer()
+    try:
+        app = limited_app(tmp_path, REDIS_URL=server.url)
+        token = issue_token(app, "clin")
+        client = app.test_client()
+        assert [r.status_code for r in hammer(client, token, 1)] == [404]
+        with server.stalled():
+            started = time.monotonic()
+            assert [r.status_code for r in hammer(client, token, 1)] == [404]  # counted in memory
+            assert time.monotonic() - started < 3.5
+    finally:
+        server.stop()
+    with app.app_context():
+        db.engine.dispose()
