@@ -6,20 +6,22 @@ queue message is gone."""
 from __future__ import annotations
 
 import io
+import time
 from datetime import datetime, timedelta
 
 import pytest
+import redis
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
 from tests.archives import labelled_films, zip_bytes
 from tests.helpers import drain, issue_token, item_states, make_user, reset_database
-from tests.redis_server import redis_server  # noqa: F401  (session fixture)
+from tests.redis_server import RedisServer, redis_server  # noqa: F401  (session fixture)
 from webapp import create_app
 from webapp.config import TestingConfig
 from webapp.extensions import db
 from webapp.jobs.leases import LeaseLost
-from webapp.jobs.queue import run_recoveries
+from webapp.jobs.queue import QUEUE_TIMEOUT_SECONDS, run_recoveries
 from webapp.models import ITEM_DONE, ITEM_PENDING, RUN_DONE, RUN_RUNNING, ValidationItem, ValidationRun, utcnow
 from webapp.validation import tasks
 
@@ -259,3 +261,24 @@ def test_a_stopped_worker_exits_without_tearing_its_interpreter_down(queue_app, 
     result = queue_app.test_cli_runner().invoke(args=["jobs", "worker"])
     assert result.exit_code == 0, result.output
     assert steps == ["consumer stopped", "exit at once"]
+
+
+def test_enqueueing_on_a_stalled_redis_gives_up_within_the_queue_timeout(tmp_path):
+    # Redis stalled (connection open, nothing answering): redis-py's default held whoever enqueued (a
+    # web request creating a validation run, a film the PACS was sending) 5 s a call. The worker's
+    # blocking read (BRPOP) must stay shorter than the timeout, or every idle read would fail.
+    server = RedisServer()
+    try:
+        app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "REDIS_URL": server.url})
+        queue = app.extensions["jobs"]
+        assert queue.huey.storage.read_timeout < QUEUE_TIMEOUT_SECONDS - 1
+        queue.huey.storage.conn.ping()  # connected before the stall: the wait is on a reply, not a connect
+        with server.stalled():
+            started = time.monotonic()
+            with pytest.raises(redis.TimeoutError), app.app_context():
+                tasks.start(1)
+            assert time.monotonic() - started < QUEUE_TIMEOUT_SECONDS + 1
+        # Redis took the push when it woke: queued again by recovery, the run's lease keeps it to one job.
+        assert queue.pending() == 1
+    finally:
+        server.stop()

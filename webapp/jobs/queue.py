@@ -34,6 +34,11 @@ _RECOVERIES: list[Callable[..., int]] = []
 _PERIODIC: list[tuple[str, str | None, bool, Callable]] = []
 RECOVERY_TASK = "jobs.recover"
 PROBE_TIMEOUT_SECONDS = 1.0
+# How long the queue's own client waits for Redis. redis-py's default, 5 s a call, held a web request
+# that enqueued (a validation run) or a film the PACS was sending 5 s per call while Redis stalled (the
+# connection open, nothing answering). It must stay well above Huey's blocking read (BRPOP, 1 s) plus
+# the network: a read cut short there may lose the message Redis pops a moment later.
+QUEUE_TIMEOUT_SECONDS = 3.0
 # A worker records in the queue's own storage that it is there: when it starts, then with the jobs it runs
 # (at least the recovery sweep, every minute), at most every SEEN_EVERY_SECONDS. Jobs waiting with no
 # worker seen for WORKER_SILENT_SECONDS are a warning on /readyz.
@@ -75,7 +80,11 @@ def periodic(name: str, minutes_setting: str | None = None, needs_redis: bool = 
 def build_huey(config) -> Huey:
     name = config["JOBS_QUEUE_NAME"]
     if config.get("REDIS_URL"):
-        return RedisHuey(name, url=config["REDIS_URL"])
+        seconds = QUEUE_TIMEOUT_SECONDS
+        pool = redis.ConnectionPool.from_url(
+            config["REDIS_URL"], socket_timeout=seconds, socket_connect_timeout=seconds
+        )  # Huey takes timeouts only with a pool of our own (with its url= they are "over-determined")
+        return RedisHuey(name, connection_pool=pool)
     path = Path(config["INSTANCE_DIR"]) / "jobs.sqlite"
     path.parent.mkdir(parents=True, exist_ok=True)
     private_sqlite_file(str(path))  # like the app's database: 0600 whatever the umask
@@ -142,8 +151,8 @@ class JobQueue:
 
     def probe(self) -> str | None:
         """Why the Redis queue cannot be reached, for /readyz, or None (also with the SQLite queue, a file
-        beside the database that the probe's disk check covers). A client of its own with short
-        timeouts: Huey's has none, and a probe must not hang on a Redis that does not answer."""
+        beside the database that the probe's disk check covers). A client of its own with shorter
+        timeouts than Huey's (QUEUE_TIMEOUT_SECONDS): a probe must not hang on a Redis that does not answer."""
         client = self.redis_client()
         if client is None:
             return None
