@@ -22,15 +22,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from .access import request_token
 from .env import ConfigError
 from .extensions import db
+from .jobs.queue import PROBE_TIMEOUT_SECONDS
 from .limit_storage import SCHEME as MEMORY_SCHEME
 from .logs import install_json_logging
 
 LIMIT_SETTINGS = ("API_RATE_LIMIT", "UPLOAD_RATE_LIMIT", "SIGN_IN_RATE_LIMIT")
-# How long a count waits for Redis before it is counted in memory instead. A count takes a millisecond;
-# redis-py's default, 5 s per call, made every request that came while Redis stalled (the connection
-# open, nothing answering: a network partition, a paused server) wait 5 s per limit: an API upload
-# counts four, and answered after 14 s (found 5 December with redis-server stopped by SIGSTOP).
-REDIS_TIMEOUT_SECONDS = 1.0
 
 
 def scoped(key: str) -> str:
@@ -142,7 +138,10 @@ def init_app(app: Flask) -> None:
     app.config["RATELIMIT_ENABLED"] = app.config["RATE_LIMITS_ENABLED"]
     app.config["RATELIMIT_STORAGE_URI"] = storage_uri(app.config["REDIS_URL"])
     if app.config["REDIS_URL"]:
-        seconds = REDIS_TIMEOUT_SECONDS
+        # A count waits for Redis as long as the /readyz probe does, then counts in memory: redis-py's
+        # default, 5 s per call, made every request while Redis stalled (the connection open, nothing
+        # answering) wait 5 s per limit; an API upload counts four and answered after 14 s.
+        seconds = PROBE_TIMEOUT_SECONDS
         app.config["RATELIMIT_STORAGE_OPTIONS"] = {"socket_timeout": seconds, "socket_connect_timeout": seconds}
     # A Redis outage must not take the app down: counting falls back to memory until it is back.
     app.config["RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"] = True
