@@ -27,7 +27,7 @@ from pathlib import Path
 from . import machine, queue_bench, report
 from .client import Run, Target, run_count, run_for
 from .inputs import Upload, latency_inputs, load_mix
-from .servers import ROOT, BenchServer, start_app, start_naive
+from .servers import ROOT, BenchServer, start_app, start_reference
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_MODEL = ROOT / "webapp" / "weights" / "cxr_pneumonia.keras"
@@ -178,7 +178,7 @@ def bench_ours(model_path: Path, plan: Plan, uploads: list[Upload]) -> dict:
 
 def bench_naive(model_path: Path, plan: Plan, uploads: list[Upload], settings: dict) -> dict:
     ledger = Ledger()
-    server = start_naive(settings, model_path)
+    server = start_reference("naive", settings, model_path)
     try:
         ready_s = server.wait_ready()
         log(f"naive server ready in {ready_s:.2f} s")

@@ -4,7 +4,7 @@ Our app runs exactly as `scripts/run.sh` serves it (gunicorn with gunicorn.conf.
 on a fresh temporary instance folder: its own SQLite database, migrated, with one clinician and an
 API token made through the app's own CLI (tests/live_app.py). The naive reference server runs under
 gunicorn with the same workers, threads and connections per worker, so the comparison measures the
-request path and not the server.
+request path and not the server; so does the floor server (benchmarks/floor_server.py).
 """
 
 from __future__ import annotations
@@ -88,16 +88,17 @@ def start_app(model_path: Path | None = None, settings: dict[str, str] | None = 
     return server
 
 
-def start_naive(settings: dict, model_path: Path) -> BenchServer:
-    """The reference server with the same workers, threads and connections per worker as ours."""
-    server = BenchServer("naive", env={"MODEL_PATH": str(model_path)})
+def start_reference(name: str, settings: dict, model_path: Path, env: dict[str, str] | None = None) -> BenchServer:
+    """A reference server, `benchmarks/<name>_server.py` (naive or floor), with the same workers,
+    threads and connections per worker as ours."""
+    server = BenchServer(name, env={"MODEL_PATH": str(model_path), **(env or {})})
     # fmt: off
     server.argv = [
         sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{server.port}",
         "--workers", str(settings["workers"]), "--threads", str(settings["threads"]),
         "--worker-class", "gthread", "--timeout", "120", "--access-logfile", "-",
         "--worker-connections", str(settings["worker_connections"]), "--keep-alive", str(settings["keepalive"]),
-        "benchmarks.naive_server:app",
+        f"benchmarks.{name}_server:app",
     ]
     # fmt: on
     server.start()

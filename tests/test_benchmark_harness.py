@@ -83,3 +83,26 @@ def test_memory_is_flat_only_when_no_worker_grows_past_the_tolerance():
     assert not grown["flat"] and grown["peak_mb"] == 700
     recycled = memory_verdict([sample(600, 600), {"memory_mb": {3: {"rss": 500, "pss": 500, "uss": 500}}}])
     assert recycled["recycled"] == [1, 2] and not recycled["flat"]
+
+
+def test_the_floor_report_states_what_the_goals_leave_above_the_floor(monkeypatch):
+    from benchmarks import floor
+
+    monkeypatch.setattr(floor.machine, "describe", lambda: {"cpu_model": "a test CPU"})
+    settings = {"workers": 2, "threads": 2, "worker_connections": 2}
+
+    def server(p50, rps, cpu):
+        return {"p50_c1_ms": p50, "rps_c4": rps, "p95_c4_ms": 50.0, "cpu_ms_per_upload": cpu, "gunicorn": settings}
+
+    rounds = [
+        {"ours": server(17.0, 100.0, 18.0), "floor": server(11.0, 180.0, 11.0), "naive": server(60.0, 20.0, 66.0)},
+        {"ours": server(19.0, 110.0, 20.0), "floor": server(13.0, 180.0, 12.0), "naive": server(60.0, 30.0, 66.0)},
+    ]
+    text = floor.report(rounds, cores=2, other_cpu_s=0.0, duration_s=180.0)
+    # Means of the rounds; ratios to the naive server's mean (25 req/s).
+    assert "| ours | 18.0 | 105.0 | 4.20x |" in text
+    assert "| floor | 12.0 | 180.0 | 7.20x |" in text
+    # 12 ms - 12.0 ms; 6 x 25 = 150 req/s on 2 cores = 13.3 ms per upload, 11.5 of it the floor's.
+    assert "which leaves 0.0 ms for everything else; ours takes 6.0 ms above the floor" in text
+    assert "= 150 req/s on 2 cores = at most 13.3 ms" in text
+    assert "which leaves 1.8 ms; ours uses 7.5 ms above the floor" in text
