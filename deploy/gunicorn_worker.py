@@ -6,15 +6,22 @@ HTML page. An integration script of the JSON API then gets the one answer that i
 `{"error": {"code", "message"}}`. This worker gives those refusals the same status gunicorn does
 (400, 414, 417, 431, 501) and the API's body, from the app's own table
 (webapp/errors/http_refusals.py); anything else (a fault in the app, TLS) is left to gunicorn.
+It also gives up reads from a client that stopped sending, and lingers on closed connections
+without blocking the worker's event loop (both below).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
+import selectors
 import socket
+import ssl
 import struct
+import time
+from collections import deque
 from datetime import datetime
 
 from gunicorn import util
@@ -62,6 +69,21 @@ class JsonRefusalWorker(ThreadWorker):
     # body (400, nothing written). A client that stalls on purpose, again and again, is still the
     # buffering proxy's to stop (docs/serving.md, "Connections per worker").
     read_timeout_seconds = 60
+    # After an answer that closes its connection, gunicorn lingers (RFC 9112 9.6): it half-closes and
+    # reads what the client still sends until the client closes too, so that bytes left unread do not
+    # make the kernel reset the connection and destroy the answer. It did that on the worker's one
+    # event-loop thread, blocking, for up to 2 s: a client that kept its end open after reading the
+    # answer froze the worker's accepting for 2 s each (four such /healthz probes: 8 s for the next
+    # client), and it drained only 64 KB, so a client still sending a body the app never read (401,
+    # 413) met a reset instead of the answer. The lingering now waits on the event loop, with no cap
+    # on the bytes drained within the time.
+    linger_seconds = 2.0
+    # A bound on connections lingering at once (file descriptors); past it a connection is closed without.
+    max_lingering = 256
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lingering: deque[tuple[float, socket.socket]] = deque()  # oldest deadline first
 
     def init_process(self):
         self.log.error_log.addFilter(StalledClientLine(self.read_timeout_seconds))
@@ -73,6 +95,50 @@ class JsonRefusalWorker(ThreadWorker):
         seconds = struct.pack("ll", self.read_timeout_seconds, 0)
         conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, seconds)
         super().enqueue_req(conn)
+
+    def finish_request(self, conn, fs):
+        # gunicorn closes a connection whose handler returned False (or was cancelled); a kept-alive or
+        # deferred one, or a handler that raised, is still gunicorn's to handle.
+        if fs.cancelled() or (fs.exception() is None and not fs.result()):
+            self.nr_conns -= 1
+            self.linger(conn.sock)
+        else:
+            super().finish_request(conn, fs)
+
+    def linger(self, sock: socket.socket) -> None:
+        if len(self.lingering) >= self.max_lingering:
+            util.close(sock)
+            return
+        try:
+            sock.shutdown(socket.SHUT_WR)  # the answer is complete: FIN
+            sock.setblocking(False)
+            self.poller.register(sock, selectors.EVENT_READ, self.drain)
+        except (OSError, ValueError):
+            util.close(sock)
+            return
+        self.lingering.append((time.monotonic() + self.linger_seconds, sock))
+
+    def drain(self, sock: socket.socket) -> None:
+        try:
+            if sock.recv(65536):
+                return  # more may come: keep lingering
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return
+        except OSError:
+            pass
+        self.end_linger(sock)  # the client closed its end (or reset it)
+
+    def end_linger(self, sock: socket.socket) -> None:
+        with contextlib.suppress(KeyError, ValueError):  # already unregistered when the client closed first
+            self.poller.unregister(sock)
+        util.close(sock)
+
+    def murder_keepalived(self, force=False):
+        # Called on every turn of the event loop (and with force=True when the worker stops).
+        super().murder_keepalived(force)
+        now = time.monotonic()
+        while self.lingering and (force or self.lingering[0][0] <= now):
+            self.end_linger(self.lingering.popleft()[1])
 
     def handle_error(self, req, client, addr, exc):
         answer = refusal(exc)

@@ -4,6 +4,7 @@ The live fuzzing of the same contract is scripts/check_api_contract.py (Schemath
 """
 
 import ast
+import base64
 import gzip
 import io
 import itertools
@@ -16,6 +17,8 @@ from openapi_spec_validator import validate
 
 from tests.factories import add_prediction
 from tests.helpers import fixture_image
+from webapp.extensions import db
+from webapp.models import Prediction
 
 
 def auth(token):
@@ -409,6 +412,29 @@ def test_a_body_compressed_in_its_transfer_encoding_is_415(app, client, api_toke
         environ_overrides={"wsgi.input": io.BytesIO(gzip.compress(body)), "wsgi.input_terminated": True},
     )
     assert response.status_code == 415 and response.json["error"]["code"] == "unsupported_encoding"
+
+
+@pytest.mark.parametrize("coding", ["base64", "quoted-printable", " BASE64 "])
+def test_a_part_with_a_content_transfer_encoding_is_415_not_a_text_file(app, client, api_token, coding):
+    """RFC 2388 let a sender encode a part (`Content-Transfer-Encoding: base64`); RFC 7578 forbids it and
+    nothing here decodes one. Found sending such a part to the live server: the film, read as its base64
+    text, was refused 415 `unsupported_type` "The file is a text file", and the client looked for a wrong
+    file. Now 415 `unsupported_encoding`, naming the part's header; nothing is stored."""
+    image = fixture_image("normal.jpeg")
+    form = {"Content-Type": "multipart/form-data; boundary=b"} | auth(api_token)
+
+    def upload(coding: str, content: bytes):
+        head = f'Content-Disposition: form-data; name="file"; filename="n.jpeg"\r\nContent-Transfer-Encoding: {coding}'
+        body = b"--b\r\n" + head.encode() + b"\r\n\r\n" + content + b"\r\n--b--\r\n"
+        return client.post("/api/v1/predictions", data=body, headers=form)
+
+    response = upload(coding, base64.encodebytes(image))
+    assert response.status_code == 415 and response.json["error"]["code"] == "unsupported_encoding"
+    assert "Content-Transfer-Encoding" in response.json["error"]["message"]
+    with app.app_context():
+        assert db.session.query(Prediction).count() == 0
+    for plain in ("binary", "8bit"):  # the identity codings name no encoding to undo
+        assert upload(plain, image).status_code == 201, plain
 
 
 def test_the_example_prediction_has_every_field_the_api_answers_with(document):

@@ -80,3 +80,26 @@ def test_a_broken_chunked_upload_on_the_page_is_a_4xx_page(app, client, auth, cl
     assert response.status_code == status
     assert words in response.get_data(as_text=True)
     assert rows(app) == 0
+
+
+@pytest.mark.parametrize("path", ["/api/v1/predictions", "/screen"])
+def test_a_chunked_upload_over_the_limit_is_called_too_large(app, client, api_token, auth, path):
+    """Found sending a 3 MB chunked upload to a server with MAX_UPLOAD_MB=2: the 413 said "The upload is
+    within the size limit but its form has too many parts", as a chunked body has no Content-Length to
+    compare with the limit; the client was sent looking for form fields it never had."""
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    body = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n' + b"x" * 5000
+    headers = {"Authorization": f"Bearer {api_token}"}
+    if path == "/screen":
+        auth.login()
+        headers = {"X-CSRFToken": csrf_token(client, "/screen")}
+    response = client.post(
+        path,
+        content_type="multipart/form-data; boundary=XyZ",
+        headers={"Transfer-Encoding": "chunked", **headers},
+        environ_overrides={"wsgi.input": io.BytesIO(body + b"\r\n--XyZ--\r\n"), "wsgi.input_terminated": True},
+    )
+    assert response.status_code == 413
+    text = response.get_data(as_text=True)
+    assert "larger than this server accepts" in text and "too many parts" not in text
+    assert rows(app) == 0

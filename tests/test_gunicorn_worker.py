@@ -195,3 +195,42 @@ def test_a_slow_but_moving_body_is_read_whole(quick_server):
         while chunk := sock.recv(65536):
             received += chunk
     assert received.startswith(b"HTTP/1.1 200") and received.endswith(b"abcdef")
+
+
+def answer_of(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def test_clients_that_keep_their_end_open_do_not_stall_the_worker(server):
+    """Found sending raw requests to the app's gunicorn: after an answer with `Connection: close`,
+    gunicorn drains the socket until the client closes its end, for up to 2 s, on the worker's one
+    event-loop thread; a client that read its answer but kept the connection open (a pooled or idle
+    script) froze that worker's accepting for 2 s, and four such /healthz probes kept the next
+    client waiting 8 s. The drain now waits on the event loop instead."""
+    holders = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(3)]
+    try:
+        for sock in holders:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        for sock in holders:
+            assert answer_of(sock).endswith(b"hello")  # answered and half-closed; the client keeps its end
+        started = time.monotonic()
+        answered, _, body = exchange(server, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert (answered, body) == (200, b"hello")
+        assert time.monotonic() - started < 1.5  # was 2 s per holder before it
+    finally:
+        for sock in holders:
+            sock.close()
+
+
+def test_an_answer_before_the_body_is_read_reaches_a_client_still_sending_it(server):
+    """An answer given without reading the body (401 without a token, 413 for a Content-Length over
+    the limit) came with only 64 KB of the body drained: a client that sends its whole body before
+    reading (http.client, HttpURLConnection) then met a reset (broken pipe) instead of the answer."""
+    body = b"x" * (8 * 1024 * 1024)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+        sock.sendall(body)
+        assert answer_of(sock).startswith(b"HTTP/1.1 200 OK")

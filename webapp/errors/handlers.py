@@ -11,6 +11,7 @@ from flask_wtf.csrf import CSRFError
 from gunicorn.http.errors import ParseException
 from sqlalchemy.exc import DataError, OperationalError, SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.wsgi import LimitedStream
 
 from ..api.errors import api_error
 from ..extensions import db, login_manager
@@ -56,7 +57,7 @@ def handle_http(exc: HTTPException):
     # A message written for this refusal (e.g. which parameter is out of range) beats the generic one.
     specific = exc.description if exc.description != type(exc).description else None
     message = specific or MESSAGES.get(status, exc.description or "")
-    if status == 413 and not specific and (request.content_length or 0) <= current_app.config["MAX_CONTENT_LENGTH"]:
+    if status == 413 and not specific and not _over_the_size_limit(current_app.config["MAX_CONTENT_LENGTH"]):
         # Not the size: werkzeug's form parser also answers 413 for too many parts or a long text field.
         message = TOO_MANY_PARTS
     message = message.format(max_mb=current_app.config["MAX_UPLOAD_MB"])
@@ -67,6 +68,16 @@ def handle_http(exc: HTTPException):
         if name.lower() != "content-type":
             response.headers[name] = value
     return response
+
+
+def _over_the_size_limit(limit: int) -> bool:
+    """Whether the body is over the upload limit: its Content-Length, or for a chunked body (which has
+    none) werkzeug's stream of it stopping at the limit. A chunked upload over the limit was told it had
+    "too many parts" (found sending one to the live server)."""
+    if request.content_length is not None:
+        return request.content_length > limit
+    stream = request.stream  # the one the form parser read: werkzeug caches it
+    return isinstance(stream, LimitedStream) and stream.is_exhausted
 
 
 def handle_csrf(exc: CSRFError):
