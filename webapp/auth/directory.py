@@ -4,7 +4,7 @@ A service account finds the person's entry with LDAP_USER_FILTER, the person's o
 by binding as that entry, and the role comes from the groups at every sign-in: members of
 LDAP_ADMIN_GROUP_DN are admins, of LDAP_CLINICIAN_GROUP_DN clinicians, anyone else is refused.
 Membership is read from the entry's `memberOf` (Active Directory, OpenLDAP's memberof overlay) or,
-failing that, from the group's `member` list (groupOfNames).
+failing that, from the group's `member` list (groupOfNames), and then through the groups nested in it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import re
 import ssl
 import uuid
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -181,8 +182,20 @@ def _server() -> Server:
 
 def _connection(server: Server, dn: str, password: str) -> Connection:
     cfg = current_app.config
+    # auto_range off: ldap3's own reading of Active Directory's ranged values (member;range=0-1499) ends
+    # quietly at a refused range, leaving a shorter member list that reads as "not a member"; _members
+    # reads the ranges itself, each through _search. memberOf sent ranged is then absent, and the
+    # group's own member list is asked instead (_in_group). No empty attributes added for those not
+    # sent: with auto_range off, ldap3 then deletes a "member" the answer to member;range=1500-* lacks
+    # (KeyError). Every reader here uses .get().
     conn = Connection(
-        server, user=dn or None, password=password or None, receive_timeout=cfg["LDAP_TIMEOUT_SECONDS"], read_only=True
+        server,
+        user=dn or None,
+        password=password or None,
+        receive_timeout=cfg["LDAP_TIMEOUT_SECONDS"],
+        read_only=True,
+        auto_range=False,
+        return_empty_attributes=False,
     )
     conn.open()
     # A refused StartTLS must stop here: binding anyway would send the password in clear text.
@@ -191,25 +204,35 @@ def _connection(server: Server, dn: str, password: str) -> Connection:
     return conn
 
 
-def _same_dn(a: str, b: str) -> bool:
+def _dn_key(dn: str) -> str:
+    """A DN in the one form DNs are compared in."""
     try:
-        return safe_dn(a).lower() == safe_dn(b).lower()
+        return safe_dn(dn).lower()
     except LDAPException:
-        return a.strip().lower() == b.strip().lower()
+        return dn.strip().lower()
+
+
+def _same_dn(a: str, b: str) -> bool:
+    return _dn_key(a) == _dn_key(b)
 
 
 # A search's result codes that are answers: success, and sizeLimitExceeded (more than one entry matched,
 # an ambiguous name: nobody). Anything else (noSuchObject: LDAP_USER_BASE or a group's DN missing, a
 # referral, refused rights) says nothing about the person.
 _ANSWERS = (0, 4)
+NO_SUCH_OBJECT = 32
 
 
-def _search(service: Connection, base: str, query: str, **options) -> list:
+def _search(service: Connection, base: str, query: str, missing_ok: bool = False, **options) -> list:
     """The entries a search found; DirectoryUnavailable when the directory did not answer the question.
     Read as "no entry", a base that does not exist (a typo in LDAP_USER_BASE, an OU renamed) made the
-    re-check end every directory account's access as if everyone had left."""
+    re-check end every directory account's access as if everyone had left. `missing_ok` is for the
+    nested-group walk alone: a base that does not exist there is a group's member that was deleted."""
     service.search(base, query, **options)
-    if service.result.get("result") not in _ANSWERS:
+    code = service.result.get("result")
+    if missing_ok and code == NO_SUCH_OBJECT:
+        return []
+    if code not in _ANSWERS:
         raise DirectoryUnavailable(f"search of {base!r} refused: {service.result.get('description')}")
     return list(service.entries)
 
@@ -220,7 +243,81 @@ def _in_group(service: Connection, user_dn: str, member_of: list[str], group_dn:
     if any(_same_dn(dn, group_dn) for dn in member_of):
         return True
     query = f"(member={escape_filter_chars(user_dn)})"
-    return bool(_search(service, group_dn, query, search_scope=BASE, attributes=["cn"]))
+    if _search(service, group_dn, query, search_scope=BASE, attributes=["cn"]):
+        return True
+    return _in_nested_group(service, user_dn, group_dn)
+
+
+# The walk down from a configured group through the groups nested in it (docs/sign-in.md): AD's memberOf
+# and the group's member list name direct groups only. Bounded, as cycles and deep or wide trees are
+# common in Active Directory: groups at most MAX_NESTING levels below the configured one are read, and
+# at most MAX_NESTED_READS entries per group checked (one BASE search each; a person among the members
+# is read too, as only its entry tells it from a group).
+MAX_NESTING = 8
+MAX_NESTED_READS = 200
+
+
+def _in_nested_group(service: Connection, user_dn: str, group_dn: str) -> bool:
+    """Whether `user_dn` is in a group nested in `group_dn`, breadth-first. A walk cut short by the bound
+    is "not a member", with a warning: the site moves the person up into a shallower group."""
+    user = _dn_key(user_dn)
+    seen = {_dn_key(group_dn)}
+    queue = deque([(group_dn, 0)])
+    reads = 0
+    cut_short = False
+    while queue:
+        if reads == MAX_NESTED_READS:
+            cut_short = True
+            break
+        dn, depth = queue.popleft()
+        reads += 1
+        # The configured group must exist (a missing one is the outage rule of _search); a member that
+        # does not is one deleted since (a dangling member) or hidden from the service account: skipped.
+        for member in _members(service, dn, missing_ok=depth > 0):
+            key = _dn_key(member)
+            if key == user:
+                return True
+            if key in seen:
+                continue
+            seen.add(key)
+            if depth == MAX_NESTING:
+                cut_short = True
+            else:
+                queue.append((member, depth + 1))
+    if cut_short:
+        log.warning(
+            "directory group %r: nested groups not all read (at most %d levels below it and %d entries read "
+            "per check); %r counted as not a member",
+            group_dn,
+            MAX_NESTING,
+            MAX_NESTED_READS,
+            user_dn,
+        )
+    return False
+
+
+def _members(service: Connection, dn: str, missing_ok: bool) -> list[str]:
+    """The `member` values of the entry at `dn`: none for a person, or a member no longer there. Active
+    Directory sends a large group's values a range at a time (member;range=0-1499, then from 1500 on,
+    the last range ending in *); every range is read, and a range refused is an outage, not an end."""
+    wanted, start = "member", 0
+    members: list[str] = []
+    while True:
+        entries = _search(service, dn, "(objectClass=*)", missing_ok=missing_ok, search_scope=BASE, attributes=[wanted])
+        if not entries:
+            return members
+        values = {name.lower(): value for name, value in entries[0].entry_attributes_as_dict.items()}
+        ranged = [name for name in values if name.startswith("member;range=")]
+        if not ranged:
+            return members + [str(value) for value in values.get("member", [])]
+        members += [str(value) for value in values[ranged[0]]]
+        last = ranged[0].rpartition("-")[2]
+        if last == "*":
+            return members
+        if not last.isdigit() or int(last) < start:  # a range that does not move on would loop
+            raise DirectoryUnavailable(f"search of {dn!r} sent the range {ranged[0]!r}")
+        start = int(last) + 1
+        wanted = f"member;range={start}-*"
 
 
 @contextmanager
