@@ -4,7 +4,8 @@ Active Directory sends at most 1,500 values of an attribute per answer: asked fo
 group it sends `member;range=0-1499`, and each `member;range=N-*` asked for next, until a range that
 ends in `*`. OpenLDAP sends no ranges, so the tests' slapd cannot show how ldap3 reads them; this
 speaks LDAP on the wire (BER, with ldap3's own protocol classes) for that one question: any bind is
-accepted, and every search is answered with the group's members, ranged, whatever its base.
+accepted (and kept in `binds`: a test's referral points here), and every search is answered with the
+group's members, ranged, whatever its base.
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ def _result(kind, code: int, text: str = ""):
 
 
 class RangedDirectory:
-    """Listens on a free loopback port until close(); `asked` holds each search's attribute list."""
+    """Listens on a free loopback port until close(); `asked` holds each search's attribute list, `binds`
+    each bind's DN and password."""
 
     def __init__(self, members: list[str], refuse_from: int | None = None):
         self.members = members
         self.refuse_from = refuse_from  # ranges from this value on are refused (busy)
         self.asked: list[list[str]] = []
+        self.binds: list[tuple[str, bytes]] = []
         self._socket = socket.create_server(("127.0.0.1", 0))
         self.url = f"ldap://127.0.0.1:{self._socket.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -87,6 +90,8 @@ class RangedDirectory:
                     if operation.getName() == "unbindRequest":
                         return
                     if operation.getName() == "bindRequest":
+                        bind = operation.getComponent()
+                        self.binds.append((str(bind["name"]), bytes(bind["authentication"].getComponent())))
                         connection.sendall(_message(message_id, "bindResponse", _result(BindResponse, 0)))
                     elif operation.getName() == "searchRequest":
                         connection.sendall(self._answer(message_id, operation.getComponent()))

@@ -187,6 +187,27 @@ def test_a_directory_lost_during_the_walk_is_an_outage_not_a_refusal(app, auth, 
     assert response.status_code == 503 and UNREACHABLE in response.get_data(as_text=True)
 
 
+def test_a_member_held_by_another_server_is_skipped_and_no_password_follows_the_referral(app, own_ldap_server, caplog):
+    # A group's member under a referral entry (another domain of an Active Directory forest, or any host
+    # someone who may create referrals names): ldap3 followed the referral and bound there with the
+    # service account's DN and password, in clear text on ldap://. It is skipped, and nothing goes there.
+    elsewhere = RangedDirectory(["cn=nobody"])
+    try:
+        app.config.update(own_ldap_server.app_settings())
+        branch, radiology = f"ou=elsewhere,{SUFFIX}", group("radiology")
+        with own_ldap_server.admin() as conn:  # this test's own directory: nothing to take away afterwards
+            referral = {"ou": "elsewhere", "ref": f"{elsewhere.url}/{branch}"}
+            assert conn.add(branch, ["referral", "extensibleObject"], referral), conn.result
+            assert conn.add(radiology, ["groupOfNames"], {"cn": "radiology", "member": [CAROL]}), conn.result
+            change = [(MODIFY_ADD, [f"cn=someone,{branch}", radiology])]
+            assert conn.modify(CLINICIANS_GROUP, {"member": change}), conn.result
+        assert role_of(app, "carol") == "clinician"
+        assert elsewhere.binds == [] and elsewhere.asked == []
+        assert f"directory group member 'cn=someone,{branch}' is held by another directory server" in caplog.text
+    finally:
+        elsewhere.close()
+
+
 BIG_GROUP = "CN=All Staff,OU=Groups,DC=ad,DC=test"
 
 
@@ -209,7 +230,7 @@ def large_group(app):
 def members_read(app) -> list[str]:
     """The group's members as the walk reads them, over the app's own connection (_connection's settings)."""
     with app.app_context(), directory_module._service_account() as (_, service):
-        return directory_module._members(service, BIG_GROUP, missing_ok=False)
+        return directory_module._members(service, BIG_GROUP, member=False)
 
 
 def test_every_range_of_a_large_active_directory_group_is_read(app, large_group):

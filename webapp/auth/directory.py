@@ -196,6 +196,10 @@ def _connection(server: Server, dn: str, password: str) -> Connection:
         read_only=True,
         auto_range=False,
         return_empty_attributes=False,
+        # A referral is not followed: ldap3 would bind to whatever host the directory's referral names
+        # with this connection's DN and password, without TLS on an ldap:// one, and the walk reads
+        # member DNs that anyone who manages a group can set. The app talks to LDAP_URL alone.
+        auto_referrals=False,
     )
     conn.open()
     # A refused StartTLS must stop here: binding anyway would send the password in clear text.
@@ -220,17 +224,21 @@ def _same_dn(a: str, b: str) -> bool:
 # an ambiguous name: nobody). Anything else (noSuchObject: LDAP_USER_BASE or a group's DN missing, a
 # referral, refused rights) says nothing about the person.
 _ANSWERS = (0, 4)
-NO_SUCH_OBJECT = 32
+REFERRAL, NO_SUCH_OBJECT = 10, 32
 
 
-def _search(service: Connection, base: str, query: str, missing_ok: bool = False, **options) -> list:
+def _search(service: Connection, base: str, query: str, member: bool = False, **options) -> list:
     """The entries a search found; DirectoryUnavailable when the directory did not answer the question.
     Read as "no entry", a base that does not exist (a typo in LDAP_USER_BASE, an OU renamed) made the
-    re-check end every directory account's access as if everyone had left. `missing_ok` is for the
-    nested-group walk alone: a base that does not exist there is a group's member that was deleted."""
+    re-check end every directory account's access as if everyone had left. `member` is for the
+    nested-group walk's reads of a group's members alone: one that does not exist (deleted since) or
+    that this server does not hold (a referral: another domain of an Active Directory forest) is no
+    entry there, not an outage, which would refuse everyone the walk passes it for."""
     service.search(base, query, **options)
     code = service.result.get("result")
-    if missing_ok and code == NO_SUCH_OBJECT:
+    if member and code == REFERRAL:
+        log.warning("directory group member %r is held by another directory server (a referral, not followed)", base)
+    if member and code in (NO_SUCH_OBJECT, REFERRAL):
         return []
     if code not in _ANSWERS:
         raise DirectoryUnavailable(f"search of {base!r} refused: {service.result.get('description')}")
@@ -271,9 +279,10 @@ def _in_nested_group(service: Connection, user_dn: str, group_dn: str) -> bool:
             break
         dn, depth = queue.popleft()
         reads += 1
-        # The configured group must exist (a missing one is the outage rule of _search); a member that
-        # does not is one deleted since (a dangling member) or hidden from the service account: skipped.
-        for member in _members(service, dn, missing_ok=depth > 0):
+        # The configured group must be there (a missing one is the outage rule of _search); a member
+        # deleted since (a dangling member), hidden from the service account or held by another server
+        # is skipped.
+        for member in _members(service, dn, member=depth > 0):
             key = _dn_key(member)
             if key == user:
                 return True
@@ -296,14 +305,14 @@ def _in_nested_group(service: Connection, user_dn: str, group_dn: str) -> bool:
     return False
 
 
-def _members(service: Connection, dn: str, missing_ok: bool) -> list[str]:
+def _members(service: Connection, dn: str, member: bool) -> list[str]:
     """The `member` values of the entry at `dn`: none for a person, or a member no longer there. Active
     Directory sends a large group's values a range at a time (member;range=0-1499, then from 1500 on,
     the last range ending in *); every range is read, and a range refused is an outage, not an end."""
     wanted, start = "member", 0
     members: list[str] = []
     while True:
-        entries = _search(service, dn, "(objectClass=*)", missing_ok=missing_ok, search_scope=BASE, attributes=[wanted])
+        entries = _search(service, dn, "(objectClass=*)", member=member, search_scope=BASE, attributes=[wanted])
         if not entries:
             return members
         values = {name.lower(): value for name, value in entries[0].entry_attributes_as_dict.items()}
