@@ -1,11 +1,12 @@
-"""A directory server that answers as Active Directory does about a group larger than its MaxValRange.
+"""A directory server that answers as Active Directory does about a person in more groups than its
+MaxValRange.
 
-Active Directory sends at most 1,500 values of an attribute per answer: asked for `member` of a larger
-group it sends `member;range=0-1499`, and each `member;range=N-*` asked for next, until a range that
-ends in `*`. OpenLDAP sends no ranges, so the tests' slapd cannot show how ldap3 reads them; this
-speaks LDAP on the wire (BER, with ldap3's own protocol classes) for that one question: any bind is
-accepted (and kept in `binds`: a test's referral points here), and every search is answered with the
-group's members, ranged, whatever its base.
+Active Directory sends at most 1,500 values of an attribute per answer: asked for the `memberOf` of an
+entry in more groups, it sends `memberOf;range=0-1499`. OpenLDAP sends no ranges, so the tests' slapd
+cannot show what ldap3 hands the app then; this speaks LDAP on the wire (BER, with ldap3's own protocol
+classes): any bind is accepted, a search based at the person's DN or above it finds the person with
+the first range of its groups, and any other search finds nothing (a group in no other group, a member
+list without the person).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from pyasn1.codec.ber import decoder, encoder
 from pyasn1.error import PyAsn1Error
 
 RANGE = 1500  # Active Directory's default MaxValRange
-BUSY = 51  # the result code a refused range gets here (busy)
 
 
 def _message(message_id: int, name: str, operation) -> bytes:
@@ -53,14 +53,11 @@ def _result(kind, code: int, text: str = ""):
 
 
 class RangedDirectory:
-    """Listens on a free loopback port until close(); `asked` holds each search's attribute list, `binds`
-    each bind's DN and password."""
+    """Listens on a free loopback port until close(); `asked` holds the base of each search."""
 
-    def __init__(self, members: list[str], refuse_from: int | None = None):
-        self.members = members
-        self.refuse_from = refuse_from  # ranges from this value on are refused (busy)
-        self.asked: list[list[str]] = []
-        self.binds: list[tuple[str, bytes]] = []
+    def __init__(self, person: str, groups: list[str]):
+        self.person, self.groups = person, groups
+        self.asked: list[str] = []
         self._socket = socket.create_server(("127.0.0.1", 0))
         self.url = f"ldap://127.0.0.1:{self._socket.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -90,29 +87,25 @@ class RangedDirectory:
                     if operation.getName() == "unbindRequest":
                         return
                     if operation.getName() == "bindRequest":
-                        bind = operation.getComponent()
-                        self.binds.append((str(bind["name"]), bytes(bind["authentication"].getComponent())))
                         connection.sendall(_message(message_id, "bindResponse", _result(BindResponse, 0)))
                     elif operation.getName() == "searchRequest":
                         connection.sendall(self._answer(message_id, operation.getComponent()))
 
     def _answer(self, message_id: int, search) -> bytes:
-        wanted = [str(attribute) for attribute in search["attributes"]]
-        self.asked.append(wanted)
-        start = int(wanted[0].partition(";range=")[2].partition("-")[0] or 0)
-        if self.refuse_from is not None and start >= self.refuse_from:
-            return _message(message_id, "searchResDone", _result(SearchResultDone, BUSY, "busy"))
-        end = start + RANGE
+        base = str(search["baseObject"])
+        self.asked.append(base)
+        done = _message(message_id, "searchResDone", _result(SearchResultDone, 0))
+        if not self.person.lower().endswith(base.lower()):
+            return done
         values = Vals()
-        for position, member in enumerate(self.members[start:end]):
-            values.setComponentByPosition(position, AttributeValue(member))
+        for position, group in enumerate(self.groups[:RANGE]):
+            values.setComponentByPosition(position, AttributeValue(group))
         attribute = PartialAttribute()
-        attribute["type"] = f"member;range={start}-{end - 1 if end < len(self.members) else '*'}"
+        attribute["type"] = f"memberOf;range=0-{RANGE - 1}"
         attribute["vals"] = values
         attributes = PartialAttributeList()
         attributes.setComponentByPosition(0, attribute)
         entry = SearchResultEntry()
-        entry["object"] = LDAPDN(str(search["baseObject"]))
+        entry["object"] = LDAPDN(self.person)
         entry["attributes"] = attributes
-        done = _result(SearchResultDone, 0)
-        return _message(message_id, "searchResEntry", entry) + _message(message_id, "searchResDone", done)
+        return _message(message_id, "searchResEntry", entry) + done
