@@ -4,7 +4,8 @@ A service account finds the person's entry with LDAP_USER_FILTER, the person's o
 by binding as that entry, and the role comes from the groups at every sign-in: members of
 LDAP_ADMIN_GROUP_DN are admins, of LDAP_CLINICIAN_GROUP_DN clinicians, anyone else is refused.
 Membership is read from the entry's `memberOf` (Active Directory, OpenLDAP's memberof overlay) or,
-failing that, from the group's `member` list (groupOfNames).
+failing that, from the group's `member` list (groupOfNames), and then up through the groups the
+person's groups are in (their own memberOf).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import re
 import ssl
 import uuid
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -181,8 +183,20 @@ def _server() -> Server:
 
 def _connection(server: Server, dn: str, password: str) -> Connection:
     cfg = current_app.config
+    # auto_range off: ldap3's own reading of Active Directory's ranged values (memberOf;range=0-1499 for
+    # an entry in over 1,500 groups) ends quietly at a refused range; the first range is used and the
+    # rest counted as past the nested-group walk's bound (_ranged).
     conn = Connection(
-        server, user=dn or None, password=password or None, receive_timeout=cfg["LDAP_TIMEOUT_SECONDS"], read_only=True
+        server,
+        user=dn or None,
+        password=password or None,
+        receive_timeout=cfg["LDAP_TIMEOUT_SECONDS"],
+        read_only=True,
+        auto_range=False,
+        # A referral is not followed: ldap3 would bind to whatever host the directory's referral names
+        # with this connection's DN and password, without TLS on an ldap:// one, and the nested-group
+        # walk reads the DNs in memberOf, which whoever manages a group sets. The app talks to LDAP_URL alone.
+        auto_referrals=False,
     )
     conn.open()
     # A refused StartTLS must stop here: binding anyway would send the password in clear text.
@@ -191,36 +205,111 @@ def _connection(server: Server, dn: str, password: str) -> Connection:
     return conn
 
 
-def _same_dn(a: str, b: str) -> bool:
+def _dn_key(dn: str) -> str:
+    """A DN in the one form DNs are compared in."""
     try:
-        return safe_dn(a).lower() == safe_dn(b).lower()
+        return safe_dn(dn).lower()
     except LDAPException:
-        return a.strip().lower() == b.strip().lower()
+        return dn.strip().lower()
+
+
+def _same_dn(a: str, b: str) -> bool:
+    return _dn_key(a) == _dn_key(b)
 
 
 # A search's result codes that are answers: success, and sizeLimitExceeded (more than one entry matched,
 # an ambiguous name: nobody). Anything else (noSuchObject: LDAP_USER_BASE or a group's DN missing, a
 # referral, refused rights) says nothing about the person.
 _ANSWERS = (0, 4)
+REFERRAL, NO_SUCH_OBJECT = 10, 32
 
 
-def _search(service: Connection, base: str, query: str, **options) -> list:
+def _search(service: Connection, base: str, query: str, walk: bool = False, **options) -> list:
     """The entries a search found; DirectoryUnavailable when the directory did not answer the question.
     Read as "no entry", a base that does not exist (a typo in LDAP_USER_BASE, an OU renamed) made the
-    re-check end every directory account's access as if everyone had left."""
+    re-check end every directory account's access as if everyone had left. `walk` is for the
+    nested-group walk's reads of the groups a memberOf names alone: one that does not exist (deleted
+    since) or that this server does not hold (a referral: another domain of an Active Directory forest)
+    is no entry there, not an outage, which would refuse everyone the walk passes it for."""
     service.search(base, query, **options)
-    if service.result.get("result") not in _ANSWERS:
+    code = service.result.get("result")
+    if walk and code == REFERRAL:
+        log.warning("directory group %r is held by another directory server (a referral, not followed)", base)
+    if walk and code in (NO_SUCH_OBJECT, REFERRAL):
+        return []
+    if code not in _ANSWERS:
         raise DirectoryUnavailable(f"search of {base!r} refused: {service.result.get('description')}")
     return list(service.entries)
 
 
 def _in_group(service: Connection, user_dn: str, member_of: list[str], group_dn: str) -> bool:
+    """Directly in the group: by the person's memberOf, else by the group's member list (groupOfNames
+    without the memberof overlay, whose members have no memberOf)."""
     if not group_dn:
         return False
     if any(_same_dn(dn, group_dn) for dn in member_of):
         return True
     query = f"(member={escape_filter_chars(user_dn)})"
     return bool(_search(service, group_dn, query, search_scope=BASE, attributes=["cn"]))
+
+
+# The walk up from the person's groups through the groups they are in (docs/sign-in.md, "Nested
+# groups"): memberOf names direct groups only, but Active Directory and OpenLDAP's memberof overlay keep
+# it on group entries too. One BASE search per group entry read, never a person's entry or a member
+# list. Bounded, as cycles and deep or wide trees are common in Active Directory: groups at most
+# MAX_NESTING levels above the person's own are read, and at most MAX_GROUP_READS group entries per check.
+MAX_NESTING = 8
+MAX_GROUP_READS = 200
+
+
+def _groups_above(service: Connection, entry, member_of: list[str], goal: str) -> set[str]:
+    """The groups the person is in (_dn_key form): `member_of`, the entry's own, and breadth-first the
+    groups those are in, until `goal` turns up (the admins' group, as admin beats clinician; or the only group
+    configured). A walk cut short by the bound leaves out the groups past it, with a warning: the site
+    moves the person up into a shallower group."""
+    found = {_dn_key(dn) for dn in member_of}
+    queue = deque((dn, 1) for dn in member_of)
+    goal_key, reads, cut_short = _dn_key(goal), 0, _ranged(entry)
+    while queue and goal_key not in found:
+        dn, level = queue.popleft()
+        if level > MAX_NESTING or reads == MAX_GROUP_READS:
+            cut_short = True
+            break
+        reads += 1
+        # A group deleted since (a dangling memberOf), hidden from the service account or held by another
+        # server is skipped; any other refusal is the outage rule of _search.
+        for group in _search(service, dn, "(objectClass=*)", walk=True, search_scope=BASE, attributes=["memberOf"]):
+            cut_short |= _ranged(group)
+            for above in _member_of(group):
+                if _dn_key(above) not in found:
+                    found.add(_dn_key(above))
+                    queue.append((above, level + 1))
+    if cut_short and goal_key not in found:
+        log.warning(
+            "directory entry %r: its groups not all read (at most %d levels up and %d group entries read per "
+            "check); groups past them give no role",
+            entry.entry_dn,
+            MAX_NESTING,
+            MAX_GROUP_READS,
+        )
+    return found
+
+
+def _member_of(entry) -> list[str]:
+    """The entry's memberOf values, or the first range of them (_ranged)."""
+    return [
+        str(dn)
+        for name, values in entry.entry_attributes_as_dict.items()
+        if name.lower() == "memberof" or name.lower().startswith("memberof;range=")
+        for dn in values
+    ]
+
+
+def _ranged(entry) -> bool:
+    """Whether Active Directory sent only the first 1,500 of the entry's memberOf values (memberOf;range=0-1499:
+    an entry in more groups than that). The rest are not asked for: that is past MAX_GROUP_READS anyway,
+    and the configured groups' member lists still show a direct member (_in_group)."""
+    return any(name.lower().startswith("memberof;range=") for name in entry.entry_attributes_as_dict)
 
 
 @contextmanager
@@ -280,10 +369,18 @@ def _role(service: Connection, entry) -> str | None:
     control = attributes.get("userAccountControl", [])
     if control and str(control[0]).isdigit() and int(str(control[0])) & ACCOUNT_DISABLED:
         return None
-    member_of = [str(dn) for dn in attributes.get("memberOf", [])]
-    if _in_group(service, entry.entry_dn, member_of, cfg["LDAP_ADMIN_GROUP_DN"]):
+    admins, clinicians = cfg["LDAP_ADMIN_GROUP_DN"], cfg["LDAP_CLINICIAN_GROUP_DN"]
+    member_of = _member_of(entry)
+    if _in_group(service, entry.entry_dn, member_of, admins):
         return "admin"
-    if _in_group(service, entry.entry_dn, member_of, cfg["LDAP_CLINICIAN_GROUP_DN"]):
+    # Not directly an admin: the person's groups, read once for both roles, nesting included. Someone
+    # with no memberOf (or whose groups are in no others) costs no search here.
+    groups = _groups_above(service, entry, member_of, admins or clinicians)
+    if admins and _dn_key(admins) in groups:
+        return "admin"
+    if clinicians and _dn_key(clinicians) in groups:
+        return "clinician"
+    if _in_group(service, entry.entry_dn, [], clinicians):  # memberOf already compared, in `groups`
         return "clinician"
     return None
 
