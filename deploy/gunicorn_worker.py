@@ -21,7 +21,6 @@ import socket
 import ssl
 import struct
 import time
-from collections import deque
 from datetime import datetime
 
 from gunicorn import util
@@ -83,7 +82,7 @@ class JsonRefusalWorker(ThreadWorker):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.lingering: deque[tuple[float, socket.socket]] = deque()  # oldest deadline first
+        self.lingering: dict[socket.socket, float] = {}  # each to its deadline, oldest first
 
     def init_process(self):
         self.log.error_log.addFilter(StalledClientLine(self.read_timeout_seconds))
@@ -116,7 +115,7 @@ class JsonRefusalWorker(ThreadWorker):
         except (OSError, ValueError):
             util.close(sock)
             return
-        self.lingering.append((time.monotonic() + self.linger_seconds, sock))
+        self.lingering[sock] = time.monotonic() + self.linger_seconds
 
     def drain(self, sock: socket.socket) -> None:
         try:
@@ -129,6 +128,8 @@ class JsonRefusalWorker(ThreadWorker):
         self.end_linger(sock)  # the client closed its end (or reset it)
 
     def end_linger(self, sock: socket.socket) -> None:
+        # Counted until closed, not until its deadline: the bound is on connections open.
+        self.lingering.pop(sock, None)
         with contextlib.suppress(KeyError, ValueError):  # already unregistered when the client closed first
             self.poller.unregister(sock)
         util.close(sock)
@@ -137,8 +138,8 @@ class JsonRefusalWorker(ThreadWorker):
         # Called on every turn of the event loop (and with force=True when the worker stops).
         super().murder_keepalived(force)
         now = time.monotonic()
-        while self.lingering and (force or self.lingering[0][0] <= now):
-            self.end_linger(self.lingering.popleft()[1])
+        while self.lingering and (force or next(iter(self.lingering.values())) <= now):
+            self.end_linger(next(iter(self.lingering)))
 
     def handle_error(self, req, client, addr, exc):
         answer = refusal(exc)

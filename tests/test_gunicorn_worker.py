@@ -238,3 +238,40 @@ def test_an_answer_before_the_body_is_read_reaches_a_client_still_sending_it(ser
         sock.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
         sock.sendall(body)
         assert answer_of(sock).startswith(b"HTTP/1.1 200 OK")
+
+
+def answer_to_an_upload_of_an_unread_body(port: int) -> bytes:
+    """The answer to an 8 MB body the app does not read (as a 401 or 413 does), sent whole before
+    reading as http.client does: a reset under the body raises here."""
+    body = b"x" * (8 * 1024 * 1024)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+        sock.sendall(body)
+        return answer_of(sock)
+
+
+class FewLingeringWorker(JsonRefusalWorker):
+    """The project's worker with room for four lingering connections, not 256."""
+
+    max_lingering = 4
+
+
+@pytest.fixture(scope="module")
+def few_lingering_server():
+    with LiveApp("few-lingering") as app:
+        worker = "tests.test_gunicorn_worker.FewLingeringWorker"
+        options = ["--threads", "2", "--workers", "1", "--bind", f"127.0.0.1:{app.port}"]
+        app.argv = bare_gunicorn(app, worker, "tests.test_gunicorn_worker:hello", *options)
+        app.start()
+        app.wait_ready("/", timeout=60)
+        yield app
+
+
+def test_connections_that_ended_their_linger_leave_room_for_the_next(few_lingering_server):
+    """Found counting lingering connections: the bound counted each connection until its deadline,
+    closed or not, so after max_lingering ordinary clients (each closing as soon as it read its
+    answer) within 2 s, the next was closed without lingering and an upload met a reset. At 256 per
+    worker that is 128 connections a second."""
+    for _ in range(2 * FewLingeringWorker.max_lingering):
+        exchange(few_lingering_server, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert answer_to_an_upload_of_an_unread_body(few_lingering_server.port).startswith(b"HTTP/1.1 200 OK")
