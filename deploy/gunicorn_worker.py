@@ -77,7 +77,7 @@ class JsonRefusalWorker(ThreadWorker):
     # 413) met a reset instead of the answer. The lingering now waits on the event loop, with no cap
     # on the bytes drained within the time.
     linger_seconds = 2.0
-    # A bound on connections lingering at once (file descriptors); past it a connection is closed without.
+    # A bound on connections lingering at once (file descriptors); past it the oldest is closed.
     max_lingering = 256
 
     def __init__(self, *args, **kwargs):
@@ -106,8 +106,9 @@ class JsonRefusalWorker(ThreadWorker):
 
     def linger(self, sock: socket.socket) -> None:
         if len(self.lingering) >= self.max_lingering:
-            util.close(sock)
-            return
+            # The oldest has had the most of its time; the newest may be a client still sending a body
+            # the app did not read, whose answer closing it now would reset.
+            self.end_linger(next(iter(self.lingering)))
         try:
             sock.shutdown(socket.SHUT_WR)  # the answer is complete: FIN
             sock.setblocking(False)

@@ -275,3 +275,20 @@ def test_connections_that_ended_their_linger_leave_room_for_the_next(few_lingeri
     for _ in range(2 * FewLingeringWorker.max_lingering):
         exchange(few_lingering_server, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
     assert answer_to_an_upload_of_an_unread_body(few_lingering_server.port).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_a_full_linger_makes_room_by_closing_the_oldest(few_lingering_server):
+    """With max_lingering clients keeping their end open, a new connection was closed at once: an
+    upload then met a reset, the bug lingering was for. The oldest lingering connection, which has
+    had the most of its time, is closed instead."""
+    holders = [socket.create_connection(("127.0.0.1", few_lingering_server.port), timeout=10) for _ in range(4)]
+    try:
+        for sock in holders:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            received = b""
+            while not received.endswith(b"hello"):
+                received += sock.recv(65536)
+        assert answer_to_an_upload_of_an_unread_body(few_lingering_server.port).startswith(b"HTTP/1.1 200 OK")
+    finally:
+        for sock in holders:
+            sock.close()
