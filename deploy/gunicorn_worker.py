@@ -138,9 +138,28 @@ class JsonRefusalWorker(ThreadWorker):
     def murder_keepalived(self, force=False):
         # Called on every turn of the event loop (and with force=True when the worker stops).
         super().murder_keepalived(force)
+        if force:
+            self.run_out_lingering()
+        self.end_lingering_past_deadline()
+
+    def end_lingering_past_deadline(self) -> None:
         now = time.monotonic()
-        while self.lingering and (force or next(iter(self.lingering.values())) <= now):
+        while self.lingering and next(iter(self.lingering.values())) <= now:
             self.end_linger(next(iter(self.lingering)))
+
+    def run_out_lingering(self) -> None:
+        """A stopping worker lingers on to the deadlines (linger_seconds at most), as gunicorn did: cut at
+        once, the last answer of a worker recycled by max_requests, given before a body the app did not
+        read, was reset under the client still sending it. Nothing else is served meanwhile: the rest of
+        the poller (requests finishing past graceful_timeout, connections that sent nothing yet) is
+        left as gunicorn leaves it when it stops, to the process's exit."""
+        for key in list(self.poller.get_map().values()):
+            if key.data != self.drain:
+                self.poller.unregister(key.fileobj)
+        while self.lingering:
+            left = next(iter(self.lingering.values())) - time.monotonic()
+            self.wait_for_and_dispatch_events(timeout=max(left, 0.0))
+            self.end_lingering_past_deadline()
 
     def handle_error(self, req, client, addr, exc):
         answer = refusal(exc)
