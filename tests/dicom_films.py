@@ -50,8 +50,8 @@ def identifiers(data: bytes) -> list[str]:
 def _no_delay(event) -> None:
     # On loopback a whole film fits in one TCP segment, which Nagle's algorithm holds until the node
     # acknowledges the small command PDU before it, and the node delays that ACK by 40 ms: 48 ms per
-    # C-STORE against 5 ms without (docs/serving.md, "The floor"). On a network's 1,448-byte segments a
-    # modality does not wait so; without Nagle the loopback sender does not either.
+    # C-STORE against 5 ms without (docs/serving.md, "The floor"). On a network's 1,448-byte segments the
+    # ACKs of full segments release it after a round trip; without Nagle the loopback sender is not held either.
     event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
