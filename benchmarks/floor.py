@@ -23,8 +23,9 @@ from pathlib import Path
 from deploy.gunicorn_hooks import cpu_count
 
 from . import machine
-from .client import Run, Target, run_count
+from .client import Target, run_count
 from .inputs import latency_inputs
+from .report import latency_stats
 from .run import API_PATH, DEFAULT_MODEL, NAIVE_PATH, RESULTS, log
 from .servers import BenchServer, start_app, start_reference
 
@@ -37,15 +38,10 @@ def _start(name: str, model: Path, settings: dict | None) -> tuple[BenchServer, 
     if name == "ours":
         server = start_app(model)
         return server, Target(server.port, API_PATH, server.token)
-    # The floor's TensorFlow threads per worker are ours (gunicorn.conf.py: cores // workers).
-    env = {"INFERENCE_THREADS": str(max(1, cpu_count() // settings["workers"]))} if name == "floor" else {}
+    # The floor's TensorFlow threads per worker are ours, as gunicorn.conf.py resolved them.
+    env = {"INFERENCE_THREADS": str(settings["inference_threads"])} if name == "floor" else {}
     server = start_reference(name, settings, model, env)
     return server, Target(server.port, NAIVE_PATH)
-
-
-def _quantile_ms(run: Run, q: float) -> float:
-    latencies = sorted(result.latency_s for result in run.results)
-    return latencies[round(q * (len(latencies) - 1))] * 1000.0
 
 
 def measure(name: str, model: Path, settings: dict | None, c1: int, c4: int) -> dict:
@@ -62,9 +58,9 @@ def measure(name: str, model: Path, settings: dict | None, c1: int, c4: int) -> 
         if failed:
             raise RuntimeError(f"{name}: answers with status {sorted(failed)}:\n{server.log_tail(40)}")
         return {
-            "p50_c1_ms": _quantile_ms(one, 0.5),
+            "p50_c1_ms": latency_stats(one)["p50"],
             "rps_c4": four.throughput,
-            "p95_c4_ms": _quantile_ms(four, 0.95),
+            "p95_c4_ms": latency_stats(four)["p95"],
             "cpu_ms_per_upload": cpu_s * 1000.0 / len(four.results),
             "gunicorn": server.extra["gunicorn"],
         }

@@ -57,7 +57,8 @@ def memory_mb(pid: int) -> dict[str, float] | None:
 
 
 def gunicorn_settings(env: dict[str, str]) -> dict:
-    """workers, threads, connections per worker and keep-alive as gunicorn.conf.py resolves them under `env`."""
+    """workers, threads, connections per worker, keep-alive and TensorFlow threads per worker
+    (INFERENCE_THREADS) as gunicorn.conf.py resolves them under `env`."""
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
@@ -69,7 +70,8 @@ def gunicorn_settings(env: dict[str, str]) -> dict:
     # What the file leaves unset is gunicorn's own default.
     defaults = GunicornConfig().settings
     names = ("workers", "threads", "worker_connections", "keepalive")
-    return {name: int(settings.get(name, defaults[name].get())) for name in names}
+    resolved = {name: int(settings.get(name, defaults[name].get())) for name in names}
+    return {**resolved, "inference_threads": int(settings["inference_threads"])}
 
 
 def start_app(model_path: Path | None = None, settings: dict[str, str] | None = None) -> BenchServer:
