@@ -7,6 +7,7 @@ line, 150 headers, bytes that are not HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import sys
@@ -37,23 +38,40 @@ def bare_gunicorn(app: LiveApp, worker: str, wsgi: str, *options: str) -> list[s
     return [sys.executable, "-m", "gunicorn", "--config", str(config), "--worker-class", worker, *options, wsgi]
 
 
-@pytest.fixture(scope="module")
-def server():
-    with LiveApp("refusals") as app:
-        options = ["--threads", "2", "--bind", f"127.0.0.1:{app.port}", "--access-logfile", "-"]
-        app.argv = bare_gunicorn(app, WORKER, "tests.test_gunicorn_worker:hello", *options)
+ONE_WORKER = ("--threads", "2", "--workers", "1")
+
+
+@contextlib.contextmanager
+def bare_server(name: str, worker: str, wsgi: str, *options: str):
+    """A started `bare_gunicorn` on a port of its own, answering `/`; stopped on leaving."""
+    with LiveApp(name) as app:
+        app.argv = bare_gunicorn(app, worker, wsgi, "--bind", f"127.0.0.1:{app.port}", *options)
         app.start()
         app.wait_ready("/", timeout=60)
         yield app
+
+
+@pytest.fixture(scope="module")
+def server():
+    with bare_server(
+        "refusals", WORKER, "tests.test_gunicorn_worker:hello", "--threads", "2", "--access-logfile", "-"
+    ) as app:
+        yield app
+
+
+def answer_of(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
 
 
 def exchange(server, raw: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send raw bytes, read until the server closes: (status, headers, body)."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(raw)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
+        received = answer_of(sock)
     head, _, body = received.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     headers = dict(line.split(": ", 1) for line in header_lines)
@@ -136,12 +154,8 @@ def read_the_body(environ, start_response):
 
 @pytest.fixture(scope="module")
 def quick_server():
-    with LiveApp("read-timeout") as app:
-        worker = "tests.test_gunicorn_worker.QuickReadTimeoutWorker"
-        options = ["--threads", "2", "--workers", "1", "--bind", f"127.0.0.1:{app.port}"]
-        app.argv = bare_gunicorn(app, worker, "tests.test_gunicorn_worker:read_the_body", *options)
-        app.start()
-        app.wait_ready("/", timeout=60)
+    worker = "tests.test_gunicorn_worker.QuickReadTimeoutWorker"
+    with bare_server("read-timeout", worker, "tests.test_gunicorn_worker:read_the_body", *ONE_WORKER) as app:
         yield app
 
 
@@ -191,17 +205,25 @@ def test_a_slow_but_moving_body_is_read_whole(quick_server):
         for piece in (b"ab", b"cd", b"ef"):
             time.sleep(0.6)
             sock.sendall(piece)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
+        received = answer_of(sock)
     assert received.startswith(b"HTTP/1.1 200") and received.endswith(b"abcdef")
 
 
-def answer_of(sock: socket.socket) -> bytes:
+def answer_to_an_upload_of_an_unread_body(port: int) -> bytes:
+    """The answer to an 8 MB body the app does not read (as a 401 or 413 does), sent whole before
+    reading as http.client does: a reset under the body raises here."""
+    body = b"x" * (8 * 1024 * 1024)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+        sock.sendall(body)
+        return answer_of(sock)
+
+
+def read_hello(sock: socket.socket) -> None:
+    """Read `hello`'s whole answer without waiting for the server to close the connection."""
     received = b""
-    while chunk := sock.recv(65536):
-        received += chunk
-    return received
+    while not received.endswith(b"hello"):
+        received += sock.recv(65536)
 
 
 def test_clients_that_keep_their_end_open_do_not_stall_the_worker(server):
@@ -214,10 +236,8 @@ def test_clients_that_keep_their_end_open_do_not_stall_the_worker(server):
     try:
         for sock in holders:
             sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-        for sock in holders:  # each answer read whole, without waiting for the server to close
-            received = b""
-            while not received.endswith(b"hello"):
-                received += sock.recv(65536)
+        for sock in holders:
+            read_hello(sock)
         started = time.monotonic()
         answered, _, body = exchange(server, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         assert (answered, body) == (200, b"hello")
@@ -233,32 +253,14 @@ def test_an_answer_before_the_body_is_read_reaches_a_client_still_sending_it(ser
     """An answer given without reading the body (401 without a token, 413 for a Content-Length over
     the limit) came with only 64 KB of the body drained: a client that sends its whole body before
     reading (http.client, HttpURLConnection) then met a reset (broken pipe) instead of the answer."""
-    body = b"x" * (8 * 1024 * 1024)
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
-        sock.sendall(body)
-        assert answer_of(sock).startswith(b"HTTP/1.1 200 OK")
-
-
-def answer_to_an_upload_of_an_unread_body(port: int) -> bytes:
-    """The answer to an 8 MB body the app does not read (as a 401 or 413 does), sent whole before
-    reading as http.client does: a reset under the body raises here."""
-    body = b"x" * (8 * 1024 * 1024)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
-        sock.sendall(body)
-        return answer_of(sock)
+    assert answer_to_an_upload_of_an_unread_body(server.port).startswith(b"HTTP/1.1 200 OK")
 
 
 def test_the_last_answer_of_a_worker_recycled_by_max_requests_reaches_a_client_still_sending():
     """Found stopping workers with connections lingering: a stopping worker closed them at once, so the
     answer that ended a worker's max_requests (the production default recycles every ~2000), given
     before a body the app did not read, met a reset instead. It now lingers on to their deadline."""
-    with LiveApp("recycled") as app:
-        options = ["--threads", "2", "--workers", "1", "--max-requests", "1", "--bind", f"127.0.0.1:{app.port}"]
-        app.argv = bare_gunicorn(app, WORKER, "tests.test_gunicorn_worker:hello", *options)
-        app.start()
-        app.wait_ready("/", timeout=60)
+    with bare_server("recycled", WORKER, "tests.test_gunicorn_worker:hello", *ONE_WORKER, "--max-requests", "1") as app:
         for _ in range(2):
             assert answer_to_an_upload_of_an_unread_body(app.port).startswith(b"HTTP/1.1 200 OK")
         # Each upload is served by a stopping worker: one recycled by it, or one recycled by the request
@@ -276,12 +278,8 @@ class FewLingeringWorker(JsonRefusalWorker):
 
 @pytest.fixture(scope="module")
 def few_lingering_server():
-    with LiveApp("few-lingering") as app:
-        worker = "tests.test_gunicorn_worker.FewLingeringWorker"
-        options = ["--threads", "2", "--workers", "1", "--bind", f"127.0.0.1:{app.port}"]
-        app.argv = bare_gunicorn(app, worker, "tests.test_gunicorn_worker:hello", *options)
-        app.start()
-        app.wait_ready("/", timeout=60)
+    worker = "tests.test_gunicorn_worker.FewLingeringWorker"
+    with bare_server("few-lingering", worker, "tests.test_gunicorn_worker:hello", *ONE_WORKER) as app:
         yield app
 
 
@@ -303,9 +301,7 @@ def test_a_full_linger_makes_room_by_closing_the_oldest(few_lingering_server):
     try:
         for sock in holders:
             sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-            received = b""
-            while not received.endswith(b"hello"):
-                received += sock.recv(65536)
+            read_hello(sock)
         assert answer_to_an_upload_of_an_unread_body(few_lingering_server.port).startswith(b"HTTP/1.1 200 OK")
     finally:
         for sock in holders:
