@@ -10,19 +10,18 @@ logging and keeping each film cost (benchmarks/floor.py). Serve it with
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 from flask import Flask, jsonify, request
 
+from deploy.gunicorn_hooks import set_inference_threads
 from webapp.inference.analyzer import Analyzer
 from webapp.inference.decode import decode
-from webapp.inference.tensorflow_env import tensorflow
 
-# Before the model loads, as deploy/gunicorn_hooks.py does for our workers.
-_threads = int(os.environ.get("INFERENCE_THREADS", "1"))
-tensorflow().config.threading.set_intra_op_parallelism_threads(_threads)
-tensorflow().config.threading.set_inter_op_parallelism_threads(_threads)
+# Before the model loads, as our workers do.
+set_inference_threads(int(os.environ.get("INFERENCE_THREADS", "1")), logging.getLogger(__name__))
 analyzer = Analyzer(Path(os.environ["MODEL_PATH"]))
 
 app = Flask(__name__)
