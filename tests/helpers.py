@@ -15,6 +15,8 @@ from pathlib import Path
 
 from flask_migrate import upgrade
 from sqlalchemy import func, select, text
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
 
 from webapp import create_app
 from webapp.config import TestingConfig
@@ -140,6 +142,16 @@ def api_upload(client, token: str, *files: tuple[str, bytes]):
         data={"file": [(io.BytesIO(body), name) for name, body in files]},
         content_type="multipart/form-data",
     )
+
+
+def post_without_length(client, path: str, body: bytes, content_type: str, headers: dict | None = None):
+    """POST `body` with neither a Content-Length nor chunked encoding, as a hand-built request may: the
+    server reads its body as empty (the test client always sends a length, so it is taken out here)."""
+    environ = EnvironBuilder(
+        path=path, method="POST", data=body, content_type=content_type, headers=headers
+    ).get_environ()
+    del environ["CONTENT_LENGTH"]
+    return client.open(Request(environ))
 
 
 def app_with_model_file(instance_dir: Path, content: bytes | None):

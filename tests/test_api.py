@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import event, select
 
 from tests.factories import add_prediction
-from tests.helpers import api_upload, fixture_image, issue_token
+from tests.helpers import api_upload, fixture_image, issue_token, post_without_length
 from webapp.api.schemas import ResponseSchema
 from webapp.extensions import db
 from webapp.inference import analyzer
@@ -213,6 +213,19 @@ def test_a_multipart_body_that_cannot_be_read_is_not_called_a_missing_filename(
     )
     assert response.status_code == 400 and response.json["error"]["code"] == "no_file"
     assert "No part could be read" in response.json["error"]["message"]
+    assert count(app) == 0
+
+
+def test_a_body_without_a_length_is_told_so(app, client, api_token):
+    # Found sending a hand-built request to the live server: the body is read as empty (RFC 9112 6.3),
+    # and the answer blamed the boundary, which was right.
+    body = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.jpeg"\r\n\r\n'
+    body += fixture_image("normal.jpeg") + b"\r\n--XyZ--\r\n"
+    headers = {"Authorization": f"Bearer {api_token}"}
+    response = post_without_length(client, "/api/v1/predictions", body, "multipart/form-data; boundary=XyZ", headers)
+    assert response.status_code == 400 and response.json["error"]["code"] == "no_file"
+    message = response.json["error"]["message"]
+    assert "neither a Content-Length nor Transfer-Encoding: chunked" in message and "boundary" not in message
     assert count(app) == 0
 
 

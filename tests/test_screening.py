@@ -7,7 +7,15 @@ from PIL import Image
 from sqlalchemy import delete, event, select
 
 from tests.factories import add_prediction
-from tests.helpers import PASSWORDS, csrf_token, fixture_image, in_parallel, make_user, threadable_app
+from tests.helpers import (
+    PASSWORDS,
+    csrf_token,
+    fixture_image,
+    in_parallel,
+    make_user,
+    post_without_length,
+    threadable_app,
+)
 from webapp.extensions import db
 from webapp.models import LABELS, AuditEvent, Feedback, Prediction, PredictionImages
 from webapp.screening import review_copy
@@ -173,6 +181,20 @@ def test_an_unreadable_upload_is_not_called_an_expired_form(app, signed_in, disp
         html = response.get_data(as_text=True)
         assert said in html and "had expired" not in html and "Choose at least one file" not in html
         assert 'id="upload-errors"' in html  # the upload page itself, its refusal in its alert
+
+
+@pytest.mark.parametrize("accept", ["text/html", "application/json"])
+def test_an_upload_without_a_length_is_told_so(app, signed_in, accept):
+    # Read as empty (no Content-Length, not chunked): the page blamed the boundary, which was right.
+    token = csrf_token(signed_in, "/screen")
+    body = b'--XyZ\r\nContent-Disposition: form-data; name="files"; filename="a.jpeg"\r\n\r\n'
+    body += fixture_image("normal.jpeg") + b"\r\n--XyZ--\r\n"
+    headers = {"Accept": accept, "X-CSRFToken": token}
+    response = post_without_length(signed_in, "/screen", body, "multipart/form-data; boundary=XyZ", headers)
+    assert response.status_code == 400 and count(app) == 0
+    said = "nothing was screened: the request had neither a Content-Length nor Transfer-Encoding: chunked"
+    text = response.json["errors"][0]["message"] if accept == "application/json" else response.get_data(as_text=True)
+    assert said in text and "boundary" not in text
 
 
 def test_an_unreadable_upload_signed_out_goes_to_sign_in(client, clinician_user):

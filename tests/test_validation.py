@@ -22,6 +22,7 @@ from tests.helpers import (
     in_parallel,
     issue_token,
     make_user,
+    post_without_length,
     threadable_app,
 )
 from tests.image_samples import encode
@@ -160,6 +161,18 @@ def test_an_archive_over_the_request_limit_is_told_the_archive_limit(app, client
     assert page.status_code == 413
     assert api == "The archive is larger than 3 MB." and api in page.get_data(as_text=True)
     assert run_count(app) == 0
+
+
+def test_an_archive_upload_without_a_length_is_told_so(app, client, auth, admin_user):
+    auth.login("admin")
+    token = csrf_token(client, "/admin/validation/")
+    body = b'--XyZ\r\nContent-Disposition: form-data; name="archive"; filename="a.zip"\r\n\r\n'
+    body += zip_bytes(labelled_films()) + b"\r\n--XyZ--\r\n"
+    headers = {"X-CSRFToken": token}
+    response = post_without_length(client, "/admin/validation/", body, "multipart/form-data; boundary=XyZ", headers)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 400 and run_count(app) == 0 and "boundary" not in html
+    assert "no run was started: the request had neither a Content-Length nor Transfer-Encoding: chunked" in html
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from flask import jsonify
 from marshmallow import ValidationError, fields
 from webargs.flaskparser import FlaskParser
 
-from ..multipart import WHY_UNREADABLE, unreadable
+from ..multipart import unreadable, why_unreadable
 
 
 def api_error(code: str, message: str, status: int, **extra):
@@ -40,9 +40,6 @@ def describe(messages, field: str = "") -> str:
     return f"{field}: {text}" if field else text
 
 
-UNREADABLE_MULTIPART = f"No part could be read from the multipart body: {WHY_UNREADABLE}."
-
-
 class ArgumentParser(FlaskParser):
     """Request parsing for the API: a schema violation is a 400 with the shared error body.
 
@@ -68,7 +65,8 @@ class ArgumentParser(FlaskParser):
         """A multipart body werkzeug could not read (multipart.py) was answered as one that had sent no
         part with a filename, which it had."""
         if unreadable(req):
-            raise ApiError(getattr(schema, "error_code", "invalid_request"), UNREADABLE_MULTIPART, 400)
+            message = f"No part could be read from the multipart body: {why_unreadable(req)}."
+            raise ApiError(getattr(schema, "error_code", "invalid_request"), message, 400)
         return super().load_files(req, schema)
 
     def handle_error(self, error, req, schema, *, error_status_code, error_headers):

@@ -10,7 +10,7 @@ from ..extensions import db
 from ..filenames import sent_filename
 from ..inference.overlay import layer_png, legend_png, stored_overlay_png
 from ..models import Feedback, Prediction, PredictionImages, record_audit, utcnow
-from ..multipart import WHY_UNREADABLE, answered_by_the_page, unreadable
+from ..multipart import answered_by_the_page, unreadable, why_unreadable
 from ..notes import INTENDED_USE, NOTES
 from ..params import int_args
 from ..pruned_meanwhile import FILM_PRUNED, film_kept
@@ -100,12 +100,10 @@ def upload():
     return jsonify(redirect=target) if wants_json() else redirect(target, code=303)
 
 
-# The upload page's words for a multipart body werkzeug could not read (multipart.py).
-UNREADABLE_UPLOAD = f"No file could be read from this upload, so nothing was screened: {WHY_UNREADABLE}."
-
-
 def _unreadable_upload():
-    error = {"filename": "", "message": UNREADABLE_UPLOAD, "code": "no_file"}
+    """The upload page's words for a multipart body werkzeug could not read (multipart.py)."""
+    message = f"No file could be read from this upload, so nothing was screened: {why_unreadable(request)}."
+    error = {"filename": "", "message": message, "code": "no_file"}
     return _refused(UploadForm(formdata=None), [error], 400)
 
 

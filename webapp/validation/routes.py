@@ -13,7 +13,7 @@ from ..inference.decide import threshold_text
 from ..inference.model_card import ModelCardError, read_card
 from ..inference.overlay import stored_overlay_png
 from ..models import AuditEvent, SiteCalibration, ValidationItem, ValidationRun, record_audit
-from ..multipart import WHY_UNREADABLE, answered_by_the_page, unreadable
+from ..multipart import answered_by_the_page, unreadable, why_unreadable
 from ..params import row_by_id
 from ..refusal import Refusal
 from ..responses import form_accepted, form_errors
@@ -134,12 +134,9 @@ def index():
     return redirect(url_for("validation.report", run_id=run.id), code=303)
 
 
-# The validation page's words for a multipart body werkzeug could not read (multipart.py).
-UNREADABLE_ARCHIVE = f"No archive could be read from this upload, so no run was started: {WHY_UNREADABLE}."
-
-
 def _unreadable_archive():
-    flash(UNREADABLE_ARCHIVE, "error")
+    """The validation page's words for a multipart body werkzeug could not read (multipart.py)."""
+    flash(f"No archive could be read from this upload, so no run was started: {why_unreadable(request)}.", "error")
     return _index_page(UploadArchiveForm(formdata=None), 400)
 
 
