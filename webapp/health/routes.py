@@ -1,7 +1,8 @@
 """Probes for orchestrators and load balancers; outside the sign-in wall, JSON only.
 
 /readyz is polled every few seconds by every balancer and by the container's HEALTHCHECK, so each
-check is one cheap call: the model already loaded, `SELECT 1` and the schema revision, a statvfs,
+check is one cheap call: the model already loaded, `SELECT 1`, the schema revision and (PostgreSQL)
+whether the server takes writes, a statvfs,
 access(2) on the database file and the instance folder, a Redis PING, the queue's length and when a
 worker was last seen, two indexed queries for work stopped mid-job, and one pipeline recording this
 replica's settings (jobs/agreement.py).
@@ -59,6 +60,20 @@ def _write_problem() -> str | None:
     if os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK)):
         return None
     return f"database not writable: {path} or its folder is read-only or not this user's to write"
+
+
+def _standby_problem() -> str | None:
+    """A PostgreSQL server that takes no writes: a standby (after a failover, DATABASE_URL still naming
+    the old primary) or a database a DBA set `default_transaction_read_only`. Every upload, and every
+    page that records a view, failed while this said ready (until 5 December with a 500)."""
+    if db.engine.url.get_backend_name() != "postgresql":
+        return None
+    if db.session.execute(text("SHOW transaction_read_only")).scalar() != "on":
+        return None
+    return (
+        "database not writable: the PostgreSQL server takes no writes (a standby, or "
+        "default_transaction_read_only): point DATABASE_URL at the primary"
+    )
 
 
 def _instance_warning() -> str | None:
@@ -123,6 +138,8 @@ def readyz():
             problems.append(schema)
         else:
             stalled = _stalled_work()
+        if standby := _standby_problem():
+            problems.append(standby)
     if disk := _disk_problem():
         problems.append(disk)
     if unwritable := _write_problem():

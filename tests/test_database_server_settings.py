@@ -1,0 +1,87 @@
+"""A PostgreSQL server configured the way a hospital's DBA configures it, not the way our test cluster
+starts: a database that takes no writes (a standby after a failover, `default_transaction_read_only`),
+a session the server ends. Each is "the database is not available" (503, nothing half-written, one log
+line), never a 500 "something went wrong". Run on PostgreSQL (TEST_DATABASE_URL, scripts/with_postgres.sh).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from tests.factories import add_prediction
+from tests.helpers import api_upload, fixture_image
+from webapp.extensions import db
+from webapp.models import Prediction
+from webapp.screening import service
+
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("TEST_DATABASE_URL", "").startswith("postgresql"),
+    reason="PostgreSQL's server settings; SQLite has none",
+)
+
+
+def server_settings(app, monkeypatch, options: str) -> None:
+    """New connections open with `options` (libpq's PGOPTIONS), as when postgresql.conf, ALTER DATABASE
+    or ALTER ROLE set them; the pool is emptied so that no request finds a connection opened before."""
+    monkeypatch.setenv("PGOPTIONS", options)
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def predictions(app) -> int:
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(Prediction))
+
+
+def test_a_server_that_takes_no_writes_is_unavailable_not_a_fault(
+    app, client, clinician_user, api_token, monkeypatch, caplog
+):
+    with app.app_context():
+        prediction_id = add_prediction(clinician_user)
+    before = predictions(app)
+    server_settings(app, monkeypatch, "-c default_transaction_read_only=on")
+
+    upload = api_upload(client, api_token, ("a.jpeg", fixture_image("normal.jpeg")))
+    assert upload.status_code == 503 and upload.json["error"]["code"] == "database_unavailable"
+    # Reading a prediction records the view in the audit trail: refused the same way.
+    read = client.get(f"/api/v1/predictions/{prediction_id}", headers={"Authorization": f"Bearer {api_token}"})
+    assert read.status_code == 503 and read.json["error"]["code"] == "database_unavailable"
+    assert "unhandled error" not in caplog.text
+    assert "ReadOnlySqlTransaction" in caplog.text
+
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert any("the PostgreSQL server takes no writes" in reason for reason in ready.json["reasons"])
+
+    server_settings(app, monkeypatch, "")
+    assert predictions(app) == before
+    assert client.get("/readyz").status_code == 200
+
+
+def test_a_session_the_server_ends_while_a_film_is_screened_is_unavailable(app, client, api_token, monkeypatch, caplog):
+    # The request's transaction (its token read) stays open while the film is decoded and screened; a
+    # DBA's idle_in_transaction_session_timeout shorter than that ends the session under it. (A token's
+    # first use commits its last-use time before the film is read: the second upload is the one.)
+    assert api_upload(client, api_token, ("a.jpeg", fixture_image("normal.jpeg"))).status_code == 201
+    server_settings(app, monkeypatch, "-c idle_in_transaction_session_timeout=100")
+    decode = service.decode
+
+    def slow_decode(*args, **kwargs):
+        time.sleep(0.5)  # a forward pass on a busy host
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(service, "decode", slow_decode)
+    before = predictions(app)
+    upload = api_upload(client, api_token, ("a.jpeg", fixture_image("normal.jpeg")))
+    assert upload.status_code == 503 and upload.json["error"]["code"] == "database_unavailable"
+    assert "IdleInTransactionSessionTimeout" in caplog.text and "Traceback" not in caplog.text
+    assert predictions(app) == before
+
+    # The connection the server ended left the pool with it: the next upload is screened.
+    monkeypatch.setattr(service, "decode", decode)
+    assert api_upload(client, api_token, ("a.jpeg", fixture_image("normal.jpeg"))).status_code == 201
