@@ -23,6 +23,7 @@ from ..jobs.agreement import disagreement, replica_settings
 from ..jobs.leases import lapsed
 from ..jobs.queue import WORKER_SILENT_SECONDS, jobs
 from ..models import RECEIPT_SCREENING, RUN_RUNNING, DicomReceipt, ValidationRun, utcnow
+from ..ratelimits import redis_counting_problem
 from ..schema import schema_behind
 from . import bp
 
@@ -148,7 +149,11 @@ def readyz():
     # and the PACS's films do, and they wait in it), and a Redis outage reaches every replica at once,
     # so failing on it would turn a delay of queued jobs into no screening anywhere.
     unreachable = jobs().probe()
-    queue = [unreachable] if unreachable else [jobs().silent_worker(), _disagreement(model_version)]
+    queue = (
+        [unreachable]
+        if unreachable
+        else [jobs().silent_worker(), _disagreement(model_version), redis_counting_problem()]
+    )
     warnings = [warning for warning in (*queue, stalled, _instance_warning()) if warning]
     if problems:
         return jsonify(status="unavailable", reasons=problems, warnings=warnings), 503
