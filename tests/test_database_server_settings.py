@@ -7,8 +7,12 @@ line), never a 500 "something went wrong". Run on PostgreSQL (TEST_DATABASE_URL,
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy import func, select
 
@@ -85,3 +89,36 @@ def test_a_session_the_server_ends_while_a_film_is_screened_is_unavailable(app, 
     # The connection the server ended left the pool with it: the next upload is screened.
     monkeypatch.setattr(service, "decode", decode)
     assert api_upload(client, api_token, ("a.jpeg", fixture_image("normal.jpeg"))).status_code == 201
+
+
+def test_migrating_replicas_take_turns_whatever_the_servers_timeouts(app, monkeypatch):
+    # docker/migrate.py holds an advisory lock while `flask db upgrade` runs, so replicas take turns. With
+    # a DBA's statement_timeout the wait for another replica's turn was cancelled, and with an
+    # idle_in_transaction_session_timeout shorter than an upgrade the session holding the lock was ended
+    # mid-upgrade: the lock went to the next replica and the start failed with a traceback.
+    from docker.migrate import MIGRATION_LOCK_KEY
+
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "APP_ENV": "production",
+        "SECRET_KEY": "k" * 40,
+        "INSTANCE_DIR": str(app.config["INSTANCE_DIR"]),
+        "DATABASE_URL": os.environ["TEST_DATABASE_URL"],
+        "PYTHONPATH": str(root),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "PGOPTIONS": "-c statement_timeout=300 -c idle_in_transaction_session_timeout=300",
+    }
+    with psycopg.connect(os.environ["TEST_DATABASE_URL"].replace("+psycopg", ""), autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))  # another replica migrating
+        start = subprocess.Popen(
+            [sys.executable, "docker/migrate.py"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        time.sleep(1.5)
+        assert start.poll() is None, start.communicate()[0].decode()[-2000:]  # still waiting its turn
+        other.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    output = start.communicate(timeout=120)[0].decode()
+    assert start.returncode == 0 and "Traceback" not in output, output[-3000:]
