@@ -6,6 +6,7 @@ line), never a 500 "something went wrong". Run on PostgreSQL (TEST_DATABASE_URL,
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -16,10 +17,12 @@ import psycopg
 import pytest
 from sqlalchemy import func, select
 
+from tests.archives import labelled_films, zip_bytes
+from tests.dicom_films import film, store
 from tests.factories import add_prediction
-from tests.helpers import api_upload, fixture_image
+from tests.helpers import api_upload, drain, fixture_image
 from webapp.extensions import db
-from webapp.models import Prediction
+from webapp.models import RECEIPT_SCREENED, DicomReceipt, Prediction, ValidationRun
 from webapp.screening import service
 
 pytestmark = pytest.mark.skipif(
@@ -86,8 +89,8 @@ def test_a_session_the_server_ends_while_a_film_is_screened_is_unavailable(app, 
     assert "IdleInTransactionSessionTimeout" in caplog.text and "Traceback" not in caplog.text
     assert predictions(app) == before
 
-    # The connection the server ended left the pool with it: the next upload is screened.
     monkeypatch.setattr(service, "decode", decode)
+    server_settings(app, monkeypatch, "")  # a film screened at full speed on a busy host may take 100 ms too
     assert api_upload(client, api_token, ("a.jpeg", fixture_image("normal.jpeg"))).status_code == 201
 
 
@@ -122,3 +125,51 @@ def test_migrating_replicas_take_turns_whatever_the_servers_timeouts(app, monkey
         other.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     output = start.communicate(timeout=120)[0].decode()
     assert start.returncode == 0 and "Traceback" not in output, output[-3000:]
+
+
+def test_a_validation_run_holds_no_transaction_open_while_its_films_are_screened(
+    app, client, admin_token, monkeypatch, caplog
+):
+    # A batch of 16 films at the worker's low priority takes seconds; the batch's read of its pending films
+    # kept its transaction open meanwhile, so a DBA's idle_in_transaction_session_timeout shorter than that
+    # ended the session at every batch: the run waited, was taken up again, and never finished.
+    from webapp.validation import tasks
+
+    archive = zip_bytes(labelled_films(copies=1))
+    response = client.post(
+        "/api/v1/validation-runs",
+        headers={"Authorization": f"Bearer {admin_token}"},
+        data={"archive": (io.BytesIO(archive), "site.zip")},
+    )
+    assert response.status_code == 202
+    server_settings(app, monkeypatch, "-c idle_in_transaction_session_timeout=300")
+    analyse = tasks.analyse_batch
+
+    def slow_batch(*args, **kwargs):
+        time.sleep(0.6)  # a batch on a busy host
+        return analyse(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "analyse_batch", slow_batch)
+    drain(app)
+    with app.app_context():
+        run = db.session.get(ValidationRun, response.json["id"])
+        assert run.status == "done", caplog.text[-2000:]
+    assert "IdleInTransactionSessionTimeout" not in caplog.text
+
+
+def test_a_film_from_the_pacs_holds_no_transaction_open_while_it_is_screened(app, dicom_port, monkeypatch, caplog):
+    from webapp.pacs import tasks
+
+    assert store(dicom_port, [film(1)]) == [0x0000]
+    server_settings(app, monkeypatch, "-c idle_in_transaction_session_timeout=300")
+    analyse = tasks.analyse
+
+    def slow_analyse(*args, **kwargs):
+        time.sleep(0.6)  # a large film on a busy host
+        return analyse(*args, **kwargs)
+
+    monkeypatch.setattr(tasks, "analyse", slow_analyse)
+    drain(app)
+    with app.app_context():
+        assert db.session.scalar(select(DicomReceipt.state)) == RECEIPT_SCREENED, caplog.text[-2000:]
+    assert "IdleInTransactionSessionTimeout" not in caplog.text
