@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from tests.archives import labelled_films, zip_bytes
 from tests.dicom_films import film, store
@@ -173,3 +173,33 @@ def test_a_film_from_the_pacs_holds_no_transaction_open_while_it_is_screened(app
     with app.app_context():
         assert db.session.scalar(select(DicomReceipt.state)) == RECEIPT_SCREENED, caplog.text[-2000:]
     assert "IdleInTransactionSessionTimeout" not in caplog.text
+
+
+def test_a_privilege_the_dba_withheld_is_unavailable_not_a_fault(app, client, api_token, monkeypatch, caplog):
+    # Hardening guides give the app's role only the privileges it is thought to need, or make tables
+    # append-only; until 5 December the first request that needed a withheld one answered 500 "something
+    # went wrong" with a traceback. The suite's role is a superuser, which no privilege binds: the app's
+    # sessions take a role of this test's own (libpq's `-c role=`).
+    grants = [
+        "CREATE ROLE cxr_limited NOLOGIN",
+        "GRANT USAGE ON SCHEMA public TO cxr_limited",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO cxr_limited",
+        "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO cxr_limited",
+        "REVOKE INSERT ON predictions FROM cxr_limited",
+    ]
+    with app.app_context():
+        for statement in grants:
+            db.session.execute(text(statement))
+        db.session.commit()
+    try:
+        server_settings(app, monkeypatch, "-c role=cxr_limited")
+        upload = api_upload(client, api_token, ("a.jpeg", fixture_image("normal.jpeg")))
+        assert upload.status_code == 503 and upload.json["error"]["code"] == "database_unavailable"
+        assert "InsufficientPrivilege: permission denied for table predictions" in caplog.text
+        assert "Traceback" not in caplog.text and "unhandled error" not in caplog.text
+    finally:
+        server_settings(app, monkeypatch, "")
+        with app.app_context():
+            db.session.execute(text("DROP OWNED BY cxr_limited"))
+            db.session.execute(text("DROP ROLE cxr_limited"))
+            db.session.commit()

@@ -57,10 +57,15 @@ def _postgresql_session_in_utc(dbapi_connection, _record) -> None:
 
 
 # PostgreSQL's answers that are the server's state, not the statement's fault, but which psycopg files
-# under InternalError: a database that takes no writes (a standby promoted the other way round by a
-# failover, `default_transaction_read_only` set by a DBA) answered every upload, and every page that
-# records a view, with 500 "something went wrong" and a stack trace, while /readyz said ready.
-SERVER_REFUSALS = (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.IdleInTransactionSessionTimeout)
+# under InternalError or ProgrammingError: a database that takes no writes (a standby promoted the other
+# way round by a failover, `default_transaction_read_only` set by a DBA) answered every upload, and every
+# page that records a view, with 500 "something went wrong" and a stack trace, while /readyz said ready;
+# so did a privilege the DBA withheld from the app's role (an append-only table, a hardening guide's grants).
+SERVER_REFUSALS = (
+    psycopg.errors.ReadOnlySqlTransaction,
+    psycopg.errors.IdleInTransactionSessionTimeout,
+    psycopg.errors.InsufficientPrivilege,
+)
 
 
 @event.listens_for(Engine, "handle_error", retval=True)
