@@ -36,6 +36,13 @@ def main() -> int:
         return subprocess.call(UPGRADE)
     engine = create_engine(url)
     with engine.connect() as connection:
+        # A DBA's timeouts (postgresql.conf, ALTER ROLE ... SET) are for the app's sessions, not this
+        # one, which waits for another replica's upgrade and then sits idle in its transaction through
+        # its own: statement_timeout or lock_timeout cancelled the wait, and idle_in_transaction_session_timeout
+        # ended the session mid-upgrade, releasing the lock to the next replica, and the start failed with a
+        # traceback after an upgrade that had worked.
+        for setting in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"):
+            connection.execute(text(f"SET {setting} = 0"))
         # Waits while another replica holds it; released when this connection closes, even if
         # the upgrade fails or is killed.
         connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})

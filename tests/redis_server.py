@@ -23,7 +23,8 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self):
+    def __init__(self, *settings: str):
+        """`settings`: more of redis.conf as command-line arguments (`--rename-command`, `EVALSHA`, `""`)."""
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not shutil.which(binary):
             pytest.skip("redis-server is not installed (apt-get install redis-server); .ci/run installs it")
@@ -32,7 +33,7 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            + ["--dir", self.folder],
+            + ["--dir", self.folder, *settings],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

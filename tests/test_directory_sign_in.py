@@ -8,7 +8,7 @@ from argon2 import PasswordHasher
 from ldap3 import MODIFY_ADD, MODIFY_DELETE
 
 from tests.helpers import AuthActions, held_after_answering, in_parallel, issue_token, make_user, threadable_app
-from tests.ldap_server import DIRECTORY_PEOPLE, free_loopback_port
+from tests.ldap_server import DIRECTORY_PEOPLE, PEOPLE, free_loopback_port, started_server
 from webapp import create_app
 from webapp.auth import directory as directory_module
 from webapp.auth.recheck import recheck_directory_accounts
@@ -187,6 +187,27 @@ def test_role_follows_the_groups_at_every_sign_in(app, client, auth, directory):
             conn.modify(group, {"member": [(MODIFY_DELETE, [_dn("alice")])]})
     with app.app_context():
         assert User.by_username("alice").role == "admin"
+
+
+@pytest.mark.parametrize("server_size_limit", ["", "sizelimit 1\n"])
+def test_a_name_two_entries_answer_to_is_nobody(app, auth, client, tmp_path, server_size_limit):
+    # With the directory's own size limit at 1, it sent one of the two entries (and sizeLimitExceeded):
+    # that entry's password signed in as "alice", whichever person the name was meant for.
+    server = started_server(tmp_path / "slapd", extra_access=server_size_limit)
+    try:
+        app.config.update(server.app_settings())
+        with server.admin() as conn:
+            second = {"uid": "alice", "cn": "Alice Other", "sn": "Other", "userPassword": "other-alice-pass"}
+            assert conn.add(f"cn=Alice Other,{PEOPLE}", ["inetOrgPerson"], second), conn.result
+        for password in (DIRECTORY_PEOPLE["alice"][0], "other-alice-pass"):
+            response = auth.login("alice", password)
+            assert response.status_code == 401 and "Unknown username or wrong password" in response.get_data(
+                as_text=True
+            )
+        with app.app_context():
+            assert User.by_username("alice") is None
+    finally:
+        server.stop()
 
 
 def _dn(uid: str) -> str:

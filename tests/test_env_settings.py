@@ -96,6 +96,10 @@ def start(command: list[str], **env: str) -> subprocess.CompletedProcess:
         ("API_RATE_LIMIT", "three a minute", "API_RATE_LIMIT must be limits like 20/second;600/minute"),
         ("REDIS_URL", "http://cache:6379", "REDIS_URL must be a redis://, rediss:// or unix:// URL"),
         ("DATABASE_URL", "mysql://cxr:hunter2secret@db/cxr", "DATABASE_URL must be a sqlite:/// or postgresql:// URL"),
+        # a password's @ not percent-encoded: SQLAlchemy's traceback quoting a piece of the password as the port
+        ("DATABASE_URL", "postgresql://cxr:hunter2secret@x:y@db:5432/cxr", "DATABASE_URL cannot be read as user,"),
+        # ... or the rest of the password read as the host name, which the driver printed at each connection
+        ("DATABASE_URL", "postgres://cxr:hunter2secret@b@db/cxr", "DATABASE_URL cannot be read as user,"),
         ("SECRET_KEY", "short", "SECRET_KEY is missing, a well-known default or shorter than 32 characters"),
         ("LOG_LEVEL", "verbose", "LOG_LEVEL must be debug, info, warning, error or critical"),
         ("LOG_LEVEL", "notset", "LOG_LEVEL must be debug, info, warning, error or critical"),

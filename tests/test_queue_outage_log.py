@@ -9,7 +9,7 @@ import sys
 
 import redis
 
-from webapp.jobs.outage_log import QueueOutageFilter
+from webapp.jobs.outage_log import QueueOutageFilter, log_not_queued
 
 
 def record(name: str, message: str, error: BaseException | None) -> logging.LogRecord:
@@ -56,3 +56,32 @@ def test_other_errors_keep_their_traceback():
     assert outage.filter(failed) and failed.exc_info is not None
     elsewhere = record("webapp.jobs.cli", "database", redis.exceptions.ConnectionError("x"))
     assert outage.filter(elsewhere) and elsewhere.exc_info is not None
+
+
+def test_a_redis_that_refuses_writes_is_one_line_a_minute():
+    """Reproduced with a worker on a Redis at maxmemory (noeviction): the scheduler logged "Error enqueueing
+    periodic task" with a traceback for each periodic job every minute; a read-only replica (READONLY)
+    and an ACL's NOPERM are refused the same way."""
+    outage = QueueOutageFilter(clock=iter([0.0, 1.0, 61.0]).__next__)
+    full = redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
+    first = record("huey.consumer.Scheduler", "Error enqueueing periodic task jobs.recover: 1.", full)
+    assert outage.filter(first) and first.exc_info is None
+    assert first.getMessage() == (
+        "Error enqueueing periodic task jobs.recover: 1.: OutOfMemoryError: command not allowed when used memory > "
+        "'maxmemory'. (the job queue's Redis refuses it: full, a read-only replica, or a command its ACL denies; "
+        "this is logged once a minute while it does)"
+    )
+    replica = redis.exceptions.ReadOnlyError("You can't write against a read only replica.")
+    assert not outage.filter(record("huey.consumer.Scheduler", "Error enqueueing periodic task", replica))
+    assert outage.filter(record("huey.consumer.Scheduler", "Error enqueueing periodic task", replica))
+
+
+def test_a_job_a_full_redis_refuses_is_one_line(caplog):
+    log = logging.getLogger("webapp.pacs.intake")
+    full = redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'.")
+    with caplog.at_level(logging.ERROR, logger="webapp.pacs.intake"):
+        log_not_queued(log, full, "dicom: could not queue receipt %d; the PACS is told to send it again", 7)
+    (line,) = caplog.records
+    assert line.exc_info is None and line.getMessage().startswith(
+        "dicom: could not queue receipt 7; the PACS is told to send it again: the job queue's Redis refuses it"
+    )

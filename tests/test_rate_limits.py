@@ -179,6 +179,46 @@ def test_deployments_sharing_one_redis_count_apart(tmp_path):
         server.stop()
 
 
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        # A hospital's hardening guide: Lua off, by renaming its commands away ...
+        (("--rename-command", "EVALSHA", "", "--rename-command", "EVAL", ""), "unknown command 'EVALSHA'"),
+        # ... or by an ACL user without @scripting
+        (("--user", "default", "on", "nopass", "~*", "&*", "+@all", "-@scripting"), "NoPermissionError"),
+        # A Redis full (maxmemory reached, noeviction): every write refused
+        (("--maxmemory", "1", "--maxmemory-policy", "noeviction"), "OutOfMemoryError"),
+    ],
+)
+def test_a_redis_that_answers_but_refuses_the_counters_is_a_warning(tmp_path, settings, reason):
+    # Flask-Limiter read each refused count as "storage unreachable" and the next PING as "recovered":
+    # every process counted alone for good, its log flapping about every second, /readyz ready and silent.
+    server = RedisServer(*settings)
+    try:
+        app = limited_app(tmp_path, REDIS_URL=server.url)
+        ready = app.test_client().get("/readyz")
+        assert ready.status_code == 200  # screening goes on; the limits are per process
+        warnings = [w for w in ready.json["warnings"] if w.startswith("rate limits counted per process")]
+        assert len(warnings) == 1 and reason in warnings[0] and "with args" not in warnings[0], ready.json
+        assert "script:" not in warnings[0], ready.json
+        with app.app_context():
+            db.engine.dispose()
+    finally:
+        server.stop()
+
+
+def test_a_redis_that_takes_the_counters_is_no_warning(tmp_path):
+    server = RedisServer()
+    try:
+        app = limited_app(tmp_path, REDIS_URL=server.url)
+        ready = app.test_client().get("/readyz")
+        assert ready.status_code == 200 and ready.json["warnings"] == []
+        with app.app_context():
+            db.engine.dispose()
+    finally:
+        server.stop()
+
+
 # Before the outage test: the one global limiter keeps counting in memory for a while after it.
 def test_a_redis_socket_given_as_unix_url_holds_the_counters(tmp_path):
     # docs/deployment.md: REDIS_URL is "a redis://, rediss:// or unix:// URL". A unix:// one passed the

@@ -10,6 +10,9 @@ import re
 from datetime import timedelta
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from .env import (
     HOURS_A_YEAR,
     MINUTES_A_YEAR,
@@ -49,10 +52,29 @@ def _database_url(instance_dir: Path) -> str:
     # psycopg 3 is the driver we ship; accept the common bare postgres:// spellings.
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
+            url = "postgresql+psycopg://" + url[len(prefix) :]
     if not re.match(r"(sqlite(\+pysqlite)?|postgresql\+psycopg)://", url):
         # Never the URL itself in the message: it may hold the database password.
         raise ConfigError("DATABASE_URL must be a sqlite:/// or postgresql:// URL (see docs/deployment.md)")
+    return _readable_database_url(url)
+
+
+def _readable_database_url(url: str) -> str:
+    """`url` when SQLAlchemy reads it as written. A password with an @ not percent-encoded (p@ss:w/rd)
+    stopped every process with SQLAlchemy's traceback, "invalid literal for int() with base 10: 'w'"
+    (a piece of the password), and the entrypoint waited a minute for a database that could never
+    answer; without a : after it, the rest of the password was read as the host, which the driver
+    then printed ("failed to resolve host 'ss@db'"). A URL has one @, before the host."""
+    try:
+        make_url(url)
+        readable = url.count("@") <= 1
+    except (ArgumentError, ValueError):
+        readable = False
+    if not readable:
+        raise ConfigError(
+            "DATABASE_URL cannot be read as user, password, host, port and database: percent-encode "
+            "@ : / % # ? in the user name and password (as %40 %3A %2F %25 %23 %3F; see docs/deployment.md)"
+        )
     return url
 
 

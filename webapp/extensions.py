@@ -9,6 +9,7 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase
 
 from .private_files import private_sqlite_file
@@ -53,3 +54,26 @@ def _postgresql_session_in_utc(dbapi_connection, _record) -> None:
     if isinstance(dbapi_connection, psycopg.Connection):
         dbapi_connection.execute("SET TIME ZONE 'UTC'")
         dbapi_connection.commit()
+
+
+# PostgreSQL's answers that are the server's state, not the statement's fault, but which psycopg files
+# under InternalError or ProgrammingError: a database that takes no writes (a standby promoted the other
+# way round by a failover, `default_transaction_read_only` set by a DBA) answered every upload, and every
+# page that records a view, with 500 "something went wrong" and a stack trace, while /readyz said ready;
+# so did a privilege the DBA withheld from the app's role (an append-only table, a hardening guide's grants).
+SERVER_REFUSALS = (
+    psycopg.errors.ReadOnlySqlTransaction,
+    psycopg.errors.IdleInTransactionSessionTimeout,
+    psycopg.errors.InsufficientPrivilege,
+)
+
+
+@event.listens_for(Engine, "handle_error", retval=True)
+def _server_refusal_is_unavailability(context):
+    """Raised as the OperationalError every caller takes for "the database is not available" (a 503 on
+    a page or the API, a job that waits and is tried again) instead of a fault of ours."""
+    if not isinstance(context.original_exception, SERVER_REFUSALS):
+        return None
+    if isinstance(context.original_exception, psycopg.errors.IdleInTransactionSessionTimeout):
+        context.is_disconnect = True  # the server has closed it: out of the pool with it
+    return OperationalError(context.statement, context.parameters, context.original_exception, hide_parameters=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import time
 
 from flask import Flask, current_app, request
@@ -150,6 +151,27 @@ def init_app(app: Flask) -> None:
     # Flask-Limiter says when it falls back and when Redis is back, but only to a NullHandler: into
     # the app's log with them, or an administrator never learns the limits are per process for a while.
     install_json_logging("flask-limiter")
+
+
+def redis_counting_problem() -> str | None:
+    """For /readyz, with REDIS_URL set and Redis answering its PING: why a count cannot be kept there,
+    or None. The counters are Lua scripts (EVALSHA): a Redis hardened with `rename-command EVALSHA ""`
+    or an ACL user without @scripting, or one full (maxmemory, noeviction), refused every count while
+    it answered the PING that Flask-Limiter takes for "recovered", so each process counted alone,
+    the log said "storage unreachable" then "recovered" about every second, and /readyz said ready."""
+    if not (current_app.config["RATE_LIMITS_ENABLED"] and current_app.config["REDIS_URL"]):
+        return None
+    try:
+        limiter.storage.incr(scoped("readyz-probe"), 60)
+    except Exception as exc:  # redis-py's ResponseError (unknown command, NOPERM, OOM), or a timeout
+        # Without what Redis adds after the reason (", with args beginning with: ...", " script: ...": a
+        # script's hash and our key names).
+        reason = re.split(r",? (?:with args|script:)", (str(exc).strip().splitlines() or [""])[0], maxsplit=1)[0]
+        return (
+            f"rate limits counted per process: Redis (REDIS_URL) refuses the counters: {type(exc).__name__}: "
+            f"{reason} (they need EVALSHA, SCRIPT LOAD and INCR for this user, and room to write)"
+        )
+    return None
 
 
 def retry_after_seconds() -> int:

@@ -220,7 +220,8 @@ def _same_dn(a: str, b: str) -> bool:
 # A search's result codes that are answers: success, and sizeLimitExceeded (more than one entry matched,
 # an ambiguous name: nobody). Anything else (noSuchObject: LDAP_USER_BASE or a group's DN missing, a
 # referral, refused rights) says nothing about the person.
-_ANSWERS = (0, 4)
+SIZE_LIMIT_EXCEEDED = 4
+_ANSWERS = (0, SIZE_LIMIT_EXCEEDED)
 REFERRAL, NO_SUCH_OBJECT = 10, 32
 
 
@@ -353,7 +354,10 @@ def _find(service: Connection, username: str):
     attribute = name_attribute(cfg["LDAP_USER_FILTER"])
     wanted = ["memberOf", "userAccountControl", *IDENTITY_ATTRIBUTES, *([attribute] if attribute else [])]
     entries = _search(service, cfg["LDAP_USER_BASE"], query, search_scope=SUBTREE, attributes=wanted, size_limit=2)
-    if len(entries) != 1:  # nobody, or an ambiguous filter: no one whose password to check
+    # Nobody, or an ambiguous filter: no one whose password to check. More entries than were sent is
+    # ambiguous too: a server whose own size limit is 1 (olcSizeLimit, an AD MaxPageSize) sent the first
+    # of two entries the name matched, and that one's password signed in under the name.
+    if len(entries) != 1 or service.result.get("result") == SIZE_LIMIT_EXCEEDED:
         return None, ""
     entry = entries[0]
     return entry, entry_name(entry, attribute, username)

@@ -1,7 +1,8 @@
 """Probes for orchestrators and load balancers; outside the sign-in wall, JSON only.
 
 /readyz is polled every few seconds by every balancer and by the container's HEALTHCHECK, so each
-check is one cheap call: the model already loaded, `SELECT 1` and the schema revision, a statvfs,
+check is one cheap call: the model already loaded, `SELECT 1`, the schema revision and (PostgreSQL)
+whether the server takes writes, a statvfs,
 access(2) on the database file and the instance folder, a Redis PING, the queue's length and when a
 worker was last seen, two indexed queries for work stopped mid-job, and one pipeline recording this
 replica's settings (jobs/agreement.py).
@@ -22,6 +23,7 @@ from ..jobs.agreement import disagreement, replica_settings
 from ..jobs.leases import lapsed
 from ..jobs.queue import WORKER_SILENT_SECONDS, jobs
 from ..models import RECEIPT_SCREENING, RUN_RUNNING, DicomReceipt, ValidationRun, utcnow
+from ..ratelimits import redis_counting_problem
 from ..schema import schema_behind
 from . import bp
 
@@ -59,6 +61,20 @@ def _write_problem() -> str | None:
     if os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK)):
         return None
     return f"database not writable: {path} or its folder is read-only or not this user's to write"
+
+
+def _standby_problem() -> str | None:
+    """A PostgreSQL server that takes no writes: a standby (after a failover, DATABASE_URL still naming
+    the old primary) or a database a DBA set `default_transaction_read_only`. Every upload, and every
+    page that records a view, failed while this said ready (until 5 December with a 500)."""
+    if db.engine.url.get_backend_name() != "postgresql":
+        return None
+    if db.session.execute(text("SHOW transaction_read_only")).scalar() != "on":
+        return None
+    return (
+        "database not writable: the PostgreSQL server takes no writes (a standby, or "
+        "default_transaction_read_only): point DATABASE_URL at the primary"
+    )
 
 
 def _instance_warning() -> str | None:
@@ -123,6 +139,8 @@ def readyz():
             problems.append(schema)
         else:
             stalled = _stalled_work()
+        if standby := _standby_problem():
+            problems.append(standby)
     if disk := _disk_problem():
         problems.append(disk)
     if unwritable := _write_problem():
@@ -131,7 +149,11 @@ def readyz():
     # and the PACS's films do, and they wait in it), and a Redis outage reaches every replica at once,
     # so failing on it would turn a delay of queued jobs into no screening anywhere.
     unreachable = jobs().probe()
-    queue = [unreachable] if unreachable else [jobs().silent_worker(), _disagreement(model_version)]
+    queue = (
+        [unreachable]
+        if unreachable
+        else [jobs().silent_worker(), _disagreement(model_version), redis_counting_problem()]
+    )
     warnings = [warning for warning in (*queue, stalled, _instance_warning()) if warning]
     if problems:
         return jsonify(status="unavailable", reasons=problems, warnings=warnings), 503

@@ -1,4 +1,4 @@
-"""What the job worker, and whoever enqueues, log while the queue cannot be reached.
+"""What the job worker, and whoever enqueues, log while the queue cannot be reached or refuses writes.
 
 Huey's consumer logs a full traceback each time a read of the queue fails, and it tries about twice a
 second, so a Redis outage of an hour wrote some 7,200 tracebacks. Those records become one line naming
@@ -27,6 +27,19 @@ UNREACHABLE = (
     TimeoutError,
     sqlite3.OperationalError,
 )
+# A Redis that answers but refuses a write: full (maxmemory with noeviction), a read-only replica (after a
+# failover, REDIS_URL still naming the old primary), a command its ACL denies. The scheduler logged a
+# traceback for each periodic job every minute, and the DICOM node one for each film (until 5 December).
+REFUSING = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, redis.exceptions.NoPermissionError)
+
+
+def _outage(error: BaseException | None) -> str | None:
+    """What the queue's state is, for a log line, or None when `error` is not the queue's state but a fault."""
+    if isinstance(error, REFUSING):
+        return "the job queue's Redis refuses it: full, a read-only replica, or a command its ACL denies"
+    if isinstance(error, UNREACHABLE):
+        return "the job queue cannot be reached"
+    return None
 
 
 class QueueOutageFilter(logging.Filter):
@@ -37,16 +50,18 @@ class QueueOutageFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if not record.name.startswith("huey.consumer") or not isinstance(error, UNREACHABLE):
+        outage = _outage(error)
+        if not record.name.startswith("huey.consumer") or outage is None:
             return True
         now = self.clock()
         if self.last_logged is not None and now - self.last_logged < LOGGED_EVERY_SECONDS:
             return False
         self.last_logged = now
         reason = str(error).strip().splitlines()
+        lasting = "while it does" if isinstance(error, REFUSING) else "until it can"
         record.msg = (
             f"{record.getMessage()}: {type(error).__name__}: {reason[0] if reason else ''} "
-            f"(the job queue cannot be reached; this is logged once a minute until it can)"
+            f"({outage}; this is logged once a minute {lasting})"
         )
         record.args, record.exc_info, record.exc_text = (), None, None
         return True
@@ -55,10 +70,10 @@ class QueueOutageFilter(logging.Filter):
 def log_not_queued(log: logging.Logger, error: BaseException, message: str, *args) -> None:
     """`message` for a job that could not be enqueued: with the reason in one line while the queue cannot
     be reached (an outage, not a bug), with the traceback otherwise."""
-    if isinstance(error, UNREACHABLE):
+    if outage := _outage(error):
         reason = str(error).strip().splitlines()
         log.error(
-            f"{message}: the job queue cannot be reached ({type(error).__name__}: {reason[0] if reason else ''})",
+            f"{message}: {outage} ({type(error).__name__}: {reason[0] if reason else ''})",
             *args,
         )
     else:

@@ -120,8 +120,11 @@ def finish(receipt_id: int, owner: str, **values) -> None:
 
 def process(receipt_id: int, owner: str) -> None:
     started = time.perf_counter()
-    receipt = db.session.get(DicomReceipt, receipt_id)
-    spool_name = receipt.spool_name
+    spool_name = db.session.get(DicomReceipt, receipt_id).spool_name
+    # No transaction stays open while the film is screened (seconds for a large film at the worker's low
+    # priority): a DBA's idle_in_transaction_session_timeout shorter than that ended the session every
+    # time, and the film waited, was taken up again and again, and was never screened.
+    db.session.commit()
     try:
         data = spool.read(spool.SPOOL, spool_name)
     except (OSError, TypeError):

@@ -134,6 +134,10 @@ def process(run_id: int, owner: str) -> None:
             ).all()
             if not items:
                 break
+            # No transaction stays open while the batch is screened (seconds at the worker's low priority):
+            # a DBA's idle_in_transaction_session_timeout shorter than that ended the session at every
+            # batch, and the run was taken up again and again and never finished.
+            db.session.commit()
             results = analyse_batch(archive, analyzer, [entry for _, entry in items], run.threshold, review_size)
             for (item_id, _), values in zip(items, results, strict=True):
                 db.session.execute(
