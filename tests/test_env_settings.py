@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from webapp.config import _database_url
 from webapp.env import CONFIG_ERROR_EXIT, ConfigError, env_bool, env_float, env_int
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,3 +192,10 @@ def test_an_empty_log_level_is_the_default(tmp_path):
     # `LOG_LEVEL: ${LOG_LEVEL:-}` stopped the app: "LOG_LEVEL must be debug, info, warning or error, not ''".
     result = start([sys.executable, "-c", "import wsgi"], INSTANCE_DIR=str(tmp_path), LOG_LEVEL="")
     assert result.returncode == 0, result.stderr
+
+
+def test_a_sqlite_path_may_hold_at_signs(tmp_path, monkeypatch):
+    # The default database lies in INSTANCE_DIR, which may be named like a systemd template's instance.
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    folder = tmp_path / "cxr@site1@ward"
+    assert _database_url(folder) == f"sqlite:///{folder / 'cxr.sqlite'}"

@@ -64,10 +64,12 @@ def _readable_database_url(url: str) -> str:
     stopped every process with SQLAlchemy's traceback, "invalid literal for int() with base 10: 'w'"
     (a piece of the password), and the entrypoint waited a minute for a database that could never
     answer; without a : after it, the rest of the password was read as the host, which the driver
-    then printed ("failed to resolve host 'ss@db'"). A URL has one @, before the host."""
+    then printed ("failed to resolve host 'ss@db'"). A URL has at most one @ before its path, the one
+    ending the user and password: a SQLite path (INSTANCE_DIR) may hold any number."""
+    authority = url.split("://", 1)[1].split("/", 1)[0]
     try:
         make_url(url)
-        readable = url.count("@") <= 1
+        readable = authority.count("@") <= 1
     except (ArgumentError, ValueError):
         readable = False
     if not readable:
