@@ -40,6 +40,18 @@ def server_settings(app, monkeypatch, options: str) -> None:
         db.engine.dispose()
 
 
+def slowed(monkeypatch, owner, name: str, seconds: float):
+    """`owner.name` made `seconds` slower, as on a busy host; returns the original."""
+    original = getattr(owner, name)
+
+    def slow(*args, **kwargs):
+        time.sleep(seconds)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, slow)
+    return original
+
+
 def predictions(app) -> int:
     with app.app_context():
         return db.session.scalar(select(func.count()).select_from(Prediction))
@@ -76,13 +88,7 @@ def test_a_session_the_server_ends_while_a_film_is_screened_is_unavailable(app, 
     # first use commits its last-use time before the film is read: the second upload is the one.)
     assert api_upload(client, api_token, ("a.jpeg", fixture_image("normal.jpeg"))).status_code == 201
     server_settings(app, monkeypatch, "-c idle_in_transaction_session_timeout=100")
-    decode = service.decode
-
-    def slow_decode(*args, **kwargs):
-        time.sleep(0.5)  # a forward pass on a busy host
-        return decode(*args, **kwargs)
-
-    monkeypatch.setattr(service, "decode", slow_decode)
+    decode = slowed(monkeypatch, service, "decode", 0.5)  # a forward pass on a busy host
     before = predictions(app)
     upload = api_upload(client, api_token, ("a.jpeg", fixture_image("normal.jpeg")))
     assert upload.status_code == 503 and upload.json["error"]["code"] == "database_unavailable"
@@ -143,13 +149,7 @@ def test_a_validation_run_holds_no_transaction_open_while_its_films_are_screened
     )
     assert response.status_code == 202
     server_settings(app, monkeypatch, "-c idle_in_transaction_session_timeout=300")
-    analyse = tasks.analyse_batch
-
-    def slow_batch(*args, **kwargs):
-        time.sleep(0.6)  # a batch on a busy host
-        return analyse(*args, **kwargs)
-
-    monkeypatch.setattr(tasks, "analyse_batch", slow_batch)
+    slowed(monkeypatch, tasks, "analyse_batch", 0.6)  # a batch on a busy host
     drain(app)
     with app.app_context():
         run = db.session.get(ValidationRun, response.json["id"])
@@ -162,13 +162,7 @@ def test_a_film_from_the_pacs_holds_no_transaction_open_while_it_is_screened(app
 
     assert store(dicom_port, [film(1)]) == [0x0000]
     server_settings(app, monkeypatch, "-c idle_in_transaction_session_timeout=300")
-    analyse = tasks.analyse
-
-    def slow_analyse(*args, **kwargs):
-        time.sleep(0.6)  # a large film on a busy host
-        return analyse(*args, **kwargs)
-
-    monkeypatch.setattr(tasks, "analyse", slow_analyse)
+    slowed(monkeypatch, tasks, "analyse", 0.6)  # a large film on a busy host
     drain(app)
     with app.app_context():
         assert db.session.scalar(select(DicomReceipt.state)) == RECEIPT_SCREENED, caplog.text[-2000:]
