@@ -13,6 +13,7 @@ import subprocess
 import time
 
 import pytest
+import requests
 from markupsafe import escape
 from pydicom import dcmread
 from pynetdicom import AE, evt
@@ -22,6 +23,7 @@ from sqlalchemy import func, select
 from tests.dicom_films import MODALITY_AE, film
 from tests.dicom_tls import Party, make_pki
 from tests.helpers import drain
+from tests.orthanc_server import NODE_AE_TITLE, OrthancServer
 from tests.test_dicom_refusals import deliver, outbox_result
 from webapp.extensions import db
 from webapp.jobs import cli as jobs_cli
@@ -263,3 +265,32 @@ def test_a_bad_tls_setting_stops_the_node_and_the_worker_with_one_line(
     assert result.exit_code == 4
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"cxr-screen: configuration error: {message}")
+
+
+def test_orthanc_over_tls_routes_a_film_to_the_node_and_takes_its_result(tls_port, app, pki):
+    """A real PACS both ways, as docs/dicom.md configures it: Orthanc's DICOM TLS with its certificate, our
+    CA trusted, the node declared with UseDicomTls."""
+    orthanc = OrthancServer(
+        NODE_AE_TITLE,
+        tls_port,
+        settings={
+            "DicomTlsEnabled": True,
+            "DicomTlsCertificate": str(pki.pacs.cert),
+            "DicomTlsPrivateKey": str(pki.pacs.key),
+            "DicomTlsTrustedCertificates": str(pki.ca),
+            "DicomTlsRemoteCertificateRequired": True,
+            "DicomModalities": {
+                "cxrscreen": {"AET": NODE_AE_TITLE, "Host": "127.0.0.1", "Port": tls_port, "UseDicomTls": True}
+            },
+        },
+    )
+    try:
+        result = deliver(app, outbox_result(app, orthanc.dicom_port))
+        assert result.state == RESULT_SENT, result.last_error
+        assert len(orthanc.instance_ids()) == 1
+        uploaded = requests.post(orthanc.url + "/instances", data=film(0), timeout=30).json()["ID"]
+        sent = requests.post(orthanc.url + "/modalities/cxrscreen/store", json={"Resources": [uploaded]}, timeout=60)
+        assert sent.ok, sent.text
+        assert stored_films(app) == 2  # outbox_result's receipt, and the film Orthanc sent
+    finally:
+        orthanc.stop(remove=True)
