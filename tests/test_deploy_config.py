@@ -304,6 +304,9 @@ def test_compose_files_fit_the_image():
     assert postgres["worker"]["environment"]["DATABASE_URL"] == postgres["app"]["environment"]["DATABASE_URL"]
 
 
+DICOM_TLS = ("DICOM_TLS_CERT_FILE", "DICOM_TLS_KEY_FILE", "DICOM_TLS_CA_FILE")
+
+
 def test_every_service_of_the_image_gets_the_same_settings():
     # The worker sends the PACS results under DICOM_AE_TITLE, yet only the DICOM node got it: a site
     # that set its own AE title had its results sent as CXRSCREEN (and refused by a PACS that checks
@@ -314,7 +317,7 @@ def test_every_service_of_the_image_gets_the_same_settings():
     assert of_the_image == ["app", "worker", "dicom"]
     for name in of_the_image:
         assert services[name]["environment"] == services["app"]["environment"], name
-    for setting in ("DICOM_AE_TITLE", "DICOM_ALLOWED_CALLING_AETS", "DICOM_RESULTS_DESTINATION"):
+    for setting in ("DICOM_AE_TITLE", "DICOM_ALLOWED_CALLING_AETS", "DICOM_RESULTS_DESTINATION", *DICOM_TLS):
         assert setting in services["app"]["environment"]
     postgres = yaml.safe_load((ROOT / "docker-compose.postgres.yml").read_text())["services"]
     for name in of_the_image:
@@ -351,7 +354,7 @@ def test_https_stack_publishes_only_the_proxy_and_shares_one_configuration():
     assert services["dicom"]["environment"] == services["app"]["environment"]
     assert services["dicom"]["volumes"] == services["app"]["volumes"]  # its spool, for the worker
     assert services["dicom"]["healthcheck"] == services["worker"]["healthcheck"] == {"disable": True}
-    for setting in ("DICOM_AE_TITLE", "DICOM_ALLOWED_CALLING_AETS", "DICOM_RESULTS_DESTINATION"):
+    for setting in ("DICOM_AE_TITLE", "DICOM_ALLOWED_CALLING_AETS", "DICOM_RESULTS_DESTINATION", *DICOM_TLS):
         assert setting in services["worker"]["environment"]
 
 

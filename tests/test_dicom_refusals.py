@@ -297,7 +297,7 @@ def test_aborts_are_counted_whatever_the_length_of_the_error(app, monkeypatch):
     result_id = outbox_result(app, free_port())
     host = ".".join(["pacs-" + "a" * 57] * 4)  # 251 characters: a DNS name may have 253
 
-    def aborted(destination, calling_ae_title, data):
+    def aborted(destination, calling_ae_title, data, **_):
         raise tasks.StoreAborted(f"PACS@{host}:4242 {ABORTED}: is this node declared in the PACS? " + "." * 180)
 
     monkeypatch.setattr(tasks, "send", aborted)

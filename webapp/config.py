@@ -212,6 +212,10 @@ class Config:
         if aet.strip()
     )
     DICOM_RESULTS_DESTINATION = os.environ.get("DICOM_RESULTS_DESTINATION") or None  # AE@host:port
+    # DICOM over TLS (pacs/tls.py): the node's certificate and key (PEM), the CAs whose certificates peers present.
+    DICOM_TLS_CERT_FILE = env_str("DICOM_TLS_CERT_FILE", "") or None
+    DICOM_TLS_KEY_FILE = env_str("DICOM_TLS_KEY_FILE", "") or None
+    DICOM_TLS_CA_FILE = env_str("DICOM_TLS_CA_FILE", "") or None
     # Undelivered results are retried with a doubling wait, up to this long between tries and this many tries.
     DICOM_SEND_MAX_BACKOFF_SECONDS = env_int("DICOM_SEND_MAX_BACKOFF_SECONDS", 300, minimum=1, maximum=SECONDS_A_DAY)
     DICOM_SEND_MAX_ATTEMPTS = env_int("DICOM_SEND_MAX_ATTEMPTS", 60, minimum=1)

@@ -11,7 +11,7 @@ from flask import current_app
 from ..cli_group import AdminGroup
 from ..inference.runtime import ModelUnavailable, analyzer_for
 from ..logs import install_process_logging
-from ..pacs.cli import destination_or_fail, results_destination
+from ..pacs.cli import destination_or_fail, results_destination, tls_or_fail
 from .agreement import check_worker_settings
 from .outage_log import QueueOutageFilter
 from .priority import exit_at_once, yield_cpu
@@ -36,6 +36,7 @@ MODEL_RECHECK_SECONDS = 10
 def worker(threads: int) -> None:
     """Take jobs from the queue until stopped (SIGINT finishes the running jobs, SIGTERM stops now)."""
     destination_or_fail(current_app.config)  # the worker sends the PACS results
+    tls_or_fail(current_app.config)  # ... over TLS when set
     install_process_logging(QueueOutageFilter())  # a Redis outage: one line a minute, not a traceback a second
     queue = jobs()
     # Checked before the model loads: a worker on an unreachable queue would only log a traceback a second.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -17,11 +18,13 @@ from flask import Flask
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
+from pynetdicom.transport import RequestHandler, ThreadedAssociationServer
 
 from ..extensions import db
 from ..inference.dicom import DECODABLE_TRANSFER_SYNTAXES
 from .header import TooManyElements, read_header
 from .intake import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, SCREENED_SOP_CLASSES, SUCCESS, Arrival, receive
+from .tls import HANDSHAKE_SECONDS, handshake_failure, server_context
 
 log = logging.getLogger(__name__)
 # pynetdicom's DEBUG output dumps whole datasets (patient name included): never below INFO.
@@ -186,8 +189,43 @@ def handlers(app: Flask) -> list:
 
 
 def start(app: Flask):
-    """Listen on DICOM_BIND:DICOM_PORT in a thread of its own; returns the server (stopped with shutdown())."""
-    return build_ae(app.config).start_server(_address(app.config), block=False, evt_handlers=handlers(app))
+    """Listen on DICOM_BIND:DICOM_PORT in a thread of its own; returns the server (stopped with shutdown()).
+    With DICOM TLS set (tls.py) the port speaks TLS only."""
+    ae = build_ae(app.config)
+    context = server_context(app.config)
+    if context is None:
+        return ae.start_server(_address(app.config), block=False, evt_handlers=handlers(app))
+    # Not start_server(ssl_context=...): pynetdicom then shakes hands in its one accepting thread, with no
+    # timeout, so a peer that connected and said nothing (a plain-TCP probe) kept every other one out,
+    # and a failed handshake was dropped without a word. Each connection's own thread does it here.
+    server = ae.make_server(
+        _address(app.config),
+        evt_handlers=handlers(app),
+        server_class=ThreadedAssociationServer,
+        request_handler=_tls_handler(context),
+    )
+    ae._servers.append(server)  # as start_server() does: the server's shutdown() takes it off that list
+    threading.Thread(target=server.serve_forever, name="dicom-tls-server", daemon=True).start()
+    return server
+
+
+def _tls_handler(context: ssl.SSLContext) -> type[RequestHandler]:
+    class TlsFirst(RequestHandler):
+        def handle(self) -> None:
+            address = self.client_address[0]
+            try:
+                self.request.settimeout(HANDSHAKE_SECONDS)
+                self.request = context.wrap_socket(self.request, server_side=True)  # closed if it fails
+                self.request.settimeout(None)  # as pynetdicom keeps a plain connection: its timeouts apply
+            except OSError as exc:
+                # One line: the peer's address and why, never pynetdicom's nor the ssl module's traceback.
+                log.warning(
+                    "dicom: connection from %s refused at the TLS handshake: %s", address, handshake_failure(exc)
+                )
+                return
+            super().handle()
+
+    return TlsFirst
 
 
 def serve(app: Flask, on_listening: Callable[[], None]) -> None:

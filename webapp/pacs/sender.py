@@ -17,6 +17,8 @@ from pynetdicom.status import STATUS_FAILURE, STATUS_SUCCESS, STATUS_WARNING, ST
 from pynetdicom.status import code_to_category as status_category
 
 from ..config import AE_TITLE_RULE, ae_title_ok
+from ..env import ConfigError
+from .tls import client_context, handshake_failure
 
 # A Warning C-STORE status still means stored, with changes (PS3.4 B.2.3).
 _STORED = (STATUS_SUCCESS, STATUS_WARNING)
@@ -70,8 +72,15 @@ def parse_destination(text: str) -> Destination:
     return Destination(ae_title, host, int(port))
 
 
-def send(destination: Destination, calling_ae_title: str, data: bytes, timeout: float = 30.0) -> None:
+def send(destination: Destination, calling_ae_title: str, data: bytes, timeout: float = 30.0, config=None) -> None:
+    """`config`: the app's, for DICOM TLS (tls.py); none, or TLS off, sends over plain TCP."""
     dataset = dcmread(io.BytesIO(data))
+    try:
+        context = client_context(config or {})
+    except ConfigError as exc:  # a certificate file removed or replaced since the worker started
+        raise SendError(f"DICOM TLS: {exc}") from None
+    # The PACS's certificate must name the host as DICOM_RESULTS_DESTINATION gives it.
+    tls_args = (context, destination.host) if context else None
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.connection_timeout = min(timeout, 10.0)
@@ -82,7 +91,14 @@ def send(destination: Destination, calling_ae_title: str, data: bytes, timeout: 
     ae.add_requested_context(dataset.SOPClassUID, syntaxes)
     received = []  # the PDUs the PACS sent: pynetdicom's association says "aborted" whoever aborted it
     on_pdu = (evt.EVT_PDU_RECV, lambda event: received.append(event.pdu))
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title, evt_handlers=[on_pdu])
+    assoc = ae.associate(
+        destination.host, destination.port, ae_title=destination.ae_title, evt_handlers=[on_pdu], tls_args=tls_args
+    )
+    if context is not None and context.failure is not None:
+        if assoc.is_established:  # the PACS refused our certificate after the handshake (TLS 1.3)
+            assoc.abort()
+        # Tried again it fails the same until a certificate or a setting changes at one end.
+        raise Refused(f"{destination}: TLS handshake failed: {handshake_failure(context.failure)}")
     if not assoc.is_established:
         raise _not_established(destination, assoc, received, dataset, calling_ae_title)
     try:

@@ -248,7 +248,7 @@ def deliver(result_id: int, attempts: int | None = None) -> None:
         if not config.get("DICOM_RESULTS_DESTINATION"):
             raise SendError("DICOM_RESULTS_DESTINATION is not set")
         destination = parse_destination(config["DICOM_RESULTS_DESTINATION"])
-        send(destination, config["DICOM_AE_TITLE"], spool.read(spool.OUTBOX, result.file_name))
+        send(destination, config["DICOM_AE_TITLE"], spool.read(spool.OUTBOX, result.file_name), config=config)
     except Refused as exc:
         refused(result, str(exc))
         return
