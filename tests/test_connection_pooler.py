@@ -1,0 +1,55 @@
+"""The app behind pgbouncer, the connection pooler hospitals put in front of PostgreSQL (docs/deployment.md).
+In transaction pooling each transaction may run on a different server connection, so nothing may rely on
+a session's state outliving its transaction. Run on PostgreSQL (TEST_DATABASE_URL, scripts/with_postgres.sh).
+"""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+import pytest
+
+from tests.helpers import api_upload, fixture_image, reset_database
+from tests.pgbouncer_server import PgBouncer
+from webapp import create_app
+from webapp.config import TestingConfig
+from webapp.extensions import db
+
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("TEST_DATABASE_URL", "").startswith("postgresql"),
+    reason="a PostgreSQL connection pooler",
+)
+
+
+@pytest.fixture
+def pooler():
+    server = PgBouncer(os.environ["TEST_DATABASE_URL"], "transaction")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def app(pooler, tmp_path):
+    app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "SQLALCHEMY_DATABASE_URI": pooler.url})
+    with app.app_context():
+        reset_database()  # the migrations, through the pooler
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_the_app_works_behind_a_transaction_pooler(pooler, app, client, clinician_user, api_token):
+    # psycopg prepares a statement on the server once it has run five times on a connection (an upload of
+    # several films, a job worker's loop); behind a transaction pooler a later transaction ran on another
+    # server connection, which had no such statement: 500 'something went wrong' ("prepared statement
+    # "_pg3_0" does not exist"), a job that failed.
+    films = [(f"{n}.jpeg", fixture_image("normal.jpeg")) for n in range(6)]
+    assert api_upload(client, api_token, *films).status_code == 201
+    # Another client's transaction takes the server connection the app has been using (pgbouncer hands
+    # out the one used last), as in a busy pool: the app's next transactions run on the other one.
+    with psycopg.connect(pooler.url.replace("+psycopg", "")) as other:
+        other.execute("SELECT 1")
+        upload = api_upload(client, api_token, *films)
+        assert upload.status_code == 201, upload.json
