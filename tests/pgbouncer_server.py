@@ -19,9 +19,7 @@ from tests.redis_server import free_port
 
 
 class PgBouncer:
-    def __init__(self, server_url: str, pool_mode: str, *, pool_size: int = 2, **settings: str | int):
-        """`settings`: more of pgbouncer.ini's [pgbouncer] section. `connect_query` runs on each new server
-        connection, as a DBA's `ALTER ROLE ... SET` would."""
+    def __init__(self, server_url: str, pool_mode: str):
         binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
         if not shutil.which(binary):
             pytest.skip("pgbouncer is not installed (apt-get install pgbouncer); .ci/run installs it")
@@ -29,13 +27,9 @@ class PgBouncer:
         self.folder = Path(tempfile.mkdtemp(prefix="cxr-pgbouncer-"))
         self.port = free_port()
         self.url = server.set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
-        connect_query = settings.pop("connect_query", None)
-        database = f"host={server.host} port={server.port}"
-        if connect_query:
-            database += f" connect_query='{connect_query}'"
         lines = [
             "[databases]",
-            f"* = {database}",
+            f"* = host={server.host} port={server.port}",
             "[pgbouncer]",
             "listen_addr = 127.0.0.1",
             f"listen_port = {self.port}",
@@ -43,8 +37,7 @@ class PgBouncer:
             "auth_type = scram-sha-256",
             f"auth_file = {self.folder / 'userlist.txt'}",
             f"pool_mode = {pool_mode}",
-            f"default_pool_size = {pool_size}",
-            *(f"{name} = {value}" for name, value in settings.items()),
+            "default_pool_size = 2",  # a busy pool: another client's transaction soon takes the app's
         ]
         (self.folder / "pgbouncer.ini").write_text("\n".join(lines) + "\n")
         (self.folder / "userlist.txt").write_text(f'"{server.username}" "{server.password}"\n')

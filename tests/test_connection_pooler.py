@@ -6,6 +6,9 @@ a session's state outliving its transaction. Run on PostgreSQL (TEST_DATABASE_UR
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -53,3 +56,34 @@ def test_the_app_works_behind_a_transaction_pooler(pooler, app, client, clinicia
         other.execute("SELECT 1")
         upload = api_upload(client, api_token, *films)
         assert upload.status_code == 201, upload.json
+
+
+def test_migrating_behind_a_transaction_pooler_leaves_no_lock_behind(tmp_path):
+    # docker/migrate.py makes replicas take turns with an advisory lock. It was the session's: behind a
+    # transaction pooler it stayed on the server connection it had used, back in the pool, and every
+    # other replica waited for it for ever (three started at once: one migrated, two hung).
+    from docker.migrate import MIGRATION_LOCK_KEY
+
+    pooler = PgBouncer(os.environ["TEST_DATABASE_URL"], "transaction")
+    try:
+        root = Path(__file__).resolve().parent.parent
+        env = {
+            **os.environ,
+            "APP_ENV": "production",
+            "SECRET_KEY": "k" * 40,
+            "INSTANCE_DIR": str(tmp_path),
+            "DATABASE_URL": pooler.url,
+            "PYTHONPATH": str(root),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        }
+        start = subprocess.run(
+            [sys.executable, "docker/migrate.py"], cwd=root, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert start.returncode == 0, (start.stdout + start.stderr)[-3000:]
+        with psycopg.connect(os.environ["TEST_DATABASE_URL"].replace("+psycopg", ""), autocommit=True) as direct:
+            held = direct.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s", (MIGRATION_LOCK_KEY,)
+            ).fetchone()[0]
+        assert held == 0
+    finally:
+        pooler.stop()
