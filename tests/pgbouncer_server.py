@@ -37,7 +37,7 @@ class PgBouncer:
             "auth_type = scram-sha-256",
             f"auth_file = {self.folder / 'userlist.txt'}",
             f"pool_mode = {pool_mode}",
-            "default_pool_size = 2",  # a busy pool: another client's transaction soon takes the app's
+            "default_pool_size = 2",  # few server connections, shared by every client, as in a busy pool
         ]
         (self.folder / "pgbouncer.ini").write_text("\n".join(lines) + "\n")
         (self.folder / "userlist.txt").write_text(f'"{server.username}" "{server.password}"\n')

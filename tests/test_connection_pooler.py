@@ -46,8 +46,9 @@ def app(pooler, tmp_path):
 def test_the_app_works_behind_a_transaction_pooler(pooler, app, client, clinician_user, api_token):
     # psycopg prepares a statement on the server once it has run five times on a connection (an upload of
     # several films, a job worker's loop); behind a transaction pooler a later transaction ran on another
-    # server connection, which had no such statement: 500 'something went wrong' ("prepared statement
-    # "_pg3_0" does not exist"), a job that failed.
+    # server connection, which had no such statement ("prepared statement "_pg3_0" does not exist"; or
+    # "already exists" where another client had prepared one): films refused as screening_failed (207),
+    # jobs that failed.
     films = [(f"{n}.jpeg", fixture_image("normal.jpeg")) for n in range(6)]
     assert api_upload(client, api_token, *films).status_code == 201
     # Another client's transaction takes the server connection the app has been using (pgbouncer hands
