@@ -56,6 +56,17 @@ def _postgresql_session_in_utc(dbapi_connection, _record) -> None:
         dbapi_connection.commit()
 
 
+@event.listens_for(Engine, "connect")
+def _postgresql_statements_unprepared(dbapi_connection, _record) -> None:
+    # psycopg prepares a statement on the server once it has run five times on a connection. Behind a
+    # connection pooler in transaction mode (pgbouncer's pool_mode = transaction, as hospitals run it) the
+    # next transaction may run on another server connection, which has no such statement: a film of a
+    # six-film upload failed with "prepared statement "_pg3_0" does not exist". Unprepared, every
+    # statement is whole in itself, on any server connection; the parse it saves is small beside a film.
+    if isinstance(dbapi_connection, psycopg.Connection):
+        dbapi_connection.prepare_threshold = None
+
+
 # PostgreSQL's answers that are the server's state, not the statement's fault, but which psycopg files
 # under InternalError or ProgrammingError: a database that takes no writes (a standby promoted the other
 # way round by a failover, `default_transaction_read_only` set by a DBA) answered every upload, and every
