@@ -4,9 +4,10 @@ MaxValRange.
 Active Directory sends at most 1,500 values of an attribute per answer: asked for the `memberOf` of an
 entry in more groups, it sends `memberOf;range=0-1499`. OpenLDAP sends no ranges, so the tests' slapd
 cannot show what ldap3 hands the app then; this speaks LDAP on the wire (BER, with ldap3's own protocol
-classes): any bind is accepted, a search based at the person's DN or above it finds the person with
-the first range of its groups, and any other search finds nothing (a group in no other group, a member
-list without the person).
+classes): any bind is accepted (the person's own answered with `person_bind`, a result code and
+diagnostic message, when given: Active Directory's refusal of an expired or locked account), a search
+based at the person's DN or above it finds the person with the first range of its groups, and any
+other search finds nothing (a group in no other group, a member list without the person).
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def _result(kind, code: int, text: str = ""):
 class RangedDirectory:
     """Listens on a free loopback port until close(); `asked` holds the base of each search."""
 
-    def __init__(self, person: str, groups: list[str]):
-        self.person, self.groups = person, groups
+    def __init__(self, person: str, groups: list[str], person_bind: tuple[int, str] | None = None):
+        self.person, self.groups, self.person_bind = person, groups, person_bind
         self.asked: list[str] = []
         self._socket = socket.create_server(("127.0.0.1", 0))
         self.url = f"ldap://127.0.0.1:{self._socket.getsockname()[1]}"
@@ -87,9 +88,14 @@ class RangedDirectory:
                     if operation.getName() == "unbindRequest":
                         return
                     if operation.getName() == "bindRequest":
-                        connection.sendall(_message(message_id, "bindResponse", _result(BindResponse, 0)))
+                        connection.sendall(_message(message_id, "bindResponse", self._bind(operation.getComponent())))
                     elif operation.getName() == "searchRequest":
                         connection.sendall(self._answer(message_id, operation.getComponent()))
+
+    def _bind(self, bind):
+        if self.person_bind and str(bind["name"]).lower() == self.person.lower():
+            return _result(BindResponse, *self.person_bind)
+        return _result(BindResponse, 0)
 
     def _answer(self, message_id: int, search) -> bytes:
         base = str(search["baseObject"])

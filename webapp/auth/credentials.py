@@ -50,6 +50,30 @@ NAME_OF_EARLIER_ACCOUNT = (
     "it cannot sign in until an administrator resolves this. Ask your IT service desk."
 )
 
+# What the person is told when the directory refused their bind and said why (directory.account_state).
+# Only for states the directory reports once the password was found right: whoever sees one knows the
+# password already. A lockout, which Active Directory reports whatever the password, is told WRONG like
+# a wrong password (the audit trail says it), or the page would show anyone which names are locked out.
+CHANGE_IT = (
+    "Change it as you change your Windows password (or ask your IT service desk), then sign in here with the new one."
+)
+ACCOUNT_STATES = {
+    "password_expired": f"Your directory password has expired. {CHANGE_IT}",
+    "must_change_password": (
+        f"Your directory password must be changed before it can be used (it was set or reset for you). {CHANGE_IT}"
+    ),
+    "account_expired": "Your directory account has expired. Ask your IT service desk to extend it.",
+    "account_disabled": "Your directory account is disabled. Ask your IT service desk.",
+    "logon_hours": (
+        "Your directory account may not sign in at this time of day (its logon hours). "
+        "Ask your IT service desk if you need to sign in now."
+    ),
+    "workstation": (
+        "Your directory account is limited to certain computers, and CXR Screen's server is not one of them. "
+        "Ask your IT service desk."
+    ),
+}
+
 
 def deactivated(password_right: bool) -> str:
     """Why a deactivated account's sign-in failed, for the audit trail only: the person is told WRONG,
@@ -89,7 +113,10 @@ def check(username: str, password: str) -> Outcome:
         return Outcome(None, reason=DIRECTORY_OFF_REASON)
     answer = directory.authenticate(username, password)
     if not answer.password_ok:
-        return Outcome(None)
+        if answer.state is None:
+            return Outcome(None)
+        refusal = ACCOUNT_STATES[answer.state.key] if answer.state.password_right else WRONG
+        return Outcome(None, refusal, reason=answer.state.said)
     # One local row per directory entry, keyed on the entry's own name (directory.entry_name):
     # "ALICE" and a full-width "ａｌｉｃｅ" reach alice's row, and her deactivation.
     name = answer.name or folded_username(username)

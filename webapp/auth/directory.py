@@ -37,12 +37,51 @@ class DirectoryUnavailable(Exception):
 
 
 @dataclass(frozen=True)
+class AccountState:
+    """What the directory said about the account when it refused the person's bind."""
+
+    key: str  # credentials.py's name for it, which picks the page's message
+    said: str  # the audit trail's words, with the directory's own code
+    password_right: bool  # reported only once the password was checked and found right
+
+
+@dataclass(frozen=True)
 class DirectoryAnswer:
     found: bool  # an entry matched the user name
     password_ok: bool = False
     role: str | None = None  # "admin", "clinician", or None when in neither group
     name: str = ""  # the entry's own user name, lower-cased: the key of its local row
     identity: str | None = None  # the entry's stable identity (entry_identity), None if it shows none
+    state: AccountState | None = None  # why the directory refused the bind, when it said (account_state)
+
+
+# Active Directory's reasons for refusing a simple bind: invalidCredentials (49) with a diagnostic
+# message such as "80090308: LdapErr: DSID-0C09044E, comment: AcceptSecurityContext error, data 532,
+# v4563", the `data` code being the Windows error. Every one but 775 (locked out, whatever the password)
+# comes only after the password was found right; 52e (wrong password) and 525 (no such user) say nothing
+# beyond a wrong password, and are left out.
+_AD_STATES = {
+    "532": ("password_expired", "password expired", True),
+    "773": ("must_change_password", "password must be changed", True),
+    "701": ("account_expired", "account expired", True),
+    "533": ("account_disabled", "account disabled", True),
+    "530": ("logon_hours", "outside its logon hours", True),
+    "531": ("workstation", "not permitted from this server", True),
+    "775": ("locked_out", "account locked out", False),
+}
+_AD_DATA = re.compile(r"\bdata ([0-9a-f]{3,4})\b", re.IGNORECASE)
+INVALID_CREDENTIALS = 49
+
+
+def account_state(result: dict) -> AccountState | None:
+    """The state a refused bind's result reports, or None (a wrong password, or a directory that says nothing)."""
+    if result.get("result") != INVALID_CREDENTIALS:
+        return None
+    match = _AD_DATA.search(result.get("message") or "")
+    if match is None or (state := _AD_STATES.get(match.group(1).lower())) is None:
+        return None
+    key, said, password_right = state
+    return AccountState(key, f"directory: {said} (Active Directory data {match.group(1).lower()})", password_right)
 
 
 # The attribute LDAP_USER_FILTER matches the typed name against, e.g. uid in (uid={username}).
@@ -399,7 +438,7 @@ def _check(server: Server, service: Connection, username: str, password: str) ->
     person = _connection(server, entry.entry_dn, password)
     try:
         if not person.bind():
-            return DirectoryAnswer(found=True)
+            return DirectoryAnswer(found=True, state=account_state(person.result))
     finally:
         person.unbind()
     return DirectoryAnswer(

@@ -1,0 +1,87 @@
+"""Directory accounts in the states Active Directory refuses a bind for (docs/sign-in.md, "Expired,
+locked and other refused accounts"), against tests/ranged_directory.py answering the person's bind
+exactly as Active Directory does: invalidCredentials (49) and a diagnostic message whose `data` code
+says why. Until 5 December every one of them read "Unknown username or wrong password.", so a clinician
+whose Windows password had expired retried it into the app's own delays and the directory's lockout.
+"""
+
+import pytest
+
+from tests.helpers import AuthActions
+from tests.ranged_directory import RangedDirectory
+from webapp.extensions import db
+from webapp.models import AuditEvent, SignInCounter
+
+GROUPS = "OU=Groups,DC=ad,DC=test"
+PERSON = "CN=Dana Example,OU=Staff,DC=ad,DC=test"
+PASSWORD = "Dana's-password-1"
+WRONG = "Unknown username or wrong password."
+
+
+def refusal(code: str) -> tuple[int, str]:
+    """Active Directory's answer to a simple bind refused for `code` (Windows Server 2019's wording)."""
+    return 49, f"80090308: LdapErr: DSID-0C09044E, comment: AcceptSecurityContext error, data {code}, v4563\x00"
+
+
+@pytest.fixture
+def active_directory(app):
+    """Starts the stand-in with the person's bind answered as given; returns a function doing that."""
+    servers = []
+
+    def start(code: str) -> RangedDirectory:
+        server = RangedDirectory(PERSON, [f"CN=CXR Clinicians,{GROUPS}"], person_bind=refusal(code))
+        servers.append(server)
+        app.config.update(
+            LDAP_URL=server.url,
+            LDAP_BIND_DN="CN=svc-cxr,DC=ad,DC=test",
+            LDAP_BIND_PASSWORD="x",
+            LDAP_USER_BASE="OU=Staff,DC=ad,DC=test",
+            LDAP_USER_FILTER="(sAMAccountName={username})",
+            LDAP_CLINICIAN_GROUP_DN=f"CN=CXR Clinicians,{GROUPS}",
+        )
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def failed_sign_in(app) -> str:
+    with app.app_context():
+        return db.session.query(AuditEvent).filter_by(action="sign_in_failed").one().details
+
+
+# Refused only after the password was checked and found right: the page may say what is wrong.
+SAID_AFTER_THE_RIGHT_PASSWORD = [
+    ("532", "Your directory password has expired", "password expired"),
+    ("773", "Your directory password must be changed before it can be used", "password must be changed"),
+    ("701", "Your directory account has expired", "account expired"),
+    ("533", "Your directory account is disabled", "account disabled"),
+    ("530", "may not sign in at this time of day", "outside its logon hours"),
+    ("531", "limited to certain computers", "not permitted from this server"),
+]
+
+
+@pytest.mark.parametrize(("code", "page", "trail"), SAID_AFTER_THE_RIGHT_PASSWORD)
+def test_a_state_the_directory_reports_only_after_the_right_password_is_said(
+    app, client, active_directory, code, page, trail
+):
+    active_directory(code)
+    response = AuthActions(client).login("dana", PASSWORD)
+    assert response.status_code == 401
+    text = response.get_data(as_text=True)
+    assert page in text and WRONG not in text
+    assert failed_sign_in(app) == f"directory: {trail} (Active Directory data {code})"
+    assert client.get("/screen").status_code == 302
+
+
+@pytest.mark.parametrize(("code", "trail"), [("775", "account locked out"), ("52e", None), ("525", None)])
+def test_a_state_the_directory_reports_for_any_password_says_no_more_than_a_wrong_one(
+    app, client, active_directory, code, trail
+):
+    active_directory(code)
+    response = AuthActions(client).login("dana", "any-password-at-all")
+    assert response.status_code == 401 and WRONG in response.get_data(as_text=True)
+    # The trail (read by administrators, not by whoever typed the name) says why a lockout refused it.
+    assert failed_sign_in(app) == (f"directory: {trail} (Active Directory data {code})" if trail else WRONG)
+
