@@ -85,3 +85,20 @@ def test_a_state_the_directory_reports_for_any_password_says_no_more_than_a_wron
     # The trail (read by administrators, not by whoever typed the name) says why a lockout refused it.
     assert failed_sign_in(app) == (f"directory: {trail} (Active Directory data {code})" if trail else WRONG)
 
+
+def test_an_expired_password_does_not_run_into_the_apps_own_delays(app, client, active_directory):
+    active_directory("532")
+    allowance = app.config["LOGIN_MAX_FAILURES_PER_ACCOUNT"]
+    for _ in range(allowance + 2):  # the person retries, as they do, before reading the message
+        response = AuthActions(client).login("dana", PASSWORD)
+        assert response.status_code == 401 and "Your directory password has expired" in response.get_data(as_text=True)
+    with app.app_context():  # the right password, each time: no failure counted for the name or the address
+        assert db.session.query(SignInCounter).filter(SignInCounter.failures > 0).count() == 0
+
+
+def test_a_locked_out_account_counts_as_a_failure(app, client, active_directory):
+    active_directory("775")
+    allowance = app.config["LOGIN_MAX_FAILURES_PER_ACCOUNT"]
+    for _ in range(allowance):
+        assert AuthActions(client).login("dana", "guess").status_code == 401
+    assert AuthActions(client).login("dana", "guess").status_code == 429  # it may be someone guessing

@@ -86,6 +86,9 @@ class Outcome:
     user: User | None
     refusal: str = WRONG  # what the person is shown
     reason: str | None = None  # what the audit trail says instead, when that is more than the refusal
+    # Refused although the password was right (an expired one, say): not a guess, so the sign-in
+    # throttle counts no failure for it, or a person retrying an expired password met its delays.
+    password_right: bool = False
 
     @property
     def audited(self) -> str:
@@ -116,7 +119,7 @@ def check(username: str, password: str) -> Outcome:
         if answer.state is None:
             return Outcome(None)
         refusal = ACCOUNT_STATES[answer.state.key] if answer.state.password_right else WRONG
-        return Outcome(None, refusal, reason=answer.state.said)
+        return Outcome(None, refusal, reason=answer.state.said, password_right=answer.state.password_right)
     # One local row per directory entry, keyed on the entry's own name (directory.entry_name):
     # "ALICE" and a full-width "ａｌｉｃｅ" reach alice's row, and her deactivation.
     name = answer.name or folded_username(username)

@@ -54,6 +54,8 @@ def login():
             if outcome.user is not None:
                 throttle.succeeded(attempt)
                 return _signed_in(outcome.user)
+            if outcome.password_right:
+                throttle.succeeded(attempt)
             flash(outcome.refusal, "error")
             record_audit(_audited_name(username), "sign_in_failed", details=outcome.audited)
             db.session.commit()
