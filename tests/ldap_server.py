@@ -66,6 +66,25 @@ overlay memberof
 {extra_access}access to attrs=userPassword by anonymous auth by * none
 access to * by users read by * none
 """
+# OpenLDAP's password policy overlay (its schema built in since 2.5), with the lockout said in its
+# response control, and the policy entry PASSWORD_POLICY_ENTRY adds once the server runs.
+PASSWORD_POLICY = """\
+overlay ppolicy
+ppolicy_default "{policy_dn}"
+ppolicy_use_lockout
+"""
+POLICY_DN = f"cn=password-policy,ou=services,{SUFFIX}"
+# Passwords set over LDAP expire after 2 seconds (those slapadd loaded have no pwdChangedTime: never),
+# three wrong ones lock the account, and one set by an administrator must be changed before use.
+PASSWORD_POLICY_ENTRY = {
+    "cn": "password-policy",
+    "pwdAttribute": "userPassword",
+    "pwdMaxAge": "2",
+    "pwdGraceAuthNLimit": "0",
+    "pwdLockout": "TRUE",
+    "pwdMaxFailure": "3",
+    "pwdMustChange": "TRUE",
+}
 # A directory whose service account may not read the entries' identity (entryUUID), as some hide it.
 HIDE_IDENTITY = "access to attrs=entryUUID by * none\n"
 
@@ -170,6 +189,7 @@ class LdapServer:
     tls: bool = False  # also serve ldaps:// (and StartTLS on ldap://) with a certificate from a test CA
     certificate_ip: str = "127.0.0.1"  # the address the certificate names (the server listens on 127.0.0.1)
     extra_access: str = ""  # slapd access lines before the usual ones (HIDE_IDENTITY)
+    password_policy: bool = False  # OpenLDAP's ppolicy overlay, with PASSWORD_POLICY_ENTRY
     port: int = field(default_factory=free_loopback_port)
     tls_port: int = field(default_factory=free_loopback_port)
     process: subprocess.Popen | None = None
@@ -207,6 +227,11 @@ class LdapServer:
             root_password=ROOT_PASSWORD,
             extra_access=self.extra_access,
         )
+        if self.password_policy:
+            config = config.replace("moduleload memberof", "moduleload memberof\nmoduleload ppolicy")
+            config = config.replace(
+                "overlay memberof\n", "overlay memberof\n" + PASSWORD_POLICY.format(policy_dn=POLICY_DN)
+            )
         if self.tls:
             make_certificates(self.run_dir, self.certificate_ip)
             # TLS settings are global: they must come before the first "database" line.
@@ -259,16 +284,25 @@ def slapd_missing() -> bool:
 
 
 def started_server(
-    run_dir: Path, tls: bool = False, certificate_ip: str = "127.0.0.1", extra_access: str = ""
+    run_dir: Path,
+    tls: bool = False,
+    certificate_ip: str = "127.0.0.1",
+    extra_access: str = "",
+    password_policy: bool = False,
 ) -> LdapServer:
     if slapd_missing():
         pytest.skip("slapd is not installed (Debian: apt-get install slapd ldap-utils); .ci/run installs it")
     if tls and not shutil.which("openssl"):
         pytest.skip("openssl is not installed (Debian: apt-get install openssl); needed for the test certificates")
-    server = LdapServer(run_dir, tls=tls, certificate_ip=certificate_ip, extra_access=extra_access)
+    server = LdapServer(
+        run_dir, tls=tls, certificate_ip=certificate_ip, extra_access=extra_access, password_policy=password_policy
+    )
     server.build()
     server.start()
     server.add_admins_group()
+    if password_policy:
+        with server.admin() as conn:
+            assert conn.add(POLICY_DN, ["pwdPolicy", "device"], PASSWORD_POLICY_ENTRY), conn.result
     return server
 
 
@@ -307,6 +341,16 @@ def misnamed_tls_ldap_server(tmp_path):
 def own_ldap_server(tmp_path):
     """A directory of this test's own, which it may stop."""
     server = started_server(tmp_path / "slapd")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def password_policy_ldap_server(tmp_path):
+    """A directory of this test's own with OpenLDAP's password policy overlay (PASSWORD_POLICY_ENTRY)."""
+    server = started_server(tmp_path / "slapd-ppolicy", password_policy=True)
     try:
         yield server
     finally:

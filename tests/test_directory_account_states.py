@@ -5,12 +5,16 @@ says why. Until 5 December every one of them read "Unknown username or wrong pas
 whose Windows password had expired retried it into the app's own delays and the directory's lockout.
 """
 
+import time
+
 import pytest
+from ldap3 import MODIFY_DELETE, MODIFY_REPLACE
 
 from tests.helpers import AuthActions
+from tests.ldap_server import DIRECTORY_PEOPLE, PASSWORD_POLICY_ENTRY, PEOPLE
 from tests.ranged_directory import RangedDirectory
 from webapp.extensions import db
-from webapp.models import AuditEvent, SignInCounter
+from webapp.models import AuditEvent, SignInCounter, User
 
 GROUPS = "OU=Groups,DC=ad,DC=test"
 PERSON = "CN=Dana Example,OU=Staff,DC=ad,DC=test"
@@ -102,3 +106,54 @@ def test_a_locked_out_account_counts_as_a_failure(app, client, active_directory)
     for _ in range(allowance):
         assert AuthActions(client).login("dana", "guess").status_code == 401
     assert AuthActions(client).login("dana", "guess").status_code == 429  # it may be someone guessing
+
+
+# OpenLDAP's password policy overlay (tests/ldap_server.py, PASSWORD_POLICY_ENTRY) says the same in the
+# bind response's password policy control, sent only to a client that asks for it. A password set by
+# an administrator (pwdReset, with pwdMustChange) binds successfully: until 5 December the app signed
+# in with it, although the directory allows that password nothing but its own change.
+
+
+@pytest.fixture
+def openldap(app, password_policy_ldap_server):
+    app.config.update(password_policy_ldap_server.app_settings())
+    return password_policy_ldap_server
+
+
+def test_openldap_a_password_set_by_an_administrator_must_be_changed_before_it_signs_in(app, client, openldap):
+    with openldap.admin() as conn:
+        assert conn.modify(f"uid=alice,{PEOPLE}", {"pwdReset": [(MODIFY_REPLACE, ["TRUE"])]}), conn.result
+    response = AuthActions(client).login("alice", DIRECTORY_PEOPLE["alice"][0])
+    assert response.status_code == 401
+    assert "Your directory password must be changed before it can be used" in response.get_data(as_text=True)
+    assert client.get("/screen").status_code == 302
+    assert failed_sign_in(app) == "directory: password must be changed (password policy: changeAfterReset)"
+    with app.app_context():
+        assert User.by_username("alice") is None  # no account made on a password the directory restricts
+
+
+def test_openldap_an_expired_password_is_said(app, client, openldap):
+    alice, password = f"uid=alice,{PEOPLE}", DIRECTORY_PEOPLE["alice"][0]
+    with openldap.admin() as conn:  # set over LDAP, it has a pwdChangedTime: it expires 2 seconds later
+        assert conn.modify(alice, {"userPassword": [(MODIFY_REPLACE, [password])]}), conn.result
+        assert conn.modify(alice, {"pwdReset": [(MODIFY_DELETE, [])]}), conn.result
+    time.sleep(3)
+    response = AuthActions(client).login("alice", "not-her-password")
+    assert WRONG in response.get_data(as_text=True)  # a wrong password is told nothing more
+    response = AuthActions(client).login("alice", password)
+    assert "Your directory password has expired" in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.query(AuditEvent).filter_by(action="sign_in_failed").order_by(AuditEvent.id).all()[
+            -1
+        ].details == ("directory: password expired (password policy: passwordExpired)")
+
+
+def test_openldap_a_locked_account_is_told_what_a_wrong_password_is(app, client, openldap):
+    for _ in range(int(PASSWORD_POLICY_ENTRY["pwdMaxFailure"])):
+        AuthActions(client).login("carol", "guess-guess")
+    response = AuthActions(client).login("carol", DIRECTORY_PEOPLE["carol"][0])  # locked: even the right one
+    assert response.status_code == 401 and WRONG in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.query(AuditEvent).filter_by(action="sign_in_failed").order_by(AuditEvent.id).all()[
+            -1
+        ].details == ("directory: account locked out (password policy: accountLocked)")

@@ -55,33 +55,76 @@ class DirectoryAnswer:
     state: AccountState | None = None  # why the directory refused the bind, when it said (account_state)
 
 
-# Active Directory's reasons for refusing a simple bind: invalidCredentials (49) with a diagnostic
-# message such as "80090308: LdapErr: DSID-0C09044E, comment: AcceptSecurityContext error, data 532,
-# v4563", the `data` code being the Windows error. Every one but 775 (locked out, whatever the password)
-# comes only after the password was found right; 52e (wrong password) and 525 (no such user) say nothing
-# beyond a wrong password, and are left out.
-_AD_STATES = {
-    "532": ("password_expired", "password expired", True),
-    "773": ("must_change_password", "password must be changed", True),
-    "701": ("account_expired", "account expired", True),
-    "533": ("account_disabled", "account disabled", True),
-    "530": ("logon_hours", "outside its logon hours", True),
-    "531": ("workstation", "not permitted from this server", True),
-    "775": ("locked_out", "account locked out", False),
+# The states a directory reports of an account at its bind: the audit trail's words, and whether the
+# directory says it only once the password was found right (whoever sees it knows the password).
+_STATES = {
+    "password_expired": ("password expired", True),
+    "must_change_password": ("password must be changed", True),
+    "account_expired": ("account expired", True),
+    "account_disabled": ("account disabled", True),
+    "logon_hours": ("outside its logon hours", True),
+    "workstation": ("not permitted from this server", True),
+    "locked_out": ("account locked out", False),  # said whatever the password
+}
+# Active Directory refuses such a bind with invalidCredentials (49) and a diagnostic message such as
+# "80090308: LdapErr: DSID-0C09044E, comment: AcceptSecurityContext error, data 532, v4563", the `data`
+# code being the Windows error; 52e (wrong password) and 525 (no such user) are no state.
+_AD_CODES = {
+    "532": "password_expired",
+    "773": "must_change_password",
+    "701": "account_expired",
+    "533": "account_disabled",
+    "530": "logon_hours",
+    "531": "workstation",
+    "775": "locked_out",
 }
 _AD_DATA = re.compile(r"\bdata ([0-9a-f]{3,4})\b", re.IGNORECASE)
 INVALID_CREDENTIALS = 49
+# OpenLDAP's ppolicy overlay (and other servers of draft-behera-ldap-password-policy) says it in a
+# response control, sent to a client that asks with the request control, non-critical so that a server
+# without it (Active Directory) ignores it. A password set by an administrator (changeAfterReset) binds
+# successfully, but the directory allows it nothing but its own change: the sign-in is refused too.
+PASSWORD_POLICY_OID = "1.3.6.1.4.1.42.2.27.8.5.1"
+PASSWORD_POLICY_REQUEST = (PASSWORD_POLICY_OID, False, None)
+_POLICY_ERRORS = {0: "passwordExpired", 1: "accountLocked", 2: "changeAfterReset"}
+_POLICY_STATES = {
+    "passwordExpired": "password_expired",
+    "accountLocked": "locked_out",
+    "changeAfterReset": "must_change_password",
+}
+
+
+def _state(key: str, source: str) -> AccountState:
+    said, password_right = _STATES[key]
+    return AccountState(key, f"directory: {said} ({source})", password_right)
 
 
 def account_state(result: dict) -> AccountState | None:
-    """The state a refused bind's result reports, or None (a wrong password, or a directory that says nothing)."""
+    """The state a bind's result reports, or None (a wrong password, or a directory that says nothing)."""
+    error = _POLICY_ERRORS.get(_policy_error(result))
+    if error is not None:
+        return _state(_POLICY_STATES[error], f"password policy: {error}")
     if result.get("result") != INVALID_CREDENTIALS:
         return None
     match = _AD_DATA.search(result.get("message") or "")
-    if match is None or (state := _AD_STATES.get(match.group(1).lower())) is None:
+    if match is None or (key := _AD_CODES.get(match.group(1).lower())) is None:
         return None
-    key, said, password_right = state
-    return AccountState(key, f"directory: {said} (Active Directory data {match.group(1).lower()})", password_right)
+    return _state(key, f"Active Directory data {match.group(1).lower()}")
+
+
+def _policy_error(result: dict) -> int | None:
+    """The `error` of a password policy response control (SEQUENCE { warning [0] OPTIONAL, error [1]
+    ENUMERATED OPTIONAL }), or None. Read by hand: ldap3 hands the control's value on undecoded."""
+    value = ((result.get("controls") or {}).get(PASSWORD_POLICY_OID) or {}).get("value")
+    if not isinstance(value, bytes) or len(value) < 2 or value[0] != 0x30 or value[1] >= 0x80:
+        return None
+    content, position = value[2 : 2 + value[1]], 0
+    while position + 2 <= len(content):  # the response's own parts are a few bytes: short lengths only
+        tag, length = content[position], content[position + 1]
+        if tag == 0x81 and length >= 1:
+            return int.from_bytes(content[position + 2 : position + 2 + length], "big")
+        position += 2 + length
+    return None
 
 
 # The attribute LDAP_USER_FILTER matches the typed name against, e.g. uid in (uid={username}).
@@ -437,10 +480,12 @@ def _check(server: Server, service: Connection, username: str, password: str) ->
         return DirectoryAnswer(found=True)
     person = _connection(server, entry.entry_dn, password)
     try:
-        if not person.bind():
-            return DirectoryAnswer(found=True, state=account_state(person.result))
+        bound = person.bind(controls=[PASSWORD_POLICY_REQUEST])
+        state = account_state(person.result)
     finally:
         person.unbind()
+    if not bound or state is not None:
+        return DirectoryAnswer(found=True, state=state)
     return DirectoryAnswer(
         found=True, password_ok=True, role=_role(service, entry), name=name, identity=entry_identity(entry)
     )
