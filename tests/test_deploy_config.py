@@ -612,3 +612,11 @@ def test_a_worker_starts_with_json_lines_only_and_onednn_on(tmp_path):
     assert [json.loads(line)["message"] for line in lines if "onednn=" in line] == ["onednn=True"]
     for line in lines:
         json.loads(line)  # every line, the worker's own included
+
+
+def test_the_shipped_proxy_drops_a_clients_own_prefix():
+    """The app trusts X-Forwarded-Prefix from the proxy (TRUSTED_PROXIES=1), and nginx passes on a header
+    it does not set itself: a client's `X-Forwarded-Prefix: //elsewhere.example` would have placed the
+    app's links and redirects on another host. An empty value is not sent at all."""
+    config = (ROOT / "docker" / "nginx" / "nginx.conf").read_text()
+    assert re.search(r'^\s*proxy_set_header X-Forwarded-Prefix "";', config, re.MULTILINE)

@@ -33,9 +33,11 @@ CONTENT_SECURITY_POLICY = "; ".join(
 
 def register(app: Flask) -> None:
     if app.config["TRUSTED_PROXIES"]:
-        # Behind a reverse proxy, the client address used for sign-in throttling comes from X-Forwarded-For.
+        # Behind a reverse proxy, the client address used for sign-in throttling comes from X-Forwarded-For,
+        # and the path the proxy publishes the app under (https://intranet/cxr/) from X-Forwarded-Prefix:
+        # every link, redirect and cookie path is made under it (docs/deployment.md, "Under a path").
         n = app.config["TRUSTED_PROXIES"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_prefix=n)
     app.before_request(refuse_nul_characters)
     app.before_request(require_sign_in)
     app.after_request(add_security_headers)
