@@ -105,12 +105,16 @@ def signed_out():
 
 
 def referring_page() -> str | None:
-    """The page on this site that sent the form (Referrer-Policy same-origin keeps it), else None."""
+    """The page of this app that sent the form (Referrer-Policy same-origin keeps it), as a path within
+    the app like `request.path` (the browser's address holds the prefix the app is published under), else None."""
     parts = urlsplit(request.referrer or "")
-    if parts.netloc != request.host:
+    root = request.script_root
+    if parts.netloc != request.host or not parts.path.startswith(root + "/"):
         return None
-    target = parts.path + (f"?{parts.query}" if parts.query else "")
-    return target if is_local_path(target) and not target.startswith(url_for("auth.login")) else None
+    if parts.path.startswith(url_for("auth.login")):
+        return None
+    target = parts.path.removeprefix(root) + (f"?{parts.query}" if parts.query else "")
+    return target if is_local_path(target) else None
 
 
 def navigated_from_this_site() -> bool:
