@@ -88,3 +88,19 @@ def test_a_saved_reading_returns_to_the_results_page_under_the_path(app, client,
         base_url=UNDER,
     )
     assert answer.status_code == 303 and answer.headers["Location"] == f"/cxr{results}#review-{film}"
+
+
+@pytest.mark.parametrize("base_url, path", [(UNDER, "/cxr"), ("http://localhost/", "/")])
+def test_the_session_cookie_is_scoped_to_the_path(client, clinician_user, base_url, path):
+    """The session (the sign-in and the CSRF token) was sent with Path=/ under /cxr too: the browser
+    handed it to every other application on the host, and a cookie named `session` set by one of them
+    at / replaced it."""
+    token = csrf_token_under(client, "/auth/login", base_url)
+    answer = client.post(
+        "/auth/login",
+        data={"username": "clin", "password": PASSWORDS["clin"], "csrf_token": token},
+        base_url=base_url,
+    )
+    cookies = answer.headers.getlist("Set-Cookie")
+    assert answer.headers["Location"] == f"{path.rstrip('/')}/screen"  # signed in
+    assert len(cookies) == 1 and f"; Path={path};" in cookies[0] + ";"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, flash, redirect, render_template, request, url_for
+from flask.sessions import SecureCookieSessionInterface
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -38,9 +39,20 @@ def register(app: Flask) -> None:
         # every link, redirect and cookie path is made under it (docs/deployment.md, "Under a path").
         n = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_prefix=n)
+    app.session_interface = PublishedPathSessionInterface()
     app.before_request(refuse_nul_characters)
     app.before_request(require_sign_in)
     app.after_request(add_security_headers)
+
+
+class PublishedPathSessionInterface(SecureCookieSessionInterface):
+    """The session cookie (the sign-in, the CSRF token) sent back only to the path the app is published
+    under: Flask's default, APPLICATION_ROOT, is one value for every request and was /, so under
+    https://intranet/cxr/ the browser also sent it to every other application on that host, and another
+    app's own `session` cookie at / overwrote it (each signed out the other)."""
+
+    def get_cookie_path(self, app: Flask) -> str:
+        return app.config["SESSION_COOKIE_PATH"] or request.script_root or "/"
 
 
 # A NUL in a multipart form's text part is binary data: a file sent without a filename, which
