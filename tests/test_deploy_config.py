@@ -370,13 +370,13 @@ class _Probe(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def container_health_check(port: int) -> subprocess.CompletedProcess:
+def container_health_check(port: int, **env: str) -> subprocess.CompletedProcess:
     """The image's HEALTHCHECK command against a server on this loopback port."""
     return subprocess.run(
         [sys.executable, str(ROOT / "docker" / "healthcheck.py")],
         capture_output=True,
         text=True,
-        env={"BIND": f"0.0.0.0:{port}"},
+        env={"BIND": f"0.0.0.0:{port}", **env},
         timeout=30,
     )
 
@@ -612,3 +612,31 @@ def test_a_worker_starts_with_json_lines_only_and_onednn_on(tmp_path):
     assert [json.loads(line)["message"] for line in lines if "onednn=" in line] == ["onednn=True"]
     for line in lines:
         json.loads(line)  # every line, the worker's own included
+
+
+def test_the_shipped_proxy_drops_a_clients_own_prefix():
+    """The app trusts X-Forwarded-Prefix from the proxy (TRUSTED_PROXIES=1), and nginx passes on a header
+    it does not set itself: a client's `X-Forwarded-Prefix: //elsewhere.example` would have placed the
+    app's links and redirects on another host. An empty value is not sent at all."""
+    config = (ROOT / "docker" / "nginx" / "nginx.conf").read_text()
+    assert re.search(r'^\s*proxy_set_header X-Forwarded-Prefix "";', config, re.MULTILINE)
+
+
+class _UnderScriptName(_Probe):
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        # gunicorn with SCRIPT_NAME=/cxr: anything outside it is a 500 page
+        self.send_response(200 if self.path == "/cxr/readyz" else 500)
+        self.end_headers()
+
+
+def test_container_health_check_probes_under_script_name():
+    """With SCRIPT_NAME=/cxr (a proxy passing the app's path on), gunicorn answered the health check's
+    /readyz with a 500 page, 'Request path '/readyz' does not start with SCRIPT_NAME', and the container
+    was marked unhealthy while it served (found with the real app under gunicorn)."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), _UnderScriptName)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = container_health_check(server.server_address[1], SCRIPT_NAME="/cxr")
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stdout

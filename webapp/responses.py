@@ -84,4 +84,11 @@ def is_local_path(target: str) -> bool:
 
 def safe_next(target: str | None) -> str:
     """`target` if it is a path on this site (`is_local_path`), else the upload page."""
-    return target if target and is_local_path(target) else url_for("screening.upload")
+    return local_url(target) if target and is_local_path(target) else url_for("screening.upload")
+
+
+def local_url(target: str) -> str:
+    """A path within the app, as `request.path` gives it and a `next` or `back` field carries it, made
+    the address the browser is sent to: under the path the app is published at (`request.script_root`,
+    empty at /). Sent as it was, it left the app: https://intranet/screen, not https://intranet/cxr/screen."""
+    return request.script_root + target

@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from flask import Flask, abort, current_app, flash, redirect, render_template, request, url_for
+from flask.sessions import SecureCookieSessionInterface
 from flask_login import current_user
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -33,12 +34,25 @@ CONTENT_SECURITY_POLICY = "; ".join(
 
 def register(app: Flask) -> None:
     if app.config["TRUSTED_PROXIES"]:
-        # Behind a reverse proxy, the client address used for sign-in throttling comes from X-Forwarded-For.
+        # Behind a reverse proxy, the client address used for sign-in throttling comes from X-Forwarded-For,
+        # and the path the proxy publishes the app under (https://intranet/cxr/) from X-Forwarded-Prefix:
+        # every link, redirect and cookie path is made under it (docs/deployment.md, "Under a path").
         n = app.config["TRUSTED_PROXIES"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_prefix=n)
+    app.session_interface = PublishedPathSessionInterface()
     app.before_request(refuse_nul_characters)
     app.before_request(require_sign_in)
     app.after_request(add_security_headers)
+
+
+class PublishedPathSessionInterface(SecureCookieSessionInterface):
+    """The session cookie (the sign-in, the CSRF token) sent back only to the path the app is published
+    under: Flask's default, APPLICATION_ROOT, is one value for every request and was /, so under
+    https://intranet/cxr/ the browser also sent it to every other application on that host, and another
+    app's own `session` cookie at / overwrote it (each signed out the other)."""
+
+    def get_cookie_path(self, app: Flask) -> str:
+        return app.config["SESSION_COOKIE_PATH"] or request.script_root or "/"
 
 
 # A NUL in a multipart form's text part is binary data: a file sent without a filename, which
@@ -103,12 +117,16 @@ def signed_out():
 
 
 def referring_page() -> str | None:
-    """The page on this site that sent the form (Referrer-Policy same-origin keeps it), else None."""
+    """The page of this app that sent the form (Referrer-Policy same-origin keeps it), as a path within
+    the app like `request.path` (the browser's address holds the prefix the app is published under), else None."""
     parts = urlsplit(request.referrer or "")
-    if parts.netloc != request.host:
+    root = request.script_root
+    if parts.netloc != request.host or not parts.path.startswith(root + "/"):
         return None
-    target = parts.path + (f"?{parts.query}" if parts.query else "")
-    return target if is_local_path(target) and not target.startswith(url_for("auth.login")) else None
+    if parts.path.startswith(url_for("auth.login")):
+        return None
+    target = parts.path.removeprefix(root) + (f"?{parts.query}" if parts.query else "")
+    return target if is_local_path(target) else None
 
 
 def navigated_from_this_site() -> bool:

@@ -27,6 +27,9 @@ class LiveServer(LiveApp):
             instance_dir=instance_dir,
             env={
                 "SESSION_COOKIE_SECURE": "false",  # plain http on loopback; everything else as deployed
+                # Behind one proxy, as the HTTPS stack runs it: test_under_a_path.py puts nginx in front. The
+                # other journeys talk to gunicorn directly and send no X-Forwarded-* header, so nothing changes there.
+                "TRUSTED_PROXIES": "1",
                 # One worker: the model is loaded once, and the two CPU cores of a CI runner stay for Chromium.
                 "WEB_WORKERS": "1",
                 "WEB_THREADS": "4",

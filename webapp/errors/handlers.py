@@ -17,7 +17,7 @@ from ..api.errors import api_error
 from ..extensions import db, login_manager
 from ..ratelimits import retry_after_seconds
 from ..refusal import DATABASE_UNAVAILABLE, STORAGE_FULL, database_reason
-from ..responses import wants_json
+from ..responses import local_url, wants_json
 from ..security import PUBLIC_ENDPOINTS, signed_out
 from .http_refusals import BAD_REQUEST, refusal
 
@@ -84,7 +84,7 @@ def handle_csrf(exc: CSRFError):
     if request.endpoint == "auth.login" and not wants_json():
         # Nothing to lose but what was typed: the sign-in page again (its `next` kept) with a fresh token.
         flash("The sign-in page had expired (or this browser refuses cookies). Please sign in again.", "error")
-        return redirect(request.full_path if request.query_string else request.path, 303)
+        return redirect(local_url(request.full_path if request.query_string else request.path), 303)
     if request.endpoint not in PUBLIC_ENDPOINTS and not current_user.is_authenticated:
         # No session behind the form (signed out, the cookie gone): that, not the token, is the news.
         return signed_out()

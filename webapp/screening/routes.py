@@ -15,7 +15,7 @@ from ..notes import INTENDED_USE, NOTES
 from ..params import int_args
 from ..pruned_meanwhile import FILM_PRUNED, film_kept
 from ..ratelimits import upload_per_user
-from ..responses import form_accepted, form_errors, is_local_path, wants_json
+from ..responses import form_accepted, form_errors, is_local_path, local_url, wants_json
 from . import bp, review_copy
 from .batch import reading_order, summarise
 from .forms import ACCEPTED_EXTENSIONS, FeedbackForm, UploadForm
@@ -267,7 +267,7 @@ def feedback(prediction_id: int):
     back = request.form.get("back", "")
     # Back to this film's saved reading (review_anchor), not to the top of a batch the reader is working through.
     if _is_results_path(back):
-        return redirect(f"{back}#{review_anchor(prediction.id)}", 303)
+        return redirect(f"{local_url(back)}#{review_anchor(prediction.id)}", 303)
     return redirect(url_for("screening.detail", prediction_id=prediction.id, _anchor=review_anchor(prediction.id)), 303)
 
 
@@ -277,7 +277,7 @@ def _film_gone():
     what happened. It answered the bare 404 page, or a 410 page that left the reader nowhere."""
     flash(FILM_PRUNED, "error")
     back = request.form.get("back", "")
-    return redirect(back if _is_results_path(back) else url_for("history.mine"), 303)
+    return redirect(local_url(back) if _is_results_path(back) else url_for("history.mine"), 303)
 
 
 @bp.app_template_global()
