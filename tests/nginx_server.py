@@ -9,10 +9,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.server_process import wait_until_answering
 
 # Relative paths are under the folder given with -p. The host's root is another application, which
 # keeps a `session` cookie of its own at / (most Flask and Django apps do).
@@ -71,18 +72,16 @@ class PathProxy:
         )
         self._wait_ready()
 
-    def _wait_ready(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    log = (self.folder / "error.log").read_text() if (self.folder / "error.log").exists() else ""
-                    self.stop()
-                    raise RuntimeError(f"nginx did not start:\n{log}") from None
-                time.sleep(0.05)
+    def _wait_ready(self) -> None:
+        def answers() -> None:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+
+        wait_until_answering(answers, self.process, OSError, self._gave_up)
+
+    def _gave_up(self) -> RuntimeError:
+        log = (self.folder / "error.log").read_text() if (self.folder / "error.log").exists() else ""
+        self.stop()
+        return RuntimeError(f"nginx did not start:\n{log}")
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg
@@ -16,6 +15,7 @@ import pytest
 from sqlalchemy import make_url
 
 from tests.redis_server import free_port
+from tests.server_process import wait_until_answering
 
 
 class PgBouncer:
@@ -50,18 +50,16 @@ class PgBouncer:
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
-    def _wait_ready(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                psycopg.connect(self.url.replace("+psycopg", ""), connect_timeout=2).close()
-                return
-            except psycopg.OperationalError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    log = (self.folder / "pgbouncer.log").read_text()
-                    self.stop()
-                    raise RuntimeError(f"pgbouncer did not start: {log[-2000:]}") from None
-                time.sleep(0.05)
+    def _wait_ready(self) -> None:
+        def answers() -> None:
+            psycopg.connect(self.url.replace("+psycopg", ""), connect_timeout=2).close()
+
+        wait_until_answering(answers, self.process, psycopg.OperationalError, self._gave_up)
+
+    def _gave_up(self) -> RuntimeError:
+        log = (self.folder / "pgbouncer.log").read_text()
+        self.stop()
+        return RuntimeError(f"pgbouncer did not start: {log[-2000:]}")
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -11,9 +11,10 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 
 import pytest
+
+from tests.server_process import wait_until_answering
 
 
 def free_port() -> int:
@@ -39,19 +40,17 @@ class RedisServer:
         )
         self._wait_ready()
 
-    def _wait_ready(self, timeout: float = 10.0) -> None:
+    def _wait_ready(self) -> None:
         import redis
 
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_timeout=1).ping()
-                return
-            except redis.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.05)
+        def answers() -> None:
+            redis.Redis(port=self.port, socket_timeout=1).ping()
+
+        wait_until_answering(answers, self.process, redis.ConnectionError, self._gave_up)
+
+    def _gave_up(self) -> RuntimeError:
+        self.stop()
+        return RuntimeError("redis-server did not start")
 
     def flush(self) -> None:
         import redis
