@@ -36,6 +36,19 @@ from pyasn1.error import PyAsn1Error
 RANGE = 1500  # Active Directory's default MaxValRange
 
 
+def ad_settings(server: RangedDirectory, **groups: str) -> dict[str, str]:
+    """The app's directory settings for the stand-in, as for an Active Directory, plus `groups`
+    (LDAP_ADMIN_GROUP_DN, LDAP_CLINICIAN_GROUP_DN)."""
+    return {
+        "LDAP_URL": server.url,
+        "LDAP_BIND_DN": "CN=svc-cxr,DC=ad,DC=test",
+        "LDAP_BIND_PASSWORD": "x",
+        "LDAP_USER_BASE": "OU=Staff,DC=ad,DC=test",
+        "LDAP_USER_FILTER": "(sAMAccountName={username})",
+        **groups,
+    }
+
+
 def _message(message_id: int, name: str, operation) -> bytes:
     message = LDAPMessage()
     message["messageID"] = MessageID(message_id)

@@ -12,7 +12,7 @@ from ldap3 import MODIFY_DELETE, MODIFY_REPLACE
 
 from tests.helpers import AuthActions
 from tests.ldap_server import DIRECTORY_PEOPLE, PASSWORD_POLICY_ENTRY, PEOPLE
-from tests.ranged_directory import RangedDirectory
+from tests.ranged_directory import RangedDirectory, ad_settings
 from webapp.extensions import db
 from webapp.models import AuditEvent, SignInCounter, User
 
@@ -35,14 +35,7 @@ def active_directory(app):
     def start(code: str) -> RangedDirectory:
         server = RangedDirectory(PERSON, [f"CN=CXR Clinicians,{GROUPS}"], person_bind=refusal(code))
         servers.append(server)
-        app.config.update(
-            LDAP_URL=server.url,
-            LDAP_BIND_DN="CN=svc-cxr,DC=ad,DC=test",
-            LDAP_BIND_PASSWORD="x",
-            LDAP_USER_BASE="OU=Staff,DC=ad,DC=test",
-            LDAP_USER_FILTER="(sAMAccountName={username})",
-            LDAP_CLINICIAN_GROUP_DN=f"CN=CXR Clinicians,{GROUPS}",
-        )
+        app.config.update(ad_settings(server, LDAP_CLINICIAN_GROUP_DN=f"CN=CXR Clinicians,{GROUPS}"))
         return server
 
     yield start

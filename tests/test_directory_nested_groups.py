@@ -15,7 +15,7 @@ from ldap3 import MODIFY_ADD, MODIFY_DELETE, Connection, Server
 
 from tests.helpers import AuthActions
 from tests.ldap_server import ADMINS_GROUP, CLINICIANS_GROUP, DIRECTORY_PEOPLE, PEOPLE, ROOT_DN, ROOT_PASSWORD, SUFFIX
-from tests.ranged_directory import RangedDirectory
+from tests.ranged_directory import RangedDirectory, ad_settings
 from webapp.auth import directory as directory_module
 from webapp.auth.recheck import recheck_directory_accounts
 from webapp.extensions import db
@@ -288,15 +288,7 @@ def test_an_entry_in_over_1500_groups_uses_the_first_range_and_says_the_rest_are
     names[700], names[1550] = f"CN=CXR Clinicians,{groups_dn}", f"CN=CXR Admins,{groups_dn}"  # 1550: not sent
     server = RangedDirectory(person, names)
     try:
-        app.config.update(
-            LDAP_URL=server.url,
-            LDAP_BIND_DN="CN=svc-cxr,DC=ad,DC=test",
-            LDAP_BIND_PASSWORD="x",
-            LDAP_USER_BASE="OU=Staff,DC=ad,DC=test",
-            LDAP_USER_FILTER="(sAMAccountName={username})",
-            LDAP_ADMIN_GROUP_DN=names[1550],
-            LDAP_CLINICIAN_GROUP_DN=names[700],
-        )
+        app.config.update(ad_settings(server, LDAP_ADMIN_GROUP_DN=names[1550], LDAP_CLINICIAN_GROUP_DN=names[700]))
         monkeypatch.setattr(directory_module, "MAX_GROUP_READS", 3)
         assert role_of(app, "dana") == "clinician"
         # The person, the admins' member list, then 3 groups read before the bound ends the walk.
