@@ -4,6 +4,7 @@ a bad setting are refused in one line. Certificates from a throwaway CA (tests/d
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import shutil
@@ -151,8 +152,10 @@ def test_a_connection_that_says_nothing_does_not_keep_others_out(tls_port, pki):
         assert time.monotonic() - started < 5
 
 
+@contextlib.contextmanager
 def tls_pacs(pki, party: Party):
-    """A PACS taking SRs over TLS with `party`'s certificate, asking for a client certificate from the CA."""
+    """A PACS taking SRs over TLS with `party`'s certificate, asking for a client certificate from the CA;
+    yields its port and the SOP Instance UIDs it stored, and stops with the block."""
     stores = []
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(party.cert), str(party.key))
@@ -168,16 +171,16 @@ def tls_pacs(pki, party: Party):
     server = ae.start_server(
         ("127.0.0.1", 0), block=False, ssl_context=context, evt_handlers=[(evt.EVT_C_STORE, on_store)]
     )
-    return server, stores
+    try:
+        yield server.server_address[1], stores
+    finally:
+        server.shutdown()
 
 
 def test_a_result_is_delivered_over_tls(app, pki):
     app.config.update(tls_settings(pki))
-    server, stores = tls_pacs(pki, pki.pacs)
-    try:
-        result = deliver(app, outbox_result(app, server.server_address[1]))
-    finally:
-        server.shutdown()
+    with tls_pacs(pki, pki.pacs) as (port, stores):
+        result = deliver(app, outbox_result(app, port))
     assert result.state == RESULT_SENT and len(stores) == 1
 
 
@@ -198,12 +201,8 @@ def test_a_delivery_whose_handshake_fails_is_refused_with_its_reason(
     app, client, auth, admin_user, pki, pacs_party, node_party, why
 ):
     app.config.update(tls_settings(pki, getattr(pki, node_party)))
-    server, stores = tls_pacs(pki, getattr(pki, pacs_party))
-    try:
-        result_id = outbox_result(app, server.server_address[1])
-        result = deliver(app, result_id)
-    finally:
-        server.shutdown()
+    with tls_pacs(pki, getattr(pki, pacs_party)) as (port, stores):
+        result = deliver(app, outbox_result(app, port))
     assert (result.state, stores) == (RESULT_REFUSED, [])
     assert why in result.last_error
     auth.login("admin")
@@ -214,11 +213,8 @@ def test_a_delivery_whose_handshake_fails_is_refused_with_its_reason(
 def test_a_delivery_to_a_pacs_whose_certificate_names_another_host_is_refused(app, pki):
     # DICOM_RESULTS_DESTINATION says 127.0.0.1; the certificate is the CA's, but for pacs.example.org.
     app.config.update(tls_settings(pki))
-    server, stores = tls_pacs(pki, pki.misnamed)
-    try:
-        result = deliver(app, outbox_result(app, server.server_address[1]))
-    finally:
-        server.shutdown()
+    with tls_pacs(pki, pki.misnamed) as (port, stores):
+        result = deliver(app, outbox_result(app, port))
     assert result.state == RESULT_REFUSED and "IP address mismatch" in result.last_error
 
 
