@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server_process import wait_until_answering
+from tests.server_process import stop_server, wait_until_answering
 
 # Relative paths are under the folder given with -p. The host's root is another application, which
 # keeps a `session` cookie of its own at / (most Flask and Django apps do).
@@ -84,10 +84,7 @@ class PathProxy:
         return RuntimeError(f"nginx did not start:\n{log}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        stop_server(self.process, self.folder)
 
     def __enter__(self) -> PathProxy:
         return self

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import make_url
 
 from tests.redis_server import free_port
-from tests.server_process import wait_until_answering
+from tests.server_process import stop_server, wait_until_answering
 
 
 class PgBouncer:
@@ -62,8 +62,5 @@ class PgBouncer:
         return RuntimeError(f"pgbouncer did not start: {log[-2000:]}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+        stop_server(self.process, self.folder)
         self.log.close()
-        shutil.rmtree(self.folder, ignore_errors=True)

@@ -14,7 +14,7 @@ import tempfile
 
 import pytest
 
-from tests.server_process import wait_until_answering
+from tests.server_process import stop_server, wait_until_answering
 
 
 def free_port() -> int:
@@ -68,10 +68,7 @@ class RedisServer:
             os.kill(self.process.pid, signal.SIGCONT)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        shutil.rmtree(self.folder, ignore_errors=True)
+        stop_server(self.process, self.folder)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
-"""Waiting for a throwaway server the tests started (Redis, pgbouncer, nginx) to answer."""
+"""A throwaway server the tests started (Redis, pgbouncer, nginx): waiting for it to answer, stopping it."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -25,3 +26,11 @@ def wait_until_answering(
             if process.poll() is not None or time.monotonic() > deadline:
                 raise gave_up() from None
             time.sleep(0.05)
+
+
+def stop_server(process: subprocess.Popen, folder) -> None:
+    """Stop the server if it still runs, and remove its folder."""
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=10)
+    shutil.rmtree(folder, ignore_errors=True)
