@@ -306,52 +306,41 @@ def started_server(
     return server
 
 
+def serving(run_dir: Path, **options):
+    """A fixture's body: a server started in `run_dir` (started_server's options), stopped after the test."""
+    server = started_server(run_dir, **options)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def ldap_server():
     """One directory for the whole run; tests must leave its entries as they found them."""
     with tempfile.TemporaryDirectory(prefix="cxr-slapd-") as run_dir:
-        server = started_server(Path(run_dir))
-        try:
-            yield server
-        finally:
-            server.stop()
+        yield from serving(Path(run_dir))
 
 
 @pytest.fixture
 def tls_ldap_server(tmp_path):
     """A directory that also speaks TLS, with a certificate from a throwaway CA (ca_file)."""
-    server = started_server(tmp_path / "slapd-tls", tls=True)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serving(tmp_path / "slapd-tls", tls=True)
 
 
 @pytest.fixture
 def misnamed_tls_ldap_server(tmp_path):
     """A TLS directory whose certificate, from the trusted test CA, names another host (127.0.0.2)."""
-    server = started_server(tmp_path / "slapd-misnamed", tls=True, certificate_ip="127.0.0.2")
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serving(tmp_path / "slapd-misnamed", tls=True, certificate_ip="127.0.0.2")
 
 
 @pytest.fixture
 def own_ldap_server(tmp_path):
     """A directory of this test's own, which it may stop."""
-    server = started_server(tmp_path / "slapd")
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serving(tmp_path / "slapd")
 
 
 @pytest.fixture
 def password_policy_ldap_server(tmp_path):
     """A directory of this test's own with OpenLDAP's password policy overlay (PASSWORD_POLICY_ENTRY)."""
-    server = started_server(tmp_path / "slapd-ppolicy", password_policy=True)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from serving(tmp_path / "slapd-ppolicy", password_policy=True)
