@@ -70,6 +70,12 @@ class RedisServer:
     def stop(self) -> None:
         stop_server(self.process, self.folder)
 
+    def __enter__(self) -> RedisServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
 
 @pytest.fixture(scope="session")
 def redis_server():

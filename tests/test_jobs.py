@@ -267,8 +267,7 @@ def test_enqueueing_on_a_stalled_redis_gives_up_within_the_queue_timeout(tmp_pat
     # Redis stalled (connection open, nothing answering): redis-py's default held whoever enqueued (a
     # web request creating a validation run, a film the PACS was sending) 5 s a call. The worker's
     # blocking read (BRPOP) must stay shorter than the timeout, or every idle read would fail.
-    server = RedisServer()
-    try:
+    with RedisServer() as server:
         app = create_app(TestingConfig, {"INSTANCE_DIR": tmp_path, "REDIS_URL": server.url})
         queue = app.extensions["jobs"]
         assert queue.huey.storage.read_timeout < QUEUE_TIMEOUT_SECONDS - 1
@@ -280,5 +279,3 @@ def test_enqueueing_on_a_stalled_redis_gives_up_within_the_queue_timeout(tmp_pat
             assert time.monotonic() - started < QUEUE_TIMEOUT_SECONDS + 1
         # Redis took the push when it woke: queued again by recovery, the run's lease keeps it to one job.
         assert queue.pending() == 1
-    finally:
-        server.stop()

@@ -123,8 +123,7 @@ def test_uploads_are_limited_per_user_across_page_and_api(tmp_path):
 
 
 def test_counters_in_redis_are_shared_by_workers(tmp_path):
-    server = RedisServer()  # skips when redis-server is not installed (.ci/run installs it)
-    try:
+    with RedisServer() as server:  # skips when redis-server is not installed (.ci/run installs it)
         url = server.url
         settings = {
             "REDIS_URL": url,
@@ -145,16 +144,13 @@ def test_counters_in_redis_are_shared_by_workers(tmp_path):
         for each in (app, other):
             with each.app_context():
                 db.engine.dispose()
-    finally:
-        server.stop()
 
 
 def test_deployments_sharing_one_redis_count_apart(tmp_path):
     # docs/jobs.md: JOBS_QUEUE_NAME "separates deployments that share one Redis". The queues were kept
     # apart, the rate-limit counters were not: five calls with token 1 of a test site used up the limit
     # of token 1 (another user, another database) of the production site, whose first call got a 429.
-    server = RedisServer()
-    try:
+    with RedisServer() as server:
         sites = []
         for name in ("cxr-prod", "cxr-test"):
             folder = tmp_path / name
@@ -175,8 +171,6 @@ def test_deployments_sharing_one_redis_count_apart(tmp_path):
         for app, _ in sites:
             with app.app_context():
                 db.engine.dispose()
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize(
@@ -193,8 +187,7 @@ def test_deployments_sharing_one_redis_count_apart(tmp_path):
 def test_a_redis_that_answers_but_refuses_the_counters_is_a_warning(tmp_path, settings, reason):
     # Flask-Limiter read each refused count as "storage unreachable" and the next PING as "recovered":
     # every process counted alone for good, its log flapping about every second, /readyz ready and silent.
-    server = RedisServer(*settings)
-    try:
+    with RedisServer(*settings) as server:
         app = limited_app(tmp_path, REDIS_URL=server.url)
         ready = app.test_client().get("/readyz")
         assert ready.status_code == 200  # screening goes on; the limits are per process
@@ -203,20 +196,15 @@ def test_a_redis_that_answers_but_refuses_the_counters_is_a_warning(tmp_path, se
         assert "script:" not in warnings[0], ready.json
         with app.app_context():
             db.engine.dispose()
-    finally:
-        server.stop()
 
 
 def test_a_redis_that_takes_the_counters_is_no_warning(tmp_path):
-    server = RedisServer()
-    try:
+    with RedisServer() as server:
         app = limited_app(tmp_path, REDIS_URL=server.url)
         ready = app.test_client().get("/readyz")
         assert ready.status_code == 200 and ready.json["warnings"] == []
         with app.app_context():
             db.engine.dispose()
-    finally:
-        server.stop()
 
 
 # Before the outage test: the one global limiter keeps counting in memory for a while after it.
@@ -256,14 +244,11 @@ def test_a_redis_outage_is_logged_when_counting_falls_back_to_memory(tmp_path, c
     # limits had become per process (each worker counting alone) while Redis was away.
     import json
 
-    server = RedisServer()
-    try:
+    with RedisServer() as server:
         app = limited_app(tmp_path, REDIS_URL=server.url, API_RATE_LIMIT="10/minute")
         token = issue_token(app, "clin")
         client = app.test_client()
         assert [r.status_code for r in hammer(client, token, 2)] == [404, 404]
-    finally:
-        server.stop()
     capsys.readouterr()
     assert [r.status_code for r in hammer(client, token, 2)] == [404, 404]  # the app keeps answering
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
@@ -279,8 +264,7 @@ def test_a_stalled_redis_delays_a_request_by_at_most_a_second_per_limit(tmp_path
     # Redis stalled (connection open, nothing answering): with redis-py's default of 5 s per call, an API
     # call (two limits) answered after 10 s, an upload (four) after 14 s, and while the counters stayed
     # in memory each look at whether Redis was back held a request, a page GET too, for 5 s.
-    server = RedisServer()
-    try:
+    with RedisServer() as server:
         app = limited_app(tmp_path, REDIS_URL=server.url)
         token = issue_token(app, "clin")
         client = app.test_client()
@@ -289,7 +273,5 @@ def test_a_stalled_redis_delays_a_request_by_at_most_a_second_per_limit(tmp_path
             started = time.monotonic()
             assert [r.status_code for r in hammer(client, token, 1)] == [404]  # counted in memory
             assert time.monotonic() - started < 3.5
-    finally:
-        server.stop()
     with app.app_context():
         db.engine.dispose()
